@@ -1,0 +1,288 @@
+"""The one registry of configuration keys (like Traccar's ``Keys``).
+
+Every threshold the rules use is declared here once, with its default, its type, and the section of
+``shared/domain-rules.md`` it comes from (with the confidence tag). Values that are not [V] must never be
+buried constants in the rules: the rules receive a ``Config`` and read keys from it.
+
+Config files are TOML. Tables nest the dotted names, so ``[overlimit] filing_tolerance = 0.04`` sets
+``overlimit.filing_tolerance``. ``roadwatch config show`` prints the effective values and where each came
+from (default / file / env).
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A config file or value is invalid (bad usage: exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: Any
+    source: str          # domain-rules.md section + confidence tag, or "ops" for operational settings
+    doc: str
+    choices: tuple | None = None
+
+    def check(self, value: Any) -> Any:
+        d = self.default
+        if isinstance(d, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.name}: expected true/false, got {value!r}")
+        elif isinstance(d, float) and not isinstance(d, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{self.name}: expected a number, got {value!r}")
+            value = float(value)
+        elif isinstance(d, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{self.name}: expected an integer, got {value!r}")
+        elif isinstance(d, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{self.name}: expected a string, got {value!r}")
+        elif isinstance(d, list):
+            if not isinstance(value, list) or len(value) != len(d):
+                raise ConfigError(f"{self.name}: expected a list of {len(d)} values, got {value!r}")
+            if any(isinstance(v, bool) or not isinstance(v, (int, float, str)) for v in value):
+                raise ConfigError(f"{self.name}: list items must be numbers or strings, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.name}: must be one of {list(self.choices)}, got {value!r}")
+        return value
+
+
+KEYS: dict[str, Key] = {}
+
+
+def _k(name: str, default: Any, source: str, doc: str, choices: Iterable | None = None) -> None:
+    assert name not in KEYS, name
+    KEYS[name] = Key(name, default, source, doc, tuple(choices) if choices is not None else None)
+
+
+# --- overload: Art. 3 limits and adjustments (§1) -------------------------------------------------
+_k("overlimit.single_tyre_reduction_kg", 3000, "§1.1 Art.3¶2(2) [V]",
+   "limit reduction per non-drive axle with single tyres per side (no wide-base tyres)")
+_k("overlimit.air_suspension_bonus_kg", 1000, "§1.2 note 4 [S]",
+   "3- and 4-axle trucks with dual-tyre drive axle and air suspension")
+_k("overlimit.air_suspension_axles", [3, 4], "§1.2 note 4 [S]", "axle counts (truck) eligible for the air-suspension bonus")
+# --- overload: tolerance, device validity, plate reads (§4.4, §2.2) ----------------------------------
+_k("overlimit.filing_tolerance", 0.05, "§4.4 / §7 [P]",
+   "default per-station tolerance: over-limit only when gross > limit × (1 + tolerance)")
+_k("overlimit.tolerance_mode", "threshold", "§4.4 [P]",
+   "threshold: compare gross with limit×(1+tol), excess = gross − limit; "
+   "deduct: subtract tol×gross from the measurement first, excess = deducted − limit",
+   ("threshold", "deduct"))
+_k("overlimit.requires_valid_calibration", True, "§2.2, §4.1 [S]",
+   "a reading from a device without a valid calibration certificate never produces a fine")
+_k("overlimit.min_plate_confidence", 0.9, "§4.5 [P]", "plate reads below this confidence go to review")
+_k("overlimit.dedup_window_s", 120, "§4.5 [P]",
+   "readings of the same plate at the same station within this window are one passage (one case)")
+# --- overload: Art. 43 fines (§2.1) ---------------------------------------------------------------
+_k("overlimit.warning_max_kg", 1000, "§2.1 Art.43(二) [V]", "excess up to this → warning, no fine")
+_k("overlimit.fine_per_tonne_yuan", 500, "§2.1 Art.43(二) [V]", "fine per 1000 kg over")
+_k("overlimit.fine_cap_yuan", 30000, "§2.1 Art.43 [V]", "maximum fine")
+_k("overlimit.tonne_rounding", "floor", "§2.1 [P]", "rounding of partial tonnes", ("floor", "ceil"))
+# --- overload: axle loads, informational only (§1.4 [U]) -------------------------------------------
+_k("axle.check_enabled", True, "§1.4 [U]", "report axle-load findings (informational, never fined)")
+_k("axle.single_single_tyre_kg", 7000, "§1.4 [U]", "single axle, single tyres")
+_k("axle.single_dual_tyre_kg", 10000, "§1.4 [U]", "single axle, dual tyres")
+_k("axle.drive_axle_kg", 11500, "§1.4 [U]", "single drive axle")
+_k("axle.tandem_spacings_m", [1.0, 1.3, 1.8], "§1.4 [U]", "tandem spacing band edges")
+_k("axle.tandem_kg", [11500, 16000, 18000], "§1.4 [U]", "tandem limits for spacing <1.0 / 1.0–1.3 / 1.3–1.8 m")
+_k("axle.tridem_kg", [21000, 24000], "§1.4 [U]", "tridem limits for spacing ≤1.3 / 1.3–1.4 m")
+_k("axle.group_max_spacing_m", 1.8, "§1.4 [U]", "axles closer than this form a group")
+# --- police 超载 assessment (§3.3) ------------------------------------------------------------------
+_k("police.fine_low_yuan", [200, 500], "§3.3 Art.92 [V]", "fine range when over 核定载质量 by ≤ 30 %")
+_k("police.fine_high_yuan", [500, 2000], "§3.3 Art.92 [V]", "fine range when over by > 30 %")
+_k("police.high_tier_pct", 30.0, "§3.3 Art.92 [V]", "percentage above which the high fine range applies")
+_k("police.points_pct", [30.0, 50.0], "§3.3 令163号 [S]", "band edges for 1/3/6 points")
+_k("police.points", [1, 3, 6], "§3.3 令163号 [S]", "points below / between / at-or-above the band edges")
+# --- 一超四罚 (§3.1, §3.2) --------------------------------------------------------------------------
+_k("art66.window_days", 365, "§3.1 [P]", "rolling window for the Art. 66 counters")
+_k("art66.vehicle_driver_threshold", 3, "§3.1 Art.66 [V]", "more than this many violations escalates")
+_k("art66.enterprise_share", 0.10, "§3.1 Art.66 [V]", "share of goods vehicles strictly above which 停业整顿")
+_k("source.lookback_h", 12.0, "§3.2 [P]", "how far back the GPS track is searched for the loading stop")
+_k("source.min_stop_min", 15.0, "§3.2 [P]", "minimum stop inside a site polygon that counts as loading")
+_k("source.stop_speed_kmh", 3.0, "§3.2 [P]", "speed at or below which the truck counts as stopped")
+_k("notify.days_after_review", 5, "§4.3 [P]", "notification deadline after review")
+# --- data quality (§5.2 annex notes) ---------------------------------------------------------------
+_k("quality.lon_range", [73.55, 135.0833], "§5.2 [S]", "qualified longitude range (73°33′E–135°05′E)")
+_k("quality.lat_range", [3.85, 53.55], "§5.2 [S]", "qualified latitude range (3°51′N–53°33′N)")
+_k("quality.speed_range_kmh", [0.0, 160.0], "§5.2 [S]", "qualified speed range")
+_k("quality.heading_range", [0, 359], "§5.2 [S]", "qualified heading range")
+_k("quality.alt_range_m", [-200.0, 6500.0], "§5.2 [S]", "qualified altitude range")
+_k("quality.future_tolerance_s", 60, "§5.2 [P]",
+   "a ping later than receipt time by more than this is 'future' (allows small terminal clock skew)")
+_k("quality.max_lag_s", 7 * 86400, "§5.2 [P]", "a ping older than this at receipt is unqualified")
+_k("quality.require_positioned", True, "§6.2 [V]", "status bit 1 (positioned) must be set")
+# --- drift and track completeness (§5.2 proposal) ---------------------------------------------------
+_k("drift.v_max_kmh", 160.0, "§5.2 [P]", "implied speed above this between qualified points is drift")
+_k("drift.stationary_jump_km", 0.5, "§5.2 [P]", "jump while reported stationary that counts as drift")
+_k("drift.stationary_speed_kmh", 1.0, "§5.2 [P]", "reported speed at or below this counts as stationary")
+_k("drift.min_points", 1, "§5.2 [P]", "drift points in the month that make a 漂移车辆")
+_k("track.gap_s", 300, "§5.2 [P]", "time gap above which a segment may be incomplete")
+_k("track.gap_km", 1.0, "§5.2 [P]", "distance above which a timed-out segment is incomplete")
+# --- live monitoring (§5.5, §5.6) -----------------------------------------------------------------
+_k("speeding.min_duration_s", 30, "§5.2 annex [S]", "overspeed counts only when continuous for more than this")
+_k("speeding.merge_s", 60, "§5.2 annex [S]", "overspeed episodes closer than this merge into one")
+_k("speeding.dg_expressway_kmh", 80.0, "§5.5 危货办法 Art.46 [V]", "hazardous goods, expressway")
+_k("speeding.dg_other_kmh", 60.0, "§5.5 危货办法 Art.46 [V]", "hazardous goods, other roads")
+_k("speeding.bus_expressway_kmh", 100.0, "§5.5 [U]", "buses, expressway (daytime)")
+_k("speeding.bus_other_kmh", 80.0, "§5.5 [U]", "buses, other roads (daytime)")
+_k("speeding.truck_expressway_kmh", 100.0, "§5.5 [U]", "other goods vehicles, expressway")
+_k("speeding.truck_other_kmh", 80.0, "§5.5 [U]", "other goods vehicles, other roads")
+_k("speeding.bus_night_factor", 0.8, "§5.1 [V]", "passenger vehicles at night: fraction of the daytime limit")
+_k("night.start", "22:00", "§5.6 [P]", "night window start (Beijing time)")
+_k("night.end", "06:00", "§5.6 [P]", "night window end (Beijing time)")
+_k("fatigue.day_continuous_h", 4.0, "§5.6 Art.38 [V]", "continuous driving limit by day")
+_k("fatigue.night_continuous_h", 2.0, "§5.6 Art.38 [V]", "continuous driving limit by night")
+_k("fatigue.min_rest_min", 20.0, "§5.6 Art.38 [V]", "a stop at least this long resets continuous driving")
+_k("fatigue.day_cum_h", 8.0, "§5.6 Art.38 [V]", "cumulative driving limit in 24 h")
+_k("fatigue.stop_speed_kmh", 0.0, "§5.6 [P]", "speed at or below which the vehicle counts as stopped")
+_k("curfew.start", "02:00", "§5.6 Art.38(5) [V]", "long-distance bus curfew start")
+_k("curfew.end", "05:00", "§5.6 Art.38(5) [V]", "long-distance bus curfew end")
+_k("curfew.exempt_route_km", 100.0, "§5.6 Art.38(5) [V]", "routes up to this length are exempt")
+_k("curfew.categories", ["客运班车"], "§5.6 [P]", "categories the curfew applies to")
+_k("offline.timeout_s", 900, "§5.2 [P]", "no ping for this long (last seen moving or ACC on) → offline alert")
+_k("alerts.late_after_s", 300, "§5.6 [P]",
+   "a ping older than this at processing time updates metrics but raises alerts marked late")
+# --- stream and operations (not legal values) -------------------------------------------------------
+_k("stream.partitions", 4, "ops", "partitions of the input topics")
+_k("stream.batch_max_pings", 500, "ops", "ping batch flush size (gateway, simulators)")
+_k("stream.batch_max_ms", 200, "ops", "ping batch flush interval")
+_k("stream.snapshot_interval_s", 1.0, "ops", "how often per-partition ping state is persisted")
+_k("stream.session_timeout_s", 6.0, "ops", "consumer session timeout (embedded broker holds joins ceil(t/2) s)")
+_k("stream.heartbeat_interval_s", 1.0, "ops", "consumer heartbeat")
+_k("stream.fetch_max_wait_ms", 100, "ops", "consumer fetch wait (Faust default 1500 stalls the single-node broker)")
+_k("stream.max_record_bytes", 1_000_000, "ops", "larger input records are dead-lettered")
+_k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, keys")
+_k("paths.archive", "", "ops", "SQLite archive path (default <data_dir>/archive.sqlite)")
+_k("web.port", 6066, "ops", "console port")
+_k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
+_k("gateway.port", 7808, "ops", "JT/T 808 TCP port")
+_k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)")
+_k("gateway.idle_timeout_s", 300, "ops", "close a terminal connection idle this long")
+_k("gateway.max_frames_per_s", 50, "ops", "per-connection frame rate limit")
+_k("gateway.max_connections", 10000, "ops", "concurrent terminal connections")
+_k("gateway.buffer_max_pings", 200_000, "ops", "pings buffered while Kafka is unreachable before back-pressure")
+# --- monthly report (§5.2–§5.4) --------------------------------------------------------------------
+_k("report.decimals", 2, "§5.4 [P]", "rates shown rounded half-up to this many decimals")
+_k("report.categories", ["客运班车", "旅游包车", "危险货物运输车辆"], "§5.1 [V]", "两客一危 categories")
+_k("score.network_weight", 5.0, "§5.3 [S]", "入网率 weight")
+_k("score.network_zero_below", 0.90, "§5.3 [S]", "入网率 below this scores 0")
+_k("score.online_weight", 10.0, "§5.3 [S]", "上线率 weight")
+_k("score.drift_weight", 15.0, "§5.3 [S]", "漂移率 weight (15 − rate × 15)")
+_k("score.drift_zero_above", 0.05, "§5.3 [S]", "漂移率 above this scores 0")
+_k("score.track_weight", 40.0, "§5.3 [S]", "轨迹完整率 weight")
+_k("score.track_zero_below", 0.70, "§5.3 [S]", "轨迹完整率 below this scores 0")
+_k("score.quality_weight", 30.0, "§5.3 [S]", "数据合格率 weight")
+_k("score.quality_zero_below", 0.80, "§5.3 [S]", "数据合格率 below this scores 0")
+
+
+class Config:
+    """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
+
+    def __init__(self, values: dict[str, Any] | None = None, origins: dict[str, str] | None = None):
+        self._values = {k: key.default for k, key in KEYS.items()}
+        self._origin = {k: "default" for k in KEYS}
+        for k, v in (values or {}).items():
+            self.set(k, v, (origins or {}).get(k, "override"))
+
+    def set(self, name: str, value: Any, origin: str = "override") -> None:
+        key = KEYS.get(name)
+        if key is None:
+            raise ConfigError(f"unknown config key {name!r} (see `roadwatch config show`)")
+        self._values[name] = key.check(value)
+        self._origin[name] = origin
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def origin(self, name: str) -> str:
+        return self._origin[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self["paths.data_dir"])
+
+    @property
+    def archive_path(self) -> Path:
+        p = self["paths.archive"]
+        return Path(p) if p else self.data_dir / "archive.sqlite"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file (``path`` or ``$ROADWATCH_CONFIG``), then ``ROADWATCH_SET`` overrides.
+
+    ``ROADWATCH_SET="stream.partitions=8;web.port=7000"`` overrides single keys (values parsed as TOML).
+    """
+    env = os.environ if env is None else env
+    cfg = Config()
+    path = path or env.get("ROADWATCH_CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+        for k, v in _flatten(data).items():
+            cfg.set(k, v, f"file:{p}")
+    for item in filter(None, (env.get("ROADWATCH_SET") or "").split(";")):
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"ROADWATCH_SET item {item!r} is not KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        cfg.set(name.strip(), value, "env:ROADWATCH_SET")
+    return cfg
+
+
+def render_toml(cfg: Config) -> str:
+    """The effective config as a commented TOML document (``roadwatch config show``)."""
+    lines: list[str] = ["# roadwatch effective configuration", ""]
+    section = None
+    for name in sorted(KEYS, key=lambda n: (n.split(".")[0], n)):
+        key = KEYS[name]
+        sec, _, leaf = name.partition(".")
+        if sec != section:
+            lines += ["", f"[{sec}]"]
+            section = sec
+        origin = cfg.origin(name)
+        lines.append(f"# {key.doc} — source: {key.source}; default {_toml_value(key.default)}"
+                     + ("" if origin == "default" else f"; set by {origin}"))
+        lines.append(f"{leaf} = {_toml_value(cfg[name])}")
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)

@@ -1,0 +1,158 @@
+"""The registry file: enterprises, vehicles, drivers, cargo-source sites, zones, WIM stations.
+
+One JSON document (docs/formats.md#registry) written by the fleet generator or exported from 运政 data.
+Loading validates every entry and raises ``RegistryError`` naming the entry and field at fault.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLORS, SourceSite, Station,
+                      Vehicle, Zone, parse_ts)
+
+MAX_REGISTRY_BYTES = 512 * 1024 * 1024
+
+
+class RegistryError(ValueError):
+    pass
+
+
+@dataclass
+class Registry:
+    enterprises: dict[str, Enterprise] = field(default_factory=dict)
+    vehicles: dict[str, Vehicle] = field(default_factory=dict)      # by plate
+    drivers: dict[str, Driver] = field(default_factory=dict)
+    source_sites: dict[str, SourceSite] = field(default_factory=dict)
+    zones: dict[str, Zone] = field(default_factory=dict)
+    stations: dict[str, Station] = field(default_factory=dict)
+    region: str = ""
+
+    def vehicle(self, plate: str) -> Vehicle | None:
+        return self.vehicles.get(plate)
+
+    def station_device(self, station_id: str, device_id: str) -> dict | None:
+        st = self.stations.get(station_id)
+        if st is None:
+            return None
+        for dev in st.devices:
+            if dev.get("device_id") == device_id:
+                return dev
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "region": self.region,
+            "enterprises": [e.asdict() for e in self.enterprises.values()],
+            "vehicles": [v.asdict() for v in self.vehicles.values()],
+            "drivers": [d.asdict() for d in self.drivers.values()],
+            "source_sites": [s.asdict() for s in self.source_sites.values()],
+            "zones": [z.asdict() for z in self.zones.values()],
+            "stations": [s.asdict() for s in self.stations.values()],
+        }
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+
+
+def _polygon(entry: dict, where: str) -> list:
+    poly = entry.get("polygon")
+    if not isinstance(poly, list) or len(poly) < 3:
+        raise RegistryError(f"{where}: polygon must list at least 3 [lon, lat] points")
+    for pt in poly:
+        if (not isinstance(pt, list) or len(pt) != 2
+                or any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in pt)
+                or not (-180 <= pt[0] <= 180 and -90 <= pt[1] <= 90)):
+            raise RegistryError(f"{where}: polygon point {pt!r} is not [lon, lat] in degrees")
+    return poly
+
+
+def _build(cls, entry: Any, where: str):
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{where}: expected an object")
+    known = set(cls._options.fieldnames)
+    unknown = set(entry) - known
+    if unknown:
+        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}")
+    try:
+        rec = cls(**entry)
+    except TypeError as e:
+        raise RegistryError(f"{where}: {e}") from None
+    for name, typ in cls._options.fields.items():
+        v = getattr(rec, name)
+        ok = {str: isinstance(v, str), int: isinstance(v, int) and not isinstance(v, bool),
+              float: isinstance(v, (int, float)) and not isinstance(v, bool), bool: isinstance(v, bool),
+              list: isinstance(v, list)}.get(typ, True)
+        if not ok:
+            raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
+    return rec
+
+
+def parse_registry(data: dict) -> Registry:
+    if not isinstance(data, dict):
+        raise RegistryError("registry must be a JSON object")
+    reg = Registry(region=str(data.get("region", "")))
+    for i, e in enumerate(data.get("enterprises", [])):
+        ent = _build(Enterprise, e, f"enterprises[{i}]")
+        reg.enterprises[ent.enterprise_id] = ent
+    for i, e in enumerate(data.get("drivers", [])):
+        d = _build(Driver, e, f"drivers[{i}]")
+        reg.drivers[d.driver_id] = d
+    for i, e in enumerate(data.get("vehicles", [])):
+        v = _build(Vehicle, e, f"vehicles[{i}]")
+        where = f"vehicles[{i}] ({v.plate})"
+        if v.category not in CATEGORIES:
+            raise RegistryError(f"{where}: category must be one of {CATEGORIES}")
+        if v.plate_color not in PLATE_COLORS:
+            raise RegistryError(f"{where}: plate_color {v.plate_color} is not a JT/T 415 code")
+        if v.vehicle_kind not in ("truck", "train", "bus"):
+            raise RegistryError(f"{where}: vehicle_kind must be truck, train or bus")
+        if not 2 <= v.axle_count <= 12:
+            raise RegistryError(f"{where}: axle_count must be 2–12")
+        if v.enterprise_id and v.enterprise_id not in reg.enterprises:
+            raise RegistryError(f"{where}: unknown enterprise_id {v.enterprise_id!r}")
+        if v.plate in reg.vehicles:
+            raise RegistryError(f"{where}: duplicate plate")
+        reg.vehicles[v.plate] = v
+    for i, e in enumerate(data.get("source_sites", [])):
+        s = _build(SourceSite, e, f"source_sites[{i}]")
+        _polygon(e, f"source_sites[{i}]")
+        reg.source_sites[s.site_id] = s
+    for i, e in enumerate(data.get("zones", [])):
+        z = _build(Zone, e, f"zones[{i}]")
+        _polygon(e, f"zones[{i}]")
+        reg.zones[z.zone_id] = z
+    for i, e in enumerate(data.get("stations", [])):
+        s = _build(Station, e, f"stations[{i}]")
+        for j, dev in enumerate(s.devices):
+            if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
+                raise RegistryError(f"stations[{i}].devices[{j}]: needs device_id")
+            for k in ("valid_from", "valid_to"):
+                if dev.get(k) is not None:
+                    try:
+                        parse_ts(dev[k], k)
+                    except InvalidRecord as err:
+                        raise RegistryError(f"stations[{i}].devices[{j}]: {err.detail}") from None
+        reg.stations[s.station_id] = s
+    return reg
+
+
+def load_registry(path: str | Path | None) -> Registry:
+    """Empty registry for ``None`` (every plate is then unknown → review)."""
+    if path is None:
+        return Registry()
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise RegistryError(f"cannot read registry {p}: {e.strerror}") from None
+    if len(raw) > MAX_REGISTRY_BYTES:
+        raise RegistryError(f"registry {p} is larger than {MAX_REGISTRY_BYTES} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise RegistryError(f"registry {p} is not valid JSON: {e}") from None
+    return parse_registry(data)

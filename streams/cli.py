@@ -1,0 +1,88 @@
+"""``roadwatch`` — the one console script.
+
+Each sub-command lives in its own module exposing ``add_arguments(parser)`` and ``run(args, cfg) -> int``;
+this file only wires them. Exit codes: 0 ok, 1 failure, 2 bad usage or bad input. Messages go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from models.config import ConfigError, load_config
+
+# (command path, module, one-line help). Nested commands use a space: "config show".
+COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "streams.demo", "embedded broker + worker + simulators + console + live alert ticker"),
+    ("worker", "streams.worker_cmd", "run the Faust worker (WIM, GPS, cases, stats, console)"),
+    ("broker", "streams.broker", "run the embedded Kafka-compatible broker (Tansu) in the foreground"),
+    ("config show", "streams.config_cmd", "print the effective configuration with defaults and sources"),
+    ("decode jt808", "streams.jt808.decode_cmd", "decode hex JT/T 808 frames (stdin, one per line) to JSON lines"),
+    ("gateway", "streams.jt808.gateway", "JT/T 808 TCP gateway for terminals, publishing pings to Kafka"),
+    ("assess wim", "streams.assess_wim", "batch: WIM readings (JSON lines, stdin) → verdicts (JSON lines)"),
+    ("assess gps", "streams.assess_gps", "batch: GPS pings (JSON lines, stdin) → alerts (JSON lines)"),
+    ("evidence verify", "streams.evidence_cmd", "verify an evidence package or a directory of them"),
+    ("report monthly", "streams.report_cmd", "monthly regulator report (json, html, xlsx, csv)"),
+    ("fleet generate", "simulators.fleet_cmd", "generate a registry (fleet, sites, zones, stations)"),
+    ("simulate", "simulators.simulate_cmd", "run a scenario's feeds against the broker"),
+    ("scenario check", "simulators.check_cmd", "compare what the system produced with a scenario's expectations"),
+    ("record", "simulators.record_cmd", "capture topics to a file"),
+    ("replay", "simulators.replay_cmd", "re-publish a recording with its relative timing"),
+    ("users add", "streams.web.users_cmd", "create or update a console user"),
+    ("bench", "streams.bench", "benchmark the ping path, WIM latency and batch assessment"),
+]
+
+
+class UsageError(Exception):
+    """Raised by sub-commands for bad input or usage (exit code 2)."""
+
+
+def build_parser(strict: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roadwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $ROADWATCH_CONFIG)")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module, help_ in COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if strict or not e.name or not e.name.startswith(module.split(".")[0]):
+                raise
+            continue  # a command whose module is not there yet
+        words = path.split()
+        sub = top
+        for w in words[:-1]:
+            if w not in groups:
+                gp = top.add_parser(w, help=f"{w} commands")
+                groups[w] = gp.add_subparsers(dest=f"{w}_command", metavar="COMMAND", required=True)
+            sub = groups[w]
+        p = sub.add_parser(words[-1], help=help_, description=help_)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"roadwatch: config error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args, cfg) or 0)
+    except (UsageError, ConfigError) as e:
+        print(f"roadwatch: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

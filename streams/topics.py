@@ -1,0 +1,47 @@
+"""Every topic, declared once: name, key, value, partitions, retention policy.
+
+Inputs carry raw bytes (``value_serializer="raw"``) so that a malformed record reaches our own parser and
+goes to the dead-letter topic with its original bytes, instead of crashing Faust's deserializer.
+Keys are raw plate bytes so that Kafka's default partitioner (murmur2) used by the batching producers
+(streams/batcher.py) and Faust agree on partitions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WIM_READINGS = "wim-readings"
+GPS_PINGS = "gps-pings"
+DRIVER_EVENTS = "driver-events"
+ALERTS = "alerts"
+OVERLOAD_CASES = "overload-cases"
+VEHICLE_DAY_STATS = "vehicle-day-stats"
+DEAD_LETTER = "dead-letter"
+REPORTS = "reports"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    value: str
+    input: bool              # consumed by the worker's agents (partition count = stream.partitions)
+    compacted: bool = False
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(WIM_READINGS, "plate (raw bytes)", "one WIM reading, JSON (models.records.WimReading)", True),
+    TopicSpec(GPS_PINGS, "plate of the first ping (raw); all pings of one partition",
+              "columnar ping batch, JSON (models.pingbatch)", True),
+    TopicSpec(DRIVER_EVENTS, "plate (raw bytes)", "IC card login/logout, JSON (models.records.DriverEvent)", True),
+    TopicSpec(ALERTS, "plate", "live alert, JSON (models.records.Alert)", False),
+    TopicSpec(OVERLOAD_CASES, "case id", "verdict + evidence manifest, JSON", False),
+    TopicSpec(VEHICLE_DAY_STATS, "plate|day", "per-vehicle-day counters (absolute values), JSON", False, True),
+    TopicSpec(DEAD_LETTER, "source", "original bytes (base64) + reason, JSON (models.records.DeadLetter)", False),
+    TopicSpec(REPORTS, "month", "monthly report JSON", False, True),
+)
+
+INPUT_TOPICS = tuple(t.name for t in TOPICS if t.input)
+
+
+def partitions_for(spec: TopicSpec, input_partitions: int) -> int:
+    return input_partitions if spec.input or spec.name in (ALERTS, OVERLOAD_CASES, VEHICLE_DAY_STATS) else 1
