@@ -94,6 +94,7 @@ _k("axle.tandem_spacings_m", [1.0, 1.3, 1.8], "§1.4 [U]", "tandem spacing band 
 _k("axle.tandem_kg", [11500, 16000, 18000], "§1.4 [U]", "tandem limits for spacing <1.0 / 1.0–1.3 / 1.3–1.8 m")
 _k("axle.tridem_kg", [21000, 24000], "§1.4 [U]", "tridem limits for spacing ≤1.3 / 1.3–1.4 m")
 _k("axle.group_max_spacing_m", 1.8, "§1.4 [U]", "axles closer than this form a group")
+_k("axle.tridem_spacings_m", [1.3, 1.4], "§1.4 [U]", "tridem band edges: largest spacing ≤ first / ≤ second")
 # --- police 超载 assessment (§3.3) ------------------------------------------------------------------
 _k("police.fine_low_yuan", [200, 500], "§3.3 Art.92 [V]", "fine range when over 核定载质量 by ≤ 30 %")
 _k("police.fine_high_yuan", [500, 2000], "§3.3 Art.92 [V]", "fine range when over by > 30 %")
@@ -164,7 +165,7 @@ _k("web.port", 6066, "ops", "console port")
 _k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
 _k("gateway.port", 7808, "ops", "JT/T 808 TCP port")
 _k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)")
-_k("gateway.idle_timeout_s", 300, "ops", "close a terminal connection idle this long")
+_k("gateway.idle_timeout_s", 300.0, "ops", "close a terminal connection idle this long")
 _k("gateway.max_frames_per_s", 50, "ops", "per-connection frame rate limit")
 _k("gateway.max_connections", 10000, "ops", "concurrent terminal connections")
 _k("gateway.buffer_max_pings", 200_000, "ops", "pings buffered while Kafka is unreachable before back-pressure")
@@ -180,6 +181,36 @@ _k("score.track_weight", 40.0, "§5.3 [S]", "轨迹完整率 weight")
 _k("score.track_zero_below", 0.70, "§5.3 [S]", "轨迹完整率 below this scores 0")
 _k("score.quality_weight", 30.0, "§5.3 [S]", "数据合格率 weight")
 _k("score.quality_zero_below", 0.80, "§5.3 [S]", "数据合格率 below this scores 0")
+_k("report.platform_name", "市级监督平台", "ops", "platform name used in the report narrative")
+_k("report.trend_months", 6, "ops", "months shown in the rate trend chart (report month included)")
+_k("report.ranking_size", 5, "ops", "enterprises/counties listed in each top and bottom ranking")
+_k("score.rate_basis", "rounded", "§5.3 [P]",
+   "score from the published (rounded) percent or the exact ratio; thresholds are compared on the same basis",
+   ("rounded", "exact"))
+# enterprise table (道路运输企业, §5.3 [S]); provinces deviate ("各省可结合地方实际情况优化"), hence keys
+_k("score.ent_network_weight", 5.0, "§5.3 [S]", "enterprise: 入网率 weight")
+_k("score.ent_network_zero_below", 0.90, "§5.3 [S]", "enterprise: 入网率 below this scores 0")
+_k("score.ent_online_weight", 5.0, "§5.3 [S]", "enterprise: 上线率 weight")
+_k("score.ent_track_weight", 15.0, "§5.3 [S]", "enterprise: 轨迹完整率 weight")
+_k("score.ent_track_zero_below", 0.70, "§5.3 [S]", "enterprise: 轨迹完整率 below this scores 0")
+_k("score.ent_quality_weight", 15.0, "§5.3 [S]", "enterprise: 数据合格率 weight")
+_k("score.ent_quality_zero_below", 0.80, "§5.3 [S]", "enterprise: 数据合格率 below this scores 0")
+_k("score.ent_drift_weight", 10.0, "§5.3 [S]", "enterprise: 漂移率 weight (w − rate × w)")
+_k("score.ent_drift_zero_above", 0.05, "§5.3 [S]", "enterprise: 漂移率 above this scores 0")
+_k("score.ent_overspeed_weight", 20.0, "§5.3 [S]",
+   "enterprise: 平均超速次数 weight; x ≤ A: w/2 + (A−x)/A·w/2, A < x < 2A: (2A−x)/A·w/2, x ≥ 2A: 0")
+_k("score.ent_fatigue_weight", 20.0, "§5.3 [S]", "enterprise: 平均疲劳驾驶时长 weight (same A / 2A curve)")
+_k("score.ent_check_weight", 10.0, "§5.3 [S]",
+   "enterprise: 平台查岗响应率 weight (no 查岗 data in the archive: not assessed, excluded from max points)")
+# --- console (streams/web) ------------------------------------------------------------------------
+_k("web.sse_queue_max", 1000, "ops", "events queued per live-feed client; a client that falls further behind is dropped")
+_k("web.sse_heartbeat_s", 15.0, "ops", "live-feed keep-alive comment interval (also re-checks the session)")
+_k("web.live_ring_size", 5000, "ops", "recent live events kept so a reconnecting client resumes by Last-Event-ID")
+_k("web.login_max_failures", 5, "ops", "failed logins per user or per client address within the window before lock-out")
+_k("web.login_window_s", 300, "ops", "login rate-limit window")
+_k("web.min_password_len", 10, "ops", "minimum console password length")
+_k("web.fleet_refresh_s", 5.0, "ops", "how often the console map refreshes vehicle positions")
+_k("web.cookie_secure", False, "ops", "mark the session cookie Secure (set true when served over HTTPS)")
 
 
 class Config:

@@ -186,7 +186,7 @@ def parse_wim_reading(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> Wi
         vehicle_kind=kind, axle_count=axles, axle_loads_kg=loads, axle_spacings_m=spacings,
         gross_kg=gross, speed_kmh=_num(d, "speed_kmh", 0, 250), device_id=_text(d, "device_id"),
         single_drive_axle=_bool(d, "single_drive_axle", False), images=imgs,
-        reading_id=_text(d, "reading_id", default="") or "",
+        reading_id=_text(d, "reading_id", default=None) or "",
     )
 
 

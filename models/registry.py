@@ -73,7 +73,7 @@ def _polygon(entry: dict, where: str) -> list:
 def _build(cls, entry: Any, where: str):
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: expected an object")
-    known = set(cls._options.fieldnames)
+    known = set(cls._options.fieldset)
     unknown = set(entry) - known
     if unknown:
         raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}")

@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine with only python3:
+#   make demo   — embedded broker + worker + simulators + console + live alert ticker
+#   make test   — the whole test suite (what .ci/run runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install whenever pyproject.toml changes (the stamp is older than it).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/roadwatch demo
+
+test: $(STAMP)
+	@bash scripts/ensure-chromium.sh
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/roadwatch bench
+
+clean:
+	rm -rf $(VENV) var test-artifacts .pytest_cache

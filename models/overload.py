@@ -1,0 +1,410 @@
+"""The WIM verdict: one reading → limit, tolerance, validity checks, penalties, 一超四罚 counters, source.
+
+``assess`` is the one code path for the stream worker and the batch CLI. Everything stateful comes in
+through small protocols (``CounterSource``, ``TrackSource``, ``DriverSource``, ``PassageSource``): the
+worker passes archive-backed ones (streams/cases.py), batch mode the in-memory ones below.
+
+Order of the rules (documented so the verdict is explainable):
+ 1. passage de-duplication (same plate, same station, within ``overlimit.dedup_window_s`` of the passage's
+    first reading → ``duplicate_of``, no second case);
+ 2. Art. 3 limit (models/limits.py) and tolerance (threshold | deduct) → ``over_limit``;
+ 3. if over the limit: validity (calibration certificate, plate confidence, plate in registry) → ``review``,
+    else Art. 43 → ``warning`` | ``fine``;
+ 4. police 超载 assessment (informational), axle-load findings (informational);
+ 5. driver (IC card → registry → unknown), cargo source (geo/sites.py), Art. 66 counters and escalations.
+
+Ids are deterministic: ``passage_id`` = sha256(station|plate|first reading epoch-ms) so a replayed feed maps
+to the same passage and case; ``case_id`` derives from it.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections import defaultdict
+from typing import Protocol
+
+import numpy as np
+
+from geo.sites import SiteIndex, find_loading_site
+from .config import Config
+from .limits import axle_findings, gross_limit
+from .penalties import police_assessment, road_penalty
+from .records import GpsPing, WimReading, format_ts, iso_to_epoch_ms, parse_ts
+from .registry import Registry
+
+VERDICT_SCHEMA = "roadwatch.wim-verdict/1"
+DAY_MS = 86_400_000
+
+ART66_BASIS = "《公路安全保护条例》第六十六条"
+RECOMMENDATIONS = {
+    "vehicle": "吊销车辆营运证（1年内违法超限运输超过3次）",
+    "driver": "责令停止从事营业性运输（1年内违法超限运输超过3次）",
+    "enterprise": "责令停业整顿（1年内违法超限运输车辆超过本单位货运车辆总数10%）；情节严重的吊销道路运输经营许可证",
+    "source_site": "追究货运源头单位责任：核查装载及称重记录（62号令第28、29条；条例第41条；指使、强令超限的依条例第68条处3万元以下罚款）",
+}
+
+
+# --- protocols ------------------------------------------------------------------------------------------
+
+class CounterSource(Protocol):
+    """Violations (cases that count for 一超四罚) with ``since_ms < ts ≤ until_ms``."""
+
+    def vehicle_violations(self, plate: str, since_ms: int, until_ms: int, exclude_case_id: str | None) -> int: ...
+
+    def driver_violations(self, driver_id: str, since_ms: int, until_ms: int,
+                          exclude_case_id: str | None) -> int: ...
+
+    def enterprise_violating_vehicles(self, enterprise_id: str, since_ms: int, until_ms: int,
+                                      exclude_plate: str | None) -> int:
+        """Distinct violating plates of the enterprise, not counting ``exclude_plate``."""
+
+    def source_site_violations(self, site_id: str, since_ms: int, until_ms: int,
+                               exclude_case_id: str | None) -> int: ...
+
+
+class TrackSource(Protocol):
+    def points(self, plate: str, since_ms: int, until_ms: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ts_ms int64, lat, lon, speed_kmh) of the plate's points with since ≤ ts ≤ until."""
+
+
+class DriverSource(Protocol):
+    def active_driver(self, plate: str, ts_ms: int) -> str | None:
+        """Driver id of an IC-card login active on ``plate`` at ``ts_ms`` (None when none)."""
+
+
+class PassageSource(Protocol):
+    def find_passage(self, station_id: str, plate: str, ts_ms: int, window_ms: int) -> tuple[str, int] | None:
+        """(passage_id, first_ts_ms) of the passage nearest ``ts_ms`` within ±window, or None."""
+
+    def note_passage(self, station_id: str, plate: str, first_ts_ms: int, passage_id: str) -> None: ...
+
+
+# --- in-memory implementations (batch mode, tests) --------------------------------------------------------
+
+class MemoryCounters:
+    """Counts violations from verdicts fed to ``record``. Idempotent per case id."""
+
+    def __init__(self) -> None:
+        self._cases: dict[str, tuple] = {}   # case_id → (ts_ms, plate, driver, enterprise, site)
+
+    def record(self, verdict: dict) -> None:
+        if verdict.get("violation") and verdict.get("case_id"):
+            self._cases[verdict["case_id"]] = (
+                verdict["ts_ms"], verdict["plate"], (verdict.get("driver") or {}).get("id"),
+                verdict.get("enterprise_id"), (verdict.get("source_site") or {}).get("site_id"))
+
+    def _rows(self, since_ms: int, until_ms: int, exclude: str | None):
+        for cid, row in self._cases.items():
+            if cid != exclude and since_ms < row[0] <= until_ms:
+                yield row
+
+    def vehicle_violations(self, plate, since_ms, until_ms, exclude_case_id):
+        return sum(1 for r in self._rows(since_ms, until_ms, exclude_case_id) if r[1] == plate)
+
+    def driver_violations(self, driver_id, since_ms, until_ms, exclude_case_id):
+        return sum(1 for r in self._rows(since_ms, until_ms, exclude_case_id) if r[2] == driver_id)
+
+    def enterprise_violating_vehicles(self, enterprise_id, since_ms, until_ms, exclude_plate):
+        return len({r[1] for r in self._rows(since_ms, until_ms, None)
+                    if r[3] == enterprise_id and r[1] != exclude_plate})
+
+    def source_site_violations(self, site_id, since_ms, until_ms, exclude_case_id):
+        return sum(1 for r in self._rows(since_ms, until_ms, exclude_case_id) if r[4] == site_id)
+
+
+class MemoryTracks:
+    """Per-plate sorted arrays. Build with ``add`` then ``freeze`` (or ``from_pings``)."""
+
+    def __init__(self) -> None:
+        self._raw: dict[str, list] = defaultdict(list)
+        self._arr: dict[str, tuple] = {}
+
+    def add(self, plate: str, ts_ms: int, lat: float, lon: float, speed_kmh: float) -> None:
+        self._raw[plate].append((ts_ms, lat, lon, speed_kmh))
+        self._arr.pop(plate, None)
+
+    def points(self, plate, since_ms, until_ms):
+        arr = self._arr.get(plate)
+        if arr is None:
+            rows = sorted(self._raw.get(plate, []))
+            arr = (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=float),
+                   np.array([r[2] for r in rows], dtype=float), np.array([r[3] for r in rows], dtype=float))
+            self._arr[plate] = arr
+        ts = arr[0]
+        i0, i1 = np.searchsorted(ts, since_ms, "left"), np.searchsorted(ts, until_ms, "right")
+        return ts[i0:i1], arr[1][i0:i1], arr[2][i0:i1], arr[3][i0:i1]
+
+
+class MemoryDrivers:
+    """Driver logins per plate: (ts_ms, driver_id | None for logout), latest event at or before ts wins."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list] = defaultdict(list)
+        self._sorted: set[str] = set()
+
+    def add(self, plate: str, ts_ms: int, driver_id: str | None) -> None:
+        self._events[plate].append((ts_ms, driver_id or ""))
+        self._sorted.discard(plate)
+
+    def active_driver(self, plate, ts_ms):
+        ev = self._events.get(plate)
+        if not ev:
+            return None
+        if plate not in self._sorted:
+            ev.sort()
+            self._sorted.add(plate)
+        i = bisect.bisect_right(ev, (ts_ms, "\uffff")) - 1
+        return (ev[i][1] or None) if i >= 0 else None
+
+
+class MemoryPassages:
+    def __init__(self) -> None:
+        self._p: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+
+    def find_passage(self, station_id, plate, ts_ms, window_ms):
+        lst = self._p.get((station_id, plate))
+        if not lst:
+            return None
+        i = bisect.bisect_left(lst, (ts_ms, ""))
+        best = None
+        for j in (i - 1, i):
+            if 0 <= j < len(lst) and abs(lst[j][0] - ts_ms) <= window_ms:
+                if best is None or abs(lst[j][0] - ts_ms) < abs(best[0] - ts_ms):
+                    best = lst[j]
+        return (best[1], best[0]) if best else None
+
+    def note_passage(self, station_id, plate, first_ts_ms, passage_id):
+        lst = self._p[(station_id, plate)]
+        item = (first_ts_ms, passage_id)
+        i = bisect.bisect_left(lst, item)
+        if i == len(lst) or lst[i] != item:
+            lst.insert(i, item)
+
+
+def sources_from_pings(pings: list[GpsPing]) -> tuple[MemoryTracks, MemoryDrivers]:
+    """Batch mode: interchange pings as the track and (their ``driver_id``) as the driver source."""
+    tracks, drivers = MemoryTracks(), MemoryDrivers()
+    for p in pings:
+        t = iso_to_epoch_ms(p.ts)
+        tracks.add(p.plate, t, p.lat, p.lon, p.speed_kmh)
+        if p.driver_id:
+            drivers.add(p.plate, t, p.driver_id)
+    return tracks, drivers
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+def passage_id_for(station_id: str, plate: str, first_ts_ms: int) -> str:
+    return hashlib.sha256(f"{station_id}|{plate}|{first_ts_ms}".encode()).hexdigest()[:32]
+
+
+def case_id_for(passage_id: str) -> str:
+    return "C" + passage_id[:23].upper()
+
+
+def calibration_status(registry: Registry, station_id: str, device_id: str, ts_ms: int) -> dict:
+    """``status``: ok | missing (no device/certificate on file) | invalid (reading outside validity)."""
+    dev = registry.station_device(station_id, device_id)
+    if dev is None:
+        where = "station" if station_id not in registry.stations else "device"
+        return {"status": "missing", "detail": f"{where} not in the registry", "device_id": device_id}
+    info = {"device_id": device_id, "cert_no": dev.get("cert_no") or None,
+            "valid_from": dev.get("valid_from"), "valid_to": dev.get("valid_to")}
+    if not info["cert_no"] or not info["valid_to"]:
+        return {**info, "status": "missing", "detail": "no calibration certificate (number and valid_to) on file"}
+    if info["valid_from"] and ts_ms < iso_to_epoch_ms(info["valid_from"]):
+        return {**info, "status": "invalid", "detail": "reading before the certificate's validity"}
+    if ts_ms > iso_to_epoch_ms(info["valid_to"]):
+        return {**info, "status": "invalid", "detail": "certificate expired at the reading's time"}
+    return {**info, "status": "ok"}
+
+
+def _site_index(registry: Registry) -> SiteIndex:
+    key = tuple(registry.source_sites)
+    cached = registry.__dict__.get("_roadwatch_site_index")
+    if cached is None or cached[0] != key:
+        cached = (key, SiteIndex(registry.source_sites.values()))
+        registry.__dict__["_roadwatch_site_index"] = cached
+    return cached[1]
+
+
+def _share_exceeded(distinct: int, share: float, fleet: int) -> bool:
+    return fleet > 0 and distinct > round(share * fleet, 9)
+
+
+# --- the verdict ----------------------------------------------------------------------------------------
+
+def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: CounterSource,
+           track: TrackSource | None = None, driver: DriverSource | None = None,
+           passages: PassageSource | None = None) -> dict:
+    ts_ms = iso_to_epoch_ms(reading.ts)
+    station = registry.stations.get(reading.station_id)
+    vehicle = registry.vehicle(reading.plate)
+
+    # 1. passage
+    window_ms = int(cfg["overlimit.dedup_window_s"]) * 1000
+    found = passages.find_passage(reading.station_id, reading.plate, ts_ms, window_ms) if passages else None
+    duplicate_of = None
+    if found is not None and found[1] != ts_ms:
+        passage_id, duplicate_of = found[0], found[0]
+    elif found is not None:
+        passage_id = found[0]                      # the passage's own first reading, replayed
+    else:
+        passage_id = passage_id_for(reading.station_id, reading.plate, ts_ms)
+        if passages is not None:
+            passages.note_passage(reading.station_id, reading.plate, ts_ms, passage_id)
+
+    # 2. limit and tolerance
+    lim = gross_limit(
+        reading.axle_count, reading.vehicle_kind, cfg,
+        single_drive_axle=vehicle.single_drive_axle if vehicle else reading.single_drive_axle,
+        single_tyre_axles=vehicle.single_tyre_axles if vehicle else 0,
+        air_suspension=vehicle.air_suspension if vehicle else False,
+        registered_total_kg=vehicle.registered_total_kg if vehicle else 0.0)
+    if station is not None and station.tolerance is not None:
+        tol = float(station.tolerance)
+        tol_source = station.tolerance_source or f"station {station.station_id} (registry)"
+    else:
+        tol = float(cfg["overlimit.filing_tolerance"])
+        tol_source = f"config overlimit.filing_tolerance ({cfg.origin('overlimit.filing_tolerance')})"
+    mode = cfg["overlimit.tolerance_mode"]
+    gross = float(reading.gross_kg)
+    if mode == "deduct":
+        assessed = round(gross * (1.0 - tol), 3)
+        excess = round(assessed - lim.limit_kg, 3)
+        over = excess > 0
+        threshold_kg = None
+    else:
+        assessed = gross
+        threshold_kg = round(lim.limit_kg * (1.0 + tol), 3)
+        excess = round(gross - lim.limit_kg, 3)
+        over = gross > threshold_kg
+    road = road_penalty(excess if over else 0.0, cfg)
+
+    # 3. validity
+    calib = calibration_status(registry, reading.station_id, reading.device_id, ts_ms)
+    reasons: list[str] = []
+    if calib["status"] != "ok" and cfg["overlimit.requires_valid_calibration"]:
+        reasons.append(f"calibration_{calib['status']}")
+    if reading.plate_confidence < cfg["overlimit.min_plate_confidence"]:
+        reasons.append("low_plate_confidence")
+    if vehicle is None:
+        reasons.append("unknown_plate")
+
+    if duplicate_of is not None or not over:
+        action = "none"
+    elif reasons:
+        action = "review"
+    else:
+        action = road["action"]
+    violation = action in ("warning", "fine")
+    case_id = case_id_for(passage_id) if action != "none" else None
+
+    verdict: dict = {
+        "schema": VERDICT_SCHEMA,
+        "plate": reading.plate, "plate_color": reading.plate_color,
+        "plate_confidence": reading.plate_confidence,
+        "ts": format_ts(parse_ts(reading.ts)), "ts_ms": ts_ms,
+        "station_id": reading.station_id, "device_id": reading.device_id, "lane": reading.lane,
+        "reading_id": reading.reading_id or None,
+        "vehicle_kind": reading.vehicle_kind, "axle_count": reading.axle_count,
+        "gross_kg": gross, "assessed_gross_kg": assessed,
+        "limit_kg": lim.limit_kg, "limit_basis": lim.basis, "limit_version": lim.version,
+        "limit_adjustments": lim.adjustments,
+        "tolerance": tol, "tolerance_source": tol_source, "tolerance_mode": mode,
+        "filing_threshold_kg": threshold_kg,
+        "excess_kg": excess,
+        "excess_pct": round(excess * 100.0 / lim.limit_kg, 2),
+        "over_limit": over,
+        "action": action,
+        "violation": violation,
+        "fine_yuan": road["fine_yuan"] if action == "fine" else 0,
+        "road_penalty": road,
+        "review_reason": reasons[0] if action == "review" else None,
+        "review_reasons": reasons if over else [],
+        "calibration": calib,
+        "case_id": case_id, "passage_id": passage_id, "duplicate_of": duplicate_of,
+        "enterprise_id": (vehicle.enterprise_id or None) if vehicle else None,
+        "police": None, "axle_findings": [], "escalations": [], "counters": None,
+        "source_site": None, "track_excerpt": None, "driver": {"id": None, "source": "unknown"},
+    }
+    if registry.stations and station is None:
+        verdict["station_note"] = "station not in registry"
+    if vehicle is not None and vehicle.axle_count != reading.axle_count:
+        verdict["axle_count_note"] = f"registry axle_count {vehicle.axle_count} ≠ measured {reading.axle_count}"
+    if duplicate_of is not None:
+        return verdict
+
+    # 4. informational findings
+    if vehicle is not None:
+        verdict["police"] = police_assessment(gross, vehicle.rated_load_kg, vehicle.curb_kg,
+                                              vehicle.registered_total_kg, cfg)
+    else:
+        verdict["police"] = {"fine_min_yuan": 0, "fine_max_yuan": 0, "points": 0, "fine_reason": "unknown_plate"}
+    verdict["axle_findings"] = axle_findings(list(reading.axle_loads_kg), list(reading.axle_spacings_m), cfg)
+
+    # 5. driver, source, counters (only for cases)
+    drv_id, drv_src = None, "unknown"
+    if driver is not None:
+        drv_id = driver.active_driver(reading.plate, ts_ms)
+        drv_src = "ic_card" if drv_id else "unknown"
+    if drv_id is None and vehicle is not None and vehicle.driver_id:
+        drv_id, drv_src = vehicle.driver_id, "registry"
+    d = {"id": drv_id, "source": drv_src}
+    if drv_id and drv_id in registry.drivers:
+        rd = registry.drivers[drv_id]
+        d.update(name=rd.name, qualification_no=rd.qualification_no or None, enterprise_id=rd.enterprise_id or None)
+    verdict["driver"] = d
+    if not over:
+        return verdict
+
+    if track is None:
+        site = {"site_id": None, "reason": "no_track_source"}
+    else:
+        since = ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
+        t, la, lo, sp = track.points(reading.plate, since, ts_ms)
+        site = find_loading_site(_site_index(registry), t, la, lo, sp, ts_ms, cfg)
+    verdict["track_excerpt"] = site.pop("track", None)
+    verdict["source_site"] = site
+
+    since = ts_ms - int(cfg["art66.window_days"]) * DAY_MS
+    add = 1 if violation else 0
+    thr = int(cfg["art66.vehicle_driver_threshold"])
+    veh_n = counters.vehicle_violations(reading.plate, since, ts_ms, case_id) + add
+    drv_n = counters.driver_violations(drv_id, since, ts_ms, case_id) + add if drv_id else None
+    ent = registry.enterprises.get(vehicle.enterprise_id) if vehicle and vehicle.enterprise_id else None
+    ent_n = (counters.enterprise_violating_vehicles(ent.enterprise_id, since, ts_ms, reading.plate) + add
+             if ent else None)
+    site_n = (counters.source_site_violations(site["site_id"], since, ts_ms, case_id) + add
+              if site.get("site_id") else None)
+    share = float(cfg["art66.enterprise_share"])
+    verdict["counters"] = {
+        "window_days": int(cfg["art66.window_days"]), "since": format_ts(_dt(since)), "includes_current": bool(add),
+        "vehicle": veh_n, "driver": drv_n,
+        "enterprise_violating_vehicles": ent_n,
+        "enterprise_goods_vehicles": ent.goods_vehicles if ent else None,
+        "enterprise_share": round(ent_n / ent.goods_vehicles, 4) if ent and ent.goods_vehicles else None,
+        "source_site": site_n, "basis": ART66_BASIS,
+    }
+    if violation:
+        esc = []
+        if veh_n > thr:
+            esc.append({"target": "vehicle", "id": reading.plate, "count": veh_n,
+                        "recommendation": RECOMMENDATIONS["vehicle"]})
+        if drv_n is not None and drv_n > thr:
+            esc.append({"target": "driver", "id": drv_id, "count": drv_n, "driver_source": drv_src,
+                        "recommendation": RECOMMENDATIONS["driver"]})
+        if ent is not None and _share_exceeded(ent_n, share, ent.goods_vehicles):
+            esc.append({"target": "enterprise", "id": ent.enterprise_id, "count": ent_n,
+                        "goods_vehicles": ent.goods_vehicles, "recommendation": RECOMMENDATIONS["enterprise"]})
+        if site_n is not None:
+            esc.append({"target": "source_site", "id": site["site_id"], "count": site_n,
+                        "recommendation": RECOMMENDATIONS["source_site"]})
+        verdict["escalations"] = esc
+    return verdict
+
+
+def _dt(ms: int):
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

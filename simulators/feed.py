@@ -1,0 +1,111 @@
+"""A feed: the Kafka records a scenario publishes, in publish order, each with its simulated timestamp.
+
+Ping columns become columnar batches (models/pingbatch.py schema) of ONE partition each, chosen with
+Kafka's default partitioner (murmur2 of the raw plate bytes, like streams/batcher.py and the worker's raw
+keys). A batch is flushed at ``max_pings`` pings or when it would span more than ``flush_s`` seconds of
+simulated receipt time. WIM readings and driver events are one record each, keyed by plate.
+
+The same records are the recording format (simulators/recording.py), so ``roadwatch replay`` plays a
+generated feed and a captured one alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from kafka.partitioner.default import murmur2
+
+from models.pingbatch import SCHEMA
+from streams.topics import DRIVER_EVENTS, GPS_PINGS, WIM_READINGS
+
+
+@dataclass(frozen=True)
+class FeedRecord:
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+    ts_ms: int          # simulated time (receipt) — drives replay pacing
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's DefaultPartitioner for a non-null key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list) -> bytes:
+    """One columnar record for the pings at ``idx``. ``vehicles[vid]`` = (plate, color, terminal, driver)."""
+    vid = cols["vid"][idx]
+    vs = [vehicles[i] for i in vid.tolist()]
+    out = {
+        "schema": SCHEMA,
+        "plate": [v[0] for v in vs],
+        "plate_color": [v[1] for v in vs],
+        "terminal_id": [v[2] for v in vs],
+        "ts": cols["ts"][idx] * 1000,
+        "lat": cols["lat"][idx], "lon": cols["lon"][idx], "speed_kmh": cols["speed_kmh"][idx],
+        "heading": cols["heading"][idx], "altitude_m": cols["altitude_m"][idx],
+        "alarm_flags": cols["alarm_flags"][idx], "status_flags": cols["status_flags"][idx],
+        "reupload": cols["reupload"][idx].astype(np.uint8),
+        "driver_id": [v[3] for v in vs],
+        "mileage_km": cols["mileage_km"][idx],
+        "recv_ts": cols["recv_ts"][idx] * 1000,
+    }
+    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 500,
+                 flush_s: float = 5.0) -> list[FeedRecord]:
+    """Batch pings (already sorted by ``recv_ts``) per partition; returns records in flush order."""
+    if not cols or len(cols["vid"]) == 0:
+        return []
+    vparts = np.array([partition_for(v[0].encode(), partitions) for v in vehicles], dtype=np.int64)
+    part = vparts[cols["vid"]]
+    recv = cols["recv_ts"]
+    out: list[tuple[int, int, FeedRecord]] = []
+    seq = 0
+    for p in range(partitions):
+        idx = np.flatnonzero(part == p)
+        if len(idx) == 0:
+            continue
+        r = recv[idx]
+        # Greedy cut: new batch when full or when the receipt time passes batch start + flush_s.
+        starts = [0]
+        i, n = 0, len(idx)
+        while i < n:
+            limit_t = r[i] + flush_s
+            j = int(np.searchsorted(r, limit_t, side="right"))
+            j = min(j, i + max_pings, n)
+            j = max(j, i + 1)
+            starts.append(j)
+            i = j
+        for a, b in zip(starts[:-1], starts[1:]):
+            sl = idx[a:b]
+            first_plate = vehicles[int(cols["vid"][sl[0]])][0]
+            rec = FeedRecord(GPS_PINGS, p, first_plate.encode(), encode_ping_batch(cols, sl, vehicles),
+                             int(r[b - 1]) * 1000)
+            out.append((rec.ts_ms, seq, rec))
+            seq += 1
+    out.sort(key=lambda x: (x[0], x[2].partition, x[1]))
+    return [x[2] for x in out]
+
+
+def wim_record(reading: dict, partitions: int, ts_ms: int) -> FeedRecord:
+    key = reading["plate"].encode()
+    return FeedRecord(WIM_READINGS, partition_for(key, partitions), key, orjson.dumps(reading), ts_ms)
+
+
+def driver_record(event: dict, partitions: int, ts_ms: int) -> FeedRecord:
+    key = event["plate"].encode()
+    return FeedRecord(DRIVER_EVENTS, partition_for(key, partitions), key, orjson.dumps(event), ts_ms)
+
+
+_TOPIC_ORDER = {DRIVER_EVENTS: 0, GPS_PINGS: 1, WIM_READINGS: 2}
+
+
+def merge(*streams: list[FeedRecord]) -> list[FeedRecord]:
+    """One publish order by simulated time; at equal times driver events, then pings, then WIM readings
+    (a WIM passage's GPS track and the driver's card login precede the reading)."""
+    allrec = [r for s in streams for r in s]
+    return sorted(allrec, key=lambda r: (r.ts_ms, _TOPIC_ORDER.get(r.topic, 9)))

@@ -1,0 +1,213 @@
+"""Synthetic registry: enterprises, vehicles, drivers, cargo-source sites, zones and WIM stations.
+
+Everything is drawn from one seeded ``numpy.random.Generator`` so the same seed gives the same registry
+(and, through ``Registry.dump``, the same bytes). Geography is one province's bounding box (Hunan by
+default) split into a *traffic area*, where background vehicles drive, and a *reserved corner* holding the
+restricted zones, so that only the vehicles a scenario sends there ever enter a zone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from models.records import BEIJING, PLATE_RE, Driver, Enterprise, SourceSite, Station, Vehicle, Zone, format_ts
+from models.registry import Registry
+
+
+@dataclass(frozen=True)
+class Province:
+    name: str
+    plate_prefix: str           # province character
+    city_letters: str           # plate city letters in use
+    counties: tuple
+    lon: tuple                  # whole-province bounding box
+    lat: tuple
+    traffic_lon: tuple          # where background vehicles drive (no restricted zones here)
+    traffic_lat: tuple
+    reserved_lon: tuple         # restricted zones live here
+    reserved_lat: tuple
+
+
+HUNAN = Province(
+    "湖南省", "湘", "ABCDEFGHJKLMNU",
+    ("芙蓉区", "天心区", "岳麓区", "开福区", "雨花区", "望城区", "长沙县", "浏阳市", "宁乡市", "株洲县",
+     "湘潭县", "衡阳县", "邵东市", "岳阳县", "常德市鼎城区", "益阳市赫山区", "郴州市北湖区", "永州市冷水滩区",
+     "怀化市鹤城区", "娄底市娄星区"),
+    lon=(108.8, 114.2), lat=(24.7, 30.1),
+    traffic_lon=(109.3, 112.9), traffic_lat=(25.3, 28.9),
+    reserved_lon=(113.2, 114.0), reserved_lat=(29.2, 29.9),
+)
+
+# Category mix of a typical prefecture fleet (两客一危 plus ordinary goods vehicles).
+CATEGORY_MIX = (("普通货车", 0.60), ("客运班车", 0.14), ("旅游包车", 0.09), ("危险货物运输车辆", 0.17))
+
+# Goods-vehicle configurations: (kind, axles, single_drive_axle, Art. 3 limit kg [V, domain-rules §1.1],
+# share of goods vehicles). The limit is used only to size the registered mass and target loads; the
+# overload rules own the legal computation.
+TRUCK_CONFIGS = (
+    ("truck", 2, False, 18000, 0.30),
+    ("truck", 3, False, 25000, 0.12),
+    ("train", 3, False, 27000, 0.05),
+    ("truck", 4, False, 31000, 0.13),
+    ("train", 4, False, 36000, 0.07),
+    ("train", 5, False, 43000, 0.10),
+    ("train", 6, False, 49000, 0.20),
+    ("train", 6, True, 46000, 0.03),
+)
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰涛明超秀霞平刚桂英华建国志红文斌辉鹏"
+PLATE_CHARS = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+DIGITS = "0123456789"
+SITE_KINDS = ("coal", "cement", "sand", "steel", "station")
+
+
+def _name(rng: np.random.Generator) -> str:
+    return SURNAMES[rng.integers(len(SURNAMES))] + "".join(GIVEN[i] for i in rng.integers(len(GIVEN), size=2))
+
+
+def _digits(rng: np.random.Generator, n: int) -> str:
+    return "".join(DIGITS[i] for i in rng.integers(10, size=n))
+
+
+def make_plate(rng: np.random.Generator, prov: Province = HUNAN) -> str:
+    """A plate matching ``PLATE_RE``: province, city letter, five serial characters (mostly digits)."""
+    city = prov.city_letters[rng.integers(len(prov.city_letters))]
+    serial = "".join(PLATE_CHARS[i] if rng.random() < 0.3 else DIGITS[i % 10]
+                     for i in rng.integers(len(PLATE_CHARS), size=5))
+    return f"{prov.plate_prefix}{city}{serial}"
+
+
+def square(lon: float, lat: float, half_m: float) -> list:
+    """Closed square ring of half-width ``half_m`` metres around a point, as [[lon, lat], …]."""
+    dlat = half_m / 111_320.0
+    dlon = half_m / (111_320.0 * np.cos(np.radians(lat)))
+    r = lambda v: round(float(v), 6)  # noqa: E731
+    return [[r(lon - dlon), r(lat - dlat)], [r(lon + dlon), r(lat - dlat)], [r(lon + dlon), r(lat + dlat)],
+            [r(lon - dlon), r(lat + dlat)], [r(lon - dlon), r(lat - dlat)]]
+
+
+def corridor(a: tuple, b: tuple, half_width_m: float) -> list:
+    """Closed ring of a straight corridor of half-width ``half_width_m`` from point a to point b."""
+    (lon1, lat1), (lon2, lat2) = a, b
+    kx = 111_320.0 * np.cos(np.radians((lat1 + lat2) / 2))
+    dx, dy = (lon2 - lon1) * kx, (lat2 - lat1) * 111_320.0
+    n = np.hypot(dx, dy)
+    ox, oy = -dy / n * half_width_m / kx, dx / n * half_width_m / 111_320.0
+    r = lambda v: round(float(v), 6)  # noqa: E731
+    return [[r(lon1 + ox), r(lat1 + oy)], [r(lon2 + ox), r(lat2 + oy)], [r(lon2 - ox), r(lat2 - oy)],
+            [r(lon1 - ox), r(lat1 - oy)], [r(lon1 + ox), r(lat1 + oy)]]
+
+
+def generate_fleet(vehicles: int, stations: int, seed: int, *, prov: Province = HUNAN,
+                   enterprises: int | None = None, sites: int | None = None,
+                   expired_devices: int = 1, not_in_network: float = 0.02,
+                   as_of: datetime | None = None) -> Registry:
+    """A complete, valid registry. ``expired_devices`` stations get one device whose calibration
+    certificate expired before ``as_of`` (default 2025-03-01); the others are valid for a year around it."""
+    if vehicles < 0 or stations < 0:
+        raise ValueError("vehicles and stations must be ≥ 0")
+    rng = np.random.default_rng(seed)
+    as_of = as_of or datetime(2025, 3, 1, tzinfo=BEIJING)
+    reg = Registry(region=prov.name)
+    n_ent = enterprises if enterprises is not None else max(1, vehicles // 25)
+    for i in range(n_ent):
+        county = prov.counties[rng.integers(len(prov.counties))]
+        eid = f"E{i + 1:05d}"
+        reg.enterprises[eid] = Enterprise(
+            enterprise_id=eid, name=f"{county}{_name(rng)[:2]}运输有限公司", county=county,
+            licence_no=f"湘交运管许可{_digits(rng, 12)}号", goods_vehicles=0)
+    ent_ids = list(reg.enterprises)
+
+    cats = [c for c, _ in CATEGORY_MIX]
+    probs = np.array([p for _, p in CATEGORY_MIX])
+    cat_draw = rng.choice(len(cats), size=vehicles, p=probs / probs.sum())
+    cfg_p = np.array([c[4] for c in TRUCK_CONFIGS])
+    plates: set[str] = set()
+    for i in range(vehicles):
+        cat = cats[cat_draw[i]]
+        plate = make_plate(rng, prov)
+        while plate in plates:
+            plate = make_plate(rng, prov)
+        plates.add(plate)
+        eid = ent_ids[rng.integers(len(ent_ids))]
+        ent = reg.enterprises[eid]
+        did = f"D{i + 1:06d}"
+        reg.drivers[did] = Driver(driver_id=did, name=_name(rng), enterprise_id=eid,
+                                  qualification_no=f"43{_digits(rng, 16)}")
+        common = dict(plate=plate, plate_color=2, category=cat, enterprise_id=eid, owner=ent.name,
+                      transport_cert_no=f"湘交运管{_digits(rng, 12)}号", county=ent.county,
+                      driver_id=did, terminal_id=f"0{_digits(rng, 11)}",
+                      in_network=bool(rng.random() >= not_in_network))
+        if cat in ("客运班车", "旅游包车"):
+            long_distance = cat == "客运班车" and rng.random() < 0.6
+            v = Vehicle(**common, vehicle_kind="bus", axle_count=2 if rng.random() < 0.8 else 3,
+                        registered_total_kg=float(rng.choice([16000, 18000, 25000])), rated_load_kg=0.0,
+                        curb_kg=float(rng.choice([11000, 12500, 14000])),
+                        long_distance=long_distance,
+                        route_km=float(round(rng.uniform(120, 600) if long_distance else rng.uniform(20, 95))))
+        else:
+            kind, axles, sda, limit, _ = TRUCK_CONFIGS[rng.choice(len(TRUCK_CONFIGS), p=cfg_p / cfg_p.sum())]
+            curb = round(limit * rng.uniform(0.30, 0.40), -2)
+            ent.goods_vehicles += 1
+            v = Vehicle(**common, vehicle_kind=kind, axle_count=axles, registered_total_kg=float(limit),
+                        rated_load_kg=float(limit - curb - 130), curb_kg=float(curb),
+                        single_tyre_axles=0, air_suspension=bool(axles in (3, 4) and kind == "truck"
+                                                                  and rng.random() < 0.2),
+                        single_drive_axle=sda)
+        reg.vehicles[plate] = v
+
+    tl, ta = prov.traffic_lon, prov.traffic_lat
+    for i in range(sites if sites is not None else max(2, stations)):
+        lon, lat = rng.uniform(*tl), rng.uniform(*ta)
+        sid = f"S{i + 1:04d}"
+        kind = SITE_KINDS[rng.integers(len(SITE_KINDS))]
+        reg.source_sites[sid] = SourceSite(site_id=sid, name=f"{prov.counties[i % len(prov.counties)]}{kind}货运源头{i + 1}",
+                                           kind=kind, polygon=square(lon, lat, 150.0))
+
+    rl, ra = prov.reserved_lon, prov.reserved_lat
+    for i in range(3):
+        lon = rl[0] + (i + 0.5) * (rl[1] - rl[0]) / 3
+        lat = (ra[0] + ra[1]) / 2
+        zid = f"Z{i + 1:03d}"
+        reg.zones[zid] = Zone(zone_id=zid, name=f"禁行区{i + 1}", kind="restricted",
+                              polygon=square(lon, lat, 2000.0),
+                              categories=["危险货物运输车辆"] if i == 0 else [])
+    reg.zones["X001"] = Zone(zone_id="X001", name="G4京港澳高速(模拟)", kind="expressway",
+                             polygon=corridor((rl[0], ra[0] - 0.2), (rl[1], ra[0] - 0.2), 60.0))
+
+    for i in range(stations):
+        lon, lat = rng.uniform(*tl), rng.uniform(*ta)
+        stid = f"W{i + 1:03d}"
+        n_dev = 2 if i < expired_devices else int(rng.integers(1, 3))
+        devices = []
+        for j in range(n_dev):
+            expired = i < expired_devices and j == 0
+            valid_from = as_of - timedelta(days=int(rng.integers(400, 700)) if expired else int(rng.integers(30, 300)))
+            valid_to = valid_from + timedelta(days=365)
+            devices.append({"device_id": f"{stid}-D{j + 1}", "cert_no": f"湘计检字{_digits(rng, 10)}",
+                            "valid_from": format_ts(valid_from), "valid_to": format_ts(valid_to)})
+        acc = str(rng.choice(["2", "5", "5", "5", "10"]))
+        reg.stations[stid] = Station(station_id=stid, name=f"{prov.counties[i % len(prov.counties)]}治超非现场检测点{i + 1}",
+                                     lat=round(float(lat), 6), lon=round(float(lon), 6),
+                                     lanes=int(rng.integers(2, 5)), accuracy_class=acc, devices=devices,
+                                     county=prov.counties[i % len(prov.counties)])
+    for v in reg.vehicles.values():
+        assert PLATE_RE.match(v.plate), v.plate
+    return reg
+
+
+def valid_device(station: Station, at: datetime) -> dict | None:
+    """First device of the station whose certificate is valid at ``at`` (None if all expired)."""
+    for dev in station.devices:
+        if datetime.fromisoformat(dev["valid_from"]) <= at <= datetime.fromisoformat(dev["valid_to"]):
+            return dev
+    return None
+
+
+def expired_device(station: Station, at: datetime) -> dict | None:
+    for dev in station.devices:
+        if not datetime.fromisoformat(dev["valid_from"]) <= at <= datetime.fromisoformat(dev["valid_to"]):
+            return dev
+    return None

@@ -1,0 +1,222 @@
+"""Per-partition ping batching for the ``gps-pings`` topic, and the producer side (publishers).
+
+Faust pays ~0.25 ms per record whatever its size (shared/performance-notes.md), so producers send one
+columnar record (``models.pingbatch``) per partition holding up to ``stream.batch_max_pings`` pings, or
+whatever the partition collected within ``stream.batch_max_ms``. The partition is Kafka's default
+partitioner on the raw UTF-8 plate bytes, so a batch never mixes partitions and every consumer keyed by
+plate agrees with it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from kafka.partitioner.default import murmur2
+
+from models.config import Config
+from models.pingbatch import encode_batch
+
+log = logging.getLogger(__name__)
+
+SendFn = Callable[[int, bytes, bytes], Any]   # (partition, key, value)
+
+
+def partition_for(plate: str, partitions: int) -> int:
+    """Kafka's DefaultPartitioner for a keyed record: ``(murmur2(key) & 0x7fffffff) % n``."""
+    return (murmur2(plate.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+class PingBatcher:
+    """Collects interchange pings per partition; hands ``(partition, key, value)`` to ``send`` when a
+    partition holds ``max_pings`` pings (at ``add``) or its oldest ping has waited ``max_ms`` (at ``poll``).
+    ``send`` may be ``lambda p, k, v: producer.send(topic, key=k, value=v, partition=p)``; if it raises,
+    the batch is put back and the exception propagates (nothing is lost silently)."""
+
+    def __init__(self, send: SendFn, partitions: int, max_pings: int = 500, max_ms: float = 200,
+                 clock: Callable[[], float] = time.monotonic):
+        if partitions < 1 or max_pings < 1 or max_ms < 0:
+            raise ValueError("partitions and max_pings must be ≥ 1, max_ms ≥ 0")
+        self.send = send
+        self.partitions = partitions
+        self.max_pings = max_pings
+        self.max_s = max_ms / 1000.0
+        self.clock = clock
+        self._pings: dict[int, list[dict]] = {}
+        self._since: dict[int, float] = {}     # partition → arrival time of its oldest pending ping
+        self._pcache: dict[str, int] = {}
+        self.pending = 0
+        self.last_batch_size = 0               # pings in the record being sent (readable inside ``send``)
+        self.records_sent = 0
+        self.pings_sent = 0
+
+    @classmethod
+    def from_config(cls, cfg: Config, send: SendFn, clock: Callable[[], float] = time.monotonic) -> "PingBatcher":
+        return cls(send, cfg["stream.partitions"], cfg["stream.batch_max_pings"], cfg["stream.batch_max_ms"], clock)
+
+    def partition(self, plate: str) -> int:
+        p = self._pcache.get(plate)
+        if p is None:
+            if len(self._pcache) > 200_000:
+                self._pcache.clear()
+            p = self._pcache[plate] = partition_for(plate, self.partitions)
+        return p
+
+    def add(self, ping: dict, now: float | None = None) -> int:
+        """Queue one ping; returns the number of records sent (0 or 1)."""
+        p = self.partition(ping["plate"])
+        buf = self._pings.get(p)
+        if buf is None:
+            buf = self._pings[p] = []
+            self._since[p] = self.clock() if now is None else now
+        buf.append(ping)
+        self.pending += 1
+        if len(buf) >= self.max_pings:
+            self._flush_partition(p)
+            return 1
+        return 0
+
+    def add_many(self, pings: list[dict], now: float | None = None) -> int:
+        now = self.clock() if now is None else now
+        return sum(self.add(p, now) for p in pings)
+
+    def poll(self, now: float | None = None) -> int:
+        """Send every partition whose oldest ping has waited at least ``max_ms``."""
+        now = self.clock() if now is None else now
+        due = [p for p, t in self._since.items() if now - t >= self.max_s]
+        for p in due:
+            self._flush_partition(p)
+        return len(due)
+
+    def next_due(self) -> float | None:
+        """Clock time at which the next partition becomes due (None when nothing is pending)."""
+        return min(self._since.values()) + self.max_s if self._since else None
+
+    def flush(self) -> int:
+        parts = list(self._pings)
+        for p in parts:
+            self._flush_partition(p)
+        return len(parts)
+
+    def _flush_partition(self, p: int) -> None:
+        pings = self._pings.pop(p)
+        since = self._since.pop(p)
+        self.pending -= len(pings)
+        self.last_batch_size = len(pings)
+        try:
+            self.send(p, pings[0]["plate"].encode("utf-8"), encode_batch(pings))
+        except BaseException:
+            self._pings[p] = pings + self._pings.get(p, [])
+            self._since[p] = since
+            self.pending += len(pings)
+            raise
+        self.records_sent += 1
+        self.pings_sent += len(pings)
+
+
+# --- publishers ---------------------------------------------------------------------------------------
+
+class PublishError(Exception):
+    """Records could not be delivered (broker unreachable, timeout); the caller keeps and retries them."""
+
+
+class Publisher(Protocol):
+    """What the gateway and simulators publish through. ``send`` may buffer; ``flush`` blocks until every
+    record sent so far is acknowledged and raises ``PublishError`` if any was not."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def make_producer(bootstrap: str | list[str], **kw: Any):
+    """kafka-python producer tuned for ping batches: raw bytes in, 20 ms linger, 256 KiB batches, no
+    compression (the columnar JSON is produced and consumed on the same host; CPU matters more), acks=1,
+    and a bounded ``max_block_ms`` so an unreachable broker surfaces as an error instead of a hang."""
+    from kafka import KafkaProducer
+    opts: dict[str, Any] = dict(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024,
+                                compression_type=None, acks=1, enable_idempotence=False, max_block_ms=5000,
+                                request_timeout_ms=10_000, delivery_timeout_ms=30_000, retries=5,
+                                max_request_size=2 * 1024 * 1024, client_id="roadwatch-producer")
+    opts.update(kw)
+    return KafkaProducer(**opts)
+
+
+class KafkaPublisher:
+    """``Publisher`` over a kafka-python producer: ``send`` is asynchronous, ``flush`` confirms delivery.
+    Given ``bootstrap`` instead of a producer, the producer is created on first use and re-created after a
+    failed start, so a gateway can start (and buffer) while Kafka is still down."""
+
+    def __init__(self, producer: Any = None, bootstrap: str | list[str] | None = None,
+                 flush_timeout_s: float = 30.0, **producer_kw: Any):
+        if producer is None and bootstrap is None:
+            raise ValueError("KafkaPublisher needs a producer or a bootstrap address")
+        self.producer = producer
+        self.bootstrap = bootstrap
+        self.producer_kw = producer_kw
+        self.flush_timeout_s = flush_timeout_s
+        self._futures: list = []
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        if self.producer is None:
+            try:
+                self.producer = make_producer(self.bootstrap, **self.producer_kw)
+            except Exception as e:   # NoBrokersAvailable, DNS errors, …
+                raise PublishError(f"cannot connect to Kafka at {self.bootstrap}: {e}") from e
+        return self.producer
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        producer = self._get()
+        try:
+            fut = producer.send(topic, key=key, value=value, partition=partition)
+        except Exception as e:   # KafkaTimeoutError when metadata or buffer space is unavailable
+            raise PublishError(f"send to {topic} failed: {e}") from e
+        with self._lock:
+            self._futures.append(fut)
+
+    def flush(self) -> None:
+        with self._lock:
+            futures, self._futures = self._futures, []
+        try:
+            self._get().flush(timeout=self.flush_timeout_s)
+        except Exception as e:
+            raise PublishError(f"flush failed: {e}") from e
+        failed = [f for f in futures if not f.is_done or f.failed()]
+        if failed:
+            first = failed[0]
+            raise PublishError(f"{len(failed)} of {len(futures)} records not acknowledged: "
+                               f"{first.exception if first.is_done else 'timeout'}")
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close(timeout=5)
+
+
+class MemoryPublisher:
+    """In-memory ``Publisher`` (tests, demos). Set ``down = True`` to behave like an unreachable broker."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self._pending: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.down = False
+        self._lock = threading.Lock()
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        if self.down:
+            raise PublishError("broker unreachable (simulated)")
+        with self._lock:
+            self._pending.append((topic, key, value, partition))
+
+    def flush(self) -> None:
+        with self._lock:
+            if self.down:
+                self._pending.clear()
+                raise PublishError("broker unreachable (simulated)")
+            self.records += self._pending
+            self._pending = []
+
+    def topic(self, name: str) -> list[tuple[bytes | None, bytes, int | None]]:
+        with self._lock:
+            return [(k, v, p) for t, k, v, p in self.records if t == name]

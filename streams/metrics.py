@@ -1,0 +1,17 @@
+"""Prometheus metrics of the worker (served at /metrics). Names are the Grafana dashboard's contract."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("roadwatch_messages_total", "Kafka records in/out per topic", ["topic", "direction"])
+PINGS = Counter("roadwatch_pings_total", "GPS pings processed", ["qualified"])
+ALERTS = Counter("roadwatch_alerts_total", "Alerts raised", ["type"])
+CASES = Counter("roadwatch_cases_total", "Overload verdicts and case actions", ["action"])
+LATENCY = Histogram("roadwatch_processing_latency_seconds",
+                    "Reading/ping receipt time to verdict/alert time",
+                    ["path"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
+LAG = Gauge("roadwatch_consumer_lag", "Records behind the high watermark", ["topic", "partition"])
+VEHICLES_ONLINE = Gauge("roadwatch_vehicles_online", "Vehicles with a ping within the offline timeout")
+REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
+                         "Records skipped because a snapshot already covers their offset", ["topic"])
+SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snapshots committed")

@@ -1,0 +1,58 @@
+"""The worker closes each month on its own: a timer (not a window-close callback) checks whether the
+previous month has ended — by the data's clock during replays, by the wall clock on a live feed — and, if
+no report exists yet, builds it from the archive, writes it to ``<data_dir>/reports/YYYY-MM/`` and
+publishes it on the ``reports`` topic. Re-running is harmless: the report is a pure function of the
+archive, and an existing report directory is left alone."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+from models.records import BEIJING, format_ts
+
+from . import topics as T
+from .archive import open_archive
+
+log = logging.getLogger("roadwatch.monthly")
+GRACE_S = 3600  # late pings of the last hours of a month still count before the month is closed
+
+
+def month_clock_ms(ctx) -> int:
+    wall = int(time.time() * 1000)
+    states = ctx.gps_state
+    marks = [e.proc.watermark_ms for e in states.entries.values()] if states else []
+    wm = max([m for m in marks if m] or [0])
+    return wall if not wm or wm > wall - 86_400_000 else wm
+
+
+def previous_month(clock_ms: int) -> str | None:
+    now = datetime.fromtimestamp(clock_ms / 1000, tz=timezone.utc).astimezone(BEIJING)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if (now - start).total_seconds() < GRACE_S:
+        return None
+    prev = start - timedelta(days=1)
+    return f"{prev.year:04d}-{prev.month:02d}"
+
+
+async def close_months(ctx) -> str | None:
+    month = previous_month(month_clock_ms(ctx))
+    if month is None:
+        return None
+    out_dir = ctx.data_dir / "reports" / month
+    if (out_dir / "report.json").exists():
+        return None
+    conn = open_archive(ctx.cfg.archive_path)
+    has = conn.execute("SELECT 1 FROM vehicle_day WHERE day LIKE ? LIMIT 1", (month + "-%",)).fetchone() or \
+        conn.execute("SELECT 1 FROM wim_verdicts WHERE day LIKE ? LIMIT 1", (month + "-%",)).fetchone()
+    if not has:
+        return None
+    from .reports.build import build_monthly_report, write_report
+    report = build_monthly_report(conn, ctx.registry, month, ctx.cfg,
+                                  snapshot_ts=format_ts(datetime.now(timezone.utc)))
+    write_report(report, out_dir)
+    await ctx.topics[T.REPORTS].send(key=month.encode(), value=orjson.dumps(report))
+    log.warning("monthly report %s written to %s", month, out_dir)
+    return month

@@ -1,0 +1,206 @@
+"""Assemble the monthly report dict from archive rows (or rows handed over directly).
+
+``build_monthly_report`` is what the worker's month-close timer and ``roadwatch report monthly`` call;
+the renderers (html/xlsx/csv) only format this dict. Everything numeric is computed in ``models.rates``,
+``models.scoring`` and ``streams.reports.overload``.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from models.config import Config
+from models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates, month_days,
+                          month_on_month, monthly_rates, parse_month, population_text, shift_month,
+                          vehicle_flags)
+from models.records import format_ts
+from models.scoring import agency_score, enterprise_score
+
+from .narrative import narrative
+from .overload import overload_section
+
+MAX_EXCLUDED_LISTED = 1000   # the JSON lists this many excluded rows; counts cover all of them
+
+_VD_COLUMNS = ("plate, day, pings, qualified, km_total, km_incomplete, drift_points, overspeed_count, "
+               "fatigue_s, curfew_events, offline_events")
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, args: tuple) -> list[dict]:
+    cur = conn.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def load_tables(conn: sqlite3.Connection, month: str, first_month: str) -> dict[str, list[dict]]:
+    """The rows a report needs: vehicle_day from ``first_month`` (trend window) to ``month``; the
+    overload tables of ``month``."""
+    start, _ = month_days(first_month)
+    m_start, m_end = month_days(month)
+    return {
+        "vehicle_day": _fetch(conn, f"SELECT {_VD_COLUMNS} FROM vehicle_day WHERE day >= ? AND day < ?",
+                              (start, m_end)),
+        "wim_verdicts": _fetch(conn, "SELECT station_id, plate, day, action, over_limit, excess_kg, fine_yuan, "
+                                     "review_reason, case_id FROM wim_verdicts WHERE day >= ? AND day < ?",
+                               (m_start, m_end)),
+        "cases": _fetch(conn, "SELECT case_id, plate, station_id, day, action, violation, fine_yuan, "
+                              "enterprise_id, driver_id, source_site_id, status, manifest FROM cases "
+                              "WHERE day >= ? AND day < ?", (m_start, m_end)),
+        "case_actions": _fetch(conn, "SELECT a.case_id, a.action, a.operator, a.ts FROM case_actions a "
+                                     "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ?",
+                               (m_start, m_end)),
+    }
+
+
+def _bucket_by_month(rows: Iterable[Mapping], month: str) -> dict[str, list]:
+    """Rows per YYYY-MM; a row whose day cannot be read goes to the report month (where it is listed)."""
+    out: dict[str, list] = {}
+    for r in rows:
+        try:
+            day = r["day"]
+            key = day[:7] if isinstance(day, str) and len(day) == 10 else month
+        except (KeyError, IndexError, TypeError):
+            key = month
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def _ranking(scores: dict[str, dict | None], names: Mapping[str, str], rates: Mapping[str, dict],
+             size: int) -> dict:
+    items = [{"id": k, "name": names.get(k, k), "score": s["total"], "max_points": s["max_points"],
+              "online_rate": rates[k]["online_rate"]["percent"],
+              "vehicles": rates[k]["network_rate"]["denominator"]}
+             for k, s in scores.items() if s is not None]
+    best = sorted(items, key=lambda i: (-i["score"], i["id"]))
+    worst = sorted(items, key=lambda i: (i["score"], i["id"]))
+    return {"top": best[:size], "bottom": worst[:size], "count": len(items)}
+
+
+def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
+                         snapshot_ts: datetime | str) -> dict:
+    """The monthly report as a JSON-ready dict.
+
+    ``conn_or_rows``: an archive connection (``streams.archive.open_archive``), a mapping of table name →
+    rows (``vehicle_day``, ``wim_verdicts``, ``cases``, ``case_actions``), or an iterable of vehicle_day
+    rows alone (then the overload section says it is not available). ``snapshot_ts`` is stamped on every
+    figure (the statistic time of §5.4). Raises ``models.records.InvalidRecord`` for a bad month.
+    """
+    cfg = cfg or Config()
+    parse_month(month)
+    snapshot = format_ts(snapshot_ts) if isinstance(snapshot_ts, datetime) else str(snapshot_ts)
+    n_trend = max(int(cfg["report.trend_months"]), 2)
+    first_month = shift_month(month, -(n_trend - 1))
+
+    if isinstance(conn_or_rows, sqlite3.Connection):
+        tables: dict | None = load_tables(conn_or_rows, month, first_month)
+    elif isinstance(conn_or_rows, Mapping):
+        tables = {k: list(conn_or_rows.get(k) or []) for k in
+                  ("vehicle_day", "wim_verdicts", "cases", "case_actions")}
+    else:
+        tables = None
+    vd_rows = tables["vehicle_day"] if tables is not None else list(conn_or_rows)
+    buckets = _bucket_by_month(vd_rows, month)
+
+    cur = monthly_rates(buckets.get(month, []), registry, month, cfg, snapshot)
+    prev_month = shift_month(month, -1)
+    prev = (monthly_rates(buckets[prev_month], registry, prev_month, cfg, snapshot)
+            if buckets.get(prev_month) else None)
+    if prev is not None and prev.rows.rows_valid == 0:
+        prev = None
+    dec = cfg["report.decimals"]
+
+    # trend: overall rates of the last months (null where the archive has no rows for a month)
+    trend_months = [shift_month(month, -i) for i in range(n_trend - 1, -1, -1)]
+    series: dict[str, list] = {name: [] for name in RATE_NAMES}
+    for tm in trend_months:
+        if tm == month:
+            rates = cur.rates
+        else:
+            mr = aggregate_month(buckets.get(tm, []), tm)
+            rates = (compute_rates(cur.members, mr, cfg, snapshot, population_text(cfg, tm))
+                     if mr.rows_valid else None)
+        for name in RATE_NAMES:
+            field_ = "percent" if name in PERCENT_RATES else "value"
+            series[name].append(None if rates is None else rates[name][field_])
+
+    # scores and rankings
+    agency = agency_score(cur.rates, cfg)
+    county_scores = {c: agency_score(r, cfg) for c, r in cur.by_county.items()}
+    ent_scores = {e: enterprise_score(r, cur.rates, cfg) for e, r in cur.by_enterprise.items()}
+    ent_names = {e: (registry.enterprises[e].name if e in registry.enterprises else e) for e in cur.by_enterprise}
+    size = cfg["report.ranking_size"]
+
+    members = cur.members
+    by_cat_count = {c: sum(1 for m in members if m.category == c) for c in cfg["report.categories"]}
+    enterprises = {}
+    for e in cur.by_enterprise:
+        ent = registry.enterprises.get(e)
+        enterprises[e] = {"name": ent_names[e], "county": ent.county if ent else "",
+                          "vehicles": cur.by_enterprise[e]["network_rate"]["denominator"]}
+
+    if tables is None:
+        overload = {"available": False, "reason": "未提供归档：无称重数据 (no archive given: overload tables absent)"}
+    else:
+        names = {s: st.name for s, st in registry.stations.items()}
+        overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_actions"], names, dec)
+
+    trace_vehicles = []
+    for m in members:
+        vm = cur.rows.vehicles.get(m.plate)
+        flags = vehicle_flags(m, vm, cfg)
+        trace_vehicles.append({
+            "plate": m.plate, "category": m.category, "enterprise_id": m.enterprise_id, "county": m.county,
+            **flags,
+            "days": vm.days if vm else [],
+            "pings": vm.pings if vm else 0, "qualified": vm.qualified if vm else 0,
+            "km_total": float(vm.km_total) if vm else 0.0, "km_incomplete": float(vm.km_incomplete) if vm else 0.0,
+            "drift_points": vm.drift_points if vm else 0, "overspeed_count": vm.overspeed_count if vm else 0,
+            "fatigue_s": float(vm.fatigue_s) if vm else 0.0,
+        })
+
+    report = {
+        "kind": "monthly",
+        "month": month,
+        "region": registry.region,
+        "platform": cfg["report.platform_name"],
+        "snapshot": snapshot,
+        "config": {k: cfg[k] for k in ("report.decimals", "report.categories", "drift.min_points",
+                                       "score.rate_basis")},
+        "population": {
+            "filter": population_text(cfg, month),
+            "vehicles": len(members),
+            "in_network": sum(1 for m in members if m.in_network),
+            "by_category": by_cat_count,
+            "enterprises": len([e for e in cur.by_enterprise if e in registry.enterprises]),
+            "counties": len(cur.by_county),
+        },
+        "rates": cur.rates,
+        "by_category": cur.by_category,
+        "by_enterprise": cur.by_enterprise,
+        "by_county": cur.by_county,
+        "month_on_month": {
+            "previous_month": prev_month,
+            "available": prev is not None,
+            "rates": month_on_month(cur.rates, prev.rates if prev else None, dec),
+            "by_category": {c: month_on_month(r, prev.by_category.get(c) if prev else None, dec)
+                            for c, r in cur.by_category.items()},
+        },
+        "trend": {"months": trend_months, "series": series},
+        "scores": {"agency": agency, "by_county": county_scores, "by_enterprise": ent_scores},
+        "rankings": {
+            "enterprises": _ranking(ent_scores, ent_names, cur.by_enterprise, size),
+            "counties": _ranking(county_scores, {}, cur.by_county, size),
+        },
+        "enterprises": enterprises,
+        "overload": overload,
+        "trace": {
+            "rows_used": sum(v["rows_used"] for v in trace_vehicles),
+            "rows_excluded": cur.excluded_counts,
+            "excluded_rows_total": len(cur.excluded_rows),
+            "excluded_rows": [{"plate": p, "day": d, "code": c, "detail": t}
+                              for p, d, c, t in cur.excluded_rows[:MAX_EXCLUDED_LISTED]],
+            "vehicles": trace_vehicles,
+        },
+    }
+    report["narrative"] = narrative(report)
+    return report

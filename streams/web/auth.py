@@ -1,0 +1,271 @@
+"""Console users, sessions, CSRF and login rate limiting.
+
+Users and sessions live in the archive (tables below). Passwords are hashed with argon2id (argon2-cffi
+defaults, RFC 9106 low-memory profile); only the SHA-256 of a session token is stored, so a leaked archive
+does not hand out live sessions. The session cookie is HttpOnly + SameSite=Strict; every state-changing
+request must also carry the session's synchronizer token in ``X-CSRF-Token`` (and, when the browser sends
+one, an ``Origin`` matching the host). Roles are ordered: viewer < operator < admin.
+
+No secret is in the repo: the first admin comes from ``ROADWATCH_ADMIN_USER`` + ``ROADWATCH_ADMIN_PASSWORD``
+or from ``roadwatch users add NAME --role admin``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from prometheus_client import Counter
+
+from models.config import Config
+from models.records import format_ts
+from streams.archive import register_schema
+
+register_schema("""
+CREATE TABLE IF NOT EXISTS users (
+    username   TEXT PRIMARY KEY,
+    role       TEXT NOT NULL,          -- viewer | operator | admin
+    pw_hash    TEXT NOT NULL,          -- argon2id encoded hash
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,       -- sha256 hex of the cookie token
+    username   TEXT NOT NULL,
+    expires_at REAL NOT NULL,          -- unix seconds
+    csrf       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(username);
+""")
+
+ROLES = ("viewer", "operator", "admin")
+_RANK = {r: i for i, r in enumerate(ROLES)}
+USERNAME_RE = re.compile(r"^[\w.@-]{1,64}$")
+MAX_PASSWORD_LEN = 1024            # argon2 hashes anything, but unbounded input is a DoS lever
+COOKIE = "rw_session"
+CSRF_HEADER = "X-CSRF-Token"
+
+LOGINS = Counter("roadwatch_console_logins_total", "Console login attempts", ["result"])
+
+_hasher = PasswordHasher()
+# verified when the user does not exist, so a wrong name costs as much time as a wrong password
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class AuthError(ValueError):
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Session:
+    username: str
+    role: str
+    csrf: str
+    expires_at: float
+
+    def allows(self, role: str) -> bool:
+        return _RANK.get(self.role, -1) >= _RANK[role]
+
+
+def role_allows(have: str, need: str) -> bool:
+    return _RANK.get(have, -1) >= _RANK[need]
+
+
+def _now_iso() -> str:
+    return format_ts(datetime.now(timezone.utc))
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# --- users ------------------------------------------------------------------------------------------------
+
+def check_username(username: str) -> str:
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
+        raise AuthError("bad_username", "username: 1–64 letters, digits, _ . @ -")
+    return username
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise AuthError("bad_role", f"role must be one of {', '.join(ROLES)}")
+    return role
+
+
+def check_password(password: str, cfg: Config) -> str:
+    n = cfg["web.min_password_len"]
+    if not isinstance(password, str) or len(password) < n:
+        raise AuthError("weak_password", f"password must have at least {n} characters")
+    if len(password) > MAX_PASSWORD_LEN:
+        raise AuthError("bad_password", f"password longer than {MAX_PASSWORD_LEN} characters")
+    return password
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(pw_hash: str | None, password: str) -> bool:
+    """Constant-ish time: a missing user still pays for one argon2 verification."""
+    if not isinstance(password, str) or len(password) > MAX_PASSWORD_LEN:
+        return False
+    try:
+        return _hasher.verify(pw_hash or _DUMMY_HASH, password) and pw_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def upsert_user(conn: sqlite3.Connection, username: str, role: str, password: str | None,
+                cfg: Config) -> str:
+    """Create a user or update role / password. Returns ``created`` or ``updated``.
+    Changing a password or role ends that user's sessions."""
+    check_username(username)
+    check_role(role)
+    row = conn.execute("SELECT username FROM users WHERE username = ?", (username,)).fetchone()
+    if row is None:
+        if password is None:
+            raise AuthError("weak_password", "a new user needs a password")
+        pw_hash = hash_password(check_password(password, cfg))
+        conn.execute("INSERT INTO users(username, role, pw_hash, created_at) VALUES (?,?,?,?)",
+                     (username, role, pw_hash, _now_iso()))
+        return "created"
+    if password is not None:
+        pw_hash = hash_password(check_password(password, cfg))
+        conn.execute("UPDATE users SET role = ?, pw_hash = ? WHERE username = ?", (role, pw_hash, username))
+    else:
+        conn.execute("UPDATE users SET role = ? WHERE username = ?", (role, username))
+    conn.execute("DELETE FROM sessions WHERE username = ?", (username,))
+    return "updated"
+
+
+def delete_user(conn: sqlite3.Connection, username: str) -> bool:
+    cur = conn.execute("DELETE FROM users WHERE username = ?", (username,))
+    conn.execute("DELETE FROM sessions WHERE username = ?", (username,))
+    return cur.rowcount > 0
+
+
+def list_users(conn: sqlite3.Connection) -> list[dict]:
+    return [dict(r) for r in conn.execute(
+        "SELECT username, role, created_at FROM users ORDER BY username")]
+
+
+def get_user(conn: sqlite3.Connection, username: str) -> dict | None:
+    r = conn.execute("SELECT username, role, pw_hash FROM users WHERE username = ?", (username,)).fetchone()
+    return dict(r) if r else None
+
+
+def count_admins(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0]
+
+
+def ensure_admin_from_env(conn: sqlite3.Connection, cfg: Config,
+                          env: Mapping[str, str] | None = None) -> str | None:
+    """Create the admin named in the environment if that user does not exist yet (an existing user's
+    password is never reset from the environment). Returns the username created, else None."""
+    env = os.environ if env is None else env
+    user, password = env.get("ROADWATCH_ADMIN_USER"), env.get("ROADWATCH_ADMIN_PASSWORD")
+    if not user or not password:
+        return None
+    if get_user(conn, user) is not None:
+        return None
+    upsert_user(conn, user, "admin", password, cfg)
+    return user
+
+
+# --- sessions -----------------------------------------------------------------------------------------
+
+def create_session(conn: sqlite3.Connection, username: str, ttl_s: float,
+                   now: float | None = None) -> tuple[str, Session]:
+    """A new session; returns the cookie token (shown once, stored hashed) and the session."""
+    now = time.time() if now is None else now
+    role = conn.execute("SELECT role FROM users WHERE username = ?", (username,)).fetchone()
+    if role is None:
+        raise AuthError("unknown_user", f"no user {username!r}")
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+    conn.execute("INSERT INTO sessions(token_hash, username, expires_at, csrf) VALUES (?,?,?,?)",
+                 (token_hash(token), username, now + ttl_s, csrf))
+    return token, Session(username, role[0], csrf, now + ttl_s)
+
+
+def lookup_session(conn: sqlite3.Connection, token: str | None, now: float | None = None) -> Session | None:
+    if not token or len(token) > 128:
+        return None
+    now = time.time() if now is None else now
+    th = token_hash(token)
+    row = conn.execute(
+        "SELECT s.username, u.role, s.csrf, s.expires_at FROM sessions s JOIN users u USING (username)"
+        " WHERE s.token_hash = ?", (th,)).fetchone()
+    if row is None:
+        return None
+    if row["expires_at"] <= now:
+        conn.execute("DELETE FROM sessions WHERE token_hash = ?", (th,))
+        return None
+    return Session(row["username"], row["role"], row["csrf"], row["expires_at"])
+
+
+def delete_session(conn: sqlite3.Connection, token: str | None) -> None:
+    if token:
+        conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+
+
+def csrf_ok(session: Session, header_value: str | None) -> bool:
+    return bool(header_value) and hmac.compare_digest(session.csrf.encode(), header_value.encode())
+
+
+# --- login rate limiting ------------------------------------------------------------------------------------
+
+class LoginLimiter:
+    """Sliding-window count of failed logins per key (``user:NAME`` and ``addr:IP``). In memory: a
+    restart forgets it, which is acceptable next to argon2's cost per guess."""
+
+    def __init__(self, max_failures: int, window_s: float, clock: Callable[[], float] = time.monotonic):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.clock = clock
+        self._fails: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._fails.get(key)
+        if q is None:
+            return deque()
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        if not q:
+            del self._fails[key]
+        return q
+
+    def retry_after(self, keys: list[str]) -> float:
+        """Seconds until a new attempt is allowed for all ``keys`` (0 = allowed now)."""
+        now = self.clock()
+        wait = 0.0
+        for k in keys:
+            q = self._recent(k, now)
+            if len(q) >= self.max_failures:
+                wait = max(wait, q[0] + self.window_s - now)
+        return wait
+
+    def fail(self, keys: list[str]) -> None:
+        now = self.clock()
+        for k in keys:
+            self._fails.setdefault(k, deque()).append(now)
+        if len(self._fails) > 100_000:      # bound memory under a spray from many addresses
+            for k in list(self._fails)[:50_000]:
+                del self._fails[k]
+
+    def succeed(self, key: str) -> None:
+        self._fails.pop(key, None)

@@ -1,0 +1,82 @@
+"""The worker's HTTP server: the operator console, ``/metrics`` for Prometheus and ``/healthz``.
+
+Faust's own web server is disabled (its routes are fixed at start-up); this aiohttp server runs inside the
+worker's event loop as a Faust task, so the console sees live state without another process.
+"""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger("roadwatch.web")
+
+
+class WorkerFleetView:
+    """The console's view of the fleet, read from the GPS path's per-partition state."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def vehicles(self) -> list[dict]:
+        states = self.ctx.gps_state
+        out: list[dict] = []
+        if states is None:
+            return out
+        reg = self.ctx.registry
+        for e in list(states.entries.values()):
+            for v in e.proc.vehicles_view():
+                veh = reg.vehicles.get(v["plate"])
+                if veh is not None:
+                    v.setdefault("category", veh.category)
+                    v.setdefault("enterprise_id", veh.enterprise_id)
+                    v.setdefault("county", veh.county)
+                out.append(v)
+        return out
+
+    def track(self, plate: str) -> list[dict]:
+        from .archive import open_archive
+        conn = open_archive(self.ctx.cfg.archive_path)
+        rows = conn.execute("SELECT ts_ms, lat, lon, speed_kmh FROM track_points WHERE plate=? "
+                            "ORDER BY ts_ms DESC LIMIT 500", (plate,)).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
+
+def build_web_app(ctx) -> web.Application:
+    async def metrics(_request):
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_request):
+        return web.json_response({"ready": ctx.ready})
+
+    try:
+        from .web.console import create_console_app
+        from .web.live import LiveHub
+    except ImportError:  # console package not installed in this build
+        app = web.Application()
+    else:
+        ctx.live = ctx.live or LiveHub()
+        case_actions = None
+        try:
+            from .archive import open_archive
+            from .cases import CaseStore
+            store = CaseStore(open_archive(ctx.cfg.archive_path))
+            case_actions = store.act
+        except ImportError:
+            pass
+        app = create_console_app(ctx.cfg, archive_path=ctx.cfg.archive_path, registry=ctx.registry,
+                                 live=ctx.live, fleet=WorkerFleetView(ctx), case_actions=case_actions)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def start_web(faust_app, ctx) -> web.AppRunner:
+    app = build_web_app(ctx)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", int(ctx.cfg["web.port"]))
+    await site.start()
+    log.info("console on port %s", ctx.cfg["web.port"])
+    return runner

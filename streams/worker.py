@@ -1,0 +1,117 @@
+"""Assemble the worker: Faust app + agents + console/metrics web server + monthly report timer."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from models.config import Config
+from models.records import DriverEvent, InvalidRecord, loads_object, parse_ts
+from models.registry import load_registry
+
+from . import gps, metrics as M, topics as T, wim
+from .app import WorkerContext, create_app, declare_topics
+from .archive import open_archive
+from .deadletter import dead_letter_bytes
+
+log = logging.getLogger("roadwatch.worker")
+READY_LINE = "roadwatch worker ready"
+
+
+def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id: str = "roadwatch"):
+    registry = load_registry(registry_path)
+    data_dir = Path(cfg["paths.data_dir"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(cfg, bootstrap, app_id)
+    ctx = WorkerContext(cfg=cfg, registry=registry, registry_path=registry_path, data_dir=data_dir)
+    ctx.topics = declare_topics(app, cfg)
+    conn = open_archive(cfg.archive_path)
+    alerts_topic = ctx.topics[T.ALERTS]
+
+    async def publish_alerts(alerts: list[dict], recv_ms: int | None) -> None:
+        gps.save_alerts(conn, alerts)
+        now = time.time()
+        for a in alerts:
+            await alerts_topic.send(key=a["plate"].encode(), value=orjson.dumps(a))
+            M.ALERTS.labels(type=a["type"]).inc()
+            M.MESSAGES.labels(topic=T.ALERTS, direction="out").inc()
+            if ctx.live is not None:
+                ctx.live.publish_alert(a)
+        if recv_ms:
+            M.LATENCY.labels(path="gps").observe(max(0.0, now - recv_ms / 1000))
+
+    gps.install(app, ctx, publish_alerts)
+    wim_handler = wim.install(app, ctx, publish_alerts)
+    _install_driver_events(app, ctx, wim_handler)
+    _install_web(app, ctx)
+    _install_reports(app, ctx)
+
+    @app.on_partitions_assigned.connect
+    async def _ready(sender, assigned, **kwargs):
+        if not ctx.ready:
+            ctx.ready = True
+            port = cfg["web.port"]
+            print(f"{READY_LINE}: {len(assigned)} partitions, console http://127.0.0.1:{port}/ , "
+                  f"metrics http://127.0.0.1:{port}/metrics", flush=True)
+
+    return app, ctx
+
+
+def _install_driver_events(app, ctx, wim_handler) -> None:
+    topic = ctx.topics[T.DRIVER_EVENTS]
+    dlq = ctx.topics[T.DEAD_LETTER]
+
+    @app.agent(topic, name="driver-events-agent")
+    async def driver_events(stream):
+        async for event in stream.events():
+            raw = event.value
+            M.MESSAGES.labels(topic=T.DRIVER_EVENTS, direction="in").inc()
+            try:
+                d = loads_object(raw)
+                ev = DriverEvent(**{k: d[k] for k in ("plate", "terminal_id", "ts", "event") if k in d},
+                                 driver_id=str(d.get("driver_id") or ""), driver_name=str(d.get("driver_name") or ""))
+                parse_ts(ev.ts)
+                if ev.event not in ("login", "logout"):
+                    raise InvalidRecord("out_of_range", f"event must be login or logout, got {ev.event!r}")
+            except InvalidRecord as err:
+                await dlq.send(key=T.DRIVER_EVENTS.encode(),
+                               value=dead_letter_bytes(T.DRIVER_EVENTS, err.code, err.detail, raw))
+                continue
+            except TypeError as err:
+                await dlq.send(key=T.DRIVER_EVENTS.encode(),
+                               value=dead_letter_bytes(T.DRIVER_EVENTS, "missing_field", str(err), raw))
+                continue
+            wim_handler.store.record_driver_event(ev.plate, ev.ts, ev.event, ev.driver_id)
+
+
+def _install_web(app, ctx) -> None:
+    from .web_server import start_web
+
+    @app.task
+    async def web():
+        await start_web(app, ctx)
+
+
+def _install_reports(app, ctx) -> None:
+    from .monthly import close_months
+
+    @app.timer(60.0)
+    async def monthly():
+        try:
+            await close_months(ctx)
+        except Exception:  # noqa: BLE001 - a report failure is logged, never stops the stream
+            log.exception("monthly report failed")
+
+
+def run_worker(cfg: Config, bootstrap: str, registry_path: str | None, loglevel: str = "warning") -> int:
+    import faust
+    app, _ctx = build_worker(cfg, bootstrap, registry_path)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, stdout=sys.stdout, stderr=sys.stderr)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0

@@ -1,0 +1,23 @@
+"""``roadwatch worker``: the Faust worker against ``$ROADWATCH_KAFKA`` or an embedded broker."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from models.config import Config
+
+from .broker import create_topics, kafka_bootstrap
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", metavar="FILE", default=os.environ.get("ROADWATCH_REGISTRY"),
+                   help="registry JSON (default $ROADWATCH_REGISTRY)")
+    p.add_argument("--loglevel", default="warning", help="worker log level (default warning)")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    from .worker import run_worker
+    with kafka_bootstrap(cfg) as bootstrap:
+        if not os.environ.get("ROADWATCH_KAFKA"):
+            print(f"embedded broker on {bootstrap}", flush=True)
+        return run_worker(cfg, bootstrap, args.registry, args.loglevel)

@@ -1,0 +1,11 @@
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ARTIFACTS = ROOT / "test-artifacts"
+SHARED = ROOT.parent / "shared"
+os.environ.setdefault("PYTHONHASHSEED", "0")

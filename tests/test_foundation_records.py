@@ -1,0 +1,119 @@
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from models.pingbatch import columns_to_pings, decode_batch, encode_batch
+from models.records import InvalidRecord, PLATE_RE, parse_ping, parse_wim_reading
+
+
+def wim(**over):
+    d = {"station_id": "S1", "lane": 1, "ts": "2026-11-01T08:00:00+08:00", "plate": "苏A12345",
+         "plate_color": 2, "plate_confidence": 0.97, "vehicle_kind": "truck", "axle_count": 2,
+         "axle_loads_kg": [6000, 12000], "axle_spacings_m": [4.2], "gross_kg": 18000, "speed_kmh": 60,
+         "device_id": "D1", "images": [{"kind": "front", "uri": "/x.png", "sha256": "a" * 64}]}
+    d.update(over)
+    return d
+
+
+def test_valid_wim_reading():
+    r = parse_wim_reading(orjson.dumps(wim()))
+    assert r.gross_kg == 18000.0 and r.axle_loads_kg == [6000.0, 12000.0] and not r.single_drive_axle
+
+
+@pytest.mark.parametrize("over,code", [
+    ({"gross_kg": "heavy"}, "bad_type"),
+    ({"gross_kg": -5}, "out_of_range"),
+    ({"axle_loads_kg": [6000]}, "inconsistent"),
+    ({"axle_loads_kg": [6000, 9000]}, "inconsistent"),        # sum ≠ gross
+    ({"ts": "2026-11-01T08:00:00"}, "bad_timestamp"),         # no offset: ambiguous
+    ({"plate_color": 7}, "out_of_range"),
+    ({"plate_confidence": 1.2}, "out_of_range"),
+    ({"vehicle_kind": "bus"}, "out_of_range"),
+    ({"images": [{"kind": "f", "uri": "u", "sha256": "XYZ"}]}, "bad_type"),
+])
+def test_bad_wim_readings_get_reasons(over, code):
+    with pytest.raises(InvalidRecord) as e:
+        parse_wim_reading(wim(**over))
+    assert e.value.code == code
+
+
+def test_missing_field_and_bad_json():
+    d = wim()
+    del d["plate"]
+    with pytest.raises(InvalidRecord) as e:
+        parse_wim_reading(d)
+    assert e.value.code == "missing_field"
+    with pytest.raises(InvalidRecord) as e:
+        parse_wim_reading(b"{not json")
+    assert e.value.code == "bad_json"
+    with pytest.raises(InvalidRecord) as e:
+        parse_wim_reading(b"[1,2]")
+    assert e.value.code == "bad_json"
+    with pytest.raises(InvalidRecord) as e:
+        parse_wim_reading(b" " * 2000, max_bytes=1000)
+    assert e.value.code == "oversized"
+
+
+@pytest.mark.parametrize("plate,ok", [("京A12345", True), ("粤B1234学", True), ("苏AD12345", True),
+                                      ("A12345", False), ("京I12345", False), ("京A1234", False)])
+def test_plate_format(plate, ok):
+    assert bool(PLATE_RE.match(plate)) is ok
+
+
+def ping(i=0, **over):
+    d = {"plate": "京A1234%d" % (i % 10), "plate_color": 2, "terminal_id": "013800000000", "ts": 1762000000000 + i,
+         "lat": 39.9, "lon": 116.4, "speed_kmh": 50.5, "heading": 90, "altitude_m": 40.0, "alarm_flags": 0,
+         "status_flags": 3, "reupload": False, "driver_id": None, "mileage_km": 12.5}
+    d.update(over)
+    return d
+
+
+def test_batch_round_trip():
+    pings = [ping(i) for i in range(7)]
+    cols = decode_batch(encode_batch(pings))
+    assert len(cols) == 7
+    assert columns_to_pings(cols) == pings
+
+
+def test_single_interchange_ping_is_a_batch_of_one():
+    p = ping(ts="2026-11-01T08:00:00+08:00")
+    cols = decode_batch(orjson.dumps(p))
+    from datetime import datetime, timezone
+    expected = int(datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc).timestamp() * 1000)  # 08:00 Beijing
+    assert len(cols) == 1 and cols.ts[0] == expected
+
+
+@pytest.mark.parametrize("mutate,code", [
+    (lambda d: d.update(lat=d["lat"][:-1]), "missing_field"),
+    (lambda d: d.update(speed_kmh=["x"] * len(d["plate"])), "bad_type"),
+    (lambda d: d.update(plate=[""] * len(d["plate"])), "bad_type"),
+    (lambda d: d.update(schema="other/9"), "bad_schema"),
+    (lambda d: [d.__setitem__(k, []) for k in list(d) if k != "schema"], "empty_batch"),
+])
+def test_malformed_batches_are_rejected(mutate, code):
+    d = orjson.loads(encode_batch([ping(i) for i in range(3)]))
+    mutate(d)
+    with pytest.raises(InvalidRecord) as e:
+        decode_batch(orjson.dumps(d))
+    assert e.value.code == code
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_never_crash_the_parsers(data):
+    for parse in (decode_batch, parse_wim_reading, parse_ping):
+        try:
+            parse(data)
+        except InvalidRecord as e:
+            assert e.code
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(ping().keys()) + ["x"]),
+                       st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=5),
+                                 st.booleans(), st.lists(st.integers(), max_size=3)), max_size=16))
+def test_random_objects_never_crash_ping_parser(d):
+    try:
+        parse_ping(d)
+    except InvalidRecord as e:
+        assert e.code
