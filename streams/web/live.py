@@ -220,6 +220,11 @@ class LiveHub:
         self._subs.discard(sub)
         SSE_CLIENTS.set(len(self._subs))
 
+    def disconnect_all(self) -> None:
+        """End every live connection (server shutdown)."""
+        for sub in list(self._subs):
+            sub.drop()
+
     @property
     def subscribers(self) -> int:
         return len(self._subs)

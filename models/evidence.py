@@ -1,0 +1,488 @@
+"""Evidence packages for overload cases: manifest, artefacts, hash chain, Ed25519 signature.
+
+Layout (docs/evidence.md)::
+
+    <evidence_dir>/<case_id>/manifest.json   every §4.5 field we can fill + SHA-256 of every artefact
+    <evidence_dir>/<case_id>/manifest.sig    {"alg": "Ed25519", "key_id", "signature"} over manifest bytes
+    <evidence_dir>/<case_id>/reading.json    the WIM reading as received (parsed record)
+    <evidence_dir>/<case_id>/images/…        copies of station images held locally (hash-checked)
+    <evidence_dir>/<case_id>/track.geojson   GPS track from the loading stop to the weighing
+    <evidence_dir>/chain-<chain_id>.jsonl    append-only: one link per package of that chain
+
+Each manifest names the previous manifest's SHA-256 in its chain; each chain link carries its own
+``link_sha256`` so a flipped byte in a link is detected. Chains are per ``chain_id`` (one per worker /
+partition) so writers never race; a chain file is also ``flock``-ed while a package is added.
+
+Writing a package whose case directory exists is a no-op. Key material is never logged.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .limits import axle_groups
+from .records import PLATE_COLORS, WimReading, format_ts
+from .registry import Registry
+
+MANIFEST_SCHEMA = "roadwatch.evidence/1"
+KEY_ENV = "ROADWATCH_SIGNING_KEY_FILE"
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DUMP = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+
+
+class EvidenceError(ValueError):
+    pass
+
+
+class NotAPackage(EvidenceError):
+    """The path is not an evidence package (or tree of them)."""
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: Ed25519PrivateKey
+    key_id: str
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private.sign(data)
+
+
+def key_id_of(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return sha256_bytes(raw)
+
+
+def _publish(public: Ed25519PublicKey, trusted_dir: Path) -> str:
+    kid = key_id_of(public)
+    trusted_dir.mkdir(parents=True, exist_ok=True)
+    p = trusted_dir / f"{kid}.pub"
+    if not p.exists():
+        p.write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    return kid
+
+
+def load_signing_key(data_dir: str | os.PathLike, env: dict | None = None) -> SigningKey:
+    """``$ROADWATCH_SIGNING_KEY_FILE`` (must exist) or ``<data_dir>/keys/evidence-ed25519.pem`` (created with
+    mode 0600 on first use). The public key is published to ``<data_dir>/keys/trusted/<key_id>.pub``."""
+    env = os.environ if env is None else env
+    data_dir = Path(data_dir)
+    given = env.get(KEY_ENV)
+    path = Path(given) if given else data_dir / "keys" / "evidence-ed25519.pem"
+    if not path.exists():
+        if given:
+            raise EvidenceError(f"{KEY_ENV} names a file that does not exist: {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass                                   # another process created it first: use theirs
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as e:
+        raise EvidenceError(f"cannot load signing key {path}: {type(e).__name__}") from None  # no key bytes
+    if not isinstance(key, Ed25519PrivateKey):
+        raise EvidenceError(f"signing key {path} is not an Ed25519 key")
+    kid = _publish(key.public_key(), data_dir / "keys" / "trusted")
+    return SigningKey(private=key, key_id=kid)
+
+
+def load_trusted_key(trusted_dir: Path, key_id: str) -> Ed25519PublicKey | None:
+    if not re.fullmatch(r"[0-9a-f]{64}", key_id or ""):
+        return None
+    p = Path(trusted_dir) / f"{key_id}.pub"
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return None
+    try:
+        pub = serialization.load_pem_public_key(data)
+    except ValueError:
+        try:
+            pub = Ed25519PublicKey.from_public_bytes(data)
+        except ValueError:
+            return None
+    if not isinstance(pub, Ed25519PublicKey) or key_id_of(pub) != key_id:
+        return None
+    return pub
+
+
+# --- manifest -----------------------------------------------------------------------------------------------
+
+def _local_image_path(uri: str) -> Path | None:
+    if uri.startswith("file://"):
+        u = urlparse(uri)
+        if u.netloc not in ("", "localhost"):
+            return None
+        return Path(unquote(u.path))
+    if "://" in uri:
+        return None
+    return Path(uri)
+
+
+def _hold_image(im, i: int, pkg: Path) -> dict:
+    """Copy a local image into the package only when its content matches the station's declared SHA-256:
+    the station vouches for the bytes, and a reading cannot make us copy arbitrary local files."""
+    entry = {"kind": im.kind, "uri": im.uri, "declared_sha256": im.sha256}
+    src = _local_image_path(im.uri)
+    if src is None:
+        return {**entry, "held": False, "sha256": im.sha256, "note": "referenced, not held (remote URI)"}
+    try:
+        st = src.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_IMAGE_BYTES:
+            raise OSError("not a regular file of acceptable size")
+        actual = sha256_file(src)
+    except OSError:
+        return {**entry, "held": False, "sha256": im.sha256, "note": "referenced, not held (not readable)"}
+    if actual != im.sha256:
+        return {**entry, "held": False, "sha256": im.sha256, "actual_sha256": actual,
+                "note": "referenced, not held: file content does not match the declared sha256"}
+    ext = (src.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", src.suffix.lower()) else ".bin")
+    name = f"images/{i:02d}-{re.sub(r'[^a-z0-9]', '', im.kind.lower())[:12] or 'image'}{ext}"
+    (pkg / "images").mkdir(exist_ok=True)
+    shutil.copyfile(src, pkg / name)
+    return {**entry, "held": True, "path": name, "sha256": sha256_file(pkg / name)}
+
+
+def build_manifest(verdict: dict, reading: WimReading, registry: Registry) -> dict:
+    """Every §4.5 field that the verdict, reading and registry can fill (artefacts/chain added later)."""
+    st = registry.stations.get(reading.station_id)
+    veh = registry.vehicle(reading.plate)
+    ent = registry.enterprises.get(veh.enterprise_id) if veh and veh.enterprise_id else None
+    cal = verdict.get("calibration") or {}
+    drv = verdict.get("driver") or {}
+    spacings = list(reading.axle_spacings_m)
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "case_id": verdict["case_id"], "passage_id": verdict["passage_id"],
+        "site": {
+            "station_id": reading.station_id, "name": st.name if st else None,
+            "lat": st.lat if st else None, "lon": st.lon if st else None, "county": st.county if st else None,
+            "device_id": reading.device_id, "accuracy_class": st.accuracy_class if st else None,
+            "certificate_no": cal.get("cert_no"), "certificate_valid_from": cal.get("valid_from"),
+            "certificate_valid_to": cal.get("valid_to"), "calibration_status": cal.get("status"),
+        },
+        "time": {"ts": verdict["ts"], "clock": "station device clock"},
+        "lane": reading.lane, "direction": None, "speed_kmh": reading.speed_kmh,
+        "plate": {"number": reading.plate, "color": reading.plate_color,
+                  "color_name": PLATE_COLORS.get(reading.plate_color), "confidence": reading.plate_confidence},
+        "vehicle": {
+            "kind": reading.vehicle_kind, "category": veh.category if veh else None,
+            "axle_count": reading.axle_count, "axle_loads_kg": list(reading.axle_loads_kg),
+            "axle_spacings_m": spacings,
+            "axle_groups": ([[i + 1 for i in g] for g in axle_groups(spacings, 1.8)] if spacings else None),
+            "single_drive_axle": reading.single_drive_axle,
+            "single_tyre_axles": veh.single_tyre_axles if veh else None,
+            "air_suspension": veh.air_suspension if veh else None,
+        },
+        "measurement": {"gross_kg": verdict["gross_kg"], "assessed_gross_kg": verdict["assessed_gross_kg"]},
+        "limit": {"limit_kg": verdict["limit_kg"], "basis": verdict["limit_basis"],
+                  "version": verdict["limit_version"], "adjustments": verdict["limit_adjustments"]},
+        "tolerance": {"value": verdict["tolerance"], "source": verdict["tolerance_source"],
+                      "mode": verdict["tolerance_mode"], "filing_threshold_kg": verdict["filing_threshold_kg"]},
+        "excess": {"kg": verdict["excess_kg"], "pct": verdict["excess_pct"], "over_limit": verdict["over_limit"]},
+        "decision": {"action": verdict["action"], "fine_yuan": verdict["fine_yuan"],
+                     "review_reasons": verdict.get("review_reasons") or []},
+        "penalties": {"road_administration": verdict.get("road_penalty"), "police": verdict.get("police")},
+        "axle_findings": verdict.get("axle_findings") or [],
+        "counters": verdict.get("counters"), "escalations": verdict.get("escalations") or [],
+        "targets": {
+            "vehicle": {"plate": reading.plate, "owner": veh.owner if veh else None,
+                        "transport_cert_no": (veh.transport_cert_no or None) if veh else None,
+                        "registered_total_kg": veh.registered_total_kg if veh else None,
+                        "rated_load_kg": veh.rated_load_kg if veh else None},
+            "driver": {"id": drv.get("id"), "source": drv.get("source"), "name": drv.get("name"),
+                       "qualification_no": drv.get("qualification_no")},
+            "enterprise": {"id": ent.enterprise_id if ent else None, "name": ent.name if ent else None,
+                           "licence_no": (ent.licence_no or None) if ent else None,
+                           "goods_vehicles": ent.goods_vehicles if ent else None,
+                           "vehicle_transport_cert_no": (veh.transport_cert_no or None) if veh else None},
+            "source_site": verdict.get("source_site"),
+        },
+        "review_trail": {"entries": [], "note": "review, confirmation, dismissal and notification are "
+                                                "recorded in the archive's case_actions table"},
+    }
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+def _chain_path(evidence_dir: Path, chain_id: str) -> Path:
+    return evidence_dir / f"chain-{chain_id}.jsonl"
+
+
+def _link_hash(link: dict) -> str:
+    body = {k: v for k, v in link.items() if k != "link_sha256"}
+    return sha256_bytes(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+
+def _read_links(path: Path) -> list:
+    """Raw lines of a chain file: each parsed dict, or the raw bytes when unparseable."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+            out.append(obj if isinstance(obj, dict) else line)
+        except orjson.JSONDecodeError:
+            out.append(line)
+    return out
+
+
+def _append_link(f, link: dict) -> None:
+    link["link_sha256"] = _link_hash(link)
+    f.write(orjson.dumps(link, option=orjson.OPT_SORT_KEYS) + b"\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, registry: Registry, *,
+                  chain_id: str, key: SigningKey) -> Path:
+    """Write (once) the package of ``verdict["case_id"]``; returns its directory."""
+    evidence_dir = Path(evidence_dir)
+    case_id = verdict.get("case_id")
+    if not case_id or not _ID_RE.match(case_id):
+        raise EvidenceError(f"verdict has no usable case_id: {case_id!r}")
+    if not _ID_RE.match(chain_id):
+        raise EvidenceError(f"chain_id must match {_ID_RE.pattern}: {chain_id!r}")
+    final = evidence_dir / case_id
+    if (final / "manifest.json").exists():
+        return final
+    evidence_dir.mkdir(parents=True, exist_ok=True)
+    with open(_chain_path(evidence_dir, chain_id), "ab+") as chain:
+        fcntl.flock(chain.fileno(), fcntl.LOCK_EX)
+        if (final / "manifest.json").exists():          # written meanwhile by another process
+            return final
+        tmp = evidence_dir / f".{case_id}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            artefacts = []
+            reading_bytes = orjson.dumps(reading.asdict(), option=_DUMP)
+            (tmp / "reading.json").write_bytes(reading_bytes)
+            artefacts.append({"kind": "reading", "path": "reading.json", "held": True,
+                              "sha256": sha256_bytes(reading_bytes)})
+            for i, im in enumerate(reading.images):
+                artefacts.append(_hold_image(im, i, tmp))
+            if verdict.get("track_excerpt"):
+                tb = orjson.dumps(verdict["track_excerpt"], option=_DUMP)
+                (tmp / "track.geojson").write_bytes(tb)
+                artefacts.append({"kind": "track", "path": "track.geojson", "held": True, "sha256": sha256_bytes(tb)})
+            links = [ln for ln in _read_links(_chain_path(evidence_dir, chain_id)) if isinstance(ln, dict)]
+            prev = links[-1] if links else None
+            manifest = build_manifest(verdict, reading, registry)
+            manifest["artefacts"] = artefacts
+            manifest["created_at"] = format_ts(datetime.now(timezone.utc))
+            manifest["chain"] = {"chain_id": chain_id, "seq": (int(prev.get("seq", 0)) + 1) if prev else 1,
+                                 "prev_manifest_sha256": prev.get("manifest_sha256") if prev else None}
+            manifest["signing"] = {"alg": "Ed25519", "key_id": key.key_id}
+            mbytes = orjson.dumps(manifest, option=_DUMP) + b"\n"
+            (tmp / "manifest.json").write_bytes(mbytes)
+            sig = {"alg": "Ed25519", "key_id": key.key_id,
+                   "signature": base64.b64encode(key.sign(mbytes)).decode("ascii")}
+            (tmp / "manifest.sig").write_bytes(orjson.dumps(sig, option=_DUMP) + b"\n")
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        chain.seek(0, os.SEEK_END)
+        _append_link(chain, {"seq": manifest["chain"]["seq"], "case_id": case_id,
+                             "manifest_sha256": sha256_bytes(mbytes),
+                             "prev_manifest_sha256": manifest["chain"]["prev_manifest_sha256"],
+                             "ts": manifest["created_at"]})
+    return final
+
+
+# --- verification -------------------------------------------------------------------------------------------
+
+def is_package(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def verify_package(path: str | os.PathLike, trusted_keys_dir: str | os.PathLike) -> list[str]:
+    """Problems with one package (empty list = intact). Raises ``NotAPackage`` for other paths."""
+    pkg = Path(path)
+    if not is_package(pkg):
+        raise NotAPackage(f"{pkg} is not an evidence package (no manifest.json)")
+    problems: list[str] = []
+    mbytes = (pkg / "manifest.json").read_bytes()
+    msha = sha256_bytes(mbytes)
+    try:
+        manifest = orjson.loads(mbytes)
+        if not isinstance(manifest, dict):
+            raise ValueError
+    except (orjson.JSONDecodeError, ValueError):
+        manifest = None
+        problems.append("manifest.json: altered (not a valid manifest)")
+    # the chain link tells whether the manifest bytes are the ones that were written
+    chain_id = ((manifest or {}).get("chain") or {}).get("chain_id")
+    link = None
+    if manifest is not None and not (isinstance(chain_id, str) and _ID_RE.match(chain_id)):
+        problems.append("manifest.json: altered (no valid chain id)")
+    elif chain_id:
+        problems += _check_link_for(pkg, manifest, msha)
+    elif manifest is None:
+        # find the link by case id in any chain file
+        for cf in pkg.parent.glob("chain-*.jsonl"):
+            for ln in _read_links(cf):
+                if isinstance(ln, dict) and ln.get("case_id") == pkg.name:
+                    link = ln
+        if link and link.get("manifest_sha256") != msha:
+            problems.append(f"manifest.json: altered (sha256 differs from chain link seq {link.get('seq')})")
+    # signature
+    try:
+        sig = orjson.loads((pkg / "manifest.sig").read_bytes())
+        raw_sig = base64.b64decode(sig["signature"], validate=True)
+        kid = sig["key_id"]
+    except FileNotFoundError:
+        problems.append("manifest.sig: missing")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        problems.append("manifest.sig: altered (unreadable signature file)")
+    else:
+        pub = load_trusted_key(Path(trusted_keys_dir), kid if isinstance(kid, str) else "")
+        if pub is None:
+            problems.append(f"manifest.sig: signing key {str(kid)[:16]}… is not in the trusted keys")
+        else:
+            try:
+                pub.verify(raw_sig, mbytes)
+            except InvalidSignature:
+                if not any(p.startswith("manifest.json") for p in problems):
+                    problems.append("manifest.sig: signature does not verify (signature altered)")
+                else:
+                    problems.append("manifest.sig: signature does not verify the altered manifest")
+            if manifest is not None and (manifest.get("signing") or {}).get("key_id") != kid:
+                problems.append("manifest.sig: key id differs from the manifest's signing key")
+    # artefacts
+    listed = {"manifest.json", "manifest.sig"}
+    for a in (manifest or {}).get("artefacts") or []:
+        if not isinstance(a, dict) or not a.get("held"):
+            continue
+        rel = a.get("path") or ""
+        listed.add(rel)
+        f = pkg / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            problems.append(f"artefact {rel}: path escapes the package")
+        elif not f.is_file():
+            problems.append(f"artefact {rel}: missing")
+        elif sha256_file(f) != a.get("sha256"):
+            problems.append(f"artefact {rel}: altered (sha256 mismatch)")
+    if manifest is not None:
+        for f in sorted(pkg.rglob("*")):
+            rel = f.relative_to(pkg).as_posix()
+            if f.is_file() and rel not in listed:
+                problems.append(f"file {rel}: not listed in the manifest")
+    return problems
+
+
+def _check_link_for(pkg: Path, manifest: dict, msha: str) -> list[str]:
+    chain = manifest.get("chain") or {}
+    cf = _chain_path(pkg.parent, chain["chain_id"])
+    name = cf.name
+    links = _read_links(cf)
+    if not links:
+        return [f"chain {name}: missing (package not linked)"]
+    mine = None
+    for i, ln in enumerate(links):
+        if isinstance(ln, dict) and ln.get("case_id") == manifest.get("case_id"):
+            mine = (i, ln)
+    problems = []
+    if mine is None:
+        # a flipped byte may have made this package's link unparseable: name the broken links
+        bad = [i + 1 for i, ln in enumerate(links) if not isinstance(ln, dict) or _link_hash(ln) != ln.get("link_sha256")]
+        if bad:
+            return [f"chain {name}: link at line {b} altered" for b in bad]
+        return [f"chain {name}: no link for case {manifest.get('case_id')}"]
+    i, ln = mine
+    if _link_hash(ln) != ln.get("link_sha256"):
+        problems.append(f"chain {name}: link seq {ln.get('seq')} (line {i + 1}) altered")
+    if ln.get("manifest_sha256") != msha:
+        problems.append(f"manifest.json: altered (sha256 differs from chain link seq {ln.get('seq')})")
+    if ln.get("seq") != chain.get("seq") or ln.get("prev_manifest_sha256") != chain.get("prev_manifest_sha256"):
+        problems.append(f"chain {name}: link seq {ln.get('seq')} (line {i + 1}) does not match the manifest's chain")
+    if chain.get("seq", 1) > 1:
+        prev = links[i - 1] if i > 0 else None
+        if not isinstance(prev, dict) or _link_hash(prev) != prev.get("link_sha256"):
+            problems.append(f"chain {name}: previous link (line {i}) altered or missing")
+        elif prev.get("manifest_sha256") != chain.get("prev_manifest_sha256"):
+            problems.append(f"chain {name}: link seq {ln.get('seq')} does not follow the previous link")
+    return problems
+
+
+def verify_chain(evidence_dir: Path, chain_file: Path) -> list[str]:
+    """Walk one chain: every link intact, seq 1..n consecutive, prev hashes linked, packages present."""
+    problems = []
+    prev_sha, expect = None, 1
+    for i, ln in enumerate(_read_links(chain_file)):
+        where = f"chain {chain_file.name}: link at line {i + 1}"
+        if not isinstance(ln, dict) or _link_hash(ln) != ln.get("link_sha256"):
+            problems.append(f"{where} altered")
+            prev_sha, expect = None, expect + 1
+            continue
+        if ln.get("seq") != expect:
+            problems.append(f"{where}: seq {ln.get('seq')} where {expect} was expected (link removed or inserted)")
+        if prev_sha is not None and ln.get("prev_manifest_sha256") != prev_sha:
+            problems.append(f"{where}: previous-manifest hash does not match line {i}")
+        pkg = evidence_dir / str(ln.get("case_id"))
+        if not _ID_RE.match(str(ln.get("case_id"))) or not is_package(pkg):
+            problems.append(f"{where}: package {ln.get('case_id')} missing")
+        prev_sha, expect = ln.get("manifest_sha256"), (ln.get("seq") or expect) + 1
+    return problems
+
+
+def verify_tree(root: str | os.PathLike, trusted_keys_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """Problems by package / chain file under an evidence directory (only entries with problems)."""
+    root = Path(root)
+    pkgs = sorted(p for p in root.iterdir() if not p.name.startswith(".") and is_package(p)) if root.is_dir() else []
+    chains = sorted(root.glob("chain-*.jsonl")) if root.is_dir() else []
+    if not pkgs and not chains:
+        raise NotAPackage(f"{root} holds no evidence packages")
+    out: dict[str, list[str]] = {}
+    for p in pkgs:
+        probs = verify_package(p, trusted_keys_dir)
+        if probs:
+            out[p.name] = probs
+    for c in chains:
+        probs = verify_chain(root, c)
+        if probs:
+            out[c.name] = probs
+    return out

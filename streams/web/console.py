@@ -1,0 +1,819 @@
+"""The operator console: an aiohttp application (pages, JSON API, live Server-Sent Events).
+
+``create_console_app`` builds a self-contained ``web.Application`` that the lead mounts into Faust's
+aiohttp server (``web_app.add_subapp("/console/", app)``) or runs on its own (``run_console``). All
+browser URLs are relative, so the console works under any prefix.
+
+Archive reads run on one dedicated thread with its own SQLite connection, so a slow query never stalls
+the worker's event loop; argon2 verification runs on the default executor.
+
+Security model (see auth.py): every route except the login page, ``api/login`` and static files needs a
+session; unsafe methods also need the CSRF header and at least the operator role; admin routes are marked.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import mimetypes
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import orjson
+from aiohttp import web
+
+from models.config import Config
+from models.records import BEIJING, CATEGORIES, format_ts
+from models.registry import Registry
+from streams.archive import close_all, open_archive, register_schema
+from streams.web import auth
+from streams.web.case_fallback import CaseActionError, allowed_actions, apply_case_action
+from streams.web.fleet_status import today_status
+from streams.web.live import FleetView, LiveHub, sse_frame
+from streams.web.places import Places
+
+STATIC_DIR = Path(__file__).parent / "static"
+ALERT_TYPES = ("overspeed", "fatigue", "curfew", "offline", "geofence_enter", "geofence_exit",
+               "terminal_alarm", "overload")
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+               ".gif": "image/gif"}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_SEGMENT = re.compile(r"^[\w][\w.\-]{0,127}$")      # one path segment: no "..", no separators
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+
+register_schema("""
+CREATE TABLE IF NOT EXISTS alert_acks (   -- operator acknowledgements of live alerts (console)
+    alert_id  TEXT PRIMARY KEY,
+    operator  TEXT NOT NULL,
+    note      TEXT,
+    ts        TEXT NOT NULL
+);
+""")
+
+CaseActions = Callable[[str, str, str, "str | None"], Any]
+
+
+class ArchiveDB:
+    """Runs archive functions ``fn(conn, *args)`` on one dedicated thread (its own connection)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-db")
+
+    def call(self, fn: Callable, *args):
+        return fn(open_archive(self.path), *args)
+
+    async def run(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.call, fn, *args)
+
+    def close(self) -> None:
+        self._pool.submit(close_all).result()
+        self._pool.shutdown(wait=True)
+
+
+@dataclass
+class ConsoleState:
+    cfg: Config
+    db: ArchiveDB
+    registry: Registry
+    places: Places
+    live: LiveHub
+    fleet: FleetView
+    case_actions: CaseActions | None       # None → the fallback in case_fallback.py
+    limiter: auth.LoginLimiter
+    data_dir: Path
+    evidence_root: Path
+    reports_dir: Path
+
+
+STATE = web.AppKey("roadwatch_console", ConsoleState)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+def public(handler):
+    handler._rw_public = True
+    return handler
+
+
+def requires(role: str):
+    def deco(handler):
+        handler._rw_role = role
+        return handler
+    return deco
+
+
+def any_session(handler):
+    """A state-changing route every signed-in role may use (logout)."""
+    handler._rw_any_role = True
+    return handler
+
+
+def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def _error(status: int, code: str, detail: str = "", headers: dict | None = None) -> web.Response:
+    return _json({"error": code, "detail": detail}, status, headers)
+
+
+async def _body(request: web.Request) -> dict:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text='{"error":"json_required"}', content_type="application/json")
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise web.HTTPBadRequest(text='{"error":"bad_json"}', content_type="application/json") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text='{"error":"bad_json"}', content_type="application/json")
+    return data
+
+
+def _today() -> str:
+    return datetime.now(BEIJING).strftime("%Y-%m-%d")
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f'{{"error":"bad_param","detail":"{name}"}}',
+                                 content_type="application/json") from None
+    return min(max(v, lo), hi)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+# --- alert enrichment (cached per registry object) ------------------------------------------------------------
+
+def make_enricher(registry: Registry, places: Places) -> Callable[[dict], dict]:
+    def enrich(alert: dict) -> dict:
+        a = dict(alert)
+        details = a.get("details")
+        if isinstance(details, str):
+            try:
+                details = orjson.loads(details)
+            except orjson.JSONDecodeError:
+                details = {"text": details}
+        a["details"] = details if isinstance(details, dict) else {}
+        a["late"] = bool(a.get("late"))
+        v = registry.vehicles.get(a.get("plate", ""))
+        ent = registry.enterprises.get(v.enterprise_id) if v else None
+        a["category"] = v.category if v else ""
+        a["enterprise_id"] = v.enterprise_id if v else ""
+        a["enterprise"] = ent.name if ent else ""
+        a["county"] = (v.county if v and v.county else (ent.county if ent else ""))
+        a["location"] = places.describe(a.get("lat"), a.get("lon"), a["details"].get("station_id"))
+        return a
+    return enrich
+
+
+# --- pages and auth ---------------------------------------------------------------------------------------------
+
+@public
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "login.html", headers={"Cache-Control": "no-cache"})
+
+
+async def index_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@public
+async def static_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    if not _SEGMENT.fullmatch(name) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+@public
+async def api_login(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await _body(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username:
+        return _error(400, "bad_input", "username and password are required")
+    keys = [f"user:{username.lower()}", f"addr:{request.remote}"]
+    wait = st.limiter.retry_after(keys)
+    if wait > 0:
+        auth.LOGINS.labels(result="limited").inc()
+        return _error(429, "too_many_attempts", f"try again in {int(wait) + 1} s",
+                      {"Retry-After": str(int(wait) + 1)})
+    user = await st.db.run(auth.get_user, username) if auth.USERNAME_RE.fullmatch(username) else None
+    ok = await asyncio.get_running_loop().run_in_executor(
+        None, auth.verify_password, user["pw_hash"] if user else None, password)
+    if not ok:
+        st.limiter.fail(keys)
+        auth.LOGINS.labels(result="failure").inc()
+        return _error(401, "bad_credentials", "wrong user name or password")
+    st.limiter.succeed(keys[0])
+    ttl = st.cfg["web.session_ttl_s"]
+    token, sess = await st.db.run(auth.create_session, username, ttl)
+    auth.LOGINS.labels(result="success").inc()
+    resp = _json({"username": sess.username, "role": sess.role, "csrf": sess.csrf,
+                  "expires_at": sess.expires_at})
+    resp.set_cookie(auth.COOKIE, token, max_age=ttl, httponly=True, samesite="Strict", path="/",
+                    secure=st.cfg["web.cookie_secure"] or request.secure)
+    return resp
+
+
+@any_session
+async def api_logout(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    await st.db.run(auth.delete_session, request.cookies.get(auth.COOKIE))
+    resp = _json({"ok": True})
+    resp.del_cookie(auth.COOKIE, path="/")
+    return resp
+
+
+async def api_me(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    s: auth.Session = request["session"]
+    reg = st.registry
+    counties = sorted({e.county for e in reg.enterprises.values() if e.county}
+                      | {v.county for v in reg.vehicles.values() if v.county})
+    return _json({
+        "username": s.username, "role": s.role, "csrf": s.csrf, "expires_at": s.expires_at,
+        "fleet_refresh_s": st.cfg["web.fleet_refresh_s"],
+        "alert_types": ALERT_TYPES, "categories": CATEGORIES, "counties": counties,
+        "enterprises": [{"id": e.enterprise_id, "name": e.name, "county": e.county}
+                        for e in reg.enterprises.values()],
+    })
+
+
+# --- alerts and live feed -----------------------------------------------------------------------------------
+
+def _query_alerts(conn, type_: str | None, plate: str | None, day: str | None, limit: int) -> list[dict]:
+    sql = ("SELECT a.alert_id, a.type, a.plate, a.start_ts, a.end_ts, a.severity, a.lat, a.lon, a.late, "
+           "a.details, k.operator AS ack_by, k.ts AS ack_ts FROM alerts a "
+           "LEFT JOIN alert_acks k ON k.alert_id = a.alert_id")
+    where, args = [], []
+    if type_:
+        where.append("a.type = ?")
+        args.append(type_)
+    if plate:
+        where.append("a.plate = ?")
+        args.append(plate)
+    if day:
+        where.append("a.day = ?")
+        args.append(day)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY a.start_ts DESC LIMIT ?"
+    args.append(limit)
+    return [dict(r) for r in conn.execute(sql, args)]
+
+
+def _acks_for(conn, ids: list[str]) -> dict[str, dict]:
+    out = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        q = f"SELECT alert_id, operator, ts FROM alert_acks WHERE alert_id IN ({','.join('?' * len(chunk))})"
+        for r in conn.execute(q, chunk):
+            out[r["alert_id"]] = {"ack_by": r["operator"], "ack_ts": r["ts"]}
+    return out
+
+
+async def api_alerts(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    event_id = st.live.event_id            # before reading: the stream resumes from here, so nothing is lost
+    type_ = request.query.get("type") or None
+    plate = request.query.get("plate") or None
+    day = request.query.get("day") or None
+    if day and not _DAY.fullmatch(day):
+        return _error(400, "bad_param", "day must be YYYY-MM-DD")
+    limit = _int_param(request, "limit", 300, 1, 2000)
+    rows = await st.db.run(_query_alerts, type_, plate, day, limit)
+    enrich = make_enricher(st.registry, st.places)
+    merged: dict[str, dict] = {r["alert_id"]: enrich(r) for r in rows}
+    live = [a for a in st.live.recent_alerts()
+            if (not type_ or a.get("type") == type_) and (not plate or a.get("plate") == plate)
+            and (not day or str(a.get("start_ts", ""))[:10] == day)]
+    if live:
+        acks = await st.db.run(_acks_for, [a["alert_id"] for a in live])
+        for a in live:
+            a = dict(a, **acks.get(a["alert_id"], {}))
+            merged[a["alert_id"]] = a if "category" in a else enrich(a)
+    alerts = sorted(merged.values(), key=lambda a: str(a.get("start_ts", "")), reverse=True)[:limit]
+    return _json({"event_id": event_id, "alerts": alerts})
+
+
+def _ack(conn, alert_id: str, operator: str, note: str | None) -> dict | None:
+    if conn.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone() is None:
+        return None
+    ts = format_ts(datetime.now(timezone.utc))
+    conn.execute("INSERT INTO alert_acks(alert_id, operator, note, ts) VALUES (?,?,?,?) "
+                 "ON CONFLICT(alert_id) DO UPDATE SET operator = excluded.operator, note = excluded.note, "
+                 "ts = excluded.ts", (alert_id, operator, note, ts))
+    return {"alert_id": alert_id, "ack_by": operator, "ack_ts": ts, "note": note}
+
+
+@requires("operator")
+async def api_alert_ack(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await _body(request)
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 500):
+        return _error(400, "bad_input", "note must be text of at most 500 characters")
+    alert_id = request.match_info["alert_id"]
+    live_ids = {a["alert_id"] for a in st.live.recent_alerts()}
+    res = await st.db.run(_ack, alert_id, request["session"].username, note)
+    if res is None and alert_id in live_ids:
+        # published live but not archived yet: remember the ack anyway (the alert row follows)
+        res = await st.db.run(_force_ack, alert_id, request["session"].username, note)
+    if res is None:
+        return _error(404, "not_found", f"no alert {alert_id!r}")
+    st.live.publish("ack", res)
+    return _json(res)
+
+
+def _force_ack(conn, alert_id: str, operator: str, note: str | None) -> dict:
+    ts = format_ts(datetime.now(timezone.utc))
+    conn.execute("INSERT OR REPLACE INTO alert_acks(alert_id, operator, note, ts) VALUES (?,?,?,?)",
+                 (alert_id, operator, note, ts))
+    return {"alert_id": alert_id, "ack_by": operator, "ack_ts": ts, "note": note}
+
+
+async def api_stream(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    hub = st.live
+    since = hub.parse_event_id(request.headers.get("Last-Event-ID") or request.query.get("since"))
+    sub = hub.subscribe(since)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                       "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    token = request.cookies.get(auth.COOKIE)
+    heartbeat = st.cfg["web.sse_heartbeat_s"]
+    try:
+        await resp.prepare(request)
+        transport = request.transport
+        # a client too slow to drain its queue is cut off; EventSource reconnects with Last-Event-ID
+        sub.on_drop = (lambda: transport.abort()) if transport is not None else None
+        await resp.write(b"retry: 3000\n\n")
+        if sub.reset:
+            await resp.write(sse_frame(None, "reset", {"event_id": hub.event_id}))
+        while True:
+            try:
+                ev = await sub.get(timeout=heartbeat)
+            except TimeoutError:
+                if await st.db.run(auth.lookup_session, token) is None:
+                    await resp.write(sse_frame(None, "logout", {}))
+                    break
+                await resp.write(b": keep-alive\n\n")
+                continue
+            if ev is None:
+                break
+            await resp.write(ev.wire)
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.unsubscribe(sub)
+    return resp
+
+
+# --- map and vehicles ---------------------------------------------------------------------------------------
+
+async def api_map(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].places.map_data())
+
+
+def _vehicle_row(v: dict, reg: Registry) -> dict:
+    rv = reg.vehicles.get(v.get("plate", ""))
+    ent_id = v.get("enterprise_id") or (rv.enterprise_id if rv else "")
+    ent = reg.enterprises.get(ent_id)
+    return {"plate": v.get("plate"), "lat": v.get("lat"), "lon": v.get("lon"), "state": v.get("state"),
+            "ts": v.get("ts"), "category": v.get("category") or (rv.category if rv else ""),
+            "enterprise_id": ent_id, "enterprise": ent.name if ent else "",
+            "county": v.get("county") or (rv.county if rv else "") or (ent.county if ent else "")}
+
+
+async def api_vehicles(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    vs = st.fleet.vehicles()
+    return _json({"ts": format_ts(datetime.now(timezone.utc)),
+                  "vehicles": [_vehicle_row(v, st.registry) for v in vs]})
+
+
+async def api_vehicle(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    plate = request.match_info["plate"]
+    rv = st.registry.vehicles.get(plate)
+    now = next((v for v in st.fleet.vehicles() if v.get("plate") == plate), None)
+    if rv is None and now is None:
+        return _error(404, "not_found", f"unknown vehicle {plate!r}")
+    enrich = make_enricher(st.registry, st.places)
+    rows = await st.db.run(_query_alerts, None, plate, None, 20)
+    alerts = {r["alert_id"]: enrich(r) for r in rows}
+    for a in st.live.recent_alerts():
+        if a.get("plate") == plate:
+            alerts[a["alert_id"]] = a
+    info = rv.asdict() if rv is not None else {"plate": plate}
+    ent = st.registry.enterprises.get(info.get("enterprise_id", ""))
+    info["enterprise"] = ent.name if ent else ""
+    return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None,
+                  "track": st.fleet.track(plate),
+                  "alerts": sorted(alerts.values(), key=lambda a: str(a.get("start_ts")), reverse=True)[:20]})
+
+
+# --- cases --------------------------------------------------------------------------------------------------
+
+_CASE_COLS = ("case_id, plate, station_id, ts, day, action, violation, excess_kg, fine_yuan, enterprise_id, "
+              "driver_id, source_site_id, status")
+
+
+def _query_cases(conn, status: str | None, plate: str | None, day: str | None, limit: int,
+                 offset: int) -> dict:
+    where, args = [], []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    if plate:
+        where.append("plate = ?")
+        args.append(plate)
+    if day:
+        where.append("day = ?")
+        args.append(day)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    total = conn.execute(f"SELECT COUNT(*) FROM cases{cond}", args).fetchone()[0]
+    rows = conn.execute(f"SELECT {_CASE_COLS} FROM cases{cond} ORDER BY ts DESC LIMIT ? OFFSET ?",
+                        args + [limit, offset]).fetchall()
+    counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM cases GROUP BY status")}
+    return {"total": total, "cases": [dict(r) for r in rows], "status_counts": counts}
+
+
+async def api_cases(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    day = request.query.get("day") or None
+    if day and not _DAY.fullmatch(day):
+        return _error(400, "bad_param", "day must be YYYY-MM-DD")
+    res = await st.db.run(_query_cases, request.query.get("status") or None, request.query.get("plate") or None,
+                          day, _int_param(request, "limit", 100, 1, 1000),
+                          _int_param(request, "offset", 0, 0, 10_000_000))
+    for c in res["cases"]:
+        ent = st.registry.enterprises.get(c.get("enterprise_id") or "")
+        c["enterprise"] = ent.name if ent else ""
+        stn = st.registry.stations.get(c["station_id"])
+        c["station"] = stn.name if stn else c["station_id"]
+    return _json(res)
+
+
+def _case_row(conn, case_id: str) -> dict | None:
+    r = conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    if r is None:
+        return None
+    case = dict(r)
+    case["actions"] = [dict(a) for a in conn.execute(
+        "SELECT action, operator, reason, ts FROM case_actions WHERE case_id = ? ORDER BY id", (case_id,))]
+    return case
+
+
+def _evidence_dir(st: ConsoleState, evidence_path: str | None) -> Path | None:
+    """The case's evidence directory, resolved, and only if it lies inside the evidence root."""
+    if not evidence_path:
+        return None
+    p = Path(evidence_path)
+    if not p.is_absolute():
+        p = st.data_dir / p
+    try:
+        p = p.resolve()
+    except (OSError, RuntimeError):
+        return None
+    if p.is_file():
+        p = p.parent
+    if not p.is_dir() or not _inside(p, st.evidence_root.resolve()):
+        return None
+    return p
+
+
+def _evidence_files(d: Path | None) -> list[str]:
+    if d is None:
+        return []
+    out = []
+    for f in sorted(d.rglob("*")):
+        if len(out) >= 64:
+            break
+        rel = f.relative_to(d)
+        if (f.suffix.lower() in IMAGE_TYPES and f.is_file() and len(rel.parts) <= 3
+                and all(_SEGMENT.fullmatch(part) for part in rel.parts)):
+            out.append(rel.as_posix())
+    return out
+
+
+async def api_case(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    case = await st.db.run(_case_row, request.match_info["case_id"])
+    if case is None:
+        return _error(404, "not_found", "no such case")
+    return _json(_case_view(st, case))
+
+
+def _case_view(st: ConsoleState, case: dict) -> dict:
+    try:
+        case["manifest"] = orjson.loads(case.get("manifest") or "{}")
+    except orjson.JSONDecodeError:
+        case["manifest"] = {"unparsed": case.get("manifest")}
+    reg = st.registry
+    ent = reg.enterprises.get(case.get("enterprise_id") or "")
+    stn = reg.stations.get(case.get("station_id") or "")
+    site = reg.source_sites.get(case.get("source_site_id") or "")
+    drv = reg.drivers.get(case.get("driver_id") or "")
+    case["enterprise"] = ent.name if ent else ""
+    case["station"] = {"id": stn.station_id, "name": stn.name, "lat": stn.lat, "lon": stn.lon} if stn else None
+    case["source_site"] = {"id": site.site_id, "name": site.name, "kind": site.kind,
+                           "polygon": site.polygon} if site else None
+    case["driver"] = drv.name if drv else ""
+    case["evidence_files"] = _evidence_files(_evidence_dir(st, case.get("evidence_path")))
+    case["allowed_actions"] = allowed_actions(case.get("status", ""))
+    return case
+
+
+def _action_error(e: Exception) -> web.Response:
+    code = getattr(e, "code", None)
+    detail = getattr(e, "detail", None) or str(e)
+    if code == "not_found" or isinstance(e, LookupError):
+        return _error(404, code or "not_found", detail)
+    if isinstance(e, PermissionError):
+        return _error(403, code or "forbidden", detail)
+    if code in ("bad_action", "bad_input", "reason_required"):
+        return _error(400, code, detail)
+    return _error(409, code or "rejected", detail)
+
+
+@requires("operator")
+async def api_case_action(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    case_id = request.match_info["case_id"]
+    body = await _body(request)
+    action, reason = body.get("action"), body.get("reason")
+    if not isinstance(action, str) or (reason is not None and not isinstance(reason, str)):
+        return _error(400, "bad_input", "action (text) and optional reason (text) expected")
+    operator = request["session"].username
+    try:
+        if st.case_actions is None:
+            await st.db.run(apply_case_action, case_id, action, operator, reason)
+        else:
+            res = st.case_actions(case_id, action, operator, reason)
+            if inspect.isawaitable(res):
+                await res
+    except (CaseActionError, ValueError, LookupError, PermissionError) as e:
+        return _action_error(e)
+    case = await st.db.run(_case_row, case_id)
+    if case is None:
+        return _error(404, "not_found", "no such case")
+    view = _case_view(st, case)
+    st.live.publish_case({k: view.get(k) for k in ("case_id", "plate", "station_id", "ts", "status", "action",
+                                                     "fine_yuan", "excess_kg", "enterprise_id")})
+    return _json(view)
+
+
+@requires("viewer")
+async def api_evidence(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    name = request.match_info["name"]
+    parts = name.split("/")
+    if (len(parts) > 3 or not all(_SEGMENT.fullmatch(p) for p in parts)
+            or Path(name).suffix.lower() not in IMAGE_TYPES):
+        return _error(404, "not_found", "no such evidence file")
+    case = await st.db.run(_case_row, request.match_info["case_id"])
+    d = _evidence_dir(st, case.get("evidence_path") if case else None)
+    if d is None:
+        return _error(404, "not_found", "no evidence for this case")
+    f = (d / name).resolve()
+    if not _inside(f, d) or not f.is_file():
+        return _error(404, "not_found", "no such evidence file")
+    return web.FileResponse(f, headers={"Content-Type": IMAGE_TYPES[f.suffix.lower()],
+                                        "Cache-Control": "private, max-age=3600",
+                                        "Content-Disposition": "inline"})
+
+
+# --- fleet status -------------------------------------------------------------------------------------------
+
+def _fleet_rows(conn, day: str) -> tuple[list[dict], dict[str, int], dict[str, int]]:
+    rows = [dict(r) for r in conn.execute("SELECT * FROM vehicle_day WHERE day = ?", (day,))]
+    alerts = {r[0]: r[1] for r in conn.execute(
+        "SELECT plate, COUNT(*) FROM alerts WHERE day = ? GROUP BY plate", (day,))}
+    cases = {r[0] or "": r[1] for r in conn.execute(
+        "SELECT enterprise_id, COUNT(*) FROM cases WHERE status IN ('detected', 'reviewed') "
+        "GROUP BY enterprise_id")}
+    return rows, alerts, cases
+
+
+async def api_fleet_status(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    day = request.query.get("day") or _today()
+    if not _DAY.fullmatch(day):
+        return _error(400, "bad_param", "day must be YYYY-MM-DD")
+    rows, alerts, cases = await st.db.run(_fleet_rows, day)
+    return _json(today_status(st.cfg, st.registry, day, rows, st.fleet.vehicles(), alerts, cases))
+
+
+# --- reports ------------------------------------------------------------------------------------------------
+
+def _list_reports(root: Path) -> list[dict]:
+    if not root.is_dir():
+        return []
+    months = []
+    for d in sorted(root.iterdir(), reverse=True):
+        if not (d.is_dir() and _MONTH.fullmatch(d.name)):
+            continue
+        files = [{"name": f.name, "bytes": f.stat().st_size,
+                  "modified": format_ts(datetime.fromtimestamp(f.stat().st_mtime, timezone.utc))}
+                 for f in sorted(d.iterdir()) if f.is_file() and _SEGMENT.fullmatch(f.name)]
+        months.append({"month": d.name, "files": files})
+    return months
+
+
+async def api_reports(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    months = await asyncio.get_running_loop().run_in_executor(None, _list_reports, st.reports_dir)
+    return _json({"months": months})
+
+
+async def api_report_file(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    month, name = request.match_info["month"], request.match_info["name"]
+    if not _MONTH.fullmatch(month) or not _SEGMENT.fullmatch(name):
+        return _error(404, "not_found", "no such report")
+    root = st.reports_dir.resolve()
+    f = (root / month / name).resolve()
+    if not _inside(f, root / month) or not f.is_file():
+        return _error(404, "not_found", "no such report")
+    ctype = mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+    return web.FileResponse(f, headers={
+        "Content-Type": ctype, "Cache-Control": "private, no-cache",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(f.name)}"})
+
+
+# --- users (admin) ------------------------------------------------------------------------------------------
+
+@requires("admin")
+async def api_users(request: web.Request) -> web.Response:
+    return _json({"users": await request.app[STATE].db.run(auth.list_users), "roles": auth.ROLES})
+
+
+def _save_user(conn, username: str, role: str, password: str | None, cfg: Config) -> str:
+    existing = auth.get_user(conn, username)
+    if existing and existing["role"] == "admin" and role != "admin" and auth.count_admins(conn) <= 1:
+        raise auth.AuthError("last_admin", "the last admin cannot be demoted")
+    return auth.upsert_user(conn, username, role, password, cfg)
+
+
+def _remove_user(conn, username: str) -> bool:
+    existing = auth.get_user(conn, username)
+    if existing and existing["role"] == "admin" and auth.count_admins(conn) <= 1:
+        raise auth.AuthError("last_admin", "the last admin cannot be removed")
+    return auth.delete_user(conn, username)
+
+
+@requires("admin")
+async def api_user_save(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await _body(request)
+    username, role, password = body.get("username"), body.get("role"), body.get("password") or None
+    try:
+        result = await st.db.run(_save_user, username, role, password, st.cfg)
+    except auth.AuthError as e:
+        return _error(409 if e.code == "last_admin" else 400, e.code, e.detail)
+    return _json({"result": result, "username": username, "role": role})
+
+
+@requires("admin")
+async def api_user_delete(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    try:
+        ok = await st.db.run(_remove_user, request.match_info["username"])
+    except auth.AuthError as e:
+        return _error(409, e.code, e.detail)
+    return _json({"deleted": ok}) if ok else _error(404, "not_found", "no such user")
+
+
+# --- middleware, headers, factory -------------------------------------------------------------------------
+
+def _is_api(request: web.Request) -> bool:
+    return "/api/" in request.path
+
+
+@web.middleware
+async def security_middleware(request: web.Request, handler):
+    st = request.app[STATE]
+    h = request.match_info.handler
+    token = request.cookies.get(auth.COOKIE)
+    sess = await st.db.run(auth.lookup_session, token) if token else None
+    request["session"] = sess
+    if getattr(h, "_rw_public", False):
+        return await handler(request)
+    if sess is None:
+        if _is_api(request):
+            return _error(401, "not_signed_in", "sign in first")
+        raise web.HTTPFound("login")
+    need = getattr(h, "_rw_role", "viewer")
+    if request.method not in SAFE_METHODS:
+        origin = request.headers.get("Origin")
+        if origin and origin.split("://", 1)[-1] != request.host:
+            return _error(403, "bad_origin", "cross-origin request refused")
+        if not auth.csrf_ok(sess, request.headers.get(auth.CSRF_HEADER)):
+            return _error(403, "csrf", "missing or wrong CSRF token")
+        if not getattr(h, "_rw_any_role", False) and not auth.role_allows(need, "operator"):
+            need = "operator"
+    if not sess.allows(need):
+        return _error(403, "forbidden", f"needs the {need} role")
+    return await handler(request)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    h = response.headers
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Referrer-Policy", "same-origin")
+    if _is_api(request):
+        h.setdefault("Cache-Control", "no-store")
+
+
+def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Registry | None, live: LiveHub,
+                       fleet: FleetView, case_actions: CaseActions | None = None,
+                       evidence_dir: str | Path | None = None, reports_dir: str | Path | None = None,
+                       env: dict[str, str] | None = None) -> web.Application:
+    """The console as an aiohttp application.
+
+    ``case_actions(case_id, action, operator, reason)`` applies a case transition (``CaseStore.act``);
+    it may be sync or async and should raise ValueError/LookupError (with an optional ``code``) to refuse.
+    ``None`` uses the fallback workflow in ``case_fallback.py``. ``evidence_dir`` (default
+    ``<data_dir>/evidence``) bounds which files may be served as evidence; ``reports_dir`` defaults to
+    ``<data_dir>/reports``. The first admin is created from ``ROADWATCH_ADMIN_USER/PASSWORD`` in ``env``.
+    """
+    registry = registry or Registry()
+    places = Places(registry)
+    db = ArchiveDB(archive_path)
+    db.call(auth.ensure_admin_from_env, cfg, env)     # also applies every registered schema
+    live.queue_max = cfg["web.sse_queue_max"]
+    live.enrich = make_enricher(registry, places)
+    data_dir = cfg.data_dir
+    state = ConsoleState(
+        cfg=cfg, db=db, registry=registry, places=places, live=live, fleet=fleet, case_actions=case_actions,
+        limiter=auth.LoginLimiter(cfg["web.login_max_failures"], cfg["web.login_window_s"]),
+        data_dir=data_dir, evidence_root=Path(evidence_dir) if evidence_dir else data_dir / "evidence",
+        reports_dir=Path(reports_dir) if reports_dir else data_dir / "reports")
+    app = web.Application(middlewares=[security_middleware], client_max_size=64 * 1024)
+    app[STATE] = state
+    app.on_response_prepare.append(_security_headers)
+
+    async def _shutdown(_app: web.Application) -> None:
+        live.disconnect_all()
+
+    async def _cleanup(_app: web.Application) -> None:
+        db.close()
+
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_cleanup)
+    r = app.router
+    r.add_get("/", index_page)
+    r.add_get("/login", login_page)
+    r.add_get("/static/{name}", static_file)
+    r.add_post("/api/login", api_login)
+    r.add_post("/api/logout", api_logout)
+    r.add_get("/api/me", api_me)
+    r.add_get("/api/alerts", api_alerts)
+    r.add_post("/api/alerts/{alert_id}/ack", api_alert_ack)
+    r.add_get("/api/stream", api_stream)
+    r.add_get("/api/map", api_map)
+    r.add_get("/api/vehicles", api_vehicles)
+    r.add_get("/api/vehicles/{plate}", api_vehicle)
+    r.add_get("/api/cases", api_cases)
+    r.add_get("/api/cases/{case_id}", api_case)
+    r.add_post("/api/cases/{case_id}/actions", api_case_action)
+    r.add_get("/api/cases/{case_id}/evidence/{name:.+}", api_evidence)
+    r.add_get("/api/fleet/status", api_fleet_status)
+    r.add_get("/api/reports", api_reports)
+    r.add_get("/api/reports/{month}/{name}", api_report_file)
+    r.add_get("/api/users", api_users)
+    r.add_post("/api/users", api_user_save)
+    r.add_delete("/api/users/{username}", api_user_delete)
+    return app
+
+
+async def run_console(app: web.Application, host: str = "127.0.0.1", port: int = 6066) -> web.AppRunner:
+    """Serve the console on its own (tests, demo without Faust's web server). Caller cleans up the runner."""
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
