@@ -109,6 +109,7 @@ CREATE TABLE IF NOT EXISTS ping_state (  -- per-partition snapshot of the vector
     topic      TEXT NOT NULL,
     partition  INTEGER NOT NULL,
     next_offset INTEGER NOT NULL,         -- first source offset NOT covered by this snapshot
+    epoch      TEXT NOT NULL DEFAULT '',  -- broker incarnation the offsets refer to (streams/broker.py)
     state      BLOB NOT NULL,
     saved_at   TEXT NOT NULL,
     PRIMARY KEY (topic, partition)

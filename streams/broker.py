@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -29,6 +30,7 @@ from .topics import TOPICS, partitions_for
 
 log = logging.getLogger("roadwatch.broker")
 ENV_BOOTSTRAP = "ROADWATCH_KAFKA"
+ENV_EPOCH = "ROADWATCH_BROKER_EPOCH"   # identifies the broker incarnation that snapshot offsets refer to
 
 
 def free_port() -> int:
@@ -139,10 +141,14 @@ def kafka_bootstrap(cfg: Config) -> Iterator[str]:
     external = os.environ.get(ENV_BOOTSTRAP)
     if external:
         create_topics(external, cfg)
+        os.environ.setdefault(ENV_EPOCH, f"external:{external}")
         yield external
         return
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
+        # A new in-memory broker starts every topic at offset 0: snapshots of an earlier incarnation must
+        # not be trusted (their offsets would skip new records). Children inherit the epoch.
+        os.environ[ENV_EPOCH] = f"embedded:{uuid.uuid4()}"
         yield broker.bootstrap
 
 

@@ -14,6 +14,7 @@ same ids, which every consumer (archive upsert, console) de-duplicates.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +28,7 @@ from models.records import InvalidRecord, format_ts
 from . import metrics as M
 from . import topics as T
 from .archive import open_archive
+from .broker import ENV_EPOCH
 from .deadletter import dead_letter_bytes
 
 log = logging.getLogger("roadwatch.gps")
@@ -88,12 +90,17 @@ class PartitionStates:
         self.zones = zones
         self.entries: dict[int, PartitionEntry] = {}
         self.conn = open_archive(ctx.cfg.archive_path)
+        self.epoch = os.environ.get(ENV_EPOCH, "")
 
     def get(self, partition: int) -> PartitionEntry:
         e = self.entries.get(partition)
         if e is None:
-            row = self.conn.execute("SELECT next_offset, state FROM ping_state WHERE topic=? AND partition=?",
+            row = self.conn.execute("SELECT next_offset, state, epoch FROM ping_state WHERE topic=? AND partition=?",
                                     (T.GPS_PINGS, partition)).fetchone()
+            if row is not None and row["epoch"] != self.epoch:
+                log.warning("partition %d: snapshot belongs to another broker incarnation (%s); starting fresh",
+                            partition, row["epoch"])
+                row = None
             if row is not None:
                 proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"])
                 e = PartitionEntry(proc, row["next_offset"], [])
@@ -116,15 +123,18 @@ class PartitionStates:
         try:
             save_day_rows(c, rows)
             save_track_points(c, points)
-            c.execute("INSERT INTO ping_state(topic, partition, next_offset, state, saved_at) VALUES (?,?,?,?,?) "
-                      "ON CONFLICT(topic, partition) DO UPDATE SET next_offset=excluded.next_offset, "
-                      "state=excluded.state, saved_at=excluded.saved_at",
-                      (T.GPS_PINGS, partition, e.next_offset, blob, _now_iso()))
+            c.execute("INSERT INTO ping_state(topic, partition, next_offset, state, saved_at, epoch) "
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT(topic, partition) DO UPDATE SET "
+                      "next_offset=excluded.next_offset, state=excluded.state, saved_at=excluded.saved_at, "
+                      "epoch=excluded.epoch",
+                      (T.GPS_PINGS, partition, e.next_offset, blob, _now_iso(), self.epoch))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
         M.SNAPSHOTS.inc()
+        if e.proc.vehicle_count:
+            M.STATE_BYTES.set(len(blob) / e.proc.vehicle_count)
         for ev in e.pending_acks:
             ev.ack()
         e.pending_acks.clear()

@@ -15,3 +15,4 @@ VEHICLES_ONLINE = Gauge("roadwatch_vehicles_online", "Vehicles with a ping withi
 REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
                          "Records skipped because a snapshot already covers their offset", ["topic"])
 SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snapshots committed")
+STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")

@@ -19,6 +19,7 @@ from models.scoring import agency_score, enterprise_score
 
 from .narrative import narrative
 from .overload import overload_section
+from .write import write_report  # noqa: F401  (re-exported: streams.monthly imports it from here)
 
 MAX_EXCLUDED_LISTED = 1000   # the JSON lists this many excluded rows; counts cover all of them
 

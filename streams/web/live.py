@@ -74,11 +74,12 @@ class Subscription:
             return False
         return True
 
-    def drop(self) -> None:
+    def drop(self, lagging: bool = True) -> None:
         if self.dropped:
             return
         self.dropped = True
-        SSE_DROPPED.inc()
+        if lagging:
+            SSE_DROPPED.inc()
         self._wake.set()
         if self.on_drop is not None:
             try:
@@ -223,7 +224,7 @@ class LiveHub:
     def disconnect_all(self) -> None:
         """End every live connection (server shutdown)."""
         for sub in list(self._subs):
-            sub.drop()
+            sub.drop(lagging=False)
 
     @property
     def subscribers(self) -> int:

@@ -1,0 +1,102 @@
+"""``roadwatch assess wim``: WIM readings (JSON lines, stdin) → one verdict JSON line per reading (stdout).
+
+The same ``models.overload.assess`` as the stream worker, with in-memory sources: a pings file (interchange
+JSON lines) serves as the truck tracks and, through its ``driver_id`` field, as the driver source; counters
+and passages grow as the readings are assessed, in input order. Malformed lines give an error line
+``{"error": code, "detail": …, "line": n}`` and exit code 2 at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from models.config import Config, ConfigError, load_config
+from models.evidence import EvidenceError, load_signing_key, write_package
+from models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
+from models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
+from models.registry import RegistryError, load_registry
+from streams.cli import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", metavar="FILE", help="registry JSON (without it every plate is unknown → review)")
+    p.add_argument("--pings", metavar="FILE", help="GPS pings, interchange JSON lines (tracks and driver ids)")
+    p.add_argument("--config", dest="wim_config", metavar="FILE", help="TOML config file")
+    p.add_argument("--evidence-dir", metavar="DIR", help="write an evidence package per case here")
+    p.add_argument("--chain-id", default="cli", help="evidence hash-chain id (default: cli)")
+
+
+def load_pings(path: Path, max_bytes: int) -> tuple[MemoryTracks, MemoryDrivers, int]:
+    tracks, drivers, bad = MemoryTracks(), MemoryDrivers(), 0
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise UsageError(f"cannot read pings file {path}: {e.strerror}") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                p = parse_ping(line, max_bytes)
+            except InvalidRecord as e:
+                bad += 1
+                if bad <= 10:
+                    print(f"roadwatch: {path} line {n}: {e.code}: {e.detail}", file=sys.stderr)
+                continue
+            t = iso_to_epoch_ms(p.ts)
+            tracks.add(p.plate, t, p.lat, p.lon, p.speed_kmh)
+            if p.driver_id:
+                drivers.add(p.plate, t, p.driver_id)
+    if bad:
+        print(f"roadwatch: {path}: {bad} malformed ping line(s) skipped", file=sys.stderr)
+    return tracks, drivers, bad
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.wim_config:
+        try:
+            cfg = load_config(args.wim_config)
+        except ConfigError as e:
+            raise UsageError(f"config error: {e}") from None
+    try:
+        registry = load_registry(args.registry)
+    except RegistryError as e:
+        raise UsageError(str(e)) from None
+    max_bytes = int(cfg["stream.max_record_bytes"])
+    tracks = drivers = None
+    bad_input = False
+    if args.pings:
+        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes)
+        bad_input = bad > 0
+    key = None
+    if args.evidence_dir:
+        try:
+            key = load_signing_key(cfg.data_dir)
+        except EvidenceError as e:
+            raise UsageError(str(e)) from None
+    counters, passages = MemoryCounters(), MemoryPassages()
+    out = sys.stdout.buffer
+    for n, line in enumerate(sys.stdin.buffer, 1):
+        if not line.strip():
+            continue
+        try:
+            reading = parse_wim_reading(line, max_bytes)
+        except InvalidRecord as e:
+            bad_input = True
+            out.write(orjson.dumps({"error": e.code, "detail": e.detail, "line": n}) + b"\n")
+            continue
+        verdict = assess(reading, registry, cfg, counters=counters, track=tracks, driver=drivers,
+                         passages=passages)
+        counters.record(verdict)
+        if key is not None and verdict["case_id"] and not verdict["duplicate_of"]:
+            try:
+                pkg = write_package(args.evidence_dir, verdict, reading, registry, chain_id=args.chain_id, key=key)
+            except (EvidenceError, OSError) as e:
+                raise UsageError(f"cannot write evidence for {verdict['case_id']}: {e}") from None
+            verdict["evidence_path"] = str(pkg)
+        out.write(orjson.dumps(verdict) + b"\n")
+    out.flush()
+    return 2 if bad_input else 0

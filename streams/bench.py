@@ -1,0 +1,359 @@
+"""``roadwatch bench``: the ping path, WIM latency and the batch path, as ratios against a baseline
+measured in the same run (the machine is shared and noisy: absolute figures drift, ratios much less).
+
+(a) baseline — raw aiokafka group consumer (``getmany``, no decoding) of the pings pre-produced ONE ping per
+    record, as a naive feed would carry them;
+(b) the live worker's full ping pipeline (decode, quality, drift, gaps, alerts, vehicle-day stats, snapshots)
+    on the same pings pre-produced in columnar batches — a real ``roadwatch worker`` process; the rate is
+    read from its own ``roadwatch_pings_total`` counter between the first and the last processed ping;
+(c) WIM readings produced at a fixed rate through the running worker; latency = reading timestamp →
+    the verdict arriving on ``overload-cases``;
+(d) the batch ``assess gps`` path (JSON lines in, alerts out) in this process.
+Producing the input is never timed. Peak RSS is the worker's VmHWM.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from models.config import Config
+
+from . import topics as T
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pings", type=int, default=1_000_000, help="pings for (a), (b) and (d) (default 1 000 000)")
+    p.add_argument("--vehicles", type=int, default=10_000, help="simulated vehicles (default 10 000)")
+    p.add_argument("--batch", type=int, default=2000, help="pings per Kafka record for (b) (default 2000)")
+    p.add_argument("--wim-rate", type=int, default=500, help="WIM readings per second for (c) (default 500)")
+    p.add_argument("--wim-seconds", type=float, default=10.0, help="duration of (c) (default 10 s)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON figures to FILE")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
+
+
+def _progress(label: str, done: int, total: int, t0: float) -> None:
+    if not sys.stderr.isatty():
+        return
+    rate = done / max(1e-9, time.monotonic() - t0)
+    sys.stderr.write(f"\r  {label}: {done:,}/{total:,} ({rate:,.0f}/s)   ")
+    sys.stderr.flush()
+
+
+# --- the feed -----------------------------------------------------------------------------------------
+
+def synth_pings(n: int, vehicles: int, seed: int = 7) -> dict:
+    """A live-like interleaved feed: every vehicle reports every 30 s, moving along a straight-ish road,
+    ~2 % overspeed pings, ~1 % unqualified. Columnar numpy, generated in well under a second."""
+    rng = np.random.default_rng(seed)
+    plates = [f"苏{'ABCDEFGHJK'[(i // 100000) % 10]}{i % 100000:05d}" for i in range(vehicles)]
+    rounds = -(-n // vehicles)
+    vid = np.tile(np.arange(vehicles), rounds)[:n]
+    k = np.repeat(np.arange(rounds), vehicles)[:n]
+    t0 = int(time.time() * 1000) - rounds * 30_000
+    ts = t0 + k * 30_000 + (vid % 30) * 1000
+    base_lat = 31.0 + rng.random(vehicles) * 3.0
+    base_lon = 117.0 + rng.random(vehicles) * 4.0
+    speed = np.clip(rng.normal(65, 12, n), 0, 140)
+    step = speed / 3600 * 30 / 111.0
+    lat = base_lat[vid] + k * step * 0.7
+    lon = base_lon[vid] + k * step * 0.7
+    unq = rng.random(n) < 0.01
+    lat = np.where(unq, 0.0, lat)
+    return {"plate": [plates[i] for i in vid.tolist()], "vid": vid, "ts": ts, "lat": lat, "lon": lon,
+            "speed": speed, "plates": plates}
+
+
+def feed_rows(f: dict, lo: int, hi: int) -> list[dict]:
+    plate, ts, lat, lon, sp = f["plate"], f["ts"].tolist(), f["lat"].tolist(), f["lon"].tolist(), f["speed"].tolist()
+    return [{"plate": plate[i], "plate_color": 2, "terminal_id": f"T{f['vid'][i]:011d}", "ts": ts[i],
+             "lat": lat[i], "lon": lon[i], "speed_kmh": round(sp[i], 1), "heading": 90, "altitude_m": 20.0,
+             "alarm_flags": 0, "status_flags": 3, "reupload": False} for i in range(lo, hi)]
+
+
+def bench_registry(f: dict, path: Path) -> None:
+    from models.registry import Registry
+    from models.records import Enterprise, Station, Vehicle
+    reg = Registry()
+    reg.enterprises["E1"] = Enterprise(enterprise_id="E1", name="基准运输", goods_vehicles=len(f["plates"]))
+    cats = ("客运班车", "旅游包车", "危险货物运输车辆", "普通货车")
+    for i, p in enumerate(f["plates"]):
+        reg.vehicles[p] = Vehicle(plate=p, plate_color=2, category=cats[i % 4], enterprise_id="E1",
+                                  axle_count=2, registered_total_kg=18000.0, rated_load_kg=10000.0, curb_kg=8000.0)
+    reg.stations["S1"] = Station(station_id="S1", name="基准站", lat=32.0, lon=118.0,
+                                 devices=[{"device_id": "D1", "cert_no": "JJG907-1",
+                                           "valid_from": "2020-01-01T00:00:00+08:00",
+                                           "valid_to": "2099-01-01T00:00:00+08:00"}])
+    reg.dump(path)
+
+
+# --- (a) baseline ---------------------------------------------------------------------------------------
+
+async def _produce_naive(bootstrap: str, topic: str, f: dict) -> None:
+    from aiokafka import AIOKafkaProducer
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
+    await prod.start()
+    try:
+        n = len(f["plate"])
+        for lo in range(0, n, 20000):
+            futs = [await prod.send(topic, key=r["plate"].encode(), value=orjson.dumps(r))
+                    for r in feed_rows(f, lo, min(n, lo + 20000))]
+            await asyncio.gather(*futs)
+    finally:
+        await prod.stop()
+
+
+async def _consume_raw(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-baseline",
+                         auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
+                         fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
+    await c.start()
+    got, t0 = 0, None
+    try:
+        while got < n:
+            batch = await c.getmany(timeout_ms=1000, max_records=20000)
+            for recs in batch.values():
+                if recs and t0 is None:
+                    t0 = time.perf_counter()
+                got += len(recs)
+        return got / (time.perf_counter() - t0)
+    finally:
+        await c.stop()
+
+
+def part_a(bootstrap: str, f: dict, partitions: int) -> float:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic("bench-naive", partitions, 1)])
+    admin.close()
+    asyncio.run(_produce_naive(bootstrap, "bench-naive", f))
+    return asyncio.run(_consume_raw(bootstrap, "bench-naive", len(f["plate"])))
+
+
+# --- (b) live pipeline ------------------------------------------------------------------------------------
+
+def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dict:
+    """Columnar batches per partition through the product's batcher; returns next offsets per partition."""
+    from .batcher import PingBatcher, make_producer
+    prod = make_producer(bootstrap)
+    ends: dict = {}
+    futures = []
+
+    def send(partition, key, value):
+        futures.append(prod.send(T.GPS_PINGS, key=key, value=value, partition=partition))
+
+    b = PingBatcher(partitions, batch, 10**9, send)
+    n = len(f["plate"])
+    for lo in range(0, n, 50000):
+        for r in feed_rows(f, lo, min(n, lo + 50000)):
+            b.add(r)
+    b.flush_all()
+    prod.flush()
+    for fut in futures:
+        md = fut.get(30)
+        ends[(T.GPS_PINGS, md.partition)] = max(ends.get((T.GPS_PINGS, md.partition), 0), md.offset + 1)
+    prod.close()
+    return ends
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?)\s+([-+\deE.na]+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def pings_done(port: int) -> float:
+    m = scrape(port)
+    return sum(v for k, v in m.items() if k.startswith("roadwatch_pings_total{"))
+
+
+def worker_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def part_b(stack, port: int, n: int, ends: dict) -> float:
+    t_first = None
+    done0 = 0.0
+    deadline = time.monotonic() + 600
+    t0 = time.monotonic()
+    while time.monotonic() < deadline:
+        done = pings_done(port)
+        now = time.perf_counter()
+        if t_first is None and done > 0:
+            t_first, done0 = now, done
+        if done >= n:
+            return (done - done0) / max(1e-9, now - t_first) if now > t_first else float("nan")
+        _progress("pipeline", int(done), n, t0)
+        time.sleep(0.02)
+    raise RuntimeError("the worker did not process the feed within 10 minutes")
+
+
+# --- (c) WIM latency ----------------------------------------------------------------------------------------
+
+def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int]:
+    from kafka import KafkaConsumer, KafkaProducer
+    from models.records import format_ts
+    from datetime import datetime, timezone
+    cons = KafkaConsumer(T.OVERLOAD_CASES, bootstrap_servers=bootstrap, group_id=None,
+                         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=10,
+                         consumer_timeout_ms=200)
+    cons.poll(timeout_ms=500)  # assignment + position at the end before producing
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    total = int(rate * seconds)
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(total):
+        target = t0 + i / rate
+        while time.perf_counter() < target:
+            time.sleep(min(0.001, max(0.0, target - time.perf_counter())))
+        plate = f"浙B{i % 100000:05d}"
+        now = datetime.now(timezone.utc)
+        reading = {"station_id": "S1", "lane": 1, "ts": now.isoformat(timespec="microseconds"), "plate": plate,
+                   "plate_color": 2, "plate_confidence": 0.99, "vehicle_kind": "truck", "axle_count": 2,
+                   "axle_loads_kg": [7000, 14000], "axle_spacings_m": [4.0], "gross_kg": 21000, "speed_kmh": 60,
+                   "device_id": "D1", "reading_id": f"bench-{i}"}
+        sent[plate] = time.time()
+        prod.send(T.WIM_READINGS, key=plate.encode(), value=orjson.dumps(reading))
+        if i % 50 == 0:
+            _drain(cons, sent, lat)
+    prod.flush()
+    end = time.monotonic() + 20
+    while len(lat) < total and time.monotonic() < end:
+        _drain(cons, sent, lat)
+    cons.close()
+    prod.close()
+    arr = np.array(lat) * 1000 if lat else np.array([float("nan")])
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(lat)
+
+
+def _drain(cons, sent, lat) -> None:
+    for recs in cons.poll(timeout_ms=0).values():
+        now = time.time()
+        for r in recs:
+            v = orjson.loads(r.value)
+            t = sent.pop(v.get("plate"), None)
+            if t is not None:
+                lat.append(now - t)
+
+
+# --- (d) batch path -----------------------------------------------------------------------------------------
+
+def part_d(f: dict, registry_path: Path, cfg: Config) -> float:
+    from models.registry import load_registry
+    from .assess_gps import run_pings
+    n = len(f["plate"])
+    lines = []
+    for lo in range(0, n, 100000):
+        rows = feed_rows(f, lo, min(n, lo + 100000))
+        lines.extend(orjson.dumps(r) for r in rows)
+    reg = load_registry(registry_path)
+    t0 = time.perf_counter()
+    run_pings(lines, reg, None, cfg)
+    return n / (time.perf_counter() - t0)
+
+
+# --- driver ----------------------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    from .runtime import stack
+    skip = set(filter(None, args.skip.split(",")))
+    results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch}
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    say(f"roadwatch bench: {args.pings:,} pings from {args.vehicles:,} vehicles; generating the feed…")
+    f = synth_pings(args.pings, args.vehicles)
+    with tempfile.TemporaryDirectory(prefix="roadwatch-bench-") as tmp:
+        tmp = Path(tmp)
+        reg_path = tmp / "registry.json"
+        bench_registry(f, reg_path)
+        port = _free_port()
+        env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}'}
+        os.environ["ROADWATCH_SET"] = env["ROADWATCH_SET"]
+        from models.config import load_config
+        cfg = load_config(getattr(args, "config", None))
+        parts = int(cfg["stream.partitions"])
+        with stack(cfg, registry_path=None, worker=False) as st:
+            if "a" not in skip:
+                say("(a) baseline: pre-producing one ping per record (not timed)…")
+                results["baseline_rate"] = part_a(st.bootstrap, f, parts)
+                say(f"    raw aiokafka consume: {results['baseline_rate']:,.0f} pings/s")
+            if "b" not in skip or "c" not in skip:
+                from .runtime import WorkerProcess
+                if "b" not in skip:
+                    say(f"(b) pipeline: pre-producing {args.batch}-ping columnar batches (not timed)…")
+                    ends = produce_batches(st.bootstrap, f, args.batch, parts)
+                wp = WorkerProcess(st.bootstrap, registry_path=str(reg_path), config_path=getattr(args, "config", None),
+                                   env=env)
+                try:
+                    results["worker_ready_s"] = wp.wait_ready(60)
+                    say(f"    worker ready in {results['worker_ready_s']:.1f} s")
+                    if "b" not in skip:
+                        results["ping_rate"] = part_b(st, port, args.pings, ends)
+                        say(f"\n    full pipeline: {results['ping_rate']:,.0f} pings/s")
+                        m = scrape(port)
+                        results["bytes_per_vehicle"] = m.get("roadwatch_state_bytes_per_vehicle")
+                    if "c" not in skip:
+                        say(f"(c) WIM: {args.wim_rate} readings/s for {args.wim_seconds:.0f} s…")
+                        p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds)
+                        results.update(wim_p50_ms=p50, wim_p99_ms=p99, wim_verdicts=got)
+                        say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts)")
+                    results["peak_rss_mib"] = worker_rss_kib(wp.proc.pid) / 1024
+                finally:
+                    wp.stop()
+        if "d" not in skip:
+            say("(d) batch assess gps…")
+            results["batch_rate"] = part_d(f, reg_path, cfg)
+            say(f"    batch path: {results['batch_rate']:,.0f} pings/s")
+    if results.get("ping_rate") and results.get("baseline_rate"):
+        results["ratio"] = results["ping_rate"] / results["baseline_rate"]
+    _print_table(results)
+    if args.json:
+        print(orjson.dumps(results).decode())
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _print_table(r: dict) -> None:
+    def fmt(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) and v == v else "n/a"
+    rows = [("baseline (a) raw consume, pings/s", fmt(r.get("baseline_rate"), ",.0f")),
+            ("pipeline (b) live worker, pings/s", fmt(r.get("ping_rate"), ",.0f")),
+            ("ratio (b)/(a)  [target ≥ 1.0]", fmt(r.get("ratio"), ".2f")),
+            ("WIM p50 ms", fmt(r.get("wim_p50_ms"), ".1f")),
+            ("WIM p99 ms  [target ≤ 200 at 500/s]", fmt(r.get("wim_p99_ms"), ".1f")),
+            ("batch (d) assess gps, pings/s  [≥ 300 k]", fmt(r.get("batch_rate"), ",.0f")),
+            ("worker ready s  [≤ 5]", fmt(r.get("worker_ready_s"), ".1f")),
+            ("live state bytes/vehicle  [≤ 1024]", fmt(r.get("bytes_per_vehicle"), ".0f")),
+            ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f"))]
+    w = max(len(a) for a, _ in rows)
+    print("\n".join(f"{a:<{w}}  {b:>14}" for a, b in rows), file=sys.stderr)
+
+
+def _free_port() -> int:
+    from .broker import free_port
+    return free_port()

@@ -1,0 +1,43 @@
+"""``roadwatch evidence verify PATH [--keys DIR]``: check evidence packages.
+
+PATH is one package (a directory with ``manifest.json``) or an evidence directory (every package and
+every hash chain in it). Exit 0 intact, 1 when anything was altered (each problem named on stdout),
+2 when PATH is not a package.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from models.config import Config
+from models.evidence import NotAPackage, is_package, verify_package, verify_tree
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="an evidence package or a directory of packages")
+    p.add_argument("--keys", metavar="DIR", help="trusted public keys (default: <data_dir>/keys/trusted)")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    path = Path(args.path)
+    keys = Path(args.keys) if args.keys else cfg.data_dir / "keys" / "trusted"
+    try:
+        if is_package(path):
+            found = {path.name: verify_package(path, keys)}
+            total = 1
+        else:
+            found = verify_tree(path, keys)
+            total = sum(1 for p in path.iterdir() if not p.name.startswith(".") and is_package(p))
+    except NotAPackage as e:
+        print(f"roadwatch: {e}", file=sys.stderr)
+        return 2
+    bad = {k: v for k, v in found.items() if v}
+    for name, problems in bad.items():
+        for prob in problems:
+            print(f"{name}: {prob}")
+    if bad:
+        print(f"roadwatch: {len(bad)} item(s) with problems ({total} package(s) checked)", file=sys.stderr)
+        return 1
+    print(f"ok: {total} package(s) intact")
+    return 0
