@@ -12,15 +12,20 @@ def _fmt(v: float) -> str:
 
 
 def line_chart(x_labels: list[str], series: dict[str, list], title: str, unit: str = "%",
-               width: int = 760, height: int = 300) -> str:
+               width: int = 560, height: int = 300) -> str:
     """Lines over months; a None value breaks the line (no data that month)."""
-    left, right, top, bottom = 56, 170, 34, 40
+    left, right, top, bottom = 50, 150, 34, 40
     pw, ph = width - left - right, height - top - bottom
     values = [v for vs in series.values() for v in vs if v is not None]
     lo = min(values) if values else 0.0
     hi = max(values) if values else 100.0
-    lo = max(0.0, math.floor(lo / 10) * 10 - 10)      # a little room below the lowest point
-    hi = 100.0 if unit == "%" and hi <= 100 else max(hi * 1.1, lo + 1)
+    if hi <= 0:
+        lo, hi = 0.0, 1.0
+    elif unit == "%" and lo >= 40 and hi <= 100:     # high rates: zoom in below, keep the 100 % line
+        lo, hi = max(0.0, math.floor(lo / 10) * 10 - 10), 100.0
+    else:                                             # small rates or averages: 0 to a round top
+        step = 10 ** math.floor(math.log10(hi * 1.2))
+        lo, hi = 0.0, math.ceil(hi * 1.2 / step) * step
     n = len(x_labels)
     x = lambda i: left + (pw * i / (n - 1) if n > 1 else pw / 2)  # noqa: E731
     y = lambda v: top + ph - (v - lo) / (hi - lo) * ph  # noqa: E731
@@ -60,9 +65,9 @@ def line_chart(x_labels: list[str], series: dict[str, list], title: str, unit: s
 
 
 def hbar_chart(items: list[tuple[str, float | None]], title: str, max_value: float, unit: str = "",
-               color: str = PALETTE[0], width: int = 760, bar_h: int = 22) -> str:
+               color: str = PALETTE[0], width: int = 560, bar_h: int = 22) -> str:
     """Horizontal bars (rankings). None draws no bar and says 无数据."""
-    left, right, top = 230, 70, 32
+    left, right, top = 190, 70, 32
     height = top + max(1, len(items)) * (bar_h + 6) + 10
     pw = width - left - right
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -84,9 +89,9 @@ def hbar_chart(items: list[tuple[str, float | None]], title: str, max_value: flo
 
 
 def grouped_bars(groups: list[str], series: dict[str, list], title: str, unit: str = "%",
-                 max_value: float = 100.0, width: int = 760, height: int = 320) -> str:
+                 max_value: float = 100.0, width: int = 560, height: int = 320) -> str:
     """Vertical bars: one group per category, one bar per rate."""
-    left, right, top, bottom = 56, 170, 34, 44
+    left, right, top, bottom = 50, 150, 34, 44
     pw, ph = width - left - right, height - top - bottom
     ng, ns = max(1, len(groups)), max(1, len(series))
     gw = pw / ng

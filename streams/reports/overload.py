@@ -160,11 +160,11 @@ def escalations(cases: Iterable[Mapping]) -> dict:
             t["cases"] += 1
             if e.get("recommendation"):
                 t["recommendations"][str(e["recommendation"])] += 1
-            if column and c[column]:
-                subjects[target].add(c[column])
+            subject = e.get("id") or (c[column] if column else None)   # the case builder names it in "id"
+            if subject:
+                subjects[target].add(str(subject))
     for target, t in per.items():
-        column, _ = target_info(target)
-        t["subjects"] = len(subjects[target]) if column else None
+        t["subjects"] = len(subjects[target]) if subjects[target] else None
         t["recommendations"] = dict(t["recommendations"].most_common())
     return {"targets": dict(sorted(per.items())), "bad_manifests": bad_manifests}
 

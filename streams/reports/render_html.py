@@ -15,7 +15,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;border-left:5px solid #1f77b4
 .meta{color:#666;font-size:13px}.narrative{background:#fff;border:1px solid #ddd;padding:14px 18px;line-height:1.9}
 table{border-collapse:collapse;background:#fff;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#e8eef5}
-td.t,th.t{text-align:left}.null{color:#999}.charts svg{margin:6px 6px 6px 0;border:1px solid #ddd}
+td.t,th.t{text-align:left}.null{color:#999}.charts{display:flex;flex-wrap:wrap;gap:10px}.charts svg{border:1px solid #ddd}
 .up{color:#2ca02c}.down{color:#d62728}
 """
 
@@ -125,7 +125,7 @@ def render_html(report: dict) -> str:
     y, m = report["month"].split("-")
     title = f"{report['region'] or ''}{int(y)}年{int(m)}月“两客一危”车辆动态监控及治超月报"
     trend = report["trend"]
-    months = [t[2:] for t in trend["months"]]
+    months = list(trend["months"])
     main_series = {LABELS[n]: trend["series"][n] for n in ("online_rate", "track_integrity_rate",
                                                              "data_qualified_rate")}
     cats = list(report["by_category"])

@@ -1,0 +1,138 @@
+"""The real Faust worker against the embedded broker: records in, alerts / cases / dead letters out."""
+from __future__ import annotations
+
+import base64
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from models.config import load_config
+from models.pingbatch import encode_batch
+from models.records import Enterprise, Station, Vehicle
+from models.registry import Registry
+from streams import topics as T
+from streams.archive import open_archive
+from streams.broker import free_port
+from streams.runtime import stack
+
+pytestmark = pytest.mark.integration
+
+
+def _registry(path):
+    reg = Registry()
+    reg.enterprises["E1"] = Enterprise(enterprise_id="E1", name="甲危货运输", goods_vehicles=5, county="玄武区")
+    reg.vehicles["苏A10001"] = Vehicle(plate="苏A10001", plate_color=2, category="普通货车", enterprise_id="E1",
+                                      axle_count=2, registered_total_kg=18000.0, rated_load_kg=10000.0,
+                                      curb_kg=8000.0, driver_id="D1")
+    reg.vehicles["苏A20002"] = Vehicle(plate="苏A20002", plate_color=2, category="危险货物运输车辆",
+                                      enterprise_id="E1", axle_count=3, registered_total_kg=25000.0)
+    reg.stations["S1"] = Station(station_id="S1", name="宁连公路站", lat=32.1, lon=118.8,
+                                 devices=[{"device_id": "D1", "cert_no": "JJG907-2026-001",
+                                           "valid_from": "2020-01-01T00:00:00+08:00",
+                                           "valid_to": "2099-01-01T00:00:00+08:00"}])
+    reg.dump(path)
+
+
+def _collect(bootstrap, topics, want, timeout=60):
+    c = KafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                      enable_auto_commit=False, consumer_timeout_ms=500)
+    got: dict[str, list] = {t: [] for t in topics}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not want(got):
+            for recs in c.poll(timeout_ms=300).values():
+                for r in recs:
+                    got[r.topic].append(orjson.loads(r.value))
+    finally:
+        c.close()
+    return got
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("worker")
+    reg_path = tmp / "registry.json"
+    _registry(reg_path)
+    env_set = f'paths.data_dir="{tmp / "data"}";web.port={free_port()}'
+    old = os.environ.get("ROADWATCH_SET")
+    os.environ["ROADWATCH_SET"] = env_set
+    cfg = load_config(None)
+    try:
+        with stack(cfg, registry_path=str(reg_path)) as st:
+            yield st, cfg
+    finally:
+        if old is None:
+            os.environ.pop("ROADWATCH_SET", None)
+        else:
+            os.environ["ROADWATCH_SET"] = old
+
+
+def test_worker_ready_within_10_seconds(running):
+    st, _ = running
+    assert st.worker.ready_after is not None and st.worker.ready_after < 10.0
+
+
+def test_wim_reading_becomes_case_alert_and_bad_input_dead_letter(running):
+    st, cfg = running
+    now = datetime.now(timezone.utc)
+    reading = {"station_id": "S1", "lane": 1, "ts": now.isoformat(timespec="milliseconds"), "plate": "苏A10001",
+               "plate_color": 2, "plate_confidence": 0.98, "vehicle_kind": "truck", "axle_count": 2,
+               "axle_loads_kg": [7000, 14000], "axle_spacings_m": [4.5], "gross_kg": 21000, "speed_kmh": 55,
+               "device_id": "D1"}
+    bad = b'{"station_id": "S1", "gross_kg": "lots"'
+    p = KafkaProducer(bootstrap_servers=st.bootstrap)
+    p.send(T.WIM_READINGS, key="苏A10001".encode(), value=orjson.dumps(reading)).get(10)
+    p.send(T.WIM_READINGS, key=b"x", value=bad).get(10)
+    p.close()
+
+    def enough(g):
+        return g[T.OVERLOAD_CASES] and any(a["type"] == "overload" for a in g[T.ALERTS]) and \
+            any(d["source"] == T.WIM_READINGS for d in g[T.DEAD_LETTER])
+    got = _collect(st.bootstrap, [T.OVERLOAD_CASES, T.ALERTS, T.DEAD_LETTER], enough)
+    assert enough(got), got
+    case = got[T.OVERLOAD_CASES][0]
+    # 2-axle truck: 18 000 kg limit; 21 000 > 18 900 (5 % tolerance) → 3 000 kg over → 3 × 500 yuan
+    assert case["limit_kg"] == 18000 and case["excess_kg"] == 3000 and case["action"] == "fine"
+    assert case["fine_yuan"] == 1500
+    dl = [d for d in got[T.DEAD_LETTER] if d["source"] == T.WIM_READINGS][0]
+    assert dl["reason"] == "bad_json" and base64.b64decode(dl["original_b64"]) == bad
+    conn = open_archive(cfg.archive_path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = conn.execute("SELECT case_id, action FROM cases WHERE plate='苏A10001'").fetchall()
+        if rows:
+            break
+        time.sleep(0.2)
+    assert [r["action"] for r in rows] == ["fine"]
+
+
+def test_gps_batch_raises_overspeed_and_counts_day_stats(running):
+    st, cfg = running
+    t0 = int(time.time() * 1000) - 120_000
+    # a hazardous-goods truck at 75 km/h (limit 60 off expressways) for 90 s, reporting every 10 s
+    pings = [{"plate": "苏A20002", "plate_color": 2, "terminal_id": "013300000002", "ts": t0 + i * 10_000,
+              "lat": 32.0 + i * 0.002, "lon": 118.8, "speed_kmh": 75.0, "heading": 0, "altitude_m": 10.0,
+              "alarm_flags": 0, "status_flags": 3, "reupload": False} for i in range(10)]
+    p = KafkaProducer(bootstrap_servers=st.bootstrap)
+    md = p.send(T.GPS_PINGS, key="苏A20002".encode(), value=encode_batch(pings)).get(10)
+    p.send(T.GPS_PINGS, key=b"x", value=b'{"schema": "roadwatch.pings/1", "plate": ["x"]}', partition=md.partition).get(10)
+    p.close()
+
+    def enough(g):
+        return any(a["type"] == "overspeed" and a["plate"] == "苏A20002" for a in g[T.ALERTS]) and \
+            any(d["source"] == T.GPS_PINGS for d in g[T.DEAD_LETTER])
+    got = _collect(st.bootstrap, [T.ALERTS, T.DEAD_LETTER], enough)
+    assert enough(got), got
+    a = [a for a in got[T.ALERTS] if a["type"] == "overspeed"][0]
+    assert a["details"]["limit"] == 60.0
+    conn = open_archive(cfg.archive_path)
+    deadline = time.monotonic() + 15
+    row = None
+    while time.monotonic() < deadline and row is None:
+        row = conn.execute("SELECT pings, qualified FROM vehicle_day WHERE plate='苏A20002'").fetchone()
+        time.sleep(0.2)
+    assert row is not None and row["pings"] == 10 and row["qualified"] == 10
