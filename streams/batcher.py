@@ -84,7 +84,8 @@ class PingBatcher:
     def poll(self, now: float | None = None) -> int:
         """Send every partition whose oldest ping has waited at least ``max_ms``."""
         now = self.clock() if now is None else now
-        due = [p for p, t in self._since.items() if now - t >= self.max_s]
+        limit = self.max_s - 1e-6          # tolerate float rounding of clock differences (1 µs)
+        due = [p for p, t in self._since.items() if now - t >= limit]
         for p in due:
             self._flush_partition(p)
         return len(due)
@@ -137,6 +138,7 @@ def make_producer(bootstrap: str | list[str], **kw: Any):
     from kafka import KafkaProducer
     opts: dict[str, Any] = dict(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024,
                                 compression_type=None, acks=1, enable_idempotence=False, max_block_ms=5000,
+                                bootstrap_timeout_ms=5000, reconnect_backoff_max_ms=2000,
                                 request_timeout_ms=10_000, delivery_timeout_ms=30_000, retries=5,
                                 max_request_size=2 * 1024 * 1024, client_id="roadwatch-producer")
     opts.update(kw)

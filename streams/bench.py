@@ -154,12 +154,12 @@ def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dic
     def send(partition, key, value):
         futures.append(prod.send(T.GPS_PINGS, key=key, value=value, partition=partition))
 
-    b = PingBatcher(partitions, batch, 10**9, send)
+    b = PingBatcher(send, partitions, max_pings=batch, max_ms=10**9)
     n = len(f["plate"])
     for lo in range(0, n, 50000):
         for r in feed_rows(f, lo, min(n, lo + 50000)):
             b.add(r)
-    b.flush_all()
+    b.flush()
     prod.flush()
     for fut in futures:
         md = fut.get(30)

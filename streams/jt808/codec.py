@@ -176,6 +176,12 @@ class _Reader:
         return b
 
 
+def terminal_key(terminal_id: str) -> str:
+    """Lookup key for a terminal: the BCD phone without leading zeros, so a registry entry
+    "13800000001", a 2013 header "013800000001" and a 2019 header "00000000013800000001" all match."""
+    return terminal_id.lstrip("0") or "0"
+
+
 def bcd_digits(b: bytes, what: str = "BCD") -> str:
     s = b.hex()
     if not s.isdigit():
@@ -321,11 +327,12 @@ def decode_location(body: bytes, version: int = 2013) -> dict:
     terminals below sea level, e.g. the Turpan depression, send two's complement), speed km/h, heading,
     ``ts`` (ISO-8601 +08:00), ``extras`` (named standard items), ``extras_raw`` (``"0xNN"`` → hex),
     ``extra_ids`` (ids in order). A malformed extras tail keeps the fix and sets ``extras_error``."""
+    if len(body) < 28:
+        raise Jt808Error("truncated", f"location: {len(body)} bytes, the fixed part needs 28")
+    alarm, status, lat_raw, lon_raw, alt, speed_raw, heading = _LOC_FIXED.unpack_from(body)
+    ts = _bcd_time(body[22:28], "location time")
     r = _Reader(body, "location")
-    alarm, status, lat_raw, lon_raw = r.u32(), r.u32(), r.u32(), r.u32()
-    alt = int.from_bytes(r.take(2), "big", signed=True)
-    speed_raw, heading = r.u16(), r.u16()
-    ts = _bcd_time(r.take(6), "location time")
+    r.pos = 28
     lat = lat_raw / 1e6 * (-1 if status & STATUS_SOUTH else 1)
     lon = lon_raw / 1e6 * (-1 if status & STATUS_WEST else 1)
     extras: dict[str, Any] = {}
@@ -356,6 +363,7 @@ def decode_location(body: bytes, version: int = 2013) -> dict:
     return out
 
 
+_LOC_FIXED = struct.Struct(">IIIIhHH")
 # extra id → (name, value size, divisor)
 _EXTRAS: dict[int, tuple[str, int, int]] = {
     0x01: ("mileage_km", 4, 10), 0x02: ("fuel_l", 2, 10), 0x03: ("recorder_speed_kmh", 2, 10),

@@ -88,8 +88,8 @@ def decode_lines(lines, unescaped: bool, terminals: dict[str, tuple[str, int]]):
             yield False, err
             continue
         if msg.msg_id == c.REGISTRATION and msg.fields and msg.fields.get("plate"):
-            terminals.setdefault(msg.terminal_id, (msg.fields["plate"], msg.fields["plate_color"]))
-        plate, color = terminals.get(msg.terminal_id, (None, None))
+            terminals.setdefault(c.terminal_key(msg.terminal_id), (msg.fields["plate"], msg.fields["plate_color"]))
+        plate, color = terminals.get(c.terminal_key(msg.terminal_id), (None, None))
         yield True, {"line": n, **message_json(msg, plate, color)}
 
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         reg = load_registry(args.registry)
     except RegistryError as e:
         raise UsageError(str(e)) from None
-    terminals = {v.terminal_id: (v.plate, v.plate_color) for v in reg.vehicles.values() if v.terminal_id}
+    terminals = {c.terminal_key(v.terminal_id): (v.plate, v.plate_color) for v in reg.vehicles.values() if v.terminal_id}
     failed = total = 0
     out = sys.stdout.buffer
     stdin = (ln.decode("utf-8", errors="replace") for ln in sys.stdin.buffer)

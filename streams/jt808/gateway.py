@@ -22,9 +22,9 @@ import os
 import signal
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -66,6 +66,46 @@ def auth_code_for(terminal_id: str) -> str:
     return hashlib.sha256(b"roadwatch-jt808:" + terminal_id.encode()).hexdigest()[:16].upper()
 
 
+class _PublishThread:
+    """One daemon thread for the blocking publisher calls (kafka-python blocks; a daemon thread never
+    holds up interpreter exit the way a ThreadPoolExecutor worker stuck in a Kafka bootstrap would)."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="roadwatch-gw-publish", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, args, fut, loop = item
+            try:
+                res, exc = fn(*args), None
+            except BaseException as e:  # handed to the awaiting task
+                res, exc = None, e
+            with contextlib.suppress(RuntimeError):      # loop already closed
+                loop.call_soon_threadsafe(_settle, fut, res, exc)
+
+    def submit(self, fn, *args) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._q.put((fn, args, fut, loop))
+        return fut
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+
+def _settle(fut: asyncio.Future, res: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(res)
+
+
 @dataclass
 class _Out:
     topic: str
@@ -75,7 +115,7 @@ class _Out:
     pings: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Conn:
     peer: str
     writer: Any = None
@@ -95,9 +135,9 @@ class Gateway:
         self.cfg = cfg
         self.publisher = publisher
         self.registry_terminals: dict[str, tuple[str, int]] = {
-            v.terminal_id: (v.plate, v.plate_color) for v in registry.vehicles.values() if v.terminal_id}
-        self.terminals: dict[str, tuple[str, int]] = dict(self.registry_terminals)
-        self.drivers: dict[str, str] = {}          # terminal id → qualification no. of the logged-in driver
+            c.terminal_key(v.terminal_id): (v.plate, v.plate_color) for v in registry.vehicles.values() if v.terminal_id}
+        self.terminals: dict[str, tuple[str, int]] = dict(self.registry_terminals)   # by codec.terminal_key
+        self.drivers: dict[str, str] = {}          # terminal key → qualification no. of the logged-in driver
         self.batcher = PingBatcher.from_config(cfg, self._enqueue_batch)
         self.outbox: deque[_Out] = deque()
         self.outbox_pings = 0
@@ -113,14 +153,15 @@ class Gateway:
         self._accepting.set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="roadwatch-gw-publish")
+        self._thread: _PublishThread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> asyncio.base_events.Server:
+        self.server = await asyncio.start_server(self.handle, host, port, limit=max(65536, self.max_frame * 2))
+        self._thread = _PublishThread()
         self._tasks = [asyncio.create_task(self._publish_loop(), name="gateway-publish"),
                        asyncio.create_task(self._flush_loop(), name="gateway-flush")]
-        self.server = await asyncio.start_server(self.handle, host, port, limit=max(65536, self.max_frame * 2))
         self.server.gateway = self  # type: ignore[attr-defined]
         addrs = ", ".join(str(s.getsockname()) for s in self.server.sockets)
         log.info("JT/T 808 gateway listening on %s", addrs)
@@ -146,7 +187,8 @@ class Gateway:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._executor.shutdown(wait=False)
+        if self._thread is not None:
+            self._thread.stop()
 
     # --- publishing --------------------------------------------------------------------------------
 
@@ -185,7 +227,7 @@ class Gateway:
         self.publisher.flush()
 
     async def _publish_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._thread is not None
         backoff = 0.1
         while True:
             if not self.outbox:
@@ -194,7 +236,7 @@ class Gateway:
                 continue
             chunk = [self.outbox[i] for i in range(min(len(self.outbox), 512))]
             try:
-                await loop.run_in_executor(self._executor, self._publish_chunk, chunk)
+                await self._thread.submit(self._publish_chunk, chunk)
             except Exception as e:  # PublishError or anything the client library throws: keep and retry
                 PUBLISH_ERRORS.inc()
                 if self.kafka_ok:
@@ -332,16 +374,17 @@ class Gateway:
 
     def _on_registration(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
         f = msg.fields or {}
-        tid = msg.terminal_id
+        tid = c.terminal_key(msg.terminal_id)
         known = self.registry_terminals.get(tid)
         plate, color = known if known else (f.get("plate"), f.get("plate_color"))
         if not plate or not 1 <= len(plate) <= 16 or "\ufffd" in plate:
             REJECTED.labels(reason="unknown_vehicle").inc()
-            log.warning("registration from terminal %s without a usable plate (%r)", tid, f.get("plate") or f.get("vin"))
+            log.warning("registration from terminal %s without a usable plate (%r)", msg.terminal_id,
+                        f.get("plate") or f.get("vin"))
             body = c.encode_registration_response(msg.serial, 2)      # 2 = no such vehicle
         else:
             if self.terminals.get(tid) != (plate, color):
-                log.info("terminal %s registered as %s (colour %s)", tid, plate, color)
+                log.info("terminal %s registered as %s (colour %s)", msg.terminal_id, plate, color)
             self.terminals[tid] = (plate, color)
             body = c.encode_registration_response(msg.serial, 0, auth_code_for(tid))
         return self._reply(conn, msg, c.REGISTRATION_RESPONSE, body)
@@ -350,7 +393,7 @@ class Gateway:
         return self._ack(conn, msg, c.RESULT_OK)
 
     def _on_deregistration(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
-        tid = msg.terminal_id
+        tid = c.terminal_key(msg.terminal_id)
         if tid not in self.registry_terminals:
             self.terminals.pop(tid, None)
         self.drivers.pop(tid, None)
@@ -360,12 +403,13 @@ class Gateway:
         return None
 
     def _on_location(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
-        vehicle = self.terminals.get(msg.terminal_id)
+        tid = c.terminal_key(msg.terminal_id)
+        vehicle = self.terminals.get(tid)
         if vehicle is None:
             self._dead_letter("unknown_terminal", f"terminal {msg.terminal_id} has no plate (not registered, "
                               f"not in the registry)", frame)
             return self._ack(conn, msg, c.RESULT_FAILURE)
-        pings = c.message_pings(msg, vehicle[0], vehicle[1], self.drivers.get(msg.terminal_id))
+        pings = c.message_pings(msg, vehicle[0], vehicle[1], self.drivers.get(tid))
         errors = (msg.fields or {}).get("item_errors") or []
         if errors:
             first = errors[0]
@@ -383,20 +427,20 @@ class Gateway:
 
     def _on_driver_card(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
         f = msg.fields or {}
-        tid = msg.terminal_id
+        tid = c.terminal_key(msg.terminal_id)
         vehicle = self.terminals.get(tid)
         if vehicle is None:
-            self._dead_letter("unknown_terminal", f"driver card from unmapped terminal {tid}", frame)
+            self._dead_letter("unknown_terminal", f"driver card from unmapped terminal {msg.terminal_id}", frame)
             return self._ack(conn, msg, c.RESULT_FAILURE)
         if f["event"] == "login" and f.get("ic_result") != 0:
-            log.info("terminal %s: IC card read failed (result %s)", tid, f.get("ic_result"))
+            log.info("terminal %s: IC card read failed (result %s)", msg.terminal_id, f.get("ic_result"))
             return self._ack(conn, msg, c.RESULT_OK)
         if f["event"] == "login":
             driver_id = f.get("qualification_no", "")
             self.drivers[tid] = driver_id
         else:
             driver_id = self.drivers.pop(tid, "")
-        ev = DriverEvent(plate=vehicle[0], terminal_id=tid, ts=f["ts"], event=f["event"], driver_id=driver_id,
+        ev = DriverEvent(plate=vehicle[0], terminal_id=msg.terminal_id, ts=f["ts"], event=f["event"], driver_id=driver_id,
                          driver_name=f.get("driver_name", ""))
         self._enqueue(_Out(DRIVER_EVENTS, vehicle[0].encode("utf-8"), orjson.dumps(ev.asdict()), None))
         return self._ack(conn, msg, c.RESULT_OK)
@@ -422,8 +466,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="TCP port (default: gateway.port)")
     p.add_argument("--registry", metavar="FILE", help="registry JSON: vehicles' terminal_id → plate")
-    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092"),
-                   help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP or localhost:9092)")
+    p.add_argument("--bootstrap", default=os.environ.get("ROADWATCH_KAFKA") or "localhost:9092",
+                   help="Kafka bootstrap servers (default $ROADWATCH_KAFKA or localhost:9092)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
 
 
@@ -436,6 +480,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python logs every reconnect attempt; the gateway logs outages and recoveries itself
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     if args.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(args.metrics_port)

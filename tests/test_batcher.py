@@ -1,0 +1,139 @@
+"""PingBatcher: Kafka-compatible partitioning, flush by size and by time, failure keeps the batch."""
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+from kafka.partitioner.default import DefaultPartitioner
+
+from models.config import Config
+from models.pingbatch import columns_to_pings, decode_batch
+from streams.batcher import MemoryPublisher, PingBatcher, PublishError, partition_for
+
+PLATES = ["京A12345", "粤B8K2Q1", "沪C00001", "冀D7788挂", "新AX1234", "苏E12F34", "川A99999", "鲁Q0K001",
+          "黑AB1234", "琼A00001", "浙A0A0A0", "A", "foobar"]
+
+
+class _Cluster:
+    """The two ClusterMetadata calls DefaultPartitioner makes, for a topic with ``n`` partitions."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def topics(self):
+        return {"gps-pings"}
+
+    def partitions_for_topic(self, topic):
+        return set(range(self.n))
+
+    available_partitions_for_topic = partitions_for_topic
+
+
+def _ping(plate: str, i: int = 0) -> dict:
+    return {"plate": plate, "plate_color": 2, "terminal_id": "13800000000", "ts": 1_714_521_600_000 + i * 1000,
+            "lat": 30.0, "lon": 120.0, "speed_kmh": 50.0, "heading": 0, "altitude_m": 0.0, "alarm_flags": 0,
+            "status_flags": 3, "reupload": False, "driver_id": None, "mileage_km": None}
+
+
+def test_murmur2_matches_java_kafka_vectors():
+    """Vectors from Apache Kafka's UtilsTest.testMurmur2 (signed Java ints) → partition by hand."""
+    vectors = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
+               "a-little-bit-longer-string": -1486304829, "abc": 479470107}
+    for key, java_hash in vectors.items():
+        for n in (1, 4, 7, 12):
+            assert partition_for(key, n) == (java_hash & 0x7FFFFFFF) % n
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 12])
+def test_partitions_match_kafka_python_default_partitioner(n):
+    dp = DefaultPartitioner()
+    for plate in PLATES:
+        key = plate.encode("utf-8")
+        assert partition_for(plate, n) == dp.partition("gps-pings", key, key, None, None, _Cluster(n))
+
+
+def test_flush_by_size_boundary_and_never_mixes_partitions():
+    sent = []
+    b = PingBatcher(lambda p, k, v: sent.append((p, k, v)), partitions=4, max_pings=3, max_ms=10_000,
+                    clock=lambda: 0.0)
+    pings = [_ping(pl, i) for i, pl in enumerate(PLATES * 3)]
+    for p in pings:
+        b.add(p)
+    assert b.pending + sum(len(decode_batch(v)) for _, _, v in sent) == len(pings)
+    for part, key, value in sent:
+        rows = columns_to_pings(decode_batch(value))
+        assert len(rows) == 3                                  # flushed exactly at max_pings
+        assert {partition_for(r["plate"], 4) for r in rows} == {part}
+        assert key == rows[0]["plate"].encode("utf-8")
+    # a partition holding max_pings − 1 pings has not been sent
+    assert all(len(v) < 3 for v in b._pings.values())
+
+
+def test_flush_by_time_boundary():
+    now = [100.0]
+    sent = []
+    b = PingBatcher(lambda p, k, v: sent.append(p), partitions=4, max_pings=500, max_ms=200, clock=lambda: now[0])
+    b.add(_ping("京A12345"))
+    now[0] = 100.1
+    b.add(_ping("京A12345", 1))                  # same partition: its age counts from the first ping
+    now[0] = 100.199
+    assert b.poll() == 0 and sent == []
+    assert b.next_due() == pytest.approx(100.2)
+    now[0] = 100.2
+    assert b.poll() == 1 and sent == [partition_for("京A12345", 4)]
+    assert b.pending == 0 and b.next_due() is None
+    assert b.pings_sent == 2 and b.records_sent == 1
+
+
+def test_time_flush_per_partition():
+    now = [0.0]
+    sent = []
+    b = PingBatcher(lambda p, k, v: sent.append(p), partitions=8, max_pings=500, max_ms=100, clock=lambda: now[0])
+    a, z = next((x, y) for x in PLATES for y in PLATES if partition_for(x, 8) != partition_for(y, 8))
+    b.add(_ping(a))
+    now[0] = 0.05
+    b.add(_ping(z))
+    now[0] = 0.1
+    assert b.poll() == 1 and sent == [partition_for(a, 8)]
+    now[0] = 0.15
+    assert b.poll() == 1 and sent[-1] == partition_for(z, 8)
+
+
+def test_send_failure_keeps_the_batch():
+    fail = [True]
+    sent = []
+
+    def send(p, k, v):
+        if fail[0]:
+            raise PublishError("down")
+        sent.append(v)
+
+    b = PingBatcher(send, partitions=1, max_pings=2, max_ms=1000, clock=lambda: 0.0)
+    b.add(_ping("京A12345", 0))
+    with pytest.raises(PublishError):
+        b.add(_ping("京A12345", 1))
+    assert b.pending == 2
+    fail[0] = False
+    assert b.flush() == 1
+    assert [r["ts"] for r in columns_to_pings(decode_batch(sent[0]))] == [1_714_521_600_000, 1_714_521_601_000]
+
+
+def test_from_config_and_memory_publisher():
+    pub = MemoryPublisher()
+    b = PingBatcher.from_config(Config({"stream.partitions": 3, "stream.batch_max_pings": 2}),
+                                lambda p, k, v: pub.send("gps-pings", k, v, p))
+    assert (b.partitions, b.max_pings, b.max_s) == (3, 2, 0.2)
+    b.add(_ping("京A12345"))
+    b.add(_ping("京A12345"))
+    assert pub.topic("gps-pings") == []          # not visible before flush (delivery confirmation)
+    pub.flush()
+    (key, value, part), = pub.topic("gps-pings")
+    assert part == partition_for("京A12345", 3) and key == "京A12345".encode()
+    pub.down = True
+    with pytest.raises(PublishError):
+        pub.send("gps-pings", b"k", b"v")
+
+
+def test_java_signed_hash_helper_consistency():
+    # guard the test's own arithmetic: & 0x7fffffff of a negative Java int equals masking the unsigned value
+    assert (ctypes.c_int32(-973932308).value & 0x7FFFFFFF) == ((-973932308 % 2**32) & 0x7FFFFFFF)
