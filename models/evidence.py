@@ -34,9 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .limits import axle_groups
 from .records import PLATE_COLORS, WimReading, format_ts
-from .registry import Registry
 
 MANIFEST_SCHEMA = "roadwatch.evidence/1"
 KEY_ENV = "ROADWATCH_SIGNING_KEY_FILE"
@@ -180,21 +178,20 @@ def _hold_image(im, i: int, pkg: Path) -> dict:
     return {**entry, "held": True, "path": name, "sha256": sha256_file(pkg / name)}
 
 
-def build_manifest(verdict: dict, reading: WimReading, registry: Registry) -> dict:
-    """Every §4.5 field that the verdict, reading and registry can fill (artefacts/chain added later)."""
-    st = registry.stations.get(reading.station_id)
-    veh = registry.vehicle(reading.plate)
-    ent = registry.enterprises.get(veh.enterprise_id) if veh and veh.enterprise_id else None
+def build_manifest(verdict: dict, reading: WimReading) -> dict:
+    """Every §4.5 field that the verdict (which carries the registry facts) and the reading can fill.
+    Artefacts, chain and signing blocks are added by ``write_package``."""
+    st = verdict.get("station") or {}
+    veh = verdict.get("vehicle") or {}
+    ent = verdict.get("enterprise") or {}
     cal = verdict.get("calibration") or {}
     drv = verdict.get("driver") or {}
-    spacings = list(reading.axle_spacings_m)
     return {
         "schema": MANIFEST_SCHEMA,
         "case_id": verdict["case_id"], "passage_id": verdict["passage_id"],
         "site": {
-            "station_id": reading.station_id, "name": st.name if st else None,
-            "lat": st.lat if st else None, "lon": st.lon if st else None, "county": st.county if st else None,
-            "device_id": reading.device_id, "accuracy_class": st.accuracy_class if st else None,
+            "station_id": reading.station_id, "name": st.get("name"), "lat": st.get("lat"), "lon": st.get("lon"),
+            "county": st.get("county"), "device_id": reading.device_id, "accuracy_class": st.get("accuracy_class"),
             "certificate_no": cal.get("cert_no"), "certificate_valid_from": cal.get("valid_from"),
             "certificate_valid_to": cal.get("valid_to"), "calibration_status": cal.get("status"),
         },
@@ -203,13 +200,12 @@ def build_manifest(verdict: dict, reading: WimReading, registry: Registry) -> di
         "plate": {"number": reading.plate, "color": reading.plate_color,
                   "color_name": PLATE_COLORS.get(reading.plate_color), "confidence": reading.plate_confidence},
         "vehicle": {
-            "kind": reading.vehicle_kind, "category": veh.category if veh else None,
+            "kind": reading.vehicle_kind, "category": veh.get("category"),
             "axle_count": reading.axle_count, "axle_loads_kg": list(reading.axle_loads_kg),
-            "axle_spacings_m": spacings,
-            "axle_groups": ([[i + 1 for i in g] for g in axle_groups(spacings, 1.8)] if spacings else None),
-            "single_drive_axle": reading.single_drive_axle,
-            "single_tyre_axles": veh.single_tyre_axles if veh else None,
-            "air_suspension": veh.air_suspension if veh else None,
+            "axle_spacings_m": list(reading.axle_spacings_m),
+            "axle_groups": verdict.get("axle_groups"),
+            "single_drive_axle": veh.get("single_drive_axle", reading.single_drive_axle),
+            "single_tyre_axles": veh.get("single_tyre_axles"), "air_suspension": veh.get("air_suspension"),
         },
         "measurement": {"gross_kg": verdict["gross_kg"], "assessed_gross_kg": verdict["assessed_gross_kg"]},
         "limit": {"limit_kg": verdict["limit_kg"], "basis": verdict["limit_basis"],
@@ -223,16 +219,15 @@ def build_manifest(verdict: dict, reading: WimReading, registry: Registry) -> di
         "axle_findings": verdict.get("axle_findings") or [],
         "counters": verdict.get("counters"), "escalations": verdict.get("escalations") or [],
         "targets": {
-            "vehicle": {"plate": reading.plate, "owner": veh.owner if veh else None,
-                        "transport_cert_no": (veh.transport_cert_no or None) if veh else None,
-                        "registered_total_kg": veh.registered_total_kg if veh else None,
-                        "rated_load_kg": veh.rated_load_kg if veh else None},
+            "vehicle": {"plate": reading.plate, "owner": veh.get("owner"),
+                        "transport_cert_no": veh.get("transport_cert_no"),
+                        "registered_total_kg": veh.get("registered_total_kg"),
+                        "rated_load_kg": veh.get("rated_load_kg")},
             "driver": {"id": drv.get("id"), "source": drv.get("source"), "name": drv.get("name"),
                        "qualification_no": drv.get("qualification_no")},
-            "enterprise": {"id": ent.enterprise_id if ent else None, "name": ent.name if ent else None,
-                           "licence_no": (ent.licence_no or None) if ent else None,
-                           "goods_vehicles": ent.goods_vehicles if ent else None,
-                           "vehicle_transport_cert_no": (veh.transport_cert_no or None) if veh else None},
+            "enterprise": {"id": ent.get("id"), "name": ent.get("name"), "licence_no": ent.get("licence_no"),
+                           "goods_vehicles": ent.get("goods_vehicles"),
+                           "vehicle_transport_cert_no": veh.get("transport_cert_no")},
             "source_site": verdict.get("source_site"),
         },
         "review_trail": {"entries": [], "note": "review, confirmation, dismissal and notification are "
@@ -276,7 +271,7 @@ def _append_link(f, link: dict) -> None:
     os.fsync(f.fileno())
 
 
-def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, registry: Registry, *,
+def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, *,
                   chain_id: str, key: SigningKey) -> Path:
     """Write (once) the package of ``verdict["case_id"]``; returns its directory."""
     evidence_dir = Path(evidence_dir)
@@ -298,7 +293,9 @@ def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimRe
         tmp.mkdir()
         try:
             artefacts = []
-            reading_bytes = orjson.dumps(reading.asdict(), option=_DUMP)
+            rd = reading.asdict()
+            rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
+            reading_bytes = orjson.dumps(rd, option=_DUMP)
             (tmp / "reading.json").write_bytes(reading_bytes)
             artefacts.append({"kind": "reading", "path": "reading.json", "held": True,
                               "sha256": sha256_bytes(reading_bytes)})
@@ -310,7 +307,7 @@ def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimRe
                 artefacts.append({"kind": "track", "path": "track.geojson", "held": True, "sha256": sha256_bytes(tb)})
             links = [ln for ln in _read_links(_chain_path(evidence_dir, chain_id)) if isinstance(ln, dict)]
             prev = links[-1] if links else None
-            manifest = build_manifest(verdict, reading, registry)
+            manifest = build_manifest(verdict, reading)
             manifest["artefacts"] = artefacts
             manifest["created_at"] = format_ts(datetime.now(timezone.utc))
             manifest["chain"] = {"chain_id": chain_id, "seq": (int(prev.get("seq", 0)) + 1) if prev else 1,
@@ -372,7 +369,11 @@ def verify_package(path: str | os.PathLike, trusted_keys_dir: str | os.PathLike)
     # signature
     try:
         sig = orjson.loads((pkg / "manifest.sig").read_bytes())
+        if set(sig) != {"alg", "key_id", "signature"} or sig["alg"] != "Ed25519":
+            raise ValueError("unexpected fields")
         raw_sig = base64.b64decode(sig["signature"], validate=True)
+        if base64.b64encode(raw_sig).decode("ascii") != sig["signature"]:
+            raise ValueError("non-canonical base64")     # e.g. a flipped padding bit
         kid = sig["key_id"]
     except FileNotFoundError:
         problems.append("manifest.sig: missing")

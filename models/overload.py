@@ -27,9 +27,9 @@ import numpy as np
 
 from geo.sites import SiteIndex, find_loading_site
 from .config import Config
-from .limits import axle_findings, gross_limit
+from .limits import axle_findings, axle_groups, gross_limit
 from .penalties import police_assessment, road_penalty
-from .records import GpsPing, WimReading, format_ts, iso_to_epoch_ms, parse_ts
+from .records import GpsPing, WimReading, epoch_ms_to_iso, format_ts, iso_to_epoch_ms, parse_ts
 from .registry import Registry
 
 VERDICT_SCHEMA = "roadwatch.wim-verdict/1"
@@ -83,34 +83,56 @@ class PassageSource(Protocol):
 # --- in-memory implementations (batch mode, tests) --------------------------------------------------------
 
 class MemoryCounters:
-    """Counts violations from verdicts fed to ``record``. Idempotent per case id."""
+    """Counts violations from verdicts fed to ``record``: per plate / driver / enterprise / site, a list of
+    (ts_ms, case_id) kept sorted, so window counts are two bisections. Idempotent per case id."""
+
+    _KINDS = ("plate", "driver", "ent", "site")
 
     def __init__(self) -> None:
-        self._cases: dict[str, tuple] = {}   # case_id → (ts_ms, plate, driver, enterprise, site)
+        self._cases: dict[str, tuple] = {}      # case_id → (ts_ms, {kind: key})
+        self._by: dict[str, dict[str, list]] = {k: defaultdict(list) for k in self._KINDS}
+        self._ent_plates: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
 
     def record(self, verdict: dict) -> None:
-        if verdict.get("violation") and verdict.get("case_id"):
-            self._cases[verdict["case_id"]] = (
-                verdict["ts_ms"], verdict["plate"], (verdict.get("driver") or {}).get("id"),
-                verdict.get("enterprise_id"), (verdict.get("source_site") or {}).get("site_id"))
+        cid = verdict.get("case_id")
+        if not (verdict.get("violation") and cid) or cid in self._cases:
+            return
+        ts = verdict["ts_ms"]
+        keys = {"plate": verdict["plate"], "driver": (verdict.get("driver") or {}).get("id"),
+                "ent": verdict.get("enterprise_id"), "site": (verdict.get("source_site") or {}).get("site_id")}
+        self._cases[cid] = (ts, keys)
+        for kind, key in keys.items():
+            if key:
+                bisect.insort(self._by[kind][key], (ts, cid))
+        if keys["ent"]:
+            bisect.insort(self._ent_plates[keys["ent"]][verdict["plate"]], ts)
 
-    def _rows(self, since_ms: int, until_ms: int, exclude: str | None):
-        for cid, row in self._cases.items():
-            if cid != exclude and since_ms < row[0] <= until_ms:
-                yield row
+    @staticmethod
+    def _in_window(lst: list, since_ms: int, until_ms: int) -> int:
+        return bisect.bisect_right(lst, (until_ms, "\uffff")) - bisect.bisect_right(lst, (since_ms, "\uffff"))
+
+    def _count(self, kind, key, since_ms, until_ms, exclude):
+        n = self._in_window(self._by[kind].get(key, []), since_ms, until_ms)
+        ex = self._cases.get(exclude) if exclude else None
+        if ex is not None and ex[1].get(kind) == key and since_ms < ex[0] <= until_ms:
+            n -= 1
+        return n
 
     def vehicle_violations(self, plate, since_ms, until_ms, exclude_case_id):
-        return sum(1 for r in self._rows(since_ms, until_ms, exclude_case_id) if r[1] == plate)
+        return self._count("plate", plate, since_ms, until_ms, exclude_case_id)
 
     def driver_violations(self, driver_id, since_ms, until_ms, exclude_case_id):
-        return sum(1 for r in self._rows(since_ms, until_ms, exclude_case_id) if r[2] == driver_id)
-
-    def enterprise_violating_vehicles(self, enterprise_id, since_ms, until_ms, exclude_plate):
-        return len({r[1] for r in self._rows(since_ms, until_ms, None)
-                    if r[3] == enterprise_id and r[1] != exclude_plate})
+        return self._count("driver", driver_id, since_ms, until_ms, exclude_case_id)
 
     def source_site_violations(self, site_id, since_ms, until_ms, exclude_case_id):
-        return sum(1 for r in self._rows(since_ms, until_ms, exclude_case_id) if r[4] == site_id)
+        return self._count("site", site_id, since_ms, until_ms, exclude_case_id)
+
+    def enterprise_violating_vehicles(self, enterprise_id, since_ms, until_ms, exclude_plate):
+        n = 0
+        for plate, ts in self._ent_plates.get(enterprise_id, {}).items():
+            if plate != exclude_plate and bisect.bisect_right(ts, until_ms) > bisect.bisect_right(ts, since_ms):
+                n += 1
+        return n
 
 
 class MemoryTracks:
@@ -326,9 +348,21 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "calibration": calib,
         "case_id": case_id, "passage_id": passage_id, "duplicate_of": duplicate_of,
         "enterprise_id": (vehicle.enterprise_id or None) if vehicle else None,
-        "police": None, "axle_findings": [], "escalations": [], "counters": None,
+        "police": None, "axle_groups": None, "axle_findings": [], "escalations": [], "counters": None,
         "source_site": None, "track_excerpt": None, "driver": {"id": None, "source": "unknown"},
     }
+    # registry facts the evidence package and the console show (so they need no registry of their own)
+    verdict["station"] = ({"name": station.name, "lat": station.lat, "lon": station.lon, "county": station.county,
+                           "accuracy_class": station.accuracy_class} if station is not None else None)
+    verdict["vehicle"] = ({"owner": vehicle.owner or None, "transport_cert_no": vehicle.transport_cert_no or None,
+                           "category": vehicle.category, "registered_total_kg": vehicle.registered_total_kg,
+                           "rated_load_kg": vehicle.rated_load_kg, "curb_kg": vehicle.curb_kg,
+                           "single_tyre_axles": vehicle.single_tyre_axles, "air_suspension": vehicle.air_suspension,
+                           "single_drive_axle": vehicle.single_drive_axle} if vehicle is not None else None)
+    ent_rec = registry.enterprises.get(vehicle.enterprise_id) if vehicle and vehicle.enterprise_id else None
+    verdict["enterprise"] = ({"id": ent_rec.enterprise_id, "name": ent_rec.name,
+                              "licence_no": ent_rec.licence_no or None, "goods_vehicles": ent_rec.goods_vehicles}
+                             if ent_rec is not None else None)
     if registry.stations and station is None:
         verdict["station_note"] = "station not in registry"
     if vehicle is not None and vehicle.axle_count != reading.axle_count:
@@ -342,6 +376,9 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
                                               vehicle.registered_total_kg, cfg)
     else:
         verdict["police"] = {"fine_min_yuan": 0, "fine_max_yuan": 0, "points": 0, "fine_reason": "unknown_plate"}
+    if reading.axle_spacings_m:
+        verdict["axle_groups"] = [[i + 1 for i in g] for g in
+                                  axle_groups(list(reading.axle_spacings_m), cfg["axle.group_max_spacing_m"])]
     verdict["axle_findings"] = axle_findings(list(reading.axle_loads_kg), list(reading.axle_spacings_m), cfg)
 
     # 5. driver, source, counters (only for cases)
@@ -373,14 +410,14 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     thr = int(cfg["art66.vehicle_driver_threshold"])
     veh_n = counters.vehicle_violations(reading.plate, since, ts_ms, case_id) + add
     drv_n = counters.driver_violations(drv_id, since, ts_ms, case_id) + add if drv_id else None
-    ent = registry.enterprises.get(vehicle.enterprise_id) if vehicle and vehicle.enterprise_id else None
+    ent = ent_rec
     ent_n = (counters.enterprise_violating_vehicles(ent.enterprise_id, since, ts_ms, reading.plate) + add
              if ent else None)
     site_n = (counters.source_site_violations(site["site_id"], since, ts_ms, case_id) + add
               if site.get("site_id") else None)
     share = float(cfg["art66.enterprise_share"])
     verdict["counters"] = {
-        "window_days": int(cfg["art66.window_days"]), "since": format_ts(_dt(since)), "includes_current": bool(add),
+        "window_days": int(cfg["art66.window_days"]), "since": epoch_ms_to_iso(since), "includes_current": bool(add),
         "vehicle": veh_n, "driver": drv_n,
         "enterprise_violating_vehicles": ent_n,
         "enterprise_goods_vehicles": ent.goods_vehicles if ent else None,
@@ -404,7 +441,3 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         verdict["escalations"] = esc
     return verdict
 
-
-def _dt(ms: int):
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

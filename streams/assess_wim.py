@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         counters.record(verdict)
         if key is not None and verdict["case_id"] and not verdict["duplicate_of"]:
             try:
-                pkg = write_package(args.evidence_dir, verdict, reading, registry, chain_id=args.chain_id, key=key)
+                pkg = write_package(args.evidence_dir, verdict, reading, chain_id=args.chain_id, key=key)
             except (EvidenceError, OSError) as e:
                 raise UsageError(f"cannot write evidence for {verdict['case_id']}: {e}") from None
             verdict["evidence_path"] = str(pkg)

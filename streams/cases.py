@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import orjson
 
 from models.config import Config
-from models.records import format_ts, iso_to_epoch_ms, parse_ts
+from models.evidence import SigningKey, load_signing_key, write_package
+from models.records import WimReading, format_ts, iso_to_epoch_ms, parse_ts
 from streams.archive import register_schema
 
 register_schema("""
@@ -78,16 +80,56 @@ class _Tx:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+class CaseActionError(ValueError):
+    """A refused case action. ``code``: not_found | bad_action | bad_transition | reason_required | bad_input
+    (the console maps it to an HTTP answer)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+MAX_REASON = 500
+
+
 class CaseStore:
+    """Verdicts and cases in the archive. Also the ``PassageSource`` for ``assess`` (``passages=store``)."""
+
     def __init__(self, conn: sqlite3.Connection, cfg: Config | None = None):
         self.conn = conn
         self.cfg = cfg or Config()
+        self._passages = ArchivePassages(conn)
+        self._keys: dict[str, SigningKey] = {}
 
-    def record(self, verdict: dict, *, evidence_path: str | None = None, manifest: dict | None = None) -> bool:
+    # PassageSource
+    def find_passage(self, station_id, plate, ts_ms, window_ms):
+        return self._passages.find_passage(station_id, plate, ts_ms, window_ms)
+
+    def note_passage(self, station_id, plate, first_ts_ms, passage_id):
+        self._passages.note_passage(station_id, plate, first_ts_ms, passage_id)
+
+    def _key(self, data_dir: Path) -> SigningKey:
+        k = str(Path(data_dir).resolve())
+        if k not in self._keys:
+            self._keys[k] = load_signing_key(data_dir)
+        return self._keys[k]
+
+    def record(self, verdict: dict, *, reading: WimReading | None = None, evidence_dir: str | Path | None = None,
+               data_dir: str | Path | None = None, chain_id: str = "default",
+               evidence_path: str | None = None, manifest: dict | None = None) -> bool:
         """Upsert the passage's verdict; insert its case once. True when a new case was created.
-        Duplicate readings (``duplicate_of``) are not stored: their passage already is."""
+
+        With ``reading`` and ``evidence_dir`` the case's evidence package is written first (a no-op when it
+        exists), signed with the key of ``data_dir`` (models/evidence.py), and the signed manifest is
+        stored with the case. Duplicate readings (``duplicate_of``) are not stored: their passage is."""
         if verdict.get("duplicate_of"):
             return False
+        if verdict.get("case_id") and reading is not None and evidence_dir is not None:
+            pkg = write_package(evidence_dir, verdict, reading, chain_id=chain_id,
+                                key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent))
+            evidence_path = str(pkg)
+            manifest = orjson.loads((pkg / "manifest.json").read_bytes())
         vjson = orjson.dumps(verdict).decode()
         day = verdict["ts"][:10]
         with _Tx(self.conn) as c:
@@ -136,19 +178,22 @@ class CaseStore:
         Confirming a case opened for review (e.g. low plate confidence) makes it count: its action becomes
         the Art. 43 outcome computed at detection and it joins the 一超四罚 counters."""
         if action not in TRANSITIONS:
-            raise ValueError(f"unknown action {action!r}; expected one of {sorted(TRANSITIONS)}")
-        if not operator or not isinstance(operator, str):
-            raise ValueError("operator is required")
-        if action == "dismiss" and not (reason or "").strip():
-            raise ValueError("dismiss needs a reason")
+            raise CaseActionError("bad_action", f"unknown action {action!r}; one of {', '.join(TRANSITIONS)}")
+        if not isinstance(operator, str) or not operator.strip():
+            raise CaseActionError("bad_input", "operator is required")
+        reason = (reason or "").strip() or None
+        if action == "dismiss" and reason is None:
+            raise CaseActionError("reason_required", "dismiss needs a reason")
+        if reason is not None and len(reason) > MAX_REASON:
+            raise CaseActionError("bad_input", f"reason longer than {MAX_REASON} characters")
         now = now or datetime.now(timezone.utc)
         with _Tx(self.conn) as c:
             row = c.execute("SELECT status, action, manifest FROM cases WHERE case_id=?", (case_id,)).fetchone()
             if row is None:
-                raise ValueError(f"no case {case_id!r}")
+                raise CaseActionError("not_found", f"no case {case_id!r}")
             new = TRANSITIONS[action].get(row["status"])
             if new is None:
-                raise ValueError(f"cannot {action} a case that is {row['status']}")
+                raise CaseActionError("bad_transition", f"cannot {action} a case that is {row['status']}")
             sets, args = ["status=?"], [new]
             if action == "confirm" and row["action"] == "review":
                 rp = (orjson.loads(row["manifest"]).get("road_penalty")
@@ -254,3 +299,6 @@ class ArchiveTracks:
 
     def prune_track_points(self, before_ms: int) -> int:
         return self.conn.execute("DELETE FROM track_points WHERE ts_ms < ?", (int(before_ms),)).rowcount
+
+
+ArchiveTrack = ArchiveTracks   # the name the worker (streams/wim.py) imports

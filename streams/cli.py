@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from models.config import ConfigError, load_config
+from streams.errors import UsageError  # noqa: F401 - re-exported for the command modules
 
 # (command path, module, one-line help). Nested commands use a space: "config show".
 COMMANDS: list[tuple[str, str, str]] = [
@@ -32,9 +33,6 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "streams.bench", "benchmark the ping path, WIM latency and batch assessment"),
 ]
 
-
-class UsageError(Exception):
-    """Raised by sub-commands for bad input or usage (exit code 2)."""
 
 
 def build_parser(strict: bool = False) -> argparse.ArgumentParser:
