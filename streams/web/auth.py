@@ -56,9 +56,18 @@ CSRF_HEADER = "X-CSRF-Token"
 
 LOGINS = Counter("roadwatch_console_logins_total", "Console login attempts", ["result"])
 
-_hasher = PasswordHasher()
-# verified when the user does not exist, so a wrong name costs as much time as a wrong password
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_HASHERS: dict[tuple[int, int], tuple[PasswordHasher, str]] = {}
+
+
+def _hasher(cfg: Config | None) -> tuple[PasswordHasher, str]:
+    """The hasher for the configured cost, and a dummy hash of that cost: verified when the user does
+    not exist, so a wrong name costs as much time as a wrong password."""
+    cfg = cfg or Config()
+    key = (cfg["web.argon2_time_cost"], cfg["web.argon2_memory_kib"])
+    if key not in _HASHERS:
+        h = PasswordHasher(time_cost=key[0], memory_cost=key[1])
+        _HASHERS[key] = (h, h.hash(secrets.token_urlsafe(16)))
+    return _HASHERS[key]
 
 
 class AuthError(ValueError):
@@ -114,16 +123,18 @@ def check_password(password: str, cfg: Config) -> str:
     return password
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+def hash_password(password: str, cfg: Config | None = None) -> str:
+    return _hasher(cfg)[0].hash(password)
 
 
-def verify_password(pw_hash: str | None, password: str) -> bool:
-    """Constant-ish time: a missing user still pays for one argon2 verification."""
+def verify_password(pw_hash: str | None, password: str, cfg: Config | None = None) -> bool:
+    """Constant-ish time: a missing user still pays for one argon2 verification (the cost parameters are
+    read from the stored hash, so changing the configured cost never locks anyone out)."""
     if not isinstance(password, str) or len(password) > MAX_PASSWORD_LEN:
         return False
+    hasher, dummy = _hasher(cfg)
     try:
-        return _hasher.verify(pw_hash or _DUMMY_HASH, password) and pw_hash is not None
+        return hasher.verify(pw_hash or dummy, password) and pw_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -138,12 +149,12 @@ def upsert_user(conn: sqlite3.Connection, username: str, role: str, password: st
     if row is None:
         if password is None:
             raise AuthError("weak_password", "a new user needs a password")
-        pw_hash = hash_password(check_password(password, cfg))
+        pw_hash = hash_password(check_password(password, cfg), cfg)
         conn.execute("INSERT INTO users(username, role, pw_hash, created_at) VALUES (?,?,?,?)",
                      (username, role, pw_hash, _now_iso()))
         return "created"
     if password is not None:
-        pw_hash = hash_password(check_password(password, cfg))
+        pw_hash = hash_password(check_password(password, cfg), cfg)
         conn.execute("UPDATE users SET role = ?, pw_hash = ? WHERE username = ?", (role, pw_hash, username))
     else:
         conn.execute("UPDATE users SET role = ? WHERE username = ?", (role, username))

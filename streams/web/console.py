@@ -27,7 +27,7 @@ import orjson
 from aiohttp import web
 
 from models.config import Config
-from models.records import BEIJING, CATEGORIES, format_ts
+from models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, format_ts
 from models.registry import Registry
 from streams.archive import close_all, open_archive, register_schema
 from streams.web import auth
@@ -92,9 +92,11 @@ class ConsoleState:
     data_dir: Path
     evidence_root: Path
     reports_dir: Path
+    own_handlers: frozenset = frozenset()   # routes the console registered (the only ones it guards)
 
 
 STATE = web.AppKey("roadwatch_console", ConsoleState)
+SESSION = web.RequestKey("roadwatch_session", object)     # auth.Session | None
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ async def api_login(request: web.Request) -> web.Response:
                       {"Retry-After": str(int(wait) + 1)})
     user = await st.db.run(auth.get_user, username) if auth.USERNAME_RE.fullmatch(username) else None
     ok = await asyncio.get_running_loop().run_in_executor(
-        None, auth.verify_password, user["pw_hash"] if user else None, password)
+        None, auth.verify_password, user["pw_hash"] if user else None, password, st.cfg)
     if not ok:
         st.limiter.fail(keys)
         auth.LOGINS.labels(result="failure").inc()
@@ -248,7 +250,7 @@ async def api_logout(request: web.Request) -> web.Response:
 
 async def api_me(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    s: auth.Session = request["session"]
+    s: auth.Session = request[SESSION]
     reg = st.registry
     counties = sorted({e.county for e in reg.enterprises.values() if e.county}
                       | {v.county for v in reg.vehicles.values() if v.county})
@@ -337,10 +339,10 @@ async def api_alert_ack(request: web.Request) -> web.Response:
         return _error(400, "bad_input", "note must be text of at most 500 characters")
     alert_id = request.match_info["alert_id"]
     live_ids = {a["alert_id"] for a in st.live.recent_alerts()}
-    res = await st.db.run(_ack, alert_id, request["session"].username, note)
+    res = await st.db.run(_ack, alert_id, request[SESSION].username, note)
     if res is None and alert_id in live_ids:
         # published live but not archived yet: remember the ack anyway (the alert row follows)
-        res = await st.db.run(_force_ack, alert_id, request["session"].username, note)
+        res = await st.db.run(_force_ack, alert_id, request[SESSION].username, note)
     if res is None:
         return _error(404, "not_found", f"no alert {alert_id!r}")
     st.live.publish("ack", res)
@@ -401,9 +403,16 @@ def _vehicle_row(v: dict, reg: Registry) -> dict:
     ent_id = v.get("enterprise_id") or (rv.enterprise_id if rv else "")
     ent = reg.enterprises.get(ent_id)
     return {"plate": v.get("plate"), "lat": v.get("lat"), "lon": v.get("lon"), "state": v.get("state"),
-            "ts": v.get("ts"), "category": v.get("category") or (rv.category if rv else ""),
+            "ts": v.get("ts") or v.get("last_ts"), "speed_kmh": v.get("speed_kmh"), "category": v.get("category") or (rv.category if rv else ""),
             "enterprise_id": ent_id, "enterprise": ent.name if ent else "",
             "county": v.get("county") or (rv.county if rv else "") or (ent.county if ent else "")}
+
+
+def _track_point(p: dict) -> dict:
+    p = dict(p)
+    if "ts" not in p and isinstance(p.get("ts_ms"), (int, float)):
+        p["ts"] = epoch_ms_to_iso(int(p["ts_ms"]))
+    return p
 
 
 async def api_vehicles(request: web.Request) -> web.Response:
@@ -430,7 +439,7 @@ async def api_vehicle(request: web.Request) -> web.Response:
     ent = st.registry.enterprises.get(info.get("enterprise_id", ""))
     info["enterprise"] = ent.name if ent else ""
     return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None,
-                  "track": st.fleet.track(plate),
+                  "track": [_track_point(p) for p in st.fleet.track(plate)],
                   "alerts": sorted(alerts.values(), key=lambda a: str(a.get("start_ts")), reverse=True)[:20]})
 
 
@@ -513,7 +522,8 @@ def _evidence_files(d: Path | None) -> list[str]:
             break
         rel = f.relative_to(d)
         if (f.suffix.lower() in IMAGE_TYPES and f.is_file() and len(rel.parts) <= 3
-                and all(_SEGMENT.fullmatch(part) for part in rel.parts)):
+                and all(_SEGMENT.fullmatch(part) for part in rel.parts)
+                and _inside(f.resolve(), d)):          # a symlink out of the case directory is not evidence
             out.append(rel.as_posix())
     return out
 
@@ -566,7 +576,7 @@ async def api_case_action(request: web.Request) -> web.Response:
     action, reason = body.get("action"), body.get("reason")
     if not isinstance(action, str) or (reason is not None and not isinstance(reason, str)):
         return _error(400, "bad_input", "action (text) and optional reason (text) expected")
-    operator = request["session"].username
+    operator = request[SESSION].username
     try:
         if st.case_actions is None:
             await st.db.run(apply_case_action, case_id, action, operator, reason)
@@ -716,11 +726,12 @@ def _is_api(request: web.Request) -> bool:
 async def security_middleware(request: web.Request, handler):
     st = request.app[STATE]
     h = request.match_info.handler
+    if h not in st.own_handlers or getattr(h, "_rw_public", False):
+        # routes the host adds to this app (/metrics, /healthz) and the public ones need no session
+        return await handler(request)
     token = request.cookies.get(auth.COOKIE)
     sess = await st.db.run(auth.lookup_session, token) if token else None
-    request["session"] = sess
-    if getattr(h, "_rw_public", False):
-        return await handler(request)
+    request[SESSION] = sess
     if sess is None:
         if _is_api(request):
             return _error(401, "not_signed_in", "sign in first")
@@ -808,6 +819,7 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_get("/api/users", api_users)
     r.add_post("/api/users", api_user_save)
     r.add_delete("/api/users/{username}", api_user_delete)
+    state.own_handlers = frozenset(route.handler for route in r.routes())
     return app
 
 

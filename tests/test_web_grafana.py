@@ -1,0 +1,77 @@
+"""Grafana dashboard + provisioning and the Prometheus scrape config are consistent with each other and
+with the metric names the worker exports."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DASH = json.loads((ROOT / "grafana/dashboards/roadwatch.json").read_text(encoding="utf-8"))
+PANELS = [p for p in DASH["panels"] if p["type"] != "row"]
+EXPRS = [t["expr"] for p in PANELS for t in p["targets"]]
+
+# metric → labels the brief names for it (each must be aggregated "by" those labels somewhere)
+REQUIRED = {
+    "roadwatch_messages_total": {"topic", "direction"},
+    "roadwatch_dead_letters_total": {"source", "reason"},
+    "roadwatch_alerts_total": {"type"},
+    "roadwatch_cases_total": {"action"},
+    "roadwatch_processing_latency_seconds_bucket": {"le"},
+    "roadwatch_consumer_lag": {"topic", "partition"},
+    "roadwatch_vehicles_online": set(),
+}
+
+
+def _by_labels(expr: str) -> set[str]:
+    return {lab.strip() for m in re.finditer(r"by \(([^)]*)\)", expr) for lab in m.group(1).split(",")}
+
+
+def test_every_required_metric_has_a_panel_with_its_labels():
+    for metric, labels in REQUIRED.items():
+        using = [e for e in EXPRS if re.search(rf"\b{metric}\b", e)]
+        assert using, metric
+        assert any(labels <= _by_labels(e) for e in using), (metric, labels)
+    # latency is shown as quantiles from the histogram
+    assert any("histogram_quantile(0.95" in e for e in EXPRS)
+
+
+def test_exprs_are_balanced_and_counters_use_rate_or_increase():
+    for e in EXPRS:
+        for o, c in ("()", "[]", "{}"):
+            depth = 0
+            for ch in e:
+                depth += (ch == o) - (ch == c)
+                assert depth >= 0, e
+            assert depth == 0, e
+        for counter in re.findall(r"\b(roadwatch_\w+_total)\b", e):
+            assert re.search(rf"(rate|increase)\(\s*{counter}", e), e
+
+
+def test_layout_ids_and_datasource():
+    ids = [p["id"] for p in DASH["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for p in DASH["panels"]:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, p["title"]
+                cells.add((x, y))
+    ds = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    (src,) = ds["datasources"]
+    assert all(p["datasource"]["uid"] == src["uid"] for p in PANELS)
+    assert src["type"] == "prometheus" and src["url"] == "http://prometheus:9090"
+    prov = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/roadwatch.yml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert DASH["uid"] == "roadwatch"
+
+
+def test_prometheus_scrapes_the_worker():
+    cfg = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
+    (job,) = cfg["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["worker:6066"]
