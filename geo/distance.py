@@ -6,8 +6,6 @@ vectorised engine and any pure-Python check byte-for-byte comparable.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius R1

@@ -211,6 +211,25 @@ _k("web.login_window_s", 300, "ops", "login rate-limit window")
 _k("web.min_password_len", 10, "ops", "minimum console password length")
 _k("web.fleet_refresh_s", 5.0, "ops", "how often the console map refreshes vehicle positions")
 _k("web.cookie_secure", False, "ops", "mark the session cookie Secure (set true when served over HTTPS)")
+_k("web.argon2_time_cost", 3, "ops", "argon2id passes for console password hashes (RFC 9106 low-memory profile)")
+_k("web.argon2_memory_kib", 65536, "ops", "argon2id memory per console password hash, KiB")
+
+# --- GPS ping engine (models/ping_state.py, geo/track.py) -------------------------------------------
+_k("source.track_sample_s", 60, "§3.2 [P]",
+   "goods vehicles: one sampled track point per this many seconds (track_points, source tracing)")
+_k("drift.stationary_hold", True, "§5.2 [P]",
+   "while both the last fix and the new point report speed <= drift.stationary_speed_kmh, hold the fix: "
+   "stationary GNSS wander adds no distance")
+_k("drift.reanchor_after", 3, "§5.2 [P]",
+   "after this many consecutive drift points the latest becomes the new fix (no distance); 0 = never")
+_k("track.fill_max_gaps", 8, "§5.2 [P]", "open track gaps kept per vehicle for blind-area re-uploads to fill")
+_k("track.fill_window_h", 48.0, "§5.2 [P]", "open gaps older than this (vs the watermark) can no longer be filled")
+_k("track.fill_max_points", 2000, "§5.2 [P]", "re-uploaded points kept per open gap")
+_k("track.day_slots", 2, "ops", "vehicle-day counters kept in memory per vehicle (today + late days); "
+   "pings for older days are counted as stale")
+_k("alerts.overspeed_high_ratio", 1.2, "§5.5 [P]", "overspeed alert severity high above limit × this")
+_k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
+   "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
 
 class Config:

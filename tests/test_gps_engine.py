@@ -1,0 +1,272 @@
+"""The vectorised engine against a pure-Python per-ping reference, batch-split determinism, snapshots."""
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import defaultdict
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.config import Config
+from models.ping_state import PingProcessor
+from streams.archive import open_archive
+from test_gps_support import T0, bj, cols, ping, registry, square
+
+R = 6371.0088
+PLATES = ["粤B10001", "粤B10002", "京A20003", "沪C30004"]
+
+
+# --- reference implementation (one ping at a time, plain Python) ---------------------------------------
+def hav(a, b):
+    p1, p2 = math.radians(a[1]), math.radians(b[1])
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(b[2] - a[2]) / 2) ** 2
+    return 2 * R * math.asin(math.sqrt(h))
+
+
+def bj_day(ts):
+    return (ts + 8 * 3_600_000) // 86_400_000
+
+
+def reference(pings, vmax=160.0, jump=0.5, still=1.0, reanchor=3, gap_s=300, gap_km=1.0, max_gaps=8):
+    """Rows {(plate, day number): [pings, qualified, km, km_incomplete, drift]} for the track rules."""
+    rows = defaultdict(lambda: [0, 0, 0.0, 0.0, 0])
+    fix, run, gaps = {}, defaultdict(int), defaultdict(list)
+
+    def drift_rule(d, dt, speed):
+        return d / (dt / 3_600_000) > vmax or (speed <= still and d > jump)
+
+    def is_gap(d, dt):
+        return dt > gap_s * 1000 and d > gap_km
+
+    for p in pings:
+        pl, ts = p["plate"], p["ts"]
+        day = bj_day(ts)
+        row = rows[(pl, day)]
+        row[0] += 1
+        if not (0 <= p["speed_kmh"] <= 160 and p["status_flags"] & 2):
+            continue
+        row[1] += 1
+        pt = (ts, p["lat"], p["lon"], p["speed_kmh"], day)
+        f = fix.get(pl)
+        if f is None:
+            fix[pl] = pt
+            continue
+        if ts > f[0]:
+            d, dt = hav(f, pt), ts - f[0]
+            if drift_rule(d, dt, pt[3]):
+                row[4] += 1
+                run[pl] += 1
+                if reanchor and run[pl] >= reanchor:
+                    fix[pl], run[pl] = pt, 0
+                continue
+            run[pl] = 0
+            if pt[3] <= still and f[3] <= still:
+                fix[pl] = (ts, f[1], f[2], pt[3], day)
+                continue
+            row[2] += d
+            if is_gap(d, dt):
+                row[3] += d
+                gaps[pl].append([f, pt])
+                if len(gaps[pl]) > max_gaps:
+                    gaps[pl].pop(0)
+            fix[pl] = pt
+            continue
+        for g in gaps[pl]:                       # older point: fill an open gap
+            if not g[0][0] < ts < g[-1][0]:
+                continue
+            k = bisect_left([q[0] for q in g], ts)
+            if g[k][0] == ts:
+                break
+            a, b = g[k - 1], g[k]
+            d_ap = hav(a, pt)
+            if drift_rule(d_ap, ts - a[0], pt[3]):
+                row[4] += 1
+                break
+            d_pb, d_ab = hav(pt, b), hav(a, b)
+            row[2] += d_ap
+            row[3] += d_ap if is_gap(d_ap, ts - a[0]) else 0.0
+            rb = rows[(pl, b[4])]
+            rb[2] += d_pb - d_ab
+            rb[3] += (d_pb if is_gap(d_pb, b[0] - ts) else 0.0) - (d_ab if is_gap(d_ab, b[0] - a[0]) else 0.0)
+            g.insert(k, pt)
+            if not any(is_gap(hav(g[j], g[j + 1]), g[j + 1][0] - g[j][0]) for j in range(len(g) - 1)):
+                gaps[pl].remove(g)
+            break
+    return rows
+
+
+# --- generated feeds --------------------------------------------------------------------------------
+@st.composite
+def vehicle_track(draw, plate):
+    n = draw(st.integers(2, 25))
+    t = bj(2026, 3, 2, 23, 30) + draw(st.integers(0, 600)) * 1000
+    lat, lon = 22.5 + draw(st.floats(0, 0.5)), 114.0 + draw(st.floats(0, 0.5))
+    out = []
+    for _ in range(n):
+        t += draw(st.sampled_from([5, 30, 60, 299, 301, 900])) * 1000
+        kind = draw(st.sampled_from(["move", "move", "still", "jump", "bad"]))
+        if kind == "move":
+            lat += draw(st.floats(0.0, 0.05))
+            lon += draw(st.floats(-0.02, 0.02))
+            speed = draw(st.floats(5, 120))
+        elif kind == "still":
+            lat += draw(st.floats(-0.003, 0.003))
+            speed = draw(st.sampled_from([0.0, 0.5, 1.0]))
+        elif kind == "jump":
+            lat += draw(st.floats(0.05, 0.5))
+            speed = draw(st.sampled_from([0.0, 60.0]))
+        else:
+            speed = 0.0
+        p = ping(t, lat=lat, lon=lon, speed=speed, plate=plate)
+        if kind == "bad":
+            p.update(draw(st.sampled_from([{"speed_kmh": 170.0}, {"status_flags": 1}])))
+        out.append(p)
+    # some pings arrive late (blind-area re-upload): moved later in this vehicle's arrival order
+    late = draw(st.lists(st.integers(0, n - 1), max_size=n // 2, unique=True))
+    seq = [p for i, p in enumerate(out) if i not in late]
+    for i in late:
+        q = dict(out[i], reupload=True)
+        seq.insert(draw(st.integers(min(i + 1, len(seq)), len(seq))), q)
+    return seq
+
+
+@st.composite
+def feed(draw):
+    k = draw(st.integers(1, 4))
+    tracks = [draw(vehicle_track(PLATES[i])) for i in range(k)]
+    order = []       # interleave vehicles, each keeping its own arrival order
+    pos = [0] * k
+    while any(pos[i] < len(tracks[i]) for i in range(k)):
+        i = draw(st.sampled_from([i for i in range(k) if pos[i] < len(tracks[i])]))
+        order.append(tracks[i][pos[i]])
+        pos[i] += 1
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, len(order) - 1)), max_size=5, unique=True)))
+    return order, cuts
+
+
+def split(order, cuts):
+    bounds = [0, *[c for c in cuts if c < len(order)], len(order)]
+    return [order[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def run_engine(batches, proc=None, rows_between=False):
+    proc = proc or PingProcessor(Config(), registry([{"plate": p} for p in PLATES]))
+    alerts, rows = [], {}
+    for b in batches:
+        alerts += proc.process(cols(b)).alerts
+        if rows_between:
+            rows.update({(r["plate"], r["day"]): r for r in proc.day_rows()})
+    rows.update({(r["plate"], r["day"]): r for r in proc.day_rows()})
+    return alerts, rows, proc
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feed())
+def test_engine_matches_reference_for_any_interleaving_and_split(f):
+    order, cuts = f
+    ref = reference(order)
+    _, rows, _ = run_engine(split(order, cuts), rows_between=True)
+    from models.monitoring import day_string
+    assert set(rows) == {(pl, day_string(d)) for pl, d in ref}
+    for (pl, d), (n, q, km, inc, drift) in ref.items():
+        r = rows[(pl, day_string(d))]
+        assert (r["pings"], r["qualified"], r["drift_points"]) == (n, q, drift), (pl, d)
+        assert r["km_total"] == pytest.approx(km, abs=2e-6)
+        assert r["km_incomplete"] == pytest.approx(inc, abs=2e-6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feed())
+def test_one_batch_or_many_gives_identical_output(f):
+    order, cuts = f
+    a1, r1, p1 = run_engine([order])
+    a2, r2, p2 = run_engine(split(order, cuts))
+    assert a1 == a2
+    assert r1 == r2
+    assert p1.check_offline() == p2.check_offline()
+
+
+# --- snapshot / restore -------------------------------------------------------------------------------
+def scenario_registry():
+    return registry([{"plate": PLATES[0], "category": "危险货物运输车辆"},
+                     {"plate": PLATES[1], "category": "客运班车", "long_distance": True, "route_km": 400.0},
+                     {"plate": PLATES[2]}],
+                    [{"zone_id": "Z1", "name": "禁区", "kind": "restricted", "polygon": square(114.0, 22.5, 0.05)}])
+
+
+def scenario():
+    ps = []
+    t = bj(2026, 3, 3, 1, 50)
+    for k in range(120):
+        ps.append(ping(t + k * 30_000, lat=22.45 + k * 0.002, lon=114.02, speed=75.0, plate=PLATES[0]))
+        ps.append(ping(t + k * 30_000 + 7000, lat=22.3 + k * 0.002, lon=113.5, speed=90.0, plate=PLATES[1],
+                       alarm_flags=(1 << 18) if 40 <= k < 50 else 0))
+        if k % 10 == 0:
+            ps.append(ping(t + k * 30_000 + 9000, lat=23.0, lon=113.0, speed=0.0, plate=PLATES[2]))
+    ps.append(ping(t + 5 * 30_000 + 100, lat=22.46, lon=114.02, speed=75.0, plate=PLATES[0], reupload=True))
+    return ps
+
+
+def test_snapshot_restore_equals_uninterrupted():
+    ps = scenario()
+    reg = scenario_registry()
+    whole = PingProcessor(Config(), reg)
+    a_all = whole.process(cols(ps)).alerts
+    assert {a["type"] for a in a_all} >= {"overspeed", "curfew", "geofence_enter", "terminal_alarm"}
+    half = len(ps) // 2
+    first = PingProcessor(Config(), reg)
+    a1 = first.process(cols(ps[:half])).alerts
+    blob = first.snapshot()
+    second = PingProcessor.restore(Config(), reg, None, blob)
+    a2 = second.process(cols(ps[half:])).alerts
+    assert a1 + a2 == a_all
+    assert second.day_rows(dirty_only=False) == whole.day_rows(dirty_only=False)
+    assert second.snapshot() == whole.snapshot()
+    assert second.sample_track() == whole.sample_track()
+    assert second.vehicles_view() == whole.vehicles_view()
+
+
+def test_restore_rejects_garbage():
+    with pytest.raises(Exception):
+        PingProcessor.restore(Config(), None, None, b"not a snapshot")
+
+
+# --- outputs for the other parts of the system ------------------------------------------------------------
+def test_day_rows_fit_the_archive_table(tmp_path):
+    proc = PingProcessor(Config(), scenario_registry())
+    proc.process(cols(scenario()))
+    rows = proc.day_rows()
+    conn = open_archive(tmp_path / "a.sqlite")
+    table_cols = [r[1] for r in conn.execute("PRAGMA table_info(vehicle_day)")]
+    for r in rows:
+        assert set(r) - {"online"} == set(table_cols)
+        conn.execute(f"INSERT OR REPLACE INTO vehicle_day({','.join(table_cols)}) VALUES ({','.join('?' * len(table_cols))})",
+                     [r[c] for c in table_cols])
+    assert conn.execute("SELECT COUNT(*) FROM vehicle_day").fetchone()[0] == len(rows) == 3
+
+
+def test_track_samples_views_and_counts():
+    proc = PingProcessor(Config(), scenario_registry())
+    out = proc.process(cols(scenario()))
+    assert out.pings == out.attributed == 253 and out.qualified == 253
+    pts = proc.sample_track()
+    plates = {p[0] for p in pts}
+    assert plates == {PLATES[0], PLATES[2]}          # goods vehicles only (the bus is not sampled)
+    ts0 = [p[1] for p in pts if p[0] == PLATES[0]]
+    assert all(b - a >= 60_000 for a, b in zip(ts0, ts0[1:]))
+    assert proc.sample_track() == []
+    view = {v["plate"]: v for v in proc.vehicles_view()}
+    assert view[PLATES[2]]["state"] == "stopped" and view[PLATES[0]]["state"] == "alerting"
+    assert proc.online_count() == 3
+    assert 300 <= proc.state_bytes_per_vehicle() <= 1024
+
+
+def test_invalid_plates_are_not_attributed_and_growth_keeps_state():
+    proc = PingProcessor(Config(), capacity=2)
+    ps = [ping(T0 + i, plate=f"粤B{i:05d}", speed=10) for i in range(50)] + [ping(T0, plate="bad plate")]
+    out = proc.process(cols(ps))
+    assert out.attributed == 50 and out.new_vehicles == 50 and out.reasons == {"plate": 1}
+    assert proc.n == 50 and proc.cap >= 50
+    assert [r["plate"] for r in proc.day_rows()] == sorted(f"粤B{i:05d}" for i in range(50))
