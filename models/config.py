@@ -154,9 +154,13 @@ _k("alerts.late_after_s", 300, "§5.6 [P]",
 _k("stream.partitions", 4, "ops", "partitions of the input topics")
 _k("stream.batch_max_pings", 500, "ops", "ping batch flush size (gateway, simulators)")
 _k("stream.batch_max_ms", 200, "ops", "ping batch flush interval")
-_k("stream.snapshot_interval_s", 1.0, "ops", "how often per-partition ping state is persisted")
-_k("stream.session_timeout_s", 4.0, "ops", "consumer session timeout (embedded broker holds joins ceil(t/2) s)")
-_k("stream.heartbeat_interval_s", 1.0, "ops", "consumer heartbeat")
+_k("stream.snapshot_interval_s", 5.0, "ops",
+   "how often per-partition ping state, day rows and track samples are committed (the cost grows with the "
+   "number of commits while catching up; live alerts do not wait for it)")
+_k("stream.stats_publish_interval_s", 30.0, "ops", "how often changed vehicle-day rows are mirrored to the vehicle-day-stats topic")
+_k("stream.session_timeout_s", 2.0, "ops",
+   "consumer session timeout (the embedded broker holds every join ceil(t/2) s; heartbeats run on Faust's consumer thread)")
+_k("stream.heartbeat_interval_s", 0.5, "ops", "consumer heartbeat")
 _k("stream.fetch_max_wait_ms", 100, "ops", "consumer fetch wait (Faust default 1500 stalls the single-node broker)")
 _k("stream.max_record_bytes", 1_000_000, "ops", "larger input records are dead-lettered")
 _k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, keys")
@@ -215,7 +219,7 @@ _k("web.argon2_time_cost", 3, "ops", "argon2id passes for console password hashe
 _k("web.argon2_memory_kib", 65536, "ops", "argon2id memory per console password hash, KiB")
 
 # --- GPS ping engine (models/ping_state.py, geo/track.py) -------------------------------------------
-_k("source.track_sample_s", 60, "§3.2 [P]",
+_k("source.track_sample_s", 120, "§3.2 [P]",
    "goods vehicles: one sampled track point per this many seconds (track_points, source tracing)")
 _k("drift.stationary_hold", True, "§5.2 [P]",
    "while both the last fix and the new point report speed <= drift.stationary_speed_kmh, hold the fix: "

@@ -213,7 +213,19 @@ class PingProcessor:
         return 0 if self.watermark == NO_WATERMARK else int(self.watermark)
 
     def state_bytes_per_vehicle(self) -> int:
+        """Bytes of array state per vehicle (the row width of the state arrays)."""
         return sum(np.dtype(dt).itemsize * int(np.prod(shape or (1,))) for dt, shape, _ in self._spec.values())
+
+    def live_bytes_per_vehicle(self) -> float:
+        """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity)
+        plus the plate list and plate→index dict (the benchmark's ``bytes_per_vehicle``)."""
+        if self.n == 0:
+            return 0.0
+        import sys
+        arrays = sum(a.nbytes for a in self.a.values())
+        plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
+        index = sys.getsizeof(self.index)
+        return (arrays + plates + index) / self.n
 
     # --- the batch step -----------------------------------------------------------------------------
     def process(self, cols, now_ms: int | None = None) -> ProcessOutput:

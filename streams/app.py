@@ -49,6 +49,8 @@ class WorkerContext:
     live: object | None = None          # streams.web.live.LiveHub (console push)
     gps_state: object | None = None     # streams.gps.PartitionStates
     ready: bool = False
+    assigned: bool = False              # first partition assignment done
+    web_up: bool = False                # console / metrics server listening
 
 
 def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.App:

@@ -64,7 +64,10 @@ def synth_pings(n: int, vehicles: int, seed: int = 7) -> dict:
     ts = t0 + k * 30_000 + (vid % 30) * 1000
     base_lat = 31.0 + rng.random(vehicles) * 3.0
     base_lon = 117.0 + rng.random(vehicles) * 4.0
-    speed = np.clip(rng.normal(65, 12, n), 0, 140)
+    # Speeds are autocorrelated per vehicle (a base cruising speed plus small noise), as on real roads:
+    # about a quarter of the hazardous-goods trucks cruise above their 60 km/h limit.
+    cruise = np.clip(rng.normal(55, 8, vehicles), 20, 110)
+    speed = np.clip(cruise[vid] + rng.normal(0, 3, n), 0, 140)
     step = speed / 3600 * 30 / 111.0
     lat = base_lat[vid] + k * step * 0.7
     lon = base_lon[vid] + k * step * 0.7
@@ -81,6 +84,13 @@ def feed_rows(f: dict, lo: int, hi: int) -> list[dict]:
              "alarm_flags": 0, "status_flags": 3, "reupload": False} for i in range(lo, hi)]
 
 
+WIM_PLATES = 20_000
+
+
+def wim_plate(i: int) -> str:
+    return f"浙B{i % WIM_PLATES:05d}"
+
+
 def bench_registry(f: dict, path: Path) -> None:
     from models.registry import Registry
     from models.records import Enterprise, Station, Vehicle
@@ -90,6 +100,10 @@ def bench_registry(f: dict, path: Path) -> None:
     for i, p in enumerate(f["plates"]):
         reg.vehicles[p] = Vehicle(plate=p, plate_color=2, category=cats[i % 4], enterprise_id="E1",
                                   axle_count=2, registered_total_kg=18000.0, rated_load_kg=10000.0, curb_kg=8000.0)
+    for i in range(WIM_PLATES):  # the trucks crossing the WIM station in part (c)
+        p = wim_plate(i)
+        reg.vehicles[p] = Vehicle(plate=p, plate_color=2, category="普通货车", enterprise_id="E1", axle_count=2,
+                                  registered_total_kg=18000.0, rated_load_kg=10000.0, curb_kg=6000.0)
     reg.stations["S1"] = Station(station_id="S1", name="基准站", lat=32.0, lon=118.0,
                                  devices=[{"device_id": "D1", "cert_no": "JJG907-1",
                                            "valid_from": "2020-01-01T00:00:00+08:00",
@@ -169,7 +183,14 @@ def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dic
 
 
 def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for attempt in range(50):  # the server may still be binding right after the ready line
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            break
+        except OSError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#"):
@@ -215,50 +236,55 @@ def part_b(stack, port: int, n: int, ends: dict) -> float:
 # --- (c) WIM latency ----------------------------------------------------------------------------------------
 
 def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int]:
-    from kafka import KafkaConsumer, KafkaProducer
-    from models.records import format_ts
+    """Readings at a fixed rate; a consumer thread stamps each verdict's arrival on ``overload-cases``."""
+    import threading
     from datetime import datetime, timezone
+    from kafka import KafkaConsumer, KafkaProducer
     cons = KafkaConsumer(T.OVERLOAD_CASES, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=10,
-                         consumer_timeout_ms=200)
-    cons.poll(timeout_ms=500)  # assignment + position at the end before producing
+                         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=5)
+    cons.poll(timeout_ms=1000)  # assignment + position at the end before producing
+    arrived: dict[str, float] = {}
+    stop = threading.Event()
+
+    def consume():
+        while not stop.is_set():
+            for recs in cons.poll(timeout_ms=50).values():
+                now = time.time()
+                for r in recs:
+                    arrived.setdefault(orjson.loads(r.value).get("plate"), now)
+
+    th = threading.Thread(target=consume, daemon=True)
+    th.start()
     prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
     total = int(rate * seconds)
     sent: dict[str, float] = {}
-    lat: list[float] = []
     t0 = time.perf_counter()
     for i in range(total):
-        target = t0 + i / rate
-        while time.perf_counter() < target:
-            time.sleep(min(0.001, max(0.0, target - time.perf_counter())))
-        plate = f"浙B{i % 100000:05d}"
-        now = datetime.now(timezone.utc)
-        reading = {"station_id": "S1", "lane": 1, "ts": now.isoformat(timespec="microseconds"), "plate": plate,
-                   "plate_color": 2, "plate_confidence": 0.99, "vehicle_kind": "truck", "axle_count": 2,
-                   "axle_loads_kg": [7000, 14000], "axle_spacings_m": [4.0], "gross_kg": 21000, "speed_kmh": 60,
-                   "device_id": "D1", "reading_id": f"bench-{i}"}
-        sent[plate] = time.time()
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        plate = wim_plate(i)
+        # one truck in ten is overloaded (a case with a signed evidence package); all share one queue
+        over = i % 10 == 0
+        loads = [7000, 14000] if over else [6000, 9000]
+        reading = {"station_id": "S1", "lane": 1, "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                   "plate": plate, "plate_color": 2, "plate_confidence": 0.99, "vehicle_kind": "truck",
+                   "axle_count": 2, "axle_loads_kg": loads, "axle_spacings_m": [4.0], "gross_kg": sum(loads),
+                   "speed_kmh": 60, "device_id": "D1", "reading_id": f"bench-{i}"}
+        if over:
+            sent[plate] = time.time()
         prod.send(T.WIM_READINGS, key=plate.encode(), value=orjson.dumps(reading))
-        if i % 50 == 0:
-            _drain(cons, sent, lat)
     prod.flush()
-    end = time.monotonic() + 20
-    while len(lat) < total and time.monotonic() < end:
-        _drain(cons, sent, lat)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(p in arrived for p in sent):
+        time.sleep(0.05)
+    stop.set()
+    th.join(2)
     cons.close()
     prod.close()
+    lat = [arrived[p] - t for p, t in sent.items() if p in arrived]
     arr = np.array(lat) * 1000 if lat else np.array([float("nan")])
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(lat)
-
-
-def _drain(cons, sent, lat) -> None:
-    for recs in cons.poll(timeout_ms=0).values():
-        now = time.time()
-        for r in recs:
-            v = orjson.loads(r.value)
-            t = sent.pop(v.get("plate"), None)
-            if t is not None:
-                lat.append(now - t)
 
 
 # --- (d) batch path -----------------------------------------------------------------------------------------
@@ -272,9 +298,10 @@ def part_d(f: dict, registry_path: Path, cfg: Config) -> float:
         rows = feed_rows(f, lo, min(n, lo + 100000))
         lines.extend(orjson.dumps(r) for r in rows)
     reg = load_registry(registry_path)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_pings(lines, reg, None, cfg)
-    return n / (time.perf_counter() - t0)
+    # wall clock is what a user waits; CPU time is what the code costs on a shared, noisy machine
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 # --- driver ----------------------------------------------------------------------------------------------------
@@ -310,6 +337,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                    env=env)
                 try:
                     results["worker_ready_s"] = wp.wait_ready(60)
+                    say("    " + (wp.lines[-1] if wp.lines else ""))
                     say(f"    worker ready in {results['worker_ready_s']:.1f} s")
                     if "b" not in skip:
                         results["ping_rate"] = part_b(st, port, args.pings, ends)
@@ -322,12 +350,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                         results.update(wim_p50_ms=p50, wim_p99_ms=p99, wim_verdicts=got)
                         say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts)")
                     results["peak_rss_mib"] = worker_rss_kib(wp.proc.pid) / 1024
+                except Exception:
+                    say("worker output (last lines):\n" + "\n".join(wp.lines[-40:]))
+                    raise
                 finally:
                     wp.stop()
         if "d" not in skip:
             say("(d) batch assess gps…")
-            results["batch_rate"] = part_d(f, reg_path, cfg)
-            say(f"    batch path: {results['batch_rate']:,.0f} pings/s")
+            results["batch_rate"], results["batch_rate_cpu"] = part_d(f, reg_path, cfg)
+            say(f"    batch path: {results['batch_rate']:,.0f} pings/s wall, "
+                f"{results['batch_rate_cpu']:,.0f} pings/s of CPU time")
     if results.get("ping_rate") and results.get("baseline_rate"):
         results["ratio"] = results["ping_rate"] / results["baseline_rate"]
     _print_table(results)
@@ -347,6 +379,7 @@ def _print_table(r: dict) -> None:
             ("WIM p50 ms", fmt(r.get("wim_p50_ms"), ".1f")),
             ("WIM p99 ms  [target ≤ 200 at 500/s]", fmt(r.get("wim_p99_ms"), ".1f")),
             ("batch (d) assess gps, pings/s  [≥ 300 k]", fmt(r.get("batch_rate"), ",.0f")),
+            ("batch (d) per CPU second", fmt(r.get("batch_rate_cpu"), ",.0f")),
             ("worker ready s  [≤ 5]", fmt(r.get("worker_ready_s"), ".1f")),
             ("live state bytes/vehicle  [≤ 1024]", fmt(r.get("bytes_per_vehicle"), ".0f")),
             ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f"))]

@@ -133,8 +133,8 @@ class PartitionStates:
             c.execute("ROLLBACK")
             raise
         M.SNAPSHOTS.inc()
-        if e.proc.vehicle_count:
-            M.STATE_BYTES.set(len(blob) / e.proc.vehicle_count)
+        if e.proc.n:
+            M.STATE_BYTES.set(e.proc.live_bytes_per_vehicle())
         for ev in e.pending_acks:
             ev.ack()
         e.pending_acks.clear()
@@ -171,13 +171,27 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
             raw = event.value
             try:
                 cols = decode_batch(raw, max_bytes)
+                _check_times(cols)
             except InvalidRecord as err:
                 await dlq.send(key=T.GPS_PINGS.encode(),
                                value=dead_letter_bytes(T.GPS_PINGS, err.code, err.detail, raw))
                 M.MESSAGES.labels(topic=T.DEAD_LETTER, direction="out").inc()
                 cols = None
+            except (TypeError, ValueError, OverflowError) as err:
+                # reliability fix (tests/test_fuzz_worker.py): decode_batch lets these escape for some
+                # malformed batches (a number where the plate list belongs, non-numeric recv_ts); uncaught
+                # they killed the agent and with it all GPS processing.
+                await dlq.send(key=T.GPS_PINGS.encode(),
+                               value=dead_letter_bytes(T.GPS_PINGS, "bad_type", repr(err)[:300], raw))
+                M.MESSAGES.labels(topic=T.DEAD_LETTER, direction="out").inc()
+                cols = None
             if cols is not None:
-                out = entry.proc.process(cols)
+                # reliability fix (tests/test_fuzz_worker.py): the wall clock is the "now" of the future check
+                # for batches without receipt times, as in `assess gps`; without it one terminal with a fast
+                # clock dragged the partition's watermark ahead and every other moving vehicle went "offline".
+                out = entry.proc.process(cols, now_ms=int(time.time() * 1000))
+                if out.new_vehicles:
+                    M.STATE_BYTES.set(entry.proc.live_bytes_per_vehicle())
                 M.PINGS.labels(qualified="yes").inc(out.qualified)
                 M.PINGS.labels(qualified="no").inc(len(cols) - out.qualified)
                 if out.alerts:
@@ -189,26 +203,61 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
             if hw is not None:
                 M.LAG.labels(topic=T.GPS_PINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
 
-    @app.timer(float(cfg["stream.snapshot_interval_s"]))
+    # The archive is the system of record; the compacted topic mirrors the newest absolute row per
+    # vehicle-day for downstream consumers, throttled so a catching-up worker does not send 10 k rows/s.
+    unpublished: dict[tuple[str, str], dict] = {}
+    last_publish = [time.monotonic()]
+    publish_every = float(cfg["stream.stats_publish_interval_s"])
+
+    interval = float(cfg["stream.snapshot_interval_s"])
+    last_flush: dict[int, float] = {}
+
+    @app.timer(min(1.0, interval))
     async def gps_flush():
+        # Offline checks every tick; commits staggered: at most one partition per tick, the one waiting
+        # longest, so a large commit never stalls the event loop (and WIM latency) for all partitions at once.
         online = 0
         wall_ms = int(time.time() * 1000)
+        now = time.monotonic()
         for p, e in list(states.entries.items()):
             alerts = e.proc.check_offline(_offline_clock(e.proc, wall_ms))
             if alerts:
                 await publish_alerts(alerts, recv_ms=None)
                 e.dirty = True
-            rows = states.flush(p)
-            for r in rows:
-                await stats_topic.send(key=f"{r['plate']}|{r['day']}".encode(), value=orjson.dumps(r))
             online += e.proc.online_count(_offline_clock(e.proc, wall_ms))
         M.VEHICLES_ONLINE.set(online)
+        due = [p for p, e in states.entries.items() if e.dirty and now - last_flush.get(p, 0.0) >= interval]
+        if due:
+            p = min(due, key=lambda q: last_flush.get(q, 0.0))
+            last_flush[p] = now
+            for r in states.flush(p):
+                unpublished[(r["plate"], r["day"])] = r
+        if unpublished and time.monotonic() - last_publish[0] >= publish_every:
+            last_publish[0] = time.monotonic()
+            rows = list(unpublished.values())
+            unpublished.clear()
+            for r in rows:
+                await stats_topic.send(key=f"{r['plate']}|{r['day']}".encode(), value=orjson.dumps(r))
+            M.MESSAGES.labels(topic=T.VEHICLE_DAY_STATS, direction="out").inc(len(rows))
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs):
         states.drop({tp.partition for tp in revoked if tp.topic == T.GPS_PINGS})
 
     return states
+
+
+# Representable, plausible instants (epoch ms, 2000-01-01 … 2100-01-01), the bounds `assess gps` applies too.
+# Reliability fix (tests/test_fuzz_worker.py): a ping in the year 58828 passed decode_batch and crashed the
+# engine when it formatted the day; such a batch is dead-lettered as out_of_range instead.
+_TS_MIN, _TS_MAX = 946_684_800_000, 4_102_444_800_000
+
+
+def _check_times(cols) -> None:
+    for name, arr in (("ts", cols.ts), ("recv_ts", cols.recv_ts)):
+        if arr is not None and len(arr) and (int(arr.min()) < _TS_MIN or int(arr.max()) > _TS_MAX):
+            bad = int(((arr < _TS_MIN) | (arr > _TS_MAX)).sum())
+            raise InvalidRecord("out_of_range", f"{name} of {bad} ping(s) is not epoch milliseconds in 2000–2100")
 
 
 def _recv_ms(cols):

@@ -35,11 +35,12 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
         gps.save_alerts(conn, alerts)
         now = time.time()
         for a in alerts:
-            await alerts_topic.send(key=a["plate"].encode(), value=orjson.dumps(a))
+            # send_soon: into the producer's buffer without a round trip through the event loop per alert
+            alerts_topic.send_soon(key=a["plate"].encode(), value=orjson.dumps(a))
             M.ALERTS.labels(type=a["type"]).inc()
-            M.MESSAGES.labels(topic=T.ALERTS, direction="out").inc()
             if ctx.live is not None:
                 ctx.live.publish_alert(a)
+        M.MESSAGES.labels(topic=T.ALERTS, direction="out").inc(len(alerts))
         if recv_ms:
             M.LATENCY.labels(path="gps").observe(max(0.0, now - recv_ms / 1000))
 
@@ -48,16 +49,23 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     _install_driver_events(app, ctx, wim_handler)
     _install_web(app, ctx)
     _install_reports(app, ctx)
+    _install_broker_watch(app, bootstrap)   # reliability fix: a frozen broker was silent in the logs
 
     @app.on_partitions_assigned.connect
     async def _ready(sender, assigned, **kwargs):
-        if not ctx.ready:
-            ctx.ready = True
-            port = cfg["web.port"]
-            print(f"{READY_LINE}: {len(assigned)} partitions, console http://127.0.0.1:{port}/ , "
-                  f"metrics http://127.0.0.1:{port}/metrics", flush=True)
+        ctx.assigned = True
+        announce_ready(ctx)
 
     return app, ctx
+
+
+def announce_ready(ctx) -> None:
+    """Print the ready line once both the first partition assignment and the web server are up."""
+    if ctx.ready or not (ctx.assigned and ctx.web_up):
+        return
+    ctx.ready = True
+    port = ctx.cfg["web.port"]
+    print(f"{READY_LINE}: console http://127.0.0.1:{port}/ , metrics http://127.0.0.1:{port}/metrics", flush=True)
 
 
 def _install_driver_events(app, ctx, wim_handler) -> None:
@@ -93,6 +101,8 @@ def _install_web(app, ctx) -> None:
     @app.task
     async def web():
         await start_web(app, ctx)
+        ctx.web_up = True
+        announce_ready(ctx)
 
 
 def _install_reports(app, ctx) -> None:
@@ -104,6 +114,59 @@ def _install_reports(app, ctx) -> None:
             await close_months(ctx)
         except Exception:  # noqa: BLE001 - a report failure is logged, never stops the stream
             log.exception("monthly report failed")
+
+
+# --- broker watch (reliability fix, tests/test_reliability_outage.py) ----------------------------------
+# A broker that hangs (SIGSTOP, GC pause, network black hole) leaves the Kafka clients waiting on open
+# connections without a single log line, so operators saw a silent, idle worker. Probe the broker with a
+# Kafka ApiVersions request of our own and say when it stops answering and when it answers again.
+BROKER_PROBE_S = 2.0          # probe interval and answer timeout (operations, not a legal value)
+
+
+async def broker_answers(bootstrap: str, timeout: float = BROKER_PROBE_S) -> bool:
+    """True when any bootstrap server answers a Kafka ApiVersions v0 request within ``timeout``."""
+    import asyncio
+    import struct
+    client = b"roadwatch-watch"
+    req = struct.pack(">hhih", 18, 0, 0x7277, len(client)) + client
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            continue
+        try:
+            writer.write(struct.pack(">i", len(req)) + req)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readexactly(8), timeout)
+            if struct.unpack(">ii", head)[1] == 0x7277:
+                return True
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+    return False
+
+
+def _install_broker_watch(app, bootstrap: str) -> None:
+    state = {"down_since": None}
+
+    @app.task
+    async def broker_watch():
+        import asyncio
+        while True:
+            await asyncio.sleep(BROKER_PROBE_S)
+            ok = await broker_answers(bootstrap)
+            now = time.monotonic()
+            if not ok and state["down_since"] is None:
+                state["down_since"] = now
+                log.warning("Kafka broker %s is not answering (no ApiVersions reply within %.0f s): consumption "
+                            "is paused; the worker keeps running and resumes where it stopped", bootstrap,
+                            BROKER_PROBE_S)
+            elif ok and state["down_since"] is not None:
+                log.warning("Kafka broker %s is answering again after %.1f s without replies: catching up",
+                            bootstrap, now - state["down_since"])
+                state["down_since"] = None
 
 
 def run_worker(cfg: Config, bootstrap: str, registry_path: str | None, loglevel: str = "warning") -> int:
