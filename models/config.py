@@ -299,6 +299,8 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} cannot be read as UTF-8 text: {e}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
         for k, v in _flatten(data).items():

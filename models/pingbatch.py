@@ -31,6 +31,9 @@ NUMERIC = {"ts": np.int64, "lat": np.float64, "lon": np.float64, "speed_kmh": np
 TEXT = ("plate", "terminal_id")
 OPTIONAL = ("driver_id", "mileage_km", "recv_ts")
 MAX_BATCH = 100_000
+INT_LIMIT = 2.0 ** 53          # larger "integers" lost precision on the way through JSON floats
+TS_MIN_MS = 946_684_800_000    # 2000-01-01: GNSS fixes before that are garbage, not history
+TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
 
 
 @dataclass
@@ -84,7 +87,10 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000) -> PingColumns:
         p = parse_ping(d)
         d = {k: [getattr(p, k)] for k in (*TEXT, *NUMERIC, "driver_id", "mileage_km")}
         d["ts"] = [iso_to_epoch_ms(p.ts)]
-    n = len(d.get("plate") or [])
+    plates = d.get("plate")
+    if not isinstance(plates, list):
+        raise InvalidRecord("bad_type", "plate must be a list of strings")
+    n = len(plates)
     if n == 0:
         raise InvalidRecord("empty_batch", "ping batch has no pings")
     if n > MAX_BATCH:
@@ -105,13 +111,31 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000) -> PingColumns:
             raise InvalidRecord("bad_type", f"{k} must hold numbers only") from None
         if arr.ndim != 1 or not np.isfinite(arr).all():
             raise InvalidRecord("bad_type", f"{k} must hold finite numbers")
+        if dt is not np.float64 and (np.abs(arr) > INT_LIMIT).any():
+            raise InvalidRecord("out_of_range", f"{k} holds a number too large for an integer field")
         out[k] = arr.astype(dt) if dt is not np.float64 else arr
+    if ((out["ts"] < TS_MIN_MS) | (out["ts"] > TS_MAX_MS)).any():
+        raise InvalidRecord("out_of_range", "ts must lie between 2000-01-01 and 2100-01-01")
     for k in ("driver_id", "mileage_km"):
         col = d.get(k)
         out[k] = col if isinstance(col, list) and len(col) == n else [None] * n
-    rt = d.get("recv_ts")
-    out["recv_ts"] = np.asarray(rt, dtype=np.int64) if isinstance(rt, list) and len(rt) == n else None
+    out["recv_ts"] = _recv_ts(d.get("recv_ts"), n)
     return PingColumns(**out)
+
+
+def _recv_ts(rt, n: int) -> np.ndarray | None:
+    """Receipt times are optional: absent → None; present but malformed → rejected, never guessed."""
+    if rt is None:
+        return None
+    if not isinstance(rt, list) or len(rt) != n:
+        raise InvalidRecord("bad_type", f"recv_ts must be a list of {n} epoch-ms numbers")
+    try:
+        arr = np.asarray(rt, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidRecord("bad_type", "recv_ts must hold numbers only") from None
+    if arr.ndim != 1 or not np.isfinite(arr).all() or ((arr < TS_MIN_MS) | (arr > TS_MAX_MS)).any():
+        raise InvalidRecord("out_of_range", "recv_ts must hold epoch ms between 2000 and 2100")
+    return arr.astype(np.int64)
 
 
 def columns_to_pings(c: PingColumns) -> list[dict]:

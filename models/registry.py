@@ -5,6 +5,7 @@ Loading validates every entry and raises ``RegistryError`` naming the entry and 
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,12 @@ def _build(cls, entry: Any, where: str):
         raise RegistryError(f"{where}: {e}") from None
     for name, typ in cls._options.fields.items():
         v = getattr(rec, name)
+        base = typing.get_origin(typ) or typ   # faust stores `list` fields as typing.List
+        if typ is typing.List:
+            base = list
         ok = {str: isinstance(v, str), int: isinstance(v, int) and not isinstance(v, bool),
               float: isinstance(v, (int, float)) and not isinstance(v, bool), bool: isinstance(v, bool),
-              list: isinstance(v, list)}.get(typ, True)
+              list: isinstance(v, list)}.get(base, True)
         if not ok:
             raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
     return rec
@@ -95,6 +99,9 @@ def parse_registry(data: dict) -> Registry:
     if not isinstance(data, dict):
         raise RegistryError("registry must be a JSON object")
     reg = Registry(region=str(data.get("region", "")))
+    for section in ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations"):
+        if not isinstance(data.get(section, []), list):
+            raise RegistryError(f"{section} must be a list of objects")
     for i, e in enumerate(data.get("enterprises", [])):
         ent = _build(Enterprise, e, f"enterprises[{i}]")
         reg.enterprises[ent.enterprise_id] = ent

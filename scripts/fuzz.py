@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""Bounded fuzz run over every parser that sees outside input.
+
+    .venv/bin/python scripts/fuzz.py --count 2000 [--seed 1] [--target NAME ...] [--json]
+
+For each target, ``--count`` inputs are tried: mutations of valid seed inputs (bit flips, byte
+insert/delete/replace, truncation, chunk duplication, splicing two seeds, and — for JSON and JT/T 808 —
+structure-aware mutations that keep the framing valid so the parser gets past its first check) plus pure
+random bytes. An input is *accepted* (parsed), *rejected* with the parser's documented error (an
+``InvalidRecord`` reason code, ``RegistryError``, ``ConfigError``, ``ScenarioError``) or a *crash*: any
+other exception. Exit code 1 if there was any crash (the first inputs of each crash kind are printed,
+base64, to reproduce), else 0.
+
+Targets (what the worker, gateway and CLIs call on untrusted bytes):
+  jt808        streams.jt808.codec.parse_frame (+ message_pings, as the gateway does)
+  pingbatch    models.pingbatch.decode_batch
+  engine       decode_batch → models.ping_state.PingProcessor.process (the GPS agent's path)
+  wim          models.records.parse_wim_reading
+  wim_assess   parse_wim_reading → models.overload.assess (the WIM agent's path)
+  ping         models.records.parse_ping
+  registry     JSON → models.registry.parse_registry (what load_registry does after reading the file)
+  config       models.config.load_config on a TOML file, and ROADWATCH_SET strings
+  scenario     simulators.scenario.load_scenario on a TOML file
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+from models.config import Config, ConfigError, load_config  # noqa: E402
+from models.records import InvalidRecord  # noqa: E402
+
+FRAMES_FILE = ROOT.parent / "shared" / "jt808-frames.txt"
+INTERESTING_BYTES = [0x00, 0x01, 0x7D, 0x7E, 0x7F, 0x80, 0xFF, 0x02, 0x20, 0x22, 0x5C, 0x7B, 0x7D]
+INTERESTING_VALUES = [None, True, False, 0, -1, 1, 2 ** 31, 2 ** 63, -2 ** 63, 2 ** 64, 1e308, -1e308, 0.5, "",
+                      "x", "2026-13-45T99:99:99+08:00", "2026-11-10T10:00:00", "NaN", "inf", "苏A12345", "\x00",
+                      "a" * 5000, [], [None], [1, 2, 3], {}, {"a": 1}, [[]], ["2026-11-10T10:00:00+08:00"]]
+
+
+class Target:
+    def __init__(self, name: str, seeds: list[bytes], run: Callable[[bytes], object], expected: tuple,
+                 json_seeds: bool = False, mutate: Callable[[random.Random, bytes], bytes] | None = None,
+                 text: bool = False):
+        self.name, self.seeds, self.run, self.expected = name, seeds, run, expected
+        self.json_seeds, self.mutate = json_seeds, mutate
+        self.text = text          # half of the inputs are repaired to valid UTF-8 to get past decoding
+
+
+# --- generic mutators ---------------------------------------------------------------------------------
+
+def mutate_bytes(rnd: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
+    b = bytearray(data)
+    for _ in range(rnd.choice((1, 1, 1, 2, 3, 8))):
+        op = rnd.randrange(8)
+        if op == 0 and b:
+            i = rnd.randrange(len(b))
+            b[i] ^= 1 << rnd.randrange(8)
+        elif op == 1:
+            b.insert(rnd.randrange(len(b) + 1), rnd.choice(INTERESTING_BYTES + [rnd.randrange(256)]))
+        elif op == 2 and b:
+            del b[rnd.randrange(len(b))]
+        elif op == 3 and b:
+            b[rnd.randrange(len(b))] = rnd.choice(INTERESTING_BYTES)
+        elif op == 4 and b:
+            del b[rnd.randrange(len(b)):]
+        elif op == 5 and b:
+            i = rnd.randrange(len(b))
+            j = min(len(b), i + rnd.randrange(1, 64))
+            b[i:i] = b[i:j] * rnd.randrange(1, 4)
+        elif op == 6:
+            other = rnd.choice(seeds)
+            i, j = rnd.randrange(len(b) + 1), rnd.randrange(len(other) + 1)
+            b = b[:i] + bytearray(other[j:])
+        else:
+            b = bytearray(rnd.randbytes(rnd.randrange(0, 64))) + b
+    return bytes(b)
+
+
+def _mutate_value(rnd: random.Random, v, depth: int = 0):
+    if isinstance(v, dict) and v and depth < 4:
+        k = rnd.choice(list(v))
+        v = dict(v)
+        r = rnd.random()
+        if r < 0.2:
+            del v[k]
+        elif r < 0.3:
+            v[rnd.choice(["", "schema", "extra", "ts", "plate", "\u0000"])] = rnd.choice(INTERESTING_VALUES)
+        else:
+            v[k] = _mutate_value(rnd, v[k], depth + 1)
+        return v
+    if isinstance(v, list) and v and depth < 4:
+        v = list(v)
+        r = rnd.random()
+        if r < 0.2:
+            v.pop(rnd.randrange(len(v)))
+        elif r < 0.3:
+            v.append(rnd.choice(v))
+        elif r < 0.4:
+            return rnd.choice(INTERESTING_VALUES)
+        else:
+            i = rnd.randrange(len(v))
+            v[i] = _mutate_value(rnd, v[i], depth + 1)
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 and rnd.random() < 0.5:
+        return rnd.choice([v * -1, v * 1000, v + 1, v - 1, int(v) if isinstance(v, float) else v + 0.5, 10 ** 30])
+    return rnd.choice(INTERESTING_VALUES)
+
+
+def mutate_json(rnd: random.Random, data: bytes) -> bytes:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    for _ in range(rnd.choice((1, 1, 2, 3))):
+        obj = _mutate_value(rnd, obj)
+    try:
+        return orjson.dumps(obj)
+    except TypeError:          # 2**64 and friends: orjson refuses, json does not
+        import json
+        return json.dumps(obj).encode()
+
+
+# --- targets ------------------------------------------------------------------------------------------
+
+def _frames() -> list[bytes]:
+    out = []
+    if FRAMES_FILE.exists():
+        for line in FRAMES_FILE.read_text(encoding="utf-8").splitlines():
+            if line.startswith("hex: "):
+                out.append(bytes.fromhex(line[5:].strip()))
+    from streams.jt808 import codec as c
+    loc = {"lat": 23.1, "lon": 113.3, "ts": "2026-11-10T10:00:00+08:00", "speed_kmh": 40.0, "status_flags": 3}
+    out += [c.build_frame(0x0200, "013800000001", 1, c.encode_location(loc)),
+            c.build_frame(0x0704, "013800000001", 2, c.encode_batch_upload([loc, loc], True), version=2019),
+            c.build_frame(0x0100, "013800000001", 3, c.encode_registration("粤B12345", 2)),
+            c.build_frame(0x0002, "013800000001", 4, c.encode_heartbeat())]
+    return out
+
+
+def jt808_target() -> Target:
+    from models.pingbatch import decode_batch, encode_batch
+    from streams.jt808 import codec as c
+
+    def run(data: bytes):
+        escaped = not (data[:1] == b"\x7e" and b"\x7e" in data[1:-1])
+        msg = c.parse_frame(data, unescaped=not escaped)
+        if msg.fields is not None:
+            pings = c.message_pings(msg, "粤B12345", 2)
+            if pings:                                # the gateway batches them; the worker decodes the batch
+                decode_batch(encode_batch(pings))
+        return msg
+
+    def mutate(rnd: random.Random, data: bytes) -> bytes:
+        # keep valid framing (length, checksum, escaping) and mutate the header fields or the body
+        try:
+            msg = c.parse_frame(data, unescaped=b"\x7e" in data[1:-1])
+        except c.Jt808Error as e:
+            msg = e.message
+        if msg is None:
+            return data
+        body = mutate_bytes(rnd, msg.body, [msg.body]) if rnd.random() < 0.9 else msg.body
+        msg_id = msg.msg_id if rnd.random() < 0.8 else rnd.choice([0x0200, 0x0704, 0x0100, 0x0102, 0x0702,
+                                                                    0x0002, 0x0003, 0x0001, rnd.randrange(65536)])
+        try:
+            packet = (rnd.randrange(0, 4), rnd.randrange(0, 5)) if rnd.random() < 0.05 else None
+            return c.build_frame(msg_id, msg.terminal_id, msg.serial, body[:1023],
+                                 version=msg.version if rnd.random() < 0.9 else 2019, packet=packet)
+        except c.Jt808Error:
+            return data
+
+    return Target("jt808", _frames(), run, (InvalidRecord,), mutate=mutate)
+
+
+def _ping(i: int = 0, **kw) -> dict:
+    d = {"plate": "苏A12345", "plate_color": 2, "terminal_id": "013300000001",
+         "ts": f"2026-11-10T10:00:{i:02d}+08:00", "lat": 32.0 + i * 1e-3, "lon": 118.8, "speed_kmh": 55.0,
+         "heading": 90, "altitude_m": 12.0, "alarm_flags": 0, "status_flags": 3, "reupload": False,
+         "driver_id": "D1", "mileage_km": 1234.5}
+    d.update(kw)
+    return d
+
+
+def _batch_seeds() -> list[bytes]:
+    from models.pingbatch import encode_batch
+    pings = [_ping(i) for i in range(5)] + [_ping(9, plate="粤B54321", speed_kmh=95.0, alarm_flags=1)]
+    recv = [dict(p, recv_ts=1_762_740_000_000 + i) for i, p in enumerate(pings)]
+    return [encode_batch(pings), encode_batch(pings[:1]), encode_batch(recv), orjson.dumps(_ping())]
+
+
+def pingbatch_target() -> Target:
+    from models.pingbatch import decode_batch
+    return Target("pingbatch", _batch_seeds(), lambda b: decode_batch(b), (InvalidRecord,), json_seeds=True)
+
+
+def engine_target() -> Target:
+    from models.ping_state import PingProcessor
+    from models.pingbatch import decode_batch
+    from models.records import Vehicle
+    from models.registry import Registry
+    from streams.gps import _check_times
+    reg = Registry()
+    reg.vehicles["苏A12345"] = Vehicle(plate="苏A12345", plate_color=2, category="危险货物运输车辆", enterprise_id="")
+    state = {"proc": PingProcessor(Config(), reg), "n": 0}
+
+    def run(data: bytes):
+        # exactly the GPS agent's path (streams/gps.py): decode errors become a dead letter, times are
+        # range-checked, the wall clock is the engine's "now"
+        try:
+            cols = decode_batch(data)
+        except InvalidRecord:
+            raise
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InvalidRecord("bad_type", repr(e)) from None
+        _check_times(cols)
+        state["n"] += 1
+        if state["n"] % 500 == 0:                     # fresh state now and then; snapshot round trip too
+            blob = state["proc"].snapshot()
+            state["proc"] = PingProcessor.restore(Config(), reg, None, blob)
+        out = state["proc"].process(cols, now_ms=int(time.time() * 1000))
+        state["proc"].check_offline()
+        state["proc"].day_rows()
+        return out
+
+    return Target("engine", _batch_seeds(), run, (InvalidRecord,), json_seeds=True)
+
+
+def _wim_seed(**kw) -> dict:
+    d = {"station_id": "S1", "lane": 1, "ts": "2026-11-10T10:00:00+08:00", "plate": "苏A12345", "plate_color": 2,
+         "plate_confidence": 0.97, "vehicle_kind": "truck", "axle_count": 3, "axle_loads_kg": [7000, 10000, 12000],
+         "axle_spacings_m": [3.5, 1.3], "gross_kg": 29000, "speed_kmh": 60, "device_id": "D1", "reading_id": "R1",
+         "images": [{"kind": "front", "uri": "file:///x.jpg", "sha256": "ab" * 32}]}
+    d.update(kw)
+    return d
+
+
+def _wim_seeds() -> list[bytes]:
+    return [orjson.dumps(_wim_seed()), orjson.dumps(_wim_seed(vehicle_kind="train", axle_count=2, plate="粤B54321",
+                                                              axle_loads_kg=[9000, 9500], axle_spacings_m=[4.0],
+                                                              gross_kg=18500, images=[]))]
+
+
+def wim_target() -> Target:
+    from models.records import parse_wim_reading
+    return Target("wim", _wim_seeds(), lambda b: parse_wim_reading(b), (InvalidRecord,), json_seeds=True)
+
+
+def wim_assess_target() -> Target:
+    from models.overload import MemoryCounters, MemoryPassages, assess
+    from models.records import parse_wim_reading
+    from models.registry import parse_registry
+    reg = parse_registry(orjson.loads(_registry_seeds()[0]))
+    cfg = Config()
+    counters, passages = MemoryCounters(), MemoryPassages()
+
+    def run(data: bytes):
+        v = assess(parse_wim_reading(data), reg, cfg, counters=counters, passages=passages)
+        counters.record(v)
+        return v
+
+    return Target("wim_assess", _wim_seeds(), run, (InvalidRecord,), json_seeds=True)
+
+
+def ping_target() -> Target:
+    from models.records import parse_ping
+    return Target("ping", [orjson.dumps(_ping()), orjson.dumps(_ping(3, driver_id=None, mileage_km=None))],
+                  lambda b: parse_ping(b), (InvalidRecord,), json_seeds=True)
+
+
+def _registry_seeds() -> list[bytes]:
+    reg = {"region": "江苏", "enterprises": [{"enterprise_id": "E1", "name": "甲运输", "goods_vehicles": 10}],
+           "drivers": [{"driver_id": "D1", "name": "张三", "enterprise_id": "E1"}],
+           "vehicles": [{"plate": "苏A12345", "plate_color": 2, "category": "普通货车", "enterprise_id": "E1",
+                         "axle_count": 3, "registered_total_kg": 25000.0},
+                        {"plate": "苏B12345", "plate_color": 1, "category": "客运班车", "enterprise_id": "E1",
+                         "vehicle_kind": "bus", "long_distance": True, "route_km": 300.0}],
+           "source_sites": [{"site_id": "X1", "name": "煤场", "polygon": [[118.0, 32.0], [118.1, 32.0], [118.1, 32.1]]}],
+           "zones": [{"zone_id": "Z1", "name": "禁行区", "kind": "restricted", "categories": ["危险货物运输车辆"],
+                      "polygon": [[118.0, 32.0], [118.1, 32.0], [118.1, 32.1]]}],
+           "stations": [{"station_id": "S1", "name": "站", "lat": 32.0, "lon": 118.0,
+                         "devices": [{"device_id": "D1", "cert_no": "C1", "valid_from": "2020-01-01T00:00:00+08:00",
+                                      "valid_to": "2099-01-01T00:00:00+08:00"}]}]}
+    return [orjson.dumps(reg)]
+
+
+def registry_target() -> Target:
+    from models.registry import RegistryError, parse_registry
+
+    def run(data: bytes):
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as e:          # load_registry's own translation
+            raise RegistryError(f"not valid JSON: {e}") from None
+        reg = parse_registry(obj)
+        from geo.zones import ZoneIndex
+        ZoneIndex.from_registry(reg)                 # the engine builds its zone index from it
+        return reg
+
+    return Target("registry", _registry_seeds(), run, (RegistryError,), json_seeds=True)
+
+
+CONFIG_SEEDS = [b'[overlimit]\nfiling_tolerance = 0.05\ndedup_window_s = 120\n\n[stream]\npartitions = 8\n',
+                b'[curfew]\nstart = "02:00"\nend = "05:00"\ncategories = ["\xe5\xae\xa2\xe8\xbf\x90\xe7\x8f\xad\xe8\xbd\xa6"]\n'
+                b'[web]\nport = 7000\n[quality]\nlon_range = [73.55, 135.0833]\n']
+
+
+def config_target(tmp: Path) -> Target:
+    path = tmp / "fuzz-config.toml"
+
+    def run(data: bytes):
+        if data[:1] == b"@":                        # ROADWATCH_SET form
+            return load_config(None, env={"ROADWATCH_SET": data[1:].decode("utf-8", "replace")})
+        path.write_bytes(data)
+        return load_config(path, env={})
+
+    seeds = CONFIG_SEEDS + [b"@stream.partitions=8;web.port=7001;curfew.start=\"01:00\""]
+    return Target("config", seeds, run, (ConfigError,), text=True)
+
+
+def scenario_target(tmp: Path) -> Target:
+    from simulators.behaviours import ScenarioError
+    from simulators.scenario import load_scenario
+    lib = ROOT / "simulators" / "scenarios"
+    seeds = [p.read_bytes() for p in sorted(lib.glob("*.toml"))]
+    path = tmp / "fuzz-scenario.toml"
+
+    def run(data: bytes):
+        path.write_bytes(data)
+        return load_scenario(str(path))
+
+    return Target("scenario", seeds, run, (ScenarioError,), text=True)
+
+
+ALL = ("jt808", "pingbatch", "engine", "wim", "wim_assess", "ping", "registry", "config", "scenario")
+
+
+def make_targets(names, tmp: Path) -> list[Target]:
+    out = []
+    for n in names:
+        if n == "config":
+            out.append(config_target(tmp))
+        elif n == "scenario":
+            out.append(scenario_target(tmp))
+        else:
+            out.append(globals()[f"{n}_target"]())
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+def fuzz_target(t: Target, count: int, rnd: random.Random, keep: int = 3) -> dict:
+    import warnings
+    outcome: Counter = Counter()
+    reasons: Counter = Counter()
+    crashes: dict[str, list] = {}
+    t0 = time.perf_counter()
+    for i in range(count):
+        r = rnd.random()
+        if r < 0.1:
+            data = rnd.randbytes(rnd.randrange(0, 300))
+        elif r < 0.15:
+            data = rnd.choice(t.seeds)
+        else:
+            seed = rnd.choice(t.seeds)
+            if t.mutate is not None and rnd.random() < 0.6:
+                data = t.mutate(rnd, seed)
+            elif t.json_seeds and rnd.random() < 0.6:
+                data = mutate_json(rnd, seed)
+            else:
+                data = mutate_bytes(rnd, seed, t.seeds)
+            if t.text and rnd.random() < 0.5:
+                data = data.decode("utf-8", "replace").encode()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # numpy overflow warnings are not crashes
+                t.run(data)
+            outcome["accepted"] += 1
+        except t.expected as e:
+            outcome["rejected"] += 1
+            reasons[getattr(e, "code", type(e).__name__)] += 1
+        except Exception as e:  # noqa: BLE001 - that is what we are looking for
+            outcome["crash"] += 1
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            kind = f"{type(e).__name__} at {Path(tb.filename).name}:{tb.lineno}"
+            lst = crashes.setdefault(kind, [])
+            if len(lst) < keep:
+                lst.append({"input_b64": base64.b64encode(data[:4000]).decode(), "error": str(e)[:200]})
+    return {"target": t.name, "tried": count, "accepted": outcome["accepted"], "rejected": outcome["rejected"],
+            "crashes": outcome["crash"], "reasons": dict(reasons.most_common()), "crash_kinds": crashes,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def run_fuzz(count: int, seed: int = 1, targets=ALL) -> list[dict]:
+    rnd = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="roadwatch-fuzz-") as tmp:
+        return [fuzz_target(t, count, random.Random(rnd.random())) for t in make_targets(targets, Path(tmp))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=2000, help="inputs per target (default 2000)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--target", action="append", choices=ALL, help="only these targets (repeatable)")
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = ap.parse_args(argv)
+    if args.count < 1:
+        ap.error("--count must be ≥ 1")
+    results = run_fuzz(args.count, args.seed, tuple(args.target or ALL))
+    if args.json:
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for r in results:
+            print(f"{r['target']:<11} tried {r['tried']:>7}  accepted {r['accepted']:>7}  rejected {r['rejected']:>7}"
+                  f"  crashes {r['crashes']:>4}  ({r['seconds']:.1f} s)  reasons: "
+                  + ", ".join(f"{k} {v}" for k, v in list(r["reasons"].items())[:6]))
+            for kind, examples in r["crash_kinds"].items():
+                print(f"    CRASH {kind}: {examples[0]['error']}\n      input (base64): {examples[0]['input_b64'][:300]}")
+    total = sum(r["tried"] for r in results)
+    crashes = sum(r["crashes"] for r in results)
+    print(f"total: {total} inputs, {crashes} crashes", file=sys.stderr)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
