@@ -58,6 +58,7 @@ class EmbeddedBroker:
              "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
             start_new_session=True,  # own process group: Ctrl-C in the terminal reaches us, we stop it
+            preexec_fn=_die_with_parent,
         )
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
@@ -90,6 +91,16 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the broker if the process that started it dies, even by SIGKILL,
+    so no orphan broker survives a crashed CLI."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _answers(bootstrap: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import orjson
@@ -32,6 +32,10 @@ from .broker import ENV_EPOCH
 from .deadletter import dead_letter_bytes
 
 log = logging.getLogger("roadwatch.gps")
+# labelled metric children bound once: .labels() costs a dict lookup and a lock per call on the hot path
+PINGS_OK = M.PINGS.labels(qualified="yes")
+PINGS_BAD = M.PINGS.labels(qualified="no")
+GPS_IN = M.MESSAGES.labels(topic=T.GPS_PINGS, direction="in")
 
 
 @dataclass
@@ -40,6 +44,7 @@ class PartitionEntry:
     next_offset: int
     pending_acks: list
     dirty: bool = False
+    pending_alerts: list = field(default_factory=list)   # archived with the next snapshot
 
 
 def _now_iso() -> str:
@@ -123,6 +128,7 @@ class PartitionStates:
         try:
             save_day_rows(c, rows)
             save_track_points(c, points)
+            save_alerts(c, e.pending_alerts)
             c.execute("INSERT INTO ping_state(topic, partition, next_offset, state, saved_at, epoch) "
                       "VALUES (?,?,?,?,?,?) ON CONFLICT(topic, partition) DO UPDATE SET "
                       "next_offset=excluded.next_offset, state=excluded.state, saved_at=excluded.saved_at, "
@@ -138,6 +144,7 @@ class PartitionStates:
         for ev in e.pending_acks:
             ev.ack()
         e.pending_acks.clear()
+        e.pending_alerts.clear()
         e.dirty = False
         return rows
 
@@ -163,7 +170,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         async for event in stream.noack().events():
             msg = event.message
             entry = states.get(msg.partition)
-            M.MESSAGES.labels(topic=T.GPS_PINGS, direction="in").inc()
+            GPS_IN.inc()
             if msg.offset < entry.next_offset:
                 M.REPLAY_SKIPPED.labels(topic=T.GPS_PINGS).inc()
                 event.ack()
@@ -192,10 +199,11 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
                 out = entry.proc.process(cols, now_ms=int(time.time() * 1000))
                 if out.new_vehicles:
                     M.STATE_BYTES.set(entry.proc.live_bytes_per_vehicle())
-                M.PINGS.labels(qualified="yes").inc(out.qualified)
-                M.PINGS.labels(qualified="no").inc(len(cols) - out.qualified)
+                PINGS_OK.inc(out.qualified)
+                PINGS_BAD.inc(len(cols) - out.qualified)
                 if out.alerts:
-                    await publish_alerts(out.alerts, recv_ms=_recv_ms(cols))
+                    entry.pending_alerts.extend(out.alerts)
+                    await publish_alerts(out.alerts, recv_ms=_recv_ms(cols), persist=False)
             entry.next_offset = msg.offset + 1
             entry.pending_acks.append(event)
             entry.dirty = True
@@ -222,7 +230,8 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         for p, e in list(states.entries.items()):
             alerts = e.proc.check_offline(_offline_clock(e.proc, wall_ms))
             if alerts:
-                await publish_alerts(alerts, recv_ms=None)
+                e.pending_alerts.extend(alerts)
+                await publish_alerts(alerts, recv_ms=None, persist=False)
                 e.dirty = True
             online += e.proc.online_count(_offline_clock(e.proc, wall_ms))
         M.VEHICLES_ONLINE.set(online)

@@ -10,6 +10,8 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import metrics as M
+
 log = logging.getLogger("roadwatch.web")
 
 
@@ -62,7 +64,10 @@ def build_web_app(ctx) -> web.Application:
             from .archive import open_archive
             from .cases import CaseStore
             store = CaseStore(open_archive(ctx.cfg.archive_path))
-            case_actions = store.act
+            def case_actions(case_id, action, operator, reason=None, **kw):
+                result = store.act(case_id, action, operator, reason, **kw)
+                M.CASES.labels(action=action).inc()   # the funnel: review / confirm / dismiss / notify
+                return result
         except ImportError:
             pass
         app = create_console_app(ctx.cfg, archive_path=ctx.cfg.archive_path, registry=ctx.registry,

@@ -31,8 +31,11 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     conn = open_archive(cfg.archive_path)
     alerts_topic = ctx.topics[T.ALERTS]
 
-    async def publish_alerts(alerts: list[dict], recv_ms: int | None) -> None:
-        gps.save_alerts(conn, alerts)
+    async def publish_alerts(alerts: list[dict], recv_ms: int | None, persist: bool = True) -> None:
+        """To the alerts topic and the console now; to the archive now, or (``persist=False``, the GPS path)
+        in the partition's next snapshot transaction — a crash before it replays the same alert ids."""
+        if persist:
+            gps.save_alerts(conn, alerts)
         now = time.time()
         for a in alerts:
             # send_soon: into the producer's buffer without a round trip through the event loop per alert
@@ -47,6 +50,7 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     gps.install(app, ctx, publish_alerts)
     wim_handler = wim.install(app, ctx, publish_alerts)
     _install_driver_events(app, ctx, wim_handler)
+    _install_track_pruning(app, ctx, wim_handler)
     _install_web(app, ctx)
     _install_reports(app, ctx)
     _install_broker_watch(app, bootstrap)   # reliability fix: a frozen broker was silent in the logs
@@ -103,6 +107,18 @@ def _install_web(app, ctx) -> None:
         await start_web(app, ctx)
         ctx.web_up = True
         announce_ready(ctx)
+
+
+def _install_track_pruning(app, ctx, wim_handler) -> None:
+    """Truck track samples are only needed for the source-site look-back: keep twice that, by data time."""
+    keep_ms = int(2 * float(ctx.cfg["source.lookback_h"]) * 3_600_000)
+
+    @app.timer(600.0)
+    async def prune_tracks():
+        states = ctx.gps_state
+        marks = [e.proc.watermark_ms for e in states.entries.values()] if states else []
+        if marks and max(marks):
+            wim_handler.track.prune_track_points(max(marks) - keep_ms)
 
 
 def _install_reports(app, ctx) -> None:

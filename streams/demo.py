@@ -1,0 +1,215 @@
+"""``roadwatch demo`` — the README's main command: everything on a bare machine, one process tree.
+
+embedded broker → worker (child process, console + /metrics) → a simulated province feed published at
+accelerated speed → a live alert ticker on this terminal. The scenario is built for *now*: trucks cross
+WIM stations (some overloaded), a hazardous-goods truck speeds, a bus drives into the night curfew, a
+vehicle enters a restricted zone — so alerts appear within seconds. Ctrl-C (or SIGTERM) stops the feed, the
+worker and the broker cleanly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+
+from models.config import Config, load_config
+from models.records import BEIJING
+
+from . import topics as T
+
+BACKGROUND_GPS = False  # TODO
+SEVERITY_MARK = {"high": "高", "medium": "中", "low": "低"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speed", type=float, default=30.0, help="simulated time per real second (default 30×)")
+    p.add_argument("--hours", type=float, default=5.0, help="simulated hours of traffic (default 5)")
+    p.add_argument("--vehicles", type=int, default=80, help="background fleet size (default 80)")
+    p.add_argument("--port", type=int, default=None, help="console port (default web.port)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop by itself after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--keep-data", action="store_true", help="do not wipe <data_dir>/demo at start")
+
+
+def demo_scenario(now: datetime, hours: float, vehicles: int) -> dict:
+    """A scenario (docs/scenarios.md) anchored at ``now`` so its alerts are live, not history."""
+    start = now.astimezone(BEIJING).replace(second=0, microsecond=0)
+
+    def at(minutes: float) -> str:
+        return (start + timedelta(minutes=minutes)).isoformat()
+
+    return {
+        "scenario": {"name": "demo", "description": "live demo feed", "seed": int(start.timestamp()) % 100000,
+                     "start": start.isoformat(), "hours": hours, "settle_before_scripted_wim": False,
+                     "flush_s": 2.0},
+        "fleet": {"vehicles": vehicles, "stations": 4, "background_gps": BACKGROUND_GPS, "active_days": 1.0,
+                  "truck_active_days": 1.0, "background_wim": True, "wim_per_hour": 90, "overload_rate": 0.15,
+                  "drift_vehicle_rate": 0.05, "bad_value_rate": 0.002, "images": "suspect"},
+        "vehicle": [
+            {"alias": "heavy", "category": "普通货车", "axle_count": 2, "gps": True},
+            {"alias": "dg", "category": "危险货物运输车辆"},
+            {"alias": "tour", "category": "旅游包车"},
+            {"alias": "bus", "category": "客运班车", "long_distance": True, "route_km": 420.0},
+        ],
+        "behaviour": [
+            {"kind": "passage", "vehicle": "heavy", "at": at(1), "over_limit_kg": 3000},
+            {"kind": "speeding", "vehicle": "dg", "at": at(2), "speed": 78, "duration_s": 150},
+            {"kind": "zone", "vehicle": "tour", "at": at(6), "dwell_min": 8},
+        ] + _fatigue(start, hours),
+    }
+
+
+def _fatigue(start: datetime, hours: float) -> list[dict]:
+    """A bus driving past its continuous limit — by day (4 h) or by night (2 h, from 22:00), whichever fits
+    inside the demo's span without straddling the two (the rule differs between them)."""
+    t = start + timedelta(minutes=10)
+    end = start + timedelta(hours=hours)
+    night_start = t.replace(hour=22, minute=0)
+    if t.hour >= 22 or t.hour < 6:
+        night_start = t
+    night_end = (night_start + timedelta(days=1)).replace(hour=6, minute=0) if night_start.hour >= 22 \
+        else night_start.replace(hour=6, minute=0)
+    if 6 <= t.hour < 22 and t + timedelta(hours=4.5) <= min(end, night_start):
+        return [{"kind": "fatigue", "vehicle": "bus", "at": t.isoformat(), "drive_h": 4.5}]
+    n0 = max(t, night_start + timedelta(minutes=5))
+    if n0 + timedelta(hours=2.5) <= min(end, night_end):
+        return [{"kind": "fatigue", "vehicle": "bus", "at": n0.isoformat(), "drive_h": 2.5}]
+    return []
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    from simulators.replay import publish
+    from simulators.scenario import build, parse_scenario
+    from streams.batcher import make_producer
+
+    from .runtime import stack
+
+    base = Path(cfg["paths.data_dir"]).resolve()
+    data = base / "demo"
+    if data.exists() and not args.keep_data:
+        shutil.rmtree(data)  # the embedded broker starts empty: so does the demo's archive
+    data.mkdir(parents=True, exist_ok=True)
+    port = args.port or int(cfg["web.port"])
+    overrides = f'paths.data_dir="{data}";web.port={port}'
+    prev = os.environ.get("ROADWATCH_SET")
+    os.environ["ROADWATCH_SET"] = ";".join(filter(None, [prev, overrides]))
+    cfg = load_config(getattr(args, "config", None))
+
+    say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    say("building the simulated feed …")
+    scn = parse_scenario(demo_scenario(datetime.now(timezone.utc), args.hours, args.vehicles))
+    built = build(scn, cfg, images_dir=data / "images")
+    reg_path = data / "registry.json"
+    built.registry.dump(reg_path)
+    st_ = built.stats
+    say(f"feed: {st_['vehicles']} vehicles, {st_['stations']} WIM stations, {st_['pings']:,} pings, "
+        f"{st_['wim_readings']:,} WIM readings over {args.hours:g} h, replayed at {args.speed:g}× real time")
+
+    password = secrets.token_urlsafe(9)
+    _create_operator(cfg, "demo", password)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
+        print(f"roadwatch demo ready — console http://127.0.0.1:{port}/  user: demo  password: {password}",
+              flush=True)
+        print(f"  metrics http://127.0.0.1:{port}/metrics · archive {cfg.archive_path} · Ctrl-C to stop",
+              flush=True)
+        ticker = threading.Thread(target=_ticker, args=(st.bootstrap, stop), daemon=True)
+        ticker.start()
+        feeder = threading.Thread(target=_feed, args=(built, st, args.speed, stop, publish, make_producer),
+                                  daemon=True)
+        feeder.start()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop.is_set():
+            if deadline and time.monotonic() > deadline:
+                break
+            if st.worker and st.worker.proc.poll() is not None:
+                say("the worker stopped unexpectedly:\n" + "\n".join(st.worker.lines[-20:]))
+                stop.set()
+                return 1
+            stop.wait(0.2)
+        stop.set()
+        print("stopping …", flush=True)
+    print("stopped cleanly", flush=True)
+    return 0
+
+
+def _create_operator(cfg: Config, user: str, password: str) -> None:
+    from .archive import open_archive
+    from .web import auth
+    auth.upsert_user(open_archive(cfg.archive_path), user, "operator", password, cfg=cfg)
+
+
+def _feed(built, st, speed, stop, publish, make_producer) -> None:
+    producer = make_producer(st.bootstrap)
+    records = built.records
+
+    def gated():
+        for r in records:
+            if stop.is_set():
+                return
+            yield r
+    try:
+        res = publish(gated(), producer, speed, total=len(records), on_sent=st.note_sent, progress=False)
+        if not stop.is_set():
+            print(f"[feed] finished: {res['messages']:,} records; the console stays up — Ctrl-C to stop",
+                  flush=True)
+    except Exception as e:  # noqa: BLE001 - the feed is a demo helper; report and keep the console up
+        print(f"[feed] stopped: {e}", file=sys.stderr, flush=True)
+    finally:
+        try:
+            producer.close(timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _ticker(bootstrap: str, stop: threading.Event) -> None:
+    """Print each alert once (replays carry the same id) as a line an operator can read at a glance."""
+    from kafka import KafkaConsumer
+    c = KafkaConsumer(T.ALERTS, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                      enable_auto_commit=False, fetch_max_wait_ms=100)
+    seen: set[str] = set()
+    try:
+        while not stop.is_set():
+            for recs in c.poll(timeout_ms=300).values():
+                for r in recs:
+                    try:
+                        a = orjson.loads(r.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    key = f"{a.get('alert_id')}|{a.get('end_ts')}"
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    print(format_alert(a), flush=True)
+    finally:
+        c.close()
+
+
+def format_alert(a: dict) -> str:
+    t = (a.get("start_ts") or "")[11:19]
+    d = a.get("details") or {}
+    kind = a.get("type", "?")
+    if kind == "overload":
+        what = (f"{d.get('action')} {d.get('fine_yuan') or 0} 元: {d.get('gross_kg', 0):,.0f} kg on "
+                f"{d.get('limit_kg', 0):,.0f} kg at {d.get('station_id')}")
+    elif kind == "overspeed":
+        what = f"max {d.get('max_speed_kmh')} km/h > {d.get('limit')} km/h"
+    else:
+        what = ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
+    ended = " (ended)" if a.get("end_ts") and kind not in ("overload",) else ""
+    late = " [late]" if a.get("late") else ""
+    return (f"[ALERT {t}] {kind:<15} {a.get('plate', ''):<9} {SEVERITY_MARK.get(a.get('severity'), '?')} "
+            f"{what}{ended}{late}")
