@@ -27,6 +27,7 @@ class FeedRecord:
     key: bytes
     value: bytes
     ts_ms: int          # simulated time (receipt) — drives replay pacing
+    barrier: bool = False   # publisher waits until the worker is idle before sending this record
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -69,13 +70,13 @@ def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 5
         idx = np.flatnonzero(part == p)
         if len(idx) == 0:
             continue
-        r = recv[idx]
+        r = recv[idx].astype(np.int64)
+        fl = int(np.floor(flush_s))
         # Greedy cut: new batch when full or when the receipt time passes batch start + flush_s.
         starts = [0]
         i, n = 0, len(idx)
         while i < n:
-            limit_t = r[i] + flush_s
-            j = int(np.searchsorted(r, limit_t, side="right"))
+            j = int(np.searchsorted(r, r[i] + fl, side="right"))
             j = min(j, i + max_pings, n)
             j = max(j, i + 1)
             starts.append(j)
@@ -91,9 +92,9 @@ def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 5
     return [x[2] for x in out]
 
 
-def wim_record(reading: dict, partitions: int, ts_ms: int) -> FeedRecord:
+def wim_record(reading: dict, partitions: int, ts_ms: int, barrier: bool = False) -> FeedRecord:
     key = reading["plate"].encode()
-    return FeedRecord(WIM_READINGS, partition_for(key, partitions), key, orjson.dumps(reading), ts_ms)
+    return FeedRecord(WIM_READINGS, partition_for(key, partitions), key, orjson.dumps(reading), ts_ms, barrier)
 
 
 def driver_record(event: dict, partitions: int, ts_ms: int) -> FeedRecord:

@@ -13,7 +13,6 @@ fix with its receipt (future / stale) are deterministic whatever the wall clock 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,8 +78,8 @@ def expand_legs(legs: dict, rng: np.random.Generator, recv_delay_s: tuple = (1, 
     total = int(counts.sum())
     leg_of = np.repeat(np.arange(n_leg), counts)
     first = np.cumsum(counts) - counts
-    k = np.arange(total) - np.repeat(first, counts)
-    off = k * itv[leg_of]
+    k = np.arange(total) - np.repeat(first, counts) + 1
+    off = np.minimum(k * itv[leg_of], dur[leg_of])      # (t0, t0+dur]: the last fix is at the leg's end
     frac = np.where(dur[leg_of] > 0, off / np.maximum(dur[leg_of], 1), 0.0)
     lon0, lat0, lon1, lat1 = (legs[c][leg_of] for c in ("lon0", "lat0", "lon1", "lat1"))
     lon = lon0 + frac * (lon1 - lon0)
@@ -207,11 +206,3 @@ def duplicate(cols: dict, idx: np.ndarray) -> dict:
 
 def sort_by_receipt(cols: dict) -> dict:
     return take(cols, np.lexsort((cols["ts"], cols["vid"], cols["recv_ts"])))
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-__all__ = ["Track", "Legs", "expand_legs", "concat", "take", "window", "drop", "reupload", "drift",
-           "duplicate", "sort_by_receipt", "haversine_km", "bearing_deg", "destination", "math"]

@@ -26,9 +26,12 @@ def _open(path: str | Path, mode: str) -> IO[bytes]:
 
 
 def encode_line(r: FeedRecord) -> bytes:
-    return orjson.dumps({"topic": r.topic, "partition": r.partition,
-                         "key": base64.b64encode(r.key).decode() if r.key is not None else None,
-                         "value": base64.b64encode(r.value).decode(), "timestamp": r.ts_ms}) + b"\n"
+    d = {"topic": r.topic, "partition": r.partition,
+         "key": base64.b64encode(r.key).decode() if r.key is not None else None,
+         "value": base64.b64encode(r.value).decode(), "timestamp": r.ts_ms}
+    if r.barrier:
+        d["barrier"] = True
+    return orjson.dumps(d) + b"\n"
 
 
 def write_records(path: str | Path, records: Iterable[FeedRecord]) -> int:
@@ -61,7 +64,8 @@ def decode_line(line: bytes, lineno: int = 0) -> FeedRecord:
         key = d.get("key")
         return FeedRecord(str(d["topic"]), int(d.get("partition", -1) if d.get("partition") is not None else -1),
                           base64.b64decode(key, validate=True) if key is not None else None,
-                          base64.b64decode(d["value"], validate=True), int(d["timestamp"]))
+                          base64.b64decode(d["value"], validate=True), int(d["timestamp"]),
+                          bool(d.get("barrier", False)))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise UsageError(f"recording line {lineno}: not a record line ({type(e).__name__}: {str(e)[:80]})") from None
 

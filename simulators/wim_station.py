@@ -150,7 +150,7 @@ def station_traffic(station: Station, goods: list[Vehicle], start: datetime, end
         return out
     t = start
     seq = seq0
-    p = weights / weights.sum() if weights is not None else None
+    cdf = np.cumsum(weights / weights.sum()) if weights is not None else None
     while True:
         hour = t.hour
         rate = traffic.per_hour * (1.0 if 6 <= hour < 22 else 0.4)
@@ -158,7 +158,8 @@ def station_traffic(station: Station, goods: list[Vehicle], start: datetime, end
         if t >= end:
             break
         foreign = rng.random() < traffic.foreign_rate
-        v = goods[int(rng.choice(len(goods), p=p))]
+        v = goods[min(int(np.searchsorted(cdf, rng.random())), len(goods) - 1) if cdf is not None
+                  else int(rng.integers(len(goods)))]
         limit = art3_limit(v.vehicle_kind, v.axle_count, v.single_drive_axle)
         u = rng.random()
         tr = traffic

@@ -1,0 +1,98 @@
+"""``roadwatch scenario check``: exit 0 when the archive matches, 1 on any difference, 2 on bad input.
+
+The archive rows are written by hand here as a correct system would produce them for the scenario (what
+the regulation says should happen), not copied from our engine.
+"""
+import orjson
+import pytest
+
+from models.config import Config
+from simulators.scenario import build, load_scenario
+from streams.archive import close_all, open_archive
+from streams.cli import main
+
+
+def _alert(conn, typ, plate, start="2025-03-05T02:00:00+08:00"):
+    conn.execute("INSERT INTO alerts (alert_id, type, plate, start_ts, severity, details, day, emitted_at) "
+                 "VALUES (?, ?, ?, ?, 'high', '{}', ?, ?)", (f"{typ}|{plate}|{start}", typ, plate, start, start[:10], start))
+
+
+@pytest.fixture
+def curfew_archive(tmp_path):
+    b = build(load_scenario("gps_curfew"), Config())
+    path = tmp_path / "archive.sqlite"
+    conn = open_archive(path)
+    _alert(conn, "curfew", b.aliases["longdist"])        # the only vehicle the regulation stops at 02:00–05:00
+    yield path, b, conn
+    close_all()
+
+
+def test_matching_archive_exits_0(curfew_archive, capsys):
+    path, _, _ = curfew_archive
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(path), "--all"]) == 0
+    out = capsys.readouterr()
+    assert "ok" in out.out and "4 of 4 checks match" in out.err
+
+
+def test_check_from_simulate_output_dir(curfew_archive, tmp_path):
+    path, b, _ = curfew_archive
+    out = tmp_path / "out"
+    assert main(["simulate", "gps_curfew", "--out", str(out), "--no-publish"]) == 0
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(path), "--from", str(out)]) == 0
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(path), "--from", str(tmp_path / "nope")]) == 2
+
+
+def test_wrong_expectation_exits_1(curfew_archive, tmp_path, capsys):
+    path, _, _ = curfew_archive
+    scn = (load_scenario("gps_curfew").path).read_text(encoding="utf-8")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(scn + '\n[[expect.alert]]\ntype = "curfew"\nvehicle = "longdist"\ncount = 2\n', encoding="utf-8")
+    assert main(["scenario", "check", str(wrong), "--archive", str(path)]) == 1
+    out = capsys.readouterr()
+    assert "DIFF" in out.out and "1 difference" in out.err
+
+
+def test_unexpected_and_missing_alerts_exit_1(curfew_archive, capsys):
+    path, b, conn = curfew_archive
+    _alert(conn, "overspeed", b.aliases["charter"])
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(path)]) == 1
+    assert "unexpected alert" in capsys.readouterr().out
+    conn.execute("DELETE FROM alerts")
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(path)]) == 1
+
+
+def test_verdicts_escalations_and_vehicle_day(tmp_path):
+    b = build(load_scenario("wim_escalation"), Config())
+    path = tmp_path / "a.sqlite"
+    conn = open_archive(path)
+    exp = {e["plate"]: e["actions"] for e in b.expectations if e["kind"] == "verdicts"}
+    repeat, share_b = b.aliases["repeat"], b.aliases["share_b"]
+    n = 0
+    for plate, acts in exp.items():
+        v = b.registry.vehicles[plate]
+        for i, (action, fine) in enumerate(acts):
+            n += 1
+            esc = []
+            if plate == repeat and i == 3:
+                esc = [{"target": "vehicle", "id": plate}, {"target": "driver", "id": v.driver_id}]
+            if plate == share_b:
+                esc = [{"target": "enterprise", "id": v.enterprise_id}]
+            ts = f"2025-03-1{2 + i}T10:00:00+08:00"
+            conn.execute("INSERT INTO wim_verdicts VALUES (?,?,?,?,?,?,1,2500,?,NULL,?,'{}')",
+                         (f"p{n}", "W001", plate, ts, ts[:10], action, fine, f"c{n}"))
+            conn.execute("INSERT INTO cases (case_id, plate, station_id, ts, day, action, violation, excess_kg, "
+                         "fine_yuan, enterprise_id, driver_id, status, manifest) VALUES (?,?,?,?,?,?,1,2500,?,?,?,"
+                         "'detected',?)", (f"c{n}", plate, "W001", ts, ts[:10], action, fine, v.enterprise_id,
+                                           v.driver_id, orjson.dumps({"escalations": esc}).decode()))
+    try:
+        assert main(["scenario", "check", "wim_escalation", "--archive", str(path)]) == 0
+        conn.execute("UPDATE cases SET manifest='{\"escalations\": []}'")      # escalations lost → difference
+        assert main(["scenario", "check", "wim_escalation", "--archive", str(path)]) == 1
+    finally:
+        close_all()
+
+
+def test_missing_archive_and_unknown_scenario_exit_2(tmp_path, capsys):
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(tmp_path / "nope.sqlite")]) == 2
+    assert main(["scenario", "check", "no_such_scenario", "--archive", str(tmp_path / "x")]) == 2
+    assert "scenario not found" in capsys.readouterr().err
