@@ -65,6 +65,8 @@ def load_scenario(name_or_path: str) -> Scenario:
     path = resolve(name_or_path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML: {e}") from None
     return parse_scenario(raw, path)
@@ -286,7 +288,8 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     active = rng.random((nv, n_days)) < p_active[:, None]
     vi, di = np.nonzero(active)
     m = len(vi)
-    dep = day0 + di * 86400 + 7 * 3600 + rng.integers(0, 90 * 60, size=m)
+    # trips leave from 07:00, or just after the span starts when it starts later in the day (a live demo)
+    dep = np.maximum(day0 + di * 86400 + 7 * 3600, ctx.t_start + 300) + rng.integers(0, 90 * 60, size=m)
     d1 = (rng.uniform(0.75, 2.0, size=m) * 3600).astype(np.int64)
     d2 = (rng.uniform(0.25, 1.0, size=m) * 3600).astype(np.int64)
     r1 = rng.integers(25 * 60, 45 * 60, size=m)
@@ -327,10 +330,10 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     order = np.lexsort((dep, vi))
     park_from, park_to, park_v = [], [], []
     vs, ds, es = vi[order], dep[order], trip_end[order]
-    first_of = np.r_[True, vs[1:] != vs[:-1]]
-    prev_end = np.where(first_of, ctx.t_start, np.r_[0, es[:-1]])
+    first_of = np.r_[True, vs[1:] != vs[:-1]][: len(vs)]   # [: len] keeps both empty when no trip fits
+    prev_end = np.where(first_of, ctx.t_start, np.r_[0, es[:-1]][: len(vs)])
     park_from.append(prev_end); park_to.append(ds); park_v.append(vs)
-    last_of = np.r_[vs[1:] != vs[:-1], True]
+    last_of = np.r_[vs[1:] != vs[:-1], True][: len(vs)]
     park_from.append(es[last_of]); park_to.append(np.full(int(last_of.sum()), ctx.t_end)); park_v.append(vs[last_of])
     idle = np.setdiff1d(np.arange(nv), vi)
     park_from.append(np.full(len(idle), ctx.t_start)); park_to.append(np.full(len(idle), ctx.t_end)); park_v.append(idle)
@@ -479,7 +482,8 @@ def background_faults(ctx: Context, cols: dict, fl: dict) -> dict:
     moving = np.flatnonzero(bgmask & (cols["speed_kmh"] > 0))
     n_drift_veh = int(float(fl.get("drift_vehicle_rate", 0.0)) * len(np.unique(cols["vid"][bgmask])))
     if n_drift_veh and len(moving):
-        vids = rng.choice(np.unique(cols["vid"][moving]), size=n_drift_veh, replace=False)
+        movers = np.unique(cols["vid"][moving])
+        vids = rng.choice(movers, size=min(n_drift_veh, len(movers)), replace=False)
         for v in np.sort(vids):
             idx = moving[cols["vid"][moving] == v]
             drift(cols, idx[len(idx) // 2: len(idx) // 2 + 1], km=40.0)

@@ -26,7 +26,7 @@ from models.records import BEIJING
 
 from . import topics as T
 
-BACKGROUND_GPS = False  # TODO
+BACKGROUND_GPS = True
 SEVERITY_MARK = {"high": "高", "medium": "中", "low": "低"}
 
 

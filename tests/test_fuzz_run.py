@@ -20,9 +20,7 @@ pytestmark = pytest.mark.slow
 COUNT = 20_000       # per target; RELIABILITY.md records the figures of this run
 SEED = 20261121
 
-KNOWN = {
-    "scenario": "simulators/scenario.load_scenario raises UnicodeDecodeError on a file that is not UTF-8",
-}
+KNOWN: dict[str, str] = {}   # targets with a known crash, marked xfail(strict) until fixed
 
 
 @pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.xfail(reason=KNOWN[t], strict=True))
