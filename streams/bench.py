@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     p.add_argument("--out", metavar="FILE", help="also write the JSON figures to FILE")
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
+    p.add_argument("--workers", type=int, default=1,
+                   help="also run the scale-out part with this many workers sharing the partitions (e.g. 2)")
 
 
 def _progress(label: str, done: int, total: int, t0: float) -> None:
@@ -233,6 +235,49 @@ def part_b(stack, port: int, n: int, ends: dict) -> float:
     raise RuntimeError("the worker did not process the feed within 10 minutes")
 
 
+def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, tmp: Path, workers: int) -> dict:
+    """Scale-out: ``workers`` worker processes in one consumer group split the partitions of the same
+    pre-produced feed (fresh broker, shared archive). Rate = all workers' pings over the time from the first
+    to the last processed ping; then the archive is checked: every ping counted exactly once."""
+    from models.config import load_config
+    from .archive import open_archive
+    from .broker import EmbeddedBroker, create_topics, free_port
+    from .runtime import WorkerProcess, wait_consumed
+    n = len(f["plate"])
+    data = tmp / f"scale{workers}"
+    cfg = load_config(cfg_path)
+    with EmbeddedBroker() as broker:
+        create_topics(broker.bootstrap, cfg)
+        ends = produce_batches(broker.bootstrap, f, batch, partitions)
+        ports = [free_port() for _ in range(workers)]
+        wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
+                             env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
+                                  "ROADWATCH_BROKER_EPOCH": "bench-scale"}) for p in ports]
+        try:
+            for wp in wps:
+                wp.wait_ready(90)
+            t_first = None
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 600:
+                done = sum(pings_done(p) for p in ports)
+                now = time.perf_counter()
+                if t_first is None and done > 0:
+                    t_first = now
+                if done >= n:
+                    break
+                _progress(f"{workers} workers", int(done), n, t0)
+                time.sleep(0.02)
+            rate = n / max(1e-9, time.perf_counter() - t_first)
+            per_worker = [pings_done(p) for p in ports]
+            wait_consumed(broker.bootstrap, ends, timeout=120)
+        finally:
+            for wp in wps:
+                wp.stop()
+    conn = open_archive(data / "archive.sqlite")
+    counted = conn.execute("SELECT COALESCE(SUM(pings), 0) FROM vehicle_day").fetchone()[0]
+    return {"rate": rate, "per_worker_pings": per_worker, "archived_pings": counted, "expected_pings": n}
+
+
 # --- (c) WIM latency ----------------------------------------------------------------------------------------
 
 def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int]:
@@ -358,6 +403,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                     raise
                 finally:
                     wp.stop()
+        if args.workers > 1:
+            say(f"(s) scale-out: {args.workers} workers sharing the partitions of a fresh copy of the feed…")
+            sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers)
+            results.update(scale_workers=args.workers, scale_rate=sc["rate"],
+                           scale_per_worker_pings=sc["per_worker_pings"], scale_archived_pings=sc["archived_pings"])
+            say(f"\n    {args.workers} workers: {sc['rate']:,.0f} pings/s together; pings per worker "
+                f"{[int(x) for x in sc['per_worker_pings']]}; archive counts {sc['archived_pings']:,} of "
+                f"{sc['expected_pings']:,} pings (no loss, no double counting)"
+                if sc["archived_pings"] == sc["expected_pings"] else
+                f"\n    MISMATCH: archive counts {sc['archived_pings']:,} of {sc['expected_pings']:,} pings")
         if "d" not in skip:
             say("(d) batch assess gps…")
             results["batch_rate"], results["batch_rate_cpu"] = part_d(f, reg_path, cfg)
@@ -386,7 +441,8 @@ def _print_table(r: dict) -> None:
             ("worker ready s  [≤ 5]", fmt(r.get("worker_ready_s"), ".1f")),
             ("publish rate (batcher + kafka-python), pings/s", fmt(r.get("publish_rate"), ",.0f")),
             ("live state bytes/vehicle  [≤ 1024]", fmt(r.get("bytes_per_vehicle"), ".0f")),
-            ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f"))]
+            ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f")),
+            ("scale-out: workers together, pings/s", fmt(r.get("scale_rate"), ",.0f"))]
     w = max(len(a) for a, _ in rows)
     print("\n".join(f"{a:<{w}}  {b:>14}" for a, b in rows), file=sys.stderr)
 
