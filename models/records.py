@@ -237,6 +237,23 @@ class DriverEvent(faust.Record, serializer="json"):
     driver_name: str = ""
 
 
+def parse_driver_event(raw: bytes | str | dict, max_bytes: int = 100_000) -> DriverEvent:
+    d = loads_object(raw, max_bytes)
+    ts = _text(d, "ts", max_len=40)
+    parse_ts(ts)
+    event = _text(d, "event", max_len=8)
+    if event not in ("login", "logout"):
+        raise InvalidRecord("out_of_range", f"event must be login or logout, got {event!r}")
+    return DriverEvent(plate=_text(d, "plate", max_len=16), terminal_id=_text(d, "terminal_id", max_len=20),
+                       ts=ts, event=event, driver_id=_opt_text(d, "driver_id"),
+                       driver_name=_opt_text(d, "driver_name", max_len=64))
+
+
+def _opt_text(d: dict, name: str, max_len: int = MAX_TEXT) -> str:
+    """An optional text field: absent, null or empty all mean "not given"."""
+    return "" if d.get(name) in (None, "") else _text(d, name, max_len=max_len)
+
+
 class Alert(faust.Record, serializer="json"):
     """A live alert. ``alert_id`` is deterministic (type, plate, start) so replays never duplicate."""
     alert_id: str

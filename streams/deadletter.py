@@ -21,3 +21,10 @@ def dead_letter_bytes(source: str, reason: str, detail: str, original: bytes | N
         "original_b64": base64.b64encode(original or b"").decode("ascii"),
         "ts": format_ts(datetime.now(timezone.utc)),
     })
+
+
+async def send_dead_letter(topic, source: str, reason: str, detail: str, original: bytes | None) -> None:
+    """Publish on the ``dead-letter`` topic (key = source) — the one way every agent rejects input."""
+    from .metrics import MESSAGES
+    await topic.send(key=source.encode(), value=dead_letter_bytes(source, reason, detail, original))
+    MESSAGES.labels(topic="dead-letter", direction="out").inc()

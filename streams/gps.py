@@ -29,7 +29,7 @@ from . import metrics as M
 from . import topics as T
 from .archive import open_archive
 from .broker import ENV_EPOCH
-from .deadletter import dead_letter_bytes
+from .deadletter import send_dead_letter
 
 log = logging.getLogger("roadwatch.gps")
 # labelled metric children bound once: .labels() costs a dict lookup and a lock per call on the hot path
@@ -178,19 +178,12 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
             raw = event.value
             try:
                 cols = decode_batch(raw, max_bytes)
-                _check_times(cols)
             except InvalidRecord as err:
-                await dlq.send(key=T.GPS_PINGS.encode(),
-                               value=dead_letter_bytes(T.GPS_PINGS, err.code, err.detail, raw))
-                M.MESSAGES.labels(topic=T.DEAD_LETTER, direction="out").inc()
+                await send_dead_letter(dlq, T.GPS_PINGS, err.code, err.detail, raw)
                 cols = None
             except (TypeError, ValueError, OverflowError) as err:
-                # reliability fix (tests/test_fuzz_worker.py): decode_batch lets these escape for some
-                # malformed batches (a number where the plate list belongs, non-numeric recv_ts); uncaught
-                # they killed the agent and with it all GPS processing.
-                await dlq.send(key=T.GPS_PINGS.encode(),
-                               value=dead_letter_bytes(T.GPS_PINGS, "bad_type", repr(err)[:300], raw))
-                M.MESSAGES.labels(topic=T.DEAD_LETTER, direction="out").inc()
+                # defence in depth (tests/test_fuzz_worker.py): a malformed batch must never kill the agent
+                await send_dead_letter(dlq, T.GPS_PINGS, "bad_type", repr(err)[:300], raw)
                 cols = None
             if cols is not None:
                 # reliability fix (tests/test_fuzz_worker.py): the wall clock is the "now" of the future check
@@ -254,19 +247,6 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         states.drop({tp.partition for tp in revoked if tp.topic == T.GPS_PINGS})
 
     return states
-
-
-# Representable, plausible instants (epoch ms, 2000-01-01 … 2100-01-01), the bounds `assess gps` applies too.
-# Reliability fix (tests/test_fuzz_worker.py): a ping in the year 58828 passed decode_batch and crashed the
-# engine when it formatted the day; such a batch is dead-lettered as out_of_range instead.
-_TS_MIN, _TS_MAX = 946_684_800_000, 4_102_444_800_000
-
-
-def _check_times(cols) -> None:
-    for name, arr in (("ts", cols.ts), ("recv_ts", cols.recv_ts)):
-        if arr is not None and len(arr) and (int(arr.min()) < _TS_MIN or int(arr.max()) > _TS_MAX):
-            bad = int(((arr < _TS_MIN) | (arr > _TS_MAX)).sum())
-            raise InvalidRecord("out_of_range", f"{name} of {bad} ping(s) is not epoch milliseconds in 2000–2100")
 
 
 def _recv_ms(cols):

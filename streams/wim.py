@@ -19,7 +19,7 @@ from . import metrics as M
 from . import topics as T
 from .archive import open_archive
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
-from .deadletter import dead_letter_bytes
+from .deadletter import send_dead_letter
 
 log = logging.getLogger("roadwatch.wim")
 
@@ -77,14 +77,11 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 reading = parse_wim_reading(raw, max_bytes)
                 verdict = handler.handle(reading, chain_id=f"p{event.message.partition}")
             except InvalidRecord as err:
-                await dlq.send(key=T.WIM_READINGS.encode(),
-                               value=dead_letter_bytes(T.WIM_READINGS, err.code, err.detail, raw))
-                M.MESSAGES.labels(topic=T.DEAD_LETTER, direction="out").inc()
+                await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
                 continue
             except Exception as err:  # noqa: BLE001 - a rule bug must not stop the stream; it is dead-lettered
                 log.exception("reading could not be assessed")
-                await dlq.send(key=T.WIM_READINGS.encode(),
-                               value=dead_letter_bytes(T.WIM_READINGS, "internal_error", repr(err)[:300], raw))
+                await send_dead_letter(dlq, T.WIM_READINGS, "internal_error", repr(err)[:300], raw)
                 continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))

@@ -9,13 +9,13 @@ from pathlib import Path
 import orjson
 
 from models.config import Config
-from models.records import DriverEvent, InvalidRecord, loads_object, parse_ts
+from models.records import InvalidRecord, parse_driver_event
 from models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics
 from .archive import open_archive
-from .deadletter import dead_letter_bytes
+from .deadletter import send_dead_letter
 
 log = logging.getLogger("roadwatch.worker")
 READY_LINE = "roadwatch worker ready"
@@ -82,19 +82,9 @@ def _install_driver_events(app, ctx, wim_handler) -> None:
             raw = event.value
             M.MESSAGES.labels(topic=T.DRIVER_EVENTS, direction="in").inc()
             try:
-                d = loads_object(raw)
-                ev = DriverEvent(**{k: d[k] for k in ("plate", "terminal_id", "ts", "event") if k in d},
-                                 driver_id=str(d.get("driver_id") or ""), driver_name=str(d.get("driver_name") or ""))
-                parse_ts(ev.ts)
-                if ev.event not in ("login", "logout"):
-                    raise InvalidRecord("out_of_range", f"event must be login or logout, got {ev.event!r}")
+                ev = parse_driver_event(raw)
             except InvalidRecord as err:
-                await dlq.send(key=T.DRIVER_EVENTS.encode(),
-                               value=dead_letter_bytes(T.DRIVER_EVENTS, err.code, err.detail, raw))
-                continue
-            except TypeError as err:
-                await dlq.send(key=T.DRIVER_EVENTS.encode(),
-                               value=dead_letter_bytes(T.DRIVER_EVENTS, "missing_field", str(err), raw))
+                await send_dead_letter(dlq, T.DRIVER_EVENTS, err.code, err.detail, raw)
                 continue
             wim_handler.store.record_driver_event(ev.plate, ev.ts, ev.event, ev.driver_id)
 
