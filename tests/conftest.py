@@ -7,5 +7,4 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ARTIFACTS = ROOT / "test-artifacts"
-SHARED = ROOT.parent / "shared"
 os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -12,7 +12,7 @@ from models.ping_state import PingProcessor
 from test_gps_support import PLATE, T0, bj, cols, north, ping
 
 R = 6371.0088
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(__file__).resolve().parent / "data"   # jt808-frames.txt: a copy of shared/jt808-frames.txt
 
 
 def hav(a, b):
@@ -82,7 +82,7 @@ def test_reanchor_after_consecutive_drift_points():
 
 
 def _entry11():
-    text = (SHARED / "jt808-frames.txt").read_text(encoding="utf-8")
+    text = (DATA / "jt808-frames.txt").read_text(encoding="utf-8")
     block = text.split("## 11 ")[1].split("## 12 ")[0]
     pts = []
     for m in re.finditer(r"time (\S+) (\S+)\s+lat ([\d.]+) lon ([\d.]+)\s+alt (\d+) m\s+speed ([\d.]+)", block):
