@@ -73,6 +73,10 @@ def install(app, ctx, publish_alerts) -> WimHandler:
         async for event in stream.events():
             raw = event.value
             M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
+            msg = event.message
+            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
+            if hw is not None:
+                M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
             try:
                 reading = parse_wim_reading(raw, max_bytes)
                 verdict = handler.handle(reading, chain_id=f"p{event.message.partition}")

@@ -52,3 +52,16 @@ def test_record_then_replay_round_trip(tmp_path):
     got = list(read_records(out))
     sent = [(r.topic, r.partition, r.key, r.value) for r in built.records]
     assert sorted((r.topic, r.partition, r.key, r.value) for r in got) == sorted(sent)
+
+
+@pytest.mark.skipif(bool(os.environ.get("ROADWATCH_KAFKA")), reason="uses the embedded broker")
+def test_a_broken_rule_makes_scenario_check_fail(tmp_path, monkeypatch, capsys):
+    """The worker runs with a deviating Art. 43 rounding (ceil instead of the floor the scenario's
+    expectations are written for): `scenario check` must notice and exit 1."""
+    data = f'paths.data_dir="{tmp_path / "var"}"'
+    monkeypatch.setenv("ROADWATCH_SET", data + ';overlimit.tonne_rounding="ceil"')
+    assert main(["simulate", "wim_limits", "--out", str(tmp_path / "out")]) == 0
+    monkeypatch.setenv("ROADWATCH_SET", data)
+    capsys.readouterr()
+    assert main(["scenario", "check", "wim_limits"]) == 1
+    close_all()
