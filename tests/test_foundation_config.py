@@ -70,3 +70,12 @@ def test_cli_config_show_and_exit_codes(tmp_path):
     assert r.returncode == 2 and "config error" in r.stderr
     r = subprocess.run([sys.executable, "-m", "streams.cli", "no-such-command"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def test_every_sub_command_imports_and_has_help():
+    from streams.cli import COMMANDS, build_parser
+    parser = build_parser(strict=True)          # a command whose module is missing fails here
+    for path, _module, _help in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(path.split() + ["--help"])
+        assert e.value.code == 0, path
