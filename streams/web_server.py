@@ -11,6 +11,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics as M
+from .archive import open_archive
+from .cases import CaseStore
+from .web.console import create_console_app
+from .web.live import LiveHub
 
 log = logging.getLogger("roadwatch.web")
 
@@ -38,7 +42,6 @@ class WorkerFleetView:
         return out
 
     def track(self, plate: str) -> list[dict]:
-        from .archive import open_archive
         conn = open_archive(self.ctx.cfg.archive_path)
         rows = conn.execute("SELECT ts_ms, lat, lon, speed_kmh FROM track_points WHERE plate=? "
                             "ORDER BY ts_ms DESC LIMIT 500", (plate,)).fetchall()
@@ -52,26 +55,16 @@ def build_web_app(ctx) -> web.Application:
     async def healthz(_request):
         return web.json_response({"ready": ctx.ready})
 
-    try:
-        from .web.console import create_console_app
-        from .web.live import LiveHub
-    except ImportError:  # console package not installed in this build
-        app = web.Application()
-    else:
-        ctx.live = ctx.live or LiveHub()
-        case_actions = None
-        try:
-            from .archive import open_archive
-            from .cases import CaseStore
-            store = CaseStore(open_archive(ctx.cfg.archive_path))
-            def case_actions(case_id, action, operator, reason=None, **kw):
-                result = store.act(case_id, action, operator, reason, **kw)
-                M.CASES.labels(action=action).inc()   # the funnel: review / confirm / dismiss / notify
-                return result
-        except ImportError:
-            pass
-        app = create_console_app(ctx.cfg, archive_path=ctx.cfg.archive_path, registry=ctx.registry,
-                                 live=ctx.live, fleet=WorkerFleetView(ctx), case_actions=case_actions)
+    ctx.live = ctx.live or LiveHub()
+    store = CaseStore(open_archive(ctx.cfg.archive_path))
+
+    def case_actions(case_id, action, operator, reason=None, **kw):
+        result = store.act(case_id, action, operator, reason, **kw)
+        M.CASES.labels(action=action).inc()   # the funnel: review / confirm / dismiss / notify
+        return result
+
+    app = create_console_app(ctx.cfg, archive_path=ctx.cfg.archive_path, registry=ctx.registry,
+                             live=ctx.live, fleet=WorkerFleetView(ctx), case_actions=case_actions)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app

@@ -6,7 +6,7 @@ import os
 
 from models.config import Config
 
-from .broker import create_topics, kafka_bootstrap
+from .broker import kafka_bootstrap
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

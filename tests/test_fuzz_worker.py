@@ -8,22 +8,19 @@ before the fix in streams/gps.py any of them killed the GPS agent, and with it a
 from __future__ import annotations
 
 import base64
-import os
 import time
 
 import orjson
 import pytest
+from stack_support import worker_stack
 from kafka import KafkaConsumer, KafkaProducer
 
-from models.config import load_config
 from models.pingbatch import encode_batch
 from models.records import Enterprise, Vehicle
 from models.registry import Registry
 from streams import topics as T
 from streams.archive import open_archive
 from streams.batcher import partition_for
-from streams.broker import free_port
-from streams.runtime import stack
 
 pytestmark = pytest.mark.integration
 
@@ -77,17 +74,8 @@ def running(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("garbage")
     reg_path = tmp / "registry.json"
     _registry(reg_path)
-    old = os.environ.get("ROADWATCH_SET")
-    os.environ["ROADWATCH_SET"] = f'paths.data_dir="{tmp / "data"}";web.port={free_port()}'
-    cfg = load_config(None)
-    try:
-        with stack(cfg, registry_path=str(reg_path)) as st:
-            yield st, cfg
-    finally:
-        if old is None:
-            os.environ.pop("ROADWATCH_SET", None)
-        else:
-            os.environ["ROADWATCH_SET"] = old
+    with worker_stack(tmp, reg_path) as running_stack:
+        yield running_stack
 
 
 def _dead_letters(bootstrap, want: int, timeout: float = 60) -> list[dict]:

@@ -32,20 +32,13 @@ from streams.broker import free_port
 from streams.cli import main as cli_main
 from streams.broker import kafka_bootstrap
 from streams.runtime import Stack, WorkerProcess
-from test_evidence_package import IMG, make_case
+from test_evidence_package import IMG, env, make_case  # noqa: F401 - env is a fixture
 from test_overload_helpers import T0
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
-    data = tmp_path / "var"
-    key = load_signing_key(data, env={})
-    img = tmp_path / "front.jpg"
-    img.write_bytes(IMG)
-    return {"data": data, "key": key, "ev": data / "evidence", "trusted": data / "keys" / "trusted", "img": img}
+# the `env` fixture (signing key, evidence dir, one image) is the evidence tests' own
 
 
 def _offsets(data: bytes, json_like: bool) -> list[int]:
