@@ -1,0 +1,72 @@
+"""The worker closes a month on its own: after the month (plus a grace hour) has passed on the data's clock,
+the report is written to <data_dir>/reports/YYYY-MM and published once; before that, nothing happens."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from types import SimpleNamespace
+
+import orjson
+
+from models.config import Config
+from models.records import BEIJING, Enterprise, Vehicle
+from models.registry import Registry
+from streams import topics as T
+from streams.archive import close_all, open_archive
+from streams.gps import save_day_rows
+from streams.monthly import close_months, previous_month
+
+
+def ms(*args) -> int:
+    return int(datetime(*args, tzinfo=BEIJING).timestamp() * 1000)
+
+
+def test_previous_month_waits_for_the_grace_hour():
+    assert previous_month(ms(2026, 11, 1, 0, 59)) is None
+    assert previous_month(ms(2026, 11, 1, 1, 0)) == "2026-10"
+    assert previous_month(ms(2026, 1, 15, 12, 0)) == "2025-12"
+
+
+class _Topic:
+    """Stands in for the Faust topic: records what the worker would publish."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, key, value):
+        self.sent.append((key, value))
+
+
+def test_close_months_writes_and_publishes_once(tmp_path):
+    cfg = Config({"paths.data_dir": str(tmp_path)})
+    reg = Registry()
+    reg.enterprises["E1"] = Enterprise(enterprise_id="E1", name="甲客运", county="望城区")
+    reg.vehicles["湘A10001"] = Vehicle(plate="湘A10001", plate_color=2, category="客运班车", enterprise_id="E1")
+    reg.vehicles["湘A10002"] = Vehicle(plate="湘A10002", plate_color=2, category="客运班车", enterprise_id="E1")
+    conn = open_archive(cfg.archive_path)
+    save_day_rows(conn, [{"plate": "湘A10001", "day": "2026-10-05", "pings": 100, "qualified": 98, "km_total": 50.0,
+                          "km_incomplete": 5.0, "drift_points": 0, "overspeed_count": 1, "fatigue_s": 0.0,
+                          "curfew_events": 0, "offline_events": 0}])
+    proc = SimpleNamespace(watermark_ms=ms(2026, 11, 2, 8, 0))          # the data has moved into November
+    topic = _Topic()
+    ctx = SimpleNamespace(cfg=cfg, registry=reg, data_dir=tmp_path, topics={T.REPORTS: topic},
+                          gps_state=SimpleNamespace(entries={0: SimpleNamespace(proc=proc)}))
+    assert asyncio.run(close_months(ctx)) == "2026-10"
+    report = orjson.loads((tmp_path / "reports" / "2026-10" / "report.json").read_bytes())
+    online = report["rates"]["online_rate"]
+    assert (online["numerator"], online["denominator"]) == (1, 2)      # one of the two buses reported
+    assert report["rates"]["data_qualified_rate"]["numerator"] == 98
+    assert [k for k, _ in topic.sent] == [b"2026-10"]
+    assert asyncio.run(close_months(ctx)) is None                       # already closed: not again
+    assert len(topic.sent) == 1
+    close_all()
+
+
+def test_nothing_to_close_without_data(tmp_path):
+    cfg = Config({"paths.data_dir": str(tmp_path)})
+    proc = SimpleNamespace(watermark_ms=ms(2026, 11, 2, 8, 0))
+    ctx = SimpleNamespace(cfg=cfg, registry=Registry(), data_dir=tmp_path, topics={T.REPORTS: _Topic()},
+                          gps_state=SimpleNamespace(entries={0: SimpleNamespace(proc=proc)}))
+    assert asyncio.run(close_months(ctx)) is None
+    assert not (tmp_path / "reports").exists()
+    close_all()
