@@ -265,23 +265,19 @@ async def api_me(request: web.Request) -> web.Response:
 
 # --- alerts and live feed -----------------------------------------------------------------------------------
 
+def _where(filters: dict) -> tuple[str, list]:
+    """`` WHERE col = ? AND …`` for the filters that are set (column names are ours, values are bound)."""
+    used = {col: v for col, v in filters.items() if v}
+    cond = (" WHERE " + " AND ".join(f"{col} = ?" for col in used)) if used else ""
+    return cond, list(used.values())
+
+
 def _query_alerts(conn, type_: str | None, plate: str | None, day: str | None, limit: int) -> list[dict]:
     sql = ("SELECT a.alert_id, a.type, a.plate, a.start_ts, a.end_ts, a.severity, a.lat, a.lon, a.late, "
            "a.details, k.operator AS ack_by, k.ts AS ack_ts FROM alerts a "
            "LEFT JOIN alert_acks k ON k.alert_id = a.alert_id")
-    where, args = [], []
-    if type_:
-        where.append("a.type = ?")
-        args.append(type_)
-    if plate:
-        where.append("a.plate = ?")
-        args.append(plate)
-    if day:
-        where.append("a.day = ?")
-        args.append(day)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY a.start_ts DESC LIMIT ?"
+    cond, args = _where({"a.type": type_, "a.plate": plate, "a.day": day})
+    sql += cond + " ORDER BY a.start_ts DESC LIMIT ?"
     args.append(limit)
     return [dict(r) for r in conn.execute(sql, args)]
 
@@ -451,17 +447,7 @@ _CASE_COLS = ("case_id, plate, station_id, ts, day, action, violation, excess_kg
 
 def _query_cases(conn, status: str | None, plate: str | None, day: str | None, limit: int,
                  offset: int) -> dict:
-    where, args = [], []
-    if status:
-        where.append("status = ?")
-        args.append(status)
-    if plate:
-        where.append("plate = ?")
-        args.append(plate)
-    if day:
-        where.append("day = ?")
-        args.append(day)
-    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    cond, args = _where({"status": status, "plate": plate, "day": day})
     total = conn.execute(f"SELECT COUNT(*) FROM cases{cond}", args).fetchone()[0]
     rows = conn.execute(f"SELECT {_CASE_COLS} FROM cases{cond} ORDER BY ts DESC LIMIT ? OFFSET ?",
                         args + [limit, offset]).fetchall()
