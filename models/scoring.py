@@ -77,34 +77,44 @@ def _total(components: dict, decimals: int) -> tuple[float, float]:
     return float(round_half_up(total, decimals)), float(max_pts)
 
 
+# The five rate items both 2016 tables share: (config-key stem, rule text, points function kind).
+_RATE_ITEMS = {
+    "network_rate": ("network", "入网率×{w:g}; <{z:.0%}→0", "linear_zero"),
+    "online_rate": ("online", "上线率×{w:g}", "linear"),
+    "drift_rate": ("drift", "{w:g}−漂移率×{w:g}; >{z:.0%}→0", "drift"),
+    "track_integrity_rate": ("track", "轨迹完整率×{w:g}; <{z:.0%}→0", "linear_zero"),
+    "data_qualified_rate": ("quality", "数据合格率×{w:g}; <{z:.0%}→0", "linear_zero"),
+}
+
+
+def _rate_components(rates: dict[str, dict], cfg, prefix: str, order: tuple) -> dict:
+    """The rate items of one table; ``prefix`` selects its keys (``score.`` agency, ``score.ent_`` enterprise)."""
+    b, dec = cfg["score.rate_basis"], cfg["report.decimals"]
+    comps = {}
+    for name in order:
+        stem, rule, kind = _RATE_ITEMS[name]
+        w_key = f"{prefix}{stem}_weight"
+        z_key = f"{prefix}{stem}_zero_above" if kind == "drift" else f"{prefix}{stem}_zero_below"
+        w = to_decimal(cfg[w_key])
+        z = to_decimal(cfg[z_key]) if kind != "linear" else None
+        if kind == "drift":
+            points = (lambda r, w=w, z=z: drift_points(r, w, z))
+        elif kind == "linear_zero":
+            points = (lambda r, w=w, z=z: linear_points(r, w, z))
+        else:
+            points = (lambda r, w=w: linear_points(r, w))
+        text = rule.format(w=cfg[w_key], z=cfg[z_key] if z is not None else 0)
+        comps[name] = _component(name, rates[name], b, cfg[w_key], points, dec, text)
+    return comps
+
+
 def agency_score(rates: dict[str, dict], cfg) -> dict | None:
     """道路运输管理机构 table over one population's rates (None when the population is empty)."""
     if to_decimal(rates["network_rate"]["denominator"]) == 0:
         return None
     b, dec = cfg["score.rate_basis"], cfg["report.decimals"]
-    k = lambda n: to_decimal(cfg[n])  # noqa: E731
-    comps = {
-        "network_rate": _component("network_rate", rates["network_rate"], b, cfg["score.network_weight"],
-                                   lambda r: linear_points(r, k("score.network_weight"), k("score.network_zero_below")),
-                                   dec, f"入网率×{cfg['score.network_weight']:g}; <{cfg['score.network_zero_below']:.0%}→0"),
-        "online_rate": _component("online_rate", rates["online_rate"], b, cfg["score.online_weight"],
-                                  lambda r: linear_points(r, k("score.online_weight")),
-                                  dec, f"上线率×{cfg['score.online_weight']:g}"),
-        "drift_rate": _component("drift_rate", rates["drift_rate"], b, cfg["score.drift_weight"],
-                                 lambda r: drift_points(r, k("score.drift_weight"), k("score.drift_zero_above")),
-                                 dec, f"{cfg['score.drift_weight']:g}−漂移率×{cfg['score.drift_weight']:g}; "
-                                      f">{cfg['score.drift_zero_above']:.0%}→0"),
-        "track_integrity_rate": _component("track_integrity_rate", rates["track_integrity_rate"], b,
-                                           cfg["score.track_weight"],
-                                           lambda r: linear_points(r, k("score.track_weight"), k("score.track_zero_below")),
-                                           dec, f"轨迹完整率×{cfg['score.track_weight']:g}; "
-                                                f"<{cfg['score.track_zero_below']:.0%}→0"),
-        "data_qualified_rate": _component("data_qualified_rate", rates["data_qualified_rate"], b,
-                                          cfg["score.quality_weight"],
-                                          lambda r: linear_points(r, k("score.quality_weight"), k("score.quality_zero_below")),
-                                          dec, f"数据合格率×{cfg['score.quality_weight']:g}; "
-                                               f"<{cfg['score.quality_zero_below']:.0%}→0"),
-    }
+    comps = _rate_components(rates, cfg, "score.", ("network_rate", "online_rate", "drift_rate",
+                                                   "track_integrity_rate", "data_qualified_rate"))
     total, max_pts = _total(comps, dec)
     return {"table": "道路运输管理机构", "total": total, "max_points": max_pts, "basis": b, "components": comps}
 
@@ -115,32 +125,8 @@ def enterprise_score(rates: dict[str, dict], region_rates: dict[str, dict], cfg)
         return None
     b, dec = cfg["score.rate_basis"], cfg["report.decimals"]
     k = lambda n: to_decimal(cfg[n])  # noqa: E731
-    comps = {
-        "network_rate": _component("network_rate", rates["network_rate"], b, cfg["score.ent_network_weight"],
-                                   lambda r: linear_points(r, k("score.ent_network_weight"),
-                                                           k("score.ent_network_zero_below")),
-                                   dec, f"入网率×{cfg['score.ent_network_weight']:g}; "
-                                        f"<{cfg['score.ent_network_zero_below']:.0%}→0"),
-        "online_rate": _component("online_rate", rates["online_rate"], b, cfg["score.ent_online_weight"],
-                                  lambda r: linear_points(r, k("score.ent_online_weight")),
-                                  dec, f"上线率×{cfg['score.ent_online_weight']:g}"),
-        "track_integrity_rate": _component("track_integrity_rate", rates["track_integrity_rate"], b,
-                                           cfg["score.ent_track_weight"],
-                                           lambda r: linear_points(r, k("score.ent_track_weight"),
-                                                                   k("score.ent_track_zero_below")),
-                                           dec, f"轨迹完整率×{cfg['score.ent_track_weight']:g}; "
-                                                f"<{cfg['score.ent_track_zero_below']:.0%}→0"),
-        "data_qualified_rate": _component("data_qualified_rate", rates["data_qualified_rate"], b,
-                                          cfg["score.ent_quality_weight"],
-                                          lambda r: linear_points(r, k("score.ent_quality_weight"),
-                                                                  k("score.ent_quality_zero_below")),
-                                          dec, f"数据合格率×{cfg['score.ent_quality_weight']:g}; "
-                                               f"<{cfg['score.ent_quality_zero_below']:.0%}→0"),
-        "drift_rate": _component("drift_rate", rates["drift_rate"], b, cfg["score.ent_drift_weight"],
-                                 lambda r: drift_points(r, k("score.ent_drift_weight"), k("score.ent_drift_zero_above")),
-                                 dec, f"{cfg['score.ent_drift_weight']:g}−漂移率×{cfg['score.ent_drift_weight']:g}; "
-                                      f">{cfg['score.ent_drift_zero_above']:.0%}→0"),
-    }
+    comps = _rate_components(rates, cfg, "score.ent_", ("network_rate", "online_rate", "track_integrity_rate",
+                                                       "data_qualified_rate", "drift_rate"))
     for name, key in (("avg_overspeed_count", "score.ent_overspeed_weight"),
                       ("avg_fatigue_seconds", "score.ent_fatigue_weight")):
         region_avg = rate_fraction(region_rates[name], b)
