@@ -12,8 +12,8 @@ from typing import Iterable
 import numpy as np
 import shapely
 
-from models.config import Config
-from models.records import SourceSite, epoch_ms_to_iso
+from roadwatch.models.config import Config
+from roadwatch.models.records import SourceSite, epoch_ms_to_iso
 
 MAX_EXCERPT_POINTS = 500   # evidence track excerpts are thinned to this many points
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.config import Config
+from roadwatch.models.config import Config
 
 from .distance import haversine_km, haversine_km_scalar
 

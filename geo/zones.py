@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 from shapely import STRtree
 
-from models.records import Zone
+from roadwatch.models.records import Zone
 
 
 def _polygon(z: Zone):

@@ -44,7 +44,7 @@ HIGH_SEVERITY_ALARM_BITS = frozenset({0, 26, 27, 28, 29, 30})
 
 def alarm_bit_name(bit: int) -> str:
     try:  # the gateway engineer's full table, when present
-        from streams.jt808.alarms import ALARM_BITS_2013
+        from roadwatch.streams.jt808.alarms import ALARM_BITS_2013
         name = ALARM_BITS_2013.get(bit)
     except ImportError:  # pragma: no cover - depends on build
         name = None

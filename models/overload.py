@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from geo.sites import SiteIndex, find_loading_site
+from roadwatch.geo.sites import SiteIndex, find_loading_site
 from .config import Config
 from .limits import axle_findings, axle_groups, gross_limit
 from .penalties import police_assessment, road_penalty

@@ -57,8 +57,8 @@ from datetime import datetime, timezone
 import numpy as np
 import orjson
 
-from geo.track import GapBook, TrackParams, track_step
-from geo.zones import ZoneIndex
+from roadwatch.geo.track import GapBook, TrackParams, track_step
+from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
 from .monitoring import (CATEGORY_CODES, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,

@@ -43,8 +43,8 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from models.config import Config, ConfigError, load_config  # noqa: E402
-from models.records import InvalidRecord  # noqa: E402
+from roadwatch.models.config import Config, ConfigError, load_config  # noqa: E402
+from roadwatch.models.records import InvalidRecord  # noqa: E402
 
 FRAMES_FILE = ROOT.parent / "shared" / "jt808-frames.txt"
 INTERESTING_BYTES = [0x00, 0x01, 0x7D, 0x7E, 0x7F, 0x80, 0xFF, 0x02, 0x20, 0x22, 0x5C, 0x7B, 0x7D]
@@ -144,7 +144,7 @@ def _frames() -> list[bytes]:
         for line in FRAMES_FILE.read_text(encoding="utf-8").splitlines():
             if line.startswith("hex: "):
                 out.append(bytes.fromhex(line[5:].strip()))
-    from streams.jt808 import codec as c
+    from roadwatch.streams.jt808 import codec as c
     loc = {"lat": 23.1, "lon": 113.3, "ts": "2026-11-10T10:00:00+08:00", "speed_kmh": 40.0, "status_flags": 3}
     out += [c.build_frame(0x0200, "013800000001", 1, c.encode_location(loc)),
             c.build_frame(0x0704, "013800000001", 2, c.encode_batch_upload([loc, loc], True), version=2019),
@@ -154,8 +154,8 @@ def _frames() -> list[bytes]:
 
 
 def jt808_target() -> Target:
-    from models.pingbatch import decode_batch, encode_batch
-    from streams.jt808 import codec as c
+    from roadwatch.models.pingbatch import decode_batch, encode_batch
+    from roadwatch.streams.jt808 import codec as c
 
     def run(data: bytes):
         escaped = not (data[:1] == b"\x7e" and b"\x7e" in data[1:-1])
@@ -197,22 +197,22 @@ def _ping(i: int = 0, **kw) -> dict:
 
 
 def _batch_seeds() -> list[bytes]:
-    from models.pingbatch import encode_batch
+    from roadwatch.models.pingbatch import encode_batch
     pings = [_ping(i) for i in range(5)] + [_ping(9, plate="粤B54321", speed_kmh=95.0, alarm_flags=1)]
     recv = [dict(p, recv_ts=1_762_740_000_000 + i) for i, p in enumerate(pings)]
     return [encode_batch(pings), encode_batch(pings[:1]), encode_batch(recv), orjson.dumps(_ping())]
 
 
 def pingbatch_target() -> Target:
-    from models.pingbatch import decode_batch
+    from roadwatch.models.pingbatch import decode_batch
     return Target("pingbatch", _batch_seeds(), lambda b: decode_batch(b), (InvalidRecord,), json_seeds=True)
 
 
 def engine_target() -> Target:
-    from models.ping_state import PingProcessor
-    from models.pingbatch import decode_batch
-    from models.records import Vehicle
-    from models.registry import Registry
+    from roadwatch.models.ping_state import PingProcessor
+    from roadwatch.models.pingbatch import decode_batch
+    from roadwatch.models.records import Vehicle
+    from roadwatch.models.registry import Registry
     reg = Registry()
     reg.vehicles["苏A12345"] = Vehicle(plate="苏A12345", plate_color=2, category="危险货物运输车辆", enterprise_id="")
     state = {"proc": PingProcessor(Config(), reg), "n": 0}
@@ -254,14 +254,14 @@ def _wim_seeds() -> list[bytes]:
 
 
 def wim_target() -> Target:
-    from models.records import parse_wim_reading
+    from roadwatch.models.records import parse_wim_reading
     return Target("wim", _wim_seeds(), lambda b: parse_wim_reading(b), (InvalidRecord,), json_seeds=True)
 
 
 def wim_assess_target() -> Target:
-    from models.overload import MemoryCounters, MemoryPassages, assess
-    from models.records import parse_wim_reading
-    from models.registry import parse_registry
+    from roadwatch.models.overload import MemoryCounters, MemoryPassages, assess
+    from roadwatch.models.records import parse_wim_reading
+    from roadwatch.models.registry import parse_registry
     reg = parse_registry(orjson.loads(_registry_seeds()[0]))
     cfg = Config()
     counters, passages = MemoryCounters(), MemoryPassages()
@@ -275,7 +275,7 @@ def wim_assess_target() -> Target:
 
 
 def ping_target() -> Target:
-    from models.records import parse_ping
+    from roadwatch.models.records import parse_ping
     return Target("ping", [orjson.dumps(_ping()), orjson.dumps(_ping(3, driver_id=None, mileage_km=None))],
                   lambda b: parse_ping(b), (InvalidRecord,), json_seeds=True)
 
@@ -297,7 +297,7 @@ def _registry_seeds() -> list[bytes]:
 
 
 def registry_target() -> Target:
-    from models.registry import RegistryError, parse_registry
+    from roadwatch.models.registry import RegistryError, parse_registry
 
     def run(data: bytes):
         try:
@@ -305,7 +305,7 @@ def registry_target() -> Target:
         except orjson.JSONDecodeError as e:          # load_registry's own translation
             raise RegistryError(f"not valid JSON: {e}") from None
         reg = parse_registry(obj)
-        from geo.zones import ZoneIndex
+        from roadwatch.geo.zones import ZoneIndex
         ZoneIndex.from_registry(reg)                 # the engine builds its zone index from it
         return reg
 
@@ -331,8 +331,8 @@ def config_target(tmp: Path) -> Target:
 
 
 def scenario_target(tmp: Path) -> Target:
-    from simulators.behaviours import ScenarioError
-    from simulators.scenario import load_scenario
+    from roadwatch.simulators.behaviours import ScenarioError
+    from roadwatch.simulators.scenario import load_scenario
     lib = ROOT / "simulators" / "scenarios"
     seeds = [p.read_bytes() for p in sorted(lib.glob("*.toml"))]
     path = tmp / "fuzz-scenario.toml"

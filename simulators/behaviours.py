@@ -11,7 +11,7 @@ from datetime import datetime
 
 import numpy as np
 
-from models.records import BEIJING, format_ts
+from roadwatch.models.records import BEIJING, format_ts
 
 from . import expectations as ex
 from .gps_terminal import STATUS_POSITIONED, destination, drift, reupload, window

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from models.config import Config
-from streams.cli import UsageError
+from roadwatch.models.config import Config
+from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
 from .scenario import build, load_scenario
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         scn = load_scenario(args.scenario)
         if args.from_dir:
-            from models.registry import RegistryError, load_registry
+            from roadwatch.models.registry import RegistryError, load_registry
             d = Path(args.from_dir)
             try:
                 expectations = orjson.loads((d / "expectations.json").read_bytes())

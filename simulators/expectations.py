@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, time
 
-from models.config import Config
-from models.records import Station, Vehicle
+from roadwatch.models.config import Config
+from roadwatch.models.records import Station, Vehicle
 
 from .wim_station import art3_limit
 

@@ -16,8 +16,8 @@ import numpy as np
 import orjson
 from kafka.partitioner.default import murmur2
 
-from models.pingbatch import SCHEMA
-from streams.topics import DRIVER_EVENTS, GPS_PINGS, WIM_READINGS
+from roadwatch.models.pingbatch import SCHEMA
+from roadwatch.streams.topics import DRIVER_EVENTS, GPS_PINGS, WIM_READINGS
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from models.records import BEIJING, PLATE_RE, Driver, Enterprise, SourceSite, Station, Vehicle, Zone, format_ts
-from models.registry import Registry
+from roadwatch.models.records import BEIJING, PLATE_RE, Driver, Enterprise, SourceSite, Station, Vehicle, Zone, format_ts
+from roadwatch.models.registry import Registry
 
 
 @dataclass(frozen=True)

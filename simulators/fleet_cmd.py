@@ -5,8 +5,8 @@ import argparse
 import sys
 import time
 
-from models.config import Config
-from streams.cli import UsageError
+from roadwatch.models.config import Config
+from roadwatch.streams.cli import UsageError
 
 from .fleet import generate_fleet
 

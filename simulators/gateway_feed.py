@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from models.records import BEIJING
+from roadwatch.models.records import BEIJING
 
 BATCH_MAX = 30
 
@@ -55,7 +55,7 @@ def _plan(built, day_shift_s: int) -> dict[int, list]:
 
 async def _terminal(host: str, port: int, veh, driver, events: list, speed: float | None, t_sim0: int,
                     t_wall0: float, min_gap_s: float, stats: dict) -> None:
-    from streams.jt808 import codec as c
+    from roadwatch.streams.jt808 import codec as c
     tid = veh.terminal_id
     reader, writer = await asyncio.open_connection(host, port)
     serial = 0
@@ -143,7 +143,7 @@ async def _run(built, host: str, port: int, speed: float | None, max_fps: float)
 def send_to_gateway(built, target: str, speed: float | None, max_fps: float = 40.0) -> int:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        from streams.cli import UsageError
+        from roadwatch.streams.cli import UsageError
         raise UsageError(f"--gateway must be HOST:PORT, got {target!r}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

@@ -7,8 +7,8 @@ import signal
 import sys
 import time
 
-from models.config import Config
-from streams.cli import UsageError
+from roadwatch.models.config import Config
+from roadwatch.streams.cli import UsageError
 
 from .feed import FeedRecord
 from .recording import RecordingWriter

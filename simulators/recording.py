@@ -13,7 +13,7 @@ from typing import IO, Iterable, Iterator
 
 import orjson
 
-from streams.cli import UsageError
+from roadwatch.streams.cli import UsageError
 
 from .feed import FeedRecord
 

@@ -5,8 +5,8 @@ import argparse
 import os
 import sys
 
-from models.config import Config
-from streams.cli import UsageError
+from roadwatch.models.config import Config
+from roadwatch.streams.cli import UsageError
 
 from .recording import read_records
 from .replay import parse_speed, ping_count, publish
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     records = list(read_records(args.file))   # validates the whole file before sending anything
     if not args.keep_partitions:
         records = [r.__class__(r.topic, r.partition if r.key is None else -1, r.key, r.value, r.ts_ms) for r in records]
-    from streams.batcher import make_producer
+    from roadwatch.streams.batcher import make_producer
     try:
         producer = make_producer(args.bootstrap)
     except Exception as e:   # noqa: BLE001 - NoBrokersAvailable and friends

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.config import Config
-from models.records import BEIJING, CATEGORIES, PLATE_RE, Driver, Enterprise, Vehicle, format_ts
+from roadwatch.models.config import Config
+from roadwatch.models.records import BEIJING, CATEGORIES, PLATE_RE, Driver, Enterprise, Vehicle, format_ts
 
 from . import behaviours as bh
 from . import expectations as ex

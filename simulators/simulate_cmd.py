@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from models.config import Config
-from streams.cli import UsageError
+from roadwatch.models.config import Config
+from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
 from .recording import write_records
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.gateway:
         from .gateway_feed import send_to_gateway
         return send_to_gateway(built, args.gateway, speed)
-    from streams.batcher import make_producer
-    from streams.runtime import stack
+    from roadwatch.streams.batcher import make_producer
+    from roadwatch.streams.runtime import stack
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
         producer = make_producer(st.bootstrap)
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.records import PLATE_RE, Station, Vehicle, format_ts
+from roadwatch.models.records import PLATE_RE, Station, Vehicle, format_ts
 
 from .fleet import PLATE_CHARS, TRUCK_CONFIGS, expired_device, valid_device
 

@@ -15,8 +15,8 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from models.config import Config
-from models.registry import Registry
+from roadwatch.models.config import Config
+from roadwatch.models.registry import Registry
 
 from . import topics as T
 

@@ -23,11 +23,11 @@ from typing import Iterable
 import numpy as np
 import orjson
 
-from geo.zones import ZoneIndex
-from models.config import Config
-from models.pingbatch import PingColumns
-from models.ping_state import PingProcessor
-from models.registry import Registry, RegistryError, load_registry, parse_registry
+from roadwatch.geo.zones import ZoneIndex
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import PingColumns
+from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.registry import Registry, RegistryError, load_registry, parse_registry
 
 from .cli import UsageError
 

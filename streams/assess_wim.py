@@ -13,12 +13,12 @@ from pathlib import Path
 
 import orjson
 
-from models.config import Config, ConfigError, load_config
-from models.evidence import EvidenceError, load_signing_key, write_package
-from models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
-from models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
-from models.registry import RegistryError, load_registry
-from streams.cli import UsageError
+from roadwatch.models.config import Config, ConfigError, load_config
+from roadwatch.models.evidence import EvidenceError, load_signing_key, write_package
+from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
+from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
+from roadwatch.models.registry import RegistryError, load_registry
+from roadwatch.streams.cli import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

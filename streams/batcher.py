@@ -15,8 +15,8 @@ from typing import Any, Callable, Protocol
 
 from kafka.partitioner.default import murmur2
 
-from models.config import Config
-from models.pingbatch import encode_batch
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import encode_batch
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from models.config import Config
+from roadwatch.models.config import Config
 
 from . import topics as T
 
@@ -94,8 +94,8 @@ def wim_plate(i: int) -> str:
 
 
 def bench_registry(f: dict, path: Path) -> None:
-    from models.registry import Registry
-    from models.records import Enterprise, Station, Vehicle
+    from roadwatch.models.registry import Registry
+    from roadwatch.models.records import Enterprise, Station, Vehicle
     reg = Registry()
     reg.enterprises["E1"] = Enterprise(enterprise_id="E1", name="基准运输", goods_vehicles=len(f["plates"]))
     cats = ("客运班车", "旅游包车", "危险货物运输车辆", "普通货车")
@@ -239,7 +239,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     """Scale-out: ``workers`` worker processes in one consumer group split the partitions of the same
     pre-produced feed (fresh broker, shared archive). Rate = all workers' pings over the time from the first
     to the last processed ping; then the archive is checked: every ping counted exactly once."""
-    from models.config import load_config
+    from roadwatch.models.config import load_config
     from .archive import open_archive
     from .broker import EmbeddedBroker, create_topics, free_port
     from .runtime import WorkerProcess, wait_consumed
@@ -335,7 +335,7 @@ def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int
 # --- (d) batch path -----------------------------------------------------------------------------------------
 
 def part_d(f: dict, registry_path: Path, cfg: Config) -> float:
-    from models.registry import load_registry
+    from roadwatch.models.registry import load_registry
     from .assess_gps import run_pings
     n = len(f["plate"])
     lines = []
@@ -365,7 +365,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         port = _free_port()
         env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}'}
         os.environ["ROADWATCH_SET"] = env["ROADWATCH_SET"]
-        from models.config import load_config
+        from roadwatch.models.config import load_config
         cfg = load_config(getattr(args, "config", None))
         parts = int(cfg["stream.partitions"])
         with stack(cfg, registry_path=None, worker=False) as st:

@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
-from models.config import Config
+from roadwatch.models.config import Config
 
 from .topics import TOPICS, partitions_for
 

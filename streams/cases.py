@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from models.config import Config
-from models.evidence import SigningKey, load_signing_key, write_package
-from models.records import WimReading, format_ts, iso_to_epoch_ms, parse_ts
-from streams.archive import register_schema
+from roadwatch.models.config import Config
+from roadwatch.models.evidence import SigningKey, load_signing_key, write_package
+from roadwatch.models.records import WimReading, format_ts, iso_to_epoch_ms, parse_ts
+from roadwatch.streams.archive import register_schema
 
 register_schema("""
 CREATE INDEX IF NOT EXISTS cases_source_site ON cases(source_site_id, ts);

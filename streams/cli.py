@@ -10,28 +10,28 @@ import importlib
 import signal
 import sys
 
-from models.config import ConfigError, load_config
-from streams.errors import UsageError  # noqa: F401 - re-exported for the command modules
+from roadwatch.models.config import ConfigError, load_config
+from roadwatch.streams.errors import UsageError  # noqa: F401 - re-exported for the command modules
 
 # (command path, module, one-line help). Nested commands use a space: "config show".
 COMMANDS: list[tuple[str, str, str]] = [
-    ("demo", "streams.demo", "embedded broker + worker + simulators + console + live alert ticker"),
-    ("worker", "streams.worker_cmd", "run the Faust worker (WIM, GPS, cases, stats, console)"),
-    ("broker", "streams.broker", "run the embedded Kafka-compatible broker (Tansu) in the foreground"),
-    ("config show", "streams.config_cmd", "print the effective configuration with defaults and sources"),
-    ("decode jt808", "streams.jt808.decode_cmd", "decode hex JT/T 808 frames (stdin, one per line) to JSON lines"),
-    ("gateway", "streams.jt808.gateway", "JT/T 808 TCP gateway for terminals, publishing pings to Kafka"),
-    ("assess wim", "streams.assess_wim", "batch: WIM readings (JSON lines, stdin) → verdicts (JSON lines)"),
-    ("assess gps", "streams.assess_gps", "batch: GPS pings (JSON lines, stdin) → alerts (JSON lines)"),
-    ("evidence verify", "streams.evidence_cmd", "verify an evidence package or a directory of them"),
-    ("report monthly", "streams.report_cmd", "monthly regulator report (json, html, xlsx, csv)"),
-    ("fleet generate", "simulators.fleet_cmd", "generate a registry (fleet, sites, zones, stations)"),
-    ("simulate", "simulators.simulate_cmd", "run a scenario's feeds against the broker"),
-    ("scenario check", "simulators.check_cmd", "compare what the system produced with a scenario's expectations"),
-    ("record", "simulators.record_cmd", "capture topics to a file"),
-    ("replay", "simulators.replay_cmd", "re-publish a recording with its relative timing"),
-    ("users add", "streams.web.users_cmd", "create or update a console user"),
-    ("bench", "streams.bench", "benchmark the ping path, WIM latency and batch assessment"),
+    ("demo", "roadwatch.streams.demo", "embedded broker + worker + simulators + console + live alert ticker"),
+    ("worker", "roadwatch.streams.worker_cmd", "run the Faust worker (WIM, GPS, cases, stats, console)"),
+    ("broker", "roadwatch.streams.broker", "run the embedded Kafka-compatible broker (Tansu) in the foreground"),
+    ("config show", "roadwatch.streams.config_cmd", "print the effective configuration with defaults and sources"),
+    ("decode jt808", "roadwatch.streams.jt808.decode_cmd", "decode hex JT/T 808 frames (stdin, one per line) to JSON lines"),
+    ("gateway", "roadwatch.streams.jt808.gateway", "JT/T 808 TCP gateway for terminals, publishing pings to Kafka"),
+    ("assess wim", "roadwatch.streams.assess_wim", "batch: WIM readings (JSON lines, stdin) → verdicts (JSON lines)"),
+    ("assess gps", "roadwatch.streams.assess_gps", "batch: GPS pings (JSON lines, stdin) → alerts (JSON lines)"),
+    ("evidence verify", "roadwatch.streams.evidence_cmd", "verify an evidence package or a directory of them"),
+    ("report monthly", "roadwatch.streams.report_cmd", "monthly regulator report (json, html, xlsx, csv)"),
+    ("fleet generate", "roadwatch.simulators.fleet_cmd", "generate a registry (fleet, sites, zones, stations)"),
+    ("simulate", "roadwatch.simulators.simulate_cmd", "run a scenario's feeds against the broker"),
+    ("scenario check", "roadwatch.simulators.check_cmd", "compare what the system produced with a scenario's expectations"),
+    ("record", "roadwatch.simulators.record_cmd", "capture topics to a file"),
+    ("replay", "roadwatch.simulators.replay_cmd", "re-publish a recording with its relative timing"),
+    ("users add", "roadwatch.streams.web.users_cmd", "create or update a console user"),
+    ("bench", "roadwatch.streams.bench", "benchmark the ping path, WIM latency and batch assessment"),
 ]
 
 

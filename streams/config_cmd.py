@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models.config import Config, render_toml
+from roadwatch.models.config import Config, render_toml
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.key:
-        from models.config import KEYS
+        from roadwatch.models.config import KEYS
         if args.key not in KEYS:
             print(f"roadwatch: unknown config key {args.key!r}", file=sys.stderr)
             return 2

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import orjson
 from prometheus_client import Counter
 
-from models.records import format_ts
+from roadwatch.models.records import format_ts
 
 DEAD_LETTERS = Counter("roadwatch_dead_letters_total", "Inputs rejected to the dead-letter topic",
                        ["source", "reason"])

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from models.config import Config, load_config
-from models.records import BEIJING
+from roadwatch.models.config import Config, load_config
+from roadwatch.models.records import BEIJING
 
 from . import topics as T
 
@@ -87,9 +87,9 @@ def _fatigue(start: datetime, hours: float) -> list[dict]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from simulators.replay import publish
-    from simulators.scenario import build, parse_scenario
-    from streams.batcher import make_producer
+    from roadwatch.simulators.replay import publish
+    from roadwatch.simulators.scenario import build, parse_scenario
+    from roadwatch.streams.batcher import make_producer
 
     from .runtime import stack
 

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.config import Config
-from models.evidence import NotAPackage, is_package, verify_package, verify_tree
+from roadwatch.models.config import Config
+from roadwatch.models.evidence import NotAPackage, is_package, verify_package, verify_tree
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 
 import orjson
 
-from models.pingbatch import decode_batch
-from models.ping_state import PingProcessor
-from models.records import InvalidRecord, format_ts
+from roadwatch.models.pingbatch import decode_batch
+from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.records import InvalidRecord, format_ts
 
 from . import metrics as M
 from . import topics as T

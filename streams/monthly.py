@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from models.records import BEIJING, format_ts
+from roadwatch.models.records import BEIJING, format_ts
 
 from . import topics as T
 from .archive import open_archive

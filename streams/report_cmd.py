@@ -11,9 +11,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from models.records import InvalidRecord, format_ts, parse_ts
-from models.registry import RegistryError, load_registry
-from models.rates import parse_month
+from roadwatch.models.records import InvalidRecord, format_ts, parse_ts
+from roadwatch.models.registry import RegistryError, load_registry
+from roadwatch.models.rates import parse_month
 
 from .cli import UsageError
 
@@ -31,10 +31,10 @@ def add_arguments(p) -> None:
 
 def _day_rows_from_pings(path: str, registry, cfg) -> list[dict]:
     try:
-        from streams.assess_gps import run_pings
+        from roadwatch.streams.assess_gps import run_pings
     except ModuleNotFoundError as e:
         raise UsageError(f"--pings needs the GPS engine (streams.assess_gps): {e}; use --archive") from None
-    from geo.zones import ZoneIndex
+    from roadwatch.geo.zones import ZoneIndex
     try:
         fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as e:

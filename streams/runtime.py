@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from models.config import Config
+from roadwatch.models.config import Config
 
 from .broker import kafka_bootstrap
 from .topics import INPUT_TOPICS
@@ -29,7 +29,7 @@ class WorkerProcess:
     def __init__(self, bootstrap: str, *, registry_path: str | None = None, config_path: str | None = None,
                  env: dict | None = None, on_line: Callable[[str], None] | None = None, loglevel: str = "warning"):
         self.bootstrap = bootstrap
-        cmd = [sys.executable, "-m", "streams.cli"]
+        cmd = [sys.executable, "-m", "roadwatch.streams.cli"]
         if config_path:
             cmd += ["--config", str(config_path)]
         cmd += ["worker", "--loglevel", loglevel]

@@ -12,8 +12,8 @@ import time
 
 import orjson
 
-from models.overload import assess
-from models.records import InvalidRecord, parse_ts, parse_wim_reading
+from roadwatch.models.overload import assess
+from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading
 
 from . import metrics as M
 from . import topics as T

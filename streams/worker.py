@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 
-from models.config import Config
-from models.records import InvalidRecord, parse_driver_event
-from models.registry import load_registry
+from roadwatch.models.config import Config
+from roadwatch.models.records import InvalidRecord, parse_driver_event
+from roadwatch.models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics

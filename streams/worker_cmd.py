@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from models.config import Config
+from roadwatch.models.config import Config
 
 from .broker import kafka_bootstrap
 

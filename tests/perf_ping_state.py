@@ -15,11 +15,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.config import Config  # noqa: E402
-from models.pingbatch import PingColumns  # noqa: E402
-from models.ping_state import PingProcessor  # noqa: E402
-from models.registry import parse_registry  # noqa: E402
-from models.records import CATEGORIES  # noqa: E402
+from roadwatch.models.config import Config  # noqa: E402
+from roadwatch.models.pingbatch import PingColumns  # noqa: E402
+from roadwatch.models.ping_state import PingProcessor  # noqa: E402
+from roadwatch.models.registry import parse_registry  # noqa: E402
+from roadwatch.models.records import CATEGORIES  # noqa: E402
 
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 

@@ -1,7 +1,7 @@
 """Shared builders for the report tests (tests/test_rates.py, tests/test_report_*.py)."""
 from __future__ import annotations
 
-from models.registry import parse_registry
+from roadwatch.models.registry import parse_registry
 
 
 def plate(i: int, prefix: str = "鄂B") -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from models.config import load_config
-from streams.broker import free_port
-from streams.runtime import stack
+from roadwatch.models.config import load_config
+from roadwatch.streams.broker import free_port
+from roadwatch.streams.runtime import stack
 
 
 @contextmanager

@@ -6,9 +6,9 @@ import ctypes
 import pytest
 from kafka.partitioner.default import DefaultPartitioner
 
-from models.config import Config
-from models.pingbatch import columns_to_pings, decode_batch
-from streams.batcher import MemoryPublisher, PingBatcher, PublishError, partition_for
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import columns_to_pings, decode_batch
+from roadwatch.streams.batcher import MemoryPublisher, PingBatcher, PublishError, partition_for
 
 PLATES = ["京A12345", "粤B8K2Q1", "沪C00001", "冀D7788挂", "新AX1234", "苏E12F34", "川A99999", "鲁Q0K001",
           "黑AB1234", "琼A00001", "浙A0A0A0", "A", "foobar"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.archive import open_archive
+from roadwatch.streams.archive import open_archive
 from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_alert, seed_case, seed_user
 
 CHROMIUM = "/usr/bin/chromium"

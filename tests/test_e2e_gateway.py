@@ -12,12 +12,12 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from models.config import Config, load_config
-from simulators.gateway_feed import send_to_gateway
-from simulators.scenario import build, load_scenario
-from streams import topics as T
-from streams.broker import free_port
-from streams.runtime import stack
+from roadwatch.models.config import Config, load_config
+from roadwatch.simulators.gateway_feed import send_to_gateway
+from roadwatch.simulators.scenario import build, load_scenario
+from roadwatch.streams import topics as T
+from roadwatch.streams.broker import free_port
+from roadwatch.streams.runtime import stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(bool(os.environ.get("ROADWATCH_KAFKA")),
                                                           reason="uses the embedded broker")]
@@ -44,7 +44,7 @@ def test_terminals_through_gateway_raise_the_expected_alert_in_the_worker(tmp_pa
     cfg = load_config(None)
     with stack(cfg, registry_path=str(reg_path)) as st:
         port = free_port()
-        gw = subprocess.Popen([sys.executable, "-m", "streams.cli", "gateway", "--host", "127.0.0.1", "--port",
+        gw = subprocess.Popen([sys.executable, "-m", "roadwatch.streams.cli", "gateway", "--host", "127.0.0.1", "--port",
                                str(port), "--registry", str(reg_path), "--bootstrap", st.bootstrap],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from models.config import load_config
-from streams import topics as T
-from streams.broker import free_port
-from streams.cli import main
-from streams.runtime import stack
+from roadwatch.models.config import load_config
+from roadwatch.streams import topics as T
+from roadwatch.streams.broker import free_port
+from roadwatch.streams.cli import main
+from roadwatch.streams.runtime import stack
 from tests.test_reliability_feed import (PARTITIONS, T0, build_gps_feed, build_registry, gps_records,
                                          override_string)
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from models.config import Config
-from models.evidence import (EvidenceError, NotAPackage, load_signing_key, verify_package, verify_tree,
+from roadwatch.models.config import Config
+from roadwatch.models.evidence import (EvidenceError, NotAPackage, load_signing_key, verify_package, verify_tree,
                              write_package)
-from models.overload import MemoryCounters, MemoryTracks, assess
-from streams.cli import main as cli_main
+from roadwatch.models.overload import MemoryCounters, MemoryTracks, assess
+from roadwatch.streams.cli import main as cli_main
 from test_overload_helpers import PLATE, T0, ms, reading, registry
 
 IMG = b"\xff\xd8\xff\xe0 fake jpeg bytes for the front camera \xff\xd9"

@@ -8,9 +8,9 @@ import time
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from models.config import Config
-from streams.broker import EmbeddedBroker, create_topics
-from streams.topics import TOPICS
+from roadwatch.models.config import Config
+from roadwatch.streams.broker import EmbeddedBroker, create_topics
+from roadwatch.streams.topics import TOPICS
 
 
 def _alive(pid):
@@ -53,7 +53,7 @@ def test_broker_creates_topics_and_round_trips_a_record():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_cli_broker_stops_child_on_signal(sig):
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "broker", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "roadwatch.streams.cli", "broker", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from models.config import KEYS, Config, ConfigError, load_config, render_toml
+from roadwatch.models.config import KEYS, Config, ConfigError, load_config, render_toml
 
 
 def test_every_key_has_source_and_doc():
@@ -61,19 +61,19 @@ def test_render_round_trips_through_toml(tmp_path):
 
 
 def test_cli_config_show_and_exit_codes(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "config", "show"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "roadwatch.streams.cli", "config", "show"], capture_output=True, text=True)
     assert r.returncode == 0 and "filing_tolerance = 0.05" in r.stdout and "§4.4" in r.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[stream]\npartitions = 'x'\n")
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "--config", str(bad), "config", "show"],
+    r = subprocess.run([sys.executable, "-m", "roadwatch.streams.cli", "--config", str(bad), "config", "show"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "config error" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "no-such-command"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "roadwatch.streams.cli", "no-such-command"], capture_output=True, text=True)
     assert r.returncode == 2
 
 
 def test_every_sub_command_imports_and_has_help():
-    from streams.cli import COMMANDS, build_parser
+    from roadwatch.streams.cli import COMMANDS, build_parser
     parser = build_parser(strict=True)          # a command whose module is missing fails here
     for path, _module, _help in COMMANDS:
         with pytest.raises(SystemExit) as e:

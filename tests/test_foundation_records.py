@@ -2,8 +2,8 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from models.pingbatch import columns_to_pings, decode_batch, encode_batch
-from models.records import InvalidRecord, PLATE_RE, parse_ping, parse_wim_reading
+from roadwatch.models.pingbatch import columns_to_pings, decode_batch, encode_batch
+from roadwatch.models.records import InvalidRecord, PLATE_RE, parse_ping, parse_wim_reading
 
 
 def wim(**over):

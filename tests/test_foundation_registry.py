@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from models.registry import RegistryError, load_registry, parse_registry
+from roadwatch.models.registry import RegistryError, load_registry, parse_registry
 
 
 def base():

@@ -6,13 +6,13 @@ import asyncio
 import orjson
 import pytest
 
-from models.config import Config
-from models.pingbatch import columns_to_pings, decode_batch
-from models.registry import parse_registry
-from streams.batcher import KafkaPublisher, partition_for
-from streams.broker import EmbeddedBroker, create_topics
-from streams.jt808 import codec as c
-from streams.jt808.gateway import serve
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import columns_to_pings, decode_batch
+from roadwatch.models.registry import parse_registry
+from roadwatch.streams.batcher import KafkaPublisher, partition_for
+from roadwatch.streams.broker import EmbeddedBroker, create_topics
+from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808.gateway import serve
 
 pytestmark = pytest.mark.integration
 

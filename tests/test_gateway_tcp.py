@@ -8,12 +8,12 @@ import time
 import orjson
 import pytest
 
-from models.config import Config
-from models.pingbatch import columns_to_pings, decode_batch
-from models.registry import parse_registry
-from streams.batcher import MemoryPublisher, partition_for
-from streams.jt808 import codec as c
-from streams.jt808.gateway import auth_code_for, serve
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import columns_to_pings, decode_batch
+from roadwatch.models.registry import parse_registry
+from roadwatch.streams.batcher import MemoryPublisher, partition_for
+from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808.gateway import auth_code_for, serve
 
 PARTS = 4
 BASE_CFG = {"stream.partitions": PARTS, "stream.batch_max_ms": 20, "gateway.idle_timeout_s": 5.0}

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from geo.distance import EARTH_RADIUS_KM, haversine_km, haversine_km_scalar
-from geo.zones import ZoneIndex
-from models.records import Zone
+from roadwatch.geo.distance import EARTH_RADIUS_KM, haversine_km, haversine_km_scalar
+from roadwatch.geo.zones import ZoneIndex
+from roadwatch.models.records import Zone
 from test_gps_support import square
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import orjson
 
-from models.config import Config
-from models.records import epoch_ms_to_iso
-from streams.assess_gps import run_pings
-from streams.cli import main
+from roadwatch.models.config import Config
+from roadwatch.models.records import epoch_ms_to_iso
+from roadwatch.streams.assess_gps import run_pings
+from roadwatch.streams.cli import main
 from test_gps_support import PLATE, T0, north, ping, registry, square
 
 NOW = T0 + 86_400_000   # processing clock: a day after the data

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.config import Config
-from models.ping_state import PingProcessor
-from streams.archive import open_archive
+from roadwatch.models.config import Config
+from roadwatch.models.ping_state import PingProcessor
+from roadwatch.streams.archive import open_archive
 from test_gps_support import T0, bj, cols, ping, registry, square
 
 R = 6371.0088
@@ -168,7 +168,7 @@ def test_engine_matches_reference_for_any_interleaving_and_split(f):
     order, cuts = f
     ref = reference(order)
     _, rows, _ = run_engine(split(order, cuts), rows_between=True)
-    from models.monitoring import day_string
+    from roadwatch.models.monitoring import day_string
     assert set(rows) == {(pl, day_string(d)) for pl, d in ref}
     for (pl, d), (n, q, km, inc, drift) in ref.items():
         r = rows[(pl, day_string(d))]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import Config
-from models.ping_state import PingProcessor
+from roadwatch.models.config import Config
+from roadwatch.models.ping_state import PingProcessor
 from test_gps_support import PLATE, T0, bj, cols, north, ping, registry, square
 
 MIN = 60_000

@@ -5,10 +5,10 @@ from datetime import datetime
 
 import numpy as np
 
-from models.config import Config
-from models.pingbatch import PingColumns
-from models.records import BEIJING
-from models.registry import parse_registry
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import PingColumns
+from roadwatch.models.records import BEIJING
+from roadwatch.models.registry import parse_registry
 
 PLATE = "粤B12345"
 
@@ -46,7 +46,7 @@ def cols(pings: list[dict]) -> PingColumns:
 
 def north(lat: float, km: float) -> float:
     """Latitude ``km`` north of ``lat`` along a meridian (haversine of a pure latitude change = R·Δφ)."""
-    from geo.distance import EARTH_RADIUS_KM
+    from roadwatch.geo.distance import EARTH_RADIUS_KM
     return lat + float(np.degrees(km / EARTH_RADIUS_KM))
 
 

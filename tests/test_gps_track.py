@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.config import Config
-from models.ping_state import PingProcessor
+from roadwatch.models.config import Config
+from roadwatch.models.ping_state import PingProcessor
 from test_gps_support import PLATE, T0, bj, cols, north, ping
 
 R = 6371.0088

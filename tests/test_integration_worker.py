@@ -10,11 +10,11 @@ import pytest
 from stack_support import worker_stack
 from kafka import KafkaConsumer, KafkaProducer
 
-from models.pingbatch import encode_batch
-from models.records import Enterprise, Station, Vehicle
-from models.registry import Registry
-from streams import topics as T
-from streams.archive import open_archive
+from roadwatch.models.pingbatch import encode_batch
+from roadwatch.models.records import Enterprise, Station, Vehicle
+from roadwatch.models.registry import Registry
+from roadwatch.streams import topics as T
+from roadwatch.streams.archive import open_archive
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.jt808 import codec as c
-from streams.jt808.alarms import (ALARM_BITS_2013, ALARM_BITS_2019, ALARM_KEYS, alarm_keys, alarm_names,
+from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808.alarms import (ALARM_BITS_2013, ALARM_BITS_2019, ALARM_KEYS, alarm_keys, alarm_names,
                                   status_names)
 
 # SmallChi/JT808 README vector (domain-rules.md §6.1): serial 126 = 0x7E and fuel byte 0x7D are escaped.
@@ -279,7 +279,7 @@ def test_body_length_limit():
 
 
 def test_location_to_ping_interchange_names():
-    from models.records import GpsPing, parse_ping
+    from roadwatch.models.records import GpsPing, parse_ping
     msg = c.parse_frame(SMALLCHI)
     p = c.location_to_ping(msg.fields, msg.terminal_id, "京A12345", 1, reupload=True, driver_id="D1")
     assert set(p) == set(GpsPing._options.fields)

@@ -7,8 +7,8 @@ import sys
 import orjson
 import pytest
 
-from streams.cli import main
-from streams.jt808 import codec as c
+from roadwatch.streams.cli import main
+from roadwatch.streams.jt808 import codec as c
 
 FRAME_1 = ("7E0200002A013833501744001900000000000000C201597FA806CC01580080000000081508180721210104000002F5"
            "02020000030200009F7E")   # jt808-frames.txt entry 1 (no escapes needed in it)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.jt808 import codec as c
-from streams.jt808.alarms import alarm_names
+from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808.alarms import alarm_names
 
 FRAMES_FILE = Path(__file__).resolve().parent / "data" / "jt808-frames.txt"  # a copy of shared/jt808-frames.txt
 

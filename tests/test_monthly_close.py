@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import orjson
 
-from models.config import Config
-from models.records import BEIJING, Enterprise, Vehicle
-from models.registry import Registry
-from streams import topics as T
-from streams.archive import close_all, open_archive
-from streams.gps import save_day_rows
-from streams.monthly import close_months, previous_month
+from roadwatch.models.config import Config
+from roadwatch.models.records import BEIJING, Enterprise, Vehicle
+from roadwatch.models.registry import Registry
+from roadwatch.streams import topics as T
+from roadwatch.streams.archive import close_all, open_archive
+from roadwatch.streams.gps import save_day_rows
+from roadwatch.streams.monthly import close_months, previous_month
 
 
 def ms(*args) -> int:

@@ -16,12 +16,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.config import Config
-from models.overload import MemoryCounters, MemoryPassages, assess
-from models.ping_state import PingProcessor
-from models.pingbatch import decode_batch, encode_batch
-from models.records import Vehicle, parse_wim_reading
-from models.registry import Registry
+from roadwatch.models.config import Config
+from roadwatch.models.overload import MemoryCounters, MemoryPassages, assess
+from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.pingbatch import decode_batch, encode_batch
+from roadwatch.models.records import Vehicle, parse_wim_reading
+from roadwatch.models.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 BJ = timezone(timedelta(hours=8))
@@ -206,7 +206,7 @@ def test_beijing_midnight_splits_days_and_utc_forms_of_the_same_instant_agree():
 
 def _cli(lines: list[bytes], tmp: Path) -> tuple[list[dict], dict]:
     stats = tmp / "stats.jsonl"
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "assess", "gps", "--stats", str(stats)],
+    r = subprocess.run([sys.executable, "-m", "roadwatch.streams.cli", "assess", "gps", "--stats", str(stats)],
                        input=b"\n".join(lines) + b"\n", capture_output=True, cwd=ROOT, timeout=60)
     assert r.returncode in (0, 2), r.stderr.decode()
     rows = {(x["plate"], x["day"]): x for x in map(orjson.loads, stats.read_bytes().splitlines())}

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from models.config import Config
-from models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
+from roadwatch.models.config import Config
+from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
 from test_overload_helpers import PLATE, T0, ms, reading, registry, vehicle
 
 TOL0 = Config({"overlimit.filing_tolerance": 0.0})

@@ -5,11 +5,11 @@ import numpy as np
 import orjson
 import pytest
 
-from models.config import Config
-from models.overload import MemoryCounters, assess
-from streams.archive import close_all, open_archive
-from models.evidence import verify_tree
-from streams.cases import (ArchiveCounters, ArchiveDrivers, ArchiveTrack, ArchiveTracks,
+from roadwatch.models.config import Config
+from roadwatch.models.overload import MemoryCounters, assess
+from roadwatch.streams.archive import close_all, open_archive
+from roadwatch.models.evidence import verify_tree
+from roadwatch.streams.cases import (ArchiveCounters, ArchiveDrivers, ArchiveTrack, ArchiveTracks,
                            CaseActionError, CaseStore)
 from test_overload_helpers import PLATE, T0, ms, reading, registry, vehicle
 
@@ -188,8 +188,8 @@ def test_indexed_counters_agree_with_brute_force(conn):
     """MemoryCounters (bisect) and ArchiveCounters (SQL) against a plain loop over random cases."""
     import random
 
-    from models.overload import MemoryCounters
-    from models.records import epoch_ms_to_iso
+    from roadwatch.models.overload import MemoryCounters
+    from roadwatch.models.records import epoch_ms_to_iso
     rnd = random.Random(7)
     plates, drivers, sites = ["豫A10001", "豫A10002", "豫A10003"], ["D1", "D2", None], ["Q1", None]
     cases = []

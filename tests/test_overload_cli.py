@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli import main as cli_main
+from roadwatch.streams.cli import main as cli_main
 
 from test_overload_helpers import PLATE, T0, iso, registry_dict
 

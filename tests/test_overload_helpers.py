@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from models.records import BEIJING, parse_wim_reading
-from models.registry import parse_registry
+from roadwatch.models.records import BEIJING, parse_wim_reading
+from roadwatch.models.registry import parse_registry
 
 T0 = datetime(2025, 3, 1, 10, 0, 0, tzinfo=BEIJING)
 PLATE = "豫A12345"

@@ -1,8 +1,8 @@
 """Art. 3 limits (62号令, domain-rules §1.1 table, values typed from the regulation) and axle findings."""
 import pytest
 
-from models.config import Config
-from models.limits import axle_findings, axle_groups, exceeds, gross_limit
+from roadwatch.models.config import Config
+from roadwatch.models.limits import axle_findings, axle_groups, exceeds, gross_limit
 
 CFG = Config()
 

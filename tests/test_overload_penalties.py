@@ -1,8 +1,8 @@
 """Art. 43 road-administration fines and the police 超载 assessment, at and around every edge."""
 import pytest
 
-from models.config import Config
-from models.penalties import police_assessment, road_penalty
+from roadwatch.models.config import Config
+from roadwatch.models.penalties import police_assessment, road_penalty
 
 FLOOR = Config()
 CEIL = Config({"overlimit.tonne_rounding": "ceil"})

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.config import Config
-from models.quality import NO_WATERMARK, REASONS, classify, plate_valid, reason_names
+from roadwatch.models.config import Config
+from roadwatch.models.quality import NO_WATERMARK, REASONS, classify, plate_valid, reason_names
 from test_gps_support import T0, cols, ping
 
 CFG = Config()

@@ -5,10 +5,10 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, strategies as st
 
-from models.config import Config
-from models.rates import (RATE_NAMES, aggregate_month, month_on_month, monthly_rates, parse_month, percent,
+from roadwatch.models.config import Config
+from roadwatch.models.rates import (RATE_NAMES, aggregate_month, month_on_month, monthly_rates, parse_month, percent,
                           shift_month)
-from models.records import InvalidRecord
+from roadwatch.models.records import InvalidRecord
 from report_fixtures import fleet, make_registry, plate, vd
 
 CFG = Config()

@@ -18,13 +18,13 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from models.config import Config
-from models.overload import MemoryCounters, MemoryPassages, assess
-from models.pingbatch import encode_batch
-from models.records import Enterprise, Station, Vehicle, parse_wim_reading
-from models.registry import Registry
-from streams.assess_gps import run_pings
-from streams.batcher import partition_for
+from roadwatch.models.config import Config
+from roadwatch.models.overload import MemoryCounters, MemoryPassages, assess
+from roadwatch.models.pingbatch import encode_batch
+from roadwatch.models.records import Enterprise, Station, Vehicle, parse_wim_reading
+from roadwatch.models.registry import Registry
+from roadwatch.streams.assess_gps import run_pings
+from roadwatch.streams.batcher import partition_for
 
 BJ = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 9, 23, 50, tzinfo=BJ)          # feed start: 10 min before a Beijing midnight
@@ -268,7 +268,7 @@ def test_oracle_does_not_depend_on_batch_cuts():
 def test_records_keep_each_partition_in_arrival_order():
     pings = build_gps_feed(60)
     recs = gps_records(pings, max_pings=50, per_step=97)
-    from models.pingbatch import columns_to_pings, decode_batch
+    from roadwatch.models.pingbatch import columns_to_pings, decode_batch
     for part in range(PARTITIONS):
         got = [(p["plate"], p["ts"]) for q, _, v in recs if q == part for p in columns_to_pings(decode_batch(v))]
         want = [(p["plate"], p["ts"]) for p in pings if partition_for(p["plate"], PARTITIONS) == part]

@@ -18,16 +18,16 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from models.config import Config, load_config
-from models.pingbatch import columns_to_pings, decode_batch
-from models.registry import parse_registry
-from streams import topics as T
-from streams.archive import open_archive
-from streams.batcher import KafkaPublisher, partition_for
-from streams.broker import ENV_EPOCH, EmbeddedBroker, create_topics, free_port
-from streams.jt808 import codec as c
-from streams.jt808.gateway import serve
-from streams.runtime import WorkerProcess, wait_consumed
+from roadwatch.models.config import Config, load_config
+from roadwatch.models.pingbatch import columns_to_pings, decode_batch
+from roadwatch.models.registry import parse_registry
+from roadwatch.streams import topics as T
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.batcher import KafkaPublisher, partition_for
+from roadwatch.streams.broker import ENV_EPOCH, EmbeddedBroker, create_topics, free_port
+from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808.gateway import serve
+from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 
 from test_reliability_feed import (archive_state, build_gps_feed, build_registry, build_wim_feed, gps_records,
                                    oracle_config, oracle_gps, oracle_wim, override_string, rows_equal)

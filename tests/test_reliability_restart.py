@@ -22,12 +22,12 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from models.config import load_config
-from models.evidence import verify_tree
-from streams import topics as T
-from streams.archive import open_archive
-from streams.broker import free_port, kafka_bootstrap
-from streams.runtime import WorkerProcess, wait_consumed
+from roadwatch.models.config import load_config
+from roadwatch.models.evidence import verify_tree
+from roadwatch.streams import topics as T
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.broker import free_port, kafka_bootstrap
+from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 
 from test_reliability_feed import (archive_state, build_gps_feed, build_registry, build_wim_feed, gps_records,
                                    oracle_config, oracle_gps, oracle_wim, override_string, rows_equal)

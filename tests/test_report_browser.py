@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.config import Config
-from streams.reports import build_monthly_report, write_report
+from roadwatch.models.config import Config
+from roadwatch.streams.reports import build_monthly_report, write_report
 from report_fixtures import fleet, make_registry, vd
 
 CHROMIUM = "/usr/bin/chromium"

@@ -7,11 +7,11 @@ import openpyxl
 import orjson
 import pytest
 
-from models.config import Config
-from models.rates import RATE_NAMES
-from streams.archive import open_archive
-from streams.cli import main
-from streams.reports import REPORT_FILES, build_monthly_report, write_report
+from roadwatch.models.config import Config
+from roadwatch.models.rates import RATE_NAMES
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.cli import main
+from roadwatch.streams.reports import REPORT_FILES, build_monthly_report, write_report
 from report_fixtures import fleet, make_registry, vd
 
 SNAP = "2020-08-01T00:00:00+08:00"
@@ -133,7 +133,7 @@ def test_excluded_rows_are_listed(tmp_path):
 
 
 def test_html_is_self_contained(seed_report):
-    from streams.reports.render_html import render_html
+    from roadwatch.streams.reports.render_html import render_html
     html = render_html(seed_report)
     assert html.count("<svg") >= 6 and "<script" not in html
     for attr in ("src=", "href=", "@import", "url("):
@@ -193,7 +193,7 @@ def test_cli_pings_file_missing_exits_2(cli_inputs, tmp_path, capsys):
 
 
 def test_cli_from_pings_through_the_gps_engine(tmp_path):
-    pytest.importorskip("streams.assess_gps")
+    pytest.importorskip("roadwatch.streams.assess_gps")
     vs = fleet({"客运班车": 2})
     reg_path = tmp_path / "registry.json"
     make_registry(vs).dump(reg_path)

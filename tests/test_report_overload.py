@@ -3,10 +3,10 @@ SQLite archive (streams/archive.py schema), expectations counted by hand."""
 import orjson
 import pytest
 
-from models.config import Config
-from streams.archive import open_archive
-from streams.reports import build_monthly_report
-from streams.reports.overload import case_stages, target_info
+from roadwatch.models.config import Config
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.reports import build_monthly_report
+from roadwatch.streams.reports.overload import case_stages, target_info
 from report_fixtures import fleet, make_registry, plate
 
 SNAP = "2020-08-01T00:00:00+08:00"
@@ -117,7 +117,7 @@ def test_escalations_by_target(archive):
 
 
 def test_escalation_subject_ids_from_the_case_builder():
-    from streams.reports.overload import escalations
+    from roadwatch.streams.reports.overload import escalations
     cases = [{"case_id": "A", "plate": "x", "driver_id": "D1", "enterprise_id": "E1", "source_site_id": None,
               "manifest": orjson.dumps({"escalations": [
                   {"target": "source_site", "id": "SITE1", "count": 2, "recommendation": "r"}]}).decode()},

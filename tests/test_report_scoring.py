@@ -3,8 +3,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from models.config import Config
-from models.scoring import agency_score, drift_points, enterprise_score, linear_points, relative_points
+from roadwatch.models.config import Config
+from roadwatch.models.scoring import agency_score, drift_points, enterprise_score, linear_points, relative_points
 
 CFG = Config()
 

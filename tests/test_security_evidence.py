@@ -22,16 +22,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from kafka import KafkaProducer
 
-from models.config import load_config
-from models.evidence import EvidenceError, load_signing_key
-from models.records import Enterprise, Station, Vehicle
-from models.registry import Registry
-from streams import topics as T
-from streams.archive import open_archive
-from streams.broker import free_port
-from streams.cli import main as cli_main
-from streams.broker import kafka_bootstrap
-from streams.runtime import Stack, WorkerProcess
+from roadwatch.models.config import load_config
+from roadwatch.models.evidence import EvidenceError, load_signing_key
+from roadwatch.models.records import Enterprise, Station, Vehicle
+from roadwatch.models.registry import Registry
+from roadwatch.streams import topics as T
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.broker import free_port
+from roadwatch.streams.cli import main as cli_main
+from roadwatch.streams.broker import kafka_bootstrap
+from roadwatch.streams.runtime import Stack, WorkerProcess
 from test_evidence_package import IMG, env, make_case  # noqa: F401 - env is a fixture
 from test_overload_helpers import T0
 
@@ -82,7 +82,7 @@ def test_cli_verify_names_a_one_byte_change_in_any_item(env, capsys):
 def test_installed_entry_point_exit_codes(env, tmp_path):
     pkg, _ = make_case(env)
     exe = ROOT / ".venv" / "bin" / "roadwatch"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "streams.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "roadwatch.streams.cli"]
     ok = subprocess.run(cmd + ["evidence", "verify", str(pkg), "--keys", str(env["trusted"])],
                         capture_output=True, timeout=60)
     assert ok.returncode == 0, ok.stderr

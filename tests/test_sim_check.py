@@ -6,10 +6,10 @@ the regulation says should happen), not copied from our engine.
 import orjson
 import pytest
 
-from models.config import Config
-from simulators.scenario import build, load_scenario
-from streams.archive import close_all, open_archive
-from streams.cli import main
+from roadwatch.models.config import Config
+from roadwatch.simulators.scenario import build, load_scenario
+from roadwatch.streams.archive import close_all, open_archive
+from roadwatch.streams.cli import main
 
 
 def _alert(conn, typ, plate, start="2025-03-05T02:00:00+08:00"):

@@ -2,9 +2,9 @@
 from collections import Counter
 from datetime import datetime
 
-from models.records import BEIJING, CATEGORIES, PLATE_RE
-from models.registry import load_registry
-from simulators.fleet import HUNAN, generate_fleet, valid_device
+from roadwatch.models.records import BEIJING, CATEGORIES, PLATE_RE
+from roadwatch.models.registry import load_registry
+from roadwatch.simulators.fleet import HUNAN, generate_fleet, valid_device
 
 
 def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):

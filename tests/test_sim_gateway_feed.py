@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from models.config import Config
-from simulators.gateway_feed import send_to_gateway
-from simulators.scenario import build, load_scenario
-from streams.jt808 import codec as c
+from roadwatch.models.config import Config
+from roadwatch.simulators.gateway_feed import send_to_gateway
+from roadwatch.simulators.scenario import build, load_scenario
+from roadwatch.streams.jt808 import codec as c
 
 
 class FakePlatform:
@@ -61,7 +61,7 @@ def platform():
 def test_terminals_register_authenticate_login_and_report(platform):
     raw = load_scenario("gps_track").raw
     raw = dict(raw, fleet=dict(raw["fleet"], background_gps=False))
-    from simulators.scenario import parse_scenario
+    from roadwatch.simulators.scenario import parse_scenario
     built = build(parse_scenario(raw), Config())
     assert send_to_gateway(built, f"127.0.0.1:{platform.port}", None, max_fps=2000.0) == 0
     by_term = {}

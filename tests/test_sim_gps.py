@@ -4,10 +4,10 @@ import orjson
 import pytest
 from kafka.partitioner.default import murmur2
 
-from models.config import Config
-from models.pingbatch import decode_batch
-from simulators.gps_terminal import Track, expand_legs, haversine_km
-from simulators.scenario import build, load_scenario
+from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import decode_batch
+from roadwatch.simulators.gps_terminal import Track, expand_legs, haversine_km
+from roadwatch.simulators.scenario import build, load_scenario
 
 
 def test_expand_legs_timing_and_implied_speed():

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from streams.archive import close_all
-from streams.cli import main
+from roadwatch.streams.archive import close_all
+from roadwatch.streams.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,13 @@ def test_simulate_then_check_gps_curfew(tmp_path, monkeypatch, capsys):
 def test_record_then_replay_round_trip(tmp_path):
     import threading
 
-    from models.config import Config
-    from simulators.recording import read_records
-    from simulators.record_cmd import record
-    from simulators.replay import publish
-    from simulators.scenario import build, load_scenario
-    from streams.batcher import make_producer
-    from streams.broker import EmbeddedBroker, create_topics
+    from roadwatch.models.config import Config
+    from roadwatch.simulators.recording import read_records
+    from roadwatch.simulators.record_cmd import record
+    from roadwatch.simulators.replay import publish
+    from roadwatch.simulators.scenario import build, load_scenario
+    from roadwatch.streams.batcher import make_producer
+    from roadwatch.streams.broker import EmbeddedBroker, create_topics
 
     built = build(load_scenario("wim_review"), Config())
     with EmbeddedBroker() as broker:

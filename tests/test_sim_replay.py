@@ -5,10 +5,10 @@ import os
 import pytest
 
 from kafka.record._crc32c import crc as crc_reference
-from simulators.feed import FeedRecord
-from simulators.recording import read_records, write_records
-from simulators.replay import Progress, parse_speed, publish
-from streams.cli import UsageError
+from roadwatch.simulators.feed import FeedRecord
+from roadwatch.simulators.recording import read_records, write_records
+from roadwatch.simulators.replay import Progress, parse_speed, publish
+from roadwatch.streams.cli import UsageError
 
 
 class FakeFuture:

@@ -3,10 +3,10 @@ import io
 
 import pytest
 
-from models.config import Config
-from simulators.behaviours import ScenarioError
-from simulators.recording import encode_line, read_records, write_records
-from simulators.scenario import build, list_library, load_scenario, parse_scenario
+from roadwatch.models.config import Config
+from roadwatch.simulators.behaviours import ScenarioError
+from roadwatch.simulators.recording import encode_line, read_records, write_records
+from roadwatch.simulators.scenario import build, list_library, load_scenario, parse_scenario
 
 
 def _bytes(built) -> bytes:

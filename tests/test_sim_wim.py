@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from models.records import BEIJING, PLATE_RE, parse_wim_reading
-from simulators.fleet import generate_fleet
-from simulators.wim_station import WimTraffic, measure, misread, png_bytes, public, split_gross, station_traffic
+from roadwatch.models.records import BEIJING, PLATE_RE, parse_wim_reading
+from roadwatch.simulators.fleet import generate_fleet
+from roadwatch.simulators.wim_station import WimTraffic, measure, misread, png_bytes, public, split_gross, station_traffic
 
 
 @settings(max_examples=200, deadline=None)

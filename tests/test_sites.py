@@ -3,9 +3,9 @@ from datetime import timedelta
 
 import numpy as np
 
-from geo.sites import SiteIndex, find_loading_site
-from models.config import Config
-from models.records import SourceSite
+from roadwatch.geo.sites import SiteIndex, find_loading_site
+from roadwatch.models.config import Config
+from roadwatch.models.records import SourceSite
 from test_overload_helpers import SQUARE, T0, ms
 
 CFG = Config()     # lookback 12 h, min stop 15 min, stop speed ≤ 3 km/h

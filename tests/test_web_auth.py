@@ -8,9 +8,9 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from models.config import Config
-from streams.archive import open_archive
-from streams.web import auth
+from roadwatch.models.config import Config
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.web import auth
 from web_support import PASSWORD, make_app, make_cfg, seed_case, seed_user
 
 

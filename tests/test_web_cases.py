@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from streams.archive import open_archive
-from streams.web.case_fallback import CaseActionError, apply_case_action
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.web.case_fallback import CaseActionError, apply_case_action
 from web_support import make_cfg, seed_case
 
 STATUSES = ["detected", "reviewed", "confirmed", "dismissed", "notified"]

@@ -11,11 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from models.config import Config
-from models.records import BEIJING
-from streams.archive import open_archive
-from streams.web import auth
-from streams.web.places import Places
+from roadwatch.models.config import Config
+from roadwatch.models.records import BEIJING
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.web import auth
+from roadwatch.streams.web.places import Places
 from web_support import PASSWORD, PNG, make_app, make_cfg, registry, seed_alert, seed_case, seed_user
 
 CASE = "C-ST1-冀A30001-1"
@@ -253,7 +253,7 @@ def test_fleet_status_rates_by_hand(cfg):
 
 
 def test_fleet_status_drift_threshold_boundary(cfg):
-    from streams.web.fleet_status import today_status
+    from roadwatch.streams.web.fleet_status import today_status
     row = _day_row("冀A10001", "2024-05-06", 10, 10, 1.0, 0.0, 2, 0, 0.0)
     for min_points, expected in ((1, 1.0), (2, 1.0), (3, 0.0)):
         c = Config({"drift.min_points": min_points})

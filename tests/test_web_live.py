@@ -8,7 +8,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from streams.web.live import InMemoryFleet, LiveHub
+from roadwatch.streams.web.live import InMemoryFleet, LiveHub
 from web_support import PASSWORD, make_app, make_cfg, seed_user
 
 
@@ -128,7 +128,7 @@ def test_publish_from_another_thread_is_delivered_on_the_hub_loop():
 
 
 def test_records_are_accepted_as_well_as_dicts():
-    from models.records import Alert
+    from roadwatch.models.records import Alert
     hub = LiveHub()
     hub.publish_alert(Alert(alert_id="a", type="offline", plate="冀A10001", start_ts="2024-05-06T09:00:00+08:00"))
     assert hub.recent_alerts()[0]["type"] == "offline"
@@ -212,7 +212,7 @@ def test_sse_heartbeat_ends_a_stream_whose_session_expired(tmp_path):
         try:
             await c.post("/api/login", json={"username": "view", "password": PASSWORD})
             resp = await c.get("/api/stream")
-            from streams.archive import open_archive
+            from roadwatch.streams.archive import open_archive
             open_archive(cfg.archive_path).execute("DELETE FROM sessions")
             (ev,) = await _read_events(resp, 1)
             assert ev[1] == "logout"

@@ -5,9 +5,9 @@ import io
 
 import pytest
 
-from streams.archive import open_archive
-from streams.cli import main
-from streams.web import auth
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.cli import main
+from roadwatch.streams.web import auth
 
 
 @pytest.fixture()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 
-from models.config import Config
-from models.registry import parse_registry
-from streams.archive import open_archive
-from streams.web import auth
-from streams.web.console import create_console_app, run_console
-from streams.web.live import InMemoryFleet, LiveHub
+from roadwatch.models.config import Config
+from roadwatch.models.registry import parse_registry
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.web import auth
+from roadwatch.streams.web.console import create_console_app, run_console
+from roadwatch.streams.web.live import InMemoryFleet, LiveHub
 
 PASSWORD = "correct horse battery"
 

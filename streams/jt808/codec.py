@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable
 
-from models.records import BEIJING, InvalidRecord, format_ts, parse_ts
+from roadwatch.models.records import BEIJING, InvalidRecord, format_ts, parse_ts
 
 from .alarms import STATUS_SOUTH, STATUS_WEST
 

@@ -7,8 +7,8 @@ import sys
 
 import orjson
 
-from models.config import Config
-from models.registry import RegistryError, load_registry
+from roadwatch.models.config import Config
+from roadwatch.models.registry import RegistryError, load_registry
 
 from . import codec as c
 from .alarms import alarm_names, status_names
@@ -94,7 +94,7 @@ def decode_lines(lines, unescaped: bool, terminals: dict[str, tuple[str, int]]):
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from streams.cli import UsageError
+    from roadwatch.streams.cli import UsageError
     try:
         reg = load_registry(args.registry)
     except RegistryError as e:

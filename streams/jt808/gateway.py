@@ -30,12 +30,12 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Gauge
 
-from models.config import Config
-from models.records import DriverEvent
-from models.registry import Registry, RegistryError, load_registry
-from streams.batcher import KafkaPublisher, PingBatcher, Publisher
-from streams.deadletter import dead_letter_bytes
-from streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
+from roadwatch.models.config import Config
+from roadwatch.models.records import DriverEvent
+from roadwatch.models.registry import Registry, RegistryError, load_registry
+from roadwatch.streams.batcher import KafkaPublisher, PingBatcher, Publisher
+from roadwatch.streams.deadletter import dead_letter_bytes
+from roadwatch.streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
 
 from . import codec as c
 
@@ -472,7 +472,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from streams.cli import UsageError
+    from roadwatch.streams.cli import UsageError
     try:
         registry = load_registry(args.registry)
     except RegistryError as e:

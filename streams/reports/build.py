@@ -10,12 +10,12 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from models.config import Config
-from models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates, month_days,
+from roadwatch.models.config import Config
+from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates, month_days,
                           month_on_month, monthly_rates, parse_month, population_text, shift_month,
                           vehicle_flags)
-from models.records import format_ts
-from models.scoring import agency_score, enterprise_score
+from roadwatch.models.records import format_ts
+from roadwatch.models.scoring import agency_score, enterprise_score
 
 from .narrative import narrative
 from .overload import overload_section

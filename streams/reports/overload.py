@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 
 import orjson
 
-from models.rates import percent
+from roadwatch.models.rates import percent
 
 # Escalation targets of "一超四罚" (§3.2) → the case column naming the subject, and the Chinese label.
 # Matched by keyword so both English ids and Chinese names written by the case builder are understood.

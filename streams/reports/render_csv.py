@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 
-from models.rates import RATE_NAMES
+from roadwatch.models.rates import RATE_NAMES
 
 RATE_COLUMNS = ("population_type", "population_id", "population_name", "rate", "label", "numerator",
                 "denominator", "percent", "value", "unit", "numerator_label", "denominator_label",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from html import escape
 
-from models.rates import LABELS, PERCENT_RATES, RATE_NAMES
+from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
 from .charts import grouped_bars, hbar_chart, line_chart
 from .narrative import fmt_number

@@ -9,7 +9,7 @@ import io
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 
-from models.rates import LABELS, PERCENT_RATES, RATE_NAMES
+from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
 from .render_csv import VEHICLE_COLUMNS
 

@@ -27,9 +27,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from prometheus_client import Counter
 
-from models.config import Config
-from models.records import format_ts
-from streams.archive import register_schema
+from roadwatch.models.config import Config
+from roadwatch.models.records import format_ts
+from roadwatch.streams.archive import register_schema
 
 register_schema("""
 CREATE TABLE IF NOT EXISTS users (

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from models.records import format_ts
-from streams.archive import open_archive
+from roadwatch.models.records import format_ts
+from roadwatch.streams.archive import open_archive
 
 # action → (statuses it may start from, resulting status)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {

@@ -26,15 +26,15 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
-from models.config import Config
-from models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, format_ts
-from models.registry import Registry
-from streams.archive import close_all, open_archive, register_schema
-from streams.web import auth
-from streams.web.case_fallback import CaseActionError, allowed_actions, apply_case_action
-from streams.web.fleet_status import today_status
-from streams.web.live import FleetView, LiveHub, sse_frame
-from streams.web.places import Places
+from roadwatch.models.config import Config
+from roadwatch.models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, format_ts
+from roadwatch.models.registry import Registry
+from roadwatch.streams.archive import close_all, open_archive, register_schema
+from roadwatch.streams.web import auth
+from roadwatch.streams.web.case_fallback import CaseActionError, allowed_actions, apply_case_action
+from roadwatch.streams.web.fleet_status import today_status
+from roadwatch.streams.web.live import FleetView, LiveHub, sse_frame
+from roadwatch.streams.web.places import Places
 
 STATIC_DIR = Path(__file__).parent / "static"
 ALERT_TYPES = ("overspeed", "fatigue", "curfew", "offline", "geofence_enter", "geofence_exit",

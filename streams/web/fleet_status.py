@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from models.config import Config
-from models.registry import Registry
+from roadwatch.models.config import Config
+from roadwatch.models.registry import Registry
 
 UNREGISTERED = ""     # enterprise key for plates the registry does not know
 

@@ -12,7 +12,7 @@ import numpy as np
 import shapely
 from shapely import STRtree
 
-from models.registry import Registry
+from roadwatch.models.registry import Registry
 
 NEAR_KM = 2.0         # "near <station>" only when really near; further away, coordinates say more
 _R_KM = 6371.0088

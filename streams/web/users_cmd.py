@@ -9,10 +9,10 @@ import argparse
 import getpass
 import sys
 
-from models.config import Config
-from streams.archive import open_archive
-from streams.cli import UsageError
-from streams.web import auth
+from roadwatch.models.config import Config
+from roadwatch.streams.archive import open_archive
+from roadwatch.streams.cli import UsageError
+from roadwatch.streams.web import auth
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
