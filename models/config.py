@@ -10,6 +10,7 @@ from (default / file / env).
 """
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class Key:
     source: str          # domain-rules.md section + confidence tag, or "ops" for operational settings
     doc: str
     choices: tuple | None = None
+    lo: float | None = None   # inclusive bounds for numbers (each item of a list); None = unbounded
+    hi: float | None = None
 
     def check(self, value: Any) -> Any:
         d = self.default
@@ -51,15 +54,22 @@ class Key:
                 raise ConfigError(f"{self.name}: list items must be numbers or strings, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.name}: must be one of {list(self.choices)}, got {value!r}")
+        for v in (value if isinstance(value, list) else [value]):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if not math.isfinite(v):
+                    raise ConfigError(f"{self.name}: must be a finite number, got {v!r}")
+                if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+                    raise ConfigError(f"{self.name}: must lie in [{self.lo}, {self.hi}], got {v!r}")
         return value
 
 
 KEYS: dict[str, Key] = {}
 
 
-def _k(name: str, default: Any, source: str, doc: str, choices: Iterable | None = None) -> None:
+def _k(name: str, default: Any, source: str, doc: str, choices: Iterable | None = None, *,
+       lo: float | None = None, hi: float | None = None) -> None:
     assert name not in KEYS, name
-    KEYS[name] = Key(name, default, source, doc, tuple(choices) if choices is not None else None)
+    KEYS[name] = Key(name, default, source, doc, tuple(choices) if choices is not None else None, lo, hi)
 
 
 # --- overload: Art. 3 limits and adjustments (§1) -------------------------------------------------
