@@ -481,17 +481,30 @@ def background_faults(ctx: Context, cols: dict, fl: dict) -> dict:
     bgmask = ~np.isin(cols["vid"], [ctx.vid_of[p] for p in ctx.scripted])
     moving = np.flatnonzero(bgmask & (cols["speed_kmh"] > 0))
     n_drift_veh = int(float(fl.get("drift_vehicle_rate", 0.0)) * len(np.unique(cols["vid"][bgmask])))
+    drifted = np.zeros(0, dtype=np.int64)
     if n_drift_veh and len(moving):
         movers = np.unique(cols["vid"][moving])
         vids = rng.choice(movers, size=min(n_drift_veh, len(movers)), replace=False)
+        picked = []
         for v in np.sort(vids):
             idx = moving[cols["vid"][moving] == v]
-            drift(cols, idx[len(idx) // 2: len(idx) // 2 + 1], km=40.0)
+            picked.append(idx[len(idx) // 2])
+        drifted = np.asarray(picked, dtype=np.int64)
+        drift(cols, drifted, km=40.0)
+        for i in drifted:    # the derived effect, per vehicle: that day's drift count
+            plate = ctx.vlist[int(cols["vid"][i])].plate
+            ctx.expect.append({"kind": "vehicle_day", "plate": plate, "day": _day_of(int(cols["ts"][i])),
+                               "field": "drift_points", "op": ">=", "value": 1,
+                               "why": "one fix displaced 40 km (background drift_vehicle_rate)"})
     rate = float(fl.get("bad_value_rate", 0.0))
     if rate > 0 and len(moving):
-        sel = moving[rng.random(len(moving)) < rate]
+        sel = np.setdiff1d(moving[rng.random(len(moving)) < rate], drifted)
         cols["speed_kmh"][sel] = 200.0
     return cols
+
+
+def _day_of(t: int) -> str:
+    return datetime.fromtimestamp(t, tz=BEIJING).strftime("%Y-%m-%d")
 
 
 def background_wim(ctx: Context, fl: dict) -> None:
