@@ -246,6 +246,11 @@ _k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
 
+# --- batch inputs (streams/feed_input.py) ------------------------------------------------------------
+_k("input.max_rejected_share", 0.01, "ops",
+   "assess gps / assess wim / report monthly --pings: refuse the input (exit 2) when more than this share "
+   "of its lines or pings is rejected", lo=0.0, hi=1.0)
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

@@ -29,14 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-id", default="cli", help="evidence hash-chain id (default: cli)")
 
 
-def load_pings(path: Path, max_bytes: int) -> tuple[MemoryTracks, MemoryDrivers, int]:
+def load_pings(path: Path, max_bytes: int, cfg: Config) -> tuple[MemoryTracks, MemoryDrivers, int]:
     tracks, drivers, bad = MemoryTracks(), MemoryDrivers(), 0
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise UsageError(f"cannot read pings file {path}: {e.strerror}") from None
+    from . import feed_input     # a scenario/replay feed or JSON lines of pings
+    lines, check, f = feed_input.pings(str(path), cfg, f"--pings {path}")
     with f:
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -52,7 +50,8 @@ def load_pings(path: Path, max_bytes: int) -> tuple[MemoryTracks, MemoryDrivers,
                 drivers.add(p.plate, t, p.driver_id)
     if bad:
         print(f"roadwatch: {path}: {bad} malformed ping line(s) skipped", file=sys.stderr)
-    return tracks, drivers, bad
+    check.verdict(rejected_downstream=bad)
+    return tracks, drivers, bad + check.rejected
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     tracks = drivers = None
     bad_input = False
     if args.pings:
-        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes)
+        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, cfg)
         bad_input = bad > 0
     key = None
     if args.evidence_dir:
@@ -79,13 +78,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UsageError(str(e)) from None
     counters, passages = MemoryCounters(), MemoryPassages()
     out = sys.stdout.buffer
-    for n, line in enumerate(sys.stdin.buffer, 1):
-        if not line.strip():
-            continue
+    from . import feed_input     # stdin: a scenario/replay feed (its wim-readings records) or JSON lines
+    lines, check, _ = feed_input.readings("-", cfg, "assess wim: stdin")
+    n_bad = 0
+    for n, line in enumerate(lines, 1):
         try:
             reading = parse_wim_reading(line, max_bytes)
         except InvalidRecord as e:
             bad_input = True
+            n_bad += 1
             out.write(orjson.dumps({"error": e.code, "detail": e.detail, "line": n}) + b"\n")
             continue
         verdict = assess(reading, registry, cfg, counters=counters, track=tracks, driver=drivers,
@@ -99,4 +100,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             verdict["evidence_path"] = str(pkg)
         out.write(orjson.dumps(verdict) + b"\n")
     out.flush()
-    return 2 if bad_input else 0
+    check.verdict(rejected_downstream=n_bad)
+    return 2 if bad_input or check.rejected else 0
