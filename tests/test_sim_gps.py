@@ -23,7 +23,9 @@ def test_expand_legs_timing_and_implied_speed():
     v = d / np.diff(ts) * 3600
     assert np.allclose(v[:119], 60.0, rtol=0.01)                      # implied speed = nominal speed
     parked = (ts > 1_000_000 + 3600) & (ts <= 1_000_000 + 5400)
-    assert parked.sum() == 3 and np.all(c["speed_kmh"][parked] == 0)
+    # JT/T 808 terminals report at a state change: a stopped, ACC-off fix 1 s after the stop, then every 600 s
+    assert list(ts[parked] - 1_000_000 - 3600) == [1, 600, 1200, 1800] and np.all(c["speed_kmh"][parked] == 0)
+    assert 1_000_000 + 5401 in ts                                    # and a moving fix 1 s after starting again
     first_stop = np.flatnonzero(parked)[0]                   # stopped where the drive ended: no jump
     assert haversine_km(c["lon"][first_stop - 1], c["lat"][first_stop - 1], c["lon"][first_stop], c["lat"][first_stop]) < 1e-6
     assert np.all(c["status_flags"][parked] & 1 == 0)                # ACC off while parked
