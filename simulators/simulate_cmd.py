@@ -3,7 +3,8 @@
 Writes (with ``--out DIR``) ``registry.json``, ``feed.jsonl`` (the recording format; ``--gzip`` for
 ``feed.jsonl.gz``), ``expectations.json`` and ``images/``; then — unless ``--no-publish`` — starts the
 stack (embedded broker + worker unless ``$ROADWATCH_KAFKA`` is set), publishes the feed paced by
-``--speed`` and waits until the worker has consumed everything.
+``--speed`` — never more than ``--lead`` of event time ahead of what the worker has taken in on any topic
+(simulators/replay.py ``EventTimeGate``) — and waits until the worker has consumed everything.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
 from .recording import write_records
-from .replay import parse_speed, ping_count, publish
+from .replay import EventTimeGate, parse_speed, ping_count, publish, worker_intake
 from .scenario import build, load_scenario
 
 
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gateway", metavar="HOST:PORT",
                    help="send pings as JT/T 808 frames over TCP to this gateway instead of Kafka")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the worker to go idle")
+    p.add_argument("--lead", type=float, default=None, metavar="S",
+                   help="event-time lead: publish at most S simulated seconds ahead of what the worker has taken "
+                        "in on every topic (default: the scenario's fair_lead_s, 600; 0 = no gating)")
 
 
 def generate(args, cfg: Config):
@@ -76,14 +80,20 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from roadwatch.streams.runtime import stack
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
         producer = make_producer(st.bootstrap)
+        lead = args.lead if args.lead is not None else float(scn.raw["scenario"].get("fair_lead_s", 600))
+        gate = None
+        if lead > 0 and st.worker is not None:      # our own worker: its /metrics tells what it took in
+            url = f"http://127.0.0.1:{int(cfg['web.port'])}/metrics"
+            gate = EventTimeGate(lambda: worker_intake(url), int(lead * 1000), stall_s=args.timeout)
         try:
             res = publish(built.records, producer, speed, total=len(built.records), on_sent=st.note_sent,
-                          count_units=ping_count, settle=lambda: st.wait_idle(args.timeout))
+                          count_units=ping_count, settle=lambda: st.wait_idle(args.timeout), gate=gate)
         finally:
             producer.close(timeout=10)
         print(f"published {res['messages']:,} records ({res['units']:,} pings) in {res['seconds']} s: "
               f"{res['msg_per_s']:,} msg/s, {res['units_per_s']:,} pings/s"
-              + (f" (plus {res['settle_s']} s waiting for the worker at barriers)" if res["settle_s"] else ""),
+              + (f" (plus {res['settle_s']} s waiting for the worker at barriers)" if res["settle_s"] else "")
+              + (f"; {res['gate_s']} s of it keeping event-time step with the worker" if res.get("gate_s") else ""),
               file=sys.stderr)
         t0 = time.monotonic()
         ok = st.wait_idle(args.timeout)

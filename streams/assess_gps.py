@@ -268,6 +268,12 @@ def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Con
             held.append(cols) if sort_by_time else apply(cols)
 
     for raw in lines:
+        if not isinstance(raw, (bytes, bytearray, str)):   # a feed record already in columns (feed_input)
+            if buf:
+                flush()
+                buf, first = [], line_no + 1
+            held.append(raw) if sort_by_time else apply(raw)
+            continue
         line_no += 1
         buf.append(raw)
         if len(buf) >= batch:
@@ -316,7 +322,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError(str(e)) from None
     zones = _load_zones(args.zones, registry)
     from . import feed_input     # stdin: a scenario/replay feed or JSON lines of pings
-    lines, check, _ = feed_input.pings("-", cfg, "assess gps: stdin")
+    lines, check, _ = feed_input.pings("-", cfg, "assess gps: stdin", columns=True)
     alerts, rows, errors = run_pings(lines, registry, zones, cfg, batch=args.batch,
                                      sort_by_time=args.sort_by_time)
     err = sys.stderr.buffer

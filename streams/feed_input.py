@@ -9,7 +9,8 @@
 - **JSON lines** of single records (one interchange ping or WIM reading per line).
 
 The format is recognised from the first non-empty line. The reader yields single-record JSON lines (bytes),
-the form the engines parse, and counts what it read, skipped and rejected. ``InputCheck.verdict`` is the
+the form the engines parse — or, for the GPS engine's batch path, a feed's ping records as decoded column
+batches — and counts what it read, skipped and rejected. ``InputCheck.verdict`` is the
 refusal rule: no usable line at all, or more than ``input.max_rejected_share`` of the lines rejected (by
 this reader or by the engine downstream) → ``UsageError`` (exit 2) with a one-line reason — never a report
 built on nothing. Memory is bounded by one record: the file is streamed.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import gzip
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ import numpy as np
 import orjson
 
 from roadwatch.models.config import Config
+from roadwatch.models.pingbatch import decode_batch
+from roadwatch.models.records import InvalidRecord
 
 from .errors import UsageError
 
@@ -91,8 +95,14 @@ class InputCheck:
                              f"input.max_rejected_share {self.max_rejected_share:.1%}){first}")
 
 
-def read_lines(fh: IO[bytes], kind: str, check: InputCheck) -> Iterator[bytes]:
-    """Single-record JSON lines of ``kind`` (``PINGS`` or ``WIM``) from a feed or from JSON lines."""
+def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = False,
+               max_bytes: int = 1_000_000, batch_pings: int = 2000) -> Iterator:
+    """Single-record JSON lines of ``kind`` (``PINGS`` or ``WIM``) from a feed or from JSON lines. With
+    ``columns``, a feed's ``gps-pings`` records come out as ``PingColumns`` instead, decoded and validated
+    by the worker's own ``decode_batch`` — the same checks and order as the stream, consecutive records
+    merged up to ``batch_pings`` (no per-ping JSON on the way: the batch path runs at the engine's speed)."""
+    pending: list = []            # consecutive column batches merged up to batch_pings (engine calls)
+    n_pending = 0
     for lineno, line in enumerate(fh, 1):
         if not line.strip():
             continue
@@ -116,6 +126,19 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck) -> Iterator[bytes]:
             check.units += 1
             yield value
             continue
+        if columns:
+            try:
+                cols = decode_batch(value, max_bytes)
+            except InvalidRecord as e:
+                check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
+                continue
+            check.units += len(cols)
+            pending.append(cols)
+            n_pending += len(cols)
+            if n_pending >= batch_pings:
+                yield concat_columns(pending)
+                pending, n_pending = [], 0
+            continue
         try:
             out = ping_lines(value)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -123,6 +146,26 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck) -> Iterator[bytes]:
             continue
         check.units += len(out)
         yield from out
+    if pending:
+        yield concat_columns(pending)
+
+
+def concat_columns(parts: list):
+    """Consecutive ``PingColumns`` batches as one, in order (arrays concatenated, lists joined)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for f in dataclasses.fields(parts[0]):
+        vals = [getattr(p, f.name) for p in parts]
+        if all(v is None for v in vals):
+            out[f.name] = None
+        elif f.name == "recv_ts":           # receipt times are optional per record: default to the fix time
+            out[f.name] = np.concatenate([v if v is not None else p.ts for v, p in zip(vals, parts)])
+        elif isinstance(vals[0], np.ndarray):
+            out[f.name] = np.concatenate(vals)
+        else:
+            out[f.name] = [x for v in vals for x in v]
+    return type(parts[0])(**out)
 
 
 def _is_feed_line(line: bytes) -> bool:
@@ -163,11 +206,12 @@ def ping_lines(value: bytes) -> list[bytes]:
     return out
 
 
-def pings(path: str, cfg: Config, label: str) -> tuple[Iterator[bytes], InputCheck, IO[bytes]]:
-    """(ping lines, their check, the open file to close) for ``--pings FILE`` / stdin."""
+def pings(path: str, cfg: Config, label: str, columns: bool = False) -> tuple[Iterator, InputCheck, IO[bytes]]:
+    """(ping lines — or, with ``columns``, lines and ``PingColumns`` batches —, their check, the open file
+    to close) for ``--pings FILE`` / stdin."""
     fh = open_input(path, "pings file")
     chk = InputCheck(label, PINGS, float(cfg["input.max_rejected_share"]))
-    return read_lines(fh, PINGS, chk), chk, fh
+    return read_lines(fh, PINGS, chk, columns, int(cfg["stream.max_record_bytes"])), chk, fh
 
 
 def readings(path: str, cfg: Config, label: str) -> tuple[Iterator[bytes], InputCheck, IO[bytes]]:

@@ -38,7 +38,7 @@ def _day_rows_from_pings(path: str, registry, cfg) -> list[dict]:
     from roadwatch.geo.zones import ZoneIndex
 
     from . import feed_input
-    lines, check, fh = feed_input.pings(path, cfg, f"--pings {path}")
+    lines, check, fh = feed_input.pings(path, cfg, f"--pings {path}", columns=True)
     with fh:
         _alerts, day_rows, errors = run_pings(lines, registry, ZoneIndex.from_registry(registry), cfg)
     n_err = len(errors) if hasattr(errors, "__len__") else errors
