@@ -97,10 +97,11 @@ def worker_intake(metrics_url: str, timeout: float = 2.0) -> dict[str, float] | 
 class EventTimeGate:
     """Before a record of event time T is sent, the worker must have taken in, on every topic, each record
     published with event time ≤ T − ``lead_ms``. ``intake()`` returns the worker's cumulative per-topic
-    counts (``worker_intake``); it is asked only when the cached counts do not already suffice. If the
+    counts (``worker_intake``); it is asked only when the cached counts do not already suffice, and once
+    behind, the publisher waits until the worker is within half the lead (fewer, longer stops). If the
     worker makes no progress for ``stall_s`` (restarted, counters reset) the gate opens and says so."""
 
-    def __init__(self, intake: Callable[[], dict | None], lead_ms: int, *, poll_s: float = 0.02,
+    def __init__(self, intake: Callable[[], dict | None], lead_ms: int, *, poll_s: float = 0.05,
                  stall_s: float = 120.0, sleep=time.sleep, clock=time.monotonic):
         self.intake, self.lead_ms, self.poll_s, self.stall_s = intake, int(lead_ms), poll_s, stall_s
         self.sleep, self.clock = sleep, clock
@@ -115,17 +116,22 @@ class EventTimeGate:
         n = self.sent[r.topic] = self.sent.get(r.topic, 0) + 1
         self.marks.setdefault(r.topic, deque()).append((r.ts_ms, n))
 
-    def _due(self, ts_ms: int) -> bool:
-        """Raise the required counts to event time ``ts_ms − lead``; True when the worker must catch up."""
-        horizon = ts_ms - self.lead_ms
+    def _raise_need(self, horizon: int) -> None:
         for topic, dq in self.marks.items():
             while dq and dq[0][0] <= horizon:
                 self.need[topic] = dq.popleft()[1]
+
+    def _behind(self) -> bool:
         return any(self.seen.get(t, 0) < n for t, n in self.need.items())
 
     def wait(self, r: FeedRecord, flush: Callable[[], object]) -> None:
-        if self.open or not self._due(r.ts_ms):
+        if self.open:
             return
+        self._raise_need(r.ts_ms - self.lead_ms)
+        if not self._behind():
+            return
+        # behind: let the worker catch up to half the lead, so the next records flow without a stop each
+        self._raise_need(r.ts_ms - self.lead_ms // 2)
         flush()                                   # what we wait for must have left the producer
         t0 = last_progress = self.clock()
         before = dict(self.seen)
@@ -133,7 +139,7 @@ class EventTimeGate:
             got = self.intake()
             if got is not None:
                 self.seen = got
-                if not any(got.get(t, 0) < n for t, n in self.need.items()):
+                if not self._behind():
                     break
                 if got != before:
                     before, last_progress = dict(got), self.clock()

@@ -482,6 +482,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
             bgm = caps[cols["vid"]] > 0
             cols["speed_kmh"] = np.where(bgm, np.minimum(cols["speed_kmh"], caps[cols["vid"]]), cols["speed_kmh"])
         cols = take(cols, np.lexsort((cols["ts"], cols["vid"])))
+        in_order_receipt(cols)
         for hook in ctx.post:
             cols = hook(cols)
         if bg:
@@ -513,6 +514,18 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
              "driver_events": len(ev_recs), "vehicles": len(ctx.reg.vehicles),
              "stations": len(ctx.reg.stations), "generate_s": round(_time.perf_counter() - t_gen, 2)}
     return Built(ctx.reg, records, ctx.expect, dict(ctx.aliases), stats, cols, ctx.readings)
+
+
+def in_order_receipt(cols: dict) -> None:
+    """A terminal's fixes reach the platform in the order it sent them (one TCP connection): receipt times
+    made non-decreasing per vehicle (``cols`` sorted by vehicle, then fix time). Without this, a
+    state-change fix 1 s after the previous one could be received first — an out-of-order pair no
+    terminal produces unless a scenario scripts it (re-uploads do, after this step)."""
+    if len(cols["vid"]) == 0:
+        return
+    span = np.int64(1) << np.int64(40)          # > any epoch second: keeps each vehicle's run separate
+    key = cols["vid"].astype(np.int64) * span + cols["recv_ts"].astype(np.int64)
+    cols["recv_ts"] = np.maximum.accumulate(key) - cols["vid"].astype(np.int64) * span
 
 
 def background_faults(ctx: Context, cols: dict, fl: dict) -> dict:

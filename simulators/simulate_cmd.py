@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the worker to go idle")
     p.add_argument("--lead", type=float, default=None, metavar="S",
                    help="event-time lead: publish at most S simulated seconds ahead of what the worker has taken "
-                        "in on every topic (default: the scenario's fair_lead_s, 600; 0 = no gating)")
+                        "in on every topic (default: the scenario's fair_lead_s, 1800; 0 = no gating)")
 
 
 def generate(args, cfg: Config):
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from roadwatch.streams.runtime import stack
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
         producer = make_producer(st.bootstrap)
-        lead = args.lead if args.lead is not None else float(scn.raw["scenario"].get("fair_lead_s", 600))
+        lead = args.lead if args.lead is not None else float(scn.raw["scenario"].get("fair_lead_s", 1800))
         gate = None
         if lead > 0 and st.worker is not None:      # our own worker: its /metrics tells what it took in
             url = f"http://127.0.0.1:{int(cfg['web.port'])}/metrics"

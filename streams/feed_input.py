@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import sys
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import IO, Iterator
 
 import numpy as np
@@ -114,8 +115,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             yield line
             continue
         try:
-            rec = orjson.loads(line)
-            topic, value = rec["topic"], base64.b64decode(rec["value"], validate=True)
+            topic, value = _split_record(line)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as e:
             check.reject(lineno, f"not a feed record ({type(e).__name__})")
             continue
@@ -164,8 +164,25 @@ def concat_columns(parts: list):
         elif isinstance(vals[0], np.ndarray):
             out[f.name] = np.concatenate(vals)
         else:
-            out[f.name] = [x for v in vals for x in v]
+            out[f.name] = list(chain.from_iterable(vals))
     return type(parts[0])(**out)
+
+
+_VALUE = b'"value":"'
+
+
+def _split_record(line: bytes) -> tuple[str, bytes]:
+    """(topic, decoded value) of one feed line. Lines as ``simulate``/``record`` write them (topic first,
+    then a base64 value without escapes) are cut apart without parsing the large value as JSON; any other
+    object is parsed in full."""
+    for topic in (PINGS, WIM):
+        if line.startswith(b'{"topic":"' + topic.encode() + b'"'):
+            i = line.find(_VALUE)
+            j = line.find(b'"', i + len(_VALUE)) if i >= 0 else -1
+            if j > 0:
+                return topic, base64.b64decode(line[i + len(_VALUE):j], validate=True)
+    rec = orjson.loads(line)
+    return rec["topic"], base64.b64decode(rec["value"], validate=True)
 
 
 def _is_feed_line(line: bytes) -> bool:
