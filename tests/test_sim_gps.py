@@ -143,3 +143,21 @@ def test_speeding_and_zone_behaviours_in_feed():
     inside = [r for r in _pings(g, g.aliases["dg_in_z1"])
               if z[0][0] <= r[4] <= z[1][0] and z[0][1] <= r[5] <= z[2][1]]
     assert len(inside) >= 10                                              # dwell of 10 min inside
+
+
+def test_receipt_in_sending_order_and_no_silence_while_moving():
+    """Per terminal, fixes arrive in the order sent (re-uploads aside), and a background vehicle never falls
+    silent while moving: after a moving fix the next one comes within the driving interval."""
+    from roadwatch.models.config import Config
+    from roadwatch.simulators.scenario import build, load_scenario
+    scn = load_scenario("province_week")
+    scn.raw["fleet"] = dict(scn.raw["fleet"], vehicles=150, drift_vehicle_rate=0.0, bad_value_rate=0.0)
+    scn.hours = 48.0
+    c = build(scn, Config()).pings
+    o = np.lexsort((c["ts"], c["vid"]))
+    vid, ts, recv, spd = c["vid"][o], c["ts"][o], c["recv_ts"][o], c["speed_kmh"][o]
+    same = vid[1:] == vid[:-1]
+    assert not np.any(same & (recv[1:] < recv[:-1]))
+    moving_then = same & (spd[:-1] > 0)
+    assert moving_then.sum() > 1000
+    assert np.all(np.diff(ts)[moving_then] <= scn.raw["scenario"]["interval_s"])
