@@ -97,11 +97,12 @@ class InputCheck:
 
 
 def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = False,
-               max_bytes: int = 1_000_000, batch_pings: int = 2000) -> Iterator:
+               max_bytes: int = 1_000_000, batch_pings: int = 8000) -> Iterator:
     """Single-record JSON lines of ``kind`` (``PINGS`` or ``WIM``) from a feed or from JSON lines. With
     ``columns``, a feed's ``gps-pings`` records come out as ``PingColumns`` instead, decoded and validated
     by the worker's own ``decode_batch`` — the same checks and order as the stream, consecutive records
-    merged up to ``batch_pings`` (no per-ping JSON on the way: the batch path runs at the engine's speed)."""
+    merged up to ``batch_pings`` (no per-ping JSON on the way: the batch path runs at the engine's speed;
+    8 000 measured ≈ 9 % faster than 2 000 on the province month, docs/performance.md)."""
     pending: list = []            # consecutive column batches merged up to batch_pings (engine calls)
     n_pending = 0
     for lineno, line in enumerate(fh, 1):
