@@ -246,6 +246,16 @@ _k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
 
+# --- case lifecycle, Art. 66 views, permits (models/lifecycle.py, models/art66.py, models/permits.py) ---
+_k("art66.counts_from", "decided", "docs/legal-basis.md §4.3 (project decision; 条例 Art. 66)",
+   "earliest case status that counts for Art. 66 (that status and the later ones: decided → served → closed)",
+   ("decided", "served", "closed"))
+_k("case.statement_days", 3, "docs/legal-basis.md §4.2 (处罚法 Art. 44/45; transport practice [S])",
+   "the owner's 陈述申辩 period after notification: no decision dated earlier", lo=0, hi=60)
+_k("case.hearing_days", 5, "docs/legal-basis.md §4.4 (处罚法 Art. 63/64)",
+   "period to request a hearing after an escalation proposal is notified: no decision dated earlier", lo=0, hi=60)
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 
