@@ -252,6 +252,9 @@ _k("art66.counts_from", "decided", "docs/legal-basis.md §4.3 (project decision;
    ("decided", "served", "closed"))
 _k("case.statement_days", 3, "docs/legal-basis.md §4.2 (处罚法 Art. 44/45; transport practice [S])",
    "the owner's 陈述申辩 period after notification: no decision dated earlier", lo=0, hi=60)
+_k("evidence.trusted_keys_dir", "", "ops",
+   "folder of trusted public keys for `evidence verify` (default <data_dir>/keys/trusted); refused when "
+   "group/world-writable")
 _k("case.hearing_days", 5, "docs/legal-basis.md §4.4 (处罚法 Art. 63/64)",
    "period to request a hearing after an escalation proposal is notified: no decision dated earlier", lo=0, hi=60)
 

@@ -11,6 +11,7 @@ the escalation proposals of the subjects the case touches (vehicle, identified d
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +21,7 @@ import orjson
 
 from roadwatch.models import art66, lifecycle
 from roadwatch.models.config import Config
-from roadwatch.models.evidence import SigningKey, load_signing_key, write_package
+from roadwatch.models.evidence import EvidenceError, SigningKey, append_entry, load_signing_key, write_package
 from roadwatch.models.lifecycle import Act, TransitionError
 from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
 from roadwatch.streams.archive import register_schema
@@ -104,6 +105,7 @@ CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-
 """)
 
 SYSTEM = "roadwatch"
+log = logging.getLogger("roadwatch.cases")
 
 
 def _iso(ms: int) -> str:
@@ -399,8 +401,11 @@ class CaseStore:
                 acts.append(act)
                 self._apply_derived(c, row, acts, now)
                 self._recompute_escalations(c, row, now)
+        pending = self._evidence_sync(case_id)
         out = self.show(case_id)
         out["replayed"] = replayed
+        if pending:
+            out["evidence_pending"] = pending
         if out["status"] == "confirmed" and action == "confirm":
             out["notify_due"] = format_ts(datetime.fromisoformat(act.at)
                                           + timedelta(days=int(self.cfg["notify.days_after_review"])))
@@ -437,6 +442,32 @@ class CaseStore:
         else:
             c.execute("UPDATE case_state SET status=?, decided_on=?, updated_at=? WHERE case_id=?",
                       (d["status"], d["decided_on"], format_ts(now), row["case_id"]))
+
+    # --- evidence: later facts as signed chain entries ---------------------------------------------------------
+
+    def _evidence_sync(self, case_id: str) -> int:
+        """Every act after detection becomes a signed entry on the case's evidence chain (the package is never
+        rewritten). Idempotent per act id, so an entry lost to a crash after the act was stored is written by
+        the case's next act. Returns how many entries could not be written now (0 = all there)."""
+        row = self.get(case_id)
+        if not row or not row.get("evidence_path") or self.data_dir is None:
+            return 0
+        pkg = Path(row["evidence_path"])
+        if not pkg.is_absolute() and not (pkg / "manifest.json").exists():
+            pkg = self.data_dir / pkg
+        if not (pkg / "manifest.json").exists():
+            return 0
+        acts = [a for a in self.history(case_id) if a.action != "detect"]
+        try:
+            key = self._key(self.data_dir)
+            for a in acts:
+                d = a.as_dict()
+                append_entry(pkg, {"id": d.pop("act_id"), "kind": "act", **d}, key=key)
+        except (EvidenceError, OSError) as e:
+            log.warning("case %s: evidence entry not written yet (%s); retried with the case's next act",
+                        case_id, e)
+            return len(acts)
+        return 0
 
     # --- Art. 66 views ------------------------------------------------------------------------------------
 
