@@ -39,7 +39,7 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
                  "withdrawn"),
 }
 ACTIONS = tuple(TRANSITIONS)
-FACT_ACTIONS = ("amend",)                      # facts recorded on a case without changing its status
+FACT_ACTIONS = ("amend", "conflict")           # facts recorded on a case without changing its status
 STATUSES = ("detected", "reviewed", "confirmed", "dismissed", "filed", "notified", "decided", "served",
             "closed", "withdrawn")
 FINAL = frozenset({"dismissed", "closed", "withdrawn"})

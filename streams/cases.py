@@ -11,6 +11,7 @@ the escalation proposals of the subjects the case touches (vehicle, identified d
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from datetime import date, datetime, timedelta, timezone
@@ -55,6 +56,17 @@ CREATE TABLE IF NOT EXISTS track_points (     -- sampled truck points for cargo-
     PRIMARY KEY (plate, ts_ms)
 ) WITHOUT ROWID;                                -- clustered by (plate, time): cheaper inserts and look-backs
 CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
+
+CREATE TABLE IF NOT EXISTS wim_readings (     -- every reading as received: append-only, never overwritten
+    reading_key  TEXT PRIMARY KEY,             -- sha256 of the parsed reading (a replay is the same row)
+    identity     TEXT NOT NULL,                -- station|reading_id, or station|plate|epoch-ms without an id
+    passage_id   TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    reading      TEXT NOT NULL,                -- JSON
+    verdict      TEXT NOT NULL,                -- JSON: the verdict this reading gave
+    conflict_of  TEXT                          -- reading_key of the first reading with this identity
+);
+CREATE INDEX IF NOT EXISTS wim_readings_identity ON wim_readings(identity);
 
 CREATE TABLE IF NOT EXISTS case_acts (        -- the case's history: append-only, one row per act
     act_id     TEXT PRIMARY KEY,              -- <case_id>:<action> (each transition happens once)
@@ -196,6 +208,8 @@ class CaseStore:
         With ``reading`` and ``evidence_dir`` the case's evidence package is written first (a no-op when it
         exists), signed with the key of ``data_dir`` (models/evidence.py), and the signed manifest is
         stored with the case. Duplicate readings (``duplicate_of``) are not stored: their passage is."""
+        if reading is not None and self._conflicting(verdict, reading):
+            return False
         if verdict.get("duplicate_of"):
             return False
         evidence_dir = evidence_dir or self.evidence_dir
@@ -243,6 +257,68 @@ class CaseStore:
                       (verdict["case_id"], drv.get("id"), drv.get("source") or "unknown",
                        (verdict.get("enterprise") or {}).get("goods_vehicles"), now))
             return True
+
+    def _conflicting(self, verdict: dict, reading: WimReading) -> bool:
+        """Keep every reading (append-only). A reading whose identity (station + reading id, or station +
+        plate + time without an id) was already received with other values is kept beside the first and
+        flagged as a conflict for review: it changes no verdict and opens no case; the case of the first
+        reading (if any) gets a ``conflict`` fact in its history. Sets ``verdict["conflict"]``."""
+        rd = reading.asdict()
+        rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
+        raw = orjson.dumps(rd, option=orjson.OPT_SORT_KEYS)
+        key = hashlib.sha256(raw).hexdigest()
+        identity = (f"{reading.station_id}|id:{reading.reading_id}" if reading.reading_id
+                    else f"{reading.station_id}|{reading.plate}|{verdict['ts_ms']}")
+        now = datetime.now(timezone.utc)
+        with _Tx(self.conn) as c:
+            if c.execute("SELECT 1 FROM wim_readings WHERE reading_key=?", (key,)).fetchone():
+                first = c.execute("SELECT conflict_of FROM wim_readings WHERE reading_key=?", (key,)).fetchone()
+                if first[0] is None:
+                    return False                       # a replay of a reading we kept: nothing new
+                verdict["conflict"] = {"reading_key": key, "conflict_of": first[0], "identity": identity}
+                return True
+            prior = c.execute("""SELECT reading_key, passage_id, verdict FROM wim_readings WHERE identity=?
+                                 AND conflict_of IS NULL ORDER BY received_at, reading_key LIMIT 1""",
+                              (identity,)).fetchone()
+            c.execute("""INSERT INTO wim_readings (reading_key, identity, passage_id, received_at, reading, verdict,
+                             conflict_of) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+                      (key, identity, verdict["passage_id"], format_ts(now), raw.decode(),
+                       orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None))
+            if prior is None:
+                return False
+            first = orjson.loads(prior["verdict"])
+            verdict["conflict"] = {"reading_key": key, "conflict_of": prior["reading_key"], "identity": identity,
+                                   "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan", "case_id")},
+                                   "second": {k: verdict.get(k) for k in ("gross_kg", "action", "fine_yuan")}}
+            case_id = first.get("case_id")
+            if case_id and c.execute("SELECT 1 FROM cases WHERE case_id=?", (case_id,)).fetchone():
+                acts = self.history(case_id)
+                act = Act(case_id=case_id, action="conflict", by=SYSTEM, at=verdict["ts"], entered_at=format_ts(now),
+                          reason=(f"reading {identity} received again with other values: gross "
+                                  f"{first.get('gross_kg')} kg then {verdict.get('gross_kg')} kg; review the case"),
+                          details={"reading_key": key, "conflict_of": prior["reading_key"],
+                                   "gross_kg": verdict.get("gross_kg")})
+                self._insert_act(c, act, len(acts) + 1)
+        log.warning("reading %s received again with other values: kept as a conflict for review", identity)
+        if case_id:
+            self._evidence_sync(case_id)
+        return True
+
+    def conflicts(self, case_id: str | None = None) -> list[dict]:
+        rows = self.conn.execute("""SELECT r.reading_key, r.identity, r.conflict_of, r.received_at, r.verdict,
+                                           f.verdict AS first_verdict
+                                    FROM wim_readings r JOIN wim_readings f ON f.reading_key = r.conflict_of
+                                    ORDER BY r.received_at""").fetchall()
+        out = []
+        for r in rows:
+            first, second = orjson.loads(r["first_verdict"]), orjson.loads(r["verdict"])
+            if case_id and first.get("case_id") != case_id:
+                continue
+            out.append({"identity": r["identity"], "reading_key": r["reading_key"], "conflict_of": r["conflict_of"],
+                        "received_at": r["received_at"], "case_id": first.get("case_id"),
+                        "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan")},
+                        "second": {k: second.get(k) for k in ("gross_kg", "action", "fine_yuan")}})
+        return out
 
     def set_evidence(self, case_id: str, evidence_path: str, manifest: dict) -> None:
         self.conn.execute("UPDATE cases SET evidence_path=?, manifest=? WHERE case_id=?",
@@ -337,6 +413,7 @@ class CaseStore:
         out["allowed_actions"] = lifecycle.allowed_actions(derived["status"])
         out["liable"] = self._liable(row, st, derived)
         out["proposals"] = [p for p in self.proposals() if case_id in p["basis"].get("case_ids", [])]
+        out["conflicts"] = self.conflicts(case_id)
         return out
 
     @staticmethod

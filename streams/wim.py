@@ -87,6 +87,10 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 log.exception("reading could not be assessed")
                 await send_dead_letter(dlq, T.WIM_READINGS, "internal_error", repr(err)[:300], raw)
                 continue
+            if verdict.get("conflict"):
+                # the same reading re-sent with other values: kept beside the first for review, no new outcome
+                M.CASES.labels(action="reading_conflict").inc()
+                continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
             if verdict["action"] != "none" and not verdict.get("duplicate_of"):

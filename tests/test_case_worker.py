@@ -34,10 +34,10 @@ def day(m, d, h=10):
     return datetime(2025, m, d, h, 0, tzinfo=BEIJING)
 
 
-def wim(plate, ts):
+def wim(plate, ts, gross=60000):
     return {"station_id": "S1", "lane": 1, "ts": iso(ts), "plate": plate, "plate_color": 2,
             "plate_confidence": 0.97, "vehicle_kind": "train", "axle_count": 6,
-            "axle_loads_kg": [7000] + [10600] * 5, "axle_spacings_m": [3.5] * 5, "gross_kg": 60000,
+            "axle_loads_kg": [7000] + [(gross - 7000) / 5] * 5, "axle_spacings_m": [3.5] * 5, "gross_kg": gross,
             "speed_kmh": 60, "device_id": "W1"}
 
 
@@ -131,6 +131,13 @@ def test_driver_cards_restart_console_and_cli_give_the_statutory_escalations(tmp
                                    ("decide", f"2025-{dec}")):
                     assert main(["case", "act", c[A + k], action, "--archive", str(cfg.archive_path),
                                  "--by", "officer8", "--at", at]) == 0
+            # the same reading re-sent with other values: kept beside the first, flagged, nothing overwritten
+            send(bootstrap, T.WIM_READINGS, [(A, wim(A, day(3, 20), gross=40000))])
+            wait(lambda: conn.execute("SELECT COUNT(*) FROM wim_readings WHERE conflict_of IS NOT NULL")
+                 .fetchone()[0], 30, "the conflict")
+            assert conn.execute("SELECT action FROM wim_verdicts WHERE case_id=?", (c[A + "03-20"],)).fetchone()[0] \
+                == "fine"
+            assert len(cases()) == 8
         finally:
             w.stop()
     # by hand: B's four decided cases (three with the card, one identified by the officer) from 04-05; A's
