@@ -244,7 +244,7 @@ def build_manifest(verdict: dict, reading: WimReading) -> dict:
                      "review_reasons": verdict.get("review_reasons") or []},
         "penalties": {"road_administration": verdict.get("road_penalty"), "police": verdict.get("police")},
         "axle_findings": verdict.get("axle_findings") or [],
-        "counters": verdict.get("counters"),
+        "counters": verdict.get("counters"), "permit": verdict.get("permit"),
         "targets": {
             "vehicle": {"plate": reading.plate, "owner": veh.get("owner"),
                         "transport_cert_no": veh.get("transport_cert_no"),

@@ -8,8 +8,10 @@ Order of the rules (documented so the verdict is explainable):
  1. passage de-duplication (same plate, same station, within ``overlimit.dedup_window_s`` of the passage's
     first reading → ``duplicate_of``, no second case);
  2. Art. 3 limit (models/limits.py) and tolerance (threshold | deduct) → ``over_limit``;
- 3. if over the limit: validity (calibration certificate, plate confidence, plate in registry) → ``review``,
-    else Art. 43 → ``warning`` | ``fine``;
+ 3. if over the limit: validity (calibration certificate, plate confidence, plate in registry) → ``review``;
+    a valid 大件运输许可 covering the passage (limits and route) → ``none``, ``permitted``; a permit valid in
+    time that does not cover it → ``review`` (``permit_terms_not_met``, the permit's reasons); else Art. 43 →
+    ``warning`` | ``fine``;
  4. police 超载 assessment (informational), axle-load findings (informational);
  5. driver (IC card → registry, shown as presumed → unknown), cargo source (geo/sites.py), informational
     detection counts. Art. 66 escalations are not decided here: they are derived from the case histories
@@ -31,6 +33,7 @@ from roadwatch.geo.sites import SiteIndex, find_loading_site
 from .config import Config
 from .limits import axle_findings, axle_groups, gross_limit
 from .penalties import police_assessment, road_penalty
+from .permits import PermitIndex
 from .records import GpsPing, WimReading, epoch_ms_to_iso, format_ts, iso_to_epoch_ms, parse_ts
 from .registry import Registry
 
@@ -249,7 +252,7 @@ def _site_index(registry: Registry) -> SiteIndex:
 
 def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: CounterSource,
            track: TrackSource | None = None, driver: DriverSource | None = None,
-           passages: PassageSource | None = None) -> dict:
+           passages: PassageSource | None = None, permits: PermitIndex | None = None) -> dict:
     ts_ms = iso_to_epoch_ms(reading.ts)
     station = registry.stations.get(reading.station_id)
     vehicle = registry.vehicle(reading.plate)
@@ -303,8 +306,15 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         reasons.append("low_plate_confidence")
     if vehicle is None:
         reasons.append("unknown_plate")
+    # 3b. 大件运输许可 (models/permits.py): inside a valid permit's limits and route → permitted, no case;
+    #     a permit valid in time but not covering the passage → review with the reasons
+    permit = (permits.judge(reading, station.lat if station else None, station.lon if station else None)
+              if permits is not None else None)
+    permitted = bool(permit and permit["status"] == "permitted")
+    if over and permit and not permitted:
+        reasons.append("permit_terms_not_met")
 
-    if duplicate_of is not None or not over:
+    if duplicate_of is not None or not over or permitted:
         action = "none"
     elif reasons:
         action = "review"
@@ -337,6 +347,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "review_reasons": reasons if over else [],
         "calibration": calib,
         "case_id": case_id, "passage_id": passage_id, "duplicate_of": duplicate_of,
+        "permit": permit, "permitted": permitted and over,
         "enterprise_id": (vehicle.enterprise_id or None) if vehicle else None,
         "police": None, "axle_groups": None, "axle_findings": [], "counters": None,
         "source_site": None, "track_excerpt": None, "driver": {"id": None, "source": "unknown"},

@@ -19,6 +19,7 @@ from roadwatch.models.config import Config, ConfigError, load_config
 from roadwatch.models.evidence import EvidenceError, load_signing_key, write_package
 from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
 from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
+from roadwatch.models.permits import PermitError, PermitIndex, load_permits
 from roadwatch.models.registry import RegistryError, load_registry
 from roadwatch.streams.cli import UsageError
 
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UsageError(f"config error: {e}") from None
     try:
         registry = load_registry(args.registry)
-    except RegistryError as e:
+        permits = PermitIndex(load_permits(args.registry))
+    except (RegistryError, PermitError) as e:
         raise UsageError(str(e)) from None
     max_bytes = int(cfg["stream.max_record_bytes"])
     tracks = drivers = None
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             out.write(orjson.dumps({"error": e.code, "detail": e.detail, "line": n}) + b"\n")
             continue
         verdict = assess(reading, registry, cfg, counters=counters, track=tracks, driver=drivers,
-                         passages=passages)
+                         passages=passages, permits=permits)
         if store is not None:
             try:
                 store.record(verdict, reading=reading, evidence_dir=args.evidence_dir, data_dir=cfg.data_dir,

@@ -13,6 +13,7 @@ import time
 import orjson
 
 from roadwatch.models.overload import assess
+from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading
 
 from . import metrics as M
@@ -48,10 +49,11 @@ class WimHandler:
         self.track = ArchiveTrack(conn)
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
+        self.permits = PermitIndex(load_permits(ctx.registry_path))
 
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
-                         driver=self.drivers, passages=self.store)
+                         driver=self.drivers, passages=self.store, permits=self.permits)
         st = self.ctx.registry.stations.get(reading.station_id)
         if st is not None:
             verdict.setdefault("station_lat", st.lat)

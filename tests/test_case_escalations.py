@@ -18,7 +18,7 @@ from roadwatch.streams.cli import main
 
 from test_overload_helpers import iso, registry_dict, vehicle
 
-A, B, C = "豫A11111", "豫B22222", "豫C33333"
+A, B, C, D = "豫A11111", "豫B22222", "豫C33333", "豫D44444"
 
 
 def day(m, d, y=2025, h=10):
@@ -39,6 +39,7 @@ READINGS = {
     "a25": wim(A, day(3, 25), confidence=0.5),
     "b11": wim(B, day(3, 11)), "b12": wim(B, day(3, 12)), "b13": wim(B, day(3, 13)), "b01": wim(B, day(3, 1)),
     "c15": wim(C, day(3, 15)),
+    "d16": wim(D, day(3, 16), gross=70000),                  # D holds a 大件运输许可 for 80 t at S1
 }
 
 # (case, action, legal date, extra args); per case in legal order, entered in the order given
@@ -90,7 +91,9 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     reg = registry_dict(goods_vehicles=20, vehicles=[vehicle(A, driver_id="D1"), vehicle(B, driver_id=""),
-                                                    vehicle(C, driver_id="")])
+                                                    vehicle(C, driver_id=""), vehicle(D, driver_id="")])
+    reg["permits"] = [{"permit_no": "豫大件2025-0007", "plate": D, "valid_from": iso(day(3, 1)),
+                       "valid_to": iso(day(3, 31)), "max_gross_kg": 80000, "stations": ["S1"]}]
     (tmp_path / "registry.json").write_bytes(orjson.dumps(reg))
     # B's IC card logins (JT/T 808 0x0702 as recorded): before its passages of the 11th–13th only
     pings = [{"plate": B, "plate_color": 2, "terminal_id": "T2", "ts": iso(day(3, d, h=8)), "lat": 34.0,
@@ -137,7 +140,8 @@ def run_sequence(tmp_path, capsys, monkeypatch, reading_order, act_order) -> dic
         code, out = cli(capsys, "escalations", "--archive", arch, "--at", at)
         assert code == 0
         results[at] = out
-    return {"case_of": case_of, "escalations": results, "archive": arch, "before": before}
+    return {"case_of": case_of, "escalations": results, "archive": arch, "before": before,
+            "verdicts": dict(zip(reading_order, verdicts))}
 
 
 def test_scripted_sequence_gives_the_statutory_escalations(tmp_path, capsys, monkeypatch):
@@ -147,6 +151,8 @@ def test_scripted_sequence_gives_the_statutory_escalations(tmp_path, capsys, mon
     for at, want in EXPECTED.items():
         got = {(e["target"], e["subject"]): e["count"] for e in r["escalations"][at]}
         assert got == want, at
+    d16 = r["verdicts"]["d16"]                                   # the permitted passage: no case, no count
+    assert d16["permitted"] is True and d16["case_id"] is None and d16["permit"]["permit_no"] == "豫大件2025-0007"
     for at, want in BEFORE_WITHDRAWAL.items():
         assert {(e["target"], e["subject"]): e["count"] for e in r["before"][at]} == want, at
     by = {(e["target"], e["subject"]): e for e in r["before"]["2025-04-25"]}
