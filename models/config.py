@@ -252,6 +252,14 @@ _k("art66.counts_from", "decided", "docs/legal-basis.md §4.3 (project decision;
    ("decided", "served", "closed"))
 _k("case.statement_days", 3, "docs/legal-basis.md §4.2 (处罚法 Art. 44/45; transport practice [S])",
    "the owner's 陈述申辩 period after notification: no decision dated earlier", lo=0, hi=60)
+_k("case.resolve_timeout_s", 600, "docs/legal-basis.md §5.2 (project decision)",
+   "a new case waits this long for the GPS track / card events covering its passage (other partitions) before "
+   "driver and source site are taken as provisional", lo=0, hi=86400)
+_k("case.late_data_h", 48.0, "docs/legal-basis.md §5.2 (project decision)",
+   "track or card data arriving up to this long after detection still amends the case (new chain entry, "
+   "counts recomputed)", lo=0, hi=720)
+_k("case.resolve_interval_s", 30.0, "ops", "how often the worker re-resolves cases waiting for cross-partition data",
+   lo=1, hi=3600)
 _k("evidence.trusted_keys_dir", "", "ops",
    "folder of trusted public keys for `evidence verify` (default <data_dir>/keys/trusted); refused when "
    "group/world-writable")

@@ -248,6 +248,16 @@ def _site_index(registry: Registry) -> SiteIndex:
     return cached[1]
 
 
+def trace_source_site(registry: Registry, cfg: Config, track: TrackSource | None, plate: str, ts_ms: int) -> dict:
+    """The loading stop (货运源头单位) on the truck's track before ``ts_ms`` (geo/sites.py); also used to amend
+    a case when its track arrives late (streams/cases.py ``resolve_pending``)."""
+    if track is None:
+        return {"site_id": None, "reason": "no_track_source"}
+    since = ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
+    t, la, lo, sp = track.points(plate, since, ts_ms)
+    return find_loading_site(_site_index(registry), t, la, lo, sp, ts_ms, cfg)
+
+
 # --- the verdict ----------------------------------------------------------------------------------------
 
 def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: CounterSource,
@@ -399,12 +409,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     if not over:
         return verdict
 
-    if track is None:
-        site = {"site_id": None, "reason": "no_track_source"}
-    else:
-        since = ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
-        t, la, lo, sp = track.points(reading.plate, since, ts_ms)
-        site = find_loading_site(_site_index(registry), t, la, lo, sp, ts_ms, cfg)
+    site = trace_source_site(registry, cfg, track, reading.plate, ts_ms)
     verdict["track_excerpt"] = site.pop("track", None)
     verdict["source_site"] = site
 

@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS wim_readings (     -- every reading as received: appe
 );
 CREATE INDEX IF NOT EXISTS wim_readings_identity ON wim_readings(identity);
 
+CREATE TABLE IF NOT EXISTS case_pending (     -- cases whose track / card data (other partitions) may come later
+    case_id     TEXT PRIMARY KEY,
+    plate       TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,             -- the passage
+    detected_ms INTEGER NOT NULL,             -- wall clock at detection (timeouts)
+    state       TEXT NOT NULL                 -- waiting | provisional (timed out, still open to late data)
+);
+
 CREATE TABLE IF NOT EXISTS case_acts (        -- the case's history: append-only, one row per act
     act_id     TEXT PRIMARY KEY,              -- <case_id>:<action> (each transition happens once)
     case_id    TEXT NOT NULL,
@@ -174,7 +182,7 @@ class CaseStore:
     Also the ``PassageSource`` for ``assess`` (``passages=store``)."""
 
     def __init__(self, conn: sqlite3.Connection, cfg: Config, *, evidence_dir: str | Path | None = None,
-                 data_dir: str | Path | None = None):
+                 data_dir: str | Path | None = None, watch_late_data: bool = False):
         if not isinstance(cfg, Config):
             raise TypeError("CaseStore needs the Config it is given")
         self.conn = conn
@@ -183,6 +191,7 @@ class CaseStore:
         self.data_dir = Path(data_dir) if data_dir else None
         self._passages = ArchivePassages(conn)
         self._keys: dict[str, SigningKey] = {}
+        self.watch_late_data = watch_late_data      # the worker: GPS and card data come through other partitions
 
     # PassageSource
     def find_passage(self, station_id, plate, ts_ms, window_ms):
@@ -256,6 +265,13 @@ class CaseStore:
                          ON CONFLICT DO NOTHING""",
                       (verdict["case_id"], drv.get("id"), drv.get("source") or "unknown",
                        (verdict.get("enterprise") or {}).get("goods_vehicles"), now))
+            if self.watch_late_data:
+                last = c.execute("SELECT MAX(ts_ms) FROM track_points WHERE plate=?", (verdict["plate"],)).fetchone()[0]
+                if last is None or last < int(verdict["ts_ms"]):     # the track covering the passage is not in yet
+                    c.execute("""INSERT INTO case_pending (case_id, plate, ts_ms, detected_ms, state)
+                                 VALUES (?,?,?,?,'waiting') ON CONFLICT DO NOTHING""",
+                              (verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
+                               int(datetime.now(timezone.utc).timestamp() * 1000)))
             return True
 
     def _conflicting(self, verdict: dict, reading: WimReading) -> bool:
@@ -519,6 +535,78 @@ class CaseStore:
         else:
             c.execute("UPDATE case_state SET status=?, decided_on=?, updated_at=? WHERE case_id=?",
                       (d["status"], d["decided_on"], format_ts(now), row["case_id"]))
+
+    # --- cross-partition data: driver cards and GPS tracks that arrive after the reading -------------------
+
+    def pending(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM case_pending ORDER BY ts_ms")]
+
+    def resolve_pending(self, registry, now_ms: int | None = None) -> list[dict]:
+        """Re-resolve driver identity and source site of cases whose covering data may still be on its way.
+
+        A case waits until the vehicle's track has passed the passage (watermark: a track point at or after
+        it) or ``case.resolve_timeout_s`` has run out; either way what is there now is compared with the case,
+        and any change (a card login found, a loading site traced) is recorded as an ``amend`` fact — a new
+        signed chain entry, the Art. 66 views recomputed. A covered case is done; a timed-out one stays open to
+        late data for ``case.late_data_h``. Returns the amendments made."""
+        from roadwatch.models.overload import trace_source_site
+        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000) if now_ms is None else int(now_ms)
+        timeout_ms = int(self.cfg["case.resolve_timeout_s"]) * 1000
+        late_ms = int(float(self.cfg["case.late_data_h"]) * 3_600_000)
+        tracks, drivers = ArchiveTracks(self.conn), ArchiveDrivers(self.conn)
+        out = []
+        for p in self.pending():
+            last = self.conn.execute("SELECT MAX(ts_ms) FROM track_points WHERE plate=?", (p["plate"],)).fetchone()[0]
+            covered = last is not None and last >= p["ts_ms"]
+            age = now_ms - p["detected_ms"]
+            if not covered and age < timeout_ms:
+                continue
+            changes = self._late_changes(p["case_id"], p["plate"], p["ts_ms"], registry, tracks, drivers,
+                                         trace_source_site)
+            now = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+            with _Tx(self.conn) as c:
+                row = c.execute("SELECT * FROM cases WHERE case_id=?", (p["case_id"],)).fetchone()
+                if changes and row is not None:
+                    acts = self.history(p["case_id"])
+                    if lifecycle.derive(acts)["status"] not in lifecycle.FINAL:
+                        act = Act(p["case_id"], "amend", SYSTEM, format_ts(now), format_ts(now),
+                                  "late data: " + "; ".join(ch["note"] for ch in changes),
+                                  details={ch["field"]: ch["value"] for ch in changes})
+                        self._insert_act(c, act, len(acts) + 1)
+                        for ch in changes:
+                            if ch["field"] == "source_site_id":
+                                c.execute("UPDATE cases SET source_site_id=? WHERE case_id=?",
+                                          (ch["value"], p["case_id"]))
+                            else:
+                                c.execute("UPDATE cases SET driver_id=? WHERE case_id=?", (ch["value"], p["case_id"]))
+                                c.execute("UPDATE case_state SET driver_id=?, driver_source='ic_card' WHERE case_id=?",
+                                          (ch["value"], p["case_id"]))
+                        self._recompute_escalations(c, row, now)
+                        out.append({"case_id": p["case_id"], "changes": changes})
+                if covered or age >= late_ms or row is None:
+                    c.execute("DELETE FROM case_pending WHERE case_id=?", (p["case_id"],))
+                else:
+                    c.execute("UPDATE case_pending SET state='provisional' WHERE case_id=?", (p["case_id"],))
+            if changes:
+                self._evidence_sync(p["case_id"])
+        return out
+
+    def _late_changes(self, case_id, plate, ts_ms, registry, tracks, drivers, trace) -> list[dict]:
+        row = self.get(case_id)
+        st = self.conn.execute("SELECT driver_id, driver_source FROM case_state WHERE case_id=?", (case_id,)).fetchone()
+        if row is None or st is None:
+            return []
+        changes = []
+        card = drivers.active_driver(plate, ts_ms)
+        if card and st["driver_source"] not in ("ic_card", "officer"):
+            changes.append({"field": "driver_id", "value": card,
+                            "note": f"IC card login of driver {card} active at the passage"})
+        if not row["source_site_id"]:
+            site = trace(registry, self.cfg, tracks, plate, ts_ms)
+            if site.get("site_id"):
+                changes.append({"field": "source_site_id", "value": site["site_id"],
+                                "note": f"loading stop at source site {site['site_id']} traced on the track"})
+        return changes
 
     # --- evidence: later facts as signed chain entries ---------------------------------------------------------
 

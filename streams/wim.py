@@ -44,7 +44,8 @@ class WimHandler:
     def __init__(self, ctx):
         self.ctx = ctx
         conn = open_archive(ctx.cfg.archive_path)
-        self.store = CaseStore(conn, ctx.cfg, evidence_dir=ctx.data_dir / "evidence", data_dir=ctx.data_dir)
+        self.store = CaseStore(conn, ctx.cfg, evidence_dir=ctx.data_dir / "evidence", data_dir=ctx.data_dir,
+                               watch_late_data=True)
         self.counters = ArchiveCounters(conn)
         self.track = ArchiveTrack(conn)
         self.drivers = ArchiveDrivers(conn)
@@ -101,5 +102,15 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 await publish_alerts([overload_alert(verdict)], recv_ms=None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
+
+    @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
+    async def resolve_late_data():
+        """Cases waiting for GPS tracks / card events from other partitions: resolve or amend them."""
+        try:
+            for amended in handler.store.resolve_pending(ctx.registry):
+                log.info("case %s amended from late data: %s", amended["case_id"],
+                         "; ".join(ch["note"] for ch in amended["changes"]))
+        except Exception:  # noqa: BLE001 - retried at the next tick; the pending rows stay
+            log.exception("re-resolving pending cases failed; retried in %s s", ctx.cfg["case.resolve_interval_s"])
 
     return handler
