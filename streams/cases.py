@@ -342,6 +342,10 @@ class CaseStore:
 
     # --- cases written before the lifecycle existed ----------------------------------------------------------
 
+    def migrate(self) -> None:
+        """Give every case without a history its history (see ``_migrate``)."""
+        self._migrate()
+
     def _migrate(self, case_id: str | None = None) -> None:
         """Give a case that has no history (an archive from before the lifecycle, or a row written directly)
         its ``detect`` act and ``case_state``; its old ``case_actions`` trail (or, without one, its stored
