@@ -16,11 +16,12 @@ The order in which cases arrive or acts are entered does not matter: only legal 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from .config import Config
-from .lifecycle import Act, TransitionError, derive
+from .lifecycle import Act, TransitionError, derive, reached
 
 SANCTIONS = {
     "vehicle": "吊销车辆营运证",
@@ -66,63 +67,117 @@ def counting_statuses(cfg: Config) -> tuple[str, ...]:
     return order[order.index(cfg["art66.counts_from"]):]
 
 
+@dataclass(frozen=True)
+class _Counted:
+    """A case that counts: from ``since`` (legal date it reached the counting status) it is one violation
+    dated by its decision day ``decided``."""
+    case_id: str
+    plate: str
+    enterprise_id: str | None
+    goods_vehicles: int | None
+    driver: str | None              # identified driver only
+    decided: date
+    since: date
+
+
+def _prepare(cases: list[CaseFacts], cfg: Config, until: str | None = None) -> list[_Counted]:
+    statuses = counting_statuses(cfg)
+    cutoff = _day(until) if until else None
+    out = []
+    for c in cases:
+        full = derive(c.acts)
+        if full["status"] in VOID:
+            continue                # a withdrawn (撤销) decision is void from the start: it never counted
+        since = reached(c.acts, statuses)
+        if since is None or not full["decided_on"] or (cutoff is not None and _day(since) > cutoff):
+            continue
+        drv, src = c.driver_at(until)
+        out.append(_Counted(c.case_id, c.plate, c.enterprise_id, c.goods_vehicles,
+                            drv if drv and src in IDENTIFIED_SOURCES else None, _day(full["decided_on"]),
+                            _day(since)))
+    return out
+
+
 def counting(case: CaseFacts, cfg: Config, until: str) -> date | None:
     """The case's decision day if, as of ``until``, it counts for Art. 66 (else None)."""
-    if derive(case.acts)["status"] in VOID:
-        return None                 # a withdrawn (撤销) decision is void from the start: it never counted
-    d = derive(case.acts, until=until)
-    if d["status"] in counting_statuses(cfg) and d["decided_on"]:
-        return _day(d["decided_on"])
-    return None
+    got = _prepare([case], cfg, until)
+    return got[0].decided if got else None
+
+
+def _groups(counted: list[_Counted]) -> dict[tuple[str, str], list[tuple[_Counted, str]]]:
+    """(target, subject) → [(case, member)]: members are cases for vehicle and driver, plates for enterprise."""
+    g: dict[tuple[str, str], list] = {}
+    for c in counted:
+        g.setdefault(("vehicle", c.plate), []).append((c, c.case_id))
+        if c.driver:
+            g.setdefault(("driver", c.driver), []).append((c, c.case_id))
+        if c.enterprise_id:
+            g.setdefault(("enterprise", c.enterprise_id), []).append((c, c.plate))
+    return g
+
+
+def _over(target: str, members: int, items: list, cfg: Config) -> tuple[bool, float, int | None]:
+    """(over the threshold?, threshold, goods vehicles)."""
+    if target != "enterprise":
+        thr = int(cfg["art66.vehicle_driver_threshold"])
+        return members > thr, thr, None
+    fleet = next((int(c.goods_vehicles) for c, _ in items if c.goods_vehicles), 0)
+    limit = round(float(cfg["art66.enterprise_share"]) * fleet, 9)
+    return fleet > 0 and members > limit, limit, fleet
+
+
+def _entry(target, subject, members, threshold, fleet, case_ids, start: date, end: date) -> dict:
+    e = {"target": target, "subject": subject, "count": members, "threshold": threshold,
+         "case_ids": sorted(case_ids), "sanction": SANCTIONS[target], "window_start": start.isoformat(),
+         "window_end": end.isoformat(), "basis": BASIS}
+    if fleet is not None:
+        e["goods_vehicles"] = fleet
+    return e
 
 
 def escalations_at(cases: list[CaseFacts], cfg: Config, at: str) -> list[dict]:
     """One entry per subject over its threshold in the window ending at ``at`` (legal dates ≤ ``at``)."""
     start, end = window(at, cfg)
-    thr = int(cfg["art66.vehicle_driver_threshold"])
-    share = float(cfg["art66.enterprise_share"])
-    by_vehicle: dict[str, list[str]] = {}
-    by_driver: dict[str, list[str]] = {}
-    by_ent: dict[str, dict[str, list[str]]] = {}
-    fleet: dict[str, int] = {}
-    for c in cases:
-        day = counting(c, cfg, at)
-        if day is None or not (start <= day <= end):
-            continue
-        by_vehicle.setdefault(c.plate, []).append(c.case_id)
-        drv, src = c.driver_at(at)
-        if drv and src in IDENTIFIED_SOURCES:
-            by_driver.setdefault(drv, []).append(c.case_id)
-        if c.enterprise_id:
-            by_ent.setdefault(c.enterprise_id, {}).setdefault(c.plate, []).append(c.case_id)
-            if c.goods_vehicles:
-                fleet[c.enterprise_id] = int(c.goods_vehicles)
     out = []
-    common = {"window_start": start.isoformat(), "window_end": end.isoformat(), "basis": BASIS}
-    for target, groups in (("vehicle", by_vehicle), ("driver", by_driver)):
-        for subject, ids in sorted(groups.items()):
-            if len(ids) > thr:
-                out.append({"target": target, "subject": subject, "count": len(ids), "threshold": thr,
-                            "case_ids": sorted(ids), "sanction": SANCTIONS[target], **common})
-    for ent, plates in sorted(by_ent.items()):
-        n = fleet.get(ent, 0)
-        limit = round(share * n, 9)
-        if n > 0 and len(plates) > limit:
-            out.append({"target": "enterprise", "subject": ent, "count": len(plates), "threshold": limit,
-                        "goods_vehicles": n, "case_ids": sorted(i for ids in plates.values() for i in ids),
-                        "sanction": SANCTIONS["enterprise"], **common})
+    order = {"vehicle": 0, "driver": 1, "enterprise": 2}
+    for (target, subject), items in sorted(_groups(_prepare(cases, cfg, at)).items(),
+                                           key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        live = [(c, m) for c, m in items if start <= c.decided <= end]
+        members = len({m for _, m in live})
+        over, thr, fleet = _over(target, members, items, cfg)
+        if over:
+            out.append(_entry(target, subject, members, thr, fleet, [c.case_id for c, _ in live], start, end))
     return out
 
 
 def crossings(cases: list[CaseFacts], cfg: Config) -> dict[tuple[str, str], dict]:
-    """Per (target, subject): the earliest date, over the full histories, at which the subject was over its
-    threshold, with the escalation at that date. Only decision days can raise a count, so those are the
-    dates evaluated."""
-    days = sorted({d for c in cases if (d := counting(c, cfg, "9999-12-31")) is not None})
+    """Per (target, subject): the escalation at the earliest date, over the full histories, at which the
+    subject was over its threshold. Counts only rise on the day a case starts counting, so those days are
+    swept in order; a case leaves the window for good once its decision day is older than the window."""
+    days_w = int(cfg["art66.window_days"])
     out: dict[tuple[str, str], dict] = {}
-    for d in days:
-        for e in escalations_at(cases, cfg, d.isoformat()):
-            out.setdefault((e["target"], e["subject"]), e)
+    for (target, subject), items in _groups(_prepare(cases, cfg)).items():
+        items = sorted(items, key=lambda cm: (cm[0].since, cm[0].case_id))
+        heap: list = []
+        active: dict[str, set] = {}
+        i = 0
+        for d in sorted({c.since for c, _ in items}):
+            while i < len(items) and items[i][0].since <= d:
+                c, m = items[i]
+                heapq.heappush(heap, (c.decided, c.case_id, m))
+                active.setdefault(m, set()).add(c.case_id)
+                i += 1
+            start = d - timedelta(days=days_w - 1)
+            while heap and heap[0][0] < start:
+                _, cid, m = heapq.heappop(heap)
+                active[m].discard(cid)
+                if not active[m]:
+                    del active[m]
+            over, thr, fleet = _over(target, len(active), items, cfg)
+            if over:
+                out[(target, subject)] = _entry(target, subject, len(active), thr, fleet,
+                                                [cid for ids in active.values() for cid in ids], start, d)
+                break
     return out
 
 

@@ -146,6 +146,17 @@ def derive(acts: list[Act], *, until: str | None = None) -> dict:
     return {"status": status, "decided_on": decided_on, "driver": driver}
 
 
+def reached(acts: list[Act], statuses) -> str | None:
+    """Legal date of the act by which the case first reached one of ``statuses`` (None if it never did)."""
+    status = "detected"
+    for a in acts:
+        if a.action in TRANSITIONS and status in TRANSITIONS[a.action][0]:
+            status = TRANSITIONS[a.action][1]
+            if status in statuses:
+                return a.at
+    return None
+
+
 def funnel_stages(status: str) -> set[str]:
     """Every stage a case in ``status`` has passed through (for the report's funnel)."""
     order = ("detected", "confirmed", "filed", "notified", "decided", "served", "closed")

@@ -432,7 +432,9 @@ class CaseStore:
         out["history"] = [{k: v for k, v in a.as_dict().items() if k != "act_id"} for a in acts]
         out["allowed_actions"] = lifecycle.allowed_actions(derived["status"])
         out["liable"] = self._liable(row, st, derived)
-        out["proposals"] = [p for p in self.proposals() if case_id in p["basis"].get("case_ids", [])]
+        subjects = [row["plate"], row.get("enterprise_id"), row.get("driver_id"), (derived["driver"] or {}).get("id")]
+        out["proposals"] = [p for p in self.proposals(subjects=subjects)
+                            if case_id in p["basis"].get("case_ids", [])]
         out["conflicts"] = self.conflicts(case_id)
         return out
 
@@ -673,7 +675,7 @@ class CaseStore:
         with the open (or latest) proposal that covers it."""
         at_iso = legal_date(at, datetime.now(timezone.utc))
         out = art66.escalations_at(self._facts(), self.cfg, at_iso)
-        props = self.proposals()
+        props = self.proposals(subjects=sorted({e["subject"] for e in out}))
         for e in out:
             mine = [p for p in props if p["target"] == e["target"] and p["subject"] == e["subject"]]
             covering = [p for p in mine if set(p["basis"]["case_ids"]) & set(e["case_ids"])]
@@ -752,9 +754,15 @@ class CaseStore:
                   (pid, target, subject, art66.SANCTIONS[target], format_ts(now), orjson.dumps(basis).decode()))
         self._proposal_note(c, pid, "propose", found["window_end"] + "T00:00:00+08:00", now, None, basis)
 
-    def proposals(self, status: str | None = None) -> list[dict]:
+    def proposals(self, status: str | None = None, subjects: list[str] | None = None) -> list[dict]:
+        """Escalation proposals with their derived status and history (only those about ``subjects``)."""
         out = []
-        for r in self.conn.execute("SELECT * FROM escalation_proposals ORDER BY created_at, proposal_id"):
+        cond, args = "", ()
+        if subjects is not None:
+            subjects = [x for x in subjects if x]
+            cond, args = f" WHERE subject IN ({','.join('?' * len(subjects)) or 'NULL'})", tuple(subjects)
+        for r in self.conn.execute(f"SELECT * FROM escalation_proposals{cond} ORDER BY created_at, proposal_id",
+                                   args):
             acts = self._proposal_acts(r["proposal_id"])
             st = art66.proposal_status(acts)
             if status and st != status:
@@ -767,7 +775,10 @@ class CaseStore:
         return out
 
     def proposal(self, proposal_id: str) -> dict | None:
-        return next((p for p in self.proposals() if p["proposal_id"] == proposal_id), None)
+        r = self.conn.execute("SELECT subject FROM escalation_proposals WHERE proposal_id=?", (proposal_id,)).fetchone()
+        if r is None:
+            return None
+        return next((p for p in self.proposals(subjects=[r[0]]) if p["proposal_id"] == proposal_id), None)
 
     def act_proposal(self, proposal_id: str, action: str, operator: str, reason: str | None = None, *,
                      at: str | None = None, now: datetime | None = None) -> dict:

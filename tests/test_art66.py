@@ -142,3 +142,31 @@ def test_withdrawal_voids_a_case_at_every_date_and_an_officer_can_identify_the_d
              for i, d in enumerate(days)]
     assert subjects(cases, days[3])[("driver", "D9")] == 4
     assert crossings(cases, Config())[("driver", "D9")]["window_end"] == days[3].isoformat()
+
+
+@pytest.mark.parametrize("counts_from", ["decided", "served"])
+def test_crossings_agree_with_day_by_day_evaluation(counts_from):
+    """The sweep in ``crossings`` against evaluating ``escalations_at`` on every day of two years."""
+    import random
+    rnd = random.Random(5 if counts_from == "decided" else 6)
+    cfg = Config({"art66.counts_from": counts_from, "art66.window_days": 90})
+    cases = []
+    for i in range(60):
+        decided = D0 + timedelta(days=rnd.randrange(0, 700))
+        served = decided + timedelta(days=rnd.randrange(0, 40))
+        extra = [("serve", served, None)] if rnd.random() < 0.7 else []
+        if rnd.random() < 0.1:
+            extra.append(("withdraw", served + timedelta(days=1), None))
+        c = case(f"C{i:02d}", rnd.choice("ABC"), decided, driver=rnd.choice(["D1", "D2"]),
+                 source=rnd.choice(["ic_card", "registry"]), ent="E1", fleet=20, extra=extra)
+        cases.append(c)
+    got = crossings(cases, cfg)
+    first: dict = {}
+    for k in range(760):
+        at = D0 + timedelta(days=k)
+        for e in escalations_at(cases, cfg, iso(at)):
+            first.setdefault((e["target"], e["subject"]), e)
+    assert set(got) == set(first) and len(got) >= 4          # vehicles, drivers and the enterprise cross
+    for key, e in first.items():
+        assert (got[key]["window_end"], got[key]["count"], got[key]["case_ids"]) == \
+            (e["window_end"], e["count"], e["case_ids"]), key
