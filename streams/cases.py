@@ -861,7 +861,8 @@ class ArchiveDrivers:
         if event not in ("login", "logout"):
             raise ValueError(f"event must be login or logout, got {event!r}")
         t = parse_ts(ts)
-        self.conn.execute("INSERT OR REPLACE INTO driver_cards VALUES (?,?,?,?,?)",
+        self.conn.execute("""INSERT INTO driver_cards (plate, ts_ms, ts, event, driver_id) VALUES (?,?,?,?,?)
+                             ON CONFLICT (plate, ts_ms, event) DO UPDATE SET driver_id = excluded.driver_id""",
                           (plate, iso_to_epoch_ms(ts), format_ts(t), event, driver_id or ""))
 
     def active_driver(self, plate, ts_ms):
@@ -881,7 +882,9 @@ class ArchiveTracks:
     def record_points(self, plate: str, ts_ms, lat, lon, speed_kmh) -> None:
         rows = [(plate, int(t), float(a), float(o), float(s)) for t, a, o, s in zip(ts_ms, lat, lon, speed_kmh)]
         with _Tx(self.conn) as c:
-            c.executemany("INSERT OR REPLACE INTO track_points VALUES (?,?,?,?,?)", rows)
+            c.executemany("""INSERT INTO track_points (plate, ts_ms, lat, lon, speed_kmh) VALUES (?,?,?,?,?)
+                             ON CONFLICT (plate, ts_ms) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
+                             speed_kmh = excluded.speed_kmh""", rows)
 
     def points(self, plate, since_ms, until_ms):
         rows = self.conn.execute("""SELECT ts_ms, lat, lon, speed_kmh FROM track_points
