@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     elif word == "act":
         p.add_argument("case_id", metavar="ID", help="a case id (C…) or an escalation proposal id (P…)")
         p.add_argument("action", metavar="ACTION",
-                       help=f"case: {' '.join(lifecycle.ACTIONS)}; proposal: {' '.join(PROPOSAL_TRANSITIONS)}")
+                       help=f"case: {' '.join(lifecycle.ACTIONS)}, or amend (with --driver: record the driver "
+                            f"without a transition); proposal: {' '.join(PROPOSAL_TRANSITIONS)}")
         p.add_argument("--by", required=True, metavar="OFFICER", help="the officer acting")
         p.add_argument("--reason", metavar="TEXT", help="reason (required to dismiss, withdraw, close)")
         p.add_argument("--at", metavar="ISO-8601", help="legal date of the act, e.g. the decision date "
