@@ -132,18 +132,24 @@ def _iso(ms: int) -> str:
     return format_ts(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
 
 
-def legal_date(value: str | None, now: datetime) -> str:
-    """``--at`` as given (a date → 00:00 Beijing time; a date-time needs its offset) → ISO-8601 Beijing."""
+def legal_date(value: str | None, now: datetime, *, not_after_today: bool = False) -> str:
+    """``--at`` as given (a date → 00:00 Beijing time; a date-time needs its offset) → ISO-8601 Beijing.
+    An act cannot be dated after the day it is entered (``not_after_today``)."""
     if value is None:
         return format_ts(now)
     value = value.strip()
     try:
         if len(value) == 10:
-            return format_ts(datetime.combine(date.fromisoformat(value), datetime.min.time(), BEIJING))
-        return format_ts(parse_ts(value, "at"))
+            out = datetime.combine(date.fromisoformat(value), datetime.min.time(), BEIJING)
+        else:
+            out = parse_ts(value, "at")
     except ValueError as e:
         raise CaseActionError("bad_input", f"--at {value!r}: {getattr(e, 'detail', e)} (ISO-8601 date or "
                                            "date-time with offset)") from None
+    if not_after_today and out.astimezone(BEIJING).date() > now.astimezone(BEIJING).date():
+        raise CaseActionError("bad_input", f"--at {value!r} lies after the day the act is entered "
+                                           f"({now.astimezone(BEIJING).date().isoformat()})")
+    return format_ts(out)
 
 
 class _Tx:
@@ -478,7 +484,7 @@ class CaseStore:
             raise CaseActionError("bad_action", f"unknown action {action!r}; one of {', '.join(lifecycle.ACTIONS)}")
         if driver_id is not None and len(driver_id) > 64:
             raise CaseActionError("bad_input", "driver id longer than 64 characters")
-        act = Act(case_id=case_id, action=action, by=operator.strip(), at=legal_date(at, now),
+        act = Act(case_id=case_id, action=action, by=operator.strip(), at=legal_date(at, now, not_after_today=True),
                   entered_at=format_ts(now), reason=reason, driver_id=driver_id)
         replayed = False
         self._migrate(case_id)
@@ -786,7 +792,8 @@ class CaseStore:
         withdraw. Replaying a transition already taken is a no-op."""
         now = now or datetime.now(timezone.utc)
         reason = (reason or "").strip() or None
-        act = Act(case_id=proposal_id, action=action, by=(operator or "").strip(), at=legal_date(at, now),
+        act = Act(case_id=proposal_id, action=action, by=(operator or "").strip(),
+                  at=legal_date(at, now, not_after_today=True),
                   entered_at=format_ts(now), reason=reason)
         with _Tx(self.conn) as c:
             if c.execute("SELECT 1 FROM escalation_proposals WHERE proposal_id=?", (proposal_id,)).fetchone() is None:

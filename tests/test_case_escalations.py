@@ -223,6 +223,7 @@ def test_illegal_acts_are_refused_and_replays_are_no_ops(tmp_path, capsys, monke
     code, out = act("confirm", "--at", "2025-03-12")               # the same act again: no-op
     assert code == 0 and out[0]["replayed"] is True
     assert act("file", "--at", "2025-03-09")[0] == 2                # legal dates never go backwards
+    assert act("file", "--at", "2999-01-01")[0] == 2                # nor lie after the day of entry
     assert act("file", "--at", "2025-03-12")[0] == 0
     assert act("notify", "--at", "2025-03-12")[0] == 0
     # the owner's 陈述申辩 period (3 days, counted from the day after notification) must have run out

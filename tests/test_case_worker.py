@@ -19,6 +19,7 @@ from roadwatch.models.records import BEIJING
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import close_all, open_archive
 from roadwatch.streams.broker import free_port, kafka_bootstrap
+from roadwatch.streams.cases import CaseStore
 from roadwatch.streams.cli import main
 from roadwatch.streams.runtime import WorkerProcess
 from roadwatch.streams.web import auth
@@ -70,7 +71,8 @@ def test_driver_cards_restart_console_and_cli_give_the_statutory_escalations(tmp
     reg.write_bytes(orjson.dumps(registry_dict(goods_vehicles=20, vehicles=[vehicle(A, driver_id="D1"),
                                                                             vehicle(B, driver_id="")])))
     port = free_port()
-    settings = f'paths.data_dir="{tmp_path / "data"}";web.port={port}'
+    settings = (f'paths.data_dir="{tmp_path / "data"}";web.port={port};'
+                "case.resolve_interval_s=1;case.resolve_timeout_s=2")
     monkeypatch.setenv("ROADWATCH_SET", settings)
     monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
@@ -131,6 +133,14 @@ def test_driver_cards_restart_console_and_cli_give_the_statutory_escalations(tmp
                                    ("decide", f"2025-{dec}")):
                     assert main(["case", "act", c[A + k], action, "--archive", str(cfg.archive_path),
                                  "--by", "officer8", "--at", at]) == 0
+            # A's driver's card event arrives late (its partition lagged): A's open cases are amended
+            send(bootstrap, T.DRIVER_EVENTS, [(A, {"plate": A, "terminal_id": "013300000001",
+                                                   "ts": iso(day(3, 4, 6)), "event": "login", "driver_id": "D9"})])
+            wait(lambda: conn.execute("SELECT COUNT(*) FROM case_state WHERE driver_id='D9' AND "
+                                      "driver_source='ic_card'").fetchone()[0] == 4, 30, "the late-data amendments")
+            amended = CaseStore(conn, cfg).show(c[A + "03-05"])
+            assert [h["act"] for h in amended["history"]][-1] == "amend"
+            assert amended["liable"]["driver"] == {"id": "D9", "source": "ic_card", "identified": True}
             # the same reading re-sent with other values: kept beside the first, flagged, nothing overwritten
             send(bootstrap, T.WIM_READINGS, [(A, wim(A, day(3, 20), gross=40000))])
             wait(lambda: conn.execute("SELECT COUNT(*) FROM wim_readings WHERE conflict_of IS NOT NULL")
@@ -141,13 +151,16 @@ def test_driver_cards_restart_console_and_cli_give_the_statutory_escalations(tmp
         finally:
             w.stop()
     # by hand: B's four decided cases (three with the card, one identified by the officer) from 04-05; A's
-    # four from 04-13, but A's driver D1 is only the registry's (presumed) and never counts; enterprise E1:
-    # 2 vehicles of 20 is not above 10 %
+    # four from 04-13 — A's registry driver D1 was only presumed, but the late card names D9 for all four;
+    # enterprise E1: 2 vehicles of 20 is not above 10 %
     assert escalations(capsys, cfg.archive_path, "2025-04-04") == {}
     assert escalations(capsys, cfg.archive_path, "2025-04-05") == {("vehicle", B): 4, ("driver", "D2"): 4}
     assert escalations(capsys, cfg.archive_path, "2025-04-12") == {("vehicle", B): 4, ("driver", "D2"): 4}
     assert escalations(capsys, cfg.archive_path, "2025-04-13") == {("vehicle", B): 4, ("driver", "D2"): 4,
-                                                                    ("vehicle", A): 4}
+                                                                    ("vehicle", A): 4, ("driver", "D9"): 4}
+    # every act and amendment, written by the worker, its console and the CLI, is on the verified chains
+    capsys.readouterr()
+    assert main(["evidence", "verify", str(tmp_path / "data" / "evidence")]) == 0, capsys.readouterr().out
     dead = [ln for ln in w.lines if "AttributeError" in ln or "Traceback" in ln]
     assert dead == []
     close_all()

@@ -234,3 +234,25 @@ def test_indexed_counters_agree_with_brute_force(conn):
                 sum(1 for c in live if c["source_site"]["site_id"] == "Q1" and c["case_id"] != ex)
             assert src.enterprise_violating_vehicles("E1", since, until, "豫A10001") == \
                 len({c["plate"] for c in live if c["plate"] != "豫A10001"})
+
+
+def test_cases_from_before_the_lifecycle_get_their_history(conn):
+    """An archive written by the first delivery: a case row with status and a case_actions trail, no acts."""
+    v = worker_step(conn, reading(60000))
+    cid = v["case_id"]
+    conn.execute("DELETE FROM case_acts")
+    conn.execute("DELETE FROM case_state")
+    conn.execute("UPDATE cases SET status='notified' WHERE case_id=?", (cid,))
+    conn.executemany("INSERT INTO case_actions (case_id, action, operator, reason, ts) VALUES (?,?,?,?,?)",
+                     [(cid, "review", "op1", None, "2025-03-02T09:00:00+08:00"),
+                      (cid, "confirm", "op1", "ok", "2025-03-02T09:05:00+08:00"),
+                      (cid, "notify", "op2", None, "2025-03-03T09:00:00+08:00")])
+    store = CaseStore(conn, Config())
+    case = store.show(cid)
+    # the old notify came straight after confirm (no 立案 was recorded): kept as a legacy fact, not a transition
+    assert [(h["act"], h["by"]) for h in case["history"]] == [("detect", "roadwatch"), ("review", "op1"),
+                                                            ("confirm", "op1"), ("legacy", "op2")]
+    assert case["status"] == "confirmed" and store.get(cid)["status"] == "confirmed"
+    assert store.act(cid, "file", "op3", at="2025-03-04")["status"] == "filed"
+    store.show(cid)                                                  # migrating again changes nothing
+    assert len(store.history(cid)) == 5
