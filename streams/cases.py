@@ -505,7 +505,9 @@ class CaseStore:
                 self._insert_act(c, act, len(acts) + 1)
                 acts.append(act)
                 self._apply_derived(c, row, acts, now)
-                self._recompute_escalations(c, row, now)
+                # only a decided case (or a driver named) can change an Art. 66 count
+                if lifecycle.derive(acts)["decided_on"] or act.driver_id:
+                    self._recompute_escalations(c, row, now)
         pending = self._evidence_sync(case_id)
         out = self.show(case_id)
         out["replayed"] = replayed
@@ -702,7 +704,9 @@ class CaseStore:
             scope.append(("driver", d, """(s.driver_id=? OR c.case_id IN
                                           (SELECT case_id FROM case_acts WHERE driver_id=?))""", (d, d)))
         for target, subject, cond, args in scope:
-            found = art66.crossings(self._facts("WHERE " + cond, args), self.cfg).get((target, subject))
+            # only decided cases that are not void can count (models/art66.py)
+            where = f"WHERE ({cond}) AND s.decided_on IS NOT NULL AND s.status NOT IN ('withdrawn', 'dismissed')"
+            found = art66.crossings(self._facts(where, args), self.cfg, only=(target, subject)).get((target, subject))
             self._reconcile(c, target, subject, found, now)
 
     def _proposal_acts(self, proposal_id: str) -> list[Act]:
