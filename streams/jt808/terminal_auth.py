@@ -69,10 +69,16 @@ class TerminalAuth:
 
     def __init__(self, archive_path: str | Path):
         self.path = Path(archive_path)
-        self._db().execute("SELECT 1 FROM terminal_auth LIMIT 1")      # schema applied, file writable
+        self._one("SELECT 1 FROM terminal_auth LIMIT 1", ())      # schema applied
 
     def _db(self) -> sqlite3.Connection:
         return open_archive(self.path)
+
+    def _one(self, sql: str, args: tuple):
+        # fetchall, never fetchone: an unfinished SELECT keeps its read transaction open, and in autocommit
+        # mode that defers the commit of this connection's later writes (other processes would not see them)
+        rows = self._db().execute(sql, args).fetchall()
+        return rows[0] if rows else None
 
     def issue(self, terminal_key: str, plate: str, plate_color: int) -> tuple[int, str]:
         """Bind the terminal to the vehicle and return ``(REG_OK, code)``, or ``(REG_TERMINAL_TAKEN, "")``
@@ -96,9 +102,9 @@ class TerminalAuth:
 
     def verify(self, terminal_key: str, code: str) -> Binding | None:
         """The active binding when ``code`` is the terminal's current auth code, else None."""
-        row = self._db().execute(
+        row = self._one(
             "SELECT terminal_key, plate, plate_color, salt, code_hash, issued_at, revoked_at, revoked_reason "
-            "FROM terminal_auth WHERE terminal_key = ? AND revoked_at IS NULL", (terminal_key,)).fetchone()
+            "FROM terminal_auth WHERE terminal_key = ? AND revoked_at IS NULL", (terminal_key,))
         if row is None:
             return None
         if not hmac.compare_digest(_hash(bytes.fromhex(row["salt"]), code), row["code_hash"]):
@@ -106,9 +112,9 @@ class TerminalAuth:
         return _binding(row)
 
     def get(self, terminal_key: str) -> Binding | None:
-        row = self._db().execute(
+        row = self._one(
             "SELECT terminal_key, plate, plate_color, issued_at, revoked_at, revoked_reason "
-            "FROM terminal_auth WHERE terminal_key = ?", (terminal_key,)).fetchone()
+            "FROM terminal_auth WHERE terminal_key = ?", (terminal_key,))
         return _binding(row) if row else None
 
     def revoke(self, terminal_key: str, reason: str) -> bool:
@@ -127,7 +133,7 @@ class TerminalAuth:
         return [r["terminal_key"] for r in rows], mark
 
     def latest_revocation(self) -> str:
-        row = self._db().execute("SELECT MAX(revoked_at) AS m FROM terminal_auth").fetchone()
+        row = self._one("SELECT MAX(revoked_at) AS m FROM terminal_auth", ())
         return (row["m"] if row else None) or ""
 
     def list(self) -> list[Binding]:
