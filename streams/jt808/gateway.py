@@ -51,6 +51,7 @@ from roadwatch.streams.deadletter import dead_letter_bytes
 from roadwatch.streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
 
 from . import codec as c
+from . import fastpath
 from .listener import Listener, connection_budget, listen_socket, raise_nofile
 from .terminal_auth import (REG_NO_TERMINAL, REG_NO_VEHICLE, REG_OK, REG_TERMINAL_TAKEN, REG_VEHICLE_TAKEN,
                             TerminalAuth)
@@ -170,8 +171,8 @@ class _Reassembly:
 
 class _Conn(asyncio.Protocol):
     """One terminal connection. Small on purpose (slots, lazy extras): 50 000 of them live at once."""
-    __slots__ = ("gw", "transport", "host", "buf", "tid", "vehicle", "serial", "opened", "last_rx", "tokens",
-                 "t_tok", "rejects", "reasm", "failures", "closed_reason")
+    __slots__ = ("gw", "transport", "host", "buf", "tid", "digits", "vehicle", "serial", "opened", "last_rx",
+                 "tokens", "t_tok", "rejects", "reasm", "failures", "closed_reason")
 
     def __init__(self, gw: "Gateway", host: str, now: float):
         self.gw = gw
@@ -179,6 +180,7 @@ class _Conn(asyncio.Protocol):
         self.host = host
         self.buf = bytearray()
         self.tid: str | None = None            # terminal key once authenticated
+        self.digits = ""                       # its BCD digits as last sent (fast-path identity check)
         self.vehicle: tuple[str, int] | None = None
         self.serial = 0
         self.opened = self.last_rx = self.t_tok = now
@@ -230,6 +232,11 @@ class _Conn(asyncio.Protocol):
                 self.close("rate_limit")
                 return
             tokens -= 1
+            if self.tid is not None:
+                fix = fastpath.location(frame)
+                if fix is not None and (fix[1] == self.digits or c.terminal_key(fix[1]) == self.tid):
+                    out.append(gw.on_fast_location(self, fix))
+                    continue
             reply = gw.on_frame(self, frame)
             if reply:
                 out.append(reply)
@@ -664,6 +671,19 @@ class Gateway:
         if handler is None:               # decodable but not a terminal→platform request (e.g. 0x8001)
             return self._ack(conn, msg, c.RESULT_UNSUPPORTED) if msg.msg_id < 0x8000 else None
         return handler(self, conn, msg, frame)
+
+    def on_fast_location(self, conn: _Conn, parsed: tuple) -> bytes:
+        """A well-formed 0x0200 of the authenticated terminal (``fastpath.location``): buffer, acknowledge."""
+        head, digits, serial, (ts, lat, lon, speed, heading, alt, alarm, status, mileage) = parsed
+        conn.digits = digits
+        plate, color = conn.vehicle                  # type: ignore[misc]
+        self.batcher.add_row((plate, digits, ts, lat, lon, speed, heading, alt, color, alarm, status, 0,
+                              self.drivers.get(conn.tid), mileage, int(time.time() * 1000)))    # ROW_FIELDS
+        self._pings += 1
+        self._frames[c.LOCATION] = self._frames.get(c.LOCATION, 0) + 1
+        if self.batcher.pending + self.outbox_pings >= self.buffer_max:
+            self._update_pressure()
+        return fastpath.ack(head, conn.next_serial(), serial, c.LOCATION, c.RESULT_OK)
 
     def _impostor(self, conn: _Conn, head: c.Message, frame: bytes) -> bytes | None:
         """A frame carrying another terminal id on an authenticated connection: refused, connection closed."""
