@@ -45,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=float, default=60.0, help="steady-state measuring window, s (default 60)")
     g.add_argument("--burst", type=int, default=1, help="0x0704 frames of 30 fixes per terminal in the burst (0 = none)")
     g.add_argument("--per-client", type=int, default=5000, help="terminals per client process (default 5000)")
+    g.add_argument("--profile", metavar="FILE", help="have the gateway write a pyinstrument profile to FILE")
     g.add_argument("--gateway-cmd", help="command that starts a gateway instead of this installation's "
                    "(to compare builds); it gets the usual `gateway` arguments appended")
 
@@ -196,9 +197,15 @@ async def _client_main(idx, port, terminals, interval, burst, ready_q, steady_ev
 
 # --- the gateway side --------------------------------------------------------------------------------
 
-def _proc_cpu_s(pid: int) -> float:
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def _proc_cpu_s(pid: int) -> float:
+    return sum(_proc_cpu(pid))
 
 
 def _proc_rss_mib(pid: int) -> float:
@@ -241,7 +248,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if n < 1 or args.interval <= 0 or args.duration <= 0:
         from .cli import UsageError
         raise UsageError("--terminals, --interval and --duration must be positive")
-    res: dict = {"terminals": n, "interval_s": args.interval, "duration_s": args.duration}
+    res: dict = {"terminals": n, "interval_s": args.interval, "duration_s": args.duration,
+                 "event_loop": cfg["gateway.event_loop"]}
     with tempfile.TemporaryDirectory(prefix="roadwatch-bench-gw-") as tmp, EmbeddedBroker() as broker:
         tmp = Path(tmp)
         terms = bench_registry(n, tmp / "registry.json")
@@ -249,10 +257,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         port, mport = free_port(), free_port()
         env = dict(os.environ, ROADWATCH_SET=(f'paths.data_dir="{tmp / "data"}";gateway.max_connections={n + 100};'
                                               f'gateway.max_unauthenticated={min(n + 100, 100_000)};'
-                                              f'gateway.max_pending_per_address={n + 100}'))
+                                              f'gateway.max_pending_per_address={n + 100};'
+                                              f'gateway.event_loop="{cfg["gateway.event_loop"]}"'))
         cmd = (args.gateway_cmd.split() if args.gateway_cmd else [sys.executable, "-m", "roadwatch.streams.cli"])
         cmd += ["gateway", "--host", "127.0.0.1", "--port", str(port), "--registry", str(tmp / "registry.json"),
                 "--bootstrap", broker.bootstrap, "--metrics-port", str(mport)]
+        if args.profile:
+            cmd += ["--profile", str(Path(args.profile).resolve())]
         log = open(tmp / "gateway.log", "w+")
         gw = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs = []
@@ -283,12 +294,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             say(f"  {ok:,} terminals authenticated, {failed:,} refused, in {res['connect_s']} s")
             steady_ev.set()
             time.sleep(min(args.interval, 10.0))            # every phase started once before measuring
-            c0, p0, q0, w0 = (_proc_cpu_s(gw.pid), _metric(mport, "roadwatch_gateway_pings_total"),
-                              _metric(mport, "roadwatch_gateway_published_pings_total"), time.monotonic())
+            (u0, s0), p0, q0, w0 = (_proc_cpu(gw.pid), _metric(mport, "roadwatch_gateway_pings_total"),
+                                    _metric(mport, "roadwatch_gateway_published_pings_total"), time.monotonic())
             time.sleep(args.duration)
-            c1, p1, q1, w1 = (_proc_cpu_s(gw.pid), _metric(mport, "roadwatch_gateway_pings_total"),
-                              _metric(mport, "roadwatch_gateway_published_pings_total"), time.monotonic())
+            (u1, s1), p1, q1, w1 = (_proc_cpu(gw.pid), _metric(mport, "roadwatch_gateway_pings_total"),
+                                    _metric(mport, "roadwatch_gateway_published_pings_total"), time.monotonic())
+            c0, c1 = u0 + s0, u1 + s1
             positions = p1 - p0
+            # on loopback the kernel time includes delivering the replies into the clients' sockets
+            res.update(cpu_user_us_per_position=round(1e6 * (u1 - u0) / positions, 1) if positions else None,
+                       cpu_sys_us_per_position=round(1e6 * (s1 - s0) / positions, 1) if positions else None)
             res.update(rss_mib=round(_proc_rss_mib(gw.pid), 1), cpu_pct_one_core=round(100 * (c1 - c0) / (w1 - w0), 1),
                        positions_per_s=round(positions / (w1 - w0), 1),
                        published_per_s=round((q1 - q0) / (w1 - w0), 1),

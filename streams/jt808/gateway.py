@@ -38,6 +38,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -843,6 +844,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", default=os.environ.get("ROADWATCH_KAFKA") or "localhost:9092",
                    help="Kafka bootstrap servers (default $ROADWATCH_KAFKA or localhost:9092)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
+    p.add_argument("--profile", metavar="FILE", help="sample the event loop with pyinstrument; text report to FILE at exit")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -883,8 +885,24 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         log.info("stopping gateway")
         await gw.aclose()
 
+    if cfg["gateway.event_loop"] == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise UsageError("gateway.event_loop = \"uvloop\" needs the uvloop package (pip install uvloop)") from None
+        run_loop = uvloop.run
+    else:
+        run_loop = asyncio.run
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        profiler.start()
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         publisher.close()
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(profiler.output_text(unicode=True, show_all=False))
     return 0

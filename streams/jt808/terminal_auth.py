@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,11 +69,16 @@ class TerminalAuth:
     """The ``terminal_auth`` table of one archive. Methods are short synchronous statements."""
 
     def __init__(self, archive_path: str | Path):
-        self.path = Path(archive_path)
+        self.path = Path(archive_path).resolve()
+        self._conns: dict[int, sqlite3.Connection] = {}
         self._one("SELECT 1 FROM terminal_auth LIMIT 1", ())      # schema applied
 
     def _db(self) -> sqlite3.Connection:
-        return open_archive(self.path)
+        # open_archive resolves the path on every call (~50 µs); a gateway asks on every 0x0100/0x0102
+        conn = self._conns.get(threading.get_ident())
+        if conn is None:
+            conn = self._conns[threading.get_ident()] = open_archive(self.path)
+        return conn
 
     def _one(self, sql: str, args: tuple):
         # fetchall, never fetchone: an unfinished SELECT keeps its read transaction open, and in autocommit
