@@ -268,7 +268,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         gw = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs = []
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while math.isnan(_metric(mport, "roadwatch_gateway_connections")):       # not listening yet
                 if time.monotonic() > deadline or gw.poll() is not None:
                     raise RuntimeError("gateway did not start")
