@@ -246,6 +246,17 @@ _k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
 
+# --- GPS rules on real feeds (duplicates, drift time bound, fatigue across gaps) ----------------------
+_k("quality.duplicate_tolerance_s", 0, "legal-basis §6 [P]",
+   "a ping of the same vehicle whose fix time is within this many seconds of an earlier one is a duplicate: "
+   "counted once (quality reason 'duplicate')", lo=0, hi=3600)
+_k("drift.stationary_jump_max_s", 120, "legal-basis §6 [P]",
+   "the stationary-jump drift rule applies only when the points are at most this many seconds apart "
+   "(a vehicle parked after one unqualified arrival fix is not drifting); 0 = no time bound", lo=0, hi=86400)
+_k("fatigue.rest_max_move_km", 1.0, "legal-basis §7 [P]",
+   "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
+   "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

@@ -70,6 +70,29 @@ def in_window(tod_ms: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
     return (tod_ms >= start_ms) | (tod_ms < end_ms)
 
 
+def night_overlap_ms(start_ms: np.ndarray, end_ms: np.ndarray, win_start: int, win_end: int) -> np.ndarray:
+    """Milliseconds of [start, end] (epoch ms, start ≤ end) inside the daily Beijing-time window
+    [win_start, win_end) (ms after midnight; a window with win_end ≤ win_start wraps past midnight).
+    ``start`` may be ``NONE``-like (very negative): the result is then 0."""
+    s = np.asarray(start_ms, dtype=np.int64)
+    e = np.asarray(end_ms, dtype=np.int64)
+    ok = (s > 0) & (e > s)
+    s = np.where(ok, s, 0)
+    e = np.where(ok, e, 0)
+
+    def cum(x):                         # window time in [epoch, x]
+        loc = x + BEIJING_OFFSET_MS
+        days, tod = loc // DAY_MS, loc % DAY_MS
+        if win_end >= win_start:        # same convention as in_window: start == end is an empty window
+            per_day = win_end - win_start
+            part = np.clip(tod - win_start, 0, per_day)
+        else:
+            per_day = win_end + DAY_MS - win_start
+            part = np.minimum(tod, win_end) + np.maximum(tod - win_start, 0)
+        return days * per_day + part
+    return np.where(ok, cum(e) - cum(s), 0)
+
+
 def local_day_tod(ts_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Beijing day number (days since 1970-01-01 local) and time of day in ms."""
     local = ts_ms + BEIJING_OFFSET_MS

@@ -29,13 +29,13 @@ def bj_day(ts):
     return (ts + 8 * 3_600_000) // 86_400_000
 
 
-def reference(pings, vmax=160.0, jump=0.5, still=1.0, reanchor=3, gap_s=300, gap_km=1.0, max_gaps=8):
+def reference(pings, vmax=160.0, jump=0.5, still=1.0, reanchor=3, gap_s=300, gap_km=1.0, max_gaps=8, jump_max_s=120):
     """Rows {(plate, day number): [pings, qualified, km, km_incomplete, drift]} for the track rules."""
     rows = defaultdict(lambda: [0, 0, 0.0, 0.0, 0])
     fix, run, gaps = {}, defaultdict(int), defaultdict(list)
 
     def drift_rule(d, dt, speed):
-        return d / (dt / 3_600_000) > vmax or (speed <= still and d > jump)
+        return d / (dt / 3_600_000) > vmax or (speed <= still and d > jump and dt <= jump_max_s * 1000)
 
     def is_gap(d, dt):
         return dt > gap_s * 1000 and d > gap_km
