@@ -42,10 +42,12 @@ _ALARM_NAMES_FALLBACK = {
 HIGH_SEVERITY_ALARM_BITS = frozenset({0, 26, 27, 28, 29, 30})
 
 
-def alarm_bit_name(bit: int) -> str:
-    try:  # the gateway engineer's full table, when present
-        from roadwatch.streams.jt808.alarms import ALARM_BITS_2013
-        name = ALARM_BITS_2013.get(bit)
+def alarm_bit_name(bit: int, version: int = 0) -> str:
+    """Standard name of a JT/T 808 alarm bit in the terminal's protocol version (2019 renamed bits 2/3 and
+    gave bits 15–17 meanings; 0 or 2011/2013 = the 2013 table)."""
+    try:  # the gateway engineer's full tables, when present
+        from roadwatch.streams.jt808.alarms import ALARM_BITS_2013, ALARM_BITS_2019
+        name = (ALARM_BITS_2019 if version >= 2019 else ALARM_BITS_2013).get(bit)
     except ImportError:  # pragma: no cover - depends on build
         name = None
     return name or _ALARM_NAMES_FALLBACK.get(bit, f"保留位{bit}")

@@ -788,13 +788,14 @@ class PingProcessor:
 
     def _alarm_alerts(self, v: int, pos: int, t: int, rising: int, flags: int, c: "_Batch", alerts: list) -> None:
         j = pos
+        version = int(c.cols.jt808_version[j]) if c.cols.jt808_version is not None else 0
         for bit in range(32):
             if rising >> bit & 1:
                 alerts.append((pos, 8 + bit, make_alert(
                     "terminal_alarm", self.plates[v], t, severity=alarm_severity(bit),
                     lat=c.cols.lat[j] if c.qualified[j] else None, lon=c.cols.lon[j] if c.qualified[j] else None,
                     late=bool(c.late[j]), discriminator=str(bit),
-                    details={"bit": bit, "name": alarm_bit_name(bit), "alarm_flags": flags,
+                    details={"bit": bit, "name": alarm_bit_name(bit, version), "alarm_flags": flags,
                              "config_key": "alerts.alarm_from_unpositioned", "limit": None})))
 
     # --- timers and views ---------------------------------------------------------------------------
