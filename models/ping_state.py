@@ -66,7 +66,8 @@ from .monitoring import (CATEGORY_CODES, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
                          local_day_tod, make_alert, night_overlap_ms, overspeed_severity)
 from .quality import BIT, NO_WATERMARK, POSITION_DEFECTS, REASONS, classify, plate_valid
-from .records import format_ts
+from .pingschema import PingColumns
+from .records import format_ts, iso_to_epoch_ms
 from .registry import Registry
 
 SNAPSHOT_VERSION = 2
@@ -80,11 +81,22 @@ N_FIELDS = 9
 DAY_COLUMNS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
                "fatigue_s", "curfew_events", "offline_events")
 _INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE)
+# day counters that the rules derive from the time-ordered samples (re-derived when late data arrives)
+RULE_F_IDX = (F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW)
+# per-vehicle state the time-ordered rules own (restored from a checkpoint before a replay)
+RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
+               "os_run_start", "os_run_last", "os_run_max", "os_run_counted", "os_ep_start", "os_ep_last",
+               "os_ep_max", "os_ep_limit", "os_ep_key", "os_ep_lat", "os_ep_lon", "os_ep_late",
+               "fat_last_ts", "fat_prev_moving", "fat_lat", "fat_lon", "fat_driver", "fat_acc", "fat_nacc",
+               "fat_stop", "fat_alerted", "fat_ep_start", "fat_ep_night", "fat_ep_lat", "fat_ep_lon",
+               "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
+               "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits")
+RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 
 
 def _fields(words: int, slots: int) -> dict[str, tuple]:
     """name → (dtype, extra shape, initial value). All per-vehicle state; snapshot writes all of it."""
-    return {
+    spec = {
         "cat": (np.int8, (), UNKNOWN_CATEGORY), "curfew_ok": (np.bool_, (), False),
         "fix_ts": (np.int64, (), NONE), "fix_lat": (np.float64, (), 0.0), "fix_lon": (np.float64, (), 0.0),
         "fix_speed": (np.float32, (), 0.0), "drift_run": (np.int16, (), 0),
@@ -111,6 +123,17 @@ def _fields(words: int, slots: int) -> dict[str, tuple]:
         "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
         "dirty": (np.bool_, (slots,), False),
     }
+    # late data (``_replay_late``): newest qualified fix time; two checkpoints of the rule state ("a": where a
+    # replay starts, "b": the next "a"), their times, and what the rules added to each day since each of them
+    spec["q_last"] = (np.int64, (), NONE)
+    spec["ck_ts"] = (np.int64, (), NONE)
+    spec["ckb_ts"] = (np.int64, (), NONE)
+    spec["rc_a"] = (np.float64, (slots, len(RULE_F_IDX)), 0.0)
+    spec["rc_b"] = (np.float64, (slots, len(RULE_F_IDX)), 0.0)
+    for f in RULE_FIELDS:
+        spec["ck_" + f] = spec[f]
+        spec["ckb_" + f] = spec[f]
+    return spec
 
 
 @dataclass
@@ -122,6 +145,8 @@ class ProcessOutput:
     drift: int = 0
     out_of_order: int = 0        # qualified pings older than the vehicle's fix (gap-fill path)
     duplicates: int = 0          # second copies of a fix (same vehicle, same fix time): counted once
+    replayed: int = 0            # vehicles whose rules were re-evaluated because late data arrived
+    late_beyond_window: int = 0  # qualified pings older than the vehicle's replay window (counted, gap fill only)
     stale_day: int = 0           # pings for a day no longer held in memory
     new_vehicles: int = 0
     reasons: dict = field(default_factory=dict)   # reason name → pings failing it
@@ -167,6 +192,9 @@ class PingProcessor:
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
         self.stale_total = 0
+        self._hist: list[np.ndarray] = []        # samples inside the replay window (``_history``)
+        self._late_pending: set[int] = set()
+        self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
         self.drivers: list[str] = []             # driver code → 从业资格证 number (IC card)
         self.driver_index: dict[str, int] = {}
         self._zmask_by_cat = np.stack([self.zones.category_mask(c) for c in (*CATEGORY_CODES, "")])
@@ -180,6 +208,7 @@ class PingProcessor:
         self.stop_kmh = float(c["fatigue.stop_speed_kmh"])
         self.rest_move_km = float(c["fatigue.rest_max_move_km"])
         self.dup_ms = int(c["quality.duplicate_tolerance_s"]) * 1000
+        self.replay_ms = int(round(float(c["late.replay_window_h"]) * HOUR_MS))
         self.rest_ms = int(round(float(c["fatigue.min_rest_min"]) * 60_000))
         self.day_cont_ms = int(round(float(c["fatigue.day_continuous_h"]) * HOUR_MS))
         self.night_cont_ms = int(round(float(c["fatigue.night_continuous_h"]) * HOUR_MS))
@@ -266,13 +295,40 @@ class PingProcessor:
             alarm_ok = qualified
         ts = cols.ts
         count_ts = np.where(time_ok, ts, np.where(q.wm_after != NO_WATERMARK, q.wm_after, ts))
+        has_wm = q.wm_after != NO_WATERMARK
+        late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
+        drivers = cols.driver_id
+        driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
+                  else np.full(n, -1, dtype=np.int32))
+        ctx = self._context(cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts,
+                            q.wm_after, reasons, time_ok)
+        alerts: list[tuple] = []
+        self._rounds(ctx, np.flatnonzero(attributed), alerts, out, ROUND_STEPS)
+        if self.replay_ms > 0:
+            for _, _, al in alerts:
+                if al["type"] in RULE_ALERTS:
+                    self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
+        if self._late_pending:
+            self._replay_late(alerts, out, n)
+        self._rotate_checkpoints(np.unique(idx[attributed]))
+        alerts.sort(key=lambda x: (x[0], x[1]))
+        out.alerts = [a for _, _, a in alerts]
+        out.qualified = int(np.count_nonzero(reasons == 0))      # after the duplicate check
+        for i, name in enumerate(REASONS):
+            c = int(np.count_nonzero(reasons & np.uint16(1 << i)))
+            if c:
+                out.reasons[name] = c
+        return out
+
+    def _context(self, cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts, wm_after,
+                 reasons, time_ok) -> "_Batch":
+        """Per-ping values every rule step reads (day, night, limits, zones, curfew window …)."""
+        n = len(cols)
         day, _ = local_day_tod(count_ts)
-        _, tod = local_day_tod(ts)
+        _, tod = local_day_tod(cols.ts)
         speed = cols.speed_kmh
         moving = speed > self.stop_kmh
         night = in_window(tod, *self.night)
-        has_wm = q.wm_after != NO_WATERMARK
-        late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
         safe_idx = np.where(attributed, idx, 0)
         cat = self.a["cat"][safe_idx].astype(np.int64)
         if self.zones:
@@ -288,36 +344,159 @@ class PingProcessor:
         limit = self.limits.table[cat, on_exp.astype(np.int64), night.astype(np.int64)]
         over = speed > limit
         curfew_win = in_window(tod, *self.curfew) & moving & self.a["curfew_ok"][safe_idx]
-        P_all = np.flatnonzero(attributed)
+        return _Batch(cols, idx, qualified, trusted, alarm_ok, day, tod, speed, moving, night, late, limit,
+                      over, on_exp, curfew_win, zbits, wm_after, cat, reasons, time_ok, driver)
+
+    def _rounds(self, ctx: "_Batch", P_all: np.ndarray, alerts: list, out: ProcessOutput, steps,
+                replay: bool = False) -> None:
+        """Stable-sort the pings ``P_all`` by vehicle and apply ``steps`` round by round (rank k = the k-th
+        ping of every vehicle), so each vehicle's pings are applied in their order in ``P_all``."""
+        idx = ctx.idx
         order = P_all[np.argsort(idx[P_all], kind="stable")]
         vs = idx[order]
         m = len(order)
+        if m == 0:
+            return
         starts = np.ones(m, dtype=bool)
         starts[1:] = vs[1:] != vs[:-1]
         grp_start = np.maximum.accumulate(np.where(starts, np.arange(m), 0))
         rank = np.arange(m) - grp_start
-        drivers = cols.driver_id
-        driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
-                  else np.full(n, -1, dtype=np.int32))
-        ctx = _Batch(cols, idx, qualified, trusted, alarm_ok, day, tod, speed, moving, night, late, limit,
-                     over, on_exp, curfew_win, zbits, q.wm_after, cat, reasons, time_ok, driver)
-        alerts: list[tuple] = []
-        max_rank = int(rank.max()) if m else -1
+        max_rank = int(rank.max())
         if max_rank == 0:
-            self._round(order, ctx, alerts, out)
-        else:
-            by_rank = np.argsort(rank, kind="stable")
-            bounds = np.searchsorted(rank[by_rank], np.arange(max_rank + 2))
-            for k in range(max_rank + 1):
-                self._round(order[by_rank[bounds[k]:bounds[k + 1]]], ctx, alerts, out)
-        alerts.sort(key=lambda x: (x[0], x[1]))
-        out.alerts = [a for _, _, a in alerts]
-        out.qualified = int(np.count_nonzero(reasons == 0))      # after the duplicate check
-        for i, name in enumerate(REASONS):
-            c = int(np.count_nonzero(reasons & np.uint16(1 << i)))
-            if c:
-                out.reasons[name] = c
-        return out
+            self._round(order, ctx, alerts, out, steps, replay)
+            return
+        by_rank = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[by_rank], np.arange(max_rank + 2))
+        for k in range(max_rank + 1):
+            self._round(order[by_rank[bounds[k]:bounds[k + 1]]], ctx, alerts, out, steps, replay)
+
+    # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
+    def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
+        if self.replay_ms > 0 and len(vi):
+            self._hist.append(np.stack([vi.astype(np.float64), t.astype(np.float64), lat, lon,
+                                        spd.astype(np.float64), late.astype(np.float64),
+                                        drv.astype(np.float64)], axis=1))
+
+    def _history(self) -> np.ndarray:
+        """All held history rows (vehicle, ts, lat, lon, speed, late, driver), pruned to each vehicle's
+        checkpoint, as one array."""
+        if not self._hist:
+            return np.zeros((0, 7))
+        h = np.concatenate(self._hist) if len(self._hist) > 1 else self._hist[0]
+        vi = h[:, 0].astype(np.int64)
+        h = h[h[:, 1] > self.a["ck_ts"][vi]]
+        self._hist = [h] if len(h) else []
+        return h
+
+    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int) -> None:
+        """Vehicles that received pings older than their newest sample (re-uploads, late pings) inside the
+        replay window: restore the rule state of their checkpoint, re-apply every held sample in time order
+        (the late ones merged in), put the re-derived rule counters in place of the old ones, and publish
+        the difference: alerts the late data raises (late, with their true event time), corrected ones, and
+        withdrawn ones (state "withdrawn", never silently dropped)."""
+        a = self.a
+        vs = np.array(sorted(self._late_pending), dtype=np.int64)
+        self._late_pending = set()
+        h = self._history()
+        rows = h[np.isin(h[:, 0].astype(np.int64), vs)]
+        rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+        out.replayed += len(vs)
+        # rule state back to the checkpoint; counters lose what the rules added since then
+        for f in RULE_FIELDS:
+            a[f][vs] = a["ck_" + f][vs]
+        sl = a["slot_day"][vs] >= 0
+        a["cnt"][vs[:, None], np.arange(self.slots)[None, :], RULE_F_IDX[0]:RULE_F_IDX[-1] + 1] -= a["rc_a"][vs]
+        a["dirty"][vs] |= sl & (a["rc_a"][vs] != 0).any(axis=2)
+        a["rc_a"][vs] = 0.0
+        a["rc_b"][vs] = 0.0
+        for v in vs.tolist():
+            lim = int(a["ck_ts"][v])
+            if v in self.gaps.gaps:       # gaps after the checkpoint are found again by the replay
+                keep = [g for g in self.gaps.gaps[v] if g[1][-1][0] <= lim]
+                if keep:
+                    self.gaps.gaps[v] = keep
+                else:
+                    del self.gaps.gaps[v]
+        m = len(rows)
+        vi = rows[:, 0].astype(np.int64)
+        cols = PingColumns(plate=[self.plates[v] for v in vi.tolist()], terminal_id=[""] * m,
+                           plate_color=np.zeros(m, dtype=np.int64), ts=rows[:, 1].astype(np.int64),
+                           lat=rows[:, 2].copy(), lon=rows[:, 3].copy(), speed_kmh=rows[:, 4].copy(),
+                           heading=np.zeros(m, dtype=np.int64), altitude_m=np.zeros(m),
+                           alarm_flags=np.zeros(m, dtype=np.int64), status_flags=np.zeros(m, dtype=np.int64),
+                           reupload=rows[:, 5] > 0, driver_id=[None] * m, mileage_km=[None] * m)
+        ones = np.ones(m, dtype=bool)
+        ctx = self._context(cols, vi, ones, ones, ones, ones, rows[:, 5] > 0, rows[:, 6].astype(np.int32),
+                            cols.ts, cols.ts, np.zeros(m, dtype=np.uint16), ones)
+        raised: list[tuple] = []
+        self._rounds(ctx, np.arange(m), raised, out, REPLAY_STEPS, replay=True)
+        newest: dict[int, dict] = {}
+        for _, _, al in raised:
+            newest[al["alert_id"]] = al
+        by_v: dict[int, dict] = {int(v): {} for v in vs}
+        for aid, al in newest.items():
+            by_v[self.index[al["plate"]]][aid] = al
+        k = 0
+        for v, new in by_v.items():
+            old = self.alog.get(v, {})
+            for aid, al in new.items():
+                if aid not in old:
+                    al = dict(al, late=True)
+                    alerts.append((pos, k, al))
+                elif old[aid] != al:
+                    alerts.append((pos, k, al))
+                k += 1
+            for aid, al in old.items():
+                if aid not in new:
+                    det = dict(al.get("details") or {}, state="withdrawn",
+                               withdrawn_reason="late data changed the episode")
+                    alerts.append((pos, k, dict(al, end_ts=al.get("end_ts") or al["start_ts"], details=det)))
+                    k += 1
+            self.alog[v] = {aid: al for aid, al in new.items()}
+        # the replayed state is the newest: a fresh "b" checkpoint starts here
+        for f in RULE_FIELDS:
+            a["ckb_" + f][vs] = a[f][vs]
+        a["ckb_ts"][vs] = a["q_last"][vs]
+
+    def _rotate_checkpoints(self, vs: np.ndarray) -> None:
+        """Keep each vehicle's replay window between ``late.replay_window_h`` and twice that: checkpoint
+        "a" (the replay start) takes over checkpoint "b" once "b" is a window old; "b" restarts at the
+        newest sample."""
+        if self.replay_ms <= 0 or not len(vs):
+            return
+        a = self.a
+        newest = a["q_last"][vs]
+        has = newest != NONE
+        unset_b = has & (a["ckb_ts"][vs] == NONE)
+        rot = has & ~unset_b & (newest - a["ckb_ts"][vs] >= self.replay_ms)
+        # a window that kept growing (late data again and again): start over at the newest sample
+        stuck = has & (a["ck_ts"][vs] != NONE) & (newest - a["ck_ts"][vs] >= 3 * self.replay_ms)
+        rv = vs[rot & ~stuck]
+        if len(rv):
+            for f in RULE_FIELDS:
+                a["ck_" + f][rv] = a["ckb_" + f][rv]
+            a["ck_ts"][rv] = a["ckb_ts"][rv]
+            a["rc_a"][rv] = a["rc_b"][rv]
+        sv = vs[stuck]
+        if len(sv):
+            for f in RULE_FIELDS:
+                a["ck_" + f][sv] = a[f][sv]
+            a["ck_ts"][sv] = newest[stuck]
+            a["rc_a"][sv] = 0.0
+        bv = vs[(unset_b | rot | stuck)]
+        if len(bv):
+            for f in RULE_FIELDS:
+                a["ckb_" + f][bv] = a[f][bv]
+            a["ckb_ts"][bv] = a["q_last"][bv]
+            a["rc_b"][bv] = 0.0
+        moved = vs[rot | stuck]
+        for v in moved.tolist():
+            lim = int(a["ck_ts"][v])
+            log = self.alog.get(v)
+            if log:
+                self.alog[v] = {k: al for k, al in log.items() if iso_to_epoch_ms(al["start_ts"]) > lim}
+        if len(moved) and len(self._hist) > 64:
+            self._history()
 
     def _slot_prepare(self, vi: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Make the day slots of (vehicle, day) current; returns the mask of pings whose day is stale."""
@@ -330,6 +509,8 @@ class PingProcessor:
             for j in np.flatnonzero(a["dirty"][nv, ns]):
                 self.pending_rows.append(self._row(int(nv[j]), int(ns[j])))
             a["cnt"][nv, ns] = 0.0
+            a["rc_a"][nv, ns] = 0.0
+            a["rc_b"][nv, ns] = 0.0
             a["dirty"][nv, ns] = False
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
@@ -346,9 +527,11 @@ class PingProcessor:
         return True
 
     # --- the per-round rule steps (one function per rule, applied in ROUND_STEPS order) ---------------
-    def _round(self, P: np.ndarray, c: "_Batch", alerts: list, out: ProcessOutput) -> None:
-        """One ping per vehicle (rows ``P`` of the batch): every rule of ``ROUND_STEPS`` in order."""
+    def _round(self, P: np.ndarray, c: "_Batch", alerts: list, out: ProcessOutput, steps=None,
+               replay: bool = False) -> None:
+        """One ping per vehicle (rows ``P`` of the batch): every rule of ``steps`` in order."""
         r = _Round(P, c, alerts, out)
+        r.replay = replay
         r.vi = c.idx[P]
         r.t = c.cols.ts[P]
         r.d = c.day[P]
@@ -357,7 +540,7 @@ class PingProcessor:
         r.qp = c.qualified[P].copy()
         r.tr = c.trusted[P].copy()
         r.sample = np.zeros(len(P), dtype=bool)
-        for step in ROUND_STEPS:
+        for step in steps or ROUND_STEPS:
             step.fn(self, r)
 
     def _step_dedupe(self, r: "_Round") -> None:
@@ -403,13 +586,31 @@ class PingProcessor:
         """Distance, drift and gaps (``geo.track``) for qualified pings newer than the vehicle's fix; the
         pings that are not drift become the "samples" every later rule runs on."""
         a, vi, t, qp = self.a, r.vi, r.t, r.qp
+        P = r.P
+        lat, lon, spd = r.c.cols.lat[P], r.c.cols.lon[P], r.c.speed[P]
+        if self.replay_ms > 0 and not r.replay:
+            # older than the vehicle's newest fix: inside the replay window it is merged into the timeline
+            # after the round (``_replay_late``), older than the window it only fills track gaps
+            late = qp & (t < a["q_last"][vi])
+            again = late & (t > a["ck_ts"][vi])
+            for v in vi[again].tolist():
+                self._late_pending.add(v)
+            beyond = late & ~again
+            r.out.late_beyond_window += int(beyond.sum())
+            keep = qp & ~beyond
+            self._history_add(vi[keep], t[keep], lat[keep], lon[keep], spd[keep], r.c.late[P][keep],
+                              r.c.driver[P][keep])
+            a["q_last"][vi[qp]] = np.maximum(a["q_last"][vi[qp]], t[qp])
+            qp = qp & ~late
+        else:
+            beyond = None
         fix_ts = a["fix_ts"][vi]
         has_fix = fix_ts != NONE
         first = qp & ~has_fix
         cont = qp & has_fix & (t > fix_ts)
         r.ooo = qp & has_fix & (t <= fix_ts)
-        P = r.P
-        lat, lon, spd = r.c.cols.lat[P], r.c.cols.lon[P], r.c.speed[P]
+        if beyond is not None:
+            r.ooo |= beyond
         r.sample = first.copy()
         if cont.any():
             ci = np.flatnonzero(cont)
@@ -693,6 +894,11 @@ class PingProcessor:
         gv, gs = r.vi[good], (r.d % self.slots)[good]
         a["cnt"][gv, gs] += r.delta[good]
         a["dirty"][gv, gs] = True
+        if self.replay_ms > 0:      # what the time-ordered rules added since each checkpoint
+            rule = r.delta[good][:, list(RULE_F_IDX)]
+            a["rc_a"][gv, gs] += rule
+            hb = a["ckb_ts"][gv] != NONE
+            a["rc_b"][gv[hb], gs[hb]] += rule[hb]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
@@ -900,9 +1106,9 @@ class PingProcessor:
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
-                "drivers": self.drivers}
+                "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-                  "__track__": self._track_array()}
+                  "__track__": self._track_array(), "__hist__": self._history()}
         arrays.update((k, v[: self.n]) for k, v in self.a.items())
         buf = io.BytesIO()
         # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
@@ -930,6 +1136,8 @@ class PingProcessor:
             same_zones = meta["zones"] == self.zones.restricted_ids
             track = z["__track__"]
             self.track_buf = [track] if len(track) else []
+            hist = z["__hist__"]
+            self._hist = [hist] if len(hist) else []
             for k in self.a:
                 if k in z.files and (k != "zbits" or same_zones):
                     self.a[k][:n] = z[k]
@@ -943,6 +1151,7 @@ class PingProcessor:
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
         self.drivers = list(meta["drivers"])
+        self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta["alog"]}
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
         return self
 
@@ -982,6 +1191,7 @@ class _Round:
     def __init__(self, P: np.ndarray, c: _Batch, alerts: list, out: ProcessOutput):
         self.P, self.c, self.alerts, self.out = P, c, alerts, out
         self.dup = np.zeros(len(P), dtype=bool)
+        self.replay = False
         self.ooo = np.zeros(len(P), dtype=bool)
         self.driving_ms = np.zeros(0, dtype=np.int64)
 
@@ -1016,3 +1226,8 @@ ROUND_STEPS: tuple[Step, ...] = (
     Step("gap_fill", ("track.fill_max_gaps", "track.fill_window_h", "track.fill_max_points"),
          PingProcessor._step_gap_fill),
 )
+# Re-evaluation after late data (``PingProcessor._replay_late``): the time-ordered rules and their counters,
+# over the vehicle's held samples in time order ("late.replay_window_h").
+REPLAY_STEPS: tuple[Step, ...] = tuple(s for s in ROUND_STEPS if s.name in
+                                       ("track", "overspeed", "fatigue", "fatigue_24h", "curfew", "geofence",
+                                        "day_counters"))
