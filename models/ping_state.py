@@ -192,7 +192,9 @@ class PingProcessor:
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
         self.stale_total = 0
-        self._hist: list[np.ndarray] = []        # samples inside the replay window (``_history``)
+        self._hist = np.zeros((0, 7))            # samples inside the replay window (``_history``)
+        self._hist_new: list[np.ndarray] = []
+        self._hist_new_n = 0
         self._late_pending: set[int] = set()
         self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
         self.drivers: list[str] = []             # driver code → 从业资格证 number (IC card)
@@ -372,21 +374,40 @@ class PingProcessor:
 
     # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
     def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
-        if self.replay_ms > 0 and len(vi):
-            self._hist.append(np.stack([vi.astype(np.float64), t.astype(np.float64), lat, lon,
+        """Remember samples for a later replay: appended as chunks, merged into the sorted store when the
+        chunks reach half its size (amortised O(1) per sample)."""
+        if self.replay_ms <= 0 or not len(vi):
+            return
+        self._hist_new.append(np.stack([vi.astype(np.float64), t.astype(np.float64), lat, lon,
                                         spd.astype(np.float64), late.astype(np.float64),
                                         drv.astype(np.float64)], axis=1))
+        self._hist_new_n += len(vi)
+        if self._hist_new_n > max(50_000, len(self._hist) // 2):
+            self._history()
 
     def _history(self) -> np.ndarray:
-        """All held history rows (vehicle, ts, lat, lon, speed, late, driver), pruned to each vehicle's
-        checkpoint, as one array."""
-        if not self._hist:
-            return np.zeros((0, 7))
-        h = np.concatenate(self._hist) if len(self._hist) > 1 else self._hist[0]
-        vi = h[:, 0].astype(np.int64)
-        h = h[h[:, 1] > self.a["ck_ts"][vi]]
-        self._hist = [h] if len(h) else []
+        """The held samples (vehicle, ts, lat, lon, speed, late, driver), newer than each vehicle's
+        checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
+        if self._hist_new:
+            h = np.concatenate([self._hist, *self._hist_new])
+            self._hist_new, self._hist_new_n = [], 0
+            h = h[np.lexsort((h[:, 1], h[:, 0]))]
+            if len(h) > 1:
+                same = (h[1:, 0] == h[:-1, 0]) & (h[1:, 1] == h[:-1, 1])
+                h = h[np.concatenate([[True], ~same])]
+            self._hist = h
+        h = self._hist
+        keep = h[:, 1] > self.a["ck_ts"][h[:, 0].astype(np.int64)]
+        if not keep.all():
+            self._hist = h = h[keep]
         return h
+
+    def _history_rows(self, vs: np.ndarray) -> np.ndarray:
+        """Held samples of the vehicles ``vs`` (sorted), sorted by vehicle then time."""
+        h = self._history()
+        lo = np.searchsorted(h[:, 0], vs, "left")
+        hi = np.searchsorted(h[:, 0], vs, "right")
+        return np.concatenate([h[i:j] for i, j in zip(lo.tolist(), hi.tolist())] or [np.zeros((0, 7))])
 
     def _replay_late(self, alerts: list, out: ProcessOutput, pos: int) -> None:
         """Vehicles that received pings older than their newest sample (re-uploads, late pings) inside the
@@ -397,9 +418,7 @@ class PingProcessor:
         a = self.a
         vs = np.array(sorted(self._late_pending), dtype=np.int64)
         self._late_pending = set()
-        h = self._history()
-        rows = h[np.isin(h[:, 0].astype(np.int64), vs)]
-        rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+        rows = self._history_rows(vs)
         out.replayed += len(vs)
         # rule state back to the checkpoint; counters lose what the rules added since then
         for f in RULE_FIELDS:
@@ -495,8 +514,6 @@ class PingProcessor:
             log = self.alog.get(v)
             if log:
                 self.alog[v] = {k: al for k, al in log.items() if iso_to_epoch_ms(al["start_ts"]) > lim}
-        if len(moved) and len(self._hist) > 64:
-            self._history()
 
     def _slot_prepare(self, vi: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Make the day slots of (vehicle, day) current; returns the mask of pings whose day is stale."""
@@ -1127,7 +1144,7 @@ class PingProcessor:
         membership is kept only when the restricted zone list is unchanged."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = orjson.loads(z["__meta__"].tobytes())
-            if meta.get("version") != SNAPSHOT_VERSION:
+            if meta.get("version") not in (1, SNAPSHOT_VERSION):   # 1: no replay window yet (starts empty)
                 raise ValueError(f"unsupported ping-state snapshot version {meta.get('version')!r}")
             n = len(meta["plates"])
             self = cls(cfg, registry, zones, capacity=max(1024, 1 << max(n - 1, 0).bit_length()))
@@ -1136,10 +1153,10 @@ class PingProcessor:
             same_zones = meta["zones"] == self.zones.restricted_ids
             track = z["__track__"]
             self.track_buf = [track] if len(track) else []
-            hist = z["__hist__"]
-            self._hist = [hist] if len(hist) else []
+            if "__hist__" in z.files:
+                self._hist = z["__hist__"]
             for k in self.a:
-                if k in z.files and (k != "zbits" or same_zones):
+                if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
                     self.a[k][:n] = z[k]
         self.n = n
         self.plates = list(meta["plates"])
@@ -1150,9 +1167,9 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
-        self.drivers = list(meta["drivers"])
-        self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta["alog"]}
+        self.drivers = list(meta.get("drivers", []))
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
+        self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
         return self
 
 
