@@ -458,11 +458,8 @@ class PingProcessor:
         k = 0
         for v, new in by_v.items():
             old = self.alog.get(v, {})
-            for aid, al in new.items():
-                if aid not in old:
-                    al = dict(al, late=True)
-                    alerts.append((pos, k, al))
-                elif old[aid] != al:
+            for aid, al in new.items():      # ``late`` comes from the fix that raised it (re-upload / late)
+                if old.get(aid) != al:
                     alerts.append((pos, k, al))
                 k += 1
             for aid, al in old.items():

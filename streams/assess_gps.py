@@ -6,8 +6,10 @@ engine; a malformed line becomes one error JSON line on stderr (``{"line", "reas
 counted, and makes the exit code 2 at the end — it never stops the run.
 
 Output: the final version of every alert (an overspeed alert raised while the episode is open and updated
-when it ends is printed once, closed), in the order the alerts were first raised, then the offline alerts
-of vehicles still silent at the end of the input (checked against the data's own watermark).
+when it ends is printed once, closed; one that late data contradicted is printed with
+``details.state = "withdrawn"``), in the order the alerts were first raised, then the offline alerts of
+vehicles still silent at the end of the input (checked against the data's own watermark). Lines are
+validated with the one ping schema (``models.pingschema``).
 ``--stats FILE`` writes the vehicle-day rows (``vehicle_day`` columns + ``online``) as JSON lines.
 """
 from __future__ import annotations
