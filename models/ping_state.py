@@ -196,6 +196,7 @@ class PingProcessor:
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
         self._late_pending: set[int] = set()
+        self._replay_before_b = False
         self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
         self.drivers: list[str] = []             # driver code → 从业资格证 number (IC card)
         self.driver_index: dict[str, int] = {}
@@ -448,7 +449,17 @@ class PingProcessor:
         ctx = self._context(cols, vi, ones, ones, ones, ones, rows[:, 5] > 0, rows[:, 6].astype(np.int32),
                             cols.ts, cols.ts, np.zeros(m, dtype=np.uint16), ones)
         raised: list[tuple] = []
-        self._rounds(ctx, np.arange(m), raised, out, REPLAY_STEPS, replay=True)
+        # up to checkpoint "b" first, so that "b" is taken again from the corrected timeline
+        ckb = a["ckb_ts"][vi]
+        first = np.flatnonzero(rows[:, 1].astype(np.int64) <= ckb)
+        self._replay_before_b = True
+        self._rounds(ctx, first, raised, out, REPLAY_STEPS, replay=True)
+        self._replay_before_b = False
+        hb = vs[a["ckb_ts"][vs] != NONE]
+        for f in RULE_FIELDS:
+            a["ckb_" + f][hb] = a[f][hb]
+        self._rounds(ctx, np.flatnonzero(rows[:, 1].astype(np.int64) > ckb), raised, out, REPLAY_STEPS,
+                     replay=True)
         newest: dict[int, dict] = {}
         for _, _, al in raised:
             newest[al["alert_id"]] = al
@@ -469,10 +480,6 @@ class PingProcessor:
                     alerts.append((pos, k, dict(al, end_ts=al.get("end_ts") or al["start_ts"], details=det)))
                     k += 1
             self.alog[v] = {aid: al for aid, al in new.items()}
-        # the replayed state is the newest: a fresh "b" checkpoint starts here
-        for f in RULE_FIELDS:
-            a["ckb_" + f][vs] = a[f][vs]
-        a["ckb_ts"][vs] = a["q_last"][vs]
 
     def _rotate_checkpoints(self, vs: np.ndarray) -> None:
         """Keep each vehicle's replay window between ``late.replay_window_h`` and twice that: checkpoint
@@ -485,27 +492,19 @@ class PingProcessor:
         has = newest != NONE
         unset_b = has & (a["ckb_ts"][vs] == NONE)
         rot = has & ~unset_b & (newest - a["ckb_ts"][vs] >= self.replay_ms)
-        # a window that kept growing (late data again and again): start over at the newest sample
-        stuck = has & (a["ck_ts"][vs] != NONE) & (newest - a["ck_ts"][vs] >= 3 * self.replay_ms)
-        rv = vs[rot & ~stuck]
+        rv = vs[rot]
         if len(rv):
             for f in RULE_FIELDS:
                 a["ck_" + f][rv] = a["ckb_" + f][rv]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
             a["rc_a"][rv] = a["rc_b"][rv]
-        sv = vs[stuck]
-        if len(sv):
-            for f in RULE_FIELDS:
-                a["ck_" + f][sv] = a[f][sv]
-            a["ck_ts"][sv] = newest[stuck]
-            a["rc_a"][sv] = 0.0
-        bv = vs[(unset_b | rot | stuck)]
+        bv = vs[unset_b | rot]
         if len(bv):
             for f in RULE_FIELDS:
                 a["ckb_" + f][bv] = a[f][bv]
             a["ckb_ts"][bv] = a["q_last"][bv]
             a["rc_b"][bv] = 0.0
-        moved = vs[rot | stuck]
+        moved = vs[rot]
         for v in moved.tolist():
             lim = int(a["ck_ts"][v])
             log = self.alog.get(v)
@@ -911,8 +910,9 @@ class PingProcessor:
         if self.replay_ms > 0:      # what the time-ordered rules added since each checkpoint
             rule = r.delta[good][:, list(RULE_F_IDX)]
             a["rc_a"][gv, gs] += rule
-            hb = a["ckb_ts"][gv] != NONE
-            a["rc_b"][gv[hb], gs[hb]] += rule[hb]
+            if not self._replay_before_b:
+                hb = a["ckb_ts"][gv] != NONE
+                a["rc_b"][gv[hb], gs[hb]] += rule[hb]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
@@ -1164,6 +1164,14 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
+        if meta["version"] == 1 and n:
+            # no replay window in the snapshot: it starts now (older late data only fills gaps)
+            a = self.a
+            last = np.maximum(a["fix_ts"][:n], a["fat_last_ts"][:n])
+            a["q_last"][:n] = last
+            a["ck_ts"][:n] = last
+            for f in RULE_FIELDS:
+                a["ck_" + f][:n] = a[f][:n]
         self.drivers = list(meta.get("drivers", []))
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
         self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
