@@ -726,17 +726,18 @@ class PingProcessor:
         # a silence counts as rest only if it lasted the minimum rest AND the vehicle did not move across it
         gap_rest = has_prev & long_gap & ~moved
         driving = has_prev & ~gap_rest & (a["fat_prev_moving"][vi] | moved)
-        # a stop (first stopped sample → next moving sample) of at least the minimum rest, not interrupted
-        # by driving, in the same place
-        stop = np.where(driving, NONE, a["fat_stop"][vi])
-        stop_rest = mv & (stop != NONE) & (t - stop >= self.rest_ms)
+        # a stop (first stopped sample → the vehicle drives again) of at least the minimum rest; when it drove
+        # off between two fixes the stop ended at the last stopped fix
+        stop0 = a["fat_stop"][vi]
+        stop_ends = (stop0 != NONE) & (mv | driving)
+        stop_rest = stop_ends & (np.where(driving, last, t) - stop0 >= self.rest_ms)
         prev_drv = a["fat_driver"][vi]
         drv_change = has_prev & (drv >= 0) & (prev_drv >= 0) & (drv != prev_drv)
-        reset = gap_rest | drv_change
-        rest_end = np.where(gap_rest | drv_change, last, NONE)  # the run ended at the last sample before
+        reset = gap_rest | drv_change | stop_rest
+        # the rest began at the first stopped fix, or after the last fix before the silence / the old driver
+        rest_start = np.where((stop_rest | gap_rest) & (stop0 != NONE), stop0, last)
         acc, nacc = a["fat_acc"][vi], a["fat_nacc"][vi]
-        # close the episode of a run that ends here (rest in the silence or a new driver)
-        self._close_fatigue(r, np.flatnonzero(reset & a["fat_alerted"][vi]), rest_end, acc, nacc)
+        self._close_fatigue(r, np.flatnonzero(reset & a["fat_alerted"][vi]), rest_start, acc, nacc)
         acc = np.where(reset, 0, acc)
         nacc = np.where(reset, 0, nacc)
         alerted = a["fat_alerted"][vi] & ~reset
@@ -761,12 +762,8 @@ class PingProcessor:
         ep = alerted & ~cross
         if ep.any():
             a["fat_ep_excess"][vi[ep]] = excess[ep]
-        # a rest taken standing: closes the episode at the first stopped sample
-        self._close_fatigue(r, np.flatnonzero(stop_rest & alerted), stop, acc, nacc)
-        acc = np.where(stop_rest, 0, acc)
-        nacc = np.where(stop_rest, 0, nacc)
-        alerted = alerted & ~stop_rest
-        stop = np.where(mv, NONE, np.where(stop == NONE, t, stop))
+        stop = np.where(stop_ends, NONE, stop0)
+        stop = np.where(~mv & (stop == NONE), t, stop)
         a["fat_acc"][vi], a["fat_nacc"][vi] = acc, nacc
         a["fat_alerted"][vi] = alerted
         a["fat_stop"][vi] = stop

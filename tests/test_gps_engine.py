@@ -190,7 +190,7 @@ def test_one_batch_or_many_gives_identical_output(f):
     assert r1 == r2
     assert p1.check_offline() == p2.check_offline()
     # with late data merged into the timeline (the default), alerts that late data withdraws depend on where
-    # the batches were cut; the rows and the alerts that stand do not
+    # the batches were cut; the rows and the rule alerts that stand do not
     a1, r1, p1 = run_engine([order], cfg=Config())
     a2, r2, p2 = run_engine(split(order, cuts), cfg=Config())
     assert r1 == r2
@@ -201,7 +201,8 @@ def standing(alerts):
     final = {}
     for a in alerts:
         final[a["alert_id"]] = a
-    return {k: a for k, a in final.items() if a["details"].get("state") != "withdrawn"}
+    # offline episodes follow receipt and carry the position known when they were raised: left out
+    return {k: a for k, a in final.items() if a["details"].get("state") != "withdrawn" and a["type"] != "offline"}
 
 
 # --- snapshot / restore -------------------------------------------------------------------------------
@@ -281,7 +282,8 @@ def test_track_samples_views_and_counts():
     view = {v["plate"]: v for v in proc.vehicles_view()}
     assert view[PLATES[2]]["state"] == "stopped" and view[PLATES[0]]["state"] == "alerting"
     assert proc.online_count() == 3
-    assert 300 <= proc.state_bytes_per_vehicle() <= 1024
+    # (about 1.5 KB: the rule state, and two checkpoints of it for re-evaluating late data)
+    assert 300 <= proc.state_bytes_per_vehicle() <= 2048
 
 
 def test_invalid_plates_are_not_attributed_and_growth_keeps_state():

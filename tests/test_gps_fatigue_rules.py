@@ -119,3 +119,13 @@ def test_driver_change_resets_the_run_and_the_driver_is_part_of_the_episode():
     b, _ = drive(t0 + 181 * MIN, 120, lat0=north(lat, 1.0), driver_id="430100000001")
     alerts, _ = run(bus(), a + b)
     assert len(alerts) == 1 and alerts[0]["details"]["driver_id"] == "430100000001"
+
+
+def test_a_stop_counts_as_rest_even_when_the_vehicle_drives_off_between_two_fixes():
+    """25 min standing (fixes every minute), then the next fix is already 1.5 km on: the stop was a rest."""
+    t0 = bj(2026, 3, 2, 8, 0)
+    a, lat = drive(t0, 180)
+    stop = [ping(t0 + (181 + k) * MIN, lat=lat, speed=0.0) for k in range(25)]
+    b, _ = drive(t0 + 206 * MIN, 120, lat0=north(lat, 0.5))
+    alerts, rows = run(bus(), a + stop + b)
+    assert alerts == [] and rows["2026-03-02"]["fatigue_s"] == 0
