@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("config show", "roadwatch.streams.config_cmd", "print the effective configuration with defaults and sources"),
     ("decode jt808", "roadwatch.streams.jt808.decode_cmd", "decode hex JT/T 808 frames (stdin, one per line) to JSON lines"),
     ("gateway", "roadwatch.streams.jt808.gateway", "JT/T 808 TCP gateway for terminals, publishing pings to Kafka"),
+    ("terminals", "roadwatch.streams.jt808.terminals_cmd", "list JT/T 808 terminal bindings or revoke a terminal's auth code"),
     ("assess wim", "roadwatch.streams.assess_wim", "batch: WIM readings (JSON lines, stdin) → verdicts (JSON lines)"),
     ("assess gps", "roadwatch.streams.assess_gps", "batch: GPS pings (JSON lines, stdin) → alerts (JSON lines)"),
     ("case show", "roadwatch.streams.case_cmd", "a case (or escalation proposal) and its history as JSON"),
