@@ -98,6 +98,11 @@ def _prepare(cases: list[CaseFacts], cfg: Config, until: str | None = None) -> l
     return out
 
 
+def counting_ids(cases: list[CaseFacts], cfg: Config) -> set[str]:
+    """Ids of the cases that count (at some date) on their full histories."""
+    return {c.case_id for c in _prepare(cases, cfg)}
+
+
 def counting(case: CaseFacts, cfg: Config, until: str) -> date | None:
     """The case's decision day if, as of ``until``, it counts for Art. 66 (else None)."""
     got = _prepare([case], cfg, until)
