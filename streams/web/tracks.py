@@ -15,6 +15,7 @@ from datetime import datetime
 from aiohttp import web
 
 from roadwatch.models.records import BEIJING, epoch_ms_to_iso
+from roadwatch.streams import cases as _track_schema  # noqa: F401 - registers the track_points table
 
 MAX_TRACK_POINTS = 20_000
 MAX_AREA_SPAN_MS = 31 * 86_400_000

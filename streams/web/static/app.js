@@ -29,6 +29,7 @@ function el(tag, attrs = {}, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
+    else if (k === "style") e.style.cssText = v;          // CSSOM: the CSP refuses style attributes
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : v);
   }
@@ -304,6 +305,8 @@ async function selectVehicle(plate, fromAlert) {
     return;
   }
   const v = res.vehicle, now = res.now;
+  stopPlayback();
+  if (cmap) { if ((res.track || []).length > 1) cmap.showTrack(res.track); else cmap.clearTrack(); }   // the recent track
   const handled = (a) => a.ack_by ? el("small", {class: "handled", text: `已处理 ${a.ack_by}`}) : el("small", {class: "open", text: "未处理"});
   fill(body,
     el("h3", {text: `${plate} `}, el("span", {class: `badge st-${now ? now.state : "no_data"}`, text: now ? STATE_LABELS[now.state] || now.state : "无数据"})),
@@ -623,7 +626,7 @@ function renderCase(c) {
   fill(box,
     el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status}),
        el("small", {text: `  ${c.case_id}`}),
-       el("a", {class: "print-link", href: `case/${encodeURIComponent(c.case_id)}/print`, target: "_blank", rel: "noopener", text: "🖨 打印案件表 Print form"}),
+       el("a", {class: "print-link", href: `case/${encodeURIComponent(c.case_id)}/print`, target: "_blank", rel: "noopener", text: "打印案件表 Print form"}),
        el("a", {class: "print-link", href: "#", text: "车辆 Vehicle →", onclick: (ev) => { ev.preventDefault(); gotoVehicle(c.plate); }})),
     section("案件 Case", kvTable([["时间 Time", c.ts], ["站点 Station", c.station ? c.station.name : c.station_id],
       ["处理 Action", c.action], ["违法 Counts for 一超四罚", c.violation ? "是 yes" : "否 no"],

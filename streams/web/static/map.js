@@ -105,12 +105,13 @@ export class ConsoleMap {
     const offline = !this.cfg.tile_url;
     const style = (f) => {
       const lv = f.properties.level;
-      if (lv === "province") return {color: "#4a5a6c", weight: 2.4, fill: false};
+      // offline, the province is the land (filled once: no slivers between simplified county borders)
+      if (lv === "province") return {color: "#4a5a6c", weight: 2.4, fill: offline, fillColor: "#f3f0e8", fillOpacity: 1};
       if (lv === "city") return {color: "#6f8094", weight: 1.4, dashArray: "6 4", fill: false};
-      return {color: "#b9c3cf", weight: 0.7, fill: offline, fillColor: "#f3f0e8", fillOpacity: 1};
+      return {color: "#b9c3cf", weight: 0.7, fill: false};
     };
-    // counties first (fill underneath), then cities and the province on top
-    const order = {county: 0, city: 1, province: 2};
+    // the province first (its fill underneath), then counties and cities on top
+    const order = {province: 0, county: 1, city: 2};
     fc.features.sort((a, b) => order[a.properties.level] - order[b.properties.level]);
     this.boundaries = L.geoJSON(fc, {style, interactive: false}).addTo(this.map);
     this.boundaries.bringToBack();
