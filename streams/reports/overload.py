@@ -22,7 +22,7 @@ _TARGETS = (
 )
 
 STAGE_ORDER = ("detected", "reviewed", "confirmed", "dismissed", "notified")
-STAGE_LABELS = {"detected": "检测", "reviewed": "已审核", "confirmed": "确认", "dismissed": "撤销",
+STAGE_LABELS = {"detected": "检测", "reviewed": "已审核", "confirmed": "确认", "dismissed": "驳回",
                 "notified": "已告知"}
 _ACTION_STAGES = {"review": {"reviewed"}, "confirm": {"reviewed", "confirmed"},
                   "dismiss": {"reviewed", "dismissed"}, "notify": {"reviewed", "confirmed", "notified"}}

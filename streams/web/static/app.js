@@ -546,7 +546,33 @@ const FIELD_LABELS = {gross_kg: "总质量 gross kg", limit_kg: "限值 limit kg
   excess_pct: "超限率 excess %", tolerance: "允差 tolerance", fine_yuan: "罚款 fine ¥", axle_count: "轴数 axles",
   axle_loads_kg: "轴重 axle loads kg", station_id: "站点 station", device_id: "设备 device", lane: "车道 lane",
   speed_kmh: "速度 km/h", plate: "车牌 plate", ts: "时间 time", action: "处理 action", violation: "违法 violation",
-  tolerance_source: "允差依据 tolerance source", cert_no: "检定证书 certificate", vehicle_kind: "车型 kind"};
+  tolerance_source: "允差依据 tolerance source", cert_no: "检定证书 certificate", vehicle_kind: "车型 kind",
+  // evidence-manifest sections and fields (labels only: the manifest's shape belongs to the evidence module)
+  limit: "限值 limit", basis: "依据 legal basis", version: "版本 version", adjustments: "限值调整 adjustments",
+  measurement: "测量 measurement", assessed_gross_kg: "认定总质量 assessed kg", excess: "超限 excess", kg: "千克 kg",
+  pct: "超限率 %", over_limit: "超限 over limit", decision: "处理决定 decision", review_reasons: "审核原因 review reasons",
+  penalties: "处罚计算 penalties", police: "公安交管 police", road_administration: "公路管理 road administration",
+  computation: "计算 computation", tonnes: "超限吨数 tonnes", fine_min_yuan: "最低罚款 ¥", fine_max_yuan: "最高罚款 ¥",
+  points: "记分 points", over_rated_load_pct: "超核载 %", over_total_pct: "超总质量 %", load_kg: "载质量 kg",
+  site: "检测站点 station", name: "名称 name", county: "区县 county", accuracy_class: "准确度等级 class",
+  certificate_no: "检定证书 certificate", certificate_valid_from: "证书生效 valid from", certificate_valid_to: "证书到期 valid to",
+  calibration_status: "检定状态 calibration", vehicle: "车辆 vehicle", category: "类别 category", kind: "类型 kind",
+  axle_groups: "轴组 axle groups", axle_spacings_m: "轴距 m", air_suspension: "空气悬架 air suspension",
+  single_drive_axle: "单驱动轴 single drive axle", targets: "一超四罚对象 targets", driver: "驾驶员 driver",
+  enterprise: "企业 enterprise", source_site: "货源单位 source site", owner: "车主 owner",
+  transport_cert_no: "道路运输证 transport cert.", rated_load_kg: "核定载质量 kg", registered_total_kg: "登记总质量 kg",
+  licence_no: "经营许可证 licence", qualification_no: "从业资格证 qualification", goods_vehicles: "货车数 goods vehicles",
+  counters: "累计违法 counters", window_days: "统计天数 days", since: "起算 since", enterprise_share: "企业违法车辆占比 share",
+  enterprise_goods_vehicles: "企业货车数", enterprise_violating_vehicles: "企业违法车辆数", includes_current: "含本次 incl. this",
+  escalations: "抄告 escalations", time: "时间 time", clock: "时钟 clock", chain: "证据链 chain", seq: "序号 seq",
+  signing: "签名 signing", alg: "算法 algorithm", key_id: "密钥 key id", artefacts: "证据文件 artefacts",
+  axle_findings: "轴重参考 axle findings", created_at: "生成时间 created", direction: "方向 direction",
+  case_id: "案件编号 case id", passage_id: "通行编号 passage id", schema: "格式 schema", value: "数值 value",
+  mode: "方式 mode", filing_threshold_kg: "立案阈值 kg", source: "来源 source", reason: "原因 reason",
+  number: "号码 number", color: "颜色 color", color_name: "颜色 colour", confidence: "置信度 confidence",
+  review_trail: "审核记录 review trail", entries: "条目 entries", note: "说明 note", station_id: "站点编号 station id",
+  id: "编号 id", device: "设备 device", held: "已保存 held", path: "文件 file", sha256: "SHA-256",
+  group: "轴组 group", axles: "轴 axles", load_kg_: "载荷 kg", over: "超限 over", limit_kg_: "限值 kg"};
 
 function section(title, ...content) { return el("div", {class: "section"}, el("h3", {text: title}), ...content); }
 
@@ -665,12 +691,13 @@ async function loadFleet() {
   const t = res.totals;
   const card = (label, value) => el("div", {class: "card"}, el("b", {text: value}), el("span", {text: label}));
   $("fleet-cards").replaceChildren(
-    card("在线车辆 online now", `${t.online_now} / ${t.vehicles}`), card("今日上线 online today", String(t.online_today)),
+    card("两客一危在线 monitored online now", `${t.online_now} / ${t.vehicles}`), card("今日上线 online today", String(t.online_today)),
     card("上线率 online rate", pct(t.online_rate)), card("数据合格率 data quality", pct(t.quality_rate)),
     card("轨迹完整率 track complete", pct(t.track_rate)), card("漂移车辆率 drift", pct(t.drift_rate)),
     card("平均超速次数 overspeed / veh", num(t.avg_overspeed)), card("平均疲劳驾驶 fatigue s / veh", num(t.avg_fatigue_s, 0)),
     card("今日告警 alerts today", String(t.alerts_today)), card("待处理案件 open cases", String(t.open_cases)));
-  $("fleet-note").textContent = `${res.day} 截至目前 so far` + (res.unregistered_online ? ` · 未登记在线 unregistered online: ${res.unregistered_online}` : "");
+  $("fleet-note").textContent = `${res.day}（数据时钟 feed clock）截至目前 so far · 统计范围：入网的两客一危车辆（地图另显示普通货车和未登记车辆）`
+    + (res.unregistered_online ? ` · 未登记在线 unregistered online: ${res.unregistered_online}` : "");
   state.fleetRows = res.enterprises;
   renderFleet();
 }
