@@ -132,6 +132,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if port == 0 and st.worker:          # "any free port": the worker's ready line names the one it got
+            ready = next((x for x in st.worker.lines if "worker ready" in x), "")
+            port = ready.split(f"http://{shown}:", 1)[-1].split("/", 1)[0] if f"http://{shown}:" in ready else 0
         print(f"roadwatch demo ready — console http://{shown}:{port}/  user: demo  password: {password}",
               flush=True)
         print(f"  metrics http://{shown}:{port}/metrics · archive {cfg.archive_path} · Ctrl-C to stop",

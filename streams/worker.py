@@ -183,6 +183,8 @@ def run_worker(cfg: Config, bootstrap: str, registry_path: str | None, loglevel:
     # print() stays plain stdout (faust would log it as a WARNING); no colours or cursor codes off a TTY
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, stdout=sys.stdout, stderr=sys.stderr,
                           redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        worker.spinner = None          # its cursor-hiding escape codes would land in logs and pipes
     try:
         worker.execute_from_commandline()
     except SystemExit as e:

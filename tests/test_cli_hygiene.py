@@ -3,12 +3,14 @@ or worker already holds the data directory or the port, and the README's command
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from roadwatch.streams.broker import free_port
 
@@ -158,3 +160,31 @@ def test_readme_fleet_generate_example_runs(tmp_path):
     rc, _, err = run(tmp_path, *args)
     assert rc == 0, err
     assert orjson.loads(out.read_bytes())["vehicles"]
+
+
+@pytest.mark.integration
+def test_worker_output_is_plain_and_the_console_listens_on_loopback_only(tmp_path):
+    """The ready line is plain stdout (not a WARNING record, no cursor escapes off a TTY), names the port the
+    worker really got (web.port = 0), and the console is reachable on 127.0.0.1 but not on another address."""
+    env = _env(tmp_path, ";web.port=0")
+    p = subprocess.Popen([*CLI, "worker", "--registry", str(ROOT / "examples" / "registry.json")], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in p.stdout:
+            lines.append(line)
+            if "roadwatch worker ready" in line:
+                break
+        ready = lines[-1]
+        assert ready.startswith("roadwatch worker ready: console http://127.0.0.1:"), lines
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", ready).group(1))
+        assert port > 0
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.1.1", port), timeout=2).close()     # loopback, another address
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=30)
+    text = "".join(lines) + (out or "")
+    assert "\x1b" not in text and "\b" not in text
+    assert "WARNING" not in ready
