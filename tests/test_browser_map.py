@@ -73,7 +73,7 @@ def _route(plate: str, start_ms: int, a: tuple, b: tuple, n: int = 60):
 
 @pytest.fixture
 def console(tmp_path):
-    cfg = Config({"paths.data_dir": str(tmp_path / "var"), **FAST_HASH})
+    cfg = Config({"paths.data_dir": str(tmp_path / "var"), **FAST_HASH, "web.fleet_refresh_s": 1.0})
     return _console(cfg)
 
 
@@ -215,6 +215,19 @@ def test_map_offline_base_clusters_labels_and_search(console):
             page.evaluate("window.rwMap.map.setView([28.245, 113.07], 14, {animate: false}) && null")
             page.wait_for_function("() => document.getElementById('map').dataset.zoom === '14'")
             assert int(_map(page)["clusters"]) == 0 and int(_map(page)["labels"]) > 0
+            labels = page.evaluate("window.rwMap.placedLabels.map((b) => [b[0], b[1], b[2], b[3], b.text])")
+            texts = [x[4] for x in labels]
+            assert "湘A10001" in texts and texts.count("长沙县治超站") == 1
+            for i, a in enumerate(labels):                   # no two labels overlap
+                for z in labels[i + 1:]:
+                    assert not (a[0] < z[2] and a[2] > z[0] and a[1] < z[3] and a[3] > z[1]), (a, z)
+            # the coach moves north-east: its arrow points that way (bearing from successive positions)
+            app[STATE].fleet.update("湘A10001", 28.27, 113.10, datetime.now(BEIJING).isoformat(), "moving",
+                                    speed_kmh=66.0)
+            page.wait_for_function("() => { const v = rwMap.vehicles.find((x) => x.plate === '湘A10001');"
+                                   " return v && v.lat > 28.265; }")
+            heading = page.evaluate("rwMap.vehicles.find((x) => x.plate === '湘A10001').heading")
+            assert 35 < heading < 48, heading
             _click_vehicle(page, "湘A10001")
             expect(page.locator("#vehicle-body")).to_contain_text("长沙星沙客运有限公司")
             expect(page.locator("#vehicle-body")).to_contain_text("行驶")

@@ -266,6 +266,7 @@ export class ConsoleMap {
       this.hits.push({x: p.x, y: p.y, r: 11, kind: "alert", ref: a});
     }
     nLabels += this._placeLabels(ctx, labels, placed, size);       // plates, over the vehicles
+    this.placedLabels = placed;
     this.el.dataset.clusters = String(nClusters);
     this.el.dataset.drawn = String(nDrawn);
     this.el.dataset.labels = String(nLabels);
@@ -285,6 +286,7 @@ export class ConsoleMap {
       const x0 = centred ? x - w / 2 : x, box = [x0 - 2, y - h / 2 - 1, x0 + w + 2, y + h / 2 + 1];
       if (placed.some((q) => box[0] < q[2] && box[2] > q[0] && box[1] < q[3] && box[3] > q[1])) continue;
       placed.push(box);
+      box.text = text;
       ctx.strokeStyle = "rgba(255,255,255,.95)"; ctx.lineWidth = 3; ctx.strokeText(text, x0, y);
       ctx.fillStyle = color || "#33414f"; ctx.fillText(text, x0, y);
       n++;
