@@ -188,3 +188,13 @@ def test_worker_output_is_plain_and_the_console_listens_on_loopback_only(tmp_pat
     text = "".join(lines) + (out or "")
     assert "\x1b" not in text and "\b" not in text
     assert "WARNING" not in ready
+
+
+def test_make_demo_installs_only_the_runtime_dependencies():
+    """``make demo`` (dry run, every target considered out of date) never installs the [test] extras;
+    ``make test`` does."""
+    demo = subprocess.run(["make", "-n", "-B", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert demo.returncode == 0, demo.stderr
+    assert "pip install --quiet -e ." in demo.stdout and "[test]" not in demo.stdout
+    test = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert "-e '.[test]'" in test.stdout
