@@ -178,3 +178,24 @@ def test_fleet_day_follows_the_feed_clock(cfg):
     async def _(c, hub, fleet, h):
         today = datetime.now(BEIJING).strftime("%Y-%m-%d")
         assert (await (await c.get("/api/fleet/status")).json())["day"] == today           # no vehicle yet
+
+
+def test_signed_out_print_page_redirects_to_the_login_page(cfg):
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from web_support import make_app
+
+    async def main():
+        app, _, _ = make_app(cfg)
+        c = TestClient(TestServer(app, host="127.0.0.1"))
+        await c.start_server()
+        try:
+            r = await c.get("/case/C-1/print", allow_redirects=False)
+            assert r.status == 302 and r.headers["Location"] == "../../login"
+            r = await c.get("/", allow_redirects=False)
+            assert r.status == 302 and r.headers["Location"] == "login"
+        finally:
+            await c.close()
+    asyncio.run(main())

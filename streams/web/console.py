@@ -741,7 +741,10 @@ async def security_middleware(request: web.Request, handler):
     if sess is None:
         if _is_api(request):
             return _error(401, "not_signed_in", "sign in first")
-        raise web.HTTPFound("login")
+        # relative, so any mount prefix works: one "../" per directory level of this route
+        resource = request.match_info.route.resource
+        depth = resource.canonical.count("/") - 1 if resource is not None else 0
+        raise web.HTTPFound("../" * max(depth, 0) + "login")
     need = getattr(h, "_rw_role", "viewer")
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")

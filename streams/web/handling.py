@@ -54,7 +54,8 @@ async def api_add_note(request: web.Request) -> web.Response:
     body = await _body(request)
     note = body.get("note")
     if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE:
-        return _error(400, "bad_input", f"处理意见必填，最多 {MAX_NOTE} 字 a note of 1–{MAX_NOTE} characters is required")
+        return _error(400, "bad_input",
+                      f"处理意见必填，最多 {MAX_NOTE} 字 a note of 1–{MAX_NOTE} characters is required")
     alert_id = request.match_info["alert_id"]
     live = any(a.get("alert_id") == alert_id for a in st.live.recent_alerts())
     res = await st.db.run(add_note, alert_id, request[SESSION].username, note.strip(), live)
