@@ -100,11 +100,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     port = args.port if args.port is not None else int(cfg["web.port"])
     host = cfg["web.host"]
     # refuse, touching nothing, while another demo or a worker uses this data directory or the port
-    hold(base / "demo.lock", f"roadwatch demo (console port {port})")
-    who = holder(data / LOCK_NAME)
+    who = holder(base / "demo.lock") or holder(data / LOCK_NAME)
     if who:
-        raise Busy(f"{data} is in use by {who}")
+        raise Busy(f"{base if 'demo (' in who else data} is in use by {who}")
     check_port_free(host, port)
+    hold(base / "demo.lock", f"roadwatch demo (console port {port})")     # ours from here on
     if data.exists() and not args.keep_data:
         shutil.rmtree(data)  # the embedded broker starts empty: so does the demo's archive
     data.mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,13 @@ def test_demo_refuses_a_busy_port_without_touching_its_data(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         rc, _, err = run(tmp_path, "demo", "--port", str(port), "--duration", "1")
-    assert rc == 2 and f"port {port}" in one_line(err)
-    assert (demo_dir / "archive.sqlite").read_bytes() == b"keep"
+        assert rc == 2 and f"port {port}" in one_line(err)
+        assert (demo_dir / "archive.sqlite").read_bytes() == b"keep"
+        assert sorted(p.name for p in (tmp_path / "var").iterdir()) == ["demo"]      # no lock file left either
+        fresh = tmp_path / "fresh"
+        p = subprocess.run([*CLI, "demo", "--port", str(port)], capture_output=True, cwd=ROOT, timeout=60,
+                           env=_env(tmp_path) | {"ROADWATCH_SET": f'paths.data_dir="{fresh / "var"}"'})
+        assert p.returncode == 2 and not fresh.exists()
 
 
 def test_assess_wim_says_why_it_exits_2(tmp_path):
