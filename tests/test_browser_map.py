@@ -295,6 +295,13 @@ def test_tile_base_layer_with_gcj02_display_offset(tmp_path):
                 assert abs(drawn["x"] - want["x"]) < 1.5 and abs(drawn["y"] - want["y"]) < 1.5
                 assert math.hypot(drawn["x"] - raw["x"], drawn["y"] - raw["y"]) > 50   # ~0.5 km at zoom 15
                 assert "测试底图" in page.inner_text(".leaflet-control-attribution")
+                # the browser's formula gives the published pairs too (tests/test_geo_coords.py)
+                from test_geo_coords import PAIRS
+                for wlat, wlon, glat, glon in PAIRS:
+                    got = page.evaluate(f"import('./static/map.js').then((m) => m.wgsToGcj({wlat}, {wlon}))")
+                    assert abs(got[0] - glat) < 1e-9 and abs(got[1] - glon) < 1e-9
+                    back = page.evaluate(f"import('./static/map.js').then((m) => m.gcjToWgs({glat}, {glon}))")
+                    assert abs(back[0] - wlat) < 1e-7 and abs(back[1] - wlon) < 1e-7
                 assert b.errors == []
             finally:
                 b.close()

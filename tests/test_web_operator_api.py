@@ -57,6 +57,8 @@ def test_track_playback_range_and_kept_span(cfg):
         assert r["points"][0]["speed_kmh"] == 43.0
         assert (r["kept_from"], r["kept_to"], r["kept_points"]) == (
             "2024-05-06T14:00:00+08:00", "2024-05-06T14:18:00+08:00", 10)
+        span = await (await c.get("/api/tracks/冀A10001?span=1")).json()
+        assert span["points"] == [] and span["kept_points"] == 10
         assert (await c.get("/api/tracks/冀A10001?from=soon")).status == 400
         assert (await (await c.get("/api/tracks/冀Z99999")).json())["points"] == []
 

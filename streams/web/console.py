@@ -223,6 +223,9 @@ async def case_print_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / "case-print.html", headers={"Cache-Control": "no-cache"})
 
 
+case_print_page._rw_depth = 2          # served at case/<id>/print: the login page is ../../login
+
+
 @public
 async def api_login(request: web.Request) -> web.Response:
     st = request.app[STATE]
@@ -741,10 +744,8 @@ async def security_middleware(request: web.Request, handler):
     if sess is None:
         if _is_api(request):
             return _error(401, "not_signed_in", "sign in first")
-        # relative, so any mount prefix works: one "../" per directory level of this route
-        resource = request.match_info.route.resource
-        depth = resource.canonical.count("/") - 1 if resource is not None else 0
-        raise web.HTTPFound("../" * max(depth, 0) + "login")
+        # relative, so any mount prefix works: one "../" per directory level of the page (case/<id>/print)
+        raise web.HTTPFound("../" * getattr(h, "_rw_depth", 0) + "login")
     need = getattr(h, "_rw_role", "viewer")
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")

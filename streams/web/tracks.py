@@ -57,6 +57,10 @@ def track_points(conn, plate: str, from_ms: int | None, to_ms: int | None, limit
     of everything kept for it (so the browser can offer the range that exists)."""
     span = conn.execute("SELECT MIN(ts_ms), MAX(ts_ms), COUNT(*) FROM track_points WHERE plate = ?",
                         (plate,)).fetchone()
+    if limit <= 0:                      # only the span kept (the playback's default range)
+        return {"plate": plate, "points": [], "truncated": False,
+                "kept_from": epoch_ms_to_iso(span[0]) if span[0] is not None else None,
+                "kept_to": epoch_ms_to_iso(span[1]) if span[1] is not None else None, "kept_points": span[2]}
     lo = from_ms if from_ms is not None else -(2 ** 62)
     hi = to_ms if to_ms is not None else 2 ** 62
     rows = conn.execute("SELECT ts_ms, lat, lon, speed_kmh FROM track_points WHERE plate = ? AND ts_ms BETWEEN ? "
@@ -93,7 +97,8 @@ async def api_track(request: web.Request) -> web.Response:
         t = parse_time_ms(request.query.get("to"), "to")
     except BadParam as e:
         return _bad(str(e))
-    res = await st.db.run(track_points, request.match_info["plate"], f, t)
+    limit = 0 if request.query.get("span") == "1" else MAX_TRACK_POINTS
+    res = await st.db.run(track_points, request.match_info["plate"], f, t, limit)
     res["sample_s"] = st.cfg["source.track_sample_s"]
     return _json(res)
 

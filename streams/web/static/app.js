@@ -418,7 +418,7 @@ function stopPlayback() { if (pb.timer) { clearInterval(pb.timer); pb.timer = nu
 async function openPlayback(plate, fromIso, toIso) {
   const box = $("playback");
   stopPlayback();
-  const info = await api(`api/tracks/${encodeURIComponent(plate)}?from=2000-01-01T00:00`);     // the kept span
+  const info = await api(`api/tracks/${encodeURIComponent(plate)}?span=1`);     // the span kept
   const end = info.kept_to ? Date.parse(info.kept_to) : Date.now();
   const start = info.kept_from ? Math.max(Date.parse(info.kept_from), end - 6 * 3600e3) : end - 6 * 3600e3;
   const from = el("input", {type: "datetime-local", id: "pb-from", value: fromIso ? localInput(Date.parse(fromIso)) : localInput(start)});

@@ -377,6 +377,7 @@ export class ConsoleMap {
   // --- rectangle for the area search ----------------------------------------------------------------------------------
   drawRectangle(done) {
     const m = this.map;
+    if (this.drawing) return;
     this.drawing = true;
     m.dragging.disable();
     this.el.classList.add("drawing");
