@@ -141,6 +141,18 @@ def test_report_months_and_generation(cfg):
         html = await f.text()
         assert f.status == 200 and "依据：rounded" not in html
 
+    @session_test(cfg)
+    async def _(c, hub, fleet, h):
+        # a replay still in May: May is the running month, so it only gets a preview
+        fleet.update("冀A10001", 38.05, 114.50, "2024-05-20T09:00:00+08:00", "moving")
+        assert (await (await c.get("/api/reports/months")).json())["current_month"] == "2024-05"
+        r = await c.post("/api/reports/2024-05/generate", json={}, headers=h)
+        assert r.status == 200 and (await r.json())["official"] is False
+        assert (cfg.data_dir / "reports" / "preview" / "2024-05" / "report.json").is_file()
+        months = (await (await c.get("/api/reports/months")).json())["months"]
+        assert months[0]["preview"] and months[0]["files"]                       # the official one stays
+        assert (await c.get("/api/report-previews/2024-05/report.html")).status == 200
+
     @session_test(cfg, user="view")
     async def _(c, hub, fleet, h):
         assert (await c.post("/api/reports/2024-05/generate", json={}, headers=h)).status == 403

@@ -1,6 +1,7 @@
 """The reports page: which months have data, and generating the one asked for.
 
-A month that is over gets its official report in ``<reports_dir>/YYYY-MM/`` (what the worker's month-close
+"Over" is by the feed's clock, like the worker's month close during a replay. A month that is over gets its
+official report in ``<reports_dir>/YYYY-MM/`` (what the worker's month-close
 timer would write; an existing one is left alone). The running month can only be previewed: its report goes
 to ``<reports_dir>/preview/YYYY-MM/`` and is replaced by each new preview, so the official report is never
 built from half a month.
@@ -11,7 +12,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from roadwatch.models.records import BEIJING, format_ts
+from roadwatch.models.records import format_ts
 
 
 def months_with_data(conn) -> list[str]:
@@ -20,8 +21,10 @@ def months_with_data(conn) -> list[str]:
     return sorted((m for m in months if m), reverse=True)
 
 
-def current_month() -> str:
-    return datetime.now(BEIJING).strftime("%Y-%m")
+def current_month(vehicles: list[dict]) -> str:
+    """The running month by the feed's clock (the newest position; the wall clock before any)."""
+    from .console import _feed_day
+    return _feed_day(vehicles)[:7]
 
 
 def generate(conn, registry, cfg, month: str, out_dir) -> list[str]:
@@ -36,7 +39,7 @@ async def api_report_months(request: web.Request) -> web.Response:
     months = await st.db.run(months_with_data)
     done = {m["month"]: m["files"] for m in _list_reports(st.reports_dir)}
     previews = {m["month"]: m["files"] for m in _list_reports(st.reports_dir / "preview")}
-    cur = current_month()
+    cur = current_month(st.fleet.vehicles())
     rows = [{"month": m, "over": m < cur, "files": done.get(m, []), "preview": previews.get(m, [])}
             for m in sorted(set(months) | set(done), reverse=True)]
     return _json({"current_month": cur, "months": rows})
@@ -48,9 +51,10 @@ async def api_report_generate(request: web.Request) -> web.Response:
     month = request.match_info["month"]
     if not _MONTH.fullmatch(month):
         return _error(400, "bad_param", "month must be YYYY-MM")
-    if month > current_month():
+    cur = current_month(st.fleet.vehicles())
+    if month > cur:
         return _error(400, "bad_param", "this month has not started")
-    over = month < current_month()
+    over = month < cur
     out = st.reports_dir / month if over else st.reports_dir / "preview" / month
     if over and (out / "report.json").exists():
         return _error(409, "exists", "该月报告已生成 the report of this month already exists")
