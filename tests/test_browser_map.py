@@ -499,6 +499,8 @@ def test_frame_time_with_20000_vehicles(tmp_path):
             ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / "map-frame-time.json").write_text(json.dumps(figures, indent=2))
             print("map frame time, 20 000 vehicles:", json.dumps(figures))
+            page.evaluate("window.rwMap.map.setView([27.4, 111.5], 7, {animate: false}) && null")
+            page.wait_for_timeout(200)
             b.shot("map-20000.png", page.locator(".map-wrap"))
             assert figures["province"]["clusters"] > 0 and figures["street"]["drawn"] > 0
             assert figures["dense_street"]["drawn"] > 10_000

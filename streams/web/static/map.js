@@ -66,6 +66,8 @@ export class ConsoleMap {
     this.map.attributionControl.setPrefix(false);
     L.control.scale({imperial: false, position: "bottomright"}).addTo(this.map);
     this.map.createPane("rwVehicles").style.zIndex = 450;
+    this.map.createPane("rwBase").style.zIndex = 250;        // boundaries: above tiles, under zones and tracks
+    this.map.getPane("rwBase").style.pointerEvents = "none";
     this.vehicles = [];             // rows of api/vehicles that pass the filter
     this.alerts = [];
     this.selected = null;
@@ -113,8 +115,8 @@ export class ConsoleMap {
     // the province first (its fill underneath), then counties and cities on top
     const order = {province: 0, county: 1, city: 2};
     fc.features.sort((a, b) => order[a.properties.level] - order[b.properties.level]);
-    this.boundaries = L.geoJSON(fc, {style, interactive: false}).addTo(this.map);
-    this.boundaries.bringToBack();
+    this.boundaries = L.geoJSON(fc, {style, interactive: false, pane: "rwBase",
+                                     renderer: L.canvas({pane: "rwBase"})}).addTo(this.map);
     this.adminLabels = [];
     for (const f of fc.features) {
       const g = f.geometry, lv = f.properties.level;
