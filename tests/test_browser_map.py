@@ -414,7 +414,7 @@ def test_printable_case_form(console):
             expect(page.locator("#gross")).to_have_text("55,300 kg")
             expect(page.locator("#limit")).to_have_text("49,000 kg")
             expect(page.locator("#basis")).to_contain_text("第三条")
-            expect(page.locator("#road-penalty")).to_contain_text("3,000 元")
+            expect(page.locator("#road-penalty")).to_contain_text("超限 6 吨 × 500 元/吨 = 3,000 元")
             expect(page.locator("#road-penalty")).to_contain_text("第四十三条")
             expect(page.locator("#police-penalty")).to_contain_text("记 1 分")
             expect(page.locator("#status")).to_have_text("已审核")

@@ -41,7 +41,10 @@ function computationText(road) {
   // "excess 950 kg ≤ 1000 kg → 警告" → Chinese wording of the same computation
   if (!road) return "—";
   const t = road.tonnes, f = road.fine_yuan;
-  if (road.action === "fine") return `超限 ${t} 吨（不足 1 吨的部分按规定取舍）× 每吨罚款额 = ${f} 元`;
+  if (road.action === "fine") {
+    const per = t ? Math.round(f / t) : null;
+    return `超限 ${t} 吨${per ? ` × ${per.toLocaleString("zh-CN")} 元/吨` : ""} = ${Number(f).toLocaleString("zh-CN")} 元（不足 1 吨的部分按规定取舍）`;
+  }
   if (road.action === "warning") return "超限未达 1 吨：予以警告，不予罚款";
   return VERDICT[road.action] || "—";
 }
