@@ -417,7 +417,7 @@ def test_printable_case_form(console):
             expect(page.locator("#road-penalty")).to_contain_text("超限 6 吨 × 500 元/吨 = 3,000 元")
             expect(page.locator("#road-penalty")).to_contain_text("第四十三条")
             expect(page.locator("#police-penalty")).to_contain_text("记 1 分")
-            expect(page.locator("#status")).to_have_text("已审核")
+            expect(page.locator("#status")).to_have_text("审核中")
             expect(page.locator("#history")).to_contain_text("图片与称重一致")
             page.wait_for_function("() => { const i = document.querySelector('#images img');"
                                    " return i && i.complete && i.naturalWidth === 1; }")

@@ -12,10 +12,11 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c instanceof Node ? c : String(c));
   return e;
 }
-const STATUS = {detected: "待审核", reviewed: "已审核", confirmed: "已确认", dismissed: "已驳回", notified: "已通知",
-  revoked: "已撤销", closed: "已结案"};
-const ACTS = {review: "审核", confirm: "确认", dismiss: "驳回", notify: "通知", revoke: "撤销", reopen: "重新审核",
-  detect: "立案", detected: "立案", create: "立案", close: "结案"};
+// the same wording as the console (app.js STATUS_LABELS / ACTION_LABELS, models/lifecycle.py LABELS)
+const STATUS = {detected: "待审核", reviewed: "审核中", confirmed: "已确认", dismissed: "不予立案", filed: "已立案",
+  notified: "已告知", decided: "已决定", served: "已送达", closed: "已结案", withdrawn: "已撤销"};
+const ACTS = {review: "审核", confirm: "确认", dismiss: "不予立案", file: "立案", notify: "告知", decide: "作出处罚决定",
+  serve: "送达", close: "结案", withdraw: "撤销", amend: "补正事实", conflict: "记录冲突", detect: "检测立档"};
 const VERDICT = {fine: "罚款", warning: "警告（不予罚款）", review: "转人工审核", none: "未超限", pass: "未超限"};
 const REASONS = {calibration_invalid: "计量检定证书不在有效期内", calibration_missing: "无计量检定证书记录",
   low_plate_confidence: "车牌识别置信度偏低", unknown_plate: "车辆未在登记库中"};
@@ -111,7 +112,8 @@ async function main() {
     ...section("七、处理记录",
       history.length ? el("table", {class: "grid", id: "history"},
         el("tr", {}, el("th", {text: "时间"}), el("th", {text: "操作"}), el("th", {text: "操作人"}), el("th", {text: "理由 / 意见"})),
-        ...history.map((h) => el("tr", {}, el("td", {text: bj(h.at || h.ts)}), el("td", {text: ACTS[h.act || h.action] || "其他"}),
+        ...history.map((h) => el("tr", {}, el("td", {text: bj(h.at || h.ts) + (h.entered_at && h.at && h.entered_at.slice(0, 16) !== h.at.slice(0, 16) ? `，录入于 ${bj(h.entered_at)}` : "")}),
+          el("td", {text: ACTS[h.act || h.action] || "其他"}),
           el("td", {text: h.by || h.operator || "—"}), el("td", {text: h.reason || ""}))))
         : el("p", {class: "muted", text: "尚无处理记录"})),
     ...section("八、证据完整性",
