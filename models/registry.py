@@ -94,7 +94,8 @@ def _build(cls, entry: Any, where: str):
             raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
     return rec
 
-TOP_LEVEL_KEYS = ("region", "enterprises", "drivers", "vehicles", "source_sites", "zones", "stations")
+TOP_LEVEL_KEYS = ("region", "enterprises", "drivers", "vehicles", "source_sites", "zones", "stations",
+                  "permits")          # permits: models/permits.py
 
 
 def parse_registry(data: dict) -> Registry:
