@@ -72,6 +72,7 @@ def test_layout_ids_and_datasource():
 
 def test_prometheus_scrapes_the_worker():
     cfg = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
-    (job,) = cfg["scrape_configs"]
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}       # the gateway has its own job
+    job = jobs["roadwatch-worker"]
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"][0]["targets"] == ["worker:6066"]
