@@ -94,7 +94,7 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 
 
-def _fields(words: int, slots: int) -> dict[str, tuple]:
+def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
     """name → (dtype, extra shape, initial value). All per-vehicle state; snapshot writes all of it."""
     spec = {
         "cat": (np.int8, (), UNKNOWN_CATEGORY), "curfew_ok": (np.bool_, (), False),
@@ -123,6 +123,8 @@ def _fields(words: int, slots: int) -> dict[str, tuple]:
         "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
         "dirty": (np.bool_, (slots,), False),
     }
+    if not replay:
+        return spec
     # late data (``_replay_late``): newest qualified fix time; two checkpoints of the rule state ("a": where a
     # replay starts, "b": the next "a"), their times, and what the rules added to each day since each of them
     spec["q_last"] = (np.int64, (), NONE)
@@ -181,7 +183,7 @@ class PingProcessor:
         self.slots = int(cfg["track.day_slots"])
         if self.slots < 1:
             raise ValueError("track.day_slots must be ≥ 1")
-        self._spec = _fields(self.zones.words, self.slots)
+        self._spec = _fields(self.zones.words, self.slots, float(cfg["late.replay_window_h"]) > 0)
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
         self._alloc(capacity)
@@ -263,12 +265,14 @@ class PingProcessor:
         return sum(np.dtype(dt).itemsize * int(np.prod(shape or (1,))) for dt, shape, _ in self._spec.values())
 
     def live_bytes_per_vehicle(self) -> float:
-        """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity)
-        plus the plate list and plate→index dict (the benchmark's ``bytes_per_vehicle``)."""
+        """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity),
+        the samples held for re-evaluating late data, plus the plate list and plate→index dict (the
+        benchmark's ``bytes_per_vehicle``)."""
         if self.n == 0:
             return 0.0
         import sys
         arrays = sum(a.nbytes for a in self.a.values())
+        arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
@@ -389,6 +393,8 @@ class PingProcessor:
     def _history(self) -> np.ndarray:
         """The held samples (vehicle, ts, lat, lon, speed, late, driver), newer than each vehicle's
         checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
+        if self.replay_ms <= 0:
+            return self._hist
         if self._hist_new:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
@@ -522,8 +528,9 @@ class PingProcessor:
             for j in np.flatnonzero(a["dirty"][nv, ns]):
                 self.pending_rows.append(self._row(int(nv[j]), int(ns[j])))
             a["cnt"][nv, ns] = 0.0
-            a["rc_a"][nv, ns] = 0.0
-            a["rc_b"][nv, ns] = 0.0
+            if self.replay_ms > 0:
+                a["rc_a"][nv, ns] = 0.0
+                a["rc_b"][nv, ns] = 0.0
             a["dirty"][nv, ns] = False
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
@@ -1149,6 +1156,7 @@ class PingProcessor:
             self.track_buf = [track] if len(track) else []
             if "__hist__" in z.files:
                 self._hist = z["__hist__"]
+            had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
                     self.a[k][:n] = z[k]
@@ -1161,8 +1169,9 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
-        if meta["version"] == 1 and n:
-            # no replay window in the snapshot: it starts now (older late data only fills gaps)
+        if n and self.replay_ms > 0 and not had_window:
+            # no replay window in the snapshot (version 1, or written with the window off): it starts now
+            # (older late data only fills gaps)
             a = self.a
             last = np.maximum(a["fix_ts"][:n], a["fat_last_ts"][:n])
             a["q_last"][:n] = last
