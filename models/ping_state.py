@@ -13,39 +13,48 @@ Event time: "now" is the watermark = running max of ping times and receipt times
 Offline, "late" and staleness use it, never the wall clock (``check_offline(now_ms)`` may be given the
 wall clock by a live worker when it wants a silent fleet to go offline).
 
-Per-ping order of rules (documented in docs of each rule module):
-1. quality (``models.quality``): reason mask; pings with an invalid plate are not attributed to a vehicle.
-2. day counters (Beijing day of the ping): pings, qualified. ``track.day_slots`` days per vehicle live in a
-   ring; pings for older days are "stale" (counted in the output only).
-3. liveness for pings with a trusted time: offline episodes (the watermark moved on by more than
-   ``offline.timeout_s`` between two receipts from the vehicle, last seen moving or with ACC on: one
-   alert and one ``offline_events`` per silence, counted on the day of the vehicle's latest ping), terminal alarm
-   rising edges.
-4. track (``geo.track``) for qualified pings: distance, drift, gaps; older pings fill open gaps.
-5. on "samples" (qualified, newer than the fix, not drift): overspeed episodes, fatigue clocks, curfew,
-   geofence edges, track sampling for goods vehicles.
+Order of rules: quality (``models.quality``, once per batch: reason mask; pings with an invalid plate are
+not attributed), then per round the steps of ``ROUND_STEPS`` — one function each, with the config keys it
+reads: dedupe → liveness → track (distance, drift, gaps) → overspeed → fatigue → fatigue_24h → curfew →
+geofence → terminal alarms → track sampling → day counters → gap fill. Day counters: ``track.day_slots``
+Beijing days per vehicle live in a ring; pings for older days are "stale" (counted in the output only).
 
 Rule details:
+- dedupe: a ping whose fix time equals (± ``quality.duplicate_tolerance_s``) one of the vehicle's last
+  ``RECENT`` fix times is counted once: quality reason ``duplicate``, no counter, no rule.
+- liveness (trusted time): offline episodes (the watermark moved on by more than ``offline.timeout_s``
+  between two receipts from the vehicle, last seen moving or with ACC on: one alert and one
+  ``offline_events`` per silence, counted on the day of the vehicle's latest ping).
+- track (``geo.track``) for qualified pings newer than the fix: distance, drift, gaps. "Samples" = qualified,
+  not drift; the later rules run on samples.
 - overspeed: sample speed > limit (``models.monitoring.SpeedLimits``). A run of consecutive over-limit
   samples (broken by a sample at/below the limit or a data gap > ``track.gap_s``) counts when its duration
   (last over − first over) > ``speeding.min_duration_s``; a counted run starting ≤ ``speeding.merge_s``
   after the previous counted episode's last over-limit sample merges into it (one count, same alert id).
   Alert raised when the run qualifies (end_ts null) and updated when it ends (end_ts = last over sample).
-- fatigue: an interval between samples counts as driving when the earlier sample was moving (speed >
-  ``fatigue.stop_speed_kmh``) and the interval is shorter than ``fatigue.min_rest_min``. A rest is a stop
-  (first stopped sample until the next moving sample) ≥ ``fatigue.min_rest_min``, or a silence of at
-  least that long after a moving sample; a rest resets continuous driving. The limit applied at a sample
-  is the night limit when the sample is at night. Fatigue seconds = driving beyond the limit. Cumulative
-  driving over the last 24 h (hour buckets: the current hour + the 23 before) > ``fatigue.day_cum_h``
-  raises a separate alert (once until it drops back under the limit).
+- fatigue (docs/legal-basis.md §7): the interval between two samples is driving when the earlier one was
+  moving (speed > ``fatigue.stop_speed_kmh``) or the vehicle moved more than ``fatigue.rest_max_move_km``
+  across it — unless it is a rest: a silence ≥ ``fatigue.min_rest_min`` without that movement, or a stop
+  (first stopped sample until it drives again) of that length. A rest or a driver change (``driver_id``)
+  ends the run. The run passes its limit when it exceeds ``fatigue.day_continuous_h`` in all or its part
+  inside the night window exceeds ``fatigue.night_continuous_h``; fatigue seconds = the driving beyond.
+  The episode opens at the first sample beyond the limit and closes (end_ts, duration) when the rest
+  begins. Cumulative driving over the last 24 h (hour buckets) > ``fatigue.day_cum_h`` is a separate
+  episode, closed when it drops back under the limit.
 - curfew: a moving sample in [curfew.start, curfew.end) of a vehicle in ``curfew.categories`` with
   ``long_distance`` and ``route_km`` > ``curfew.exempt_route_km``: one event and alert per night.
 - geofence: restricted-zone membership of samples (zone categories filter by vehicle category); entering
   and leaving raise ``geofence_enter`` / ``geofence_exit``.
-- terminal_alarm: rising edges of the JT/T 808 alarm word, by standard name.
+- terminal_alarm: rising edges of the JT/T 808 alarm word, named by the terminal's protocol version.
 - ``late``: alerts raised by re-uploaded pings or pings older than ``alerts.late_after_s`` vs the
   watermark carry ``late: true``.
-Pings older than a vehicle's last sample update counters and fill gaps but drive no state machine.
+
+Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but inside its replay
+window (``late.replay_window_h``; checkpoints "a"/"b" of the rule state rotate so the window is 1–2× that)
+is merged into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
+and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters added since the checkpoint are
+replaced by the re-derived ones; alerts that changed are published again, alerts that no longer hold are
+published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps only.
 """
 from __future__ import annotations
 
