@@ -439,9 +439,8 @@ class PingProcessor:
         # rule state back to the checkpoint; counters lose what the rules added since then
         for f in RULE_FIELDS:
             a[f][vs] = a["ck_" + f][vs]
-        sl = a["slot_day"][vs] >= 0
+        cnt0, dirty0 = a["cnt"][vs].copy(), a["dirty"][vs].copy()
         a["cnt"][vs[:, None], np.arange(self.slots)[None, :], RULE_F_IDX[0]:RULE_F_IDX[-1] + 1] -= a["rc_a"][vs]
-        a["dirty"][vs] |= sl & (a["rc_a"][vs] != 0).any(axis=2)
         a["rc_a"][vs] = 0.0
         a["rc_b"][vs] = 0.0
         for v in vs.tolist():
@@ -475,6 +474,8 @@ class PingProcessor:
             a["ckb_" + f][hb] = a[f][hb]
         self._rounds(ctx, np.flatnonzero(rows[:, 1].astype(np.int64) > ckb), raised, out, REPLAY_STEPS,
                      replay=True)
+        # a day's row is published again only when a value changed
+        a["dirty"][vs] = dirty0 | (np.round(a["cnt"][vs], 6) != np.round(cnt0, 6)).any(axis=2)
         newest: dict[int, dict] = {}
         for _, _, al in raised:
             newest[al["alert_id"]] = al
@@ -621,7 +622,8 @@ class PingProcessor:
             # older than the vehicle's newest fix: inside the replay window it is merged into the timeline
             # after the round (``_replay_late``), older than the window it only fills track gaps
             late = qp & (t < a["q_last"][vi])
-            again = late & (t > a["ck_ts"][vi])
+            # (a fix for a day no longer held cannot change that day's row: it is not merged either)
+            again = late & (t > a["ck_ts"][vi]) & ~r.stale
             for v in vi[again].tolist():
                 self._late_pending.add(v)
             beyond = late & ~again
@@ -913,7 +915,7 @@ class PingProcessor:
         in the output only)."""
         a = self.a
         good = ~r.stale
-        if r.stale.any():
+        if r.stale.any() and not r.replay:        # (a replay meets them again: counted once)
             k = int(r.stale.sum())
             r.out.stale_day += k
             self.stale_total += k
