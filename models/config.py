@@ -304,7 +304,7 @@ _k("drift.stationary_jump_max_s", 120, "legal-basis §6 [P]",
 _k("fatigue.rest_max_move_km", 1.0, "legal-basis §7 [P]",
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
-_k("late.replay_window_h", 3.0, "legal-basis §7 [P]",
+_k("late.replay_window_h", 1.0, "legal-basis §7 [P]",
    "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
    "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
    "track gaps; 0 = off", lo=0.0, hi=48.0)
