@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-postgresql.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

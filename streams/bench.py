@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -40,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     p.add_argument("--out", metavar="FILE", help="also write the JSON figures to FILE")
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
+    p.add_argument("--archive", metavar="URL",
+                   help="postgresql://… : the workers archive there (each part in a scratch schema, dropped "
+                        "afterwards) instead of a temporary SQLite file")
     p.add_argument("--workers", type=int, default=1,
                    help="also run the scale-out part with this many workers sharing the partitions (e.g. 2)")
 
@@ -235,12 +239,17 @@ def part_b(stack, port: int, n: int, ends: dict) -> float:
     raise RuntimeError("the worker did not process the feed within 10 minutes")
 
 
-def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, tmp: Path, workers: int) -> dict:
+def _archive_env(archive_url: str | None) -> dict:
+    return {"ROADWATCH_ARCHIVE": archive_url} if archive_url else {}
+
+
+def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, tmp: Path, workers: int,
+               archive_url: str | None = None) -> dict:
     """Scale-out: ``workers`` worker processes in one consumer group split the partitions of the same
     pre-produced feed (fresh broker, shared archive). Rate = all workers' pings over the time from the first
     to the last processed ping; then the archive is checked: every ping counted exactly once."""
     from roadwatch.models.config import load_config
-    from .archive import open_archive
+    from . import archive
     from .broker import EmbeddedBroker, create_topics, free_port
     from .runtime import WorkerProcess, wait_consumed
     n = len(f["plate"])
@@ -252,7 +261,8 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
         ports = [free_port() for _ in range(workers)]
         wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
                              env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
-                                  "ROADWATCH_BROKER_EPOCH": "bench-scale"}) for p in ports]
+                                  "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)})
+               for p in ports]
         try:
             for wp in wps:
                 wp.wait_ready(90)
@@ -273,8 +283,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
         finally:
             for wp in wps:
                 wp.stop()
-    conn = open_archive(data / "archive.sqlite")
-    counted = conn.execute("SELECT COALESCE(SUM(pings), 0) FROM vehicle_day").fetchone()[0]
+    counted = archive.total_pings(archive.open_archive(archive_url or data / "archive.sqlite"))
     return {"rate": rate, "per_worker_pings": per_worker, "archived_pings": counted, "expected_pings": n}
 
 
@@ -352,18 +361,42 @@ def part_d(f: dict, registry_path: Path, cfg: Config) -> float:
 # --- driver ----------------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from .runtime import stack
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch}
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"roadwatch bench: {args.pings:,} pings from {args.vehicles:,} vehicles; generating the feed…")
     f = synth_pings(args.pings, args.vehicles)
+    with contextlib.ExitStack() as scope:
+        if args.archive:
+            from .archive import POSTGRESQL, ArchiveError, parse_target, redact
+            from .archive.scratch import scratch_schema
+            try:
+                if parse_target(args.archive)[0] != POSTGRESQL:
+                    raise ArchiveError("--archive takes a postgresql:// URL (SQLite is the default)")
+                archive_b = scope.enter_context(scratch_schema(args.archive, "rw_bench"))
+                archive_s = scope.enter_context(scratch_schema(args.archive, "rw_bench"))
+            except ArchiveError as e:
+                from .errors import UsageError
+                raise UsageError(str(e)) from None
+            except Exception as e:   # noqa: BLE001 - the server refused: say so, no traceback
+                from .errors import UsageError
+                raise UsageError(f"cannot use the archive {redact(args.archive)}: {e}") from None
+            results["archive"] = "postgresql"
+            say(f"    archive: PostgreSQL {redact(args.archive)} (scratch schemas)")
+        else:
+            archive_b = archive_s = None
+            results["archive"] = "sqlite"
+        return _run(args, cfg, f, results, say, skip, archive_b, archive_s)
+
+
+def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
+    from .runtime import stack
     with tempfile.TemporaryDirectory(prefix="roadwatch-bench-") as tmp:
         tmp = Path(tmp)
         reg_path = tmp / "registry.json"
         bench_registry(f, reg_path)
         port = _free_port()
-        env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}'}
+        env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}', **_archive_env(archive_b)}
         os.environ["ROADWATCH_SET"] = env["ROADWATCH_SET"]
         from roadwatch.models.config import load_config
         cfg = load_config(getattr(args, "config", None))
@@ -405,7 +438,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                     wp.stop()
         if args.workers > 1:
             say(f"(s) scale-out: {args.workers} workers sharing the partitions of a fresh copy of the feed…")
-            sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers)
+            sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers,
+                            archive_s)
             results.update(scale_workers=args.workers, scale_rate=sc["rate"],
                            scale_per_worker_pings=sc["per_worker_pings"], scale_archived_pings=sc["archived_pings"])
             say(f"\n    {args.workers} workers: {sc['rate']:,.0f} pings/s together; pings per worker "

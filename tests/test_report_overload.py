@@ -1,5 +1,5 @@
 """Overload section: station statistics, review queue, 一超四罚 escalations, case funnel — from a real
-SQLite archive (streams/archive.py schema), expectations counted by hand."""
+archive (streams/archive/ schema) on SQLite and on PostgreSQL, expectations counted by hand."""
 import orjson
 import pytest
 
@@ -29,8 +29,8 @@ VEHICLE_ESC = {"target": "vehicle", "count": 4, "recommendation": "吊销道路�
 
 
 @pytest.fixture
-def archive(tmp_path):
-    conn = open_archive(tmp_path / "archive.sqlite")
+def archive(archive_target):
+    conn = open_archive(archive_target)
     verdicts = [
         # S1: 8 passages, over-limit 4 (warning, 2 fines, 1 review)
         verdict("v1", "S1", "2020-07-01", "none", 0), verdict("v2", "S1", "2020-07-01", "none", 0),
