@@ -3,21 +3,23 @@ archive (separate data directories, as on two hosts) split the partitions; one i
 other takes its partitions over from the snapshots the first one committed to PostgreSQL; the archive then
 equals the batch oracle — no alert, vehicle-day count or kilometre lost or counted twice.
 
-Scope this round: the GPS path (alerts, vehicle-day rows, per-partition ping snapshots). The WIM/case path
-is not in this test: streams/cases.py is being rewritten, and its evidence packages live in each host's
-data directory (docs/operations.md, "Several hosts"). The same proof on one host and SQLite is
-tests/test_reliability_restart.py.
+Two feeds: the GPS path alone (alerts, vehicle-day rows, per-partition ping snapshots), and GPS with WIM
+readings interleaved (verdicts, cases, 一超四罚 counters — streams/cases.py's SQL runs on PostgreSQL through
+the archive's compatibility translation this round). Evidence packages live in each host's data directory
+(docs/operations.md, "Several hosts"). The same proofs on one host and SQLite: tests/test_reliability_restart.py.
 """
 from __future__ import annotations
 
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 
 from roadwatch.models.config import load_config
+from roadwatch.models.evidence import verify_tree
 from roadwatch.streams import archive
 from roadwatch.streams import topics as T
 from roadwatch.streams.broker import free_port, kafka_bootstrap
@@ -25,7 +27,7 @@ from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 
 from test_reliability_feed import (archive_state, build_gps_feed, build_registry, gps_records, oracle_config,
                                    oracle_gps, override_string, rows_equal)
-from test_reliability_restart import _metric, _wait
+from test_reliability_restart import Feed, _compare, _metric, _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,6 +44,7 @@ class GpsFeed:
         self.alerts, self.rows = oracle_gps(self.pings, self.registry, oracle_config())
         self.end: dict[tuple[str, int], int] = {}
         self.sent = 0
+        self.total = len(self.records)
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
 
@@ -81,13 +84,15 @@ def _gps_state(conn):
     return alerts, rows
 
 
-def test_worker_on_another_host_takes_over_from_postgresql_snapshots(tmp_path, pg_url, monkeypatch, capsys):
-    feed = GpsFeed(tmp_path)
+def _failover(tmp_path, pg_url, feed, monkeypatch) -> dict:
+    """Two host-like workers on ``pg_url``; SIGKILL A once a quarter of the ping batches is snapshotted and
+    both are processing; wait until B consumed everything. Returns what was measured."""
     host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
     port_a, port_b = free_port(), free_port()
     monkeypatch.setenv("ROADWATCH_SET", override_string({"paths.data_dir": str(tmp_path / "test")}))
     cfg = load_config(None)
     conn = archive.open_archive(pg_url)
+    m: dict = {"conn": conn, "hosts": (host_a, host_b)}
     with kafka_bootstrap(cfg) as bootstrap:
         a = _host_worker(bootstrap, feed, host_a, port_a, pg_url)
         b = _host_worker(bootstrap, feed, host_b, port_b, pg_url)
@@ -97,49 +102,83 @@ def test_worker_on_another_host_takes_over_from_postgresql_snapshots(tmp_path, p
             _wait(lambda: archive.snapshot_progress(conn, T.GPS_PINGS) >= quarter, 90, "a quarter snapshotted")
             _wait(lambda: _metric(port_a, "roadwatch_pings_total") > 0 and _metric(port_b, "roadwatch_pings_total") > 0,
                   60, "both workers processing pings", poll=0.2)
-            pings_a = _metric(port_a, "roadwatch_pings_total")
-            by_a = {p for p, s in archive.load_partition_snapshots(conn, T.GPS_PINGS).items()
-                    if s["saved_by"].endswith(f":{a.proc.pid}")}
+            m["pings_a"] = _metric(port_a, "roadwatch_pings_total")
+            m["by_a"] = {p for p, s in archive.load_partition_snapshots(conn, T.GPS_PINGS).items()
+                         if s["saved_by"].endswith(f":{a.proc.pid}")}
             a.kill()
             t_kill = time.monotonic()
-            at_kill = archive.snapshot_progress(conn, T.GPS_PINGS)
-            sent_at_kill = feed.sent
+            m["at_kill"] = archive.snapshot_progress(conn, T.GPS_PINGS)
+            m["sent_at_kill"] = feed.sent
             assert a.proc.returncode == -9
-            assert at_kill < len(feed.records) and sent_at_kill < len(feed.records), "killed too late to prove anything"
-            assert by_a, "worker A had committed no snapshot before it was killed"
+            assert m["at_kill"] < len(feed.records) and feed.sent < feed.total, "killed too late to prove anything"
+            assert m["by_a"], "worker A had committed no snapshot before it was killed"
             feed.join()
             assert wait_consumed(bootstrap, feed.end, timeout=180), "the survivor did not take over all partitions"
-            takeover_s = time.monotonic() - t_kill
+            m["takeover_s"] = time.monotonic() - t_kill
             deadline = time.monotonic() + 60
             while True:              # the survivor's last snapshot may still be in flight
                 alerts, rows = _gps_state(conn)
                 if (alerts == feed.alerts and not rows_equal(feed.rows, rows)) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            caught_up_s = time.monotonic() - t_kill
-            pings_b = _metric(port_b, "roadwatch_pings_total")
-            skipped = _metric(port_b, "roadwatch_replayed_records_skipped_total")
+            m["caught_up_s"] = time.monotonic() - t_kill
+            m["pings_b"] = _metric(port_b, "roadwatch_pings_total")
+            m["skipped"] = _metric(port_b, "roadwatch_replayed_records_skipped_total")
             assert b.proc.poll() is None
         finally:
             if a.proc.poll() is None:
                 a.kill()
             b.stop()
+    # B restored A's partitions from the snapshots A wrote (ping_state.saved_by names A's process)
+    restored = [ln for ln in b.lines if "state restored, resuming at offset" in ln]
+    m["from_a"] = [ln for ln in restored if re.search(rf"saved by \S+:{a.proc.pid}\b", ln)]
+    assert m["from_a"], restored[-5:]
+    # nothing but Kafka and PostgreSQL was shared: neither host has a SQLite archive
+    assert not list(host_a.rglob("*.sqlite")) and not list(host_b.rglob("*.sqlite"))
+    return m
+
+
+def _summary(feed, m) -> str:
+    return (f"{len(feed.pings)} pings in {len(feed.records)} batches, 4 partitions; before the kill A processed "
+            f"{m['pings_a']:.0f} pings and owned partitions {sorted(m['by_a'])}; A SIGKILLed after "
+            f"{m['sent_at_kill']}/{feed.total} records sent, {m['at_kill']} ping batches snapshotted; B consumed "
+            f"everything {m['takeover_s']:.1f} s after the kill; {len(m['from_a'])} partition(s) restored from A's "
+            f"snapshots, {m['skipped']:.0f} re-delivered batches skipped; B processed {m['pings_b']:.0f} pings")
+
+
+def test_worker_on_another_host_takes_over_from_postgresql_snapshots(tmp_path, pg_url, monkeypatch, capsys):
+    feed = GpsFeed(tmp_path)
+    m = _failover(tmp_path, pg_url, feed, monkeypatch)
+    alerts, rows = _gps_state(m["conn"])
     missing, extra = feed.alerts.keys() - alerts.keys(), alerts.keys() - feed.alerts.keys()
     ended = {k for k in feed.alerts.keys() & alerts.keys() if feed.alerts[k] != alerts[k]}
     assert not missing and not extra and not ended, (len(missing), len(extra), sorted(ended)[:5])
     assert rows_equal(feed.rows, rows) == []
     assert sum(r["pings"] for r in rows.values()) == len(feed.pings)
-    # B restored A's partitions from the snapshots A wrote (ping_state.saved_by names A's process)
-    restored = [ln for ln in b.lines if "state restored, resuming at offset" in ln]
-    from_a = [ln for ln in restored if re.search(rf"saved by \S+:{a.proc.pid}\b", ln)]
-    assert from_a, restored[-5:]
-    # nothing but Kafka and PostgreSQL was shared: neither host has a SQLite archive
-    assert not list(host_a.rglob("*.sqlite")) and not list(host_b.rglob("*.sqlite"))
     with capsys.disabled():
-        print(f"\n[failover across hosts, PostgreSQL] feed: {len(feed.pings)} pings in {len(feed.records)} batches, "
-              f"4 partitions; before the kill A processed {pings_a:.0f} pings and owned partitions {sorted(by_a)}; "
-              f"A SIGKILLed after {sent_at_kill}/{len(feed.records)} batches sent, {at_kill} snapshotted; "
-              f"B consumed everything {takeover_s:.1f} s after the kill and the archive equalled the oracle after "
-              f"{caught_up_s:.1f} s; {len(from_a)} partition(s) restored from A's snapshots, {skipped:.0f} "
-              f"re-delivered batches skipped; B processed {pings_b:.0f} pings; archive = oracle: "
-              f"{len(alerts)} alerts, {len(rows)} vehicle-day rows")
+        print(f"\n[failover across hosts, PostgreSQL, GPS] {_summary(feed, m)}; archive = oracle: {len(alerts)} "
+              f"alerts, {len(rows)} vehicle-day rows")
+
+
+def test_failover_across_hosts_with_the_wim_path(tmp_path, pg_url, monkeypatch, capsys):
+    """The same with WIM readings interleaved: verdicts, cases and 一超四罚 counters live in PostgreSQL, so the
+    survivor's counters see the cases the killed worker opened. Evidence packages stay on the host that wrote
+    them; a reading re-delivered to B after A archived its case makes B write a package the archive does not
+    reference (counted: the archive keeps A's, the first one)."""
+    feed = Feed(tmp_path)
+    m = _failover(tmp_path, pg_url, feed, monkeypatch)
+    counts = _compare(feed, m["conn"])
+    referenced = {r["evidence_path"] for r in m["conn"].execute("SELECT evidence_path FROM cases")}
+    packages = []
+    for host in m["hosts"]:
+        ev = host / "evidence"
+        if ev.is_dir():
+            assert verify_tree(ev, host / "keys" / "trusted") == {}
+            packages += [p for p in ev.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert all(Path(p).is_dir() for p in referenced), "an archived case points at no evidence package"
+    orphans = [p for p in packages if str(p) not in referenced]
+    assert len(packages) - len(orphans) == len(feed.cases)
+    with capsys.disabled():
+        print(f"\n[failover across hosts, PostgreSQL, GPS + WIM] {_summary(feed, m)}; archive = oracle: {counts}; "
+              f"evidence: {len(packages)} packages on the two hosts, {len(orphans)} written again by B for cases "
+              f"A had archived (not referenced)")
