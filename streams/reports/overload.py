@@ -1,7 +1,7 @@
 """Overload (超限) section of the monthly report: pure counting over archive rows (no I/O).
 
 Inputs are the month's ``wim_verdicts`` rows (one per distinct passage), its ``cases`` rows and their
-``case_actions`` (see streams/archive.py). Rates are half-up decimal percentages like the GPS indicators.
+``case_actions`` (see streams/archive/schema.py). Rates are half-up decimal percentages like the GPS indicators.
 """
 from __future__ import annotations
 
