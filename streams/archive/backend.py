@@ -201,8 +201,8 @@ class SQLiteConnection(ArchiveConnection):
     def execute(self, sql: str, params: Sequence | dict = ()):
         return self.raw.execute(sql, params)
 
-    def executemany(self, sql: str, seq: Iterable[Sequence]) -> None:
-        self.raw.executemany(sql, seq)
+    def executemany(self, sql: str, seq: Iterable[Sequence]):
+        return self.raw.executemany(sql, seq)
 
     @property
     def in_transaction(self) -> bool:
