@@ -13,6 +13,7 @@ Fixtures (imported by conftest.py):
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -114,6 +115,7 @@ def server_or_reason() -> tuple[PgServer | None, str | None]:
             try:
                 import psycopg  # noqa: F401
                 _SERVER = PgServer(bindir)
+                atexit.register(stop_server)      # also when the session ends without sessionfinish
             except Exception as e:  # noqa: BLE001 - reported as the skip reason
                 _REASON = f"PostgreSQL could not be started: {e}"
     return _SERVER, _REASON
