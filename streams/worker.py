@@ -29,6 +29,7 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     ctx = WorkerContext(cfg=cfg, registry=registry, registry_path=registry_path, data_dir=data_dir)
     ctx.topics = declare_topics(app, cfg)
     conn = archive.open_archive(cfg)
+    log.info("archive: %s %s (schema version %d)", conn.backend, conn.target, archive.current_version(conn))
     alerts_topic = ctx.topics[T.ALERTS]
 
     async def publish_alerts(alerts: list[dict], recv_ms: int | None, persist: bool = True) -> None:
