@@ -120,6 +120,24 @@ def test_portable_statements_rows_numbers_and_transactions(archive_target):
     assert archive.total_pings(conn) == 100
 
 
+def test_bulk_upsert_equals_row_by_row_upserts(archive_target):
+    conn = open_archive(archive_target)
+    cols = ("plate", "ts_ms", "lat", "lon", "speed_kmh")
+    conn.bulk_upsert("track_points", cols, [("A", 1, 1.0, 1.0, 1.0), ("A", 1, 9.0, 9.0, 9.0), ("B", 2, 2, 2, 2)],
+                     ("plate", "ts_ms"))                                   # do nothing: the first one stays
+    conn.bulk_upsert("track_points", cols, [("A", 1, 5.0, 5.0, 5.0)], ("plate", "ts_ms"))
+    assert [tuple(r) for r in conn.execute("SELECT * FROM track_points ORDER BY plate")] == [
+        ("A", 1, 1.0, 1.0, 1.0), ("B", 2, 2.0, 2.0, 2.0)]
+    day = tuple(DAY[c] for c in archive.snapshots.VEHICLE_DAY_COLS) + ("t1",)
+    later = tuple(dict(DAY, pings=150)[c] for c in archive.snapshots.VEHICLE_DAY_COLS) + ("t2",)
+    all_cols = archive.snapshots.VEHICLE_DAY_COLS + ("updated_at",)
+    with conn.transaction():                                               # inside a transaction, too
+        conn.bulk_upsert("vehicle_day", all_cols, [day, later], ("plate", "day"), all_cols[2:])
+    assert [(r["pings"], r["updated_at"]) for r in conn.execute("SELECT * FROM vehicle_day")] == [(150, "t2")]
+    conn.bulk_upsert("vehicle_day", all_cols, [day], ("plate", "day"), ("pings",))   # some columns only
+    assert [(r["pings"], r["updated_at"]) for r in conn.execute("SELECT * FROM vehicle_day")] == [(100, "t2")]
+
+
 def test_statements_of_modules_not_yet_moved_run_on_both(archive_target):
     """This round's compatibility: SQLite-flavoured DDL and DML (register_schema, INSERT OR IGNORE/REPLACE,
     BEGIN IMMEDIATE … COMMIT) of the modules that still carry their own SQL."""

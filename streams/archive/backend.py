@@ -168,6 +168,14 @@ class ArchiveConnection:
     def in_transaction(self) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def bulk_upsert(self, table: str, cols: Sequence[str], rows: Sequence[Sequence], key: Sequence[str],
+                    update: Sequence[str] | None = None) -> None:
+        """Insert ``rows``; on a conflict on ``key`` set the ``update`` columns (``None``: keep the stored
+        row). The same as one ``INSERT … ON CONFLICT`` per row, in order; PostgreSQL gets multi-row
+        statements (one round trip per chunk instead of per row)."""
+        if rows:
+            self.executemany(upsert_sql(table, cols, key, update), rows)
+
     def script(self, sql: str) -> None:
         """Several ``;``-separated statements (DDL), each through ``execute``."""
         for stmt in split_statements(sql):
@@ -375,6 +383,51 @@ class PostgresConnection(ArchiveConnection):
         if seq:
             self._run(self._translate(sql), many=seq)
 
+    def bulk_upsert(self, table: str, cols: Sequence[str], rows: Sequence[Sequence], key: Sequence[str],
+                    update: Sequence[str] | None = None) -> None:
+        if not rows:
+            return
+        if update is not None and set(update) | set(key) != set(cols):
+            return ArchiveConnection.bulk_upsert(self, table, cols, rows, key, update)   # partial: row by row
+        # COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT: psycopg formats
+        # COPY rows in C, while a long VALUES list or array parameters are adapted in Python (which cost
+        # more than the server's work). One statement may not touch a row twice: rows with the same key
+        # collapse as sequential upserts would (the last one wins when every non-key column is updated, the
+        # first one when doing nothing).
+        idx = [cols.index(k) for k in key]
+        by_key: dict = {}
+        for r in rows:
+            k = tuple(r[i] for i in idx)
+            if update is None:
+                by_key.setdefault(k, r)
+            else:
+                by_key[k] = r
+        types = self._column_types(table)
+        convs = [_PY_TYPE.get(types[c]) for c in cols]
+        names = ", ".join(cols)
+        stage = f"rw_stage_{table}"
+        action = ("DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in update)) if update else "DO NOTHING"
+        with self.transaction():
+            conn = self._tx
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+                cur.execute(f"TRUNCATE {stage}")
+                with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as cp:
+                    for r in by_key.values():
+                        cp.write_row([v if v is None or f is None else f(v) for v, f in zip(r, convs)])
+                cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
+                            f"ON CONFLICT({', '.join(key)}) {action}")
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        key = "types:" + table
+        types = self.pool.col_cache.get(key)
+        if types is None:
+            types = {r[0]: r[1] for r in self._run(
+                "SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s", (table,))}
+            self.pool.col_cache[key] = types
+        return types
+
     def _begin(self) -> None:
         if self._tx is not None:
             raise ArchiveError("a transaction is already open on this connection")
@@ -435,6 +488,16 @@ class PostgresConnection(ArchiveConnection):
     def close(self) -> None:
         if self._tx is not None:
             self._end(commit=False)
+
+
+_PY_TYPE = {"int8": int, "int4": int, "int2": int, "float8": float, "float4": float, "text": str, "bytea": bytes}
+
+
+def upsert_sql(table: str, cols: Sequence[str], key: Sequence[str], update: Sequence[str] | None) -> str:
+    """``INSERT INTO table(cols) VALUES (?,…) ON CONFLICT(key) DO UPDATE SET c=excluded.c … | DO NOTHING``."""
+    action = ("DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in update)) if update else "DO NOTHING"
+    return (f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT({', '.join(key)}) {action}")
 
 
 # --- DDL ------------------------------------------------------------------------------------------------

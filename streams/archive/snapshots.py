@@ -23,11 +23,9 @@ VEHICLE_DAY_COLS = ("plate", "day", "pings", "qualified", "km_total", "km_incomp
 _ALERT_SQL = ("INSERT INTO alerts(alert_id,type,plate,start_ts,end_ts,severity,lat,lon,late,details,day,emitted_at) "
               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET end_ts=excluded.end_ts, "
               "details=excluded.details, severity=excluded.severity")
-_DAY_SQL = (f"INSERT INTO vehicle_day({','.join(VEHICLE_DAY_COLS)},updated_at) "
-            f"VALUES ({','.join('?' * len(VEHICLE_DAY_COLS))},?) ON CONFLICT(plate, day) DO UPDATE SET "
-            + ",".join(f"{c}=excluded.{c}" for c in VEHICLE_DAY_COLS[2:]) + ", updated_at=excluded.updated_at")
-_TRACK_SQL = ("INSERT INTO track_points(plate, ts_ms, lat, lon, speed_kmh) VALUES (?,?,?,?,?) "
-              "ON CONFLICT(plate, ts_ms) DO NOTHING")
+_DAY_KEY = ("plate", "day")
+_DAY_UPDATE = VEHICLE_DAY_COLS[2:] + ("updated_at",)
+_TRACK_COLS = ("plate", "ts_ms", "lat", "lon", "speed_kmh")
 _SNAPSHOT_SQL = ("INSERT INTO ping_state(topic, partition, next_offset, state, saved_at, epoch, saved_by) "
                  "VALUES (?,?,?,?,?,?,?) ON CONFLICT(topic, partition) DO UPDATE SET "
                  "next_offset=excluded.next_offset, state=excluded.state, saved_at=excluded.saved_at, "
@@ -56,13 +54,14 @@ def upsert_vehicle_days(conn: ArchiveConnection, rows: list[dict]) -> None:
     if not rows:
         return
     now = _now_iso()
-    conn.executemany(_DAY_SQL, [tuple(r[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows])
+    conn.bulk_upsert("vehicle_day", VEHICLE_DAY_COLS + ("updated_at",),
+                     [tuple(r[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows], _DAY_KEY, _DAY_UPDATE)
 
 
 def insert_track_points(conn: ArchiveConnection, points) -> None:
     """Sampled (plate, ts_ms, lat, lon, speed_kmh) tuples; a point already stored is kept."""
     if points:
-        conn.executemany(_TRACK_SQL, [tuple(p) for p in points])
+        conn.bulk_upsert("track_points", _TRACK_COLS, [tuple(p) for p in points], ("plate", "ts_ms"), None)
 
 
 def save_partition_snapshot(conn: ArchiveConnection, topic: str, partition: int, next_offset: int, state: bytes,
