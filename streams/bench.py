@@ -250,7 +250,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     to the last processed ping; then the archive is checked: every ping counted exactly once."""
     from roadwatch.models.config import load_config
     from . import archive
-    from .broker import EmbeddedBroker, create_topics, free_port
+    from .broker import EmbeddedBroker, create_topics
     from .runtime import WorkerProcess, wait_consumed
     n = len(f["plate"])
     data = tmp / f"scale{workers}"
@@ -258,7 +258,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
         ends = produce_batches(broker.bootstrap, f, batch, partitions)
-        ports = [free_port() for _ in range(workers)]
+        ports = [_free_port() for _ in range(workers)]
         wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
                              env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
                                   "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)})
@@ -482,5 +482,22 @@ def _print_table(r: dict) -> None:
 
 
 def _free_port() -> int:
+    """A free port for a worker's web server, below the kernel's ephemeral range: the bench polls /metrics
+    50 times a second and Kafka clients connect, so a port from that range (``broker.free_port``) is often
+    taken by an outgoing connection in the seconds before the worker binds it."""
+    import random
+    import socket
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
     from .broker import free_port
     return free_port()

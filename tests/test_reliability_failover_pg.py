@@ -22,7 +22,8 @@ from roadwatch.models.config import load_config
 from roadwatch.models.evidence import verify_tree
 from roadwatch.streams import archive
 from roadwatch.streams import topics as T
-from roadwatch.streams.broker import free_port, kafka_bootstrap
+from roadwatch.streams.bench import _free_port as free_port   # below the ephemeral range (see there)
+from roadwatch.streams.broker import kafka_bootstrap
 from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 
 from test_reliability_feed import (archive_state, build_gps_feed, build_registry, gps_records, oracle_config,
