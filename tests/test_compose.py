@@ -89,3 +89,10 @@ def test_two_workers_share_only_kafka_and_the_postgresql_archive():
     prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
     assert {f"{n}:6066" for n in workers} <= targets
+
+
+def test_gateway_descriptor_limit_and_health():
+    g = load()["services"]["gateway"]
+    nofile = g["ulimits"]["nofile"]
+    assert nofile["soft"] == nofile["hard"] >= 50_000 + 64          # 50 000 terminals + gateway.fd_reserve
+    assert "--metrics-port" in g["command"] and "/healthz" in " ".join(g["healthcheck"]["test"])

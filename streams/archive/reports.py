@@ -15,7 +15,8 @@ def _rows(conn: ArchiveConnection, sql: str, args: tuple) -> list[dict]:
 
 def report_tables(conn: ArchiveConnection, month: str, first_month: str) -> dict[str, list[dict]]:
     """The rows a report needs: vehicle_day from ``first_month`` (trend window) to ``month``; the
-    overload tables (verdicts, cases, case actions) of ``month``."""
+    overload tables (verdicts, cases, the cases' acts) of ``month``. ``case_acts`` is still declared by
+    streams/cases.py (``register_schema``): import it before calling this on a fresh archive."""
     start, _ = month_days(first_month)
     m_start, m_end = month_days(month)
     return {
@@ -27,9 +28,9 @@ def report_tables(conn: ArchiveConnection, month: str, first_month: str) -> dict
         "cases": _rows(conn, "SELECT case_id, plate, station_id, day, action, violation, fine_yuan, "
                              "enterprise_id, driver_id, source_site_id, status, manifest FROM cases "
                              "WHERE day >= ? AND day < ?", (m_start, m_end)),
-        "case_actions": _rows(conn, "SELECT a.case_id, a.action, a.operator, a.ts FROM case_actions a "
-                                    "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ? "
-                                    "ORDER BY a.id", (m_start, m_end)),
+        "case_acts": _rows(conn, "SELECT a.case_id, a.seq, a.action, a.at FROM case_acts a "
+                                 "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ? "
+                                 "ORDER BY a.case_id, a.seq", (m_start, m_end)),
     }
 
 

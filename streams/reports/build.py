@@ -7,22 +7,29 @@ the renderers (html/xlsx/csv) only format this dict. Everything numeric is compu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from roadwatch.models.config import Config
-from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates,
+from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates, month_days,
                           month_on_month, monthly_rates, parse_month, population_text, shift_month,
                           vehicle_flags)
 from roadwatch.models.records import format_ts
 from roadwatch.models.scoring import agency_score, enterprise_score
 
 from roadwatch.streams.archive import ArchiveConnection, report_tables
+from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
 
 from .narrative import narrative
 from .overload import overload_section
 from .write import write_report  # noqa: F401  (re-exported: streams.monthly imports it from here)
 
 MAX_EXCLUDED_LISTED = 1000   # the JSON lists this many excluded rows; counts cover all of them
+
+def _last_day(month: str) -> str:
+    """YYYY-MM-DD of the month's last day: the date Art. 66 escalations are derived at."""
+    _, end = month_days(month)
+    return (date.fromisoformat(end) - timedelta(days=1)).isoformat()
+
 
 def _bucket_by_month(rows: Iterable[Mapping], month: str) -> dict[str, list]:
     """Rows per YYYY-MM; a row whose day cannot be read goes to the report month (where it is listed)."""
@@ -53,7 +60,7 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
     """The monthly report as a JSON-ready dict.
 
     ``conn_or_rows``: an archive connection (``streams.archive.open_archive``), a mapping of table name →
-    rows (``vehicle_day``, ``wim_verdicts``, ``cases``, ``case_actions``), or an iterable of vehicle_day
+    rows (``vehicle_day``, ``wim_verdicts``, ``cases``, ``case_acts``, ``escalations``), or an iterable of vehicle_day
     rows alone (then the overload section says it is not available). ``snapshot_ts`` is stamped on every
     figure (the statistic time of §5.4). Raises ``models.records.InvalidRecord`` for a bad month.
     """
@@ -64,10 +71,13 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
     first_month = shift_month(month, -(n_trend - 1))
 
     if isinstance(conn_or_rows, ArchiveConnection):
+        store = CaseStore(conn_or_rows, cfg)
+        store.migrate()                      # cases from before the lifecycle get their history first
         tables: dict | None = report_tables(conn_or_rows, month, first_month)
+        tables["escalations"] = store.escalations(_last_day(month))
     elif isinstance(conn_or_rows, Mapping):
         tables = {k: list(conn_or_rows.get(k) or []) for k in
-                  ("vehicle_day", "wim_verdicts", "cases", "case_actions")}
+                  ("vehicle_day", "wim_verdicts", "cases", "case_acts", "escalations")}
     else:
         tables = None
     vd_rows = tables["vehicle_day"] if tables is not None else list(conn_or_rows)
@@ -114,7 +124,8 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
         overload = {"available": False, "reason": "未提供归档：无称重数据 (no archive given: overload tables absent)"}
     else:
         names = {s: st.name for s, st in registry.stations.items()}
-        overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_actions"], names, dec)
+        overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_acts"], names, dec,
+                                    tables["escalations"], _last_day(month))
 
     trace_vehicles = []
     for m in members:
