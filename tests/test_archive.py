@@ -171,6 +171,8 @@ def test_targets_and_configuration(tmp_path):
     assert parse_target("postgresql://rw:pw@db:5432/rw")[0] == "postgresql"
     with pytest.raises(ArchiveError):
         parse_target("mysql://x/y")
+    with pytest.raises(ArchiveError, match="turned into a file path"):
+        parse_target(Path("postgresql://rw:pw@db/rw").resolve())        # never a SQLite file named after a URL
     assert redact("postgresql://rw:s3cret@db:5432/rw") == "postgresql://rw:***@db:5432/rw"
     assert Config({"paths.data_dir": str(tmp_path)}).archive_path == tmp_path / "archive.sqlite"
     assert Config({"paths.archive": "postgresql://db/rw"}).archive_path == "postgresql://db/rw"

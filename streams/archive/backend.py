@@ -46,6 +46,10 @@ def parse_target(target: str | Path) -> tuple[str, str]:
     Accepted: a plain path or ``Path``; ``sqlite:PATH`` / ``sqlite:///ABS/PATH``; ``postgresql://…`` /
     ``postgres://…``."""
     if isinstance(target, Path):
+        if re.search(r"(^|/)postgres(ql)?:", str(target), re.I):
+            # Path("postgresql://…") keeps one slash: opening it would create a SQLite file named after the URL
+            raise ArchiveError(f"a PostgreSQL URL was turned into a file path ({redact(target)}): pass the URL "
+                               "as a string")
         return SQLITE, str(target)
     t = str(target).strip()
     if not t:
@@ -69,7 +73,7 @@ def parse_target(target: str | Path) -> tuple[str, str]:
 
 def redact(target: str | Path) -> str:
     """The target for messages and logs: a URL's password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(target))
+    return re.sub(r"(:/+[^:/@]+:)[^@]*@", r"\1***@", str(target))
 
 
 # --- rows and results -------------------------------------------------------------------------------------
