@@ -176,7 +176,7 @@ _k("stream.max_record_bytes", 1_000_000, "ops", "larger input records are dead-l
 _k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, keys")
 _k("paths.archive", "", "ops",
    "archive: a SQLite file path (default <data_dir>/archive.sqlite) or a postgresql://… URL (see archive.url)")
-_k("web.port", 6066, "ops", "console port")
+_k("web.port", 6066, "ops", "console port (0 = any free port, printed on the ready line)", lo=0, hi=65535)
 _k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
 _k("gateway.port", 7808, "ops", "JT/T 808 TCP port", lo=0, hi=65535)
 _k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)", lo=16, hi=1_048_576)
@@ -309,6 +309,24 @@ _k("late.replay_window_h", 3.0, "legal-basis §7 [P]",
    "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
    "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
    "track gaps; 0 = off", lo=0.0, hi=48.0)
+
+# --- console map, tracks and process hygiene (streams/web/, streams/demo.py) ----------------------------
+_k("web.host", "127.0.0.1", "ops", "address the console and /metrics listen on; 0.0.0.0 exposes them to the network")
+_k("web.tile_url", "", "ops",
+   "base-map tile URL template ({z}/{x}/{y}, optional {s}), e.g. a 天地图 URL with its tk key or a self-hosted "
+   "tile server; empty = offline: the bundled administrative boundaries only")
+_k("web.tile_crs", "wgs84", "ops",
+   "datum of the tile source: gcj02 (most Chinese web maps) shifts vehicles and zones for display only",
+   choices=("wgs84", "gcj02"))
+_k("web.tile_attribution", "", "ops", "attribution text the tile source requires (shown on the map)")
+_k("web.boundaries", "hunan", "ops",
+   "bundled offline administrative boundaries shown under the map (static/vendor/boundaries/NAME.json); "
+   "empty = none")
+_k("track.sample_all", True, "ops",
+   "sample track points (source.track_sample_s) for every monitored vehicle, not only goods vehicles: the "
+   "console's track playback and area search read them")
+_k("track.keep_h", 48.0, "ops",
+   "sampled track points are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
 
 # --- archive (streams/archive/) ---------------------------------------------------------------------------
 _k("archive.url", "", "ops",

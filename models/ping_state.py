@@ -203,6 +203,8 @@ class PingProcessor:
         self._zmask_by_cat = np.stack([self.zones.category_mask(c) for c in (*CATEGORY_CODES, "")])
         self._goods = np.zeros(UNKNOWN_CATEGORY + 1, dtype=bool)
         self._goods[list(GOODS_CODES)] = True
+        if cfg["track.sample_all"]:               # every monitored vehicle: console playback and area search
+            self._goods[list(CATEGORY_CODES.values())] = True
         self._read_params()
 
     # --- configuration ------------------------------------------------------------------------------

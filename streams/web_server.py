@@ -72,7 +72,8 @@ async def start_web(faust_app, ctx) -> web.AppRunner:
     app = build_web_app(ctx)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", int(ctx.cfg["web.port"]))
+    site = web.TCPSite(runner, ctx.cfg["web.host"], int(ctx.cfg["web.port"]))
     await site.start()
-    log.info("console on port %s", ctx.cfg["web.port"])
+    ctx.web_address = runner.addresses[0][:2]       # the real port when web.port = 0
+    log.info("console on %s:%s", *ctx.web_address)
     return runner
