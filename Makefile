@@ -31,6 +31,7 @@ demo: $(RUNTIME)
 
 test: $(TESTENV)
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-postgresql.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(RUNTIME)

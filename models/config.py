@@ -174,7 +174,8 @@ _k("stream.heartbeat_interval_s", 0.5, "ops", "consumer heartbeat")
 _k("stream.fetch_max_wait_ms", 100, "ops", "consumer fetch wait (Faust default 1500 stalls the single-node broker)")
 _k("stream.max_record_bytes", 1_000_000, "ops", "larger input records are dead-lettered")
 _k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, keys")
-_k("paths.archive", "", "ops", "SQLite archive path (default <data_dir>/archive.sqlite)")
+_k("paths.archive", "", "ops",
+   "archive: a SQLite file path (default <data_dir>/archive.sqlite) or a postgresql://… URL (see archive.url)")
 _k("web.port", 6066, "ops", "console port (0 = any free port, printed on the ready line)", lo=0, hi=65535)
 _k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
 _k("gateway.port", 7808, "ops", "JT/T 808 TCP port", lo=0, hi=65535)
@@ -327,6 +328,12 @@ _k("track.sample_all", True, "ops",
 _k("track.keep_h", 48.0, "ops",
    "sampled track points are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
 
+# --- archive (streams/archive/) ---------------------------------------------------------------------------
+_k("archive.url", "", "ops",
+   "PostgreSQL archive, postgresql://user:password@host:port/db (also $ROADWATCH_ARCHIVE); empty = SQLite at "
+   "paths.archive")
+_k("archive.pool_size", 4, "ops", "PostgreSQL connections per worker process (pool maximum)", lo=1, hi=64)
+
 
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
@@ -361,8 +368,15 @@ class Config:
         return Path(self["paths.data_dir"])
 
     @property
-    def archive_path(self) -> Path:
+    def archive_path(self) -> Path | str:
+        """The archive: a PostgreSQL URL (``archive.url``, or a URL in ``paths.archive``) as a string, else
+        the SQLite file as a ``Path`` (streams/archive/ opens either)."""
+        url = self["archive.url"]
+        if url:
+            return url
         p = self["paths.archive"]
+        if "://" in p or p.startswith("sqlite:"):
+            return p
         return Path(p) if p else self.data_dir / "archive.sqlite"
 
 
@@ -406,6 +420,8 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
         except tomllib.TOMLDecodeError:
             value = raw.strip()
         cfg.set(name.strip(), value, "env:ROADWATCH_SET")
+    if env.get("ROADWATCH_ARCHIVE"):
+        cfg.set("archive.url", env["ROADWATCH_ARCHIVE"], "env:ROADWATCH_ARCHIVE")
     return cfg
 
 

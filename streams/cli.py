@@ -37,6 +37,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("record", "roadwatch.simulators.record_cmd", "capture topics to a file"),
     ("replay", "roadwatch.simulators.replay_cmd", "re-publish a recording with its relative timing"),
     ("users add", "roadwatch.streams.web.users_cmd", "create or update a console user"),
+    ("archive migrate", "roadwatch.streams.archive.migrate_cmd", "bring the archive to the current schema (versioned migrations)"),
+    ("archive copy", "roadwatch.streams.archive.copy_cmd", "copy a whole archive onto another backend (e.g. SQLite → PostgreSQL)"),
     ("bench", "roadwatch.streams.bench", "benchmark the ping path, WIM latency and batch assessment"),
 ]
 

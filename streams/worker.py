@@ -14,7 +14,7 @@ from roadwatch.models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics
-from .archive import open_archive
+from . import archive
 from .deadletter import send_dead_letter
 
 log = logging.getLogger("roadwatch.worker")
@@ -28,14 +28,15 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     app = create_app(cfg, bootstrap, app_id)
     ctx = WorkerContext(cfg=cfg, registry=registry, registry_path=registry_path, data_dir=data_dir)
     ctx.topics = declare_topics(app, cfg)
-    conn = open_archive(cfg.archive_path)
+    conn = archive.open_archive(cfg)
+    log.info("archive: %s %s (schema version %d)", conn.backend, conn.target, archive.current_version(conn))
     alerts_topic = ctx.topics[T.ALERTS]
 
     async def publish_alerts(alerts: list[dict], recv_ms: int | None, persist: bool = True) -> None:
         """To the alerts topic and the console now; to the archive now, or (``persist=False``, the GPS path)
         in the partition's next snapshot transaction — a crash before it replays the same alert ids."""
         if persist:
-            gps.save_alerts(conn, alerts)
+            archive.upsert_alerts(conn, alerts)
         now = time.time()
         for a in alerts:
             # send_soon: into the producer's buffer without a round trip through the event loop per alert

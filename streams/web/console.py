@@ -65,7 +65,7 @@ class ArchiveDB:
     """Runs archive functions ``fn(conn, *args)`` on one dedicated thread (its own connection)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = path          # a SQLite path or a postgresql:// URL (Path() would break the URL)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-db")
 
     def call(self, fn: Callable, *args):
