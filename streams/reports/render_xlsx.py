@@ -11,6 +11,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 
 from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
+from .labels import basis_label, reason_label
 from .render_csv import VEHICLE_COLUMNS
 
 HEAD_FILL = PatternFill("solid", fgColor="E8EEF5")
@@ -78,7 +79,7 @@ def _scores(wb, report: dict) -> None:
     if agency:
         for c in agency["components"].values():
             ws.append([c["label"], c["rate"], c["weight"], c["points"], c["rule"], c.get("reason") or ""])
-        ws.append(["合计", None, agency["max_points"], agency["total"], agency["basis"]])
+        ws.append(["合计", None, agency["max_points"], agency["total"], basis_label(agency["basis"])])
     ws.append([])
     ws.append(["企业考核（道路运输企业）"])
     start = ws.max_row + 1
@@ -100,15 +101,18 @@ def _overload(wb, report: dict) -> None:
     if not ov.get("available"):
         ws["A1"] = ov.get("reason", "无数据")
         return
-    _header(ws, 1, ("检测站", "名称", "检测车辆(辆次)", "超限", "超限率 %", "警告", "罚款(起)", "罚款金额(元)", "转人工审核"))
+    _header(ws, 1, ("检测站", "名称", "检测车辆(辆次)", "超限", "超限率 %", "警告", "罚款(起)", "罚款金额(元)", "转人工审核",
+                    "查处率 %", "已决定(起)", "案件(起)"))
     for s in ov["stations"] + [ov["total"]]:
+        q = s["enforcement_rate"]
         ws.append([s["station_id"] or "合计", s["name"], s["readings"], s["over_limit"], s["over_limit_percent"],
-                   s["warnings"], s["fines"], s["fine_yuan"], s["reviews"]])
+                   s["warnings"], s["fines"], s["fine_yuan"], s["reviews"], q["percent"], q["numerator"],
+                   q["denominator"]])
     ws.append([])
     r = ws.max_row + 1
     _header(ws, r, ("审核原因", "数量", "待审核"))
     for reason, q in ov["review_queue"].items():
-        ws.append([reason, q["count"], q["open"]])
+        ws.append([reason_label(reason), q["count"], q["open"]])
     ws.append([])
     r = ws.max_row + 1
     _header(ws, r, ("一超四罚对象", "涉及案件", "涉及主体", "处理建议"))
@@ -120,9 +124,9 @@ def _overload(wb, report: dict) -> None:
     f = ov["cases"]["funnel"]
     labels = ov["cases"]["labels"]
     _header(ws, r, ("案件阶段", "数量"))
-    for stage in ("detected", "reviewed", "confirmed", "dismissed", "notified", "open"):
+    for stage in [*ov["cases"]["stages"], "open"]:
         ws.append([labels.get(stage, "未审核"), f[stage]])
-    ws.append(["确认罚款金额(元)", ov["cases"]["confirmed_fine_yuan"]])
+    ws.append(["已决定罚款金额(元)", ov["cases"]["decided_fine_yuan"]])
     ws.column_dimensions["A"].width = 24
     ws.column_dimensions["B"].width = 20
 
