@@ -9,6 +9,7 @@ stack (embedded broker + worker unless ``$ROADWATCH_KAFKA`` is set), publishes t
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -63,6 +64,16 @@ def generate(args, cfg: Config):
     return scn, built, reg_path
 
 
+def _metrics_url(lines: list[str]) -> str | None:
+    """The metrics address our worker announced in its ready line (the real port, also with web.port = 0;
+    never another process's)."""
+    for line in reversed(list(lines)):
+        m = re.search(r"metrics (http://\S+/metrics)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         speed = parse_speed(args.speed)
@@ -82,9 +93,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         producer = make_producer(st.bootstrap)
         lead = args.lead if args.lead is not None else float(scn.raw["scenario"].get("fair_lead_s", 1800))
         gate = None
-        if lead > 0 and st.worker is not None:      # our own worker: its /metrics tells what it took in
-            url = f"http://127.0.0.1:{int(cfg['web.port'])}/metrics"
+        url = _metrics_url(st.worker.lines) if lead > 0 and st.worker is not None else None
+        if url:                                     # our own worker: its /metrics tells what it took in
             gate = EventTimeGate(lambda: worker_intake(url), int(lead * 1000), stall_s=args.timeout)
+        elif lead > 0:
+            print("roadwatch: no worker metrics address known: publishing without event-time gating",
+                  file=sys.stderr)
         try:
             res = publish(built.records, producer, speed, total=len(built.records), on_sent=st.note_sent,
                           count_units=ping_count, settle=lambda: st.wait_idle(args.timeout), gate=gate)
