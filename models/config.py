@@ -245,6 +245,18 @@ _k("alerts.overspeed_high_ratio", 1.2, "§5.5 [P]", "overspeed alert severity hi
 _k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
+# --- faults: internal failures and plausible times (streams/retry.py, models/records.py) --------------
+_k("faults.retry_initial_s", 0.5, "ops",
+   "first back-off after an internal fault (disk full, database error, a bug) paused a component; doubles "
+   "per failed attempt", lo=0.01, hi=60.0)
+_k("faults.retry_max_s", 30.0, "ops", "longest back-off between retries of a paused component", lo=0.05, hi=3600.0)
+_k("time.min_year", 2000, "docs/legal-basis.md §10 (project decision)",
+   "readings, pings, batches and driver events dated before 1 January of this year are bad_timestamp",
+   lo=1970, hi=2100)
+_k("time.max_year", 2100, "docs/legal-basis.md §10 (project decision)",
+   "readings, pings, batches and driver events dated after 31 December of this year are bad_timestamp",
+   lo=2000, hi=2200)
+
 
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""

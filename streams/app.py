@@ -51,6 +51,7 @@ class WorkerContext:
     ready: bool = False
     assigned: bool = False              # first partition assignment done
     web_up: bool = False                # console / metrics server listening
+    faults: object | None = None        # streams.retry.Faults: internal faults pausing a component
 
 
 def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.App:

@@ -30,6 +30,7 @@ from . import topics as T
 from .archive import open_archive
 from .broker import ENV_EPOCH
 from .deadletter import send_dead_letter
+from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.gps")
 # labelled metric children bound once: .labels() costs a dict lookup and a lock per call on the hot path
@@ -45,6 +46,8 @@ class PartitionEntry:
     pending_acks: list
     dirty: bool = False
     pending_alerts: list = field(default_factory=list)   # archived with the next snapshot
+    unsaved_rows: list = field(default_factory=list)     # drained from the processor, kept until committed
+    unsaved_points: list = field(default_factory=list)
 
 
 def _now_iso() -> str:
@@ -120,8 +123,9 @@ class PartitionStates:
         e = self.entries.get(partition)
         if e is None or not e.dirty:
             return []
-        rows = e.proc.day_rows(dirty_only=True)
-        points = e.proc.sample_track()
+        # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
+        rows = e.unsaved_rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
+        points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
         blob = e.proc.snapshot()
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -136,7 +140,7 @@ class PartitionStates:
                       (T.GPS_PINGS, partition, e.next_offset, blob, _now_iso(), self.epoch))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback_quietly(c)      # SQLite may have rolled back itself (disk full): no "cannot rollback"
             raise
         M.SNAPSHOTS.inc()
         if e.proc.n:
@@ -145,13 +149,17 @@ class PartitionStates:
             ev.ack()
         e.pending_acks.clear()
         e.pending_alerts.clear()
+        e.unsaved_rows, e.unsaved_points = [], []
         e.dirty = False
         return rows
 
     def drop(self, partitions) -> None:
         for p in list(partitions):
             if p in self.entries:
-                self.flush(p)
+                try:
+                    self.flush(p)
+                except Exception:  # noqa: BLE001 - unacked records go to the next owner, who replays them
+                    log.exception("partition %d: snapshot failed on revocation; its records are not acked", p)
                 del self.entries[p]
 
 
@@ -168,6 +176,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     @app.agent(topic, name="gps-pings-agent")
     async def gps_agent(stream):
         async for event in stream.noack().events():
+            await ctx.faults.wait_clear("gps-snapshot")   # paused while snapshots fail (streams/retry.py)
             msg = event.message
             entry = states.get(msg.partition)
             GPS_IN.inc()
@@ -232,8 +241,10 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         if due:
             p = min(due, key=lambda q: last_flush.get(q, 0.0))
             last_flush[p] = now
-            for r in states.flush(p):
+            for r in ctx.faults.attempt("gps-snapshot", states.flush, p, default=[]):
                 unpublished[(r["plate"], r["day"])] = r
+        elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
+            ctx.faults.clear("gps-snapshot")   # the failing partitions were revoked: nothing left to retry
         if unpublished and time.monotonic() - last_publish[0] >= publish_every:
             last_publish[0] = time.monotonic()
             rows = list(unpublished.values())

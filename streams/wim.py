@@ -20,6 +20,7 @@ from . import topics as T
 from .archive import open_archive
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
+from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.wim")
 
@@ -48,6 +49,10 @@ class WimHandler:
         self.track = ArchiveTrack(conn)
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
+
+    def reset(self) -> None:
+        """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
+        rollback_quietly(self.store.conn)
 
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
@@ -79,20 +84,19 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
             try:
                 reading = parse_wim_reading(raw, max_bytes)
-                verdict = handler.handle(reading, chain_id=f"p{event.message.partition}")
+                # an internal fault (disk full, database error, a bug) pauses here and retries the same
+                # record (streams/retry.py): it is never dead-lettered and its offset is not committed
+                verdict = await ctx.faults.retry_until_ok("wim", handler.handle, reading,
+                                                          f"p{event.message.partition}", on_error=handler.reset)
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
-                continue
-            except Exception as err:  # noqa: BLE001 - a rule bug must not stop the stream; it is dead-lettered
-                log.exception("reading could not be assessed")
-                await send_dead_letter(dlq, T.WIM_READINGS, "internal_error", repr(err)[:300], raw)
                 continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
             if verdict["action"] != "none" and not verdict.get("duplicate_of"):
                 await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
                 M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
-                await publish_alerts([overload_alert(verdict)], recv_ms=None)
+                await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
 

@@ -16,6 +16,7 @@ from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics
 from .archive import open_archive
 from .deadletter import send_dead_letter
+from .retry import Faults
 
 log = logging.getLogger("roadwatch.worker")
 READY_LINE = "roadwatch worker ready"
@@ -28,6 +29,7 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     app = create_app(cfg, bootstrap, app_id)
     ctx = WorkerContext(cfg=cfg, registry=registry, registry_path=registry_path, data_dir=data_dir)
     ctx.topics = declare_topics(app, cfg)
+    ctx.faults = Faults.from_config(cfg)
     conn = open_archive(cfg.archive_path)
     alerts_topic = ctx.topics[T.ALERTS]
 
