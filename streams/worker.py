@@ -120,8 +120,11 @@ def _install_reports(app, ctx) -> None:
     async def monthly():
         try:
             await close_months(ctx)
-        except Exception:  # noqa: BLE001 - a report failure is logged, never stops the stream
+        except Exception as err:  # noqa: BLE001 - never stops the stream; retried on the next tick
             log.exception("monthly report failed")
+            ctx.faults.report("month-close", err)      # /healthz says why until a run succeeds
+        else:
+            ctx.faults.clear("month-close")
 
 
 # --- broker watch (reliability fix, tests/test_reliability_outage.py) ----------------------------------
