@@ -242,15 +242,15 @@ _k("web.port", 6066, "ops (docs/legal-basis.md §10)", "console port", lo=1, hi=
 _k("web.session_ttl_s", 8 * 3600, "ops (docs/legal-basis.md §10)", "console session lifetime", lo=60, hi=2592000)
 _k("gateway.port", 7808, "ops (docs/legal-basis.md §10)", "JT/T 808 TCP port", lo=1, hi=65535)
 _k("gateway.max_frame_bytes", 4096, "ops (docs/legal-basis.md §10)",
-   "largest accepted JT/T 808 frame (escaped)", lo=64, hi=1048576)
+   "largest accepted JT/T 808 frame (escaped)", lo=8, hi=1048576)
 _k("gateway.idle_timeout_s", 300.0, "ops (docs/legal-basis.md §10)",
-   "close a terminal connection idle this long", lo=1, hi=86400)
+   "close a terminal connection idle this long", lo=0.1, hi=86400)
 _k("gateway.max_frames_per_s", 50, "ops (docs/legal-basis.md §10)",
    "per-connection frame rate limit", lo=1, hi=100000)
 _k("gateway.max_connections", 10000, "ops (docs/legal-basis.md §10)",
    "concurrent terminal connections", lo=1, hi=1000000)
 _k("gateway.buffer_max_pings", 200_000, "ops (docs/legal-basis.md §10)",
-   "pings buffered while Kafka is unreachable before back-pressure", lo=100, hi=100000000)
+   "pings buffered while Kafka is unreachable before back-pressure", lo=1, hi=100000000)
 # --- monthly report (legal basis §8) --------------------------------------------------------------------
 _k("report.decimals", 2, "docs/legal-basis.md §8 (rounding half-up: project decision)",
    "rates shown rounded half-up to this many decimals", lo=0, hi=6)
@@ -311,7 +311,7 @@ _k("score.ent_check_weight", 10.0, "docs/legal-basis.md §8 (交运发〔2016〕
 _k("web.sse_queue_max", 1000, "ops (docs/legal-basis.md §10)",
    "events queued per live-feed client; a client that falls further behind is dropped", lo=1, hi=1000000)
 _k("web.sse_heartbeat_s", 15.0, "ops (docs/legal-basis.md §10)",
-   "live-feed keep-alive comment interval (also re-checks the session)", lo=0.5, hi=3600)
+   "live-feed keep-alive comment interval (also re-checks the session)", lo=0.01, hi=3600)
 _k("web.live_ring_size", 5000, "ops (docs/legal-basis.md §10)",
    "recent live events kept so a reconnecting client resumes by Last-Event-ID", lo=0, hi=1000000)
 _k("web.login_max_failures", 5, "ops (docs/legal-basis.md §10)",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from .records import InvalidRecord, iso_to_epoch_ms, loads_object, parse_ping
+from .records import InvalidRecord, iso_to_epoch_ms, loads_object, parse_ping, plausible_ms_range
 
 SCHEMA = "roadwatch.pings/1"
 NUMERIC = {"ts": np.int64, "lat": np.float64, "lon": np.float64, "speed_kmh": np.float64,
@@ -78,13 +78,15 @@ def encode_batch(pings: list[dict]) -> bytes:
     return orjson.dumps(cols)
 
 
-def decode_batch(raw: bytes, max_bytes: int = 1_000_000) -> PingColumns:
-    """Columnar record (or one interchange ping) → ``PingColumns``; ``InvalidRecord`` if malformed."""
+def decode_batch(raw: bytes, max_bytes: int = 1_000_000, *, years: tuple[int, int] | None = None) -> PingColumns:
+    """Columnar record (or one interchange ping) → ``PingColumns``; ``InvalidRecord`` if malformed.
+    ``years``: the plausible years (``records.plausible_years(cfg)``; default 2000–2100)."""
     d = loads_object(raw, max_bytes)
+    ts_min, ts_max = plausible_ms_range(years)
     if d.get("schema") != SCHEMA:
         if "schema" in d:
             raise InvalidRecord("bad_schema", f"unknown ping schema {d.get('schema')!r}")
-        p = parse_ping(d)
+        p = parse_ping(d, years=years)
         d = {k: [getattr(p, k)] for k in (*TEXT, *NUMERIC, "driver_id", "mileage_km")}
         d["ts"] = [iso_to_epoch_ms(p.ts)]
     plates = d.get("plate")
@@ -116,8 +118,8 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000) -> PingColumns:
         if dt is not np.float64 and (np.abs(arr) > INT_LIMIT).any():
             raise InvalidRecord("out_of_range", f"{k} holds a number too large for an integer field")
         out[k] = arr.astype(dt) if dt is not np.float64 else arr
-    if ((out["ts"] < TS_MIN_MS) | (out["ts"] > TS_MAX_MS)).any():
-        raise InvalidRecord("out_of_range", "ts must lie between 2000-01-01 and 2100-01-01")
+    if ((out["ts"] < ts_min) | (out["ts"] > ts_max)).any():
+        raise InvalidRecord("bad_timestamp", "ts outside the plausible years (config time.min_year/max_year)")
     for k in ("driver_id", "mileage_km"):
         col = d.get(k)
         out[k] = col if isinstance(col, list) and len(col) == n else [None] * n

@@ -34,9 +34,39 @@ class InvalidRecord(ValueError):
         self.detail = detail
 
 
-def parse_ts(value: Any, field: str = "ts") -> datetime:
+# Plausible times (config keys time.min_year / time.max_year; these are their defaults). Outside them a
+# time is `bad_timestamp` in every parser — and years like 1 or 9999 never reach datetime arithmetic,
+# where they overflow.
+PLAUSIBLE_YEARS = (2000, 2100)
+SAFE_YEARS = (2, 9998)            # what datetime arithmetic survives with any UTC offset
+
+
+def plausible_years(cfg) -> tuple[int, int]:
+    """The configured range of plausible years (inclusive) — pass it as ``years=`` to the parsers."""
+    return int(cfg["time.min_year"]), int(cfg["time.max_year"])
+
+
+def plausible_ms_range(years: tuple[int, int] | None = None) -> tuple[int, int]:
+    """[first, last] epoch ms of the plausible years (for columnar batches and binary times)."""
+    lo, hi = years or PLAUSIBLE_YEARS
+    first = datetime(lo, 1, 1, tzinfo=timezone.utc)
+    last = datetime(hi, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+    return int(first.timestamp() * 1000), int(last.timestamp() * 1000)
+
+
+def check_plausible_time(dt: datetime, field: str = "ts", years: tuple[int, int] | None = None) -> datetime:
+    """``InvalidRecord("bad_timestamp")`` unless ``dt`` lies in the plausible years; returns ``dt``."""
+    lo, hi = years or PLAUSIBLE_YEARS
+    if not lo <= dt.year <= hi:
+        raise InvalidRecord("bad_timestamp", f"{field} {dt.isoformat()} is outside the plausible years {lo}–{hi}")
+    return dt
+
+
+def parse_ts(value: Any, field: str = "ts", years: tuple[int, int] | None = None) -> datetime:
     """ISO-8601 with an explicit offset → aware datetime. Naive times are rejected: a bare local time is
-    ambiguous between Beijing time (what terminals send) and UTC (what servers log)."""
+    ambiguous between Beijing time (what terminals send) and UTC (what servers log). Times outside
+    ``years`` are rejected too; the default only refuses years that overflow — the input parsers below pass
+    the plausible years (``PLAUSIBLE_YEARS`` or the configured ``plausible_years(cfg)``)."""
     if not isinstance(value, str) or len(value) > 40:
         raise InvalidRecord("bad_type", f"{field} must be an ISO-8601 string with offset")
     try:
@@ -45,7 +75,7 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
         raise InvalidRecord("bad_timestamp", f"{field} {value!r} is not ISO-8601") from None
     if dt.tzinfo is None:
         raise InvalidRecord("bad_timestamp", f"{field} {value!r} has no UTC offset")
-    return dt
+    return check_plausible_time(dt, field, years or SAFE_YEARS)
 
 
 def format_ts(dt: datetime) -> str:
@@ -58,6 +88,8 @@ def epoch_ms_to_iso(ms: int) -> str:
 
 
 def iso_to_epoch_ms(value: str) -> int:
+    """A conversion, not a validation: the plausible-years check belongs to the parser that took the input
+    (with its configured range); only years that would overflow are refused here."""
     return int(round(parse_ts(value).timestamp() * 1000))
 
 
@@ -149,10 +181,11 @@ class WimReading(faust.Record, serializer="json"):
     reading_id: str = ""  # optional id from the station; de-duplication does not depend on it
 
 
-def parse_wim_reading(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> WimReading:
+def parse_wim_reading(raw: bytes | str | dict, max_bytes: int = 1_000_000, *,
+                      years: tuple[int, int] | None = None) -> WimReading:
     d = loads_object(raw, max_bytes)
     ts = _text(d, "ts", max_len=40)
-    parse_ts(ts)
+    parse_ts(ts, years=years or PLAUSIBLE_YEARS)
     plate = _text(d, "plate", max_len=16)
     kind = _text(d, "vehicle_kind", max_len=8)
     if kind not in ("truck", "train"):
@@ -208,12 +241,13 @@ class GpsPing(faust.Record, serializer="json"):
     mileage_km: float | None = None
 
 
-def parse_ping(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> GpsPing:
+def parse_ping(raw: bytes | str | dict, max_bytes: int = 1_000_000, *,
+               years: tuple[int, int] | None = None) -> GpsPing:
     """Structural validation only: a ping with well-typed fields is accepted even when its values are
     out of the regulator's range — that makes it *unqualified* (counted against 数据合格率), not invalid."""
     d = loads_object(raw, max_bytes)
     ts = _text(d, "ts", max_len=40)
-    parse_ts(ts)
+    parse_ts(ts, years=years or PLAUSIBLE_YEARS)
     return GpsPing(
         plate=_text(d, "plate", max_len=16), plate_color=_num(d, "plate_color", 0, 255, integer=True),
         terminal_id=_text(d, "terminal_id", max_len=20), ts=ts,
@@ -237,10 +271,11 @@ class DriverEvent(faust.Record, serializer="json"):
     driver_name: str = ""
 
 
-def parse_driver_event(raw: bytes | str | dict, max_bytes: int = 100_000) -> DriverEvent:
+def parse_driver_event(raw: bytes | str | dict, max_bytes: int = 100_000, *,
+                       years: tuple[int, int] | None = None) -> DriverEvent:
     d = loads_object(raw, max_bytes)
     ts = _text(d, "ts", max_len=40)
-    parse_ts(ts)
+    parse_ts(ts, years=years or PLAUSIBLE_YEARS)
     event = _text(d, "event", max_len=8)
     if event not in ("login", "logout"):
         raise InvalidRecord("out_of_range", f"event must be login or logout, got {event!r}")

@@ -27,6 +27,7 @@ from roadwatch.geo.zones import ZoneIndex
 from roadwatch.models.config import Config
 from roadwatch.models.pingbatch import PingColumns
 from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.records import InvalidRecord, check_plausible_time
 from roadwatch.models.registry import Registry, RegistryError, load_registry, parse_registry
 
 from .cli import UsageError
@@ -70,7 +71,7 @@ def _ts_column(col: list, bad: np.ndarray, errs: dict) -> np.ndarray:
         out[:] = col
         rng = (out < _TS_MIN) | (out > _TS_MAX)
         for i in np.flatnonzero(rng):
-            _bad(bad, errs, i, "out_of_range", f"ts={col[i]} is not epoch milliseconds in 2000–2100")
+            _bad(bad, errs, i, "bad_timestamp", f"ts={col[i]} is not epoch milliseconds in 2000–2100")
         return out
     if types == {str} and set(map(len, col)) == {_ISO_FAST_LEN} and set(map(_SUFFIX, col)) == {"+08:00"}:
         fast = list(range(n))      # the common case: every ts is "YYYY-MM-DDTHH:MM:SS+08:00"
@@ -83,6 +84,8 @@ def _ts_column(col: list, bad: np.ndarray, errs: dict) -> np.ndarray:
                             dtype="datetime64[s]").astype(np.int64)
             out[fast] = secs * 1000 - 8 * 3_600_000
             done = set(fast)
+            for i in np.flatnonzero((out[fast] < _TS_MIN) | (out[fast] > _TS_MAX)):
+                _bad(bad, errs, fast[i], "bad_timestamp", f"ts {col[fast[i]]!r} is outside the plausible years")
         except ValueError:
             done = set()
     else:
@@ -93,7 +96,7 @@ def _ts_column(col: list, bad: np.ndarray, errs: dict) -> np.ndarray:
         if type(x) is int:
             out[i] = x
             if not _TS_MIN <= x <= _TS_MAX:
-                _bad(bad, errs, i, "out_of_range", f"ts={x} is not epoch milliseconds in 2000–2100")
+                _bad(bad, errs, i, "bad_timestamp", f"ts={x} is not epoch milliseconds in 2000–2100")
         elif type(x) is str and len(x) <= 40:
             try:
                 dt = datetime.fromisoformat(x)
@@ -102,6 +105,11 @@ def _ts_column(col: list, bad: np.ndarray, errs: dict) -> np.ndarray:
                 continue
             if dt.tzinfo is None:
                 _bad(bad, errs, i, "bad_timestamp", f"ts {x!r} has no UTC offset")
+                continue
+            try:
+                check_plausible_time(dt)          # years like 1 or 9999 overflow below
+            except InvalidRecord as e:
+                _bad(bad, errs, i, e.code, e.detail)
                 continue
             out[i] = int(round(dt.timestamp() * 1000))
         elif x is None:

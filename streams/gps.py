@@ -23,7 +23,7 @@ import orjson
 
 from roadwatch.models.pingbatch import decode_batch
 from roadwatch.models.ping_state import PingProcessor
-from roadwatch.models.records import InvalidRecord, format_ts
+from roadwatch.models.records import InvalidRecord, format_ts, plausible_years
 
 from . import metrics as M
 from . import topics as T
@@ -172,6 +172,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     dlq = ctx.topics[T.DEAD_LETTER]
     stats_topic = ctx.topics[T.VEHICLE_DAY_STATS]
     max_bytes = int(cfg["stream.max_record_bytes"])
+    years = plausible_years(cfg)
 
     @app.agent(topic, name="gps-pings-agent")
     async def gps_agent(stream):
@@ -186,7 +187,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
                 continue
             raw = event.value
             try:
-                cols = decode_batch(raw, max_bytes)
+                cols = decode_batch(raw, max_bytes, years=years)
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.GPS_PINGS, err.code, err.detail, raw)
                 cols = None

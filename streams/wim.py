@@ -13,7 +13,7 @@ import time
 import orjson
 
 from roadwatch.models.overload import assess
-from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading
+from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
 
 from . import metrics as M
 from . import topics as T
@@ -72,6 +72,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     dlq = ctx.topics[T.DEAD_LETTER]
     cases_topic = ctx.topics[T.OVERLOAD_CASES]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
+    years = plausible_years(ctx.cfg)
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
@@ -83,7 +84,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             if hw is not None:
                 M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
             try:
-                reading = parse_wim_reading(raw, max_bytes)
+                reading = parse_wim_reading(raw, max_bytes, years=years)
                 # an internal fault (disk full, database error, a bug) pauses here and retries the same
                 # record (streams/retry.py): it is never dead-lettered and its offset is not committed
                 verdict = await ctx.faults.retry_until_ok("wim", handler.handle, reading,

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from roadwatch.models.config import Config
-from roadwatch.models.records import InvalidRecord, parse_driver_event
+from roadwatch.models.records import InvalidRecord, parse_driver_event, plausible_years
 from roadwatch.models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
@@ -84,7 +84,7 @@ def _install_driver_events(app, ctx, wim_handler) -> None:
             raw = event.value
             M.MESSAGES.labels(topic=T.DRIVER_EVENTS, direction="in").inc()
             try:
-                ev = parse_driver_event(raw)
+                ev = parse_driver_event(raw, years=plausible_years(ctx.cfg))
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.DRIVER_EVENTS, err.code, err.detail, raw)
                 continue
