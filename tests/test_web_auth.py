@@ -328,3 +328,46 @@ def test_username_and_password_rules(cfg):
         with pytest.raises(auth.AuthError):
             auth.check_username(bad)
     assert auth.check_username("值班员_1") == "值班员_1"
+
+
+# --- issue 13.5: atomic login limiting ------------------------------------------------------------------------
+
+def test_forty_parallel_guesses_get_at_most_the_limit_of_argon2_checks(cfg):
+    """The limit used to be checked before the argon2 check and failures recorded after it: 40 parallel
+    guesses gave 39 × 401 + 1 × 200. Now each attempt is reserved before argon2 runs."""
+    limit = 5
+    cfg2 = Config({k: cfg[k] for k in ("paths.data_dir", "web.argon2_time_cost", "web.argon2_memory_kib")}
+                  | {"web.login_max_failures": limit, "web.login_window_s": 300})
+    failures = auth.LOGINS.labels(result="failure")
+
+    async def main():
+        app, *_ = make_app(cfg2)
+        c = await _client(app)
+        try:
+            before = failures._value.get()
+            guesses = [login(c, "ops", f"guess number {i:02d}") for i in range(39)] + [login(c, "ops")]
+            statuses = [r.status for r in await asyncio.gather(*guesses)]
+            checked = failures._value.get() - before          # one argon2 verification per 401
+            assert statuses.count(401) <= limit and checked <= limit, statuses
+            assert statuses.count(401) + statuses.count(200) <= limit
+            assert statuses.count(429) >= 40 - limit
+            assert (await login(c, "ops")).status == 429        # locked, even with the right password
+        finally:
+            await c.close()
+    run(main())
+
+
+def test_limiter_reservation_counts_before_the_check_and_success_returns_it():
+    now = [0.0]
+    lim = auth.LoginLimiter(2, 60, clock=lambda: now[0])
+    keys = ["user:a", "addr:1"]
+    w1, s1 = lim.reserve(keys)
+    w2, s2 = lim.reserve(keys)
+    w3, s3 = lim.reserve(keys)                 # two attempts in flight already fill the limit
+    assert (w1, w2) == (0.0, 0.0) and w3 > 0 and s3 is None
+    lim.succeed(keys, s2)                      # the second one succeeded: its reservation is returned
+    assert lim.retry_after(["user:a"]) == 0    # the user's failures are forgotten
+    assert lim.retry_after(["addr:1"]) == 0    # the address keeps only the failed attempt (1 < 2)
+    now[0] = 1.0
+    assert lim.reserve(["user:b", "addr:1"])[0] == 0
+    assert lim.reserve(["user:c", "addr:1"])[0] > 0   # per address: 2 failures from it, whatever the user

@@ -216,7 +216,7 @@ async def api_login(request: web.Request) -> web.Response:
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         return _error(400, "bad_input", "username and password are required")
     keys = [f"user:{username.lower()}", f"addr:{request.remote}"]
-    wait = st.limiter.retry_after(keys)
+    wait, stamp = st.limiter.reserve(keys)     # atomic check-and-count, before the argon2 check
     if wait > 0:
         auth.LOGINS.labels(result="limited").inc()
         return _error(429, "too_many_attempts", f"try again in {int(wait) + 1} s",
@@ -224,11 +224,10 @@ async def api_login(request: web.Request) -> web.Response:
     user = await st.db.run(auth.get_user, username) if auth.USERNAME_RE.fullmatch(username) else None
     ok = await asyncio.get_running_loop().run_in_executor(
         None, auth.verify_password, user["pw_hash"] if user else None, password, st.cfg)
-    if not ok:
-        st.limiter.fail(keys)
+    if not ok:                                 # the reservation stays: it is the recorded failure
         auth.LOGINS.labels(result="failure").inc()
         return _error(401, "bad_credentials", "wrong user name or password")
-    st.limiter.succeed(keys[0])
+    st.limiter.succeed(keys, stamp)
     ttl = st.cfg["web.session_ttl_s"]
     token, sess = await st.db.run(auth.create_session, username, ttl)
     auth.LOGINS.labels(result="success").inc()
@@ -242,7 +241,9 @@ async def api_login(request: web.Request) -> web.Response:
 @any_session
 async def api_logout(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    await st.db.run(auth.delete_session, request.cookies.get(auth.COOKIE))
+    token = request.cookies.get(auth.COOKIE)
+    await st.db.run(auth.delete_session, token)
+    st.live.end_sessions(session_id=auth.token_hash(token or ""))
     resp = _json({"ok": True})
     resp.del_cookie(auth.COOKIE, path="/")
     return resp
@@ -356,10 +357,10 @@ async def api_stream(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     hub = st.live
     since = hub.parse_event_id(request.headers.get("Last-Event-ID") or request.query.get("since"))
-    sub = hub.subscribe(since)
+    token = request.cookies.get(auth.COOKIE)
+    sub = hub.subscribe(since, username=request[SESSION].username, session_id=auth.token_hash(token or ""))
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    token = request.cookies.get(auth.COOKIE)
     heartbeat = st.cfg["web.sse_heartbeat_s"]
     try:
         await resp.prepare(request)
@@ -378,7 +379,11 @@ async def api_stream(request: web.Request) -> web.StreamResponse:
                     break
                 await resp.write(b": keep-alive\n\n")
                 continue
-            if ev is None:
+            # the session is re-checked before every event (a user removed by `roadwatch users` in
+            # another process has no hook here); logout and user changes in this console end it at once
+            if ev is None or await st.db.run(auth.lookup_session, token) is None:
+                if ev is not None or sub.ended:
+                    await resp.write(sse_frame(None, "logout", {}))
                 break
             await resp.write(ev.wire)
     except (ConnectionError, asyncio.CancelledError):
@@ -689,6 +694,8 @@ async def api_user_save(request: web.Request) -> web.Response:
         result = await st.db.run(_save_user, username, role, password, st.cfg)
     except auth.AuthError as e:
         return _error(409 if e.code == "last_admin" else 400, e.code, e.detail)
+    if result == "updated":                    # role or password changed: its sessions were ended
+        st.live.end_sessions(username=username)
     return _json({"result": result, "username": username, "role": role})
 
 
@@ -699,6 +706,7 @@ async def api_user_delete(request: web.Request) -> web.Response:
         ok = await st.db.run(_remove_user, request.match_info["username"])
     except auth.AuthError as e:
         return _error(409, e.code, e.detail)
+    st.live.end_sessions(username=request.match_info["username"])
     return _json({"deleted": ok}) if ok else _error(404, "not_found", "no such user")
 
 
