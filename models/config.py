@@ -368,8 +368,14 @@ class Config:
     def __init__(self, values: dict[str, Any] | None = None, origins: dict[str, str] | None = None):
         self._values = {k: key.default for k, key in KEYS.items()}
         self._origin = {k: "default" for k in KEYS}
+        self.reads: set[str] | None = None      # names read, while ``record_reads()`` is on (tests)
         for k, v in (values or {}).items():
             self.set(k, v, (origins or {}).get(k, "override"))
+
+    def record_reads(self) -> set[str]:
+        """Start recording which keys are read (tests/test_config_honoured.py); returns the live set."""
+        self.reads = set()
+        return self.reads
 
     def set(self, name: str, value: Any, origin: str = "override") -> None:
         key = KEYS.get(name)
@@ -379,9 +385,13 @@ class Config:
         self._origin[name] = origin
 
     def __getitem__(self, name: str) -> Any:
+        if self.reads is not None:
+            self.reads.add(name)
         return self._values[name]
 
     def get(self, name: str, default: Any = None) -> Any:
+        if self.reads is not None:
+            self.reads.add(name)
         return self._values.get(name, default)
 
     def origin(self, name: str) -> str:

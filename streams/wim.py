@@ -44,7 +44,7 @@ class WimHandler:
     def __init__(self, ctx):
         self.ctx = ctx
         conn = open_archive(ctx.cfg.archive_path)
-        self.store = CaseStore(conn)
+        self.store = CaseStore(conn, ctx.cfg)
         self.counters = ArchiveCounters(conn)
         self.track = ArchiveTrack(conn)
         self.drivers = ArchiveDrivers(conn)

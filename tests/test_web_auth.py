@@ -102,9 +102,9 @@ def test_login_sets_strict_httponly_cookie_and_wrong_password_is_refused(cfg):
 def test_passwords_are_argon2id_hashes(cfg):
     row = open_archive(cfg.archive_path).execute("SELECT pw_hash FROM users WHERE username='ops'").fetchone()
     assert row[0].startswith("$argon2id$") and PASSWORD not in row[0]
-    assert auth.verify_password(row[0], PASSWORD)
-    assert not auth.verify_password(row[0], PASSWORD[:-1])
-    assert not auth.verify_password(None, PASSWORD)
+    assert auth.verify_password(row[0], PASSWORD, cfg)
+    assert not auth.verify_password(row[0], PASSWORD[:-1], cfg)
+    assert not auth.verify_password(None, PASSWORD, cfg)
     # production defaults: RFC 9106 low-memory profile (t=3, m=64 MiB); verification reads the stored cost
     h = auth.hash_password(PASSWORD, Config())
     assert h.startswith("$argon2id$v=19$m=65536,t=3,")
@@ -309,10 +309,10 @@ def test_first_admin_from_environment(tmp_path):
     make_app(cfg, env=env)
     conn = open_archive(cfg.archive_path)
     u = auth.get_user(conn, "chief")
-    assert u["role"] == "admin" and auth.verify_password(u["pw_hash"], "from the env 123")
+    assert u["role"] == "admin" and auth.verify_password(u["pw_hash"], "from the env 123", cfg)
     # an existing user's password is never reset from the environment
     make_app(cfg, env={**env, "ROADWATCH_ADMIN_PASSWORD": "a different one 456"})
-    assert auth.verify_password(auth.get_user(conn, "chief")["pw_hash"], "from the env 123")
+    assert auth.verify_password(auth.get_user(conn, "chief")["pw_hash"], "from the env 123", cfg)
     # nothing without both variables
     assert auth.ensure_admin_from_env(conn, cfg, {"ROADWATCH_ADMIN_USER": "x"}) is None
 

@@ -77,7 +77,7 @@ def _ranking(scores: dict[str, dict | None], names: Mapping[str, str], rates: Ma
     return {"top": best[:size], "bottom": worst[:size], "count": len(items)}
 
 
-def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
+def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
                          snapshot_ts: datetime | str) -> dict:
     """The monthly report as a JSON-ready dict.
 
@@ -86,7 +86,6 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
     rows alone (then the overload section says it is not available). ``snapshot_ts`` is stamped on every
     figure (the statistic time of §5.4). Raises ``models.records.InvalidRecord`` for a bad month.
     """
-    cfg = cfg or Config()
     parse_month(month)
     snapshot = format_ts(snapshot_ts) if isinstance(snapshot_ts, datetime) else str(snapshot_ts)
     n_trend = max(int(cfg["report.trend_months"]), 2)

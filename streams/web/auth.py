@@ -60,10 +60,9 @@ LOGINS = Counter("roadwatch_console_logins_total", "Console login attempts", ["r
 _HASHERS: dict[tuple[int, int], tuple[PasswordHasher, str]] = {}
 
 
-def _hasher(cfg: Config | None) -> tuple[PasswordHasher, str]:
+def _hasher(cfg: Config) -> tuple[PasswordHasher, str]:
     """The hasher for the configured cost, and a dummy hash of that cost: verified when the user does
     not exist, so a wrong name costs as much time as a wrong password."""
-    cfg = cfg or Config()
     key = (cfg["web.argon2_time_cost"], cfg["web.argon2_memory_kib"])
     if key not in _HASHERS:
         h = PasswordHasher(time_cost=key[0], memory_cost=key[1])
@@ -124,11 +123,11 @@ def check_password(password: str, cfg: Config) -> str:
     return password
 
 
-def hash_password(password: str, cfg: Config | None = None) -> str:
+def hash_password(password: str, cfg: Config) -> str:
     return _hasher(cfg)[0].hash(password)
 
 
-def verify_password(pw_hash: str | None, password: str, cfg: Config | None = None) -> bool:
+def verify_password(pw_hash: str | None, password: str, cfg: Config) -> bool:
     """Constant-ish time: a missing user still pays for one argon2 verification (the cost parameters are
     read from the stored hash, so changing the configured cost never locks anyone out)."""
     if not isinstance(password, str) or len(password) > MAX_PASSWORD_LEN:

@@ -770,7 +770,7 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     places = Places(registry)
     db = ArchiveDB(archive_path)
     db.call(auth.ensure_admin_from_env, cfg, env)     # also applies every registered schema
-    live.queue_max = cfg["web.sse_queue_max"]
+    live.configure(cfg)
     live.enrich = make_enricher(registry, places)
     data_dir = cfg.data_dir
     state = ConsoleState(

@@ -140,6 +140,11 @@ class LiveHub:
         # event ids are "<epoch>-<seq>": a client resuming against a restarted worker must reload
         self.epoch = secrets.token_hex(4)
 
+    def configure(self, cfg) -> None:
+        """Take the console's settings (``web.sse_queue_max``, ``web.live_ring_size``) from the given Config."""
+        self.queue_max = int(cfg["web.sse_queue_max"])
+        self._ring = deque(self._ring, maxlen=int(cfg["web.live_ring_size"]))
+
     # --- publishing (worker side) -------------------------------------------------------------------
     def publish_alert(self, alert: Any) -> None:
         self._dispatch("alert", _plain(alert))
