@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-
+from roadwatch.models.config import Config
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.cli import main
 from roadwatch.streams.web import auth
