@@ -1,6 +1,6 @@
 """Columnar ping batches: the wire format of the ``gps-pings`` topic.
 
-Faust costs ~0.25 ms per event whatever its size (shared/performance-notes.md), so producers (gateway,
+Faust costs ~0.25 ms per event whatever its size (docs/performance.md), so producers (gateway,
 simulators, replay) carry up to ``stream.batch_max_pings`` pings of ONE partition per Kafka record, as an
 orjson object of parallel lists::
 

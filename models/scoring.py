@@ -1,4 +1,4 @@
-"""联网联控 assessment scores (domain-rules.md §5.3 [S], 交运发〔2016〕160号 annex as transcribed).
+"""联网联控 assessment scores (docs/legal-basis.md §8, 交运发〔2016〕160号 annex as transcribed).
 
 Two tables, every weight and zero-score threshold a ``score.*`` key (provinces deviate):
 

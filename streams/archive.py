@@ -1,7 +1,7 @@
 """The durable archive (SQLite by default): what outlives the worker and the broker.
 
 The embedded broker keeps everything in memory and its changelog recovery can miss the newest updates
-(shared/embedded-broker-notes.md), so every output with legal weight is also written here with a
+(see streams/broker.py), so every output with legal weight is also written here with a
 deterministic primary key and upsert semantics: a replay writes the same rows again, never new ones.
 
 Each module that owns tables declares its DDL with ``register_schema`` next to the code that writes them;
