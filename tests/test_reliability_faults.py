@@ -140,10 +140,15 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
             p.close()
 
             # the fault is visible: not ready with the reason, counted, logged — and nothing is committed
-            status, body = _wait(lambda: (lambda s, b: (s, b) if s == 503 and b["faults"] else None)(*_health(port)),
-                                 60, "/healthz to report the fault")
-            assert "wim" in body["faults"] or "gps-snapshot" in body["faults"], body
-            assert any("No space left" in f["reason"] or "full" in f["reason"] for f in body["faults"].values()), body
+            paused: dict[str, str] = {}
+
+            def both_paused():
+                status, body = _health(port)
+                if status == 503:
+                    paused.update({k: v["reason"] for k, v in body["faults"].items()})
+                return {"wim", "gps-snapshot"} <= paused.keys()
+            _wait(both_paused, 60, "/healthz to report the WIM and GPS-snapshot faults")
+            assert all("No space left" in r or "full" in r for r in paused.values()), paused
             _wait(lambda: _metric(port, "roadwatch_internal_faults_total") >= 3, 30, "retries to be counted")
             time.sleep(3)                                   # several back-off rounds while the disk stays full
             held = committed_offsets(bootstrap, "roadwatch", list(end))
@@ -176,8 +181,78 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
             assert w.proc.poll() is None, "the worker died"
         finally:
             w.stop()
+    from roadwatch.models.evidence import verify_tree
+    problems = verify_tree(data / "evidence", data / "keys" / "trusted")
+    assert problems == {}, problems
+    links = sum(len(f.read_bytes().splitlines()) for f in (data / "evidence").glob("chain-*.jsonl"))
+    assert links == len(cases_exp)                    # one chain link per package, none lost to the full disk
     with capsys.disabled():
         print(f"\n[full disk] {len(readings)} WIM readings + {len(records)} ping batches sent onto a full "
-              f"{filled // 1024} KiB-filled tmpfs: {faults_during:.0f} failed attempts, 0 dead letters, "
+              f"{filled // 1024} KiB-filled tmpfs: paused {paused}; {faults_during:.0f} failed attempts, 0 dead letters, "
               f"{wim_done}/{wim_end} WIM offsets committed while full; after freeing space: "
               f"{len(verdicts)} verdicts, {len(cases)} cases, {len(alerts)} alerts = oracle")
+
+
+def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_path, monkeypatch, capsys):
+    """The evidence folder turns read-only (a remount after a disk error, a wrong mount option): cases cannot
+    get their signed package, so the WIM path pauses — in order, no reading skipped — and catches up as soon
+    as the folder is writable again. The archive itself stays writable throughout."""
+    data = tmp_path / "data"
+    ev = data / "evidence"
+    ev.mkdir(parents=True)
+    ro = subprocess.run(f"mount --bind {ev} {ev} && mount -o remount,bind,ro {ev}", shell=True,
+                        capture_output=True, text=True)
+    if ro.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {ro.stderr.strip()}")
+    mounted = True
+    registry = build_registry(30)
+    reg_path = tmp_path / "registry.json"
+    registry.dump(reg_path)
+    readings = build_wim_feed(registry)
+    verdicts_exp, cases_exp, _ = oracle_wim(readings, registry, oracle_config())
+    port = free_port()
+    settings = override_string({"paths.data_dir": str(data), "web.port": port,
+                                "faults.retry_initial_s": 0.1, "faults.retry_max_s": 0.5})
+    monkeypatch.setenv("ROADWATCH_SET", settings)
+    cfg = load_config(None)
+    try:
+        with kafka_bootstrap(cfg) as bootstrap:
+            w = WorkerProcess(bootstrap, registry_path=str(reg_path), env={"ROADWATCH_SET": settings})
+            try:
+                w.wait_ready(60)
+                end: dict[tuple[str, int], int] = {}
+                p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+                for r in readings:
+                    md = p.send(T.WIM_READINGS, key=r["plate"].encode(), value=orjson.dumps(r)).get(10)
+                    end[(md.topic, md.partition)] = max(end.get((md.topic, md.partition), 0), md.offset + 1)
+                p.close()
+                _, body = _wait(lambda: (lambda s, b: (s, b) if s == 503 and "wim" in b["faults"] else None)(
+                    *_health(port)), 60, "/healthz to report the WIM fault")
+                assert "Read-only file system" in body["faults"]["wim"]["reason"], body
+                time.sleep(2)
+                conn = open_archive(cfg.archive_path)
+                cases_while_ro = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+                held = committed_offsets(bootstrap, "roadwatch", list(end))
+                done_while_ro = sum(held.values())
+                assert cases_while_ro == 0 and done_while_ro < sum(end.values())
+                assert _dead_letters(bootstrap) == []
+                subprocess.run(["umount", str(ev)], check=True)
+                mounted = False
+                assert wait_consumed(bootstrap, end, timeout=90), "the worker did not resume"
+                _wait(lambda: _health(port)[0] == 200, 30, "/healthz to be ready again")
+                _, _, verdicts, cases, overload = archive_state(conn)
+                assert verdicts == verdicts_exp and cases == cases_exp
+                assert overload == {f"overload-{c}" for c in cases_exp}
+                assert _dead_letters(bootstrap) == []
+                attempts = _metric(port, "roadwatch_internal_faults_total")
+            finally:
+                w.stop()
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(ev)], capture_output=True)
+    from roadwatch.models.evidence import verify_tree
+    assert verify_tree(ev, data / "keys" / "trusted") == {}
+    with capsys.disabled():
+        print(f"\n[read-only evidence] {len(readings)} WIM readings: {done_while_ro} offsets committed and "
+              f"{cases_while_ro} cases while read-only, {attempts:.0f} failed attempts, 0 dead letters; after the "
+              f"remount: {len(verdicts)} verdicts, {len(cases)} cases = oracle, evidence verifies")
