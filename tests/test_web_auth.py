@@ -332,7 +332,7 @@ def test_username_and_password_rules(cfg):
 
 # --- issue 13.5: atomic login limiting ------------------------------------------------------------------------
 
-def test_forty_parallel_guesses_get_at_most_the_limit_of_argon2_checks(cfg):
+def test_forty_parallel_guesses_get_at_most_the_limit_of_argon2_checks(cfg, capsys):
     """The limit used to be checked before the argon2 check and failures recorded after it: 40 parallel
     guesses gave 39 × 401 + 1 × 200. Now each attempt is reserved before argon2 runs."""
     limit = 5
@@ -352,6 +352,10 @@ def test_forty_parallel_guesses_get_at_most_the_limit_of_argon2_checks(cfg):
             assert statuses.count(401) + statuses.count(200) <= limit
             assert statuses.count(429) >= 40 - limit
             assert (await login(c, "ops")).status == 429        # locked, even with the right password
+            with capsys.disabled():
+                print(f"\n[login race] 40 parallel logins (39 wrong, 1 right), limit {limit}: "
+                      f"{statuses.count(401)} × 401, {statuses.count(200)} × 200, {statuses.count(429)} × 429, "
+                      f"{checked:.0f} failed argon2 checks")
         finally:
             await c.close()
     run(main())
