@@ -49,8 +49,10 @@ def plausible_years(cfg) -> tuple[int, int]:
 def plausible_ms_range(years: tuple[int, int] | None = None) -> tuple[int, int]:
     """[first, last] epoch ms of the plausible years (for columnar batches and binary times)."""
     lo, hi = years or PLAUSIBLE_YEARS
-    first = datetime(lo, 1, 1, tzinfo=timezone.utc)
-    last = datetime(hi, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+    # the years are local years (as written with the time's own offset): widen by the extreme UTC offsets,
+    # so 2000-01-01T00:30+08:00 (1999 in UTC) passes both the ISO and the epoch-ms check
+    first = datetime(lo, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    last = datetime(hi, 12, 31, 23, 59, 59, 999000, tzinfo=timezone(timedelta(hours=-12)))
     return int(first.timestamp() * 1000), int(last.timestamp() * 1000)
 
 
