@@ -256,3 +256,53 @@ def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_p
         print(f"\n[read-only evidence] {len(readings)} WIM readings: {done_while_ro} offsets committed and "
               f"{cases_while_ro} cases while read-only, {attempts:.0f} failed attempts, 0 dead letters; after the "
               f"remount: {len(verdicts)} verdicts, {len(cases)} cases = oracle, evidence verifies")
+
+
+# --- the GPS snapshot transaction on a full archive (SQLite max_page_count), without the stack --------------
+
+def test_failed_snapshot_commit_keeps_everything_for_the_retry(tmp_path):
+    """`PRAGMA max_page_count` makes the archive full for the snapshot transaction. Before: the ROLLBACK after
+    SQLite's own rollback raised "cannot rollback - no transaction is active" (the worker crashed) and the
+    vehicle-day rows drained from the engine were lost for good. Now the flush fails cleanly, acknowledges
+    nothing, and the next flush writes exactly what a fault-free flush writes."""
+    from types import SimpleNamespace
+
+    import roadwatch.streams.cases  # noqa: F401 - registers the track_points table, as the worker does
+    from roadwatch.models.pingbatch import decode_batch
+    from roadwatch.streams.archive import close_all
+    from roadwatch.streams.gps import PartitionStates
+
+    registry = build_registry(30)
+    records = gps_records(build_gps_feed(30))
+
+    def run(data_dir, fail_first: bool):
+        cfg = oracle_config()
+        cfg.set("paths.data_dir", str(data_dir))
+        states = PartitionStates(SimpleNamespace(cfg=cfg, registry=registry))
+        acked = []
+        for part, _key, value in records:
+            e = states.get(part)
+            e.proc.process(decode_batch(value), now_ms=0)
+            e.pending_acks.append(SimpleNamespace(ack=lambda p=part: acked.append(p)))
+            e.dirty = True
+        conn = states.conn
+        if fail_first:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+            for p in list(states.entries):
+                with pytest.raises(Exception, match="full"):
+                    states.flush(p)
+                assert not conn.in_transaction and states.entries[p].dirty
+            assert acked == []                                   # nothing acknowledged, so nothing committed
+            conn.execute("PRAGMA max_page_count = 1073741823")
+        for p in list(states.entries):
+            states.flush(p)
+        rows = {(r["plate"], r["day"]): dict(r) for r in conn.execute(
+            "SELECT plate, day, pings, qualified, km_total, drift_points FROM vehicle_day")}
+        points = conn.execute("SELECT COUNT(*) FROM track_points").fetchone()[0]
+        return rows, points, len(acked)
+
+    clean = run(tmp_path / "clean", False)
+    faulty = run(tmp_path / "faulty", True)
+    close_all()
+    assert faulty == clean and clean[0] and clean[2] == len(records)
