@@ -97,6 +97,24 @@ def _dead_letters(bootstrap: str) -> list[dict]:
         c.close()
 
 
+def _start_worker(bootstrap, reg_path, settings: dict) -> tuple[WorkerProcess, int]:
+    """A ready worker; a web port taken by another process meanwhile (machines shared by parallel test runs)
+    is retried with another free port, up to three times."""
+    for attempt in range(3):
+        if attempt:
+            settings = dict(settings, **{"web.port": free_port()})
+        w = WorkerProcess(bootstrap, registry_path=str(reg_path),
+                          env={"ROADWATCH_SET": override_string(settings)})
+        try:
+            w.wait_ready(60)
+            return w, settings["web.port"]
+        except RuntimeError:
+            w.stop()
+            if not any("address already in use" in ln for ln in w.lines) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_full_disk_loses_no_reading_and_recovers_by_itself(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     if not _mount_tmpfs(data, 24):
@@ -118,15 +136,13 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
     alerts_exp, rows_exp = oracle_gps(pings, registry, cfg0)
     verdicts_exp, cases_exp, _ = oracle_wim(readings, registry, cfg0)
 
-    port = free_port()
-    settings = override_string({"paths.data_dir": str(data), "web.port": port,
-                                "faults.retry_initial_s": 0.1, "faults.retry_max_s": 1.0})
-    monkeypatch.setenv("ROADWATCH_SET", settings)
+    base = {"paths.data_dir": str(data), "faults.retry_initial_s": 0.1, "faults.retry_max_s": 1.0}
+    monkeypatch.setenv("ROADWATCH_SET", override_string(base))
     cfg = load_config(None)
     with kafka_bootstrap(cfg) as bootstrap:
-        w = WorkerProcess(bootstrap, registry_path=str(reg_path), env={"ROADWATCH_SET": settings})
+        # the web port is chosen after the broker took its ports
+        w, port = _start_worker(bootstrap, reg_path, dict(base, **{"web.port": free_port()}))
         try:
-            w.wait_ready(60)
             filler = data / "filler.bin"
             filled = _fill(filler)
             end: dict[tuple[str, int], int] = {}
@@ -210,16 +226,14 @@ def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_p
     registry.dump(reg_path)
     readings = build_wim_feed(registry)
     verdicts_exp, cases_exp, _ = oracle_wim(readings, registry, oracle_config())
-    port = free_port()
-    settings = override_string({"paths.data_dir": str(data), "web.port": port,
-                                "faults.retry_initial_s": 0.1, "faults.retry_max_s": 0.5})
-    monkeypatch.setenv("ROADWATCH_SET", settings)
+    base = {"paths.data_dir": str(data), "faults.retry_initial_s": 0.1, "faults.retry_max_s": 0.5}
+    monkeypatch.setenv("ROADWATCH_SET", override_string(base))
     cfg = load_config(None)
     try:
         with kafka_bootstrap(cfg) as bootstrap:
-            w = WorkerProcess(bootstrap, registry_path=str(reg_path), env={"ROADWATCH_SET": settings})
+            # the web port is chosen after the broker took its ports
+            w, port = _start_worker(bootstrap, reg_path, dict(base, **{"web.port": free_port()}))
             try:
-                w.wait_ready(60)
                 end: dict[tuple[str, int], int] = {}
                 p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
                 for r in readings:
