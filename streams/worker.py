@@ -89,7 +89,7 @@ def _install_driver_events(app, ctx, wim_handler) -> None:
                 await send_dead_letter(dlq, T.DRIVER_EVENTS, err.code, err.detail, raw)
                 continue
             # an internal fault pauses and retries this event (streams/retry.py), never drops it
-            await ctx.faults.retry_until_ok("driver-events", wim_handler.store.record_driver_event,
+            await ctx.faults.retry_until_ok("driver-events", wim_handler.drivers.record_driver_event,
                                             ev.plate, ev.ts, ev.event, ev.driver_id)
 
 

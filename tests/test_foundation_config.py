@@ -139,6 +139,6 @@ def test_every_source_points_to_an_existing_section_of_the_legal_basis():
         assert "domain-rules" not in k.source, k.name
         if k.source.startswith("ops"):
             continue                          # operational settings: §10
-        m = re.match(r"docs/legal-basis\.md §(\d+) \(.+\)$", k.source)
+        m = re.match(r"docs/legal-basis\.md §(\d+)(?:\.\d+)* \(.+\)$", k.source)
         assert m, f"{k.name}: source {k.source!r} does not point to a section of docs/legal-basis.md"
         assert int(m.group(1)) in sections, k.name
