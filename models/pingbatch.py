@@ -50,7 +50,6 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000, *, years: tuple[int, in
     as one unit; the schema is ``models.pingschema``). ``years``: the plausible years
     (``models.timerange.plausible_years(cfg)``; default 2000–2100)."""
     d = loads_object(raw, max_bytes)
-    ts_min, ts_max = plausible_ms_range(years)
     if d.get("schema") != SCHEMA:
         if "schema" in d:
             raise InvalidRecord("bad_schema", f"unknown ping schema {d.get('schema')!r}")

@@ -1,7 +1,9 @@
 """Every configured value is honoured (issue 12.7): a config that changes every key is handed to the real
 components — the worker as it is assembled, its console and health server, the JT/T 808 gateway, the GPS
 engine on a feed that raises every alert type, the overload assessment with evidence, the case workflow and
-the monthly report — and every key must be read from that Config. A key that nobody reads, or a component
+the monthly report, a case taken to a decision with its Art. 66 proposal, late-data resolution and
+`evidence verify` — and every key must be read from that Config (the one key read only where a command
+starts its event loop is checked in that command's source). A key that nobody reads, or a component
 that builds its own default Config instead of taking the given one, fails the test.
 """
 from __future__ import annotations
@@ -58,6 +60,7 @@ def changed_config(tmp_path) -> Config:
     values["web.port"] = free_port()                                           # servers really start
     values["gateway.port"] = free_port()
     values["axle.check_enabled"] = True        # stays on: it gates the axle-table keys (read at the gate)
+    values["art66.vehicle_driver_threshold"] = 0   # one decided case escalates: the proposal workflow runs
     values["web.argon2_memory_kib"] = 1024                                     # keep the hash cheap
     values["web.argon2_time_cost"] = 1
     return Config(values)
@@ -176,6 +179,26 @@ async def _exercise(cfg: Config, tmp_path) -> None:
             ("苏A10001", 30000.0, [3.0], "S2"), ("苏A10001", 19500.0, [3.0], "S1"))):
         wim.handle(parse_wim_reading(orjson.dumps(_reading(plate, gross, t1 + timedelta(minutes=10 * k),
                                                            spacings, station))), "p0")
+    # the case workflow to a decision, the Art. 66 view and its proposal, late-data resolution
+    store = wim.store
+    fine = conn.execute("SELECT case_id FROM cases WHERE action='fine' ORDER BY case_id LIMIT 1").fetchone()[0]
+    day = T0 + timedelta(days=1)
+    for action, at in (("confirm", day), ("file", day), ("notify", day + timedelta(days=1)),
+                       ("decide", day + timedelta(days=2 + int(cfg["case.statement_days"]))),
+                       ("serve", day + timedelta(days=3 + int(cfg["case.statement_days"])))):   # art66.counts_from
+        store.act(fine, action, "officer", "test", at=at.isoformat())
+    assert store.escalations((T0 + timedelta(days=12)).isoformat())
+    (proposal,) = [p for p in store.proposals() if fine in p["basis"]["case_ids"]][:1]
+    store.act_proposal(proposal["proposal_id"], "legal_review", "officer", "test",
+                       at=(T0 + timedelta(days=13)).isoformat())
+    store.resolve_pending(reg)
+    # `roadwatch evidence verify` with this config (trusted keys from evidence.trusted_keys_dir)
+    import argparse
+    from roadwatch.streams import evidence_cmd
+    trusted = tmp_path / "trusted"
+    trusted.mkdir(mode=0o700)
+    cfg.set("evidence.trusted_keys_dir", str(trusted))
+    assert evidence_cmd.run(argparse.Namespace(path=str(ctx.data_dir / "evidence"), keys=None), cfg) in (0, 1)
     # a live feed: the month closes by the wall clock once it has passed
     entry.proc.watermark = int(time.time() * 1000)
     # the console as the worker serves it: login, me, a case confirmed, the live stream, /healthz
@@ -190,7 +213,8 @@ async def _exercise(cfg: Config, tmp_path) -> None:
         assert r.cookies[auth.COOKIE]["secure"]               # web.cookie_secure = true: sent over HTTPS only,
         jar = {"Cookie": f"{auth.COOKIE}={r.cookies[auth.COOKIE].value}"}   # so this test hands it on itself
         assert (await c.get("/api/me", headers=jar)).status == 200
-        case_id = conn.execute("SELECT case_id FROM cases WHERE action='fine' LIMIT 1").fetchone()[0]
+        case_id = conn.execute("SELECT case_id FROM cases WHERE action='fine' AND case_id != ? LIMIT 1",
+                               (fine,)).fetchone()[0]
         for action in ("review", "confirm"):
             r = await c.post(f"/api/cases/{case_id}/actions", json={"action": action},
                              headers={auth.CSRF_HEADER: csrf, **jar})
@@ -200,9 +224,11 @@ async def _exercise(cfg: Config, tmp_path) -> None:
         assert (await c.get("/healthz")).status in (200, 503)
     finally:
         await c.close()
+    cfg.set("web.port", free_port())              # a port free right now (parallel test runs share the machine)
     runner = await start_web(app, ctx)            # on the configured web.port
     await runner.cleanup()
     # the gateway on the configured gateway.port
+    cfg.set("gateway.port", free_port())
     server = await serve(cfg, reg, MemoryPublisher(), host="127.0.0.1")
     await server.gateway.aclose()
     from types import SimpleNamespace
@@ -219,9 +245,19 @@ async def _exercise(cfg: Config, tmp_path) -> None:
     ctx.faults.clear("test")
 
 
+# Keys read only where a command starts its event loop (before any component exists): checked statically —
+# the command's module reads the key from the Config it was given.
+READ_BY_COMMAND_START = {"gateway.event_loop": "streams/jt808/gateway.py"}
+
+
 def test_every_key_is_read_by_the_components_it_is_given_to(tmp_path):
+    from pathlib import Path
     cfg = changed_config(tmp_path)
     reads = cfg.record_reads()
     asyncio.run(_exercise(cfg, tmp_path))
+    root = Path(__file__).resolve().parents[1]
+    for key, module in READ_BY_COMMAND_START.items():
+        assert f'cfg["{key}"]' in (root / module).read_text(encoding="utf-8"), key
+        reads.add(key)
     unread = sorted(set(KEYS) - reads)
     assert unread == [], f"{len(unread)} configured key(s) never read by the real code paths: {unread}"
