@@ -55,7 +55,9 @@ FIELDS: dict[str, Field] = {
     "status_flags": Field("int", False, 0, lo=0, hi=0xFFFFFFFF),
     "reupload": Field("bool", False, False),
     "driver_id": Field("text", False, None, hi=64),
-    "mileage_km": Field("float", False, None, lo=0.0, hi=1e8),
+    # JT/T 808 0x01: a DWORD of 0.1 km — anything up to its wire maximum is a value a terminal can send (the
+    # gateway fuzz target found batches the gateway published and this schema then refused whole)
+    "mileage_km": Field("float", False, None, lo=0.0, hi=429_496_729.5),
     "jt808_version": Field("int", False, 0, lo=0, hi=2100),   # 2011/2013/2019; 0 = not known
     "recv_ts": Field("time", False, None),
 }

@@ -220,9 +220,12 @@ class GatewayTarget:
         reg = parse_registry({"enterprises": [{"enterprise_id": "E1", "name": "甲运输"}],
                               "vehicles": [{"plate": self.PLATE, "plate_color": self.COLOR, "category": "普通货车",
                                             "enterprise_id": "E1", "terminal_id": self.TID}]})
-        # no rate limit and generous timeouts: the fuzzer must reach the parsers, not the abuse guards
+        # no rate limit and generous timeouts: the fuzzer must reach the parsers, not the abuse guards; the
+        # identity store (issued auth codes) lives in a temporary archive
+        self.tmp = tempfile.mkdtemp(prefix="roadwatch-fuzz-gw-")
         self.cfg = Config({"gateway.max_frames_per_s": 100_000, "gateway.idle_timeout_s": 600.0,
-                           "stream.batch_max_ms": 50})
+                           "gateway.max_auth_failures": 1000, "stream.batch_max_ms": 50,
+                           "paths.data_dir": self.tmp})
         self.publisher = MemoryPublisher()
         self.port = free_port()
         self.errors: list[str] = []
@@ -251,6 +254,7 @@ class GatewayTarget:
         self.sock = None
         self.serial = 0
         self.authenticated = 0
+        self.code = ""            # issued once at registration, then reused on every reconnection
 
     # --- the terminal side ---------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -259,17 +263,31 @@ class GatewayTarget:
             self.sock.close()
         self.sock = self.socket.create_connection(("127.0.0.1", self.port), timeout=10)
         self.buf = bytearray()
-        reg = self._exchange(c.build_frame(0x0100, self.TID, self._next(), c.encode_registration(self.PLATE, self.COLOR)))
-        code = ""
+        if self.code and self._authenticate():
+            return
+        # first connection, or the code was revoked (a fuzzed deregistration went through): register again
+        reg = self._exchange(c.build_frame(0x0100, self.TID, self._next(),
+                                           c.encode_registration(self.PLATE, self.COLOR)))
+        self.code = ""
         for mid, body in reg:
             if mid == c.REGISTRATION_RESPONSE and len(body) >= 3 and body[2] == 0:
-                code = body[3:].decode("ascii", "replace")
-        if not code:
+                self.code = body[3:].decode("ascii", "replace")
+        if not self.code:
             raise GatewayCrash(f"registration refused: {reg!r}")
-        auth = self._exchange(c.build_frame(0x0102, self.TID, self._next(), c.encode_authentication(code)))
-        if not any(mid == c.PLATFORM_RESPONSE and len(body) >= 5 and body[4] == 0 for mid, body in auth):
-            raise GatewayCrash(f"authentication refused: {auth!r}")
-        self.authenticated += 1
+        if not self._authenticate():
+            raise GatewayCrash("authentication refused with the code just issued")
+
+    def _authenticate(self) -> bool:
+        c = self.c
+        try:
+            auth = self._exchange(c.build_frame(0x0102, self.TID, self._next(), c.encode_authentication(self.code)))
+        except ConnectionError:              # a refused code may close the connection: open a new one
+            self.sock = self.socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            self.buf = bytearray()
+            return False
+        ok = any(mid == c.PLATFORM_RESPONSE and len(body) >= 5 and body[4] == 0 for mid, body in auth)
+        self.authenticated += ok
+        return ok
 
     def _next(self) -> int:
         self.serial = (self.serial + 1) & 0xFFFF
@@ -306,11 +324,25 @@ class GatewayTarget:
             self.sock = None                 # closed by the gateway (e.g. an oversize frame): a rejection
             self._check()
             raise InvalidRecord("connection_closed", "the gateway closed the connection") from None
+        finally:
+            self._identity_frame(data)
         self._check()
         results = [b[4] for mid, b in replies if mid == self.c.PLATFORM_RESPONSE and len(b) >= 5]
         if results and all(r == 0 for r in results):
             return replies
         raise InvalidRecord(f"result_{results[0]}" if results else "no_answer", "refused by the gateway")
+
+    def _identity_frame(self, data: bytes) -> None:
+        """A fuzzed registration, authentication or deregistration may change this terminal's standing (a
+        deregistration revokes its code): start the next input from a fresh, authenticated connection."""
+        try:
+            msg_id = self.c.parse_frame(data).msg_id
+        except self.c.Jt808Error:
+            return
+        if msg_id in (0x0100, 0x0102, 0x0003):
+            if self.sock is not None:
+                self.sock.close()
+            self.sock = None                 # (a deregistration may have revoked the code: _connect sees)
 
     def _check(self) -> None:
         from roadwatch.models.pingbatch import decode_batch
@@ -337,7 +369,9 @@ class GatewayTarget:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         import logging
+        import shutil
         logging.getLogger("roadwatch").removeHandler(self._handler)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def target(self) -> Target:
         c = self.c
