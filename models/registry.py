@@ -18,7 +18,7 @@ from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLOR
 MAX_REGISTRY_BYTES = 512 * 1024 * 1024
 SECTIONS = ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations")
 # every top-level key a registry may hold: a misspelt one (e.g. "vehicle") would silently drop its entries
-TOP_LEVEL_KEYS = ("region", *SECTIONS)
+TOP_LEVEL_KEYS = ("region", *SECTIONS, "permits")      # permits: read by models/permits.py
 
 
 class RegistryError(ValueError):
