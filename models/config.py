@@ -246,6 +246,27 @@ _k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
 
+# --- JT/T 809 platform link (streams/jt809) ---------------------------------------------------------
+_k("jt809.port", 7809, "ops", "JT/T 809 main-link TCP port (lower platforms connect here)", lo=0, hi=65535)
+_k("jt809.platforms_file", "", "ops",
+   "TOML file of [[platform]] tables: name, center_id, user_id, password, protocol (2011|2019), "
+   "cipher = \"M1,IA1,IC1\" (optional), encrypt_downlink; empty = no platform may log in")
+_k("jt809.auth_timeout_s", 30.0, "ops", "close a main link that has not logged in (0x1001) within this time",
+   lo=1, hi=3600)
+_k("jt809.idle_timeout_s", 180.0, "ops",
+   "close a main link silent this long (lower platforms send 0x1005 heartbeats, typically every 60 s)", lo=5, hi=86400)
+_k("jt809.max_frame_bytes", 65536, "ops", "largest accepted JT/T 809 frame (as received)", lo=64, hi=16_777_216)
+_k("jt809.max_connections", 200, "ops", "concurrent main-link connections", lo=1, hi=100_000)
+_k("jt809.slave_link", True, "ops", "open the slave link (0x9001) back to the lower platform after its login")
+_k("jt809.slave_heartbeat_s", 60.0, "ops", "slave-link heartbeat (0x9005) interval", lo=1, hi=3600)
+_k("jt809.slave_connect_timeout_s", 10.0, "ops", "slave-link connect and answer timeout", lo=0.1, hi=600)
+_k("jt809.inspection_answer_minutes", 10, "§5.2 [P]",
+   "查岗 answer deadline sent in 0x9301 (2019 ANSWER_TIME, minutes); a later 0x1301 counts as late, not answered",
+   lo=1, hi=255)
+_k("jt809.queue_poll_s", 1.0, "ops", "how often the link server picks up inspections queued by the console/CLI",
+   lo=0.05, hi=60)
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

@@ -142,6 +142,16 @@ def _code(name: str) -> Callable[[bytes, int], dict]:
     return dec
 
 
+def encode_verify(verify_code: int) -> bytes:
+    """0x9001 / 0x9003 body: the verify code the 0x1002 answer issued."""
+    return struct.pack(">I", verify_code & 0xFFFFFFFF)
+
+
+def encode_code(code: int) -> bytes:
+    """0x1007 / 0x1008 / 0x9002 / 0x9007 / 0x9008 body: one result or reason byte."""
+    return bytes([code & 0xFF])
+
+
 def _verify(b: bytes, proto: int) -> dict:
     return {"verify_code": _R(b, "verify code").u32()}
 
