@@ -149,8 +149,9 @@ def split_frames(buffer: bytearray, max_frame_bytes: int | None = None) -> list[
 
     Frames are delimited by MSG_LENGTH (un-escaped frame size): the frame ends at the raw byte where
     MSG_LENGTH says, if that byte is 0x5D (senders that do not escape, or nothing to escape); else where
-    MSG_LENGTH un-escaped bytes end, if a 0x5D follows (escaping senders); else at the next 0x5D (a wrong
-    MSG_LENGTH — ``parse_frame`` then decides). Bytes before a 0x5B are line noise and dropped. An
+    MSG_LENGTH un-escaped bytes end, if a 0x5D follows (escaping senders); else at the next 0x5D if the
+    CRC holds up to there (a wrong MSG_LENGTH), or once MSG_LENGTH bytes have arrived (a bad frame:
+    ``parse_frame`` says why). Bytes before a 0x5B are line noise and dropped. An
     unfinished frame stays in ``buffer``; one longer than ``max_frame_bytes`` raises ``frame_too_large``."""
     frames: list[bytes] = []
     pos, n = 0, len(buffer)
@@ -167,19 +168,25 @@ def split_frames(buffer: bytearray, max_frame_bytes: int | None = None) -> list[
             break
         length = int.from_bytes(head[0], "big")
         end = -1
-        if MIN_FRAME <= length <= (max_frame_bytes or 1 << 24):
+        if not MIN_FRAME <= length <= (max_frame_bytes or 1 << 24):
+            length = MIN_FRAME                            # unusable MSG_LENGTH: only the next 0x5D can end it
+        else:
             if s + length <= n and buffer[s + length - 1] == END:
                 end = s + length - 1
             else:
                 body = _unescaped_prefix(buffer, s + 1, length - 2)
                 if body is not None and body[1] < n and buffer[body[1]] == END:
                     end = body[1]
-                elif s + length > n and (body is None or body[1] >= n):
-                    pos = s                               # not all there yet
-                    break
-        if end < 0:                                       # MSG_LENGTH unusable: the next 0x5D ends it
-            end = buffer.find(END, s + 1)
-            if end < 0:
+        if end < 0:                                       # MSG_LENGTH does not delimit it: the next 0x5D …
+            nxt = buffer.find(END, s + 1)
+            if nxt >= 0 and _crc_holds(bytes(buffer[s + 1:nxt])):
+                end = nxt                                 # … when the CRC holds up to there
+            elif s + length > n and (max_frame_bytes is None or n - s <= max_frame_bytes):
+                pos = s                                   # not all there yet
+                break
+            elif nxt >= 0:
+                end = nxt                                 # a bad frame: parse_frame will say why
+            else:
                 pos = s
                 break
         frame = bytes(buffer[s:end + 1])
@@ -194,6 +201,19 @@ def split_frames(buffer: bytearray, max_frame_bytes: int | None = None) -> list[
         del buffer[:]
         raise Jt809Error("frame_too_large", f"unterminated frame of {size} bytes exceeds {max_frame_bytes}")
     return frames
+
+
+def _crc_holds(inner: bytes) -> bool:
+    """Does the CRC of a candidate frame (between the flags) hold, un-escaped or as received?"""
+    for cand in (inner, None):
+        if cand is None:
+            try:
+                cand = unescape(inner)
+            except Jt809Error:
+                return False
+        if len(cand) >= HEADER_2011 + 2 and crc16(cand[:-2]) == int.from_bytes(cand[-2:], "big"):
+            return True
+    return False
 
 
 # --- header --------------------------------------------------------------------------------------------
