@@ -215,7 +215,8 @@ _k("score.ent_overspeed_weight", 20.0, "§5.3 [S]",
    "enterprise: 平均超速次数 weight; x ≤ A: w/2 + (A−x)/A·w/2, A < x < 2A: (2A−x)/A·w/2, x ≥ 2A: 0")
 _k("score.ent_fatigue_weight", 20.0, "§5.3 [S]", "enterprise: 平均疲劳驾驶时长 weight (same A / 2A curve)")
 _k("score.ent_check_weight", 10.0, "§5.3 [S]",
-   "enterprise: 平台查岗响应率 weight (no 查岗 data in the archive: not assessed, excluded from max points)")
+   "enterprise: 平台查岗响应率 weight (rate of the JT/T 809 platform forwarding its vehicles; "
+   "not assessed and excluded from max points when there is none)")
 # --- console (streams/web) ------------------------------------------------------------------------
 _k("web.sse_queue_max", 1000, "ops", "events queued per live-feed client; a client that falls further behind is dropped")
 _k("web.sse_heartbeat_s", 15.0, "ops", "live-feed keep-alive comment interval (also re-checks the session)")

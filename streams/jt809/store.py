@@ -197,7 +197,8 @@ def inspections_between(conn: sqlite3.Connection, start: float, end: float, now:
     out = []
     for r in cur.fetchall():
         d = dict(zip(names, r))
-        d["status"] = inspection_status(d["sent_ts"], d["deadline_ts"], d["answered_ts"], bool(d["delivered"]), now)
+        answered = d["answered_ts"] if d["answered_ts"] is not None and d["answered_ts"] <= now else None
+        d["status"] = inspection_status(d["sent_ts"], d["deadline_ts"], answered, bool(d["delivered"]), now)
         out.append(d)
     return out
 
