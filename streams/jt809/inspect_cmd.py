@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", default="cli", help="who asked (archived)")
 
 
-def queue(cfg: Config, target: str, question: str, minutes: int | None, operator: str) -> list[tuple[int, str]]:
+def queue(cfg: Config, target: str, question: str, minutes: int | None, operator: str,
+          conn=None) -> list[tuple[int, str]]:
     """→ [(centre id, inspection id)]. Raises ValueError for an unknown platform or a bad question."""
     platforms = load_platforms(cfg)
     if target == "all":
@@ -44,7 +45,7 @@ def queue(cfg: Config, target: str, question: str, minutes: int | None, operator
     mins = cfg["jt809.inspection_answer_minutes"] if minutes is None else minutes
     if not 1 <= mins <= 255:
         raise ValueError("answer deadline must be 1–255 minutes")
-    conn = open_archive(cfg.archive_path)
+    conn = conn if conn is not None else open_archive(cfg.archive_path)
     now = time.time()
     return [(c, store.queue_inspection(conn, c, question, now, operator, mins)) for c in centers]
 

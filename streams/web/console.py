@@ -414,8 +414,16 @@ def _track_point(p: dict) -> dict:
 async def api_vehicles(request: web.Request) -> web.Response:
     st = request.app[STATE]
     vs = st.fleet.vehicles()
-    return _json({"ts": format_ts(datetime.now(timezone.utc)),
-                  "vehicles": [_vehicle_row(v, st.registry) for v in vs]})
+    rows = [_vehicle_row(v, st.registry) for v in vs]
+    platforms = await st.db.run(_vehicle_platforms)
+    for row in rows:
+        row["platform"] = platforms.get(row["plate"])      # JT/T 809 centre id that forwards it (None: direct)
+    return _json({"ts": format_ts(datetime.now(timezone.utc)), "vehicles": rows})
+
+
+def _vehicle_platforms(conn) -> dict[str, int]:
+    from .platforms_api import vehicle_platforms
+    return vehicle_platforms(conn)
 
 
 async def api_vehicle(request: web.Request) -> web.Response:
@@ -434,6 +442,7 @@ async def api_vehicle(request: web.Request) -> web.Response:
     info = rv.asdict() if rv is not None else {"plate": plate}
     ent = st.registry.enterprises.get(info.get("enterprise_id", ""))
     info["enterprise"] = ent.name if ent else ""
+    info["platform"] = (await st.db.run(_vehicle_platforms)).get(plate)
     return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None,
                   "track": [_track_point(p) for p in st.fleet.track(plate)],
                   "alerts": sorted(alerts.values(), key=lambda a: str(a.get("start_ts")), reverse=True)[:20]})
@@ -805,6 +814,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_get("/api/users", api_users)
     r.add_post("/api/users", api_user_save)
     r.add_delete("/api/users/{username}", api_user_delete)
+    from .platforms_api import add_routes as add_platform_routes   # JT/T 809 platforms (streams/jt809)
+    add_platform_routes(r)
     state.own_handlers = frozenset(route.handler for route in r.routes())
     return app
 
