@@ -61,8 +61,10 @@ class Received:
 
 
 class LowerPlatform:
-    def __init__(self, spec: PlatformSpec, clock=None):
+    def __init__(self, spec: PlatformSpec, clock=None, auto_answer: bool = False):
         self.spec = spec
+        self.auto_answer = auto_answer        # wall-clock runs: answer inspections by itself (delay in real s)
+        self.answered = 0
         self.clock = clock
         self.rng = random.Random(spec.seed)
         self.sn = 0
@@ -98,7 +100,12 @@ class LowerPlatform:
     def _dispatch(self, r: Received) -> None:
         if r.msg_id == m.DOWN_PLATFORM_MSG and r.fields.get("data_type") == "0x9301":
             self.inspections_seen += 1
-            self.inspections.put_nowait(r)
+            if self.auto_answer:
+                delay = self.decide_delay()
+                if delay is not None:
+                    asyncio.get_running_loop().call_later(delay, self._answer_now, r)
+            else:
+                self.inspections.put_nowait(r)
         for fut in self._waiters.pop(r.msg_id, []):
             if not fut.done():
                 fut.set_result(r)
@@ -202,6 +209,11 @@ class LowerPlatform:
         body = m.encode_query_ack(f["object_type"], f["object_id"], text, self.spec.protocol, info_id=f["info_id"],
                                   source_msg_sn=req.sn, responder="值班员", responder_tel="13800000000")
         self.send(m.PLATFORM_MSG, m.encode_without_vehicle(m.POST_QUERY_ACK, body))
+
+    def _answer_now(self, req: Received) -> None:
+        if self.writer is not None:
+            self.answer(req)
+            self.answered += 1
 
     def decide_delay(self) -> float | None:
         """Answer delay for the next inspection (None = never answered)."""
@@ -323,3 +335,56 @@ async def _wait_slave(lower: LowerPlatform) -> None:
 
 async def _wait_offline(server, center_id: int) -> None:
     await _wait_for(lambda: center_id not in server.online)
+
+
+# --- forwarding a scenario's feed in real time ---------------------------------------------------------
+
+def plan_feed(built, day_shift_s: int) -> list[tuple[int, int, str, list[dict]]]:
+    """A scenario's fixes as the lower platform forwards them: ``(recv_s, vid, kind, pings)`` in receipt
+    order, kind ``pings`` (live 0x1202) or ``reupload`` (0x1203); times shifted by ``day_shift_s``."""
+    cols = built.pings
+    vehicles = list(built.registry.vehicles.values())
+    out: list[tuple[int, int, str, list[dict]]] = []
+    if not cols:
+        return out
+    for i in range(len(cols["vid"])):
+        vid = int(cols["vid"][i])
+        v = vehicles[vid]
+        p = {"plate": v.plate, "plate_color": v.plate_color, "lat": float(cols["lat"][i]), "lon": float(cols["lon"][i]),
+             "speed_kmh": float(cols["speed_kmh"][i]), "heading": int(cols["heading"][i]) % 65536,
+             "altitude_m": float(cols["altitude_m"][i]), "alarm_flags": int(cols["alarm_flags"][i]),
+             "status_flags": int(cols["status_flags"][i]), "ts": (int(cols["ts"][i]) + day_shift_s) * 1000,
+             "mileage_km": float(cols["mileage_km"][i])}
+        kind = "reupload" if cols["reupload"][i] else "pings"
+        out.append((int(cols["recv_ts"][i]) + day_shift_s, vid, kind, [p]))
+    out.sort(key=lambda e: e[0])
+    merged: list[tuple[int, int, str, list[dict]]] = []
+    for t, vid, kind, ps in out:          # re-uploads of one vehicle received together: groups of ≤ 5
+        last = merged[-1] if merged else None
+        if (kind == "reupload" and last and last[2] == "reupload" and last[1] == vid and last[0] == t
+                and len(last[3]) < 5):
+            last[3].extend(ps)
+        else:
+            merged.append((t, vid, kind, list(ps)))
+    return merged
+
+
+async def forward_feed(built, host: str, port: int, specs: list[PlatformSpec], day_shift_s: int,
+                       frames_per_barrier: int = 200) -> dict:
+    """Forward every fix of ``built`` as fast as the link takes it; vehicle ``vid`` goes through platform
+    ``specs[vid % len(specs)]`` (each logs in first; inspections are answered by itself)."""
+    lowers = [LowerPlatform(s, auto_answer=True) for s in specs]
+    for lp in lowers:
+        if await lp.connect(host, port) != 0:
+            raise ConnectionError(f"platform {lp.spec.center_id}: login refused")
+    sent = [0] * len(lowers)
+    pings = 0
+    for _t, vid, kind, ps in plan_feed(built, day_shift_s):
+        k = vid % len(lowers)
+        sent[k] += lowers[k].send_positions(ps, kind == "reupload")
+        pings += len(ps)
+        if sent[k] % frames_per_barrier == 0:
+            await lowers[k].barrier()
+    for lp in lowers:
+        await lp.barrier()
+    return {"platforms": lowers, "frames": sum(sent), "pings": pings}
