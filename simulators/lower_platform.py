@@ -66,7 +66,8 @@ class LowerPlatform:
         self.auto_answer = auto_answer        # wall-clock runs: answer inspections by itself (delay in real s)
         self.answered = 0
         self.clock = clock
-        self.rng = random.Random(spec.seed)
+        self.rng = random.Random(spec.seed)              # encryption keys
+        self.answer_rng = random.Random(spec.seed)       # miss decisions (platform_scenario replays them)
         self.sn = 0
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -217,7 +218,7 @@ class LowerPlatform:
 
     def decide_delay(self) -> float | None:
         """Answer delay for the next inspection (None = never answered)."""
-        if self.rng.random() < self.spec.miss_rate:
+        if self.answer_rng.random() < self.spec.miss_rate:
             return None
         return self.spec.answer_delay_s
 
@@ -257,47 +258,71 @@ class LowerPlatform:
 class Event:
     t: float
     order: int
-    kind: str = field(compare=False)          # login | drop | logout | pings | reupload | inspect
+    kind: str = field(compare=False)          # login | drop | logout | pings | reupload | inspect | answer
     payload: Any = field(compare=False, default=None)
+    center: int | None = field(compare=False, default=None)   # which platform (None: the only one)
 
 
 async def play(server, clock: SimClock, lower: LowerPlatform, events: list[Event], host: str, port: int,
                queue_inspection) -> dict:
-    """Run ``events`` in time order. ``queue_inspection(t)`` queues a 查岗 for this platform at time t (as
-    the console does); the server sends it at once and the platform answers after its delay (or never).
-    Between actions the clock only moves after the server acknowledged them (see the module doc)."""
+    """``play_many`` for one platform; ``queue_inspection(t)`` queues a 查岗 for it."""
+    c = lower.spec.center_id
+    evs = [Event(e.t, e.order, e.kind, e.payload, c) for e in events]
+    return await play_many(server, clock, {c: lower}, evs, host, port, lambda t, _c: queue_inspection(t))
+
+
+async def play_many(server, clock: SimClock, lowers: dict[int, LowerPlatform], events: list[Event], host: str,
+                    port: int, queue_inspection) -> dict:
+    """Run ``events`` in time order, each on the platform ``event.center``. ``queue_inspection(t, center)``
+    queues a 查岗 at time t (as the console does); the server sends it at once and the platform answers
+    after its delay, or never. Positions of a platform whose link is down are kept and re-uploaded
+    (0x1203) after its next login, as lower platforms do. The clock only moves on once the server has
+    acknowledged the previous action (see the module doc)."""
     heap = list(events)
     heapq.heapify(heap)
-    order = len(heap)
+    order = max((e.order for e in heap), default=0) + 1
     stats = {"frames": 0, "inspections": 0, "answered": 0, "missed": 0, "logins": 0, "drops": 0}
-    online = False
+    online: dict[int, bool] = {c: False for c in lowers}
+    held: dict[int, list[dict]] = {c: [] for c in lowers}
     while heap:
         ev = heapq.heappop(heap)
         clock.set(ev.t)
+        c = ev.center
+        lower = lowers[c]
         if ev.kind == "login":
             if await lower.connect(host, port) != 0:
-                raise ConnectionError("login refused")
-            online = True
+                raise ConnectionError(f"platform {c}: login refused")
+            online[c] = True
             stats["logins"] += 1
             await _wait_slave(lower)
+            if held[c]:
+                by_plate: dict[str, list[dict]] = {}
+                for p in held[c]:
+                    by_plate.setdefault(p["plate"], []).append(p)
+                for ps in by_plate.values():
+                    stats["frames"] += lower.send_positions(ps, True)
+                held[c] = []
+            await lower.barrier()
         elif ev.kind in ("drop", "logout"):
-            if online:
+            if online[c]:
                 if ev.kind == "drop":
                     await lower.barrier()          # a live platform heartbeats up to the moment it is lost
                 await (lower.drop() if ev.kind == "drop" else lower.logout())
-                online = False
+                online[c] = False
                 stats["drops"] += 1
-                await _wait_offline(server, lower.spec.center_id)
+                await _wait_offline(server, c)
         elif ev.kind in ("pings", "reupload"):
-            if online:
+            if online[c]:
                 stats["frames"] += lower.send_positions(ev.payload, ev.kind == "reupload")
                 await lower.barrier()
+            else:
+                held[c].extend(ev.payload)
         elif ev.kind == "inspect":
             seen = lower.inspections_seen
-            queue_inspection(ev.t)
+            queue_inspection(ev.t, c)
             await server.dispatch_inspections()
             stats["inspections"] += 1
-            if online:
+            if online[c]:
                 await _wait_for(lambda: lower.inspections_seen > seen)
                 req = lower.inspections.get_nowait()
                 delay = lower.decide_delay()
@@ -305,14 +330,15 @@ async def play(server, clock: SimClock, lower: LowerPlatform, events: list[Event
                     stats["missed"] += 1
                 else:
                     order += 1
-                    heapq.heappush(heap, Event(ev.t + delay, order, "answer", req))
+                    heapq.heappush(heap, Event(ev.t + delay, order, "answer", req, c))
+                await lower.barrier()
         elif ev.kind == "answer":
-            if online:
+            if online[c]:
                 lower.answer(ev.payload)
                 await lower.barrier()
                 stats["answered"] += 1
-        if online and ev.kind not in ("pings", "reupload", "answer", "drop", "logout"):
-            await lower.barrier()
+            else:
+                stats["missed"] += 1
     return stats
 
 
