@@ -185,3 +185,31 @@ def test_a_restarted_server_closes_sessions_at_their_last_frame(tmp_path):
         for t in srv._tasks:
             t.cancel()
     asyncio.run(main())
+
+
+def test_garbage_is_dead_lettered_and_an_oversized_frame_closes_only_its_connection(tmp_path):
+    async def main():
+        import random
+        plat = Platform(9, "P", 1, "pw", 2011)
+        clock = SimClock(T0)
+        srv, pub = await _server(tmp_path, [plat], clock, **{"jt809.slave_link": False, "jt809.max_frame_bytes": 512})
+        good = LowerPlatform(PlatformSpec(9, 1, "pw"), clock)
+        assert await good.connect("127.0.0.1", srv.port) == 0
+        rnd = random.Random(5)
+        good.writer.write(bytes(rnd.getrandbits(8) for _ in range(3000)).replace(b"\x5b", b"\x00"))   # noise
+        bad_crc = bytearray(good.frame(m.HEARTBEAT, b""))
+        bad_crc[-2] ^= 1
+        good.writer.write(bytes(bad_crc))
+        good.send_positions(_pings(3, T0))
+        await good.barrier()
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(b"\x5b" + b"\x00\x00\x10\x00" + b"\x11" * 600)        # unterminated, larger than the limit
+        assert await asyncio.wait_for(r.read(), 10) == b""             # that connection is closed …
+        w.close()
+        good.send_positions(_pings(2, T0 + 600))
+        await good.barrier()                                           # … the logged-in platform is not
+        await good.close()
+        await srv.aclose()
+        assert _dead(pub) == ["bad_crc", "frame_too_large"]
+        assert len(_published_pings(pub)) == 5
+    asyncio.run(main())
