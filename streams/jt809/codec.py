@@ -16,6 +16,8 @@ Every failure raises ``Jt809Error`` with a stable code; random bytes never raise
 """
 from __future__ import annotations
 
+import binascii
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -75,48 +77,33 @@ def crypt(data: bytes, key: int, cipher: Cipher) -> bytes:
 
 
 def crc16(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final XOR ("123456789" → 0x29B1)."""
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final XOR ("123456789" → 0x29B1).
+    ``binascii.crc_hqx`` is exactly this CRC given the 0xFFFF start value (and runs in C)."""
+    return binascii.crc_hqx(bytes(data), 0xFFFF)
 
 
 def escape(data: bytes) -> bytes:
-    if not any(b in _ESC for b in data):
-        return bytes(data)
-    out = bytearray()
-    for b in data:
-        e = _ESC.get(b)
-        if e is None:
-            out.append(b)
-        else:
-            out += e
-    return bytes(out)
+    # 0x5A and 0x5E first: the other two replacements introduce them
+    return (bytes(data).replace(b"\x5a", b"\x5a\x02").replace(b"\x5e", b"\x5e\x02")
+            .replace(b"\x5b", b"\x5a\x01").replace(b"\x5d", b"\x5e\x01"))
+
+
+_BAD_ESC = re.compile(rb"[\x5a\x5e](?![\x01\x02])")
+_PAIR = re.compile(rb"[\x5a\x5e][\x01\x02]")
+_PAIRS = {bytes(k): bytes([v]) for k, v in _UNESC.items()}
 
 
 def unescape(data: bytes) -> bytes:
-    """Undo the escapes; a 0x5A/0x5E not followed by 01/02 is ``bad_escape``."""
+    """Undo the escapes (one pass); a 0x5A/0x5E not followed by 01/02 is ``bad_escape``."""
+    data = bytes(data)
     if 0x5A not in data and 0x5E not in data:
-        return bytes(data)
-    out = bytearray()
-    i, n = 0, len(data)
-    while i < n:
-        b = data[i]
-        if b in (0x5A, 0x5E):
-            if i + 1 >= n:
-                raise Jt809Error("bad_escape", f"escape byte 0x{b:02X} at the end (offset {i})")
-            v = _UNESC.get((b, data[i + 1]))
-            if v is None:
-                raise Jt809Error("bad_escape", f"0x{b:02X} followed by 0x{data[i + 1]:02X} at offset {i}")
-            out.append(v)
-            i += 2
-        else:
-            out.append(b)
-            i += 1
-    return bytes(out)
+        return data
+    bad = _BAD_ESC.search(data)
+    if bad is not None:
+        i = bad.start()
+        nxt = f"0x{data[i + 1]:02X}" if i + 1 < len(data) else "the end"
+        raise Jt809Error("bad_escape", f"0x{data[i]:02X} followed by {nxt} at offset {i}")
+    return _PAIR.sub(lambda mt: _PAIRS[mt.group()], data)
 
 
 # --- stream splitting ----------------------------------------------------------------------------------
@@ -168,17 +155,18 @@ def split_frames(buffer: bytearray, max_frame_bytes: int | None = None) -> list[
             break
         length = int.from_bytes(head[0], "big")
         end = -1
-        if not MIN_FRAME <= length <= (max_frame_bytes or 1 << 24):
+        usable = MIN_FRAME <= length <= (max_frame_bytes or 1 << 24)
+        if not usable:
             length = MIN_FRAME                            # unusable MSG_LENGTH: only the next 0x5D can end it
-        else:
+        nxt = buffer.find(END, s + 1)
+        if usable:
             if s + length <= n and buffer[s + length - 1] == END:
-                end = s + length - 1
-            else:
-                body = _unescaped_prefix(buffer, s + 1, length - 2)
-                if body is not None and body[1] < n and buffer[body[1]] == END:
-                    end = body[1]
+                end = s + length - 1                      # as received (nothing escaped, or not escaping)
+            elif nxt >= 0:
+                seg = buffer[s + 1:nxt]                   # an escaping sender: 0x5D only ends frames
+                if len(seg) - seg.count(0x5A) - seg.count(0x5E) == length - 2:
+                    end = nxt
         if end < 0:                                       # MSG_LENGTH does not delimit it: the next 0x5D …
-            nxt = buffer.find(END, s + 1)
             if nxt >= 0 and _crc_holds(bytes(buffer[s + 1:nxt])):
                 end = nxt                                 # … when the CRC holds up to there
             elif s + length > n and (max_frame_bytes is None or n - s <= max_frame_bytes):

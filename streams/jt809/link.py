@@ -54,6 +54,7 @@ REJECTED = Counter("roadwatch_jt809_rejected", "JT/T 809 frames or links rejecte
 LOGINS = Counter("roadwatch_jt809_logins", "0x1001 logins by 0x1002 result", ["result"])
 PINGS = Counter("roadwatch_jt809_pings", "Positions accepted from lower platforms", ["kind"])
 INSPECTIONS = Counter("roadwatch_jt809_inspections", "查岗 sent (0x9301) and answers received (0x1301)", ["what"])
+_LIVE_PINGS, _REUPLOAD_PINGS = PINGS.labels(kind="live"), PINGS.labels(kind="reupload")
 SOURCE = "platform-link"
 _KNOWN = {f"0x{i:04X}" for i in m.DECODERS}
 
@@ -63,6 +64,17 @@ def _label(msg_id: int | None) -> str:
         return "unparsed"
     s = f"0x{msg_id:04X}"
     return s if s in _KNOWN else "other"
+
+
+_frames_by_id: dict[int | None, Any] = {}
+
+
+def _count_frame(msg_id: int | None) -> None:
+    """FRAMES{msg_id} += 1 with the labelled child cached (labels() costs more than the rest of a frame)."""
+    child = _frames_by_id.get(msg_id)
+    if child is None:
+        child = _frames_by_id[msg_id] = FRAMES.labels(msg_id=_label(msg_id))
+    child.inc()
 
 
 @dataclass
@@ -310,11 +322,11 @@ class LinkServer:
         except c.Jt809Error as e:
             if e.header is None and fr is not None:
                 e.header = fr.header
-            FRAMES.labels(msg_id=_label(e.header.msg_id if e.header else None)).inc()
+            _count_frame(e.header.msg_id if e.header else None)
             self._dead_letter(link, e.code, e.detail, raw)
             return []
         h = fr.header
-        FRAMES.labels(msg_id=_label(h.msg_id)).inc()
+        _count_frame(h.msg_id)
         rules = fr.rules + list(fields.get("rules") or [])
         for r in rules:
             RULES.labels(rule=r).inc()
@@ -412,7 +424,7 @@ class LinkServer:
             for ping in pings:
                 ping["recv_ts"] = recv
                 self.batcher.add(ping)
-            PINGS.labels(kind="reupload" if f["data_type"] == "0x1203" else "live").inc(len(pings))
+            (_REUPLOAD_PINGS if f["data_type"] == "0x1203" else _LIVE_PINGS).inc(len(pings))
             self._pressure()
         return []
 
