@@ -76,6 +76,7 @@ class LowerPlatform:
         self.inspections: asyncio.Queue[Received] = asyncio.Queue()
         self.inspections_seen = 0
         self.slave_logins = 0
+        self.slave_heartbeats = 0
         self._waiters: dict[int, list[asyncio.Future]] = {}
         self._reader_task: asyncio.Task | None = None
         self._slave_tasks: set[asyncio.Task] = set()
@@ -150,6 +151,7 @@ class LowerPlatform:
                         self.slave_logins += ok
                         writer.write(self.frame(m.SLAVE_LOGIN_RESP, m.encode_code(0 if ok else 1)))
                     elif r.msg_id == m.SLAVE_HEARTBEAT:
+                        self.slave_heartbeats += 1
                         writer.write(self.frame(m.SLAVE_HEARTBEAT_RESP, b""))
                     else:
                         self._dispatch(r)

@@ -74,6 +74,7 @@ def test_a_day_of_a_lower_platform(tmp_path, proto, encrypt, escape):
         await lower.close()
         await srv.aclose()
         assert stats["answered"] == 2 and lower.slave_logins == 2
+        assert 2 <= lower.slave_heartbeats <= 4          # one per jt809.slave_heartbeat_s (60 s), not a busy loop
         assert _dead(pub) == []
         got = _published_pings(pub)
         assert [(p["ts"], p["reupload"]) for p in got] == [(p["ts"], False) for p in live] + [(p["ts"], True) for p in late]

@@ -551,13 +551,16 @@ class LinkServer:
                 slave.up = True
                 link.slave = slave
                 self._event(p.center_id, "slave_up", f"{host}:{port}")
+                loop = asyncio.get_running_loop()
                 while link.session_id is not None:
                     writer.write(self._frame(link, m.SLAVE_HEARTBEAT, b""))
                     await writer.drain()
-                    try:
-                        await asyncio.wait_for(self._read_one(reader, buf, link, None), hb)
-                    except asyncio.TimeoutError:
-                        pass
+                    due = loop.time() + hb
+                    while (left := due - loop.time()) > 0:     # answers and notices until the next heartbeat
+                        try:
+                            await asyncio.wait_for(self._read_one(reader, buf, link, None), left)
+                        except asyncio.TimeoutError:
+                            break
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncio.TimeoutError, ConnectionError, c.Jt809Error) as e:
