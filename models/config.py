@@ -177,12 +177,14 @@ _k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, ke
 _k("paths.archive", "", "ops", "SQLite archive path (default <data_dir>/archive.sqlite)")
 _k("web.port", 6066, "ops", "console port")
 _k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
-_k("gateway.port", 7808, "ops", "JT/T 808 TCP port")
-_k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)")
-_k("gateway.idle_timeout_s", 300.0, "ops", "close a terminal connection idle this long")
-_k("gateway.max_frames_per_s", 50, "ops", "per-connection frame rate limit")
-_k("gateway.max_connections", 10000, "ops", "concurrent terminal connections")
-_k("gateway.buffer_max_pings", 200_000, "ops", "pings buffered while Kafka is unreachable before back-pressure")
+_k("gateway.port", 7808, "ops", "JT/T 808 TCP port", lo=0, hi=65535)
+_k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)", lo=16, hi=1_048_576)
+_k("gateway.idle_timeout_s", 300.0, "ops", "close an authenticated terminal connection idle this long", lo=0.1, hi=86400)
+_k("gateway.max_frames_per_s", 50, "ops", "per-connection frame rate limit", lo=1, hi=100_000)
+_k("gateway.max_connections", 10000, "ops",
+   "concurrent terminal connections (also capped by the descriptor limit minus gateway.fd_reserve)", lo=1, hi=1_000_000)
+_k("gateway.buffer_max_pings", 200_000, "ops", "pings buffered while Kafka is unreachable before back-pressure",
+   lo=1, hi=50_000_000)
 # --- monthly report (§5.2–§5.4) --------------------------------------------------------------------
 _k("report.decimals", 2, "§5.4 [P]", "rates shown rounded half-up to this many decimals")
 _k("report.categories", ["客运班车", "旅游包车", "危险货物运输车辆"], "§5.1 [V]", "两客一危 categories")
@@ -246,6 +248,67 @@ _k("alerts.overspeed_high_ratio", 1.2, "§5.5 [P]", "overspeed alert severity hi
 _k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
+# --- JT/T 808 gateway: terminal identity and per-client bounds (streams/jt808/gateway.py) -----------
+_k("gateway.auth_timeout_s", 30.0, "ops",
+   "a connection that has not authenticated (0x0102) this long after connecting is closed", lo=0.1, hi=3600)
+_k("gateway.max_unauthenticated", 2048, "ops",
+   "connections not yet authenticated; when full, the oldest of them is closed to admit a new one", lo=1, hi=1_000_000)
+_k("gateway.max_pending_per_address", 64, "ops",
+   "unauthenticated connections per source address (terminals behind one carrier NAT share an address)",
+   lo=1, hi=1_000_000)
+_k("gateway.max_auth_failures", 3, "ops", "failed registrations/authentications per connection before it is closed",
+   lo=1, hi=1000)
+_k("gateway.reassembly_max_bytes", 65536, "ops",
+   "bytes of split-message fragments held per connection; more closes the connection", lo=1024, hi=16_777_216)
+_k("gateway.reassembly_max_messages", 16, "ops", "split messages in progress per connection; more closes it",
+   lo=1, hi=4096)
+_k("gateway.revocation_check_s", 5.0, "ops",
+   "how often the gateway looks for revoked auth codes and closes those terminals' connections", lo=0.05, hi=3600)
+_k("gateway.fd_reserve", 64, "ops",
+   "file descriptors kept free for the Kafka producer, the archive and /metrics", lo=16, hi=100_000)
+_k("gateway.accept_pause_s", 1.0, "ops", "pause before accepting again after the descriptor limit was hit",
+   lo=0.05, hi=60)
+_k("gateway.event_loop", "asyncio", "ops",
+   "asyncio, or uvloop (optional package; measured in docs/performance.md)", ("asyncio", "uvloop"))
+_k("gateway.gc_freeze_s", 60.0, "ops",
+   "move long-lived objects out of the cyclic collector this often (0 = only after start-up)", lo=0, hi=86400)
+
+
+# --- case lifecycle, Art. 66 views, permits (models/lifecycle.py, models/art66.py, models/permits.py) ---
+_k("art66.counts_from", "decided", "docs/legal-basis.md §4.3 (project decision; 条例 Art. 66)",
+   "earliest case status that counts for Art. 66 (that status and the later ones: decided → served → closed)",
+   ("decided", "served", "closed"))
+_k("case.statement_days", 3, "docs/legal-basis.md §4.2 (处罚法 Art. 44/45; transport practice [S])",
+   "the owner's 陈述申辩 period after notification: no decision dated earlier", lo=0, hi=60)
+_k("case.resolve_timeout_s", 600, "docs/legal-basis.md §5.2 (project decision)",
+   "a new case waits this long for the GPS track / card events covering its passage (other partitions) before "
+   "driver and source site are taken as provisional", lo=0, hi=86400)
+_k("case.late_data_h", 48.0, "docs/legal-basis.md §5.2 (project decision)",
+   "track or card data arriving up to this long after detection still amends the case (new chain entry, "
+   "counts recomputed)", lo=0, hi=720)
+_k("case.resolve_interval_s", 30.0, "ops", "how often the worker re-resolves cases waiting for cross-partition data",
+   lo=1, hi=3600)
+_k("evidence.trusted_keys_dir", "", "ops",
+   "folder of trusted public keys for `evidence verify` (default <data_dir>/keys/trusted); refused when "
+   "group/world-writable")
+_k("case.hearing_days", 5, "docs/legal-basis.md §4.4 (处罚法 Art. 63/64)",
+   "period to request a hearing after an escalation proposal is notified: no decision dated earlier", lo=0, hi=60)
+
+
+# --- GPS rules on real feeds (duplicates, drift time bound, fatigue across gaps) ----------------------
+_k("quality.duplicate_tolerance_s", 0, "legal-basis §6 [P]",
+   "a ping of the same vehicle whose fix time is within this many seconds of an earlier one is a duplicate: "
+   "counted once (quality reason 'duplicate')", lo=0, hi=3600)
+_k("drift.stationary_jump_max_s", 120, "legal-basis §6 [P]",
+   "the stationary-jump drift rule applies only when the points are at most this many seconds apart "
+   "(a vehicle parked after one unqualified arrival fix is not drifting); 0 = no time bound", lo=0, hi=86400)
+_k("fatigue.rest_max_move_km", 1.0, "legal-basis §7 [P]",
+   "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
+   "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
+_k("late.replay_window_h", 3.0, "legal-basis §7 [P]",
+   "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
+   "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
+   "track gaps; 0 = off", lo=0.0, hi=48.0)
 
 # --- JT/T 809 platform link (streams/jt809) ---------------------------------------------------------
 _k("jt809.port", 7809, "ops", "JT/T 809 main-link TCP port (lower platforms connect here)", lo=0, hi=65535)

@@ -2,7 +2,8 @@
 
 One TCP connection per vehicle: 0x0100 registration → 0x8100 (auth code) → 0x0102 authentication →
 0x0702 IC-card login (when the scenario has one) → 0x0200 per live fix, and blind-area fixes as 0x0704
-batches (type 1 = re-upload, ≤ 30 items) at their receipt time. Pacing follows simulated receipt time
+batches (type 1 = re-upload, ≤ 30 items) at their receipt time, then 0x0003 deregistration (so a later
+run can register the same vehicles again). Pacing follows simulated receipt time
 scaled by ``speed``; each connection also stays under the gateway's per-connection frame-rate limit.
 
 The gateway stamps receipt with its own clock, so fixes are rebased by whole days to the current date
@@ -84,7 +85,9 @@ async def _terminal(host: str, port: int, veh, driver, events: list, speed: floa
         if resp["result"] != 0:
             raise ConnectionError(f"registration of {veh.plate} refused (result {resp['result']})")
         writer.write(frame(c.AUTHENTICATION, c.encode_authentication(resp["auth_code"])))
-        await expect(c.PLATFORM_RESPONSE)
+        m = await expect(c.PLATFORM_RESPONSE)
+        if c.decode_body(m.msg_id, m.body)["result"] != 0:
+            raise ConnectionError(f"authentication of terminal {tid} ({veh.plate}) refused")
 
         async def drain_replies():
             while await reader.read(65536):
@@ -111,6 +114,10 @@ async def _terminal(host: str, port: int, veh, driver, events: list, speed: floa
             stats["frames"] += 1
             last = time.monotonic()
             await writer.drain()
+        # a simulated terminal leaves no binding behind (0x0003 revokes its code), so the next run can
+        # register the same vehicles again; a real terminal keeps its code instead
+        writer.write(frame(c.DEREGISTRATION, b""))
+        await writer.drain()
         # half-close and wait for the gateway to close its side: it has then read every frame
         if writer.can_write_eof():
             writer.write_eof()

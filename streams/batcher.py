@@ -15,8 +15,11 @@ from typing import Any, Callable, Protocol
 
 from kafka.partitioner.default import murmur2
 
+import orjson
+
 from roadwatch.models.config import Config
-from roadwatch.models.pingbatch import encode_batch
+from roadwatch.models.pingbatch import SCHEMA
+from roadwatch.models.records import iso_to_epoch_ms
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,21 @@ class PingBatcher:
             return 1
         return 0
 
+    def add_row(self, row: tuple, now: float | None = None) -> int:
+        """Queue one ping given as a tuple in ``ROW_FIELDS`` order (``ts`` epoch ms) — the gateway's hot
+        path: no dict per ping, and the batch's columns are one ``zip``."""
+        p = self.partition(row[0])
+        buf = self._pings.get(p)
+        if buf is None:
+            buf = self._pings[p] = []
+            self._since[p] = self.clock() if now is None else now
+        buf.append(row)
+        self.pending += 1
+        if len(buf) >= self.max_pings:
+            self._flush_partition(p)
+            return 1
+        return 0
+
     def add_many(self, pings: list[dict], now: float | None = None) -> int:
         now = self.clock() if now is None else now
         return sum(self.add(p, now) for p in pings)
@@ -106,7 +124,8 @@ class PingBatcher:
         self.pending -= len(pings)
         self.last_batch_size = len(pings)
         try:
-            self.send(p, pings[0]["plate"].encode("utf-8"), encode_batch(pings))
+            rows = [r if type(r) is tuple else _row(r) for r in pings]
+            self.send(p, rows[0][0].encode("utf-8"), encode_rows(rows))
         except BaseException:
             self._pings[p] = pings + self._pings.get(p, [])
             self._since[p] = since
@@ -114,6 +133,33 @@ class PingBatcher:
             raise
         self.records_sent += 1
         self.pings_sent += len(pings)
+
+
+# The columns of a ``gps-pings`` record (models/pingbatch.py) in the order of a row tuple.
+ROW_FIELDS = ("plate", "terminal_id", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "plate_color",
+              "alarm_flags", "status_flags", "reupload", "driver_id", "mileage_km", "recv_ts")
+_NUMERIC_DEFAULTS = (("lat", 0), ("lon", 0), ("speed_kmh", 0), ("heading", 0), ("altitude_m", 0), ("plate_color", 0),
+                     ("alarm_flags", 0), ("status_flags", 0))
+
+
+def _row(p: dict) -> tuple:
+    """Interchange ping dict (``ts`` ISO-8601 or epoch ms) → row tuple."""
+    ts = p.get("ts", 0)
+    if isinstance(ts, str):
+        ts = iso_to_epoch_ms(ts)
+    return (p["plate"], p["terminal_id"], ts, *(p.get(k, d) for k, d in _NUMERIC_DEFAULTS),
+            int(p.get("reupload", 0)), p.get("driver_id"), p.get("mileage_km"), p.get("recv_ts"))
+
+
+def encode_rows(rows: list[tuple]) -> bytes:
+    """Row tuples → one columnar ``gps-pings`` record (the format of ``models.pingbatch.encode_batch``)."""
+    cols = dict(zip(ROW_FIELDS, map(list, zip(*rows))))
+    recv = cols.pop("recv_ts")
+    if any(r is not None for r in recv):
+        cols["recv_ts"] = [r if r is not None else t for r, t in zip(recv, cols["ts"])]
+    cols["reupload"] = [int(v) for v in cols["reupload"]]
+    cols["schema"] = SCHEMA
+    return orjson.dumps(cols)
 
 
 # --- publishers ---------------------------------------------------------------------------------------

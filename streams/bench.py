@@ -32,6 +32,10 @@ from . import topics as T
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from . import bench_gateway
+    p.add_argument("target", nargs="?", choices=("pipeline", "gateway"), default="pipeline",
+                   help="pipeline (default: parts a–d below) or gateway (streams/bench_gateway.py)")
+    bench_gateway.add_arguments(p)
     p.add_argument("--pings", type=int, default=1_000_000, help="pings for (a), (b) and (d) (default 1 000 000)")
     p.add_argument("--vehicles", type=int, default=10_000, help="simulated vehicles (default 10 000)")
     p.add_argument("--batch", type=int, default=2000, help="pings per Kafka record for (b) (default 2000)")
@@ -352,6 +356,9 @@ def part_d(f: dict, registry_path: Path, cfg: Config) -> float:
 # --- driver ----------------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.target == "gateway":
+        from . import bench_gateway
+        return bench_gateway.run(args, cfg)
     from .runtime import stack
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch}

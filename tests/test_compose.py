@@ -58,3 +58,10 @@ def test_grafana_dashboard_is_provisioned():
 def test_dockerfile_entrypoint_is_the_cli():
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["roadwatch"]' in text
+
+
+def test_gateway_descriptor_limit_and_health():
+    g = load()["services"]["gateway"]
+    nofile = g["ulimits"]["nofile"]
+    assert nofile["soft"] == nofile["hard"] >= 50_000 + 64          # 50 000 terminals + gateway.fd_reserve
+    assert "--metrics-port" in g["command"] and "/healthz" in " ".join(g["healthcheck"]["test"])

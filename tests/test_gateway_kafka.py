@@ -19,26 +19,35 @@ pytestmark = pytest.mark.integration
 PLATES = ["粤B12345", "京A00001", "沪C12345", "苏E12F34", "浙A0A0A0", "川A99999"]
 
 
-def test_pings_reach_kafka_in_the_murmur2_partition():
-    cfg = Config({"stream.partitions": 4, "stream.batch_max_ms": 20})
+def test_pings_reach_kafka_in_the_murmur2_partition(tmp_path):
+    cfg = Config({"stream.partitions": 4, "stream.batch_max_ms": 20, "paths.data_dir": str(tmp_path)})
+    registry = parse_registry({"vehicles": [{"plate": p, "plate_color": 2, "category": "危险货物运输车辆",
+                                             "enterprise_id": ""} for p in PLATES]})
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
         publisher = KafkaPublisher(bootstrap=broker.bootstrap)
 
         async def main():
-            server = await serve(cfg, parse_registry({}), publisher, "127.0.0.1", 0)
+            server = await serve(cfg, registry, publisher, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
             try:
                 for n, plate in enumerate(PLATES):
                     phone = f"1380000000{n}"
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     writer.write(c.build_frame(0x0100, phone, 1, c.encode_registration(plate, 2)))
-                    writer.write(c.build_frame(0x0200, phone, 2, c.encode_location(
+                    got = bytearray()
+                    while not (frames := c.split_frames(got)):
+                        got += await asyncio.wait_for(reader.read(4096), 5)
+                    code = c.parse_frame(frames[0]).fields["auth_code"]
+                    writer.write(c.build_frame(0x0102, phone, 2, c.encode_authentication(code)))
+                    writer.write(c.build_frame(0x0200, phone, 3, c.encode_location(
                         {"lat": 30.0, "lon": 120.0 + n, "ts": "2024-03-01T10:00:00+08:00", "status_flags": 3})))
                     await writer.drain()
-                    got = bytearray()
-                    while len(c.split_frames(bytearray(got))) < 2:
+                    acks = []
+                    while len(acks) < 2:
                         got += await asyncio.wait_for(reader.read(4096), 5)
+                        acks += [c.parse_frame(f).fields["result"] for f in c.split_frames(got)]
+                    assert acks == [0, 0]
                     writer.close()
                 for _ in range(200):
                     if not server.gateway.buffered_pings:

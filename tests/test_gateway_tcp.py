@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import tempfile
 import time
 
 import orjson
@@ -13,10 +14,15 @@ from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.models.registry import parse_registry
 from roadwatch.streams.batcher import MemoryPublisher, partition_for
 from roadwatch.streams.jt808 import codec as c
-from roadwatch.streams.jt808.gateway import auth_code_for, serve
+from roadwatch.streams.jt808.gateway import serve
 
 PARTS = 4
 BASE_CFG = {"stream.partitions": PARTS, "stream.batch_max_ms": 20, "gateway.idle_timeout_s": 5.0}
+# the vehicles terminals of these tests register as (plate, colour[, terminal id bound in the registry])
+VEHICLES = [("粤B12345", 2, ""), ("苏E12F34", 2, ""), ("京A00009", 1, "13900000009"), ("粤B00002", 2, ""),
+            ("粤B00003", 2, ""), ("粤B00004", 2, "")]
+REGISTRY = {"vehicles": [{"plate": p, "plate_color": col, "category": "危险货物运输车辆", "enterprise_id": "",
+                          "terminal_id": tid} for p, col, tid in VEHICLES]}
 
 
 def _loc(i: int = 0, speed: float = 40.0) -> dict:
@@ -65,6 +71,25 @@ class Terminal:
         except ConnectionError:
             return True
 
+    async def register(self, plate: str, color: int = 2) -> c.Message:
+        s = await self.send(0x0100, c.encode_registration(plate, color, version=self.version))
+        r = await self.recv()
+        assert r.msg_id == 0x8100 and r.fields["reply_serial"] == s
+        return r
+
+    async def authenticate(self, code: str) -> c.Message:
+        s = await self.send(0x0102, c.encode_authentication(code, version=self.version))
+        a = await self.recv()
+        assert a.msg_id == 0x8001 and a.fields["reply_serial"] == s and a.fields["reply_msg_id"] == 0x0102
+        return a
+
+    async def login(self, plate: str, color: int = 2) -> str:
+        """Register and authenticate; returns the auth code."""
+        r = await self.register(plate, color)
+        assert r.fields["result"] == 0, r.fields
+        assert (await self.authenticate(r.fields["auth_code"])).fields["result"] == 0
+        return r.fields["auth_code"]
+
     def close(self) -> None:
         self.writer.close()
 
@@ -77,18 +102,23 @@ async def until(pred, timeout: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def run_gateway(test, cfg: dict | None = None, registry: dict | None = None):
-    """Start a gateway on an ephemeral port, run ``test(port, publisher, gateway)``, always shut down."""
-    async def main():
+def run_gateway(test, cfg: dict | None = None, registry: dict | None = None, data_dir: str | None = None):
+    """Start a gateway on an ephemeral port (own archive in a temporary directory unless ``data_dir``),
+    run ``test(port, publisher, gateway)``, always shut down."""
+    async def main(d):
         pub = MemoryPublisher()
-        server = await serve(Config({**BASE_CFG, **(cfg or {})}), parse_registry(registry or {}), pub,
-                             "127.0.0.1", 0)
+        server = await serve(Config({**BASE_CFG, "paths.data_dir": d, **(cfg or {})}),
+                             parse_registry(REGISTRY if registry is None else registry), pub, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            await asyncio.wait_for(test(port, pub, server.gateway), 20)
+            await asyncio.wait_for(test(port, pub, server.gateway), 30)
         finally:
             await server.gateway.aclose(drain_timeout_s=1)
-    asyncio.run(main())
+    if data_dir is not None:
+        asyncio.run(main(data_dir))
+        return
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(main(d))
 
 
 def pings_of(pub: MemoryPublisher) -> list[tuple[int, dict]]:
@@ -104,8 +134,8 @@ def test_registration_then_location_published_with_plate_and_partition():
         term = await Terminal("13800000001").open(port)
         s = await term.send(0x0100, c.encode_registration("粤B12345", 2))
         r = await term.recv()
-        assert r.msg_id == 0x8100 and r.fields == {"reply_serial": s, "result": 0,
-                                                   "auth_code": auth_code_for("13800000001")}
+        assert r.msg_id == 0x8100 and r.fields["reply_serial"] == s and r.fields["result"] == 0
+        assert len(r.fields["auth_code"]) == 32                       # 128 random bits, hex
         s = await term.send(0x0102, c.encode_authentication(r.fields["auth_code"]))
         a = await term.recv()
         assert a.msg_id == 0x8001 and a.fields == {"reply_serial": s, "reply_msg_id": 0x0102, "result": 0}
@@ -123,11 +153,9 @@ def test_registration_then_location_published_with_plate_and_partition():
 
 
 def test_registry_mapping_batch_upload_and_2019_reply_header():
-    reg = {"vehicles": [{"plate": "京A00009", "plate_color": 1, "category": "客运班车", "enterprise_id": "",
-                         "terminal_id": "13900000009"}]}
-
     async def t(port, pub, gw):
         term = await Terminal("13900000009", version=2019).open(port)
+        await term.login("京A00009", 1)
         s = await term.send(0x0704, c.encode_batch_upload([_loc(i) for i in range(5)], reupload=True))
         a = await term.recv()
         assert a.version == 2019 and a.terminal_id == "00000000013900000009"
@@ -136,12 +164,13 @@ def test_registry_mapping_batch_upload_and_2019_reply_header():
         assert {(p["plate"], p["reupload"], part) for part, p in pings_of(pub)} == {
             ("京A00009", True, partition_for("京A00009", PARTS))}
         term.close()
-    run_gateway(t, registry=reg)
+    run_gateway(t)
 
 
 def test_bad_checksum_gets_result_2_and_dead_letter():
     async def t(port, pub, gw):
         term = await Terminal("13800000001").open(port)
+        await term.login("粤B12345")
         term.serial = 41
         good = c.build_frame(0x0200, "13800000001", 42, c.encode_location(_loc()))
         raw = bytearray(c.unescape(good[1:-1]))
@@ -159,28 +188,31 @@ def test_bad_checksum_gets_result_2_and_dead_letter():
     run_gateway(t)
 
 
-def test_unknown_terminal_rejected_and_unsupported_message():
+def test_unregistered_terminal_refused_and_unsupported_message_after_login():
     async def t(port, pub, gw):
         term = await Terminal("13800000077").open(port)
         s = await term.send(0x0200, c.encode_location(_loc()))
         a = await term.recv()
         assert a.fields == {"reply_serial": s, "reply_msg_id": 0x0200, "result": 1}
-        await until(lambda: [d["reason"] for d in dead_letters(pub)] == ["unknown_terminal"])
-        s = await term.send(0x0900, b"\x01abc")             # data pass-through: not supported
-        a = await term.recv()
-        assert a.fields == {"reply_serial": s, "reply_msg_id": 0x0900, "result": 3}
         s = await term.send(0x0100, c.encode_registration("", 0, device_id="X"))   # no plate, not in registry
         r = await term.recv()
         assert r.msg_id == 0x8100 and r.fields == {"reply_serial": s, "result": 2}
         term.close()
+        await until(lambda: sorted(d["reason"] for d in dead_letters(pub)) == ["not_authenticated",
+                                                                               "unknown_vehicle"])
+        ok = await Terminal("13800000078").open(port)
+        await ok.login("粤B00002")
+        s = await ok.send(0x0900, b"\x01abc")             # data pass-through: not supported
+        a = await ok.recv()
+        assert a.fields == {"reply_serial": s, "reply_msg_id": 0x0900, "result": 3}
+        ok.close()
     run_gateway(t)
 
 
 def test_driver_card_events_and_driver_on_pings():
     async def t(port, pub, gw):
         term = await Terminal("13800000005").open(port)
-        await term.send(0x0100, c.encode_registration("苏E12F34", 2))
-        await term.recv()
+        await term.login("苏E12F34")
         await term.send(0x0702, c.encode_driver_card(1, "2024-03-01T09:59:00+08:00", 0, "李四", "Q320100001",
                                                      "南京市运管处", "2029-06-30"))
         assert (await term.recv()).fields["result"] == 0
@@ -203,8 +235,7 @@ def test_driver_card_events_and_driver_on_pings():
 def test_oversized_frame_closes_only_that_connection():
     async def t(port, pub, gw):
         good = await Terminal("13800000001").open(port)
-        await good.send(0x0100, c.encode_registration("粤B12345", 2))
-        await good.recv()
+        await good.login("粤B12345")
         abuser = await Terminal("13800000002").open(port)
         await abuser.send_raw(b"\x7e" + b"\x01" * 300)      # never terminated, over max_frame_bytes=256
         assert await abuser.closed_within(2.0)
@@ -218,18 +249,20 @@ def test_oversized_frame_closes_only_that_connection():
 
 
 def test_frame_exactly_at_size_limit_is_accepted():
-    hb = c.build_frame(0x0002, "13800000001", 1, b"")
+    reg = c.build_frame(0x0100, "13800000001", 1, c.encode_registration("粤B12345", 2))
+
     async def t(port, pub, gw):
         term = await Terminal("13800000001").open(port)
-        await term.send_raw(hb)
+        await term.send_raw(reg)
         assert (await term.recv()).fields["result"] == 0
         term.close()
-    run_gateway(t, {"gateway.max_frame_bytes": len(hb)})
+    run_gateway(t, {"gateway.max_frame_bytes": len(reg)})
 
 
 def test_idle_timeout_closes_connection():
     async def t(port, pub, gw):
         term = await Terminal("13800000001").open(port)
+        await term.login("粤B12345")
         t0 = time.monotonic()
         await term.send(0x0002, b"")
         await term.recv()
@@ -242,6 +275,8 @@ def test_idle_timeout_closes_connection():
 def test_rate_limit_closes_abusive_terminal():
     async def t(port, pub, gw):
         term = await Terminal("13800000001").open(port)
+        await term.login("粤B12345")
+        await asyncio.sleep(0.5)                  # the bucket refills (5 frames/s)
         burst = b"".join(c.build_frame(0x0002, "13800000001", i, b"") for i in range(8))
         await term.send_raw(burst)                # 8 frames at once, bucket holds 5
         acks = 0
@@ -259,13 +294,18 @@ def test_rate_limit_closes_abusive_terminal():
 def test_max_connections():
     async def t(port, pub, gw):
         first = await Terminal("13800000001").open(port)
-        await first.send(0x0002, b"")
-        await first.recv()
-        second = await Terminal("13800000002").open(port)
-        assert await second.closed_within(2.0)
+        await first.login("粤B12345")
+        second = await Terminal("13800000002").open(port)     # waits in the listen backlog, not refused
+        s2 = await second.send(0x0100, c.encode_registration("粤B00002", 2))
+        with pytest.raises(asyncio.TimeoutError):
+            await second.recv(timeout=0.5)
+        assert gw.listener.paused == "max_connections" and gw.health()[0] == "degraded"
         await first.send(0x0002, b"")
         assert (await first.recv()).fields["result"] == 0
-        first.close()
+        first.close()                             # a slot frees: the waiting terminal is served
+        r = await second.recv(timeout=5.0)
+        assert r.msg_id == 0x8100 and r.fields["reply_serial"] == s2 and r.fields["result"] == 0
+        second.close()
     run_gateway(t, {"gateway.max_connections": 1})
 
 
@@ -273,8 +313,7 @@ def test_kafka_down_buffers_then_back_pressure_then_recovers():
     async def t(port, pub, gw):
         pub.down = True
         term = await Terminal("13800000001").open(port)
-        await term.send(0x0100, c.encode_registration("粤B12345", 2))
-        await term.recv()
+        await term.login("粤B12345")
         for i in range(3):                        # buffered: acknowledged while Kafka is down
             await term.send(0x0200, c.encode_location(_loc(i)))
             assert (await term.recv()).fields["result"] == 0
@@ -299,8 +338,7 @@ def test_garbage_and_random_bytes_do_not_disturb_other_terminals():
 
     async def t(port, pub, gw):
         good = await Terminal("13800000001").open(port)
-        await good.send(0x0100, c.encode_registration("粤B12345", 2))
-        await good.recv()
+        await good.login("粤B12345")
         noisy = await Terminal("13800000003").open(port)
         for _ in range(20):
             await noisy.send_raw(bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 120))))

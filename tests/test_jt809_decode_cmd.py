@@ -50,9 +50,9 @@ def test_a_2019_position_gives_the_jt808_ping_fields(monkeypatch, capsysbinary):
                                                                                        4401, 1_700_000_000)
     ping = r["pings"][0]
     assert set(ping) == set(ping808)
-    same = {k for k in ping808 if k not in ("plate", "plate_color", "terminal_id")}
+    same = {k for k in ping808 if k not in ("plate", "plate_color", "terminal_id", "jt808_version")}
     assert {k: ping[k] for k in same} == {k: ping808[k] for k in same}
-    assert (ping["plate"], ping["terminal_id"]) == ("粤B12345", "809:4401")
+    assert (ping["plate"], ping["terminal_id"], ping["jt808_version"]) == ("粤B12345", "809:4401", 2019)
 
 
 def test_rules_errors_and_exit_code(monkeypatch, capsysbinary):

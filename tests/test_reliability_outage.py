@@ -133,9 +133,12 @@ def test_worker_survives_a_frozen_broker_and_catches_up(tmp_path, monkeypatch, c
               f"oracle; worker logged: {down[0].split('] ')[-1]!r} then {back[0].split('] ')[-1]!r}")
 
 
-def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys):
-    cfg = Config({"stream.partitions": 4, "stream.batch_max_ms": 20, "gateway.idle_timeout_s": 60.0})
+def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys, tmp_path):
+    cfg = Config({"stream.partitions": 4, "stream.batch_max_ms": 20, "gateway.idle_timeout_s": 60.0,
+                  "paths.data_dir": str(tmp_path)})
     plate, phone = "粤B12345", "13800000001"
+    registry = parse_registry({"vehicles": [{"plate": plate, "plate_color": 2, "category": "危险货物运输车辆",
+                                             "enterprise_id": ""}]})
     n_before, n_during = 5, 20
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
@@ -147,7 +150,7 @@ def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys):
                                       "ts": f"2026-11-10T10:{i // 60:02d}:{i % 60:02d}+08:00"})
 
         async def main():
-            server = await serve(cfg, parse_registry({}), publisher, "127.0.0.1", 0)
+            server = await serve(cfg, registry, publisher, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
             gw = server.gateway
             try:
@@ -175,7 +178,8 @@ def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys):
                     await writer.drain()
 
                 await send(0x0100, c.encode_registration(plate, 2))
-                await recv(5)
+                await send(0x0102, c.encode_authentication((await recv(5)).fields["auth_code"]))
+                assert (await recv(5)).fields["result"] == 0
                 for i in range(n_before):
                     await send(0x0200, loc(i))
                     assert (await recv(5)).fields["result"] == 0

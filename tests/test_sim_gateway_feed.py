@@ -71,6 +71,8 @@ def test_terminals_register_authenticate_login_and_report(platform):
     for tid, seq in by_term.items():
         ids = [m for m, _ in seq]
         assert ids[:2] == [c.REGISTRATION, c.AUTHENTICATION]                   # handshake first
+        assert ids[-1] == c.DEREGISTRATION                                       # leaves no binding behind
+        ids = ids[:-1]
         assert ids.count(c.DRIVER_CARD) == 1 and set(ids[2:]) <= {c.LOCATION, c.BATCH_LOCATION, c.DRIVER_CARD}
         card = ids.index(c.DRIVER_CARD)
         first_moving = next(i for i, (m, b) in enumerate(seq) if m == c.LOCATION and b["speed_kmh"] > 0)

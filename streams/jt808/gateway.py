@@ -1,9 +1,21 @@
 """``roadwatch gateway``: asyncio TCP server for JT/T 808 terminals, publishing to Kafka.
 
-Per connection: 0x7E framing bounded by ``gateway.max_frame_bytes``, idle timeout, a token-bucket frame
-rate limit (abuse → close), and replies (0x8100 to registration, 0x8001 to everything else a terminal
-expects an answer to). Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to
-``driver-events``; rejects to ``dead-letter`` with the original frame.
+Identity (docs/operations.md "Terminal identity"): a terminal registers (0x0100) with the plate and colour
+of a registry vehicle and receives an auth code (stored hashed, ``terminal_auth.py``); every connection must
+authenticate (0x0102) before anything else is accepted. Everything else gets the JT/T 808 failure answer
+(0x8001 result 1, or the 0x8100 result code) and is dead-lettered ONCE per connection and reason, with the
+count of frames, when the connection ends or authenticates. Second connection of an authenticated terminal:
+the newest successful authentication wins and the older connection is closed (``superseded``) — a stale
+half-open socket must not lock out a reconnecting terminal, and only the code's holder can do it.
+
+Bounds per client: ``gateway.auth_timeout_s`` (deadline to authenticate), ``gateway.max_unauthenticated``
+(oldest evicted when full), ``gateway.max_pending_per_address``, ``gateway.idle_timeout_s``,
+``gateway.max_frames_per_s``, ``gateway.max_frame_bytes``, ``gateway.reassembly_max_bytes``/``_messages``.
+
+Cost per position: each connection is a ``Protocol`` whose ``data_received`` parses everything the read
+delivered and answers with one write; timeouts are one sweep over the connections, not a timer per read;
+counters are summed per connection event and handed to Prometheus once per tick. Pings go through a
+``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to ``dead-letter``.
 
 Publishing runs in one background task that hands records to a ``Publisher`` in a worker thread (the
 kafka-python producer blocks) and only drops them from its outbox once ``flush`` confirmed delivery. If
@@ -16,15 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
+import gc
 import logging
 import os
-import signal
-import time
-from collections import deque
 import queue
+import signal
+import socket
 import threading
-from dataclasses import dataclass, field
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,19 +52,29 @@ from roadwatch.streams.deadletter import dead_letter_bytes
 from roadwatch.streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
 
 from . import codec as c
+from . import fastpath
+from .listener import Listener, connection_budget, listen_socket, raise_nofile
+from .terminal_auth import (REG_NO_TERMINAL, REG_NO_VEHICLE, REG_OK, REG_TERMINAL_TAKEN, REG_VEHICLE_TAKEN,
+                            TerminalAuth)
 
 log = logging.getLogger("roadwatch.gateway")
 
 CONNECTIONS = Gauge("roadwatch_gateway_connections", "Open JT/T 808 terminal connections")
+UNAUTHENTICATED = Gauge("roadwatch_gateway_unauthenticated", "Open connections not yet authenticated")
 FRAMES = Counter("roadwatch_gateway_frames", "JT/T 808 frames received", ["msg_id"])
 REJECTED = Counter("roadwatch_gateway_rejected", "Frames or connections rejected by the gateway", ["reason"])
+CLOSED = Counter("roadwatch_gateway_closed", "Connections closed by the gateway", ["reason"])
 BUFFERED = Gauge("roadwatch_gateway_buffered_pings", "Pings accepted but not yet confirmed by Kafka")
 PINGS = Counter("roadwatch_gateway_pings", "Pings accepted from terminals")
+PUBLISHED = Counter("roadwatch_gateway_published_pings", "Pings confirmed delivered to Kafka")
 PUBLISH_ERRORS = Counter("roadwatch_gateway_publish_errors", "Failed attempts to publish to Kafka")
 BACKPRESSURE = Gauge("roadwatch_gateway_backpressure", "1 while socket reads are paused (buffer full)")
 
 _KNOWN_IDS = {f"0x{i:04X}" for i in c.DECODERS} | {"0x0900", "0x0210", "0x0107", "0x0201", "0x0800", "0x0801"}
 SOURCE = "gateway"
+# 0x0100 answer → reject reason
+_REG_REASONS = {REG_VEHICLE_TAKEN: "vehicle_already_bound", REG_NO_VEHICLE: "unknown_vehicle",
+                REG_TERMINAL_TAKEN: "terminal_already_registered", REG_NO_TERMINAL: "terminal_not_for_vehicle"}
 
 
 def _id_label(msg_id: int | None) -> str:
@@ -58,12 +82,6 @@ def _id_label(msg_id: int | None) -> str:
         return "unparsed"
     s = f"0x{msg_id:04X}"
     return s if s in _KNOWN_IDS else "other"
-
-
-def auth_code_for(terminal_id: str) -> str:
-    """Authentication code issued at registration. Deterministic so a restarted gateway recognises codes
-    stored by terminals; it is an identifier, not a secret (the terminal↔plate binding is the registry)."""
-    return hashlib.sha256(b"roadwatch-jt808:" + terminal_id.encode()).hexdigest()[:16].upper()
 
 
 class _PublishThread:
@@ -115,28 +133,182 @@ class _Out:
     pings: int = 0
 
 
-@dataclass(eq=False)
-class _Conn:
-    peer: str
-    writer: Any = None
-    terminal_id: str | None = None
-    serial: int = 0
-    reassembler: c.Reassembler = field(default_factory=c.Reassembler)
+class _Reassembly:
+    """Fragments of split messages on one connection, bounded in messages and bytes (the codec's
+    ``Reassembler`` bounds only the count). ``add`` → complete message, None (waiting), or raises
+    ``Jt808Error('reassembly_overflow')``."""
+    __slots__ = ("parts", "bytes", "max_bytes", "max_messages")
 
+    def __init__(self, max_bytes: int, max_messages: int):
+        self.parts: dict[tuple, dict[int, bytes]] = {}
+        self.bytes = 0
+        self.max_bytes, self.max_messages = max_bytes, max_messages
+
+    def add(self, frag: c.Message) -> c.Message | None:
+        count = frag.packet_count or 0
+        key = (frag.msg_id, count, frag.serial - (frag.packet_index or 0))
+        parts = self.parts.get(key)
+        if parts is None:
+            if len(self.parts) >= self.max_messages:
+                raise c.Jt808Error("reassembly_overflow", f"more than {self.max_messages} split messages "
+                                   "in progress (gateway.reassembly_max_messages)", frag)
+            parts = self.parts[key] = {}
+        old = parts.get(frag.packet_index or 0)
+        self.bytes += len(frag.body) - (len(old) if old else 0)
+        if self.bytes > self.max_bytes:
+            raise c.Jt808Error("reassembly_overflow", f"{self.bytes} bytes of fragments in progress exceed "
+                               f"{self.max_bytes} (gateway.reassembly_max_bytes)", frag)
+        parts[frag.packet_index or 0] = frag.body
+        if len(parts) < count:
+            return None
+        del self.parts[key]
+        body = b"".join(parts[i] for i in range(1, count + 1))
+        self.bytes -= len(body)
+        msg = c.Message(frag.msg_id, frag.terminal_id, key[2] + 1, frag.version, frag.protocol_version, body,
+                        frag.encryption)
+        msg.fields = c.decode_body(msg.msg_id, body, msg.version, msg)
+        return msg
+
+
+class _Conn(asyncio.Protocol):
+    """One terminal connection. Small on purpose (slots, lazy extras): 50 000 of them live at once."""
+    __slots__ = ("gw", "transport", "host", "buf", "tid", "digits", "vehicle", "serial", "opened", "last_rx",
+                 "tokens", "t_tok", "rejects", "reasm", "failures", "closed_reason")
+
+    def __init__(self, gw: "Gateway", host: str, now: float):
+        self.gw = gw
+        self.transport: asyncio.Transport | None = None
+        self.host = host
+        self.buf = bytearray()
+        self.tid: str | None = None            # terminal key once authenticated
+        self.digits = ""                       # its BCD digits as last sent (fast-path identity check)
+        self.vehicle: tuple[str, int] | None = None
+        self.serial = 0
+        self.opened = self.last_rx = self.t_tok = now
+        self.tokens = gw.rate
+        self.rejects: dict[str, list] | None = None    # reason → [count, first frame, detail, terminal id]
+        self.reasm: _Reassembly | None = None
+        self.failures = 0
+        self.closed_reason: str | None = None
+
+    # --- asyncio callbacks ---
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if self.closed_reason is not None:      # evicted before the transport existed
+            transport.abort()
+            return
+        if self.gw.reads_paused:
+            transport.pause_reading()
+
+    def connection_lost(self, exc) -> None:
+        self.gw.forget(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:            # the terminal does not read its replies
+        self.close("write_backlog")
+
+    def data_received(self, data: bytes) -> None:
+        gw = self.gw
+        now = time.monotonic()
+        self.last_rx = now
+        buf = self.buf
+        buf += data
+        try:
+            frames = c.split_frames(buf, gw.max_frame)
+        except c.Jt808Error as e:
+            gw.count_reject(e.code)
+            self.close(e.code)
+            return
+        if not frames:
+            return
+        rate = gw.rate
+        tokens = min(rate, self.tokens + (now - self.t_tok) * rate)
+        self.t_tok = now
+        out = []
+        for frame in frames:
+            if tokens < 1:
+                gw.count_reject("rate_limit")
+                if out:
+                    self.transport.write(b"".join(out))      # type: ignore[union-attr]
+                self.close("rate_limit")
+                return
+            tokens -= 1
+            if self.tid is not None:
+                fix = fastpath.location(frame)
+                if fix is not None and (fix[1] == self.digits or c.terminal_key(fix[1]) == self.tid):
+                    out.append(gw.on_fast_location(self, fix))
+                    continue
+            reply = gw.on_frame(self, frame)
+            if reply:
+                out.append(reply)
+            if self.closed_reason is not None:
+                break
+        self.tokens = tokens
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.closed_reason is not None and self.transport is not None:
+            self.transport.close()               # after the failure answer went out
+
+    # --- helpers ---
     def next_serial(self) -> int:
         self.serial = (self.serial + 1) & 0xFFFF
         return self.serial
 
+    def reject(self, reason: str, detail: str, frame: bytes, terminal_id: str | None) -> None:
+        """Counted now; dead-lettered once per connection and reason (``flush_rejects``)."""
+        self.gw.count_reject(reason)
+        if self.rejects is None:
+            self.rejects = {}
+        r = self.rejects.get(reason)
+        if r is None:
+            self.rejects[reason] = [1, frame, detail, terminal_id]
+        else:
+            r[0] += 1
+
+    def close(self, reason: str, abort: bool = False) -> None:
+        """Close with a reason (counted once). Writes already queued still go out unless ``abort``."""
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        CLOSED.labels(reason=reason).inc()
+        if self.transport is not None and (abort or self.gw.current is not self):
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+
+class GatewayServer:
+    """What ``serve`` returns: ``sockets`` (like ``asyncio.Server``) and ``gateway``."""
+
+    def __init__(self, gateway: "Gateway", sock: socket.socket):
+        self.gateway = gateway
+        self.sockets = [sock]
+
+    def close(self) -> None:
+        if self.gateway.listener is not None:
+            self.gateway.listener.close()
+
 
 class Gateway:
-    """State shared by all connections: terminal↔plate map, current drivers, batcher, outbox."""
+    """State shared by all connections: registry index, identity store, drivers, batcher, outbox."""
 
-    def __init__(self, cfg: Config, registry: Registry, publisher: Publisher):
+    def __init__(self, cfg: Config, registry: Registry, publisher: Publisher, auth: TerminalAuth):
         self.cfg = cfg
         self.publisher = publisher
-        self.registry_terminals: dict[str, tuple[str, int]] = {
-            c.terminal_key(v.terminal_id): (v.plate, v.plate_color) for v in registry.vehicles.values() if v.terminal_id}
-        self.terminals: dict[str, tuple[str, int]] = dict(self.registry_terminals)   # by codec.terminal_key
+        self.auth = auth
+        self.registry = registry
+        # registry index: terminal key → plate; a terminal id listed on two vehicles identifies neither
+        self.registry_terminal: dict[str, str] = {}
+        self.ambiguous: set[str] = set()
+        for v in registry.vehicles.values():
+            if v.terminal_id:
+                k = c.terminal_key(v.terminal_id)
+                if k in self.registry_terminal:
+                    self.ambiguous.add(k)
+                self.registry_terminal[k] = v.plate
+        for k in sorted(self.ambiguous):
+            log.error("registry lists terminal %s on several vehicles: it is refused until that is fixed", k)
         self.drivers: dict[str, str] = {}          # terminal key → qualification no. of the logged-in driver
         self.batcher = PingBatcher.from_config(cfg, self._enqueue_batch)
         self.outbox: deque[_Out] = deque()
@@ -144,37 +316,59 @@ class Gateway:
         self.buffer_max = cfg["gateway.buffer_max_pings"]
         self.max_frame = cfg["gateway.max_frame_bytes"]
         self.idle_s = cfg["gateway.idle_timeout_s"]
+        self.auth_s = cfg["gateway.auth_timeout_s"]
         self.rate = float(cfg["gateway.max_frames_per_s"])
         self.max_conns = cfg["gateway.max_connections"]
+        self.max_unauth = min(cfg["gateway.max_unauthenticated"], self.max_conns)
+        self.max_per_host = cfg["gateway.max_pending_per_address"]
+        self.max_failures = cfg["gateway.max_auth_failures"]
+        self.reasm_bytes = cfg["gateway.reassembly_max_bytes"]
+        self.reasm_msgs = cfg["gateway.reassembly_max_messages"]
+        self.conn_limit = self.max_conns
         self.connections: set[_Conn] = set()
+        self.pending: OrderedDict[_Conn, None] = OrderedDict()    # unauthenticated, oldest first
+        self.pending_by_host: dict[str, int] = {}
+        self.by_terminal: dict[str, _Conn] = {}
+        self.reads_paused = False
         self.kafka_ok = True
-        self.server: asyncio.base_events.Server | None = None
-        self._accepting = asyncio.Event()
-        self._accepting.set()
+        self.current: _Conn | None = None        # the connection whose frame is being handled
+        self.listener: Listener | None = None
+        self._resumed_at = 0.0
+        self._rejects: dict[str, int] = {}
+        self._frames: dict[int | None, int] = {}
+        self._pings = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._thread: _PublishThread | None = None
+        self._revoked_mark = ""
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> asyncio.base_events.Server:
-        self.server = await asyncio.start_server(self.handle, host, port, limit=max(65536, self.max_frame * 2))
+    async def start(self, host: str, port: int) -> GatewayServer:
+        old, new = raise_nofile()
+        self.conn_limit = connection_budget(self.max_conns, self.cfg["gateway.fd_reserve"])
+        sock = listen_socket(host, port, min(self.max_conns, 65535))
+        self._revoked_mark = self.auth.latest_revocation()
+        self.listener = Listener(sock, self._admit, self._full, self.cfg["gateway.accept_pause_s"])
         self._thread = _PublishThread()
         self._tasks = [asyncio.create_task(self._publish_loop(), name="gateway-publish"),
-                       asyncio.create_task(self._flush_loop(), name="gateway-flush")]
-        self.server.gateway = self  # type: ignore[attr-defined]
-        addrs = ", ".join(str(s.getsockname()) for s in self.server.sockets)
-        log.info("JT/T 808 gateway listening on %s", addrs)
-        return self.server
+                       asyncio.create_task(self._tick_loop(), name="gateway-tick")]
+        log.info("JT/T 808 gateway listening on %s; descriptor limit %d (raised from %d), up to %d connections "
+                 "(gateway.max_connections=%d, gateway.fd_reserve=%d)", sock.getsockname(), new, old,
+                 self.conn_limit, self.max_conns, self.cfg["gateway.fd_reserve"])
+        return GatewayServer(self, sock)
 
     async def aclose(self, drain_timeout_s: float = 5.0) -> None:
         """Stop accepting, close connections, flush the batcher and wait (bounded) for the outbox."""
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None:
+            self.listener.close()
         for conn in list(self.connections):
-            if conn.writer is not None:
-                conn.writer.close()
+            conn.close("shutdown")
+            if conn.transport is None:
+                self.forget(conn)
+        await asyncio.sleep(0)                    # let connection_lost run: it dead-letters pending rejects
         self.batcher.flush()
+        self._flush_counts()
         self._wake.set()
         deadline = time.monotonic() + drain_timeout_s
         while self.outbox and time.monotonic() < deadline:
@@ -190,6 +384,70 @@ class Gateway:
         if self._thread is not None:
             self._thread.stop()
 
+    def health(self) -> tuple[str, list[str]]:
+        """("ok" | "degraded", reasons) for /healthz."""
+        reasons = []
+        if self.listener is not None and self.listener.paused:
+            reasons.append(f"not accepting: {self.listener.paused}")
+        if self.reads_paused:
+            reasons.append("buffer full: reads paused")
+        if not self.kafka_ok:
+            reasons.append("Kafka unreachable: buffering")
+        return ("degraded" if reasons else "ok"), reasons
+
+    # --- accepting ---------------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        return len(self.connections) >= self.conn_limit
+
+    def _admit(self, sock: socket.socket, addr: tuple) -> None:
+        host = addr[0] if isinstance(addr, tuple) and addr else str(addr)
+        if self.pending_by_host.get(host, 0) >= self.max_per_host:
+            self.count_reject("address_limit")
+            CLOSED.labels(reason="address_limit").inc()
+            sock.close()
+            return
+        if len(self.pending) >= self.max_unauth:           # evict the oldest stranger, admit the new one
+            oldest = next(iter(self.pending))
+            oldest.close("evicted_unauthenticated", abort=True)
+            self.forget(oldest)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(self, host, time.monotonic())
+        self.connections.add(conn)
+        self.pending[conn] = None
+        self.pending_by_host[host] = self.pending_by_host.get(host, 0) + 1
+        asyncio.get_running_loop().create_task(self._attach(conn, sock))
+
+    async def _attach(self, conn: _Conn, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
+        except Exception as e:            # peer gone between accept and transport creation
+            log.debug("could not attach %s: %s", conn.host, e)
+            sock.close()
+            self.forget(conn)
+
+    def _unpend(self, conn: _Conn) -> None:
+        if self.pending.pop(conn, 0) is None:
+            n = self.pending_by_host.get(conn.host, 1) - 1
+            if n > 0:
+                self.pending_by_host[conn.host] = n
+            else:
+                self.pending_by_host.pop(conn.host, None)
+
+    def forget(self, conn: _Conn) -> None:
+        """Connection gone: drop it everywhere and dead-letter what it was refused."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self._unpend(conn)
+        if conn.tid is not None and self.by_terminal.get(conn.tid) is conn:
+            del self.by_terminal[conn.tid]
+        self.flush_rejects(conn)
+        if self.listener is not None and self.listener.paused == "max_connections":
+            self.listener.resume()
+
     # --- publishing --------------------------------------------------------------------------------
 
     @property
@@ -204,21 +462,57 @@ class Gateway:
     def _enqueue_batch(self, partition: int, key: bytes, value: bytes) -> None:
         self._enqueue(_Out(GPS_PINGS, key, value, partition, self.batcher.last_batch_size))
 
+    def count_reject(self, reason: str) -> None:
+        self._rejects[reason] = self._rejects.get(reason, 0) + 1
+
     def _dead_letter(self, reason: str, detail: str, original: bytes) -> None:
-        REJECTED.labels(reason=reason).inc()
+        self.count_reject(reason)
         self._enqueue(_Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(SOURCE, reason, detail, original), None))
+
+    def flush_rejects(self, conn: _Conn) -> None:
+        """One dead letter per reason for everything this connection was refused (first frame + count)."""
+        if not conn.rejects:
+            return
+        for reason, (n, frame, detail, tid) in conn.rejects.items():
+            self._enqueue(_Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(
+                SOURCE, reason, f"{n} frame(s) refused on one connection from {conn.host} "
+                f"(terminal {tid or '?'}); first: {detail}", frame), None))
+        conn.rejects = None
+
+    def _flush_counts(self) -> None:
+        """Hand the per-tick sums to Prometheus (a labelled ``inc`` per frame costs more than the parse)."""
+        if self._frames:
+            frames, self._frames = self._frames, {}
+            for mid, n in frames.items():
+                FRAMES.labels(msg_id=_id_label(mid)).inc(n)
+        if self._rejects:
+            rejects, self._rejects = self._rejects, {}
+            for reason, n in rejects.items():
+                REJECTED.labels(reason=reason).inc(n)
+        if self._pings:
+            PINGS.inc(self._pings)
+            self._pings = 0
+        CONNECTIONS.set(len(self.connections))
+        UNAUTHENTICATED.set(len(self.pending))
 
     def _update_pressure(self) -> None:
         n = self.buffered_pings
         BUFFERED.set(n)
-        if n >= self.buffer_max and self._accepting.is_set():
-            self._accepting.clear()
+        if n >= self.buffer_max and not self.reads_paused:
+            self.reads_paused = True
             BACKPRESSURE.set(1)
+            for conn in self.connections:
+                if conn.transport is not None:
+                    conn.transport.pause_reading()
             log.warning("buffer full (%d pings ≥ gateway.buffer_max_pings=%d): pausing reads from %d "
                         "terminals until Kafka catches up", n, self.buffer_max, len(self.connections))
-        elif n < self.buffer_max and not self._accepting.is_set():
-            self._accepting.set()
+        elif n < self.buffer_max and self.reads_paused:
+            self.reads_paused = False
             BACKPRESSURE.set(0)
+            self._resumed_at = time.monotonic()
+            for conn in self.connections:
+                if conn.transport is not None and conn.closed_reason is None:
+                    conn.transport.resume_reading()
             log.warning("buffer below limit again (%d pings): resuming reads", n)
 
     def _publish_chunk(self, chunk: list[_Out]) -> None:
@@ -249,89 +543,69 @@ class Gateway:
             if not self.kafka_ok:
                 log.warning("Kafka reachable again; delivering %d buffered records", len(self.outbox))
                 self.kafka_ok = True
+            delivered = 0
             for _ in chunk:
-                self.outbox_pings -= self.outbox.popleft().pings
+                o = self.outbox.popleft()
+                self.outbox_pings -= o.pings
+                delivered += o.pings
+            PUBLISHED.inc(delivered)
             self._update_pressure()
 
-    async def _flush_loop(self) -> None:
+    async def _tick_loop(self) -> None:
+        """Per tick: due ping batches, counters, back-pressure; less often: deadlines, idle connections,
+        revoked codes, and moving long-lived objects out of the cyclic collector."""
         tick = min(0.05, max(0.005, self.batcher.max_s / 4))
+        sweep_every = max(tick, min(1.0, self.auth_s / 4, self.idle_s / 4))
+        revocation_every = self.cfg["gateway.revocation_check_s"]
+        freeze_every = self.cfg["gateway.gc_freeze_s"]
+        next_sweep = next_revocation = time.monotonic()
+        next_freeze = time.monotonic() + freeze_every
         while True:
             await asyncio.sleep(tick)
             try:
                 self.batcher.poll()
             except Exception:
                 log.exception("batcher flush failed")
+            self._flush_counts()
             self._update_pressure()
+            now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = now + sweep_every
+                self._sweep(now)
+            if now >= next_revocation:
+                next_revocation = now + revocation_every
+                self._close_revoked()
+            if freeze_every and now >= next_freeze:
+                next_freeze = now + freeze_every
+                gc.freeze()
 
-    # --- connections -------------------------------------------------------------------------------
+    def _sweep(self, now: float) -> None:
+        while self.pending:
+            conn = next(iter(self.pending))
+            if now - conn.opened < self.auth_s:
+                break
+            conn.close("auth_timeout", abort=True)
+            self.forget(conn)
+        limit = now - self.idle_s
+        if self.reads_paused or self._resumed_at > limit:
+            return                         # silence is ours while reads are (or were just) paused
+        for conn in [x for x in self.connections if x.last_rx < limit and x.tid is not None]:
+            log.info("closing %s (terminal %s): idle for %.0f s", conn.host, conn.tid, self.idle_s)
+            conn.close("idle_timeout", abort=True)
+            self.forget(conn)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = str(writer.get_extra_info("peername"))
-        if len(self.connections) >= self.max_conns:
-            REJECTED.labels(reason="max_connections").inc()
-            log.warning("refusing %s: %d connections (gateway.max_connections)", peer, len(self.connections))
-            writer.close()
-            return
-        conn = _Conn(peer, writer)
-        self.connections.add(conn)
-        CONNECTIONS.inc()
+    def _close_revoked(self) -> None:
         try:
-            await self._serve(conn, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            keys, self._revoked_mark = self.auth.revoked_since(self._revoked_mark)
         except Exception:
-            log.exception("connection %s (terminal %s) failed", peer, conn.terminal_id)
-        finally:
-            self.connections.discard(conn)
-            CONNECTIONS.dec()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buf = bytearray()
-        tokens, last = self.rate, time.monotonic()
-        while True:
-            if not self._accepting.is_set():
-                await self._accepting.wait()
-            try:
-                data = await asyncio.wait_for(reader.read(65536), self.idle_s)
-            except asyncio.TimeoutError:
-                REJECTED.labels(reason="idle_timeout").inc()
-                log.info("closing %s (terminal %s): idle for %.0f s", conn.peer, conn.terminal_id, self.idle_s)
-                return
-            if not data:
-                return
-            buf += data
-            try:
-                frames = c.split_frames(buf, self.max_frame)
-            except c.Jt808Error as e:
-                REJECTED.labels(reason=e.code).inc()
-                log.warning("closing %s (terminal %s): %s", conn.peer, conn.terminal_id, e.detail)
-                return
-            out = bytearray()
-            for frame in frames:
-                now = time.monotonic()
-                tokens = min(self.rate, tokens + (now - last) * self.rate)
-                last = now
-                if tokens < 1:
-                    REJECTED.labels(reason="rate_limit").inc()
-                    log.warning("closing %s (terminal %s): more than %g frames/s (gateway.max_frames_per_s)",
-                                conn.peer, conn.terminal_id, self.rate)
-                    if out:
-                        writer.write(bytes(out))
-                    return
-                tokens -= 1
-                reply = self.on_frame(conn, frame)
-                if reply:
-                    out += reply
-            if out:
-                writer.write(bytes(out))
-                try:
-                    await asyncio.wait_for(writer.drain(), self.idle_s)
-                except asyncio.TimeoutError:
-                    REJECTED.labels(reason="write_timeout").inc()
-                    return
+            log.exception("cannot read revoked terminals from the archive")
+            return
+        for k in keys:
+            conn = self.by_terminal.get(k)
+            if conn is not None:
+                log.warning("terminal %s: auth code revoked, closing its connection", k)
+                conn.close("revoked")
+                self.forget(conn)
 
     # --- one frame ---------------------------------------------------------------------------------
 
@@ -344,72 +618,174 @@ class Gateway:
 
     def on_frame(self, conn: _Conn, frame: bytes) -> bytes | None:
         """Handle one escaped frame; returns the reply frame(s) or None. Never raises for bad input."""
+        self.current = conn
+        try:
+            return self._on_frame(conn, frame)
+        finally:
+            self.current = None
+
+    def _on_frame(self, conn: _Conn, frame: bytes) -> bytes | None:
         try:
             msg = c.parse_frame(frame)
-            if msg.is_fragment:
-                FRAMES.labels(msg_id=_id_label(msg.msg_id)).inc()
-                conn.terminal_id = msg.terminal_id
-                full = conn.reassembler.add(msg)
-                if full is None:
-                    return self._ack(conn, msg, c.RESULT_OK)
-                msg = full
-            else:
-                FRAMES.labels(msg_id=_id_label(msg.msg_id)).inc()
         except c.Jt808Error as e:
             head = e.message
-            if not (head and head.is_fragment):
-                FRAMES.labels(msg_id=_id_label(head.msg_id if head else None)).inc()
+            self._frames[head.msg_id if head else None] = self._frames.get(head.msg_id if head else None, 0) + 1
+            if conn.tid is None:                   # a stranger's noise: once per connection
+                if e.code == "unsupported_msg" or head is None:
+                    conn.reject("not_authenticated" if head else e.code, e.detail, frame, head and head.terminal_id)
+                    return self._ack(conn, head, c.RESULT_FAILURE) if head and head.msg_id < 0x8000 else None
+                conn.reject(e.code, e.detail, frame, head.terminal_id)
+                return self._ack(conn, head, c.RESULT_MSG_ERROR)
+            if head is not None and c.terminal_key(head.terminal_id) != conn.tid:
+                return self._impostor(conn, head, frame)
             if e.code == "unsupported_msg" and head is not None:
-                REJECTED.labels(reason=e.code).inc()
+                self.count_reject(e.code)
                 return self._ack(conn, head, c.RESULT_UNSUPPORTED)
             self._dead_letter(e.code, e.detail, frame)
             if head is None:
                 return None
             return self._ack(conn, head, c.RESULT_MSG_ERROR)
-        conn.terminal_id = msg.terminal_id
+        mid = msg.msg_id
+        self._frames[mid] = self._frames.get(mid, 0) + 1
+        if mid == c.REGISTRATION:
+            return self._on_registration(conn, msg, frame)
+        if mid == c.AUTHENTICATION:
+            return self._on_authentication(conn, msg, frame)
+        if conn.tid is None:
+            conn.reject("not_authenticated", f"0x{mid:04X} before a successful 0x0102", frame, msg.terminal_id)
+            return self._ack(conn, msg, c.RESULT_FAILURE) if mid < 0x8000 else None
+        if c.terminal_key(msg.terminal_id) != conn.tid:
+            return self._impostor(conn, msg, frame)
+        if msg.is_fragment:
+            if conn.reasm is None:
+                conn.reasm = _Reassembly(self.reasm_bytes, self.reasm_msgs)
+            try:
+                full = conn.reasm.add(msg)
+            except c.Jt808Error as e:
+                self._dead_letter(e.code, e.detail, frame)
+                conn.close(e.code)
+                return self._ack(conn, msg, c.RESULT_FAILURE)
+            if full is None:
+                return self._ack(conn, msg, c.RESULT_OK)
+            msg = full
         handler = self._HANDLERS.get(msg.msg_id)
         if handler is None:               # decodable but not a terminal→platform request (e.g. 0x8001)
             return self._ack(conn, msg, c.RESULT_UNSUPPORTED) if msg.msg_id < 0x8000 else None
         return handler(self, conn, msg, frame)
 
+    def on_fast_location(self, conn: _Conn, parsed: tuple) -> bytes:
+        """A well-formed 0x0200 of the authenticated terminal (``fastpath.location``): buffer, acknowledge."""
+        head, digits, serial, (ts, lat, lon, speed, heading, alt, alarm, status, mileage) = parsed
+        conn.digits = digits
+        plate, color = conn.vehicle                  # type: ignore[misc]
+        self.batcher.add_row((plate, digits, ts, lat, lon, speed, heading, alt, color, alarm, status, 0,
+                              self.drivers.get(conn.tid), mileage, int(time.time() * 1000)))    # ROW_FIELDS
+        self._pings += 1
+        self._frames[c.LOCATION] = self._frames.get(c.LOCATION, 0) + 1
+        if self.batcher.pending + self.outbox_pings >= self.buffer_max:
+            self._update_pressure()
+        return fastpath.ack(head, conn.next_serial(), serial, c.LOCATION, c.RESULT_OK)
+
+    def _impostor(self, conn: _Conn, head: c.Message, frame: bytes) -> bytes | None:
+        """A frame carrying another terminal id on an authenticated connection: refused, connection closed."""
+        conn.reject("terminal_mismatch", f"frame for terminal {head.terminal_id} on the connection "
+                    f"authenticated as {conn.tid}", frame, head.terminal_id)
+        conn.close("terminal_mismatch")
+        return self._ack(conn, head, c.RESULT_FAILURE) if head.msg_id < 0x8000 else None
+
+    def _failure(self, conn: _Conn) -> None:
+        conn.failures += 1
+        if conn.failures >= self.max_failures:
+            conn.close("auth_failures")
+
     def _on_registration(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
         f = msg.fields or {}
         tid = c.terminal_key(msg.terminal_id)
-        known = self.registry_terminals.get(tid)
-        plate, color = known if known else (f.get("plate"), f.get("plate_color"))
-        if not plate or not 1 <= len(plate) <= 16 or "\ufffd" in plate:
-            REJECTED.labels(reason="unknown_vehicle").inc()
-            log.warning("registration from terminal %s without a usable plate (%r)", msg.terminal_id,
-                        f.get("plate") or f.get("vin"))
-            body = c.encode_registration_response(msg.serial, 2)      # 2 = no such vehicle
+        plate, color = f.get("plate") or "", f.get("plate_color")
+        v = self.registry.vehicles.get(plate) if plate else None
+        if v is None or v.plate_color != color:
+            result, detail = REG_NO_VEHICLE, f"plate {plate or f.get('vin')!r} colour {color} is not in the registry"
+        elif tid in self.ambiguous:
+            result, detail = REG_NO_TERMINAL, f"the registry lists terminal {tid} on several vehicles"
+        elif self.registry_terminal.get(tid, plate) != plate:
+            result, detail = REG_TERMINAL_TAKEN, (f"the registry assigns terminal {tid} to "
+                                                  f"{self.registry_terminal[tid]}, not {plate}")
+        elif v.terminal_id and c.terminal_key(v.terminal_id) != tid:
+            result, detail = REG_VEHICLE_TAKEN, f"the registry assigns {plate} to another terminal"
         else:
-            if self.terminals.get(tid) != (plate, color):
+            try:
+                result, code = self.auth.issue(tid, plate, color)
+            except Exception:
+                log.exception("cannot store the registration of terminal %s", tid)
+                return self._reply(conn, msg, c.PLATFORM_RESPONSE,
+                                   c.encode_general_response(msg.serial, msg.msg_id, c.RESULT_FAILURE))
+            if result == REG_OK:
                 log.info("terminal %s registered as %s (colour %s)", msg.terminal_id, plate, color)
-            self.terminals[tid] = (plate, color)
-            body = c.encode_registration_response(msg.serial, 0, auth_code_for(tid))
-        return self._reply(conn, msg, c.REGISTRATION_RESPONSE, body)
+                return self._reply(conn, msg, c.REGISTRATION_RESPONSE,
+                                   c.encode_registration_response(msg.serial, REG_OK, code))
+            detail = (f"terminal {tid} is already registered (revoke it first)" if result == REG_TERMINAL_TAKEN
+                      else f"{plate} is already bound to another terminal")
+        conn.reject(_REG_REASONS[result], detail, frame, msg.terminal_id)
+        self._failure(conn)
+        return self._reply(conn, msg, c.REGISTRATION_RESPONSE, c.encode_registration_response(msg.serial, result))
+
+    def _on_authentication(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
+        tid = c.terminal_key(msg.terminal_id)
+        code = (msg.fields or {}).get("auth_code") or ""
+        if conn.tid is not None and conn.tid != tid:
+            return self._impostor(conn, msg, frame) or b""
+        try:
+            b = self.auth.verify(tid, code) if code else None
+        except Exception:
+            log.exception("cannot check the auth code of terminal %s", tid)
+            return self._ack(conn, msg, c.RESULT_FAILURE)
+        v = self.registry.vehicles.get(b.plate) if b else None
+        if b is None or v is None or v.plate_color != b.plate_color:
+            conn.reject("auth_failed", f"terminal {msg.terminal_id}: " + (
+                "wrong or revoked auth code" if b is None else f"bound vehicle {b.plate} left the registry"),
+                frame, msg.terminal_id)
+            self._failure(conn)
+            return self._ack(conn, msg, c.RESULT_FAILURE)
+        if conn.tid is None:
+            self._unpend(conn)
+            conn.tid, conn.vehicle = tid, (b.plate, b.plate_color)
+            old = self.by_terminal.get(tid)
+            if old is not None and old is not conn:
+                log.info("terminal %s authenticated on a new connection from %s: closing the older one from %s",
+                         tid, conn.host, old.host)
+                old.close("superseded")
+                self.forget(old)
+            self.by_terminal[tid] = conn
+            self.flush_rejects(conn)
+        return self._ack(conn, msg, c.RESULT_OK)
 
     def _on_ack_only(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
         return self._ack(conn, msg, c.RESULT_OK)
 
     def _on_deregistration(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
-        tid = c.terminal_key(msg.terminal_id)
-        if tid not in self.registry_terminals:
-            self.terminals.pop(tid, None)
+        """0x0003 from the authenticated terminal: its code is revoked; it must register again."""
+        tid = conn.tid
+        assert tid is not None
+        try:
+            self.auth.revoke(tid, "deregistered by the terminal (0x0003)")
+        except Exception:
+            log.exception("cannot store the deregistration of terminal %s", tid)
+            return self._ack(conn, msg, c.RESULT_FAILURE)
         self.drivers.pop(tid, None)
+        if self.by_terminal.get(tid) is conn:
+            del self.by_terminal[tid]
+        conn.tid = conn.vehicle = None
+        conn.opened = time.monotonic()                 # a fresh deadline to register and authenticate
+        self.pending[conn] = None
+        self.pending_by_host[conn.host] = self.pending_by_host.get(conn.host, 0) + 1
         return self._ack(conn, msg, c.RESULT_OK)
 
     def _on_terminal_response(self, conn: _Conn, msg: c.Message, frame: bytes) -> None:
         return None
 
     def _on_location(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
-        tid = c.terminal_key(msg.terminal_id)
-        vehicle = self.terminals.get(tid)
-        if vehicle is None:
-            self._dead_letter("unknown_terminal", f"terminal {msg.terminal_id} has no plate (not registered, "
-                              f"not in the registry)", frame)
-            return self._ack(conn, msg, c.RESULT_FAILURE)
-        pings = c.message_pings(msg, vehicle[0], vehicle[1], self.drivers.get(tid))
+        plate, color = conn.vehicle          # type: ignore[misc]
+        pings = c.message_pings(msg, plate, color, self.drivers.get(conn.tid))    # type: ignore[arg-type]
         errors = (msg.fields or {}).get("item_errors") or []
         if errors:
             first = errors[0]
@@ -418,20 +794,19 @@ class Gateway:
             if not pings:
                 return self._ack(conn, msg, c.RESULT_MSG_ERROR)
         recv = int(time.time() * 1000)
+        add = self.batcher.add
         for p in pings:
             p["recv_ts"] = recv
-            self.batcher.add(p)
-        PINGS.inc(len(pings))
-        self._update_pressure()
+            add(p)
+        self._pings += len(pings)
+        if self.batcher.pending + self.outbox_pings >= self.buffer_max:
+            self._update_pressure()
         return self._ack(conn, msg, c.RESULT_OK)
 
     def _on_driver_card(self, conn: _Conn, msg: c.Message, frame: bytes) -> bytes:
         f = msg.fields or {}
-        tid = c.terminal_key(msg.terminal_id)
-        vehicle = self.terminals.get(tid)
-        if vehicle is None:
-            self._dead_letter("unknown_terminal", f"driver card from unmapped terminal {msg.terminal_id}", frame)
-            return self._ack(conn, msg, c.RESULT_FAILURE)
+        tid = conn.tid
+        assert tid is not None and conn.vehicle is not None
         if f["event"] == "login" and f.get("ic_result") != 0:
             log.info("terminal %s: IC card read failed (result %s)", msg.terminal_id, f.get("ic_result"))
             return self._ack(conn, msg, c.RESULT_OK)
@@ -440,23 +815,23 @@ class Gateway:
             self.drivers[tid] = driver_id
         else:
             driver_id = self.drivers.pop(tid, "")
-        ev = DriverEvent(plate=vehicle[0], terminal_id=msg.terminal_id, ts=f["ts"], event=f["event"], driver_id=driver_id,
+        plate = conn.vehicle[0]
+        ev = DriverEvent(plate=plate, terminal_id=msg.terminal_id, ts=f["ts"], event=f["event"], driver_id=driver_id,
                          driver_name=f.get("driver_name", ""))
-        self._enqueue(_Out(DRIVER_EVENTS, vehicle[0].encode("utf-8"), orjson.dumps(ev.asdict()), None))
+        self._enqueue(_Out(DRIVER_EVENTS, plate.encode("utf-8"), orjson.dumps(ev.asdict()), None))
         return self._ack(conn, msg, c.RESULT_OK)
 
     _HANDLERS = {
-        c.REGISTRATION: _on_registration, c.AUTHENTICATION: _on_ack_only, c.HEARTBEAT: _on_ack_only,
-        c.DEREGISTRATION: _on_deregistration, c.LOCATION: _on_location, c.BATCH_LOCATION: _on_location,
-        c.DRIVER_CARD: _on_driver_card, c.TERMINAL_RESPONSE: _on_terminal_response,
+        c.HEARTBEAT: _on_ack_only, c.DEREGISTRATION: _on_deregistration, c.LOCATION: _on_location,
+        c.BATCH_LOCATION: _on_location, c.DRIVER_CARD: _on_driver_card, c.TERMINAL_RESPONSE: _on_terminal_response,
     }
 
 
 async def serve(cfg: Config, registry: Registry, publisher: Publisher, host: str = "0.0.0.0",
-                port: int | None = None) -> asyncio.base_events.Server:
-    """Start the gateway inside the running loop. The returned server carries ``server.gateway``; stop it
-    with ``await server.gateway.aclose()`` (flushes pending pings)."""
-    gw = Gateway(cfg, registry, publisher)
+                port: int | None = None) -> GatewayServer:
+    """Start the gateway inside the running loop (identity store: the archive at ``cfg.archive_path``).
+    The returned server carries ``server.gateway``; stop it with ``await server.gateway.aclose()``."""
+    gw = Gateway(cfg, registry, publisher, TerminalAuth(cfg.archive_path))
     return await gw.start(host, cfg["gateway.port"] if port is None else port)
 
 
@@ -465,10 +840,11 @@ async def serve(cfg: Config, registry: Registry, publisher: Publisher, host: str
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="TCP port (default: gateway.port)")
-    p.add_argument("--registry", metavar="FILE", help="registry JSON: vehicles' terminal_id → plate")
+    p.add_argument("--registry", metavar="FILE", help="registry JSON: the vehicles terminals may register as")
     p.add_argument("--bootstrap", default=os.environ.get("ROADWATCH_KAFKA") or "localhost:9092",
                    help="Kafka bootstrap servers (default $ROADWATCH_KAFKA or localhost:9092)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
+    p.add_argument("--profile", metavar="FILE", help="sample the event loop with pyinstrument; text report to FILE at exit")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -482,16 +858,24 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python logs every reconnect attempt; the gateway logs outages and recoveries itself
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-        start_http_server(args.metrics_port)
     publisher = KafkaPublisher(bootstrap=args.bootstrap)
+    try:
+        auth = TerminalAuth(cfg.archive_path)
+    except Exception as e:
+        raise UsageError(f"cannot open the archive {cfg.archive_path}: {e}") from None
 
     async def main() -> None:
+        gw = Gateway(cfg, registry, publisher, auth)
         try:
-            server = await serve(cfg, registry, publisher, args.host, args.port)
+            await gw.start(args.host, cfg["gateway.port"] if args.port is None else args.port)
         except OSError as e:
             raise UsageError(f"cannot listen on {args.host}:{args.port or cfg['gateway.port']}: {e.strerror}") from None
+        if args.metrics_port:
+            from .health_http import start_health_server
+            await start_health_server(args.host, args.metrics_port, gw.health)
+        # everything alive now lives as long as the process: keep it out of the cyclic collector's scans
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -499,10 +883,26 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping gateway")
-        await server.gateway.aclose()  # type: ignore[attr-defined]
+        await gw.aclose()
 
+    if cfg["gateway.event_loop"] == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise UsageError("gateway.event_loop = \"uvloop\" needs the uvloop package (pip install uvloop)") from None
+        run_loop = uvloop.run
+    else:
+        run_loop = asyncio.run
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        profiler.start()
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         publisher.close()
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(profiler.output_text(unicode=True, show_all=False))
     return 0

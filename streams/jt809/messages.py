@@ -176,7 +176,7 @@ def decode_position_2011(b: bytes) -> dict:
                                      f"is not a valid date-time") from None
     if alt >= 0x8000:                     # below sea level sent as two's complement (as in JT/T 808)
         alt -= 0x10000
-    return {"encrypt": enc, "ts": ts, "lat": lat / 1e6 * (-1 if state & 0x4 else 1),
+    return {"encrypt": enc, "jt808_version": 2013, "ts": ts, "lat": lat / 1e6 * (-1 if state & 0x4 else 1),
             "lon": lon / 1e6 * (-1 if state & 0x8 else 1), "speed_kmh": float(v1), "recorder_speed_kmh": float(v2),
             "mileage_km": float(v3), "heading": direction, "altitude_m": alt, "status_flags": state,
             "alarm_flags": alarm}
@@ -222,7 +222,7 @@ def decode_position_2019(b: bytes) -> tuple[dict, list[str]]:
                 loc = c808.decode_location(gnss, 2019)
             except c808.Jt808Error as e:
                 raise Jt809Error(e.code, f"GNSS_DATA: {e.detail}") from None
-            out = {"encrypt": enc, "ts": loc["ts"], "lat": loc["lat"], "lon": loc["lon"], "speed_kmh": loc["speed_kmh"],
+            out = {"encrypt": enc, "jt808_version": 2019, "ts": loc["ts"], "lat": loc["lat"], "lon": loc["lon"], "speed_kmh": loc["speed_kmh"],
                    "mileage_km": loc["extras"].get("mileage_km"), "heading": loc["heading"],
                    "altitude_m": loc["altitude_m"], "status_flags": loc["status_flags"],
                    "alarm_flags": loc["alarm_flags"], "extras": loc["extras"]}
@@ -441,12 +441,14 @@ def decode_body(msg_id: int, body: bytes, proto: int) -> dict:
 
 def position_ping(pos: dict, plate: str, color: int, center_id: int, reupload: bool) -> dict:
     """A decoded position → interchange ping (the ``roadwatch decode jt808`` ping fields). The source
-    platform travels in ``terminal_id`` as ``809:<centre id>`` (809 carries no terminal id)."""
+    platform travels in ``terminal_id`` as ``809:<centre id>`` (809 carries no terminal id);
+    ``jt808_version`` names the alarm/status bit table: 2019 for a 2019 GNSS_DATA (a JT/T 808-2019 0x0200
+    body), 2013 for the 2011 position (JT/T 808-2011/2013 bits, which the 808 codec reads as 2013)."""
     return {"plate": plate, "plate_color": color, "terminal_id": f"809:{center_id}", "ts": pos["ts"],
             "lat": pos["lat"], "lon": pos["lon"], "speed_kmh": pos["speed_kmh"], "heading": pos["heading"],
             "altitude_m": float(pos["altitude_m"]), "alarm_flags": pos["alarm_flags"],
             "status_flags": pos["status_flags"], "reupload": bool(reupload), "driver_id": None,
-            "mileage_km": pos.get("mileage_km")}
+            "mileage_km": pos.get("mileage_km"), "jt808_version": pos["jt808_version"]}
 
 
 def message_pings(msg_id: int, fields: dict, center_id: int) -> list[dict]:
