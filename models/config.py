@@ -317,6 +317,7 @@ _k("jt809.platforms_file", "", "ops",
    "cipher = \"M1,IA1,IC1\" (optional), encrypt_downlink; empty = no platform may log in")
 _k("jt809.auth_timeout_s", 30.0, "ops", "close a main link that has not logged in (0x1001) within this time",
    lo=1, hi=3600)
+_k("jt809.max_refused_logins", 3, "ops", "close a connection after this many refused 0x1001 logins", lo=1, hi=100)
 _k("jt809.idle_timeout_s", 180.0, "ops",
    "close a main link silent this long (lower platforms send 0x1005 heartbeats, typically every 60 s)", lo=5, hi=86400)
 _k("jt809.max_frame_bytes", 65536, "ops", "largest accepted JT/T 809 frame (as received)", lo=64, hi=16_777_216)

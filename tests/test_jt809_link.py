@@ -214,3 +214,20 @@ def test_garbage_is_dead_lettered_and_an_oversized_frame_closes_only_its_connect
         assert _dead(pub) == ["bad_crc", "frame_too_large"]
         assert len(_published_pings(pub)) == 5
     asyncio.run(main())
+
+
+def test_a_connection_is_closed_after_too_many_refused_logins(tmp_path):
+    async def main():
+        clock = SimClock(T0)
+        srv, pub = await _server(tmp_path, [Platform(77, "P", 5, "secret")], clock, **{"jt809.max_refused_logins": 2})
+        lower = LowerPlatform(PlatformSpec(77, 5, "guess1"), clock)
+        assert await lower.connect("127.0.0.1", srv.port) == m.LOGIN_BAD_PASSWORD
+        lower.send(m.LOGIN, m.encode_login(5, "guess2", "127.0.0.1", 1, 2011))
+        lower.send(m.LOGIN, m.encode_login(5, "secret", "127.0.0.1", 1, 2011))     # too late: not read
+        assert (await lower._expect(m.LOGIN_RESP)).fields["result"] == m.LOGIN_BAD_PASSWORD
+        assert await asyncio.wait_for(lower._reader_task, 10) is None             # the server closed it
+        await lower.close()
+        await srv.aclose()
+        assert _dead(pub) == ["login_refused", "login_refused"]
+        assert store.sessions_between(srv.conn, 0, 2e9, clock()) == {}
+    asyncio.run(main())

@@ -3,8 +3,8 @@ client, link state, positions into the ping path, platform inspections (查岗).
 
 Per main-link connection: frames delimited by MSG_LENGTH (``codec.split_frames``), bounded by
 ``jt809.max_frame_bytes``; nothing but 0x1001 is accepted before a successful login (other frames are
-dead-lettered, ``not_logged_in``); a login must arrive within ``jt809.auth_timeout_s``; a link silent for
-``jt809.idle_timeout_s`` is closed. Logins are checked against the platform's configured user id,
+dead-lettered, ``not_logged_in``); a login must arrive within ``jt809.auth_timeout_s``, a connection
+is closed after ``jt809.max_refused_logins`` refusals, and a link silent for ``jt809.idle_timeout_s`` too. Logins are checked against the platform's configured user id,
 password and GNSS centre id (``jt809.platforms_file``); a refused login is answered with its 0x1002
 result, dead-lettered (``login_refused``) and counted per connection.
 
@@ -524,9 +524,15 @@ class LinkServer:
             for raw in frames:
                 for reply in self.on_frame(link, raw):
                     out += reply
+                if link.refused >= self.cfg["jt809.max_refused_logins"]:
+                    break
             if out:
                 writer.write(bytes(out))
                 await asyncio.wait_for(writer.drain(), idle)
+            if link.refused >= self.cfg["jt809.max_refused_logins"]:
+                REJECTED.labels(reason="too_many_refused_logins").inc()
+                log.warning("closing %s: %d refused logins", link.peer, link.refused)
+                return
 
     # --- slave link -----------------------------------------------------------------------------------
 
