@@ -45,7 +45,7 @@ def queue(cfg: Config, target: str, question: str, minutes: int | None, operator
     mins = cfg["jt809.inspection_answer_minutes"] if minutes is None else minutes
     if not 1 <= mins <= 255:
         raise ValueError("answer deadline must be 1–255 minutes")
-    conn = conn if conn is not None else open_archive(cfg.archive_path)
+    conn = conn if conn is not None else open_archive(cfg)
     now = time.time()
     return [(c, store.queue_inspection(conn, c, question, now, operator, mins)) for c in centers]
 

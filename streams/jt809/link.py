@@ -122,7 +122,7 @@ class LinkServer:
         self.platforms = platforms
         self.publisher = publisher
         self.clock = clock
-        self.conn = open_archive(cfg.archive_path)
+        self.conn = open_archive(cfg)
         self.batcher = PingBatcher.from_config(cfg, self._enqueue_batch)
         self.outbox: deque[_Out] = deque()
         self.outbox_pings = 0

@@ -8,11 +8,13 @@
 - ``platform_vehicles``: the platform each plate was last forwarded by (shown in the console).
 
 Times are epoch seconds (REAL) so interval arithmetic needs no date functions of a particular database.
+``conn`` is an ``ArchiveConnection`` (``open_archive``); the read functions also take a plain sqlite3
+connection (``scenario check`` opens the archive read-only).
 """
 from __future__ import annotations
 
-import sqlite3
 import uuid
+from typing import Any
 
 from roadwatch.models.platform_rates import inspection_status
 from roadwatch.streams.archive import register_schema
@@ -84,31 +86,31 @@ def _id() -> str:
 
 # --- sessions and events ----------------------------------------------------------------------------
 
-def record_event(conn: sqlite3.Connection, center_id: int | None, ts: float, event: str, detail: str = "") -> None:
+def record_event(conn: Any, center_id: int | None, ts: float, event: str, detail: str = "") -> None:
     conn.execute("INSERT INTO platform_events (event_id, center_id, ts, event, detail) VALUES (?, ?, ?, ?, ?)",
                  (_id(), center_id, ts, event, detail[:500]))
 
 
-def close_open_sessions(conn: sqlite3.Connection, reason: str) -> int:
+def close_open_sessions(conn: Any, reason: str) -> int:
     """Close sessions a previous server left open, at their last frame (a crash loses no online time it
     saw, and credits none it did not)."""
     cur = conn.execute("UPDATE platform_sessions SET end_ts = last_seen, end_reason = ? WHERE end_ts IS NULL", (reason,))
     return cur.rowcount
 
 
-def open_session(conn: sqlite3.Connection, center_id: int, ts: float, protocol: int, peer: str) -> str:
+def open_session(conn: Any, center_id: int, ts: float, protocol: int, peer: str) -> str:
     sid = _id()
     conn.execute("INSERT INTO platform_sessions (session_id, center_id, start_ts, last_seen, protocol, peer) "
                  "VALUES (?, ?, ?, ?, ?, ?)", (sid, center_id, ts, ts, protocol, peer))
     return sid
 
 
-def touch_session(conn: sqlite3.Connection, session_id: str, ts: float) -> None:
+def touch_session(conn: Any, session_id: str, ts: float) -> None:
     conn.execute("UPDATE platform_sessions SET last_seen = ? WHERE session_id = ? AND end_ts IS NULL AND last_seen < ?",
                  (ts, session_id, ts))
 
 
-def close_session(conn: sqlite3.Connection, session_id: str, end_ts: float | None, reason: str) -> None:
+def close_session(conn: Any, session_id: str, end_ts: float | None, reason: str) -> None:
     """End a session at ``end_ts`` (None: at its last frame)."""
     if end_ts is None:
         conn.execute("UPDATE platform_sessions SET end_ts = last_seen, end_reason = ? "
@@ -118,7 +120,7 @@ def close_session(conn: sqlite3.Connection, session_id: str, end_ts: float | Non
                      "WHERE session_id = ? AND end_ts IS NULL", (end_ts, end_ts, reason, session_id))
 
 
-def sessions_between(conn: sqlite3.Connection, start: float, end: float, now: float) -> dict[int, list[tuple[float, float]]]:
+def sessions_between(conn: Any, start: float, end: float, now: float) -> dict[int, list[tuple[float, float]]]:
     """center → online intervals overlapping [start, end); an open session counts up to its last frame."""
     out: dict[int, list[tuple[float, float]]] = {}
     for r in conn.execute("SELECT center_id, start_ts, COALESCE(end_ts, last_seen) FROM platform_sessions "
@@ -129,40 +131,35 @@ def sessions_between(conn: sqlite3.Connection, start: float, end: float, now: fl
 
 # --- inspections ------------------------------------------------------------------------------------
 
-def queue_inspection(conn: sqlite3.Connection, center_id: int, question: str, ts: float, requested_by: str,
+def queue_inspection(conn: Any, center_id: int, question: str, ts: float, requested_by: str,
                      answer_minutes: int, object_type: int = 1, object_id: str = "") -> str:
     """Queue one 查岗 for ``center_id``; the link server sends it (``queued_inspections``)."""
     iid = _id()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with conn.transaction():
         nxt = conn.execute("SELECT COALESCE(MAX(info_id), 0) + 1 FROM platform_inspections WHERE center_id = ?",
                            (center_id,)).fetchone()[0]
         conn.execute("INSERT INTO platform_inspections (inspection_id, center_id, object_type, object_id, info_id, "
                      "question, answer_minutes, requested_ts, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (iid, center_id, object_type, object_id or str(center_id), int(nxt), question, answer_minutes,
                       ts, requested_by))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return iid
 
 
-def queued_inspections(conn: sqlite3.Connection) -> list[dict]:
+def queued_inspections(conn: Any) -> list[dict]:
     cur = conn.execute("SELECT inspection_id, center_id, object_type, object_id, info_id, question, answer_minutes "
                        "FROM platform_inspections WHERE sent_ts IS NULL ORDER BY requested_ts, inspection_id")
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def mark_sent(conn: sqlite3.Connection, inspection_id: str, ts: float, msg_sn: int | None, delivered: bool,
+def mark_sent(conn: Any, inspection_id: str, ts: float, msg_sn: int | None, delivered: bool,
               deadline_ts: float) -> None:
     conn.execute("UPDATE platform_inspections SET sent_ts = ?, msg_sn = ?, delivered = ?, deadline_ts = ? "
                  "WHERE inspection_id = ? AND sent_ts IS NULL",
                  (ts, msg_sn, 1 if delivered else 0, deadline_ts, inspection_id))
 
 
-def record_answer(conn: sqlite3.Connection, center_id: int, ts: float, answer: str, responder: str = "",
+def record_answer(conn: Any, center_id: int, ts: float, answer: str, responder: str = "",
                   info_id: int | None = None, source_msg_sn: int | None = None) -> str | None:
     """Archive an answer and attach it to the inspection it names (2011: INFO_ID; 2019: the request's
     MSG_SN). → the inspection id, or None when it names none we sent."""
@@ -182,7 +179,7 @@ def record_answer(conn: sqlite3.Connection, center_id: int, ts: float, answer: s
     return iid
 
 
-def inspections_between(conn: sqlite3.Connection, start: float, end: float, now: float,
+def inspections_between(conn: Any, start: float, end: float, now: float,
                         center_id: int | None = None) -> list[dict]:
     """Inspections requested in [start, end) with their derived ``status``."""
     sql = ("SELECT inspection_id, center_id, object_type, object_id, info_id, question, answer_minutes, requested_ts, "
@@ -205,14 +202,14 @@ def inspections_between(conn: sqlite3.Connection, start: float, end: float, now:
 
 # --- vehicles ---------------------------------------------------------------------------------------
 
-def note_vehicles(conn: sqlite3.Connection, rows: list[tuple[str, int, int, float]]) -> None:
+def note_vehicles(conn: Any, rows: list[tuple[str, int, int, float]]) -> None:
     """Upsert (plate, colour, centre, ts): the platform each plate was last forwarded by."""
     conn.executemany("INSERT INTO platform_vehicles (plate, plate_color, center_id, last_seen) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT (plate) DO UPDATE SET plate_color = excluded.plate_color, "
                      "center_id = excluded.center_id, last_seen = excluded.last_seen", rows)
 
 
-def vehicle_platforms(conn: sqlite3.Connection, plates: list[str] | None = None) -> dict[str, int]:
+def vehicle_platforms(conn: Any, plates: list[str] | None = None) -> dict[str, int]:
     if plates is None:
         return {r[0]: int(r[1]) for r in conn.execute("SELECT plate, center_id FROM platform_vehicles")}
     out = {}
@@ -223,12 +220,12 @@ def vehicle_platforms(conn: sqlite3.Connection, plates: list[str] | None = None)
     return out
 
 
-def known_centers(conn: sqlite3.Connection) -> set[int]:
+def known_centers(conn: Any) -> set[int]:
     rows = conn.execute("SELECT center_id FROM platform_sessions UNION SELECT center_id FROM platform_inspections")
     return {int(r[0]) for r in rows}
 
 
-def link_state(conn: sqlite3.Connection) -> dict[int, dict]:
+def link_state(conn: Any) -> dict[int, dict]:
     """center → latest session (online when end_ts is NULL)."""
     out: dict[int, dict] = {}
     for r in conn.execute("SELECT center_id, start_ts, last_seen, end_ts, end_reason, protocol, peer "

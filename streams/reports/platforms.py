@@ -3,7 +3,6 @@ and which platform's 查岗响应率 an enterprise is scored on (the platform th
 vehicles this month). Rates come from ``models.platform_rates``; rows from ``streams.jt809.store``."""
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from datetime import datetime
 
@@ -28,7 +27,7 @@ def month_window(month: str, snapshot: str) -> tuple[float, float]:
     return start, max(start, min(end, snap))
 
 
-def platform_section(conn: sqlite3.Connection, month: str, snapshot: str, cfg: Config, registry) -> dict:
+def platform_section(conn, month: str, snapshot: str, cfg: Config, registry) -> dict:
     start, end = month_window(month, snapshot)
     try:
         configured = load_platforms(cfg)
