@@ -5,7 +5,9 @@ fix (all rules configurable, domain-rules.md §5.2 proposal):
 
 1. d = haversine(fix, p), dt = p.ts − fix.ts (> 0), implied speed v = d / dt.
 2. Drift: v > ``drift.v_max_kmh``, or d > ``drift.stationary_jump_km`` while p reports speed ≤
-   ``drift.stationary_speed_kmh``. A drift point adds no km and does not become the fix — except that
+   ``drift.stationary_speed_kmh`` and dt ≤ ``drift.stationary_jump_max_s`` (time bound, docs/legal-basis.md
+   §6: a vehicle that parks after one unqualified arrival fix reports its parked position much later than
+   the last qualified fix; that jump is the trip it made, not drift; 0 = no bound, the literal rule). A drift point adds no km and does not become the fix — except that
    after ``drift.reanchor_after`` consecutive drift points the latest one becomes the fix (without
    distance), so a wrong first fix or a real relocation cannot freeze a vehicle's track forever.
 3. Stationary hold (``drift.stationary_hold``): when p and the fix both report speed ≤ the stationary
@@ -48,6 +50,7 @@ class TrackParams:
     max_gaps: int
     window_ms: int
     max_points: int
+    jump_max_ms: int = 0          # stationary-jump rule only within this time (0 = unbounded)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TrackParams":
@@ -55,7 +58,7 @@ class TrackParams:
                    float(cfg["drift.stationary_speed_kmh"]), bool(cfg["drift.stationary_hold"]),
                    int(cfg["drift.reanchor_after"]), int(cfg["track.gap_s"]) * 1000, float(cfg["track.gap_km"]),
                    int(cfg["track.fill_max_gaps"]), int(round(float(cfg["track.fill_window_h"]) * 3_600_000)),
-                   int(cfg["track.fill_max_points"]))
+                   int(cfg["track.fill_max_points"]), int(cfg["drift.stationary_jump_max_s"]) * 1000)
 
 
 @dataclass
@@ -72,7 +75,10 @@ class StepResult:
 def is_drift(d_km, dt_ms, speed_kmh, p: TrackParams):
     """Rule 2 (works on arrays and on scalars). dt_ms > 0."""
     implied = d_km / (dt_ms / 3_600_000.0)
-    return (implied > p.v_max_kmh) | ((speed_kmh <= p.stationary_kmh) & (d_km > p.jump_km))
+    jump = (speed_kmh <= p.stationary_kmh) & (d_km > p.jump_km)
+    if p.jump_max_ms > 0:
+        jump = jump & (dt_ms <= p.jump_max_ms)
+    return (implied > p.v_max_kmh) | jump
 
 
 def is_gap(d_km, dt_ms, p: TrackParams):

@@ -276,6 +276,42 @@ _k("gateway.gc_freeze_s", 60.0, "ops",
    "move long-lived objects out of the cyclic collector this often (0 = only after start-up)", lo=0, hi=86400)
 
 
+# --- case lifecycle, Art. 66 views, permits (models/lifecycle.py, models/art66.py, models/permits.py) ---
+_k("art66.counts_from", "decided", "docs/legal-basis.md §4.3 (project decision; 条例 Art. 66)",
+   "earliest case status that counts for Art. 66 (that status and the later ones: decided → served → closed)",
+   ("decided", "served", "closed"))
+_k("case.statement_days", 3, "docs/legal-basis.md §4.2 (处罚法 Art. 44/45; transport practice [S])",
+   "the owner's 陈述申辩 period after notification: no decision dated earlier", lo=0, hi=60)
+_k("case.resolve_timeout_s", 600, "docs/legal-basis.md §5.2 (project decision)",
+   "a new case waits this long for the GPS track / card events covering its passage (other partitions) before "
+   "driver and source site are taken as provisional", lo=0, hi=86400)
+_k("case.late_data_h", 48.0, "docs/legal-basis.md §5.2 (project decision)",
+   "track or card data arriving up to this long after detection still amends the case (new chain entry, "
+   "counts recomputed)", lo=0, hi=720)
+_k("case.resolve_interval_s", 30.0, "ops", "how often the worker re-resolves cases waiting for cross-partition data",
+   lo=1, hi=3600)
+_k("evidence.trusted_keys_dir", "", "ops",
+   "folder of trusted public keys for `evidence verify` (default <data_dir>/keys/trusted); refused when "
+   "group/world-writable")
+_k("case.hearing_days", 5, "docs/legal-basis.md §4.4 (处罚法 Art. 63/64)",
+   "period to request a hearing after an escalation proposal is notified: no decision dated earlier", lo=0, hi=60)
+
+
+# --- GPS rules on real feeds (duplicates, drift time bound, fatigue across gaps) ----------------------
+_k("quality.duplicate_tolerance_s", 0, "legal-basis §6 [P]",
+   "a ping of the same vehicle whose fix time is within this many seconds of an earlier one is a duplicate: "
+   "counted once (quality reason 'duplicate')", lo=0, hi=3600)
+_k("drift.stationary_jump_max_s", 120, "legal-basis §6 [P]",
+   "the stationary-jump drift rule applies only when the points are at most this many seconds apart "
+   "(a vehicle parked after one unqualified arrival fix is not drifting); 0 = no time bound", lo=0, hi=86400)
+_k("fatigue.rest_max_move_km", 1.0, "legal-basis §7 [P]",
+   "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
+   "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
+_k("late.replay_window_h", 3.0, "legal-basis §7 [P]",
+   "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
+   "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
+   "track gaps; 0 = off", lo=0.0, hi=48.0)
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

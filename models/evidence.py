@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .records import PLATE_COLORS, WimReading, format_ts
 
 MANIFEST_SCHEMA = "roadwatch.evidence/1"
+ENTRY_SCHEMA = "roadwatch.evidence-entry/1"
+HEAD_SCHEMA = "roadwatch.chain-head/1"
 KEY_ENV = "ROADWATCH_SIGNING_KEY_FILE"
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -81,12 +83,34 @@ def key_id_of(public: Ed25519PublicKey) -> str:
 
 def _publish(public: Ed25519PublicKey, trusted_dir: Path) -> str:
     kid = key_id_of(public)
-    trusted_dir.mkdir(parents=True, exist_ok=True)
+    if not trusted_dir.is_dir():
+        trusted_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(trusted_dir, 0o755)           # never group/world-writable, whatever the umask
     p = trusted_dir / f"{kid}.pub"
     if not p.exists():
         p.write_bytes(public.public_bytes(serialization.Encoding.PEM,
                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+        os.chmod(p, 0o644)
     return kid
+
+
+def check_trusted_dir(trusted_dir: str | os.PathLike) -> Path:
+    """The trusted-keys folder, refused (EvidenceError) when anyone but its owner could drop a key into it:
+    group/world-writable, or owned by another user than us or root. Key files are checked the same way
+    when they are read (``load_trusted_key``)."""
+    d = Path(trusted_dir)
+    try:
+        st = d.stat()
+    except OSError:
+        raise EvidenceError(f"trusted keys folder {d} does not exist") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise EvidenceError(f"trusted keys folder {d} is not a directory")
+    if st.st_mode & 0o022:
+        raise EvidenceError(f"trusted keys folder {d} is group- or world-writable (mode "
+                            f"{stat.S_IMODE(st.st_mode):03o}): anyone could add a key; refusing to trust it")
+    if st.st_uid not in (0, os.geteuid()):
+        raise EvidenceError(f"trusted keys folder {d} belongs to another user (uid {st.st_uid}); refusing to trust it")
+    return d
 
 
 def load_signing_key(data_dir: str | os.PathLike, env: dict | None = None) -> SigningKey:
@@ -126,6 +150,9 @@ def load_trusted_key(trusted_dir: Path, key_id: str) -> Ed25519PublicKey | None:
         return None
     p = Path(trusted_dir) / f"{key_id}.pub"
     try:
+        st = p.stat()
+        if st.st_mode & 0o022 or st.st_uid not in (0, os.geteuid()):
+            return None                          # a key file others could replace is not trusted
         data = p.read_bytes()
     except OSError:
         return None
@@ -217,7 +244,7 @@ def build_manifest(verdict: dict, reading: WimReading) -> dict:
                      "review_reasons": verdict.get("review_reasons") or []},
         "penalties": {"road_administration": verdict.get("road_penalty"), "police": verdict.get("police")},
         "axle_findings": verdict.get("axle_findings") or [],
-        "counters": verdict.get("counters"), "escalations": verdict.get("escalations") or [],
+        "counters": verdict.get("counters"), "permit": verdict.get("permit"),
         "targets": {
             "vehicle": {"plate": reading.plate, "owner": veh.get("owner"),
                         "transport_cert_no": veh.get("transport_cert_no"),
@@ -323,11 +350,82 @@ def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimRe
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         chain.seek(0, os.SEEK_END)
-        _append_link(chain, {"seq": manifest["chain"]["seq"], "case_id": case_id,
-                             "manifest_sha256": sha256_bytes(mbytes),
-                             "prev_manifest_sha256": manifest["chain"]["prev_manifest_sha256"],
-                             "ts": manifest["created_at"]})
+        link = {"seq": manifest["chain"]["seq"], "case_id": case_id, "kind": "package",
+                "manifest_sha256": sha256_bytes(mbytes),
+                "prev_manifest_sha256": manifest["chain"]["prev_manifest_sha256"],
+                "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": manifest["created_at"]}
+        _append_link(chain, link)
+        _write_head(evidence_dir, chain_id, links + [link], key)
     return final
+
+
+# --- later facts and the signed chain head -------------------------------------------------------------------
+
+def _head_path(evidence_dir: Path, chain_id: str) -> Path:
+    return evidence_dir / f"chain-{chain_id}.head.json"
+
+
+def _write_head(evidence_dir: Path, chain_id: str, links: list[dict], key: SigningKey) -> None:
+    """Re-sign the chain's head (count and last link hash) after every append, so a removed tail, an
+    inserted or replayed link is reported even when the attacker recomputes the (unkeyed) link hashes."""
+    body = {"schema": HEAD_SCHEMA, "chain_id": chain_id, "count": len(links),
+            "last_link_sha256": links[-1]["link_sha256"] if links else None,
+            "ts": format_ts(datetime.now(timezone.utc))}
+    raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    doc = {"head": body, "alg": "Ed25519", "key_id": key.key_id,
+           "signature": base64.b64encode(key.sign(raw)).decode("ascii")}
+    path = _head_path(evidence_dir, chain_id)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(orjson.dumps(doc, option=_DUMP) + b"\n")
+    os.replace(tmp, path)
+
+
+def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey) -> Path:
+    """Record a later fact about a case (an act of its history, a driver identified, a source site traced
+    later) as a new signed entry on the package's own chain; the package itself is never rewritten.
+
+    ``fact["id"]`` identifies the fact: appending the same id again is a no-op (returns the existing entry).
+    The entry is ``<case>/entries/NNNN-<kind>.json`` + ``.sig``, linked like a package."""
+    pkg = Path(pkg)
+    manifest = orjson.loads((pkg / "manifest.json").read_bytes())
+    chain_id = manifest["chain"]["chain_id"]
+    fid = str(fact.get("id") or "")
+    if not fid:
+        raise EvidenceError("a fact needs an id")
+    kind = re.sub(r"[^a-z0-9]", "", str(fact.get("kind", "fact")).lower())[:16] or "fact"
+    evidence_dir = pkg.parent
+    edir = pkg / "entries"
+    with open(_chain_path(evidence_dir, chain_id), "ab+") as chain:
+        fcntl.flock(chain.fileno(), fcntl.LOCK_EX)
+        existing = sorted(edir.glob("*.json")) if edir.is_dir() else []
+        for f in existing:
+            try:
+                if orjson.loads(f.read_bytes()).get("fact", {}).get("id") == fid:
+                    return f
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+        links = [ln for ln in _read_links(_chain_path(evidence_dir, chain_id)) if isinstance(ln, dict)]
+        prev = links[-1] if links else None
+        rel = f"entries/{len(existing) + 1:04d}-{kind}.json"
+        doc = {"schema": ENTRY_SCHEMA, "case_id": manifest["case_id"], "fact": fact,
+               "created_at": format_ts(datetime.now(timezone.utc)),
+               "chain": {"chain_id": chain_id, "seq": (int(prev.get("seq", 0)) + 1) if prev else 1,
+                         "prev_manifest_sha256": prev.get("manifest_sha256") if prev else None},
+               "signing": {"alg": "Ed25519", "key_id": key.key_id}}
+        body = orjson.dumps(doc, option=_DUMP) + b"\n"
+        edir.mkdir(exist_ok=True)
+        tmp = edir / f".{Path(rel).name}.tmp-{os.getpid()}"
+        tmp.write_bytes(body)
+        sig = {"alg": "Ed25519", "key_id": key.key_id, "signature": base64.b64encode(key.sign(body)).decode("ascii")}
+        (edir / (Path(rel).stem + ".sig")).write_bytes(orjson.dumps(sig, option=_DUMP) + b"\n")
+        os.replace(tmp, pkg / rel)
+        chain.seek(0, os.SEEK_END)
+        link = {"seq": doc["chain"]["seq"], "case_id": manifest["case_id"], "kind": "entry", "path": rel,
+                "manifest_sha256": sha256_bytes(body), "prev_manifest_sha256": doc["chain"]["prev_manifest_sha256"],
+                "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": doc["created_at"]}
+        _append_link(chain, link)
+        _write_head(evidence_dir, chain_id, links + [link], key)
+    return pkg / rel
 
 
 # --- verification -------------------------------------------------------------------------------------------
@@ -393,8 +491,17 @@ def verify_package(path: str | os.PathLike, trusted_keys_dir: str | os.PathLike)
                     problems.append("manifest.sig: signature does not verify the altered manifest")
             if manifest is not None and (manifest.get("signing") or {}).get("key_id") != kid:
                 problems.append("manifest.sig: key id differs from the manifest's signing key")
-    # artefacts
+    # the package must sit under its own case id: a copied or swapped directory names another case
+    if manifest is not None and manifest.get("case_id") != pkg.name:
+        problems.append(f"manifest.json: belongs to case {manifest.get('case_id')}, not to directory {pkg.name} "
+                        "(package copied, swapped or renamed)")
+    # later facts: signed entries on the chain
     listed = {"manifest.json", "manifest.sig"}
+    if manifest is not None and (pkg / "entries").is_dir():
+        entry_problems, entry_files = _check_entries(pkg, manifest, trusted_keys_dir)
+        problems += entry_problems
+        listed |= entry_files
+    # artefacts
     for a in (manifest or {}).get("artefacts") or []:
         if not isinstance(a, dict) or not a.get("held"):
             continue
@@ -415,6 +522,56 @@ def verify_package(path: str | os.PathLike, trusted_keys_dir: str | os.PathLike)
     return problems
 
 
+def _verify_sig(trusted_keys_dir, sig_bytes: bytes, data: bytes, what: str) -> list[str]:
+    try:
+        sig = orjson.loads(sig_bytes)
+        raw_sig = base64.b64decode(sig["signature"], validate=True)
+        if sig.get("alg") != "Ed25519" or base64.b64encode(raw_sig).decode("ascii") != sig["signature"]:
+            raise ValueError
+        kid = sig["key_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return [f"{what}: signature unreadable (altered)"]
+    pub = load_trusted_key(Path(trusted_keys_dir), kid if isinstance(kid, str) else "")
+    if pub is None:
+        return [f"{what}: signing key {str(kid)[:16]}… is not in the trusted keys"]
+    try:
+        pub.verify(raw_sig, data)
+    except InvalidSignature:
+        return [f"{what}: signature does not verify (altered)"]
+    return []
+
+
+def _check_entries(pkg: Path, manifest: dict, trusted_keys_dir) -> tuple[list[str], set[str]]:
+    """Each entry file: signed, of this case, and linked on the package's chain with its hash."""
+    problems, files = [], set()
+    chain_id = (manifest.get("chain") or {}).get("chain_id") or ""
+    links = {ln.get("path"): ln for ln in _read_links(_chain_path(pkg.parent, chain_id))
+             if isinstance(ln, dict) and ln.get("kind") == "entry" and ln.get("case_id") == manifest.get("case_id")}
+    for f in sorted((pkg / "entries").glob("*.json")):
+        rel = f.relative_to(pkg).as_posix()
+        files |= {rel, rel[:-5] + ".sig"}
+        data = f.read_bytes()
+        sig = f.with_suffix(".sig")
+        if not sig.is_file():
+            problems.append(f"entry {rel}: signature missing")
+        else:
+            problems += _verify_sig(trusted_keys_dir, sig.read_bytes(), data, f"entry {rel}")
+        ln = links.pop(rel, None)
+        if ln is None:
+            problems.append(f"entry {rel}: not linked on chain {chain_id} (inserted or chain truncated)")
+        elif ln.get("manifest_sha256") != sha256_bytes(data):
+            problems.append(f"entry {rel}: altered (sha256 differs from chain link seq {ln.get('seq')})")
+        try:
+            doc = orjson.loads(data)
+            if doc.get("case_id") != manifest.get("case_id"):
+                problems.append(f"entry {rel}: belongs to case {doc.get('case_id')}")
+        except (orjson.JSONDecodeError, AttributeError):
+            problems.append(f"entry {rel}: altered (not valid JSON)")
+    for rel, ln in links.items():
+        problems.append(f"entry {rel}: missing (chain link seq {ln.get('seq')} names it)")
+    return problems, files
+
+
 def _check_link_for(pkg: Path, manifest: dict, msha: str) -> list[str]:
     chain = manifest.get("chain") or {}
     cf = _chain_path(pkg.parent, chain["chain_id"])
@@ -424,7 +581,8 @@ def _check_link_for(pkg: Path, manifest: dict, msha: str) -> list[str]:
         return [f"chain {name}: missing (package not linked)"]
     mine = None
     for i, ln in enumerate(links):
-        if isinstance(ln, dict) and ln.get("case_id") == manifest.get("case_id"):
+        if (isinstance(ln, dict) and ln.get("case_id") == manifest.get("case_id")
+                and ln.get("kind", "package") == "package"):
             mine = (i, ln)
     problems = []
     if mine is None:
@@ -449,24 +607,71 @@ def _check_link_for(pkg: Path, manifest: dict, msha: str) -> list[str]:
     return problems
 
 
-def verify_chain(evidence_dir: Path, chain_file: Path) -> list[str]:
-    """Walk one chain: every link intact, seq 1..n consecutive, prev hashes linked, packages present."""
+def verify_chain(evidence_dir: Path, chain_file: Path, trusted_keys_dir=None) -> list[str]:
+    """Walk one chain: every link intact, seq 1..n consecutive, each link naming its predecessor (manifest
+    and link hash), each case's package linked once, entries present; then the signed head: its count and
+    last link hash must match (a removed tail, an inserted or replayed link)."""
     problems = []
-    prev_sha, expect = None, 1
-    for i, ln in enumerate(_read_links(chain_file)):
+    prev_sha, prev_link, expect = None, None, 1
+    seen_packages: dict[str, int] = {}
+    links = _read_links(chain_file)
+    for i, ln in enumerate(links):
         where = f"chain {chain_file.name}: link at line {i + 1}"
         if not isinstance(ln, dict) or _link_hash(ln) != ln.get("link_sha256"):
             problems.append(f"{where} altered")
-            prev_sha, expect = None, expect + 1
+            prev_sha, prev_link, expect = None, None, expect + 1
             continue
         if ln.get("seq") != expect:
             problems.append(f"{where}: seq {ln.get('seq')} where {expect} was expected (link removed or inserted)")
         if prev_sha is not None and ln.get("prev_manifest_sha256") != prev_sha:
             problems.append(f"{where}: previous-manifest hash does not match line {i}")
-        pkg = evidence_dir / str(ln.get("case_id"))
-        if not _ID_RE.match(str(ln.get("case_id"))) or not is_package(pkg):
+        if prev_link is not None and "prev_link_sha256" in ln and ln["prev_link_sha256"] != prev_link:
+            problems.append(f"{where}: previous-link hash does not match line {i}")
+        cid = str(ln.get("case_id"))
+        pkg = evidence_dir / cid
+        if not _ID_RE.match(cid) or not is_package(pkg):
             problems.append(f"{where}: package {ln.get('case_id')} missing")
-        prev_sha, expect = ln.get("manifest_sha256"), (ln.get("seq") or expect) + 1
+        elif ln.get("kind") == "entry":
+            rel = str(ln.get("path") or "")
+            f = pkg / rel
+            if ".." in Path(rel).parts or not f.is_file():
+                problems.append(f"{where}: entry {cid}/{rel} missing")
+            elif sha256_file(f) != ln.get("manifest_sha256"):
+                problems.append(f"{where}: entry {cid}/{rel} altered")
+        else:
+            if cid in seen_packages:
+                problems.append(f"{where}: package {cid} already linked at line {seen_packages[cid]} (replayed)")
+            seen_packages.setdefault(cid, i + 1)
+        prev_sha, prev_link, expect = ln.get("manifest_sha256"), ln.get("link_sha256"), (ln.get("seq") or expect) + 1
+    if trusted_keys_dir is not None:
+        problems += _check_head(evidence_dir, chain_file, links, trusted_keys_dir)
+    return problems
+
+
+def _check_head(evidence_dir: Path, chain_file: Path, links: list, trusted_keys_dir) -> list[str]:
+    chain_id = chain_file.name[len("chain-"):-len(".jsonl")]
+    hp = _head_path(evidence_dir, chain_id)
+    name = f"chain {chain_file.name}"
+    try:
+        doc = orjson.loads(hp.read_bytes())
+        head = doc["head"]
+        raw = orjson.dumps(head, option=orjson.OPT_SORT_KEYS)
+        sig = orjson.dumps({k: doc[k] for k in ("alg", "key_id", "signature")})
+    except FileNotFoundError:
+        return [f"{name}: signed head {hp.name} missing (the chain's length cannot be proven)"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return [f"{name}: signed head {hp.name} unreadable (altered)"]
+    problems = _verify_sig(trusted_keys_dir, sig, raw, f"{name}: head")
+    if problems:
+        return problems
+    good = [ln for ln in links if isinstance(ln, dict)]
+    if head.get("chain_id") != chain_id:
+        problems.append(f"{name}: signed head belongs to chain {head.get('chain_id')}")
+    if head.get("count") != len(links):
+        problems.append(f"{name}: {len(links)} link(s) but the signed head counts {head.get('count')} "
+                        "(links removed from the end, or added)")
+    elif not good or good[-1].get("link_sha256") != head.get("last_link_sha256"):
+        problems.append(f"{name}: last link differs from the signed head (chain replaced or replayed)")
     return problems
 
 
@@ -475,6 +680,9 @@ def verify_tree(root: str | os.PathLike, trusted_keys_dir: str | os.PathLike) ->
     root = Path(root)
     pkgs = sorted(p for p in root.iterdir() if not p.name.startswith(".") and is_package(p)) if root.is_dir() else []
     chains = sorted(root.glob("chain-*.jsonl")) if root.is_dir() else []
+    for h in sorted(root.glob("chain-*.head.json")) if root.is_dir() else []:
+        if not (root / (h.name[:-len(".head.json")] + ".jsonl")).exists():
+            chains.append(root / (h.name[:-len(".head.json")] + ".jsonl"))     # head without chain: reported
     if not pkgs and not chains:
         raise NotAPackage(f"{root} holds no evidence packages")
     out: dict[str, list[str]] = {}
@@ -483,7 +691,7 @@ def verify_tree(root: str | os.PathLike, trusted_keys_dir: str | os.PathLike) ->
         if probs:
             out[p.name] = probs
     for c in chains:
-        probs = verify_chain(root, c)
+        probs = verify_chain(root, c, trusted_keys_dir)
         if probs:
             out[c.name] = probs
     return out

@@ -42,10 +42,12 @@ _ALARM_NAMES_FALLBACK = {
 HIGH_SEVERITY_ALARM_BITS = frozenset({0, 26, 27, 28, 29, 30})
 
 
-def alarm_bit_name(bit: int) -> str:
-    try:  # the gateway engineer's full table, when present
-        from roadwatch.streams.jt808.alarms import ALARM_BITS_2013
-        name = ALARM_BITS_2013.get(bit)
+def alarm_bit_name(bit: int, version: int = 0) -> str:
+    """Standard name of a JT/T 808 alarm bit in the terminal's protocol version (2019 renamed bits 2/3 and
+    gave bits 15–17 meanings; 0 or 2011/2013 = the 2013 table)."""
+    try:  # the gateway engineer's full tables, when present
+        from roadwatch.streams.jt808.alarms import ALARM_BITS_2013, ALARM_BITS_2019
+        name = (ALARM_BITS_2019 if version >= 2019 else ALARM_BITS_2013).get(bit)
     except ImportError:  # pragma: no cover - depends on build
         name = None
     return name or _ALARM_NAMES_FALLBACK.get(bit, f"保留位{bit}")
@@ -68,6 +70,29 @@ def in_window(tod_ms: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
     if start_ms <= end_ms:
         return (tod_ms >= start_ms) & (tod_ms < end_ms)
     return (tod_ms >= start_ms) | (tod_ms < end_ms)
+
+
+def night_overlap_ms(start_ms: np.ndarray, end_ms: np.ndarray, win_start: int, win_end: int) -> np.ndarray:
+    """Milliseconds of [start, end] (epoch ms, start ≤ end) inside the daily Beijing-time window
+    [win_start, win_end) (ms after midnight; a window with win_end ≤ win_start wraps past midnight).
+    ``start`` may be ``NONE``-like (very negative): the result is then 0."""
+    s = np.asarray(start_ms, dtype=np.int64)
+    e = np.asarray(end_ms, dtype=np.int64)
+    ok = (s > 0) & (e > s)
+    s = np.where(ok, s, 0)
+    e = np.where(ok, e, 0)
+
+    def cum(x):                         # window time in [epoch, x]
+        loc = x + BEIJING_OFFSET_MS
+        days, tod = loc // DAY_MS, loc % DAY_MS
+        if win_end >= win_start:        # same convention as in_window: start == end is an empty window
+            per_day = win_end - win_start
+            part = np.clip(tod - win_start, 0, per_day)
+        else:
+            per_day = win_end + DAY_MS - win_start
+            part = np.minimum(tod, win_end) + np.maximum(tod - win_start, 0)
+        return days * per_day + part
+    return np.where(ok, cum(e) - cum(s), 0)
 
 
 def local_day_tod(ts_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,14 @@ Order of the rules (documented so the verdict is explainable):
  1. passage de-duplication (same plate, same station, within ``overlimit.dedup_window_s`` of the passage's
     first reading → ``duplicate_of``, no second case);
  2. Art. 3 limit (models/limits.py) and tolerance (threshold | deduct) → ``over_limit``;
- 3. if over the limit: validity (calibration certificate, plate confidence, plate in registry) → ``review``,
-    else Art. 43 → ``warning`` | ``fine``;
+ 3. if over the limit: validity (calibration certificate, plate confidence, plate in registry) → ``review``;
+    a valid 大件运输许可 covering the passage (limits and route) → ``none``, ``permitted``; a permit valid in
+    time that does not cover it → ``review`` (``permit_terms_not_met``, the permit's reasons); else Art. 43 →
+    ``warning`` | ``fine``;
  4. police 超载 assessment (informational), axle-load findings (informational);
- 5. driver (IC card → registry → unknown), cargo source (geo/sites.py), Art. 66 counters and escalations.
+ 5. driver (IC card → registry, shown as presumed → unknown), cargo source (geo/sites.py), informational
+    detection counts. Art. 66 escalations are not decided here: they are derived from the case histories
+    (models/art66.py) once cases are decided.
 
 Ids are deterministic: ``passage_id`` = sha256(station|plate|first reading epoch-ms) so a replayed feed maps
 to the same passage and case; ``case_id`` derives from it.
@@ -29,20 +33,12 @@ from roadwatch.geo.sites import SiteIndex, find_loading_site
 from .config import Config
 from .limits import axle_findings, axle_groups, gross_limit
 from .penalties import police_assessment, road_penalty
+from .permits import PermitIndex
 from .records import GpsPing, WimReading, epoch_ms_to_iso, format_ts, iso_to_epoch_ms, parse_ts
 from .registry import Registry
 
 VERDICT_SCHEMA = "roadwatch.wim-verdict/1"
 DAY_MS = 86_400_000
-
-ART66_BASIS = "《公路安全保护条例》第六十六条"
-RECOMMENDATIONS = {
-    "vehicle": "吊销车辆营运证（1年内违法超限运输超过3次）",
-    "driver": "责令停止从事营业性运输（1年内违法超限运输超过3次）",
-    "enterprise": "责令停业整顿（1年内违法超限运输车辆超过本单位货运车辆总数10%）；情节严重的吊销道路运输经营许可证",
-    "source_site": "追究货运源头单位责任：核查装载及称重记录（62号令第28、29条；条例第41条；指使、强令超限的依条例第68条处3万元以下罚款）",
-}
-
 
 # --- protocols ------------------------------------------------------------------------------------------
 
@@ -98,7 +94,8 @@ class MemoryCounters:
         if not (verdict.get("violation") and cid) or cid in self._cases:
             return
         ts = verdict["ts_ms"]
-        keys = {"plate": verdict["plate"], "driver": (verdict.get("driver") or {}).get("id"),
+        drv = verdict.get("driver") or {}
+        keys = {"plate": verdict["plate"], "driver": drv.get("id") if drv.get("source") == "ic_card" else None,
                 "ent": verdict.get("enterprise_id"), "site": (verdict.get("source_site") or {}).get("site_id")}
         self._cases[cid] = (ts, keys)
         for kind, key in keys.items():
@@ -251,15 +248,21 @@ def _site_index(registry: Registry) -> SiteIndex:
     return cached[1]
 
 
-def _share_exceeded(distinct: int, share: float, fleet: int) -> bool:
-    return fleet > 0 and distinct > round(share * fleet, 9)
+def trace_source_site(registry: Registry, cfg: Config, track: TrackSource | None, plate: str, ts_ms: int) -> dict:
+    """The loading stop (货运源头单位) on the truck's track before ``ts_ms`` (geo/sites.py); also used to amend
+    a case when its track arrives late (streams/cases.py ``resolve_pending``)."""
+    if track is None:
+        return {"site_id": None, "reason": "no_track_source"}
+    since = ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
+    t, la, lo, sp = track.points(plate, since, ts_ms)
+    return find_loading_site(_site_index(registry), t, la, lo, sp, ts_ms, cfg)
 
 
 # --- the verdict ----------------------------------------------------------------------------------------
 
 def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: CounterSource,
            track: TrackSource | None = None, driver: DriverSource | None = None,
-           passages: PassageSource | None = None) -> dict:
+           passages: PassageSource | None = None, permits: PermitIndex | None = None) -> dict:
     ts_ms = iso_to_epoch_ms(reading.ts)
     station = registry.stations.get(reading.station_id)
     vehicle = registry.vehicle(reading.plate)
@@ -313,8 +316,15 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         reasons.append("low_plate_confidence")
     if vehicle is None:
         reasons.append("unknown_plate")
+    # 3b. 大件运输许可 (models/permits.py): inside a valid permit's limits and route → permitted, no case;
+    #     a permit valid in time but not covering the passage → review with the reasons
+    permit = (permits.judge(reading, station.lat if station else None, station.lon if station else None)
+              if permits is not None else None)
+    permitted = bool(permit and permit["status"] == "permitted")
+    if over and permit and not permitted:
+        reasons.append("permit_terms_not_met")
 
-    if duplicate_of is not None or not over:
+    if duplicate_of is not None or not over or permitted:
         action = "none"
     elif reasons:
         action = "review"
@@ -347,8 +357,9 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "review_reasons": reasons if over else [],
         "calibration": calib,
         "case_id": case_id, "passage_id": passage_id, "duplicate_of": duplicate_of,
+        "permit": permit, "permitted": permitted and over,
         "enterprise_id": (vehicle.enterprise_id or None) if vehicle else None,
-        "police": None, "axle_groups": None, "axle_findings": [], "escalations": [], "counters": None,
+        "police": None, "axle_groups": None, "axle_findings": [], "counters": None,
         "source_site": None, "track_excerpt": None, "driver": {"id": None, "source": "unknown"},
     }
     # registry facts the evidence package and the console show (so they need no registry of their own)
@@ -389,6 +400,8 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     if drv_id is None and vehicle is not None and vehicle.driver_id:
         drv_id, drv_src = vehicle.driver_id, "registry"
     d = {"id": drv_id, "source": drv_src}
+    if drv_src == "registry":
+        d["presumed"] = True                 # the registry's assigned driver: shown, never liable by itself
     if drv_id and drv_id in registry.drivers:
         rd = registry.drivers[drv_id]
         d.update(name=rd.name, qualification_no=rd.qualification_no or None, enterprise_id=rd.enterprise_id or None)
@@ -396,48 +409,29 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     if not over:
         return verdict
 
-    if track is None:
-        site = {"site_id": None, "reason": "no_track_source"}
-    else:
-        since = ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
-        t, la, lo, sp = track.points(reading.plate, since, ts_ms)
-        site = find_loading_site(_site_index(registry), t, la, lo, sp, ts_ms, cfg)
+    site = trace_source_site(registry, cfg, track, reading.plate, ts_ms)
     verdict["track_excerpt"] = site.pop("track", None)
     verdict["source_site"] = site
 
     since = ts_ms - int(cfg["art66.window_days"]) * DAY_MS
     add = 1 if violation else 0
-    thr = int(cfg["art66.vehicle_driver_threshold"])
     veh_n = counters.vehicle_violations(reading.plate, since, ts_ms, case_id) + add
-    drv_n = counters.driver_violations(drv_id, since, ts_ms, case_id) + add if drv_id else None
+    # a registry-assigned driver is only presumed: never counted (docs/legal-basis.md §5.1)
+    drv_n = counters.driver_violations(drv_id, since, ts_ms, case_id) + add if drv_src == "ic_card" else None
     ent = ent_rec
     ent_n = (counters.enterprise_violating_vehicles(ent.enterprise_id, since, ts_ms, reading.plate) + add
              if ent else None)
     site_n = (counters.source_site_violations(site["site_id"], since, ts_ms, case_id) + add
               if site.get("site_id") else None)
-    share = float(cfg["art66.enterprise_share"])
     verdict["counters"] = {
         "window_days": int(cfg["art66.window_days"]), "since": epoch_ms_to_iso(since), "includes_current": bool(add),
         "vehicle": veh_n, "driver": drv_n,
         "enterprise_violating_vehicles": ent_n,
         "enterprise_goods_vehicles": ent.goods_vehicles if ent else None,
         "enterprise_share": round(ent_n / ent.goods_vehicles, 4) if ent and ent.goods_vehicles else None,
-        "source_site": site_n, "basis": ART66_BASIS,
+        "source_site": site_n,
+        "note": "cases detected in the window, as known at detection (informational). Art. 66 consequences "
+                "are derived from decided cases by `roadwatch escalations`, never stamped here.",
     }
-    if violation:
-        esc = []
-        if veh_n > thr:
-            esc.append({"target": "vehicle", "id": reading.plate, "count": veh_n,
-                        "recommendation": RECOMMENDATIONS["vehicle"]})
-        if drv_n is not None and drv_n > thr:
-            esc.append({"target": "driver", "id": drv_id, "count": drv_n, "driver_source": drv_src,
-                        "recommendation": RECOMMENDATIONS["driver"]})
-        if ent is not None and _share_exceeded(ent_n, share, ent.goods_vehicles):
-            esc.append({"target": "enterprise", "id": ent.enterprise_id, "count": ent_n,
-                        "goods_vehicles": ent.goods_vehicles, "recommendation": RECOMMENDATIONS["enterprise"]})
-        if site_n is not None:
-            esc.append({"target": "source_site", "id": site["site_id"], "count": site_n,
-                        "recommendation": RECOMMENDATIONS["source_site"]})
-        verdict["escalations"] = esc
     return verdict
 

@@ -57,19 +57,22 @@ from datetime import datetime, timezone
 import numpy as np
 import orjson
 
+from roadwatch.geo.distance import haversine_km
 from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
 from .monitoring import (CATEGORY_CODES, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
-                         local_day_tod, make_alert, overspeed_severity)
+                         local_day_tod, make_alert, night_overlap_ms, overspeed_severity)
 from .quality import BIT, NO_WATERMARK, POSITION_DEFECTS, REASONS, classify, plate_valid
-from .records import format_ts
+from .pingschema import PingColumns
+from .records import format_ts, iso_to_epoch_ms
 from .registry import Registry
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 NONE = -(1 << 62)          # "no time": far in the past, differences never overflow int64
+RECENT = 16                # fix times remembered per vehicle for the duplicate check
 STATUS_ACC = 1
 
 # day counter columns (vehicle_day table order after plate/day)
@@ -78,11 +81,22 @@ N_FIELDS = 9
 DAY_COLUMNS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
                "fatigue_s", "curfew_events", "offline_events")
 _INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE)
+# day counters that the rules derive from the time-ordered samples (re-derived when late data arrives)
+RULE_F_IDX = (F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW)
+# per-vehicle state the time-ordered rules own (restored from a checkpoint before a replay)
+RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
+               "os_run_start", "os_run_last", "os_run_max", "os_run_counted", "os_ep_start", "os_ep_last",
+               "os_ep_max", "os_ep_limit", "os_ep_key", "os_ep_lat", "os_ep_lon", "os_ep_late",
+               "fat_last_ts", "fat_prev_moving", "fat_lat", "fat_lon", "fat_driver", "fat_acc", "fat_nacc",
+               "fat_stop", "fat_alerted", "fat_ep_start", "fat_ep_night", "fat_ep_lat", "fat_ep_lon",
+               "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
+               "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits")
+RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 
 
 def _fields(words: int, slots: int) -> dict[str, tuple]:
     """name → (dtype, extra shape, initial value). All per-vehicle state; snapshot writes all of it."""
-    return {
+    spec = {
         "cat": (np.int8, (), UNKNOWN_CATEGORY), "curfew_ok": (np.bool_, (), False),
         "fix_ts": (np.int64, (), NONE), "fix_lat": (np.float64, (), 0.0), "fix_lon": (np.float64, (), 0.0),
         "fix_speed": (np.float32, (), 0.0), "drift_run": (np.int16, (), 0),
@@ -94,14 +108,32 @@ def _fields(words: int, slots: int) -> dict[str, tuple]:
         "os_ep_max": (np.float32, (), 0.0), "os_ep_limit": (np.float32, (), 0.0),
         "os_ep_key": (np.int16, (), 0), "os_ep_lat": (np.float64, (), 0.0), "os_ep_lon": (np.float64, (), 0.0),
         "os_ep_late": (np.bool_, (), False),
+        "recent_ts": (np.int64, (RECENT,), NONE), "recent_pos": (np.int8, (), 0),
         "fat_last_ts": (np.int64, (), NONE), "fat_prev_moving": (np.bool_, (), False),
-        "fat_acc": (np.int64, (), 0), "fat_stop": (np.int64, (), NONE), "fat_alerted": (np.bool_, (), False),
+        "fat_lat": (np.float64, (), 0.0), "fat_lon": (np.float64, (), 0.0), "fat_driver": (np.int32, (), -1),
+        "fat_acc": (np.int64, (), 0), "fat_nacc": (np.int64, (), 0), "fat_stop": (np.int64, (), NONE),
+        "fat_alerted": (np.bool_, (), False), "fat_ep_start": (np.int64, (), NONE),
+        "fat_ep_night": (np.bool_, (), False), "fat_ep_lat": (np.float64, (), 0.0),
+        "fat_ep_lon": (np.float64, (), 0.0), "fat_ep_late": (np.bool_, (), False),
+        "fat_ep_driver": (np.int32, (), -1), "fat_ep_excess": (np.int64, (), 0),
         "cum_b": (np.int32, (24,), 0), "cum_hour": (np.int64, (), NONE), "cum_tot": (np.int64, (), 0),
-        "cum_alerted": (np.bool_, (), False),
+        "cum_alerted": (np.bool_, (), False), "cum_start": (np.int64, (), NONE),
+        "cum_lat": (np.float64, (), 0.0), "cum_lon": (np.float64, (), 0.0), "cum_late": (np.bool_, (), False),
         "curfew_day": (np.int32, (), -1), "zbits": (np.uint64, (words,), 0), "samp_ts": (np.int64, (), NONE),
         "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
         "dirty": (np.bool_, (slots,), False),
     }
+    # late data (``_replay_late``): newest qualified fix time; two checkpoints of the rule state ("a": where a
+    # replay starts, "b": the next "a"), their times, and what the rules added to each day since each of them
+    spec["q_last"] = (np.int64, (), NONE)
+    spec["ck_ts"] = (np.int64, (), NONE)
+    spec["ckb_ts"] = (np.int64, (), NONE)
+    spec["rc_a"] = (np.float64, (slots, len(RULE_F_IDX)), 0.0)
+    spec["rc_b"] = (np.float64, (slots, len(RULE_F_IDX)), 0.0)
+    for f in RULE_FIELDS:
+        spec["ck_" + f] = spec[f]
+        spec["ckb_" + f] = spec[f]
+    return spec
 
 
 @dataclass
@@ -112,6 +144,9 @@ class ProcessOutput:
     qualified: int = 0
     drift: int = 0
     out_of_order: int = 0        # qualified pings older than the vehicle's fix (gap-fill path)
+    duplicates: int = 0          # second copies of a fix (same vehicle, same fix time): counted once
+    replayed: int = 0            # vehicles whose rules were re-evaluated because late data arrived
+    late_beyond_window: int = 0  # qualified pings older than the vehicle's replay window (counted, gap fill only)
     stale_day: int = 0           # pings for a day no longer held in memory
     new_vehicles: int = 0
     reasons: dict = field(default_factory=dict)   # reason name → pings failing it
@@ -157,6 +192,14 @@ class PingProcessor:
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
         self.stale_total = 0
+        self._hist = np.zeros((0, 7))            # samples inside the replay window (``_history``)
+        self._hist_new: list[np.ndarray] = []
+        self._hist_new_n = 0
+        self._late_pending: set[int] = set()
+        self._replay_before_b = False
+        self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
+        self.drivers: list[str] = []             # driver code → 从业资格证 number (IC card)
+        self.driver_index: dict[str, int] = {}
         self._zmask_by_cat = np.stack([self.zones.category_mask(c) for c in (*CATEGORY_CODES, "")])
         self._goods = np.zeros(UNKNOWN_CATEGORY + 1, dtype=bool)
         self._goods[list(GOODS_CODES)] = True
@@ -166,6 +209,9 @@ class PingProcessor:
     def _read_params(self) -> None:
         c = self.cfg
         self.stop_kmh = float(c["fatigue.stop_speed_kmh"])
+        self.rest_move_km = float(c["fatigue.rest_max_move_km"])
+        self.dup_ms = int(c["quality.duplicate_tolerance_s"]) * 1000
+        self.replay_ms = int(round(float(c["late.replay_window_h"]) * HOUR_MS))
         self.rest_ms = int(round(float(c["fatigue.min_rest_min"]) * 60_000))
         self.day_cont_ms = int(round(float(c["fatigue.day_continuous_h"]) * HOUR_MS))
         self.night_cont_ms = int(round(float(c["fatigue.night_continuous_h"]) * HOUR_MS))
@@ -243,12 +289,7 @@ class PingProcessor:
         self.watermark = q.watermark
         reasons = q.reasons
         qualified = reasons == 0
-        out.qualified = int(qualified.sum())
         out.attributed = int(attributed.sum())
-        for i, name in enumerate(REASONS):
-            c = int(np.count_nonzero(reasons & np.uint16(1 << i)))
-            if c:
-                out.reasons[name] = c
         time_ok = (reasons & (BIT["time_future"] | BIT["time_too_old"] | BIT["bad_flags"])) == 0
         trusted = attributed & time_ok
         if self.alarm_unpositioned:
@@ -257,13 +298,40 @@ class PingProcessor:
             alarm_ok = qualified
         ts = cols.ts
         count_ts = np.where(time_ok, ts, np.where(q.wm_after != NO_WATERMARK, q.wm_after, ts))
+        has_wm = q.wm_after != NO_WATERMARK
+        late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
+        drivers = cols.driver_id
+        driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
+                  else np.full(n, -1, dtype=np.int32))
+        ctx = self._context(cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts,
+                            q.wm_after, reasons, time_ok)
+        alerts: list[tuple] = []
+        self._rounds(ctx, np.flatnonzero(attributed), alerts, out, ROUND_STEPS)
+        if self.replay_ms > 0:
+            for _, _, al in alerts:
+                if al["type"] in RULE_ALERTS:
+                    self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
+        if self._late_pending:
+            self._replay_late(alerts, out, n)
+        self._rotate_checkpoints(np.unique(idx[attributed]))
+        alerts.sort(key=lambda x: (x[0], x[1]))
+        out.alerts = [a for _, _, a in alerts]
+        out.qualified = int(np.count_nonzero(reasons == 0))      # after the duplicate check
+        for i, name in enumerate(REASONS):
+            c = int(np.count_nonzero(reasons & np.uint16(1 << i)))
+            if c:
+                out.reasons[name] = c
+        return out
+
+    def _context(self, cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts, wm_after,
+                 reasons, time_ok) -> "_Batch":
+        """Per-ping values every rule step reads (day, night, limits, zones, curfew window …)."""
+        n = len(cols)
         day, _ = local_day_tod(count_ts)
-        _, tod = local_day_tod(ts)
+        _, tod = local_day_tod(cols.ts)
         speed = cols.speed_kmh
         moving = speed > self.stop_kmh
         night = in_window(tod, *self.night)
-        has_wm = q.wm_after != NO_WATERMARK
-        late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
         safe_idx = np.where(attributed, idx, 0)
         cat = self.a["cat"][safe_idx].astype(np.int64)
         if self.zones:
@@ -279,28 +347,169 @@ class PingProcessor:
         limit = self.limits.table[cat, on_exp.astype(np.int64), night.astype(np.int64)]
         over = speed > limit
         curfew_win = in_window(tod, *self.curfew) & moving & self.a["curfew_ok"][safe_idx]
-        P_all = np.flatnonzero(attributed)
+        return _Batch(cols, idx, qualified, trusted, alarm_ok, day, tod, speed, moving, night, late, limit,
+                      over, on_exp, curfew_win, zbits, wm_after, cat, reasons, time_ok, driver)
+
+    def _rounds(self, ctx: "_Batch", P_all: np.ndarray, alerts: list, out: ProcessOutput, steps,
+                replay: bool = False) -> None:
+        """Stable-sort the pings ``P_all`` by vehicle and apply ``steps`` round by round (rank k = the k-th
+        ping of every vehicle), so each vehicle's pings are applied in their order in ``P_all``."""
+        idx = ctx.idx
         order = P_all[np.argsort(idx[P_all], kind="stable")]
         vs = idx[order]
         m = len(order)
+        if m == 0:
+            return
         starts = np.ones(m, dtype=bool)
         starts[1:] = vs[1:] != vs[:-1]
         grp_start = np.maximum.accumulate(np.where(starts, np.arange(m), 0))
         rank = np.arange(m) - grp_start
-        ctx = _Batch(cols, idx, qualified, trusted, alarm_ok, day, tod, speed, moving, night, late, limit,
-                     over, on_exp, curfew_win, zbits, q.wm_after, cat)
-        alerts: list[tuple] = []
-        max_rank = int(rank.max()) if m else -1
+        max_rank = int(rank.max())
         if max_rank == 0:
-            self._round(order, ctx, alerts, out)
-        else:
-            by_rank = np.argsort(rank, kind="stable")
-            bounds = np.searchsorted(rank[by_rank], np.arange(max_rank + 2))
-            for k in range(max_rank + 1):
-                self._round(order[by_rank[bounds[k]:bounds[k + 1]]], ctx, alerts, out)
-        alerts.sort(key=lambda x: (x[0], x[1]))
-        out.alerts = [a for _, _, a in alerts]
-        return out
+            self._round(order, ctx, alerts, out, steps, replay)
+            return
+        by_rank = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[by_rank], np.arange(max_rank + 2))
+        for k in range(max_rank + 1):
+            self._round(order[by_rank[bounds[k]:bounds[k + 1]]], ctx, alerts, out, steps, replay)
+
+    # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
+    def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
+        """Remember samples for a later replay: appended as chunks, merged into the sorted store when the
+        chunks reach half its size (amortised O(1) per sample)."""
+        if self.replay_ms <= 0 or not len(vi):
+            return
+        self._hist_new.append(np.stack([vi.astype(np.float64), t.astype(np.float64), lat, lon,
+                                        spd.astype(np.float64), late.astype(np.float64),
+                                        drv.astype(np.float64)], axis=1))
+        self._hist_new_n += len(vi)
+        if self._hist_new_n > max(50_000, len(self._hist) // 2):
+            self._history()
+
+    def _history(self) -> np.ndarray:
+        """The held samples (vehicle, ts, lat, lon, speed, late, driver), newer than each vehicle's
+        checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
+        if self._hist_new:
+            h = np.concatenate([self._hist, *self._hist_new])
+            self._hist_new, self._hist_new_n = [], 0
+            h = h[np.lexsort((h[:, 1], h[:, 0]))]
+            if len(h) > 1:
+                same = (h[1:, 0] == h[:-1, 0]) & (h[1:, 1] == h[:-1, 1])
+                h = h[np.concatenate([[True], ~same])]
+            self._hist = h
+        h = self._hist
+        keep = h[:, 1] > self.a["ck_ts"][h[:, 0].astype(np.int64)]
+        if not keep.all():
+            self._hist = h = h[keep]
+        return h
+
+    def _history_rows(self, vs: np.ndarray) -> np.ndarray:
+        """Held samples of the vehicles ``vs`` (sorted), sorted by vehicle then time."""
+        h = self._history()
+        lo = np.searchsorted(h[:, 0], vs, "left")
+        hi = np.searchsorted(h[:, 0], vs, "right")
+        return np.concatenate([h[i:j] for i, j in zip(lo.tolist(), hi.tolist())] or [np.zeros((0, 7))])
+
+    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int) -> None:
+        """Vehicles that received pings older than their newest sample (re-uploads, late pings) inside the
+        replay window: restore the rule state of their checkpoint, re-apply every held sample in time order
+        (the late ones merged in), put the re-derived rule counters in place of the old ones, and publish
+        the difference: alerts the late data raises (late, with their true event time), corrected ones, and
+        withdrawn ones (state "withdrawn", never silently dropped)."""
+        a = self.a
+        vs = np.array(sorted(self._late_pending), dtype=np.int64)
+        self._late_pending = set()
+        rows = self._history_rows(vs)
+        out.replayed += len(vs)
+        # rule state back to the checkpoint; counters lose what the rules added since then
+        for f in RULE_FIELDS:
+            a[f][vs] = a["ck_" + f][vs]
+        sl = a["slot_day"][vs] >= 0
+        a["cnt"][vs[:, None], np.arange(self.slots)[None, :], RULE_F_IDX[0]:RULE_F_IDX[-1] + 1] -= a["rc_a"][vs]
+        a["dirty"][vs] |= sl & (a["rc_a"][vs] != 0).any(axis=2)
+        a["rc_a"][vs] = 0.0
+        a["rc_b"][vs] = 0.0
+        for v in vs.tolist():
+            lim = int(a["ck_ts"][v])
+            if v in self.gaps.gaps:       # gaps after the checkpoint are found again by the replay
+                keep = [g for g in self.gaps.gaps[v] if g[1][-1][0] <= lim]
+                if keep:
+                    self.gaps.gaps[v] = keep
+                else:
+                    del self.gaps.gaps[v]
+        m = len(rows)
+        vi = rows[:, 0].astype(np.int64)
+        cols = PingColumns(plate=[self.plates[v] for v in vi.tolist()], terminal_id=[""] * m,
+                           plate_color=np.zeros(m, dtype=np.int64), ts=rows[:, 1].astype(np.int64),
+                           lat=rows[:, 2].copy(), lon=rows[:, 3].copy(), speed_kmh=rows[:, 4].copy(),
+                           heading=np.zeros(m, dtype=np.int64), altitude_m=np.zeros(m),
+                           alarm_flags=np.zeros(m, dtype=np.int64), status_flags=np.zeros(m, dtype=np.int64),
+                           reupload=rows[:, 5] > 0, driver_id=[None] * m, mileage_km=[None] * m)
+        ones = np.ones(m, dtype=bool)
+        ctx = self._context(cols, vi, ones, ones, ones, ones, rows[:, 5] > 0, rows[:, 6].astype(np.int32),
+                            cols.ts, cols.ts, np.zeros(m, dtype=np.uint16), ones)
+        raised: list[tuple] = []
+        # up to checkpoint "b" first, so that "b" is taken again from the corrected timeline
+        ckb = a["ckb_ts"][vi]
+        first = np.flatnonzero(rows[:, 1].astype(np.int64) <= ckb)
+        self._replay_before_b = True
+        self._rounds(ctx, first, raised, out, REPLAY_STEPS, replay=True)
+        self._replay_before_b = False
+        hb = vs[a["ckb_ts"][vs] != NONE]
+        for f in RULE_FIELDS:
+            a["ckb_" + f][hb] = a[f][hb]
+        self._rounds(ctx, np.flatnonzero(rows[:, 1].astype(np.int64) > ckb), raised, out, REPLAY_STEPS,
+                     replay=True)
+        newest: dict[int, dict] = {}
+        for _, _, al in raised:
+            newest[al["alert_id"]] = al
+        by_v: dict[int, dict] = {int(v): {} for v in vs}
+        for aid, al in newest.items():
+            by_v[self.index[al["plate"]]][aid] = al
+        k = 0
+        for v, new in by_v.items():
+            old = self.alog.get(v, {})
+            for aid, al in new.items():      # ``late`` comes from the fix that raised it (re-upload / late)
+                if old.get(aid) != al:
+                    alerts.append((pos, k, al))
+                k += 1
+            for aid, al in old.items():
+                if aid not in new:
+                    det = dict(al.get("details") or {}, state="withdrawn",
+                               withdrawn_reason="late data changed the episode")
+                    alerts.append((pos, k, dict(al, end_ts=al.get("end_ts") or al["start_ts"], details=det)))
+                    k += 1
+            self.alog[v] = {aid: al for aid, al in new.items()}
+
+    def _rotate_checkpoints(self, vs: np.ndarray) -> None:
+        """Keep each vehicle's replay window between ``late.replay_window_h`` and twice that: checkpoint
+        "a" (the replay start) takes over checkpoint "b" once "b" is a window old; "b" restarts at the
+        newest sample."""
+        if self.replay_ms <= 0 or not len(vs):
+            return
+        a = self.a
+        newest = a["q_last"][vs]
+        has = newest != NONE
+        unset_b = has & (a["ckb_ts"][vs] == NONE)
+        rot = has & ~unset_b & (newest - a["ckb_ts"][vs] >= self.replay_ms)
+        rv = vs[rot]
+        if len(rv):
+            for f in RULE_FIELDS:
+                a["ck_" + f][rv] = a["ckb_" + f][rv]
+            a["ck_ts"][rv] = a["ckb_ts"][rv]
+            a["rc_a"][rv] = a["rc_b"][rv]
+        bv = vs[unset_b | rot]
+        if len(bv):
+            for f in RULE_FIELDS:
+                a["ckb_" + f][bv] = a[f][bv]
+            a["ckb_ts"][bv] = a["q_last"][bv]
+            a["rc_b"][bv] = 0.0
+        moved = vs[rot]
+        for v in moved.tolist():
+            lim = int(a["ck_ts"][v])
+            log = self.alog.get(v)
+            if log:
+                self.alog[v] = {k: al for k, al in log.items() if iso_to_epoch_ms(al["start_ts"]) > lim}
 
     def _slot_prepare(self, vi: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Make the day slots of (vehicle, day) current; returns the mask of pings whose day is stale."""
@@ -313,6 +522,8 @@ class PingProcessor:
             for j in np.flatnonzero(a["dirty"][nv, ns]):
                 self.pending_rows.append(self._row(int(nv[j]), int(ns[j])))
             a["cnt"][nv, ns] = 0.0
+            a["rc_a"][nv, ns] = 0.0
+            a["rc_b"][nv, ns] = 0.0
             a["dirty"][nv, ns] = False
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
@@ -328,80 +539,115 @@ class PingProcessor:
         self.a["dirty"][vi, s] = True
         return True
 
-    def _round(self, P: np.ndarray, c: "_Batch", alerts: list, out: ProcessOutput) -> None:
-        a = self.a
-        vi = c.idx[P]
-        t = c.cols.ts[P]
-        mlen = len(P)
-        d = c.day[P]
-        stale = self._slot_prepare(vi, d)
-        delta = np.zeros((mlen, N_FIELDS), dtype=np.float64)
-        delta[:, F_PINGS] = 1.0
-        qp = c.qualified[P]
-        delta[:, F_QUAL] = qp
-        mv = c.moving[P]
+    # --- the per-round rule steps (one function per rule, applied in ROUND_STEPS order) ---------------
+    def _round(self, P: np.ndarray, c: "_Batch", alerts: list, out: ProcessOutput, steps=None,
+               replay: bool = False) -> None:
+        """One ping per vehicle (rows ``P`` of the batch): every rule of ``steps`` in order."""
+        r = _Round(P, c, alerts, out)
+        r.replay = replay
+        r.vi = c.idx[P]
+        r.t = c.cols.ts[P]
+        r.d = c.day[P]
+        r.stale = self._slot_prepare(r.vi, r.d)
+        r.delta = np.zeros((len(P), N_FIELDS), dtype=np.float64)
+        r.qp = c.qualified[P].copy()
+        r.tr = c.trusted[P].copy()
+        r.sample = np.zeros(len(P), dtype=bool)
+        for step in steps or ROUND_STEPS:
+            step.fn(self, r)
 
-        # --- liveness: offline episodes, terminal alarms (trusted time, newer than the last ping) -----
-        # Liveness follows RECEIPT in event time (the watermark when the ping arrived), so a blind-area
-        # backlog arriving after a silence ends that one silence instead of looking like many.
-        tr = c.trusted[P]
+    def _step_dedupe(self, r: "_Round") -> None:
+        """A second ping of the same vehicle with the same fix time (± ``quality.duplicate_tolerance_s``) is
+        counted once: it takes no part in any counter or rule and is reported as reason ``duplicate``."""
+        a = self.a
+        rec = a["recent_ts"][r.vi]
+        tok = r.c.time_ok[r.P]
+        dup = tok & (np.abs(rec - r.t[:, None]) <= self.dup_ms).any(axis=1)
+        if dup.any():
+            r.out.duplicates += int(dup.sum())
+            r.c.reasons[r.P[dup]] |= BIT["duplicate"]
+            r.qp &= ~dup
+            r.tr &= ~dup
+        r.dup = dup
+        keep = tok & ~dup
+        if keep.any():
+            kv = r.vi[keep]
+            pos = a["recent_pos"][kv]
+            a["recent_ts"][kv, pos] = r.t[keep]
+            a["recent_pos"][kv] = (pos + 1) % RECENT
+        r.delta[:, F_PINGS] = np.where(dup, 0.0, 1.0)
+        r.delta[:, F_QUAL] = r.qp
+
+    def _step_liveness(self, r: "_Round") -> None:
+        """Offline episodes. Liveness follows RECEIPT in event time (the watermark when the ping arrived), so a
+        blind-area backlog arriving after a silence ends that one silence instead of looking like many."""
+        a, c, vi = self.a, r.c, r.vi
+        tr = c.trusted[r.P]                 # a duplicate still shows the terminal is alive
         seen = a["seen_wm"][vi]
-        wm = c.wm_after[P]
+        wm = c.wm_after[r.P]
         trig = tr & (seen != NONE) & (a["last_moving"][vi] | a["last_acc"][vi]) & (wm > seen + self.offline_ms)
         for j in np.flatnonzero(trig):
             v = int(vi[j])
             if not a["off_alerted"][v]:
                 self._add_day(v, int(local_day_tod(a["last_ts"][v])[0]), F_OFFLINE, 1.0)
-            alerts.append((int(P[j]), 0, self._offline_alert(v, int(seen[j]), end_ms=int(wm[j]))))
+            r.alerts.append((int(r.P[j]), 0, self._offline_alert(v, int(seen[j]), end_ms=int(wm[j]))))
         if tr.any():
             a["seen_wm"][vi[tr]] = wm[tr]
             a["off_alerted"][vi[tr]] = False
-        last = a["last_ts"][vi]
-        inord = tr & (t > last)
-        if inord.any():
-            iv = vi[inord]
-            ao = c.alarm_ok[P] & inord
-            if ao.any():
-                flags = c.cols.alarm_flags[P]
-                rising = flags & ~a["alarm_prev"][vi] & 0xFFFFFFFF
-                for j in np.flatnonzero(ao & (rising != 0)):
-                    self._alarm_alerts(int(vi[j]), int(P[j]), int(t[j]), int(rising[j]), int(flags[j]), c, alerts)
-                a["alarm_prev"][vi[ao]] = flags[ao]
-            a["last_ts"][iv] = t[inord]
-            a["last_moving"][iv] = mv[inord]
-            a["last_acc"][iv] = (c.cols.status_flags[P][inord] & STATUS_ACC) != 0
 
-        # --- track --------------------------------------------------------------------------------
+    def _step_track(self, r: "_Round") -> None:
+        """Distance, drift and gaps (``geo.track``) for qualified pings newer than the vehicle's fix; the
+        pings that are not drift become the "samples" every later rule runs on."""
+        a, vi, t, qp = self.a, r.vi, r.t, r.qp
+        P = r.P
+        lat, lon, spd = r.c.cols.lat[P], r.c.cols.lon[P], r.c.speed[P]
+        if self.replay_ms > 0 and not r.replay:
+            # older than the vehicle's newest fix: inside the replay window it is merged into the timeline
+            # after the round (``_replay_late``), older than the window it only fills track gaps
+            late = qp & (t < a["q_last"][vi])
+            again = late & (t > a["ck_ts"][vi])
+            for v in vi[again].tolist():
+                self._late_pending.add(v)
+            beyond = late & ~again
+            r.out.late_beyond_window += int(beyond.sum())
+            keep = qp & ~beyond
+            self._history_add(vi[keep], t[keep], lat[keep], lon[keep], spd[keep], r.c.late[P][keep],
+                              r.c.driver[P][keep])
+            a["q_last"][vi[qp]] = np.maximum(a["q_last"][vi[qp]], t[qp])
+            qp = qp & ~late
+        else:
+            beyond = None
         fix_ts = a["fix_ts"][vi]
         has_fix = fix_ts != NONE
         first = qp & ~has_fix
         cont = qp & has_fix & (t > fix_ts)
-        ooo = qp & has_fix & (t <= fix_ts)
-        lat, lon, spd = c.cols.lat[P], c.cols.lon[P], c.speed[P]
-        sample = first.copy()
+        r.ooo = qp & has_fix & (t <= fix_ts)
+        if beyond is not None:
+            r.ooo |= beyond
+        r.sample = first.copy()
         if cont.any():
             ci = np.flatnonzero(cont)
             cv = vi[ci]
-            r = track_step(fix_ts[ci], a["fix_lat"][cv], a["fix_lon"][cv], a["fix_speed"][cv],
+            s = track_step(fix_ts[ci], a["fix_lat"][cv], a["fix_lon"][cv], a["fix_speed"][cv],
                            a["drift_run"][cv], t[ci], lat[ci], lon[ci], spd[ci], self.tp)
-            delta[ci, F_KM] = r.km
-            delta[ci, F_KMINC] = r.km_incomplete
-            delta[ci, F_DRIFT] = r.drift
-            out.drift += int(r.drift.sum())
-            for j in np.flatnonzero(r.gap):
+            r.delta[ci, F_KM] = s.km
+            r.delta[ci, F_KMINC] = s.km_incomplete
+            r.delta[ci, F_DRIFT] = s.drift
+            r.out.drift += int(s.drift.sum())
+            for j in np.flatnonzero(s.gap):
                 k, v = ci[j], int(cv[j])
                 self.gaps.open(v, [int(fix_ts[k]), float(a["fix_lat"][v]), float(a["fix_lon"][v]),
                                    int(local_day_tod(np.int64(fix_ts[k]))[0])],
-                               [int(t[k]), float(lat[k]), float(lon[k]), int(d[k])])
-            a["drift_run"][cv] = np.where(r.drift & ~r.reanchor, a["drift_run"][cv] + 1, 0)
-            newfix = r.move | r.reanchor
+                               [int(t[k]), float(lat[k]), float(lon[k]), int(r.d[k])])
+            a["drift_run"][cv] = np.where(s.drift & ~s.reanchor, a["drift_run"][cv] + 1, 0)
+            newfix = s.move | s.reanchor
             fv, fk = cv[newfix], ci[newfix]
             a["fix_lat"][fv] = lat[fk]
             a["fix_lon"][fv] = lon[fk]
-            upd = newfix | r.hold
+            upd = newfix | s.hold
             a["fix_ts"][cv[upd]] = t[ci[upd]]
             a["fix_speed"][cv[upd]] = spd[ci[upd]]
-            sample[ci] = ~r.drift
+            r.sample[ci] = ~s.drift
         if first.any():
             fi = np.flatnonzero(first)
             fv = vi[fi]
@@ -409,44 +655,18 @@ class PingProcessor:
             a["fix_lat"][fv] = lat[fi]
             a["fix_lon"][fv] = lon[fi]
             a["fix_speed"][fv] = spd[fi]
-        good = ~stale
-        if stale.any():
-            out.stale_day += int(stale.sum())
-            self.stale_total += int(stale.sum())
+        r.si = np.flatnonzero(r.sample)
+        r.Ps = P[r.si]
+        r.svi = vi[r.si]
+        r.st = t[r.si]
+        r.slate = r.c.late[r.Ps]
 
-        if sample.any():
-            self._samples(P, np.flatnonzero(sample), vi, t, d, delta, c, alerts)
-
-        gv, gs = vi[good], (d % self.slots)[good]
-        a["cnt"][gv, gs] += delta[good]
-        a["dirty"][gv, gs] = True
-
-        # out-of-order qualified pings: gap filling (rare, Python)
-        if ooo.any():
-            for j in np.flatnonzero(ooo):
-                out.out_of_order += 1
-                res = self.gaps.fill(int(vi[j]), int(t[j]), float(lat[j]), float(lon[j]), float(spd[j]), int(d[j]))
-                if res is None:
-                    continue
-                if res[0] == "drift":
-                    out.drift += 1
-                    self._add_day(int(vi[j]), res[1], F_DRIFT, 1.0)
-                else:
-                    for day_, dkm, dinc in res[1]:
-                        if self._add_day(int(vi[j]), day_, F_KM, dkm):
-                            self._add_day(int(vi[j]), day_, F_KMINC, dinc)
-
-    def _samples(self, P, si, vi_all, t_all, d_all, delta, c: "_Batch", alerts: list) -> None:
-        """State machines on samples (rows ``si`` of the round)."""
-        a = self.a
-        Ps = P[si]
-        vi = vi_all[si]
-        t = t_all[si]
+    def _step_overspeed(self, r: "_Round") -> None:
+        """Overspeed episodes on samples (see the module docstring)."""
+        if not len(r.si):
+            return
+        a, c, vi, t, Ps, si = self.a, r.c, r.svi, r.st, r.Ps, r.si
         v = c.speed[Ps]
-        mv = c.moving[Ps]
-        late = c.late[Ps]
-
-        # --- overspeed ----------------------------------------------------------------------------
         o = c.over[Ps]
         rs = a["os_run_start"][vi]
         rl = a["os_run_last"][vi]
@@ -454,7 +674,7 @@ class PingProcessor:
         active = rs != NONE
         broken = active & (~o | (t - rl > self.tp.gap_ms))
         for j in np.flatnonzero(broken & counted):
-            alerts.append((int(Ps[j]), 1, self._overspeed_alert(int(vi[j]), end_ms=int(a["os_ep_last"][vi[j]]))))
+            r.alerts.append((int(Ps[j]), 1, self._overspeed_alert(int(vi[j]), end_ms=int(a["os_ep_last"][vi[j]]))))
         new_run = o & (~active | broken)
         rs = np.where(new_run, t, np.where(o, rs, NONE))
         counted = np.where(new_run | ~o, False, counted)
@@ -471,11 +691,11 @@ class PingProcessor:
                 a["os_ep_limit"][fv] = c.limit[Ps[fj]]
                 a["os_ep_lat"][fv] = c.cols.lat[Ps[fj]]
                 a["os_ep_lon"][fv] = c.cols.lon[Ps[fj]]
-                a["os_ep_late"][fv] = late[fj]
+                a["os_ep_late"][fv] = r.slate[fj]
                 cats, exps, nights = c.cat[Ps[fj]], c.on_exp[Ps[fj]], c.night[Ps[fj]]
                 a["os_ep_key"][fv] = [self.limit_keys.index(self.limits.keys[(int(x), int(y), int(z))])
                                       for x, y, z in zip(cats, exps, nights)]
-                delta[si[fj], F_OVERSPEED] += 1.0
+                r.delta[si[fj], F_OVERSPEED] += 1.0
             counted = counted | qualify
         oc = o & counted
         if oc.any():
@@ -483,43 +703,91 @@ class PingProcessor:
             a["os_ep_last"][ov] = t[oc]
             a["os_ep_max"][ov] = np.maximum(a["os_ep_max"][ov], v[oc])
         for j in np.flatnonzero(qualify):
-            alerts.append((int(Ps[j]), 2, self._overspeed_alert(int(vi[j]), end_ms=None)))
+            r.alerts.append((int(Ps[j]), 2, self._overspeed_alert(int(vi[j]), end_ms=None)))
         a["os_run_start"][vi] = rs
         a["os_run_last"][vi] = np.where(o, t, rl)
         a["os_run_max"][vi] = rmax
         a["os_run_counted"][vi] = counted
 
-        # --- fatigue ------------------------------------------------------------------------------
+    def _step_fatigue(self, r: "_Round") -> None:
+        """Continuous driving (module docstring, "fatigue"): driving intervals, rests, the night part of the
+        run, driver changes, episodes opened when a limit is passed and closed when the rest is taken."""
+        if not len(r.si):
+            return
+        a, c, vi, t, Ps, si = self.a, r.c, r.svi, r.st, r.Ps, r.si
+        mv = c.moving[Ps]
+        lat, lon = c.cols.lat[Ps], c.cols.lon[Ps]
+        drv = c.driver[Ps]
         last = a["fat_last_ts"][vi]
         has_prev = last != NONE
         dt = np.where(has_prev, t - last, 0)
-        prev_mv = a["fat_prev_moving"][vi]
-        driving = has_prev & prev_mv & (dt < self.rest_ms)
-        hole_rest = has_prev & prev_mv & (dt >= self.rest_ms)
-        acc = np.where(hole_rest, 0, a["fat_acc"][vi])
-        alerted = a["fat_alerted"][vi] & ~hole_rest
-        acc = acc + np.where(driving, dt, 0)
-        lim = np.where(c.night[Ps], self.night_cont_ms, self.day_cont_ms)
-        excess = np.where(driving, np.minimum(dt, np.maximum(acc - lim, 0)), 0)
-        delta[si, F_FATIGUE] += excess / 1000.0
-        cross = driving & (acc > lim) & ~alerted
-        for j in np.flatnonzero(cross):
-            alerts.append((int(Ps[j]), 3, self._fatigue_alert(int(vi[j]), int(t[j]), "continuous", int(acc[j]),
-                                                              int(lim[j]), bool(c.night[Ps[j]]), bool(late[j]),
-                                                              float(c.cols.lat[Ps[j]]), float(c.cols.lon[Ps[j]]))))
-        alerted = alerted | cross
-        stop = a["fat_stop"][vi]
-        ends = mv & (stop != NONE)
-        reset = ends & (t - stop >= self.rest_ms)
+        moved = has_prev & (haversine_km(a["fat_lat"][vi], a["fat_lon"][vi], lat, lon) > self.rest_move_km)
+        long_gap = dt >= self.rest_ms
+        # a silence counts as rest only if it lasted the minimum rest AND the vehicle did not move across it
+        gap_rest = has_prev & long_gap & ~moved
+        driving = has_prev & ~gap_rest & (a["fat_prev_moving"][vi] | moved)
+        # a stop (first stopped sample → the vehicle drives again) of at least the minimum rest; when it drove
+        # off between two fixes the stop ended at the last stopped fix
+        stop0 = a["fat_stop"][vi]
+        stop_ends = (stop0 != NONE) & (mv | driving)
+        stop_rest = stop_ends & (np.where(driving, last, t) - stop0 >= self.rest_ms)
+        prev_drv = a["fat_driver"][vi]
+        drv_change = has_prev & (drv >= 0) & (prev_drv >= 0) & (drv != prev_drv)
+        reset = gap_rest | drv_change | stop_rest
+        # the rest began at the first stopped fix, or after the last fix before the silence / the old driver
+        rest_start = np.where((stop_rest | gap_rest) & (stop0 != NONE), stop0, last)
+        acc, nacc = a["fat_acc"][vi], a["fat_nacc"][vi]
+        self._close_fatigue(r, np.flatnonzero(reset & a["fat_alerted"][vi]), rest_start, acc, nacc)
         acc = np.where(reset, 0, acc)
-        alerted = alerted & ~reset
-        stop = np.where(ends, NONE, np.where(~mv & (stop == NONE), t, stop))
-        a["fat_acc"][vi] = acc
+        nacc = np.where(reset, 0, nacc)
+        alerted = a["fat_alerted"][vi] & ~reset
+        ex_before = self._excess(acc, nacc)
+        d_ms = np.where(driving, dt, 0)
+        acc = acc + d_ms
+        nacc = nacc + np.where(driving, night_overlap_ms(last, t, *self.night), 0)
+        excess = self._excess(acc, nacc)
+        r.delta[si, F_FATIGUE] += (excess - ex_before) / 1000.0
+        cross = driving & (excess > 0) & ~alerted
+        for j in np.flatnonzero(cross):
+            v = int(vi[j])
+            night_hit = bool(nacc[j] - self.night_cont_ms > acc[j] - self.day_cont_ms)
+            a["fat_ep_start"][v] = t[j]
+            a["fat_ep_night"][v] = night_hit
+            a["fat_ep_lat"][v], a["fat_ep_lon"][v] = lat[j], lon[j]
+            a["fat_ep_late"][v] = r.slate[j]
+            a["fat_ep_driver"][v] = drv[j] if drv[j] >= 0 else prev_drv[j]
+            a["fat_ep_excess"][v] = excess[j]
+            r.alerts.append((int(Ps[j]), 3, self._fatigue_alert(v, int(acc[j]), int(nacc[j]), None)))
+        alerted = alerted | cross
+        ep = alerted & ~cross
+        if ep.any():
+            a["fat_ep_excess"][vi[ep]] = excess[ep]
+        stop = np.where(stop_ends, NONE, stop0)
+        stop = np.where(~mv & (stop == NONE), t, stop)
+        a["fat_acc"][vi], a["fat_nacc"][vi] = acc, nacc
         a["fat_alerted"][vi] = alerted
         a["fat_stop"][vi] = stop
         a["fat_last_ts"][vi] = t
         a["fat_prev_moving"][vi] = mv
-        # cumulative driving over the last 24 h, hour buckets
+        a["fat_lat"][vi], a["fat_lon"][vi] = lat, lon
+        a["fat_driver"][vi] = np.where(drv >= 0, drv, np.where(reset, -1, prev_drv))
+        r.driving_ms = d_ms
+
+    def _excess(self, acc: np.ndarray, nacc: np.ndarray) -> np.ndarray:
+        """Driving beyond the limits: the run beyond the day limit, or its night part beyond the night limit."""
+        return np.maximum(np.maximum(acc - self.day_cont_ms, nacc - self.night_cont_ms), 0)
+
+    def _close_fatigue(self, r: "_Round", js: np.ndarray, end: np.ndarray, acc: np.ndarray, nacc: np.ndarray) -> None:
+        for j in js:
+            v = int(r.svi[j])
+            r.alerts.append((int(r.Ps[j]), 3, self._fatigue_alert(v, int(acc[j]), int(nacc[j]), int(end[j]))))
+
+    def _step_fatigue_24h(self, r: "_Round") -> None:
+        """Cumulative driving over the last 24 h (hour buckets: the current hour + the 23 before)."""
+        if not len(r.si):
+            return
+        a, c, vi, t, Ps = self.a, r.c, r.svi, r.st, r.Ps
+        driving = r.driving_ms > 0
         H = (t + 8 * HOUR_MS) // HOUR_MS
         ch = a["cum_hour"][vi]
         moved = H != ch
@@ -537,59 +805,132 @@ class PingProcessor:
         if driving.any():
             dj = np.flatnonzero(driving)
             dv = vi[dj]
-            a["cum_b"][dv, H[dj] % 24] += dt[dj].astype(np.int32)
-            a["cum_tot"][dv] += dt[dj]
+            add = np.minimum(r.driving_ms[dj], 24 * HOUR_MS)
+            a["cum_b"][dv, H[dj] % 24] += add.astype(np.int32)
+            a["cum_tot"][dv] += add
         tot = a["cum_tot"][vi]
         over_cum = tot > self.cum_ms
-        ccross = over_cum & ~a["cum_alerted"][vi]
-        for j in np.flatnonzero(ccross):
-            alerts.append((int(Ps[j]), 4, self._fatigue_alert(int(vi[j]), int(t[j]), "cumulative_24h", int(tot[j]),
-                                                              self.cum_ms, bool(c.night[Ps[j]]), bool(late[j]),
-                                                              float(c.cols.lat[Ps[j]]), float(c.cols.lon[Ps[j]]))))
+        was = a["cum_alerted"][vi]
+        for j in np.flatnonzero(over_cum & ~was):
+            v = int(vi[j])
+            a["cum_start"][v] = t[j]
+            a["cum_lat"][v], a["cum_lon"][v] = c.cols.lat[Ps[j]], c.cols.lon[Ps[j]]
+            a["cum_late"][v] = r.slate[j]
+            r.alerts.append((int(Ps[j]), 4, self._cum_alert(v, int(tot[j]), None)))
+        for j in np.flatnonzero(~over_cum & was):
+            r.alerts.append((int(Ps[j]), 4, self._cum_alert(int(vi[j]), int(tot[j]), int(t[j]))))
         a["cum_alerted"][vi] = over_cum
 
-        # --- curfew -------------------------------------------------------------------------------
+    def _step_curfew(self, r: "_Round") -> None:
+        """A moving sample inside the curfew window of a vehicle the curfew applies to: one event per night."""
+        if not len(r.si):
+            return
+        a, c, vi, t, Ps = self.a, r.c, r.svi, r.st, r.Ps
         cw = c.curfew_win[Ps]
-        if cw.any():
-            dd = d_all[si]
-            newc = cw & (a["curfew_day"][vi] != dd)
-            for j in np.flatnonzero(newc):
-                vv = int(vi[j])
-                alerts.append((int(Ps[j]), 5, make_alert(
-                    "curfew", self.plates[vv], int(t[j]), severity="high", lat=c.cols.lat[Ps[j]],
-                    lon=c.cols.lon[Ps[j]], late=bool(late[j]),
-                    details={"speed_kmh": round(float(v[j]), 1), "window": f"{self.cfg['curfew.start']}-"
-                             f"{self.cfg['curfew.end']}", "config_key": "curfew.start",
-                             "limit": f"{self.cfg['curfew.start']}-{self.cfg['curfew.end']}",
-                             "route_km": self.registry.vehicles[self.plates[vv]].route_km})))
-            a["curfew_day"][vi[newc]] = dd[newc]
-            delta[si[newc], F_CURFEW] += 1.0
+        if not cw.any():
+            return
+        dd = r.d[r.si]
+        newc = cw & (a["curfew_day"][vi] != dd)
+        for j in np.flatnonzero(newc):
+            vv = int(vi[j])
+            r.alerts.append((int(Ps[j]), 5, make_alert(
+                "curfew", self.plates[vv], int(t[j]), severity="high", lat=c.cols.lat[Ps[j]],
+                lon=c.cols.lon[Ps[j]], late=bool(r.slate[j]),
+                details={"speed_kmh": round(float(c.speed[Ps[j]]), 1), "window": f"{self.cfg['curfew.start']}-"
+                         f"{self.cfg['curfew.end']}", "config_key": "curfew.start",
+                         "limit": f"{self.cfg['curfew.start']}-{self.cfg['curfew.end']}",
+                         "route_km": self.registry.vehicles[self.plates[vv]].route_km})))
+        a["curfew_day"][vi[newc]] = dd[newc]
+        r.delta[r.si[newc], F_CURFEW] += 1.0
 
-        # --- geofence -----------------------------------------------------------------------------
-        if c.zbits is not None and self.zones.restricted:
-            nb = c.zbits[Ps]
-            old = a["zbits"][vi]
-            changed = np.flatnonzero((nb != old).any(axis=1))
-            for j in changed:
-                vv = int(vi[j])
-                for kind, bits in (("geofence_exit", old[j] & ~nb[j]), ("geofence_enter", nb[j] & ~old[j])):
-                    for zid in self.zones.zone_ids(bits):
-                        z = next(z for z in self.zones.restricted if z.zone_id == zid)
-                        alerts.append((int(Ps[j]), 6 if kind == "geofence_exit" else 7, make_alert(
-                            kind, self.plates[vv], int(t[j]), severity="high" if kind == "geofence_enter" else "medium",
-                            lat=c.cols.lat[Ps[j]], lon=c.cols.lon[Ps[j]], late=bool(late[j]), discriminator=zid,
-                            details={"zone_id": zid, "zone_name": z.name, "config_key": "registry.zones",
-                                     "limit": zid})))
-            a["zbits"][vi] = nb
+    def _step_geofence(self, r: "_Round") -> None:
+        """Restricted-zone membership of samples: entering / leaving raise geofence_enter / geofence_exit."""
+        c = r.c
+        if not len(r.si) or c.zbits is None or not self.zones.restricted:
+            return
+        a, vi, t, Ps = self.a, r.svi, r.st, r.Ps
+        nb = c.zbits[Ps]
+        old = a["zbits"][vi]
+        for j in np.flatnonzero((nb != old).any(axis=1)):
+            vv = int(vi[j])
+            for kind, bits in (("geofence_exit", old[j] & ~nb[j]), ("geofence_enter", nb[j] & ~old[j])):
+                for zid in self.zones.zone_ids(bits):
+                    z = next(z for z in self.zones.restricted if z.zone_id == zid)
+                    r.alerts.append((int(Ps[j]), 6 if kind == "geofence_exit" else 7, make_alert(
+                        kind, self.plates[vv], int(t[j]), severity="high" if kind == "geofence_enter" else "medium",
+                        lat=c.cols.lat[Ps[j]], lon=c.cols.lon[Ps[j]], late=bool(r.slate[j]), discriminator=zid,
+                        details={"zone_id": zid, "zone_name": z.name, "config_key": "registry.zones", "limit": zid})))
+        a["zbits"][vi] = nb
 
-        # --- track sampling (goods vehicles, for source tracing) ------------------------------------
-        if self.sample_ms > 0:
-            g = self._goods[c.cat[Ps]] & (t - a["samp_ts"][vi] >= self.sample_ms)
-            if g.any():
-                gj = np.flatnonzero(g)
-                a["samp_ts"][vi[gj]] = t[gj]
-                self.track_buf.append(np.stack([vi[gj].astype(np.float64), t[gj].astype(np.float64),
-                                                c.cols.lat[Ps[gj]], c.cols.lon[Ps[gj]], v[gj]], axis=1))
+    def _step_terminal_alarms(self, r: "_Round") -> None:
+        """Rising edges of the JT/T 808 alarm word, on pings with a trusted time newer than the last one."""
+        a, c, vi, t, P = self.a, r.c, r.vi, r.t, r.P
+        inord = r.tr & (t > a["last_ts"][vi])
+        if not inord.any():
+            return
+        ao = c.alarm_ok[P] & inord & ~r.dup
+        if ao.any():
+            flags = c.cols.alarm_flags[P]
+            rising = flags & ~a["alarm_prev"][vi] & 0xFFFFFFFF
+            for j in np.flatnonzero(ao & (rising != 0)):
+                self._alarm_alerts(int(vi[j]), int(P[j]), int(t[j]), int(rising[j]), int(flags[j]), c, r.alerts)
+            a["alarm_prev"][vi[ao]] = flags[ao]
+        iv = vi[inord]
+        a["last_ts"][iv] = t[inord]
+        a["last_moving"][iv] = c.moving[P][inord]
+        a["last_acc"][iv] = (c.cols.status_flags[P][inord] & STATUS_ACC) != 0
+
+    def _step_track_sampling(self, r: "_Round") -> None:
+        """Goods vehicles: one track point per ``source.track_sample_s`` (track_points, source tracing)."""
+        if self.sample_ms <= 0 or not len(r.si):
+            return
+        a, c, vi, t, Ps = self.a, r.c, r.svi, r.st, r.Ps
+        g = self._goods[c.cat[Ps]] & (t - a["samp_ts"][vi] >= self.sample_ms)
+        if g.any():
+            gj = np.flatnonzero(g)
+            a["samp_ts"][vi[gj]] = t[gj]
+            self.track_buf.append(np.stack([vi[gj].astype(np.float64), t[gj].astype(np.float64),
+                                            c.cols.lat[Ps[gj]], c.cols.lon[Ps[gj]], c.speed[Ps[gj]]], axis=1))
+
+    def _step_day_counters(self, r: "_Round") -> None:
+        """Add the round's contributions to the vehicle-day counters of the pings' days (stale days: counted
+        in the output only)."""
+        a = self.a
+        good = ~r.stale
+        if r.stale.any():
+            k = int(r.stale.sum())
+            r.out.stale_day += k
+            self.stale_total += k
+        gv, gs = r.vi[good], (r.d % self.slots)[good]
+        a["cnt"][gv, gs] += r.delta[good]
+        a["dirty"][gv, gs] = True
+        if self.replay_ms > 0:      # what the time-ordered rules added since each checkpoint
+            rule = r.delta[good][:, list(RULE_F_IDX)]
+            a["rc_a"][gv, gs] += rule
+            if not self._replay_before_b:
+                hb = a["ckb_ts"][gv] != NONE
+                a["rc_b"][gv[hb], gs[hb]] += rule[hb]
+
+    def _step_gap_fill(self, r: "_Round") -> None:
+        """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
+        if not r.ooo.any():
+            return
+        c = r.c
+        for j in np.flatnonzero(r.ooo):
+            r.out.out_of_order += 1
+            p = int(r.P[j])
+            v = int(r.vi[j])
+            res = self.gaps.fill(v, int(r.t[j]), float(c.cols.lat[p]), float(c.cols.lon[p]), float(c.speed[p]),
+                                 int(r.d[j]))
+            if res is None:
+                continue
+            if res[0] == "drift":
+                r.out.drift += 1
+                self._add_day(v, res[1], F_DRIFT, 1.0)
+            else:
+                for day_, dkm, dinc in res[1]:
+                    if self._add_day(v, day_, F_KM, dkm):
+                        self._add_day(v, day_, F_KMINC, dinc)
 
     # --- alert builders -----------------------------------------------------------------------------
     def _overspeed_alert(self, v: int, end_ms: int | None) -> dict:
@@ -606,14 +947,50 @@ class PingProcessor:
                           severity=overspeed_severity(mx, lim, self.cfg), lat=a["os_ep_lat"][v],
                           lon=a["os_ep_lon"][v], late=bool(a["os_ep_late"][v]), details=det)
 
-    def _fatigue_alert(self, v: int, t: int, kind: str, driven_ms: int, limit_ms: int, night: bool, late: bool,
-                       lat: float, lon: float) -> dict:
-        key = ("fatigue.day_cum_h" if kind == "cumulative_24h"
-               else "fatigue.night_continuous_h" if night else "fatigue.day_continuous_h")
-        return make_alert("fatigue", self.plates[v], t, severity="high", lat=lat, lon=lon, late=late,
-                          discriminator=kind,
-                          details={"kind": kind, "driving_h": round(driven_ms / HOUR_MS, 4),
-                                   "limit": round(limit_ms / HOUR_MS, 4), "config_key": key, "night": night})
+    def _fatigue_alert(self, v: int, driven_ms: int, night_ms: int, end_ms: int | None) -> dict:
+        """Continuous-driving episode: raised open when a limit is passed, closed (``end_ts``, duration) when
+        the rest is taken or the driver changes."""
+        a = self.a
+        night = bool(a["fat_ep_night"][v])
+        lim = self.night_cont_ms if night else self.day_cont_ms
+        start = int(a["fat_ep_start"][v])
+        det = {"kind": "continuous", "driving_h": round(driven_ms / HOUR_MS, 4),
+               "night_driving_h": round(night_ms / HOUR_MS, 4), "limit": round(lim / HOUR_MS, 4),
+               "config_key": "fatigue.night_continuous_h" if night else "fatigue.day_continuous_h", "night": night,
+               "driver_id": self._driver_name(int(a["fat_ep_driver"][v])),
+               "state": "open" if end_ms is None else "closed"}
+        if end_ms is not None:
+            det["duration_s"] = max(end_ms - start, 0) / 1000.0
+            det["fatigue_s"] = round(int(a["fat_ep_excess"][v]) / 1000.0, 3)
+        return make_alert("fatigue", self.plates[v], start, end_ms=end_ms, severity="high",
+                          lat=a["fat_ep_lat"][v], lon=a["fat_ep_lon"][v], late=bool(a["fat_ep_late"][v]),
+                          discriminator="continuous", details=det)
+
+    def _cum_alert(self, v: int, total_ms: int, end_ms: int | None) -> dict:
+        """24-hour cumulative driving: raised when the total passes the limit, closed when it drops back."""
+        a = self.a
+        start = int(a["cum_start"][v])
+        det = {"kind": "cumulative_24h", "driving_h": round(total_ms / HOUR_MS, 4),
+               "limit": round(self.cum_ms / HOUR_MS, 4), "config_key": "fatigue.day_cum_h", "night": False,
+               "state": "open" if end_ms is None else "closed"}
+        if end_ms is not None:
+            det["duration_s"] = max(end_ms - start, 0) / 1000.0
+        return make_alert("fatigue", self.plates[v], start, end_ms=end_ms, severity="high", lat=a["cum_lat"][v],
+                          lon=a["cum_lon"][v], late=bool(a["cum_late"][v]), discriminator="cumulative_24h",
+                          details=det)
+
+    def _driver_code(self, driver_id) -> int:
+        """Driver (IC card 从业资格证 number) → small int; unknown → -1."""
+        if not driver_id:
+            return -1
+        code = self.driver_index.get(driver_id)
+        if code is None:
+            code = self.driver_index[driver_id] = len(self.drivers)
+            self.drivers.append(driver_id)
+        return code
+
+    def _driver_name(self, code: int):
+        return self.drivers[code] if 0 <= code < len(self.drivers) else None
 
     def _offline_alert(self, v: int, last_ms: int, end_ms: int | None) -> dict:
         a = self.a
@@ -628,13 +1005,14 @@ class PingProcessor:
 
     def _alarm_alerts(self, v: int, pos: int, t: int, rising: int, flags: int, c: "_Batch", alerts: list) -> None:
         j = pos
+        version = int(c.cols.jt808_version[j]) if c.cols.jt808_version is not None else 0
         for bit in range(32):
             if rising >> bit & 1:
                 alerts.append((pos, 8 + bit, make_alert(
                     "terminal_alarm", self.plates[v], t, severity=alarm_severity(bit),
                     lat=c.cols.lat[j] if c.qualified[j] else None, lon=c.cols.lon[j] if c.qualified[j] else None,
                     late=bool(c.late[j]), discriminator=str(bit),
-                    details={"bit": bit, "name": alarm_bit_name(bit), "alarm_flags": flags,
+                    details={"bit": bit, "name": alarm_bit_name(bit, version), "alarm_flags": flags,
                              "config_key": "alerts.alarm_from_unpositioned", "limit": None})))
 
     # --- timers and views ---------------------------------------------------------------------------
@@ -738,9 +1116,10 @@ class PingProcessor:
         """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array)."""
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
-                "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total}
+                "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
+                "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-                  "__track__": self._track_array()}
+                  "__track__": self._track_array(), "__hist__": self._history()}
         arrays.update((k, v[: self.n]) for k, v in self.a.items())
         buf = io.BytesIO()
         # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
@@ -759,7 +1138,7 @@ class PingProcessor:
         membership is kept only when the restricted zone list is unchanged."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = orjson.loads(z["__meta__"].tobytes())
-            if meta.get("version") != SNAPSHOT_VERSION:
+            if meta.get("version") not in (1, SNAPSHOT_VERSION):   # 1: no replay window yet (starts empty)
                 raise ValueError(f"unsupported ping-state snapshot version {meta.get('version')!r}")
             n = len(meta["plates"])
             self = cls(cfg, registry, zones, capacity=max(1024, 1 << max(n - 1, 0).bit_length()))
@@ -768,8 +1147,10 @@ class PingProcessor:
             same_zones = meta["zones"] == self.zones.restricted_ids
             track = z["__track__"]
             self.track_buf = [track] if len(track) else []
+            if "__hist__" in z.files:
+                self._hist = z["__hist__"]
             for k in self.a:
-                if k in z.files and (k != "zbits" or same_zones):
+                if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
                     self.a[k][:n] = z[k]
         self.n = n
         self.plates = list(meta["plates"])
@@ -780,6 +1161,17 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
+        if meta["version"] == 1 and n:
+            # no replay window in the snapshot: it starts now (older late data only fills gaps)
+            a = self.a
+            last = np.maximum(a["fix_ts"][:n], a["fat_last_ts"][:n])
+            a["q_last"][:n] = last
+            a["ck_ts"][:n] = last
+            for f in RULE_FIELDS:
+                a["ck_" + f][:n] = a[f][:n]
+        self.drivers = list(meta.get("drivers", []))
+        self.driver_index = {d: i for i, d in enumerate(self.drivers)}
+        self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
         return self
 
 
@@ -807,3 +1199,54 @@ class _Batch:
     zbits: np.ndarray | None
     wm_after: np.ndarray
     cat: np.ndarray
+    reasons: np.ndarray          # quality reason mask per ping (the duplicate step adds its bit)
+    time_ok: np.ndarray
+    driver: np.ndarray           # driver code per ping (-1 unknown)
+
+
+class _Round:
+    """Arrays of one round (at most one ping per vehicle), filled in by the steps in order."""
+
+    def __init__(self, P: np.ndarray, c: _Batch, alerts: list, out: ProcessOutput):
+        self.P, self.c, self.alerts, self.out = P, c, alerts, out
+        self.dup = np.zeros(len(P), dtype=bool)
+        self.replay = False
+        self.ooo = np.zeros(len(P), dtype=bool)
+        self.driving_ms = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule of the per-round pipeline and the config keys it reads."""
+    name: str
+    keys: tuple
+    fn: object
+
+
+# The rules of a round, in the order they are applied (quality runs once per batch, before the rounds).
+ROUND_STEPS: tuple[Step, ...] = (
+    Step("dedupe", ("quality.duplicate_tolerance_s",), PingProcessor._step_dedupe),
+    Step("liveness", ("offline.timeout_s",), PingProcessor._step_liveness),
+    Step("track", ("drift.v_max_kmh", "drift.stationary_jump_km", "drift.stationary_speed_kmh",
+                   "drift.stationary_jump_max_s", "drift.stationary_hold", "drift.reanchor_after", "track.gap_s",
+                   "track.gap_km"), PingProcessor._step_track),
+    Step("overspeed", ("speeding.min_duration_s", "speeding.merge_s", "speeding.*", "track.gap_s"),
+         PingProcessor._step_overspeed),
+    Step("fatigue", ("fatigue.day_continuous_h", "fatigue.night_continuous_h", "fatigue.min_rest_min",
+                     "fatigue.rest_max_move_km", "fatigue.stop_speed_kmh", "night.start", "night.end"),
+         PingProcessor._step_fatigue),
+    Step("fatigue_24h", ("fatigue.day_cum_h",), PingProcessor._step_fatigue_24h),
+    Step("curfew", ("curfew.start", "curfew.end", "curfew.exempt_route_km", "curfew.categories"),
+         PingProcessor._step_curfew),
+    Step("geofence", ("registry.zones",), PingProcessor._step_geofence),
+    Step("terminal_alarms", ("alerts.alarm_from_unpositioned",), PingProcessor._step_terminal_alarms),
+    Step("track_sampling", ("source.track_sample_s",), PingProcessor._step_track_sampling),
+    Step("day_counters", ("track.day_slots",), PingProcessor._step_day_counters),
+    Step("gap_fill", ("track.fill_max_gaps", "track.fill_window_h", "track.fill_max_points"),
+         PingProcessor._step_gap_fill),
+)
+# Re-evaluation after late data (``PingProcessor._replay_late``): the time-ordered rules and their counters,
+# over the vehicle's held samples in time order ("late.replay_window_h").
+REPLAY_STEPS: tuple[Step, ...] = tuple(s for s in ROUND_STEPS if s.name in
+                                       ("track", "overspeed", "fatigue", "fatigue_24h", "curfew", "geofence",
+                                        "day_counters"))

@@ -4,7 +4,10 @@ Rules (domain-rules.md §5.2 annex notes [S], ranges as config keys): plate form
 time not later than the reference time + ``quality.future_tolerance_s`` and not older than
 ``quality.max_lag_s``; lon/lat inside China's ranges; speed, heading, altitude inside their ranges;
 status bit 1 "positioned" when ``quality.require_positioned``; alarm/status words that are not 32-bit.
-Every failed rule sets one bit of a per-ping reason mask; a ping is qualified when its mask is 0.
+Every failed rule sets one bit of a per-ping reason mask; a ping is qualified when its mask is 0. The last
+reason, ``duplicate`` (a second copy of a vehicle's fix: same fix time within
+``quality.duplicate_tolerance_s``), needs the vehicle's history: the engine's dedupe step sets it
+(``models.ping_state``), and a duplicate is counted once in every statistic.
 
 Time reference (event time, so a replay gives the same answer as live):
 - "future": against the gateway receipt time ``recv_ts`` when the batch carries it, else against the
@@ -23,7 +26,7 @@ from .config import Config
 from .records import PLATE_COLORS, PLATE_RE
 
 REASONS: tuple[str, ...] = ("plate", "plate_color", "time_future", "time_too_old", "lon", "lat", "speed",
-                            "heading", "altitude", "not_positioned", "bad_flags")
+                            "heading", "altitude", "not_positioned", "bad_flags", "duplicate")
 BIT = {name: np.uint16(1 << i) for i, name in enumerate(REASONS)}
 # Defects that still let the ping be attributed to a vehicle at a trustworthy time (terminal alarms such
 # as "GNSS antenna cut" arrive precisely with unpositioned fixes).

@@ -15,6 +15,8 @@ from typing import Any
 import faust
 import orjson
 
+from .pingschema import dicts_getter, validate_columns
+
 BEIJING = timezone(timedelta(hours=8), "CST")
 
 # JT/T 415 plate colours (JT/T 808-2019 adds 5 = green, new-energy).
@@ -206,24 +208,24 @@ class GpsPing(faust.Record, serializer="json"):
     reupload: bool = False
     driver_id: str | None = None
     mileage_km: float | None = None
+    jt808_version: int = 0      # protocol of the terminal (2011/2013/2019); 0 = not known
 
 
 def parse_ping(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> GpsPing:
-    """Structural validation only: a ping with well-typed fields is accepted even when its values are
-    out of the regulator's range — that makes it *unqualified* (counted against 数据合格率), not invalid."""
+    """Structural validation only (the one ping schema, ``models.pingschema``): a ping with well-typed fields
+    is accepted even when its values are out of the regulator's range — that makes it *unqualified*
+    (counted against 数据合格率), not invalid. ``ts`` may be ISO-8601 with offset or epoch ms."""
     d = loads_object(raw, max_bytes)
-    ts = _text(d, "ts", max_len=40)
-    parse_ts(ts)
+    c, errs = validate_columns(dicts_getter([d]), 1)
+    if errs:
+        raise InvalidRecord(*errs[0])
+    ts = d["ts"] if isinstance(d["ts"], str) else epoch_ms_to_iso(int(c.ts[0]))
     return GpsPing(
-        plate=_text(d, "plate", max_len=16), plate_color=_num(d, "plate_color", 0, 255, integer=True),
-        terminal_id=_text(d, "terminal_id", max_len=20), ts=ts,
-        lat=_num(d, "lat", -90, 90), lon=_num(d, "lon", -180, 180),
-        speed_kmh=_num(d, "speed_kmh", 0, 6553.5), heading=_num(d, "heading", 0, 65535, integer=True),
-        altitude_m=_num(d, "altitude_m", -32768, 65535),
-        alarm_flags=_num(d, "alarm_flags", 0, 0xFFFFFFFF, default=0, integer=True),
-        status_flags=_num(d, "status_flags", 0, 0xFFFFFFFF, default=0, integer=True),
-        reupload=_bool(d, "reupload", False), driver_id=_text(d, "driver_id", default=None),
-        mileage_km=_num(d, "mileage_km", 0, 1e8, default=None),
+        plate=c.plate[0], plate_color=int(c.plate_color[0]), terminal_id=c.terminal_id[0], ts=ts,
+        lat=float(c.lat[0]), lon=float(c.lon[0]), speed_kmh=float(c.speed_kmh[0]), heading=int(c.heading[0]),
+        altitude_m=float(c.altitude_m[0]), alarm_flags=int(c.alarm_flags[0]), status_flags=int(c.status_flags[0]),
+        reupload=bool(c.reupload[0]), driver_id=c.driver_id[0], mileage_km=c.mileage_km[0],
+        jt808_version=int(c.jt808_version[0]) if c.jt808_version is not None else 0,
     )
 
 

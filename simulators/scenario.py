@@ -605,14 +605,17 @@ def derive_rates(ctx: Context, cols: dict, fl: dict) -> None:
     ctx.expect.append({"kind": "rate", "name": "quality_rate", "value": float(1 - bad.sum() / max(1, len(bad))),
                        "tolerance": float(fl.get("rate_tolerance", 0.005)),
                        "why": f"{int(bad.sum())} unqualified of {len(bad)} fixes"})
-    # drift (§5.2 proposal, literal): between consecutive *qualified* fixes, implied speed > drift.v_max_kmh,
-    # or a jump > drift.stationary_jump_km while the fix reports speed ≤ drift.stationary_speed_kmh
+    # drift (§5.2 proposal): between consecutive *qualified* fixes, implied speed > drift.v_max_kmh, or a jump
+    # > drift.stationary_jump_km while the fix reports speed ≤ drift.stationary_speed_kmh, the two fixes at
+    # most drift.stationary_jump_max_s apart (0 = no time bound; docs/legal-basis.md §6)
     c = take(c, np.lexsort((c["ts"], c["vid"])))
     c = take(c, np.flatnonzero(~((c["speed_kmh"] < lo) | (c["speed_kmh"] > hi))))
     d = haversine_km(c["lon"][:-1], c["lat"][:-1], c["lon"][1:], c["lat"][1:])
     dt = np.maximum(np.diff(c["ts"]), 1)
     same = c["vid"][1:] == c["vid"][:-1]
     jump = (c["speed_kmh"][1:] <= cfg["drift.stationary_speed_kmh"]) & (d > cfg["drift.stationary_jump_km"])
+    if cfg["drift.stationary_jump_max_s"] > 0:
+        jump &= dt <= cfg["drift.stationary_jump_max_s"]
     fast = same & ((d / dt * 3600 > cfg["drift.v_max_kmh"]) | jump)
     drift_veh = np.unique(c["vid"][1:][fast])
     ctx.expect.append({"kind": "rate", "name": "drift_rate", "value": float(len(drift_veh) / max(1, len(online))),

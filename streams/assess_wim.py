@@ -2,7 +2,9 @@
 
 The same ``models.overload.assess`` as the stream worker, with in-memory sources: a pings file (interchange
 JSON lines) serves as the truck tracks and, through its ``driver_id`` field, as the driver source; counters
-and passages grow as the readings are assessed, in input order. Malformed lines give an error line
+and passages grow as the readings are assessed, in input order. With ``--archive PATH`` the verdicts and
+cases are persisted there exactly as the worker does (``streams/wim.py``: same sources, same ``CaseStore``),
+so ``roadwatch case act`` and ``roadwatch escalations`` can take over; without it nothing is stored. Malformed lines give an error line
 ``{"error": code, "detail": …, "line": n}`` and exit code 2 at the end.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from roadwatch.models.config import Config, ConfigError, load_config
 from roadwatch.models.evidence import EvidenceError, load_signing_key, write_package
 from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
 from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
+from roadwatch.models.permits import PermitError, PermitIndex, load_permits
 from roadwatch.models.registry import RegistryError, load_registry
 from roadwatch.streams.cli import UsageError
 
@@ -27,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="wim_config", metavar="FILE", help="TOML config file")
     p.add_argument("--evidence-dir", metavar="DIR", help="write an evidence package per case here")
     p.add_argument("--chain-id", default="cli", help="evidence hash-chain id (default: cli)")
+    p.add_argument("--archive", metavar="PATH", help="persist verdicts and cases into this archive (SQLite); "
+                                                     "counters, passages and driver cards come from it too. "
+                                                     "Without it the run is a stateless dry run")
 
 
 def load_pings(path: Path, max_bytes: int) -> tuple[MemoryTracks, MemoryDrivers, int]:
@@ -63,7 +69,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UsageError(f"config error: {e}") from None
     try:
         registry = load_registry(args.registry)
-    except RegistryError as e:
+        permits = PermitIndex(load_permits(args.registry))
+    except (RegistryError, PermitError) as e:
         raise UsageError(str(e)) from None
     max_bytes = int(cfg["stream.max_record_bytes"])
     tracks = drivers = None
@@ -78,6 +85,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         except EvidenceError as e:
             raise UsageError(str(e)) from None
     counters, passages = MemoryCounters(), MemoryPassages()
+    store = None
+    if args.archive:
+        from roadwatch.streams.archive import open_archive
+        from roadwatch.streams.cases import ArchiveCounters, ArchiveDrivers, ArchiveTracks, CaseStore
+        try:
+            conn = open_archive(args.archive)
+        except Exception as e:  # noqa: BLE001 - sqlite3 / OS errors name the file for the user
+            raise UsageError(f"cannot open archive {args.archive}: {e}") from None
+        store = CaseStore(conn, cfg, data_dir=cfg.data_dir)
+        counters, passages = ArchiveCounters(conn), store
+        if tracks is None:
+            tracks, drivers = ArchiveTracks(conn), ArchiveDrivers(conn)
     out = sys.stdout.buffer
     for n, line in enumerate(sys.stdin.buffer, 1):
         if not line.strip():
@@ -89,9 +108,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             out.write(orjson.dumps({"error": e.code, "detail": e.detail, "line": n}) + b"\n")
             continue
         verdict = assess(reading, registry, cfg, counters=counters, track=tracks, driver=drivers,
-                         passages=passages)
-        counters.record(verdict)
-        if key is not None and verdict["case_id"] and not verdict["duplicate_of"]:
+                         passages=passages, permits=permits)
+        if store is not None:
+            try:
+                store.record(verdict, reading=reading, evidence_dir=args.evidence_dir, data_dir=cfg.data_dir,
+                             chain_id=args.chain_id)
+            except (EvidenceError, OSError) as e:
+                raise UsageError(f"cannot store {verdict['case_id'] or verdict['passage_id']}: {e}") from None
+            if args.evidence_dir and verdict["case_id"] and not verdict["duplicate_of"]:
+                verdict["evidence_path"] = str(Path(args.evidence_dir) / verdict["case_id"])
+        else:
+            counters.record(verdict)
+        if store is None and key is not None and verdict["case_id"] and not verdict["duplicate_of"]:
             try:
                 pkg = write_package(args.evidence_dir, verdict, reading, chain_id=args.chain_id, key=key)
             except (EvidenceError, OSError) as e:

@@ -1,27 +1,30 @@
-"""Archive-backed state for the WIM path: verdicts, cases, the review workflow, and the sources ``assess``
-reads (counters, passages, driver cards, truck tracks).
+"""Archive-backed state for the WIM path: verdicts, cases and their histories, escalation proposals, and
+the sources ``assess`` reads (counters, passages, driver cards, truck tracks). All case-store SQL lives here.
 
-Everything is keyed by the deterministic ids of models/overload.py and written with upsert / insert-or-
-ignore, so a replayed feed or a restarted worker re-writes the same rows and never opens a second case;
-the 一超四罚 counters are SQL over the ``cases`` table, hence restart-proof too.
+Everything is keyed by deterministic ids and written with insert-or-ignore (``ON CONFLICT DO NOTHING``), so
+a replayed feed or a restarted worker re-writes the same rows and never opens a second case.
 
-Case workflow (``CaseStore.act``)::
-
-    detected ──review──▶ reviewed ──confirm──▶ confirmed ──notify──▶ notified
-                                   └─dismiss(reason)─▶ dismissed
+A case is a history (``case_acts``, append-only); its status and legal facts are derived from it by
+``models/lifecycle.py`` and cached in ``case_state`` / ``cases.status`` in the same transaction. Art. 66
+consequences are views over those histories (``models/art66.py``): after every change the store recomputes
+the escalation proposals of the subjects the case touches (vehicle, identified driver, enterprise).
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from roadwatch.models import art66, lifecycle
 from roadwatch.models.config import Config
-from roadwatch.models.evidence import SigningKey, load_signing_key, write_package
-from roadwatch.models.records import WimReading, format_ts, iso_to_epoch_ms, parse_ts
+from roadwatch.models.evidence import EvidenceError, SigningKey, append_entry, load_signing_key, write_package
+from roadwatch.models.lifecycle import Act, TransitionError
+from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
 from roadwatch.streams.archive import register_schema
 
 register_schema("""
@@ -53,19 +56,100 @@ CREATE TABLE IF NOT EXISTS track_points (     -- sampled truck points for cargo-
     PRIMARY KEY (plate, ts_ms)
 ) WITHOUT ROWID;                                -- clustered by (plate, time): cheaper inserts and look-backs
 CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
+
+CREATE TABLE IF NOT EXISTS wim_readings (     -- every reading as received: append-only, never overwritten
+    reading_key  TEXT PRIMARY KEY,             -- sha256 of the parsed reading (a replay is the same row)
+    identity     TEXT NOT NULL,                -- station|reading_id, or station|plate|epoch-ms without an id
+    passage_id   TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    reading      TEXT NOT NULL,                -- JSON
+    verdict      TEXT NOT NULL,                -- JSON: the verdict this reading gave
+    conflict_of  TEXT                          -- reading_key of the first reading with this identity
+);
+CREATE INDEX IF NOT EXISTS wim_readings_identity ON wim_readings(identity);
+
+CREATE TABLE IF NOT EXISTS case_pending (     -- cases whose track / card data (other partitions) may come later
+    case_id     TEXT PRIMARY KEY,
+    plate       TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,             -- the passage
+    detected_ms INTEGER NOT NULL,             -- wall clock at detection (timeouts)
+    state       TEXT NOT NULL                 -- waiting | provisional (timed out, still open to late data)
+);
+
+CREATE TABLE IF NOT EXISTS case_acts (        -- the case's history: append-only, one row per act
+    act_id     TEXT PRIMARY KEY,              -- <case_id>:<action> (each transition happens once)
+    case_id    TEXT NOT NULL,
+    seq        INTEGER NOT NULL,              -- order within the case
+    action     TEXT NOT NULL,                 -- detect | review | confirm | … | withdraw | amend
+    by_officer TEXT NOT NULL,
+    at         TEXT NOT NULL,                 -- legal date-time of the act (ISO-8601, Beijing)
+    entered_at TEXT NOT NULL,
+    reason     TEXT,
+    driver_id  TEXT,                          -- a driver identified by an officer (with this act)
+    details    TEXT                           -- JSON: amended facts
+);
+CREATE UNIQUE INDEX IF NOT EXISTS case_acts_seq ON case_acts(case_id, seq);
+
+CREATE TABLE IF NOT EXISTS case_state (       -- derived from case_acts + the case; rewritten on every act
+    case_id        TEXT PRIMARY KEY,
+    status         TEXT NOT NULL,
+    decided_on     TEXT,                      -- legal date of the decision
+    driver_id      TEXT,
+    driver_source  TEXT NOT NULL,             -- ic_card | officer | registry (presumed) | unknown
+    goods_vehicles INTEGER,                   -- the enterprise's registered goods vehicles, from the case
+    updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS escalation_proposals (   -- Art. 66 proposals (derived; own workflow)
+    proposal_id  TEXT PRIMARY KEY,
+    target       TEXT NOT NULL,               -- vehicle | driver | enterprise
+    subject      TEXT NOT NULL,
+    sanction     TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    basis        TEXT NOT NULL,               -- JSON: the escalation (count, window, case_ids) it rests on
+    flag         TEXT                         -- set when its basis fell away: needs review
+);
+CREATE INDEX IF NOT EXISTS escalation_proposals_subject ON escalation_proposals(target, subject);
+
+CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-only
+    act_id      TEXT PRIMARY KEY,
+    proposal_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    action      TEXT NOT NULL,                -- propose | legal_review | notify | decide | withdraw | basis | flag
+    by_officer  TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    entered_at  TEXT NOT NULL,
+    reason      TEXT,
+    details     TEXT
+);
 """)
 
-# action → {from status: to status}
-TRANSITIONS = {
-    "review": {"detected": "reviewed"},
-    "confirm": {"reviewed": "confirmed"},
-    "dismiss": {"reviewed": "dismissed"},
-    "notify": {"confirmed": "notified"},
-}
+SYSTEM = "roadwatch"
+log = logging.getLogger("roadwatch.cases")
 
 
 def _iso(ms: int) -> str:
     return format_ts(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+
+
+def legal_date(value: str | None, now: datetime, *, not_after_today: bool = False) -> str:
+    """``--at`` as given (a date → 00:00 Beijing time; a date-time needs its offset) → ISO-8601 Beijing.
+    An act cannot be dated after the day it is entered (``not_after_today``)."""
+    if value is None:
+        return format_ts(now)
+    value = value.strip()
+    try:
+        if len(value) == 10:
+            out = datetime.combine(date.fromisoformat(value), datetime.min.time(), BEIJING)
+        else:
+            out = parse_ts(value, "at")
+    except ValueError as e:
+        raise CaseActionError("bad_input", f"--at {value!r}: {getattr(e, 'detail', e)} (ISO-8601 date or "
+                                           "date-time with offset)") from None
+    if not_after_today and out.astimezone(BEIJING).date() > now.astimezone(BEIJING).date():
+        raise CaseActionError("bad_input", f"--at {value!r} lies after the day the act is entered "
+                                           f"({now.astimezone(BEIJING).date().isoformat()})")
+    return format_ts(out)
 
 
 class _Tx:
@@ -81,8 +165,8 @@ class _Tx:
 
 
 class CaseActionError(ValueError):
-    """A refused case action. ``code``: not_found | bad_action | bad_transition | reason_required | bad_input
-    (the console maps it to an HTTP answer)."""
+    """A refused case action. ``code``: not_found | bad_action | bad_transition | reason_required | bad_input |
+    too_early (the console maps it to an HTTP answer, the CLI to exit code 2)."""
 
     def __init__(self, code: str, detail: str):
         super().__init__(detail)
@@ -90,17 +174,30 @@ class CaseActionError(ValueError):
         self.detail = detail
 
 
-MAX_REASON = 500
+MAX_REASON = lifecycle.MAX_REASON
+
+
+def _act_from_row(r) -> Act:
+    return Act(case_id=r["case_id"], action=r["action"], by=r["by_officer"], at=r["at"],
+               entered_at=r["entered_at"], reason=r["reason"], driver_id=r["driver_id"],
+               details=orjson.loads(r["details"]) if r["details"] else None)
 
 
 class CaseStore:
-    """Verdicts and cases in the archive. Also the ``PassageSource`` for ``assess`` (``passages=store``)."""
+    """Verdicts, cases and their histories in the archive; the one case workflow (console and CLI).
+    Also the ``PassageSource`` for ``assess`` (``passages=store``)."""
 
-    def __init__(self, conn: sqlite3.Connection, cfg: Config | None = None):
+    def __init__(self, conn: sqlite3.Connection, cfg: Config, *, evidence_dir: str | Path | None = None,
+                 data_dir: str | Path | None = None, watch_late_data: bool = False):
+        if not isinstance(cfg, Config):
+            raise TypeError("CaseStore needs the Config it is given")
         self.conn = conn
-        self.cfg = cfg or Config()
+        self.cfg = cfg
+        self.evidence_dir = Path(evidence_dir) if evidence_dir else None
+        self.data_dir = Path(data_dir) if data_dir else None
         self._passages = ArchivePassages(conn)
         self._keys: dict[str, SigningKey] = {}
+        self.watch_late_data = watch_late_data      # the worker: GPS and card data come through other partitions
 
     # PassageSource
     def find_passage(self, station_id, plate, ts_ms, window_ms):
@@ -115,16 +212,24 @@ class CaseStore:
             self._keys[k] = load_signing_key(data_dir)
         return self._keys[k]
 
+    # --- detection ----------------------------------------------------------------------------------------
+
     def record(self, verdict: dict, *, reading: WimReading | None = None, evidence_dir: str | Path | None = None,
                data_dir: str | Path | None = None, chain_id: str = "default",
                evidence_path: str | None = None, manifest: dict | None = None) -> bool:
-        """Upsert the passage's verdict; insert its case once. True when a new case was created.
+        """Store the passage's verdict; insert its case and its ``detect`` act once. True when a new case
+        was created.
 
         With ``reading`` and ``evidence_dir`` the case's evidence package is written first (a no-op when it
         exists), signed with the key of ``data_dir`` (models/evidence.py), and the signed manifest is
         stored with the case. Duplicate readings (``duplicate_of``) are not stored: their passage is."""
+        if reading is not None and self._conflicting(verdict, reading):
+            return False
         if verdict.get("duplicate_of"):
             return False
+        evidence_dir = evidence_dir or self.evidence_dir
+        if evidence_dir is not None and data_dir is None:
+            data_dir = self.data_dir
         if verdict.get("case_id") and reading is not None and evidence_dir is not None:
             pkg = write_package(evidence_dir, verdict, reading, chain_id=chain_id,
                                 key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent))
@@ -132,91 +237,585 @@ class CaseStore:
             manifest = orjson.loads((pkg / "manifest.json").read_bytes())
         vjson = orjson.dumps(verdict).decode()
         day = verdict["ts"][:10]
+        now = format_ts(datetime.now(timezone.utc))
         with _Tx(self.conn) as c:
             c.execute("""INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit,
                              excess_kg, fine_yuan, review_reason, case_id, verdict)
                          VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
-                         ON CONFLICT(passage_id) DO UPDATE SET action=excluded.action,
-                             over_limit=excluded.over_limit, excess_kg=excluded.excess_kg,
-                             fine_yuan=excluded.fine_yuan, review_reason=excluded.review_reason,
-                             case_id=excluded.case_id, verdict=excluded.verdict""",
+                         ON CONFLICT(passage_id) DO NOTHING""",
                       (verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts"], day,
                        verdict["action"], int(bool(verdict["over_limit"])), float(verdict["excess_kg"]),
                        int(verdict["fine_yuan"]), verdict.get("review_reason"), verdict.get("case_id"), vjson))
-            c.execute("INSERT OR IGNORE INTO wim_passages VALUES (?,?,?,?)",
+            c.execute("INSERT INTO wim_passages VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                       (verdict["passage_id"], verdict["station_id"], verdict["plate"], int(verdict["ts_ms"])))
             if not verdict.get("case_id"):
                 return False
-            cur = c.execute("""INSERT OR IGNORE INTO cases (case_id, plate, station_id, ts, day, action, violation,
+            drv = verdict.get("driver") or {}
+            cur = c.execute("""INSERT INTO cases (case_id, plate, station_id, ts, day, action, violation,
                                    excess_kg, fine_yuan, enterprise_id, driver_id, source_site_id, status,
                                    evidence_path, manifest)
-                               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'detected',?,?)""",
+                               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'detected',?,?)
+                               ON CONFLICT(case_id) DO NOTHING""",
                             (verdict["case_id"], verdict["plate"], verdict["station_id"], verdict["ts"], day,
                              verdict["action"], int(bool(verdict.get("violation"))), float(verdict["excess_kg"]),
-                             int(verdict["fine_yuan"]), verdict.get("enterprise_id"),
-                             (verdict.get("driver") or {}).get("id"),
+                             int(verdict["fine_yuan"]), verdict.get("enterprise_id"), drv.get("id"),
                              (verdict.get("source_site") or {}).get("site_id"), evidence_path,
                              orjson.dumps(manifest if manifest is not None else verdict).decode()))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            c.execute("""INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at)
+                         VALUES (?,?,1,'detect',?,?,?) ON CONFLICT DO NOTHING""",
+                      (f"{verdict['case_id']}:detect", verdict["case_id"], SYSTEM, verdict["ts"], now))
+            c.execute("""INSERT INTO case_state (case_id, status, decided_on, driver_id, driver_source,
+                             goods_vehicles, updated_at) VALUES (?,'detected',NULL,?,?,?,?)
+                         ON CONFLICT DO NOTHING""",
+                      (verdict["case_id"], drv.get("id"), drv.get("source") or "unknown",
+                       (verdict.get("enterprise") or {}).get("goods_vehicles"), now))
+            if self.watch_late_data:
+                last = c.execute("SELECT MAX(ts_ms) FROM track_points WHERE plate=?", (verdict["plate"],)).fetchone()[0]
+                if last is None or last < int(verdict["ts_ms"]):     # the track covering the passage is not in yet
+                    c.execute("""INSERT INTO case_pending (case_id, plate, ts_ms, detected_ms, state)
+                                 VALUES (?,?,?,?,'waiting') ON CONFLICT DO NOTHING""",
+                              (verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
+                               int(datetime.now(timezone.utc).timestamp() * 1000)))
+            return True
+
+    def _conflicting(self, verdict: dict, reading: WimReading) -> bool:
+        """Keep every reading (append-only). A reading whose identity (station + reading id, or station +
+        plate + time without an id) was already received with other values is kept beside the first and
+        flagged as a conflict for review: it changes no verdict and opens no case; the case of the first
+        reading (if any) gets a ``conflict`` fact in its history. Sets ``verdict["conflict"]``."""
+        rd = reading.asdict()
+        rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
+        raw = orjson.dumps(rd, option=orjson.OPT_SORT_KEYS)
+        key = hashlib.sha256(raw).hexdigest()
+        identity = (f"{reading.station_id}|id:{reading.reading_id}" if reading.reading_id
+                    else f"{reading.station_id}|{reading.plate}|{verdict['ts_ms']}")
+        now = datetime.now(timezone.utc)
+        with _Tx(self.conn) as c:
+            if c.execute("SELECT 1 FROM wim_readings WHERE reading_key=?", (key,)).fetchone():
+                first = c.execute("SELECT conflict_of FROM wim_readings WHERE reading_key=?", (key,)).fetchone()
+                if first[0] is None:
+                    return False                       # a replay of a reading we kept: nothing new
+                verdict["conflict"] = {"reading_key": key, "conflict_of": first[0], "identity": identity}
+                return True
+            prior = c.execute("""SELECT reading_key, passage_id, verdict FROM wim_readings WHERE identity=?
+                                 AND conflict_of IS NULL ORDER BY received_at, reading_key LIMIT 1""",
+                              (identity,)).fetchone()
+            c.execute("""INSERT INTO wim_readings (reading_key, identity, passage_id, received_at, reading, verdict,
+                             conflict_of) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+                      (key, identity, verdict["passage_id"], format_ts(now), raw.decode(),
+                       orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None))
+            if prior is None:
+                return False
+            first = orjson.loads(prior["verdict"])
+            verdict["conflict"] = {"reading_key": key, "conflict_of": prior["reading_key"], "identity": identity,
+                                   "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan", "case_id")},
+                                   "second": {k: verdict.get(k) for k in ("gross_kg", "action", "fine_yuan")}}
+            case_id = first.get("case_id")
+            if case_id and c.execute("SELECT 1 FROM cases WHERE case_id=?", (case_id,)).fetchone():
+                acts = self.history(case_id)
+                act = Act(case_id=case_id, action="conflict", by=SYSTEM, at=verdict["ts"], entered_at=format_ts(now),
+                          reason=(f"reading {identity} received again with other values: gross "
+                                  f"{first.get('gross_kg')} kg then {verdict.get('gross_kg')} kg; review the case"),
+                          details={"reading_key": key, "conflict_of": prior["reading_key"],
+                                   "gross_kg": verdict.get("gross_kg")})
+                self._insert_act(c, act, len(acts) + 1)
+        log.warning("reading %s received again with other values: kept as a conflict for review", identity)
+        if case_id:
+            self._evidence_sync(case_id)
+        return True
+
+    def conflicts(self, case_id: str | None = None) -> list[dict]:
+        rows = self.conn.execute("""SELECT r.reading_key, r.identity, r.conflict_of, r.received_at, r.verdict,
+                                           f.verdict AS first_verdict
+                                    FROM wim_readings r JOIN wim_readings f ON f.reading_key = r.conflict_of
+                                    ORDER BY r.received_at""").fetchall()
+        out = []
+        for r in rows:
+            first, second = orjson.loads(r["first_verdict"]), orjson.loads(r["verdict"])
+            if case_id and first.get("case_id") != case_id:
+                continue
+            out.append({"identity": r["identity"], "reading_key": r["reading_key"], "conflict_of": r["conflict_of"],
+                        "received_at": r["received_at"], "case_id": first.get("case_id"),
+                        "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan")},
+                        "second": {k: second.get(k) for k in ("gross_kg", "action", "fine_yuan")}})
+        return out
 
     def set_evidence(self, case_id: str, evidence_path: str, manifest: dict) -> None:
         self.conn.execute("UPDATE cases SET evidence_path=?, manifest=? WHERE case_id=?",
                           (evidence_path, orjson.dumps(manifest).decode(), case_id))
 
+    # --- cases written before the lifecycle existed ----------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Give every case without a history its history (see ``_migrate``)."""
+        self._migrate()
+
+    def _migrate(self, case_id: str | None = None) -> None:
+        """Give a case that has no history (an archive from before the lifecycle, or a row written directly)
+        its ``detect`` act and ``case_state``; its old ``case_actions`` trail (or, without one, its stored
+        status) becomes acts by ``migration``. Idempotent; a no-op for cases that have a history."""
+        cond, args = ("AND c.case_id=?", (case_id,)) if case_id else ("", ())
+        rows = self.conn.execute(f"""SELECT c.* FROM cases c WHERE NOT EXISTS
+                                     (SELECT 1 FROM case_state s WHERE s.case_id = c.case_id) {cond}""",
+                                 args).fetchall()
+        if not rows:
+            return
+        now = datetime.now(timezone.utc)
+        with _Tx(self.conn) as c:
+            for row in rows:
+                cid = row["case_id"]
+                if c.execute("SELECT 1 FROM case_state WHERE case_id=?", (cid,)).fetchone():
+                    continue
+                try:
+                    man = orjson.loads(row["manifest"] or "{}")
+                except orjson.JSONDecodeError:
+                    man = {}
+                drv = (man.get("driver") or ((man.get("targets") or {}).get("driver")) or {})
+                src = drv.get("source") or ("unknown" if not row["driver_id"] else "registry")
+                acts = [Act(cid, "detect", SYSTEM, row["ts"], format_ts(now))]
+                trail = [(r["action"], r["operator"], r["reason"], r["ts"]) for r in c.execute(
+                    "SELECT action, operator, reason, ts FROM case_actions WHERE case_id=? ORDER BY id", (cid,))]
+                if not trail:
+                    implied = {"reviewed": ["review"], "confirmed": ["confirm"], "dismissed": ["dismiss"],
+                               "notified": ["confirm", "notify"]}.get(row["status"], [])
+                    trail = [(a, "migration", "status before the case history existed", row["ts"]) for a in implied]
+                status = "detected"
+                for action, by, reason, ts in trail:
+                    act = Act(cid, action, by or "migration", ts, format_ts(now), reason)
+                    if action in lifecycle.TRANSITIONS and status in lifecycle.TRANSITIONS[action][0]:
+                        status = lifecycle.TRANSITIONS[action][1]
+                    else:       # e.g. the old notify straight after confirm (no 立案 recorded): kept as a fact
+                        act = Act(cid, "legacy", by or "migration", ts, format_ts(now),
+                                  f"{action} before the lifecycle" + (f": {reason}" if reason else ""))
+                    acts.append(act)
+                for i, a in enumerate(acts, 1):
+                    aid = lifecycle.act_id(a) if a.action != "legacy" else f"{cid}:legacy:{i}"
+                    c.execute("""INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at,
+                                     reason) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+                              (aid, cid, i, a.action, a.by, a.at, a.entered_at, a.reason))
+                c.execute("""INSERT INTO case_state (case_id, status, decided_on, driver_id, driver_source,
+                                 goods_vehicles, updated_at) VALUES (?,?,NULL,?,?,?,?) ON CONFLICT DO NOTHING""",
+                          (cid, status, row["driver_id"], src,
+                           (man.get("enterprise") or {}).get("goods_vehicles"), format_ts(now)))
+                c.execute("UPDATE cases SET status=? WHERE case_id=?", (status, cid))
+
+    # --- reading ------------------------------------------------------------------------------------------
+
     def get(self, case_id: str) -> dict | None:
         row = self.conn.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
         return dict(row) if row else None
 
+    def history(self, case_id: str) -> list[Act]:
+        return [_act_from_row(r) for r in self.conn.execute(
+            "SELECT * FROM case_acts WHERE case_id=? ORDER BY seq", (case_id,))]
+
     def actions(self, case_id: str) -> list[dict]:
-        return [dict(r) for r in self.conn.execute(
-            "SELECT case_id, action, operator, reason, ts FROM case_actions WHERE case_id=? ORDER BY id", (case_id,))]
+        """The case's acts after detection (the audit trail)."""
+        return [{"case_id": case_id, "action": a.action, **a.as_dict()} for a in self.history(case_id)
+                if a.action != "detect"]
+
+    def show(self, case_id: str) -> dict | None:
+        """The case as JSON: its row, manifest, ``history`` and the ``status`` derived from it, who is liable,
+        the actions allowed now and the escalation proposals that rest on it."""
+        self._migrate(case_id)
+        row = self.get(case_id)
+        if row is None:
+            return None
+        acts = self.history(case_id)
+        derived = lifecycle.derive(acts)
+        st = self.conn.execute("SELECT * FROM case_state WHERE case_id=?", (case_id,)).fetchone()
+        try:
+            manifest = orjson.loads(row.get("manifest") or "{}")
+        except orjson.JSONDecodeError:
+            manifest = {"unparsed": row.get("manifest")}
+        out = {k: row[k] for k in row if k != "manifest"}
+        out["manifest"] = manifest
+        out["status"] = derived["status"]
+        out["status_label"] = lifecycle.LABELS.get(derived["status"], derived["status"])
+        out["decided_on"] = derived["decided_on"]
+        out["history"] = [{k: v for k, v in a.as_dict().items() if k != "act_id"} for a in acts]
+        out["allowed_actions"] = lifecycle.allowed_actions(derived["status"])
+        out["liable"] = self._liable(row, st, derived)
+        subjects = [row["plate"], row.get("enterprise_id"), row.get("driver_id"), (derived["driver"] or {}).get("id")]
+        out["proposals"] = [p for p in self.proposals(subjects=subjects)
+                            if case_id in p["basis"].get("case_ids", [])]
+        out["conflicts"] = self.conflicts(case_id)
+        return out
+
+    @staticmethod
+    def _liable(row, st, derived) -> dict:
+        """The owner/operator always; a driver only when identified (card or officer); else "presumed"."""
+        man = {}
+        try:
+            man = orjson.loads(row.get("manifest") or "{}")
+        except orjson.JSONDecodeError:
+            pass
+        owner = (((man.get("targets") or {}).get("vehicle") or {}).get("owner")
+                 or (man.get("vehicle") or {}).get("owner"))
+        d = derived["driver"]
+        if d:
+            driver = {"id": d["id"], "source": "officer", "identified": True, "by": d["by"], "at": d["at"]}
+        else:
+            src = st["driver_source"] if st else "unknown"
+            did = st["driver_id"] if st else row.get("driver_id")
+            driver = {"id": did, "source": src, "identified": src in art66.IDENTIFIED_SOURCES and bool(did)}
+            if src == "registry" and did:
+                driver["presumed"] = True
+        return {"owner": {"plate": row["plate"], "owner": owner, "enterprise_id": row.get("enterprise_id")},
+                "driver": driver}
+
+    # --- acting -------------------------------------------------------------------------------------------
 
     def act(self, case_id: str, action: str, operator: str, reason: str | None = None, *,
-            now: datetime | None = None) -> dict:
-        """Move a case through the workflow and record it in ``case_actions``. Invalid → ValueError.
+            at: str | None = None, driver_id: str | None = None, now: datetime | None = None) -> dict:
+        """Apply one act of the workflow (models/lifecycle.py) and return the case (``show``).
 
-        Confirming a case opened for review (e.g. low plate confidence) makes it count: its action becomes
-        the Art. 43 outcome computed at detection and it joins the 一超四罚 counters."""
-        if action not in TRANSITIONS:
-            raise CaseActionError("bad_action", f"unknown action {action!r}; one of {', '.join(TRANSITIONS)}")
+        ``at`` is the legal date of the act (default: now); ``driver_id`` records a driver identified by the
+        officer. Replaying an act that is already in the history changes nothing (``replayed: true``).
+        Refused acts raise CaseActionError."""
+        now = now or datetime.now(timezone.utc)
+        reason = (reason or "").strip() or None
+        driver_id = (driver_id or "").strip() or None
         if not isinstance(operator, str) or not operator.strip():
             raise CaseActionError("bad_input", "operator is required")
-        reason = (reason or "").strip() or None
-        if action == "dismiss" and reason is None:
-            raise CaseActionError("reason_required", "dismiss needs a reason")
-        if reason is not None and len(reason) > MAX_REASON:
-            raise CaseActionError("bad_input", f"reason longer than {MAX_REASON} characters")
-        now = now or datetime.now(timezone.utc)
+        if action not in lifecycle.ACTIONS and not (action == "amend" and driver_id):
+            raise CaseActionError("bad_action", f"unknown action {action!r}; one of {', '.join(lifecycle.ACTIONS)}")
+        if driver_id is not None and len(driver_id) > 64:
+            raise CaseActionError("bad_input", "driver id longer than 64 characters")
+        act = Act(case_id=case_id, action=action, by=operator.strip(), at=legal_date(at, now, not_after_today=True),
+                  entered_at=format_ts(now), reason=reason, driver_id=driver_id)
+        replayed = False
+        self._migrate(case_id)
         with _Tx(self.conn) as c:
-            row = c.execute("SELECT status, action, manifest FROM cases WHERE case_id=?", (case_id,)).fetchone()
+            row = c.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
             if row is None:
                 raise CaseActionError("not_found", f"no case {case_id!r}")
-            new = TRANSITIONS[action].get(row["status"])
-            if new is None:
-                raise CaseActionError("bad_transition", f"cannot {action} a case that is {row['status']}")
-            sets, args = ["status=?"], [new]
-            if action == "confirm" and row["action"] == "review":
-                rp = (orjson.loads(row["manifest"]).get("road_penalty")
-                      or (orjson.loads(row["manifest"]).get("penalties") or {}).get("road_administration") or {})
-                if rp.get("action") in ("warning", "fine"):
-                    sets += ["action=?", "fine_yuan=?", "violation=1"]
-                    args += [rp["action"], int(rp.get("fine_yuan", 0))]
-            if action == "dismiss":
-                sets.append("violation=0")
-            c.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id=?", (*args, case_id))
-            c.execute("INSERT INTO case_actions (case_id, action, operator, reason, ts) VALUES (?,?,?,?,?)",
-                      (case_id, action, operator, reason, format_ts(now)))
-        out = {"case_id": case_id, "status": new}
-        if new == "confirmed":
-            out["notify_due"] = format_ts(now + timedelta(days=int(self.cfg["notify.days_after_review"])))
+            acts = self.history(case_id)
+            ids = {lifecycle.act_id(a) for a in acts}
+            if lifecycle.act_id(act) in ids:
+                replayed = True
+            else:
+                status = lifecycle.derive(acts)["status"]
+                try:
+                    lifecycle.check(status, acts, act, statement_days=int(self.cfg["case.statement_days"]))
+                except TransitionError as e:
+                    raise CaseActionError(e.code, e.detail) from None
+                self._insert_act(c, act, len(acts) + 1)
+                acts.append(act)
+                self._apply_derived(c, row, acts, now)
+                self._recompute_escalations(c, row, now)
+        pending = self._evidence_sync(case_id)
+        out = self.show(case_id)
+        out["replayed"] = replayed
+        if pending:
+            out["evidence_pending"] = pending
+        if out["status"] == "confirmed" and action == "confirm":
+            out["notify_due"] = format_ts(datetime.fromisoformat(act.at)
+                                          + timedelta(days=int(self.cfg["notify.days_after_review"])))
         return out
+
+    @staticmethod
+    def _insert_act(c, act: Act, seq: int) -> None:
+        c.execute("""INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at, reason,
+                         driver_id, details) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+                  (lifecycle.act_id(act), act.case_id, seq, act.action, act.by, act.at, act.entered_at,
+                   act.reason, act.driver_id, orjson.dumps(act.details).decode() if act.details else None))
+
+    def _apply_derived(self, c, row, acts: list[Act], now: datetime) -> None:
+        """Cache the derived status in ``cases`` / ``case_state``; a confirmed review case takes the Art. 43
+        action its measurement gives; a dismissed or withdrawn one no longer counts as a violation."""
+        d = lifecycle.derive(acts)
+        sets, args = ["status=?"], [d["status"]]
+        if d["status"] == "confirmed" and row["action"] == "review":
+            man = orjson.loads(row["manifest"])
+            rp = man.get("road_penalty") or (man.get("penalties") or {}).get("road_administration") or {}
+            if rp.get("action") in ("warning", "fine"):
+                sets += ["action=?", "fine_yuan=?", "violation=1"]
+                args += [rp["action"], int(rp.get("fine_yuan", 0))]
+        if d["status"] in ("dismissed", "withdrawn"):
+            sets.append("violation=0")
+        if d["driver"]:
+            sets.append("driver_id=?")
+            args.append(d["driver"]["id"])
+        c.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id=?", (*args, row["case_id"]))
+        if d["driver"]:
+            c.execute("""UPDATE case_state SET status=?, decided_on=?, driver_id=?, driver_source='officer',
+                         updated_at=? WHERE case_id=?""",
+                      (d["status"], d["decided_on"], d["driver"]["id"], format_ts(now), row["case_id"]))
+        else:
+            c.execute("UPDATE case_state SET status=?, decided_on=?, updated_at=? WHERE case_id=?",
+                      (d["status"], d["decided_on"], format_ts(now), row["case_id"]))
+
+    # --- cross-partition data: driver cards and GPS tracks that arrive after the reading -------------------
+
+    def pending(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM case_pending ORDER BY ts_ms")]
+
+    def resolve_pending(self, registry, now_ms: int | None = None) -> list[dict]:
+        """Re-resolve driver identity and source site of cases whose covering data may still be on its way.
+
+        A case waits until the vehicle's track has passed the passage (watermark: a track point at or after
+        it) or ``case.resolve_timeout_s`` has run out; either way what is there now is compared with the case,
+        and any change (a card login found, a loading site traced) is recorded as an ``amend`` fact — a new
+        signed chain entry, the Art. 66 views recomputed. A covered case is done; a timed-out one stays open to
+        late data for ``case.late_data_h``. Returns the amendments made."""
+        from roadwatch.models.overload import trace_source_site
+        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000) if now_ms is None else int(now_ms)
+        timeout_ms = int(self.cfg["case.resolve_timeout_s"]) * 1000
+        late_ms = int(float(self.cfg["case.late_data_h"]) * 3_600_000)
+        tracks, drivers = ArchiveTracks(self.conn), ArchiveDrivers(self.conn)
+        out = []
+        for p in self.pending():
+            last = self.conn.execute("SELECT MAX(ts_ms) FROM track_points WHERE plate=?", (p["plate"],)).fetchone()[0]
+            covered = last is not None and last >= p["ts_ms"]
+            age = now_ms - p["detected_ms"]
+            if not covered and age < timeout_ms:
+                continue
+            changes = self._late_changes(p["case_id"], p["plate"], p["ts_ms"], registry, tracks, drivers,
+                                         trace_source_site)
+            now = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+            with _Tx(self.conn) as c:
+                row = c.execute("SELECT * FROM cases WHERE case_id=?", (p["case_id"],)).fetchone()
+                if changes and row is not None:
+                    acts = self.history(p["case_id"])
+                    if lifecycle.derive(acts)["status"] not in lifecycle.FINAL:
+                        act = Act(p["case_id"], "amend", SYSTEM, format_ts(now), format_ts(now),
+                                  "late data: " + "; ".join(ch["note"] for ch in changes),
+                                  details={ch["field"]: ch["value"] for ch in changes})
+                        self._insert_act(c, act, len(acts) + 1)
+                        for ch in changes:
+                            if ch["field"] == "source_site_id":
+                                c.execute("UPDATE cases SET source_site_id=? WHERE case_id=?",
+                                          (ch["value"], p["case_id"]))
+                            else:
+                                c.execute("UPDATE cases SET driver_id=? WHERE case_id=?", (ch["value"], p["case_id"]))
+                                c.execute("UPDATE case_state SET driver_id=?, driver_source='ic_card' WHERE case_id=?",
+                                          (ch["value"], p["case_id"]))
+                        self._recompute_escalations(c, row, now)
+                        out.append({"case_id": p["case_id"], "changes": changes})
+                if covered or age >= late_ms or row is None:
+                    c.execute("DELETE FROM case_pending WHERE case_id=?", (p["case_id"],))
+                else:
+                    c.execute("UPDATE case_pending SET state='provisional' WHERE case_id=?", (p["case_id"],))
+            if changes:
+                self._evidence_sync(p["case_id"])
+        return out
+
+    def _late_changes(self, case_id, plate, ts_ms, registry, tracks, drivers, trace) -> list[dict]:
+        row = self.get(case_id)
+        st = self.conn.execute("SELECT driver_id, driver_source FROM case_state WHERE case_id=?", (case_id,)).fetchone()
+        if row is None or st is None:
+            return []
+        changes = []
+        card = drivers.active_driver(plate, ts_ms)
+        if card and st["driver_source"] not in ("ic_card", "officer"):
+            changes.append({"field": "driver_id", "value": card,
+                            "note": f"IC card login of driver {card} active at the passage"})
+        if not row["source_site_id"]:
+            site = trace(registry, self.cfg, tracks, plate, ts_ms)
+            if site.get("site_id"):
+                changes.append({"field": "source_site_id", "value": site["site_id"],
+                                "note": f"loading stop at source site {site['site_id']} traced on the track"})
+        return changes
+
+    # --- evidence: later facts as signed chain entries ---------------------------------------------------------
+
+    def _evidence_sync(self, case_id: str) -> int:
+        """Every act after detection becomes a signed entry on the case's evidence chain (the package is never
+        rewritten). Idempotent per act id, so an entry lost to a crash after the act was stored is written by
+        the case's next act. Returns how many entries could not be written now (0 = all there)."""
+        row = self.get(case_id)
+        if not row or not row.get("evidence_path") or self.data_dir is None:
+            return 0
+        pkg = Path(row["evidence_path"])
+        if not pkg.is_absolute() and not (pkg / "manifest.json").exists():
+            pkg = self.data_dir / pkg
+        if not (pkg / "manifest.json").exists():
+            return 0
+        acts = [a for a in self.history(case_id) if a.action != "detect"]
+        try:
+            key = self._key(self.data_dir)
+            for a in acts:
+                d = a.as_dict()
+                append_entry(pkg, {"id": d.pop("act_id"), "kind": "act", **d}, key=key)
+        except (EvidenceError, OSError) as e:
+            log.warning("case %s: evidence entry not written yet (%s); retried with the case's next act",
+                        case_id, e)
+            return len(acts)
+        return 0
+
+    # --- Art. 66 views ------------------------------------------------------------------------------------
+
+    def _facts(self, where: str = "", args: tuple = ()) -> list[art66.CaseFacts]:
+        if not self.conn.in_transaction:
+            self._migrate()
+        rows = self.conn.execute(f"""SELECT c.case_id, c.plate, c.enterprise_id, s.goods_vehicles,
+                                            s.driver_id AS det_driver, s.driver_source
+                                     FROM cases c JOIN case_state s ON s.case_id = c.case_id {where}""",
+                                 args).fetchall()
+        if not rows:
+            return []
+        ids = [r["case_id"] for r in rows]
+        acts: dict[str, list[Act]] = {i: [] for i in ids}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = ",".join("?" * len(chunk))
+            for r in self.conn.execute(f"SELECT * FROM case_acts WHERE case_id IN ({q}) ORDER BY case_id, seq",
+                                       chunk):
+                acts[r["case_id"]].append(_act_from_row(r))
+        out = []
+        for r in rows:
+            src = r["driver_source"]
+            det = r["det_driver"]
+            if src == "officer":          # the cached row holds the officer's entry: detection is in the acts
+                src, det = "unknown", None
+            out.append(art66.CaseFacts(case_id=r["case_id"], plate=r["plate"], enterprise_id=r["enterprise_id"],
+                                       goods_vehicles=r["goods_vehicles"], driver_id=det, driver_source=src,
+                                       acts=acts[r["case_id"]]))
+        return out
+
+    def escalations(self, at: str) -> list[dict]:
+        """``roadwatch escalations``: every subject over its Art. 66 threshold in the window ending at ``at``,
+        with the open (or latest) proposal that covers it."""
+        at_iso = legal_date(at, datetime.now(timezone.utc))
+        out = art66.escalations_at(self._facts(), self.cfg, at_iso)
+        props = self.proposals(subjects=sorted({e["subject"] for e in out}))
+        for e in out:
+            mine = [p for p in props if p["target"] == e["target"] and p["subject"] == e["subject"]]
+            covering = [p for p in mine if set(p["basis"]["case_ids"]) & set(e["case_ids"])]
+            e["proposal_id"] = (covering or mine or [{}])[-1].get("proposal_id")
+        return out
+
+    def _recompute_escalations(self, c, row, now: datetime) -> None:
+        """Reconcile the proposals of the subjects this case touches with what the histories now give."""
+        plate, ent = row["plate"], row["enterprise_id"]
+        drivers = {r[0] for r in c.execute(
+            """SELECT driver_id FROM case_state WHERE case_id=? AND driver_id IS NOT NULL
+               UNION SELECT driver_id FROM case_acts WHERE case_id=? AND driver_id IS NOT NULL""",
+            (row["case_id"], row["case_id"]))}
+        scope = [("vehicle", plate, "c.plate=?", (plate,))]
+        if ent:
+            scope.append(("enterprise", ent, "c.enterprise_id=?", (ent,)))
+        for d in drivers:
+            scope.append(("driver", d, """(s.driver_id=? OR c.case_id IN
+                                          (SELECT case_id FROM case_acts WHERE driver_id=?))""", (d, d)))
+        for target, subject, cond, args in scope:
+            found = art66.crossings(self._facts("WHERE " + cond, args), self.cfg).get((target, subject))
+            self._reconcile(c, target, subject, found, now)
+
+    def _proposal_acts(self, proposal_id: str) -> list[Act]:
+        return [Act(case_id=r["proposal_id"], action=r["action"], by=r["by_officer"], at=r["at"],
+                    entered_at=r["entered_at"], reason=r["reason"],
+                    details=orjson.loads(r["details"]) if r["details"] else None)
+                for r in self.conn.execute("SELECT * FROM proposal_acts WHERE proposal_id=? ORDER BY seq",
+                                           (proposal_id,))]
+
+    def _proposal_note(self, c, proposal_id: str, action: str, at: str, now: datetime,
+                       reason: str | None = None, details: dict | None = None, by: str = SYSTEM) -> None:
+        seq = c.execute("SELECT COUNT(*) FROM proposal_acts WHERE proposal_id=?", (proposal_id,)).fetchone()[0] + 1
+        aid = f"{proposal_id}:{seq}:{action}" if action in ("basis", "flag") else f"{proposal_id}:{action}"
+        c.execute("""INSERT INTO proposal_acts (act_id, proposal_id, seq, action, by_officer, at, entered_at,
+                         reason, details) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+                  (aid, proposal_id, seq, action, by, at, format_ts(now), reason,
+                   orjson.dumps(details).decode() if details is not None else None))
+
+    def _reconcile(self, c, target: str, subject: str, found: dict | None, now: datetime) -> None:
+        rows = c.execute("SELECT * FROM escalation_proposals WHERE target=? AND subject=? ORDER BY created_at, "
+                         "proposal_id", (target, subject)).fetchall()
+        open_rows = [r for r in rows
+                     if art66.proposal_status(self._proposal_acts(r["proposal_id"])) in art66.PROPOSAL_OPEN]
+        basis = ({k: found[k] for k in ("count", "threshold", "window_start", "window_end", "case_ids")}
+                 if found else None)
+        for r in open_rows:
+            old = orjson.loads(r["basis"])
+            if basis is None:
+                flag = (f"basis fell away: no window over the threshold any more (was {old['count']} > "
+                        f"{old['threshold']}); review the proposal")
+                if r["flag"] != flag:
+                    c.execute("UPDATE escalation_proposals SET flag=? WHERE proposal_id=?", (flag, r["proposal_id"]))
+                    self._proposal_note(c, r["proposal_id"], "flag", format_ts(now), now, flag)
+            else:
+                if old != basis:
+                    c.execute("UPDATE escalation_proposals SET basis=? WHERE proposal_id=?",
+                              (orjson.dumps(basis).decode(), r["proposal_id"]))
+                    self._proposal_note(c, r["proposal_id"], "basis", format_ts(now), now, None, basis)
+                lost = set(old["case_ids"]) - set(basis["case_ids"])
+                flag = (f"basis changed: case(s) {', '.join(sorted(lost))} no longer count; review the proposal"
+                        if lost else r["flag"])
+                if flag != r["flag"]:
+                    c.execute("UPDATE escalation_proposals SET flag=? WHERE proposal_id=?", (flag, r["proposal_id"]))
+                    self._proposal_note(c, r["proposal_id"], "flag", format_ts(now), now, flag)
+        if basis is None or open_rows:
+            return
+        covered = set()
+        for r in rows:
+            covered |= set(orjson.loads(r["basis"])["case_ids"])
+        if set(basis["case_ids"]) <= covered:
+            return                           # already proposed and decided or withdrawn on this basis
+        pid = art66.proposal_id(target, subject, basis["case_ids"])
+        c.execute("""INSERT INTO escalation_proposals (proposal_id, target, subject, sanction, created_at, basis)
+                     VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+                  (pid, target, subject, art66.SANCTIONS[target], format_ts(now), orjson.dumps(basis).decode()))
+        self._proposal_note(c, pid, "propose", found["window_end"] + "T00:00:00+08:00", now, None, basis)
+
+    def proposals(self, status: str | None = None, subjects: list[str] | None = None) -> list[dict]:
+        """Escalation proposals with their derived status and history (only those about ``subjects``)."""
+        out = []
+        cond, args = "", ()
+        if subjects is not None:
+            subjects = [x for x in subjects if x]
+            cond, args = f" WHERE subject IN ({','.join('?' * len(subjects)) or 'NULL'})", tuple(subjects)
+        for r in self.conn.execute(f"SELECT * FROM escalation_proposals{cond} ORDER BY created_at, proposal_id",
+                                   args):
+            acts = self._proposal_acts(r["proposal_id"])
+            st = art66.proposal_status(acts)
+            if status and st != status:
+                continue
+            out.append({"proposal_id": r["proposal_id"], "target": r["target"], "subject": r["subject"],
+                        "sanction": r["sanction"], "status": st, "created_at": r["created_at"],
+                        "basis": orjson.loads(r["basis"]), "flag": r["flag"],
+                        "allowed_actions": [a for a, (f, _) in art66.PROPOSAL_TRANSITIONS.items() if st in f],
+                        "history": [{k: v for k, v in a.as_dict().items() if k != "act_id"} for a in acts]})
+        return out
+
+    def proposal(self, proposal_id: str) -> dict | None:
+        r = self.conn.execute("SELECT subject FROM escalation_proposals WHERE proposal_id=?", (proposal_id,)).fetchone()
+        if r is None:
+            return None
+        return next((p for p in self.proposals(subjects=[r[0]]) if p["proposal_id"] == proposal_id), None)
+
+    def act_proposal(self, proposal_id: str, action: str, operator: str, reason: str | None = None, *,
+                     at: str | None = None, now: datetime | None = None) -> dict:
+        """The proposal's own workflow: legal_review (法制审核) → notify (告知, hearing right) → decide |
+        withdraw. Replaying a transition already taken is a no-op."""
+        now = now or datetime.now(timezone.utc)
+        reason = (reason or "").strip() or None
+        act = Act(case_id=proposal_id, action=action, by=(operator or "").strip(),
+                  at=legal_date(at, now, not_after_today=True),
+                  entered_at=format_ts(now), reason=reason)
+        with _Tx(self.conn) as c:
+            if c.execute("SELECT 1 FROM escalation_proposals WHERE proposal_id=?", (proposal_id,)).fetchone() is None:
+                raise CaseActionError("not_found", f"no escalation proposal {proposal_id!r}")
+            acts = self._proposal_acts(proposal_id)
+            if any(a.action == action for a in acts) and action in art66.PROPOSAL_TRANSITIONS:
+                out = self.proposal(proposal_id)
+                return {**out, "replayed": True}
+            try:
+                art66.proposal_check(art66.proposal_status(acts), acts, act,
+                                     hearing_days=int(self.cfg["case.hearing_days"]))
+            except TransitionError as e:
+                raise CaseActionError(e.code, e.detail) from None
+            self._proposal_note(c, proposal_id, action, act.at, now, reason, by=act.by)
+        return {**self.proposal(proposal_id), "replayed": False}
 
 
 class ArchiveCounters:
     """``CounterSource`` over ``cases``: violations not dismissed, ``since < ts ≤ until`` (second resolution:
     case timestamps are stored as Beijing ISO-8601 seconds)."""
 
-    _BASE = "FROM cases WHERE violation=1 AND status!='dismissed' AND ts>? AND ts<=?"
+    _BASE = "FROM cases WHERE violation=1 AND status NOT IN ('dismissed', 'withdrawn') AND ts>? AND ts<=?"
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -229,7 +828,11 @@ class ArchiveCounters:
         return self._count("plate", plate, since_ms, until_ms, exclude_case_id)
 
     def driver_violations(self, driver_id, since_ms, until_ms, exclude_case_id):
-        return self._count("driver_id", driver_id, since_ms, until_ms, exclude_case_id)
+        # identified drivers only: a registry-assigned (presumed) driver is never counted
+        return self.conn.execute(
+            f"""SELECT COUNT(*) {self._BASE} AND driver_id=? AND case_id!=? AND case_id IN
+                (SELECT case_id FROM case_state WHERE driver_source IN ('ic_card', 'officer'))""",
+            (_iso(since_ms), _iso(until_ms), driver_id, exclude_case_id or "")).fetchone()[0]
 
     def source_site_violations(self, site_id, since_ms, until_ms, exclude_case_id):
         return self._count("source_site_id", site_id, since_ms, until_ms, exclude_case_id)
@@ -251,7 +854,7 @@ class ArchivePassages:
         return (row[0], row[1]) if row else None
 
     def note_passage(self, station_id, plate, first_ts_ms, passage_id):
-        self.conn.execute("INSERT OR IGNORE INTO wim_passages VALUES (?,?,?,?)",
+        self.conn.execute("INSERT INTO wim_passages VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                           (passage_id, station_id, plate, first_ts_ms))
 
 
@@ -265,7 +868,8 @@ class ArchiveDrivers:
         if event not in ("login", "logout"):
             raise ValueError(f"event must be login or logout, got {event!r}")
         t = parse_ts(ts)
-        self.conn.execute("INSERT OR REPLACE INTO driver_cards VALUES (?,?,?,?,?)",
+        self.conn.execute("""INSERT INTO driver_cards (plate, ts_ms, ts, event, driver_id) VALUES (?,?,?,?,?)
+                             ON CONFLICT (plate, ts_ms, event) DO UPDATE SET driver_id = excluded.driver_id""",
                           (plate, iso_to_epoch_ms(ts), format_ts(t), event, driver_id or ""))
 
     def active_driver(self, plate, ts_ms):
@@ -285,7 +889,9 @@ class ArchiveTracks:
     def record_points(self, plate: str, ts_ms, lat, lon, speed_kmh) -> None:
         rows = [(plate, int(t), float(a), float(o), float(s)) for t, a, o, s in zip(ts_ms, lat, lon, speed_kmh)]
         with _Tx(self.conn) as c:
-            c.executemany("INSERT OR REPLACE INTO track_points VALUES (?,?,?,?,?)", rows)
+            c.executemany("""INSERT INTO track_points (plate, ts_ms, lat, lon, speed_kmh) VALUES (?,?,?,?,?)
+                             ON CONFLICT (plate, ts_ms) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
+                             speed_kmh = excluded.speed_kmh""", rows)
 
     def points(self, plate, since_ms, until_ms):
         rows = self.conn.execute("""SELECT ts_ms, lat, lon, speed_kmh FROM track_points

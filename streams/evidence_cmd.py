@@ -1,8 +1,8 @@
 """``roadwatch evidence verify PATH [--keys DIR]``: check evidence packages.
 
-PATH is one package (a directory with ``manifest.json``) or an evidence directory (every package and
-every hash chain in it). Exit 0 intact, 1 when anything was altered (each problem named on stdout),
-2 when PATH is not a package.
+PATH is one package (a directory with ``manifest.json``) or an evidence directory (every package, every
+hash chain and its signed head). Exit 0 intact, 1 when anything was altered (each problem named on stdout),
+2 when PATH is not a package or the trusted-keys folder is refused (group/world-writable, foreign owner).
 """
 from __future__ import annotations
 
@@ -11,17 +11,24 @@ import sys
 from pathlib import Path
 
 from roadwatch.models.config import Config
-from roadwatch.models.evidence import NotAPackage, is_package, verify_package, verify_tree
+from roadwatch.models.evidence import (EvidenceError, NotAPackage, check_trusted_dir, is_package, verify_package,
+                                       verify_tree)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="an evidence package or a directory of packages")
-    p.add_argument("--keys", metavar="DIR", help="trusted public keys (default: <data_dir>/keys/trusted)")
+    p.add_argument("--keys", metavar="DIR", help="trusted public keys (default: evidence.trusted_keys_dir, else "
+                                                 "<data_dir>/keys/trusted); refused when group/world-writable")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     path = Path(args.path)
-    keys = Path(args.keys) if args.keys else cfg.data_dir / "keys" / "trusted"
+    keys = Path(args.keys or cfg["evidence.trusted_keys_dir"] or cfg.data_dir / "keys" / "trusted")
+    try:
+        check_trusted_dir(keys)
+    except EvidenceError as e:
+        print(f"roadwatch: {e}", file=sys.stderr)
+        return 2
     try:
         if is_package(path):
             found = {path.name: verify_package(path, keys)}

@@ -56,7 +56,8 @@ def build_web_app(ctx) -> web.Application:
         return web.json_response({"ready": ctx.ready})
 
     ctx.live = ctx.live or LiveHub()
-    store = CaseStore(open_archive(ctx.cfg.archive_path))
+    store = CaseStore(open_archive(ctx.cfg.archive_path), ctx.cfg, evidence_dir=ctx.data_dir / "evidence",
+                      data_dir=ctx.data_dir)
 
     def case_actions(case_id, action, operator, reason=None, **kw):
         result = store.act(case_id, action, operator, reason, **kw)

@@ -13,6 +13,7 @@ import time
 import orjson
 
 from roadwatch.models.overload import assess
+from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading
 
 from . import metrics as M
@@ -43,15 +44,17 @@ class WimHandler:
     def __init__(self, ctx):
         self.ctx = ctx
         conn = open_archive(ctx.cfg.archive_path)
-        self.store = CaseStore(conn)
+        self.store = CaseStore(conn, ctx.cfg, evidence_dir=ctx.data_dir / "evidence", data_dir=ctx.data_dir,
+                               watch_late_data=True)
         self.counters = ArchiveCounters(conn)
         self.track = ArchiveTrack(conn)
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
+        self.permits = PermitIndex(load_permits(ctx.registry_path))
 
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
-                         driver=self.drivers, passages=self.store)
+                         driver=self.drivers, passages=self.store, permits=self.permits)
         st = self.ctx.registry.stations.get(reading.station_id)
         if st is not None:
             verdict.setdefault("station_lat", st.lat)
@@ -87,6 +90,10 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 log.exception("reading could not be assessed")
                 await send_dead_letter(dlq, T.WIM_READINGS, "internal_error", repr(err)[:300], raw)
                 continue
+            if verdict.get("conflict"):
+                # the same reading re-sent with other values: kept beside the first for review, no new outcome
+                M.CASES.labels(action="reading_conflict").inc()
+                continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
             if verdict["action"] != "none" and not verdict.get("duplicate_of"):
@@ -95,5 +102,15 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 await publish_alerts([overload_alert(verdict)], recv_ms=None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
+
+    @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
+    async def resolve_late_data():
+        """Cases waiting for GPS tracks / card events from other partitions: resolve or amend them."""
+        try:
+            for amended in handler.store.resolve_pending(ctx.registry):
+                log.info("case %s amended from late data: %s", amended["case_id"],
+                         "; ".join(ch["note"] for ch in amended["changes"]))
+        except Exception:  # noqa: BLE001 - retried at the next tick; the pending rows stay
+            log.exception("re-resolving pending cases failed; retried in %s s", ctx.cfg["case.resolve_interval_s"])
 
     return handler

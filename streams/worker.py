@@ -86,7 +86,7 @@ def _install_driver_events(app, ctx, wim_handler) -> None:
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.DRIVER_EVENTS, err.code, err.detail, raw)
                 continue
-            wim_handler.store.record_driver_event(ev.plate, ev.ts, ev.event, ev.driver_id)
+            wim_handler.drivers.record_driver_event(ev.plate, ev.ts, ev.event, ev.driver_id)
 
 
 def _install_web(app, ctx) -> None:

@@ -118,7 +118,8 @@ def test_console_end_to_end(tmp_path):
             expect(page.locator(f"tr[data-case='{CASE}'] .badge")).to_contain_text("confirmed")
             conn = open_archive(cfg.archive_path)
             assert conn.execute("SELECT status FROM cases WHERE case_id = ?", (CASE,)).fetchone()[0] == "confirmed"
-            assert [r[0] for r in conn.execute("SELECT action FROM case_actions ORDER BY id")] == ["review", "confirm"]
+            assert [r[0] for r in conn.execute("SELECT action FROM case_acts WHERE case_id = ? ORDER BY seq",
+                                               (CASE,))] == ["detect", "review", "confirm"]
 
             page.click("button[data-view='fleet']")
             # E1 and E2 run 两客一危 vehicles; E3 (普通货车 only) has no open case any more

@@ -53,10 +53,13 @@ def test_malformed_lines_are_reported_and_skipped():
 
 
 def test_out_of_range_values_are_unqualified_not_errors():
-    alerts, rows, errors = run_pings(lines([ping(T0, speed=170.0), ping(T0 + 1000, lon=200.0)]), None, None,
-                                     Config(), now_ms=NOW)
-    assert [e["reason"] for e in errors] == ["out_of_range"]          # lon 200 is not a longitude at all
-    assert (rows[0]["pings"], rows[0]["qualified"]) == (1, 0)
+    # lon 200 / lat 4282.7 (a two's-complement value read unsigned) are coordinates a JT/T 808 terminal
+    # can send: unqualified, counted; a speed above the wire maximum (6553.5 km/h) cannot be sent at all
+    feed = [ping(T0, speed=170.0), ping(T0 + 1000, lon=200.0), ping(T0 + 2000, lat=4282.7),
+            ping(T0 + 3000, speed=7000.0)]
+    alerts, rows, errors = run_pings(lines(feed), None, None, Config(), now_ms=NOW)
+    assert [(e["line"], e["reason"]) for e in errors] == [(4, "out_of_range")]
+    assert (rows[0]["pings"], rows[0]["qualified"]) == (3, 0)
 
 
 def test_offline_at_end_of_input_uses_the_data_watermark():

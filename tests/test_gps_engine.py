@@ -29,13 +29,13 @@ def bj_day(ts):
     return (ts + 8 * 3_600_000) // 86_400_000
 
 
-def reference(pings, vmax=160.0, jump=0.5, still=1.0, reanchor=3, gap_s=300, gap_km=1.0, max_gaps=8):
+def reference(pings, vmax=160.0, jump=0.5, still=1.0, reanchor=3, gap_s=300, gap_km=1.0, max_gaps=8, jump_max_s=120):
     """Rows {(plate, day number): [pings, qualified, km, km_incomplete, drift]} for the track rules."""
     rows = defaultdict(lambda: [0, 0, 0.0, 0.0, 0])
     fix, run, gaps = {}, defaultdict(int), defaultdict(list)
 
     def drift_rule(d, dt, speed):
-        return d / (dt / 3_600_000) > vmax or (speed <= still and d > jump)
+        return d / (dt / 3_600_000) > vmax or (speed <= still and d > jump and dt <= jump_max_s * 1000)
 
     def is_gap(d, dt):
         return dt > gap_s * 1000 and d > gap_km
@@ -151,8 +151,11 @@ def split(order, cuts):
     return [order[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def run_engine(batches, proc=None, rows_between=False):
-    proc = proc or PingProcessor(Config(), registry([{"plate": p} for p in PLATES]))
+NO_REPLAY = {"late.replay_window_h": 0.0}      # older pings only fill gaps: the reference's semantics
+
+
+def run_engine(batches, proc=None, rows_between=False, cfg=None):
+    proc = proc or PingProcessor(cfg or Config(NO_REPLAY), registry([{"plate": p} for p in PLATES]))
     alerts, rows = [], {}
     for b in batches:
         alerts += proc.process(cols(b)).alerts
@@ -186,6 +189,20 @@ def test_one_batch_or_many_gives_identical_output(f):
     assert a1 == a2
     assert r1 == r2
     assert p1.check_offline() == p2.check_offline()
+    # with late data merged into the timeline (the default), alerts that late data withdraws depend on where
+    # the batches were cut; the rows and the rule alerts that stand do not
+    a1, r1, p1 = run_engine([order], cfg=Config())
+    a2, r2, p2 = run_engine(split(order, cuts), cfg=Config())
+    assert r1 == r2
+    assert standing(a1) == standing(a2)
+
+
+def standing(alerts):
+    final = {}
+    for a in alerts:
+        final[a["alert_id"]] = a
+    # offline episodes follow receipt and carry the position known when they were raised: left out
+    return {k: a for k, a in final.items() if a["details"].get("state") != "withdrawn" and a["type"] != "offline"}
 
 
 # --- snapshot / restore -------------------------------------------------------------------------------
@@ -209,21 +226,26 @@ def scenario():
     return ps
 
 
-def test_snapshot_restore_equals_uninterrupted():
+@pytest.mark.parametrize("replay", [False, True])
+def test_snapshot_restore_equals_uninterrupted(replay):
     ps = scenario()
     reg = scenario_registry()
-    whole = PingProcessor(Config(), reg)
+    cfg = Config() if replay else Config(NO_REPLAY)
+    whole = PingProcessor(cfg, reg)
     a_all = whole.process(cols(ps)).alerts
     assert {a["type"] for a in a_all} >= {"overspeed", "curfew", "geofence_enter", "terminal_alarm"}
     half = len(ps) // 2
-    first = PingProcessor(Config(), reg)
+    first = PingProcessor(cfg, reg)
     a1 = first.process(cols(ps[:half])).alerts
     blob = first.snapshot()
-    second = PingProcessor.restore(Config(), reg, None, blob)
+    second = PingProcessor.restore(cfg, reg, None, blob)
     a2 = second.process(cols(ps[half:])).alerts
     assert a1 + a2 == a_all
     assert second.day_rows(dirty_only=False) == whole.day_rows(dirty_only=False)
-    assert second.snapshot() == whole.snapshot()
+    if not replay:
+        # byte-identical state; with the replay window on, where its checkpoints sit depends on the batch cuts
+        # (the outputs above and below do not)
+        assert second.snapshot() == whole.snapshot()
     assert second.sample_track() == whole.sample_track()
     assert second.vehicles_view() == whole.vehicles_view()
 
@@ -260,7 +282,8 @@ def test_track_samples_views_and_counts():
     view = {v["plate"]: v for v in proc.vehicles_view()}
     assert view[PLATES[2]]["state"] == "stopped" and view[PLATES[0]]["state"] == "alerting"
     assert proc.online_count() == 3
-    assert 300 <= proc.state_bytes_per_vehicle() <= 1024
+    # (about 1.5 KB: the rule state, and two checkpoints of it for re-evaluating late data)
+    assert 300 <= proc.state_bytes_per_vehicle() <= 2048
 
 
 def test_invalid_plates_are_not_attributed_and_growth_keeps_state():

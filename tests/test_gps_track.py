@@ -58,9 +58,23 @@ def test_implied_speed_boundary(kmh, drift):
 
 @pytest.mark.parametrize("speed,km,drift", [(1.0, 0.51, True), (1.1, 0.51, False), (1.0, 0.49, False)])
 def test_stationary_jump_boundary(speed, km, drift):
-    r = only_row([ping(T0, speed=20), ping(T0 + 600_000, lat=north(22.5, km), speed=speed)])
+    r = only_row([ping(T0, speed=20), ping(T0 + 60_000, lat=north(22.5, km), speed=speed)])
     assert r["drift_points"] == int(drift)
     assert r["km_total"] == (0.0 if drift else pytest.approx(km, abs=1e-9))
+
+
+@pytest.mark.parametrize("bound_s,drift", [(120, False), (0, True), (600, True)])
+def test_stationary_jump_time_bound(bound_s, drift):
+    """A truck parks 10 min after its last qualified fix (the arrival fix was unqualified): its parked
+    position is 3 km away at speed 0. With the time bound (default 120 s) that is the trip, not drift;
+    the literal rule (0 = no bound) calls it drift and, after re-anchoring, counts it three times."""
+    far = north(22.5, 3.0)
+    feed = [ping(T0, speed=40), ping(T0 + 300_000, lat=north(22.5, 2.9), speed=40, status_flags=1)]
+    feed += [ping(T0 + 600_000 + k * 3_600_000, lat=far, speed=0.0) for k in range(4)]
+    r = only_row(feed, Config({"drift.stationary_jump_max_s": bound_s}))
+    assert (r["drift_points"] > 0) == drift
+    if not drift:
+        assert r["km_total"] == pytest.approx(3.0, abs=0.01)
 
 
 def test_drift_point_is_not_the_new_fix():

@@ -65,7 +65,7 @@ def day_rows(proc: PingProcessor) -> dict:
 
 # --- duplicates -------------------------------------------------------------------------------------------
 
-def test_duplicate_pings_add_no_distance_and_no_alert_but_count_as_records():
+def test_duplicate_pings_add_no_distance_no_alert_and_are_counted_once():
     pings = [ping(k) for k in range(10)]
     single, double = engine(), engine()
     a1 = feed(single, pings)
@@ -77,13 +77,15 @@ def test_duplicate_pings_add_no_distance_and_no_alert_but_count_as_records():
     assert r2["km_incomplete"] == r1["km_incomplete"] == 0
     assert [a["alert_id"] for a in a2] == [a["alert_id"] for a in a1]
     assert (r1["pings"], r1["qualified"]) == (10, 10)
-    assert (r2["pings"], r2["qualified"]) == (21, 21)        # 数据总条数 counts every record received
+    # 数据总条数 / 合格条数 count a fix once however often it was delivered (issue 14, legal-basis §6)
+    assert (r2["pings"], r2["qualified"]) == (10, 10)
 
 
 def test_duplicate_overspeed_pings_raise_the_episode_once():
     pings = [ping(k, speed=75.0) for k in range(6)]          # dangerous goods, 75 > 60 km/h for 100 s
     proc = engine()
     alerts = feed(proc, pings) + feed(proc, pings)
+    assert proc.process(decode_batch(encode_batch(pings[:2]))).reasons == {"duplicate": 2}
     ids = {a["alert_id"] for a in alerts if a["type"] == "overspeed"}
     assert len(ids) == 1
     assert day_rows(proc)[(PLATE, "2026-11-10")]["overspeed_count"] == 1
@@ -233,7 +235,7 @@ def test_batch_cli_duplicates_out_of_order_and_future(tmp_path):
     alerts, rows = _cli([orjson.dumps(pts[k]) for k in order] + [orjson.dumps(future)], tmp_path)
     day = datetime.fromtimestamp(base / 1000, BJ).date().isoformat()
     r = rows[(PLATE, day)] if (PLATE, day) in rows else next(v for k, v in rows.items() if k[0] == PLATE)
-    assert (r["pings"], r["qualified"]) == (11, 11)
+    assert (r["pings"], r["qualified"]) == (10, 10)                # ping 9 twice: counted once
     assert sum(v["km_total"] for k, v in rows.items() if k[0] == PLATE) == pytest.approx(km(9 * STEP_DEG), abs=1e-6)
     f = [v for k, v in rows.items() if k[0] == "苏B00001"]
     assert len(f) == 1 and (f[0]["pings"], f[0]["qualified"]) == (1, 0)   # 1 h ahead of the wall clock

@@ -24,7 +24,7 @@ def conn(tmp_path):
 def worker_step(conn, r, reg=None, cfg=None, **record_kw):
     """What the stream worker (streams/wim.py) does per reading: assess with archive sources, then record."""
     reg = reg or registry()
-    store = CaseStore(conn)
+    store = CaseStore(conn, Config())
     v = assess(r, reg, cfg or Config(), counters=ArchiveCounters(conn), track=ArchiveTracks(conn),
                driver=ArchiveDrivers(conn), passages=store)
     store.record(v, reading=r if record_kw else None, **record_kw)
@@ -37,7 +37,7 @@ def count(conn, table):
 
 def test_record_is_idempotent(conn):
     v = worker_step(conn, reading(60000))
-    store = CaseStore(conn)
+    store = CaseStore(conn, Config())
     assert store.record(v) is False                 # second time: no new case
     again = worker_step(conn, reading(60000))       # replayed reading
     assert again["case_id"] == v["case_id"] and again["counters"]["vehicle"] == 1
@@ -61,7 +61,7 @@ def test_duplicates_across_a_restart(conn, tmp_path):
     assert count(conn2, "cases") == 1 and count(conn2, "wim_verdicts") == 1
 
 
-def test_archive_counters_match_memory_counters_and_escalate_on_fourth(conn):
+def test_archive_counters_match_memory_counters(conn):
     mem = MemoryCounters()
     reg = registry()
     for i in range(4):
@@ -70,12 +70,13 @@ def test_archive_counters_match_memory_counters_and_escalate_on_fourth(conn):
         m = assess(r, reg, Config(), counters=mem)
         mem.record(m)
         assert v["counters"]["vehicle"] == m["counters"]["vehicle"] == i + 1
-    assert [e["target"] for e in v["escalations"]][:2] == ["vehicle", "driver"]
+    assert "escalations" not in v and "escalations" not in m    # derived from decided cases, never stamped
+    assert v["counters"]["driver"] is None                      # D1 is the registry's (presumed) driver
 
 
 def test_dismissed_cases_leave_the_counters(conn):
     vs = [worker_step(conn, reading(60000, ts=T0 + timedelta(days=i))) for i in range(3)]
-    store = CaseStore(conn)
+    store = CaseStore(conn, Config())
     store.act(vs[0]["case_id"], "review", "op1")
     store.act(vs[0]["case_id"], "dismiss", "op1", "车牌识别错误")
     v = worker_step(conn, reading(60000, ts=T0 + timedelta(days=3)))
@@ -84,33 +85,45 @@ def test_dismissed_cases_leave_the_counters(conn):
 
 def test_workflow_transitions(conn):
     v = worker_step(conn, reading(60000))
-    store, cid = CaseStore(conn), v["case_id"]
+    store, cid = CaseStore(conn, Config()), v["case_id"]
+
+    def act(*args, **kw):
+        return store.act(*args, now=T0, **kw)
+
     with pytest.raises(CaseActionError) as err:
-        store.act(cid, "confirm", "op1")            # must be reviewed first
-    assert err.value.code == "bad_transition"
-    with pytest.raises(ValueError):
-        store.act(cid, "notify", "op1")
-    with pytest.raises(ValueError):
-        store.act(cid, "approve", "op1")
+        act(cid, "notify", "op1")              # 立案 first
+    assert err.value.code == "bad_transition" and "allowed now" in err.value.detail
     with pytest.raises(CaseActionError) as err:
-        store.act("C-nope", "review", "op1")
+        act(cid, "approve", "op1")
+    assert err.value.code == "bad_action"
+    with pytest.raises(CaseActionError) as err:
+        act("C-nope", "review", "op1")
     assert err.value.code == "not_found"
-    assert store.act(cid, "review", "op1")["status"] == "reviewed"
+    assert act(cid, "review", "op1")["status"] == "reviewed"
     with pytest.raises(CaseActionError) as err:
-        store.act(cid, "dismiss", "op1", "  ")      # dismiss needs a reason
+        act(cid, "dismiss", "op1", "  ")      # dismiss needs a reason
     assert err.value.code == "reason_required"
-    out = store.act(cid, "confirm", "op2", now=T0)
+    out = act(cid, "confirm", "op2")
     assert out["status"] == "confirmed" and out["notify_due"] == (T0 + timedelta(days=5)).isoformat()
-    assert store.act(cid, "notify", "op2")["status"] == "notified"
-    with pytest.raises(ValueError):
-        store.act(cid, "review", "op1")
-    assert [a["action"] for a in store.actions(cid)] == ["review", "confirm", "notify"]
+    assert act(cid, "file", "op2")["status"] == "filed"
+    assert act(cid, "notify", "op2")["status"] == "notified"
+    with pytest.raises(CaseActionError):
+        act(cid, "dismiss", "op1", "too late")
+    assert act(cid, "review", "op1")["replayed"] is True   # an act already in the history: no-op
+    assert [a["action"] for a in store.actions(cid)] == ["review", "confirm", "file", "notify"]
+    assert store.get(cid)["status"] == "notified"
+
+
+def test_notify_deadline_honours_the_config_it_is_given(conn):
+    v = worker_step(conn, reading(60000))
+    out = CaseStore(conn, Config({"notify.days_after_review": 9})).act(v["case_id"], "confirm", "op", now=T0)
+    assert out["notify_due"] == (T0 + timedelta(days=9)).isoformat()
 
 
 def test_confirming_a_review_case_makes_it_count(conn):
     v = worker_step(conn, reading(60000, confidence=0.5))
     assert v["action"] == "review"
-    store = CaseStore(conn)
+    store = CaseStore(conn, Config())
     assert store.get(v["case_id"])["violation"] == 0
     store.act(v["case_id"], "review", "op1")
     store.act(v["case_id"], "confirm", "op1")
@@ -128,9 +141,8 @@ def test_enterprise_counter_distinct_plates(conn):
         worker_step(conn, reading(60000, plate=p, ts=T0 + timedelta(hours=i, minutes=30)), reg)
     third = worker_step(conn, reading(60000, plate=plates[2], ts=T0 + timedelta(hours=5)), reg)
     assert third["counters"]["enterprise_violating_vehicles"] == 3
-    assert not [e for e in third["escalations"] if e["target"] == "enterprise"]   # 3/30 = 10 %
     fourth = worker_step(conn, reading(60000, plate=plates[3], ts=T0 + timedelta(hours=6)), reg)
-    assert [e for e in fourth["escalations"] if e["target"] == "enterprise"]
+    assert fourth["counters"]["enterprise_violating_vehicles"] == 4
 
 
 def test_driver_cards(conn):
@@ -156,7 +168,7 @@ def test_track_points_feed_source_tracing_and_prune(conn):
     assert len(t) == 20 and t.dtype == np.int64 and np.all(np.diff(t) > 0)
     v = worker_step(conn, reading(60000))
     assert v["source_site"]["site_id"] == "Q1"
-    row = CaseStore(conn).get(v["case_id"])
+    row = CaseStore(conn, Config()).get(v["case_id"])
     assert row["source_site_id"] == "Q1"
     assert tr.prune_track_points(ts[10]) == 10
     assert len(tr.points(PLATE, 0, ms(T0))[0]) == 10
@@ -167,7 +179,7 @@ def test_record_writes_the_evidence_package_once(conn, tmp_path, monkeypatch):
     data = tmp_path / "var"
     kw = {"evidence_dir": data / "evidence", "data_dir": data, "chain_id": "p3"}
     v = worker_step(conn, reading(60000), **kw)
-    row = CaseStore(conn).get(v["case_id"])
+    row = CaseStore(conn, Config()).get(v["case_id"])
     assert row["evidence_path"] == str(data / "evidence" / v["case_id"])
     manifest = orjson.loads(row["manifest"])
     assert manifest["chain"]["chain_id"] == "p3" and manifest["targets"]["vehicle"]["owner"] == "王五"
@@ -176,8 +188,8 @@ def test_record_writes_the_evidence_package_once(conn, tmp_path, monkeypatch):
     worker_step(conn, reading(40000, ts=T0 + timedelta(hours=1)), **kw)       # not over: no package
     assert len((data / "evidence" / "chain-p3.jsonl").read_bytes().splitlines()) == 1
     assert verify_tree(data / "evidence", data / "keys" / "trusted") == {}
-    CaseStore(conn).act(v["case_id"], "review", "op")
-    CaseStore(conn).act(v["case_id"], "confirm", "op")
+    CaseStore(conn, Config()).act(v["case_id"], "review", "op")
+    CaseStore(conn, Config()).act(v["case_id"], "confirm", "op")
 
 
 def test_worker_alias():
@@ -193,11 +205,11 @@ def test_indexed_counters_agree_with_brute_force(conn):
     rnd = random.Random(7)
     plates, drivers, sites = ["豫A10001", "豫A10002", "豫A10003"], ["D1", "D2", None], ["Q1", None]
     cases = []
-    mem, store = MemoryCounters(), CaseStore(conn)
+    mem, store = MemoryCounters(), CaseStore(conn, Config())
     for i in range(120):
         t = ms(T0) + rnd.randrange(0, 400) * 86_400_000 + rnd.randrange(0, 86_400) * 1000
         v = {"case_id": f"C{i:04d}", "violation": rnd.random() < 0.8, "ts_ms": t, "plate": rnd.choice(plates),
-             "driver": {"id": rnd.choice(drivers)}, "enterprise_id": "E1", "source_site": {"site_id": rnd.choice(sites)},
+             "driver": {"id": rnd.choice(drivers), "source": rnd.choice(["ic_card", "registry"])}, "enterprise_id": "E1", "source_site": {"site_id": rnd.choice(sites)},
              "passage_id": f"P{i}", "station_id": "S1", "action": "fine", "over_limit": True, "excess_kg": 5000.0,
              "fine_yuan": 2500, "ts": epoch_ms_to_iso(t)}
         cases.append(v)
@@ -216,8 +228,31 @@ def test_indexed_counters_agree_with_brute_force(conn):
                     sum(1 for c in live if c["plate"] == p and c["case_id"] != ex)
             for d in ("D1", "D2"):
                 assert src.driver_violations(d, since, until, ex) == \
-                    sum(1 for c in live if c["driver"]["id"] == d and c["case_id"] != ex)
+                    sum(1 for c in live if c["driver"]["id"] == d and c["driver"]["source"] == "ic_card"
+                        and c["case_id"] != ex)          # a presumed (registry) driver never counts
             assert src.source_site_violations("Q1", since, until, ex) == \
                 sum(1 for c in live if c["source_site"]["site_id"] == "Q1" and c["case_id"] != ex)
             assert src.enterprise_violating_vehicles("E1", since, until, "豫A10001") == \
                 len({c["plate"] for c in live if c["plate"] != "豫A10001"})
+
+
+def test_cases_from_before_the_lifecycle_get_their_history(conn):
+    """An archive written by the first delivery: a case row with status and a case_actions trail, no acts."""
+    v = worker_step(conn, reading(60000))
+    cid = v["case_id"]
+    conn.execute("DELETE FROM case_acts")
+    conn.execute("DELETE FROM case_state")
+    conn.execute("UPDATE cases SET status='notified' WHERE case_id=?", (cid,))
+    conn.executemany("INSERT INTO case_actions (case_id, action, operator, reason, ts) VALUES (?,?,?,?,?)",
+                     [(cid, "review", "op1", None, "2025-03-02T09:00:00+08:00"),
+                      (cid, "confirm", "op1", "ok", "2025-03-02T09:05:00+08:00"),
+                      (cid, "notify", "op2", None, "2025-03-03T09:00:00+08:00")])
+    store = CaseStore(conn, Config())
+    case = store.show(cid)
+    # the old notify came straight after confirm (no 立案 was recorded): kept as a legacy fact, not a transition
+    assert [(h["act"], h["by"]) for h in case["history"]] == [("detect", "roadwatch"), ("review", "op1"),
+                                                            ("confirm", "op1"), ("legacy", "op2")]
+    assert case["status"] == "confirmed" and store.get(cid)["status"] == "confirmed"
+    assert store.act(cid, "file", "op3", at="2025-03-04")["status"] == "filed"
+    store.show(cid)                                                  # migrating again changes nothing
+    assert len(store.history(cid)) == 5

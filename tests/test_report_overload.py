@@ -1,10 +1,12 @@
-"""Overload section: station statistics, review queue, 一超四罚 escalations, case funnel — from a real
-SQLite archive (streams/archive.py schema), expectations counted by hand."""
+"""Overload section: station statistics with 查处率, review queue, the Art. 66 escalations the lifecycle
+derives, and a funnel over every status — from a real SQLite archive whose cases went through the one
+workflow (streams/cases.py), expectations counted by hand."""
 import orjson
 import pytest
 
 from roadwatch.models.config import Config
 from roadwatch.streams.archive import open_archive
+from roadwatch.streams.cases import CaseStore
 from roadwatch.streams.reports import build_monthly_report
 from roadwatch.streams.reports.overload import case_stages, target_info
 from report_fixtures import fleet, make_registry, plate
@@ -18,14 +20,17 @@ def verdict(pid, station, day, action, over, fine=0, reason=None, case_id=None):
             reason, case_id, "{}")
 
 
-def case(cid, pl, station, action, fine, status, esc=None, enterprise="E1", driver="D1", site=None,
-         day="2020-07-10", manifest=None):
-    m = manifest if manifest is not None else orjson.dumps({"escalations": esc or []}).decode()
+def case(cid, pl, station, action, fine, enterprise="E1", driver="D1", site=None, day="2020-07-10"):
     return (cid, pl, station, f"{day}T10:00:00+08:00", day, action, 1, 1500.0, fine, enterprise, driver, site,
-            status, None, m)
+            "detected", None, "{}")
 
 
-VEHICLE_ESC = {"target": "vehicle", "count": 4, "recommendation": "吊销道路运输证"}
+FULL = [("confirm", "2020-07-11"), ("file", "2020-07-11"), ("notify", "2020-07-12"), ("decide", "2020-07-20")]
+
+
+def act(store, cid, steps):
+    for action, at in steps:
+        store.act(cid, action, "op1", "r", at=at)
 
 
 @pytest.fixture
@@ -49,26 +54,19 @@ def archive(tmp_path):
     ]
     conn.executemany("INSERT INTO wim_verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", verdicts)
     cases = [
-        case("C1", P[0], "S1", "warning", 0, "notified"),
-        case("C2", P[1], "S1", "fine", 500, "confirmed",
-             [VEHICLE_ESC, {"target": "driver", "count": 4, "recommendation": "吊销从业资格证"}]),
-        case("C3", P[1], "S1", "fine", 1500, "detected",
-             [VEHICLE_ESC, {"target": "enterprise", "count": 3, "recommendation": "停业整顿"}]),
-        case("C4", P[2], "S1", "review", 0, "dismissed"),
-        case("C5", P[3], "S1", "review", 0, "detected", manifest="not json"),
-        case("C6", P[4], "S2", "fine", 3000, "notified", [VEHICLE_ESC], day="2020-07-31"),
-        case("C9", P[5], "S2", "fine", 9000, "notified", [VEHICLE_ESC], day="2020-08-01"),
+        case("C1", P[0], "S1", "warning", 0), case("C2", P[1], "S1", "fine", 500),
+        case("C3", P[1], "S1", "fine", 1500), case("C4", P[2], "S1", "review", 0),
+        case("C5", P[3], "S1", "review", 0), case("C6", P[4], "S2", "fine", 3000, day="2020-07-31"),
+        case("C9", P[5], "S2", "fine", 9000, day="2020-08-01"),
     ]
     conn.executemany("INSERT INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", cases)
-    actions = [("C1", "review", "op1", None, "2020-07-03T09:00:00+08:00"),
-               ("C1", "confirm", "op1", None, "2020-07-03T09:01:00+08:00"),
-               ("C1", "notify", "op2", None, "2020-07-04T09:00:00+08:00"),
-               ("C2", "review", "op1", None, "2020-07-05T09:00:00+08:00"),
-               ("C2", "confirm", "op1", None, "2020-07-05T09:01:00+08:00"),
-               ("C4", "review", "op1", None, "2020-07-06T09:00:00+08:00"),
-               ("C4", "dismiss", "op1", "plate misread", "2020-07-06T09:01:00+08:00"),
-               ("C9", "notify", "op1", None, "2020-08-02T09:00:00+08:00")]
-    conn.executemany("INSERT INTO case_actions (case_id, action, operator, reason, ts) VALUES (?,?,?,?,?)", actions)
+    store = CaseStore(conn, Config())
+    act(store, "C1", FULL)                                                  # decided
+    act(store, "C2", FULL + [("withdraw", "2020-07-25")])                   # decided, then withdrawn
+    act(store, "C4", [("review", "2020-07-05"), ("dismiss", "2020-07-06")])
+    act(store, "C6", [("confirm", "2020-07-31"), ("file", "2020-07-31"), ("notify", "2020-08-01"),
+                      ("decide", "2020-08-05"), ("serve", "2020-08-06"), ("close", "2020-08-20")])
+    act(store, "C9", [("confirm", "2020-08-02")])
     return conn
 
 
@@ -78,7 +76,7 @@ def registry():
         {"station_id": "S2", "name": "大冶站", "lat": 30.1, "lon": 114.9}])
 
 
-def test_station_statistics(archive):
+def test_station_statistics_and_enforcement_rate(archive):
     ov = build_monthly_report(archive, registry(), "2020-07", Config(), SNAP)["overload"]
     s1, s2 = ov["stations"]
     assert (s1["station_id"], s1["name"], s1["readings"], s1["over_limit"]) == ("S1", "黄石东站", 8, 4)
@@ -88,6 +86,11 @@ def test_station_statistics(archive):
     t = ov["total"]
     assert (t["readings"], t["over_limit"], t["over_limit_percent"]) == (11, 5, 45.45)   # 45.4545…
     assert (t["fines"], t["fine_yuan"], t["warnings"], t["reviews"]) == (3, 5000, 1, 2)
+    # 查处率 = decided (and not withdrawn) / cases: S1 C1 of C1–C5 (C2 withdrawn); S2 C6 (closed)
+    q = {s["station_id"]: s["enforcement_rate"] for s in ov["stations"] + [t]}
+    assert (q["S1"]["numerator"], q["S1"]["denominator"], q["S1"]["percent"]) == (1, 5, 20.0)
+    assert (q["S2"]["numerator"], q["S2"]["denominator"], q["S2"]["percent"]) == (1, 1, 100.0)
+    assert (q[None]["numerator"], q[None]["denominator"], q[None]["percent"]) == (2, 6, 33.33)
 
 
 def test_review_queue_by_reason(archive):
@@ -96,45 +99,49 @@ def test_review_queue_by_reason(archive):
                                   "low_plate_confidence": {"count": 1, "open": 0}}
 
 
-def test_case_funnel(archive):
+def test_case_funnel_shows_every_status(archive):
     cases = build_monthly_report(archive, registry(), "2020-07", Config(), SNAP)["overload"]["cases"]
-    # C1 notified via trail; C2 confirmed; C3 untouched; C4 dismissed; C5 untouched; C6 notified (status only)
-    assert cases["funnel"] == {"detected": 6, "reviewed": 4, "confirmed": 3, "dismissed": 1, "notified": 2,
-                               "open": 2}
-    assert cases["confirmed_fine_yuan"] == 500 + 3000
-    assert cases["by_action"]["fine"] == {"detected": 3, "reviewed": 2, "confirmed": 2, "dismissed": 0,
-                                          "notified": 1}
+    assert cases["stages"] == ["detected", "reviewed", "confirmed", "dismissed", "filed", "notified", "decided",
+                               "served", "closed", "withdrawn"]
+    assert cases["funnel"] == {"detected": 6, "reviewed": 1, "confirmed": 3, "dismissed": 1, "filed": 3,
+                               "notified": 3, "decided": 3, "served": 1, "closed": 1, "withdrawn": 1, "open": 2}
+    assert cases["current"] == {"detected": 2, "reviewed": 0, "confirmed": 0, "dismissed": 1, "filed": 0,
+                                "notified": 0, "decided": 1, "served": 0, "closed": 1, "withdrawn": 1}
+    assert cases["decided_fine_yuan"] == 3000                    # C6; C2 was withdrawn, C1 a warning
+    assert cases["by_action"]["fine"]["decided"] == 2 and cases["by_action"]["fine"]["withdrawn"] == 1
 
 
-def test_escalations_by_target(archive):
-    esc = build_monthly_report(archive, registry(), "2020-07", Config(), SNAP)["overload"]["escalations"]
-    t = esc["targets"]
-    assert t["vehicle"]["cases"] == 3 and t["vehicle"]["subjects"] == 2      # C2, C3 same plate; C6
-    assert t["vehicle"]["recommendations"] == {"吊销道路运输证": 3}
-    assert (t["driver"]["cases"], t["driver"]["subjects"]) == (1, 1)
-    assert (t["enterprise"]["cases"], t["enterprise"]["subjects"]) == (1, 1)
-    assert esc["bad_manifests"] == 1                                           # C5
+def test_escalations_are_the_derived_ones_with_the_statutory_sanctions(tmp_path):
+    """Four cases of one truck detected in June and decided in July; its registry driver is only presumed."""
+    conn = open_archive(tmp_path / "archive.sqlite")
+    store = CaseStore(conn, Config())
+    for i in range(4):
+        ts = f"2020-06-0{i + 1}T10:00:00+08:00"
+        v = {"passage_id": f"p{i}", "station_id": "S1", "plate": P[6], "ts": ts, "ts_ms": 1590976800000 + i,
+             "action": "fine", "over_limit": True, "excess_kg": 3000.0, "fine_yuan": 1500, "case_id": f"K{i}",
+             "violation": True, "enterprise_id": "E1", "driver": {"id": "D1", "source": "registry"},
+             "enterprise": {"goods_vehicles": 100}}
+        store.record(v)
+        act(store, f"K{i}", [("confirm", "2020-07-01"), ("file", "2020-07-01"), ("notify", "2020-07-02"),
+                             ("decide", f"2020-07-{10 + i}")])
+    esc = build_monthly_report(conn, registry(), "2020-07", Config(), SNAP)["overload"]["escalations"]
+    assert esc["at"] == "2020-07-31" and "第六十六条" in esc["basis"]
+    assert list(esc["targets"]) == ["vehicle"]                   # no driver: D1 is presumed; 1 of 100 vehicles
+    v = esc["targets"]["vehicle"]
+    assert v["label"] == "货运车辆（吊销车辆营运证）" and v["sanction"] == "吊销车辆营运证"
+    assert (v["subjects"], v["cases"], v["recommendations"]) == (1, 4, {"吊销车辆营运证": 1})
+    assert v["items"][0]["subject"] == P[6] and v["items"][0]["count"] == 4 and v["items"][0]["proposal_id"]
+    # the month before, none of them was decided: nothing
+    assert build_monthly_report(conn, registry(), "2020-06", Config(), SNAP)["overload"]["escalations"][
+        "targets"] == {}
 
 
-def test_escalation_subject_ids_from_the_case_builder():
-    from roadwatch.streams.reports.overload import escalations
-    cases = [{"case_id": "A", "plate": "x", "driver_id": "D1", "enterprise_id": "E1", "source_site_id": None,
-              "manifest": orjson.dumps({"escalations": [
-                  {"target": "source_site", "id": "SITE1", "count": 2, "recommendation": "r"}]}).decode()},
-             {"case_id": "B", "plate": "y", "driver_id": "D1", "enterprise_id": "E1", "source_site_id": None,
-              "manifest": {"escalations": [{"target": "source_site", "id": "SITE2", "count": 1}]}}]
-    t = escalations(cases)["targets"]["source_site"]
-    assert (t["cases"], t["subjects"], t["label"]) == (2, 2, "货运源头单位")
-
-
-def test_confirm_then_dismiss_latest_action_wins():
-    cases = [{"case_id": "A", "status": "reviewed"}, {"case_id": "B", "status": "confirmed"}]
-    acts = [{"case_id": "A", "action": "confirm", "ts": "2020-07-01T10:00:00+08:00"},
-            {"case_id": "A", "action": "dismiss", "ts": "2020-07-02T10:00:00+08:00"},
-            {"case_id": "B", "action": "dismiss", "ts": "2020-07-01T10:00:00+08:00"}]
+def test_stages_follow_the_lifecycle_rules():
+    cases = [{"case_id": "A"}, {"case_id": "B"}]
+    acts = [{"case_id": "A", "seq": 2, "action": "confirm"}, {"case_id": "A", "seq": 3, "action": "dismiss"},
+            {"case_id": "B", "seq": 2, "action": "notify"}]           # illegal orders are not stages
     st = case_stages(cases, acts)
-    assert st["A"] == {"detected", "reviewed", "dismissed"}
-    assert st["B"] == {"detected", "reviewed", "confirmed"}     # final status outranks an older dismiss
+    assert st["A"] == {"detected", "confirmed"} and st["B"] == {"detected"}
 
 
 @pytest.mark.parametrize("target,column", [("vehicle", "plate"), ("驾驶人", "driver_id"),

@@ -101,7 +101,8 @@ def test_case_list_detail_and_evidence(cfg):
         assert (await (await c.get("/api/cases?status=confirmed")).json())["total"] == 0
         d = await (await c.get(f"/api/cases/{CASE}")).json()
         assert d["evidence_files"] == ["front.png"]
-        assert d["allowed_actions"] == ["review"]
+        assert d["allowed_actions"] == ["review", "confirm", "dismiss", "withdraw"]
+        assert d["status"] == "detected" and [h["act"] for h in d["history"]] == ["detect"]
         assert d["source_site"]["name"] == "鑫源煤场" and d["station"]["name"] == "石安治超站"
         assert d["manifest"]["gross_kg"] == 55300 and d["actions"] == []
         r = await c.get(f"/api/cases/{CASE}/evidence/front.png")
@@ -138,23 +139,29 @@ def test_case_workflow_through_the_api_with_audit_trail(cfg):
     async def _(c, hub, fleet, h):
         sub = hub.subscribe()
         url = f"/api/cases/{CASE}/actions"
-        r = await c.post(url, json={"action": "confirm"}, headers=h)
-        assert r.status == 409 and (await r.json())["error"] == "bad_transition"      # review first
+        r = await c.post(url, json={"action": "notify"}, headers=h)
+        assert r.status == 409 and (await r.json())["error"] == "bad_transition"      # confirm and 立案 first
         r = await c.post(url, json={"action": "review"}, headers=h)
         assert r.status == 200
         d = await r.json()
-        assert d["status"] == "reviewed" and d["allowed_actions"] == ["confirm", "dismiss"]
+        assert d["status"] == "reviewed" and d["allowed_actions"] == ["confirm", "dismiss", "withdraw"]
         r = await c.post(url, json={"action": "dismiss", "reason": "  "}, headers=h)
         assert r.status == 400 and (await r.json())["error"] == "reason_required"
         r = await c.post(url, json={"action": "notify"}, headers=h)
         assert r.status == 409
         r = await c.post(url, json={"action": "confirm", "reason": "称重数据与图片一致"}, headers=h)
         assert (await r.json())["status"] == "confirmed"
+        r = await c.post(url, json={"action": "file"}, headers=h)
+        assert (await r.json())["status"] == "filed"
         r = await c.post(url, json={"action": "notify"}, headers=h)
         d = await r.json()
-        assert d["status"] == "notified" and d["allowed_actions"] == []
+        assert d["status"] == "notified" and d["allowed_actions"] == ["decide", "withdraw"]
+        r = await c.post(url, json={"action": "decide"}, headers=h)          # inside the 陈述申辩 period
+        assert r.status == 400 and (await r.json())["error"] == "too_early"
         assert [(a["action"], a["operator"], a["reason"]) for a in d["actions"]] == [
-            ("review", "ops", None), ("confirm", "ops", "称重数据与图片一致"), ("notify", "ops", None)]
+            ("review", "ops", None), ("confirm", "ops", "称重数据与图片一致"), ("file", "ops", None),
+            ("notify", "ops", None)]
+        assert [(x["act"], x["by"]) for x in d["history"]][-1] == ("notify", "ops")
         assert all(datetime.fromisoformat(a["ts"]).utcoffset().total_seconds() == 8 * 3600 for a in d["actions"])
         assert (await c.post(url, json={"action": "launch"}, headers=h)).status == 400
         assert (await c.post(url, json={"action": 3}, headers=h)).status == 400
@@ -166,7 +173,7 @@ def test_case_workflow_through_the_api_with_audit_trail(cfg):
             ev = sub.queue.get_nowait()
             if ev.kind == "case":
                 statuses.append(ev.data["status"])
-        assert statuses == ["reviewed", "confirmed", "notified"]
+        assert statuses == ["reviewed", "confirmed", "filed", "notified"]
 
 
 def test_the_leads_case_callable_is_used_when_given(cfg):

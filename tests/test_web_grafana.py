@@ -72,6 +72,10 @@ def test_layout_ids_and_datasource():
 
 def test_prometheus_scrapes_the_worker():
     cfg = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
-    (job,) = cfg["scrape_configs"]
-    assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["worker:6066"]
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    assert all(j["metrics_path"] == "/metrics" for j in jobs.values())
+    targets = {t for j in jobs.values() for sc in j["static_configs"] for t in sc["targets"]}
+    assert "worker:6066" in targets or {"worker-a:6066", "worker-b:6066"} <= targets
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for t in targets:     # every scrape target is a compose service
+        assert t.split(":")[0] in compose["services"], t

@@ -178,8 +178,17 @@ class _Reader:
 
 def terminal_key(terminal_id: str) -> str:
     """Lookup key for a terminal: the BCD phone without leading zeros, so a registry entry
-    "13800000001", a 2013 header "013800000001" and a 2019 header "00000000013800000001" all match."""
-    return terminal_id.lstrip("0") or "0"
+    "13800000001", a 2013 header "013800000001" and a 2019 header "00000000013800000001" all match.
+    A binary (non-BCD) id is its hex string; letters compare case-insensitively ("4eb6…" = "4EB6…")."""
+    return terminal_id.upper().lstrip("0") or "0"
+
+
+def terminal_digits(b: bytes) -> str:
+    """Header terminal id. JT/T 808 says BCD phone digits, but real devices send 6 binary bytes (an
+    IMEI-derived id; Traccar's test frames carry several): those keep their hex string (upper case) instead
+    of dropping every message of the device."""
+    s = b.hex()
+    return s if s.isdigit() else s.upper()
 
 
 def bcd_digits(b: bytes, what: str = "BCD") -> str:
@@ -196,8 +205,10 @@ def to_bcd(digits: str, nbytes: int, what: str = "BCD") -> bytes:
 
 
 def _text(b: bytes) -> str:
-    """GBK string field: NUL padding and surrounding blanks removed; undecodable bytes replaced."""
-    return b.split(b"\x00", 1)[0].decode("gbk", errors="replace").strip()
+    """GBK string field: NUL padding on either side and surrounding blanks removed (devices left-pad fixed
+    fields with zero bytes as often as they right-pad them); undecodable bytes replaced. A NUL inside the
+    text ends it."""
+    return b.strip(b"\x00").split(b"\x00", 1)[0].decode("gbk", errors="replace").strip()
 
 
 def _gbk(s: str, what: str) -> bytes:
@@ -253,10 +264,10 @@ def _parse_header(data: bytes) -> tuple[Message, int, int]:
     props = r.u16()
     if props & 0x4000:
         version, proto = 2019, r.u8()
-        terminal = bcd_digits(r.take(10), "terminal phone")
+        terminal = terminal_digits(r.take(10))
     else:
         version, proto = 2013, None
-        terminal = bcd_digits(r.take(6), "terminal phone")
+        terminal = terminal_digits(r.take(6))
     serial = r.u16()
     count = index = None
     if props & 0x2000:
@@ -358,6 +369,11 @@ def decode_location(body: bytes, version: int = 2013) -> dict:
     out = {"alarm_flags": alarm, "status_flags": status, "lat": lat, "lon": lon, "altitude_m": alt,
            "speed_kmh": speed_raw / 10, "heading": heading, "ts": ts,
            "extras": extras, "extras_raw": raw, "extra_ids": ids}
+    # Range check: a latitude beyond ±90° or longitude beyond ±180° (e.g. a two's-complement value sent as
+    # DWORD) is kept as sent and flagged; the ping becomes unqualified downstream (models.quality), not lost.
+    bad = [k for k, v, lim in (("lat", lat, 90.0), ("lon", lon, 180.0)) if abs(v) > lim]
+    if bad:
+        out["range_errors"] = bad
     if err:
         out["extras_error"] = err
     return out
@@ -409,14 +425,22 @@ def decode_driver_card(body: bytes, version: int = 2013) -> dict:
             out["driver_name"] = _text(r.take(r.u8()))
             out["qualification_no"] = _text(r.take(20))
             out["issuing_org"] = _text(r.take(r.u8()))
-            exp = bcd_digits(r.take(4), "card expiry")
-            try:
-                out["expiry"] = date(int(exp[:4]), int(exp[4:6]), int(exp[6:8])).isoformat()
-            except ValueError:
-                raise Jt808Error("bad_time", f"card expiry {exp} is not a date") from None
+            out["expiry"] = _card_expiry(r.take(4))
             if version >= 2019:
                 out["id_number"] = _text(r.take(20))
     return out
+
+
+def _card_expiry(b: bytes) -> str | None:
+    """BCD YYYYMMDD → ISO date; all zeros, non-decimal nibbles or an impossible date (day 00) → None
+    ("unknown"): the card event itself (who drives) still counts."""
+    s = b.hex()
+    if not s.isdigit():
+        return None
+    try:
+        return date(int(s[:4]), int(s[4:6]), int(s[6:8])).isoformat()
+    except ValueError:
+        return None
 
 
 def decode_registration(body: bytes, version: int = 2013) -> dict:
@@ -504,13 +528,14 @@ class Reassembler:
 # --- interchange --------------------------------------------------------------------------------------
 
 def location_to_ping(loc: dict, terminal_id: str, plate: str | None, plate_color: int | None,
-                     reupload: bool = False, driver_id: str | None = None) -> dict:
-    """A decoded 0x0200 item → interchange ping (``models.records.GpsPing`` field names and units)."""
+                     reupload: bool = False, driver_id: str | None = None, version: int = 0) -> dict:
+    """A decoded 0x0200 item → interchange ping (``models.records.GpsPing`` field names and units).
+    ``version``: the header's protocol (2013/2019) so alarm bits get the right names downstream."""
     return {"plate": plate, "plate_color": plate_color, "terminal_id": terminal_id, "ts": loc["ts"],
             "lat": loc["lat"], "lon": loc["lon"], "speed_kmh": loc["speed_kmh"], "heading": loc["heading"],
             "altitude_m": float(loc["altitude_m"]), "alarm_flags": loc["alarm_flags"],
             "status_flags": loc["status_flags"], "reupload": bool(reupload), "driver_id": driver_id,
-            "mileage_km": loc["extras"].get("mileage_km")}
+            "mileage_km": loc["extras"].get("mileage_km"), "jt808_version": int(version)}
 
 
 def message_pings(msg: Message, plate: str | None, plate_color: int | None,
@@ -518,9 +543,9 @@ def message_pings(msg: Message, plate: str | None, plate_color: int | None,
     """Interchange pings carried by a decoded 0x0200 or 0x0704 message (others: empty list)."""
     f = msg.fields or {}
     if msg.msg_id == LOCATION:
-        return [location_to_ping(f, msg.terminal_id, plate, plate_color, False, driver_id)]
+        return [location_to_ping(f, msg.terminal_id, plate, plate_color, False, driver_id, msg.version)]
     if msg.msg_id == BATCH_LOCATION:
-        return [location_to_ping(loc, msg.terminal_id, plate, plate_color, f["reupload"], driver_id)
+        return [location_to_ping(loc, msg.terminal_id, plate, plate_color, f["reupload"], driver_id, msg.version)
                 for loc in f["items"]]
     return []
 
@@ -539,6 +564,17 @@ def _scaled(v: Any, scale: float, bits: int, what: str) -> int:
     return _uint(int(round(v * scale)), bits, what)
 
 
+def _terminal_bytes(terminal_id: str, nbytes: int) -> bytes:
+    """Header terminal id: BCD digits, or back to the binary id a device sent as hex (``terminal_digits``)."""
+    if isinstance(terminal_id, str) and terminal_id.isascii() and not terminal_id.isdigit() \
+            and len(terminal_id) == nbytes * 2:
+        try:
+            return bytes.fromhex(terminal_id)
+        except ValueError:
+            pass
+    return to_bcd(terminal_id, nbytes, "terminal phone")
+
+
 def build_frame(msg_id: int, terminal_id: str, serial: int, body: bytes, version: int = 2013,
                 protocol_version: int = 1, packet: tuple[int, int] | None = None) -> bytes:
     """Header + body + checksum, escaped, with 0x7E delimiters. ``packet`` = (count, index) for a
@@ -552,9 +588,9 @@ def build_frame(msg_id: int, terminal_id: str, serial: int, body: bytes, version
     if version >= 2019:
         props |= 0x4000
         head = struct.pack(">HHB", _uint(msg_id, 16, "msg_id"), props, _uint(protocol_version, 8, "version"))
-        head += to_bcd(terminal_id, 10, "terminal phone")
+        head += _terminal_bytes(terminal_id, 10)
     elif version in (2011, 2013):
-        head = struct.pack(">HH", _uint(msg_id, 16, "msg_id"), props) + to_bcd(terminal_id, 6, "terminal phone")
+        head = struct.pack(">HH", _uint(msg_id, 16, "msg_id"), props) + _terminal_bytes(terminal_id, 6)
     else:
         raise Jt808Error("bad_value", f"version must be 2013 or 2019, got {version!r}")
     head += struct.pack(">H", _uint(serial, 16, "serial"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from roadwatch.models.config import Config
 from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates, month_days,
@@ -16,6 +16,8 @@ from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, 
                           vehicle_flags)
 from roadwatch.models.records import format_ts
 from roadwatch.models.scoring import agency_score, enterprise_score
+
+from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
 
 from .narrative import narrative
 from .overload import overload_section
@@ -47,10 +49,16 @@ def load_tables(conn: sqlite3.Connection, month: str, first_month: str) -> dict[
         "cases": _fetch(conn, "SELECT case_id, plate, station_id, day, action, violation, fine_yuan, "
                               "enterprise_id, driver_id, source_site_id, status, manifest FROM cases "
                               "WHERE day >= ? AND day < ?", (m_start, m_end)),
-        "case_actions": _fetch(conn, "SELECT a.case_id, a.action, a.operator, a.ts FROM case_actions a "
-                                     "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ?",
-                               (m_start, m_end)),
+        "case_acts": _fetch(conn, "SELECT a.case_id, a.seq, a.action, a.at FROM case_acts a "
+                                  "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ? "
+                                  "ORDER BY a.case_id, a.seq", (m_start, m_end)),
     }
+
+
+def _last_day(month: str) -> str:
+    """YYYY-MM-DD of the month's last day: the date Art. 66 escalations are derived at."""
+    _, end = month_days(month)
+    return (date.fromisoformat(end) - timedelta(days=1)).isoformat()
 
 
 def _bucket_by_month(rows: Iterable[Mapping], month: str) -> dict[str, list]:
@@ -82,7 +90,7 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
     """The monthly report as a JSON-ready dict.
 
     ``conn_or_rows``: an archive connection (``streams.archive.open_archive``), a mapping of table name →
-    rows (``vehicle_day``, ``wim_verdicts``, ``cases``, ``case_actions``), or an iterable of vehicle_day
+    rows (``vehicle_day``, ``wim_verdicts``, ``cases``, ``case_acts``, ``escalations``), or an iterable of vehicle_day
     rows alone (then the overload section says it is not available). ``snapshot_ts`` is stamped on every
     figure (the statistic time of §5.4). Raises ``models.records.InvalidRecord`` for a bad month.
     """
@@ -93,10 +101,13 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
     first_month = shift_month(month, -(n_trend - 1))
 
     if isinstance(conn_or_rows, sqlite3.Connection):
+        store = CaseStore(conn_or_rows, cfg)
+        store.migrate()                      # cases from before the lifecycle get their history first
         tables: dict | None = load_tables(conn_or_rows, month, first_month)
+        tables["escalations"] = store.escalations(_last_day(month))
     elif isinstance(conn_or_rows, Mapping):
         tables = {k: list(conn_or_rows.get(k) or []) for k in
-                  ("vehicle_day", "wim_verdicts", "cases", "case_actions")}
+                  ("vehicle_day", "wim_verdicts", "cases", "case_acts", "escalations")}
     else:
         tables = None
     vd_rows = tables["vehicle_day"] if tables is not None else list(conn_or_rows)
@@ -143,7 +154,8 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
         overload = {"available": False, "reason": "未提供归档：无称重数据 (no archive given: overload tables absent)"}
     else:
         names = {s: st.name for s, st in registry.stations.items()}
-        overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_actions"], names, dec)
+        overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_acts"], names, dec,
+                                    tables["escalations"], _last_day(month))
 
     trace_vehicles = []
     for m in members:

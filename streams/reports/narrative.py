@@ -82,5 +82,12 @@ def narrative(report: dict) -> str:
         parts.append(f"本月超限检测站共检测车辆{t['readings']}辆次，超限{t['over_limit']}辆次，"
                      f"超限率{fmt_number(t['over_limit_percent'])}%；警告{t['warnings']}起，"
                      f"罚款{t['fines']}起共计{t['fine_yuan']}元，转人工审核{t['reviews']}起；"
-                     f"立案{f['detected']}起，已审核{f['reviewed']}起，已告知{f['notified']}起。")
+                     f"本月检测案件{f['detected']}起，立案{f['filed']}起，已告知{f['notified']}起，"
+                     f"作出处罚决定{f['decided']}起，撤销{f['withdrawn']}起；"
+                     f"查处率{_rate_text(t['enforcement_rate'])}。")
     return "".join(parts)
+
+
+def _rate_text(q: dict) -> str:
+    return (f"{fmt_number(q['percent'])}%（{q['numerator']}/{q['denominator']}）" if q["percent"] is not None
+            else "无案件")

@@ -96,17 +96,20 @@ def _overload(ov: dict) -> str:
     if not ov.get("available"):
         return f"<p class=null>{_e(ov.get('reason', '无数据'))}</p>"
     out = ["<table><tr><th class=t>检测站</th><th>检测车辆(辆次)</th><th>超限</th><th>超限率</th><th>警告</th>"
-           "<th>罚款(起)</th><th>罚款金额(元)</th><th>转人工审核</th></tr>"]
+           "<th>罚款(起)</th><th>罚款金额(元)</th><th>转人工审核</th><th>查处率(决定/案件)</th></tr>"]
     for s in ov["stations"] + [ov["total"]]:
         name = s["name"] if s["station_id"] is None else f"{s['name']} ({s['station_id']})"
+        q = s["enforcement_rate"]
         out.append(f"<tr><td class=t>{_e(name)}</td><td>{s['readings']}</td><td>{s['over_limit']}</td>"
                    f"{_cell(s['over_limit_percent'], '%')}<td>{s['warnings']}</td><td>{s['fines']}</td>"
-                   f"<td>{s['fine_yuan']}</td><td>{s['reviews']}</td></tr>")
+                   f"<td>{s['fine_yuan']}</td><td>{s['reviews']}</td>"
+                   f"<td>{_e(fmt_number(q['percent']) + '%' if q['percent'] is not None else '—')}"
+                   f" ({q['numerator']}/{q['denominator']})</td></tr>")
     out.append("</table><h3>人工审核队列（按原因）</h3><table><tr><th class=t>原因</th><th>数量</th><th>待审核</th></tr>")
     for reason, r in ov["review_queue"].items():
         out.append(f"<tr><td class=t>{_e(reason)}</td><td>{r['count']}</td><td>{r['open']}</td></tr>")
-    out.append("</table><h3>“一超四罚”抄告</h3><table><tr><th class=t>对象</th><th>涉及案件</th><th>涉及主体</th>"
-               "<th class=t>处理建议</th></tr>")
+    out.append("</table><h3>“一超四罚”：《公路安全保护条例》第六十六条（截至月末，按处罚决定日）</h3>"
+               "<table><tr><th class=t>对象</th><th>涉及案件</th><th>涉及主体</th><th class=t>处理建议</th></tr>")
     for target, t in ov["escalations"]["targets"].items():
         recs = "；".join(f"{k}×{v}" for k, v in t["recommendations"].items())
         out.append(f"<tr><td class=t>{_e(t['label'])}</td><td>{t['cases']}</td>{_cell(t['subjects'])}"
@@ -114,10 +117,10 @@ def _overload(ov: dict) -> str:
     out.append("</table>")
     f = ov["cases"]["funnel"]
     labels = ov["cases"]["labels"]
-    items = [(labels[s], f[s]) for s in ("detected", "reviewed", "confirmed", "dismissed", "notified")]
+    items = [(labels[s], f[s]) for s in ov["cases"]["stages"]]
     out.append('<div class="charts">' + hbar_chart(items, "案件办理漏斗（起）", max(1, f["detected"]), "起",
                                                    color="#ff7f0e") + "</div>")
-    out.append(f"<p>确认罚款金额合计：{ov['cases']['confirmed_fine_yuan']} 元；未审核：{f['open']} 起。</p>")
+    out.append(f"<p>已作出处罚决定的罚款金额合计：{ov['cases']['decided_fine_yuan']} 元；未审核：{f['open']} 起。</p>")
     return "".join(out)
 
 

@@ -100,10 +100,13 @@ def _overload(wb, report: dict) -> None:
     if not ov.get("available"):
         ws["A1"] = ov.get("reason", "无数据")
         return
-    _header(ws, 1, ("检测站", "名称", "检测车辆(辆次)", "超限", "超限率 %", "警告", "罚款(起)", "罚款金额(元)", "转人工审核"))
+    _header(ws, 1, ("检测站", "名称", "检测车辆(辆次)", "超限", "超限率 %", "警告", "罚款(起)", "罚款金额(元)", "转人工审核",
+                    "查处率 %", "已决定(起)", "案件(起)"))
     for s in ov["stations"] + [ov["total"]]:
+        q = s["enforcement_rate"]
         ws.append([s["station_id"] or "合计", s["name"], s["readings"], s["over_limit"], s["over_limit_percent"],
-                   s["warnings"], s["fines"], s["fine_yuan"], s["reviews"]])
+                   s["warnings"], s["fines"], s["fine_yuan"], s["reviews"], q["percent"], q["numerator"],
+                   q["denominator"]])
     ws.append([])
     r = ws.max_row + 1
     _header(ws, r, ("审核原因", "数量", "待审核"))
@@ -120,9 +123,9 @@ def _overload(wb, report: dict) -> None:
     f = ov["cases"]["funnel"]
     labels = ov["cases"]["labels"]
     _header(ws, r, ("案件阶段", "数量"))
-    for stage in ("detected", "reviewed", "confirmed", "dismissed", "notified", "open"):
+    for stage in [*ov["cases"]["stages"], "open"]:
         ws.append([labels.get(stage, "未审核"), f[stage]])
-    ws.append(["确认罚款金额(元)", ov["cases"]["confirmed_fine_yuan"]])
+    ws.append(["已决定罚款金额(元)", ov["cases"]["decided_fine_yuan"]])
     ws.column_dimensions["A"].width = 24
     ws.column_dimensions["B"].width = 20
 

@@ -31,7 +31,7 @@ from roadwatch.models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, forma
 from roadwatch.models.registry import Registry
 from roadwatch.streams.archive import close_all, open_archive, register_schema
 from roadwatch.streams.web import auth
-from roadwatch.streams.web.case_fallback import CaseActionError, allowed_actions, apply_case_action
+from roadwatch.streams.cases import CaseActionError, CaseStore
 from roadwatch.streams.web.fleet_status import today_status
 from roadwatch.streams.web.live import FleetView, LiveHub, sse_frame
 from roadwatch.streams.web.places import Places
@@ -87,7 +87,7 @@ class ConsoleState:
     places: Places
     live: LiveHub
     fleet: FleetView
-    case_actions: CaseActions | None       # None → the fallback in case_fallback.py
+    case_actions: CaseActions | None       # None → CaseStore.act on the console's own connection
     limiter: auth.LoginLimiter
     data_dir: Path
     evidence_root: Path
@@ -471,14 +471,16 @@ async def api_cases(request: web.Request) -> web.Response:
     return _json(res)
 
 
-def _case_row(conn, case_id: str) -> dict | None:
-    r = conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
-    if r is None:
-        return None
-    case = dict(r)
-    case["actions"] = [dict(a) for a in conn.execute(
-        "SELECT action, operator, reason, ts FROM case_actions WHERE case_id = ? ORDER BY id", (case_id,))]
-    return case
+def _case_row(conn, cfg: Config, case_id: str) -> dict | None:
+    """The case as the one workflow shows it (``CaseStore.show``): row, manifest, ``history`` (acts: act, by,
+    at = legal date, entered_at, reason), derived ``status``, ``allowed_actions``, ``liable``, ``proposals``."""
+    return CaseStore(conn, cfg).show(case_id)
+
+
+def _apply_act(conn, cfg: Config, case_id: str, action: str, operator: str, reason: str | None,
+               at: str | None, driver_id: str | None) -> dict:
+    return CaseStore(conn, cfg, data_dir=cfg.data_dir).act(case_id, action, operator, reason, at=at,
+                                                           driver_id=driver_id)
 
 
 def _evidence_dir(st: ConsoleState, evidence_path: str | None) -> Path | None:
@@ -516,17 +518,13 @@ def _evidence_files(d: Path | None) -> list[str]:
 
 async def api_case(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    case = await st.db.run(_case_row, request.match_info["case_id"])
+    case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
     if case is None:
         return _error(404, "not_found", "no such case")
     return _json(_case_view(st, case))
 
 
 def _case_view(st: ConsoleState, case: dict) -> dict:
-    try:
-        case["manifest"] = orjson.loads(case.get("manifest") or "{}")
-    except orjson.JSONDecodeError:
-        case["manifest"] = {"unparsed": case.get("manifest")}
     reg = st.registry
     ent = reg.enterprises.get(case.get("enterprise_id") or "")
     stn = reg.stations.get(case.get("station_id") or "")
@@ -538,7 +536,8 @@ def _case_view(st: ConsoleState, case: dict) -> dict:
                            "polygon": site.polygon} if site else None
     case["driver"] = drv.name if drv else ""
     case["evidence_files"] = _evidence_files(_evidence_dir(st, case.get("evidence_path")))
-    case["allowed_actions"] = allowed_actions(case.get("status", ""))
+    case["actions"] = [{"action": h["act"], "operator": h["by"], "reason": h["reason"], "ts": h["entered_at"],
+                        "at": h["at"]} for h in case.get("history", []) if h["act"] != "detect"]
     return case
 
 
@@ -549,7 +548,7 @@ def _action_error(e: Exception) -> web.Response:
         return _error(404, code or "not_found", detail)
     if isinstance(e, PermissionError):
         return _error(403, code or "forbidden", detail)
-    if code in ("bad_action", "bad_input", "reason_required"):
+    if code in ("bad_action", "bad_input", "reason_required", "too_early"):
         return _error(400, code, detail)
     return _error(409, code or "rejected", detail)
 
@@ -560,19 +559,21 @@ async def api_case_action(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     body = await _body(request)
     action, reason = body.get("action"), body.get("reason")
-    if not isinstance(action, str) or (reason is not None and not isinstance(reason, str)):
-        return _error(400, "bad_input", "action (text) and optional reason (text) expected")
+    at, driver_id = body.get("at"), body.get("driver_id")
+    if (not isinstance(action, str) or any(v is not None and not isinstance(v, str) for v in (reason, at, driver_id))):
+        return _error(400, "bad_input", "action (text) and optional reason, at, driver_id (text) expected")
     operator = request[SESSION].username
     try:
         if st.case_actions is None:
-            await st.db.run(apply_case_action, case_id, action, operator, reason)
+            await st.db.run(_apply_act, st.cfg, case_id, action, operator, reason, at, driver_id)
         else:
-            res = st.case_actions(case_id, action, operator, reason)
+            extra = {k: v for k, v in (("at", at), ("driver_id", driver_id)) if v}
+            res = st.case_actions(case_id, action, operator, reason, **extra)
             if inspect.isawaitable(res):
                 await res
     except (CaseActionError, ValueError, LookupError, PermissionError) as e:
         return _action_error(e)
-    case = await st.db.run(_case_row, case_id)
+    case = await st.db.run(_case_row, st.cfg, case_id)
     if case is None:
         return _error(404, "not_found", "no such case")
     view = _case_view(st, case)
@@ -589,7 +590,7 @@ async def api_evidence(request: web.Request) -> web.StreamResponse:
     if (len(parts) > 3 or not all(_SEGMENT.fullmatch(p) for p in parts)
             or Path(name).suffix.lower() not in IMAGE_TYPES):
         return _error(404, "not_found", "no such evidence file")
-    case = await st.db.run(_case_row, request.match_info["case_id"])
+    case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
     d = _evidence_dir(st, case.get("evidence_path") if case else None)
     if d is None:
         return _error(404, "not_found", "no evidence for this case")
@@ -754,7 +755,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
 
     ``case_actions(case_id, action, operator, reason)`` applies a case transition (``CaseStore.act``);
     it may be sync or async and should raise ValueError/LookupError (with an optional ``code``) to refuse.
-    ``None`` uses the fallback workflow in ``case_fallback.py``. ``evidence_dir`` (default
+    ``None`` applies ``CaseStore.act`` (streams/cases.py) on the console's own archive connection — the same
+    workflow as the CLI. ``evidence_dir`` (default
     ``<data_dir>/evidence``) bounds which files may be served as evidence; ``reports_dir`` defaults to
     ``<data_dir>/reports``. The first admin is created from ``ROADWATCH_ADMIN_USER/PASSWORD`` in ``env``.
     """

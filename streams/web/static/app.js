@@ -9,9 +9,12 @@ const TYPE_LABELS = {
   overload: "超限 Overload",
 };
 const SEV_LABELS = {high: "高", medium: "中", low: "低"};
-const STATUS_LABELS = {detected: "待审核 detected", reviewed: "已审核 reviewed", confirmed: "已确认 confirmed",
-  dismissed: "已驳回 dismissed", notified: "已通知 notified"};
-const ACTION_LABELS = {review: "审核 Review", confirm: "确认 Confirm", dismiss: "驳回 Dismiss", notify: "通知 Notify"};
+const STATUS_LABELS = {detected: "待审核 detected", reviewed: "审核中 reviewed", confirmed: "已确认 confirmed",
+  dismissed: "不予立案 dismissed", filed: "已立案 filed", notified: "已告知 notified", decided: "已决定 decided",
+  served: "已送达 served", closed: "已结案 closed", withdrawn: "已撤销 withdrawn"};
+const ACTION_LABELS = {review: "审核 Review", confirm: "确认 Confirm", dismiss: "不予立案 Dismiss", file: "立案 File",
+  notify: "告知 Notify", decide: "决定 Decide", serve: "送达 Serve", close: "结案 Close", withdraw: "撤销 Withdraw"};
+const REASON_REQUIRED = new Set(["dismiss", "withdraw", "close"]);
 const MAX_ROWS = 500;
 
 const state = {
@@ -561,15 +564,19 @@ function renderCase(c) {
   const prev = $("case-reason");
   const typed = prev && state.shown && state.shown.case_id === c.case_id ? prev.value : "";
   state.shown = {case_id: c.case_id, status: c.status};
-  const reason = el("textarea", {id: "case-reason", placeholder: "理由（驳回必填） reason (required to dismiss)", maxlength: 500});
+  const reason = el("textarea", {id: "case-reason", placeholder: "理由（不予立案、撤销、结案必填） reason (required to dismiss, withdraw, close)", maxlength: 500});
   reason.value = typed;
+  // the legal date of the act (e.g. the decision date); empty = today
+  const at = el("input", {id: "case-at", type: "date", title: "法律日期 legal date of the act (empty: today)"});
   const msg = el("span", {class: "error", id: "case-msg"});
   const buttons = (c.allowed_actions || []).map((a) => el("button", {
-    class: a === "dismiss" ? "danger" : "primary", "data-action": a, text: ACTION_LABELS[a] || a,
+    class: a === "dismiss" || a === "withdraw" ? "danger" : "primary", "data-action": a, text: ACTION_LABELS[a] || a,
     onclick: async () => {
-      if (a === "dismiss" && !reason.value.trim()) { msg.textContent = "驳回需要填写理由 a reason is required to dismiss"; return; }
+      if (REASON_REQUIRED.has(a) && !reason.value.trim()) { msg.textContent = "需要填写理由 a reason is required"; return; }
       try {
-        const updated = await api(`api/cases/${encodeURIComponent(c.case_id)}/actions`, {method: "POST", body: {action: a, reason: reason.value}});
+        const body = {action: a, reason: reason.value};
+        if (at.value) body.at = at.value;
+        const updated = await api(`api/cases/${encodeURIComponent(c.case_id)}/actions`, {method: "POST", body});
         reason.value = "";
         renderCase(updated); loadCases(); toast(`${ACTION_LABELS[a]} ✓ ${c.plate}`);
       } catch (e) { msg.textContent = e.message; }
@@ -590,13 +597,13 @@ function renderCase(c) {
                   : section("现场图片 Images", el("p", {class: "muted", text: "无本地图片 no local image files"})),
     (track.length || c.source_site) ? section("轨迹与货源 Track excerpt and source site", trackSvg(track, c.source_site, c.station) || el("p", {class: "muted", text: "无轨迹 no track"})) : null,
     ...manifestSections(m),
-    section("处理 Actions", canAct() ? el("div", {class: "actions"}, reason, ...buttons,
+    section("处理 Actions", canAct() ? el("div", {class: "actions"}, reason, at, ...buttons,
         buttons.length ? null : el("span", {class: "muted", text: "无可用操作 no action available in this state"}), msg)
       : el("p", {class: "muted", text: "只读用户 read-only user"})),
     section("审计记录 Audit trail", c.actions.length ? el("table", {class: "grid", id: "audit"},
-      el("thead", {}, el("tr", {}, el("th", {text: "时间 Time"}), el("th", {text: "操作 Action"}), el("th", {text: "操作员 Operator"}), el("th", {text: "理由 Reason"}))),
+      el("thead", {}, el("tr", {}, el("th", {text: "时间 Time"}), el("th", {text: "法律日期 Legal date"}), el("th", {text: "操作 Action"}), el("th", {text: "操作员 Operator"}), el("th", {text: "理由 Reason"}))),
       el("tbody", {}, ...c.actions.map((a) => el("tr", {"data-audit": a.action},
-        el("td", {text: a.ts}), el("td", {text: ACTION_LABELS[a.action] || a.action}), el("td", {text: a.operator}), el("td", {text: a.reason || ""})))))
+        el("td", {text: a.ts}), el("td", {text: (a.at || "").slice(0, 10)}), el("td", {text: ACTION_LABELS[a.action] || a.action}), el("td", {text: a.operator}), el("td", {text: a.reason || ""})))))
       : el("p", {class: "muted", text: "尚无操作 no actions yet"})),
     el("details", {}, el("summary", {text: "证据清单原文 raw manifest"}), el("pre", {class: "raw", text: JSON.stringify(m, null, 2)})),
   );

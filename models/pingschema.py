@@ -1,0 +1,275 @@
+"""The one definition of a GPS ping: its fields, their types and structural bounds, and the column arrays.
+
+Every input path validates with ``validate_columns``: ``models.records.parse_ping`` (one JSON object),
+``models.pingbatch.decode_batch`` (a columnar Kafka record) and ``roadwatch assess gps`` (JSON lines).
+Structural validation only: a well-typed value outside the regulator's range (a latitude of 4282.7 from a
+two's-complement terminal, a speed of 170 km/h) makes the ping *unqualified* (``models.quality``), not
+invalid; only values that cannot be what the field says (not a number, a speed above the JT/T 808 wire
+maximum, a time outside 2000–2100) make it invalid.
+
+A field is (kind, required, default, bounds):
+- ``text``: str of 1..max characters; ``int`` / ``float``: finite number in [lo, hi] (ints integral);
+- ``time``: epoch milliseconds (int) or an ISO-8601 string with a UTC offset, in 2000–2100;
+- ``bool``: true/false (or 0/1). Optional fields take their default when absent or null.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, Callable
+
+import numpy as np
+
+TS_MIN_MS = 946_684_800_000    # 2000-01-01: GNSS fixes before that are garbage, not history
+TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
+INT_LIMIT = 2.0 ** 53          # larger "integers" lost precision on the way through JSON floats
+# JT/T 808 carries latitude/longitude as DWORD millionths of a degree, sign in status bits 2/3: anything in
+# this range is a coordinate a terminal can send (quality decides whether it is a plausible one).
+WIRE_DEG = 4294.967295
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str                  # text | int | float | time | bool
+    required: bool
+    default: Any = None
+    lo: float = 0.0            # numbers: inclusive bounds; text: ignored
+    hi: float = 0.0            # numbers: inclusive bounds; text: maximum length
+
+
+FIELDS: dict[str, Field] = {
+    "plate": Field("text", True, hi=16),
+    "terminal_id": Field("text", True, hi=20),     # BCD phone digits, or the hex string of a binary id
+    "plate_color": Field("int", True, lo=0, hi=255),
+    "ts": Field("time", True),
+    "lat": Field("float", True, lo=-WIRE_DEG, hi=WIRE_DEG),
+    "lon": Field("float", True, lo=-WIRE_DEG, hi=WIRE_DEG),
+    "speed_kmh": Field("float", True, lo=0.0, hi=6553.5),
+    "heading": Field("int", True, lo=0, hi=65535),
+    "altitude_m": Field("float", True, lo=-32768.0, hi=65535.0),
+    "alarm_flags": Field("int", False, 0, lo=0, hi=0xFFFFFFFF),
+    "status_flags": Field("int", False, 0, lo=0, hi=0xFFFFFFFF),
+    "reupload": Field("bool", False, False),
+    "driver_id": Field("text", False, None, hi=64),
+    "mileage_km": Field("float", False, None, lo=0.0, hi=1e8),
+    "jt808_version": Field("int", False, 0, lo=0, hi=2100),   # 2011/2013/2019; 0 = not known
+    "recv_ts": Field("time", False, None),
+}
+REQUIRED = tuple(k for k, f in FIELDS.items() if f.required)
+_DTYPES = {"int": np.int64, "float": np.float64, "time": np.int64, "bool": np.bool_}
+_NUM_TYPES = {int, float}
+_ISO_FAST_LEN = len("2026-01-01T00:00:00+08:00")
+_SUFFIX, _PREFIX = itemgetter(slice(19, None)), itemgetter(slice(0, 19))
+
+
+@dataclass
+class PingColumns:
+    """Parallel arrays of one batch. ``plate``/``terminal_id``/``driver_id``/``mileage_km`` are lists."""
+    plate: list
+    terminal_id: list
+    plate_color: np.ndarray
+    ts: np.ndarray            # int64 epoch ms
+    lat: np.ndarray
+    lon: np.ndarray
+    speed_kmh: np.ndarray
+    heading: np.ndarray
+    altitude_m: np.ndarray
+    alarm_flags: np.ndarray
+    status_flags: np.ndarray
+    reupload: np.ndarray
+    driver_id: list
+    mileage_km: list
+    recv_ts: np.ndarray | None = None
+    jt808_version: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.plate)
+
+
+_LISTS = ("plate", "terminal_id", "driver_id", "mileage_km")
+
+
+def take(c: PingColumns, sel: np.ndarray) -> PingColumns:
+    """The pings ``sel`` (index array) of a batch, in that order."""
+    lst = np.asarray(sel, dtype=np.int64).tolist()
+    out = {k: [getattr(c, k)[i] for i in lst] for k in _LISTS}
+    for k in ("plate_color", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "alarm_flags",
+              "status_flags", "reupload", "recv_ts", "jt808_version"):
+        v = getattr(c, k)
+        out[k] = None if v is None else v[sel]
+    return PingColumns(**out)
+
+
+def concat(parts: list[PingColumns]) -> PingColumns:
+    """One batch of several, in order. An optional column absent from some parts takes its fallback
+    (``recv_ts``: the ping's own time; ``jt808_version``: 0)."""
+    out: dict[str, Any] = {k: [x for p in parts for x in getattr(p, k)] for k in _LISTS}
+    for k in ("plate_color", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "alarm_flags",
+              "status_flags", "reupload"):
+        out[k] = np.concatenate([getattr(p, k) for p in parts])
+    out["recv_ts"] = (np.concatenate([p.recv_ts if p.recv_ts is not None else p.ts for p in parts])
+                      if any(p.recv_ts is not None for p in parts) else None)
+    out["jt808_version"] = (np.concatenate([p.jt808_version if p.jt808_version is not None
+                                            else np.zeros(len(p), dtype=np.int64) for p in parts])
+                            if any(p.jt808_version is not None for p in parts) else None)
+    return PingColumns(**out)
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+class _Errors(dict):
+    """row → (code, detail); the first defect of a row wins."""
+
+    def bad(self, i: int, code: str, detail: str) -> None:
+        self.setdefault(int(i), (code, detail))
+
+
+def _time_column(name: str, col: list, errs: _Errors) -> np.ndarray:
+    n = len(col)
+    out = np.zeros(n, dtype=np.int64)
+    types = set(map(type, col))
+    if types <= {int} and (n == 0 or max(map(abs, col)) < 1 << 62):
+        out[:] = col
+        for i in np.flatnonzero((out < TS_MIN_MS) | (out > TS_MAX_MS)):
+            errs.bad(i, "out_of_range", f"{name}={col[i]} is not epoch milliseconds in 2000–2100")
+        return out
+    done: set = set()
+    if types == {str} and set(map(len, col)) == {_ISO_FAST_LEN} and set(map(_SUFFIX, col)) == {"+08:00"}:
+        fast = list(range(n))      # the common case: every value is "YYYY-MM-DDTHH:MM:SS+08:00"
+    else:
+        fast = [i for i, x in enumerate(col) if type(x) is str and len(x) == _ISO_FAST_LEN and x.endswith("+08:00")]
+    if fast:
+        try:
+            secs = np.array([col[i][:19] for i in fast] if len(fast) < n else list(map(_PREFIX, col)),
+                            dtype="datetime64[s]").astype(np.int64)
+            out[fast] = secs * 1000 - 8 * 3_600_000
+            done = set(fast)
+        except ValueError:
+            done = set()
+    for i, x in enumerate(col):
+        if i in done:
+            continue
+        if type(x) is int:
+            out[i] = x if abs(x) < 1 << 62 else 0
+        elif type(x) is str and len(x) <= 40:
+            try:
+                dt = datetime.fromisoformat(x)
+            except ValueError:
+                errs.bad(i, "bad_timestamp", f"{name} {x!r} is not ISO-8601")
+                continue
+            if dt.tzinfo is None:
+                errs.bad(i, "bad_timestamp", f"{name} {x!r} has no UTC offset")
+                continue
+            out[i] = int(round(dt.timestamp() * 1000))
+        elif x is None:
+            errs.bad(i, "missing_field", f"{name} is required")
+            continue
+        else:
+            errs.bad(i, "bad_type", f"{name} must be epoch ms or an ISO-8601 string with offset")
+            continue
+        if not TS_MIN_MS <= out[i] <= TS_MAX_MS:
+            errs.bad(i, "out_of_range", f"{name}={x!r} is not a time in 2000–2100")
+    return out
+
+
+def _text_column(name: str, f: Field, col: list, errs: _Errors) -> list:
+    lim = int(f.hi)
+    # map() over builtins runs in C: this check is on the hot path (~0.1 µs per ping instead of ~0.5)
+    types = set(map(type, col))
+    if types == {str} and min(map(len, col)) > 0 and max(map(len, col)) <= lim:
+        return col
+    out = list(col)
+    for i, x in enumerate(col):
+        if x is None and not f.required:
+            continue
+        if type(x) is not str or not 0 < len(x) <= lim:
+            errs.bad(i, "missing_field" if x is None else "bad_type", f"{name} must be a string of 1–{lim} characters")
+            out[i] = None
+    return out
+
+
+def _number_column(name: str, f: Field, col: list, errs: _Errors) -> np.ndarray:
+    n = len(col)
+    if set(map(type, col)) <= _NUM_TYPES:
+        try:
+            arr = np.array(col, dtype=np.float64)
+        except OverflowError:        # an int beyond float range
+            arr = np.array([float(x) if abs(x) < 1e300 else np.inf for x in col], dtype=np.float64)
+    else:
+        arr = np.zeros(n, dtype=np.float64)
+        for i, x in enumerate(col):
+            if type(x) in _NUM_TYPES:
+                arr[i] = float(x) if abs(x) < 1e300 else np.inf
+            elif x is None and not f.required:
+                arr[i] = np.nan if f.default is None else f.default
+            else:
+                errs.bad(i, "missing_field" if x is None else "bad_type", f"{name} must be a number")
+    null = np.isnan(arr) & np.array([x is None for x in col], dtype=bool) if f.default is None else None
+    finite = np.isfinite(arr)
+    wrong = ~finite | (arr < f.lo) | (arr > f.hi)
+    if null is not None:
+        wrong &= ~null
+    for i in np.flatnonzero(wrong):
+        if type(col[i]) in _NUM_TYPES:
+            errs.bad(i, "out_of_range", f"{name}={col[i]} outside [{f.lo:g}, {f.hi:g}]")
+    if f.kind == "int":
+        for i in np.flatnonzero(finite & (arr != np.floor(arr))):
+            errs.bad(i, "bad_type", f"{name} must be an integer")
+        if (np.abs(np.where(finite, arr, 0)) > INT_LIMIT).any():
+            for i in np.flatnonzero(finite & (np.abs(arr) > INT_LIMIT)):
+                errs.bad(i, "out_of_range", f"{name} is too large for an integer field")
+        arr = np.clip(np.where(finite, arr, 0), -INT_LIMIT, INT_LIMIT).astype(np.int64)
+    return arr
+
+
+def _bool_column(name: str, f: Field, col: list, errs: _Errors) -> np.ndarray:
+    """true/false, or 0/1 (the columnar wire format carries flags as numbers)."""
+    if not set(map(type, col)) <= {bool}:
+        for i, x in enumerate(col):
+            if not (type(x) is bool or (type(x) is int and x in (0, 1)) or (x is None and not f.required)):
+                errs.bad(i, "bad_type", f"{name} must be true/false (or 0/1)")
+    return np.array([x is True or (type(x) is int and x == 1) for x in col], dtype=bool)
+
+
+def validate_columns(get: Callable[[str], list | None], n: int) -> tuple[PingColumns, dict[int, tuple[str, str]]]:
+    """Validate ``n`` pings given column-wise: ``get(name)`` → a list of n values, or None when the field is
+    absent from every ping. Returns the columns (rows with a defect hold placeholders) and the defects
+    {row: (code, detail)}, the first per row."""
+    errs = _Errors()
+    out: dict[str, Any] = {}
+    for name, f in FIELDS.items():
+        col = get(name)
+        if col is None:
+            if f.required:
+                for i in range(n):
+                    errs.bad(i, "missing_field", f"{name} is required")
+                col = [None] * n
+            elif name in ("recv_ts", "jt808_version"):
+                out[name] = None
+                continue
+            else:
+                col = [f.default] * n
+        if f.kind == "text":
+            out[name] = _text_column(name, f, col, errs)
+        elif f.kind == "time":
+            if not f.required:   # an absent receipt time falls back to the ping's own time
+                col = [out["ts"][i].item() if x is None else x for i, x in enumerate(col)]
+            out[name] = _time_column(name, col, errs)
+        elif f.kind == "bool":
+            out[name] = _bool_column(name, f, col, errs)
+        else:
+            arr = _number_column(name, f, col, errs)
+            out[name] = arr if name != "mileage_km" else [None if x is None else float(v) for x, v in zip(col, arr)]
+    return PingColumns(**out), dict(errs)
+
+
+def dicts_getter(dicts: list[dict]) -> Callable[[str], list | None]:
+    """Column access over a list of ping objects (absent key → None for that ping)."""
+    def get(name: str) -> list | None:
+        col = list(map(dict.get, dicts, repeat(name)))
+        if name not in ("recv_ts", "jt808_version") or any(x is not None for x in col):
+            return col
+        return None
+    return get
