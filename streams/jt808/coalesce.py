@@ -1,10 +1,11 @@
 """An event loop that wakes at most once per ``gateway.coalesce_ms``: reads that arrive meanwhile wait in
 the kernel and are then handled in one loop iteration.
 
-Measured on the 2-core VM (docs/performance.md): at a few hundred positions per second every position woke
-the process on its own, and the wake-up (scheduler, cold caches, the loop's own bookkeeping) cost several
-times the parse. Sleeping before a *blocking* poll — never while callbacks are ready — bounds the wake-ups
-to 1000 / coalesce_ms per second; a reply waits at most that long.
+At a few hundred positions per second every position wakes the process on its own. Sleeping before a
+*blocking* poll — never while callbacks are ready — bounds the wake-ups to 1000 / coalesce_ms per second;
+a reply waits at most that long. Off by default: on the shared 2-core VM 10 ms saved 7 % of the CPU per
+position at 333 positions/s but added 5 ms to the median reply (docs/performance.md); it may pay on hosts
+where wake-ups are dearer (many gateways per host, power-saving CPUs).
 """
 from __future__ import annotations
 
