@@ -893,7 +893,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         try:
             import uvloop
         except ImportError:
-            raise UsageError("gateway.event_loop = \"uvloop\" needs the uvloop package (pip install uvloop)") from None
+            raise UsageError("gateway.event_loop = \"uvloop\" needs the uvloop package "
+                             "(pip install 'roadwatch[uvloop]')") from None
         run_loop = uvloop.run
     else:
         from .coalesce import loop_factory
@@ -903,7 +904,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 return runner.run(coro)
     profiler = None
     if args.profile:
-        from pyinstrument import Profiler
+        try:
+            from pyinstrument import Profiler
+        except ImportError:
+            raise UsageError("--profile needs pyinstrument (pip install pyinstrument)") from None
         profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
     try:
