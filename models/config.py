@@ -174,8 +174,9 @@ _k("stream.heartbeat_interval_s", 0.5, "ops", "consumer heartbeat")
 _k("stream.fetch_max_wait_ms", 100, "ops", "consumer fetch wait (Faust default 1500 stalls the single-node broker)")
 _k("stream.max_record_bytes", 1_000_000, "ops", "larger input records are dead-lettered")
 _k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, keys")
-_k("paths.archive", "", "ops", "SQLite archive path (default <data_dir>/archive.sqlite)")
-_k("web.port", 6066, "ops", "console port")
+_k("paths.archive", "", "ops",
+   "archive: a SQLite file path (default <data_dir>/archive.sqlite) or a postgresql://… URL (see archive.url)")
+_k("web.port", 6066, "ops", "console port (0 = any free port, printed on the ready line)", lo=0, hi=65535)
 _k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
 _k("gateway.port", 7808, "ops", "JT/T 808 TCP port", lo=0, hi=65535)
 _k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)", lo=16, hi=1_048_576)
@@ -308,10 +309,35 @@ _k("drift.stationary_jump_max_s", 120, "legal-basis §6 [P]",
 _k("fatigue.rest_max_move_km", 1.0, "legal-basis §7 [P]",
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
-_k("late.replay_window_h", 3.0, "legal-basis §7 [P]",
+_k("late.replay_window_h", 1.0, "legal-basis §7 [P]",
    "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
    "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
    "track gaps; 0 = off", lo=0.0, hi=48.0)
+
+# --- console map, tracks and process hygiene (streams/web/, streams/demo.py) ----------------------------
+_k("web.host", "127.0.0.1", "ops", "address the console and /metrics listen on; 0.0.0.0 exposes them to the network")
+_k("web.tile_url", "", "ops",
+   "base-map tile URL template ({z}/{x}/{y}, optional {s}), e.g. a 天地图 URL with its tk key or a self-hosted "
+   "tile server; empty = offline: the bundled administrative boundaries only")
+_k("web.tile_crs", "wgs84", "ops",
+   "datum of the tile source: gcj02 (most Chinese web maps) shifts vehicles and zones for display only",
+   choices=("wgs84", "gcj02"))
+_k("web.tile_attribution", "", "ops", "attribution text the tile source requires (shown on the map)")
+_k("web.boundaries", "hunan", "ops",
+   "bundled offline administrative boundaries shown under the map (static/vendor/boundaries/NAME.json); "
+   "empty = none")
+_k("track.sample_all", True, "ops",
+   "sample track points (source.track_sample_s) for every monitored vehicle, not only goods vehicles: the "
+   "console's track playback and area search read them")
+_k("track.keep_h", 48.0, "ops",
+   "sampled track points are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
+
+# --- archive (streams/archive/) ---------------------------------------------------------------------------
+_k("archive.url", "", "ops",
+   "PostgreSQL archive, postgresql://user:password@host:port/db (also $ROADWATCH_ARCHIVE); empty = SQLite at "
+   "paths.archive")
+_k("archive.pool_size", 4, "ops", "PostgreSQL connections per worker process (pool maximum)", lo=1, hi=64)
+
 
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
@@ -346,8 +372,15 @@ class Config:
         return Path(self["paths.data_dir"])
 
     @property
-    def archive_path(self) -> Path:
+    def archive_path(self) -> Path | str:
+        """The archive: a PostgreSQL URL (``archive.url``, or a URL in ``paths.archive``) as a string, else
+        the SQLite file as a ``Path`` (streams/archive/ opens either)."""
+        url = self["archive.url"]
+        if url:
+            return url
         p = self["paths.archive"]
+        if "://" in p or p.startswith("sqlite:"):
+            return p
         return Path(p) if p else self.data_dir / "archive.sqlite"
 
 
@@ -391,6 +424,8 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
         except tomllib.TOMLDecodeError:
             value = raw.strip()
         cfg.set(name.strip(), value, "env:ROADWATCH_SET")
+    if env.get("ROADWATCH_ARCHIVE"):
+        cfg.set("archive.url", env["ROADWATCH_ARCHIVE"], "env:ROADWATCH_ARCHIVE")
     return cfg
 
 

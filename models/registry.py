@@ -94,10 +94,16 @@ def _build(cls, entry: Any, where: str):
             raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
     return rec
 
+TOP_LEVEL_KEYS = ("region", "enterprises", "drivers", "vehicles", "source_sites", "zones", "stations",
+                  "permits")          # permits: models/permits.py
+
 
 def parse_registry(data: dict) -> Registry:
     if not isinstance(data, dict):
         raise RegistryError("registry must be a JSON object")
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:       # a misspelt "vehicle" would otherwise leave every plate unknown
+        raise RegistryError(f"unknown top-level key(s) {unknown}; expected some of {list(TOP_LEVEL_KEYS)}")
     reg = Registry(region=str(data.get("region", "")))
     for section in ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations"):
         if not isinstance(data.get(section, []), list):

@@ -51,6 +51,7 @@ class WorkerContext:
     ready: bool = False
     assigned: bool = False              # first partition assignment done
     web_up: bool = False                # console / metrics server listening
+    web_address: tuple | None = None    # (host, port) the console really listens on
 
 
 def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.App:

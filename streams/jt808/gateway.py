@@ -866,7 +866,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         auth = TerminalAuth(cfg.archive_path)
     except Exception as e:
-        raise UsageError(f"cannot open the archive {cfg.archive_path}: {e}") from None
+        from roadwatch.streams.archive import redact
+        raise UsageError(f"cannot open the archive {redact(cfg.archive_path)}: {e}") from None
 
     async def main() -> None:
         gw = Gateway(cfg, registry, publisher, auth)

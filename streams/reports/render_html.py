@@ -6,6 +6,7 @@ from html import escape
 from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
 from .charts import grouped_bars, hbar_chart, line_chart
+from .labels import basis_label, reason_label
 from .narrative import fmt_number
 
 CSS = """
@@ -88,7 +89,7 @@ def _score_table(score: dict | None) -> str:
                    f"<td>{_e(fmt_number(c['weight']))}</td><td>{_e(fmt_number(c['points']))}</td>"
                    f"<td class=t>{_e(c['rule'])}{'；' + _e(c['reason']) if c.get('reason') else ''}</td></tr>")
     out.append(f"<tr><th class=t>合计</th><td></td><td>{_e(fmt_number(score['max_points']))}</td>"
-               f"<th>{_e(fmt_number(score['total']))}</th><td class=t>依据：{_e(score['basis'])}</td></tr></table>")
+               f"<th>{_e(fmt_number(score['total']))}</th><td class=t>依据：{_e(basis_label(score['basis']))}</td></tr></table>")
     return "".join(out)
 
 
@@ -107,7 +108,7 @@ def _overload(ov: dict) -> str:
                    f" ({q['numerator']}/{q['denominator']})</td></tr>")
     out.append("</table><h3>人工审核队列（按原因）</h3><table><tr><th class=t>原因</th><th>数量</th><th>待审核</th></tr>")
     for reason, r in ov["review_queue"].items():
-        out.append(f"<tr><td class=t>{_e(reason)}</td><td>{r['count']}</td><td>{r['open']}</td></tr>")
+        out.append(f"<tr><td class=t>{_e(reason_label(reason))}</td><td>{r['count']}</td><td>{r['open']}</td></tr>")
     out.append("</table><h3>“一超四罚”：《公路安全保护条例》第六十六条（截至月末，按处罚决定日）</h3>"
                "<table><tr><th class=t>对象</th><th>涉及案件</th><th>涉及主体</th><th class=t>处理建议</th></tr>")
     for target, t in ov["escalations"]["targets"].items():
@@ -148,7 +149,7 @@ def render_html(report: dict) -> str:
         hbar_chart([(i["id"], i["score"]) for i in county_rank["top"]], "区县考核得分排名", 100, "分"),
     ]
     tr = report["trace"]
-    excluded = "，".join(f"{k}: {v}" for k, v in tr["rows_excluded"].items()) or "无"
+    excluded = "，".join(f"{reason_label(k)} {v} 条" for k, v in tr["rows_excluded"].items()) or "无"
     return "".join([
         '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",

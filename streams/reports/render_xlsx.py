@@ -11,6 +11,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 
 from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
+from .labels import basis_label, reason_label
 from .render_csv import VEHICLE_COLUMNS
 
 HEAD_FILL = PatternFill("solid", fgColor="E8EEF5")
@@ -78,7 +79,7 @@ def _scores(wb, report: dict) -> None:
     if agency:
         for c in agency["components"].values():
             ws.append([c["label"], c["rate"], c["weight"], c["points"], c["rule"], c.get("reason") or ""])
-        ws.append(["合计", None, agency["max_points"], agency["total"], agency["basis"]])
+        ws.append(["合计", None, agency["max_points"], agency["total"], basis_label(agency["basis"])])
     ws.append([])
     ws.append(["企业考核（道路运输企业）"])
     start = ws.max_row + 1
@@ -111,7 +112,7 @@ def _overload(wb, report: dict) -> None:
     r = ws.max_row + 1
     _header(ws, r, ("审核原因", "数量", "待审核"))
     for reason, q in ov["review_queue"].items():
-        ws.append([reason, q["count"], q["open"]])
+        ws.append([reason_label(reason), q["count"], q["open"]])
     ws.append([])
     r = ws.max_row + 1
     _header(ws, r, ("一超四罚对象", "涉及案件", "涉及主体", "处理建议"))
