@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# two stamps: the demo needs only the runtime dependencies; the tests add the [test] extras (Playwright …)
+RUNTIME := $(VENV)/.installed-runtime
+TESTENV := $(VENV)/.installed-test
 
 .PHONY: demo test bench venv clean
 
@@ -12,21 +14,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install whenever pyproject.toml changes (the stamp is older than it).
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(TESTENV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(TESTENV) $(RUNTIME)
 
-venv: $(STAMP)
+venv: $(TESTENV)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/roadwatch demo
 
-test: $(STAMP)
+test: $(TESTENV)
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-postgresql.sh
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(RUNTIME)
 	$(BIN)/roadwatch bench
 
 clean:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import orjson
 
-from .pingschema import FIELDS, INT_LIMIT, TS_MAX_MS, TS_MIN_MS, PingColumns, validate_columns  # noqa: F401
+from .pingschema import FIELDS, PingColumns, validate_columns
 from .records import InvalidRecord, iso_to_epoch_ms, loads_object
 
 SCHEMA = "roadwatch.pings/1"

@@ -61,8 +61,6 @@ FIELDS: dict[str, Field] = {
     "jt808_version": Field("int", False, 0, lo=0, hi=2100),   # 2011/2013/2019; 0 = not known
     "recv_ts": Field("time", False, None),
 }
-REQUIRED = tuple(k for k, f in FIELDS.items() if f.required)
-_DTYPES = {"int": np.int64, "float": np.float64, "time": np.int64, "bool": np.bool_}
 _NUM_TYPES = {int, float}
 _ISO_FAST_LEN = len("2026-01-01T00:00:00+08:00")
 _SUFFIX, _PREFIX = itemgetter(slice(19, None)), itemgetter(slice(0, 19))

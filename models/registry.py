@@ -97,7 +97,6 @@ def _build(cls, entry: Any, where: str):
             raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
     return rec
 
-
 def _unique(seen: dict, key: str, where: str, name: str) -> None:
     """Ids are unique per kind: a second entry with the same id would silently replace the first."""
     if key in seen:
@@ -114,7 +113,7 @@ def parse_registry(data: dict) -> Registry:
     if not isinstance(data, dict):
         raise RegistryError("registry must be a JSON object")
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
-    if unknown:
+    if unknown:       # a misspelt "vehicle" would otherwise leave every plate unknown
         raise RegistryError(f"unknown top-level key(s) {unknown}: a registry holds only {list(TOP_LEVEL_KEYS)}")
     if not isinstance(data.get("region", ""), str):
         raise RegistryError("region must be a string")

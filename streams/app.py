@@ -52,6 +52,7 @@ class WorkerContext:
     assigned: bool = False              # first partition assignment done
     web_up: bool = False                # console / metrics server listening
     faults: object | None = None        # streams.retry.Faults: internal faults pausing a component
+    web_address: tuple | None = None    # (host, port) the console really listens on
 
 
 def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.App:

@@ -127,4 +127,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             verdict["evidence_path"] = str(pkg)
         out.write(orjson.dumps(verdict) + b"\n")
     out.flush()
+    if bad_input:
+        print("roadwatch: malformed input: see the error lines on stdout (exit 2)", file=sys.stderr)
     return 2 if bad_input else 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -44,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     p.add_argument("--out", metavar="FILE", help="also write the JSON figures to FILE")
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
+    p.add_argument("--archive", metavar="URL",
+                   help="postgresql://… : the workers archive there (each part in a scratch schema, dropped "
+                        "afterwards) instead of a temporary SQLite file")
     p.add_argument("--workers", type=int, default=1,
                    help="also run the scale-out part with this many workers sharing the partitions (e.g. 2)")
 
@@ -239,13 +243,18 @@ def part_b(stack, port: int, n: int, ends: dict) -> float:
     raise RuntimeError("the worker did not process the feed within 10 minutes")
 
 
-def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, tmp: Path, workers: int) -> dict:
+def _archive_env(archive_url: str | None) -> dict:
+    return {"ROADWATCH_ARCHIVE": archive_url} if archive_url else {}
+
+
+def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, tmp: Path, workers: int,
+               archive_url: str | None = None) -> dict:
     """Scale-out: ``workers`` worker processes in one consumer group split the partitions of the same
     pre-produced feed (fresh broker, shared archive). Rate = all workers' pings over the time from the first
     to the last processed ping; then the archive is checked: every ping counted exactly once."""
     from roadwatch.models.config import load_config
-    from .archive import open_archive
-    from .broker import EmbeddedBroker, create_topics, free_port
+    from . import archive
+    from .broker import EmbeddedBroker, create_topics
     from .runtime import WorkerProcess, wait_consumed
     n = len(f["plate"])
     data = tmp / f"scale{workers}"
@@ -253,10 +262,11 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
         ends = produce_batches(broker.bootstrap, f, batch, partitions)
-        ports = [free_port() for _ in range(workers)]
+        ports = [_free_port() for _ in range(workers)]
         wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
                              env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
-                                  "ROADWATCH_BROKER_EPOCH": "bench-scale"}) for p in ports]
+                                  "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)})
+               for p in ports]
         try:
             for wp in wps:
                 wp.wait_ready(90)
@@ -277,8 +287,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
         finally:
             for wp in wps:
                 wp.stop()
-    conn = open_archive(data / "archive.sqlite")
-    counted = conn.execute("SELECT COALESCE(SUM(pings), 0) FROM vehicle_day").fetchone()[0]
+    counted = archive.total_pings(archive.open_archive(archive_url or data / "archive.sqlite"))
     return {"rate": rate, "per_worker_pings": per_worker, "archived_pings": counted, "expected_pings": n}
 
 
@@ -359,18 +368,42 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.target == "gateway":
         from . import bench_gateway
         return bench_gateway.run(args, cfg)
-    from .runtime import stack
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch}
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"roadwatch bench: {args.pings:,} pings from {args.vehicles:,} vehicles; generating the feed…")
     f = synth_pings(args.pings, args.vehicles)
+    with contextlib.ExitStack() as scope:
+        if args.archive:
+            from .archive import POSTGRESQL, ArchiveError, parse_target, redact
+            from .archive.scratch import scratch_schema
+            try:
+                if parse_target(args.archive)[0] != POSTGRESQL:
+                    raise ArchiveError("--archive takes a postgresql:// URL (SQLite is the default)")
+                archive_b = scope.enter_context(scratch_schema(args.archive, "rw_bench"))
+                archive_s = scope.enter_context(scratch_schema(args.archive, "rw_bench"))
+            except ArchiveError as e:
+                from .errors import UsageError
+                raise UsageError(str(e)) from None
+            except Exception as e:   # noqa: BLE001 - the server refused: say so, no traceback
+                from .errors import UsageError
+                raise UsageError(f"cannot use the archive {redact(args.archive)}: {e}") from None
+            results["archive"] = "postgresql"
+            say(f"    archive: PostgreSQL {redact(args.archive)} (scratch schemas)")
+        else:
+            archive_b = archive_s = None
+            results["archive"] = "sqlite"
+        return _run(args, cfg, f, results, say, skip, archive_b, archive_s)
+
+
+def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
+    from .runtime import stack
     with tempfile.TemporaryDirectory(prefix="roadwatch-bench-") as tmp:
         tmp = Path(tmp)
         reg_path = tmp / "registry.json"
         bench_registry(f, reg_path)
         port = _free_port()
-        env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}'}
+        env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}', **_archive_env(archive_b)}
         os.environ["ROADWATCH_SET"] = env["ROADWATCH_SET"]
         from roadwatch.models.config import load_config
         cfg = load_config(getattr(args, "config", None))
@@ -412,7 +445,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                     wp.stop()
         if args.workers > 1:
             say(f"(s) scale-out: {args.workers} workers sharing the partitions of a fresh copy of the feed…")
-            sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers)
+            sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers,
+                            archive_s)
             results.update(scale_workers=args.workers, scale_rate=sc["rate"],
                            scale_per_worker_pings=sc["per_worker_pings"], scale_archived_pings=sc["archived_pings"])
             say(f"\n    {args.workers} workers: {sc['rate']:,.0f} pings/s together; pings per worker "
@@ -455,5 +489,22 @@ def _print_table(r: dict) -> None:
 
 
 def _free_port() -> int:
+    """A free port for a worker's web server, below the kernel's ephemeral range: the bench polls /metrics
+    50 times a second and Kafka clients connect, so a port from that range (``broker.free_port``) is often
+    taken by an outgoing connection in the seconds before the worker binds it."""
+    import random
+    import socket
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
     from .broker import free_port
     return free_port()

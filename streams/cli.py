@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
 from roadwatch.models.config import ConfigError, load_config
+from roadwatch.models.registry import RegistryError
 from roadwatch.streams.errors import UsageError  # noqa: F401 - re-exported for the command modules
 
 # (command path, module, one-line help). Nested commands use a space: "config show".
@@ -22,6 +24,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("decode jt808", "roadwatch.streams.jt808.decode_cmd", "decode hex JT/T 808 frames (stdin, one per line) to JSON lines"),
     ("gateway", "roadwatch.streams.jt808.gateway", "JT/T 808 TCP gateway for terminals, publishing pings to Kafka"),
     ("terminals", "roadwatch.streams.jt808.terminals_cmd", "list JT/T 808 terminal bindings or revoke a terminal's auth code"),
+    ("decode jt809", "roadwatch.streams.jt809.decode_cmd", "decode hex JT/T 809 frames (stdin, one per line) to JSON lines"),
+    ("platform-link", "roadwatch.streams.jt809.link", "JT/T 809 link server for lower platforms, publishing pings to Kafka"),
+    ("platform inspect", "roadwatch.streams.jt809.inspect_cmd", "queue a platform inspection (查岗) for one or all platforms"),
     ("assess wim", "roadwatch.streams.assess_wim", "batch: WIM readings (JSON lines, stdin) → verdicts (JSON lines)"),
     ("assess gps", "roadwatch.streams.assess_gps", "batch: GPS pings (JSON lines, stdin) → alerts (JSON lines)"),
     ("case show", "roadwatch.streams.case_cmd", "a case (or escalation proposal) and its history as JSON"),
@@ -35,6 +40,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("record", "roadwatch.simulators.record_cmd", "capture topics to a file"),
     ("replay", "roadwatch.simulators.replay_cmd", "re-publish a recording with its relative timing"),
     ("users add", "roadwatch.streams.web.users_cmd", "create or update a console user"),
+    ("archive migrate", "roadwatch.streams.archive.migrate_cmd", "bring the archive to the current schema (versioned migrations)"),
+    ("archive copy", "roadwatch.streams.archive.copy_cmd", "copy a whole archive onto another backend (e.g. SQLite → PostgreSQL)"),
     ("bench", "roadwatch.streams.bench", "benchmark the ping path, WIM latency and batch assessment"),
 ]
 
@@ -59,7 +66,10 @@ def build_parser(strict: bool = False) -> argparse.ArgumentParser:
                 gp = top.add_parser(w, help=f"{w} commands")
                 groups[w] = gp.add_subparsers(dest=f"{w}_command", metavar="COMMAND", required=True)
             sub = groups[w]
-        p = sub.add_parser(words[-1], help=help_, description=help_)
+        p = sub.add_parser(words[-1], help=help_, description=help_, conflict_handler="resolve")
+        # --config is accepted after the command too (`roadwatch config show --config F`)
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="TOML config file (default: $ROADWATCH_CONFIG)")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -85,13 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args, cfg) or 0)
-    except (UsageError, ConfigError) as e:
+    except (UsageError, ConfigError, RegistryError) as e:
         print(f"roadwatch: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except OSError as e:
+        # expected environment failures (missing file, busy port, no permission): one line, exit 2;
+        # ROADWATCH_DEBUG=1 shows the traceback
+        if os.environ.get("ROADWATCH_DEBUG"):
+            raise
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"roadwatch: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

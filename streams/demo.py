@@ -93,12 +93,21 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     from .runtime import stack
 
+    from .proclock import LOCK_NAME, Busy, check_port_free, hold, holder
+
     base = Path(cfg["paths.data_dir"]).resolve()
     data = base / "demo"
+    port = args.port if args.port is not None else int(cfg["web.port"])
+    host = cfg["web.host"]
+    # refuse, touching nothing, while another demo or a worker uses this data directory or the port
+    who = holder(base / "demo.lock") or holder(data / LOCK_NAME)
+    if who:
+        raise Busy(f"{base if 'demo (' in who else data} is in use by {who}")
+    check_port_free(host, port)
+    hold(base / "demo.lock", f"roadwatch demo (console port {port})")     # ours from here on
     if data.exists() and not args.keep_data:
         shutil.rmtree(data)  # the embedded broker starts empty: so does the demo's archive
     data.mkdir(parents=True, exist_ok=True)
-    port = args.port or int(cfg["web.port"])
     overrides = f'paths.data_dir="{data}";web.port={port}'
     prev = os.environ.get("ROADWATCH_SET")
     os.environ["ROADWATCH_SET"] = ";".join(filter(None, [prev, overrides]))
@@ -122,9 +131,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
-        print(f"roadwatch demo ready — console http://127.0.0.1:{port}/  user: demo  password: {password}",
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if port == 0 and st.worker:          # "any free port": the worker's ready line names the one it got
+            ready = next((x for x in st.worker.lines if "worker ready" in x), "")
+            port = ready.split(f"http://{shown}:", 1)[-1].split("/", 1)[0] if f"http://{shown}:" in ready else 0
+        print(f"roadwatch demo ready — console http://{shown}:{port}/  user: demo  password: {password}",
               flush=True)
-        print(f"  metrics http://127.0.0.1:{port}/metrics · archive {cfg.archive_path} · Ctrl-C to stop",
+        print(f"  metrics http://{shown}:{port}/metrics · archive {cfg.archive_path} · Ctrl-C to stop",
               flush=True)
         ticker = threading.Thread(target=_ticker, args=(st.bootstrap, stop), daemon=True)
         ticker.start()

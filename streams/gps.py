@@ -2,8 +2,9 @@
 
 Exactly-once effect on the archive without broker transactions (the embedded broker has none):
 - each partition's ``PingProcessor`` state is saved in the archive table ``ping_state`` together with
-  ``next_offset`` (the first source offset it does NOT cover), in the SAME SQLite transaction as the
-  vehicle-day rows and sampled track points it produced;
+  ``next_offset`` (the first source offset it does NOT cover), in the SAME archive transaction as the
+  vehicle-day rows, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
+  SQLite or PostgreSQL — a worker on another host restores the partition from there);
 - events are consumed with manual acks and acknowledged only after that transaction commits, so Faust's
   committed offset never passes the snapshot;
 - after a restart or rebalance the state is restored from the snapshot and records below ``next_offset``
@@ -17,20 +18,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import orjson
 
 from roadwatch.models.pingbatch import decode_batch
 from roadwatch.models.ping_state import PingProcessor
-from roadwatch.models.records import InvalidRecord, format_ts, plausible_years
+from roadwatch.models.records import InvalidRecord, plausible_years
 
 from . import metrics as M
 from . import topics as T
-from .archive import open_archive
+from . import archive
 from .broker import ENV_EPOCH
 from .deadletter import send_dead_letter
-from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.gps")
 # labelled metric children bound once: .labels() costs a dict lookup and a lock per call on the hot path
@@ -50,46 +49,6 @@ class PartitionEntry:
     unsaved_points: list = field(default_factory=list)
 
 
-def _now_iso() -> str:
-    return format_ts(datetime.now(timezone.utc))
-
-
-def save_alerts(conn, alerts: list[dict]) -> None:
-    """Idempotent: the deterministic ``alert_id`` is the primary key; an update (end_ts) replaces."""
-    if not alerts:
-        return
-    now = _now_iso()
-    conn.executemany(
-        "INSERT INTO alerts(alert_id,type,plate,start_ts,end_ts,severity,lat,lon,late,details,day,emitted_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET end_ts=excluded.end_ts, "
-        "details=excluded.details, severity=excluded.severity",
-        [(a["alert_id"], a["type"], a["plate"], a["start_ts"], a.get("end_ts"), a.get("severity", "medium"),
-          a.get("lat"), a.get("lon"), int(bool(a.get("late"))), orjson.dumps(a.get("details", {})).decode(),
-          a["start_ts"][:10], now) for a in alerts])
-
-
-VEHICLE_DAY_COLS = ("plate", "day", "pings", "qualified", "km_total", "km_incomplete", "drift_points",
-                    "overspeed_count", "fatigue_s", "curfew_events", "offline_events")
-
-
-def save_day_rows(conn, rows: list[dict]) -> None:
-    if not rows:
-        return
-    now = _now_iso()
-    cols = ",".join(VEHICLE_DAY_COLS)
-    upd = ",".join(f"{c}=excluded.{c}" for c in VEHICLE_DAY_COLS[2:])
-    conn.executemany(
-        f"INSERT INTO vehicle_day({cols},updated_at) VALUES ({','.join('?' * len(VEHICLE_DAY_COLS))},?) "
-        f"ON CONFLICT(plate, day) DO UPDATE SET {upd}, updated_at=excluded.updated_at",
-        [tuple(r[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows])
-
-
-def save_track_points(conn, points) -> None:
-    if points:
-        conn.executemany("INSERT OR IGNORE INTO track_points(plate, ts_ms, lat, lon, speed_kmh) VALUES (?,?,?,?,?)",
-                         points)
-
-
 class PartitionStates:
     """The ping state of every partition this worker owns."""
 
@@ -97,14 +56,13 @@ class PartitionStates:
         self.ctx = ctx
         self.zones = zones
         self.entries: dict[int, PartitionEntry] = {}
-        self.conn = open_archive(ctx.cfg.archive_path)
+        self.conn = archive.open_archive(ctx.cfg)
         self.epoch = os.environ.get(ENV_EPOCH, "")
 
     def get(self, partition: int) -> PartitionEntry:
         e = self.entries.get(partition)
         if e is None:
-            row = self.conn.execute("SELECT next_offset, state, epoch FROM ping_state WHERE topic=? AND partition=?",
-                                    (T.GPS_PINGS, partition)).fetchone()
+            row = archive.load_partition_snapshot(self.conn, T.GPS_PINGS, partition)
             if row is not None and row["epoch"] != self.epoch:
                 log.warning("partition %d: snapshot belongs to another broker incarnation (%s); starting fresh",
                             partition, row["epoch"])
@@ -112,7 +70,8 @@ class PartitionStates:
             if row is not None:
                 proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"])
                 e = PartitionEntry(proc, row["next_offset"], [])
-                log.info("partition %d: state restored, resuming at offset %d", partition, row["next_offset"])
+                log.info("partition %d: state restored, resuming at offset %d (snapshot saved by %s at %s)",
+                         partition, row["next_offset"], row["saved_by"] or "?", row["saved_at"])
             else:
                 e = PartitionEntry(PingProcessor(self.ctx.cfg, self.ctx.registry, self.zones), 0, [])
             self.entries[partition] = e
@@ -127,21 +86,8 @@ class PartitionStates:
         rows = e.unsaved_rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
         blob = e.proc.snapshot()
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            save_day_rows(c, rows)
-            save_track_points(c, points)
-            save_alerts(c, e.pending_alerts)
-            c.execute("INSERT INTO ping_state(topic, partition, next_offset, state, saved_at, epoch) "
-                      "VALUES (?,?,?,?,?,?) ON CONFLICT(topic, partition) DO UPDATE SET "
-                      "next_offset=excluded.next_offset, state=excluded.state, saved_at=excluded.saved_at, "
-                      "epoch=excluded.epoch",
-                      (T.GPS_PINGS, partition, e.next_offset, blob, _now_iso(), self.epoch))
-            c.execute("COMMIT")
-        except BaseException:
-            rollback_quietly(c)      # SQLite may have rolled back itself (disk full): no "cannot rollback"
-            raise
+        archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
+                                        day_rows=rows, track_points=points, alerts=e.pending_alerts)
         M.SNAPSHOTS.inc()
         if e.proc.n:
             M.STATE_BYTES.set(e.proc.live_bytes_per_vehicle())

@@ -15,7 +15,7 @@ import orjson
 from roadwatch.models.records import BEIJING, format_ts
 
 from . import topics as T
-from .archive import open_archive
+from . import archive
 from .reports.write import report_complete, write_report_set
 
 log = logging.getLogger("roadwatch.monthly")
@@ -46,10 +46,8 @@ async def close_months(ctx) -> str | None:
     out_dir = ctx.data_dir / "reports" / month
     if report_complete(out_dir):
         return None
-    conn = open_archive(ctx.cfg.archive_path)
-    has = conn.execute("SELECT 1 FROM vehicle_day WHERE day LIKE ? LIMIT 1", (month + "-%",)).fetchone() or \
-        conn.execute("SELECT 1 FROM wim_verdicts WHERE day LIKE ? LIMIT 1", (month + "-%",)).fetchone()
-    if not has:
+    conn = archive.open_archive(ctx.cfg)
+    if not archive.month_has_rows(conn, month):
         return None
     from .reports.build import build_monthly_report
     report = build_monthly_report(conn, ctx.registry, month, ctx.cfg,

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--registry", required=True, metavar="FILE", help="registry JSON (vehicles, enterprises)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pings", metavar="FILE", help="GPS pings, JSON lines ('-' = stdin)")
-    src.add_argument("--archive", metavar="PATH", help="SQLite archive (default: the configured one)")
+    src.add_argument("--archive", metavar="TARGET", help="SQLite file or postgresql://… URL (default: the configured archive)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--snapshot", metavar="TS",
                    help="statistic time stamped on every figure, ISO-8601 with offset (default: now)")
@@ -68,11 +68,15 @@ def run(args, cfg) -> int:
     if args.pings:
         source = _day_rows_from_pings(args.pings, registry, cfg)
     else:
-        path = Path(args.archive) if args.archive else cfg.archive_path
-        if not path.is_file():
-            raise UsageError(f"archive not found: {path}")
-        from .archive import open_archive
-        source = open_archive(path)
+        from .archive import SQLITE, ArchiveError, open_archive, parse_target
+        target = args.archive or cfg.archive_path
+        try:
+            backend, loc = parse_target(target)
+            if backend == SQLITE and not Path(loc).is_file():
+                raise UsageError(f"archive not found: {loc}")
+            source = open_archive(target)
+        except ArchiveError as e:
+            raise UsageError(str(e)) from None
     report = build_monthly_report(source, registry, args.month, cfg, snapshot)
     paths = write_report(report, args.out)
     r = report["rates"]

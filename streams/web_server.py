@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics as M
-from .archive import open_archive
+from . import archive
 from .cases import CaseStore
 from .web.console import create_console_app
 from .web.live import LiveHub
@@ -42,10 +42,7 @@ class WorkerFleetView:
         return out
 
     def track(self, plate: str) -> list[dict]:
-        conn = open_archive(self.ctx.cfg.archive_path)
-        rows = conn.execute("SELECT ts_ms, lat, lon, speed_kmh FROM track_points WHERE plate=? "
-                            "ORDER BY ts_ms DESC LIMIT 500", (plate,)).fetchall()
-        return [dict(r) for r in reversed(rows)]
+        return archive.recent_track(archive.open_archive(self.ctx.cfg), plate, 500)
 
 
 def build_web_app(ctx) -> web.Application:
@@ -59,7 +56,7 @@ def build_web_app(ctx) -> web.Application:
         return web.json_response({"ready": ready, "faults": faults}, status=200 if ready else 503)
 
     ctx.live = ctx.live or LiveHub()
-    store = CaseStore(open_archive(ctx.cfg.archive_path), ctx.cfg, evidence_dir=ctx.data_dir / "evidence",
+    store = CaseStore(archive.open_archive(ctx.cfg), ctx.cfg, evidence_dir=ctx.data_dir / "evidence",
                       data_dir=ctx.data_dir)
 
     def case_actions(case_id, action, operator, reason=None, **kw):
@@ -78,7 +75,8 @@ async def start_web(faust_app, ctx) -> web.AppRunner:
     app = build_web_app(ctx)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", int(ctx.cfg["web.port"]))
+    site = web.TCPSite(runner, ctx.cfg["web.host"], int(ctx.cfg["web.port"]))
     await site.start()
-    log.info("console on port %s", ctx.cfg["web.port"])
+    ctx.web_address = runner.addresses[0][:2]       # the real port when web.port = 0
+    log.info("console on %s:%s", *ctx.web_address)
     return runner

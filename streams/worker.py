@@ -14,7 +14,7 @@ from roadwatch.models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics
-from .archive import open_archive
+from . import archive
 from .deadletter import send_dead_letter
 from .retry import Faults
 
@@ -30,14 +30,15 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     ctx = WorkerContext(cfg=cfg, registry=registry, registry_path=registry_path, data_dir=data_dir)
     ctx.topics = declare_topics(app, cfg)
     ctx.faults = Faults.from_config(cfg)
-    conn = open_archive(cfg.archive_path)
+    conn = archive.open_archive(cfg)
+    log.info("archive: %s %s (schema version %d)", conn.backend, conn.target, archive.current_version(conn))
     alerts_topic = ctx.topics[T.ALERTS]
 
     async def publish_alerts(alerts: list[dict], recv_ms: int | None, persist: bool = True) -> None:
         """To the alerts topic and the console now; to the archive now, or (``persist=False``, the GPS path)
         in the partition's next snapshot transaction — a crash before it replays the same alert ids."""
         if persist:
-            gps.save_alerts(conn, alerts)
+            archive.upsert_alerts(conn, alerts)
         now = time.time()
         for a in alerts:
             # send_soon: into the producer's buffer without a round trip through the event loop per alert
@@ -70,8 +71,9 @@ def announce_ready(ctx) -> None:
     if ctx.ready or not (ctx.assigned and ctx.web_up):
         return
     ctx.ready = True
-    port = ctx.cfg["web.port"]
-    print(f"{READY_LINE}: console http://127.0.0.1:{port}/ , metrics http://127.0.0.1:{port}/metrics", flush=True)
+    host, port = ctx.web_address or (ctx.cfg["web.host"], ctx.cfg["web.port"])
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"{READY_LINE}: console http://{host}:{port}/ , metrics http://{host}:{port}/metrics", flush=True)
 
 
 def _install_driver_events(app, ctx, wim_handler) -> None:
@@ -104,8 +106,9 @@ def _install_web(app, ctx) -> None:
 
 
 def _install_track_pruning(app, ctx, wim_handler) -> None:
-    """Truck track samples are only needed for the source-site look-back: keep twice that, by data time."""
-    keep_ms = int(2 * float(ctx.cfg["source.lookback_h"]) * 3_600_000)
+    """Track samples serve the source-site look-back and the console's playback: keep ``track.keep_h`` (at
+    least twice the look-back), by data time."""
+    keep_ms = int(max(2 * float(ctx.cfg["source.lookback_h"]), float(ctx.cfg["track.keep_h"])) * 3_600_000)
 
     @app.timer(600.0)
     async def prune_tracks():
@@ -185,7 +188,11 @@ def _install_broker_watch(app, bootstrap: str) -> None:
 def run_worker(cfg: Config, bootstrap: str, registry_path: str | None, loglevel: str = "warning") -> int:
     import faust
     app, _ctx = build_worker(cfg, bootstrap, registry_path)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, stdout=sys.stdout, stderr=sys.stderr)
+    # print() stays plain stdout (faust would log it as a WARNING); no colours or cursor codes off a TTY
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, stdout=sys.stdout, stderr=sys.stderr,
+                          redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        worker.spinner = None          # its cursor-hiding escape codes would land in logs and pipes
     try:
         worker.execute_from_commandline()
     except SystemExit as e:

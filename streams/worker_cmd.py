@@ -16,7 +16,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    from roadwatch.models.registry import load_registry
+
+    from .proclock import LOCK_NAME, check_port_free, hold
     from .worker import run_worker
+    # expected failures before anything starts: one line on stderr, exit 2 (cli.py)
+    load_registry(args.registry)
+    port = int(cfg["web.port"])
+    check_port_free(cfg["web.host"], port)
+    hold(cfg.data_dir / LOCK_NAME, f"roadwatch worker (console port {port})", shared=True)
     with kafka_bootstrap(cfg) as bootstrap:
         if not os.environ.get("ROADWATCH_KAFKA"):
             print(f"embedded broker on {bootstrap}", flush=True)

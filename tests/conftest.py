@@ -8,3 +8,10 @@ if str(ROOT) not in sys.path:
 
 ARTIFACTS = ROOT / "test-artifacts"
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+# PostgreSQL for the archive tests (tests/pg_support.py): pg_server, pg_url, archive_target (sqlite | postgresql)
+from pg_support import archive_target, pg_server, pg_url, stop_server  # noqa: E402,F401
+
+
+def pytest_sessionfinish(session, exitstatus):
+    stop_server()

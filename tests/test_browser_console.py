@@ -63,8 +63,8 @@ def test_console_end_to_end(tmp_path):
             page.wait_for_selector("body[data-ready='1']")
             expect(page.locator("#who")).to_have_text("ops (operator)")
             expect(page.locator(".alert[data-id='a1']")).to_contain_text("冀A10001")
-            expect(page.locator("circle.veh")).to_have_count(3)
-            expect(page.locator("circle.veh[data-plate='冀A20001']")).to_have_class("veh stopped")
+            expect(page.locator("#map")).to_have_attribute("data-vehicles", "3")       # canvas-drawn (map.js)
+            assert page.evaluate("rwMap.vehicles.find((v) => v.plate === '冀A20001').state") == "stopped"
 
             # a live alert: published by the worker side, shown in the feed and on the map
             assert _wait(lambda: hub.subscribers >= 1), "the page did not open the live stream"
@@ -76,7 +76,7 @@ def test_console_end_to_end(tmp_path):
             expect(row).to_contain_text("冀A20001")
             expect(row).to_contain_text("安达危货")
             expect(row).to_contain_text("市区禁行区")
-            expect(page.locator("circle.alert-mark[data-alert-id='geofence_enter|冀A20001|1']")).to_have_count(1)
+            page.wait_for_function("() => rwMap.alerts.some((a) => a.alert_id === 'geofence_enter|冀A20001|1')")
             expect(page.locator("#high-banner")).to_be_visible()
             # a replay with the same id updates the row in place
             hub.publish_alert({**alert, "end_ts": "2024-05-06T09:09:00+08:00"})
@@ -96,10 +96,12 @@ def test_console_end_to_end(tmp_path):
             assert shot.stat().st_size > 5_000
 
             # click a vehicle → its track and recent alerts
-            page.click("circle.veh[data-plate='冀A10001']", force=True)
+            pt = page.evaluate("rwMap.screenPoint('冀A10001')")
+            box = page.locator("#map").bounding_box()
+            page.mouse.click(box["x"] + pt["x"], box["y"] + pt["y"])
             expect(page.locator("#vehicle-panel")).to_be_visible()
             expect(page.locator("#vehicle-body")).to_contain_text("平安客运")
-            expect(page.locator("polyline.track")).to_have_count(1)
+            expect(page.locator("#map")).to_have_attribute("data-track-segments", "1")   # its recent track
 
             # overload case: open, review, confirm, audit trail
             page.click("button[data-view='cases']")

@@ -60,6 +60,37 @@ def test_dockerfile_entrypoint_is_the_cli():
     assert 'ENTRYPOINT ["roadwatch"]' in text
 
 
+def test_two_workers_share_only_kafka_and_the_postgresql_archive():
+    from urllib.parse import urlparse
+    s = load()["services"]
+    pg = s["postgres"]
+    assert pg["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert any(v.startswith("postgres-data:") for v in pg["volumes"])
+    workers = [n for n, svc in s.items() if svc.get("command") == ["worker"]]
+    assert len(workers) == 2, workers
+    data_volumes = set()
+    for n in workers + ["migrate"]:
+        env = s[n]["environment"]
+        url = urlparse(env["ROADWATCH_ARCHIVE"].replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD for the archive}", "pw"))
+        assert url.scheme == "postgresql" and url.hostname == "postgres" and url.port == 5432, n
+        assert url.username == pg["environment"]["POSTGRES_USER"] and url.path == "/" + pg["environment"]["POSTGRES_DB"]
+        if n == "migrate":
+            continue
+        assert env["ROADWATCH_KAFKA"] == "kafka:9092"
+        assert s[n]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        data = [v.split(":")[0] for v in s[n].get("volumes", []) if v.split(":")[1] == "/data"]
+        assert len(data) == 1, n
+        data_volumes.add(data[0])
+        assert "paths.archive" not in env["ROADWATCH_SET"]      # no SQLite file of their own
+    assert len(data_volumes) == 2                               # each worker its own data directory
+    assert s["migrate"]["command"] == ["archive", "migrate"]
+    assert s["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    assert {f"{n}:6066" for n in workers} <= targets
+
+
 def test_gateway_descriptor_limit_and_health():
     g = load()["services"]["gateway"]
     nofile = g["ulimits"]["nofile"]

@@ -275,7 +275,10 @@ def test_track_samples_views_and_counts():
     assert out.pings == out.attributed == 253 and out.qualified == 253
     pts = proc.sample_track()
     plates = {p[0] for p in pts}
-    assert plates == {PLATES[0], PLATES[2]}          # goods vehicles only (the bus is not sampled)
+    assert plates == {PLATES[0], PLATES[1], PLATES[2]}   # track.sample_all: every vehicle, the bus too
+    goods_only = PingProcessor(Config({"track.sample_all": False}), scenario_registry())
+    goods_only.process(cols(scenario()))
+    assert {p[0] for p in goods_only.sample_track()} == {PLATES[0], PLATES[2]}   # the bus is not sampled
     ts0 = [p[1] for p in pts if p[0] == PLATES[0]]
     assert all(b - a >= 60_000 for a, b in zip(ts0, ts0[1:]))
     assert proc.sample_track() == []

@@ -13,7 +13,7 @@ from roadwatch.models.records import BEIJING, Enterprise, Vehicle
 from roadwatch.models.registry import Registry
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import close_all, open_archive
-from roadwatch.streams.gps import save_day_rows
+from roadwatch.streams.archive import upsert_vehicle_days as save_day_rows
 from roadwatch.streams.monthly import close_months, previous_month
 
 
@@ -37,8 +37,8 @@ class _Topic:
         self.sent.append((key, value))
 
 
-def test_close_months_writes_and_publishes_once(tmp_path):
-    cfg = Config({"paths.data_dir": str(tmp_path)})
+def test_close_months_writes_and_publishes_once(tmp_path, archive_target):
+    cfg = Config({"paths.data_dir": str(tmp_path), "paths.archive": str(archive_target)})
     reg = Registry()
     reg.enterprises["E1"] = Enterprise(enterprise_id="E1", name="甲客运", county="望城区")
     reg.vehicles["湘A10001"] = Vehicle(plate="湘A10001", plate_color=2, category="客运班车", enterprise_id="E1")

@@ -87,9 +87,9 @@ def test_xlsx_has_the_figures_as_numbers(seed_report, tmp_path):
     assert wb["按企业"].max_row == 1 + 54
 
 
-def test_trend_and_month_on_month_from_the_archive(tmp_path):
+def test_trend_and_month_on_month_from_the_archive(archive_target):
     vs = fleet({"客运班车": 192})
-    conn = open_archive(tmp_path / "a.sqlite")
+    conn = open_archive(archive_target)
     cols = ("plate", "day", "pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
             "fatigue_s", "curfew_events", "offline_events", "updated_at")
     rows = ([vd(v["plate"], "2020-07-02") for v in vs[:191]] +      # 99.48 %

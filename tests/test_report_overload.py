@@ -1,6 +1,7 @@
 """Overload section: station statistics with 查处率, review queue, the Art. 66 escalations the lifecycle
-derives, and a funnel over every status — from a real SQLite archive whose cases went through the one
-workflow (streams/cases.py), expectations counted by hand."""
+derives, and a funnel over every status — from a real archive whose cases went through the one
+workflow (streams/cases.py), expectations counted by hand. The archive is SQLite and PostgreSQL
+(``archive_target``, tests/pg_support.py)."""
 import orjson
 import pytest
 
@@ -34,8 +35,8 @@ def act(store, cid, steps):
 
 
 @pytest.fixture
-def archive(tmp_path):
-    conn = open_archive(tmp_path / "archive.sqlite")
+def archive(archive_target):
+    conn = open_archive(archive_target)
     verdicts = [
         # S1: 8 passages, over-limit 4 (warning, 2 fines, 1 review)
         verdict("v1", "S1", "2020-07-01", "none", 0), verdict("v2", "S1", "2020-07-01", "none", 0),

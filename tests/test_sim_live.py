@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.skipif(bool(os.environ.get("ROADWATCH_KAFKA")), reason="uses the embedded broker")
 def test_simulate_then_check_gps_curfew(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ROADWATCH_SET", f'paths.data_dir="{tmp_path / "var"}"')
+    monkeypatch.setenv("ROADWATCH_SET", f'paths.data_dir="{tmp_path / "var"}";web.port=0')
     assert main(["simulate", "gps_curfew", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "feed.jsonl").stat().st_size > 0
     assert main(["scenario", "check", "gps_curfew"]) == 0
@@ -58,7 +58,7 @@ def test_record_then_replay_round_trip(tmp_path):
 def test_a_broken_rule_makes_scenario_check_fail(tmp_path, monkeypatch, capsys):
     """The worker runs with a deviating Art. 43 rounding (ceil instead of the floor the scenario's
     expectations are written for): `scenario check` must notice and exit 1."""
-    data = f'paths.data_dir="{tmp_path / "var"}"'
+    data = f'paths.data_dir="{tmp_path / "var"}";web.port=0'   # any free port: a demo may hold 6066
     monkeypatch.setenv("ROADWATCH_SET", data + ';overlimit.tonne_rounding="ceil"')
     assert main(["simulate", "wim_limits", "--out", str(tmp_path / "out")]) == 0
     monkeypatch.setenv("ROADWATCH_SET", data)

@@ -98,14 +98,12 @@ def test_points_after_the_reading_are_ignored_and_excerpt_is_geojson():
     assert len(geo["geometry"]["coordinates"]) == len(geo["properties"]["ts_ms"])
 
 
-def test_vectorised_search_is_fast_on_a_long_track():
-    import time
+def test_long_track_search_finds_the_stop_and_bounds_the_evidence_track():
+    # Speed is measured by `roadwatch bench`, not here: this checks the result on a 12 h, 1 Hz track.
     n = 43_200                                              # 12 h at 1 Hz
     ts = ms(T0) - np.arange(n, 0, -1, dtype=np.int64) * 1000
     lat = np.where(np.arange(n) < 3600, INSIDE[0], OUTSIDE[0])
     lon = np.where(np.arange(n) < 3600, INSIDE[1], OUTSIDE[1])
     sp = np.where(np.arange(n) < 3600, 0.0, 50.0)
-    t = time.perf_counter()
     r = find_loading_site(SITES, ts, lat, lon, sp, ms(T0), CFG)
     assert r["site_id"] == "Q1" and len(r["track"]["geometry"]["coordinates"]) <= 500
-    assert time.perf_counter() - t < 0.5

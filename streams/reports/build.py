@@ -6,7 +6,6 @@ the renderers (html/xlsx/csv) only format this dict. Everything numeric is compu
 """
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 
@@ -17,43 +16,15 @@ from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, 
 from roadwatch.models.records import format_ts
 from roadwatch.models.scoring import agency_score, enterprise_score
 
+from roadwatch.streams.archive import ArchiveConnection, report_tables
 from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
 
 from .narrative import narrative
 from .overload import overload_section
+from .platforms import platform_section
 from .write import write_report  # noqa: F401  (re-exported: streams.monthly imports it from here)
 
 MAX_EXCLUDED_LISTED = 1000   # the JSON lists this many excluded rows; counts cover all of them
-
-_VD_COLUMNS = ("plate, day, pings, qualified, km_total, km_incomplete, drift_points, overspeed_count, "
-               "fatigue_s, curfew_events, offline_events")
-
-
-def _fetch(conn: sqlite3.Connection, sql: str, args: tuple) -> list[dict]:
-    cur = conn.execute(sql, args)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
-
-
-def load_tables(conn: sqlite3.Connection, month: str, first_month: str) -> dict[str, list[dict]]:
-    """The rows a report needs: vehicle_day from ``first_month`` (trend window) to ``month``; the
-    overload tables of ``month``."""
-    start, _ = month_days(first_month)
-    m_start, m_end = month_days(month)
-    return {
-        "vehicle_day": _fetch(conn, f"SELECT {_VD_COLUMNS} FROM vehicle_day WHERE day >= ? AND day < ?",
-                              (start, m_end)),
-        "wim_verdicts": _fetch(conn, "SELECT station_id, plate, day, action, over_limit, excess_kg, fine_yuan, "
-                                     "review_reason, case_id FROM wim_verdicts WHERE day >= ? AND day < ?",
-                               (m_start, m_end)),
-        "cases": _fetch(conn, "SELECT case_id, plate, station_id, day, action, violation, fine_yuan, "
-                              "enterprise_id, driver_id, source_site_id, status, manifest FROM cases "
-                              "WHERE day >= ? AND day < ?", (m_start, m_end)),
-        "case_acts": _fetch(conn, "SELECT a.case_id, a.seq, a.action, a.at FROM case_acts a "
-                                  "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ? "
-                                  "ORDER BY a.case_id, a.seq", (m_start, m_end)),
-    }
-
 
 def _last_day(month: str) -> str:
     """YYYY-MM-DD of the month's last day: the date Art. 66 escalations are derived at."""
@@ -99,10 +70,10 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
     n_trend = max(int(cfg["report.trend_months"]), 2)
     first_month = shift_month(month, -(n_trend - 1))
 
-    if isinstance(conn_or_rows, sqlite3.Connection):
+    if isinstance(conn_or_rows, ArchiveConnection):
         store = CaseStore(conn_or_rows, cfg)
         store.migrate()                      # cases from before the lifecycle get their history first
-        tables: dict | None = load_tables(conn_or_rows, month, first_month)
+        tables: dict | None = report_tables(conn_or_rows, month, first_month)
         tables["escalations"] = store.escalations(_last_day(month))
     elif isinstance(conn_or_rows, Mapping):
         tables = {k: list(conn_or_rows.get(k) or []) for k in
@@ -134,10 +105,22 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
             field_ = "percent" if name in PERCENT_RATES else "value"
             series[name].append(None if rates is None else rates[name][field_])
 
+    # JT/T 809 platforms (平台连通率, 查岗响应率): only from an archive
+    if isinstance(conn_or_rows, ArchiveConnection):
+        platforms = platform_section(conn_or_rows, month, snapshot, cfg, registry)
+    else:
+        platforms = {"available": False, "items": [], "enterprise_platform": {},
+                     "reason": "未提供归档：无平台链路数据 (no archive given: platform link tables absent)"}
+    plat_rates = {p["center_id"]: p for p in platforms["items"]}
+
+    def check_rate(e: str) -> dict | None:
+        ctr = platforms["enterprise_platform"].get(e)
+        return None if ctr is None else {**plat_rates[ctr]["inspection_response_rate"], "center_id": ctr}
+
     # scores and rankings
     agency = agency_score(cur.rates, cfg)
     county_scores = {c: agency_score(r, cfg) for c, r in cur.by_county.items()}
-    ent_scores = {e: enterprise_score(r, cur.rates, cfg) for e, r in cur.by_enterprise.items()}
+    ent_scores = {e: enterprise_score(r, cur.rates, cfg, check_rate(e)) for e, r in cur.by_enterprise.items()}
     ent_names = {e: (registry.enterprises[e].name if e in registry.enterprises else e) for e in cur.by_enterprise}
     size = cfg["report.ranking_size"]
 
@@ -204,6 +187,7 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
             "counties": _ranking(county_scores, {}, cur.by_county, size),
         },
         "enterprises": enterprises,
+        "platforms": platforms,
         "overload": overload,
         "trace": {
             "rows_used": sum(v["rows_used"] for v in trace_vehicles),

@@ -6,6 +6,7 @@ from html import escape
 from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
 from .charts import grouped_bars, hbar_chart, line_chart
+from .labels import basis_label, reason_label
 from .narrative import fmt_number
 
 CSS = """
@@ -88,7 +89,25 @@ def _score_table(score: dict | None) -> str:
                    f"<td>{_e(fmt_number(c['weight']))}</td><td>{_e(fmt_number(c['points']))}</td>"
                    f"<td class=t>{_e(c['rule'])}{'；' + _e(c['reason']) if c.get('reason') else ''}</td></tr>")
     out.append(f"<tr><th class=t>合计</th><td></td><td>{_e(fmt_number(score['max_points']))}</td>"
-               f"<th>{_e(fmt_number(score['total']))}</th><td class=t>依据：{_e(score['basis'])}</td></tr></table>")
+               f"<th>{_e(fmt_number(score['total']))}</th><td class=t>依据：{_e(basis_label(score['basis']))}</td></tr></table>")
+    return "".join(out)
+
+
+def _platforms(pl: dict) -> str:
+    """平台考核: 平台连通率 and 查岗响应率 per JT/T 809 lower platform, numerator and denominator shown."""
+    if not pl.get("available"):
+        return f"<p class=null>{_e(pl.get('reason') or '无平台数据')}</p>"
+    out = ["<table><tr><th class=t>下级平台</th><th>转发车辆</th><th>累计在线(分钟)</th><th>总时间(分钟)</th>"
+           "<th>平台连通率</th><th>查岗响应次数</th><th>查岗次数</th><th>查岗响应率</th><th class=t>查岗明细</th></tr>"]
+    for p in pl["items"]:
+        c, i = p["connectivity_rate"], p["inspection_response_rate"]
+        t = i["trace"]
+        out.append(f"<tr><td class=t>{_e(p['name'])} ({p['center_id']})</td><td>{p['vehicles']}</td>"
+                   f"{_cell(c['numerator'])}{_cell(c['denominator'])}{_cell(c['percent'], '%')}"
+                   f"{_cell(i['numerator'])}{_cell(i['denominator'])}{_cell(i['percent'], '%')}"
+                   f"<td class=t>按时 {t['answered']}，超时 {t['late']}，未答 {t['missed']}，未送达 {t['undeliverable']}，"
+                   f"待答 {t['pending']}</td></tr>")
+    out.append("</table>")
     return "".join(out)
 
 
@@ -107,7 +126,7 @@ def _overload(ov: dict) -> str:
                    f" ({q['numerator']}/{q['denominator']})</td></tr>")
     out.append("</table><h3>人工审核队列（按原因）</h3><table><tr><th class=t>原因</th><th>数量</th><th>待审核</th></tr>")
     for reason, r in ov["review_queue"].items():
-        out.append(f"<tr><td class=t>{_e(reason)}</td><td>{r['count']}</td><td>{r['open']}</td></tr>")
+        out.append(f"<tr><td class=t>{_e(reason_label(reason))}</td><td>{r['count']}</td><td>{r['open']}</td></tr>")
     out.append("</table><h3>“一超四罚”：《公路安全保护条例》第六十六条（截至月末，按处罚决定日）</h3>"
                "<table><tr><th class=t>对象</th><th>涉及案件</th><th>涉及主体</th><th class=t>处理建议</th></tr>")
     for target, t in ov["escalations"]["targets"].items():
@@ -148,7 +167,7 @@ def render_html(report: dict) -> str:
         hbar_chart([(i["id"], i["score"]) for i in county_rank["top"]], "区县考核得分排名", 100, "分"),
     ]
     tr = report["trace"]
-    excluded = "，".join(f"{k}: {v}" for k, v in tr["rows_excluded"].items()) or "无"
+    excluded = "，".join(f"{reason_label(k)} {v} 条" for k, v in tr["rows_excluded"].items()) or "无"
     return "".join([
         '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
@@ -163,6 +182,7 @@ def render_html(report: dict) -> str:
         _breakdown_table("按企业", report["by_enterprise"],
                          {k: v["name"] for k, v in report["enterprises"].items()}, report["scores"]["by_enterprise"]),
         _breakdown_table("按区县", report["by_county"], None, report["scores"]["by_county"]),
+        "<h2>平台考核（JT/T 809）</h2>", _platforms(report.get("platforms") or {}),
         "<h2>治超非现场执法</h2>", _overload(report["overload"]),
         f"<h2>数据追溯</h2><p>参与统计的车辆日记录 {tr['rows_used']} 条；剔除 {tr['excluded_rows_total']} 条（{_e(excluded)}）。"
         "逐车明细见 trace_vehicles.csv，剔除记录见 trace_excluded.csv。</p>",

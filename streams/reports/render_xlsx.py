@@ -11,6 +11,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 
 from roadwatch.models.rates import LABELS, PERCENT_RATES, RATE_NAMES
 
+from .labels import basis_label, reason_label
 from .render_csv import VEHICLE_COLUMNS
 
 HEAD_FILL = PatternFill("solid", fgColor="E8EEF5")
@@ -78,7 +79,7 @@ def _scores(wb, report: dict) -> None:
     if agency:
         for c in agency["components"].values():
             ws.append([c["label"], c["rate"], c["weight"], c["points"], c["rule"], c.get("reason") or ""])
-        ws.append(["合计", None, agency["max_points"], agency["total"], agency["basis"]])
+        ws.append(["合计", None, agency["max_points"], agency["total"], basis_label(agency["basis"])])
     ws.append([])
     ws.append(["企业考核（道路运输企业）"])
     start = ws.max_row + 1
@@ -111,7 +112,7 @@ def _overload(wb, report: dict) -> None:
     r = ws.max_row + 1
     _header(ws, r, ("审核原因", "数量", "待审核"))
     for reason, q in ov["review_queue"].items():
-        ws.append([reason, q["count"], q["open"]])
+        ws.append([reason_label(reason), q["count"], q["open"]])
     ws.append([])
     r = ws.max_row + 1
     _header(ws, r, ("一超四罚对象", "涉及案件", "涉及主体", "处理建议"))
@@ -130,6 +131,22 @@ def _overload(wb, report: dict) -> None:
     ws.column_dimensions["B"].width = 20
 
 
+def _platforms(wb, report: dict) -> None:
+    ws = wb.create_sheet("平台")
+    pl = report.get("platforms") or {}
+    if not pl.get("available"):
+        ws["A1"] = pl.get("reason") or "无平台数据"
+        return
+    _header(ws, 1, ("下级平台", "接入码", "转发车辆", "累计在线(分钟)", "总时间(分钟)", "平台连通率 %", "查岗响应次数",
+                    "查岗次数", "查岗响应率 %", "超时", "未答", "未送达"))
+    for p in pl["items"]:
+        c, i = p["connectivity_rate"], p["inspection_response_rate"]
+        ws.append([p["name"], p["center_id"], p["vehicles"], c["numerator"], c["denominator"], c["percent"],
+                   i["numerator"], i["denominator"], i["percent"], i["trace"]["late"], i["trace"]["missed"],
+                   i["trace"]["undeliverable"]])
+    ws.column_dimensions["A"].width = 24
+
+
 def _trace(wb, report: dict) -> None:
     ws = wb.create_sheet("追溯")
     _header(ws, 1, VEHICLE_COLUMNS)
@@ -146,6 +163,7 @@ def render_xlsx(report: dict) -> bytes:
                report["scores"]["by_enterprise"])
     _breakdown(wb, "按区县", report["by_county"], None, report["scores"]["by_county"])
     _scores(wb, report)
+    _platforms(wb, report)
     _overload(wb, report)
     _trace(wb, report)
     buf = io.BytesIO()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 from aiohttp import web
@@ -30,8 +30,8 @@ from roadwatch.models.config import Config
 from roadwatch.models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, format_ts
 from roadwatch.models.registry import Registry
 from roadwatch.streams.archive import close_all, open_archive, register_schema
-from roadwatch.streams.web import auth
 from roadwatch.streams.cases import CaseActionError, CaseStore
+from roadwatch.streams.web import auth, handling, report_jobs, search, tracks
 from roadwatch.streams.web.fleet_status import today_status
 from roadwatch.streams.web.live import FleetView, LiveHub, sse_frame
 from roadwatch.streams.web.places import Places
@@ -65,7 +65,7 @@ class ArchiveDB:
     """Runs archive functions ``fn(conn, *args)`` on one dedicated thread (its own connection)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = path          # a SQLite path or a postgresql:// URL (Path() would break the URL)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-db")
 
     def call(self, fn: Callable, *args):
@@ -93,6 +93,7 @@ class ConsoleState:
     evidence_root: Path
     reports_dir: Path
     own_handlers: frozenset = frozenset()   # routes the console registered (the only ones it guards)
+    csp: str = CSP                          # with the base-map tile origin in img-src when one is set
 
 
 STATE = web.AppKey("roadwatch_console", ConsoleState)
@@ -142,6 +143,13 @@ async def _body(request: web.Request) -> dict:
 
 def _today() -> str:
     return datetime.now(BEIJING).strftime("%Y-%m-%d")
+
+
+def _feed_day(vehicles: list[dict]) -> str:
+    """"Today" by the feed's clock (the newest position), so a replay ahead of or behind the wall clock
+    shows its own day; the wall clock when no vehicle has reported."""
+    newest = max((str(v.get("ts") or v.get("last_ts") or "") for v in vehicles), default="")
+    return newest[:10] if _DAY.fullmatch(newest[:10]) else _today()
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -202,10 +210,20 @@ async def index_page(request: web.Request) -> web.StreamResponse:
 @public
 async def static_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    path = STATIC_DIR / name
-    if not _SEGMENT.fullmatch(name) or not path.is_file():
+    parts = name.split("/")
+    path = STATIC_DIR.joinpath(*parts)
+    if len(parts) > 4 or not all(_SEGMENT.fullmatch(p) for p in parts) or not path.is_file():
         raise web.HTTPNotFound()
-    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+    # the vendored libraries and boundaries never change within a release
+    cache = "public, max-age=86400" if parts[0] == "vendor" else "no-cache"
+    return web.FileResponse(path, headers={"Cache-Control": cache})
+
+
+async def case_print_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "case-print.html", headers={"Cache-Control": "no-cache"})
+
+
+case_print_page._rw_depth = 2          # served at case/<id>/print: the login page is ../../login
 
 
 @public
@@ -258,6 +276,9 @@ async def api_me(request: web.Request) -> web.Response:
     return _json({
         "username": s.username, "role": s.role, "csrf": s.csrf, "expires_at": s.expires_at,
         "fleet_refresh_s": st.cfg["web.fleet_refresh_s"],
+        "map": {"tile_url": st.cfg["web.tile_url"], "tile_crs": st.cfg["web.tile_crs"],
+                "attribution": st.cfg["web.tile_attribution"], "boundaries": st.cfg["web.boundaries"],
+                "track_sample_s": st.cfg["source.track_sample_s"]},
         "alert_types": ALERT_TYPES, "categories": CATEGORIES, "counties": counties,
         "enterprises": [{"id": e.enterprise_id, "name": e.name, "county": e.county}
                         for e in reg.enterprises.values()],
@@ -275,7 +296,7 @@ def _where(filters: dict) -> tuple[str, list]:
 
 def _query_alerts(conn, type_: str | None, plate: str | None, day: str | None, limit: int) -> list[dict]:
     sql = ("SELECT a.alert_id, a.type, a.plate, a.start_ts, a.end_ts, a.severity, a.lat, a.lon, a.late, "
-           "a.details, k.operator AS ack_by, k.ts AS ack_ts FROM alerts a "
+           "a.details, k.operator AS ack_by, k.ts AS ack_ts, k.note AS ack_note FROM alerts a "
            "LEFT JOIN alert_acks k ON k.alert_id = a.alert_id")
     cond, args = _where({"a.type": type_, "a.plate": plate, "a.day": day})
     sql += cond + " ORDER BY a.start_ts DESC LIMIT ?"
@@ -287,9 +308,10 @@ def _acks_for(conn, ids: list[str]) -> dict[str, dict]:
     out = {}
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        q = f"SELECT alert_id, operator, ts FROM alert_acks WHERE alert_id IN ({','.join('?' * len(chunk))})"
+        q = (f"SELECT alert_id, operator, ts, note FROM alert_acks "
+             f"WHERE alert_id IN ({','.join('?' * len(chunk))})")
         for r in conn.execute(q, chunk):
-            out[r["alert_id"]] = {"ack_by": r["operator"], "ack_ts": r["ts"]}
+            out[r["alert_id"]] = {"ack_by": r["operator"], "ack_ts": r["ts"], "ack_note": r["note"]}
     return out
 
 
@@ -419,8 +441,16 @@ def _track_point(p: dict) -> dict:
 async def api_vehicles(request: web.Request) -> web.Response:
     st = request.app[STATE]
     vs = st.fleet.vehicles()
-    return _json({"ts": format_ts(datetime.now(timezone.utc)),
-                  "vehicles": [_vehicle_row(v, st.registry) for v in vs]})
+    rows = [_vehicle_row(v, st.registry) for v in vs]
+    platforms = await st.db.run(_vehicle_platforms)
+    for row in rows:
+        row["platform"] = platforms.get(row["plate"])      # JT/T 809 centre id that forwards it (None: direct)
+    return _json({"ts": format_ts(datetime.now(timezone.utc)), "vehicles": rows})
+
+
+def _vehicle_platforms(conn) -> dict[str, int]:
+    from .platforms_api import vehicle_platforms
+    return vehicle_platforms(conn)
 
 
 async def api_vehicle(request: web.Request) -> web.Response:
@@ -439,7 +469,9 @@ async def api_vehicle(request: web.Request) -> web.Response:
     info = rv.asdict() if rv is not None else {"plate": plate}
     ent = st.registry.enterprises.get(info.get("enterprise_id", ""))
     info["enterprise"] = ent.name if ent else ""
-    return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None,
+    info["platform"] = (await st.db.run(_vehicle_platforms)).get(plate)
+    cases = (await st.db.run(_query_cases, None, plate, None, 20, 0))["cases"]
+    return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None, "cases": cases,
                   "track": [_track_point(p) for p in st.fleet.track(plate)],
                   "alerts": sorted(alerts.values(), key=lambda a: str(a.get("start_ts")), reverse=True)[:20]})
 
@@ -621,7 +653,7 @@ def _fleet_rows(conn, day: str) -> tuple[list[dict], dict[str, int], dict[str, i
 
 async def api_fleet_status(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    day = request.query.get("day") or _today()
+    day = request.query.get("day") or _feed_day(st.fleet.vehicles())
     if not _DAY.fullmatch(day):
         return _error(400, "bad_param", "day must be YYYY-MM-DD")
     rows, alerts, cases = await st.db.run(_fleet_rows, day)
@@ -655,7 +687,7 @@ async def api_report_file(request: web.Request) -> web.StreamResponse:
     month, name = request.match_info["month"], request.match_info["name"]
     if not _MONTH.fullmatch(month) or not _SEGMENT.fullmatch(name):
         return _error(404, "not_found", "no such report")
-    root = st.reports_dir.resolve()
+    root = (st.reports_dir / "preview" if "/report-previews/" in request.path else st.reports_dir).resolve()
     f = (root / month / name).resolve()
     if not _inside(f, root / month) or not f.is_file():
         return _error(404, "not_found", "no such report")
@@ -730,7 +762,8 @@ async def security_middleware(request: web.Request, handler):
     if sess is None:
         if _is_api(request):
             return _error(401, "not_signed_in", "sign in first")
-        raise web.HTTPFound("login")
+        # relative, so any mount prefix works: one "../" per directory level of the page (case/<id>/print)
+        raise web.HTTPFound("../" * getattr(h, "_rw_depth", 0) + "login")
     need = getattr(h, "_rw_role", "viewer")
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")
@@ -747,12 +780,22 @@ async def security_middleware(request: web.Request, handler):
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     h = response.headers
-    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("Content-Security-Policy", request.app[STATE].csp if STATE in request.app else CSP)
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("X-Frame-Options", "DENY")
     h.setdefault("Referrer-Policy", "same-origin")
     if _is_api(request):
         h.setdefault("Cache-Control", "no-store")
+
+
+def csp_for(tile_url: str) -> str:
+    """The CSP, letting images load from the tile server's origin (only) when a base map is configured."""
+    if not tile_url:
+        return CSP
+    u = urlsplit(tile_url.replace("{s}", "*"))
+    if u.scheme not in ("http", "https") or not u.netloc:
+        return CSP
+    return CSP.replace("img-src 'self' data:", f"img-src 'self' data: {u.scheme}://{u.netloc}")
 
 
 def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Registry | None, live: LiveHub,
@@ -780,6 +823,7 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
         limiter=auth.LoginLimiter(cfg["web.login_max_failures"], cfg["web.login_window_s"]),
         data_dir=data_dir, evidence_root=Path(evidence_dir) if evidence_dir else data_dir / "evidence",
         reports_dir=Path(reports_dir) if reports_dir else data_dir / "reports")
+    state.csp = csp_for(cfg["web.tile_url"])
     app = web.Application(middlewares=[security_middleware], client_max_size=64 * 1024)
     app[STATE] = state
     app.on_response_prepare.append(_security_headers)
@@ -795,7 +839,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r = app.router
     r.add_get("/", index_page)
     r.add_get("/login", login_page)
-    r.add_get("/static/{name}", static_file)
+    r.add_get("/static/{name:.+}", static_file)
+    r.add_get("/case/{case_id}/print", case_print_page)
     r.add_post("/api/login", api_login)
     r.add_post("/api/logout", api_logout)
     r.add_get("/api/me", api_me)
@@ -811,10 +856,21 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_get("/api/cases/{case_id}/evidence/{name:.+}", api_evidence)
     r.add_get("/api/fleet/status", api_fleet_status)
     r.add_get("/api/reports", api_reports)
+    r.add_get("/api/reports/months", report_jobs.api_report_months)
+    r.add_post("/api/reports/{month}/generate", report_jobs.api_report_generate)
     r.add_get("/api/reports/{month}/{name}", api_report_file)
+    r.add_get("/api/report-previews/{month}/{name}", api_report_file)
+    r.add_get("/api/tracks/{plate}", tracks.api_track)
+    r.add_get("/api/area", tracks.api_area_search)
+    r.add_get("/api/search", search.api_search)
+    r.add_get("/api/tree", search.api_tree)
+    r.add_get("/api/alerts/{alert_id}/notes", handling.api_notes)
+    r.add_post("/api/alerts/{alert_id}/notes", handling.api_add_note)
     r.add_get("/api/users", api_users)
     r.add_post("/api/users", api_user_save)
     r.add_delete("/api/users/{username}", api_user_delete)
+    from .platforms_api import add_routes as add_platform_routes   # JT/T 809 platforms (streams/jt809)
+    add_platform_routes(r)
     state.own_handlers = frozenset(route.handler for route in r.routes())
     return app
 

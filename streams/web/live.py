@@ -290,7 +290,7 @@ class InMemoryFleet:
             raise ValueError(f"state must be one of {VEHICLE_STATES}")
         prev = self._vehicles.get(plate, {})
         self._vehicles[plate] = {
-            "plate": plate, "lat": lat, "lon": lon, "state": state, "ts": ts,
+            "plate": plate, "lat": lat, "lon": lon, "state": state, "ts": ts, "speed_kmh": speed_kmh,
             "category": category or prev.get("category", ""),
             "enterprise_id": enterprise_id or prev.get("enterprise_id", ""),
             "county": county or prev.get("county", ""),

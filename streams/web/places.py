@@ -53,7 +53,7 @@ class Places:
             d = 2 * _R_KM * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
             i = int(np.argmin(d))
             if d[i] <= NEAR_KM:
-                return f"{self._stations[i].name}附近 near {self._stations[i].name}"
+                return f"{self._stations[i].name}附近"
         return f"{lat:.5f}, {lon:.5f}"
 
     def map_data(self) -> dict:

@@ -1,6 +1,8 @@
-// roadwatch operator console. Plain ES module, no build step, no CDN.
+// roadwatch operator console. Plain ES module, no build step, no CDN (Leaflet and supercluster are vendored).
 // Every piece of data reaches the DOM through textContent / attributes (never innerHTML).
 // Live alerts arrive by Server-Sent Events; vehicle positions are refreshed as JSON every few seconds.
+
+import {ConsoleMap, SPEED_BINS} from "./map.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const TYPE_LABELS = {
@@ -30,6 +32,7 @@ function el(tag, attrs = {}, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
+    else if (k === "style") e.style.cssText = v;          // CSSOM: the CSP refuses style attributes
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : v);
   }
@@ -195,223 +198,89 @@ for (const [id, key] of [["f-type", "type"], ["f-category", "category"], ["f-ent
   $(id).addEventListener("change", (ev) => { state.filters[key] = ev.target.value; renderAlerts(); applyVehicleFilter(); });
 }
 
-// --- offline map (SVG, projected from our own registry data) -------------------------------------------------------
-const map = {svg: $("map"), view: null, home: null, lat0: 35, lon0: 110, layers: {}};
-const KX = () => 111.32 * Math.cos(map.lat0 * Math.PI / 180);
-const proj = (lon, lat) => [(lon - map.lon0) * KX(), (map.lat0 - lat) * 110.57];     // km, y down
-const unproj = (x, y) => [x / KX() + map.lon0, map.lat0 - y / 110.57];
-function pxSize() {   // map units per screen pixel
-  const r = map.svg.getBoundingClientRect();
-  return map.view ? Math.max(map.view[2] / Math.max(r.width, 1), map.view[3] / Math.max(r.height, 1)) : 1;
-}
+// --- map (Leaflet + canvas vehicles; see map.js) ---------------------------------------------------------------
+const STATE_LABELS = {moving: "行驶", stopped: "停车", offline: "离线", alerting: "告警", no_data: "无数据"};
+const VERDICT_LABELS = {fine: "罚款", warning: "警告", review: "人工审核", pass: "未超限", none: "未超限"};
+const REVIEW_REASONS = {calibration_invalid: "计量检定失效", unknown_plate: "车牌未登记", low_confidence: "车牌识别置信度低",
+  plate_unreadable: "车牌无法识别", not_in_population: "不在统计范围", device_fault: "设备故障", suspect: "数据可疑"};
+const FATIGUE_KINDS = {continuous_day: "日间连续驾驶", continuous_night: "夜间连续驾驶", continuous: "连续驾驶", cumulative_24h: "24 小时累计驾驶"};
+let cmap = null;
+const prevPos = new Map();        // plate → [lat, lon, heading]: headings from successive positions
 
-function initMapLayers() {
-  map.svg.replaceChildren();
-  for (const name of ["zones", "sites", "tracks", "stations", "labels", "vehicles", "alerts"]) {
-    map.layers[name] = svg("g", {class: "layer-" + name});
-    map.svg.append(map.layers[name]);
-  }
+function fmtTs(ts) {              // ISO with offset → Beijing "MM-DD HH:MM:SS"
+  if (!ts) return "—";
+  const d = new Date(ts);
+  if (isNaN(d)) return String(ts);
+  const b = new Date(d.getTime() + 8 * 3600e3).toISOString();
+  return b.slice(5, 10) + " " + b.slice(11, 19);
 }
-
-function setView(v) {
-  map.view = v;
-  map.svg.setAttribute("viewBox", v.join(" "));
-  rescaleMarks();
+function fmtDur(s) {
+  if (s === null || s === undefined) return "—";
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (h ? `${h} 小时 ` : "") + (h || m ? `${m} 分 ` : "") + `${r} 秒`;
 }
+const kmh = (v) => (v === null || v === undefined) ? "—" : `${Number(v).toFixed(1)} km/h`;
 
-function fitBounds(lons, lats) {
-  if (!lons.length) return;
-  const [x0, y0] = proj(Math.min(...lons), Math.max(...lats));
-  const [x1, y1] = proj(Math.max(...lons), Math.min(...lats));
-  const w = Math.max(x1 - x0, 2), h = Math.max(y1 - y0, 2), m = 0.1;
-  // extra room at the bottom: the legend overlays the lowest ~60 px
-  map.home = [x0 - w * m, y0 - h * m, w * (1 + 2 * m), h * (1 + 2 * m + 0.12)];
-  setView(map.home.slice());
+function describeVehicle(v) {
+  return `${v.plate} · ${STATE_LABELS[v.state] || v.state} · ${v.category || "未登记"} · ${v.enterprise || ""} · ${kmh(v.speed_kmh)} · ${fmtTs(v.ts)}`;
 }
+function describeAlert(a) { return `${TYPE_LABELS[a.type] || a.type} · ${a.plate} · ${a.location || ""} · ${fmtTs(a.start_ts)}`; }
 
-function fitIfNeeded() {
-  if (!map.home) fitAll();
-  else rescaleMarks();
-}
-
-function fitAll() {
-  const lons = [], lats = [];
-  const d = state.mapData;
-  if (d && d.bbox) { lons.push(d.bbox[0], d.bbox[2]); lats.push(d.bbox[1], d.bbox[3]); }
-  for (const v of state.vehicles.values()) if (v.lat !== null && v.lon !== null) { lons.push(v.lon); lats.push(v.lat); }
-  if (lons.length) {
-    map.lat0 = (Math.min(...lats) + Math.max(...lats)) / 2;
-    map.lon0 = (Math.min(...lons) + Math.max(...lons)) / 2;
-    drawStatic();
-    for (const v of state.vehicles.values()) placeVehicle(v);
-    for (const a of state.alerts.values()) drawAlertMark(a);
-    fitBounds(lons, lats);
-  }
-}
-
-function polyPoints(poly) { return poly.map(([lon, lat]) => proj(lon, lat).map((c) => c.toFixed(4)).join(",")).join(" "); }
-
-function drawStatic() {
-  const d = state.mapData;
-  if (!d) return;
-  const {zones, sites, stations, labels} = map.layers;
-  zones.replaceChildren(...d.zones.map((z) => {
-    const p = svg("polygon", {class: "zone " + (z.kind || ""), points: polyPoints(z.polygon)});
-    p.append(svg("title")); p.lastChild.textContent = `${z.name} (${z.kind === "expressway" ? "高速 expressway" : "禁行区 restricted"})`;
-    return p;
-  }));
-  sites.replaceChildren(...d.sites.map((s) => {
-    const p = svg("polygon", {class: "site", points: polyPoints(s.polygon)});
-    p.append(svg("title")); p.lastChild.textContent = `货源单位 source site: ${s.name} ${s.kind || ""}`;
-    return p;
-  }));
-  stations.replaceChildren(...d.stations.map((s) => {
-    const [x, y] = proj(s.lon, s.lat);
-    const r = svg("rect", {class: "station", "data-x": x, "data-y": y, "data-px": 6});
-    r.append(svg("title")); r.lastChild.textContent = `治超站 WIM station: ${s.name}`;
-    return r;
-  }));
-  const lbl = [];
-  for (const s of d.stations) lbl.push([s.name, s.lon, s.lat, 9]);
-  for (const z of d.zones.concat(d.sites)) {
-    const n = z.polygon.length;
-    const lon = z.polygon.reduce((t, p) => t + p[0], 0) / n, lat = z.polygon.reduce((t, p) => t + p[1], 0) / n;
-    lbl.push([z.name, lon, lat, 0]);
-  }
-  labels.replaceChildren(...lbl.map(([name, lon, lat, dx]) => {
-    const [x, y] = proj(lon, lat);
-    const t = svg("text", {class: "label", "data-x": x, "data-y": y, "data-dx": dx});
-    t.textContent = name;
-    return t;
-  }));
-  rescaleMarks();
-}
-
-function drawScale(k) {
-  // a round distance close to 120 px wide
-  const target = 120 * k;
-  const pow = Math.pow(10, Math.floor(Math.log10(target)));
-  const km = [1, 2, 5, 10].map((m) => m * pow).filter((d) => d <= target).pop() || pow;
-  $("scale").firstChild.style.width = (km / k).toFixed(0) + "px";
-  $("scale").lastChild.textContent = km >= 1 ? `${km} km` : `${Math.round(km * 1000)} m`;
-}
-
-function rescaleMarks() {
-  const k = pxSize();
-  if (map.view) drawScale(k);
-  for (const r of map.layers.stations ? map.layers.stations.children : []) {
-    const s = 10 * k, x = +r.dataset.x, y = +r.dataset.y;
-    r.setAttribute("x", x - s / 2); r.setAttribute("y", y - s / 2); r.setAttribute("width", s); r.setAttribute("height", s);
-  }
-  for (const t of map.layers.labels ? map.layers.labels.children : []) {
-    t.setAttribute("x", +t.dataset.x + (+t.dataset.dx) * k); t.setAttribute("y", +t.dataset.y + 4 * k);
-    t.setAttribute("font-size", 12 * k);
-  }
-  for (const c of map.svg.querySelectorAll("[data-px]")) {
-    if (c.tagName === "circle") c.setAttribute("r", (+c.dataset.px) * k);
-  }
-}
-
-// wheel zoom around the cursor, drag to pan
-map.svg.addEventListener("wheel", (ev) => {
-  ev.preventDefault();
-  zoomAt(ev.deltaY < 0 ? 0.8 : 1.25, ev.clientX, ev.clientY);
-}, {passive: false});
-function zoomAt(f, cx, cy) {
-  if (!map.view) return;
-  const r = map.svg.getBoundingClientRect();
-  const [vx, vy, vw, vh] = map.view;
-  const k = pxSize();
-  // viewBox is centred with "meet": find the map point under the cursor
-  const ox = vx + (vw - r.width * k) / 2, oy = vy + (vh - r.height * k) / 2;
-  const mx = ox + ((cx ?? r.left + r.width / 2) - r.left) * k, my = oy + ((cy ?? r.top + r.height / 2) - r.top) * k;
-  setView([mx - (mx - vx) * f, my - (my - vy) * f, vw * f, vh * f]);
-}
-$("zoom-in").onclick = () => zoomAt(0.7);
-$("zoom-out").onclick = () => zoomAt(1.4);
-$("zoom-fit").onclick = () => { if (map.home) setView(map.home.slice()); };
-{
-  let drag = null;
-  map.svg.addEventListener("pointerdown", (ev) => {
-    if (ev.target.classList.contains("veh") || ev.target.classList.contains("alert-mark")) return;
-    drag = {x: ev.clientX, y: ev.clientY, view: map.view.slice(), k: pxSize()};
-    map.svg.setPointerCapture(ev.pointerId); map.svg.classList.add("dragging");
+function initMap() {
+  cmap = new ConsoleMap($("map"), state.me.map || {}, {
+    vehicle: (plate) => selectVehicle(plate), alert: (id) => focusAlert(id),
+    describe: describeVehicle, describeAlert,
   });
-  map.svg.addEventListener("pointermove", (ev) => {
-    if (!drag) return;
-    const v = drag.view;
-    map.view = [v[0] - (ev.clientX - drag.x) * drag.k, v[1] - (ev.clientY - drag.y) * drag.k, v[2], v[3]];
-    map.svg.setAttribute("viewBox", map.view.join(" "));
-  });
-  const end = () => { drag = null; map.svg.classList.remove("dragging"); };
-  map.svg.addEventListener("pointerup", end); map.svg.addEventListener("pointercancel", end);
+  window.rwMap = cmap;              // a handle for tests and the browser console
+  const b = (state.me.map || {}).boundaries;
+  return b ? cmap.loadBoundaries(`static/vendor/boundaries/${encodeURIComponent(b)}.json`) : Promise.resolve();
 }
-new ResizeObserver(() => rescaleMarks()).observe(map.svg);
+function fitAll() { if (cmap) cmap.fit(state.mapData && state.mapData.bbox, [...state.vehicles.values()]); }
+function fitIfNeeded() { if (cmap) cmap.map.invalidateSize(); }
 
-// vehicles
 function vehiclePasses(v) {
   const f = state.filters;
   return (!f.category || v.category === f.category) && (!f.enterprise || v.enterprise_id === f.enterprise)
     && (!f.county || v.county === f.county);
 }
-function placeVehicle(v) {
-  let c = map.svg.querySelector(`circle.veh[data-plate="${CSS.escape(v.plate)}"]`);
-  if (v.lat === null || v.lon === null) { if (c) c.remove(); return; }
-  const [x, y] = proj(v.lon, v.lat);
-  if (!c) {
-    c = svg("circle", {"data-plate": v.plate, "data-px": 5});
-    c.append(svg("title"));
-    c.addEventListener("click", (ev) => { ev.stopPropagation(); selectVehicle(v.plate); });
-    map.layers.vehicles.append(c);
-    c.setAttribute("r", 5 * pxSize());
-  }
-  c.setAttribute("class", `veh ${v.state}` + (v.plate === state.selectedPlate ? " selected" : "") + (vehiclePasses(v) ? "" : " hidden-by-filter"));
-  c.setAttribute("cx", x); c.setAttribute("cy", y);
-  c.firstChild.textContent = `${v.plate} · ${v.state} · ${v.enterprise || ""} · ${timeOf(v.ts)}`;
-}
-function applyVehicleFilter() { for (const v of state.vehicles.values()) placeVehicle(v); }
+function applyVehicleFilter() { if (cmap) cmap.setVehicles([...state.vehicles.values()].filter(vehiclePasses)); }
 
 async function refreshVehicles() {
   try {
     const res = await api("api/vehicles");
-    const seen = new Set();
-    for (const v of res.vehicles) { seen.add(v.plate); state.vehicles.set(v.plate, v); }
-    for (const p of [...state.vehicles.keys()]) if (!seen.has(p)) {
-      state.vehicles.delete(p);
-      const c = map.svg.querySelector(`circle.veh[data-plate="${CSS.escape(p)}"]`); if (c) c.remove();
+    state.vehicles.clear();
+    for (const v of res.vehicles) {
+      const p = prevPos.get(v.plate);
+      let heading = p ? p[2] : null;
+      if (p && v.lat !== null && (Math.abs(p[0] - v.lat) > 1e-4 || Math.abs(p[1] - v.lon) > 1e-4)) {
+        const y = Math.sin((v.lon - p[1]) * Math.PI / 180) * Math.cos(v.lat * Math.PI / 180);
+        const x = Math.cos(p[0] * Math.PI / 180) * Math.sin(v.lat * Math.PI / 180)
+          - Math.sin(p[0] * Math.PI / 180) * Math.cos(v.lat * Math.PI / 180) * Math.cos((v.lon - p[1]) * Math.PI / 180);
+        heading = (Math.atan2(y, x) * 180 / Math.PI + 360) % 360;
+      }
+      if (v.lat !== null) prevPos.set(v.plate, [v.lat, v.lon, heading]);
+      v.heading = v.heading ?? heading;
+      state.vehicles.set(v.plate, v);
     }
-    if (!map.home) fitAll();
-    for (const v of state.vehicles.values()) placeVehicle(v);
+    applyVehicleFilter();
     const counts = {moving: 0, stopped: 0, offline: 0, alerting: 0};
-    for (const v of state.vehicles.values()) counts[v.state] = (counts[v.state] || 0) + 1;
-    $("map-count").textContent = `车辆 ${state.vehicles.size} · 行驶 ${counts.moving} · 停车 ${counts.stopped} · 告警 ${counts.alerting} · 离线 ${counts.offline}`;
+    let monitored = 0;
+    for (const v of state.vehicles.values()) {
+      counts[v.state] = (counts[v.state] || 0) + 1;
+      if (MONITORED.has(v.category)) monitored += 1;
+    }
+    $("map-count").textContent = `地图车辆 ${state.vehicles.size}（两客一危 ${monitored}）· 行驶 ${counts.moving} · 停车 ${counts.stopped} · 告警 ${counts.alerting} · 离线 ${counts.offline}`;
+    if (!$("tree-panel").hidden) loadTree();
   } catch (e) { /* shown by the connection indicator; retried next tick */ }
 }
+const MONITORED = new Set(["客运班车", "旅游包车", "危险货物运输车辆"]);
 
-// alerts on the map
-function drawAlertMark(a, fresh = false) {
-  if (!map.layers.alerts) return;
-  let c = map.layers.alerts.querySelector(`[data-alert-id="${CSS.escape(a.alert_id)}"]`);
-  if (a.lat === null || a.lat === undefined || a.lon === null || a.lon === undefined || !passes(a)) { if (c) c.remove(); return; }
-  const [x, y] = proj(a.lon, a.lat);
-  if (!c) {
-    c = svg("circle", {"data-alert-id": a.alert_id, "data-px": 9});
-    c.append(svg("title"));
-    c.addEventListener("click", (ev) => { ev.stopPropagation(); focusAlert(a.alert_id); });
-    map.layers.alerts.append(c);
-    c.setAttribute("r", 9 * pxSize());
-  }
-  const sev = ["high", "medium", "low"].includes(a.severity) ? a.severity : "medium";
-  c.setAttribute("class", `alert-mark sev-${sev}` + (fresh ? " fresh" : ""));
-  c.setAttribute("cx", x); c.setAttribute("cy", y);
-  c.firstChild.textContent = `${TYPE_LABELS[a.type] || a.type} ${a.plate} ${a.location || ""} ${timeOf(a.start_ts)}`;
-  while (map.layers.alerts.children.length > MAX_ROWS) map.layers.alerts.firstChild.remove();
-}
+function drawAlertMark() { renderAlertMarks(); }
 function renderAlertMarks() {
-  if (!map.layers.alerts) return;
-  map.layers.alerts.replaceChildren();
-  for (const a of state.alerts.values()) drawAlertMark(a);
-  rescaleMarks();
+  if (!cmap) return;
+  clearTimeout(renderAlertMarks._t);
+  renderAlertMarks._t = setTimeout(() => cmap.setAlerts([...state.alerts.values()].filter(passes)), 50);
 }
 
 function focusAlert(id) {
@@ -419,69 +288,244 @@ function focusAlert(id) {
   if (!a) return;
   for (const r of document.querySelectorAll(".alert.selected")) r.classList.remove("selected");
   const row = $("alert-list").querySelector(`[data-id="${CSS.escape(id)}"]`);
-  if (row) row.scrollIntoView({block: "nearest"});
-  if (a.lat !== null && a.lat !== undefined && map.view) {
-    const [x, y] = proj(a.lon, a.lat);
-    const [, , w, h] = map.view;
-    setView([x - w / 2, y - h / 2, w, h]);
-  }
+  if (row) { row.classList.add("selected"); row.scrollIntoView({block: "nearest"}); }
+  if (a.lat !== null && a.lat !== undefined && cmap) cmap.panTo(a.lat, a.lon, 12);
   selectVehicle(a.plate, a);
 }
 
-// vehicle panel: registry info, recent track, recent alerts
+// --- vehicle panel: registry info, playback, alerts with handling notes, cases -----------------------------------
 async function selectVehicle(plate, fromAlert) {
   state.selectedPlate = plate;
-  applyVehicleFilter();
+  if (cmap) cmap.setSelected(plate);
   const panel = $("vehicle-panel"), body = $("vehicle-body");
   panel.hidden = false;
   body.replaceChildren(el("p", {class: "muted", text: "加载中 loading…"}));
   let res;
   try { res = await api("api/vehicles/" + encodeURIComponent(plate)); }
   catch (e) {
-    fill(body, el("h3", {text: plate}), el("p", {class: "muted", text: "无登记信息 not in the registry"}),
-                         fromAlert ? alertDetails(fromAlert) : null);
+    fill(body, el("h3", {text: plate}), el("p", {class: "muted", text: "未登记车辆 not in the registry"}),
+         fromAlert ? alertDetails(fromAlert) : null);
     return;
   }
   const v = res.vehicle, now = res.now;
-  const track = res.track || [];
-  map.layers.tracks.replaceChildren();
-  if (track.length > 1) {
-    map.layers.tracks.append(svg("polyline", {class: "track",
-      points: track.map((p) => proj(p.lon, p.lat).join(",")).join(" ")}));
-  }
-  const ack = (a) => canAct() && !a.ack_by
-    ? el("button", {class: "ack", "data-ack": a.alert_id, text: "确认收到 Ack", onclick: async (ev) => {
-        ev.stopPropagation();
-        try { await api(`api/alerts/${encodeURIComponent(a.alert_id)}/ack`, {method: "POST", body: {}}); toast("已确认 acknowledged"); }
-        catch (e) { toast("失败 failed: " + e.message); }
-      }}) : (a.ack_by ? el("small", {text: `已确认 ack: ${a.ack_by}`}) : null);
+  stopPlayback();
+  if (cmap) { if ((res.track || []).length > 1) cmap.showTrack(res.track); else cmap.clearTrack(); }   // the recent track
+  const handled = (a) => a.ack_by ? el("small", {class: "handled", text: `已处理 ${a.ack_by}`}) : el("small", {class: "open", text: "未处理"});
   fill(body,
-    el("h3", {text: `${plate} `}, el("span", {class: `badge`, text: now ? now.state : "—"})),
+    el("h3", {text: `${plate} `}, el("span", {class: `badge st-${now ? now.state : "no_data"}`, text: now ? STATE_LABELS[now.state] || now.state : "无数据"})),
     kvTable([["类别 Category", v.category], ["企业 Enterprise", v.enterprise], ["区县 County", v.county],
              ["道路运输证 Transport cert.", v.transport_cert_no], ["终端 Terminal", v.terminal_id],
-             ["最新位置 Last fix", now ? `${num(now.lat, 5)}, ${num(now.lon, 5)} @ ${timeOf(now.ts)}` : "—"],
-             ["轨迹点 Track points", String(track.length)]]),
+             ["最新位置 Last fix", now && now.lat !== null ? `${num(now.lat, 5)}, ${num(now.lon, 5)}（${fmtTs(now.ts)}）` : "—"],
+             ["速度 Speed", now ? kmh(now.speed_kmh) : "—"]]),
+    el("div", {class: "row-buttons"},
+      el("button", {class: "primary", id: "pb-open", text: "轨迹回放 Playback", onclick: () => openPlayback(plate)}),
+      now && now.lat !== null ? el("button", {text: "定位 Locate", onclick: () => cmap.panTo(now.lat, now.lon, 14)}) : null),
+    el("div", {id: "playback"}),
     fromAlert ? alertDetails(fromAlert) : null,
     el("h3", {text: "近期告警 Recent alerts"}),
-    res.alerts.length ? el("table", {class: "kv"}, ...res.alerts.map((a) => el("tr", {},
-      el("th", {text: timeOf(a.start_ts)}), el("td", {}, (TYPE_LABELS[a.type] || a.type) + " ", ack(a))))) :
+    res.alerts.length ? el("table", {class: "kv clickable"}, ...res.alerts.map((a) => el("tr", {"data-alert": a.alert_id, onclick: () => {
+        state.alerts.set(a.alert_id, state.alerts.get(a.alert_id) || a); selectVehicle(plate, state.alerts.get(a.alert_id)); }},
+      el("th", {text: fmtTs(a.start_ts)}), el("td", {}, (TYPE_LABELS[a.type] || a.type) + " ", handled(a))))) :
+      el("p", {class: "muted", text: "无 none"}),
+    el("h3", {text: "超限案件 Overload cases"}),
+    (res.cases || []).length ? el("table", {class: "kv clickable"}, ...res.cases.map((c) => el("tr", {"data-case-link": c.case_id, onclick: () => gotoCase(c.case_id)},
+      el("th", {text: fmtTs(c.ts)}), el("td", {text: `${VERDICT_LABELS[c.action] || c.action} · ${STATUS_LABELS[c.status] || c.status}`})))) :
       el("p", {class: "muted", text: "无 none"}),
   );
 }
-function alertDetails(a) {
-  const rows = [["告警 Alert", `${TYPE_LABELS[a.type] || a.type} (${a.severity})`], ["开始 Start", a.start_ts],
-                ["结束 End", a.end_ts || "—"], ["位置 Place", a.location]];
-  for (const [k, v] of Object.entries(a.details || {})) rows.push([k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
-  return el("div", {class: "section"}, el("h3", {text: "告警详情 Alert details"}), kvTable(rows));
+
+function gotoCase(caseId) { showView("cases"); openCase(caseId); }
+function gotoVehicle(plate) { showView("live"); selectVehicle(plate); const v = state.vehicles.get(plate); if (v && v.lat !== null) cmap.panTo(v.lat, v.lon, 13); }
+
+function detailRows(a) {
+  const d = a.details || {}, rows = [];
+  const add = (k, v) => { if (v !== undefined && v !== null && v !== "") rows.push([k, v]); };
+  switch (a.type) {
+    case "overspeed":
+      add("最高速度 Max speed", kmh(d.max_speed_kmh)); add("限速 Limit", kmh(d.limit));
+      add("持续时间 Duration", d.duration_s !== undefined ? fmtDur(d.duration_s) : null);
+      add("最短计入时长 Counted after", d.min_duration_s !== undefined ? `${d.min_duration_s} 秒` : null); break;
+    case "fatigue":
+      add("类型 Kind", FATIGUE_KINDS[d.kind] || "疲劳驾驶"); add("已驾驶 Driven", d.driving_h !== undefined ? `${Number(d.driving_h).toFixed(2)} 小时` : null);
+      add("限值 Limit", d.limit !== undefined ? `${Number(d.limit).toFixed(1)} 小时` : null); add("夜间 Night", d.night === undefined ? null : d.night ? "是" : "否"); break;
+    case "curfew":
+      add("速度 Speed", kmh(d.speed_kmh)); add("禁行时段 Curfew", d.window); break;
+    case "offline":
+      add("最后定位 Last seen", fmtTs(d.last_seen_ts)); add("离线判定 Offline after", d.limit !== undefined ? fmtDur(d.limit) : null);
+      add("离线时长 Silent for", d.silent_s !== undefined ? fmtDur(d.silent_s) : null); break;
+    case "geofence_enter": case "geofence_exit":
+      add("区域 Zone", d.zone_name || d.zone_id); break;
+    case "terminal_alarm":
+      add("报警 Alarm", d.name); add("报警位 Bit", d.bit); break;
+    case "overload":
+      add("处理 Verdict", VERDICT_LABELS[d.action] || d.action); add("总质量 Gross", d.gross_kg !== undefined ? `${Number(d.gross_kg).toLocaleString("zh-CN")} kg` : null);
+      add("限值 Limit", d.limit_kg !== undefined ? `${Number(d.limit_kg).toLocaleString("zh-CN")} kg` : null);
+      add("超限 Excess", d.excess_kg !== undefined && d.excess_kg !== null ? `${Number(d.excess_kg).toLocaleString("zh-CN")} kg（${num(d.excess_pct, 1)} %）` : null);
+      add("罚款 Fine", d.fine_yuan !== undefined ? `${d.fine_yuan} 元` : null);
+      add("审核原因 Review reason", d.review_reason ? (REVIEW_REASONS[d.review_reason] || "需人工审核") : null); break;
+    default: break;
+  }
+  if (d.state) add("状态 State", d.state === "open" ? "进行中 ongoing" : "已结束 ended");
+  return rows;
 }
+
+function alertDetails(a) {
+  const sev = SEV_LABELS[a.severity] || a.severity;
+  const rows = [["告警 Alert", `${TYPE_LABELS[a.type] || a.type}（${sev}）`], ["开始 Start", fmtTs(a.start_ts)],
+                ["结束 End", a.end_ts ? fmtTs(a.end_ts) : "—"], ["位置 Place", a.location], ...detailRows(a)];
+  const notes = el("div", {class: "notes", id: "alert-notes"}, el("p", {class: "muted", text: "加载中…"}));
+  const box = el("div", {class: "section", "data-alert-detail": a.alert_id}, el("h3", {text: "告警详情 Alert details"}), kvTable(rows),
+    a.details && a.details.case_id ? el("p", {}, el("a", {href: "#", "data-goto-case": a.details.case_id, text: "查看超限案件 open the case →",
+      onclick: (ev) => { ev.preventDefault(); gotoCase(a.details.case_id); }})) : null,
+    el("h3", {text: "报警处理意见 Handling"}), notes);
+  loadNotes(a, notes);
+  return box;
+}
+
+async function loadNotes(a, box) {
+  let res;
+  try { res = await api(`api/alerts/${encodeURIComponent(a.alert_id)}/notes`); } catch (e) { box.replaceChildren(); return; }
+  const list = res.notes.length ? el("table", {class: "grid notes-table"},
+    el("thead", {}, el("tr", {}, el("th", {text: "时间 Time"}), el("th", {text: "处理人 By"}), el("th", {text: "处理意见 Note"}))),
+    el("tbody", {}, ...res.notes.map((n) => el("tr", {}, el("td", {text: fmtTs(n.ts)}), el("td", {text: n.operator}), el("td", {text: n.note})))))
+    : el("p", {class: "muted", text: "尚未处理 not handled yet"});
+  if (!canAct()) { box.replaceChildren(list); return; }
+  const ta = el("textarea", {id: "note-text", maxlength: 500, placeholder: "处理意见（如：已电话联系驾驶员，要求就近停车休息） handling note"});
+  const msg = el("span", {class: "error"});
+  const btn = el("button", {class: "primary", id: "note-submit", text: "提交处理意见 Submit", onclick: async () => {
+    if (!ta.value.trim()) { msg.textContent = "请填写处理意见 a note is required"; return; }
+    try {
+      const r = await api(`api/alerts/${encodeURIComponent(a.alert_id)}/notes`, {method: "POST", body: {note: ta.value}});
+      const cur = state.alerts.get(a.alert_id);
+      if (cur) { cur.ack_by = r.ack_by; cur.ack_ts = r.ack_ts; upsertAlert(cur, false); }
+      toast("已处理 handled ✓"); loadNotes(a, box);
+    } catch (e) { msg.textContent = e.message; }
+  }});
+  box.replaceChildren(list, ta, el("div", {class: "row-buttons"}, btn, msg));
+}
+
 function kvTable(rows) {
   return el("table", {class: "kv"}, ...rows.filter(([, v]) => v !== undefined && v !== null && v !== "")
     .map(([k, v]) => el("tr", {}, el("th", {text: k}), el("td", {text: String(v)}))));
 }
 $("vehicle-close").onclick = () => {
-  $("vehicle-panel").hidden = true; state.selectedPlate = null;
-  map.layers.tracks.replaceChildren(); applyVehicleFilter();
+  $("vehicle-panel").hidden = true; state.selectedPlate = null; stopPlayback();
+  if (cmap) { cmap.setSelected(null); cmap.clearTrack(); }
 };
+
+// --- track playback ------------------------------------------------------------------------------------------------
+const pb = {points: [], i: 0, timer: null};
+function localInput(ms) { return new Date(ms + 8 * 3600e3).toISOString().slice(0, 16); }   // Beijing, for datetime-local
+function stopPlayback() { if (pb.timer) { clearInterval(pb.timer); pb.timer = null; } const b = $("pb-play"); if (b) b.textContent = "▶ 播放 Play"; }
+
+async function openPlayback(plate, fromIso, toIso) {
+  const box = $("playback");
+  stopPlayback();
+  const info = await api(`api/tracks/${encodeURIComponent(plate)}?span=1`);     // the span kept
+  const end = info.kept_to ? Date.parse(info.kept_to) : Date.now();
+  const start = info.kept_from ? Math.max(Date.parse(info.kept_from), end - 6 * 3600e3) : end - 6 * 3600e3;
+  const from = el("input", {type: "datetime-local", id: "pb-from", value: fromIso ? localInput(Date.parse(fromIso)) : localInput(start)});
+  const to = el("input", {type: "datetime-local", id: "pb-to", value: toIso ? localInput(Date.parse(toIso)) : localInput(end + 60e3)});
+  const slider = el("input", {type: "range", id: "pb-slider", min: 0, max: 0, value: 0});
+  const readout = el("div", {class: "pb-readout", id: "pb-readout"});
+  const speed = el("select", {id: "pb-speed"}, ...[1, 4, 16, 64].map((k) => el("option", {value: k, text: `×${k}`})));
+  const play = el("button", {id: "pb-play", text: "▶ 播放 Play"});
+  const legend = el("div", {class: "speed-legend"}, el("span", {text: "速度 km/h："}),
+    ...SPEED_BINS.map(([, c, t]) => el("span", {}, el("i", {style: `background:${c}`}), t)));
+  const show = () => {
+    const p = pb.points[pb.i];
+    if (!p) { readout.textContent = "所选时段无轨迹点 no track points in this range"; return; }
+    cmap.movePlayMarker(p);
+    readout.textContent = `${fmtTs(p.ts)} · ${kmh(p.speed_kmh)} · 第 ${pb.i + 1} / ${pb.points.length} 点`;
+  };
+  const load = async () => {
+    stopPlayback();
+    const q = new URLSearchParams({from: from.value, to: to.value});
+    const res = await api(`api/tracks/${encodeURIComponent(plate)}?${q}`);
+    pb.points = res.points; pb.i = 0;
+    slider.max = Math.max(0, pb.points.length - 1); slider.value = 0;
+    cmap.showTrack(pb.points); cmap.fitTrack(pb.points); show();
+    box.dataset.points = String(pb.points.length);
+  };
+  slider.oninput = () => { pb.i = +slider.value; show(); };
+  play.onclick = () => {
+    if (pb.timer) { stopPlayback(); return; }
+    if (pb.i >= pb.points.length - 1) pb.i = 0;
+    play.textContent = "❚❚ 暂停 Pause";
+    pb.timer = setInterval(() => {
+      pb.i = Math.min(pb.points.length - 1, pb.i + +speed.value);
+      slider.value = pb.i; show();
+      if (pb.i >= pb.points.length - 1) stopPlayback();
+    }, 200);
+  };
+  fill(box, el("div", {class: "section playback"}, el("h3", {text: `轨迹回放 Track playback（每 ${state.me.map.track_sample_s} 秒一点）`}),
+    el("div", {class: "pb-range"}, el("label", {}, "从 ", from), el("label", {}, "到 ", to), el("button", {id: "pb-load", text: "查询 Load", onclick: load})),
+    slider, el("div", {class: "row-buttons"}, play, speed), readout, legend));
+  await load();
+}
+
+// --- search: partial plate, enterprise, county -------------------------------------------------------------------------
+let searchSeq = 0;
+$("veh-search").addEventListener("input", async (ev) => {
+  const q = ev.target.value.trim(), box = $("search-results"), seq = ++searchSeq;
+  if (!q) { box.hidden = true; return; }
+  let res;
+  try { res = await api("api/search?q=" + encodeURIComponent(q)); } catch (e) { return; }
+  if (seq !== searchSeq) return;
+  box.hidden = false;
+  fill(box, el("div", {class: "muted", text: `找到 ${res.total} 辆 found`}),
+    ...res.vehicles.map((v) => el("div", {class: "result", "data-plate": v.plate, onclick: () => { box.hidden = true; gotoVehicle(v.plate); }},
+      el("i", {class: `dot ${v.state}`}), el("b", {text: v.plate}), el("small", {text: ` ${v.category || "未登记"} · ${v.enterprise || "—"} · ${STATE_LABELS[v.state] || v.state}`}))));
+});
+document.addEventListener("click", (ev) => { if (!ev.target.closest(".search")) $("search-results").hidden = true; });
+
+// --- vehicle tree by enterprise ------------------------------------------------------------------------------------------
+$("tree-toggle").onclick = () => { const p = $("tree-panel"); p.hidden = !p.hidden; if (!p.hidden) loadTree(); };
+async function loadTree() {
+  const res = await api("api/tree");
+  const open = new Set([...document.querySelectorAll("#tree-body details[open]")].map((d) => d.dataset.ent));
+  fill($("tree-body"), ...res.enterprises.map((e) => {
+    const online = e.vehicles.filter((v) => v.state !== "offline" && v.state !== "no_data").length;
+    const d = el("details", {"data-ent": e.enterprise_id},
+      el("summary", {}, el("b", {text: e.name}), el("small", {text: ` ${e.county} · 在线 ${online}/${e.vehicles.length}`})),
+      ...e.vehicles.map((v) => el("div", {class: "leaf", "data-plate": v.plate, onclick: () => gotoVehicle(v.plate)},
+        el("i", {class: `dot ${v.state}`}), v.plate, el("small", {text: ` ${v.category} · ${STATE_LABELS[v.state] || v.state}`}))));
+    if (open.has(e.enterprise_id)) d.open = true;
+    return d;
+  }));
+}
+
+// --- 区域查车: draw a rectangle, list the vehicles inside in a time range ----------------------------------------------------
+$("area-start").onclick = () => {
+  toast("在地图上拖动画出矩形 drag a rectangle on the map", 4000);
+  $("area-start").classList.add("active");
+  cmap.drawRectangle((bb, rect) => {
+    $("area-start").classList.remove("active");
+    state.area = {bb, rect};
+    const newest = Math.max(0, ...[...state.vehicles.values()].map((v) => Date.parse(v.ts) || 0)) || Date.now();
+    const day0 = Date.parse(new Date(newest + 8 * 3600e3).toISOString().slice(0, 10) + "T00:00:00+08:00");
+    $("area-from").value = localInput(day0); $("area-to").value = localInput(newest + 60e3);
+    $("area-panel").hidden = false;
+    $("area-box").textContent = `${bb.south.toFixed(4)}°N – ${bb.north.toFixed(4)}°N，${bb.west.toFixed(4)}°E – ${bb.east.toFixed(4)}°E`;
+    areaSearch();
+  });
+};
+async function areaSearch() {
+  const {bb} = state.area;
+  const q = new URLSearchParams({bbox: [bb.west, bb.south, bb.east, bb.north].map((x) => x.toFixed(6)).join(","),
+                                 from: $("area-from").value, to: $("area-to").value});
+  const tb = $("area-table").tBodies[0];
+  try {
+    const res = await api("api/area?" + q);
+    $("area-count").textContent = `${res.vehicles.length} 辆车 vehicles`;
+    tb.replaceChildren(...res.vehicles.map((r) => el("tr", {"data-plate": r.plate, onclick: () => { gotoVehicle(r.plate); setTimeout(() => openPlayback(r.plate, r.first, r.last), 300); }},
+      el("td", {text: r.plate}), el("td", {text: r.category || "未登记"}), el("td", {text: r.enterprise || "—"}),
+      el("td", {text: fmtTs(r.first)}), el("td", {text: fmtTs(r.last)}), el("td", {class: "num", text: String(r.points)}))));
+    if (!res.vehicles.length) tb.append(el("tr", {}, el("td", {colspan: 6, class: "muted", text: "该区域该时段无车辆 no vehicle in this area and time"})));
+  } catch (e) { $("area-count").textContent = e.message; }
+}
+$("area-go").onclick = areaSearch;
+$("area-close").onclick = () => { $("area-panel").hidden = true; if (state.area && state.area.rect) state.area.rect.remove(); state.area = null; };
 
 // --- cases -----------------------------------------------------------------------------------------------------
 async function loadCases() {
@@ -495,7 +539,7 @@ async function loadCases() {
       class: state.currentCase === c.case_id ? "selected" : null},
     el("td", {text: timeOf(c.ts)}), el("td", {text: c.plate}), el("td", {text: c.station}),
     el("td", {class: "num", text: num(c.excess_kg, 0)}), el("td", {class: "num", text: String(c.fine_yuan)}),
-    el("td", {text: c.action}), el("td", {}, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status})))));
+    el("td", {text: VERDICT_LABELS[c.action] || c.action}), el("td", {}, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status})))));
   if (!res.cases.length) tb.append(el("tr", {}, el("td", {colspan: 7, class: "muted", text: "无案件 no cases"})));
 }
 $("c-refresh").onclick = loadCases;
@@ -505,7 +549,33 @@ const FIELD_LABELS = {gross_kg: "总质量 gross kg", limit_kg: "限值 limit kg
   excess_pct: "超限率 excess %", tolerance: "允差 tolerance", fine_yuan: "罚款 fine ¥", axle_count: "轴数 axles",
   axle_loads_kg: "轴重 axle loads kg", station_id: "站点 station", device_id: "设备 device", lane: "车道 lane",
   speed_kmh: "速度 km/h", plate: "车牌 plate", ts: "时间 time", action: "处理 action", violation: "违法 violation",
-  tolerance_source: "允差依据 tolerance source", cert_no: "检定证书 certificate", vehicle_kind: "车型 kind"};
+  tolerance_source: "允差依据 tolerance source", cert_no: "检定证书 certificate", vehicle_kind: "车型 kind",
+  // evidence-manifest sections and fields (labels only: the manifest's shape belongs to the evidence module)
+  limit: "限值 limit", basis: "依据 legal basis", version: "版本 version", adjustments: "限值调整 adjustments",
+  measurement: "测量 measurement", assessed_gross_kg: "认定总质量 assessed kg", excess: "超限 excess", kg: "千克 kg",
+  pct: "超限率 %", over_limit: "超限 over limit", decision: "处理决定 decision", review_reasons: "审核原因 review reasons",
+  penalties: "处罚计算 penalties", police: "公安交管 police", road_administration: "公路管理 road administration",
+  computation: "计算 computation", tonnes: "超限吨数 tonnes", fine_min_yuan: "最低罚款 ¥", fine_max_yuan: "最高罚款 ¥",
+  points: "记分 points", over_rated_load_pct: "超核载 %", over_total_pct: "超总质量 %", load_kg: "载质量 kg",
+  site: "检测站点 station", name: "名称 name", county: "区县 county", accuracy_class: "准确度等级 class",
+  certificate_no: "检定证书 certificate", certificate_valid_from: "证书生效 valid from", certificate_valid_to: "证书到期 valid to",
+  calibration_status: "检定状态 calibration", vehicle: "车辆 vehicle", category: "类别 category", kind: "类型 kind",
+  axle_groups: "轴组 axle groups", axle_spacings_m: "轴距 m", air_suspension: "空气悬架 air suspension",
+  single_drive_axle: "单驱动轴 single drive axle", targets: "一超四罚对象 targets", driver: "驾驶员 driver",
+  enterprise: "企业 enterprise", source_site: "货源单位 source site", owner: "车主 owner",
+  transport_cert_no: "道路运输证 transport cert.", rated_load_kg: "核定载质量 kg", registered_total_kg: "登记总质量 kg",
+  licence_no: "经营许可证 licence", qualification_no: "从业资格证 qualification", goods_vehicles: "货车数 goods vehicles",
+  counters: "累计违法 counters", window_days: "统计天数 days", since: "起算 since", enterprise_share: "企业违法车辆占比 share",
+  enterprise_goods_vehicles: "企业货车数", enterprise_violating_vehicles: "企业违法车辆数", includes_current: "含本次 incl. this",
+  escalations: "抄告 escalations", time: "时间 time", clock: "时钟 clock", chain: "证据链 chain", seq: "序号 seq",
+  signing: "签名 signing", alg: "算法 algorithm", key_id: "密钥 key id", artefacts: "证据文件 artefacts",
+  axle_findings: "轴重参考 axle findings", created_at: "生成时间 created", direction: "方向 direction",
+  case_id: "案件编号 case id", passage_id: "通行编号 passage id", schema: "格式 schema", value: "数值 value",
+  mode: "方式 mode", filing_threshold_kg: "立案阈值 kg", source: "来源 source", reason: "原因 reason",
+  number: "号码 number", color: "颜色 color", color_name: "颜色 colour", confidence: "置信度 confidence",
+  review_trail: "审核记录 review trail", entries: "条目 entries", note: "说明 note", station_id: "站点编号 station id",
+  id: "编号 id", device: "设备 device", held: "已保存 held", path: "文件 file", sha256: "SHA-256",
+  group: "轴组 group", axles: "轴 axles", load_kg_: "载荷 kg", over: "超限 over", limit_kg_: "限值 kg"};
 
 function section(title, ...content) { return el("div", {class: "section"}, el("h3", {text: title}), ...content); }
 
@@ -557,6 +627,15 @@ async function openCase(id) {
   renderCase(c);
 }
 
+// a driver is liable only when identified (IC card or officer); the registry's driver is only presumed
+function driverText(c) {
+  const d = (c.liable && c.liable.driver) || {};
+  const name = c.driver || c.driver_id || d.id || "";
+  if (!name) return "未识别 not identified";
+  if (d.identified) return `${name}（${d.source === "officer" ? "执法人员认定 officer" : "IC卡 card"}）`;
+  return `${name}（推定，未识别 presumed）`;
+}
+
 function renderCase(c) {
   const box = $("case-detail");
   const m = c.manifest || {};
@@ -588,11 +667,13 @@ function renderCase(c) {
   const track = m.track || m.track_excerpt || (m.source && m.source.track) || [];
   fill(box,
     el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status}),
-       el("small", {text: `  ${c.case_id}`})),
+       el("small", {text: `  ${c.case_id}`}),
+       el("a", {class: "print-link", href: `case/${encodeURIComponent(c.case_id)}/print`, target: "_blank", rel: "noopener", text: "打印案件表 Print form"}),
+       el("a", {class: "print-link", href: "#", text: "车辆 Vehicle →", onclick: (ev) => { ev.preventDefault(); gotoVehicle(c.plate); }})),
     section("案件 Case", kvTable([["时间 Time", c.ts], ["站点 Station", c.station ? c.station.name : c.station_id],
       ["处理 Action", c.action], ["违法 Counts for 一超四罚", c.violation ? "是 yes" : "否 no"],
       ["超限 Excess kg", num(c.excess_kg, 0)], ["罚款 Fine ¥", String(c.fine_yuan)], ["企业 Enterprise", c.enterprise || c.enterprise_id],
-      ["驾驶员 Driver", c.driver || c.driver_id], ["货源单位 Source site", c.source_site ? `${c.source_site.name} (${c.source_site.kind || ""})` : c.source_site_id]])),
+      ["驾驶员 Driver", driverText(c)], ["货源单位 Source site", c.source_site ? `${c.source_site.name} (${c.source_site.kind || ""})` : c.source_site_id]])),
     images.length ? section("现场图片 Images", el("div", {class: "images"}, ...images))
                   : section("现场图片 Images", el("p", {class: "muted", text: "无本地图片 no local image files"})),
     (track.length || c.source_site) ? section("轨迹与货源 Track excerpt and source site", trackSvg(track, c.source_site, c.station) || el("p", {class: "muted", text: "无轨迹 no track"})) : null,
@@ -626,12 +707,13 @@ async function loadFleet() {
   const t = res.totals;
   const card = (label, value) => el("div", {class: "card"}, el("b", {text: value}), el("span", {text: label}));
   $("fleet-cards").replaceChildren(
-    card("在线车辆 online now", `${t.online_now} / ${t.vehicles}`), card("今日上线 online today", String(t.online_today)),
+    card("两客一危在线 monitored online now", `${t.online_now} / ${t.vehicles}`), card("今日上线 online today", String(t.online_today)),
     card("上线率 online rate", pct(t.online_rate)), card("数据合格率 data quality", pct(t.quality_rate)),
     card("轨迹完整率 track complete", pct(t.track_rate)), card("漂移车辆率 drift", pct(t.drift_rate)),
     card("平均超速次数 overspeed / veh", num(t.avg_overspeed)), card("平均疲劳驾驶 fatigue s / veh", num(t.avg_fatigue_s, 0)),
     card("今日告警 alerts today", String(t.alerts_today)), card("待处理案件 open cases", String(t.open_cases)));
-  $("fleet-note").textContent = `${res.day} 截至目前 so far` + (res.unregistered_online ? ` · 未登记在线 unregistered online: ${res.unregistered_online}` : "");
+  $("fleet-note").textContent = `${res.day}（数据时钟 feed clock）截至目前 so far · 统计范围：入网的两客一危车辆（地图另显示普通货车和未登记车辆）`
+    + (res.unregistered_online ? ` · 未登记在线 unregistered online: ${res.unregistered_online}` : "");
   state.fleetRows = res.enterprises;
   renderFleet();
 }
@@ -662,14 +744,34 @@ $("fleet-day").onchange = loadFleet;
 
 // --- reports ----------------------------------------------------------------------------------------------------
 async function loadReports() {
-  const res = await api("api/reports");
+  const res = await api("api/reports/months");
   const box = $("report-list");
-  if (!res.months.length) { box.replaceChildren(el("p", {class: "muted", text: "暂无报告 no reports yet"})); return; }
-  box.replaceChildren(...res.months.map((m) => el("div", {class: "month"}, el("h3", {text: m.month}),
-    el("ul", {}, ...m.files.map((f) => el("li", {},
-      el("a", {href: `api/reports/${m.month}/${encodeURIComponent(f.name)}`, download: f.name, text: f.name}),
-      el("small", {text: `  ${(f.bytes / 1024).toFixed(1)} KiB · ${f.modified}`})))))));
+  const files = (m, list, base) => el("ul", {class: "files"}, ...list.map((f) => el("li", {},
+    el("a", {href: `${base}/${m}/${encodeURIComponent(f.name)}`, download: f.name, text: REPORT_FILE_LABELS[f.name] || f.name}),
+    el("small", {text: `  ${(f.bytes / 1024).toFixed(1)} KiB · 生成于 ${fmtTs(f.modified)}`}))));
+  if (!res.months.length) { box.replaceChildren(el("p", {class: "muted", text: "归档中尚无任何月份的数据 no month has data in the archive yet"})); return; }
+  box.replaceChildren(el("table", {class: "grid", id: "report-months"},
+    el("thead", {}, el("tr", {}, el("th", {text: "月份 Month"}), el("th", {text: "状态 Status"}), el("th", {text: "文件 Files"}), el("th", {text: ""}))),
+    el("tbody", {}, ...res.months.map((m) => {
+      const official = m.files.length > 0;
+      const label = official ? "已生成 generated" : m.over ? "未生成 not generated" : "本月进行中 month in progress";
+      const btn = official ? null : el("button", {class: "primary", "data-generate": m.month,
+        text: m.over ? "生成报告 Generate" : "生成截至目前的预览 Preview so far",
+        onclick: async (ev) => {
+          ev.target.disabled = true; ev.target.textContent = "生成中… generating";
+          try { await api(`api/reports/${m.month}/generate`, {method: "POST", body: {}}); toast(`${m.month} 报告已生成 report generated`); }
+          catch (e) { toast("生成失败 failed: " + e.message); }
+          loadReports();
+        }});
+      return el("tr", {"data-month": m.month}, el("td", {text: m.month}), el("td", {text: label}),
+        el("td", {}, official ? files(m.month, m.files, "api/reports") : null,
+          m.preview.length ? el("div", {}, el("small", {text: "预览（月未结束，仅供参考） preview, month not over:"}), files(m.month, m.preview, "api/report-previews")) : null),
+        el("td", {}, btn));
+    }))));
 }
+const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "report.xlsx": "报告（Excel） report.xlsx",
+  "report.csv": "考核指标 rates.csv", "report.json": "数据 report.json", "trace_vehicles.csv": "车辆明细 trace_vehicles.csv",
+  "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
 
 // --- users (admin) -------------------------------------------------------------------------------------------------
 async function loadUsers() {
@@ -706,10 +808,12 @@ async function start() {
   $("logout").onclick = async () => {
     try { await api("api/logout", {method: "POST", body: {}}); } finally { window.location.replace("login"); }
   };
-  initMapLayers();
   state.mapData = await api("api/map");
+  const boundaries = initMap();
+  cmap.setPlaces(state.mapData);
   await refreshVehicles();
   fitAll();
+  await boundaries;
   const eventId = await loadAlerts();
   connectStream(eventId);
   setInterval(refreshVehicles, Math.max(1, state.me.fleet_refresh_s) * 1000);

@@ -1,0 +1,540 @@
+"""The two archive backends behind one connection interface.
+
+``ArchiveConnection`` is what every archive function receives. Its portable interface:
+
+- ``execute(sql, params)`` / ``executemany(sql, seq)`` with qmark ``?`` parameters (translated to psycopg's
+  ``%s`` on PostgreSQL); the result has ``fetchone()``, ``fetchall()``, iteration, ``rowcount``,
+  ``description``;
+- rows answer ``row["col"]``, ``row[0]`` and ``dict(row)`` on both backends;
+- ``with conn.transaction():`` — one explicit transaction (``BEGIN IMMEDIATE`` on SQLite, so a writer never
+  fails half-way on a lock upgrade); nested blocks join the outer transaction;
+- numbers come back as ``int``/``float`` on both (PostgreSQL's ``SUM(bigint)`` is loaded as ``int``, not
+  ``Decimal``).
+
+SQLite (the embedded default): one connection per thread and file, WAL, autocommit outside transactions —
+the behaviour of the first release. PostgreSQL: one ``psycopg_pool.ConnectionPool`` per process and URL; a
+statement outside a transaction borrows a pooled connection for that statement, a transaction holds one
+until it ends.
+
+Statements written for SQLite by the modules that still carry their own SQL this round (the case workflow,
+console users, the console's case endpoints) run on PostgreSQL through ``_legacy_to_pg``: ``BEGIN
+IMMEDIATE`` → ``BEGIN``, ``INSERT OR IGNORE`` → ``… ON CONFLICT DO NOTHING``, ``INSERT OR REPLACE`` →
+``… ON CONFLICT (primary key) DO UPDATE``. New SQL is written portably instead (``ON CONFLICT(…)``).
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be opened or used as configured (bad URL, driver missing, server refused)."""
+
+
+# --- targets ----------------------------------------------------------------------------------------------
+
+def parse_target(target: str | Path) -> tuple[str, str]:
+    """(backend, location): a SQLite file path, or a PostgreSQL conninfo URL.
+
+    Accepted: a plain path or ``Path``; ``sqlite:PATH`` / ``sqlite:///ABS/PATH``; ``postgresql://…`` /
+    ``postgres://…``."""
+    if isinstance(target, Path):
+        if re.search(r"(^|/)postgres(ql)?:", str(target), re.I):
+            # Path("postgresql://…") keeps one slash: opening it would create a SQLite file named after the URL
+            raise ArchiveError(f"a PostgreSQL URL was turned into a file path ({redact(target)}): pass the URL "
+                               "as a string")
+        return SQLITE, str(target)
+    t = str(target).strip()
+    if not t:
+        raise ArchiveError("empty archive target")
+    low = t.lower()
+    if low.startswith(("postgresql://", "postgres://")):
+        return POSTGRESQL, t
+    if low.startswith("sqlite:"):
+        rest = t[len("sqlite:"):]
+        if rest.startswith("///"):
+            rest = rest[2:]             # sqlite:///abs/path → /abs/path
+        elif rest.startswith("//"):
+            rest = rest[2:]
+        if not rest:
+            raise ArchiveError(f"no file in archive target {t!r}")
+        return SQLITE, rest
+    if "://" in t:
+        raise ArchiveError(f"unsupported archive URL {redact(t)!r} (sqlite:PATH or postgresql://…)")
+    return SQLITE, t
+
+
+def redact(target: str | Path) -> str:
+    """The target for messages and logs: a URL's password replaced by ``***``."""
+    return re.sub(r"(:/+[^:/@]+:)[^@]*@", r"\1***@", str(target))
+
+
+# --- rows and results -------------------------------------------------------------------------------------
+
+class Row:
+    """A PostgreSQL row that behaves like ``sqlite3.Row``: by index, by column name, ``dict(row)``."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence, index: dict[str, int]):
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, k):
+        if isinstance(k, str):
+            return self._values[self._index[k]]
+        return self._values[k]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __eq__(self, other) -> bool:
+        return tuple(self._values) == (tuple(other) if isinstance(other, (Row, tuple, list)) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values))!r})"
+
+
+def _row_factory(cursor):
+    desc = cursor.description
+    if desc is None:
+        return tuple
+    index = {d.name: i for i, d in enumerate(desc)}
+    return lambda values: Row(values, index)
+
+
+class Result:
+    """A fully read PostgreSQL result (the pooled connection is already back in the pool)."""
+
+    def __init__(self, rows: list, rowcount: int, description):
+        self._rows = rows
+        self._pos = 0
+        self.rowcount = rowcount
+        self.description = description
+
+    def fetchone(self):
+        if self._pos >= len(self._rows):
+            return None
+        self._pos += 1
+        return self._rows[self._pos - 1]
+
+    def fetchall(self) -> list:
+        out = self._rows[self._pos:]
+        self._pos = len(self._rows)
+        return out
+
+    def fetchmany(self, size: int = 1) -> list:
+        out = self._rows[self._pos:self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def __iter__(self) -> Iterator:
+        while self._pos < len(self._rows):
+            self._pos += 1
+            yield self._rows[self._pos - 1]
+
+
+# --- the connection -------------------------------------------------------------------------------------
+
+class ArchiveConnection:
+    """One thread's handle on one archive (see the module docstring for the interface)."""
+
+    backend: str = ""
+    target: str = ""
+
+    def execute(self, sql: str, params: Sequence | dict = ()):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def executemany(self, sql: str, seq: Iterable[Sequence]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    @property
+    def in_transaction(self) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def bulk_upsert(self, table: str, cols: Sequence[str], rows: Sequence[Sequence], key: Sequence[str],
+                    update: Sequence[str] | None = None) -> None:
+        """Insert ``rows``; on a conflict on ``key`` set the ``update`` columns (``None``: keep the stored
+        row). The same as one ``INSERT … ON CONFLICT`` per row, in order; PostgreSQL gets multi-row
+        statements (one round trip per chunk instead of per row)."""
+        if rows:
+            self.executemany(upsert_sql(table, cols, key, update), rows)
+
+    def script(self, sql: str) -> None:
+        """Several ``;``-separated statements (DDL), each through ``execute``."""
+        for stmt in split_statements(sql):
+            self.execute(stmt)
+
+    def tables(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def columns(self, table: str) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SQLiteConnection(ArchiveConnection):
+    """The first release's behaviour: WAL, ``synchronous=NORMAL``, 30 s busy timeout, autocommit."""
+
+    backend = SQLITE
+
+    def __init__(self, path: str):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.target = str(p)
+        self.raw = sqlite3.connect(str(p), timeout=30, isolation_level=None, check_same_thread=False)
+        self.raw.execute("PRAGMA journal_mode=WAL")
+        self.raw.execute("PRAGMA synchronous=NORMAL")
+        self.raw.execute("PRAGMA busy_timeout=30000")
+        self.raw.row_factory = sqlite3.Row
+
+    def execute(self, sql: str, params: Sequence | dict = ()):
+        return self.raw.execute(sql, params)
+
+    def executemany(self, sql: str, seq: Iterable[Sequence]):
+        return self.raw.executemany(sql, seq)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    @contextmanager
+    def transaction(self):
+        if self.raw.in_transaction:
+            yield self
+            return
+        self.raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+            self.raw.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot rollback"
+            # and hide the error; a failed COMMIT must not leave the transaction open for the next caller
+            if self.raw.in_transaction:
+                self.raw.execute("ROLLBACK")
+            raise
+
+    def tables(self) -> list[str]:
+        return [r[0] for r in self.raw.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.raw.execute(f'PRAGMA table_info("{table}")')]
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "raw":
+            raise AttributeError(name)
+        # compatibility: code written against the first release's sqlite3.Connection (this round only)
+        return getattr(self.raw, name)
+
+
+# PostgreSQL ---------------------------------------------------------------------------------------------
+
+_QMARK = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|(\?)|(%)")
+
+
+def qmark_to_pyformat(sql: str) -> str:
+    """``?`` → ``%s`` outside quoted strings, identifiers and comments; every ``%`` → ``%%`` (psycopg reads
+    placeholders everywhere, even inside literals)."""
+    def sub(m: re.Match) -> str:
+        if m.group(1):
+            return "%s"
+        if m.group(2):
+            return "%%"
+        return m.group(0).replace("%", "%%")
+    return _QMARK.sub(sub, sql)
+
+
+_BEGIN = re.compile(r"^\s*BEGIN(\s+(IMMEDIATE|DEFERRED|EXCLUSIVE|TRANSACTION))?\s*;?\s*$", re.I)
+_END = re.compile(r"^\s*(COMMIT|END|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_OR = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)\s*(\(([^)]*)\))?", re.I | re.S)
+
+
+class PostgresPool:
+    """One pool per process and URL; numeric results loaded as int/float like SQLite's."""
+
+    def __init__(self, url: str, max_size: int):
+        try:
+            import psycopg
+            from psycopg.types.numeric import NumericLoader
+            from psycopg_pool import ConnectionPool
+        except ImportError as e:   # pragma: no cover - psycopg is a dependency
+            raise ArchiveError(f"PostgreSQL archive needs psycopg 3 and psycopg-pool: {e}") from None
+        self.psycopg = psycopg
+        self.url = url
+
+        class IntOrFloat(NumericLoader):
+            """SUM(bigint) and friends: ``int`` when integral, else ``float`` (as SQLite returns them)."""
+
+            def load(self, data):
+                d = super().load(data)
+                return int(d) if d == d.to_integral_value() else float(d)
+
+        def configure(conn):
+            conn.adapters.register_loader("numeric", IntOrFloat)
+
+        self.pool = ConnectionPool(url, min_size=1, max_size=max(1, max_size), open=False,
+                                   kwargs={"autocommit": True, "row_factory": _row_factory},
+                                   configure=configure, name="roadwatch-archive")
+        try:
+            self.pool.open(wait=True, timeout=30)
+        except Exception as e:  # noqa: BLE001 - psycopg_pool raises PoolTimeout with the cause in the log
+            self.pool.close()
+            raise ArchiveError(f"cannot connect to the archive {redact(url)}: {e}") from None
+        self.pk_cache: dict[str, list[str]] = {}
+        self.col_cache: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class PostgresConnection(ArchiveConnection):
+    backend = POSTGRESQL
+
+    def __init__(self, pool: PostgresPool):
+        self.pool = pool
+        self.target = redact(pool.url)
+        self._tx = None            # the pooled connection held by the open transaction
+        self._sql_cache: dict[str, str] = {}
+
+    # statement translation
+    def _translate(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = qmark_to_pyformat(self._legacy_to_pg(sql))
+            if len(self._sql_cache) < 2000:
+                self._sql_cache[sql] = out
+        return out
+
+    def _legacy_to_pg(self, sql: str) -> str:
+        m = _OR.match(sql)
+        if not m:
+            return sql
+        kind, table, cols = m.group(1).upper(), m.group(2), m.group(4)
+        body = f"INSERT INTO {table}" + (f" ({cols})" if cols else "") + " " + sql[m.end():].lstrip()
+        body = body.rstrip().rstrip(";")
+        if kind == "IGNORE":
+            return body + " ON CONFLICT DO NOTHING"
+        pk = self._primary_key(table)
+        names = [c.strip() for c in cols.split(",")] if cols else self.columns(table)
+        rest = [c for c in names if c not in pk]
+        if not pk:
+            raise ArchiveError(f"INSERT OR REPLACE into {table}: the table has no primary key")
+        action = ("DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)) if rest else "DO NOTHING"
+        return body + f" ON CONFLICT ({', '.join(pk)}) {action}"
+
+    def _primary_key(self, table: str) -> list[str]:
+        pk = self.pool.pk_cache.get(table)
+        if pk is None:
+            rows = self._run("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
+                             "ORDER BY array_position(i.indkey, a.attnum)", (table,)).fetchall()
+            pk = self.pool.pk_cache[table] = [r[0] for r in rows]
+        return pk
+
+    # execution
+    def _run(self, sql: str, params=(), many: Iterable | None = None) -> Result:
+        if self._tx is not None:
+            return self._on(self._tx, sql, params, many)
+        with self.pool.pool.connection() as conn:
+            return self._on(conn, sql, params, many)
+
+    @staticmethod
+    def _on(conn, sql: str, params, many) -> Result:
+        with conn.cursor() as cur:
+            if many is not None:
+                cur.executemany(sql, many)
+                return Result([], cur.rowcount, None)
+            cur.execute(sql, params if params else None)
+            rows = cur.fetchall() if cur.description is not None else []
+            return Result(rows, cur.rowcount, cur.description)
+
+    def execute(self, sql: str, params: Sequence | dict = ()):
+        if _BEGIN.match(sql):
+            self._begin()
+            return Result([], -1, None)
+        m = _END.match(sql)
+        if m:
+            self._end(commit=m.group(1).upper() != "ROLLBACK")
+            return Result([], -1, None)
+        return self._run(self._translate(sql), tuple(params) if not isinstance(params, dict) else params)
+
+    def executemany(self, sql: str, seq: Iterable[Sequence]) -> None:
+        seq = [tuple(p) for p in seq]
+        if seq:
+            self._run(self._translate(sql), many=seq)
+
+    def bulk_upsert(self, table: str, cols: Sequence[str], rows: Sequence[Sequence], key: Sequence[str],
+                    update: Sequence[str] | None = None) -> None:
+        if not rows:
+            return
+        if update is not None and set(update) | set(key) != set(cols):
+            return ArchiveConnection.bulk_upsert(self, table, cols, rows, key, update)   # partial: row by row
+        # COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT: psycopg formats
+        # COPY rows in C, while a long VALUES list or array parameters are adapted in Python (which cost
+        # more than the server's work). One statement may not touch a row twice: rows with the same key
+        # collapse as sequential upserts would (the last one wins when every non-key column is updated, the
+        # first one when doing nothing).
+        idx = [cols.index(k) for k in key]
+        by_key: dict = {}
+        for r in rows:
+            k = tuple(r[i] for i in idx)
+            if update is None:
+                by_key.setdefault(k, r)
+            else:
+                by_key[k] = r
+        types = self._column_types(table)
+        convs = [_PY_TYPE.get(types[c]) for c in cols]
+        names = ", ".join(cols)
+        stage = f"rw_stage_{table}"
+        action = ("DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in update)) if update else "DO NOTHING"
+        with self.transaction():
+            conn = self._tx
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+                cur.execute(f"TRUNCATE {stage}")
+                with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as cp:
+                    for r in by_key.values():
+                        cp.write_row([v if v is None or f is None else f(v) for v, f in zip(r, convs)])
+                cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
+                            f"ON CONFLICT({', '.join(key)}) {action}")
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        key = "types:" + table
+        types = self.pool.col_cache.get(key)
+        if types is None:
+            types = {r[0]: r[1] for r in self._run(
+                "SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s", (table,))}
+            self.pool.col_cache[key] = types
+        return types
+
+    def _begin(self) -> None:
+        if self._tx is not None:
+            raise ArchiveError("a transaction is already open on this connection")
+        conn = self.pool.pool.getconn()
+        try:
+            conn.execute("BEGIN")
+        except BaseException:
+            self.pool.pool.putconn(conn)
+            raise
+        self._tx = conn
+
+    def _end(self, commit: bool) -> None:
+        conn, self._tx = self._tx, None
+        if conn is None:
+            raise ArchiveError("no transaction is open on this connection")
+        try:
+            conn.execute("COMMIT" if commit else "ROLLBACK")
+        finally:
+            self.pool.pool.putconn(conn)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    @contextmanager
+    def transaction(self):
+        if self._tx is not None:
+            yield self
+            return
+        self._begin()
+        try:
+            yield self
+        except BaseException:
+            self._end(commit=False)
+            raise
+        self._end(commit=True)
+
+    def tables(self) -> list[str]:
+        return [r[0] for r in self._run(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name")]
+
+    def columns(self, table: str) -> list[str]:
+        cols = self.pool.col_cache.get(table)
+        if cols is None:
+            cols = [r[0] for r in self._run(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s ORDER BY ordinal_position", (table,))]
+            if cols:
+                self.pool.col_cache[table] = cols
+        return cols
+
+    def forget_catalog(self) -> None:
+        """After DDL: primary keys and column lists are read again."""
+        self.pool.pk_cache.clear()
+        self.pool.col_cache.clear()
+
+    def close(self) -> None:
+        if self._tx is not None:
+            self._end(commit=False)
+
+
+_PY_TYPE = {"int8": int, "int4": int, "int2": int, "float8": float, "float4": float, "text": str, "bytea": bytes}
+
+
+def upsert_sql(table: str, cols: Sequence[str], key: Sequence[str], update: Sequence[str] | None) -> str:
+    """``INSERT INTO table(cols) VALUES (?,…) ON CONFLICT(key) DO UPDATE SET c=excluded.c … | DO NOTHING``."""
+    action = ("DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in update)) if update else "DO NOTHING"
+    return (f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT({', '.join(key)}) {action}")
+
+
+# --- DDL ------------------------------------------------------------------------------------------------
+
+def split_statements(sql: str) -> list[str]:
+    """``;``-separated statements with ``--`` comments removed (our DDL has no ``;`` inside literals)."""
+    text = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+_DDL_PG = [   # type names in capitals (as all our DDL writes them): a column called "blob" stays a name
+    (re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\)\s*WITHOUT\s+ROWID\b"), ")"),
+]
+
+
+def ddl_for(backend: str, stmt: str) -> str:
+    """One DDL statement written in SQLite's types, for ``backend`` (INTEGER → BIGINT, REAL → DOUBLE
+    PRECISION, BLOB → BYTEA, AUTOINCREMENT → identity, no ``WITHOUT ROWID`` on PostgreSQL)."""
+    if backend == SQLITE:
+        return stmt
+    for pat, rep in _DDL_PG:
+        stmt = pat.sub(rep, stmt)
+    return stmt
+
+
+def url_with_schema(url: str, schema: str) -> str:
+    """``url`` with its session ``search_path`` set to ``schema`` (libpq ``options``)."""
+    from urllib.parse import quote
+    return url + ("&" if "?" in url else "?") + "options=" + quote(f"-c search_path={schema}", safe="")

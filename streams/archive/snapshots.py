@@ -1,0 +1,106 @@
+"""The GPS path's archive writes: alerts, vehicle-day rows, sampled truck points and the per-partition ping
+state snapshots that make the archive exactly-once (streams/gps.py).
+
+``save_partition_snapshot`` commits a partition's outputs, its state and its ``next_offset`` in ONE
+transaction on either backend: after a crash the archive holds either all of them or none, and the worker
+that takes the partition over — on this host or another — resumes from exactly that offset.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timezone
+
+import orjson
+
+from roadwatch.models.records import format_ts
+
+from .backend import ArchiveConnection
+
+VEHICLE_DAY_COLS = ("plate", "day", "pings", "qualified", "km_total", "km_incomplete", "drift_points",
+                    "overspeed_count", "fatigue_s", "curfew_events", "offline_events")
+
+_ALERT_SQL = ("INSERT INTO alerts(alert_id,type,plate,start_ts,end_ts,severity,lat,lon,late,details,day,emitted_at) "
+              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET end_ts=excluded.end_ts, "
+              "details=excluded.details, severity=excluded.severity")
+_DAY_KEY = ("plate", "day")
+_DAY_UPDATE = VEHICLE_DAY_COLS[2:] + ("updated_at",)
+_TRACK_COLS = ("plate", "ts_ms", "lat", "lon", "speed_kmh")
+_SNAPSHOT_SQL = ("INSERT INTO ping_state(topic, partition, next_offset, state, saved_at, epoch, saved_by) "
+                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT(topic, partition) DO UPDATE SET "
+                 "next_offset=excluded.next_offset, state=excluded.state, saved_at=excluded.saved_at, "
+                 "epoch=excluded.epoch, saved_by=excluded.saved_by")
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"   # who wrote a snapshot (ping_state.saved_by)
+
+
+def _now_iso() -> str:
+    return format_ts(datetime.now(timezone.utc))
+
+
+def upsert_alerts(conn: ArchiveConnection, alerts: list[dict]) -> None:
+    """Idempotent: the deterministic ``alert_id`` is the primary key; an update (end_ts) replaces."""
+    if not alerts:
+        return
+    now = _now_iso()
+    conn.executemany(_ALERT_SQL, [
+        (a["alert_id"], a["type"], a["plate"], a["start_ts"], a.get("end_ts"), a.get("severity", "medium"),
+         a.get("lat"), a.get("lon"), int(bool(a.get("late"))), orjson.dumps(a.get("details", {})).decode(),
+         a["start_ts"][:10], now) for a in alerts])
+
+
+def upsert_vehicle_days(conn: ArchiveConnection, rows: list[dict]) -> None:
+    """Absolute per-(plate, day) counters: the newest row replaces the stored one."""
+    if not rows:
+        return
+    now = _now_iso()
+    conn.bulk_upsert("vehicle_day", VEHICLE_DAY_COLS + ("updated_at",),
+                     [tuple(r[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows], _DAY_KEY, _DAY_UPDATE)
+
+
+def insert_track_points(conn: ArchiveConnection, points) -> None:
+    """Sampled (plate, ts_ms, lat, lon, speed_kmh) tuples; a point already stored is kept."""
+    if points:
+        conn.bulk_upsert("track_points", _TRACK_COLS, [tuple(p) for p in points], ("plate", "ts_ms"), None)
+
+
+def save_partition_snapshot(conn: ArchiveConnection, topic: str, partition: int, next_offset: int, state: bytes,
+                            epoch: str, *, day_rows: list[dict] = (), track_points=(),
+                            alerts: list[dict] = ()) -> None:
+    """One transaction: the partition's outputs since its last snapshot, its state and ``next_offset``
+    (the first source offset the state does NOT cover)."""
+    with conn.transaction():
+        upsert_vehicle_days(conn, list(day_rows))
+        insert_track_points(conn, track_points)
+        upsert_alerts(conn, list(alerts))
+        conn.execute(_SNAPSHOT_SQL, (topic, int(partition), int(next_offset), bytes(state), _now_iso(), epoch,
+                                     WORKER_ID))
+
+
+def _snapshot(r) -> dict:
+    return {"partition": int(r["partition"]), "next_offset": int(r["next_offset"]), "state": bytes(r["state"]),
+            "epoch": r["epoch"], "saved_at": r["saved_at"], "saved_by": r["saved_by"]}
+
+
+def load_partition_snapshot(conn: ArchiveConnection, topic: str, partition: int) -> dict | None:
+    """The stored snapshot of one partition: ``{partition, next_offset, state, epoch, saved_at, saved_by}``."""
+    r = conn.execute("SELECT partition, next_offset, state, epoch, saved_at, saved_by FROM ping_state "
+                     "WHERE topic=? AND partition=?", (topic, int(partition))).fetchone()
+    return _snapshot(r) if r is not None else None
+
+
+def load_partition_snapshots(conn: ArchiveConnection, topic: str) -> dict[int, dict]:
+    """Every stored snapshot of ``topic`` by partition."""
+    return {int(r["partition"]): _snapshot(r) for r in conn.execute(
+        "SELECT partition, next_offset, state, epoch, saved_at, saved_by FROM ping_state WHERE topic=?", (topic,))}
+
+
+def snapshot_progress(conn: ArchiveConnection, topic: str) -> int:
+    """Source records covered by the snapshots of ``topic`` (the sum of ``next_offset``)."""
+    return int(conn.execute("SELECT COALESCE(SUM(next_offset), 0) FROM ping_state WHERE topic=?",
+                            (topic,)).fetchone()[0])
+
+
+def total_pings(conn: ArchiveConnection) -> int:
+    """Pings counted in all vehicle-day rows (``bench`` checks every ping was counted exactly once)."""
+    return int(conn.execute("SELECT COALESCE(SUM(pings), 0) FROM vehicle_day").fetchone()[0])

@@ -1,0 +1,185 @@
+"""Failover across hosts on PostgreSQL: two worker processes that share nothing but Kafka and the PostgreSQL
+archive (separate data directories, as on two hosts) split the partitions; one is SIGKILLed mid-feed; the
+other takes its partitions over from the snapshots the first one committed to PostgreSQL; the archive then
+equals the batch oracle — no alert, vehicle-day count or kilometre lost or counted twice.
+
+Two feeds: the GPS path alone (alerts, vehicle-day rows, per-partition ping snapshots), and GPS with WIM
+readings interleaved (verdicts, cases, 一超四罚 counters — streams/cases.py's SQL runs on PostgreSQL through
+the archive's compatibility translation this round). Evidence packages live in each host's data directory
+(docs/operations.md, "Several hosts"). The same proofs on one host and SQLite: tests/test_reliability_restart.py.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from roadwatch.models.config import load_config
+from roadwatch.models.evidence import verify_tree
+from roadwatch.streams import archive
+from roadwatch.streams import topics as T
+from roadwatch.streams.bench import _free_port as free_port   # below the ephemeral range (see there)
+from roadwatch.streams.broker import kafka_bootstrap
+from roadwatch.streams.runtime import WorkerProcess, wait_consumed
+
+from test_reliability_feed import (archive_state, build_gps_feed, build_registry, gps_records, oracle_config,
+                                   oracle_gps, override_string, rows_equal)
+from test_reliability_restart import Feed, _compare, _metric, _wait
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N_VEHICLES = 300
+
+
+class GpsFeed:
+    def __init__(self, tmp):
+        self.registry = build_registry(N_VEHICLES)
+        self.reg_path = tmp / "registry.json"
+        self.registry.dump(self.reg_path)
+        self.pings = build_gps_feed(N_VEHICLES)
+        self.records = gps_records(self.pings)
+        self.alerts, self.rows = oracle_gps(self.pings, self.registry, oracle_config())
+        self.end: dict[tuple[str, int], int] = {}
+        self.sent = 0
+        self.total = len(self.records)
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, bootstrap: str, pace_s: float) -> None:
+        self.thread = threading.Thread(target=self._produce, args=(bootstrap, pace_s), daemon=True)
+        self.thread.start()
+
+    def _produce(self, bootstrap: str, pace_s: float) -> None:
+        try:
+            p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_request_size=4_000_000)
+            for part, key, value in self.records:
+                md = p.send(T.GPS_PINGS, key=key, value=value, partition=part).get(10)
+                k = (md.topic, md.partition)
+                self.end[k] = max(self.end.get(k, 0), md.offset + 1)
+                self.sent += 1
+                time.sleep(pace_s)
+            p.close()
+        except BaseException as e:  # noqa: BLE001 - reported by join()
+            self.error = e
+
+    def join(self, timeout: float = 90) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "producer did not finish"
+        assert self.error is None, self.error
+
+
+def _host_worker(bootstrap, feed, host_dir, port, pg_url) -> WorkerProcess:
+    env = {"ROADWATCH_SET": override_string({"paths.data_dir": str(host_dir), "web.port": port}),
+           "ROADWATCH_ARCHIVE": pg_url}
+    w = WorkerProcess(bootstrap, registry_path=str(feed.reg_path), env=env, loglevel="info")
+    w.wait_ready(90)
+    return w
+
+
+def _gps_state(conn):
+    alerts, rows, _, _, _ = archive_state(conn)
+    return alerts, rows
+
+
+def _failover(tmp_path, pg_url, feed, monkeypatch) -> dict:
+    """Two host-like workers on ``pg_url``; SIGKILL A once a quarter of the ping batches is snapshotted and
+    both are processing; wait until B consumed everything. Returns what was measured."""
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    port_a, port_b = free_port(), free_port()
+    monkeypatch.setenv("ROADWATCH_SET", override_string({"paths.data_dir": str(tmp_path / "test")}))
+    cfg = load_config(None)
+    conn = archive.open_archive(pg_url)
+    m: dict = {"conn": conn, "hosts": (host_a, host_b)}
+    with kafka_bootstrap(cfg) as bootstrap:
+        a = _host_worker(bootstrap, feed, host_a, port_a, pg_url)
+        b = _host_worker(bootstrap, feed, host_b, port_b, pg_url)
+        try:
+            feed.start(bootstrap, pace_s=0.02)
+            quarter = len(feed.records) // 4
+            _wait(lambda: archive.snapshot_progress(conn, T.GPS_PINGS) >= quarter, 90, "a quarter snapshotted")
+            _wait(lambda: _metric(port_a, "roadwatch_pings_total") > 0 and _metric(port_b, "roadwatch_pings_total") > 0,
+                  60, "both workers processing pings", poll=0.2)
+            m["pings_a"] = _metric(port_a, "roadwatch_pings_total")
+            m["by_a"] = {p for p, s in archive.load_partition_snapshots(conn, T.GPS_PINGS).items()
+                         if s["saved_by"].endswith(f":{a.proc.pid}")}
+            a.kill()
+            t_kill = time.monotonic()
+            m["at_kill"] = archive.snapshot_progress(conn, T.GPS_PINGS)
+            m["sent_at_kill"] = feed.sent
+            assert a.proc.returncode == -9
+            assert m["at_kill"] < len(feed.records) and feed.sent < feed.total, "killed too late to prove anything"
+            assert m["by_a"], "worker A had committed no snapshot before it was killed"
+            feed.join()
+            assert wait_consumed(bootstrap, feed.end, timeout=180), "the survivor did not take over all partitions"
+            m["takeover_s"] = time.monotonic() - t_kill
+            deadline = time.monotonic() + 60
+            while True:              # the survivor's last snapshot may still be in flight
+                alerts, rows = _gps_state(conn)
+                if (alerts == feed.alerts and not rows_equal(feed.rows, rows)) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            m["caught_up_s"] = time.monotonic() - t_kill
+            m["pings_b"] = _metric(port_b, "roadwatch_pings_total")
+            m["skipped"] = _metric(port_b, "roadwatch_replayed_records_skipped_total")
+            assert b.proc.poll() is None
+        finally:
+            if a.proc.poll() is None:
+                a.kill()
+            b.stop()
+    # B restored A's partitions from the snapshots A wrote (ping_state.saved_by names A's process)
+    restored = [ln for ln in b.lines if "state restored, resuming at offset" in ln]
+    m["from_a"] = [ln for ln in restored if re.search(rf"saved by \S+:{a.proc.pid}\b", ln)]
+    assert m["from_a"], restored[-5:]
+    # nothing but Kafka and PostgreSQL was shared: neither host has a SQLite archive
+    assert not list(host_a.rglob("*.sqlite")) and not list(host_b.rglob("*.sqlite"))
+    return m
+
+
+def _summary(feed, m) -> str:
+    return (f"{len(feed.pings)} pings in {len(feed.records)} batches, 4 partitions; before the kill A processed "
+            f"{m['pings_a']:.0f} pings and owned partitions {sorted(m['by_a'])}; A SIGKILLed after "
+            f"{m['sent_at_kill']}/{feed.total} records sent, {m['at_kill']} ping batches snapshotted; B consumed "
+            f"everything {m['takeover_s']:.1f} s after the kill; {len(m['from_a'])} partition(s) restored from A's "
+            f"snapshots, {m['skipped']:.0f} re-delivered batches skipped; B processed {m['pings_b']:.0f} pings")
+
+
+def test_worker_on_another_host_takes_over_from_postgresql_snapshots(tmp_path, pg_url, monkeypatch, capsys):
+    feed = GpsFeed(tmp_path)
+    m = _failover(tmp_path, pg_url, feed, monkeypatch)
+    alerts, rows = _gps_state(m["conn"])
+    missing, extra = feed.alerts.keys() - alerts.keys(), alerts.keys() - feed.alerts.keys()
+    ended = {k for k in feed.alerts.keys() & alerts.keys() if feed.alerts[k] != alerts[k]}
+    assert not missing and not extra and not ended, (len(missing), len(extra), sorted(ended)[:5])
+    assert rows_equal(feed.rows, rows) == []
+    assert sum(r["pings"] for r in rows.values()) == len(feed.pings)
+    with capsys.disabled():
+        print(f"\n[failover across hosts, PostgreSQL, GPS] {_summary(feed, m)}; archive = oracle: {len(alerts)} "
+              f"alerts, {len(rows)} vehicle-day rows")
+
+
+def test_failover_across_hosts_with_the_wim_path(tmp_path, pg_url, monkeypatch, capsys):
+    """The same with WIM readings interleaved: verdicts, cases and 一超四罚 counters live in PostgreSQL, so the
+    survivor's counters see the cases the killed worker opened. Evidence packages stay on the host that wrote
+    them; a reading re-delivered to B after A archived its case makes B write a package the archive does not
+    reference (counted: the archive keeps A's, the first one)."""
+    feed = Feed(tmp_path)
+    m = _failover(tmp_path, pg_url, feed, monkeypatch)
+    counts = _compare(feed, m["conn"])
+    referenced = {r["evidence_path"] for r in m["conn"].execute("SELECT evidence_path FROM cases")}
+    packages = []
+    for host in m["hosts"]:
+        ev = host / "evidence"
+        if ev.is_dir():
+            assert verify_tree(ev, host / "keys" / "trusted") == {}
+            packages += [p for p in ev.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert all(Path(p).is_dir() for p in referenced), "an archived case points at no evidence package"
+    orphans = [p for p in packages if str(p) not in referenced]
+    assert len(packages) - len(orphans) == len(feed.cases)
+    with capsys.disabled():
+        print(f"\n[failover across hosts, PostgreSQL, GPS + WIM] {_summary(feed, m)}; archive = oracle: {counts}; "
+              f"evidence: {len(packages)} packages on the two hosts, {len(orphans)} written again by B for cases "
+              f"A had archived (not referenced)")
