@@ -98,6 +98,11 @@ def _prepare(cases: list[CaseFacts], cfg: Config, until: str | None = None) -> l
     return out
 
 
+def counting_ids(cases: list[CaseFacts], cfg: Config) -> set[str]:
+    """Ids of the cases that count (at some date) on their full histories."""
+    return {c.case_id for c in _prepare(cases, cfg)}
+
+
 def counting(case: CaseFacts, cfg: Config, until: str) -> date | None:
     """The case's decision day if, as of ``until``, it counts for Art. 66 (else None)."""
     got = _prepare([case], cfg, until)
@@ -150,13 +155,16 @@ def escalations_at(cases: list[CaseFacts], cfg: Config, at: str) -> list[dict]:
     return out
 
 
-def crossings(cases: list[CaseFacts], cfg: Config) -> dict[tuple[str, str], dict]:
-    """Per (target, subject): the escalation at the earliest date, over the full histories, at which the
-    subject was over its threshold. Counts only rise on the day a case starts counting, so those days are
+def crossings(cases: list[CaseFacts], cfg: Config,
+              only: tuple[str, str] | None = None) -> dict[tuple[str, str], dict]:
+    """Per (target, subject) (or just ``only``): the escalation at the earliest date, over the full histories,
+    at which the subject was over its threshold. Counts only rise on the day a case starts counting, so those days are
     swept in order; a case leaves the window for good once its decision day is older than the window."""
     days_w = int(cfg["art66.window_days"])
     out: dict[tuple[str, str], dict] = {}
     for (target, subject), items in _groups(_prepare(cases, cfg)).items():
+        if only is not None and (target, subject) != only:
+            continue
         items = sorted(items, key=lambda cm: (cm[0].since, cm[0].case_id))
         heap: list = []
         active: dict[str, set] = {}

@@ -1,6 +1,6 @@
 """The stateful ping engine: per-vehicle state in numpy arrays, vectorised across vehicles.
 
-Design (shared/performance-notes.md): a batch holds many vehicles interleaved. The engine maps plates to a
+Design (docs/performance.md): a batch holds many vehicles interleaved. The engine maps plates to a
 dense vehicle index, stable-sorts the batch by vehicle index (ties keep ARRIVAL order, so a vehicle's
 pings are applied in the order they arrived, exactly as if they had come one by one) and then iterates
 over RANK: the k-th ping of every vehicle in the batch forms round k, one vectorised state-machine step
@@ -13,39 +13,48 @@ Event time: "now" is the watermark = running max of ping times and receipt times
 Offline, "late" and staleness use it, never the wall clock (``check_offline(now_ms)`` may be given the
 wall clock by a live worker when it wants a silent fleet to go offline).
 
-Per-ping order of rules (documented in docs of each rule module):
-1. quality (``models.quality``): reason mask; pings with an invalid plate are not attributed to a vehicle.
-2. day counters (Beijing day of the ping): pings, qualified. ``track.day_slots`` days per vehicle live in a
-   ring; pings for older days are "stale" (counted in the output only).
-3. liveness for pings with a trusted time: offline episodes (the watermark moved on by more than
-   ``offline.timeout_s`` between two receipts from the vehicle, last seen moving or with ACC on: one
-   alert and one ``offline_events`` per silence, counted on the day of the vehicle's latest ping), terminal alarm
-   rising edges.
-4. track (``geo.track``) for qualified pings: distance, drift, gaps; older pings fill open gaps.
-5. on "samples" (qualified, newer than the fix, not drift): overspeed episodes, fatigue clocks, curfew,
-   geofence edges, track sampling for goods vehicles.
+Order of rules: quality (``models.quality``, once per batch: reason mask; pings with an invalid plate are
+not attributed), then per round the steps of ``ROUND_STEPS`` — one function each, with the config keys it
+reads: dedupe → liveness → track (distance, drift, gaps) → overspeed → fatigue → fatigue_24h → curfew →
+geofence → terminal alarms → track sampling → day counters → gap fill. Day counters: ``track.day_slots``
+Beijing days per vehicle live in a ring; pings for older days are "stale" (counted in the output only).
 
 Rule details:
+- dedupe: a ping whose fix time equals (± ``quality.duplicate_tolerance_s``) one of the vehicle's last
+  ``RECENT`` fix times is counted once: quality reason ``duplicate``, no counter, no rule.
+- liveness (trusted time): offline episodes (the watermark moved on by more than ``offline.timeout_s``
+  between two receipts from the vehicle, last seen moving or with ACC on: one alert and one
+  ``offline_events`` per silence, counted on the day of the vehicle's latest ping).
+- track (``geo.track``) for qualified pings newer than the fix: distance, drift, gaps. "Samples" = qualified,
+  not drift; the later rules run on samples.
 - overspeed: sample speed > limit (``models.monitoring.SpeedLimits``). A run of consecutive over-limit
   samples (broken by a sample at/below the limit or a data gap > ``track.gap_s``) counts when its duration
   (last over − first over) > ``speeding.min_duration_s``; a counted run starting ≤ ``speeding.merge_s``
   after the previous counted episode's last over-limit sample merges into it (one count, same alert id).
   Alert raised when the run qualifies (end_ts null) and updated when it ends (end_ts = last over sample).
-- fatigue: an interval between samples counts as driving when the earlier sample was moving (speed >
-  ``fatigue.stop_speed_kmh``) and the interval is shorter than ``fatigue.min_rest_min``. A rest is a stop
-  (first stopped sample until the next moving sample) ≥ ``fatigue.min_rest_min``, or a silence of at
-  least that long after a moving sample; a rest resets continuous driving. The limit applied at a sample
-  is the night limit when the sample is at night. Fatigue seconds = driving beyond the limit. Cumulative
-  driving over the last 24 h (hour buckets: the current hour + the 23 before) > ``fatigue.day_cum_h``
-  raises a separate alert (once until it drops back under the limit).
+- fatigue (docs/legal-basis.md §7): the interval between two samples is driving when the earlier one was
+  moving (speed > ``fatigue.stop_speed_kmh``) or the vehicle moved more than ``fatigue.rest_max_move_km``
+  across it — unless it is a rest: a silence ≥ ``fatigue.min_rest_min`` without that movement, or a stop
+  (first stopped sample until it drives again) of that length. A rest or a driver change (``driver_id``)
+  ends the run. The run passes its limit when it exceeds ``fatigue.day_continuous_h`` in all or its part
+  inside the night window exceeds ``fatigue.night_continuous_h``; fatigue seconds = the driving beyond.
+  The episode opens at the first sample beyond the limit and closes (end_ts, duration) when the rest
+  begins. Cumulative driving over the last 24 h (hour buckets) > ``fatigue.day_cum_h`` is a separate
+  episode, closed when it drops back under the limit.
 - curfew: a moving sample in [curfew.start, curfew.end) of a vehicle in ``curfew.categories`` with
   ``long_distance`` and ``route_km`` > ``curfew.exempt_route_km``: one event and alert per night.
 - geofence: restricted-zone membership of samples (zone categories filter by vehicle category); entering
   and leaving raise ``geofence_enter`` / ``geofence_exit``.
-- terminal_alarm: rising edges of the JT/T 808 alarm word, by standard name.
+- terminal_alarm: rising edges of the JT/T 808 alarm word, named by the terminal's protocol version.
 - ``late``: alerts raised by re-uploaded pings or pings older than ``alerts.late_after_s`` vs the
   watermark carry ``late: true``.
-Pings older than a vehicle's last sample update counters and fill gaps but drive no state machine.
+
+Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but inside its replay
+window (``late.replay_window_h``; checkpoints "a"/"b" of the rule state rotate so the window is 1–2× that)
+is merged into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
+and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters added since the checkpoint are
+replaced by the re-derived ones; alerts that changed are published again, alerts that no longer hold are
+published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps only.
 """
 from __future__ import annotations
 
@@ -94,7 +103,7 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 
 
-def _fields(words: int, slots: int) -> dict[str, tuple]:
+def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
     """name → (dtype, extra shape, initial value). All per-vehicle state; snapshot writes all of it."""
     spec = {
         "cat": (np.int8, (), UNKNOWN_CATEGORY), "curfew_ok": (np.bool_, (), False),
@@ -123,6 +132,8 @@ def _fields(words: int, slots: int) -> dict[str, tuple]:
         "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
         "dirty": (np.bool_, (slots,), False),
     }
+    if not replay:
+        return spec
     # late data (``_replay_late``): newest qualified fix time; two checkpoints of the rule state ("a": where a
     # replay starts, "b": the next "a"), their times, and what the rules added to each day since each of them
     spec["q_last"] = (np.int64, (), NONE)
@@ -181,7 +192,7 @@ class PingProcessor:
         self.slots = int(cfg["track.day_slots"])
         if self.slots < 1:
             raise ValueError("track.day_slots must be ≥ 1")
-        self._spec = _fields(self.zones.words, self.slots)
+        self._spec = _fields(self.zones.words, self.slots, float(cfg["late.replay_window_h"]) > 0)
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
         self._alloc(capacity)
@@ -265,12 +276,14 @@ class PingProcessor:
         return sum(np.dtype(dt).itemsize * int(np.prod(shape or (1,))) for dt, shape, _ in self._spec.values())
 
     def live_bytes_per_vehicle(self) -> float:
-        """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity)
-        plus the plate list and plate→index dict (the benchmark's ``bytes_per_vehicle``)."""
+        """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity),
+        the samples held for re-evaluating late data, plus the plate list and plate→index dict (the
+        benchmark's ``bytes_per_vehicle``)."""
         if self.n == 0:
             return 0.0
         import sys
         arrays = sum(a.nbytes for a in self.a.values())
+        arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
@@ -391,6 +404,8 @@ class PingProcessor:
     def _history(self) -> np.ndarray:
         """The held samples (vehicle, ts, lat, lon, speed, late, driver), newer than each vehicle's
         checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
+        if self.replay_ms <= 0:
+            return self._hist
         if self._hist_new:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
@@ -426,9 +441,8 @@ class PingProcessor:
         # rule state back to the checkpoint; counters lose what the rules added since then
         for f in RULE_FIELDS:
             a[f][vs] = a["ck_" + f][vs]
-        sl = a["slot_day"][vs] >= 0
+        cnt0, dirty0 = a["cnt"][vs].copy(), a["dirty"][vs].copy()
         a["cnt"][vs[:, None], np.arange(self.slots)[None, :], RULE_F_IDX[0]:RULE_F_IDX[-1] + 1] -= a["rc_a"][vs]
-        a["dirty"][vs] |= sl & (a["rc_a"][vs] != 0).any(axis=2)
         a["rc_a"][vs] = 0.0
         a["rc_b"][vs] = 0.0
         for v in vs.tolist():
@@ -462,6 +476,8 @@ class PingProcessor:
             a["ckb_" + f][hb] = a[f][hb]
         self._rounds(ctx, np.flatnonzero(rows[:, 1].astype(np.int64) > ckb), raised, out, REPLAY_STEPS,
                      replay=True)
+        # a day's row is published again only when a value changed
+        a["dirty"][vs] = dirty0 | (np.round(a["cnt"][vs], 6) != np.round(cnt0, 6)).any(axis=2)
         newest: dict[int, dict] = {}
         for _, _, al in raised:
             newest[al["alert_id"]] = al
@@ -524,8 +540,9 @@ class PingProcessor:
             for j in np.flatnonzero(a["dirty"][nv, ns]):
                 self.pending_rows.append(self._row(int(nv[j]), int(ns[j])))
             a["cnt"][nv, ns] = 0.0
-            a["rc_a"][nv, ns] = 0.0
-            a["rc_b"][nv, ns] = 0.0
+            if self.replay_ms > 0:
+                a["rc_a"][nv, ns] = 0.0
+                a["rc_b"][nv, ns] = 0.0
             a["dirty"][nv, ns] = False
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
@@ -607,7 +624,8 @@ class PingProcessor:
             # older than the vehicle's newest fix: inside the replay window it is merged into the timeline
             # after the round (``_replay_late``), older than the window it only fills track gaps
             late = qp & (t < a["q_last"][vi])
-            again = late & (t > a["ck_ts"][vi])
+            # (a fix for a day no longer held cannot change that day's row: it is not merged either)
+            again = late & (t > a["ck_ts"][vi]) & ~r.stale
             for v in vi[again].tolist():
                 self._late_pending.add(v)
             beyond = late & ~again
@@ -899,7 +917,7 @@ class PingProcessor:
         in the output only)."""
         a = self.a
         good = ~r.stale
-        if r.stale.any():
+        if r.stale.any() and not r.replay:        # (a replay meets them again: counted once)
             k = int(r.stale.sum())
             r.out.stale_day += k
             self.stale_total += k
@@ -1151,6 +1169,7 @@ class PingProcessor:
             self.track_buf = [track] if len(track) else []
             if "__hist__" in z.files:
                 self._hist = z["__hist__"]
+            had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
                     self.a[k][:n] = z[k]
@@ -1163,8 +1182,9 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
-        if meta["version"] == 1 and n:
-            # no replay window in the snapshot: it starts now (older late data only fills gaps)
+        if n and self.replay_ms > 0 and not had_window:
+            # no replay window in the snapshot (version 1, or written with the window off): it starts now
+            # (older late data only fills gaps)
             a = self.a
             last = np.maximum(a["fix_ts"][:n], a["fat_last_ts"][:n])
             a["q_last"][:n] = last

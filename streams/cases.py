@@ -505,7 +505,9 @@ class CaseStore:
                 self._insert_act(c, act, len(acts) + 1)
                 acts.append(act)
                 self._apply_derived(c, row, acts, now)
-                self._recompute_escalations(c, row, now)
+                # only a decided case (or a driver named) can change an Art. 66 count
+                if lifecycle.derive(acts)["decided_on"] or act.driver_id:
+                    self._recompute_escalations(c, row, now)
         pending = self._evidence_sync(case_id)
         out = self.show(case_id)
         out["replayed"] = replayed
@@ -702,8 +704,11 @@ class CaseStore:
             scope.append(("driver", d, """(s.driver_id=? OR c.case_id IN
                                           (SELECT case_id FROM case_acts WHERE driver_id=?))""", (d, d)))
         for target, subject, cond, args in scope:
-            found = art66.crossings(self._facts("WHERE " + cond, args), self.cfg).get((target, subject))
-            self._reconcile(c, target, subject, found, now)
+            # only decided cases that are not void can count (models/art66.py)
+            where = f"WHERE ({cond}) AND s.decided_on IS NOT NULL AND s.status NOT IN ('withdrawn', 'dismissed')"
+            facts = self._facts(where, args)
+            found = art66.crossings(facts, self.cfg, only=(target, subject)).get((target, subject))
+            self._reconcile(c, target, subject, found, art66.counting_ids(facts, self.cfg), now)
 
     def _proposal_acts(self, proposal_id: str) -> list[Act]:
         return [Act(case_id=r["proposal_id"], action=r["action"], by=r["by_officer"], at=r["at"],
@@ -721,32 +726,41 @@ class CaseStore:
                   (aid, proposal_id, seq, action, by, at, format_ts(now), reason,
                    orjson.dumps(details).decode() if details is not None else None))
 
-    def _reconcile(self, c, target: str, subject: str, found: dict | None, now: datetime) -> None:
+    def _reconcile(self, c, target: str, subject: str, found: dict | None, counting_ids: set[str],
+                   now: datetime) -> None:
+        """Bring the subject's proposals in line with the histories: an open proposal follows the current
+        basis; any proposal (open or decided) whose basis lost a case is flagged for review; a new proposal
+        is created when the subject is over its threshold on cases no earlier proposal covered."""
         rows = c.execute("SELECT * FROM escalation_proposals WHERE target=? AND subject=? ORDER BY created_at, "
                          "proposal_id", (target, subject)).fetchall()
-        open_rows = [r for r in rows
-                     if art66.proposal_status(self._proposal_acts(r["proposal_id"])) in art66.PROPOSAL_OPEN]
+        statuses = {r["proposal_id"]: art66.proposal_status(self._proposal_acts(r["proposal_id"])) for r in rows}
+        open_rows = [r for r in rows if statuses[r["proposal_id"]] in art66.PROPOSAL_OPEN]
         basis = ({k: found[k] for k in ("count", "threshold", "window_start", "window_end", "case_ids")}
                  if found else None)
-        for r in open_rows:
+        for r in rows:
+            st = statuses[r["proposal_id"]]
             old = orjson.loads(r["basis"])
-            if basis is None:
-                flag = (f"basis fell away: no window over the threshold any more (was {old['count']} > "
-                        f"{old['threshold']}); review the proposal")
-                if r["flag"] != flag:
-                    c.execute("UPDATE escalation_proposals SET flag=? WHERE proposal_id=?", (flag, r["proposal_id"]))
-                    self._proposal_note(c, r["proposal_id"], "flag", format_ts(now), now, flag)
-            else:
-                if old != basis:
+            lost = sorted(set(old["case_ids"]) - counting_ids)
+            if st in art66.PROPOSAL_OPEN:
+                if basis is not None and old != basis:
                     c.execute("UPDATE escalation_proposals SET basis=? WHERE proposal_id=?",
                               (orjson.dumps(basis).decode(), r["proposal_id"]))
                     self._proposal_note(c, r["proposal_id"], "basis", format_ts(now), now, None, basis)
-                lost = set(old["case_ids"]) - set(basis["case_ids"])
-                flag = (f"basis changed: case(s) {', '.join(sorted(lost))} no longer count; review the proposal"
-                        if lost else r["flag"])
-                if flag != r["flag"]:
-                    c.execute("UPDATE escalation_proposals SET flag=? WHERE proposal_id=?", (flag, r["proposal_id"]))
-                    self._proposal_note(c, r["proposal_id"], "flag", format_ts(now), now, flag)
+                if basis is None:
+                    flag = (f"basis fell away: no window over the threshold any more (was {old['count']} > "
+                            f"{old['threshold']}); review the proposal")
+                elif lost:
+                    flag = f"basis changed: case(s) {', '.join(lost)} no longer count; review the proposal"
+                else:
+                    flag = r["flag"]
+            elif st == "decided" and lost:
+                flag = (f"decided on a basis that no longer holds: case(s) {', '.join(lost)} withdrawn or "
+                        "dismissed; review the decision")
+            else:
+                continue
+            if flag != r["flag"]:
+                c.execute("UPDATE escalation_proposals SET flag=? WHERE proposal_id=?", (flag, r["proposal_id"]))
+                self._proposal_note(c, r["proposal_id"], "flag", format_ts(now), now, flag)
         if basis is None or open_rows:
             return
         covered = set()

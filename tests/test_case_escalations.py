@@ -256,4 +256,10 @@ def test_proposal_workflow(tmp_path, capsys, monkeypatch):
     code, out = act("decide", "--at", "2025-04-15")
     assert code == 0 and out[0]["status"] == "decided"
     assert [h["act"] for h in out[0]["history"]] == ["propose", "legal_review", "notify", "decide"]
-    assert out[0]["basis"]["count"] == 4
+    assert out[0]["basis"]["count"] == 4 and out[0]["flag"] is None
+    # a case of the decided proposal's basis is withdrawn afterwards: the decision is flagged for review
+    assert cli(capsys, "case", "act", r["case_of"]["b11"], "withdraw", "--archive", arch, "--by", "op",
+               "--reason", "行政复议撤销", "--at", "2025-05-01")[0] == 0
+    code, out = cli(capsys, "case", "show", pid, "--archive", arch)
+    assert out[0]["status"] == "decided" and r["case_of"]["b11"] in out[0]["flag"]
+    assert "no longer holds" in out[0]["flag"] and out[0]["history"][-1]["act"] == "flag"

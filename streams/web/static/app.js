@@ -627,6 +627,15 @@ async function openCase(id) {
   renderCase(c);
 }
 
+// a driver is liable only when identified (IC card or officer); the registry's driver is only presumed
+function driverText(c) {
+  const d = (c.liable && c.liable.driver) || {};
+  const name = c.driver || c.driver_id || d.id || "";
+  if (!name) return "未识别 not identified";
+  if (d.identified) return `${name}（${d.source === "officer" ? "执法人员认定 officer" : "IC卡 card"}）`;
+  return `${name}（推定，未识别 presumed）`;
+}
+
 function renderCase(c) {
   const box = $("case-detail");
   const m = c.manifest || {};
@@ -664,7 +673,7 @@ function renderCase(c) {
     section("案件 Case", kvTable([["时间 Time", c.ts], ["站点 Station", c.station ? c.station.name : c.station_id],
       ["处理 Action", c.action], ["违法 Counts for 一超四罚", c.violation ? "是 yes" : "否 no"],
       ["超限 Excess kg", num(c.excess_kg, 0)], ["罚款 Fine ¥", String(c.fine_yuan)], ["企业 Enterprise", c.enterprise || c.enterprise_id],
-      ["驾驶员 Driver", c.driver || c.driver_id], ["货源单位 Source site", c.source_site ? `${c.source_site.name} (${c.source_site.kind || ""})` : c.source_site_id]])),
+      ["驾驶员 Driver", driverText(c)], ["货源单位 Source site", c.source_site ? `${c.source_site.name} (${c.source_site.kind || ""})` : c.source_site_id]])),
     images.length ? section("现场图片 Images", el("div", {class: "images"}, ...images))
                   : section("现场图片 Images", el("p", {class: "muted", text: "无本地图片 no local image files"})),
     (track.length || c.source_site) ? section("轨迹与货源 Track excerpt and source site", trackSvg(track, c.source_site, c.station) || el("p", {class: "muted", text: "无轨迹 no track"})) : null,
