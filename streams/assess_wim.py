@@ -18,7 +18,7 @@ import orjson
 from roadwatch.models.config import Config, ConfigError, load_config
 from roadwatch.models.evidence import EvidenceError, load_signing_key, write_package
 from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
-from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
+from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading, plausible_years
 from roadwatch.models.permits import PermitError, PermitIndex, load_permits
 from roadwatch.models.registry import RegistryError, load_registry
 from roadwatch.streams.cli import UsageError
@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "Without it the run is a stateless dry run")
 
 
-def load_pings(path: Path, max_bytes: int, cfg: Config) -> tuple[MemoryTracks, MemoryDrivers, int]:
+def load_pings(path: Path, max_bytes: int, cfg: Config,
+               years: tuple[int, int] | None = None) -> tuple[MemoryTracks, MemoryDrivers, int]:
     tracks, drivers, bad = MemoryTracks(), MemoryDrivers(), 0
     from . import feed_input     # a scenario/replay feed or JSON lines of pings
     lines, check, f = feed_input.pings(str(path), cfg, f"--pings {path}")
@@ -44,7 +45,7 @@ def load_pings(path: Path, max_bytes: int, cfg: Config) -> tuple[MemoryTracks, M
             if not line.strip():
                 continue
             try:
-                p = parse_ping(line, max_bytes)
+                p = parse_ping(line, max_bytes, years=years)
             except InvalidRecord as e:
                 bad += 1
                 if bad <= 10:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     tracks = drivers = None
     bad_input = False
     if args.pings:
-        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, cfg)
+        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, cfg, plausible_years(cfg))
         bad_input = bad > 0
     key = None
     if args.evidence_dir:
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     n_bad = 0
     for n, line in enumerate(lines, 1):
         try:
-            reading = parse_wim_reading(line, max_bytes)
+            reading = parse_wim_reading(line, max_bytes, years=plausible_years(cfg))
         except InvalidRecord as e:
             bad_input = True
             n_bad += 1

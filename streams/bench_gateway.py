@@ -255,10 +255,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         terms = bench_registry(n, tmp / "registry.json")
         create_topics(broker.bootstrap, cfg)
         port, mport = free_port(), free_port()
-        env = dict(os.environ, ROADWATCH_SET=(f'paths.data_dir="{tmp / "data"}";gateway.max_connections={n + 100};'
+        outer = os.environ.get("ROADWATCH_SET", "")          # the caller's overrides come first, ours win
+        env = dict(os.environ, ROADWATCH_SET=(f'{outer};' if outer else '') + (
+                                              f'paths.data_dir="{tmp / "data"}";gateway.max_connections={n + 100};'
                                               f'gateway.max_unauthenticated={min(n + 100, 100_000)};'
                                               f'gateway.max_pending_per_address={n + 100};'
                                               f'gateway.event_loop="{cfg["gateway.event_loop"]}"'))
+        res["coalesce_ms"] = cfg["gateway.coalesce_ms"]
         cmd = (args.gateway_cmd.split() if args.gateway_cmd else [sys.executable, "-m", "roadwatch.streams.cli"])
         cmd += ["gateway", "--host", "127.0.0.1", "--port", str(port), "--registry", str(tmp / "registry.json"),
                 "--bootstrap", broker.bootstrap, "--metrics-port", str(mport)]

@@ -228,10 +228,13 @@ class SQLiteConnection(ArchiveConnection):
         self.raw.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self.raw.execute("COMMIT")
         except BaseException:
-            self.raw.execute("ROLLBACK")
+            # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot rollback"
+            # and hide the error; a failed COMMIT must not leave the transaction open for the next caller
+            if self.raw.in_transaction:
+                self.raw.execute("ROLLBACK")
             raise
-        self.raw.execute("COMMIT")
 
     def tables(self) -> list[str]:
         return [r[0] for r in self.raw.execute(
@@ -242,6 +245,14 @@ class SQLiteConnection(ArchiveConnection):
 
     def close(self) -> None:
         self.raw.close()
+
+    def __enter__(self):
+        # sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
+        self.raw.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.raw.__exit__(*exc)
 
     def __getattr__(self, name: str) -> Any:
         if name == "raw":
@@ -455,6 +466,15 @@ class PostgresConnection(ArchiveConnection):
     @property
     def in_transaction(self) -> bool:
         return self._tx is not None
+
+    def __enter__(self):
+        # as sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if self._tx is not None:
+            self._end(commit=exc_type is None)
+        return False
 
     @contextmanager
     def transaction(self):

@@ -11,7 +11,7 @@ Rules held by the table itself, so two gateway processes sharing the archive can
 - at most one active terminal per vehicle (partial unique index).
 
 All SQL of this table lives in this module (portable: ``ON CONFLICT … DO UPDATE … WHERE`` and partial
-indexes exist in SQLite ≥ 3.24 and PostgreSQL).
+indexes exist in SQLite ≥ 3.24 and PostgreSQL; qmark parameters through ``ArchiveConnection``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from roadwatch.streams.archive import open_archive, register_schema
+from roadwatch.streams.archive import ArchiveConnection, open_archive, register_schema
+
+try:                                               # PostgreSQL archive (optional driver)
+    from psycopg import IntegrityError as _PgIntegrityError
+    _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, _PgIntegrityError)
+except ImportError:
+    _INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
 
 register_schema("""
 CREATE TABLE IF NOT EXISTS terminal_auth (
@@ -68,16 +74,17 @@ def _hash(salt: bytes, code: str) -> str:
 class TerminalAuth:
     """The ``terminal_auth`` table of one archive. Methods are short synchronous statements."""
 
-    def __init__(self, archive_path: str | Path):
-        self.path = Path(archive_path).resolve()
-        self._conns: dict[int, sqlite3.Connection] = {}
+    def __init__(self, archive: str | Path):
+        """``archive``: ``Config.archive_path`` — a SQLite file or a ``postgresql://`` URL."""
+        self.target = Path(archive).resolve() if isinstance(archive, Path) else archive
+        self._conns: dict[int, ArchiveConnection] = {}
         self._one("SELECT 1 FROM terminal_auth LIMIT 1", ())      # schema applied
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> ArchiveConnection:
         # open_archive resolves the path on every call (~50 µs); a gateway asks on every 0x0100/0x0102
         conn = self._conns.get(threading.get_ident())
         if conn is None:
-            conn = self._conns[threading.get_ident()] = open_archive(self.path)
+            conn = self._conns[threading.get_ident()] = open_archive(self.target)
         return conn
 
     def _one(self, sql: str, args: tuple):
@@ -100,7 +107,7 @@ class TerminalAuth:
                 "issued_at = excluded.issued_at, revoked_at = NULL, revoked_reason = NULL "
                 "WHERE terminal_auth.revoked_at IS NOT NULL",
                 (terminal_key, plate, plate_color, salt.hex(), _hash(salt, code), _now()))
-        except sqlite3.IntegrityError:                  # the vehicle's partial unique index
+        except _INTEGRITY_ERRORS:                       # the vehicle's partial unique index
             return REG_VEHICLE_TAKEN, ""
         if cur.rowcount == 0:                           # active row kept: the terminal is bound already
             return REG_TERMINAL_TAKEN, ""

@@ -27,7 +27,7 @@ def add_note(conn, alert_id: str, operator: str, note: str, known_live: bool) ->
     if not known_live and conn.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone() is None:
         return None
     ts = format_ts(datetime.now(timezone.utc))
-    with conn:
+    with conn.transaction():
         conn.execute("INSERT INTO alert_notes(alert_id, operator, note, ts) VALUES (?,?,?,?)",
                      (alert_id, operator, note, ts))
         conn.execute("INSERT INTO alert_acks(alert_id, operator, note, ts) VALUES (?,?,?,?) "
