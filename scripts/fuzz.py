@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import random
 import re
@@ -67,6 +68,7 @@ class Target:
         self.json_seeds, self.mutate = json_seeds, mutate
         self.text = text          # half of the inputs are repaired to valid UTF-8 to get past decoding
         self.close: Callable[[], None] | None = None
+        self.finish: Callable[[], None] | None = None   # end-of-run check (raises: one more crash)
 
 
 # --- generic mutators ---------------------------------------------------------------------------------
@@ -557,8 +559,413 @@ def scenario_target(tmp: Path) -> Target:
     return Target("scenario", seeds, run, (ScenarioError,), text=True)
 
 
+# --- JT/T 809 -------------------------------------------------------------------------------------------
+
+VECTORS_809 = ROOT / "tests" / "data" / "jt809-vectors.jsonl"     # public vectors (hex + source)
+CIPHER_809 = "30000000,20000000,20000000"                        # M1,IA1,IC1 of the public encrypted vectors
+# the two lower platforms of the fuzz: the centre ids of the public 2011 and 2019 vectors
+PLAT_2011 = dict(center_id=20180920, user_id=20180920, password="20180920", protocol=2011)
+PLAT_2019 = dict(center_id=0x01FEC190, user_id=1001, password="pw809", protocol=2019)
+
+
+def _frames_809() -> list[bytes]:
+    """Seed frames: the public vectors, wrapped when they are bodies, and every message the link decodes
+    built for both header layouts, in clear and ciphered, escaped and as careless senders send them."""
+    from roadwatch.streams.jt809 import codec as c
+    from roadwatch.streams.jt809 import messages as m
+    cipher = c.Cipher.parse(CIPHER_809)
+    out: list[bytes] = []
+    for line in VECTORS_809.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        v = orjson.loads(line)
+        if v["kind"] in ("frame", "codec"):
+            out.append(bytes.fromhex(v["hex"]))
+        elif v["kind"] == "body":
+            proto, data = v["protocol"], bytes.fromhex(v["hex"])
+            plat = PLAT_2019 if proto == 2019 else PLAT_2011
+            if "data_type" in v:        # a sub-business body: wrap it as the link receives it
+                dt = int(v["data_type"], 16)
+                body = (m.encode_without_vehicle(dt, data) if dt >> 8 in (0x13, 0x93) or (dt >> 8 == 0x14 and proto == 2019)
+                        else m.encode_with_vehicle("湘A12345", 2, dt, data))
+                msg = m.PLATFORM_MSG if dt >> 8 == 0x13 else m.WARN_MSG if dt >> 8 == 0x14 else m.DYNAMIC
+            else:
+                body, msg = data, int(v["msg_id"], 16)
+            out.append(c.build_frame(msg, body, sn=7, center_id=plat["center_id"], protocol=proto))
+    pos = {"lat": 28.2, "lon": 112.9, "ts": "2026-11-10T10:00:00+08:00", "speed_kmh": 50.0, "heading": 90,
+           "altitude_m": 40.0, "alarm_flags": 0, "status_flags": 3, "mileage_km": 100.0}
+    for plat in (PLAT_2011, PLAT_2019):
+        proto, cid = plat["protocol"], plat["center_id"]
+        bodies = [(m.LOGIN, m.encode_login(plat["user_id"], plat["password"], "127.0.0.1", 809, proto, cid)),
+                  (m.HEARTBEAT, b""),
+                  (m.DYNAMIC, m.encode_with_vehicle("湘A12345", 2, m.REAL_LOCATION, m.encode_position(pos, proto))),
+                  (m.DYNAMIC, m.encode_with_vehicle("湘A12345", 2, m.HISTORY_LOCATION, m.encode_history([pos] * 3, proto))),
+                  (m.DYNAMIC, m.encode_with_vehicle("湘A12345", 2, m.VEHICLE_REGISTER,
+                                                    m.encode_register("P1", "M1", "X9", "T123456", "13800000000", proto))),
+                  (m.PLATFORM_MSG, m.encode_without_vehicle(m.POST_QUERY_ACK, m.encode_query_ack(1, "P1", "在岗", proto, 3)))]
+        if proto == 2011:
+            bodies.append((m.WARN_MSG, m.encode_with_vehicle("湘A12345", 2, m.WARN_ADPT_INFO,
+                                                             m.encode_warn_2011(1, 2, 1_762_740_000, 5, "超速"))))
+        for msg, body in bodies:
+            out.append(c.build_frame(msg, body, sn=1, center_id=cid, protocol=proto, utc_time=1_762_740_000))
+            out.append(c.build_frame(msg, body, sn=2, center_id=cid, protocol=proto, cipher=cipher,
+                                     encrypt_key=256178, utc_time=1_762_740_000, escaped=msg != m.DYNAMIC))
+    return out
+
+
+def _mutate_809(rnd: random.Random, data: bytes, center_id: int | None = None) -> bytes:
+    """Keep the framing valid (or break exactly one rule of it) and mutate the header fields or the body:
+    DATA_LENGTH lies, 2011 ↔ 2019 header, cipher on/off with another key, MSG_LENGTH lies (with a CRC that
+    holds over them or not), invalid escape sequences, frames not escaped. ``center_id``: write this centre
+    into the header (the link target's own platform) most of the time."""
+    from roadwatch.streams.jt809 import codec as c
+    cipher = c.Cipher.parse(CIPHER_809)
+    try:
+        fr = c.parse_frame(data, cipher=cipher)
+    except c.Jt809Error:
+        return mutate_bytes(rnd, data, [data])
+    h, body = fr.header, bytearray(fr.body)
+    r = rnd.random()
+    if r < 0.25 and len(body) >= 6:               # DATA_LENGTH (with vehicle at 22, without at 2) lies
+        off = rnd.choice((2, 22)) if len(body) >= 26 else 2
+        body[off:off + 4] = rnd.choice((0, 1, len(body), len(body) - off, 0xFFFFFFFF, rnd.randrange(1 << 32))
+                                       ).to_bytes(4, "big")
+    elif r < 0.85:
+        body = bytearray(mutate_bytes(rnd, bytes(body), [bytes(body)]))
+    msg_id = h.msg_id if rnd.random() < 0.85 else rnd.choice([0x1001, 0x1003, 0x1005, 0x1007, 0x1008, 0x1200, 0x1300,
+                                                              0x1400, 0x9001, 0x9300, rnd.randrange(65536)])
+    proto = h.protocol if rnd.random() < 0.85 else 2011 + 2019 - h.protocol
+    ciphered = h.encrypted if rnd.random() < 0.85 else not h.encrypted
+    key = h.encrypt_key if rnd.random() < 0.9 else rnd.choice((0, 1, 0xFFFFFFFF, rnd.randrange(1 << 32)))
+    cid = center_id if center_id is not None and rnd.random() < 0.9 else h.center_id
+    try:
+        out = bytearray(c.build_frame(msg_id, bytes(body[:4096]), sn=h.sn, center_id=cid, protocol=proto,
+                                      cipher=cipher if ciphered else None, encrypt_key=key,
+                                      utc_time=rnd.choice((h.utc_time or 0, 0, 1 << 63, rnd.randrange(1 << 64))),
+                                      escaped=rnd.random() < 0.8))
+    except c.Jt809Error:
+        return data
+    r = rnd.random()
+    if r < 0.1:                                   # MSG_LENGTH lies, CRC recomputed over the lie (or not)
+        try:
+            inner = bytearray(c.unescape(bytes(out[1:-1])))
+        except c.Jt809Error:
+            inner = bytearray(out[1:-1])
+        inner[0:4] = rnd.choice((0, 26, len(inner) + 1, len(inner) + 3, 0xFFFFFFFF, rnd.randrange(1 << 16))).to_bytes(4, "big")
+        if rnd.random() < 0.7:
+            inner[-2:] = c.crc16(bytes(inner[:-2])).to_bytes(2, "big")
+        out = bytearray(b"\x5b" + c.escape(bytes(inner)) + b"\x5d")
+    elif r < 0.17 and len(out) > 2:               # an invalid escape: 5A/5E not followed by 01/02
+        i = rnd.randrange(1, len(out) - 1)
+        out[i:i] = bytes((rnd.choice((0x5A, 0x5E)), rnd.choice((0x00, 0x03, 0x5A, 0x5D, 0xFF))))
+    elif r < 0.22:                                # a frame mutated after framing (flag, CRC, truncation)
+        out = bytearray(mutate_bytes(rnd, bytes(out), [bytes(out)]))
+    return bytes(out)
+
+
+def jt809_target() -> Target:
+    """The codec and the message-body decoders as the link server calls them (streams.jt809.link): frame
+    → header (2011/2019 by VERSION, or forced) → decrypted body → decode_body → pings → the worker's batch
+    decoding. Only ``Jt809Error`` may come out: the codec's own error type, not InvalidRecord in general."""
+    from roadwatch.models.pingbatch import decode_batch, encode_batch
+    from roadwatch.models.pingschema import dicts_getter, validate_columns
+    from roadwatch.models.records import plausible_years
+    from roadwatch.streams.jt809 import codec as c
+    from roadwatch.streams.jt809 import messages as m
+    cipher = c.Cipher.parse(CIPHER_809)
+    years = plausible_years(Config())
+
+    def run(data: bytes):
+        mode = len(data) % 4                      # deterministic in the input: reproducible from base64
+        proto = (None, None, 2011, 2019)[mode]
+        fr = c.parse_frame(data, proto, cipher if mode != 1 else None)
+        fields = m.decode_body(fr.header.msg_id, fr.body, fr.header.protocol)
+        pings = [dict(p, recv_ts=1_762_740_000_000)
+                 for p in m.message_pings(fr.header.msg_id, fields, fr.header.center_id)]
+        # the link checks them as the worker will (a refused position is dead-lettered, not batched) …
+        if pings and not validate_columns(dicts_getter(pings), len(pings), years=years)[1]:
+            try:                                  # … and what passes must decode in the worker
+                decode_batch(encode_batch(pings), years=years)
+            except InvalidRecord as e:
+                raise RuntimeError(f"checked 809 pings the worker refuses: {e}") from None
+        if fr.header.msg_id == m.LOGIN:          # what the server answers
+            c.build_frame(m.LOGIN_RESP, m.encode_login_resp(0, 1), sn=1, center_id=fr.header.center_id,
+                          protocol=fr.header.protocol, utc_time=fr.header.utc_time)
+        return fields
+
+    return Target("jt809", _frames_809(), run, (c.Jt809Error,), mutate=lambda rnd, d: _mutate_809(rnd, d))
+
+
+class LinkCrash(Exception):
+    """The link server logged an error, dead-lettered anything but an input fault, stopped answering
+    heartbeats, refused our login, or published pings no decodable frame carried."""
+
+
+# dead-letter reasons that name a fault of the input (codec codes and the link's own rules)
+# (the JT/T 808 codes come from a 2019 position's GNSS_DATA, a JT/T 808 0x0200 body; the ping-schema codes
+# from the worker's checks the link applies before batching)
+INPUT_FAULTS_809 = {"bad_frame", "bad_escape", "bad_crc", "length_mismatch", "truncated", "bad_value", "bad_time",
+                    "encrypted", "unsupported_msg", "frame_too_large", "not_logged_in", "wrong_center",
+                    "login_refused", "logout_refused", "bad_plate", "bad_checksum", "bad_bcd",
+                    "bad_timestamp", "out_of_range", "bad_type", "missing_field"}
+
+
+class LinkTarget:
+    """A real JT/T 809 link server (streams.jt809.link.LinkServer) in a thread with its own loop on a free
+    port of 127.0.0.1, and two logged-in main links from this thread (a 2011 and a 2019 platform, both
+    with a body cipher). Each input goes to the link whose header layout it names, followed by a 0x1005
+    heartbeat; the 0x1006 answers are awaited. A model of the link's rules (the same codec) predicts how
+    many heartbeats are answered and how many pings are published; at the end every published ping must
+    be accounted for by a frame that decoded."""
+
+    MAX_FRAME = 4096
+
+    def __init__(self):
+        import asyncio
+        import logging
+        import socket
+        import threading
+        from roadwatch.streams.batcher import MemoryPublisher
+        from roadwatch.streams.broker import free_port
+        from roadwatch.streams.jt809 import codec as c
+        from roadwatch.streams.jt809 import messages as m
+        from roadwatch.models.records import plausible_years
+        from roadwatch.streams.jt809.platforms import Platform
+        self.c, self.m, self.socket = c, m, socket
+        self.cipher = c.Cipher.parse(CIPHER_809)
+        self.plats = {p["center_id"]: Platform(p["center_id"], f"P{p['protocol']}", p["user_id"], p["password"],
+                                               p["protocol"], self.cipher, False) for p in (PLAT_2011, PLAT_2019)}
+        self.tmp = tempfile.mkdtemp(prefix="roadwatch-fuzz-809-")
+        self.cfg = Config({"paths.data_dir": self.tmp, "stream.batch_max_ms": 50, "jt809.slave_link": False,
+                           "jt809.max_refused_logins": 100, "jt809.idle_timeout_s": 600.0,
+                           "jt809.auth_timeout_s": 600.0, "jt809.max_frame_bytes": self.MAX_FRAME})
+        self.publisher = MemoryPublisher()
+        self.port = free_port()
+        self.errors: list[str] = []
+        self.expected_pings = 0
+        self.published_pings = 0
+        self.logins = self.reconnects = self.unmodelled = 0
+        self.years = plausible_years(self.cfg)
+
+        class _Catch(logging.Handler):
+            def emit(h, record):             # noqa: N805 - the outer self is the target
+                if record.levelno >= logging.ERROR:
+                    self.errors.append(record.getMessage() + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
+        self._handler = _Catch()
+        logging.getLogger("roadwatch").addHandler(self._handler)
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(str(ctx.get("message"))
+                                                                             + repr(ctx.get("exception"))))
+        started = threading.Event()
+
+        def serve_forever():
+            from roadwatch.streams.jt809.link import serve
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(serve(self.cfg, self.plats, self.publisher, "127.0.0.1",
+                                                             self.port))
+            started.set()
+            self.loop.run_forever()
+        self.thread = threading.Thread(target=serve_forever, daemon=True)
+        self.thread.start()
+        if not started.wait(10):
+            raise LinkCrash("the link server did not start")
+        self.links: dict[int, dict] = {}          # protocol → {sock, buf, plat, refused}
+
+    # --- the lower platform's side ---------------------------------------------------------------------
+    def _frame(self, plat, msg_id: int, body: bytes) -> bytes:
+        return self.c.build_frame(msg_id, body, sn=1, center_id=plat.center_id, protocol=plat.protocol,
+                                  utc_time=1_762_740_000)
+
+    def _connect(self, proto: int) -> dict:
+        c, m = self.c, self.m
+        old = self.links.pop(proto, None)
+        if old is not None:
+            old["sock"].close()
+            self.reconnects += 1
+        plat = next(p for p in self.plats.values() if p.protocol == proto)
+        link = {"sock": self.socket.create_connection(("127.0.0.1", self.port), timeout=10), "buf": bytearray(),
+                "plat": plat, "refused": 0}
+        link["sock"].sendall(self._frame(plat, m.LOGIN, m.encode_login(plat.user_id, plat.password, "127.0.0.1", 0,
+                                                                       proto, plat.center_id)))
+        replies = self._read(link, m.LOGIN_RESP, 1)
+        if not replies or replies[-1].get("result") != 0:
+            raise LinkCrash(f"login refused on a fresh connection: {replies!r}")
+        self.logins += 1
+        self.links[proto] = link
+        return link
+
+    def _read(self, link: dict, msg_id: int, n: int) -> list[dict]:
+        """Read answers until ``n`` of ``msg_id``; → their decoded bodies."""
+        c, m = self.c, self.m
+        got: list[dict] = []
+        while len(got) < n:
+            for raw in c.split_frames(link["buf"]):
+                try:
+                    fr = c.parse_frame(raw, link["plat"].protocol, self.cipher)
+                except c.Jt809Error as e:
+                    raise LinkCrash(f"the link server sent a frame we cannot decode: {e}") from None
+                if fr.header.msg_id == msg_id:
+                    got.append(m.decode_body(fr.header.msg_id, fr.body, fr.header.protocol))
+            if len(got) >= n:
+                break
+            data = link["sock"].recv(65536)
+            if not data:
+                raise ConnectionError("the link server closed the connection")
+            link["buf"] += data
+        return got
+
+    def _model(self, link: dict, stream: bytes) -> tuple[list[bytes], int, int, bool] | None:
+        """What the server does with ``stream`` on this logged-in link (its rules, our copy): → (frames,
+        heartbeats answered, pings published, connection closed, frames refused); None when the input does not end where
+        it was sent (an unterminated frame swallows what follows)."""
+        from roadwatch.models.pingschema import dicts_getter, validate_columns
+        c, m = self.c, self.m
+        buf = bytearray(stream)
+        try:
+            frames = c.split_frames(buf, self.MAX_FRAME)
+        except c.Jt809Error:
+            return None
+        if buf:
+            return None
+        plat, logged_in, hb, pings, closed, bad = link["plat"], True, 0, 0, False, 0
+        for raw in frames:
+            try:
+                fr = c.parse_frame(raw, plat.protocol, plat.cipher)
+                f = m.decode_body(fr.header.msg_id, fr.body, fr.header.protocol)
+            except c.Jt809Error:
+                bad += 1
+                continue
+            h = fr.header
+            if h.msg_id == m.LOGIN:
+                p = self.plats.get(h.center_id)
+                if p is None or f.get("center_id", h.center_id) != h.center_id or f["user_id"] != p.user_id \
+                        or f["password"] != p.password:
+                    link["refused"] += 1
+                    if link["refused"] >= 100:
+                        return frames, hb, pings, True, bad
+                elif not logged_in:
+                    logged_in, plat = True, p
+                continue
+            if not logged_in or h.center_id != plat.center_id:
+                continue
+            if h.msg_id == m.HEARTBEAT:
+                hb += 1
+            elif h.msg_id == m.LOGOUT and f["user_id"] == plat.user_id and f["password"] == plat.password:
+                logged_in, closed = False, True
+            elif h.msg_id == m.DYNAMIC:
+                plate = f.get("plate") or ""
+                found = [dict(p, recv_ts=1_762_740_000_000) for p in m.message_pings(m.DYNAMIC, f, plat.center_id)]
+                if plate and "\ufffd" not in plate and len(plate) <= 16 and found \
+                        and not validate_columns(dicts_getter(found), len(found), years=self.years)[1]:
+                    pings += len(found)
+        return frames, hb, pings, closed, bad
+
+    def run(self, data: bytes):
+        c, m = self.c, self.m
+        try:
+            proto = c.parse_frame(data, cipher=self.cipher).header.protocol
+        except c.Jt809Error as e:
+            proto = e.header.protocol if e.header is not None else 2011
+        link = self.links.get(proto) or self._connect(proto)
+        hb_frame = self._frame(link["plat"], m.HEARTBEAT, b"")
+        model = self._model(link, data + hb_frame)
+        if model is None or model[3]:
+            # the input does not end where it was sent, or it closes the link (a valid logout): send it,
+            # end the connection, and log in again on a new one (the server must still accept us)
+            link["sock"].sendall(data + hb_frame)
+            link["sock"].shutdown(self.socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                while link["sock"].recv(65536):
+                    pass
+            if model is not None:
+                self.expected_pings += model[2]
+            else:
+                self.unmodelled += 1
+            self._connect(proto)
+            self._check()
+            raise InvalidRecord("connection_ended", "input without an end, or a logout")
+        frames, hb, pings, _, bad = model
+        link["sock"].sendall(data + hb_frame)
+        try:
+            self._read(link, m.HEARTBEAT_RESP, hb)
+        except ConnectionError:
+            self._check()
+            raise LinkCrash("the link server closed a logged-in link that sent a heartbeat") from None
+        self.expected_pings += pings
+        self._check()
+        if bad:
+            raise InvalidRecord("dead_lettered", f"{bad} frame(s) the link refused")
+        return frames
+
+    def _check(self) -> None:
+        from roadwatch.models.pingbatch import decode_batch
+        from roadwatch.streams.topics import DEAD_LETTER, GPS_PINGS
+        if self.errors:
+            err, self.errors[:] = self.errors[0], []
+            raise LinkCrash(err)
+        with self.publisher._lock:
+            records, self.publisher.records = self.publisher.records, []
+        for topic, _key, value, _part in records:
+            if topic == DEAD_LETTER:
+                reason = orjson.loads(value).get("reason")
+                if reason not in INPUT_FAULTS_809:
+                    raise LinkCrash(f"dead letter that is not an input fault: {reason!r} {value[:200]!r}")
+            elif topic == GPS_PINGS:
+                try:
+                    self.published_pings += len(decode_batch(value))
+                except InvalidRecord as e:
+                    raise LinkCrash(f"the link published a batch the worker refuses: {e}") from None
+
+    def finish(self) -> None:
+        """All pending pings out; every published ping came from a frame that decoded (and every such
+        frame's pings were published)."""
+        import asyncio
+        srv = self.server
+
+        async def drain():
+            srv.batcher.flush()
+            srv._wake.set()
+            for _ in range(500):
+                if not srv.outbox:
+                    return
+                await asyncio.sleep(0.01)
+        asyncio.run_coroutine_threadsafe(drain(), self.loop).result(30)
+        self._check()
+        if self.published_pings != self.expected_pings:
+            raise LinkCrash(f"{self.published_pings} pings published, {self.expected_pings} carried by frames "
+                            f"that decoded")
+
+    def close(self) -> None:
+        import asyncio
+        import logging
+        import shutil
+        for link in self.links.values():
+            link["sock"].close()
+        asyncio.run_coroutine_threadsafe(self.server.aclose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.server.conn.close()
+        logging.getLogger("roadwatch").removeHandler(self._handler)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def target(self) -> Target:
+        seeds = _frames_809()
+
+        def mutate(rnd: random.Random, data: bytes) -> bytes:
+            try:
+                cid = self.c.parse_frame(data, cipher=self.cipher).header.center_id
+            except self.c.Jt809Error:
+                cid = None
+            own = next((p.center_id for p in self.plats.values() if cid == p.center_id), PLAT_2011["center_id"])
+            return _mutate_809(rnd, data, own)
+
+        t = Target("jt809_link", seeds, self.run, (InvalidRecord,), mutate=mutate)
+        t.close, t.finish = self.close, self.finish
+        return t
+
+
 ALL = ("gateway", "jt808", "pingbatch", "engine", "wim", "wim_assess", "ping", "driver_event", "registry", "config",
-       "scenario")
+       "scenario", "jt809", "jt809_link")
 
 
 def make_targets(names, tmp: Path) -> list[Target]:
@@ -566,6 +973,8 @@ def make_targets(names, tmp: Path) -> list[Target]:
     for n in names:
         if n == "gateway":
             out.append(GatewayTarget().target())
+        elif n == "jt809_link":
+            out.append(LinkTarget().target())
         elif n == "config":
             out.append(config_target(tmp))
         elif n == "scenario":
@@ -614,6 +1023,13 @@ def fuzz_target(t: Target, count: int, rnd: random.Random, keep: int = 3) -> dic
             lst = crashes.setdefault(kind, [])
             if len(lst) < keep:
                 lst.append({"input_b64": base64.b64encode(data[:4000]).decode(), "error": str(e)[:200]})
+    if t.finish is not None:
+        try:
+            t.finish()
+        except Exception as e:  # noqa: BLE001 - an end-of-run check failed: counted as a crash
+            outcome["crash"] += 1
+            crashes.setdefault(f"{type(e).__name__} at the end of the run", []).append(
+                {"input_b64": "", "error": str(e)[:200]})
     return {"target": t.name, "tried": count, "accepted": outcome["accepted"], "rejected": outcome["rejected"],
             "crashes": outcome["crash"], "reasons": dict(reasons.most_common()), "crash_kinds": crashes,
             "seconds": round(time.perf_counter() - t0, 2)}

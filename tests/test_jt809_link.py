@@ -231,3 +231,27 @@ def test_a_connection_is_closed_after_too_many_refused_logins(tmp_path):
         assert _dead(pub) == ["login_refused", "login_refused"]
         assert store.sessions_between(srv.conn, 0, 2e9, clock()) == {}
     asyncio.run(main())
+
+
+def test_a_position_the_worker_would_refuse_is_dead_lettered_not_batched(tmp_path):
+    """A 2011 position is a valid frame whose values the ping schema may refuse (mileage is a DWORD of whole
+    km, beyond the 0.1 km DWORD range of a ping; the year is a WORD). Batched, it would make the worker
+    dead-letter the whole batch, other platforms' pings included (found by scripts/fuzz.py, jt809_link)."""
+    async def main():
+        plat = Platform(9, "P", 1, "pw", 2011)
+        clock = SimClock(T0)
+        srv, pub = await _server(tmp_path, [plat], clock, **{"jt809.slave_link": False})
+        lower = LowerPlatform(PlatformSpec(9, 1, "pw"), clock)
+        assert await lower.connect("127.0.0.1", srv.port) == 0
+        good = _pings(3, T0)
+        far = dict(good[0], mileage_km=500_000_000.0, plate="湘A99999")                  # > 429 496 729.5 km
+        late = dict(good[0], ts=int(T0 * 1000) + 130 * 365 * 86_400_000, plate="湘A88888")  # the year 2155
+        lower.send_positions([good[0], far, good[1]])
+        lower.send_positions([late, good[2]], reupload=True)      # one bad position in a 0x1203 group
+        lower.send_positions([late])
+        await lower.barrier()
+        await lower.close()
+        await srv.aclose()
+        assert _dead(pub) == ["out_of_range", "bad_timestamp", "bad_timestamp"]
+        assert [p["ts"] for p in _published_pings(pub)] == [good[0]["ts"], good[1]["ts"]]
+    asyncio.run(main())

@@ -34,7 +34,8 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from roadwatch.models.config import Config, ConfigError
-from roadwatch.models.records import format_ts
+from roadwatch.models.pingschema import dicts_getter, validate_columns
+from roadwatch.models.records import format_ts, plausible_years
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.batcher import KafkaPublisher, PingBatcher, Publisher
 from roadwatch.streams.deadletter import dead_letter_bytes
@@ -423,6 +424,15 @@ class LinkServer:
             recv = int(now * 1000)
             for ping in pings:
                 ping["recv_ts"] = recv
+            # the worker's own checks, before batching: a position it would refuse (a 2011 mileage DWORD
+            # beyond the ping range, a year outside time.min_year–max_year) must not poison a batch that
+            # carries other platforms' pings; found by scripts/fuzz.py (jt809_link)
+            _, errs = validate_columns(dicts_getter(pings), len(pings), years=plausible_years(self.cfg))
+            if errs:
+                i = min(errs)
+                self._dead_letter(link, errs[i][0], f"0x1200/{f['data_type']} position {i}: {errs[i][1]}", raw)
+                return []
+            for ping in pings:
                 self.batcher.add(ping)
             (_REUPLOAD_PINGS if f["data_type"] == "0x1203" else _LIVE_PINGS).inc(len(pings))
             self._pressure()
