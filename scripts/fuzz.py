@@ -924,11 +924,7 @@ class LinkTarget:
 
         async def drain():
             srv.batcher.flush()
-            srv._wake.set()
-            for _ in range(500):
-                if not srv.outbox:
-                    return
-                await asyncio.sleep(0.01)
+            await srv.outbox.drain(20.0, "fuzz")
         asyncio.run_coroutine_threadsafe(drain(), self.loop).result(30)
         self._check()
         if self.published_pings != self.expected_pings:
