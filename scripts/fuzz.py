@@ -27,6 +27,20 @@ Targets (what the worker, gateway and CLIs call on untrusted bytes):
   registry     JSON → models.registry.parse_registry (what load_registry does after reading the file)
   config       models.config.load_config on a TOML file, and ROADWATCH_SET strings
   scenario     simulators.scenario.load_scenario on a TOML file
+  jt809        streams.jt809.codec.parse_frame (2011/2019 header by VERSION or forced, cipher on or off) →
+               messages.decode_body → message_pings → the link's ping checks → the worker's decode_batch; seeds:
+               the public vectors (tests/data/jt809-vectors.jsonl) and every decoded message built for both
+               headers, clear and ciphered; mutations keep the framing and lie in DATA_LENGTH / MSG_LENGTH, swap
+               2011 ↔ 2019 headers, turn the cipher on or off, plant invalid escapes, leave frames unescaped.
+               Only Jt809Error (the codec's own error) may come out
+  jt809_link   the same frames over real TCP to a running JT/T 809 link server (streams.jt809.link), on two
+               main links logged in with 0x1001 (a 2011 and a 2019 platform with a body cipher), each input
+               followed by a 0x1005 heartbeat whose 0x1006 must come back. A model of the link's rules (same
+               codec) predicts the heartbeat answers and the pings; at the end every published ping must
+               come from a frame that decoded (and vice versa). An error logged by the server, a dead letter
+               whose reason is not an input fault, a refused login on a fresh connection or a batch the
+               worker refuses counts as a crash. Inputs that do not end where they were sent (an
+               unterminated frame) or that log out are sent, the connection ended, and a new one logged in
 """
 from __future__ import annotations
 
@@ -1032,8 +1046,9 @@ def fuzz_target(t: Target, count: int, rnd: random.Random, keep: int = 3) -> dic
 
 
 # share of a ``--total`` run per target: the file-based parsers (config, scenario: a temporary file per input)
-# cost ~3 ms an input, the others 0.03–1 ms
-WEIGHTS = {"config": 0.2, "scenario": 0.1}
+# cost ~3 ms an input, the JT/T 809 link (a TCP round trip and a model of the link per input) ~3.5 ms, the
+# others 0.03–1 ms
+WEIGHTS = {"config": 0.2, "scenario": 0.1, "jt809_link": 0.5}
 
 
 def split_total(total: int, targets) -> dict[str, int]:

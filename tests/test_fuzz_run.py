@@ -19,6 +19,7 @@ import fuzz  # noqa: E402
 pytestmark = pytest.mark.slow
 
 COUNT = 10_000       # per target (a bounded share of the 1 000 000-input run in RELIABILITY.md)
+COUNTS = {"jt809_link": 4_000}   # a TCP round trip per input (~3.5 ms): a smaller share keeps CI short
 SEED = 20261121
 
 KNOWN: dict[str, str] = {}   # targets with a known crash, marked xfail(strict) until fixed
@@ -27,12 +28,13 @@ KNOWN: dict[str, str] = {}   # targets with a known crash, marked xfail(strict) 
 @pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.xfail(reason=KNOWN[t], strict=True))
                                     if t in KNOWN else t for t in fuzz.ALL])
 def test_fuzz_target_has_no_crashes(target, capsys):
-    (res,) = fuzz.run_fuzz(COUNT, SEED, (target,))
+    count = COUNTS.get(target, COUNT)
+    (res,) = fuzz.run_fuzz(count, SEED, (target,))
     with capsys.disabled():
         print(f"\n[fuzz] {target}: {res['tried']} inputs, {res['accepted']} accepted, {res['rejected']} rejected "
               f"({', '.join(f'{k} {v}' for k, v in list(res['reasons'].items())[:5])}), {res['crashes']} crashes, "
               f"{res['seconds']:.1f} s" + "".join(f"\n    crash: {k}" for k in res["crash_kinds"]))
-    assert res["tried"] == COUNT
+    assert res["tried"] == count
     assert res["accepted"] > 0 and res["rejected"] > 0          # the mutations reach both outcomes
     assert res["crashes"] == 0, res["crash_kinds"]
 
@@ -65,3 +67,19 @@ def test_gateway_fuzz_goes_through_an_authenticated_connection():
     assert res["crashes"] == 0, res["crash_kinds"]
     assert gt.authenticated >= 1
     assert res["accepted"] > 0                          # answered with result 0 behind the authentication
+
+
+def test_jt809_link_fuzz_goes_through_logged_in_links_and_accounts_for_every_ping():
+    """The link target logs in (0x1001) on a 2011 and a 2019 main link before it sends the fuzz frames, so
+    they reach the position, alarm and inspection handlers; every ping the server published is one a frame
+    that decoded carried (checked at the end of the run, a mismatch is a crash)."""
+    import random
+    lt = fuzz.LinkTarget()
+    t = lt.target()
+    try:
+        res = fuzz.fuzz_target(t, 1500, random.Random(11))
+    finally:
+        t.close()
+    assert res["crashes"] == 0, res["crash_kinds"]
+    assert lt.logins >= 2 and res["accepted"] > 0
+    assert lt.expected_pings > 0 and lt.published_pings == lt.expected_pings
