@@ -339,6 +339,18 @@ _k("archive.url", "", "ops",
 _k("archive.pool_size", 4, "ops", "PostgreSQL connections per worker process (pool maximum)", lo=1, hi=64)
 
 
+# --- lawful devices (models/devices.py; 行政处罚法 Art. 41) -------------------------------------------------
+_k("devices.require_legal_review", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's legal review (法制审核) is on file, dated at or before it")
+_k("devices.require_technical_review", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's technical review (技术审核) is on file, dated at or before it")
+_k("devices.require_signage", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's signage (设置明显标志) is on file, dated at or before it")
+_k("devices.require_announcement", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's location was announced to the public (向社会公布), dated at "
+   "or before it")
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

@@ -221,6 +221,7 @@ def build_manifest(verdict: dict, reading: WimReading) -> dict:
             "county": st.get("county"), "device_id": reading.device_id, "accuracy_class": st.get("accuracy_class"),
             "certificate_no": cal.get("cert_no"), "certificate_valid_from": cal.get("valid_from"),
             "certificate_valid_to": cal.get("valid_to"), "calibration_status": cal.get("status"),
+            "device_approval": verdict.get("device_approval"),
         },
         "time": {"ts": verdict["ts"], "clock": "station device clock"},
         "lane": reading.lane, "direction": None, "speed_kmh": reading.speed_kmh,

@@ -31,6 +31,7 @@ from roadwatch.models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, forma
 from roadwatch.models.registry import Registry
 from roadwatch.streams.archive import close_all, open_archive, register_schema
 from roadwatch.streams.cases import CaseActionError, CaseStore
+from roadwatch.streams.device_list import device_list, to_csv, to_html, to_json
 from roadwatch.streams.web import auth, handling, report_jobs, search, tracks
 from roadwatch.streams.web.fleet_status import today_status
 from roadwatch.streams.web.live import FleetView, LiveHub, sse_frame
@@ -668,6 +669,21 @@ async def api_reports(request: web.Request) -> web.Response:
     return _json({"months": months})
 
 
+async def api_devices(request: web.Request) -> web.Response:
+    """The public device list (streams/device_list.py) as of now: JSON here, CSV/HTML as downloads."""
+    st = request.app[STATE]
+    doc = device_list(st.registry, st.cfg)
+    name = request.match_info.get("name")
+    if name is None:
+        return _json(doc)
+    render = {"devices.csv": (to_csv, "text/csv; charset=utf-8"), "devices.html": (to_html, "text/html; charset=utf-8"),
+              "devices.json": (to_json, "application/json")}.get(name)
+    if render is None:
+        return _error(404, "not_found", "devices.csv, devices.html or devices.json")
+    return web.Response(body=render[0](doc), headers={
+        "Content-Type": render[1], "Content-Disposition": f"attachment; filename={name}"})
+
+
 async def api_report_file(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     month, name = request.match_info["month"], request.match_info["name"]
@@ -838,6 +854,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_post("/api/cases/{case_id}/actions", api_case_action)
     r.add_get("/api/cases/{case_id}/evidence/{name:.+}", api_evidence)
     r.add_get("/api/fleet/status", api_fleet_status)
+    r.add_get("/api/devices", api_devices)
+    r.add_get("/api/devices/{name}", api_devices)
     r.add_get("/api/reports", api_reports)
     r.add_get("/api/reports/months", report_jobs.api_report_months)
     r.add_post("/api/reports/{month}/generate", report_jobs.api_report_generate)

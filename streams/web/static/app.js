@@ -78,7 +78,8 @@ async function api(path, opts = {}) {
 const canAct = () => state.me && (state.me.role === "operator" || state.me.role === "admin");
 
 // --- views ---------------------------------------------------------------------------------------------------
-const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, users: loadUsers};
+const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, devices: loadDevices,
+  users: loadUsers};
 function showView(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === "view-" + name);
@@ -202,6 +203,8 @@ for (const [id, key] of [["f-type", "type"], ["f-category", "category"], ["f-ent
 const STATE_LABELS = {moving: "行驶", stopped: "停车", offline: "离线", alerting: "告警", no_data: "无数据"};
 const VERDICT_LABELS = {fine: "罚款", warning: "警告", review: "人工审核", pass: "未超限", none: "未超限"};
 const REVIEW_REASONS = {calibration_invalid: "计量检定失效", unknown_plate: "车牌未登记", low_confidence: "车牌识别置信度低",
+  device_legal_review_missing: "设备未经法制审核", device_technical_review_missing: "设备未经技术审核",
+  device_signage_missing: "设备未设明显标志", device_announcement_missing: "设备未向社会公布",
   plate_unreadable: "车牌无法识别", not_in_population: "不在统计范围", device_fault: "设备故障", suspect: "数据可疑"};
 const FATIGUE_KINDS = {continuous_day: "日间连续驾驶", continuous_night: "夜间连续驾驶", continuous: "连续驾驶", cumulative_24h: "24 小时累计驾驶"};
 let cmap = null;
@@ -772,6 +775,25 @@ async function loadReports() {
 const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "report.xlsx": "报告（Excel） report.xlsx",
   "report.csv": "考核指标 rates.csv", "report.json": "数据 report.json", "trace_vehicles.csv": "车辆明细 trace_vehicles.csv",
   "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
+
+// --- devices: the public device list (streams/device_list.py) ---------------------------------------------------
+const DEVICE_ITEM_STATUS = {ok: "已完成", pending: "未生效", missing: "未完成"};
+async function loadDevices() {
+  const res = await api("api/devices");
+  $("dev-summary").textContent = `截至 ${res.as_of.slice(0, 10)}：${res.total} 台设备，${res.approved} 台可用于处罚 ` +
+    `(${res.approved} of ${res.total} usable for fines)`;
+  $("device-table").tBodies[0].replaceChildren(...res.devices.map((d) => el("tr", {"data-device": d.device_id},
+    el("td", {}, el("div", {text: d.location}), el("small", {text: d.county || ""})),
+    el("td", {text: d.road || "—"}), el("td", {text: d.direction || "—"}),
+    el("td", {text: `${d.device_type === "mobile" ? "移动式" : "固定式"} ${d.device_id}`}),
+    el("td", {text: `${d.calibration_cert_no || "—"} 至 ${(d.calibration_valid_to || "—").slice(0, 10)}`}),
+    ...["legal_review", "technical_review", "signage", "announcement"].map((k) => {
+      const a = d.approval[k];
+      return el("td", {class: a.status === "ok" ? "ok" : "bad", title: a.reference || "",
+        text: `${DEVICE_ITEM_STATUS[a.status]}${a.date ? " " + a.date.slice(0, 10) : ""}`});
+    }),
+    el("td", {class: d.approved ? "ok" : "bad", text: d.approved ? "是 yes" : "否 no"}))));
+}
 
 // --- users (admin) -------------------------------------------------------------------------------------------------
 async function loadUsers() {
