@@ -351,6 +351,27 @@ _k("devices.require_announcement", True, "docs/legal-basis.md §9.1 (行政处�
    "or before it")
 
 
+# --- case documents (models/documents.py, streams/documents.py) ------------------------------------------------
+_k("documents.agency_name", "某市交通运输综合行政执法支队", "ops",
+   "the authority named on notices, 告知书 and 决定书 (the deploying agency's full name)")
+_k("documents.seal_text", "（印章）", "ops", "text printed where the agency's seal goes")
+_k("documents.agency_contact", "地址：____  电话：____", "ops", "address and telephone printed on every document")
+_k("documents.number_prefix", "交执", "ops", "document number prefix: <prefix><kind>〔<year>〕<case id>号")
+_k("documents.review_authority", "某市人民政府", "docs/legal-basis.md §9.2 (行政复议法)",
+   "the body that hears an administrative review (行政复议机关) of the agency's decisions")
+_k("documents.court", "某市某区人民法院", "docs/legal-basis.md §9.2 (行政诉讼法)",
+   "the court where a decision may be challenged")
+_k("documents.payment_days", 15, "docs/legal-basis.md §9.2 (处罚法 Art. 67)",
+   "days after service to pay the fine, printed on the decision", lo=1, hi=60)
+_k("documents.review_days", 60, "docs/legal-basis.md §9.2 (行政复议法 Art. 20)",
+   "days after service to apply for administrative review, printed on the decision", lo=1, hi=365)
+_k("documents.litigation_months", 6, "docs/legal-basis.md §9.2 (行政诉讼法 Art. 46)",
+   "months after service to sue, printed on the decision", lo=1, hi=24)
+_k("documents.templates_dir", "", "ops",
+   "folder with the agency's adapted templates (notice.html, inform.html, decision.html); a file missing there "
+   "falls back to the bundled one; empty = bundled templates only")
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 
