@@ -146,3 +146,49 @@ def test_decision_printed_to_pdf_by_chromium(cli, tmp_path):
     flat = " ".join(text.split())
     for element in ("行政处罚决定书", "湘BN983S", "罚款人民币 1,500 元", "申请行政复议", "提起行政诉讼", "2025年6月20日"):
         assert element in flat, element
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
+def test_case_page_lists_documents_and_issues_one(cli, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_user
+    cfg = make_cfg(tmp_path)            # the same data dir as the CLI fixture (tmp_path / "var")
+    seed_user(cfg, "ops", "operator")
+    arch = cfg.archive_path
+    code, out, err = cli("assess", "wim", "--registry", str(ROOT / "examples/registry.json"), "--archive", str(arch),
+                         "--evidence-dir", str(tmp_path / "var" / "evidence"),
+                         stdin=(ROOT / "examples/wim-readings.jsonl").read_bytes())
+    cid = next(v for v in out if v.get("action") == "fine")["case_id"]
+    for a, at in (("confirm", "2025-06-10"), ("file", "2025-06-11"), ("notify", "2025-06-12"), ("decide", "2025-06-20")):
+        act(cli, cid, arch, a, at)
+    app, hub, fleet = make_app(cfg)
+    errors: list[str] = []
+    with ConsoleThread(app) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.set_default_timeout(10_000)
+            page.goto(srv.url)
+            page.fill("#username", "ops")
+            page.fill("#password", PASSWORD)
+            page.click("#login-btn")
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("button[data-view='cases']")
+            page.click(f"tr[data-case='{cid}']")
+            expect(page.locator("#documents tr[data-document]")).to_have_count(2)
+            expect(page.locator("#documents tr[data-document='decision']")).to_contain_text("行政处罚决定书")
+            page.click("button[data-issue='notice']")
+            expect(page.locator("#documents tr[data-document]")).to_have_count(3)
+            # the stored 决定书 opens from the case page (served inline, its own styles)
+            href = page.locator("#documents tr[data-document='decision'] a").first.get_attribute("href")
+            r = page.request.get(srv.url + href)
+            assert r.status == 200 and "罚款人民币 1,500 元" in r.text()
+            assert "style-src 'unsafe-inline'" in r.headers["content-security-policy"]
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator("#documents").screenshot(path=str(ARTIFACTS / "case-documents.png"))
+        finally:
+            browser.close()
+    assert errors == []

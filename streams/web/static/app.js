@@ -668,6 +668,17 @@ function renderCase(c) {
     return el("a", {href: url, target: "_blank", rel: "noopener", title: f}, el("img", {src: url, alt: f, loading: "lazy"}));
   });
   const track = m.track || m.track_excerpt || (m.source && m.source.track) || [];
+  const evUrl = (f) => `api/cases/${encodeURIComponent(c.case_id)}/evidence/${f.split("/").map(encodeURIComponent).join("/")}`;
+  const docs = (c.documents || []).map((d) => el("tr", {"data-document": d.kind},
+    el("td", {text: DOCUMENT_LABELS[d.kind] || d.kind}), el("td", {text: fmtTs(d.issued_at)}), el("td", {text: d.by || ""}),
+    el("td", {}, ...d.files.map((f) => el("a", {href: evUrl(f.path), target: "_blank", rel: "noopener",
+      title: `SHA-256 ${f.sha256}`, text: f.media_type === "application/pdf" ? "PDF " : "HTML "}))),
+    el("td", {}, el("small", {text: d.entry}))));
+  const issueButtons = canAct() ? ["notice", "inform", "decision"].map((k) => el("button", {"data-issue": k,
+    text: `生成 ${DOCUMENT_LABELS[k]}`, onclick: async () => {
+      try { await api(`api/cases/${encodeURIComponent(c.case_id)}/documents`, {method: "POST", body: {kind: k}}); openCase(c.case_id); }
+      catch (e) { toast(e.message); }
+    }})) : [];
   fill(box,
     el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status}),
        el("small", {text: `  ${c.case_id}`}),
@@ -684,6 +695,11 @@ function renderCase(c) {
     section("处理 Actions", canAct() ? el("div", {class: "actions"}, reason, at, ...buttons,
         buttons.length ? null : el("span", {class: "muted", text: "无可用操作 no action available in this state"}), msg)
       : el("p", {class: "muted", text: "只读用户 read-only user"})),
+    section("文书 Documents（已签名并入证据链 signed on the evidence chain）",
+      docs.length ? el("table", {class: "grid", id: "documents"}, el("thead", {}, el("tr", {}, el("th", {text: "文书 Document"}),
+        el("th", {text: "生成 Issued"}), el("th", {text: "经办 By"}), el("th", {text: "文件 Files"}), el("th", {text: "证据链条目 Entry"}))),
+        el("tbody", {}, ...docs)) : el("p", {class: "muted", text: "尚无文书 no documents yet"}),
+      issueButtons.length ? el("div", {class: "actions"}, ...issueButtons) : null),
     section("审计记录 Audit trail", c.actions.length ? el("table", {class: "grid", id: "audit"},
       el("thead", {}, el("tr", {}, el("th", {text: "时间 Time"}), el("th", {text: "法律日期 Legal date"}), el("th", {text: "操作 Action"}), el("th", {text: "操作员 Operator"}), el("th", {text: "理由 Reason"}))),
       el("tbody", {}, ...c.actions.map((a) => el("tr", {"data-audit": a.action},
@@ -777,6 +793,7 @@ const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "re
   "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
 
 // --- devices: the public device list (streams/device_list.py) ---------------------------------------------------
+const DOCUMENT_LABELS = {notice: "违法行为通知书", inform: "行政处罚告知书", decision: "行政处罚决定书"};
 const DEVICE_ITEM_STATUS = {ok: "已完成", pending: "未生效", missing: "未完成"};
 async function loadDevices() {
   const res = await api("api/devices");
