@@ -372,6 +372,21 @@ _k("documents.templates_dir", "", "ops",
    "falls back to the bundled one; empty = bundled templates only")
 
 
+# --- publication of decisions (models/publication.py) --------------------------------------------------------
+_k("publication.within_working_days", 7, "docs/legal-basis.md §9.3 (国办发〔2018〕118号 [S])",
+   "a decision is to be on the public list within this many working days of its date (publish_by)", lo=1, hi=60)
+_k("publication.plate_mask", "middle", "docs/legal-basis.md §9.3 (project decision)",
+   "middle: 湘B***3S (province, city letter and the last two characters stay); none: the full plate",
+   ("middle", "none"))
+_k("publication.mask_organisations", False, "docs/legal-basis.md §9.3 (project decision)",
+   "also mask the names of enterprises (a natural person's name is always masked to its first character)")
+_k("calendar.holidays", "", "ops",
+   "public holidays (comma-separated YYYY-MM-DD) that are not working days; set from the State Council's "
+   "yearly notice")
+_k("calendar.extra_workdays", "", "ops",
+   "weekend days that are working days (调休 make-up days), comma-separated YYYY-MM-DD")
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 
