@@ -1,7 +1,7 @@
 """Great-circle distances (haversine on a sphere), vectorised and scalar.
 
 The 总里程 of the monthly report is a sum of straight-line distances between consecutive qualified,
-non-drift points (domain-rules.md §5.2 proposal: "sphere distance"). One radius everywhere keeps the
+non-drift points (docs/legal-basis.md §6, project decision: "sphere distance"). One radius everywhere keeps the
 vectorised engine and any pure-Python check byte-for-byte comparable.
 """
 from __future__ import annotations

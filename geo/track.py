@@ -1,7 +1,7 @@
 """Track metrics between consecutive qualified points: distance, drift, gaps, and gap filling.
 
 Per vehicle the engine keeps a "last good fix". For each new qualified point p that is newer than the
-fix (all rules configurable, domain-rules.md §5.2 proposal):
+fix (all rules configurable, docs/legal-basis.md §6, project decision):
 
 1. d = haversine(fix, p), dt = p.ts − fix.ts (> 0), implied speed v = d / dt.
 2. Drift: v > ``drift.v_max_kmh``, or d > ``drift.stationary_jump_km`` while p reports speed ≤

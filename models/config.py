@@ -1,8 +1,10 @@
 """The one registry of configuration keys (like Traccar's ``Keys``).
 
-Every threshold the rules use is declared here once, with its default, its type, and the section of
-``shared/domain-rules.md`` it comes from (with the confidence tag). Values that are not [V] must never be
-buried constants in the rules: the rules receive a ``Config`` and read keys from it.
+Every threshold the rules use is declared here once, with its default, its type, its range (numbers:
+finite, inclusive ``lo``/``hi``) and its source: the section of ``docs/legal-basis.md`` that states the
+statute and article it rests on, or says that it is a project decision; operational settings say "ops"
+(§10 of that page). Values are never buried constants in the rules: the rules receive a ``Config`` and
+read keys from it.
 
 Config files are TOML. Tables nest the dotted names, so ``[overlimit] filing_tolerance = 0.04`` sets
 ``overlimit.filing_tolerance``. ``roadwatch config show`` prints the effective values and where each came
@@ -26,7 +28,7 @@ class ConfigError(ValueError):
 class Key:
     name: str
     default: Any
-    source: str          # domain-rules.md section + confidence tag, or "ops" for operational settings
+    source: str          # "docs/legal-basis.md §N (statute / project decision)", or "ops …" for operational settings
     doc: str
     choices: tuple | None = None
     lo: float | None = None   # inclusive bounds for numbers (each item of a list); None = unbounded
@@ -72,180 +74,282 @@ def _k(name: str, default: Any, source: str, doc: str, choices: Iterable | None 
     KEYS[name] = Key(name, default, source, doc, tuple(choices) if choices is not None else None, lo, hi)
 
 
-# --- overload: Art. 3 limits and adjustments (§1) -------------------------------------------------
-_k("overlimit.single_tyre_reduction_kg", 3000, "§1.1 Art.3¶2(2) [V]",
-   "limit reduction per non-drive axle with single tyres per side (no wide-base tyres)")
-_k("overlimit.air_suspension_bonus_kg", 1000, "§1.2 note 4 [S]",
-   "3- and 4-axle trucks with dual-tyre drive axle and air suspension")
-_k("overlimit.air_suspension_axles", [3, 4], "§1.2 note 4 [S]", "axle counts (truck) eligible for the air-suspension bonus")
-# --- overload: tolerance, device validity, plate reads (§4.4, §2.2) ----------------------------------
-_k("overlimit.filing_tolerance", 0.05, "§4.4 / §7 [P]",
-   "default per-station tolerance: over-limit only when gross > limit × (1 + tolerance)")
-_k("overlimit.tolerance_mode", "threshold", "§4.4 [P]",
+# --- overload: Art. 3 limits and adjustments (legal basis §1) -----------------------------------------------
+_k("overlimit.single_tyre_reduction_kg", 3000, "docs/legal-basis.md §1 (62号令 Art.3¶2(2))",
+   "limit reduction per non-drive axle with single tyres per side (no wide-base tyres)", lo=0, hi=10000)
+_k("overlimit.air_suspension_bonus_kg", 1000, "docs/legal-basis.md §1 (交公路发〔2016〕124号 table note 4)",
+   "3- and 4-axle trucks with dual-tyre drive axle and air suspension", lo=0, hi=5000)
+_k("overlimit.air_suspension_axles", [3, 4], "docs/legal-basis.md §1 (交公路发〔2016〕124号 table note 4)",
+   "axle counts (truck) eligible for the air-suspension bonus", lo=2, hi=6)
+# --- overload: tolerance, device validity, plate reads (legal basis §2) ----------------------------------
+_k("overlimit.filing_tolerance", 0.05, "docs/legal-basis.md §2 (project decision)",
+   "default per-station tolerance: over-limit only when gross > limit × (1 + tolerance)", lo=0, hi=0.2)
+_k("overlimit.tolerance_mode", "threshold", "docs/legal-basis.md §2 (project decision)",
    "threshold: compare gross with limit×(1+tol), excess = gross − limit; "
    "deduct: subtract tol×gross from the measurement first, excess = deducted − limit",
    ("threshold", "deduct"))
-_k("overlimit.requires_valid_calibration", True, "§2.2, §4.1 [S]",
+_k("overlimit.requires_valid_calibration", True, "docs/legal-basis.md §2 (62号令, verified devices only; 处罚法 Art.41)",
    "a reading from a device without a valid calibration certificate never produces a fine")
-_k("overlimit.min_plate_confidence", 0.9, "§4.5 [P]", "plate reads below this confidence go to review")
-_k("overlimit.dedup_window_s", 120, "§4.5 [P]",
-   "readings of the same plate at the same station within this window are one passage (one case)")
-# --- overload: Art. 43 fines (§2.1) ---------------------------------------------------------------
-_k("overlimit.warning_max_kg", 1000, "§2.1 Art.43(二) [V]", "excess up to this → warning, no fine")
-_k("overlimit.fine_per_tonne_yuan", 500, "§2.1 Art.43(二) [V]", "fine per 1000 kg over")
-_k("overlimit.fine_cap_yuan", 30000, "§2.1 Art.43 [V]", "maximum fine")
-_k("overlimit.tonne_rounding", "floor", "§2.1 [P]", "rounding of partial tonnes", ("floor", "ceil"))
-# --- overload: axle loads, informational only (§1.4 [U]) -------------------------------------------
-_k("axle.check_enabled", True, "§1.4 [U]", "report axle-load findings (informational, never fined)")
-_k("axle.single_single_tyre_kg", 7000, "§1.4 [U]", "single axle, single tyres")
-_k("axle.single_dual_tyre_kg", 10000, "§1.4 [U]", "single axle, dual tyres")
-_k("axle.drive_axle_kg", 11500, "§1.4 [U]", "single drive axle")
-_k("axle.tandem_spacings_m", [1.0, 1.3, 1.8], "§1.4 [U]", "tandem spacing band edges")
-_k("axle.tandem_kg", [11500, 16000, 18000], "§1.4 [U]", "tandem limits for spacing <1.0 / 1.0–1.3 / 1.3–1.8 m")
-_k("axle.tridem_kg", [21000, 24000], "§1.4 [U]", "tridem limits for spacing ≤1.3 / 1.3–1.4 m")
-_k("axle.group_max_spacing_m", 1.8, "§1.4 [U]", "axles closer than this form a group")
-_k("axle.tridem_spacings_m", [1.3, 1.4], "§1.4 [U]", "tridem band edges: largest spacing ≤ first / ≤ second")
-# --- police 超载 assessment (§3.3) ------------------------------------------------------------------
-_k("police.fine_low_yuan", [200, 500], "§3.3 Art.92 [V]", "fine range when over 核定载质量 by ≤ 30 %")
-_k("police.fine_high_yuan", [500, 2000], "§3.3 Art.92 [V]", "fine range when over by > 30 %")
-_k("police.high_tier_pct", 30.0, "§3.3 Art.92 [V]", "percentage above which the high fine range applies")
-_k("police.points_pct", [30.0, 50.0], "§3.3 令163号 [S]", "band edges for 1/3/6 points")
-_k("police.points", [1, 3, 6], "§3.3 令163号 [S]", "points below / between / at-or-above the band edges")
-# --- 一超四罚 (§3.1, §3.2) --------------------------------------------------------------------------
-_k("art66.window_days", 365, "§3.1 [P]", "rolling window for the Art. 66 counters")
-_k("art66.vehicle_driver_threshold", 3, "§3.1 Art.66 [V]", "more than this many violations escalates")
-_k("art66.enterprise_share", 0.10, "§3.1 Art.66 [V]", "share of goods vehicles strictly above which 停业整顿")
-_k("source.lookback_h", 12.0, "§3.2 [P]", "how far back the GPS track is searched for the loading stop")
-_k("source.min_stop_min", 15.0, "§3.2 [P]", "minimum stop inside a site polygon that counts as loading")
-_k("source.stop_speed_kmh", 3.0, "§3.2 [P]", "speed at or below which the truck counts as stopped")
-_k("notify.days_after_review", 5, "§4.3 [P]", "notification deadline after review")
-# --- data quality (§5.2 annex notes) ---------------------------------------------------------------
-_k("quality.lon_range", [73.55, 135.0833], "§5.2 [S]", "qualified longitude range (73°33′E–135°05′E)")
-_k("quality.lat_range", [3.85, 53.55], "§5.2 [S]", "qualified latitude range (3°51′N–53°33′N)")
-_k("quality.speed_range_kmh", [0.0, 160.0], "§5.2 [S]", "qualified speed range")
-_k("quality.heading_range", [0, 359], "§5.2 [S]", "qualified heading range")
-_k("quality.alt_range_m", [-200.0, 6500.0], "§5.2 [S]", "qualified altitude range")
-_k("quality.future_tolerance_s", 60, "§5.2 [P]",
-   "a ping later than receipt time by more than this is 'future' (allows small terminal clock skew)")
-_k("quality.max_lag_s", 7 * 86400, "§5.2 [P]", "a ping older than this at receipt is unqualified")
-_k("quality.require_positioned", True, "§6.2 [V]", "status bit 1 (positioned) must be set")
-# --- drift and track completeness (§5.2 proposal) ---------------------------------------------------
-_k("drift.v_max_kmh", 160.0, "§5.2 [P]", "implied speed above this between qualified points is drift")
-_k("drift.stationary_jump_km", 0.5, "§5.2 [P]", "jump while reported stationary that counts as drift")
-_k("drift.stationary_speed_kmh", 1.0, "§5.2 [P]", "reported speed at or below this counts as stationary")
-_k("drift.min_points", 1, "§5.2 [P]", "drift points in the month that make a 漂移车辆")
-_k("track.gap_s", 300, "§5.2 [P]", "time gap above which a segment may be incomplete")
-_k("track.gap_km", 1.0, "§5.2 [P]", "distance above which a timed-out segment is incomplete")
-# --- live monitoring (§5.5, §5.6) -----------------------------------------------------------------
-_k("speeding.min_duration_s", 30, "§5.2 annex [S]", "overspeed counts only when continuous for more than this")
-_k("speeding.merge_s", 60, "§5.2 annex [S]", "overspeed episodes closer than this merge into one")
-_k("speeding.dg_expressway_kmh", 80.0, "§5.5 危货办法 Art.46 [V]", "hazardous goods, expressway")
-_k("speeding.dg_other_kmh", 60.0, "§5.5 危货办法 Art.46 [V]", "hazardous goods, other roads")
-_k("speeding.bus_expressway_kmh", 100.0, "§5.5 [U]", "buses, expressway (daytime)")
-_k("speeding.bus_other_kmh", 80.0, "§5.5 [U]", "buses, other roads (daytime)")
-_k("speeding.truck_expressway_kmh", 100.0, "§5.5 [U]", "other goods vehicles, expressway")
-_k("speeding.truck_other_kmh", 80.0, "§5.5 [U]", "other goods vehicles, other roads")
-_k("speeding.bus_night_factor", 0.8, "§5.1 [V]", "passenger vehicles at night: fraction of the daytime limit")
-_k("night.start", "22:00", "§5.6 [P]", "night window start (Beijing time)")
-_k("night.end", "06:00", "§5.6 [P]", "night window end (Beijing time)")
-_k("fatigue.day_continuous_h", 4.0, "§5.6 Art.38 [V]", "continuous driving limit by day")
-_k("fatigue.night_continuous_h", 2.0, "§5.6 Art.38 [V]", "continuous driving limit by night")
-_k("fatigue.min_rest_min", 20.0, "§5.6 Art.38 [V]", "a stop at least this long resets continuous driving")
-_k("fatigue.day_cum_h", 8.0, "§5.6 Art.38 [V]", "cumulative driving limit in 24 h")
-_k("fatigue.stop_speed_kmh", 0.0, "§5.6 [P]", "speed at or below which the vehicle counts as stopped")
-_k("curfew.start", "02:00", "§5.6 Art.38(5) [V]", "long-distance bus curfew start")
-_k("curfew.end", "05:00", "§5.6 Art.38(5) [V]", "long-distance bus curfew end")
-_k("curfew.exempt_route_km", 100.0, "§5.6 Art.38(5) [V]", "routes up to this length are exempt")
-_k("curfew.categories", ["客运班车"], "§5.6 [P]", "categories the curfew applies to")
-_k("offline.timeout_s", 900, "§5.2 [P]", "no ping for this long (last seen moving or ACC on) → offline alert")
-_k("alerts.late_after_s", 300, "§5.6 [P]",
-   "a ping older than this at processing time updates metrics but raises alerts marked late")
+_k("overlimit.min_plate_confidence", 0.9, "docs/legal-basis.md §2 (project decision)",
+   "plate reads below this confidence go to review", lo=0, hi=1)
+_k("overlimit.dedup_window_s", 120, "docs/legal-basis.md §2 (project decision)",
+   "readings of the same plate at the same station within this window are one passage (one case)", lo=0, hi=3600)
+# --- overload: Art. 43 fines (legal basis §3) ---------------------------------------------------------------
+_k("overlimit.warning_max_kg", 1000, "docs/legal-basis.md §3 (62号令 Art.43(二))",
+   "excess up to this → warning, no fine", lo=0, hi=5000)
+_k("overlimit.fine_per_tonne_yuan", 500, "docs/legal-basis.md §3 (62号令 Art.43(二))",
+   "fine per 1000 kg over", lo=0, hi=10000)
+_k("overlimit.fine_cap_yuan", 30000, "docs/legal-basis.md §3 (62号令 Art.43; 条例 Art.64)",
+   "maximum fine", lo=0, hi=30000)
+_k("overlimit.tonne_rounding", "floor", "docs/legal-basis.md §3 (project decision)",
+   "rounding of partial tonnes", ("floor", "ceil"))
+# --- overload: axle loads, informational only (legal basis §1, unverified) ----------------------------------
+_k("axle.check_enabled", True, "docs/legal-basis.md §1 (GB 1589-2016 axle loads, unverified: informational only)",
+   "report axle-load findings (informational, never fined)")
+_k("axle.single_single_tyre_kg", 7000, "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "single axle, single tyres", lo=1000, hi=30000)
+_k("axle.single_dual_tyre_kg", 10000, "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "single axle, dual tyres", lo=1000, hi=30000)
+_k("axle.drive_axle_kg", 11500, "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "single drive axle", lo=1000, hi=30000)
+_k("axle.tandem_spacings_m", [1.0, 1.3, 1.8], "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "tandem spacing band edges", lo=0.1, hi=10)
+_k("axle.tandem_kg", [11500, 16000, 18000], "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "tandem limits for spacing <1.0 / 1.0–1.3 / 1.3–1.8 m", lo=1000, hi=60000)
+_k("axle.tridem_kg", [21000, 24000], "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "tridem limits for spacing ≤1.3 / 1.3–1.4 m", lo=1000, hi=60000)
+_k("axle.group_max_spacing_m", 1.8, "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "axles closer than this form a group", lo=0.1, hi=10)
+_k("axle.tridem_spacings_m", [1.3, 1.4], "docs/legal-basis.md §1 (GB 1589-2016, unverified)",
+   "tridem band edges: largest spacing ≤ first / ≤ second", lo=0.1, hi=10)
+# --- police 超载 assessment (legal basis §3) ------------------------------------------------------------------
+_k("police.fine_low_yuan", [200, 500], "docs/legal-basis.md §3 (道交法 Art.92)",
+   "fine range when over 核定载质量 by ≤ 30 %", lo=0, hi=10000)
+_k("police.fine_high_yuan", [500, 2000], "docs/legal-basis.md §3 (道交法 Art.92)",
+   "fine range when over by > 30 %", lo=0, hi=10000)
+_k("police.high_tier_pct", 30.0, "docs/legal-basis.md §3 (道交法 Art.92)",
+   "percentage above which the high fine range applies", lo=0, hi=1000)
+_k("police.points_pct", [30.0, 50.0], "docs/legal-basis.md §3 (公安部令第163号)",
+   "band edges for 1/3/6 points", lo=0, hi=1000)
+_k("police.points", [1, 3, 6], "docs/legal-basis.md §3 (公安部令第163号)",
+   "points below / between / at-or-above the band edges", lo=0, hi=12)
+# --- 一超四罚 (legal basis §4, §5) --------------------------------------------------------------------------
+_k("art66.window_days", 365, "docs/legal-basis.md §4 (条例 Art.66 “1年内”; rolling window: project decision)",
+   "rolling window for the Art. 66 counters", lo=1, hi=3660)
+_k("art66.vehicle_driver_threshold", 3, "docs/legal-basis.md §4 (条例 Art.66)",
+   "more than this many violations escalates", lo=0, hi=1000)
+_k("art66.enterprise_share", 0.10, "docs/legal-basis.md §4 (条例 Art.66)",
+   "share of goods vehicles strictly above which 停业整顿", lo=0, hi=1)
+_k("source.lookback_h", 12.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",
+   "how far back the GPS track is searched for the loading stop", lo=0, hi=168)
+_k("source.min_stop_min", 15.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",
+   "minimum stop inside a site polygon that counts as loading", lo=0, hi=1440)
+_k("source.stop_speed_kmh", 3.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",
+   "speed at or below which the truck counts as stopped", lo=0, hi=60)
+_k("notify.days_after_review", 5, "docs/legal-basis.md §4 (处罚法 Art.41 “及时告知”; days: project decision after the police rule)",
+   "notification deadline after review", lo=0, hi=365)
+# --- data quality (legal basis §6) ---------------------------------------------------------------
+_k("quality.lon_range", [73.55, 135.0833], "docs/legal-basis.md §6 (交运发〔2016〕160号 annex notes)",
+   "qualified longitude range (73°33′E–135°05′E)", lo=-180, hi=180)
+_k("quality.lat_range", [3.85, 53.55], "docs/legal-basis.md §6 (交运发〔2016〕160号 annex notes)",
+   "qualified latitude range (3°51′N–53°33′N)", lo=-90, hi=90)
+_k("quality.speed_range_kmh", [0.0, 160.0], "docs/legal-basis.md §6 (交运发〔2016〕160号 annex notes)",
+   "qualified speed range", lo=0, hi=1000)
+_k("quality.heading_range", [0, 359], "docs/legal-basis.md §6 (交运发〔2016〕160号 annex notes)",
+   "qualified heading range", lo=0, hi=360)
+_k("quality.alt_range_m", [-200.0, 6500.0], "docs/legal-basis.md §6 (交运发〔2016〕160号 annex notes)",
+   "qualified altitude range", lo=-1000, hi=10000)
+_k("quality.future_tolerance_s", 60, "docs/legal-basis.md §6 (交运发〔2016〕160号 annex “≤当前时间”; skew: project decision)",
+   "a ping later than receipt time by more than this is 'future' (allows small terminal clock skew)", lo=0, hi=86400)
+_k("quality.max_lag_s", 7 * 86400, "docs/legal-basis.md §6 (project decision)",
+   "a ping older than this at receipt is unqualified", lo=0, hi=31622400)
+_k("quality.require_positioned", True, "docs/legal-basis.md §6 (JT/T 808-2019 0x0200 status bit 1)",
+   "status bit 1 (positioned) must be set")
+# --- drift and track completeness (legal basis §6) ---------------------------------------------------
+_k("drift.v_max_kmh", 160.0, "docs/legal-basis.md §6 (project decision)",
+   "implied speed above this between qualified points is drift", lo=1, hi=2000)
+_k("drift.stationary_jump_km", 0.5, "docs/legal-basis.md §6 (project decision)",
+   "jump while reported stationary that counts as drift", lo=0, hi=1000)
+_k("drift.stationary_speed_kmh", 1.0, "docs/legal-basis.md §6 (project decision)",
+   "reported speed at or below this counts as stationary", lo=0, hi=60)
+_k("drift.min_points", 1, "docs/legal-basis.md §6 (project decision)",
+   "drift points in the month that make a 漂移车辆", lo=1, hi=1000000)
+_k("track.gap_s", 300, "docs/legal-basis.md §6 (project decision)",
+   "time gap above which a segment may be incomplete", lo=1, hi=86400)
+_k("track.gap_km", 1.0, "docs/legal-basis.md §6 (project decision)",
+   "distance above which a timed-out segment is incomplete", lo=0, hi=1000)
+# --- live monitoring (legal basis §7) -----------------------------------------------------------------
+_k("speeding.min_duration_s", 30, "docs/legal-basis.md §7 (交运发〔2016〕160号 annex notes)",
+   "overspeed counts only when continuous for more than this", lo=0, hi=3600)
+_k("speeding.merge_s", 60, "docs/legal-basis.md §7 (交运发〔2016〕160号 annex notes)",
+   "overspeed episodes closer than this merge into one", lo=0, hi=3600)
+_k("speeding.dg_expressway_kmh", 80.0, "docs/legal-basis.md §7 (危险货物道路运输安全管理办法 Art.46)",
+   "hazardous goods, expressway", lo=1, hi=300)
+_k("speeding.dg_other_kmh", 60.0, "docs/legal-basis.md §7 (危险货物道路运输安全管理办法 Art.46)",
+   "hazardous goods, other roads", lo=1, hi=300)
+_k("speeding.bus_expressway_kmh", 100.0, "docs/legal-basis.md §7 (道交法实施条例 Art.78, unverified)",
+   "buses, expressway (daytime)", lo=1, hi=300)
+_k("speeding.bus_other_kmh", 80.0, "docs/legal-basis.md §7 (unverified; project decision)",
+   "buses, other roads (daytime)", lo=1, hi=300)
+_k("speeding.truck_expressway_kmh", 100.0, "docs/legal-basis.md §7 (道交法实施条例 Art.78, unverified)",
+   "other goods vehicles, expressway", lo=1, hi=300)
+_k("speeding.truck_other_kmh", 80.0, "docs/legal-basis.md §7 (unverified; project decision)",
+   "other goods vehicles, other roads", lo=1, hi=300)
+_k("speeding.bus_night_factor", 0.8, "docs/legal-basis.md §7 (道路运输车辆动态监督管理办法, night speed ≤ 80 %)",
+   "passenger vehicles at night: fraction of the daytime limit", lo=0.1, hi=1)
+_k("night.start", "22:00", "docs/legal-basis.md §7 (project decision)", "night window start (Beijing time)")
+_k("night.end", "06:00", "docs/legal-basis.md §7 (project decision)", "night window end (Beijing time)")
+_k("fatigue.day_continuous_h", 4.0, "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38; 道交法实施条例 Art.62(7))",
+   "continuous driving limit by day", lo=0.1, hi=1000)
+_k("fatigue.night_continuous_h", 2.0, "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38)",
+   "continuous driving limit by night", lo=0.1, hi=1000)
+_k("fatigue.min_rest_min", 20.0, "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38; 道交法实施条例 Art.62(7))",
+   "a stop at least this long resets continuous driving", lo=1, hi=1440)
+_k("fatigue.day_cum_h", 8.0, "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38)",
+   "cumulative driving limit in 24 h", lo=0.1, hi=1000)
+_k("fatigue.stop_speed_kmh", 0.0, "docs/legal-basis.md §7 (project decision)",
+   "speed at or below which the vehicle counts as stopped", lo=0, hi=60)
+_k("curfew.start", "02:00", "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38(5))", "long-distance bus curfew start")
+_k("curfew.end", "05:00", "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38(5))", "long-distance bus curfew end")
+_k("curfew.exempt_route_km", 100.0, "docs/legal-basis.md §7 (道路旅客运输企业安全管理规范 Art.38(5))",
+   "routes up to this length are exempt", lo=0, hi=10000)
+_k("curfew.categories", ["客运班车"], "docs/legal-basis.md §7 (project decision)", "categories the curfew applies to")
+_k("offline.timeout_s", 900, "docs/legal-basis.md §7 (project decision)",
+   "no ping for this long (last seen moving or ACC on) → offline alert", lo=10, hi=604800)
+_k("alerts.late_after_s", 300, "docs/legal-basis.md §7 (project decision)",
+   "a ping older than this at processing time updates metrics but raises alerts marked late", lo=0, hi=604800)
 # --- stream and operations (not legal values) -------------------------------------------------------
-_k("stream.partitions", 4, "ops", "partitions of the input topics")
-_k("stream.batch_max_pings", 500, "ops", "ping batch flush size (gateway, simulators)")
-_k("stream.batch_max_ms", 200, "ops", "ping batch flush interval")
-_k("stream.snapshot_interval_s", 5.0, "ops",
+_k("stream.partitions", 4, "ops (docs/legal-basis.md §10)", "partitions of the input topics", lo=1, hi=256)
+_k("stream.batch_max_pings", 500, "ops (docs/legal-basis.md §10)",
+   "ping batch flush size (gateway, simulators)", lo=1, hi=100000)
+_k("stream.batch_max_ms", 200, "ops (docs/legal-basis.md §10)", "ping batch flush interval", lo=1, hi=60000)
+_k("stream.snapshot_interval_s", 5.0, "ops (docs/legal-basis.md §10)",
    "how often per-partition ping state, day rows and track samples are committed (the cost grows with the "
-   "number of commits while catching up; live alerts do not wait for it)")
-_k("stream.stats_publish_interval_s", 30.0, "ops", "how often changed vehicle-day rows are mirrored to the vehicle-day-stats topic")
-_k("stream.session_timeout_s", 2.0, "ops",
-   "consumer session timeout (the embedded broker holds every join ceil(t/2) s; heartbeats run on Faust's consumer thread)")
-_k("stream.heartbeat_interval_s", 0.5, "ops", "consumer heartbeat")
-_k("stream.fetch_max_wait_ms", 100, "ops", "consumer fetch wait (Faust default 1500 stalls the single-node broker)")
-_k("stream.max_record_bytes", 1_000_000, "ops", "larger input records are dead-lettered")
-_k("paths.data_dir", "var", "ops", "working data: archive, evidence, reports, keys")
-_k("paths.archive", "", "ops",
+   "number of commits while catching up; live alerts do not wait for it)", lo=0.05, hi=3600)
+_k("stream.stats_publish_interval_s", 30.0, "ops (docs/legal-basis.md §10)",
+   "how often changed vehicle-day rows are mirrored to the vehicle-day-stats topic", lo=0.05, hi=86400)
+_k("stream.session_timeout_s", 2.0, "ops (docs/legal-basis.md §10)",
+   "consumer session timeout (the embedded broker holds every join ceil(t/2) s; heartbeats run on Faust's consumer thread)",
+   lo=0.5, hi=300)
+_k("stream.heartbeat_interval_s", 0.5, "ops (docs/legal-basis.md §10)", "consumer heartbeat", lo=0.05, hi=60)
+_k("stream.fetch_max_wait_ms", 100, "ops (docs/legal-basis.md §10)",
+   "consumer fetch wait (Faust default 1500 stalls the single-node broker)", lo=1, hi=10000)
+_k("stream.max_record_bytes", 1_000_000, "ops (docs/legal-basis.md §10)",
+   "larger input records are dead-lettered", lo=1024, hi=100000000)
+_k("paths.data_dir", "var", "ops (docs/legal-basis.md §10)", "working data: archive, evidence, reports, keys")
+_k("paths.archive", "", "ops (docs/legal-basis.md §10)",
    "archive: a SQLite file path (default <data_dir>/archive.sqlite) or a postgresql://… URL (see archive.url)")
-_k("web.port", 6066, "ops", "console port (0 = any free port, printed on the ready line)", lo=0, hi=65535)
-_k("web.session_ttl_s", 8 * 3600, "ops", "console session lifetime")
-_k("gateway.port", 7808, "ops", "JT/T 808 TCP port", lo=0, hi=65535)
-_k("gateway.max_frame_bytes", 4096, "ops", "largest accepted JT/T 808 frame (escaped)", lo=16, hi=1_048_576)
-_k("gateway.idle_timeout_s", 300.0, "ops", "close an authenticated terminal connection idle this long", lo=0.1, hi=86400)
-_k("gateway.max_frames_per_s", 50, "ops", "per-connection frame rate limit", lo=1, hi=100_000)
-_k("gateway.max_connections", 10000, "ops",
-   "concurrent terminal connections (also capped by the descriptor limit minus gateway.fd_reserve)", lo=1, hi=1_000_000)
-_k("gateway.buffer_max_pings", 200_000, "ops", "pings buffered while Kafka is unreachable before back-pressure",
-   lo=1, hi=50_000_000)
-# --- monthly report (§5.2–§5.4) --------------------------------------------------------------------
-_k("report.decimals", 2, "§5.4 [P]", "rates shown rounded half-up to this many decimals")
-_k("report.categories", ["客运班车", "旅游包车", "危险货物运输车辆"], "§5.1 [V]", "两客一危 categories")
-_k("score.network_weight", 5.0, "§5.3 [S]", "入网率 weight")
-_k("score.network_zero_below", 0.90, "§5.3 [S]", "入网率 below this scores 0")
-_k("score.online_weight", 10.0, "§5.3 [S]", "上线率 weight")
-_k("score.drift_weight", 15.0, "§5.3 [S]", "漂移率 weight (15 − rate × 15)")
-_k("score.drift_zero_above", 0.05, "§5.3 [S]", "漂移率 above this scores 0")
-_k("score.track_weight", 40.0, "§5.3 [S]", "轨迹完整率 weight")
-_k("score.track_zero_below", 0.70, "§5.3 [S]", "轨迹完整率 below this scores 0")
-_k("score.quality_weight", 30.0, "§5.3 [S]", "数据合格率 weight")
-_k("score.quality_zero_below", 0.80, "§5.3 [S]", "数据合格率 below this scores 0")
-_k("report.platform_name", "市级监督平台", "ops", "platform name used in the report narrative")
-_k("report.trend_months", 6, "ops", "months shown in the rate trend chart (report month included)")
-_k("report.ranking_size", 5, "ops", "enterprises/counties listed in each top and bottom ranking")
-_k("score.rate_basis", "rounded", "§5.3 [P]",
+_k("web.port", 6066, "ops (docs/legal-basis.md §10)", "console port (0 = any free port, printed on the ready line)",
+   lo=0, hi=65535)
+_k("web.session_ttl_s", 8 * 3600, "ops (docs/legal-basis.md §10)", "console session lifetime", lo=60, hi=2592000)
+_k("gateway.port", 7808, "ops (docs/legal-basis.md §10)", "JT/T 808 TCP port", lo=0, hi=65535)
+_k("gateway.max_frame_bytes", 4096, "ops (docs/legal-basis.md §10)",
+   "largest accepted JT/T 808 frame (escaped)", lo=16, hi=1048576)
+_k("gateway.idle_timeout_s", 300.0, "ops (docs/legal-basis.md §10)",
+   "close an authenticated terminal connection idle this long", lo=0.1, hi=86400)
+_k("gateway.max_frames_per_s", 50, "ops (docs/legal-basis.md §10)",
+   "per-connection frame rate limit", lo=1, hi=100000)
+_k("gateway.max_connections", 10000, "ops (docs/legal-basis.md §10)",
+   "concurrent terminal connections (also capped by the descriptor limit minus gateway.fd_reserve)", lo=1, hi=1000000)
+_k("gateway.buffer_max_pings", 200_000, "ops (docs/legal-basis.md §10)",
+   "pings buffered while Kafka is unreachable before back-pressure", lo=1, hi=50_000_000)
+# --- monthly report (legal basis §8) --------------------------------------------------------------------
+_k("report.decimals", 2, "docs/legal-basis.md §8 (rounding half-up: project decision)",
+   "rates shown rounded half-up to this many decimals", lo=0, hi=6)
+_k("report.categories", ["客运班车", "旅游包车", "危险货物运输车辆"], "docs/legal-basis.md §8 (交运发〔2016〕160号 Art.2)",
+   "两客一危 categories")
+_k("score.network_weight", 5.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "入网率 weight", lo=0, hi=100)
+_k("score.network_zero_below", 0.90, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "入网率 below this scores 0", lo=0, hi=1)
+_k("score.online_weight", 10.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "上线率 weight", lo=0, hi=100)
+_k("score.drift_weight", 15.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "漂移率 weight (15 − rate × 15)", lo=0, hi=100)
+_k("score.drift_zero_above", 0.05, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "漂移率 above this scores 0", lo=0, hi=1)
+_k("score.track_weight", 40.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "轨迹完整率 weight", lo=0, hi=100)
+_k("score.track_zero_below", 0.70, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "轨迹完整率 below this scores 0", lo=0, hi=1)
+_k("score.quality_weight", 30.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "数据合格率 weight", lo=0, hi=100)
+_k("score.quality_zero_below", 0.80, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, agency table)",
+   "数据合格率 below this scores 0", lo=0, hi=1)
+_k("report.platform_name", "市级监督平台", "ops (docs/legal-basis.md §10)", "platform name used in the report narrative")
+_k("report.trend_months", 6, "ops (docs/legal-basis.md §10)",
+   "months shown in the rate trend chart (report month included)", lo=1, hi=120)
+_k("report.ranking_size", 5, "ops (docs/legal-basis.md §10)",
+   "enterprises/counties listed in each top and bottom ranking", lo=1, hi=1000)
+_k("score.rate_basis", "rounded", "docs/legal-basis.md §8 (project decision)",
    "score from the published (rounded) percent or the exact ratio; thresholds are compared on the same basis",
    ("rounded", "exact"))
-# enterprise table (道路运输企业, §5.3 [S]); provinces deviate ("各省可结合地方实际情况优化"), hence keys
-_k("score.ent_network_weight", 5.0, "§5.3 [S]", "enterprise: 入网率 weight")
-_k("score.ent_network_zero_below", 0.90, "§5.3 [S]", "enterprise: 入网率 below this scores 0")
-_k("score.ent_online_weight", 5.0, "§5.3 [S]", "enterprise: 上线率 weight")
-_k("score.ent_track_weight", 15.0, "§5.3 [S]", "enterprise: 轨迹完整率 weight")
-_k("score.ent_track_zero_below", 0.70, "§5.3 [S]", "enterprise: 轨迹完整率 below this scores 0")
-_k("score.ent_quality_weight", 15.0, "§5.3 [S]", "enterprise: 数据合格率 weight")
-_k("score.ent_quality_zero_below", 0.80, "§5.3 [S]", "enterprise: 数据合格率 below this scores 0")
-_k("score.ent_drift_weight", 10.0, "§5.3 [S]", "enterprise: 漂移率 weight (w − rate × w)")
-_k("score.ent_drift_zero_above", 0.05, "§5.3 [S]", "enterprise: 漂移率 above this scores 0")
-_k("score.ent_overspeed_weight", 20.0, "§5.3 [S]",
-   "enterprise: 平均超速次数 weight; x ≤ A: w/2 + (A−x)/A·w/2, A < x < 2A: (2A−x)/A·w/2, x ≥ 2A: 0")
-_k("score.ent_fatigue_weight", 20.0, "§5.3 [S]", "enterprise: 平均疲劳驾驶时长 weight (same A / 2A curve)")
-_k("score.ent_check_weight", 10.0, "§5.3 [S]",
-   "enterprise: 平台查岗响应率 weight (no 查岗 data in the archive: not assessed, excluded from max points)")
+# enterprise table (道路运输企业, legal basis §8); provinces deviate ("各省可结合地方实际情况优化"), hence keys
+_k("score.ent_network_weight", 5.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 入网率 weight", lo=0, hi=100)
+_k("score.ent_network_zero_below", 0.90, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 入网率 below this scores 0", lo=0, hi=1)
+_k("score.ent_online_weight", 5.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 上线率 weight", lo=0, hi=100)
+_k("score.ent_track_weight", 15.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 轨迹完整率 weight", lo=0, hi=100)
+_k("score.ent_track_zero_below", 0.70, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 轨迹完整率 below this scores 0", lo=0, hi=1)
+_k("score.ent_quality_weight", 15.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 数据合格率 weight", lo=0, hi=100)
+_k("score.ent_quality_zero_below", 0.80, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 数据合格率 below this scores 0", lo=0, hi=1)
+_k("score.ent_drift_weight", 10.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 漂移率 weight (w − rate × w)", lo=0, hi=100)
+_k("score.ent_drift_zero_above", 0.05, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 漂移率 above this scores 0", lo=0, hi=1)
+_k("score.ent_overspeed_weight", 20.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 平均超速次数 weight; x ≤ A: w/2 + (A−x)/A·w/2, A < x < 2A: (2A−x)/A·w/2, x ≥ 2A: 0", lo=0, hi=100)
+_k("score.ent_fatigue_weight", 20.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 平均疲劳驾驶时长 weight (same A / 2A curve)", lo=0, hi=100)
+_k("score.ent_check_weight", 10.0, "docs/legal-basis.md §8 (交运发〔2016〕160号 annex, enterprise table)",
+   "enterprise: 平台查岗响应率 weight (rate of the JT/T 809 platform forwarding its vehicles; "
+   "not assessed and excluded from max points when there is none)", lo=0, hi=100)
 # --- console (streams/web) ------------------------------------------------------------------------
-_k("web.sse_queue_max", 1000, "ops", "events queued per live-feed client; a client that falls further behind is dropped")
-_k("web.sse_heartbeat_s", 15.0, "ops", "live-feed keep-alive comment interval (also re-checks the session)")
-_k("web.live_ring_size", 5000, "ops", "recent live events kept so a reconnecting client resumes by Last-Event-ID")
-_k("web.login_max_failures", 5, "ops", "failed logins per user or per client address within the window before lock-out")
-_k("web.login_window_s", 300, "ops", "login rate-limit window")
-_k("web.min_password_len", 10, "ops", "minimum console password length")
-_k("web.fleet_refresh_s", 5.0, "ops", "how often the console map refreshes vehicle positions")
-_k("web.cookie_secure", False, "ops", "mark the session cookie Secure (set true when served over HTTPS)")
-_k("web.argon2_time_cost", 3, "ops", "argon2id passes for console password hashes (RFC 9106 low-memory profile)")
-_k("web.argon2_memory_kib", 65536, "ops", "argon2id memory per console password hash, KiB")
+_k("web.sse_queue_max", 1000, "ops (docs/legal-basis.md §10)",
+   "events queued per live-feed client; a client that falls further behind is dropped", lo=1, hi=1000000)
+_k("web.sse_heartbeat_s", 15.0, "ops (docs/legal-basis.md §10)",
+   "live-feed keep-alive comment interval (also re-checks the session)", lo=0.01, hi=3600)
+_k("web.live_ring_size", 5000, "ops (docs/legal-basis.md §10)",
+   "recent live events kept so a reconnecting client resumes by Last-Event-ID", lo=0, hi=1000000)
+_k("web.login_max_failures", 5, "ops (docs/legal-basis.md §10)",
+   "failed logins per user or per client address within the window before lock-out", lo=1, hi=1000)
+_k("web.login_window_s", 300, "ops (docs/legal-basis.md §10)", "login rate-limit window", lo=1, hi=86400)
+_k("web.min_password_len", 10, "ops (docs/legal-basis.md §10)", "minimum console password length", lo=8, hi=1024)
+_k("web.fleet_refresh_s", 5.0, "ops (docs/legal-basis.md §10)",
+   "how often the console map refreshes vehicle positions", lo=0.5, hi=3600)
+_k("web.cookie_secure", False, "ops (docs/legal-basis.md §10)",
+   "mark the session cookie Secure (set true when served over HTTPS)")
+_k("web.argon2_time_cost", 3, "ops (docs/legal-basis.md §10)",
+   "argon2id passes for console password hashes (RFC 9106 low-memory profile)", lo=1, hi=100)
+_k("web.argon2_memory_kib", 65536, "ops (docs/legal-basis.md §10)",
+   "argon2id memory per console password hash, KiB", lo=8, hi=4194304)
 
 # --- GPS ping engine (models/ping_state.py, geo/track.py) -------------------------------------------
-_k("source.track_sample_s", 120, "§3.2 [P]",
-   "goods vehicles: one sampled track point per this many seconds (track_points, source tracing)")
-_k("drift.stationary_hold", True, "§5.2 [P]",
+_k("source.track_sample_s", 120, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",
+   "goods vehicles: one sampled track point per this many seconds (track_points, source tracing)", lo=1, hi=3600)
+_k("drift.stationary_hold", True, "docs/legal-basis.md §6 (project decision)",
    "while both the last fix and the new point report speed <= drift.stationary_speed_kmh, hold the fix: "
    "stationary GNSS wander adds no distance")
-_k("drift.reanchor_after", 3, "§5.2 [P]",
-   "after this many consecutive drift points the latest becomes the new fix (no distance); 0 = never")
-_k("track.fill_max_gaps", 8, "§5.2 [P]", "open track gaps kept per vehicle for blind-area re-uploads to fill")
-_k("track.fill_window_h", 48.0, "§5.2 [P]", "open gaps older than this (vs the watermark) can no longer be filled")
-_k("track.fill_max_points", 2000, "§5.2 [P]", "re-uploaded points kept per open gap")
-_k("track.day_slots", 2, "ops", "vehicle-day counters kept in memory per vehicle (today + late days); "
-   "pings for older days are counted as stale")
-_k("alerts.overspeed_high_ratio", 1.2, "§5.5 [P]", "overspeed alert severity high above limit × this")
-_k("alerts.alarm_from_unpositioned", True, "§6.2 [P]",
+_k("drift.reanchor_after", 3, "docs/legal-basis.md §6 (project decision)",
+   "after this many consecutive drift points the latest becomes the new fix (no distance); 0 = never", lo=0, hi=10000)
+_k("track.fill_max_gaps", 8, "docs/legal-basis.md §6 (project decision)",
+   "open track gaps kept per vehicle for blind-area re-uploads to fill", lo=0, hi=10000)
+_k("track.fill_window_h", 48.0, "docs/legal-basis.md §6 (project decision)",
+   "open gaps older than this (vs the watermark) can no longer be filled", lo=0, hi=8784)
+_k("track.fill_max_points", 2000, "docs/legal-basis.md §6 (project decision)",
+   "re-uploaded points kept per open gap", lo=0, hi=10000000)
+_k("track.day_slots", 2, "ops (docs/legal-basis.md §10)",
+   "vehicle-day counters kept in memory per vehicle (today + late days); " "pings for older days are counted as stale",
+   lo=1, hi=366)
+_k("alerts.overspeed_high_ratio", 1.2, "docs/legal-basis.md §7 (project decision)",
+   "overspeed alert severity high above limit × this", lo=1, hi=10)
+_k("alerts.alarm_from_unpositioned", True, "docs/legal-basis.md §7 (project decision)",
    "pass terminal alarms through from pings whose only defects are position fields (e.g. GNSS antenna cut)")
 
 # --- JT/T 808 gateway: terminal identity and per-client bounds (streams/jt808/gateway.py) -----------
@@ -300,16 +404,16 @@ _k("case.hearing_days", 5, "docs/legal-basis.md §4.4 (处罚法 Art. 63/64)",
 
 
 # --- GPS rules on real feeds (duplicates, drift time bound, fatigue across gaps) ----------------------
-_k("quality.duplicate_tolerance_s", 0, "legal-basis §6 [P]",
+_k("quality.duplicate_tolerance_s", 0, "docs/legal-basis.md §6 (project decision)",
    "a ping of the same vehicle whose fix time is within this many seconds of an earlier one is a duplicate: "
    "counted once (quality reason 'duplicate')", lo=0, hi=3600)
-_k("drift.stationary_jump_max_s", 120, "legal-basis §6 [P]",
+_k("drift.stationary_jump_max_s", 120, "docs/legal-basis.md §6 (project decision)",
    "the stationary-jump drift rule applies only when the points are at most this many seconds apart "
    "(a vehicle parked after one unqualified arrival fix is not drifting); 0 = no time bound", lo=0, hi=86400)
-_k("fatigue.rest_max_move_km", 1.0, "legal-basis §7 [P]",
+_k("fatigue.rest_max_move_km", 1.0, "docs/legal-basis.md §7 (project decision)",
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
-_k("late.replay_window_h", 1.0, "legal-basis §7 [P]",
+_k("late.replay_window_h", 1.0, "docs/legal-basis.md §7 (project decision)",
    "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
    "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
    "track gaps; 0 = off", lo=0.0, hi=48.0)
@@ -337,6 +441,39 @@ _k("archive.url", "", "ops",
    "PostgreSQL archive, postgresql://user:password@host:port/db (also $ROADWATCH_ARCHIVE); empty = SQLite at "
    "paths.archive")
 _k("archive.pool_size", 4, "ops", "PostgreSQL connections per worker process (pool maximum)", lo=1, hi=64)
+
+# --- JT/T 809 platform link (streams/jt809) ---------------------------------------------------------
+_k("jt809.port", 7809, "ops", "JT/T 809 main-link TCP port (lower platforms connect here)", lo=0, hi=65535)
+_k("jt809.platforms_file", "", "ops",
+   "TOML file of [[platform]] tables: name, center_id, user_id, password, protocol (2011|2019), "
+   "cipher = \"M1,IA1,IC1\" (optional), encrypt_downlink; empty = no platform may log in")
+_k("jt809.auth_timeout_s", 30.0, "ops", "close a main link that has not logged in (0x1001) within this time",
+   lo=1, hi=3600)
+_k("jt809.max_refused_logins", 3, "ops", "close a connection after this many refused 0x1001 logins", lo=1, hi=100)
+_k("jt809.idle_timeout_s", 180.0, "ops",
+   "close a main link silent this long (lower platforms send 0x1005 heartbeats, typically every 60 s)", lo=5, hi=86400)
+_k("jt809.max_frame_bytes", 65536, "ops", "largest accepted JT/T 809 frame (as received)", lo=64, hi=16_777_216)
+_k("jt809.max_connections", 200, "ops", "concurrent main-link connections", lo=1, hi=100_000)
+_k("jt809.slave_link", True, "ops", "open the slave link (0x9001) back to the lower platform after its login")
+_k("jt809.slave_heartbeat_s", 60.0, "ops", "slave-link heartbeat (0x9005) interval", lo=1, hi=3600)
+_k("jt809.slave_connect_timeout_s", 10.0, "ops", "slave-link connect and answer timeout", lo=0.1, hi=600)
+_k("jt809.inspection_answer_minutes", 10, "docs/legal-basis.md §8 (project decision)",
+   "查岗 answer deadline sent in 0x9301 (2019 ANSWER_TIME, minutes); a later 0x1301 counts as late, not answered",
+   lo=1, hi=255)
+_k("jt809.queue_poll_s", 1.0, "ops", "how often the link server picks up inspections queued by the console/CLI",
+   lo=0.05, hi=60)
+
+# --- faults: internal failures and plausible times (streams/retry.py, models/records.py) --------------
+_k("faults.retry_initial_s", 0.5, "ops",
+   "first back-off after an internal fault (disk full, database error, a bug) paused a component; doubles "
+   "per failed attempt", lo=0.01, hi=60.0)
+_k("faults.retry_max_s", 30.0, "ops", "longest back-off between retries of a paused component", lo=0.05, hi=3600.0)
+_k("time.min_year", 2000, "docs/legal-basis.md §10 (project decision)",
+   "readings, pings, batches and driver events dated before 1 January of this year are bad_timestamp",
+   lo=1970, hi=2100)
+_k("time.max_year", 2100, "docs/legal-basis.md §10 (project decision)",
+   "readings, pings, batches and driver events dated after 31 December of this year are bad_timestamp",
+   lo=2000, hi=2200)
 
 
 # --- lawful devices (models/devices.py; 行政处罚法 Art. 41) -------------------------------------------------
@@ -393,8 +530,14 @@ class Config:
     def __init__(self, values: dict[str, Any] | None = None, origins: dict[str, str] | None = None):
         self._values = {k: key.default for k, key in KEYS.items()}
         self._origin = {k: "default" for k in KEYS}
+        self.reads: set[str] | None = None      # names read, while ``record_reads()`` is on (tests)
         for k, v in (values or {}).items():
             self.set(k, v, (origins or {}).get(k, "override"))
+
+    def record_reads(self) -> set[str]:
+        """Start recording which keys are read (tests/test_config_honoured.py); returns the live set."""
+        self.reads = set()
+        return self.reads
 
     def set(self, name: str, value: Any, origin: str = "override") -> None:
         key = KEYS.get(name)
@@ -404,9 +547,13 @@ class Config:
         self._origin[name] = origin
 
     def __getitem__(self, name: str) -> Any:
+        if self.reads is not None:
+            self.reads.add(name)
         return self._values[name]
 
     def get(self, name: str, default: Any = None) -> Any:
+        if self.reads is not None:
+            self.reads.add(name)
         return self._values.get(name, default)
 
     def origin(self, name: str) -> str:

@@ -2,7 +2,7 @@
 
 Pure functions: no registry lookups, no I/O. The caller passes the vehicle facts (from the reading and the
 registry) and gets back the applied limit with its legal basis and every adjustment, so that the verdict and
-the evidence package can show how the figure was reached (domain-rules.md §1).
+the evidence package can show how the figure was reached (docs/legal-basis.md §1).
 
 Art. 3 figures are [V] and stay literal here; adjustments whose source is [S]/[U] come from config keys.
 """
@@ -86,7 +86,7 @@ def exceeds(gross_kg: float, limit_kg: float) -> bool:
     return gross_kg > limit_kg
 
 
-# --- axle loads: informational only (domain-rules §1.4 is [U]; Art. 43 fines gross mass only) ----------
+# --- axle loads: informational only (docs/legal-basis.md §1: unverified; Art. 43 fines gross mass only) ----------
 
 def axle_groups(spacings_m: list[float], max_spacing_m: float) -> list[list[int]]:
     """Indices of axles grouped by spacing < ``max_spacing_m`` (spacing i is between axle i and i+1)."""
@@ -145,5 +145,5 @@ def axle_findings(loads_kg: list[float], spacings_m: list[float], cfg: Config) -
         if limit is not None and load > limit:
             out.append({"kind": "axle_group_over", "axles": [i + 1 for i in group], "group": desc,
                         "load_kg": load, "limit_kg": limit, "excess_kg": round(load - limit, 1),
-                        "over": True, "basis": "GB 1589-2016 轴荷限值（domain-rules §1.4 [U]，仅供参考，不处罚）"})
+                        "over": True, "basis": "GB 1589-2016 轴荷限值（未经核实，仅供参考，不处罚）"})
     return out

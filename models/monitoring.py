@@ -4,7 +4,7 @@ The stateful parts (overspeed episodes, driving clocks, curfew nights, offline, 
 ``models.ping_state.PingProcessor`` on arrays; this module gives them their parameters and builds the
 alert dicts (``models.records.Alert`` shape) for the few hits.
 
-Rule choices (domain-rules.md §5.5, §5.6; values are config keys):
+Rule choices (docs/legal-basis.md §7; values are config keys):
 - Speed limit by category and road: 危险货物运输车辆 80/60 (expressway/other), buses (客运班车, 旅游包车)
   ``speeding.bus_*`` × ``speeding.bus_night_factor`` at night, every other vehicle (普通货车 and plates
   missing from the registry) ``speeding.truck_*``. "Expressway" = inside a registry zone of kind expressway.
@@ -30,7 +30,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 BEIJING_OFFSET_MS = 8 * HOUR_MS
 
-# Minimal JT/T 808-2013 alarm-bit table (domain-rules.md §6.2 [V]); streams/jt808/alarms.py is the full one.
+# Minimal JT/T 808-2013 alarm-bit table (JT/T 808-2013 Table 24); streams/jt808/alarms.py is the full one.
 _ALARM_NAMES_FALLBACK = {
     0: "紧急报警", 1: "超速报警", 2: "疲劳驾驶", 3: "危险预警", 4: "GNSS模块发生故障", 5: "GNSS天线未接或被剪断",
     6: "GNSS天线短路", 7: "终端主电源欠压", 8: "终端主电源掉电", 9: "终端LCD或显示器故障", 10: "TTS模块故障",

@@ -1,5 +1,5 @@
 """Penalties for one weighing: road administration (超限, 62号令 Art. 43) and traffic police (超载, 道交法 Art. 92
-+ 公安部令第163号 points). Two different tests against two different reference masses (domain-rules §2.1,
++ 公安部令第163号 points). Two different tests against two different reference masses (docs/legal-basis.md §3,
 §3.3); both are shown in the verdict, only the first is this system's case.
 
 Percent thresholds are compared in exact integer-ish arithmetic (``a * 100 > pct * b``) rather than via a

@@ -1,6 +1,6 @@
 """The stateful ping engine: per-vehicle state in numpy arrays, vectorised across vehicles.
 
-Design (shared/performance-notes.md): a batch holds many vehicles interleaved. The engine maps plates to a
+Design (docs/performance.md): a batch holds many vehicles interleaved. The engine maps plates to a
 dense vehicle index, stable-sorts the batch by vehicle index (ties keep ARRIVAL order, so a vehicle's
 pings are applied in the order they arrived, exactly as if they had come one by one) and then iterates
 over RANK: the k-th ping of every vehicle in the batch forms round k, one vectorised state-machine step

@@ -1,6 +1,6 @@
 """Columnar ping batches: the wire format of the ``gps-pings`` topic.
 
-Faust costs ~0.25 ms per event whatever its size (shared/performance-notes.md), so producers (gateway,
+Faust costs ~0.25 ms per event whatever its size (docs/performance.md), so producers (gateway,
 simulators, replay) carry up to ``stream.batch_max_pings`` pings of ONE partition per Kafka record, as an
 orjson object of parallel lists::
 
@@ -44,10 +44,11 @@ def encode_batch(pings: list[dict]) -> bytes:
     return orjson.dumps(cols)
 
 
-def decode_batch(raw: bytes, max_bytes: int = 1_000_000) -> PingColumns:
+def decode_batch(raw: bytes, max_bytes: int = 1_000_000, *, years: tuple[int, int] | None = None) -> PingColumns:
     """Columnar record (or one interchange ping) → ``PingColumns``; ``InvalidRecord`` if malformed.
     The batch is one record: a defect in any ping rejects it whole (the producer sends it to dead-letter
-    as one unit; the schema is ``models.pingschema``)."""
+    as one unit; the schema is ``models.pingschema``). ``years``: the plausible years
+    (``models.timerange.plausible_years(cfg)``; default 2000–2100)."""
     d = loads_object(raw, max_bytes)
     if d.get("schema") != SCHEMA:
         if "schema" in d:
@@ -72,7 +73,7 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000) -> PingColumns:
             raise InvalidRecord("missing_field", f"{name} must be a list of {n} values, got {len(col)}")
         return col
 
-    cols, errs = validate_columns(get, n)
+    cols, errs = validate_columns(get, n, years=years)
     if errs:
         i = min(errs)
         code, detail = errs[i]

@@ -5,11 +5,11 @@ Every input path validates with ``validate_columns``: ``models.records.parse_pin
 Structural validation only: a well-typed value outside the regulator's range (a latitude of 4282.7 from a
 two's-complement terminal, a speed of 170 km/h) makes the ping *unqualified* (``models.quality``), not
 invalid; only values that cannot be what the field says (not a number, a speed above the JT/T 808 wire
-maximum, a time outside 2000–2100) make it invalid.
+maximum, a time outside the plausible years — models/timerange.py, default 2000–2100) make it invalid.
 
 A field is (kind, required, default, bounds):
 - ``text``: str of 1..max characters; ``int`` / ``float``: finite number in [lo, hi] (ints integral);
-- ``time``: epoch milliseconds (int) or an ISO-8601 string with a UTC offset, in 2000–2100;
+- ``time``: epoch milliseconds (int) or an ISO-8601 string with a UTC offset, in the plausible years;
 - ``bool``: true/false (or 0/1). Optional fields take their default when absent or null.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ from operator import itemgetter
 from typing import Any, Callable
 
 import numpy as np
+
+from .timerange import implausible, plausible_ms_range
 
 TS_MIN_MS = 946_684_800_000    # 2000-01-01: GNSS fixes before that are garbage, not history
 TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
@@ -53,7 +55,9 @@ FIELDS: dict[str, Field] = {
     "status_flags": Field("int", False, 0, lo=0, hi=0xFFFFFFFF),
     "reupload": Field("bool", False, False),
     "driver_id": Field("text", False, None, hi=64),
-    "mileage_km": Field("float", False, None, lo=0.0, hi=1e8),
+    # JT/T 808 0x01: a DWORD of 0.1 km — anything up to its wire maximum is a value a terminal can send (the
+    # gateway fuzz target found batches the gateway published and this schema then refused whole)
+    "mileage_km": Field("float", False, None, lo=0.0, hi=429_496_729.5),
     "jt808_version": Field("int", False, 0, lo=0, hi=2100),   # 2011/2013/2019; 0 = not known
     "recv_ts": Field("time", False, None),
 }
@@ -124,14 +128,16 @@ class _Errors(dict):
         self.setdefault(int(i), (code, detail))
 
 
-def _time_column(name: str, col: list, errs: _Errors) -> np.ndarray:
+def _time_column(name: str, col: list, errs: _Errors, years: tuple[int, int] | None = None) -> np.ndarray:
+    """Times outside the plausible years (models/timerange.py) are ``bad_timestamp``."""
     n = len(col)
     out = np.zeros(n, dtype=np.int64)
+    ts_min, ts_max = plausible_ms_range(years)
     types = set(map(type, col))
     if types <= {int} and (n == 0 or max(map(abs, col)) < 1 << 62):
         out[:] = col
-        for i in np.flatnonzero((out < TS_MIN_MS) | (out > TS_MAX_MS)):
-            errs.bad(i, "out_of_range", f"{name}={col[i]} is not epoch milliseconds in 2000–2100")
+        for i in np.flatnonzero((out < ts_min) | (out > ts_max)):
+            errs.bad(i, "bad_timestamp", f"{name}={col[i]} is not epoch milliseconds in the plausible years")
         return out
     done: set = set()
     if types == {str} and set(map(len, col)) == {_ISO_FAST_LEN} and set(map(_SUFFIX, col)) == {"+08:00"}:
@@ -144,6 +150,8 @@ def _time_column(name: str, col: list, errs: _Errors) -> np.ndarray:
                             dtype="datetime64[s]").astype(np.int64)
             out[fast] = secs * 1000 - 8 * 3_600_000
             done = set(fast)
+            for j in np.flatnonzero((out[fast] < ts_min) | (out[fast] > ts_max)):
+                errs.bad(fast[j], "bad_timestamp", f"{name} {col[fast[j]]!r} is outside the plausible years")
         except ValueError:
             done = set()
     for i, x in enumerate(col):
@@ -160,6 +168,10 @@ def _time_column(name: str, col: list, errs: _Errors) -> np.ndarray:
             if dt.tzinfo is None:
                 errs.bad(i, "bad_timestamp", f"{name} {x!r} has no UTC offset")
                 continue
+            why = implausible(dt, name, years)        # years like 1 or 9999 overflow in timestamp()
+            if why:
+                errs.bad(i, "bad_timestamp", why)
+                continue
             out[i] = int(round(dt.timestamp() * 1000))
         elif x is None:
             errs.bad(i, "missing_field", f"{name} is required")
@@ -167,8 +179,8 @@ def _time_column(name: str, col: list, errs: _Errors) -> np.ndarray:
         else:
             errs.bad(i, "bad_type", f"{name} must be epoch ms or an ISO-8601 string with offset")
             continue
-        if not TS_MIN_MS <= out[i] <= TS_MAX_MS:
-            errs.bad(i, "out_of_range", f"{name}={x!r} is not a time in 2000–2100")
+        if not ts_min <= out[i] <= ts_max:
+            errs.bad(i, "bad_timestamp", f"{name}={x!r} is not a time in the plausible years")
     return out
 
 
@@ -231,10 +243,11 @@ def _bool_column(name: str, f: Field, col: list, errs: _Errors) -> np.ndarray:
     return np.array([x is True or (type(x) is int and x == 1) for x in col], dtype=bool)
 
 
-def validate_columns(get: Callable[[str], list | None], n: int) -> tuple[PingColumns, dict[int, tuple[str, str]]]:
+def validate_columns(get: Callable[[str], list | None], n: int, *,
+                     years: tuple[int, int] | None = None) -> tuple[PingColumns, dict[int, tuple[str, str]]]:
     """Validate ``n`` pings given column-wise: ``get(name)`` → a list of n values, or None when the field is
     absent from every ping. Returns the columns (rows with a defect hold placeholders) and the defects
-    {row: (code, detail)}, the first per row."""
+    {row: (code, detail)}, the first per row. ``years``: the plausible years (default 2000–2100)."""
     errs = _Errors()
     out: dict[str, Any] = {}
     for name, f in FIELDS.items():
@@ -254,7 +267,7 @@ def validate_columns(get: Callable[[str], list | None], n: int) -> tuple[PingCol
         elif f.kind == "time":
             if not f.required:   # an absent receipt time falls back to the ping's own time
                 col = [out["ts"][i].item() if x is None else x for i, x in enumerate(col)]
-            out[name] = _time_column(name, col, errs)
+            out[name] = _time_column(name, col, errs, years)
         elif f.kind == "bool":
             out[name] = _bool_column(name, f, col, errs)
         else:

@@ -1,6 +1,6 @@
 """Per-ping data-quality classification (数据合格率), vectorised over a batch.
 
-Rules (domain-rules.md §5.2 annex notes [S], ranges as config keys): plate format and JT/T 415 colour;
+Rules (docs/legal-basis.md §6, ranges as config keys): plate format and JT/T 415 colour;
 time not later than the reference time + ``quality.future_tolerance_s`` and not older than
 ``quality.max_lag_s``; lon/lat inside China's ranges; speed, heading, altitude inside their ranges;
 status bit 1 "positioned" when ``quality.require_positioned``; alarm/status words that are not 32-bit.

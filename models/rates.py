@@ -1,4 +1,4 @@
-"""联网联控 monthly indicators (domain-rules.md §5.2, §5.4): pure functions over vehicle-day rows.
+"""联网联控 monthly indicators (docs/legal-basis.md §8): pure functions over vehicle-day rows.
 
 Every rate is a plain ratio of monthly counts over a stated population, exactly as the official reports
 reproduce (191/192 = 99.48 %). Each result keeps numerator, denominator, population text and snapshot time

@@ -16,6 +16,7 @@ import faust
 import orjson
 
 from .pingschema import dicts_getter, validate_columns
+from .timerange import PLAUSIBLE_YEARS, SAFE_YEARS, implausible, plausible_ms_range, plausible_years  # noqa: F401
 
 BEIJING = timezone(timedelta(hours=8), "CST")
 
@@ -36,9 +37,19 @@ class InvalidRecord(ValueError):
         self.detail = detail
 
 
-def parse_ts(value: Any, field: str = "ts") -> datetime:
+def check_plausible_time(dt: datetime, field: str = "ts", years: tuple[int, int] | None = None) -> datetime:
+    """``InvalidRecord("bad_timestamp")`` unless ``dt`` lies in the plausible years (models/timerange.py)."""
+    why = implausible(dt, field, years)
+    if why:
+        raise InvalidRecord("bad_timestamp", why)
+    return dt
+
+
+def parse_ts(value: Any, field: str = "ts", years: tuple[int, int] | None = None) -> datetime:
     """ISO-8601 with an explicit offset → aware datetime. Naive times are rejected: a bare local time is
-    ambiguous between Beijing time (what terminals send) and UTC (what servers log)."""
+    ambiguous between Beijing time (what terminals send) and UTC (what servers log). Times outside
+    ``years`` are rejected too; the default only refuses years that overflow — the input parsers below pass
+    the plausible years (``PLAUSIBLE_YEARS`` or the configured ``plausible_years(cfg)``)."""
     if not isinstance(value, str) or len(value) > 40:
         raise InvalidRecord("bad_type", f"{field} must be an ISO-8601 string with offset")
     try:
@@ -47,7 +58,7 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
         raise InvalidRecord("bad_timestamp", f"{field} {value!r} is not ISO-8601") from None
     if dt.tzinfo is None:
         raise InvalidRecord("bad_timestamp", f"{field} {value!r} has no UTC offset")
-    return dt
+    return check_plausible_time(dt, field, years or SAFE_YEARS)
 
 
 def format_ts(dt: datetime) -> str:
@@ -60,6 +71,8 @@ def epoch_ms_to_iso(ms: int) -> str:
 
 
 def iso_to_epoch_ms(value: str) -> int:
+    """A conversion, not a validation: the plausible-years check belongs to the parser that took the input
+    (with its configured range); only years that would overflow are refused here."""
     return int(round(parse_ts(value).timestamp() * 1000))
 
 
@@ -151,10 +164,11 @@ class WimReading(faust.Record, serializer="json"):
     reading_id: str = ""  # optional id from the station; de-duplication does not depend on it
 
 
-def parse_wim_reading(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> WimReading:
+def parse_wim_reading(raw: bytes | str | dict, max_bytes: int = 1_000_000, *,
+                      years: tuple[int, int] | None = None) -> WimReading:
     d = loads_object(raw, max_bytes)
     ts = _text(d, "ts", max_len=40)
-    parse_ts(ts)
+    parse_ts(ts, years=years or PLAUSIBLE_YEARS)
     plate = _text(d, "plate", max_len=16)
     kind = _text(d, "vehicle_kind", max_len=8)
     if kind not in ("truck", "train"):
@@ -211,12 +225,14 @@ class GpsPing(faust.Record, serializer="json"):
     jt808_version: int = 0      # protocol of the terminal (2011/2013/2019); 0 = not known
 
 
-def parse_ping(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> GpsPing:
+def parse_ping(raw: bytes | str | dict, max_bytes: int = 1_000_000, *,
+               years: tuple[int, int] | None = None) -> GpsPing:
     """Structural validation only (the one ping schema, ``models.pingschema``): a ping with well-typed fields
     is accepted even when its values are out of the regulator's range — that makes it *unqualified*
-    (counted against 数据合格率), not invalid. ``ts`` may be ISO-8601 with offset or epoch ms."""
+    (counted against 数据合格率), not invalid. ``ts`` may be ISO-8601 with offset or epoch ms; outside the
+    plausible ``years`` (default 2000–2100) it is ``bad_timestamp``."""
     d = loads_object(raw, max_bytes)
-    c, errs = validate_columns(dicts_getter([d]), 1)
+    c, errs = validate_columns(dicts_getter([d]), 1, years=years)
     if errs:
         raise InvalidRecord(*errs[0])
     ts = d["ts"] if isinstance(d["ts"], str) else epoch_ms_to_iso(int(c.ts[0]))
@@ -239,10 +255,11 @@ class DriverEvent(faust.Record, serializer="json"):
     driver_name: str = ""
 
 
-def parse_driver_event(raw: bytes | str | dict, max_bytes: int = 100_000) -> DriverEvent:
+def parse_driver_event(raw: bytes | str | dict, max_bytes: int = 100_000, *,
+                       years: tuple[int, int] | None = None) -> DriverEvent:
     d = loads_object(raw, max_bytes)
     ts = _text(d, "ts", max_len=40)
-    parse_ts(ts)
+    parse_ts(ts, years=years or PLAUSIBLE_YEARS)
     event = _text(d, "event", max_len=8)
     if event not in ("login", "logout"):
         raise InvalidRecord("out_of_range", f"event must be login or logout, got {event!r}")

@@ -17,6 +17,9 @@ from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLOR
                       Vehicle, Zone, parse_ts)
 
 MAX_REGISTRY_BYTES = 512 * 1024 * 1024
+SECTIONS = ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations")
+# every top-level key a registry may hold: a misspelt one (e.g. "vehicle") would silently drop its entries
+TOP_LEVEL_KEYS = ("region", *SECTIONS, "permits")      # permits: read by models/permits.py
 
 
 class RegistryError(ValueError):
@@ -95,8 +98,16 @@ def _build(cls, entry: Any, where: str):
             raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
     return rec
 
-TOP_LEVEL_KEYS = ("region", "enterprises", "drivers", "vehicles", "source_sites", "zones", "stations",
-                  "permits")          # permits: models/permits.py
+def _unique(seen: dict, key: str, where: str, name: str) -> None:
+    """Ids are unique per kind: a second entry with the same id would silently replace the first."""
+    if key in seen:
+        raise RegistryError(f"{where}: duplicate {name} {key!r}")
+
+
+def _in_range(rec, name: str, lo: float, hi: float, where: str) -> None:
+    v = getattr(rec, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise RegistryError(f"{where}: {name} must lie in [{lo}, {hi}], got {v!r}")
 
 
 def parse_registry(data: dict) -> Registry:
@@ -104,17 +115,23 @@ def parse_registry(data: dict) -> Registry:
         raise RegistryError("registry must be a JSON object")
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:       # a misspelt "vehicle" would otherwise leave every plate unknown
-        raise RegistryError(f"unknown top-level key(s) {unknown}; expected some of {list(TOP_LEVEL_KEYS)}")
-    reg = Registry(region=str(data.get("region", "")))
-    for section in ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations"):
+        raise RegistryError(f"unknown top-level key(s) {unknown}: a registry holds only {list(TOP_LEVEL_KEYS)}")
+    if not isinstance(data.get("region", ""), str):
+        raise RegistryError("region must be a string")
+    reg = Registry(region=data.get("region", ""))
+    for section in SECTIONS:
         if not isinstance(data.get(section, []), list):
             raise RegistryError(f"{section} must be a list of objects")
     for i, e in enumerate(data.get("enterprises", [])):
         ent = _build(Enterprise, e, f"enterprises[{i}]")
+        _in_range(ent, "goods_vehicles", 0, 10_000_000, f"enterprises[{i}]")
+        _unique(reg.enterprises, ent.enterprise_id, f"enterprises[{i}]", "enterprise_id")
         reg.enterprises[ent.enterprise_id] = ent
     for i, e in enumerate(data.get("drivers", [])):
         d = _build(Driver, e, f"drivers[{i}]")
+        _unique(reg.drivers, d.driver_id, f"drivers[{i}]", "driver_id")
         reg.drivers[d.driver_id] = d
+    terminals: dict[str, str] = {}
     for i, e in enumerate(data.get("vehicles", [])):
         v = _build(Vehicle, e, f"vehicles[{i}]")
         where = f"vehicles[{i}] ({v.plate})"
@@ -126,24 +143,46 @@ def parse_registry(data: dict) -> Registry:
             raise RegistryError(f"{where}: vehicle_kind must be truck, train or bus")
         if not 2 <= v.axle_count <= 12:
             raise RegistryError(f"{where}: axle_count must be 2–12")
+        for name in ("registered_total_kg", "rated_load_kg", "curb_kg"):
+            _in_range(v, name, 0, 200_000, where)
+        _in_range(v, "single_tyre_axles", 0, 12, where)
+        _in_range(v, "route_km", 0, 10_000, where)
         if v.enterprise_id and v.enterprise_id not in reg.enterprises:
             raise RegistryError(f"{where}: unknown enterprise_id {v.enterprise_id!r}")
         if v.plate in reg.vehicles:
             raise RegistryError(f"{where}: duplicate plate")
+        if v.terminal_id:
+            # one terminal, one vehicle: otherwise A's positions would be mapped to B
+            other = terminals.setdefault(v.terminal_id, v.plate)
+            if other != v.plate:
+                raise RegistryError(f"{where}: terminal_id {v.terminal_id!r} already belongs to {other}")
         reg.vehicles[v.plate] = v
     for i, e in enumerate(data.get("source_sites", [])):
         s = _build(SourceSite, e, f"source_sites[{i}]")
         _polygon(e, f"source_sites[{i}]")
+        _unique(reg.source_sites, s.site_id, f"source_sites[{i}]", "site_id")
         reg.source_sites[s.site_id] = s
     for i, e in enumerate(data.get("zones", [])):
         z = _build(Zone, e, f"zones[{i}]")
         _polygon(e, f"zones[{i}]")
+        _unique(reg.zones, z.zone_id, f"zones[{i}]", "zone_id")
         reg.zones[z.zone_id] = z
+    devices: dict[str, str] = {}
     for i, e in enumerate(data.get("stations", [])):
         s = _build(Station, e, f"stations[{i}]")
+        _unique(reg.stations, s.station_id, f"stations[{i}]", "station_id")
+        _in_range(s, "lat", -90, 90, f"stations[{i}]")
+        _in_range(s, "lon", -180, 180, f"stations[{i}]")
+        _in_range(s, "lanes", 0, 64, f"stations[{i}]")
+        if s.tolerance is not None:
+            _in_range(s, "tolerance", 0, 0.2, f"stations[{i}]")   # the range of overlimit.filing_tolerance
         for j, dev in enumerate(s.devices):
             if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
                 raise RegistryError(f"stations[{i}].devices[{j}]: needs device_id")
+            if dev["device_id"] in devices:
+                raise RegistryError(f"stations[{i}].devices[{j}]: duplicate device_id {dev['device_id']!r} "
+                                    f"(also at station {devices[dev['device_id']]})")
+            devices[dev["device_id"]] = s.station_id
             for k in ("valid_from", "valid_to"):
                 if dev.get(k) is not None:
                     try:

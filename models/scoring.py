@@ -1,4 +1,4 @@
-"""联网联控 assessment scores (domain-rules.md §5.3 [S], 交运发〔2016〕160号 annex as transcribed).
+"""联网联控 assessment scores (docs/legal-basis.md §8, 交运发〔2016〕160号 annex as transcribed).
 
 Two tables, every weight and zero-score threshold a ``score.*`` key (provinces deviate):
 
@@ -6,7 +6,8 @@ Two tables, every weight and zero-score threshold a ``score.*`` key (provinces d
   轨迹 rate×40 (< 70 % → 0); 合格 rate×30 (< 80 % → 0).
 - 道路运输企业 (enterprise): 入网 5, 上线 5, 轨迹 15, 合格 15, 漂移 10, plus 平均超速次数 20 and 平均疲劳驾驶
   时长 20 scored against the region average A — x ≤ A: 10 + (A−x)/A×10; A < x < 2A: (2A−x)/A×10;
-  x ≥ 2A: 0 — and 平台查岗响应率 10, which the archive has no data for (reported as not assessed).
+  x ≥ 2A: 0 — and 平台查岗响应率 10: the 查岗响应率 of the JT/T 809 platform that forwards the enterprise's
+  vehicles (not assessed, and out of max_points, when none does or it was not inspected).
 
 "< 90 % → 0" is strict: exactly 90 % scores. Rates enter as fractions taken from the published (rounded)
 percent or the exact ratio (``score.rate_basis``); points are rounded half-up to ``report.decimals``.
@@ -119,8 +120,27 @@ def agency_score(rates: dict[str, dict], cfg) -> dict | None:
     return {"table": "道路运输管理机构", "total": total, "max_points": max_pts, "basis": b, "components": comps}
 
 
-def enterprise_score(rates: dict[str, dict], region_rates: dict[str, dict], cfg) -> dict | None:
-    """道路运输企业 table; speeding and fatigue relative to the region averages in ``region_rates``."""
+def _check_component(check_rate: dict | None, cfg, basis: str, dec: int) -> dict:
+    """平台查岗响应率 × weight, from the 查岗响应率 of the platform that forwards the enterprise's vehicles
+    (JT/T 809, models/platform_rates.py). Not assessed (and out of max_points) when its vehicles reach us
+    through no platform, or that platform was not inspected in the month."""
+    w = cfg["score.ent_check_weight"]
+    rule = "查岗响应次数/查岗次数×{:g}".format(w)
+    if check_rate is None or to_decimal(check_rate["denominator"]) == 0:
+        why = ("未考核：企业车辆未经JT/T 809平台转发 (no platform forwards this enterprise's vehicles)"
+               if check_rate is None else "未考核：本月未对其平台查岗 (its platform was not inspected this month)")
+        return {"label": "平台查岗响应率", "rate": None, "weight": float(w), "points": 0.0, "rule": rule,
+                "assessed": False, "reason": why + "; excluded from max_points"}
+    comp = _component("check_response_rate", check_rate, basis, w, lambda r: linear_points(r, to_decimal(w)), dec, rule)
+    comp["label"] = "平台查岗响应率"
+    comp["platform"] = check_rate.get("center_id")
+    return comp
+
+
+def enterprise_score(rates: dict[str, dict], region_rates: dict[str, dict], cfg,
+                     check_rate: dict | None = None) -> dict | None:
+    """道路运输企业 table; speeding and fatigue relative to the region averages in ``region_rates``;
+    ``check_rate`` is the 查岗响应率 record of the enterprise's platform (None: not assessed)."""
     if to_decimal(rates["network_rate"]["denominator"]) == 0:
         return None
     b, dec = cfg["score.rate_basis"], cfg["report.decimals"]
@@ -139,9 +159,6 @@ def enterprise_score(rates: dict[str, dict], region_rates: dict[str, dict], cfg)
                           dec, f"x≤A: {w / 2:g}+(A−x)/A×{w / 2:g}; A<x<2A: (2A−x)/A×{w / 2:g}; x≥2A: 0")
         comp["region_average"] = float(region_avg)
         comps[name] = comp
-    comps["check_response_rate"] = {
-        "label": "平台查岗响应率", "rate": None, "weight": float(cfg["score.ent_check_weight"]), "points": 0.0,
-        "rule": "查岗响应次数/查岗次数", "assessed": False,
-        "reason": "未考核：归档中无查岗记录 (no 查岗 data in the archive; excluded from max_points)"}
+    comps["check_response_rate"] = _check_component(check_rate, cfg, b, dec)
     total, max_pts = _total(comps, dec)
     return {"table": "道路运输企业", "total": total, "max_points": max_pts, "basis": b, "components": comps}

@@ -2,6 +2,7 @@
 """Bounded fuzz run over every parser that sees outside input.
 
     .venv/bin/python scripts/fuzz.py --count 2000 [--seed 1] [--target NAME ...] [--json]
+    .venv/bin/python scripts/fuzz.py --total 1000000      # the release bar: ≥ 1 000 000 inputs, 0 crashes
 
 For each target, ``--count`` inputs are tried: mutations of valid seed inputs (bit flips, byte
 insert/delete/replace, truncation, chunk duplication, splicing two seeds, and — for JSON and JT/T 808 —
@@ -12,12 +13,17 @@ other exception. Exit code 1 if there was any crash (the first inputs of each cr
 base64, to reproduce), else 0.
 
 Targets (what the worker, gateway and CLIs call on untrusted bytes):
+  gateway      JT/T 808 frames over a real TCP connection to a running gateway (streams.jt808.gateway), after
+               registering (0x0100) and authenticating (0x0102) as a registry terminal; every reply is read,
+               every batch the gateway publishes goes through the worker's decode_batch, and an exception
+               logged by the gateway or a dead letter with reason internal_error counts as a crash
   jt808        streams.jt808.codec.parse_frame (+ message_pings, as the gateway does)
   pingbatch    models.pingbatch.decode_batch
   engine       decode_batch → models.ping_state.PingProcessor.process (the GPS agent's path)
   wim          models.records.parse_wim_reading
   wim_assess   parse_wim_reading → models.overload.assess (the WIM agent's path)
   ping         models.records.parse_ping
+  driver_event models.records.parse_driver_event (the driver-events agent)
   registry     JSON → models.registry.parse_registry (what load_registry does after reading the file)
   config       models.config.load_config on a TOML file, and ROADWATCH_SET strings
   scenario     simulators.scenario.load_scenario on a TOML file
@@ -47,7 +53,7 @@ from roadwatch.models.config import Config, ConfigError, load_config  # noqa: E4
 from roadwatch.models.records import InvalidRecord  # noqa: E402
 from roadwatch.simulators.fleet import full_approval  # noqa: E402
 
-FRAMES_FILE = ROOT.parent / "shared" / "jt808-frames.txt"
+FRAMES_FILE = ROOT / "tests" / "data" / "jt808-frames.txt"      # real device frames
 INTERESTING_BYTES = [0x00, 0x01, 0x7D, 0x7E, 0x7F, 0x80, 0xFF, 0x02, 0x20, 0x22, 0x5C, 0x7B, 0x7D]
 INTERESTING_VALUES = [None, True, False, 0, -1, 1, 2 ** 31, 2 ** 63, -2 ** 63, 2 ** 64, 1e308, -1e308, 0.5, "",
                       "x", "2026-13-45T99:99:99+08:00", "2026-11-10T10:00:00", "NaN", "inf", "苏A12345", "\x00",
@@ -61,6 +67,7 @@ class Target:
         self.name, self.seeds, self.run, self.expected = name, seeds, run, expected
         self.json_seeds, self.mutate = json_seeds, mutate
         self.text = text          # half of the inputs are repaired to valid UTF-8 to get past decoding
+        self.close: Callable[[], None] | None = None
 
 
 # --- generic mutators ---------------------------------------------------------------------------------
@@ -188,6 +195,205 @@ def jt808_target() -> Target:
     return Target("jt808", _frames(), run, (InvalidRecord,), mutate=mutate)
 
 
+class GatewayCrash(Exception):
+    """The gateway logged an exception, dead-lettered an internal_error or published a batch the worker
+    cannot decode: a crash, whatever input was being sent."""
+
+
+class GatewayTarget:
+    """A real gateway (streams.jt808.gateway.serve) in a thread with its own event loop, on a free port of
+    127.0.0.1, and one authenticated TCP connection from this thread. Each input frame is sent, followed by
+    a heartbeat; the replies up to the heartbeat's answer are the input's outcome."""
+
+    TID = "013800000001"
+    PLATE, COLOR = "粤B12345", 2
+
+    def __init__(self):
+        import asyncio
+        import logging
+        import socket
+        import threading
+        from roadwatch.models.registry import parse_registry
+        from roadwatch.streams.batcher import MemoryPublisher
+        from roadwatch.streams.broker import free_port
+        from roadwatch.streams.jt808 import codec as c
+        self.c, self.socket = c, socket
+        reg = parse_registry({"enterprises": [{"enterprise_id": "E1", "name": "甲运输"}],
+                              "vehicles": [{"plate": self.PLATE, "plate_color": self.COLOR, "category": "普通货车",
+                                            "enterprise_id": "E1", "terminal_id": self.TID}]})
+        # no rate limit and generous timeouts: the fuzzer must reach the parsers, not the abuse guards; the
+        # identity store (issued auth codes) lives in a temporary archive
+        self.tmp = tempfile.mkdtemp(prefix="roadwatch-fuzz-gw-")
+        self.cfg = Config({"gateway.max_frames_per_s": 100_000, "gateway.idle_timeout_s": 600.0,
+                           "gateway.max_auth_failures": 1000, "stream.batch_max_ms": 50,
+                           "paths.data_dir": self.tmp})
+        self.publisher = MemoryPublisher()
+        self.port = free_port()
+        self.errors: list[str] = []
+
+        class _Catch(logging.Handler):
+            def emit(h, record):             # noqa: N805 - the outer self is the target
+                if record.levelno >= logging.ERROR:
+                    self.errors.append(record.getMessage() + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
+        self._handler = _Catch()
+        logging.getLogger("roadwatch").addHandler(self._handler)
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(str(ctx.get("message"))
+                                                                             + repr(ctx.get("exception"))))
+        started = threading.Event()
+
+        def serve_forever():
+            from roadwatch.streams.jt808.gateway import serve
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(
+                serve(self.cfg, reg, self.publisher, host="127.0.0.1", port=self.port))
+            started.set()
+            self.loop.run_forever()
+        self.thread = threading.Thread(target=serve_forever, daemon=True)
+        self.thread.start()
+        started.wait(10)
+        self.sock = None
+        self.serial = 0
+        self.authenticated = 0
+        self.code = ""            # issued once at registration, then reused on every reconnection
+
+    # --- the terminal side ---------------------------------------------------------------------------
+    def _connect(self) -> None:
+        c = self.c
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.buf = bytearray()
+        if self.code and self._authenticate():
+            return
+        # first connection, or the code was revoked (a fuzzed deregistration went through): register again
+        reg = self._exchange(c.build_frame(0x0100, self.TID, self._next(),
+                                           c.encode_registration(self.PLATE, self.COLOR)))
+        self.code = ""
+        for mid, body in reg:
+            if mid == c.REGISTRATION_RESPONSE and len(body) >= 3 and body[2] == 0:
+                self.code = body[3:].decode("ascii", "replace")
+        if not self.code:
+            raise GatewayCrash(f"registration refused: {reg!r}")
+        if not self._authenticate():
+            raise GatewayCrash("authentication refused with the code just issued")
+
+    def _authenticate(self) -> bool:
+        c = self.c
+        try:
+            auth = self._exchange(c.build_frame(0x0102, self.TID, self._next(), c.encode_authentication(self.code)))
+        except ConnectionError:              # a refused code may close the connection: open a new one
+            self.sock = self.socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            self.buf = bytearray()
+            return False
+        ok = any(mid == c.PLATFORM_RESPONSE and len(body) >= 5 and body[4] == 0 for mid, body in auth)
+        self.authenticated += ok
+        return ok
+
+    def _next(self) -> int:
+        self.serial = (self.serial + 1) & 0xFFFF
+        return self.serial
+
+    def _exchange(self, frame: bytes, sync: bool = True) -> list[tuple[int, bytes]]:
+        """Send ``frame`` (and a heartbeat); the replies up to the heartbeat's answer as (msg id, body)."""
+        c = self.c
+        hb_serial = self._next()
+        hb = c.build_frame(0x0002, self.TID, hb_serial, c.encode_heartbeat())
+        self.sock.sendall(frame + b"\x7e" + hb if sync else frame)   # a stray 7E ends an unterminated input
+        replies = []
+        while True:
+            for f in c.split_frames(self.buf):
+                try:
+                    m = c.parse_frame(f)
+                except c.Jt808Error:
+                    continue
+                if m.msg_id == c.PLATFORM_RESPONSE and m.body[:2] == hb_serial.to_bytes(2, "big") \
+                        and m.body[2:4] == b"\x00\x02":
+                    return replies
+                replies.append((m.msg_id, m.body))
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("gateway closed the connection")
+            self.buf += data
+
+    def run(self, data: bytes):
+        if self.sock is None:
+            self._connect()
+        try:
+            replies = self._exchange(data)
+        except (ConnectionError, OSError):
+            self.sock = None                 # closed by the gateway (e.g. an oversize frame): a rejection
+            self._check()
+            raise InvalidRecord("connection_closed", "the gateway closed the connection") from None
+        finally:
+            self._identity_frame(data)
+        self._check()
+        results = [b[4] for mid, b in replies if mid == self.c.PLATFORM_RESPONSE and len(b) >= 5]
+        if results and all(r == 0 for r in results):
+            return replies
+        raise InvalidRecord(f"result_{results[0]}" if results else "no_answer", "refused by the gateway")
+
+    def _identity_frame(self, data: bytes) -> None:
+        """A fuzzed registration, authentication or deregistration may change this terminal's standing (a
+        deregistration revokes its code): start the next input from a fresh, authenticated connection."""
+        try:
+            msg_id = self.c.parse_frame(data).msg_id
+        except self.c.Jt808Error:
+            return
+        if msg_id in (0x0100, 0x0102, 0x0003):
+            if self.sock is not None:
+                self.sock.close()
+            self.sock = None                 # (a deregistration may have revoked the code: _connect sees)
+
+    def _check(self) -> None:
+        from roadwatch.models.pingbatch import decode_batch
+        from roadwatch.streams.topics import DEAD_LETTER, GPS_PINGS
+        if self.errors:
+            err, self.errors[:] = self.errors[0], []
+            raise GatewayCrash(err)
+        with self.publisher._lock:
+            records, self.publisher.records = self.publisher.records, []
+        for topic, _key, value, _part in records:
+            if topic == DEAD_LETTER and orjson.loads(value).get("reason") == "internal_error":
+                raise GatewayCrash(f"internal_error dead letter: {value[:200]!r}")
+            if topic == GPS_PINGS:
+                try:
+                    decode_batch(value)
+                except InvalidRecord as e:
+                    raise GatewayCrash(f"the gateway published a batch the worker refuses: {e}") from None
+
+    def close(self) -> None:
+        import asyncio
+        if self.sock is not None:
+            self.sock.close()
+        asyncio.run_coroutine_threadsafe(self.server.gateway.aclose(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        import logging
+        import shutil
+        logging.getLogger("roadwatch").removeHandler(self._handler)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def target(self) -> Target:
+        c = self.c
+        base = jt808_target()
+
+        def mutate(rnd: random.Random, data: bytes) -> bytes:
+            out = base.mutate(rnd, data)
+            if rnd.random() < 0.9:               # as the authenticated terminal, to reach the deep parsers
+                try:
+                    m = c.parse_frame(out)
+                    out = c.build_frame(m.msg_id, self.TID if m.version != 2019 else "0" * 8 + self.TID,
+                                        m.serial, m.body, version=m.version)
+                except c.Jt808Error:
+                    pass
+            return out
+
+        t = Target("gateway", base.seeds, self.run, (InvalidRecord,), mutate=mutate)
+        t.close = self.close
+        return t
+
+
 def _ping(i: int = 0, **kw) -> dict:
     d = {"plate": "苏A12345", "plate_color": 2, "terminal_id": "013300000001",
          "ts": f"2026-11-10T10:00:{i:02d}+08:00", "lat": 32.0 + i * 1e-3, "lon": 118.8, "speed_kmh": 55.0,
@@ -275,6 +481,13 @@ def wim_assess_target() -> Target:
     return Target("wim_assess", _wim_seeds(), run, (InvalidRecord,), json_seeds=True)
 
 
+def driver_event_target() -> Target:
+    from roadwatch.models.records import parse_driver_event
+    seeds = [orjson.dumps({"plate": "苏A12345", "terminal_id": "013300000001", "ts": "2026-11-10T10:00:00+08:00",
+                           "event": e, "driver_id": "D1", "driver_name": "张三"}) for e in ("login", "logout")]
+    return Target("driver_event", seeds, lambda b: parse_driver_event(b), (InvalidRecord,), json_seeds=True)
+
+
 def ping_target() -> Target:
     from roadwatch.models.records import parse_ping
     return Target("ping", [orjson.dumps(_ping()), orjson.dumps(_ping(3, driver_id=None, mileage_km=None))],
@@ -346,13 +559,16 @@ def scenario_target(tmp: Path) -> Target:
     return Target("scenario", seeds, run, (ScenarioError,), text=True)
 
 
-ALL = ("jt808", "pingbatch", "engine", "wim", "wim_assess", "ping", "registry", "config", "scenario")
+ALL = ("gateway", "jt808", "pingbatch", "engine", "wim", "wim_assess", "ping", "driver_event", "registry", "config",
+       "scenario")
 
 
 def make_targets(names, tmp: Path) -> list[Target]:
     out = []
     for n in names:
-        if n == "config":
+        if n == "gateway":
+            out.append(GatewayTarget().target())
+        elif n == "config":
             out.append(config_target(tmp))
         elif n == "scenario":
             out.append(scenario_target(tmp))
@@ -405,22 +621,47 @@ def fuzz_target(t: Target, count: int, rnd: random.Random, keep: int = 3) -> dic
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def run_fuzz(count: int, seed: int = 1, targets=ALL) -> list[dict]:
+# share of a ``--total`` run per target: the file-based parsers (config, scenario: a temporary file per input)
+# cost ~3 ms an input, the others 0.03–1 ms
+WEIGHTS = {"config": 0.2, "scenario": 0.1}
+
+
+def split_total(total: int, targets) -> dict[str, int]:
+    """Inputs per target so that they add up to ``total`` (at least one each)."""
+    w = {t: WEIGHTS.get(t, 1.0) for t in targets}
+    counts = {t: max(1, int(total * w[t] / sum(w.values()))) for t in targets}
+    counts[max(counts, key=counts.get)] += total - sum(counts.values())
+    return counts
+
+
+def run_fuzz(count: int | dict, seed: int = 1, targets=ALL) -> list[dict]:
+    """``count``: inputs per target, or a dict target → inputs (``split_total``)."""
     rnd = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="roadwatch-fuzz-") as tmp:
-        return [fuzz_target(t, count, random.Random(rnd.random())) for t in make_targets(targets, Path(tmp))]
+        out = []
+        for t in make_targets(targets, Path(tmp)):
+            n = count[t.name] if isinstance(count, dict) else count
+            try:
+                out.append(fuzz_target(t, n, random.Random(rnd.random())))
+            finally:
+                if t.close is not None:
+                    t.close()
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=2000, help="inputs per target (default 2000)")
+    ap.add_argument("--total", type=int, help="inputs in all, shared out over the targets (overrides --count)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--target", action="append", choices=ALL, help="only these targets (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = ap.parse_args(argv)
-    if args.count < 1:
-        ap.error("--count must be ≥ 1")
-    results = run_fuzz(args.count, args.seed, tuple(args.target or ALL))
+    if args.count < 1 or (args.total is not None and args.total < 1):
+        ap.error("--count and --total must be ≥ 1")
+    targets = tuple(args.target or ALL)
+    t0 = time.perf_counter()
+    results = run_fuzz(split_total(args.total, targets) if args.total else args.count, args.seed, targets)
     if args.json:
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -432,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    CRASH {kind}: {examples[0]['error']}\n      input (base64): {examples[0]['input_b64'][:300]}")
     total = sum(r["tried"] for r in results)
     crashes = sum(r["crashes"] for r in results)
-    print(f"total: {total} inputs, {crashes} crashes", file=sys.stderr)
+    print(f"total: {total} inputs, {crashes} crashes, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 1 if crashes else 0
 
 

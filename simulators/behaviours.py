@@ -221,7 +221,7 @@ BAD_FIELDS = ("speed", "lat", "lon", "altitude", "heading", "future", "unpositio
 
 
 def bad_values(ctx, spec, tr, veh):
-    """``count`` fixes with one unqualified value each (quality rules, domain-rules §5.2)."""
+    """``count`` fixes with one unqualified value each (quality rules, docs/legal-basis.md §6)."""
     field = spec.get("field", "speed")
     if field not in BAD_FIELDS:
         raise ScenarioError(f"bad_values: field must be one of {BAD_FIELDS}")
@@ -260,7 +260,7 @@ def bad_values(ctx, spec, tr, veh):
                            "value": total - len(sel), "why": f"{len(sel)} fix(es) with bad {field}"})
         ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "drift_points", "op": "=",
                            "value": 0, "why": "unqualified fixes take no part in drift (only qualified fixes, "
-                                              "domain-rules §5.2 / §6.2)"})
+                                              "docs/legal-basis.md §6; JT/T 808-2019 0x0200)"})
         return cols
     ctx.post.append(hook)
     ctx.expect.append(ex.alert("overspeed", veh.plate, 0, "unqualified fixes never raise alerts"))

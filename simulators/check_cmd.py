@@ -209,6 +209,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         span = (scn.start.strftime("%Y-%m-%d"), scn.end.strftime("%Y-%m-%d"))
         strict = bool(scn.raw.get("expect", {}).get("strict_alerts", True))
         rows = compare(expectations, conn, registry, cfg, span, strict)
+        # --- JT/T 809 platform expectations: 平台连通率, 查岗响应率 (simulators/platform_scenario.py) ---
+        from .platform_scenario import check_rows as platform_check_rows
+        rows += platform_check_rows(scn, conn, registry, cfg)
+        # --- end of JT/T 809 platform expectations ---
     finally:
         conn.close()
     bad = sum(1 for r in rows if not r["ok"])

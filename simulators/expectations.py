@@ -1,7 +1,7 @@
 """Expected outcomes derived from what a scenario injected, and the reference rules that derive them.
 
 The reference rules here are deliberately small, literal readings of the regulation text
-(domain-rules.md §1–§3, §5) written independently of models/overload.py and the GPS engine: they turn
+(docs/legal-basis.md §1–§3, §6–§8) written independently of models/overload.py and the GPS engine: they turn
 "this bus drove 4 h 30 min by day without a 20-min stop" into "1 fatigue alert", and "2-axle truck weighed
 19 900 kg" into "fine 500 yuan". ``simulators/check_cmd.py`` compares them with the archive.
 
@@ -19,7 +19,7 @@ from roadwatch.models.records import Station, Vehicle
 from .wim_station import art3_limit
 
 
-# --- overload (62号令 Art. 3 / Art. 43, domain-rules §1.1, §2.1, §4.4) -----------------------------------
+# --- overload (62号令 Art. 3 / Art. 43, docs/legal-basis.md §1–§3) -----------------------------------
 
 def reference_limit(kind: str, axles: int, single_drive_axle: bool, vehicle: Vehicle | None, cfg: Config) -> int:
     lim = art3_limit(kind, axles, single_drive_axle)
@@ -66,7 +66,7 @@ def reference_verdict(reading: dict, vehicle: Vehicle | None, station: Station |
     return {"action": "fine", "fine_yuan": fine, "excess_kg": round(excess, 1), "limit_kg": lim}
 
 
-# --- GPS monitoring (domain-rules §5.5, §5.6) ------------------------------------------------------------
+# --- GPS monitoring (docs/legal-basis.md §7) ------------------------------------------------------------
 
 def _hm(text: str) -> time:
     h, m = text.split(":")

@@ -43,7 +43,7 @@ HUNAN = Province(
 # Category mix of a typical prefecture fleet (两客一危 plus ordinary goods vehicles).
 CATEGORY_MIX = (("普通货车", 0.60), ("客运班车", 0.14), ("旅游包车", 0.09), ("危险货物运输车辆", 0.17))
 
-# Goods-vehicle configurations: (kind, axles, single_drive_axle, Art. 3 limit kg [V, domain-rules §1.1],
+# Goods-vehicle configurations: (kind, axles, single_drive_axle, Art. 3 limit kg [62号令 Art. 3, docs/legal-basis.md §1],
 # share of goods vehicles). The limit is used only to size the registered mass and target loads; the
 # overload rules own the legal computation.
 TRUCK_CONFIGS = (

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gateway", metavar="HOST:PORT",
                    help="send pings as JT/T 808 frames over TCP to this gateway instead of Kafka")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the worker to go idle")
+    p.add_argument("--platform-link", action="store_true",
+                   help="forward the pings as JT/T 809 lower platforms (the scenario's [platform_link] block) "
+                        "through an in-process platform-link server on the simulated clock")
 
 
 def generate(args, cfg: Config):
@@ -72,6 +75,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.gateway:
         from .gateway_feed import send_to_gateway
         return send_to_gateway(built, args.gateway, speed)
+    if args.platform_link:           # JT/T 809 (simulators/platform_scenario.py)
+        from .platform_scenario import simulate_over_link
+        return simulate_over_link(built, scn, cfg, reg_path, getattr(args, "config", None), args.timeout)
     from roadwatch.streams.batcher import make_producer
     from roadwatch.streams.runtime import stack
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:

@@ -2,7 +2,7 @@
 
 A passage has a *true* gross mass (from the truck's load state) and a *measured* one: true × (1 + ε),
 ε ~ N(0, σ) with σ = in-service MPE / 2.5 and MPE = the accuracy class in percent (class 5 → ±5 %,
-domain-rules §4.4 [S]), rounded to the 10 kg scale interval. Axle loads are split from the measured gross
+docs/legal-basis.md §2), rounded to the 10 kg scale interval. Axle loads are split from the measured gross
 and always sum to it exactly. Plate reads carry a confidence; some are low-confidence, some misread (one
 character changed → usually an unknown plate). Adjacent lane sensors sometimes report the same passage
 twice (same masses, next lane, +1 s).
@@ -22,7 +22,7 @@ from roadwatch.models.records import PLATE_RE, Station, Vehicle, format_ts
 
 from .fleet import PLATE_CHARS, TRUCK_CONFIGS, expired_device, valid_device
 
-# Art. 3 ¶1 gross limits [V] (domain-rules §1.1), keyed (kind, axles, single_drive_axle).
+# Art. 3 ¶1 gross limits (62号令 Art. 3, docs/legal-basis.md §1), keyed (kind, axles, single_drive_axle).
 ART3_LIMIT_KG = {(k, a, s): lim for k, a, s, lim, _ in TRUCK_CONFIGS}
 
 # Typical axle spacings (m) per configuration; a gap > 1.8 m separates axle groups.

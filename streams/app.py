@@ -27,7 +27,7 @@ _FETCH_MAX_WAIT_MS = 100
 
 class _Consumer(aiokafka.AIOKafkaConsumer):
     """Faust hard-codes ``fetch_max_wait_ms=1500``; with one broker node and uneven partitions that stalls
-    fetches (740 k → 260 k pings/s, shared/performance-notes.md). Use ``stream.fetch_max_wait_ms``."""
+    fetches (740 k → 260 k pings/s, docs/performance.md). Use ``stream.fetch_max_wait_ms``."""
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("fetch_max_wait_ms") == 1500:
@@ -51,6 +51,7 @@ class WorkerContext:
     ready: bool = False
     assigned: bool = False              # first partition assignment done
     web_up: bool = False                # console / metrics server listening
+    faults: object | None = None        # streams.retry.Faults: internal faults pausing a component
     web_address: tuple | None = None    # (host, port) the console really listens on
 
 

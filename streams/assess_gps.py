@@ -26,6 +26,7 @@ from roadwatch.geo.zones import ZoneIndex
 from roadwatch.models.config import Config
 from roadwatch.models.pingschema import PingColumns, concat, dicts_getter, take, validate_columns
 from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.timerange import plausible_years
 from roadwatch.models.registry import Registry, RegistryError, load_registry, parse_registry
 
 from .cli import UsageError
@@ -46,13 +47,14 @@ class _Errors(list):
         self.append({"line": line, "reason": reason, "detail": detail})
 
 
-def parse_lines(lines: list, first_line: int, errors: _Errors) -> PingColumns | None:
+def parse_lines(lines: list, first_line: int, errors: _Errors,
+                years: tuple[int, int] | None = None) -> PingColumns | None:
     """JSON lines → ``PingColumns`` of the valid lines; invalid lines are added to ``errors``."""
     try:   # fast path: every line is a JSON object — parsed as one array (one orjson call per chunk)
         dicts = orjson.loads(b"[" + b",".join(lines) + b"]")
         if len(dicts) == len(lines) and set(map(type, dicts)) == {dict}:
             pos = list(range(first_line, first_line + len(dicts)))
-            return _columns(dicts, pos, errors)
+            return _columns(dicts, pos, errors, years)
     except (orjson.JSONDecodeError, TypeError):   # a bad line (or str lines): sort it out line by line
         pass
     dicts = []
@@ -70,15 +72,15 @@ def parse_lines(lines: list, first_line: int, errors: _Errors) -> PingColumns | 
             continue
         dicts.append(d)
         pos.append(first_line + k)
-    return _columns(dicts, pos, errors)
+    return _columns(dicts, pos, errors, years)
 
 
-def _columns(dicts: list, pos: list, errors: _Errors) -> PingColumns | None:
+def _columns(dicts: list, pos: list, errors: _Errors, years: tuple[int, int] | None = None) -> PingColumns | None:
     """Validate with the one ping schema (``models.pingschema``); keep the valid lines."""
     n = len(dicts)
     if n == 0:
         return None
-    cols, errs = validate_columns(dicts_getter(dicts), n)
+    cols, errs = validate_columns(dicts_getter(dicts), n, years=years)
     for i in sorted(errs):
         errors.add(pos[i], *errs[i])
     if not errs:
@@ -112,7 +114,7 @@ def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Con
             alerts[a["alert_id"]] = a   # an update keeps the first-raised position
 
     def flush() -> None:
-        cols = parse_lines(buf, first, errors)
+        cols = parse_lines(buf, first, errors, plausible_years(cfg))
         if cols is not None:
             held.append(cols) if sort_by_time else apply(cols)
 

@@ -18,7 +18,7 @@ import orjson
 from roadwatch.models.config import Config, ConfigError, load_config
 from roadwatch.models.evidence import EvidenceError, load_signing_key, write_package
 from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
-from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading
+from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading, plausible_years
 from roadwatch.models.permits import PermitError, PermitIndex, load_permits
 from roadwatch.models.registry import RegistryError, load_registry
 from roadwatch.streams.cli import UsageError
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "Without it the run is a stateless dry run")
 
 
-def load_pings(path: Path, max_bytes: int) -> tuple[MemoryTracks, MemoryDrivers, int]:
+def load_pings(path: Path, max_bytes: int, years: tuple[int, int] | None = None) -> tuple[MemoryTracks, MemoryDrivers, int]:
     tracks, drivers, bad = MemoryTracks(), MemoryDrivers(), 0
     try:
         f = open(path, "rb")
@@ -46,7 +46,7 @@ def load_pings(path: Path, max_bytes: int) -> tuple[MemoryTracks, MemoryDrivers,
             if not line.strip():
                 continue
             try:
-                p = parse_ping(line, max_bytes)
+                p = parse_ping(line, max_bytes, years=years)
             except InvalidRecord as e:
                 bad += 1
                 if bad <= 10:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     tracks = drivers = None
     bad_input = False
     if args.pings:
-        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes)
+        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, plausible_years(cfg))
         bad_input = bad > 0
     key = None
     if args.evidence_dir:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if not line.strip():
             continue
         try:
-            reading = parse_wim_reading(line, max_bytes)
+            reading = parse_wim_reading(line, max_bytes, years=plausible_years(cfg))
         except InvalidRecord as e:
             bad_input = True
             out.write(orjson.dumps({"error": e.code, "detail": e.detail, "line": n}) + b"\n")

@@ -1,6 +1,6 @@
 """Per-partition ping batching for the ``gps-pings`` topic, and the producer side (publishers).
 
-Faust pays ~0.25 ms per record whatever its size (shared/performance-notes.md), so producers send one
+Faust pays ~0.25 ms per record whatever its size (docs/performance.md), so producers send one
 columnar record (``models.pingbatch``) per partition holding up to ``stream.batch_max_pings`` pings, or
 whatever the partition collected within ``stream.batch_max_ms``. The partition is Kafka's default
 partitioner on the raw UTF-8 plate bytes, so a batch never mixes partitions and every consumer keyed by

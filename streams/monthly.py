@@ -2,7 +2,8 @@
 previous month has ended — by the data's clock during replays, by the wall clock on a live feed — and, if
 no report exists yet, builds it from the archive, writes it to ``<data_dir>/reports/YYYY-MM/`` and
 publishes it on the ``reports`` topic. Re-running is harmless: the report is a pure function of the
-archive, and an existing report directory is left alone."""
+archive, and a complete report set (its completion marker, streams/reports/write.py) is left alone; an
+incomplete one (a crash mid-write) is rebuilt and published again under the same key."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +16,7 @@ from roadwatch.models.records import BEIJING, format_ts
 
 from . import topics as T
 from . import archive
+from .reports.write import report_complete, write_report_set
 
 log = logging.getLogger("roadwatch.monthly")
 GRACE_S = 3600  # late pings of the last hours of a month still count before the month is closed
@@ -42,15 +44,16 @@ async def close_months(ctx) -> str | None:
     if month is None:
         return None
     out_dir = ctx.data_dir / "reports" / month
-    if (out_dir / "report.json").exists():
+    if report_complete(out_dir):
         return None
     conn = archive.open_archive(ctx.cfg)
     if not archive.month_has_rows(conn, month):
         return None
-    from .reports.build import build_monthly_report, write_report
+    from .reports.build import build_monthly_report
     report = build_monthly_report(conn, ctx.registry, month, ctx.cfg,
                                   snapshot_ts=format_ts(datetime.now(timezone.utc)))
-    write_report(report, out_dir)
+    # published before the set is renamed into place: a crash in between rebuilds and re-publishes (same key)
     await ctx.topics[T.REPORTS].send(key=month.encode(), value=orjson.dumps(report))
+    write_report_set(report, out_dir)
     log.warning("monthly report %s written to %s", month, out_dir)
     return month

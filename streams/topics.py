@@ -17,6 +17,7 @@ OVERLOAD_CASES = "overload-cases"
 VEHICLE_DAY_STATS = "vehicle-day-stats"
 DEAD_LETTER = "dead-letter"
 REPORTS = "reports"
+PLATFORM_EVENTS = "platform-events"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(VEHICLE_DAY_STATS, "plate|day", "per-vehicle-day counters (absolute values), JSON", False, True),
     TopicSpec(DEAD_LETTER, "source", "original bytes (base64) + reason, JSON (models.records.DeadLetter)", False),
     TopicSpec(REPORTS, "month", "monthly report JSON", False, True),
+    TopicSpec(PLATFORM_EVENTS, "GNSS centre id", "JT/T 809 link events, inspections and 0x1402 alarms, JSON "
+              "(streams/jt809/link.py)", False),
 )
 
 INPUT_TOPICS = tuple(t.name for t in TOPICS if t.input)

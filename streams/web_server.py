@@ -50,7 +50,10 @@ def build_web_app(ctx) -> web.Application:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request):
-        return web.json_response({"ready": ctx.ready})
+        # not ready while an internal fault pauses a component (streams/retry.py): 503 with the reason
+        faults = ctx.faults.reasons() if ctx.faults is not None else {}
+        ready = bool(ctx.ready) and not faults
+        return web.json_response({"ready": ready, "faults": faults}, status=200 if ready else 503)
 
     ctx.live = ctx.live or LiveHub()
     store = CaseStore(archive.open_archive(ctx.cfg), ctx.cfg, evidence_dir=ctx.data_dir / "evidence",

@@ -14,13 +14,14 @@ import orjson
 
 from roadwatch.models.overload import assess
 from roadwatch.models.permits import PermitIndex, load_permits
-from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading
+from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
 
 from . import metrics as M
 from . import topics as T
 from .archive import open_archive
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
+from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.wim")
 
@@ -52,6 +53,10 @@ class WimHandler:
         self.evidence_dir = ctx.data_dir / "evidence"
         self.permits = PermitIndex(load_permits(ctx.registry_path))
 
+    def reset(self) -> None:
+        """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
+        rollback_quietly(self.store.conn)
+
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
                          driver=self.drivers, passages=self.store, permits=self.permits)
@@ -70,6 +75,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     dlq = ctx.topics[T.DEAD_LETTER]
     cases_topic = ctx.topics[T.OVERLOAD_CASES]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
+    years = plausible_years(ctx.cfg)
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
@@ -81,14 +87,13 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             if hw is not None:
                 M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
             try:
-                reading = parse_wim_reading(raw, max_bytes)
-                verdict = handler.handle(reading, chain_id=f"p{event.message.partition}")
+                reading = parse_wim_reading(raw, max_bytes, years=years)
+                # an internal fault (disk full, database error, a bug) pauses here and retries the same
+                # record (streams/retry.py): it is never dead-lettered and its offset is not committed
+                verdict = await ctx.faults.retry_until_ok("wim", handler.handle, reading,
+                                                          f"p{event.message.partition}", on_error=handler.reset)
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
-                continue
-            except Exception as err:  # noqa: BLE001 - a rule bug must not stop the stream; it is dead-lettered
-                log.exception("reading could not be assessed")
-                await send_dead_letter(dlq, T.WIM_READINGS, "internal_error", repr(err)[:300], raw)
                 continue
             if verdict.get("conflict"):
                 # the same reading re-sent with other values: kept beside the first for review, no new outcome
@@ -99,7 +104,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             if verdict["action"] != "none" and not verdict.get("duplicate_of"):
                 await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
                 M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
-                await publish_alerts([overload_alert(verdict)], recv_ms=None)
+                await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
 
@@ -110,7 +115,11 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             for amended in handler.store.resolve_pending(ctx.registry):
                 log.info("case %s amended from late data: %s", amended["case_id"],
                          "; ".join(ch["note"] for ch in amended["changes"]))
-        except Exception:  # noqa: BLE001 - retried at the next tick; the pending rows stay
+        except Exception as err:  # noqa: BLE001 - retried at the next tick; the pending rows stay
             log.exception("re-resolving pending cases failed; retried in %s s", ctx.cfg["case.resolve_interval_s"])
+            rollback_quietly(handler.store.conn)
+            ctx.faults.report("case-resolve", err)     # /healthz says why until a tick succeeds
+        else:
+            ctx.faults.clear("case-resolve")
 
     return handler

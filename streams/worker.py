@@ -9,13 +9,14 @@ from pathlib import Path
 import orjson
 
 from roadwatch.models.config import Config
-from roadwatch.models.records import InvalidRecord, parse_driver_event
+from roadwatch.models.records import InvalidRecord, parse_driver_event, plausible_years
 from roadwatch.models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics
 from . import archive
 from .deadletter import send_dead_letter
+from .retry import Faults
 
 log = logging.getLogger("roadwatch.worker")
 READY_LINE = "roadwatch worker ready"
@@ -28,6 +29,7 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     app = create_app(cfg, bootstrap, app_id)
     ctx = WorkerContext(cfg=cfg, registry=registry, registry_path=registry_path, data_dir=data_dir)
     ctx.topics = declare_topics(app, cfg)
+    ctx.faults = Faults.from_config(cfg)
     conn = archive.open_archive(cfg)
     log.info("archive: %s %s (schema version %d)", conn.backend, conn.target, archive.current_version(conn))
     alerts_topic = ctx.topics[T.ALERTS]
@@ -84,11 +86,13 @@ def _install_driver_events(app, ctx, wim_handler) -> None:
             raw = event.value
             M.MESSAGES.labels(topic=T.DRIVER_EVENTS, direction="in").inc()
             try:
-                ev = parse_driver_event(raw)
+                ev = parse_driver_event(raw, years=plausible_years(ctx.cfg))
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.DRIVER_EVENTS, err.code, err.detail, raw)
                 continue
-            wim_handler.drivers.record_driver_event(ev.plate, ev.ts, ev.event, ev.driver_id)
+            # an internal fault pauses and retries this event (streams/retry.py), never drops it
+            await ctx.faults.retry_until_ok("driver-events", wim_handler.drivers.record_driver_event,
+                                            ev.plate, ev.ts, ev.event, ev.driver_id)
 
 
 def _install_web(app, ctx) -> None:
@@ -121,8 +125,11 @@ def _install_reports(app, ctx) -> None:
     async def monthly():
         try:
             await close_months(ctx)
-        except Exception:  # noqa: BLE001 - a report failure is logged, never stops the stream
+        except Exception as err:  # noqa: BLE001 - never stops the stream; retried on the next tick
             log.exception("monthly report failed")
+            ctx.faults.report("month-close", err)      # /healthz says why until a run succeeds
+        else:
+            ctx.faults.clear("month-close")
 
 
 # --- broker watch (reliability fix, tests/test_reliability_outage.py) ----------------------------------

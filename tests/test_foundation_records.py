@@ -117,3 +117,25 @@ def test_random_objects_never_crash_ping_parser(d):
         parse_ping(d)
     except InvalidRecord as e:
         assert e.code
+
+
+def test_plausible_years_are_local_years_in_every_form():
+    """2000-01-01T00:30+08:00 is the year 2000 where it was written (1999 in UTC): accepted as ISO and as the
+    epoch ms a gateway batch carries (found by the gateway fuzz target); year 1 / 9999 are bad_timestamp."""
+    from roadwatch.models.pingbatch import decode_batch, encode_batch
+    from roadwatch.models.records import InvalidRecord, check_plausible_time, parse_ts, plausible_ms_range
+    ping = {"plate": "苏A12345", "plate_color": 2, "terminal_id": "013300000001", "lat": 32.0, "lon": 118.8,
+            "speed_kmh": 5.0, "heading": 0, "altitude_m": 1.0, "alarm_flags": 0, "status_flags": 3,
+            "reupload": False}
+    first = "2000-01-01T00:30:00+08:00"
+    check_plausible_time(parse_ts(first))
+    assert len(decode_batch(encode_batch([dict(ping, ts=first)]))) == 1
+    lo, hi = plausible_ms_range((2000, 2100))
+    assert lo < parse_ts(first).timestamp() * 1000 and hi > parse_ts("2100-12-31T23:59:59-08:00").timestamp() * 1000
+    for bad in ("0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-08:00", "1999-12-31T23:59:59+08:00"):
+        with pytest.raises(InvalidRecord) as e:
+            check_plausible_time(parse_ts(bad))
+        assert e.value.code == "bad_timestamp"
+    with pytest.raises(InvalidRecord) as e:
+        decode_batch(encode_batch([dict(ping, ts=int(parse_ts("1999-12-31T00:00:00+08:00").timestamp() * 1000))]))
+    assert e.value.code == "bad_timestamp"

@@ -31,6 +31,21 @@ def test_load_round_trip(tmp_path):
     (lambda d: d["vehicles"].append(dict(d["vehicles"][0])), "duplicate plate"),
     (lambda d: d["source_sites"][0].update(polygon=[[1, 2]]), "polygon"),
     (lambda d: d["stations"][0]["devices"][0].update(valid_to="2027-01-01"), "offset"),
+    # issue 13.6: ids unique per kind, one terminal per vehicle, misspelt top-level keys, ranges
+    (lambda d: d["stations"].append(dict(d["stations"][0], devices=[])), "duplicate station_id 'S1'"),
+    (lambda d: d["enterprises"].append(dict(d["enterprises"][0])), "duplicate enterprise_id"),
+    (lambda d: d["source_sites"].append(dict(d["source_sites"][0])), "duplicate site_id"),
+    (lambda d: d.update(drivers=[{"driver_id": "D1", "name": "甲"}, {"driver_id": "D1", "name": "乙"}]),
+     "duplicate driver_id"),
+    (lambda d: d["stations"].append(dict(d["stations"][0], station_id="S2")), "duplicate device_id 'D1'"),
+    (lambda d: (d["vehicles"][0].update(terminal_id="013300000001"),
+                d["vehicles"].append(dict(d["vehicles"][0], plate="苏A54321"))), "already belongs to 苏A12345"),
+    (lambda d: d.update(vehicle=d.pop("vehicles")), r"unknown top-level key\(s\) \['vehicle'\]"),
+    (lambda d: d.update(region=7), "region must be a string"),
+    (lambda d: d["vehicles"][0].update(registered_total_kg=1e308), "registered_total_kg must lie in"),
+    (lambda d: d["stations"][0].update(lat=91.0), "lat must lie in"),
+    (lambda d: d["stations"][0].update(tolerance=-0.5), "tolerance must lie in"),
+    (lambda d: d["enterprises"][0].update(goods_vehicles=-1), "goods_vehicles must lie in"),
 ])
 def test_bad_registry_entries_are_named(mutate, msg):
     d = base()

@@ -45,8 +45,16 @@ GPS_GARBAGE = {
     "ts_year_58828": orjson.dumps(dict(_cols, ts=[1_794_276_000_000_000] * 5)),  # crashed the engine
     "ts_negative": orjson.dumps(dict(_cols, ts=[-62_000_000_000_000] * 5)),
     "empty": orjson.dumps({"schema": "roadwatch.pings/1", "plate": []}),
+    "single_ping_year_1": orjson.dumps(dict(_pings(1, BASE_MS)[0], ts="0001-01-01T00:00:00+08:00")),
 }
+READING = {"station_id": "S9", "lane": 1, "ts": "2026-11-10T10:00:00+08:00", "plate": PLATE, "plate_color": 2,
+           "plate_confidence": 0.98, "vehicle_kind": "truck", "axle_count": 2, "axle_loads_kg": [7000, 14000],
+           "axle_spacings_m": [4.5], "gross_kg": 21000, "speed_kmh": 55, "device_id": "D1"}
+# issue 13.6: years 1 and 9999 overflowed in datetime arithmetic (internal_error); now bad_timestamp
 WIM_GARBAGE = {
+    "year_1": orjson.dumps(dict(READING, ts="0001-01-01T00:00:00+08:00")),
+    "year_9999": orjson.dumps(dict(READING, ts="9999-12-31T23:59:59-08:00")),
+    "year_1999": orjson.dumps(dict(READING, ts="1999-12-31T23:59:59+08:00")),
     "not_json": b"{{{{",
     "array": b"[1, 2, 3]",
     "bad_gross": orjson.dumps({"station_id": "S1", "gross_kg": "lots"}),
@@ -58,6 +66,8 @@ DRIVER_GARBAGE = {
     "bad_event": orjson.dumps({"plate": PLATE, "terminal_id": "1", "ts": "2026-11-10T10:00:00+08:00",
                                "event": "dance"}),
     "bad_ts": orjson.dumps({"plate": PLATE, "terminal_id": "1", "ts": "yesterday", "event": "login"}),
+    "year_9999": orjson.dumps({"plate": PLATE, "terminal_id": "1", "ts": "9999-12-31T23:59:59+08:00",
+                               "event": "login"}),
 }
 
 
@@ -111,10 +121,7 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_good_records_still_fl
     # good records AFTER the garbage, on the same partitions
     md = p.send(T.GPS_PINGS, key=PLATE.encode(), value=GOOD_BATCH, partition=part).get(10)
     st.note_sent(md.topic, md.partition, md.offset)
-    reading = {"station_id": "S9", "lane": 1, "ts": "2026-11-10T10:00:00+08:00", "plate": PLATE, "plate_color": 2,
-               "plate_confidence": 0.98, "vehicle_kind": "truck", "axle_count": 2, "axle_loads_kg": [7000, 14000],
-               "axle_spacings_m": [4.5], "gross_kg": 21000, "speed_kmh": 55, "device_id": "D1"}
-    md = p.send(T.WIM_READINGS, key=PLATE.encode(), value=orjson.dumps(reading)).get(10)
+    md = p.send(T.WIM_READINGS, key=PLATE.encode(), value=orjson.dumps(READING)).get(10)
     st.note_sent(md.topic, md.partition, md.offset)
     p.close()
     assert st.wait_idle(timeout=60), "worker did not consume past the garbage"
@@ -127,7 +134,11 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_good_records_still_fl
         assert d["reason"] and isinstance(d["reason"], str) and d["reason"] != "internal_error", d
     reasons = {(d["source"], base64.b64decode(d["original_b64"])): d["reason"] for d in dls}
     assert reasons[(T.GPS_PINGS, GPS_GARBAGE["not_json"])] == "bad_json"
-    assert reasons[(T.GPS_PINGS, GPS_GARBAGE["ts_year_58828"])] == "out_of_range"
+    assert reasons[(T.GPS_PINGS, GPS_GARBAGE["ts_year_58828"])] == "bad_timestamp"
+    assert reasons[(T.GPS_PINGS, GPS_GARBAGE["single_ping_year_1"])] == "bad_timestamp"
+    for name in ("year_1", "year_9999", "year_1999"):
+        assert reasons[(T.WIM_READINGS, WIM_GARBAGE[name])] == "bad_timestamp", name
+    assert reasons[(T.DRIVER_EVENTS, DRIVER_GARBAGE["year_9999"])] == "bad_timestamp"
     assert reasons[(T.GPS_PINGS, GPS_GARBAGE["empty"])] == "empty_batch"
     assert reasons[(T.WIM_READINGS, WIM_GARBAGE["huge"])] == "oversized"
     assert reasons[(T.DRIVER_EVENTS, DRIVER_GARBAGE["bad_event"])] == "out_of_range"

@@ -12,7 +12,7 @@ from roadwatch.models.ping_state import PingProcessor
 from test_gps_support import PLATE, T0, bj, cols, north, ping
 
 R = 6371.0088
-DATA = Path(__file__).resolve().parent / "data"   # jt808-frames.txt: a copy of shared/jt808-frames.txt
+DATA = Path(__file__).resolve().parent / "data"   # jt808-frames.txt: real device frames
 
 
 def hav(a, b):

@@ -12,7 +12,7 @@ from roadwatch.streams.jt808 import codec as c
 from roadwatch.streams.jt808.alarms import (ALARM_BITS_2013, ALARM_BITS_2019, ALARM_KEYS, alarm_keys, alarm_names,
                                   status_names)
 
-# SmallChi/JT808 README vector (domain-rules.md §6.1): serial 126 = 0x7E and fuel byte 0x7D are escaped.
+# SmallChi/JT808 README vector (JT/T 808-2019 §4.4 escaping): serial 126 = 0x7E and fuel byte 0x7D are escaped.
 SMALLCHI = bytes.fromhex(
     "7E0200002612345678901200 7D02 0000000100000002 00BA7F0E 07E4F11C 0028 003C 0000 181015101010"
     "01040000006402 02007D01 13 7E".replace(" ", ""))

@@ -1,4 +1,4 @@
-"""Every real frame of shared/jt808-frames.txt decodes to the values listed in its ``our-decode`` lines.
+"""Every real device frame of tests/data/jt808-frames.txt decodes to the values listed in its ``our-decode`` lines.
 
 The expectations are parsed from the text file (written independently of this codec), not from our output.
 """
@@ -12,7 +12,7 @@ import pytest
 from roadwatch.streams.jt808 import codec as c
 from roadwatch.streams.jt808.alarms import alarm_names
 
-FRAMES_FILE = Path(__file__).resolve().parent / "data" / "jt808-frames.txt"  # a copy of shared/jt808-frames.txt
+FRAMES_FILE = Path(__file__).resolve().parent / "data" / "jt808-frames.txt"  # real device frames
 
 ENTRY_RE = re.compile(r"^## (\d+)\s+(0x[0-9A-Fa-f]{4})", re.M)
 HEAD_RE = re.compile(r"our-decode: header (2011/2013|2019), terminal (\d+), serial (\d+)"

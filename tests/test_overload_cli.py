@@ -93,3 +93,25 @@ def test_clean_input_exits_0_and_bad_registry_exits_2(tmp_path, monkeypatch, cap
     assert {"unknown_plate", "calibration_missing"} <= set(out[0]["review_reasons"])
     code, out, err = run_inproc(monkeypatch, capsysbinary, line(60000) + b"\n", "--pings", str(tmp_path / "none"))
     assert code == 2 and "cannot read pings file" in err
+
+
+def test_implausible_years_are_bad_timestamp_and_the_rest_of_the_batch_is_assessed(tmp_path, monkeypatch,
+                                                                                 capsysbinary):
+    """Years 1 and 9999 used to raise OverflowError in `assess wim`: a traceback that dropped the rest of the
+    batch. Now each is a `bad_timestamp` line and the readings after it are assessed; the range is a key."""
+    reg = tmp_path / "registry.json"
+    reg.write_bytes(orjson.dumps(registry_dict()))
+    lines = [orjson.loads(line(60000)) for _ in range(4)]
+    lines[0]["ts"] = "0001-01-01T00:00:00+08:00"
+    lines[1]["ts"] = "9999-12-31T23:59:59-08:00"
+    lines[2]["ts"] = "2101-01-01T00:00:00+08:00"
+    stdin = b"\n".join(orjson.dumps(x) for x in lines) + b"\n"
+    monkeypatch.delenv("ROADWATCH_SET", raising=False)
+    code, out, err = run(tmp_path, stdin, "--registry", str(reg))
+    assert code == 2 and "Traceback" not in err, err
+    assert [o.get("error") for o in out] == ["bad_timestamp", "bad_timestamp", "bad_timestamp", None]
+    assert out[3]["action"] == "fine"
+    monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
+    monkeypatch.setenv("ROADWATCH_SET", f'paths.data_dir="{tmp_path / "var"}";time.max_year=2101')
+    code, out, err = run_inproc(monkeypatch, capsysbinary, stdin, "--registry", str(reg))
+    assert [o.get("error") for o in out] == ["bad_timestamp", "bad_timestamp", None, None]

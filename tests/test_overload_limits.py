@@ -1,4 +1,4 @@
-"""Art. 3 limits (62号令, domain-rules §1.1 table, values typed from the regulation) and axle findings."""
+"""Art. 3 limits (62号令 Art. 3, docs/legal-basis.md §1, values typed from the regulation) and axle findings."""
 import pytest
 
 from roadwatch.models.config import Config
@@ -6,7 +6,7 @@ from roadwatch.models.limits import axle_findings, axle_groups, exceeds, gross_l
 
 CFG = Config()
 
-# (axles, kind, expected kg) straight from the Art. 3 ¶1 table in domain-rules §1.1
+# (axles, kind, expected kg) straight from the Art. 3 ¶1 table of 62号令 (docs/legal-basis.md §1)
 ART3 = [(2, "truck", 18000), (3, "truck", 25000), (3, "train", 27000), (4, "truck", 31000),
         (4, "train", 36000), (5, "train", 43000), (6, "train", 49000), (7, "train", 49000), (6, "truck", 49000)]
 

@@ -102,9 +102,9 @@ def test_login_sets_strict_httponly_cookie_and_wrong_password_is_refused(cfg):
 def test_passwords_are_argon2id_hashes(cfg):
     row = open_archive(cfg.archive_path).execute("SELECT pw_hash FROM users WHERE username='ops'").fetchone()
     assert row[0].startswith("$argon2id$") and PASSWORD not in row[0]
-    assert auth.verify_password(row[0], PASSWORD)
-    assert not auth.verify_password(row[0], PASSWORD[:-1])
-    assert not auth.verify_password(None, PASSWORD)
+    assert auth.verify_password(row[0], PASSWORD, cfg)
+    assert not auth.verify_password(row[0], PASSWORD[:-1], cfg)
+    assert not auth.verify_password(None, PASSWORD, cfg)
     # production defaults: RFC 9106 low-memory profile (t=3, m=64 MiB); verification reads the stored cost
     h = auth.hash_password(PASSWORD, Config())
     assert h.startswith("$argon2id$v=19$m=65536,t=3,")
@@ -309,10 +309,10 @@ def test_first_admin_from_environment(tmp_path):
     make_app(cfg, env=env)
     conn = open_archive(cfg.archive_path)
     u = auth.get_user(conn, "chief")
-    assert u["role"] == "admin" and auth.verify_password(u["pw_hash"], "from the env 123")
+    assert u["role"] == "admin" and auth.verify_password(u["pw_hash"], "from the env 123", cfg)
     # an existing user's password is never reset from the environment
     make_app(cfg, env={**env, "ROADWATCH_ADMIN_PASSWORD": "a different one 456"})
-    assert auth.verify_password(auth.get_user(conn, "chief")["pw_hash"], "from the env 123")
+    assert auth.verify_password(auth.get_user(conn, "chief")["pw_hash"], "from the env 123", cfg)
     # nothing without both variables
     assert auth.ensure_admin_from_env(conn, cfg, {"ROADWATCH_ADMIN_USER": "x"}) is None
 
@@ -328,3 +328,50 @@ def test_username_and_password_rules(cfg):
         with pytest.raises(auth.AuthError):
             auth.check_username(bad)
     assert auth.check_username("值班员_1") == "值班员_1"
+
+
+# --- issue 13.5: atomic login limiting ------------------------------------------------------------------------
+
+def test_forty_parallel_guesses_get_at_most_the_limit_of_argon2_checks(cfg, capsys):
+    """The limit used to be checked before the argon2 check and failures recorded after it: 40 parallel
+    guesses gave 39 × 401 + 1 × 200. Now each attempt is reserved before argon2 runs."""
+    limit = 5
+    cfg2 = Config({k: cfg[k] for k in ("paths.data_dir", "web.argon2_time_cost", "web.argon2_memory_kib")}
+                  | {"web.login_max_failures": limit, "web.login_window_s": 300})
+    failures = auth.LOGINS.labels(result="failure")
+
+    async def main():
+        app, *_ = make_app(cfg2)
+        c = await _client(app)
+        try:
+            before = failures._value.get()
+            guesses = [login(c, "ops", f"guess number {i:02d}") for i in range(39)] + [login(c, "ops")]
+            statuses = [r.status for r in await asyncio.gather(*guesses)]
+            checked = failures._value.get() - before          # one argon2 verification per 401
+            assert statuses.count(401) <= limit and checked <= limit, statuses
+            assert statuses.count(401) + statuses.count(200) <= limit
+            assert statuses.count(429) >= 40 - limit
+            assert (await login(c, "ops")).status == 429        # locked, even with the right password
+            with capsys.disabled():
+                print(f"\n[login race] 40 parallel logins (39 wrong, 1 right), limit {limit}: "
+                      f"{statuses.count(401)} × 401, {statuses.count(200)} × 200, {statuses.count(429)} × 429, "
+                      f"{checked:.0f} failed argon2 checks")
+        finally:
+            await c.close()
+    run(main())
+
+
+def test_limiter_reservation_counts_before_the_check_and_success_returns_it():
+    now = [0.0]
+    lim = auth.LoginLimiter(2, 60, clock=lambda: now[0])
+    keys = ["user:a", "addr:1"]
+    w1, s1 = lim.reserve(keys)
+    w2, s2 = lim.reserve(keys)
+    w3, s3 = lim.reserve(keys)                 # two attempts in flight already fill the limit
+    assert (w1, w2) == (0.0, 0.0) and w3 > 0 and s3 is None
+    lim.succeed(keys, s2)                      # the second one succeeded: its reservation is returned
+    assert lim.retry_after(["user:a"]) == 0    # the user's failures are forgotten
+    assert lim.retry_after(["addr:1"]) == 0    # the address keeps only the failed attempt (1 < 2)
+    now[0] = 1.0
+    assert lim.reserve(["user:b", "addr:1"])[0] == 0
+    assert lim.reserve(["user:c", "addr:1"])[0] > 0   # per address: 2 failures from it, whatever the user

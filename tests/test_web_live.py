@@ -224,3 +224,98 @@ def test_sse_heartbeat_ends_a_stream_whose_session_expired(tmp_path):
         finally:
             await c.close()
     asyncio.run(main())
+
+
+# --- issue 13.5: a live stream lives only as long as its session ---------------------------------------------
+
+async def _stream_for(server, user: str):
+    """A separate browser (own cookie jar) signed in as ``user`` with its live stream open."""
+    import aiohttp
+    s = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    r = await s.post(server.make_url("/api/login"), json={"username": user, "password": PASSWORD})
+    assert r.status == 200
+    csrf = (await r.json())["csrf"]
+    resp = await s.get(server.make_url("/api/stream"))
+    assert resp.status == 200
+    return s, csrf, resp
+
+
+async def _closes_with_logout(resp, hub, n_subs: int) -> None:
+    (ev,) = await _read_events(resp, 1)
+    assert ev[1] == "logout"
+    assert await asyncio.wait_for(resp.content.read(), 5) == b""      # and the stream ends
+    for _ in range(100):
+        if hub.subscribers == n_subs:
+            break
+        await asyncio.sleep(0.01)
+    assert hub.subscribers == n_subs
+
+
+def test_stream_is_closed_on_logout_user_deletion_and_role_change(tmp_path):
+    """Before: a stream kept delivering alerts after logout or deletion for as long as events arrived.
+    The heartbeat is long here, so only the session hooks can close the streams."""
+    cfg = make_cfg(tmp_path, **{"web.sse_heartbeat_s": 600.0})
+    for user, role in (("boss", "admin"), ("view", "viewer"), ("gone", "viewer"), ("demoted", "operator")):
+        seed_user(cfg, user, role)
+
+    async def main():
+        from aiohttp.test_utils import TestServer as TS
+        app, hub, _ = make_app(cfg)
+        server = TS(app, host="127.0.0.1")
+        await server.start_server()
+        sessions = []
+        try:
+            admin, admin_csrf, _admin_stream = await _stream_for(server, "boss")
+            sessions.append(admin)
+            view, view_csrf, view_stream = await _stream_for(server, "view")
+            gone, _, gone_stream = await _stream_for(server, "gone")
+            demoted, _, demoted_stream = await _stream_for(server, "demoted")
+            sessions += [view, gone, demoted]
+            assert hub.subscribers == 4
+            r = await view.post(server.make_url("/api/logout"), json={}, headers={"X-CSRF-Token": view_csrf})
+            assert r.status == 200
+            await _closes_with_logout(view_stream, hub, 3)
+            r = await admin.delete(server.make_url("/api/users/gone"), headers={"X-CSRF-Token": admin_csrf})
+            assert r.status == 200
+            await _closes_with_logout(gone_stream, hub, 2)
+            r = await admin.post(server.make_url("/api/users"), json={"username": "demoted", "role": "viewer"},
+                                 headers={"X-CSRF-Token": admin_csrf})
+            assert r.status == 200
+            await _closes_with_logout(demoted_stream, hub, 1)
+            hub.publish_alert(alert(7))                       # the admin's own stream is untouched
+            (ev,) = await _read_events(_admin_stream, 1)
+            assert ev[2]["alert_id"] == alert(7)["alert_id"]
+        finally:
+            for s in sessions:
+                await s.close()
+            await server.close()
+    asyncio.run(main())
+
+
+def test_session_is_rechecked_before_every_event(tmp_path):
+    """A user removed by another process (`roadwatch users remove`) has no hook into this console: the next
+    event re-checks the session and closes the stream instead of delivering it."""
+    cfg = make_cfg(tmp_path, **{"web.sse_heartbeat_s": 600.0})
+    seed_user(cfg, "view", "viewer")
+
+    async def main():
+        app, hub, _ = make_app(cfg)
+        c = TestClient(TestServer(app, host="127.0.0.1"))
+        await c.start_server()
+        try:
+            await c.post("/api/login", json={"username": "view", "password": PASSWORD})
+            resp = await c.get("/api/stream")
+            await asyncio.sleep(0.05)
+            hub.publish_alert(alert(1))
+            (ev,) = await _read_events(resp, 1)
+            assert ev[2]["alert_id"] == alert(1)["alert_id"]
+            from roadwatch.streams.archive import open_archive
+            from roadwatch.streams.web import auth
+            auth.delete_user(open_archive(cfg.archive_path), "view")     # as the CLI would, elsewhere
+            hub.publish_alert(alert(2))
+            (ev,) = await _read_events(resp, 1)
+            assert ev[1] == "logout"                      # alert 2 is not delivered
+            assert await asyncio.wait_for(resp.content.read(), 5) == b""
+        finally:
+            await c.close()
+    asyncio.run(main())

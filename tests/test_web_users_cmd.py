@@ -5,6 +5,7 @@ import io
 
 import pytest
 
+from roadwatch.models.config import Config
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.cli import main
 from roadwatch.streams.web import auth
@@ -26,7 +27,7 @@ def test_create_update_and_refuse(env, monkeypatch, capsys):
     assert add(monkeypatch, ["chief", "--role", "admin", "--password-stdin"], "a long password\n") == 0
     conn = open_archive(env)
     u = auth.get_user(conn, "chief")
-    assert u["role"] == "admin" and auth.verify_password(u["pw_hash"], "a long password")
+    assert u["role"] == "admin" and auth.verify_password(u["pw_hash"], "a long password", Config())
     assert "created" in capsys.readouterr().err
     # the last admin cannot be demoted
     assert add(monkeypatch, ["chief", "--role", "viewer", "--keep-password"]) == 2
@@ -37,9 +38,9 @@ def test_create_update_and_refuse(env, monkeypatch, capsys):
     assert add(monkeypatch, ["ops", "--role", "operator"], "") == 2                        # no tty to prompt
     # exactly the minimum length, with a CRLF line ending from a Windows pipe
     assert add(monkeypatch, ["ops", "--role", "operator", "--password-stdin"], "0123456789\r\n") == 0
-    assert auth.verify_password(auth.get_user(conn, "ops")["pw_hash"], "0123456789")
+    assert auth.verify_password(auth.get_user(conn, "ops")["pw_hash"], "0123456789", Config())
     assert add(monkeypatch, ["ops", "--role", "viewer", "--keep-password"]) == 0
     u = auth.get_user(conn, "ops")
-    assert u["role"] == "viewer" and auth.verify_password(u["pw_hash"], "0123456789")
+    assert u["role"] == "viewer" and auth.verify_password(u["pw_hash"], "0123456789", Config())
     with pytest.raises(SystemExit):
         add(monkeypatch, ["x", "--role", "root", "--password-stdin"], "a long password\n")

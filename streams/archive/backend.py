@@ -228,10 +228,13 @@ class SQLiteConnection(ArchiveConnection):
         self.raw.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self.raw.execute("COMMIT")
         except BaseException:
-            self.raw.execute("ROLLBACK")
+            # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot rollback"
+            # and hide the error; a failed COMMIT must not leave the transaction open for the next caller
+            if self.raw.in_transaction:
+                self.raw.execute("ROLLBACK")
             raise
-        self.raw.execute("COMMIT")
 
     def tables(self) -> list[str]:
         return [r[0] for r in self.raw.execute(

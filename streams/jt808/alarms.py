@@ -1,4 +1,4 @@
-"""JT/T 808 alarm-flag and status bits by their standard names (domain-rules.md §6.2 [V]).
+"""JT/T 808 alarm-flag and status bits by their standard names (JT/T 808-2019 Tables 24 and 25).
 
 Alarm names follow JT/T 808-2013 table 24 / 2019 table 25 (SmallChi JT808Alarm.cs). Bits 15–17 were
 reserved in 2013 and got meanings in 2019; bit 31 (非法开门) became reserved in 2019. ``ALARM_KEYS`` gives a

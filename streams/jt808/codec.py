@@ -1,6 +1,6 @@
 """JT/T 808 (2011/2013/2019) framing and message codec. Pure: bytes in, dicts out, no I/O.
 
-Wire rules (domain-rules.md §6.1 [V]): ``7E | header | body | xor | 7E``; 0x7E↔7D02 and 0x7D↔7D01 are
+Wire rules (JT/T 808-2019 §4): ``7E | header | body | xor | 7E``; 0x7E↔7D02 and 0x7D↔7D01 are
 escaped after the checksum is computed; integers big-endian; strings GBK. Every decoding failure raises
 ``Jt808Error`` with a stable ``code`` — random bytes must never raise anything else. When the header could
 be read, the error carries it (``err.message``) so a gateway can still answer the right serial number.

@@ -21,6 +21,7 @@ from roadwatch.streams.cases import CaseStore   # also registers the case tables
 
 from .narrative import narrative
 from .overload import overload_section
+from .platforms import platform_section
 from .write import write_report  # noqa: F401  (re-exported: streams.monthly imports it from here)
 
 MAX_EXCLUDED_LISTED = 1000   # the JSON lists this many excluded rows; counts cover all of them
@@ -55,7 +56,7 @@ def _ranking(scores: dict[str, dict | None], names: Mapping[str, str], rates: Ma
     return {"top": best[:size], "bottom": worst[:size], "count": len(items)}
 
 
-def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
+def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
                          snapshot_ts: datetime | str) -> dict:
     """The monthly report as a JSON-ready dict.
 
@@ -64,7 +65,6 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
     rows alone (then the overload section says it is not available). ``snapshot_ts`` is stamped on every
     figure (the statistic time of §5.4). Raises ``models.records.InvalidRecord`` for a bad month.
     """
-    cfg = cfg or Config()
     parse_month(month)
     snapshot = format_ts(snapshot_ts) if isinstance(snapshot_ts, datetime) else str(snapshot_ts)
     n_trend = max(int(cfg["report.trend_months"]), 2)
@@ -105,10 +105,22 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
             field_ = "percent" if name in PERCENT_RATES else "value"
             series[name].append(None if rates is None else rates[name][field_])
 
+    # JT/T 809 platforms (平台连通率, 查岗响应率): only from an archive
+    if isinstance(conn_or_rows, ArchiveConnection):
+        platforms = platform_section(conn_or_rows, month, snapshot, cfg, registry)
+    else:
+        platforms = {"available": False, "items": [], "enterprise_platform": {},
+                     "reason": "未提供归档：无平台链路数据 (no archive given: platform link tables absent)"}
+    plat_rates = {p["center_id"]: p for p in platforms["items"]}
+
+    def check_rate(e: str) -> dict | None:
+        ctr = platforms["enterprise_platform"].get(e)
+        return None if ctr is None else {**plat_rates[ctr]["inspection_response_rate"], "center_id": ctr}
+
     # scores and rankings
     agency = agency_score(cur.rates, cfg)
     county_scores = {c: agency_score(r, cfg) for c, r in cur.by_county.items()}
-    ent_scores = {e: enterprise_score(r, cur.rates, cfg) for e, r in cur.by_enterprise.items()}
+    ent_scores = {e: enterprise_score(r, cur.rates, cfg, check_rate(e)) for e, r in cur.by_enterprise.items()}
     ent_names = {e: (registry.enterprises[e].name if e in registry.enterprises else e) for e in cur.by_enterprise}
     size = cfg["report.ranking_size"]
 
@@ -175,6 +187,7 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config | None,
             "counties": _ranking(county_scores, {}, cur.by_county, size),
         },
         "enterprises": enterprises,
+        "platforms": platforms,
         "overload": overload,
         "trace": {
             "rows_used": sum(v["rows_used"] for v in trace_vehicles),

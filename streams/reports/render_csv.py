@@ -49,6 +49,12 @@ def render_rates_csv(report: dict) -> str:
                          _blank(r.get("percent")), _blank(r.get("value")), r["unit"], r["numerator_label"],
                          r["denominator_label"], r["trace"]["vehicles"], r["trace"]["rows"], _blank(r["reason"]),
                          r["population"], r["snapshot"]])
+    for p in (report.get("platforms") or {}).get("items", []):
+        for name in ("connectivity_rate", "inspection_response_rate"):
+            r = p[name]
+            rows.append(["platform", p["center_id"], p["name"], r["name"], r["label"], r["numerator"], r["denominator"],
+                         _blank(r.get("percent")), "", r["unit"], r["numerator_label"], r["denominator_label"],
+                         p["vehicles"], "", _blank(r["reason"]), "JT/T 809 下级平台", r["snapshot"]])
     return _text(rows, RATE_COLUMNS)
 
 

@@ -93,6 +93,24 @@ def _score_table(score: dict | None) -> str:
     return "".join(out)
 
 
+def _platforms(pl: dict) -> str:
+    """平台考核: 平台连通率 and 查岗响应率 per JT/T 809 lower platform, numerator and denominator shown."""
+    if not pl.get("available"):
+        return f"<p class=null>{_e(pl.get('reason') or '无平台数据')}</p>"
+    out = ["<table><tr><th class=t>下级平台</th><th>转发车辆</th><th>累计在线(分钟)</th><th>总时间(分钟)</th>"
+           "<th>平台连通率</th><th>查岗响应次数</th><th>查岗次数</th><th>查岗响应率</th><th class=t>查岗明细</th></tr>"]
+    for p in pl["items"]:
+        c, i = p["connectivity_rate"], p["inspection_response_rate"]
+        t = i["trace"]
+        out.append(f"<tr><td class=t>{_e(p['name'])} ({p['center_id']})</td><td>{p['vehicles']}</td>"
+                   f"{_cell(c['numerator'])}{_cell(c['denominator'])}{_cell(c['percent'], '%')}"
+                   f"{_cell(i['numerator'])}{_cell(i['denominator'])}{_cell(i['percent'], '%')}"
+                   f"<td class=t>按时 {t['answered']}，超时 {t['late']}，未答 {t['missed']}，未送达 {t['undeliverable']}，"
+                   f"待答 {t['pending']}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def _overload(ov: dict) -> str:
     if not ov.get("available"):
         return f"<p class=null>{_e(ov.get('reason', '无数据'))}</p>"
@@ -164,6 +182,7 @@ def render_html(report: dict) -> str:
         _breakdown_table("按企业", report["by_enterprise"],
                          {k: v["name"] for k, v in report["enterprises"].items()}, report["scores"]["by_enterprise"]),
         _breakdown_table("按区县", report["by_county"], None, report["scores"]["by_county"]),
+        "<h2>平台考核（JT/T 809）</h2>", _platforms(report.get("platforms") or {}),
         "<h2>治超非现场执法</h2>", _overload(report["overload"]),
         f"<h2>数据追溯</h2><p>参与统计的车辆日记录 {tr['rows_used']} 条；剔除 {tr['excluded_rows_total']} 条（{_e(excluded)}）。"
         "逐车明细见 trace_vehicles.csv，剔除记录见 trace_excluded.csv。</p>",

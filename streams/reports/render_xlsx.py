@@ -131,6 +131,22 @@ def _overload(wb, report: dict) -> None:
     ws.column_dimensions["B"].width = 20
 
 
+def _platforms(wb, report: dict) -> None:
+    ws = wb.create_sheet("平台")
+    pl = report.get("platforms") or {}
+    if not pl.get("available"):
+        ws["A1"] = pl.get("reason") or "无平台数据"
+        return
+    _header(ws, 1, ("下级平台", "接入码", "转发车辆", "累计在线(分钟)", "总时间(分钟)", "平台连通率 %", "查岗响应次数",
+                    "查岗次数", "查岗响应率 %", "超时", "未答", "未送达"))
+    for p in pl["items"]:
+        c, i = p["connectivity_rate"], p["inspection_response_rate"]
+        ws.append([p["name"], p["center_id"], p["vehicles"], c["numerator"], c["denominator"], c["percent"],
+                   i["numerator"], i["denominator"], i["percent"], i["trace"]["late"], i["trace"]["missed"],
+                   i["trace"]["undeliverable"]])
+    ws.column_dimensions["A"].width = 24
+
+
 def _trace(wb, report: dict) -> None:
     ws = wb.create_sheet("追溯")
     _header(ws, 1, VEHICLE_COLUMNS)
@@ -147,6 +163,7 @@ def render_xlsx(report: dict) -> bytes:
                report["scores"]["by_enterprise"])
     _breakdown(wb, "按区县", report["by_county"], None, report["scores"]["by_county"])
     _scores(wb, report)
+    _platforms(wb, report)
     _overload(wb, report)
     _trace(wb, report)
     buf = io.BytesIO()

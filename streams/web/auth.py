@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -59,10 +60,9 @@ LOGINS = Counter("roadwatch_console_logins_total", "Console login attempts", ["r
 _HASHERS: dict[tuple[int, int], tuple[PasswordHasher, str]] = {}
 
 
-def _hasher(cfg: Config | None) -> tuple[PasswordHasher, str]:
+def _hasher(cfg: Config) -> tuple[PasswordHasher, str]:
     """The hasher for the configured cost, and a dummy hash of that cost: verified when the user does
     not exist, so a wrong name costs as much time as a wrong password."""
-    cfg = cfg or Config()
     key = (cfg["web.argon2_time_cost"], cfg["web.argon2_memory_kib"])
     if key not in _HASHERS:
         h = PasswordHasher(time_cost=key[0], memory_cost=key[1])
@@ -123,11 +123,11 @@ def check_password(password: str, cfg: Config) -> str:
     return password
 
 
-def hash_password(password: str, cfg: Config | None = None) -> str:
+def hash_password(password: str, cfg: Config) -> str:
     return _hasher(cfg)[0].hash(password)
 
 
-def verify_password(pw_hash: str | None, password: str, cfg: Config | None = None) -> bool:
+def verify_password(pw_hash: str | None, password: str, cfg: Config) -> bool:
     """Constant-ish time: a missing user still pays for one argon2 verification (the cost parameters are
     read from the stored hash, so changing the configured cost never locks anyone out)."""
     if not isinstance(password, str) or len(password) > MAX_PASSWORD_LEN:
@@ -242,13 +242,19 @@ def csrf_ok(session: Session, header_value: str | None) -> bool:
 
 class LoginLimiter:
     """Sliding-window count of failed logins per key (``user:NAME`` and ``addr:IP``). In memory: a
-    restart forgets it, which is acceptable next to argon2's cost per guess."""
+    restart forgets it, which is acceptable next to argon2's cost per guess.
+
+    Atomic: ``reserve`` checks the limit and records the attempt in one step (no await in between, and a
+    lock for callers on other threads), *before* the argon2 check; a failed login keeps its reservation,
+    a successful one returns it (``succeed``). So N parallel guesses get at most ``max_failures`` argon2
+    checks and 401s per user and per address — the rest are 429 — however the requests interleave."""
 
     def __init__(self, max_failures: int, window_s: float, clock: Callable[[], float] = time.monotonic):
         self.max_failures = max_failures
         self.window_s = window_s
         self.clock = clock
         self._fails: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
 
     def _recent(self, key: str, now: float) -> deque[float]:
         q = self._fails.get(key)
@@ -270,13 +276,40 @@ class LoginLimiter:
                 wait = max(wait, q[0] + self.window_s - now)
         return wait
 
+    def reserve(self, keys: list[str]) -> tuple[float, float | None]:
+        """Check and take one attempt for every key at once: ``(0, stamp)`` when allowed — the attempt
+        already counts as a failure until ``succeed(keys, stamp)`` — or ``(retry_after_s, None)``."""
+        with self._lock:
+            wait = self.retry_after(keys)
+            if wait > 0:
+                return wait, None
+            stamp = self.clock()
+            self._record(keys, stamp)
+            return 0.0, stamp
+
     def fail(self, keys: list[str]) -> None:
-        now = self.clock()
+        with self._lock:
+            self._record(keys, self.clock())
+
+    def _record(self, keys: list[str], stamp: float) -> None:
         for k in keys:
-            self._fails.setdefault(k, deque()).append(now)
+            self._fails.setdefault(k, deque()).append(stamp)
         if len(self._fails) > 100_000:      # bound memory under a spray from many addresses
             for k in list(self._fails)[:50_000]:
                 del self._fails[k]
 
-    def succeed(self, key: str) -> None:
-        self._fails.pop(key, None)
+    def succeed(self, keys: list[str] | str, stamp: float | None = None) -> None:
+        """A successful login: the user's failures are forgotten; the reservation ``stamp`` taken for the
+        other keys (the address) is returned, earlier failures from that address still count."""
+        keys = [keys] if isinstance(keys, str) else keys
+        with self._lock:
+            self._fails.pop(keys[0], None)
+            for k in keys[1:]:
+                q = self._fails.get(k)
+                if q is not None and stamp is not None:
+                    try:
+                        q.remove(stamp)
+                    except ValueError:
+                        pass
+                    if not q:
+                        del self._fails[k]

@@ -239,7 +239,7 @@ async def api_login(request: web.Request) -> web.Response:
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         return _error(400, "bad_input", "username and password are required")
     keys = [f"user:{username.lower()}", f"addr:{request.remote}"]
-    wait = st.limiter.retry_after(keys)
+    wait, stamp = st.limiter.reserve(keys)     # atomic check-and-count, before the argon2 check
     if wait > 0:
         auth.LOGINS.labels(result="limited").inc()
         return _error(429, "too_many_attempts", f"try again in {int(wait) + 1} s",
@@ -247,11 +247,10 @@ async def api_login(request: web.Request) -> web.Response:
     user = await st.db.run(auth.get_user, username) if auth.USERNAME_RE.fullmatch(username) else None
     ok = await asyncio.get_running_loop().run_in_executor(
         None, auth.verify_password, user["pw_hash"] if user else None, password, st.cfg)
-    if not ok:
-        st.limiter.fail(keys)
+    if not ok:                                 # the reservation stays: it is the recorded failure
         auth.LOGINS.labels(result="failure").inc()
         return _error(401, "bad_credentials", "wrong user name or password")
-    st.limiter.succeed(keys[0])
+    st.limiter.succeed(keys, stamp)
     ttl = st.cfg["web.session_ttl_s"]
     token, sess = await st.db.run(auth.create_session, username, ttl)
     auth.LOGINS.labels(result="success").inc()
@@ -265,7 +264,9 @@ async def api_login(request: web.Request) -> web.Response:
 @any_session
 async def api_logout(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    await st.db.run(auth.delete_session, request.cookies.get(auth.COOKIE))
+    token = request.cookies.get(auth.COOKIE)
+    await st.db.run(auth.delete_session, token)
+    st.live.end_sessions(session_id=auth.token_hash(token or ""))
     resp = _json({"ok": True})
     resp.del_cookie(auth.COOKIE, path="/")
     return resp
@@ -383,10 +384,10 @@ async def api_stream(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     hub = st.live
     since = hub.parse_event_id(request.headers.get("Last-Event-ID") or request.query.get("since"))
-    sub = hub.subscribe(since)
+    token = request.cookies.get(auth.COOKIE)
+    sub = hub.subscribe(since, username=request[SESSION].username, session_id=auth.token_hash(token or ""))
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    token = request.cookies.get(auth.COOKIE)
     heartbeat = st.cfg["web.sse_heartbeat_s"]
     try:
         await resp.prepare(request)
@@ -405,7 +406,11 @@ async def api_stream(request: web.Request) -> web.StreamResponse:
                     break
                 await resp.write(b": keep-alive\n\n")
                 continue
-            if ev is None:
+            # the session is re-checked before every event (a user removed by `roadwatch users` in
+            # another process has no hook here); logout and user changes in this console end it at once
+            if ev is None or await st.db.run(auth.lookup_session, token) is None:
+                if ev is not None or sub.ended:
+                    await resp.write(sse_frame(None, "logout", {}))
                 break
             await resp.write(ev.wire)
     except (ConnectionError, asyncio.CancelledError):
@@ -441,8 +446,16 @@ def _track_point(p: dict) -> dict:
 async def api_vehicles(request: web.Request) -> web.Response:
     st = request.app[STATE]
     vs = st.fleet.vehicles()
-    return _json({"ts": format_ts(datetime.now(timezone.utc)),
-                  "vehicles": [_vehicle_row(v, st.registry) for v in vs]})
+    rows = [_vehicle_row(v, st.registry) for v in vs]
+    platforms = await st.db.run(_vehicle_platforms)
+    for row in rows:
+        row["platform"] = platforms.get(row["plate"])      # JT/T 809 centre id that forwards it (None: direct)
+    return _json({"ts": format_ts(datetime.now(timezone.utc)), "vehicles": rows})
+
+
+def _vehicle_platforms(conn) -> dict[str, int]:
+    from .platforms_api import vehicle_platforms
+    return vehicle_platforms(conn)
 
 
 async def api_vehicle(request: web.Request) -> web.Response:
@@ -461,6 +474,7 @@ async def api_vehicle(request: web.Request) -> web.Response:
     info = rv.asdict() if rv is not None else {"plate": plate}
     ent = st.registry.enterprises.get(info.get("enterprise_id", ""))
     info["enterprise"] = ent.name if ent else ""
+    info["platform"] = (await st.db.run(_vehicle_platforms)).get(plate)
     cases = (await st.db.run(_query_cases, None, plate, None, 20, 0))["cases"]
     return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None, "cases": cases,
                   "track": [_track_point(p) for p in st.fleet.track(plate)],
@@ -757,6 +771,8 @@ async def api_user_save(request: web.Request) -> web.Response:
         result = await st.db.run(_save_user, username, role, password, st.cfg)
     except auth.AuthError as e:
         return _error(409 if e.code == "last_admin" else 400, e.code, e.detail)
+    if result == "updated":                    # role or password changed: its sessions were ended
+        st.live.end_sessions(username=username)
     return _json({"result": result, "username": username, "role": role})
 
 
@@ -767,6 +783,7 @@ async def api_user_delete(request: web.Request) -> web.Response:
         ok = await st.db.run(_remove_user, request.match_info["username"])
     except auth.AuthError as e:
         return _error(409, e.code, e.detail)
+    st.live.end_sessions(username=request.match_info["username"])
     return _json({"deleted": ok}) if ok else _error(404, "not_found", "no such user")
 
 
@@ -842,7 +859,7 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     places = Places(registry)
     db = ArchiveDB(archive_path)
     db.call(auth.ensure_admin_from_env, cfg, env)     # also applies every registered schema
-    live.queue_max = cfg["web.sse_queue_max"]
+    live.configure(cfg)
     live.enrich = make_enricher(registry, places)
     data_dir = cfg.data_dir
     state = ConsoleState(
@@ -899,6 +916,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_get("/api/users", api_users)
     r.add_post("/api/users", api_user_save)
     r.add_delete("/api/users/{username}", api_user_delete)
+    from .platforms_api import add_routes as add_platform_routes   # JT/T 809 platforms (streams/jt809)
+    add_platform_routes(r)
     state.own_handlers = frozenset(route.handler for route in r.routes())
     return app
 

@@ -1,6 +1,6 @@
 """Today's monitoring rates so far, for the console's fleet page (not the regulator report).
 
-Same formulas as the monthly indicators (shared/domain-rules.md §5.2), applied to today's ``vehicle_day``
+Same formulas as the monthly indicators (docs/legal-basis.md §8), applied to today's ``vehicle_day``
 rows of the 两客一危 vehicles in the registry (``report.categories``, ``in_network``):
 
 - 上线率 online rate   = vehicles with ≥ 1 ping today / vehicles in the network

@@ -55,14 +55,27 @@ def sse_frame(event_id: str | None, kind: str, data: Any) -> bytes:
 
 
 class Subscription:
-    """One SSE client. ``get`` returns the next event or ``None`` once the client was dropped."""
+    """One SSE client. ``get`` returns the next event or ``None`` once the client was dropped or its
+    session ended (``ended``: logout, user deleted, role changed — the stream says so and closes)."""
 
-    def __init__(self, queue_max: int):
+    def __init__(self, queue_max: int, username: str | None = None, session_id: str | None = None):
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_max)
         self.dropped = False
+        self.ended = False
         self.reset = False         # the client asked to resume from before the ring: reload, then stream
+        self.username = username   # whose session this stream belongs to
+        self.session_id = session_id
         self.on_drop: Callable[[], None] | None = None
         self._wake = asyncio.Event()
+
+    def end(self) -> None:
+        """The session behind this stream is over: ``get`` returns ``None`` at once (no transport abort, so
+        the stream can still tell the browser why it closes)."""
+        if self.dropped:
+            return
+        self.ended = True
+        self.dropped = True
+        self._wake.set()
 
     def offer(self, ev: Event) -> bool:
         if self.dropped:
@@ -126,6 +139,11 @@ class LiveHub:
         self.published = 0
         # event ids are "<epoch>-<seq>": a client resuming against a restarted worker must reload
         self.epoch = secrets.token_hex(4)
+
+    def configure(self, cfg) -> None:
+        """Take the console's settings (``web.sse_queue_max``, ``web.live_ring_size``) from the given Config."""
+        self.queue_max = int(cfg["web.sse_queue_max"])
+        self._ring = deque(self._ring, maxlen=int(cfg["web.live_ring_size"]))
 
     # --- publishing (worker side) -------------------------------------------------------------------
     def publish_alert(self, alert: Any) -> None:
@@ -195,11 +213,12 @@ class LiveHub:
         """Newest version of each recent alert, oldest first."""
         return list(self._latest.values())
 
-    def subscribe(self, since: int | None = None) -> Subscription:
+    def subscribe(self, since: int | None = None, *, username: str | None = None,
+                  session_id: str | None = None) -> Subscription:
         """A new client. With ``since`` (a seq the client already has), queued events after it are
         replayed from the ring; if the ring no longer reaches back that far, ``sub.reset`` is set."""
         self._loop = asyncio.get_running_loop()
-        sub = Subscription(self.queue_max)
+        sub = Subscription(self.queue_max, username, session_id)
         if since is not None and (since < 0 or since > self._last_seq):
             sub.reset = True
         elif since is not None and since < self._last_seq:
@@ -220,6 +239,17 @@ class LiveHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
         SSE_CLIENTS.set(len(self._subs))
+
+    def end_sessions(self, *, username: str | None = None, session_id: str | None = None) -> int:
+        """Close the streams of one session (logout) or of every session of a user (deleted, role or
+        password changed). Returns how many were closed."""
+        n = 0
+        for sub in list(self._subs):
+            if (session_id is not None and sub.session_id == session_id) or \
+                    (username is not None and sub.username == username):
+                sub.end()
+                n += 1
+        return n
 
     def disconnect_all(self) -> None:
         """End every live connection (server shutdown)."""
