@@ -52,10 +52,11 @@ def add_working_days(start: date, n: int, cfg: Config) -> date:
 def mask_party(name: str | None, cfg: Config) -> str:
     """A natural person's name keeps its first character (张**); an organisation's name is kept unless
     ``publication.mask_organisations``."""
+    mask_orgs = cfg["publication.mask_organisations"]
     if not name:
         return "—"
     is_org = any(m in name for m in ORG_MARKERS)
-    if is_org and not cfg["publication.mask_organisations"]:
+    if is_org and not mask_orgs:
         return name
     return name[0] + "*" * max(1, len(name) - 1) if not is_org else name[:2] + "*" * max(1, len(name) - 4) + name[-2:]
 
