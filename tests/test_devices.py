@@ -206,3 +206,41 @@ def test_console_serves_the_device_list(tmp_path):
         finally:
             await c.close()
     asyncio.run(main())
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium")
+def test_console_devices_page_in_the_browser(tmp_path):
+    from pathlib import Path
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from web_support import ConsoleThread
+    cfg = make_cfg(tmp_path)
+    seed_user(cfg, "view", "viewer")
+    app = create_console_app(cfg, archive_path=cfg.archive_path, registry=parse_registry(two_device_registry()),
+                             live=LiveHub(), fleet=InMemoryFleet())
+    errors: list[str] = []
+    with ConsoleThread(app) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 700})
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.set_default_timeout(10_000)
+            page.goto(srv.url)
+            page.fill("#username", "view")
+            page.fill("#password", PASSWORD)
+            page.click("#login-btn")
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("button[data-view='devices']")
+            expect(page.locator("#device-table tr[data-device]")).to_have_count(2)
+            expect(page.locator("#device-table tr[data-device='M1']")).to_contain_text("未完成")
+            expect(page.locator("#device-table tr[data-device='M1'] td").last).to_have_text("否 no")
+            expect(page.locator("#device-table tr[data-device='W1'] td").last).to_have_text("是 yes")
+            expect(page.locator("#dev-summary")).to_contain_text("1 of 2 usable")
+            art = Path(__file__).resolve().parents[1] / "test-artifacts"
+            art.mkdir(exist_ok=True)
+            page.locator("#view-devices").screenshot(path=str(art / "devices.png"))
+        finally:
+            browser.close()
+    assert errors == []
