@@ -524,6 +524,11 @@ _k("calendar.extra_workdays", "", "ops",
    "weekend days that are working days (调休 make-up days), comma-separated YYYY-MM-DD")
 
 
+# --- batch inputs (streams/feed_input.py) ------------------------------------------------------------
+_k("input.max_rejected_share", 0.01, "ops",
+   "assess gps / assess wim / report monthly --pings: refuse the input (exit 2) when more than this share "
+   "of its lines or pings is rejected", lo=0.0, hi=1.0)
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

@@ -31,6 +31,7 @@ from roadwatch.models.config import Config
 from roadwatch.simulators.fleet import full_approval
 
 from . import topics as T
+from .broker import free_port
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -264,7 +265,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
         ends = produce_batches(broker.bootstrap, f, batch, partitions)
-        ports = [_free_port() for _ in range(workers)]
+        ports = [free_port() for _ in range(workers)]
         wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
                              env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
                                   "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)})
@@ -404,7 +405,7 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
         tmp = Path(tmp)
         reg_path = tmp / "registry.json"
         bench_registry(f, reg_path)
-        port = _free_port()
+        port = free_port()
         env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}', **_archive_env(archive_b)}
         os.environ["ROADWATCH_SET"] = env["ROADWATCH_SET"]
         from roadwatch.models.config import load_config
@@ -490,23 +491,3 @@ def _print_table(r: dict) -> None:
     print("\n".join(f"{a:<{w}}  {b:>14}" for a, b in rows), file=sys.stderr)
 
 
-def _free_port() -> int:
-    """A free port for a worker's web server, below the kernel's ephemeral range: the bench polls /metrics
-    50 times a second and Kafka clients connect, so a port from that range (``broker.free_port``) is often
-    taken by an outgoing connection in the seconds before the worker binds it."""
-    import random
-    import socket
-    try:
-        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        lo = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, lo - 12000), lo)
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-                return port
-            except OSError:
-                continue
-    from .broker import free_port
-    return free_port()

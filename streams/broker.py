@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from roadwatch.models.config import Config
@@ -34,6 +35,24 @@ ENV_EPOCH = "ROADWATCH_BROKER_EPOCH"   # identifies the broker incarnation that 
 
 
 def free_port() -> int:
+    """A free port for a server we start, chosen below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 gives) is often taken by an outgoing connection — Kafka
+    clients, metrics polls — in the seconds between choosing it and the server binding it.
+    """
+    import random
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -118,6 +118,16 @@ def test_portable_statements_rows_numbers_and_transactions(archive_target):
     with conn.transaction():
         conn.execute("DELETE FROM vehicle_day WHERE plate = ?", ("苏A00002",))
     assert archive.total_pings(conn) == 100
+    # sqlite3's `with conn:` (commit or roll back what is open) works on both
+    with pytest.raises(ZeroDivisionError):
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("DELETE FROM vehicle_day")
+            1 / 0
+    assert archive.total_pings(conn) == 100 and not conn.in_transaction
+    with conn:
+        conn.execute("UPDATE vehicle_day SET pings = 101")
+    assert archive.total_pings(conn) == 101
 
 
 def test_bulk_upsert_equals_row_by_row_upserts(archive_target):

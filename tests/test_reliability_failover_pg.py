@@ -22,7 +22,7 @@ from roadwatch.models.config import load_config
 from roadwatch.models.evidence import verify_tree
 from roadwatch.streams import archive
 from roadwatch.streams import topics as T
-from roadwatch.streams.bench import _free_port as free_port   # below the ephemeral range (see there)
+from roadwatch.streams.broker import free_port   # below the ephemeral range (see there)
 from roadwatch.streams.broker import kafka_bootstrap
 from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 
@@ -75,9 +75,7 @@ class GpsFeed:
 def _host_worker(bootstrap, feed, host_dir, port, pg_url) -> WorkerProcess:
     env = {"ROADWATCH_SET": override_string({"paths.data_dir": str(host_dir), "web.port": port}),
            "ROADWATCH_ARCHIVE": pg_url}
-    w = WorkerProcess(bootstrap, registry_path=str(feed.reg_path), env=env, loglevel="info")
-    w.wait_ready(90)
-    return w
+    return WorkerProcess(bootstrap, registry_path=str(feed.reg_path), env=env, loglevel="info")
 
 
 def _gps_state(conn):
@@ -95,9 +93,12 @@ def _failover(tmp_path, pg_url, feed, monkeypatch) -> dict:
     conn = archive.open_archive(pg_url)
     m: dict = {"conn": conn, "hosts": (host_a, host_b)}
     with kafka_bootstrap(cfg) as bootstrap:
-        a = _host_worker(bootstrap, feed, host_a, port_a, pg_url)
-        b = _host_worker(bootstrap, feed, host_b, port_b, pg_url)
+        a = b = None
         try:
+            a = _host_worker(bootstrap, feed, host_a, port_a, pg_url)
+            a.wait_ready(90)
+            b = _host_worker(bootstrap, feed, host_b, port_b, pg_url)
+            b.wait_ready(90)
             feed.start(bootstrap, pace_s=0.02)
             quarter = len(feed.records) // 4
             _wait(lambda: archive.snapshot_progress(conn, T.GPS_PINGS) >= quarter, 90, "a quarter snapshotted")
@@ -126,10 +127,11 @@ def _failover(tmp_path, pg_url, feed, monkeypatch) -> dict:
             m["pings_b"] = _metric(port_b, "roadwatch_pings_total")
             m["skipped"] = _metric(port_b, "roadwatch_replayed_records_skipped_total")
             assert b.proc.poll() is None
-        finally:
-            if a.proc.poll() is None:
+        finally:                 # also when B never got ready: no worker outlives the test
+            if a is not None and a.proc.poll() is None:
                 a.kill()
-            b.stop()
+            if b is not None:
+                b.stop()
     # B restored A's partitions from the snapshots A wrote (ping_state.saved_by names A's process)
     restored = [ln for ln in b.lines if "state restored, resuming at offset" in ln]
     m["from_a"] = [ln for ln in restored if re.search(rf"saved by \S+:{a.proc.pid}\b", ln)]

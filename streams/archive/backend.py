@@ -246,6 +246,14 @@ class SQLiteConnection(ArchiveConnection):
     def close(self) -> None:
         self.raw.close()
 
+    def __enter__(self):
+        # sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
+        self.raw.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.raw.__exit__(*exc)
+
     def __getattr__(self, name: str) -> Any:
         if name == "raw":
             raise AttributeError(name)
@@ -458,6 +466,15 @@ class PostgresConnection(ArchiveConnection):
     @property
     def in_transaction(self) -> bool:
         return self._tx is not None
+
+    def __enter__(self):
+        # as sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if self._tx is not None:
+            self._end(commit=exc_type is None)
+        return False
 
     @contextmanager
     def transaction(self):
