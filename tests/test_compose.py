@@ -115,7 +115,7 @@ def test_platform_link_serves_809_with_its_credentials_as_a_secret():
     assert f"localhost:{port}/" in " ".join(link["healthcheck"]["test"])
     # the credentials: a secret, mounted where jt809.platforms_file points — for the link and the console
     mount = '/run/secrets/jt809-platforms'
-    for name in ("platform-link", "worker"):
+    for name in ("platform-link", "worker", "worker-2"):
         assert "jt809-platforms" in s[name]["secrets"], name
         assert f'jt809.platforms_file="{mount}"' in s[name]["environment"]["ROADWATCH_SET"], name
     src = c["secrets"]["jt809-platforms"]["file"]
