@@ -66,20 +66,23 @@ class Legs:
 
 def expand_legs(legs: dict, rng: np.random.Generator, recv_delay_s: tuple = (1, 3)) -> dict:
     """Legs → ping columns (numpy): vid, ts (s), lon, lat, speed_kmh, heading, altitude_m, status_flags,
-    alarm_flags, mileage_km, reupload, recv_ts (s). Pings of a leg are at t0, t0+interval, … < t0+dur
-    (a zero-length leg gives one ping). Positions move linearly in time, so the implied speed between
+    alarm_flags, mileage_km, reupload, recv_ts (s). Pings of a leg are at t0+interval, t0+2·interval, …
+    and t0+dur (a zero-length leg gives one ping), plus one at t0+1 when the leg changes the terminal's
+    state (``state_changes``). Positions move linearly in time, so the implied speed between
     pings of a drive leg equals the leg's nominal speed."""
     n_leg = len(legs["vid"])
     if n_leg == 0:
         return {k: np.zeros(0) for k in ("vid", "ts", "lon", "lat", "speed_kmh")}
     dur = np.maximum(legs["dur"], 0)
     itv = np.maximum(legs["interval"], 1)
-    counts = np.maximum(1, -(-dur // itv))              # ceil, ≥ 1
+    change = state_changes(legs) & (dur > 1) & (itv > 1)
+    counts = np.maximum(1, -(-dur // itv)) + change     # ceil, ≥ 1, plus the state-change fix
     total = int(counts.sum())
     leg_of = np.repeat(np.arange(n_leg), counts)
     first = np.cumsum(counts) - counts
-    k = np.arange(total) - np.repeat(first, counts) + 1
-    off = np.minimum(k * itv[leg_of], dur[leg_of])      # (t0, t0+dur]: the last fix is at the leg's end
+    k = np.arange(total) - np.repeat(first, counts) + 1 - change[leg_of]
+    # (t0, t0+dur]: the last fix is at the leg's end; a state change adds a fix 1 s after t0 (k = 0)
+    off = np.where(k == 0, 1, np.minimum(k * itv[leg_of], dur[leg_of]))
     frac = np.where(dur[leg_of] > 0, off / np.maximum(dur[leg_of], 1), 0.0)
     lon0, lat0, lon1, lat1 = (legs[c][leg_of] for c in ("lon0", "lat0", "lon1", "lat1"))
     lon = lon0 + frac * (lon1 - lon0)
@@ -112,6 +115,26 @@ def expand_legs(legs: dict, rng: np.random.Generator, recv_delay_s: tuple = (1, 
         "mileage_km": mileage, "reupload": np.zeros(total, dtype=np.uint8),
         "recv_ts": ts + rng.integers(recv_delay_s[0], recv_delay_s[1] + 1, size=total),
     }
+
+
+def state_changes(legs: dict) -> np.ndarray:
+    """Legs that start a new terminal state (moving ↔ stopped, ACC on ↔ off) right where the vehicle's
+    previous leg ended. JT/T 808 terminals report a fix at such a change (ACC off, stop, start) besides
+    their periodic interval, so a rest shorter than the parked interval still begins with a stopped fix and
+    the platform never sees a moving vehicle fall silent."""
+    n = len(legs["vid"])
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    order = np.lexsort((legs["t0"], legs["vid"]))
+    vid, t0 = legs["vid"][order], legs["t0"][order]
+    end = t0 + np.maximum(legs["dur"][order], 0)
+    moving = legs["speed"][order] > 0
+    acc = legs["acc"][order].astype(bool)
+    same = (vid[1:] == vid[:-1]) & (t0[1:] == end[:-1])
+    differs = (moving[1:] != moving[:-1]) | (acc[1:] != acc[:-1])
+    out[order[1:]] = same & differs
+    return out
 
 
 def concat(parts: list[dict]) -> dict:

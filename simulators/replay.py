@@ -4,11 +4,21 @@
 stored partition (a generated feed is already partitioned the Kafka default way), and each send's
 (topic, partition, offset) is reported through ``on_sent`` so the caller can wait until the worker has
 consumed everything (streams/runtime.py ``Stack.note_sent``/``wait_idle``).
+
+Fair interleaving: the worker consumes each input topic on its own, so a feed published at full speed
+would be drained topic by topic (observed: nearly every WIM reading of a province month before most GPS
+pings — source tracing then depends on timing). ``EventTimeGate`` keeps the publisher at most ``lead`` of
+event time ahead of what the worker has taken in on *every* topic, reading the worker's own counters
+(``roadwatch_messages_total{direction="in"}`` on /metrics), so WIM and GPS reach the worker in event-time
+order whichever topic it would rather drain.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
+import urllib.request
+from collections import deque
 from typing import Callable, Iterable
 
 from .feed import FeedRecord
@@ -66,15 +76,93 @@ class Progress:
             self.stream.flush()
 
 
+_IN_COUNTER = re.compile(r'^roadwatch_messages_total\{([^}]*)\}\s+([0-9.eE+]+)\s*$', re.M)
+
+
+def worker_intake(metrics_url: str, timeout: float = 2.0) -> dict[str, float] | None:
+    """Records the worker has taken in, per input topic, from its Prometheus text (None if unreachable)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=timeout) as resp:   # noqa: S310 - loopback URL we built
+            text = resp.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for labels, value in _IN_COUNTER.findall(text):
+        lab = dict(x.split("=", 1) for x in labels.split(",") if "=" in x)
+        if lab.get("direction", "").strip('"') == "in":
+            out[lab.get("topic", "").strip('"')] = float(value)
+    return out
+
+
+class EventTimeGate:
+    """Before a record of event time T is sent, the worker must have taken in, on every topic, each record
+    published with event time ≤ T − ``lead_ms``. ``intake()`` returns the worker's cumulative per-topic
+    counts (``worker_intake``); it is asked only when the cached counts do not already suffice, and once
+    behind, the publisher waits until the worker is within half the lead (fewer, longer stops). If the
+    worker makes no progress for ``stall_s`` (restarted, counters reset) the gate opens and says so."""
+
+    def __init__(self, intake: Callable[[], dict | None], lead_ms: int, *, poll_s: float = 0.05,
+                 stall_s: float = 120.0, sleep=time.sleep, clock=time.monotonic):
+        self.intake, self.lead_ms, self.poll_s, self.stall_s = intake, int(lead_ms), poll_s, stall_s
+        self.sleep, self.clock = sleep, clock
+        self.sent: dict[str, int] = {}
+        self.marks: dict[str, deque] = {}
+        self.need: dict[str, int] = {}
+        self.seen: dict[str, float] = {}
+        self.open = False
+        self.waited_s = 0.0
+
+    def note(self, r: FeedRecord) -> None:
+        n = self.sent[r.topic] = self.sent.get(r.topic, 0) + 1
+        self.marks.setdefault(r.topic, deque()).append((r.ts_ms, n))
+
+    def _raise_need(self, horizon: int) -> None:
+        for topic, dq in self.marks.items():
+            while dq and dq[0][0] <= horizon:
+                self.need[topic] = dq.popleft()[1]
+
+    def _behind(self) -> bool:
+        return any(self.seen.get(t, 0) < n for t, n in self.need.items())
+
+    def wait(self, r: FeedRecord, flush: Callable[[], object]) -> None:
+        if self.open:
+            return
+        self._raise_need(r.ts_ms - self.lead_ms)
+        if not self._behind():
+            return
+        # behind: let the worker catch up to half the lead, so the next records flow without a stop each
+        self._raise_need(r.ts_ms - self.lead_ms // 2)
+        flush()                                   # what we wait for must have left the producer
+        t0 = last_progress = self.clock()
+        before = dict(self.seen)
+        while True:
+            got = self.intake()
+            if got is not None:
+                self.seen = got
+                if not self._behind():
+                    break
+                if got != before:
+                    before, last_progress = dict(got), self.clock()
+            if self.clock() - last_progress > self.stall_s:
+                print(f"roadwatch: the worker took in nothing for {self.stall_s:g} s: publishing without "
+                      "event-time gating from here", file=sys.stderr)
+                self.open = True
+                break
+            self.sleep(self.poll_s)
+        self.waited_s += self.clock() - t0
+
+
 def publish(records: Iterable[FeedRecord], producer, speed: float | None, *, total: int | None = None,
             on_sent: Callable[[str, int, int], None] | None = None, progress: bool = True,
             count_units: Callable[[FeedRecord], int] | None = None, sleep=time.sleep,
-            clock=time.monotonic, settle: Callable[[], object] | None = None) -> dict:
+            clock=time.monotonic, settle: Callable[[], object] | None = None,
+            gate: EventTimeGate | None = None) -> dict:
     """Send every record (kafka-python producer API); pace by simulated time when ``speed`` is set.
     Before a record marked ``barrier`` the producer is flushed and ``settle()`` (e.g. "wait until the
     worker is idle") is called: a scenario uses it where its outcome depends on cross-topic order (a WIM
-    reading whose cargo-source lookup needs the truck's GPS track already stored). Returns counts and
-    the measured rates (settling time excluded)."""
+    reading whose cargo-source lookup needs the truck's GPS track already stored). ``gate`` keeps the
+    topics in event-time step (``EventTimeGate``). Returns counts and the measured rates (settling time
+    excluded; time spent at the gate included — it is the worker's pace)."""
     prog = Progress(total) if progress else None
     t_sim0 = None
     t_wall0 = clock()
@@ -93,12 +181,16 @@ def publish(records: Iterable[FeedRecord], producer, speed: float | None, *, tot
             producer.flush()
             settle()
             settled += clock() - t_s
+        if gate is not None:
+            gate.wait(r, producer.flush)
         if speed is not None:
             due = t_wall0 + settled + (r.ts_ms - t_sim0) / 1000.0 / speed
             delay = due - clock()
             if delay > 0:
                 sleep(delay)
         fut = producer.send(r.topic, key=r.key, value=r.value, partition=r.partition if r.partition >= 0 else None)
+        if gate is not None:
+            gate.note(r)
         if on_sent:
             fut.add_callback(cb)
         n += 1
@@ -114,7 +206,7 @@ def publish(records: Iterable[FeedRecord], producer, speed: float | None, *, tot
         prog.done()
     return {"messages": n, "units": units, "bytes": byts, "seconds": round(el, 3),
             "msg_per_s": round(n / el, 1) if el > 0 else None, "units_per_s": round(units / el, 1) if el > 0 else None,
-            "settle_s": round(settled, 3)}
+            "settle_s": round(settled, 3), "gate_s": round(gate.waited_s, 3) if gate is not None else None}
 
 
 def ping_count(r: FeedRecord) -> int:

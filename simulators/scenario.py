@@ -23,10 +23,10 @@ from . import behaviours as bh
 from . import expectations as ex
 from .behaviours import ScenarioError
 from .feed import driver_record, merge, ping_records, wim_record
-from .fleet import HUNAN, generate_fleet, make_plate, square, valid_device
+from .fleet import HUNAN, SITE_NAMES, generate_fleet, make_plate, near, square, valid_device
 from .gps_terminal import (Track, concat, destination, drift, expand_legs, haversine_km, sort_by_receipt,
                            take)
-from .wim_station import WimTraffic, art3_limit, make_reading, public, station_traffic
+from .wim_station import WimTraffic, art3_limit, make_reading, passage_readings, public
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 VEHICLE_FIELDS = set(Vehicle._options.fieldset) - {"plate", "category", "enterprise_id"}
@@ -218,6 +218,8 @@ class Context:
         km = float(spec.get("km_to_station", 15.0))
         lon, lat = destination(st.lon, st.lat, 270.0, km)
         site.polygon = square(float(lon), float(lat), 150.0)
+        if st.county:                                  # it now lies in the station's county: say so
+            site.name = f"{st.county}{SITE_NAMES.get(site.kind, '')}货运源头{int(site.site_id[1:])}"
         hl, ha = destination(lon, lat, 270.0, 3.0)
         return float(hl), float(ha)
 
@@ -271,15 +273,18 @@ def _num_gross(spec: dict, kind: str, axles: int, sda: bool) -> float:
 
 def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     """Clean day plans for ``vids``: depot → out (rest) → destination (stop) → back (rest) → depot, daytime
-    only, every continuous drive < 3 h, ≤ 7.5 h a day, speed ≤ 85 % of the lowest applicable limit."""
+    only, every continuous drive < 3 h, ≤ 7.5 h a day, speed ≤ 85 % of the lowest applicable limit.
+
+    Depots are near the seat of the vehicle's county. With background WIM, a truck whose nearest station
+    is within ``station_reach_km`` drives out and back through it, and each crossing is a passage
+    (``_passages``: vid, station index, epoch s) — so a truck is weighed only where its track is."""
     rng = ctx.rng
     cfg = ctx.cfg
     n_days = max(1, int(np.ceil((ctx.t_end - ctx.t_start) / 86400)))
     day0 = int(datetime.combine(ctx.scn.start.date(), datetime.min.time(), tzinfo=BEIJING).timestamp())
     tl, ta = HUNAN.traffic_lon, HUNAN.traffic_lat
     nv = len(vids)
-    depot_lon = rng.uniform(*tl, size=nv)
-    depot_lat = rng.uniform(*ta, size=nv)
+    depot_lon, depot_lat = depot_points(ctx, vids)
     cats = [ctx.vlist[v].category for v in vids]
     is_goods = np.array([c == "普通货车" for c in cats])
     limit = np.array([ex.speed_limit(c, "other", False, cfg) for c in cats])
@@ -290,20 +295,39 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     m = len(vi)
     # trips leave from 07:00, or just after the span starts when it starts later in the day (a live demo)
     dep = np.maximum(day0 + di * 86400 + 7 * 3600, ctx.t_start + 300) + rng.integers(0, 90 * 60, size=m)
-    d1 = (rng.uniform(0.75, 2.0, size=m) * 3600).astype(np.int64)
-    d2 = (rng.uniform(0.25, 1.0, size=m) * 3600).astype(np.int64)
+    # a short span (a live demo of a few hours) gets shorter trips, so that whole trips fit in it
+    k = min(1.0, max(0.25, ((ctx.t_end - ctx.t_start) / 3600 - 1.0) / 8.0))
+    d1 = (rng.uniform(0.75, 2.0, size=m) * 3600 * k).astype(np.int64)
+    d2 = (rng.uniform(0.25, 1.0, size=m) * 3600 * k).astype(np.int64)
     r1 = rng.integers(25 * 60, 45 * 60, size=m)
-    s2 = rng.integers(30 * 60, 90 * 60, size=m)
+    s2 = (rng.integers(30 * 60, 90 * 60, size=m) * k).astype(np.int64)
     r3 = rng.integers(25 * 60, 45 * 60, size=m)
-    inside = (dep >= ctx.t_start) & (dep + 2 * d1 + 2 * d2 + r1 + s2 + r3 <= ctx.t_end)
-    vi, di, dep, d1, d2, r1, s2, r3 = (a[inside] for a in (vi, di, dep, d1, d2, r1, s2, r3))
-    m = len(vi)
     sp = cruise[vi]
+    # the home station of each truck (nearest, within reach) when the scenario has background WIM
+    st_of = np.full(nv, -1)
+    stations = list(ctx.reg.stations.values())
+    if params.get("background_wim", False) and stations:
+        trucks = np.array([ctx.vlist[v].vehicle_kind in ("truck", "train") for v in vids], dtype=bool)
+        s_lon = np.array([s.lon for s in stations])
+        s_lat = np.array([s.lat for s in stations])
+        dist = haversine_km(depot_lon[:, None], depot_lat[:, None], s_lon[None, :], s_lat[None, :])
+        best = np.argmin(dist, axis=1)
+        reach = float(params.get("station_reach_km", 40.0))
+        st_of = np.where(trucks & (dist[np.arange(nv), best] <= reach), best, -1)
+    via = st_of[vi] >= 0
+    s_pt = (np.where(via, [stations[i].lon if i >= 0 else 0.0 for i in st_of[vi]], depot_lon[vi]),
+            np.where(via, [stations[i].lat if i >= 0 else 0.0 for i in st_of[vi]], depot_lat[vi]))
+    dS = np.where(via, np.round(haversine_km(depot_lon[vi], depot_lat[vi], *s_pt) / np.maximum(sp, 1) * 3600),
+                  0).astype(np.int64)
+    inside = (dep >= ctx.t_start) & (dep + 2 * dS + 2 * d1 + 2 * d2 + r1 + s2 + r3 <= ctx.t_end)
+    vi, di, dep, d1, d2, r1, s2, r3, sp, via, dS = (a[inside] for a in (vi, di, dep, d1, d2, r1, s2, r3, sp, via, dS))
+    s_pt = (s_pt[0][inside], s_pt[1][inside])
+    m = len(vi)
     c_lon, c_lat = (tl[0] + tl[1]) / 2, (ta[0] + ta[1]) / 2
     p0 = (depot_lon[vi], depot_lat[vi])
     toward = np.degrees(np.arctan2((c_lon - p0[0]) * np.cos(np.radians(p0[1])), c_lat - p0[1])) % 360
     brg = toward + rng.uniform(-60, 60, size=m)
-    p1 = destination(p0[0], p0[1], brg, sp * d1 / 3600)
+    p1 = destination(s_pt[0], s_pt[1], brg, sp * d1 / 3600)
     p1 = (np.clip(p1[0], *tl), np.clip(p1[1], *ta))
     p2 = destination(p1[0], p1[1], brg, sp * d2 / 3600)
     p2 = (np.clip(p2[0], *tl), np.clip(p2[1], *ta))
@@ -318,13 +342,17 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
         legs.append((vid, t0, dur, np.full(m, i), a[0], a[1], b[0], b[1], speed, np.full(m, acc), np.full(m, jit),
                      np.zeros(m, dtype=np.int64)))
 
-    add(t, d1, itv, p0, p1, sp, True); t = t + d1
+    add(t, dS, itv, p0, s_pt, sp, True); t = t + dS       # to the home station (none: dS = 0, dropped)
+    pass_out = t.copy()
+    add(t, d1, itv, s_pt, p1, sp, True); t = t + d1
     add(t, r1, pitv, p1, p1, np.zeros(m), False); t = t + r1
     add(t, d2, itv, p1, p2, sp, True); t = t + d2
     add(t, s2, pitv, p2, p2, np.zeros(m), False); t = t + s2
     add(t, d2, itv, p2, p1, sp, True); t = t + d2
     add(t, r3, pitv, p1, p1, np.zeros(m), False); t = t + r3
-    add(t, d1, itv, p1, p0, sp, True); t = t + d1
+    add(t, d1, itv, p1, s_pt, sp, True); t = t + d1
+    pass_back = t.copy()
+    add(t, dS, itv, s_pt, p0, sp, True); t = t + dS
     trip_end = t
     # parked legs at the depot between trips (and before the first / after the last)
     order = np.lexsort((dep, vi))
@@ -360,7 +388,16 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     caps = np.zeros(len(ctx.vlist))
     caps[vids] = limit * 0.85
     out["_caps"] = caps
+    w = np.flatnonzero(via)
+    out["_passages"] = (np.r_[vid[w], vid[w]], np.r_[st_of[vi[w]], st_of[vi[w]]], np.r_[pass_out[w], pass_back[w]])
     return out
+
+
+def depot_points(ctx: Context, vids) -> tuple[np.ndarray, np.ndarray]:
+    """Each vehicle's depot: 0–15 km from the seat of its county (inside the traffic area)."""
+    box = (HUNAN.traffic_lon, HUNAN.traffic_lat)
+    pts = [near(HUNAN, ctx.vlist[v].county, ctx.rng, 0.0, 15.0, box) for v in vids]
+    return np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float)
 
 
 # --- build ------------------------------------------------------------------------------------------------
@@ -425,6 +462,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
     bg = fl.get("background_gps", True)
     parts = []
     caps = None
+    passages, tracked = None, np.zeros(0, dtype=np.int64)
     if bg:
         silent_rate = float(fl.get("silent_rate", 0.0))
         cand = np.array([i for i, v in enumerate(ctx.vlist) if v.in_network and v.plate not in ctx.scripted],
@@ -433,6 +471,8 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
             silent = rng.random(len(cand)) < silent_rate
             bl = background_legs(ctx, cand[~silent], fl)
             caps = bl.pop("_caps")
+            passages = bl.pop("_passages")
+            tracked = cand[~silent]
             parts.append(expand_legs(bl, rng))
     for tr in tracks:
         parts.append(expand_legs(tr.legs.arrays(), rng))
@@ -442,6 +482,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
             bgm = caps[cols["vid"]] > 0
             cols["speed_kmh"] = np.where(bgm, np.minimum(cols["speed_kmh"], caps[cols["vid"]]), cols["speed_kmh"])
         cols = take(cols, np.lexsort((cols["ts"], cols["vid"])))
+        in_order_receipt(cols)
         for hook in ctx.post:
             cols = hook(cols)
         if bg:
@@ -450,7 +491,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
 
     # background WIM
     if fl.get("background_wim", False):
-        background_wim(ctx, fl)
+        background_wim(ctx, fl, passages, tracked)
     derive_wim(ctx)
     derive_rates(ctx, cols, fl)
 
@@ -475,46 +516,103 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
     return Built(ctx.reg, records, ctx.expect, dict(ctx.aliases), stats, cols, ctx.readings)
 
 
+def in_order_receipt(cols: dict) -> None:
+    """A terminal's fixes reach the platform in the order it sent them (one TCP connection): receipt times
+    made non-decreasing per vehicle (``cols`` sorted by vehicle, then fix time). Without this, a
+    state-change fix 1 s after the previous one could be received first — an out-of-order pair no
+    terminal produces unless a scenario scripts it (re-uploads do, after this step)."""
+    if len(cols["vid"]) == 0:
+        return
+    span = np.int64(1) << np.int64(40)          # > any epoch second: keeps each vehicle's run separate
+    key = cols["vid"].astype(np.int64) * span + cols["recv_ts"].astype(np.int64)
+    cols["recv_ts"] = np.maximum.accumulate(key) - cols["vid"].astype(np.int64) * span
+
+
 def background_faults(ctx: Context, cols: dict, fl: dict) -> dict:
     """Province-style noise on background vehicles: drifted fixes and unqualified values at given rates."""
     rng = ctx.rng
     bgmask = ~np.isin(cols["vid"], [ctx.vid_of[p] for p in ctx.scripted])
     moving = np.flatnonzero(bgmask & (cols["speed_kmh"] > 0))
     n_drift_veh = int(float(fl.get("drift_vehicle_rate", 0.0)) * len(np.unique(cols["vid"][bgmask])))
+    drifted = np.zeros(0, dtype=np.int64)
     if n_drift_veh and len(moving):
         movers = np.unique(cols["vid"][moving])
         vids = rng.choice(movers, size=min(n_drift_veh, len(movers)), replace=False)
+        picked = []
         for v in np.sort(vids):
             idx = moving[cols["vid"][moving] == v]
-            drift(cols, idx[len(idx) // 2: len(idx) // 2 + 1], km=40.0)
+            picked.append(idx[len(idx) // 2])
+        drifted = np.asarray(picked, dtype=np.int64)
+        drift(cols, drifted, km=40.0, bearing=225.0)   # south-west: away from the zones' corner
+        for i in drifted:    # the derived effect, per vehicle: that day's drift count
+            plate = ctx.vlist[int(cols["vid"][i])].plate
+            ctx.expect.append({"kind": "vehicle_day", "plate": plate, "day": _day_of(int(cols["ts"][i])),
+                               "field": "drift_points", "op": ">=", "value": 1,
+                               "why": "one fix displaced 40 km (background drift_vehicle_rate)"})
     rate = float(fl.get("bad_value_rate", 0.0))
     if rate > 0 and len(moving):
-        sel = moving[rng.random(len(moving)) < rate]
+        sel = np.setdiff1d(moving[rng.random(len(moving)) < rate], drifted)
         cols["speed_kmh"][sel] = 200.0
     return cols
 
 
-def background_wim(ctx: Context, fl: dict) -> None:
-    goods = [v for v in ctx.vlist if v.vehicle_kind in ("truck", "train") and v.plate not in ctx.scripted]
-    if not goods:
+def _day_of(t: int) -> str:
+    return datetime.fromtimestamp(t, tz=BEIJING).strftime("%Y-%m-%d")
+
+
+def background_wim(ctx: Context, fl: dict, passages: tuple | None, tracked: np.ndarray) -> None:
+    """Background WIM readings, one passage at a time where the truck really is: trucks with a GPS track
+    are weighed when their trips cross their home station (``background_legs``); trucks without one (not
+    in the network, or silent this month) cross the station nearest their county seat on their active
+    days, twice, hours apart. Verdicts and case totals are derived by the reference rules."""
+    if "wim_per_hour" in fl:
+        raise ScenarioError("fleet.wim_per_hour is gone: background passages follow the trucks' trips "
+                            "(truck_active_days, station_reach_km — docs/scenarios.md)")
+    stations = list(ctx.reg.stations.values())
+    if not stations:
         return
-    w = ctx.rng.pareto(1.5, size=len(goods)) + 0.2
-    tr = WimTraffic(per_hour=float(fl.get("wim_per_hour", 20)), overload_rate=float(fl.get("overload_rate", 0.05)),
-                    images=str(fl.get("images", "suspect")))
+    traffic = WimTraffic(overload_rate=float(fl.get("overload_rate", 0.05)), images=str(fl.get("images", "suspect")))
+    rng = ctx.rng
+    events: list[tuple[int, int, int]] = []           # (t, vid, station index)
+    if passages is not None:
+        events += list(zip(passages[2].tolist(), passages[0].tolist(), passages[1].tolist()))
+    # trucks without a track: their county seat's nearest station, active days drawn like the tracked ones
+    tracked_set = set(tracked.tolist())
+    untracked = [i for i, v in enumerate(ctx.vlist) if v.vehicle_kind in ("truck", "train")
+                 and v.plate not in ctx.scripted and i not in tracked_set]
+    if untracked:
+        s_lon = np.array([s.lon for s in stations])
+        s_lat = np.array([s.lat for s in stations])
+        n_days = max(1, int(np.ceil((ctx.t_end - ctx.t_start) / 86400)))
+        day0 = int(datetime.combine(ctx.scn.start.date(), datetime.min.time(), tzinfo=BEIJING).timestamp())
+        p_active = float(fl.get("truck_active_days", 0.3))
+        reach = float(fl.get("station_reach_km", 40.0))
+        for i in untracked:
+            lon, lat = near(HUNAN, ctx.vlist[i].county, rng, 0.0, 15.0, (HUNAN.traffic_lon, HUNAN.traffic_lat))
+            d = haversine_km(lon, lat, s_lon, s_lat)
+            k = int(np.argmin(d))
+            if d[k] > reach:
+                continue
+            for day in np.flatnonzero(rng.random(n_days) < p_active):
+                t1 = day0 + int(day) * 86400 + 7 * 3600 + int(rng.integers(0, 8 * 3600))
+                t2 = t1 + int(rng.integers(2 * 3600, 5 * 3600))
+                events += [(t, i, k) for t in (t1, t2) if ctx.t_start <= t < ctx.t_end]
+    events.sort()
     seq = 0
-    for st in ctx.reg.stations.values():
-        rs = station_traffic(st, goods, ctx.scn.start, ctx.scn.end, ctx.rng, tr, ctx.images_dir, w, seq)
-        seq += len(rs)
-        for r in rs:
+    for t, vid, k in events:
+        st = stations[k]
+        at = datetime.fromtimestamp(t, tz=BEIJING)
+        for r in passage_readings(st, ctx.vlist[vid], at, rng, traffic, ctx.images_dir, seq):
+            seq += 1
             veh = ctx.reg.vehicles.get(r["plate"])
-            at = datetime.fromisoformat(r["ts"])
+            at_r = datetime.fromisoformat(r["ts"])
             dev = next(d for d in st.devices if d["device_id"] == r["device_id"])
-            ok = datetime.fromisoformat(dev["valid_from"]) <= at <= datetime.fromisoformat(dev["valid_to"])
+            ok = datetime.fromisoformat(dev["valid_from"]) <= at_r <= datetime.fromisoformat(dev["valid_to"])
             verdict = ex.reference_verdict(r, veh, st, ctx.cfg, calibration_ok=ok)
             ctx.readings.append(r)
-            ctx.passages.append({"reading": r, "verdict": verdict, "t": int(at.timestamp()), "station": st.station_id,
-                                 "plate": r["plate"], "vehicle": veh, "duplicate": r["_truth"]["duplicate"],
-                                 "background": True})
+            ctx.passages.append({"reading": r, "verdict": verdict, "t": int(at_r.timestamp()),
+                                 "station": st.station_id, "plate": r["plate"], "vehicle": veh,
+                                 "duplicate": r["_truth"]["duplicate"], "background": True})
 
 
 def derive_wim(ctx: Context) -> None:

@@ -3,11 +3,13 @@
 Writes (with ``--out DIR``) ``registry.json``, ``feed.jsonl`` (the recording format; ``--gzip`` for
 ``feed.jsonl.gz``), ``expectations.json`` and ``images/``; then — unless ``--no-publish`` — starts the
 stack (embedded broker + worker unless ``$ROADWATCH_KAFKA`` is set), publishes the feed paced by
-``--speed`` and waits until the worker has consumed everything.
+``--speed`` — never more than ``--lead`` of event time ahead of what the worker has taken in on any topic
+(simulators/replay.py ``EventTimeGate``) — and waits until the worker has consumed everything.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -20,7 +22,7 @@ from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
 from .recording import write_records
-from .replay import parse_speed, ping_count, publish
+from .replay import EventTimeGate, parse_speed, ping_count, publish, worker_intake
 from .scenario import build, load_scenario
 
 
@@ -33,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gateway", metavar="HOST:PORT",
                    help="send pings as JT/T 808 frames over TCP to this gateway instead of Kafka")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the worker to go idle")
+    p.add_argument("--lead", type=float, default=None, metavar="S",
+                   help="event-time lead: publish at most S simulated seconds ahead of what the worker has taken "
+                        "in on every topic (default: the scenario's fair_lead_s, 1800; 0 = no gating)")
     p.add_argument("--platform-link", action="store_true",
                    help="forward the pings as JT/T 809 lower platforms (the scenario's [platform_link] block) "
                         "through an in-process platform-link server on the simulated clock")
@@ -62,6 +67,16 @@ def generate(args, cfg: Config):
     return scn, built, reg_path
 
 
+def _metrics_url(lines: list[str]) -> str | None:
+    """The metrics address our worker announced in its ready line (the real port, also with web.port = 0;
+    never another process's)."""
+    for line in reversed(list(lines)):
+        m = re.search(r"metrics (http://\S+/metrics)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         speed = parse_speed(args.speed)
@@ -82,14 +97,23 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from roadwatch.streams.runtime import stack
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
         producer = make_producer(st.bootstrap)
+        lead = args.lead if args.lead is not None else float(scn.raw["scenario"].get("fair_lead_s", 1800))
+        gate = None
+        url = _metrics_url(st.worker.lines) if lead > 0 and st.worker is not None else None
+        if url:                                     # our own worker: its /metrics tells what it took in
+            gate = EventTimeGate(lambda: worker_intake(url), int(lead * 1000), stall_s=args.timeout)
+        elif lead > 0:
+            print("roadwatch: no worker metrics address known: publishing without event-time gating",
+                  file=sys.stderr)
         try:
             res = publish(built.records, producer, speed, total=len(built.records), on_sent=st.note_sent,
-                          count_units=ping_count, settle=lambda: st.wait_idle(args.timeout))
+                          count_units=ping_count, settle=lambda: st.wait_idle(args.timeout), gate=gate)
         finally:
             producer.close(timeout=10)
         print(f"published {res['messages']:,} records ({res['units']:,} pings) in {res['seconds']} s: "
               f"{res['msg_per_s']:,} msg/s, {res['units_per_s']:,} pings/s"
-              + (f" (plus {res['settle_s']} s waiting for the worker at barriers)" if res["settle_s"] else ""),
+              + (f" (plus {res['settle_s']} s waiting for the worker at barriers)" if res["settle_s"] else "")
+              + (f"; {res['gate_s']} s of it keeping event-time step with the worker" if res.get("gate_s") else ""),
               file=sys.stderr)
         t0 = time.monotonic()
         ok = st.wait_idle(args.timeout)

@@ -93,7 +93,7 @@ def misread(plate: str, rng: np.random.Generator) -> str:
 @dataclass
 class WimTraffic:
     """Traffic parameters of one station (rates are fractions of passages)."""
-    per_hour: float = 20.0          # passages per hour by day (night: 40 %)
+    per_hour: float = 20.0          # station_traffic only: passages per hour by day (night: 40 %)
     overload_rate: float = 0.05     # loads above the Art. 3 limit (true mass)
     empty_rate: float = 0.25
     part_rate: float = 0.30         # the rest is "full" (90–100 % of the limit)
@@ -141,7 +141,9 @@ def measure(true_kg: float, accuracy_class: str, rng: np.random.Generator) -> fl
 def station_traffic(station: Station, goods: list[Vehicle], start: datetime, end: datetime,
                     rng: np.random.Generator, traffic: WimTraffic, images_dir: Path | None = None,
                     weights: np.ndarray | None = None, seq0: int = 0) -> list[dict]:
-    """Background passages over one station between start and end (Poisson arrivals, day/night rate).
+    """Passages over one station between start and end at Poisson times (day/night rate), trucks drawn
+    from ``goods`` — for a station seen alone. Scenarios derive passages from the trucks' trips instead
+    (simulators/scenario.py), so a truck is weighed only where and when its track passes a station.
 
     Returns readings sorted by time; each carries ``_truth`` (true gross, load state, source plate,
     duplicate flag) for expectation derivation — strip it (``public``) before publishing."""
@@ -157,44 +159,55 @@ def station_traffic(station: Station, goods: list[Vehicle], start: datetime, end
         t = t + timedelta(seconds=max(1, int(rng.exponential(3600.0 / rate))))
         if t >= end:
             break
-        foreign = rng.random() < traffic.foreign_rate
         v = goods[min(int(np.searchsorted(cdf, rng.random())), len(goods) - 1) if cdf is not None
                   else int(rng.integers(len(goods)))]
-        limit = art3_limit(v.vehicle_kind, v.axle_count, v.single_drive_axle)
-        u = rng.random()
-        tr = traffic
-        state = ("overloaded" if u < tr.overload_rate else "empty" if u < tr.overload_rate + tr.empty_rate
-                 else "part" if u < tr.overload_rate + tr.empty_rate + tr.part_rate else "full")
-        true_kg = true_gross(limit, v.curb_kg or limit * 0.35, state, rng)
-        meas = measure(true_kg, station.accuracy_class, rng) if tr.sensor_error else true_kg
-        plate = v.plate
-        if foreign:
-            plate = "粤" + plate[1:]
-        conf = float(rng.uniform(0.92, 0.999))
-        r = rng.random()
-        if r < tr.low_conf_rate:
-            conf = float(rng.uniform(0.5, 0.89))
-        elif r < tr.low_conf_rate + tr.misread_rate:
-            plate = misread(plate, rng)
-        device = valid_device(station, t) or expired_device(station, t) or station.devices[0]
+        rs = passage_readings(station, v, t, rng, traffic, images_dir, seq)
+        seq += len(rs)
+        out.extend(rs)
+    return out
+
+
+def passage_readings(station: Station, v: Vehicle, t: datetime, rng: np.random.Generator, traffic: WimTraffic,
+                     images_dir: Path | None, seq: int) -> list[dict]:
+    """The reading(s) of one passage of truck ``v`` at ``t``: a load state drawn by the traffic's rates,
+    the sensor error of the station's accuracy class, and the plate reader's faults (foreign plate, low
+    confidence, misread); sometimes an adjacent-lane duplicate (+1 s)."""
+    tr = traffic
+    foreign = rng.random() < tr.foreign_rate
+    limit = art3_limit(v.vehicle_kind, v.axle_count, v.single_drive_axle)
+    u = rng.random()
+    state = ("overloaded" if u < tr.overload_rate else "empty" if u < tr.overload_rate + tr.empty_rate
+             else "part" if u < tr.overload_rate + tr.empty_rate + tr.part_rate else "full")
+    true_kg = true_gross(limit, v.curb_kg or limit * 0.35, state, rng)
+    meas = measure(true_kg, station.accuracy_class, rng) if tr.sensor_error else true_kg
+    plate = v.plate
+    if foreign:
+        plate = "粤" + plate[1:]
+    conf = float(rng.uniform(0.92, 0.999))
+    r = rng.random()
+    if r < tr.low_conf_rate:
+        conf = float(rng.uniform(0.5, 0.89))
+    elif r < tr.low_conf_rate + tr.misread_rate:
+        plate = misread(plate, rng)
+    device = valid_device(station, t) or expired_device(station, t) or station.devices[0]
+    seq += 1
+    rid = f"{station.station_id}-{seq:08d}"
+    want_images = tr.images == "all" or (tr.images == "suspect" and meas >= 0.95 * limit)
+    reading = make_reading(station, device, plate=plate, plate_color=v.plate_color, kind=v.vehicle_kind,
+                           axles=v.axle_count, single_drive_axle=v.single_drive_axle, ts=t, gross_kg=meas,
+                           rng=rng, lane=int(rng.integers(1, station.lanes + 1)), confidence=conf,
+                           speed_kmh=float(rng.uniform(30, 80)), reading_id=rid,
+                           images_dir=images_dir if want_images else None)
+    reading["_truth"] = {"true_kg": round(true_kg, 1), "state": state, "vehicle": v.plate, "duplicate": False}
+    out = [reading]
+    if rng.random() < tr.duplicate_rate:
         seq += 1
-        rid = f"{station.station_id}-{seq:08d}"
-        want_images = tr.images == "all" or (tr.images == "suspect" and meas >= 0.95 * limit)
-        reading = make_reading(station, device, plate=plate, plate_color=v.plate_color, kind=v.vehicle_kind,
-                               axles=v.axle_count, single_drive_axle=v.single_drive_axle, ts=t, gross_kg=meas,
-                               rng=rng, lane=int(rng.integers(1, station.lanes + 1)), confidence=conf,
-                               speed_kmh=float(rng.uniform(30, 80)), reading_id=rid,
-                               images_dir=images_dir if want_images else None)
-        reading["_truth"] = {"true_kg": round(true_kg, 1), "state": state, "vehicle": v.plate, "duplicate": False}
-        out.append(reading)
-        if rng.random() < tr.duplicate_rate:
-            seq += 1
-            dup = dict(reading)
-            dup["lane"] = reading["lane"] + 1 if reading["lane"] < station.lanes else reading["lane"] - 1
-            dup["ts"] = format_ts(t + timedelta(seconds=1))
-            dup["reading_id"] = f"{station.station_id}-{seq:08d}"
-            dup["_truth"] = dict(reading["_truth"], duplicate=True)
-            out.append(dup)
+        dup = dict(reading)
+        dup["lane"] = reading["lane"] + 1 if reading["lane"] < station.lanes else reading["lane"] - 1
+        dup["ts"] = format_ts(t + timedelta(seconds=1))
+        dup["reading_id"] = f"{station.station_id}-{seq:08d}"
+        dup["_truth"] = dict(reading["_truth"], duplicate=True)
+        out.append(dup)
     return out
 
 

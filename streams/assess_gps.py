@@ -119,6 +119,12 @@ def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Con
             held.append(cols) if sort_by_time else apply(cols)
 
     for raw in lines:
+        if not isinstance(raw, (bytes, bytearray, str)):   # a feed record already in columns (feed_input)
+            if buf:
+                flush()
+                buf, first = [], line_no + 1
+            held.append(raw) if sort_by_time else apply(raw)
+            continue
         line_no += 1
         buf.append(raw)
         if len(buf) >= batch:
@@ -166,12 +172,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     except RegistryError as e:
         raise UsageError(str(e)) from None
     zones = _load_zones(args.zones, registry)
-    alerts, rows, errors = run_pings(sys.stdin.buffer, registry, zones, cfg, batch=args.batch,
+    from . import feed_input     # stdin: a scenario/replay feed or JSON lines of pings
+    lines, check, _ = feed_input.pings("-", cfg, "assess gps: stdin", columns=True)
+    alerts, rows, errors = run_pings(lines, registry, zones, cfg, batch=args.batch,
                                      sort_by_time=args.sort_by_time)
     err = sys.stderr.buffer
     for e in errors:
         err.write(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE))
     err.flush()
+    if errors:
+        print(f"roadwatch assess gps: {len(errors)} malformed line(s) skipped", file=sys.stderr)
+    check.verdict(rejected_downstream=len(errors))
     out = sys.stdout.buffer
     out.write(b"".join(orjson.dumps(a, option=orjson.OPT_APPEND_NEWLINE) for a in alerts))
     out.flush()
@@ -181,7 +192,4 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 f.write(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows))
         except OSError as e:
             raise UsageError(f"cannot write --stats {args.stats}: {e.strerror}") from None
-    if errors:
-        print(f"roadwatch assess gps: {len(errors)} malformed line(s) skipped", file=sys.stderr)
-        return 2
-    return 0
+    return 2 if errors or check.rejected else 0

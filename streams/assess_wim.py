@@ -35,14 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "Without it the run is a stateless dry run")
 
 
-def load_pings(path: Path, max_bytes: int, years: tuple[int, int] | None = None) -> tuple[MemoryTracks, MemoryDrivers, int]:
+def load_pings(path: Path, max_bytes: int, cfg: Config,
+               years: tuple[int, int] | None = None) -> tuple[MemoryTracks, MemoryDrivers, int]:
     tracks, drivers, bad = MemoryTracks(), MemoryDrivers(), 0
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise UsageError(f"cannot read pings file {path}: {e.strerror}") from None
+    from . import feed_input     # a scenario/replay feed or JSON lines of pings
+    lines, check, f = feed_input.pings(str(path), cfg, f"--pings {path}")
     with f:
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -58,7 +57,8 @@ def load_pings(path: Path, max_bytes: int, years: tuple[int, int] | None = None)
                 drivers.add(p.plate, t, p.driver_id)
     if bad:
         print(f"roadwatch: {path}: {bad} malformed ping line(s) skipped", file=sys.stderr)
-    return tracks, drivers, bad
+    check.verdict(rejected_downstream=bad)
+    return tracks, drivers, bad + check.rejected
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     tracks = drivers = None
     bad_input = False
     if args.pings:
-        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, plausible_years(cfg))
+        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, cfg, plausible_years(cfg))
         bad_input = bad > 0
     key = None
     if args.evidence_dir:
@@ -98,13 +98,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if tracks is None:
             tracks, drivers = ArchiveTracks(conn), ArchiveDrivers(conn)
     out = sys.stdout.buffer
-    for n, line in enumerate(sys.stdin.buffer, 1):
-        if not line.strip():
-            continue
+    from . import feed_input     # stdin: a scenario/replay feed (its wim-readings records) or JSON lines
+    lines, check, _ = feed_input.readings("-", cfg, "assess wim: stdin")
+    n_bad = 0
+    for n, line in enumerate(lines, 1):
         try:
             reading = parse_wim_reading(line, max_bytes, years=plausible_years(cfg))
         except InvalidRecord as e:
             bad_input = True
+            n_bad += 1
             out.write(orjson.dumps({"error": e.code, "detail": e.detail, "line": n}) + b"\n")
             continue
         verdict = assess(reading, registry, cfg, counters=counters, track=tracks, driver=drivers,
@@ -129,4 +131,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     out.flush()
     if bad_input:
         print("roadwatch: malformed input: see the error lines on stdout (exit 2)", file=sys.stderr)
-    return 2 if bad_input else 0
+    check.verdict(rejected_downstream=n_bad)
+    return 2 if bad_input or check.rejected else 0

@@ -41,8 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def demo_scenario(now: datetime, hours: float, vehicles: int) -> dict:
-    """A scenario (docs/scenarios.md) anchored at ``now`` so its alerts are live, not history."""
-    start = now.astimezone(BEIJING).replace(second=0, microsecond=0)
+    """A scenario (docs/scenarios.md) anchored at ``now`` so its alerts are live, not history.
+
+    One clock: the feed's day is the wall clock's day. The span starts now, or earlier when starting now
+    would run past midnight (Beijing), so that every fix, reading and alert of the demo falls on today —
+    the console's "today" and the feed agree however fast the feed is replayed."""
+    start = demo_start(now, hours)
 
     def at(minutes: float) -> str:
         return (start + timedelta(minutes=minutes)).isoformat()
@@ -52,7 +56,7 @@ def demo_scenario(now: datetime, hours: float, vehicles: int) -> dict:
                      "start": start.isoformat(), "hours": hours, "settle_before_scripted_wim": False,
                      "flush_s": 2.0},
         "fleet": {"vehicles": vehicles, "stations": 4, "background_gps": BACKGROUND_GPS, "active_days": 1.0,
-                  "truck_active_days": 1.0, "background_wim": True, "wim_per_hour": 90, "overload_rate": 0.15,
+                  "truck_active_days": 1.0, "background_wim": True, "overload_rate": 0.15,
                   "drift_vehicle_rate": 0.05, "bad_value_rate": 0.002, "images": "suspect"},
         "vehicle": [
             {"alias": "heavy", "category": "普通货车", "axle_count": 2, "gps": True},
@@ -63,9 +67,18 @@ def demo_scenario(now: datetime, hours: float, vehicles: int) -> dict:
         "behaviour": [
             {"kind": "passage", "vehicle": "heavy", "at": at(1), "over_limit_kg": 3000},
             {"kind": "speeding", "vehicle": "dg", "at": at(2), "speed": 78, "duration_s": 150},
-            {"kind": "zone", "vehicle": "tour", "at": at(6), "dwell_min": 8},
+            # Z002 applies to every category (Z001 restricts hazardous goods only): the coach's entry fires
+            {"kind": "zone", "vehicle": "tour", "at": at(6), "zone": "Z002", "dwell_min": 8},
         ] + _fatigue(start, hours),
     }
+
+
+def demo_start(now: datetime, hours: float) -> datetime:
+    """``now`` (whole minutes, Beijing), moved back so that ``start + hours`` stays within today."""
+    start = now.astimezone(BEIJING).replace(second=0, microsecond=0)
+    midnight = start.replace(hour=0, minute=0) + timedelta(days=1)
+    latest = midnight - timedelta(hours=min(hours, 23.0), minutes=1)
+    return max(start.replace(hour=0, minute=0), min(start, latest))
 
 
 def _fatigue(start: datetime, hours: float) -> list[dict]:

@@ -2,7 +2,8 @@
 
 Builds the monthly regulator report (rates per §5.2, scores per §5.3, overload statistics) and writes
 report.json, report.html, report.xlsx, report.csv and the trace CSVs into DIR. Source of the vehicle-day
-rows: ``--pings`` (JSON lines run through the GPS engine, no overload section) or ``--archive`` (default:
+rows: ``--pings`` (a scenario/replay feed or JSON lines of pings, run through the GPS engine; no overload
+section; an input the engine cannot read is refused with exit 2 — streams/feed_input.py) or ``--archive`` (default:
 the configured archive). Exit 2 for a bad month, an unreadable registry or a missing source.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--month", required=True, help="report month YYYY-MM (Beijing time)")
     p.add_argument("--registry", required=True, metavar="FILE", help="registry JSON (vehicles, enterprises)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--pings", metavar="FILE", help="GPS pings, JSON lines ('-' = stdin)")
+    src.add_argument("--pings", metavar="FILE", help="GPS pings: a feed (simulate --out / record) or JSON lines ('-' = stdin)")
     src.add_argument("--archive", metavar="TARGET", help="SQLite file or postgresql://… URL (default: the configured archive)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--snapshot", metavar="TS",
@@ -35,15 +36,16 @@ def _day_rows_from_pings(path: str, registry, cfg) -> list[dict]:
     except ModuleNotFoundError as e:
         raise UsageError(f"--pings needs the GPS engine (streams.assess_gps): {e}; use --archive") from None
     from roadwatch.geo.zones import ZoneIndex
-    try:
-        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
-    except OSError as e:
-        raise UsageError(f"cannot read pings {path}: {e.strerror}") from None
+
+    from . import feed_input
+    lines, check, fh = feed_input.pings(path, cfg, f"--pings {path}", columns=True)
     with fh:
-        _alerts, day_rows, errors = run_pings(fh, registry, ZoneIndex.from_registry(registry), cfg)
+        _alerts, day_rows, errors = run_pings(lines, registry, ZoneIndex.from_registry(registry), cfg)
     n_err = len(errors) if hasattr(errors, "__len__") else errors
-    if n_err:
-        print(f"roadwatch report: {n_err} ping line(s) rejected by the GPS engine", file=sys.stderr)
+    check.verdict(rejected_downstream=n_err)
+    if n_err or check.rejected:
+        print(f"roadwatch report: {n_err + check.rejected} of {check.units + check.rejected} ping(s) rejected "
+              f"(within input.max_rejected_share)", file=sys.stderr)
     return list(day_rows)
 
 

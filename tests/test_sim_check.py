@@ -96,3 +96,34 @@ def test_missing_archive_and_unknown_scenario_exit_2(tmp_path, capsys):
     assert main(["scenario", "check", "gps_curfew", "--archive", str(tmp_path / "nope.sqlite")]) == 2
     assert main(["scenario", "check", "no_such_scenario", "--archive", str(tmp_path / "x")]) == 2
     assert "scenario not found" in capsys.readouterr().err
+
+
+def test_tolerated_extra_needs_a_reason_and_is_shown(curfew_archive, tmp_path, capsys):
+    path, b, conn = curfew_archive
+    _alert(conn, "overspeed", b.aliases["charter"])
+    scn = (load_scenario("gps_curfew").path).read_text(encoding="utf-8")
+    ok = tmp_path / "tolerant.toml"
+    ok.write_text(scn + '\n[[expect.tolerate]]\ntype = "overspeed"\nvehicle = "charter"\n'
+                  'reason = "the charter\'s speed is not scripted here"\n', encoding="utf-8")
+    assert main(["scenario", "check", str(ok), "--archive", str(path), "--all"]) == 0
+    assert "tolerated: the charter's speed is not scripted here" in capsys.readouterr().out
+    other = tmp_path / "other.toml"            # tolerating another vehicle does not cover this one
+    other.write_text(scn + '\n[[expect.tolerate]]\ntype = "overspeed"\nvehicle = "longdist"\nreason = "x"\n',
+                     encoding="utf-8")
+    assert main(["scenario", "check", str(other), "--archive", str(path)]) == 1
+    bare = tmp_path / "bare.toml"
+    bare.write_text(scn + '\n[[expect.tolerate]]\ntype = "overspeed"\n', encoding="utf-8")
+    assert main(["scenario", "check", str(bare), "--archive", str(path)]) == 2
+    lax = tmp_path / "lax.toml"
+    lax.write_text(scn.replace("[expect]", "[expect]\nstrict_alerts = false", 1) if "[expect]" in scn
+                   else scn + "\n[expect]\nstrict_alerts = false\n", encoding="utf-8")
+    assert main(["scenario", "check", str(lax), "--archive", str(path)]) == 2
+
+
+def test_a_case_in_a_scenario_without_passages_is_a_difference(curfew_archive, capsys):
+    path, b, conn = curfew_archive
+    conn.execute("INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit, excess_kg, "
+                 "fine_yuan, verdict) VALUES ('W001|x|1', 'W001', ?, '2025-03-05T10:00:00+08:00', '2025-03-05', "
+                 "'fine', 1, 2500, 1000, '{}')", (b.aliases["charter"],))
+    assert main(["scenario", "check", "gps_curfew", "--archive", str(path)]) == 1
+    assert "unexpected WIM verdict" in capsys.readouterr().out

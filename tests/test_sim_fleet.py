@@ -4,7 +4,8 @@ from datetime import datetime
 
 from roadwatch.models.records import BEIJING, CATEGORIES, PLATE_RE
 from roadwatch.models.registry import load_registry
-from roadwatch.simulators.fleet import HUNAN, generate_fleet, valid_device
+from roadwatch.simulators.fleet import HUNAN, SITE_KINDS, county_seats, generate_fleet, valid_device
+from roadwatch.simulators.gps_terminal import haversine_km
 
 
 def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
@@ -49,10 +50,35 @@ def test_geography_inside_the_province_and_china():
     for lon, lat in pts:
         assert HUNAN.lon[0] <= lon <= HUNAN.lon[1] and HUNAN.lat[0] <= lat <= HUNAN.lat[1]
         assert 73.55 <= lon <= 135.0833 and 3.85 <= lat <= 53.55
-    # restricted zones sit in the reserved corner, away from background traffic
+    # zones (restricted and the expressway) sit in the reserved corner, north of background traffic
+    for z in reg.zones.values():
+        assert all(p[1] > HUNAN.traffic_lat[1] + 0.1 for p in z.polygon)
+
+
+def _km(a, b):
+    return float(haversine_km(a[0], a[1], b[0], b[1]))
+
+
+def test_everything_named_after_a_county_is_in_it():
+    """Stations, cargo-source sites, zones and enterprises' vehicles are placed at the real seat of the
+    county in their name (simulators/data/hunan_county_seats.csv): no 芙蓉区 station 200 km from Changsha."""
+    seats = county_seats(HUNAN.seats_file)
+    assert seats["芙蓉区"] == (113.032539, 28.185389) and seats["长沙市芙蓉区"] == seats["芙蓉区"]
+    assert seats["宁乡市"] == seats["宁乡县"]                        # renamed since the table's edition
+    reg = generate_fleet(300, 20, seed=4)
+    assert {s.county for s in reg.stations.values()} == set(HUNAN.counties)   # one station per county
+    for s in reg.stations.values():
+        assert s.name.startswith(s.county) and 2.0 - 0.01 <= _km((s.lon, s.lat), seats[s.county]) <= 8.0 + 0.01
+    for site in reg.source_sites.values():
+        county = next(c for c in HUNAN.counties if site.name.startswith(c))
+        centre = (sum(p[0] for p in site.polygon[:-1]) / 4, sum(p[1] for p in site.polygon[:-1]) / 4)
+        assert _km(centre, seats[county]) <= 15.5
+        assert site.name.isascii() is False and not any(k in site.name for k in SITE_KINDS)   # Chinese names
     for z in reg.zones.values():
         if z.kind == "restricted":
-            assert all(p[0] > HUNAN.traffic_lon[1] and p[1] > HUNAN.traffic_lat[1] for p in z.polygon)
+            county = next(c for c in HUNAN.zone_counties if z.name.startswith(c))
+            centre = (sum(p[0] for p in z.polygon[:-1]) / 4, sum(p[1] for p in z.polygon[:-1]) / 4)
+            assert _km(centre, seats[county]) < 0.1
 
 
 def test_expired_calibration_only_where_asked():

@@ -23,7 +23,9 @@ def test_expand_legs_timing_and_implied_speed():
     v = d / np.diff(ts) * 3600
     assert np.allclose(v[:119], 60.0, rtol=0.01)                      # implied speed = nominal speed
     parked = (ts > 1_000_000 + 3600) & (ts <= 1_000_000 + 5400)
-    assert parked.sum() == 3 and np.all(c["speed_kmh"][parked] == 0)
+    # JT/T 808 terminals report at a state change: a stopped, ACC-off fix 1 s after the stop, then every 600 s
+    assert list(ts[parked] - 1_000_000 - 3600) == [1, 600, 1200, 1800] and np.all(c["speed_kmh"][parked] == 0)
+    assert 1_000_000 + 5401 in ts                                    # and a moving fix 1 s after starting again
     first_stop = np.flatnonzero(parked)[0]                   # stopped where the drive ended: no jump
     assert haversine_km(c["lon"][first_stop - 1], c["lat"][first_stop - 1], c["lon"][first_stop], c["lat"][first_stop]) < 1e-6
     assert np.all(c["status_flags"][parked] & 1 == 0)                # ACC off while parked
@@ -141,3 +143,21 @@ def test_speeding_and_zone_behaviours_in_feed():
     inside = [r for r in _pings(g, g.aliases["dg_in_z1"])
               if z[0][0] <= r[4] <= z[1][0] and z[0][1] <= r[5] <= z[2][1]]
     assert len(inside) >= 10                                              # dwell of 10 min inside
+
+
+def test_receipt_in_sending_order_and_no_silence_while_moving():
+    """Per terminal, fixes arrive in the order sent (re-uploads aside), and a background vehicle never falls
+    silent while moving: after a moving fix the next one comes within the driving interval."""
+    from roadwatch.models.config import Config
+    from roadwatch.simulators.scenario import build, load_scenario
+    scn = load_scenario("province_week")
+    scn.raw["fleet"] = dict(scn.raw["fleet"], vehicles=150, drift_vehicle_rate=0.0, bad_value_rate=0.0)
+    scn.hours = 48.0
+    c = build(scn, Config()).pings
+    o = np.lexsort((c["ts"], c["vid"]))
+    vid, ts, recv, spd = c["vid"][o], c["ts"][o], c["recv_ts"][o], c["speed_kmh"][o]
+    same = vid[1:] == vid[:-1]
+    assert not np.any(same & (recv[1:] < recv[:-1]))
+    moving_then = same & (spd[:-1] > 0)
+    assert moving_then.sum() > 1000
+    assert np.all(np.diff(ts)[moving_then] <= scn.raw["scenario"]["interval_s"])

@@ -111,3 +111,51 @@ def test_barrier_flushes_and_settles_before_the_record():
     assert events[:2] == [("flush", 1), ("settle", 1)]  # before the barrier record was sent
     assert [round(s[0], 6) for s in prod.sent] == [0, 15, 75]   # pacing resumes after the settle time
     assert res["settle_s"] == 5.0
+
+
+def test_event_time_gate_keeps_topics_in_step():
+    """A worker that drains WIM instantly but GPS one record per look: the gate holds every record of event
+    time T back until the worker has taken in each record of either topic up to T − lead."""
+    from roadwatch.simulators.replay import EventTimeGate
+    recs = []
+    for m in range(120):                        # one GPS batch a minute, a WIM reading every 7 minutes
+        recs.append(FeedRecord("gps-pings", 0, b"k", b"{}", m * 60_000))
+        if m % 7 == 3:
+            recs.append(FeedRecord("wim-readings", 0, b"k", b"{}", m * 60_000 + 2000))
+    now = [0.0]
+    prod = FakeProducer(lambda: now[0])
+    taken = {"gps-pings": 0, "wim-readings": 0}
+
+    def intake():                               # the slow GPS consumer moves on by one record per look
+        sent = [r[1] for r in prod.sent]
+        taken["wim-readings"] = sent.count("wim-readings")
+        taken["gps-pings"] = min(sent.count("gps-pings"), taken["gps-pings"] + 1)
+        return dict(taken)
+
+    lead = 10 * 60_000
+    gate = EventTimeGate(intake, lead, sleep=lambda s: None, clock=lambda: now[0])
+    seen_at_send = []
+    orig = prod.send
+
+    def send(topic, key, value, partition):
+        seen_at_send.append(dict(gate.seen))
+        return orig(topic, key, value, partition)
+    prod.send = send
+    res = publish(recs, prod, None, progress=False, gate=gate)
+    assert res["messages"] == len(recs) and not gate.open
+    for r, seen in zip(recs, seen_at_send):
+        need = sum(1 for x in recs if x.topic == "gps-pings" and x.ts_ms <= r.ts_ms - lead)
+        assert seen.get("gps-pings", 0) >= need, (r.topic, r.ts_ms)
+
+
+def test_event_time_gate_opens_when_the_worker_stalls(capsys):
+    from roadwatch.simulators.replay import EventTimeGate
+    t = [0.0]
+
+    def sleep(s):
+        t[0] += s
+    gate = EventTimeGate(lambda: {"gps-pings": 0}, 1000, stall_s=5.0, sleep=sleep, clock=lambda: t[0])
+    recs = [FeedRecord("gps-pings", 0, b"k", b"{}", i * 1000) for i in range(5)]
+    res = publish(recs, FakeProducer(lambda: t[0]), None, progress=False, gate=gate)
+    assert res["messages"] == 5 and gate.open
+    assert "without event-time gating" in capsys.readouterr().err
