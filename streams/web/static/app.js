@@ -3,6 +3,7 @@
 // Live alerts arrive by Server-Sent Events; vehicle positions are refreshed as JSON every few seconds.
 
 import {ConsoleMap, SPEED_BINS} from "./map.js";
+import {ensureNames, initPlatforms, loadPlatforms, platformLabel} from "./platforms.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const TYPE_LABELS = {
@@ -78,7 +79,8 @@ async function api(path, opts = {}) {
 const canAct = () => state.me && (state.me.role === "operator" || state.me.role === "admin");
 
 // --- views ---------------------------------------------------------------------------------------------------
-const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, users: loadUsers};
+const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, devices: loadDevices,
+  platforms: loadPlatforms, users: loadUsers};
 function showView(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === "view-" + name);
@@ -202,6 +204,8 @@ for (const [id, key] of [["f-type", "type"], ["f-category", "category"], ["f-ent
 const STATE_LABELS = {moving: "行驶", stopped: "停车", offline: "离线", alerting: "告警", no_data: "无数据"};
 const VERDICT_LABELS = {fine: "罚款", warning: "警告", review: "人工审核", pass: "未超限", none: "未超限"};
 const REVIEW_REASONS = {calibration_invalid: "计量检定失效", unknown_plate: "车牌未登记", low_confidence: "车牌识别置信度低",
+  device_legal_review_missing: "设备未经法制审核", device_technical_review_missing: "设备未经技术审核",
+  device_signage_missing: "设备未设明显标志", device_announcement_missing: "设备未向社会公布",
   plate_unreadable: "车牌无法识别", not_in_population: "不在统计范围", device_fault: "设备故障", suspect: "数据可疑"};
 const FATIGUE_KINDS = {continuous_day: "日间连续驾驶", continuous_night: "夜间连续驾驶", continuous: "连续驾驶", cumulative_24h: "24 小时累计驾驶"};
 let cmap = null;
@@ -308,6 +312,7 @@ async function selectVehicle(plate, fromAlert) {
     return;
   }
   const v = res.vehicle, now = res.now;
+  if (v.platform !== null && v.platform !== undefined) await ensureNames();
   stopPlayback();
   if (cmap) { if ((res.track || []).length > 1) cmap.showTrack(res.track); else cmap.clearTrack(); }   // the recent track
   const handled = (a) => a.ack_by ? el("small", {class: "handled", text: `已处理 ${a.ack_by}`}) : el("small", {class: "open", text: "未处理"});
@@ -315,6 +320,7 @@ async function selectVehicle(plate, fromAlert) {
     el("h3", {text: `${plate} `}, el("span", {class: `badge st-${now ? now.state : "no_data"}`, text: now ? STATE_LABELS[now.state] || now.state : "无数据"})),
     kvTable([["类别 Category", v.category], ["企业 Enterprise", v.enterprise], ["区县 County", v.county],
              ["道路运输证 Transport cert.", v.transport_cert_no], ["终端 Terminal", v.terminal_id],
+             ["转发平台 Via platform", platformLabel(v.platform)],
              ["最新位置 Last fix", now && now.lat !== null ? `${num(now.lat, 5)}, ${num(now.lon, 5)}（${fmtTs(now.ts)}）` : "—"],
              ["速度 Speed", now ? kmh(now.speed_kmh) : "—"]]),
     el("div", {class: "row-buttons"},
@@ -665,6 +671,17 @@ function renderCase(c) {
     return el("a", {href: url, target: "_blank", rel: "noopener", title: f}, el("img", {src: url, alt: f, loading: "lazy"}));
   });
   const track = m.track || m.track_excerpt || (m.source && m.source.track) || [];
+  const evUrl = (f) => `api/cases/${encodeURIComponent(c.case_id)}/evidence/${f.split("/").map(encodeURIComponent).join("/")}`;
+  const docs = (c.documents || []).map((d) => el("tr", {"data-document": d.kind},
+    el("td", {text: DOCUMENT_LABELS[d.kind] || d.kind}), el("td", {text: fmtTs(d.issued_at)}), el("td", {text: d.by || ""}),
+    el("td", {}, ...d.files.map((f) => el("a", {href: evUrl(f.path), target: "_blank", rel: "noopener",
+      title: `SHA-256 ${f.sha256}`, text: f.media_type === "application/pdf" ? "PDF " : "HTML "}))),
+    el("td", {}, el("small", {text: d.entry}))));
+  const issueButtons = canAct() ? ["notice", "inform", "decision"].map((k) => el("button", {"data-issue": k,
+    text: `生成 ${DOCUMENT_LABELS[k]}`, onclick: async () => {
+      try { await api(`api/cases/${encodeURIComponent(c.case_id)}/documents`, {method: "POST", body: {kind: k}}); openCase(c.case_id); }
+      catch (e) { toast(e.message); }
+    }})) : [];
   fill(box,
     el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status}),
        el("small", {text: `  ${c.case_id}`}),
@@ -681,6 +698,11 @@ function renderCase(c) {
     section("处理 Actions", canAct() ? el("div", {class: "actions"}, reason, at, ...buttons,
         buttons.length ? null : el("span", {class: "muted", text: "无可用操作 no action available in this state"}), msg)
       : el("p", {class: "muted", text: "只读用户 read-only user"})),
+    section("文书 Documents（已签名并入证据链 signed on the evidence chain）",
+      docs.length ? el("table", {class: "grid", id: "documents"}, el("thead", {}, el("tr", {}, el("th", {text: "文书 Document"}),
+        el("th", {text: "生成 Issued"}), el("th", {text: "经办 By"}), el("th", {text: "文件 Files"}), el("th", {text: "证据链条目 Entry"}))),
+        el("tbody", {}, ...docs)) : el("p", {class: "muted", text: "尚无文书 no documents yet"}),
+      issueButtons.length ? el("div", {class: "actions"}, ...issueButtons) : null),
     section("审计记录 Audit trail", c.actions.length ? el("table", {class: "grid", id: "audit"},
       el("thead", {}, el("tr", {}, el("th", {text: "时间 Time"}), el("th", {text: "法律日期 Legal date"}), el("th", {text: "操作 Action"}), el("th", {text: "操作员 Operator"}), el("th", {text: "理由 Reason"}))),
       el("tbody", {}, ...c.actions.map((a) => el("tr", {"data-audit": a.action},
@@ -773,6 +795,26 @@ const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "re
   "report.csv": "考核指标 rates.csv", "report.json": "数据 report.json", "trace_vehicles.csv": "车辆明细 trace_vehicles.csv",
   "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
 
+// --- devices: the public device list (streams/device_list.py) ---------------------------------------------------
+const DOCUMENT_LABELS = {notice: "违法行为通知书", inform: "行政处罚告知书", decision: "行政处罚决定书"};
+const DEVICE_ITEM_STATUS = {ok: "已完成", pending: "未生效", missing: "未完成"};
+async function loadDevices() {
+  const res = await api("api/devices");
+  $("dev-summary").textContent = `截至 ${res.as_of.slice(0, 10)}：${res.total} 台设备，${res.approved} 台可用于处罚 ` +
+    `(${res.approved} of ${res.total} usable for fines)`;
+  $("device-table").tBodies[0].replaceChildren(...res.devices.map((d) => el("tr", {"data-device": d.device_id},
+    el("td", {}, el("div", {text: d.location}), el("small", {text: d.county || ""})),
+    el("td", {text: d.road || "—"}), el("td", {text: d.direction || "—"}),
+    el("td", {text: `${d.device_type === "mobile" ? "移动式" : "固定式"} ${d.device_id}`}),
+    el("td", {text: `${d.calibration_cert_no || "—"} 至 ${(d.calibration_valid_to || "—").slice(0, 10)}`}),
+    ...["legal_review", "technical_review", "signage", "announcement"].map((k) => {
+      const a = d.approval[k];
+      return el("td", {class: a.status === "ok" ? "ok" : "bad", title: a.reference || "",
+        text: `${DEVICE_ITEM_STATUS[a.status]}${a.date ? " " + a.date.slice(0, 10) : ""}`});
+    }),
+    el("td", {class: d.approved ? "ok" : "bad", text: d.approved ? "是 yes" : "否 no"}))));
+}
+
 // --- users (admin) -------------------------------------------------------------------------------------------------
 async function loadUsers() {
   if (!state.me || state.me.role !== "admin") return;
@@ -805,6 +847,7 @@ async function start() {
   for (const e of state.me.enterprises) opt("f-enterprise", e.id, e.name);
   for (const c of state.me.counties) opt("f-county", c, c);
   for (const b of document.querySelectorAll(".tabs button")) b.onclick = () => showView(b.dataset.view);
+  initPlatforms({api, el, fill, canAct, toast, $});
   $("logout").onclick = async () => {
     try { await api("api/logout", {method: "POST", body: {}}); } finally { window.location.replace("login"); }
   };
