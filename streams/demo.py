@@ -33,7 +33,7 @@ SEVERITY_MARK = {"high": "高", "medium": "中", "low": "低"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=30.0, help="simulated time per real second (default 30×)")
-    p.add_argument("--hours", type=float, default=5.0, help="simulated hours of traffic (default 5)")
+    p.add_argument("--hours", type=float, default=5.0, help="simulated hours of traffic, the last ones up to now (default 5)")
     p.add_argument("--vehicles", type=int, default=80, help="background fleet size (default 80)")
     p.add_argument("--port", type=int, default=None, help="console port (default web.port)")
     p.add_argument("--duration", type=float, default=None,
