@@ -222,7 +222,7 @@ _k("alerts.late_after_s", 300, "docs/legal-basis.md §7 (project decision)",
 _k("stream.partitions", 4, "ops (docs/legal-basis.md §10)", "partitions of the input topics", lo=1, hi=256)
 _k("stream.batch_max_pings", 500, "ops (docs/legal-basis.md §10)",
    "ping batch flush size (gateway, simulators)", lo=1, hi=100000)
-_k("stream.batch_max_ms", 200, "ops (docs/legal-basis.md §10)", "ping batch flush interval", lo=1, hi=60000)
+_k("stream.batch_max_ms", 200, "ops (docs/legal-basis.md §10)", "ping batch flush interval (0 = at the next tick)", lo=0, hi=60000)
 _k("stream.snapshot_interval_s", 5.0, "ops (docs/legal-basis.md §10)",
    "how often per-partition ping state, day rows and track samples are committed (the cost grows with the "
    "number of commits while catching up; live alerts do not wait for it)", lo=0.05, hi=3600)
@@ -474,6 +474,54 @@ _k("time.min_year", 2000, "docs/legal-basis.md §10 (project decision)",
 _k("time.max_year", 2100, "docs/legal-basis.md §10 (project decision)",
    "readings, pings, batches and driver events dated after 31 December of this year are bad_timestamp",
    lo=2000, hi=2200)
+
+
+# --- lawful devices (models/devices.py; 行政处罚法 Art. 41) -------------------------------------------------
+_k("devices.require_legal_review", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's legal review (法制审核) is on file, dated at or before it")
+_k("devices.require_technical_review", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's technical review (技术审核) is on file, dated at or before it")
+_k("devices.require_signage", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's signage (设置明显标志) is on file, dated at or before it")
+_k("devices.require_announcement", True, "docs/legal-basis.md §9.1 (行政处罚法 Art. 41)",
+   "a reading may become a fine only if its device's location was announced to the public (向社会公布), dated at "
+   "or before it")
+
+
+# --- case documents (models/documents.py, streams/documents.py) ------------------------------------------------
+_k("documents.agency_name", "某市交通运输综合行政执法支队", "ops",
+   "the authority named on notices, 告知书 and 决定书 (the deploying agency's full name)")
+_k("documents.seal_text", "（印章）", "ops", "text printed where the agency's seal goes")
+_k("documents.agency_contact", "地址：____  电话：____", "ops", "address and telephone printed on every document")
+_k("documents.number_prefix", "交执", "ops", "document number prefix: <prefix><kind>〔<year>〕<case id>号")
+_k("documents.review_authority", "某市人民政府", "docs/legal-basis.md §9.2 (行政复议法)",
+   "the body that hears an administrative review (行政复议机关) of the agency's decisions")
+_k("documents.court", "某市某区人民法院", "docs/legal-basis.md §9.2 (行政诉讼法)",
+   "the court where a decision may be challenged")
+_k("documents.payment_days", 15, "docs/legal-basis.md §9.2 (处罚法 Art. 67)",
+   "days after service to pay the fine, printed on the decision", lo=1, hi=60)
+_k("documents.review_days", 60, "docs/legal-basis.md §9.2 (行政复议法 Art. 20)",
+   "days after service to apply for administrative review, printed on the decision", lo=1, hi=365)
+_k("documents.litigation_months", 6, "docs/legal-basis.md §9.2 (行政诉讼法 Art. 46)",
+   "months after service to sue, printed on the decision", lo=1, hi=24)
+_k("documents.templates_dir", "", "ops",
+   "folder with the agency's adapted templates (notice.html, inform.html, decision.html); a file missing there "
+   "falls back to the bundled one; empty = bundled templates only")
+
+
+# --- publication of decisions (models/publication.py) --------------------------------------------------------
+_k("publication.within_working_days", 7, "docs/legal-basis.md §9.3 (国办发〔2018〕118号 [S])",
+   "a decision is to be on the public list within this many working days of its date (publish_by)", lo=1, hi=60)
+_k("publication.plate_mask", "middle", "docs/legal-basis.md §9.3 (project decision)",
+   "middle: 湘B***3S (province, city letter and the last two characters stay); none: the full plate",
+   ("middle", "none"))
+_k("publication.mask_organisations", False, "docs/legal-basis.md §9.3 (project decision)",
+   "also mask the names of enterprises (a natural person's name is always masked to its first character)")
+_k("calendar.holidays", "", "ops",
+   "public holidays (comma-separated YYYY-MM-DD) that are not working days; set from the State Council's "
+   "yearly notice")
+_k("calendar.extra_workdays", "", "ops",
+   "weekend days that are working days (调休 make-up days), comma-separated YYYY-MM-DD")
 
 
 # --- batch inputs (streams/feed_input.py) ------------------------------------------------------------

@@ -221,6 +221,7 @@ def build_manifest(verdict: dict, reading: WimReading) -> dict:
             "county": st.get("county"), "device_id": reading.device_id, "accuracy_class": st.get("accuracy_class"),
             "certificate_no": cal.get("cert_no"), "certificate_valid_from": cal.get("valid_from"),
             "certificate_valid_to": cal.get("valid_to"), "calibration_status": cal.get("status"),
+            "device_approval": verdict.get("device_approval"),
         },
         "time": {"ts": verdict["ts"], "clock": "station device clock"},
         "lane": reading.lane, "direction": None, "speed_kmh": reading.speed_kmh,
@@ -565,6 +566,17 @@ def _check_entries(pkg: Path, manifest: dict, trusted_keys_dir) -> tuple[list[st
             doc = orjson.loads(data)
             if doc.get("case_id") != manifest.get("case_id"):
                 problems.append(f"entry {rel}: belongs to case {doc.get('case_id')}")
+            # files an entry holds (issued documents): present, inside the package, with the hash it signed
+            for held in (doc.get("fact") or {}).get("files") or []:
+                hrel = str(held.get("path") or "")
+                files.add(hrel)
+                hf = pkg / hrel
+                if ".." in Path(hrel).parts or Path(hrel).is_absolute():
+                    problems.append(f"entry {rel}: file {hrel} escapes the package")
+                elif not hf.is_file():
+                    problems.append(f"file {hrel}: missing (entry {rel} holds it)")
+                elif sha256_file(hf) != held.get("sha256"):
+                    problems.append(f"file {hrel}: altered (sha256 differs from entry {rel})")
         except (orjson.JSONDecodeError, AttributeError):
             problems.append(f"entry {rel}: altered (not valid JSON)")
     for rel, ln in links.items():

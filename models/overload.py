@@ -8,7 +8,9 @@ Order of the rules (documented so the verdict is explainable):
  1. passage de-duplication (same plate, same station, within ``overlimit.dedup_window_s`` of the passage's
     first reading → ``duplicate_of``, no second case);
  2. Art. 3 limit (models/limits.py) and tolerance (threshold | deduct) → ``over_limit``;
- 3. if over the limit: validity (calibration certificate, plate confidence, plate in registry) → ``review``;
+ 3. if over the limit: validity (calibration certificate; the device's legal/technical review, signage and
+    public announcement — models/devices.py, ``devices.require_*``; plate confidence, plate in registry)
+    → ``review``;
     a valid 大件运输许可 covering the passage (limits and route) → ``none``, ``permitted``; a permit valid in
     time that does not cover it → ``review`` (``permit_terms_not_met``, the permit's reasons); else Art. 43 →
     ``warning`` | ``fine``;
@@ -31,6 +33,7 @@ import numpy as np
 
 from roadwatch.geo.sites import SiteIndex, find_loading_site
 from .config import Config
+from .devices import approval_status, reason_for
 from .limits import axle_findings, axle_groups, gross_limit
 from .penalties import police_assessment, road_penalty
 from .permits import PermitIndex
@@ -312,6 +315,9 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     reasons: list[str] = []
     if calib["status"] != "ok" and cfg["overlimit.requires_valid_calibration"]:
         reasons.append(f"calibration_{calib['status']}")
+    # 3a. 行政处罚法 Art. 41: a device lacking a required review, signage or announcement at the reading's time
+    approval = approval_status(registry, reading.station_id, reading.device_id, ts_ms, cfg)
+    reasons.extend(reason_for(item) for item in approval["missing"])
     if reading.plate_confidence < cfg["overlimit.min_plate_confidence"]:
         reasons.append("low_plate_confidence")
     if vehicle is None:
@@ -355,7 +361,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "road_penalty": road,
         "review_reason": reasons[0] if action == "review" else None,
         "review_reasons": reasons if over else [],
-        "calibration": calib,
+        "calibration": calib, "device_approval": approval,
         "case_id": case_id, "passage_id": passage_id, "duplicate_of": duplicate_of,
         "permit": permit, "permitted": permitted and over,
         "enterprise_id": (vehicle.enterprise_id or None) if vehicle else None,

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from .devices import check_device
 from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLORS, SourceSite, Station,
                       Vehicle, Zone, parse_ts)
 
@@ -188,6 +189,9 @@ def parse_registry(data: dict) -> Registry:
                         parse_ts(dev[k], k)
                     except InvalidRecord as err:
                         raise RegistryError(f"stations[{i}].devices[{j}]: {err.detail}") from None
+            problem = check_device(dev)      # device type, road, approval records (models/devices.py)
+            if problem:
+                raise RegistryError(f"stations[{i}].devices[{j}] ({dev['device_id']}): {problem}")
         reg.stations[s.station_id] = s
     return reg
 

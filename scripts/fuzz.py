@@ -51,6 +51,7 @@ import orjson  # noqa: E402
 
 from roadwatch.models.config import Config, ConfigError, load_config  # noqa: E402
 from roadwatch.models.records import InvalidRecord  # noqa: E402
+from roadwatch.simulators.fleet import full_approval  # noqa: E402
 
 FRAMES_FILE = ROOT / "tests" / "data" / "jt808-frames.txt"      # real device frames
 INTERESTING_BYTES = [0x00, 0x01, 0x7D, 0x7E, 0x7F, 0x80, 0xFF, 0x02, 0x20, 0x22, 0x5C, 0x7B, 0x7D]
@@ -505,7 +506,8 @@ def _registry_seeds() -> list[bytes]:
                       "polygon": [[118.0, 32.0], [118.1, 32.0], [118.1, 32.1]]}],
            "stations": [{"station_id": "S1", "name": "站", "lat": 32.0, "lon": 118.0,
                          "devices": [{"device_id": "D1", "cert_no": "C1", "valid_from": "2020-01-01T00:00:00+08:00",
-                                      "valid_to": "2099-01-01T00:00:00+08:00"}]}]}
+                                      "valid_to": "2099-01-01T00:00:00+08:00",
+                                      "approval": full_approval("2020-01-01T00:00:00+08:00", "FUZZ")}]}]}
     return [orjson.dumps(reg)]
 
 

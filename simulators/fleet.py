@@ -253,6 +253,7 @@ def generate_fleet(vehicles: int, stations: int, seed: int, *, prov: Province = 
             valid_to = valid_from + timedelta(days=365)
             devices.append({"device_id": f"{stid}-D{j + 1}", "cert_no": f"湘计检字{_digits(rng, 10)}",
                             "valid_from": format_ts(valid_from), "valid_to": format_ts(valid_to)})
+        _approve(devices, seed, i, stid)
         acc = str(rng.choice(["2", "5", "5", "5", "10"]))
         reg.stations[stid] = Station(station_id=stid, name=f"{county}治超非现场检测点{i + 1}",
                                      lat=round(float(lat), 6), lon=round(float(lon), 6),
@@ -261,6 +262,43 @@ def generate_fleet(vehicles: int, stations: int, seed: int, *, prov: Province = 
     for v in reg.vehicles.values():
         assert PLATE_RE.match(v.plate), v.plate
     return reg
+
+
+ROADS = ("G107", "G207", "G319", "G320", "S308", "S311", "S206", "G240")
+
+
+def _approve(devices: list[dict], seed: int, i: int, stid: str) -> None:
+    """Road, direction, type and the 行政处罚法 Art. 41 approval records (legal and technical review,
+    signage, public announcement), all dated before the station's first calibration certificate so every
+    reading inside a certificate's validity is from an approved device. A separate generator keeps the
+    rest of the registry the same bytes as before these fields existed."""
+    arng = np.random.default_rng([seed, 41, i])
+    first = min(datetime.fromisoformat(d["valid_from"]) for d in devices)
+    base = first - timedelta(days=int(arng.integers(20, 90)))
+    road = ROADS[int(arng.integers(len(ROADS)))]
+    km = int(arng.integers(5, 900))
+    year = base.year
+    n = int(arng.integers(1, 90))
+    for j, dev in enumerate(devices):
+        dev.update(device_type="fixed", road=f"{road} K{km}+{int(arng.integers(0, 1000)):03d}",
+                   direction=("上行", "下行")[j % 2])
+        dev["approval"] = {
+            "legal_review": {"date": format_ts(base), "reference": f"湘交法审〔{year}〕{n}号",
+                             "reviewer": "市交通运输局法制科"},
+            "technical_review": {"date": format_ts(base + timedelta(days=3)),
+                                 "reference": f"湘交技审〔{year}〕{n}号", "reviewer": "市公路事务中心"},
+            "signage": {"date": format_ts(base + timedelta(days=10)), "reference": f"{stid}-标志验收-{j + 1}",
+                        "reviewer": "市交通运输综合行政执法支队"},
+            "announcement": {"date": format_ts(base + timedelta(days=15)),
+                             "reference": f"关于公路治超非现场执法点位的通告（{year}年第{n}号）",
+                             "reviewer": "市交通运输局"},
+        }
+
+
+def full_approval(date: str, ref: str = "TEST") -> dict:
+    """Every Art. 41 item on file at ``date`` (ISO with offset): for hand-built test and bench registries."""
+    return {item: {"date": date, "reference": f"{ref}-{item}", "reviewer": "审核单位"}
+            for item in ("legal_review", "technical_review", "signage", "announcement")}
 
 
 def valid_device(station: Station, at: datetime) -> dict | None:

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from roadwatch.models.config import Config
+from roadwatch.simulators.fleet import full_approval
 
 from . import topics as T
 from .broker import free_port
@@ -118,7 +119,8 @@ def bench_registry(f: dict, path: Path) -> None:
     reg.stations["S1"] = Station(station_id="S1", name="基准站", lat=32.0, lon=118.0,
                                  devices=[{"device_id": "D1", "cert_no": "JJG907-1",
                                            "valid_from": "2020-01-01T00:00:00+08:00",
-                                           "valid_to": "2099-01-01T00:00:00+08:00"}])
+                                           "valid_to": "2099-01-01T00:00:00+08:00",
+                                           "approval": full_approval("2020-01-01T00:00:00+08:00", "BENCH")}])
     reg.dump(path)
 
 

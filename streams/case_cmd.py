@@ -6,6 +6,7 @@ The console calls the same ``CaseStore`` methods (streams/cases.py), so both go 
     roadwatch case act CASE_ID ACTION --archive PATH --by OFFICER [--reason TEXT] [--at ISO-8601] [--driver ID]
     roadwatch case act PROPOSAL_ID legal_review|notify|decide|withdraw --archive PATH --by OFFICER …
     roadwatch escalations --archive PATH --at ISO-DATE
+    roadwatch case document CASE_ID notice|inform|decision --archive PATH --by OFFICER [--pdf] [--out FILE]
 
 Output is JSON on stdout (one line per escalation). Exit 0 ok, 1 not found, 2 refused act or bad usage
 (the reason on stderr).
@@ -39,6 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--at", metavar="ISO-8601", help="legal date of the act, e.g. the decision date "
                                                         "(a date, or a date-time with offset; default now)")
         p.add_argument("--driver", metavar="DRIVER_ID", help="record the driver identified in the investigation")
+    elif word == "document":
+        p.add_argument("case_id", metavar="CASE_ID", help="a case id (C…)")
+        p.add_argument("kind", choices=("notice", "inform", "decision"),
+                       help="违法行为通知书 | 行政处罚告知书 | 行政处罚决定书")
+        p.add_argument("--by", required=True, metavar="OFFICER", help="the officer issuing it")
+        p.add_argument("--pdf", action="store_true",
+                       help="also print it to PDF with headless Chromium (/usr/bin/chromium; HTML only without it)")
+        p.add_argument("--out", metavar="FILE", help="also copy the document here (.pdf → the PDF, else the HTML)")
     else:   # escalations
         p.add_argument("--at", required=True, metavar="ISO-DATE", help="last day of the Art. 66 window")
     p.add_argument("--archive", required=True, metavar="PATH", help="the archive (SQLite file)")
@@ -58,6 +67,30 @@ def _out(obj) -> None:
     sys.stdout.flush()
 
 
+def _document(store, args) -> int:
+    from roadwatch.models.documents import DocumentError
+    from roadwatch.streams import documents
+    want_pdf = args.pdf or (args.out or "").lower().endswith(".pdf")
+    try:
+        doc = documents.issue(store, args.case_id, args.kind, by=args.by, pdf=want_pdf)
+    except DocumentError as e:
+        print(f"roadwatch: {e.code}: {e.detail}", file=sys.stderr)
+        return 1 if e.code == "not_found" else 2
+    if doc.get("pdf_note"):
+        print(f"roadwatch: {doc['pdf_note']}", file=sys.stderr)
+    if args.out:
+        pkg = documents.package_of(store, args.case_id)
+        media = "application/pdf" if args.out.lower().endswith(".pdf") else "text/html"
+        src = next((f for f in doc["files"] if f["media_type"] == media), None)
+        if src is None:
+            print(f"roadwatch: no {media} produced; nothing written to {args.out}", file=sys.stderr)
+            _out(doc)
+            return 1
+        Path(args.out).write_bytes((pkg / src["path"]).read_bytes())
+    _out(doc)
+    return 0
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from roadwatch.streams.cases import CaseActionError
     store = _store(args, cfg)
@@ -67,6 +100,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             for e in store.escalations(args.at):
                 _out(e)
             return 0
+        if word == "document":
+            return _document(store, args)
         is_proposal = args.case_id.startswith("P")
         if word == "show":
             found = store.proposal(args.case_id) if is_proposal else store.show(args.case_id)

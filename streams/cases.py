@@ -25,6 +25,7 @@ from roadwatch.models.config import Config
 from roadwatch.models.evidence import EvidenceError, SigningKey, append_entry, load_signing_key, write_package
 from roadwatch.models.lifecycle import Act, TransitionError
 from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
+from roadwatch.streams import documents
 from roadwatch.streams.archive import register_schema
 
 register_schema("""
@@ -442,6 +443,7 @@ class CaseStore:
         out["proposals"] = [p for p in self.proposals(subjects=subjects)
                             if case_id in p["basis"].get("case_ids", [])]
         out["conflicts"] = self.conflicts(case_id)
+        out["documents"] = documents.listing(documents.package_of(self, case_id))
         return out
 
     @staticmethod
@@ -510,6 +512,15 @@ class CaseStore:
                     self._recompute_escalations(c, row, now)
         pending = self._evidence_sync(case_id)
         out = self.show(case_id)
+        # the document each step produces (告知书 on notify, 决定书 on decide), HTML on the evidence chain
+        kind = {"notify": "inform", "decide": "decision"}.get(action)
+        if kind and not pending and self.data_dir is not None and documents.package_of(self, case_id):
+            try:
+                documents.issue(self, case_id, kind, by=act.by, case=out)
+                out = self.show(case_id)
+            except (documents.DocumentError, EvidenceError, OSError) as e:
+                log.warning("case %s: %s not issued (%s); issue it with `roadwatch case document`", case_id, kind, e)
+                out["documents_pending"] = [kind]
         out["replayed"] = replayed
         if pending:
             out["evidence_pending"] = pending

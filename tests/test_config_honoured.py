@@ -66,6 +66,8 @@ def changed_config(tmp_path) -> Config:
     values["art66.vehicle_driver_threshold"] = 0   # one decided case escalates: the proposal workflow runs
     values["web.argon2_memory_kib"] = 1024                                     # keep the hash cheap
     values["web.argon2_time_cost"] = 1
+    values["calendar.holidays"] = "2020-01-01"                                 # dates, not free text
+    values["calendar.extra_workdays"] = "2020-01-04"
     return Config(values)
 
 
@@ -191,6 +193,10 @@ async def _exercise(cfg: Config, tmp_path) -> None:
                        ("serve", day + timedelta(days=3 + int(cfg["case.statement_days"])))):   # art66.counts_from
         store.act(fine, action, "officer", "test", at=at.isoformat())
     assert store.escalations((T0 + timedelta(days=12)).isoformat())
+    # the decision's documents (issued on decide) and the public decision list
+    from roadwatch.models.publication import decision_list
+    assert [d["kind"] for d in store.show(fine)["documents"]] == ["inform", "decision"]
+    assert decision_list([store.show(fine)], cfg, (T0 + timedelta(days=30)).date())["decisions"]
     (proposal,) = [p for p in store.proposals() if fine in p["basis"]["case_ids"]][:1]
     store.act_proposal(proposal["proposal_id"], "legal_review", "officer", "test",
                        at=(T0 + timedelta(days=13)).isoformat())

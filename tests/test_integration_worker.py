@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from roadwatch.models.pingbatch import encode_batch
 from roadwatch.models.records import Enterprise, Station, Vehicle
 from roadwatch.models.registry import Registry
+from roadwatch.simulators.fleet import full_approval
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import open_archive
 
@@ -30,7 +31,15 @@ def _registry(path):
     reg.stations["S1"] = Station(station_id="S1", name="宁连公路站", lat=32.1, lon=118.8,
                                  devices=[{"device_id": "D1", "cert_no": "JJG907-2026-001",
                                            "valid_from": "2020-01-01T00:00:00+08:00",
-                                           "valid_to": "2099-01-01T00:00:00+08:00"}])
+                                           "valid_to": "2099-01-01T00:00:00+08:00",
+                                           "approval": full_approval("2020-01-01T00:00:00+08:00")}])
+    # a station whose device was never announced to the public (行政处罚法 Art. 41): its readings are never fines
+    unannounced = full_approval("2020-01-01T00:00:00+08:00")
+    del unannounced["announcement"]
+    reg.stations["S2"] = Station(station_id="S2", name="未公布站", lat=32.2, lon=118.9,
+                                 devices=[{"device_id": "D2", "cert_no": "JJG907-2026-002",
+                                           "valid_from": "2020-01-01T00:00:00+08:00",
+                                           "valid_to": "2099-01-01T00:00:00+08:00", "approval": unannounced}])
     reg.dump(path)
 
 
@@ -95,6 +104,32 @@ def test_wim_reading_becomes_case_alert_and_bad_input_dead_letter(running):
             break
         time.sleep(0.2)
     assert [r["action"] for r in rows] == ["fine"]
+
+
+def test_reading_from_an_unannounced_device_goes_to_review_never_a_fine(running):
+    st, cfg = running
+    now = datetime.now(timezone.utc)
+    reading = {"station_id": "S2", "lane": 1, "ts": now.isoformat(timespec="milliseconds"), "plate": "苏A20002",
+               "plate_color": 2, "plate_confidence": 0.99, "vehicle_kind": "truck", "axle_count": 3,
+               "axle_loads_kg": [7000, 15000, 15000], "axle_spacings_m": [3.5, 1.3], "gross_kg": 37000,
+               "speed_kmh": 50, "device_id": "D2"}
+    p = KafkaProducer(bootstrap_servers=st.bootstrap)
+    p.send(T.WIM_READINGS, key="苏A20002".encode(), value=orjson.dumps(reading)).get(10)
+    p.close()
+    got = _collect(st.bootstrap, [T.OVERLOAD_CASES],
+                   lambda g: any(c["plate"] == "苏A20002" for c in g[T.OVERLOAD_CASES]))
+    case = [c for c in got[T.OVERLOAD_CASES] if c["plate"] == "苏A20002"][0]
+    assert case["over_limit"] and case["action"] == "review" and case["fine_yuan"] == 0
+    assert case["review_reasons"] == ["device_announcement_missing"]
+    assert case["device_approval"]["missing"] == ["announcement"]
+    conn = open_archive(cfg.archive_path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = conn.execute("SELECT action, fine_yuan FROM cases WHERE plate='苏A20002'").fetchall()
+        if rows:
+            break
+        time.sleep(0.2)
+    assert [(r["action"], r["fine_yuan"]) for r in rows] == [("review", 0)]
 
 
 def test_gps_batch_raises_overspeed_and_counts_day_stats(running):

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from roadwatch.models.records import BEIJING, parse_wim_reading
 from roadwatch.models.registry import parse_registry
+from roadwatch.simulators.fleet import full_approval
 
 T0 = datetime(2025, 3, 1, 10, 0, 0, tzinfo=BEIJING)
 PLATE = "豫A12345"
@@ -21,9 +22,10 @@ def ms(dt: datetime) -> int:
 
 def registry_dict(*, vehicles=None, goods_vehicles=30, station_tolerance=None, tolerance_source="",
                   valid_from=T0 - timedelta(days=300), valid_to=T0 + timedelta(days=800), cert_no="JD-2024-001",
-                  drivers=None) -> dict:
+                  drivers=None, approval=None) -> dict:
     dev = {"device_id": "W1", "cert_no": cert_no,
-           "valid_from": iso(valid_from) if valid_from else None, "valid_to": iso(valid_to) if valid_to else None}
+           "valid_from": iso(valid_from) if valid_from else None, "valid_to": iso(valid_to) if valid_to else None,
+           "approval": approval if approval is not None else full_approval(iso(T0 - timedelta(days=400)))}
     return {
         "region": "test",
         "enterprises": [{"enterprise_id": "E1", "name": "运输公司", "licence_no": "豫交运管许可字410100001",

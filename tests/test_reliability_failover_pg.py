@@ -22,7 +22,7 @@ from roadwatch.models.config import load_config
 from roadwatch.models.evidence import verify_tree
 from roadwatch.streams import archive
 from roadwatch.streams import topics as T
-from roadwatch.streams.bench import _free_port as free_port   # below the ephemeral range (see there)
+from roadwatch.streams.broker import free_port   # below the ephemeral range (see there)
 from roadwatch.streams.broker import kafka_bootstrap
 from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 

@@ -23,6 +23,7 @@ from roadwatch.models.overload import MemoryCounters, MemoryPassages, assess
 from roadwatch.models.pingbatch import encode_batch
 from roadwatch.models.records import Enterprise, Station, Vehicle, parse_wim_reading
 from roadwatch.models.registry import Registry
+from roadwatch.simulators.fleet import full_approval
 from roadwatch.streams.assess_gps import run_pings
 from roadwatch.streams.batcher import partition_for
 
@@ -72,7 +73,8 @@ def build_registry(n: int = 300) -> Registry:
         reg.stations[f"S{s}"] = Station(
             station_id=f"S{s}", name=f"治超站{s}", lat=32.0 + s, lon=118.0,
             devices=[{"device_id": f"S{s}-D1", "cert_no": f"JJG907-{s}", "valid_from": "2020-01-01T00:00:00+08:00",
-                      "valid_to": "2099-01-01T00:00:00+08:00"}])
+                      "valid_to": "2099-01-01T00:00:00+08:00",
+                      "approval": full_approval("2020-01-01T00:00:00+08:00")}])
     return reg
 
 

@@ -26,6 +26,7 @@ from roadwatch.models.config import load_config
 from roadwatch.models.evidence import EvidenceError, load_signing_key
 from roadwatch.models.records import Enterprise, Station, Vehicle
 from roadwatch.models.registry import Registry
+from roadwatch.simulators.fleet import full_approval
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.broker import free_port
@@ -145,7 +146,8 @@ def test_signing_key_never_appears_in_worker_output_or_evidence(tmp_path, monkey
                                       axle_count=2, registered_total_kg=18000.0)
     reg.stations["S1"] = Station(station_id="S1", name="站", lat=32.1, lon=118.8,
                                  devices=[{"device_id": "D1", "cert_no": "C1", "valid_from": "2020-01-01T00:00:00+08:00",
-                                           "valid_to": "2099-01-01T00:00:00+08:00"}])
+                                           "valid_to": "2099-01-01T00:00:00+08:00",
+                                           "approval": full_approval("2020-01-01T00:00:00+08:00")}])
     reg_path = tmp_path / "registry.json"
     reg.dump(reg_path)
     data = tmp_path / "data"

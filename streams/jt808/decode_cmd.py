@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
-
-import orjson
 
 from roadwatch.models.config import Config
 from roadwatch.models.registry import RegistryError, load_registry
+from roadwatch.streams.decode_output import stdin_lines, write_results
 
 from . import codec as c
 from .alarms import alarm_names, status_names
@@ -100,15 +98,4 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     except RegistryError as e:
         raise UsageError(str(e)) from None
     terminals = {c.terminal_key(v.terminal_id): (v.plate, v.plate_color) for v in reg.vehicles.values() if v.terminal_id}
-    failed = total = 0
-    out = sys.stdout.buffer
-    stdin = (ln.decode("utf-8", errors="replace") for ln in sys.stdin.buffer)
-    for ok, obj in decode_lines(stdin, args.unescaped, terminals):
-        total += 1
-        failed += not ok
-        out.write(orjson.dumps(obj) + b"\n")
-    out.flush()
-    if failed:
-        print(f"roadwatch decode jt808: {failed} of {total} line(s) could not be decoded", file=sys.stderr)
-        return 2
-    return 0
+    return write_results(decode_lines(stdin_lines(), args.unescaped, terminals), "decode jt808")

@@ -36,8 +36,7 @@ import signal
 import socket
 import threading
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from roadwatch.models.records import DriverEvent
 from roadwatch.models.registry import Registry, RegistryError, load_registry
 from roadwatch.streams.batcher import KafkaPublisher, PingBatcher, Publisher
 from roadwatch.streams.deadletter import dead_letter_bytes
+from roadwatch.streams.outbox import Out, Outbox
 from roadwatch.streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
 
 from . import codec as c
@@ -122,15 +122,6 @@ def _settle(fut: asyncio.Future, res: Any, exc: BaseException | None) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(res)
-
-
-@dataclass
-class _Out:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None
-    pings: int = 0
 
 
 class _Reassembly:
@@ -311,8 +302,7 @@ class Gateway:
             log.error("registry lists terminal %s on several vehicles: it is refused until that is fixed", k)
         self.drivers: dict[str, str] = {}          # terminal key → qualification no. of the logged-in driver
         self.batcher = PingBatcher.from_config(cfg, self._enqueue_batch)
-        self.outbox: deque[_Out] = deque()
-        self.outbox_pings = 0
+        self.outbox = Outbox(publisher, log)
         self.buffer_max = cfg["gateway.buffer_max_pings"]
         self.max_frame = cfg["gateway.max_frame_bytes"]
         self.idle_s = cfg["gateway.idle_timeout_s"]
@@ -330,14 +320,12 @@ class Gateway:
         self.pending_by_host: dict[str, int] = {}
         self.by_terminal: dict[str, _Conn] = {}
         self.reads_paused = False
-        self.kafka_ok = True
         self.current: _Conn | None = None        # the connection whose frame is being handled
         self.listener: Listener | None = None
         self._resumed_at = 0.0
         self._rejects: dict[str, int] = {}
         self._frames: dict[int | None, int] = {}
         self._pings = 0
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._thread: _PublishThread | None = None
         self._revoked_mark = ""
@@ -369,13 +357,7 @@ class Gateway:
         await asyncio.sleep(0)                    # let connection_lost run: it dead-letters pending rejects
         self.batcher.flush()
         self._flush_counts()
-        self._wake.set()
-        deadline = time.monotonic() + drain_timeout_s
-        while self.outbox and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self.outbox:
-            log.error("gateway stopped with %d records (%d pings) not delivered to Kafka",
-                      len(self.outbox), self.outbox_pings)
+        await self.outbox.drain(drain_timeout_s, "gateway")
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -391,7 +373,7 @@ class Gateway:
             reasons.append(f"not accepting: {self.listener.paused}")
         if self.reads_paused:
             reasons.append("buffer full: reads paused")
-        if not self.kafka_ok:
+        if not self.outbox.kafka_ok:
             reasons.append("Kafka unreachable: buffering")
         return ("degraded" if reasons else "ok"), reasons
 
@@ -452,29 +434,31 @@ class Gateway:
 
     @property
     def buffered_pings(self) -> int:
-        return self.batcher.pending + self.outbox_pings
+        return self.batcher.pending + self.outbox.pings
 
-    def _enqueue(self, out: _Out) -> None:
-        self.outbox.append(out)
-        self.outbox_pings += out.pings
-        self._wake.set()
+    @property
+    def kafka_ok(self) -> bool:
+        return self.outbox.kafka_ok
+
+    def _enqueue(self, out: Out) -> None:
+        self.outbox.put(out)
 
     def _enqueue_batch(self, partition: int, key: bytes, value: bytes) -> None:
-        self._enqueue(_Out(GPS_PINGS, key, value, partition, self.batcher.last_batch_size))
+        self._enqueue(Out(GPS_PINGS, key, value, partition, self.batcher.last_batch_size))
 
     def count_reject(self, reason: str) -> None:
         self._rejects[reason] = self._rejects.get(reason, 0) + 1
 
     def _dead_letter(self, reason: str, detail: str, original: bytes) -> None:
         self.count_reject(reason)
-        self._enqueue(_Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(SOURCE, reason, detail, original), None))
+        self._enqueue(Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(SOURCE, reason, detail, original), None))
 
     def flush_rejects(self, conn: _Conn) -> None:
         """One dead letter per reason for everything this connection was refused (first frame + count)."""
         if not conn.rejects:
             return
         for reason, (n, frame, detail, tid) in conn.rejects.items():
-            self._enqueue(_Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(
+            self._enqueue(Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(
                 SOURCE, reason, f"{n} frame(s) refused on one connection from {conn.host} "
                 f"(terminal {tid or '?'}); first: {detail}", frame), None))
         conn.rejects = None
@@ -515,41 +499,14 @@ class Gateway:
                     conn.transport.resume_reading()
             log.warning("buffer below limit again (%d pings): resuming reads", n)
 
-    def _publish_chunk(self, chunk: list[_Out]) -> None:
-        for o in chunk:
-            self.publisher.send(o.topic, o.key, o.value, o.partition)
-        self.publisher.flush()
-
     async def _publish_loop(self) -> None:
         assert self._thread is not None
-        backoff = 0.1
-        while True:
-            if not self.outbox:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            chunk = [self.outbox[i] for i in range(min(len(self.outbox), 512))]
-            try:
-                await self._thread.submit(self._publish_chunk, chunk)
-            except Exception as e:  # PublishError or anything the client library throws: keep and retry
-                PUBLISH_ERRORS.inc()
-                if self.kafka_ok:
-                    log.error("Kafka unreachable (%s); buffering — %d pings pending", e, self.buffered_pings)
-                    self.kafka_ok = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            if not self.kafka_ok:
-                log.warning("Kafka reachable again; delivering %d buffered records", len(self.outbox))
-                self.kafka_ok = True
-            delivered = 0
-            for _ in chunk:
-                o = self.outbox.popleft()
-                self.outbox_pings -= o.pings
-                delivered += o.pings
-            PUBLISHED.inc(delivered)
+
+        def delivered(pings: int) -> None:
+            PUBLISHED.inc(pings)
             self._update_pressure()
+        await self.outbox.run(self._thread.submit, lambda: self.buffered_pings, delivered,
+                              lambda e: PUBLISH_ERRORS.inc())
 
     async def _tick_loop(self) -> None:
         """Per tick: due ping batches, counters, back-pressure; less often: deadlines, idle connections,
@@ -686,7 +643,7 @@ class Gateway:
                               self.drivers.get(conn.tid), mileage, int(time.time() * 1000)))    # ROW_FIELDS
         self._pings += 1
         self._frames[c.LOCATION] = self._frames.get(c.LOCATION, 0) + 1
-        if self.batcher.pending + self.outbox_pings >= self.buffer_max:
+        if self.buffered_pings >= self.buffer_max:
             self._update_pressure()
         return fastpath.ack(head, conn.next_serial(), serial, c.LOCATION, c.RESULT_OK)
 
@@ -803,7 +760,7 @@ class Gateway:
             p["recv_ts"] = recv
             add(p)
         self._pings += len(pings)
-        if self.batcher.pending + self.outbox_pings >= self.buffer_max:
+        if self.buffered_pings >= self.buffer_max:
             self._update_pressure()
         return self._ack(conn, msg, c.RESULT_OK)
 
@@ -822,7 +779,7 @@ class Gateway:
         plate = conn.vehicle[0]
         ev = DriverEvent(plate=plate, terminal_id=msg.terminal_id, ts=f["ts"], event=f["event"], driver_id=driver_id,
                          driver_name=f.get("driver_name", ""))
-        self._enqueue(_Out(DRIVER_EVENTS, plate.encode("utf-8"), orjson.dumps(ev.asdict()), None))
+        self._enqueue(Out(DRIVER_EVENTS, plate.encode("utf-8"), orjson.dumps(ev.asdict()), None))
         return self._ack(conn, msg, c.RESULT_OK)
 
     _HANDLERS = {

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
-
-import orjson
 
 from roadwatch.models.config import Config
+from roadwatch.streams.decode_output import stdin_lines, write_results
 
 from . import codec as c
 from . import messages as m
@@ -85,15 +83,4 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             cipher = c.Cipher.parse(args.cipher)
         except c.Jt809Error as e:
             raise UsageError(f"--cipher: {e.detail}") from None
-    total = failed = 0
-    out = sys.stdout.buffer
-    stdin = (ln.decode("utf-8", errors="replace") for ln in sys.stdin.buffer)
-    for ok, obj in decode_lines(stdin, args.protocol, cipher):
-        total += 1
-        failed += not ok
-        out.write(orjson.dumps(obj) + b"\n")
-    out.flush()
-    if failed:
-        print(f"roadwatch decode jt809: {failed} of {total} line(s) could not be decoded", file=sys.stderr)
-        return 2
-    return 0
+    return write_results(decode_lines(stdin_lines(), args.protocol, cipher), "decode jt809")

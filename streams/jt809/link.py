@@ -26,8 +26,7 @@ import os
 import secrets
 import signal
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
@@ -44,6 +43,7 @@ from . import codec as c
 from . import messages as m
 from . import store
 from .platforms import Platform, load_platforms
+from roadwatch.streams.outbox import Out, Outbox
 
 log = logging.getLogger("roadwatch.platform_link")
 
@@ -75,15 +75,6 @@ def _count_frame(msg_id: int | None) -> None:
     if child is None:
         child = _frames_by_id[msg_id] = FRAMES.labels(msg_id=_label(msg_id))
     child.inc()
-
-
-@dataclass
-class _Out:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None
-    pings: int = 0
 
 
 @dataclass(eq=False)
@@ -124,18 +115,15 @@ class LinkServer:
         self.clock = clock
         self.conn = open_archive(cfg)
         self.batcher = PingBatcher.from_config(cfg, self._enqueue_batch)
-        self.outbox: deque[_Out] = deque()
-        self.outbox_pings = 0
+        self.outbox = Outbox(publisher, log)
         self.buffer_max = cfg["gateway.buffer_max_pings"]
         self.online: dict[int, _Link] = {}
         self.connections: set[_Link] = set()
         self._vehicles: dict[str, tuple[str, int, int, float]] = {}
         self._accepting = asyncio.Event()
         self._accepting.set()
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.server: asyncio.base_events.Server | None = None
-        self.kafka_ok = True
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -168,12 +156,7 @@ class LinkServer:
             await asyncio.sleep(0.02)
         self._flush_vehicles()
         self.batcher.flush()
-        self._wake.set()
-        deadline = time.monotonic() + drain_timeout_s
-        while self.outbox and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self.outbox:
-            log.error("platform link stopped with %d records not delivered to Kafka", len(self.outbox))
+        await self.outbox.drain(drain_timeout_s, "platform link")
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -184,55 +167,32 @@ class LinkServer:
 
     @property
     def buffered_pings(self) -> int:
-        return self.batcher.pending + self.outbox_pings
+        return self.batcher.pending + self.outbox.pings
 
-    def _enqueue(self, out: _Out) -> None:
-        self.outbox.append(out)
-        self.outbox_pings += out.pings
-        self._wake.set()
+    @property
+    def kafka_ok(self) -> bool:
+        return self.outbox.kafka_ok
+
+    def _enqueue(self, out: Out) -> None:
+        self.outbox.put(out)
 
     def _enqueue_batch(self, partition: int, key: bytes, value: bytes) -> None:
-        self._enqueue(_Out(GPS_PINGS, key, value, partition, self.batcher.last_batch_size))
+        self._enqueue(Out(GPS_PINGS, key, value, partition, self.batcher.last_batch_size))
 
     def _event(self, center_id: int | None, event: str, detail: str = "", **extra: Any) -> None:
         ts = self.clock()
         store.record_event(self.conn, center_id, ts, event, detail)
         value = {"event": event, "center_id": center_id, "ts": format_ts_s(ts), "detail": detail, **extra}
-        self._enqueue(_Out(PLATFORM_EVENTS, str(center_id).encode(), orjson.dumps(value), None))
+        self._enqueue(Out(PLATFORM_EVENTS, str(center_id).encode(), orjson.dumps(value), None))
 
     def _dead_letter(self, link: _Link | None, reason: str, detail: str, original: bytes) -> None:
         REJECTED.labels(reason=reason).inc()
         if link is not None:
             link.dead_letters += 1
-        self._enqueue(_Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(SOURCE, reason, detail, original), None))
-
-    def _publish_chunk(self, chunk: list[_Out]) -> None:
-        for o in chunk:
-            self.publisher.send(o.topic, o.key, o.value, o.partition)
-        self.publisher.flush()
+        self._enqueue(Out(DEAD_LETTER, SOURCE.encode(), dead_letter_bytes(SOURCE, reason, detail, original), None))
 
     async def _publish_loop(self) -> None:
-        backoff = 0.1
-        while True:
-            if not self.outbox:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            chunk = [self.outbox[i] for i in range(min(len(self.outbox), 512))]
-            try:
-                await asyncio.to_thread(self._publish_chunk, chunk)
-            except Exception as e:       # broker unreachable: keep the records and retry
-                if self.kafka_ok:
-                    log.error("Kafka unreachable (%s); buffering — %d pings pending", e, self.buffered_pings)
-                    self.kafka_ok = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            self.kafka_ok = True
-            for _ in chunk:
-                self.outbox_pings -= self.outbox.popleft().pings
-            self._pressure()
+        await self.outbox.run(asyncio.to_thread, lambda: self.buffered_pings, lambda pings: self._pressure())
 
     def _pressure(self) -> None:
         n = self.buffered_pings

@@ -10,6 +10,10 @@ REASONS = {
     "calibration_invalid": "计量检定证书不在有效期内",
     "calibration_missing": "无计量检定证书记录",
     "low_plate_confidence": "车牌识别置信度偏低",
+    "device_legal_review_missing": "设备未经法制审核",
+    "device_technical_review_missing": "设备未经技术审核",
+    "device_signage_missing": "设备未设置明显标志",
+    "device_announcement_missing": "设备设置地点未向社会公布",
 }
 BASIS = {"rounded": "按公布的（四舍五入后的）百分比计分", "exact": "按精确比率计分"}
 

@@ -27,10 +27,13 @@ import orjson
 from aiohttp import web
 
 from roadwatch.models.config import Config
+from roadwatch.models.documents import DocumentError
 from roadwatch.models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, format_ts
 from roadwatch.models.registry import Registry
+from roadwatch.streams import documents
 from roadwatch.streams.archive import close_all, open_archive, register_schema
 from roadwatch.streams.cases import CaseActionError, CaseStore
+from roadwatch.streams.device_list import device_list, to_csv, to_html, to_json
 from roadwatch.streams.web import auth, handling, report_jobs, search, tracks
 from roadwatch.streams.web.fleet_status import today_status
 from roadwatch.streams.web.live import FleetView, LiveHub, sse_frame
@@ -41,6 +44,8 @@ ALERT_TYPES = ("overspeed", "fatigue", "curfew", "offline", "geofence_enter", "g
                "terminal_alarm", "overload")
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                ".gif": "image/gif"}
+DOCUMENT_TYPES = {".html": "text/html; charset=utf-8", ".pdf": "application/pdf"}
+DOCUMENT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SEGMENT = re.compile(r"^[\w][\w.\-]{0,127}$")      # one path segment: no "..", no separators
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -511,7 +516,7 @@ async def api_cases(request: web.Request) -> web.Response:
 def _case_row(conn, cfg: Config, case_id: str) -> dict | None:
     """The case as the one workflow shows it (``CaseStore.show``): row, manifest, ``history`` (acts: act, by,
     at = legal date, entered_at, reason), derived ``status``, ``allowed_actions``, ``liable``, ``proposals``."""
-    return CaseStore(conn, cfg).show(case_id)
+    return CaseStore(conn, cfg, data_dir=cfg.data_dir).show(case_id)
 
 
 def _apply_act(conn, cfg: Config, case_id: str, action: str, operator: str, reason: str | None,
@@ -591,6 +596,25 @@ def _action_error(e: Exception) -> web.Response:
 
 
 @requires("operator")
+def _issue_document(conn, cfg: Config, case_id: str, kind: str, operator: str, pdf: bool) -> dict:
+    return documents.issue(CaseStore(conn, cfg, data_dir=cfg.data_dir), case_id, kind, by=operator, pdf=pdf)
+
+
+async def api_case_document(request: web.Request) -> web.Response:
+    """Issue a notice / 告知书 / 决定书 on demand (operators); the case JSON lists it afterwards."""
+    st = request.app[STATE]
+    case_id = request.match_info["case_id"]
+    body = await _body(request)
+    kind, pdf = body.get("kind"), body.get("pdf", False)
+    if not isinstance(kind, str) or not isinstance(pdf, bool):
+        return _error(400, "bad_input", "kind (notice, inform, decision) and optional pdf (true/false) expected")
+    try:
+        doc = await st.db.run(_issue_document, st.cfg, case_id, kind, request[SESSION].username, pdf)
+    except DocumentError as e:
+        return _error(404 if e.code == "not_found" else 409, e.code, e.detail)
+    return _json(doc)
+
+
 async def api_case_action(request: web.Request) -> web.Response:
     st = request.app[STATE]
     case_id = request.match_info["case_id"]
@@ -624,8 +648,9 @@ async def api_evidence(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     name = request.match_info["name"]
     parts = name.split("/")
+    doc_type = DOCUMENT_TYPES.get(Path(name).suffix.lower()) if parts[0] == "documents" else None
     if (len(parts) > 3 or not all(_SEGMENT.fullmatch(p) for p in parts)
-            or Path(name).suffix.lower() not in IMAGE_TYPES):
+            or (Path(name).suffix.lower() not in IMAGE_TYPES and doc_type is None)):
         return _error(404, "not_found", "no such evidence file")
     case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
     d = _evidence_dir(st, case.get("evidence_path") if case else None)
@@ -634,6 +659,10 @@ async def api_evidence(request: web.Request) -> web.StreamResponse:
     f = (d / name).resolve()
     if not _inside(f, d) or not f.is_file():
         return _error(404, "not_found", "no such evidence file")
+    if doc_type is not None:           # an issued document: printable, its own inline styles, no script
+        return web.FileResponse(f, headers={"Content-Type": doc_type, "Cache-Control": "private, no-cache",
+                                            "Content-Security-Policy": DOCUMENT_CSP,
+                                            "Content-Disposition": "inline"})
     return web.FileResponse(f, headers={"Content-Type": IMAGE_TYPES[f.suffix.lower()],
                                         "Cache-Control": "private, max-age=3600",
                                         "Content-Disposition": "inline"})
@@ -680,6 +709,21 @@ async def api_reports(request: web.Request) -> web.Response:
     st = request.app[STATE]
     months = await asyncio.get_running_loop().run_in_executor(None, _list_reports, st.reports_dir)
     return _json({"months": months})
+
+
+async def api_devices(request: web.Request) -> web.Response:
+    """The public device list (streams/device_list.py) as of now: JSON here, CSV/HTML as downloads."""
+    st = request.app[STATE]
+    doc = device_list(st.registry, st.cfg)
+    name = request.match_info.get("name")
+    if name is None:
+        return _json(doc)
+    render = {"devices.csv": (to_csv, "text/csv; charset=utf-8"), "devices.html": (to_html, "text/html; charset=utf-8"),
+              "devices.json": (to_json, "application/json")}.get(name)
+    if render is None:
+        return _error(404, "not_found", "devices.csv, devices.html or devices.json")
+    return web.Response(body=render[0](doc), headers={
+        "Content-Type": render[1], "Content-Disposition": f"attachment; filename={name}"})
 
 
 async def api_report_file(request: web.Request) -> web.StreamResponse:
@@ -853,8 +897,11 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_get("/api/cases", api_cases)
     r.add_get("/api/cases/{case_id}", api_case)
     r.add_post("/api/cases/{case_id}/actions", api_case_action)
+    r.add_post("/api/cases/{case_id}/documents", api_case_document)
     r.add_get("/api/cases/{case_id}/evidence/{name:.+}", api_evidence)
     r.add_get("/api/fleet/status", api_fleet_status)
+    r.add_get("/api/devices", api_devices)
+    r.add_get("/api/devices/{name}", api_devices)
     r.add_get("/api/reports", api_reports)
     r.add_get("/api/reports/months", report_jobs.api_report_months)
     r.add_post("/api/reports/{month}/generate", report_jobs.api_report_generate)

@@ -78,7 +78,8 @@ async function api(path, opts = {}) {
 const canAct = () => state.me && (state.me.role === "operator" || state.me.role === "admin");
 
 // --- views ---------------------------------------------------------------------------------------------------
-const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, users: loadUsers};
+const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, devices: loadDevices,
+  users: loadUsers};
 function showView(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === "view-" + name);
@@ -203,6 +204,8 @@ const STATE_LABELS = {moving: "行驶", stopped: "停车", offline: "离线", al
 const VERDICT_LABELS = {fine: "罚款", warning: "警告", review: "人工审核", pass: "未超限", none: "未超限"};
 const REVIEW_REASONS = {calibration_invalid: "计量检定失效", calibration_missing: "无计量检定证书记录", unknown_plate: "车牌未登记",
   low_confidence: "车牌识别置信度低", low_plate_confidence: "车牌识别置信度低",
+  device_legal_review_missing: "设备未经法制审核", device_technical_review_missing: "设备未经技术审核",
+  device_signage_missing: "设备未设明显标志", device_announcement_missing: "设备未向社会公布",
   plate_unreadable: "车牌无法识别", not_in_population: "不在统计范围", device_fault: "设备故障", suspect: "数据可疑"};
 const FATIGUE_KINDS = {continuous_day: "日间连续驾驶", continuous_night: "夜间连续驾驶", continuous: "连续驾驶", cumulative_24h: "24 小时累计驾驶"};
 let cmap = null;
@@ -659,6 +662,17 @@ function renderCase(c) {
   const siteName = c.source_site ? c.source_site.name : null;
   const history = (c.history && c.history.length) ? c.history
     : (c.actions || []).map((a) => ({act: a.action, by: a.operator, at: a.at, entered_at: a.ts, reason: a.reason}));
+  const evUrl = (f) => `api/cases/${encodeURIComponent(c.case_id)}/evidence/${f.split("/").map(encodeURIComponent).join("/")}`;
+  const docs = (c.documents || []).map((d) => el("tr", {"data-document": d.kind},
+    el("td", {text: DOCUMENT_LABELS[d.kind] || "文书"}), el("td", {text: bjFull(d.issued_at)}), el("td", {text: d.by || ""}),
+    el("td", {}, ...d.files.map((f) => el("a", {href: evUrl(f.path), target: "_blank", rel: "noopener",
+      title: `SHA-256 ${f.sha256}`, text: f.media_type === "application/pdf" ? "PDF 文件 " : "网页文件 "}))),
+    el("td", {}, el("small", {text: d.entry}))));
+  const issueButtons = canAct() ? ["notice", "inform", "decision"].map((k) => el("button", {"data-issue": k,
+    text: `生成${DOCUMENT_LABELS[k]}`, onclick: async () => {
+      try { await api(`api/cases/${encodeURIComponent(c.case_id)}/documents`, {method: "POST", body: {kind: k}}); openCase(c.case_id); }
+      catch (e) { toast(e.message); }
+    }})) : [];
   fill(box,
     el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: (STATUS_LABELS[c.status] || "").split(" ")[0] || "—"}),
        el("small", {text: `  案件编号 ${c.case_id}`}),
@@ -713,6 +727,11 @@ function renderCase(c) {
     section("处理", canAct() ? el("div", {class: "actions"}, reason, at, ...buttons,
         buttons.length ? null : el("span", {class: "muted", text: "当前状态无可用操作"}), msg)
       : el("p", {class: "muted", text: "只读用户"})),
+    section("文书（已签名并入证据链）",
+      docs.length ? el("table", {class: "grid", id: "documents"}, el("thead", {}, el("tr", {}, el("th", {text: "文书"}),
+        el("th", {text: "生成时间"}), el("th", {text: "经办人"}), el("th", {text: "文件"}), el("th", {text: "证据链条目"}))),
+        el("tbody", {}, ...docs)) : el("p", {class: "muted", text: "尚无文书"}),
+      issueButtons.length ? el("div", {class: "actions"}, ...issueButtons) : null),
     section("处理记录", historyTable(history)),
   );
 }
@@ -799,6 +818,26 @@ async function loadReports() {
 const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "report.xlsx": "报告（Excel） report.xlsx",
   "report.csv": "考核指标 rates.csv", "report.json": "数据 report.json", "trace_vehicles.csv": "车辆明细 trace_vehicles.csv",
   "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
+
+// --- devices: the public device list (streams/device_list.py) ---------------------------------------------------
+const DOCUMENT_LABELS = {notice: "违法行为通知书", inform: "行政处罚告知书", decision: "行政处罚决定书"};
+const DEVICE_ITEM_STATUS = {ok: "已完成", pending: "未生效", missing: "未完成"};
+async function loadDevices() {
+  const res = await api("api/devices");
+  $("dev-summary").textContent = `截至 ${res.as_of.slice(0, 10)}：${res.total} 台设备，${res.approved} 台可用于处罚 ` +
+    `(${res.approved} of ${res.total} usable for fines)`;
+  $("device-table").tBodies[0].replaceChildren(...res.devices.map((d) => el("tr", {"data-device": d.device_id},
+    el("td", {}, el("div", {text: d.location}), el("small", {text: d.county || ""})),
+    el("td", {text: d.road || "—"}), el("td", {text: d.direction || "—"}),
+    el("td", {text: `${d.device_type === "mobile" ? "移动式" : "固定式"} ${d.device_id}`}),
+    el("td", {text: `${d.calibration_cert_no || "—"} 至 ${(d.calibration_valid_to || "—").slice(0, 10)}`}),
+    ...["legal_review", "technical_review", "signage", "announcement"].map((k) => {
+      const a = d.approval[k];
+      return el("td", {class: a.status === "ok" ? "ok" : "bad", title: a.reference || "",
+        text: `${DEVICE_ITEM_STATUS[a.status]}${a.date ? " " + a.date.slice(0, 10) : ""}`});
+    }),
+    el("td", {class: d.approved ? "ok" : "bad", text: d.approved ? "是 yes" : "否 no"}))));
+}
 
 // --- users (admin) -------------------------------------------------------------------------------------------------
 async function loadUsers() {

@@ -19,7 +19,9 @@ const ACTS = {review: "审核", confirm: "确认", dismiss: "不予立案", file
   serve: "送达", close: "结案", withdraw: "撤销", amend: "补正事实", conflict: "记录冲突", detect: "检测立档"};
 const VERDICT = {fine: "罚款", warning: "警告（不予罚款）", review: "转人工审核", none: "未超限", pass: "未超限"};
 const REASONS = {calibration_invalid: "计量检定证书不在有效期内", calibration_missing: "无计量检定证书记录",
-  low_plate_confidence: "车牌识别置信度偏低", unknown_plate: "车辆未在登记库中"};
+  low_plate_confidence: "车牌识别置信度偏低", unknown_plate: "车辆未在登记库中",
+  device_legal_review_missing: "设备未经法制审核", device_technical_review_missing: "设备未经技术审核",
+  device_signage_missing: "设备未设置明显标志", device_announcement_missing: "设备设置地点未向社会公布"};
 const CALIB = {ok: "有效", invalid: "无效", missing: "无记录"};
 const PLATE_COLOR = {1: "蓝", 2: "黄", 3: "黑", 4: "白", 5: "绿"};
 const kg = (x) => (x === null || x === undefined) ? "—" : `${Number(x).toLocaleString("zh-CN", {maximumFractionDigits: 1})} kg`;
