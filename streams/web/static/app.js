@@ -667,7 +667,7 @@ function renderCase(c) {
     el("td", {text: DOCUMENT_LABELS[d.kind] || "文书"}), el("td", {text: bjFull(d.issued_at)}), el("td", {text: d.by || ""}),
     el("td", {}, ...d.files.map((f) => el("a", {href: evUrl(f.path), target: "_blank", rel: "noopener",
       title: `SHA-256 ${f.sha256}`, text: f.media_type === "application/pdf" ? "PDF 文件 " : "网页文件 "}))),
-    el("td", {}, el("small", {text: d.entry}))));
+    el("td", {}, el("small", {title: d.entry, text: /(\d+)/.test(d.entry || "") ? `第 ${Number(/(\d+)/.exec(d.entry)[1])} 条` : "—"}))));
   const issueButtons = canAct() ? ["notice", "inform", "decision"].map((k) => el("button", {"data-issue": k,
     text: `生成${DOCUMENT_LABELS[k]}`, onclick: async () => {
       try { await api(`api/cases/${encodeURIComponent(c.case_id)}/documents`, {method: "POST", body: {kind: k}}); openCase(c.case_id); }
