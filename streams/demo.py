@@ -253,8 +253,14 @@ def format_alert(a: dict) -> str:
                 f"{d.get('limit_kg', 0):,.0f} kg at {d.get('station_id')}")
     elif kind == "overspeed":
         what = f"max {d.get('max_speed_kmh')} km/h > {d.get('limit')} km/h"
-    else:
-        what = ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
+    elif kind.startswith("geofence"):
+        what = f"zone {d.get('zone_name') or d.get('zone_id')}"
+    elif kind == "fatigue":
+        what = f"driven {d.get('driving_h')} h > {d.get('limit')} h"
+    elif kind == "terminal_alarm":
+        what = f"alarm {d.get('name') or d.get('bit')}"
+    else:                           # the facts, without the rule's config key (docs name it)
+        what = ", ".join(f"{k}={v}" for k, v in list(d.items()) if k != "config_key")[:120]
     ended = " (ended)" if a.get("end_ts") and kind not in ("overload",) else ""
     late = " [late]" if a.get("late") else ""
     return (f"[ALERT {t}] {kind:<15} {a.get('plate', ''):<9} {SEVERITY_MARK.get(a.get('severity'), '?')} "
