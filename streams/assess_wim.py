@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             verdict["evidence_path"] = str(pkg)
         out.write(orjson.dumps(verdict) + b"\n")
     out.flush()
+    check.verdict(rejected_downstream=n_bad)          # too much rejected: one line saying so, exit 2
     if bad_input:
         print("roadwatch: malformed input: see the error lines on stdout (exit 2)", file=sys.stderr)
-    check.verdict(rejected_downstream=n_bad)
     return 2 if bad_input or check.rejected else 0

@@ -113,7 +113,7 @@ def test_demo_refuses_a_busy_port_without_touching_its_data(tmp_path):
 
 def test_assess_wim_says_why_it_exits_2(tmp_path):
     rc, out, err = run(tmp_path, "assess", "wim", stdin=b"not json\n")
-    assert rc == 2 and out.strip() and "malformed" in one_line(err)
+    assert rc == 2 and out.strip() and "1 of 1 WIM readings rejected" in one_line(err)
 
 
 def test_evidence_verify_finds_the_deployments_keys_and_names_the_option(tmp_path):

@@ -96,3 +96,29 @@ def test_gateway_descriptor_limit_and_health():
     nofile = g["ulimits"]["nofile"]
     assert nofile["soft"] == nofile["hard"] >= 50_000 + 64          # 50 000 terminals + gateway.fd_reserve
     assert "--metrics-port" in g["command"] and "/healthz" in " ".join(g["healthcheck"]["test"])
+
+
+def test_platform_link_serves_809_with_its_credentials_as_a_secret():
+    from roadwatch.models.config import Config
+    from roadwatch.streams.jt809.platforms import load_platforms
+    c = load()
+    s = c["services"]
+    link = s["platform-link"]
+    assert link["command"][0] == "platform-link"
+    assert "7809:7809" in link["ports"] and Config()["jt809.port"] == 7809      # the port it listens on by default
+    assert link["environment"]["ROADWATCH_KAFKA"] == "kafka:9092"
+    assert link["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert link["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert link["environment"]["ROADWATCH_ARCHIVE"] == s["worker"]["environment"]["ROADWATCH_ARCHIVE"]   # shared archive
+    # its health check asks the metrics port it was told to serve
+    port = link["command"][link["command"].index("--metrics-port") + 1]
+    assert f"localhost:{port}/" in " ".join(link["healthcheck"]["test"])
+    # the credentials: a secret, mounted where jt809.platforms_file points — for the link and the console
+    mount = '/run/secrets/jt809-platforms'
+    for name in ("platform-link", "worker", "worker-2"):
+        assert "jt809-platforms" in s[name]["secrets"], name
+        assert f'jt809.platforms_file="{mount}"' in s[name]["environment"]["ROADWATCH_SET"], name
+    src = c["secrets"]["jt809-platforms"]["file"]
+    default = src.split(":-", 1)[1].rstrip("}") if ":-" in src else src
+    assert (ROOT / default).exists()
+    assert load_platforms(Config({"jt809.platforms_file": str(ROOT / default)}))    # the example parses

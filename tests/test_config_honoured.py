@@ -168,6 +168,14 @@ async def _exercise(cfg: Config, tmp_path) -> None:
     # GPS: the batch path (every alert type) and the worker's partition state (rows + track samples)
     pings = _pings()
     run_pings([orjson.dumps(p) for p in pings], reg, None, cfg, now_ms=int((T0 + timedelta(days=1)).timestamp() * 1000))
+    # the batch commands' input reader (`assess gps/wim`, `report monthly --pings`) with its refusal share
+    from roadwatch.streams import feed_input
+    pings_file = tmp_path / "pings.jsonl"
+    pings_file.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in pings))
+    lines, chk, fh = feed_input.pings(str(pings_file), cfg, "pings.jsonl")
+    assert sum(1 for _ in lines) == len(pings)
+    chk.verdict()
+    fh.close()
     entry = ctx.gps_state.get(0)
     entry.proc.process(decode_batch(encode_batch(pings), years=None), now_ms=int((T0 + timedelta(days=1)).timestamp() * 1000))
     entry.dirty = True

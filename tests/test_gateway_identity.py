@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 
 from roadwatch.streams.archive import close_all
 from roadwatch.streams.jt808 import codec as c
@@ -288,15 +289,12 @@ def test_fragment_bytes_are_bounded_per_connection(tmp_path):
     run_gateway(t, {"gateway.reassembly_max_bytes": 2500}, data_dir=str(tmp_path))
 
 
-def test_a_terminal_id_listed_on_two_vehicles_identifies_neither(tmp_path):
+def test_a_terminal_id_listed_on_two_vehicles_is_refused_before_the_gateway_starts():
+    # The registry itself refuses the ambiguity, so no gateway can ever map one terminal's positions to two
+    # vehicles (the terminal-auth store also keeps one active binding per terminal: see the tests above).
     from test_gateway_tcp import REGISTRY
+    from roadwatch.models.registry import RegistryError, parse_registry
     reg = {"vehicles": REGISTRY["vehicles"] + [{"plate": "粤B77777", "plate_color": 2, "category": "危险货物运输车辆",
                                                 "enterprise_id": "", "terminal_id": "13900000009"}]}
-
-    async def t(port, pub, gw):
-        for plate, color in (("京A00009", 1), ("粤B77777", 2)):
-            y = await Terminal("13900000009").open(port)
-            assert (await y.register(plate, color)).fields["result"] == 4
-            y.close()
-        await until(lambda: reasons(pub) == ["terminal_not_for_vehicle", "terminal_not_for_vehicle"])
-    run_gateway(t, registry=reg, data_dir=str(tmp_path))
+    with pytest.raises(RegistryError, match="13900000009.*already belongs to 京A00009"):
+        parse_registry(reg)

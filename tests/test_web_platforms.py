@@ -22,7 +22,11 @@ def test_operator_queues_inspections_and_sees_their_status(tmp_path):
     seed_user(cfg, "view", "viewer")
     conn = open_archive(cfg.archive_path)
     now = time.time()
+    earlier = store.open_session(conn, 11, now - 900, 2011, "127.0.0.1:4999")      # 5 minutes online, then lost
+    store.close_session(conn, earlier, now - 600, "lost")
     store.open_session(conn, 11, now - 600, 2011, "127.0.0.1:5000")
+    store.record_event(conn, 11, now - 599, "slave_up", "127.0.0.1:6000")
+    store.record_event(conn, 22, now - 599, "slave_up", "127.0.0.1:6001")          # stale: 22 never logged in
     store.note_vehicles(conn, [("冀A10001", 2, 11, now)])
 
     async def main():
@@ -55,7 +59,18 @@ def test_operator_queues_inspections_and_sees_their_status(tmp_path):
             assert (p[11]["name"], p[11]["link"]["online"], p[11]["vehicles"]) == ("甲平台", True, 1)
             assert [i["status"] for i in p[11]["inspections"]] == ["late"]
             assert [i["status"] for i in p[22]["inspections"]] == ["undeliverable"]
-            assert p[22]["link"] is None
+            assert p[22]["link"] is None and p[22]["slave"] is None
+            assert (p[11]["slave"]["online"], p[11]["slave"]["since"]) == (True, now - 599)
+            # 平台连通率 of the running month so far: the closed session (5 min) plus the open one up to its
+            # last frame (0 min); denominator = minutes since the 1st, Beijing time
+            conn11, conn22 = p[11]["connectivity"], p[22]["connectivity"]
+            minutes = round((body["now"] - body["month_start"]) / 60, 2)
+            if now - 900 >= body["month_start"]:              # (the first 15 minutes of a month cut it)
+                assert float(conn11["numerator"]) == 5.0
+            assert float(conn11["denominator"]) == float(conn22["denominator"])
+            assert abs(float(conn11["denominator"]) - minutes) <= 0.01         # (rounded to 0.01 min)
+            assert float(conn22["numerator"]) == 0.0
+            assert (conn11["label"], conn11["numerator_label"]) == ("平台连通率", "累计在线时间(分钟)")
             fleet.update("冀A10001", 38.05, 114.50, "2024-05-06T09:00:00+08:00", "moving")
             fleet.update("冀A10002", 38.05, 114.50, "2024-05-06T09:00:00+08:00", "moving")
             vs = {v["plate"]: v for v in (await (await c.get("/api/vehicles")).json())["vehicles"]}

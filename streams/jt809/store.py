@@ -233,3 +233,13 @@ def link_state(conn: Any) -> dict[int, dict]:
         out[int(r[0])] = {"online": r[3] is None, "since": r[1] if r[3] is None else r[3], "last_seen": r[2],
                           "end_reason": r[4], "protocol": r[5], "peer": r[6]}
     return out
+
+
+def slave_state(conn: Any) -> dict[int, dict]:
+    """center → the slave link as its latest event says: up after ``slave_up`` until ``slave_down``,
+    ``slave_refused``, a new login or the main link going ``offline``."""
+    out: dict[int, dict] = {}
+    for r in conn.execute("SELECT center_id, ts, event FROM platform_events WHERE center_id IS NOT NULL AND event IN "
+                          "('slave_up', 'slave_down', 'slave_refused', 'login', 'offline') ORDER BY ts"):
+        out[int(r[0])] = {"online": r[2] == "slave_up", "since": r[1]}
+    return out

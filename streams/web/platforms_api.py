@@ -4,10 +4,12 @@ queued inspections up from the archive; their SQL lives in ``streams/jt809/store
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
 from roadwatch.models.config import ConfigError
+from roadwatch.models.platform_rates import connectivity_rate
 from roadwatch.streams.jt809 import store
 from roadwatch.streams.jt809.inspect_cmd import queue
 from roadwatch.streams.jt809.platforms import load_platforms
@@ -15,12 +17,27 @@ from roadwatch.streams.jt809.platforms import load_platforms
 from .console import SESSION, STATE, _body, _error, _json, requires
 
 
+BEIJING = timezone(timedelta(hours=8))
+
+
+def _month_start(now: float) -> float:
+    """Start of the running month in Beijing time (the regulator's month), epoch seconds."""
+    d = datetime.fromtimestamp(now, BEIJING)
+    return d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
 def _overview(conn, names: dict[int, str], now: float) -> dict:
     state = store.link_state(conn)
+    slave = store.slave_state(conn)
     recent = store.inspections_between(conn, now - 31 * 86400, now + 1, now)
     vehicles = store.vehicle_platforms(conn)
+    start = _month_start(now)
+    sessions = store.sessions_between(conn, start, now, now)
     centers = sorted(set(names) | set(state) | {i["center_id"] for i in recent})
-    return {"platforms": [{"center_id": c, "name": names.get(c, str(c)), "link": state.get(c),
+    return {"month_start": start, "now": now,
+            "platforms": [{"center_id": c, "name": names.get(c, str(c)), "link": state.get(c),
+                           "slave": slave.get(c) if (state.get(c) or {}).get("online") else None,
+                           "connectivity": connectivity_rate(sessions.get(c, []), start, now, 2, ""),
                            "vehicles": sum(1 for v in vehicles.values() if v == c),
                            "inspections": [i for i in recent if i["center_id"] == c][:50]} for c in centers]}
 
@@ -34,8 +51,9 @@ def _names(cfg) -> dict[int, str]:
 
 @requires("viewer")
 async def api_platforms(request: web.Request) -> web.Response:
-    """Each platform: link state (online, since, last frame), vehicles it forwards, 查岗 of the last 31 days
-    with status queued | pending | answered | late | missed | undeliverable."""
+    """Each platform: main-link state (online, since, last frame), slave-link state (while the main link is
+    up), 平台连通率 of the running month so far (numerator/denominator in minutes), vehicles it forwards,
+    查岗 of the last 31 days with status queued | pending | answered | late | missed | undeliverable."""
     st = request.app[STATE]
     return _json(await st.db.run(_overview, _names(st.cfg), time.time()))
 

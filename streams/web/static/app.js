@@ -3,6 +3,7 @@
 // Live alerts arrive by Server-Sent Events; vehicle positions are refreshed as JSON every few seconds.
 
 import {ConsoleMap, SPEED_BINS} from "./map.js";
+import {ensureNames, initPlatforms, loadPlatforms, platformLabel} from "./platforms.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const TYPE_LABELS = {
@@ -79,7 +80,7 @@ const canAct = () => state.me && (state.me.role === "operator" || state.me.role 
 
 // --- views ---------------------------------------------------------------------------------------------------
 const loaders = {live: () => {}, cases: loadCases, fleet: loadFleet, reports: loadReports, devices: loadDevices,
-  users: loadUsers};
+  platforms: loadPlatforms, users: loadUsers};
 function showView(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === "view-" + name);
@@ -312,6 +313,7 @@ async function selectVehicle(plate, fromAlert) {
     return;
   }
   const v = res.vehicle, now = res.now;
+  if (v.platform !== null && v.platform !== undefined) await ensureNames();
   stopPlayback();
   if (cmap) { if ((res.track || []).length > 1) cmap.showTrack(res.track); else cmap.clearTrack(); }   // the recent track
   const handled = (a) => a.ack_by ? el("small", {class: "handled", text: `已处理 ${a.ack_by}`}) : el("small", {class: "open", text: "未处理"});
@@ -319,6 +321,7 @@ async function selectVehicle(plate, fromAlert) {
     el("h3", {text: `${plate} `}, el("span", {class: `badge st-${now ? now.state : "no_data"}`, text: now ? STATE_LABELS[now.state] || now.state : "无数据"})),
     kvTable([["类别 Category", v.category], ["企业 Enterprise", v.enterprise], ["区县 County", v.county],
              ["道路运输证 Transport cert.", v.transport_cert_no], ["终端 Terminal", v.terminal_id],
+             ["转发平台 Via platform", platformLabel(v.platform)],
              ["最新位置 Last fix", now && now.lat !== null ? `${num(now.lat, 5)}, ${num(now.lon, 5)}（${fmtTs(now.ts)}）` : "—"],
              ["速度 Speed", now ? kmh(now.speed_kmh) : "—"]]),
     el("div", {class: "row-buttons"},
@@ -871,6 +874,7 @@ async function start() {
   for (const e of state.me.enterprises) opt("f-enterprise", e.id, e.name);
   for (const c of state.me.counties) opt("f-county", c, c);
   for (const b of document.querySelectorAll(".tabs button")) b.onclick = () => showView(b.dataset.view);
+  initPlatforms({api, el, fill, canAct, toast, $});
   $("logout").onclick = async () => {
     try { await api("api/logout", {method: "POST", body: {}}); } finally { window.location.replace("login"); }
   };
