@@ -1,9 +1,10 @@
 """``roadwatch demo`` — the README's main command: everything on a bare machine, one process tree.
 
 embedded broker → worker (child process, console + /metrics) → a simulated province feed published at
-accelerated speed → a live alert ticker on this terminal. The scenario is built for *now*: trucks cross
-WIM stations (some overloaded), a hazardous-goods truck speeds, a bus drives into the night curfew, a
-vehicle enters a restricted zone — so alerts appear within seconds. Ctrl-C (or SIGTERM) stops the feed, the
+accelerated speed → a live alert ticker on this terminal. The scenario is the last few hours up to *now*,
+replayed so that it catches up with the wall clock and never runs ahead of it: trucks cross WIM stations
+(some overloaded), a hazardous-goods truck speeds, a bus drives past its driving limit, a vehicle enters a
+restricted zone — so alerts appear within seconds. Ctrl-C (or SIGTERM) stops the feed, the
 worker and the broker cleanly.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ SEVERITY_MARK = {"high": "高", "medium": "中", "low": "低"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=30.0, help="simulated time per real second (default 30×)")
-    p.add_argument("--hours", type=float, default=5.0, help="simulated hours of traffic (default 5)")
+    p.add_argument("--hours", type=float, default=5.0, help="simulated hours of traffic, the last ones up to now (default 5)")
     p.add_argument("--vehicles", type=int, default=80, help="background fleet size (default 80)")
     p.add_argument("--port", type=int, default=None, help="console port (default web.port)")
     p.add_argument("--duration", type=float, default=None,
@@ -40,13 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-data", action="store_true", help="do not wipe <data_dir>/demo at start")
 
 
-def demo_scenario(now: datetime, hours: float, vehicles: int) -> dict:
-    """A scenario (docs/scenarios.md) anchored at ``now`` so its alerts are live, not history.
+def demo_scenario(now: datetime, hours: float, vehicles: int, speed: float | None = None) -> dict:
+    """A scenario (docs/scenarios.md) that the feed, replayed at ``speed``×, brings up to ``now`` — recent
+    history that catches up with the wall clock, so its last alerts are live.
 
-    One clock: the feed's day is the wall clock's day. The span starts now, or earlier when starting now
-    would run past midnight (Beijing), so that every fix, reading and alert of the demo falls on today —
-    the console's "today" and the feed agree however fast the feed is replayed."""
-    start = demo_start(now, hours)
+    One clock: event times never run ahead of the wall clock (``demo_start``; the feed also holds any record
+    not yet due, ``hold_until_due``), because the evidence ``created_at`` and the audit ``entered_at`` record
+    the real time of the act — a weighing "detected" after its evidence was sealed would contradict the
+    record (docs/evidence.md). And the feed's day is the wall clock's day: every fix, reading and alert of
+    the demo falls on today (Beijing), so the console's "today" and the feed agree."""
+    start = demo_start(now, hours, speed)
 
     def at(minutes: float) -> str:
         return (start + timedelta(minutes=minutes)).isoformat()
@@ -73,12 +77,33 @@ def demo_scenario(now: datetime, hours: float, vehicles: int) -> dict:
     }
 
 
-def demo_start(now: datetime, hours: float) -> datetime:
-    """``now`` (whole minutes, Beijing), moved back so that ``start + hours`` stays within today."""
-    start = now.astimezone(BEIJING).replace(second=0, microsecond=0)
-    midnight = start.replace(hour=0, minute=0) + timedelta(days=1)
-    latest = midnight - timedelta(hours=min(hours, 23.0), minutes=1)
-    return max(start.replace(hour=0, minute=0), min(start, latest))
+def demo_start(now: datetime, hours: float, speed: float | None = None) -> datetime:
+    """The span's start (whole minutes, Beijing): the span ends when a feed replayed at ``speed``× from
+    ``now`` catches up with the wall clock (``now + hours / speed``), so at every moment of the replay the
+    event time is at or behind the wall clock; then kept within today (not before 00:00, ending before
+    midnight). Only when ``now`` is less than ``hours`` after midnight does the span end in the future: the
+    feed then holds each record until it is due (``hold_until_due``)."""
+    h = min(hours, 23.0)
+    nowb = now.astimezone(BEIJING)
+    lead = timedelta(hours=h / speed) if speed and speed > 0 else timedelta(0)
+    start = (nowb - timedelta(hours=h) + lead).replace(second=0, microsecond=0)
+    midnight0 = nowb.replace(hour=0, minute=0, second=0, microsecond=0)
+    latest = midnight0 + timedelta(days=1) - timedelta(hours=h, minutes=1)
+    return max(midnight0, min(start, latest))
+
+
+def hold_until_due(records, stop: threading.Event, now=time.time):
+    """Yield each record no earlier than its event time on the wall clock ``now()`` (seconds): the demo's
+    feed never runs ahead of the time that evidence and audit entries record. Returns when ``stop`` is set."""
+    for r in records:
+        while not stop.is_set():
+            wait = r.ts_ms / 1000.0 - now()
+            if wait <= 0:
+                break
+            stop.wait(min(wait, 1.0))
+        if stop.is_set():
+            return
+        yield r
 
 
 def _fatigue(start: datetime, hours: float) -> list[dict]:
@@ -128,7 +153,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     say("building the simulated feed …")
-    scn = parse_scenario(demo_scenario(datetime.now(timezone.utc), args.hours, args.vehicles))
+    scn = parse_scenario(demo_scenario(datetime.now(timezone.utc), args.hours, args.vehicles, args.speed))
     built = build(scn, cfg, images_dir=data / "images")
     reg_path = data / "registry.json"
     built.registry.dump(reg_path)
@@ -182,13 +207,8 @@ def _feed(built, st, speed, stop, publish, make_producer) -> None:
     producer = make_producer(st.bootstrap)
     records = built.records
 
-    def gated():
-        for r in records:
-            if stop.is_set():
-                return
-            yield r
     try:
-        res = publish(gated(), producer, speed, total=len(records), on_sent=st.note_sent, progress=False)
+        res = publish(hold_until_due(records, stop), producer, speed, total=len(records), on_sent=st.note_sent, progress=False)
         if not stop.is_set():
             print(f"[feed] finished: {res['messages']:,} records; the console stays up — Ctrl-C to stop",
                   flush=True)
@@ -233,8 +253,14 @@ def format_alert(a: dict) -> str:
                 f"{d.get('limit_kg', 0):,.0f} kg at {d.get('station_id')}")
     elif kind == "overspeed":
         what = f"max {d.get('max_speed_kmh')} km/h > {d.get('limit')} km/h"
-    else:
-        what = ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
+    elif kind.startswith("geofence"):
+        what = f"zone {d.get('zone_name') or d.get('zone_id')}"
+    elif kind == "fatigue":
+        what = f"driven {d.get('driving_h')} h > {d.get('limit')} h"
+    elif kind == "terminal_alarm":
+        what = f"alarm {d.get('name') or d.get('bit')}"
+    else:                           # the facts, without the rule's config key (docs name it)
+        what = ", ".join(f"{k}={v}" for k, v in list(d.items()) if k != "config_key")[:120]
     ended = " (ended)" if a.get("end_ts") and kind not in ("overload",) else ""
     late = " [late]" if a.get("late") else ""
     return (f"[ALERT {t}] {kind:<15} {a.get('plate', ''):<9} {SEVERITY_MARK.get(a.get('severity'), '?')} "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -426,6 +427,52 @@ def test_printable_case_form(console):
             for code in ("fine", "reviewed", "calibration", "null", "undefined", "road_administration", "[object"):
                 assert code not in text, code
             b.shot("case-form.png", full_page=True)
+            assert b.errors == []
+        finally:
+            b.close()
+
+
+def test_console_case_panel_reads_as_a_case(console):
+    """The case panel in the console (not only the print form): Chinese labels, the reading, the limit and its
+    basis, both penalty computations, who is liable, the history in Beijing time, links — no JSON, no codes."""
+    from playwright.sync_api import expect
+    _cfg, app = console
+    with ConsoleThread(app) as srv:
+        b = Browser(srv.url)
+        try:
+            page = b.login()
+            page.click("button[data-view='cases']")
+            page.click("tr[data-case='C-W1-1']")
+            box = page.locator("#case-detail")
+            expect(box).to_contain_text("实测总质量")
+            expect(box).to_contain_text("55,300 kg")
+            expect(box).to_contain_text("49,000 kg")
+            expect(box).to_contain_text("第三条第一款第四项")
+            expect(box.locator("#case-penalties")).to_contain_text("超限 6 吨 × 500 元/吨 = 3,000 元")
+            expect(box.locator("#case-penalties")).to_contain_text("记 1 分")
+            expect(box).to_contain_text("望城顺通物流有限公司")
+            expect(box).to_contain_text("驾驶人")
+            expect(box).to_contain_text("望城砂石场")
+            history = box.locator("#audit")
+            expect(history).to_contain_text("审核")
+            expect(history).to_contain_text("图片与称重一致")
+            expect(history).to_contain_text("2024-05-06 09:00:00")          # Beijing time, not the ISO string
+            expect(box.locator("#case-print-link")).to_have_attribute("href", "case/C-W1-1/print")
+            expect(box.locator("button[data-action='confirm']")).to_have_text("确认")
+            text = box.inner_text()
+            assert "{" not in text and '"' not in text, "a JSON dump in the case panel"
+            for code in ("fine", "reviewed", "road_administration", "calibration", "null", "undefined", "[object",
+                         "+08:00", "coal", "manifest"):
+                assert code not in text, code
+            # no English word inside the Chinese panel (units and the case number are not words)
+            words = set(re.findall(r"[A-Za-z]{3,}", text)) - {"kg", "ops"}     # ops: the operator's user name
+            assert not words, words
+            b.shot("case-panel.png", box)
+            history.scroll_into_view_if_needed()
+            b.shot("case-panel-history.png", box)
+            page.click("#case-vehicle-link")                                # the link to the vehicle
+            expect(page.locator("#vehicle-panel")).to_be_visible()
+            expect(page.locator("#vehicle-body")).to_contain_text("湘A30001")
             assert b.errors == []
         finally:
             b.close()

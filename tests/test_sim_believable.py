@@ -73,7 +73,8 @@ def _travel_checks(b):
 
 
 def test_demo_travel_is_consistent_with_distance_and_speed():
-    b = build(parse_scenario(demo_scenario(datetime(2026, 3, 10, 1, 0, tzinfo=UTC), 5.0, 80)), Config())
+    # 14:00 Beijing: the demo's span (the 5 hours up to now) is daytime, when trucks are on the road
+    b = build(parse_scenario(demo_scenario(datetime(2026, 3, 10, 6, 0, tzinfo=UTC), 5.0, 80, 30.0)), Config())
     assert _travel_checks(b) > 10
 
 
@@ -83,3 +84,76 @@ def test_province_shaped_travel_is_consistent():
     scn.hours = 72.0
     b = build(scn, Config())
     assert _travel_checks(b) > 100
+
+
+@pytest.mark.parametrize("clock", ["09:00", "21:30", "23:50", "03:10"])
+def test_demo_feed_never_runs_ahead_of_the_wall_clock(clock):
+    """Evidence created_at and audit entered_at are wall-clock times of the act: the demo's replay at 30×
+    must bring its event times up to the wall clock, never past it — except the span's tail after an
+    early-morning start (kept on today), which the feed holds until due."""
+    h, m = map(int, clock.split(":"))
+    now = datetime(2026, 3, 10, h, m, 17, tzinfo=BEIJING).astimezone(UTC)
+    speed, hours = 30.0, 5.0
+    raw = demo_scenario(now, hours, 40, speed)
+    start = datetime.fromisoformat(raw["scenario"]["start"])
+    b = build(parse_scenario(raw), Config())
+    recs = b.records
+    first = recs[0].ts_ms
+    ahead = []
+    for r in recs:
+        # the wall clock when publish() paces this record, the feed starting (at the earliest) at `now`
+        wall_ms = now.timestamp() * 1000 + (r.ts_ms - first) / speed
+        if r.ts_ms > wall_ms + 1000:
+            ahead.append(r)
+    if now.astimezone(BEIJING) - timedelta(hours=hours) >= start.replace(hour=0, minute=0):
+        # the span catches up with the wall clock as the replay ends: no WIM reading (case, evidence) is ever
+        # ahead of it; at most a trip's last flush of pings lands after the span's end, and waits
+        assert [r for r in ahead if r.topic != "gps-pings"] == []
+        assert len(ahead) <= 2 and all(r.ts_ms <= (start + timedelta(hours=hours, minutes=15)).timestamp() * 1000
+                                       for r in ahead)
+    else:
+        assert start.hour == 0 and start.minute == 0       # clamped at midnight: the tail waits (below)
+        assert ahead
+    assert start.date() == (start + timedelta(hours=hours)).date() == now.astimezone(BEIJING).date()
+
+
+def test_the_demo_feed_holds_records_until_due():
+    """hold_until_due yields a record only once the (given) wall clock has reached its event time."""
+    import threading
+
+    from roadwatch.simulators.feed import FeedRecord
+    from roadwatch.streams.demo import hold_until_due
+
+    t = {"now": 1000.0}
+
+    class Clocked(threading.Event):
+        def wait(self, timeout=None):                # time passes only while the feed waits
+            t["now"] += timeout
+            return self.is_set()
+
+    stop = Clocked()
+    recs = [FeedRecord(topic="x", key=b"k", value=b"v", partition=0, ts_ms=int(s * 1000))
+            for s in (990.0, 1000.0, 1003.5, 1010.0)]
+    seen = []
+    for r in hold_until_due(recs, stop, now=lambda: t["now"]):
+        seen.append((r.ts_ms / 1000.0, t["now"]))
+    assert [s for s, _ in seen] == [990.0, 1000.0, 1003.5, 1010.0]
+    assert all(w >= s for s, w in seen)          # never yielded before its time
+    assert seen[-1][1] - 1010.0 < 1.0             # and not held much longer
+    stop.set()
+    assert list(hold_until_due(recs[-1:], stop, now=lambda: 0.0)) == []
+
+
+def test_generated_place_names_are_chinese_only():
+    """Names shown in the console and on case forms carry no English kind word ("芙蓉区steel货运源头1")."""
+    import re
+
+    b = build(parse_scenario(demo_scenario(datetime(2026, 3, 10, 6, 0, tzinfo=UTC), 5.0, 80, 30.0)), Config())
+    reg = b.registry
+    names = ([s.name for s in reg.source_sites.values()] + [s.name for s in reg.stations.values()]
+             + [z.name for z in reg.zones.values()] + [e.name for e in reg.enterprises.values()])
+    assert reg.source_sites
+    from roadwatch.simulators.fleet import SITE_KINDS, SITE_NAMES
+    assert set(SITE_NAMES) == set(SITE_KINDS)        # every kind a site can have has its Chinese name
+    names += list(SITE_NAMES.values())
+    assert [n for n in names if re.search(r"[A-Za-z]{2,}", n)] == []

@@ -203,7 +203,8 @@ for (const [id, key] of [["f-type", "type"], ["f-category", "category"], ["f-ent
 // --- map (Leaflet + canvas vehicles; see map.js) ---------------------------------------------------------------
 const STATE_LABELS = {moving: "行驶", stopped: "停车", offline: "离线", alerting: "告警", no_data: "无数据"};
 const VERDICT_LABELS = {fine: "罚款", warning: "警告", review: "人工审核", pass: "未超限", none: "未超限"};
-const REVIEW_REASONS = {calibration_invalid: "计量检定失效", unknown_plate: "车牌未登记", low_confidence: "车牌识别置信度低",
+const REVIEW_REASONS = {calibration_invalid: "计量检定失效", calibration_missing: "无计量检定证书记录", unknown_plate: "车牌未登记",
+  low_confidence: "车牌识别置信度低", low_plate_confidence: "车牌识别置信度低",
   device_legal_review_missing: "设备未经法制审核", device_technical_review_missing: "设备未经技术审核",
   device_signage_missing: "设备未设明显标志", device_announcement_missing: "设备未向社会公布",
   plate_unreadable: "车牌无法识别", not_in_population: "不在统计范围", device_fault: "设备故障", suspect: "数据可疑"};
@@ -551,60 +552,7 @@ async function loadCases() {
 $("c-refresh").onclick = loadCases;
 $("c-status").onchange = loadCases;
 
-const FIELD_LABELS = {gross_kg: "总质量 gross kg", limit_kg: "限值 limit kg", excess_kg: "超限 excess kg",
-  excess_pct: "超限率 excess %", tolerance: "允差 tolerance", fine_yuan: "罚款 fine ¥", axle_count: "轴数 axles",
-  axle_loads_kg: "轴重 axle loads kg", station_id: "站点 station", device_id: "设备 device", lane: "车道 lane",
-  speed_kmh: "速度 km/h", plate: "车牌 plate", ts: "时间 time", action: "处理 action", violation: "违法 violation",
-  tolerance_source: "允差依据 tolerance source", cert_no: "检定证书 certificate", vehicle_kind: "车型 kind",
-  // evidence-manifest sections and fields (labels only: the manifest's shape belongs to the evidence module)
-  limit: "限值 limit", basis: "依据 legal basis", version: "版本 version", adjustments: "限值调整 adjustments",
-  measurement: "测量 measurement", assessed_gross_kg: "认定总质量 assessed kg", excess: "超限 excess", kg: "千克 kg",
-  pct: "超限率 %", over_limit: "超限 over limit", decision: "处理决定 decision", review_reasons: "审核原因 review reasons",
-  penalties: "处罚计算 penalties", police: "公安交管 police", road_administration: "公路管理 road administration",
-  computation: "计算 computation", tonnes: "超限吨数 tonnes", fine_min_yuan: "最低罚款 ¥", fine_max_yuan: "最高罚款 ¥",
-  points: "记分 points", over_rated_load_pct: "超核载 %", over_total_pct: "超总质量 %", load_kg: "载质量 kg",
-  site: "检测站点 station", name: "名称 name", county: "区县 county", accuracy_class: "准确度等级 class",
-  certificate_no: "检定证书 certificate", certificate_valid_from: "证书生效 valid from", certificate_valid_to: "证书到期 valid to",
-  calibration_status: "检定状态 calibration", vehicle: "车辆 vehicle", category: "类别 category", kind: "类型 kind",
-  axle_groups: "轴组 axle groups", axle_spacings_m: "轴距 m", air_suspension: "空气悬架 air suspension",
-  single_drive_axle: "单驱动轴 single drive axle", targets: "一超四罚对象 targets", driver: "驾驶员 driver",
-  enterprise: "企业 enterprise", source_site: "货源单位 source site", owner: "车主 owner",
-  transport_cert_no: "道路运输证 transport cert.", rated_load_kg: "核定载质量 kg", registered_total_kg: "登记总质量 kg",
-  licence_no: "经营许可证 licence", qualification_no: "从业资格证 qualification", goods_vehicles: "货车数 goods vehicles",
-  counters: "累计违法 counters", window_days: "统计天数 days", since: "起算 since", enterprise_share: "企业违法车辆占比 share",
-  enterprise_goods_vehicles: "企业货车数", enterprise_violating_vehicles: "企业违法车辆数", includes_current: "含本次 incl. this",
-  escalations: "抄告 escalations", time: "时间 time", clock: "时钟 clock", chain: "证据链 chain", seq: "序号 seq",
-  signing: "签名 signing", alg: "算法 algorithm", key_id: "密钥 key id", artefacts: "证据文件 artefacts",
-  axle_findings: "轴重参考 axle findings", created_at: "生成时间 created", direction: "方向 direction",
-  case_id: "案件编号 case id", passage_id: "通行编号 passage id", schema: "格式 schema", value: "数值 value",
-  mode: "方式 mode", filing_threshold_kg: "立案阈值 kg", source: "来源 source", reason: "原因 reason",
-  number: "号码 number", color: "颜色 color", color_name: "颜色 colour", confidence: "置信度 confidence",
-  review_trail: "审核记录 review trail", entries: "条目 entries", note: "说明 note", station_id: "站点编号 station id",
-  id: "编号 id", device: "设备 device", held: "已保存 held", path: "文件 file", sha256: "SHA-256",
-  group: "轴组 group", axles: "轴 axles", load_kg_: "载荷 kg", over: "超限 over", limit_kg_: "限值 kg"};
-
 function section(title, ...content) { return el("div", {class: "section"}, el("h3", {text: title}), ...content); }
-
-function manifestSections(m) {
-  // the manifest's shape belongs to the evidence module: render scalars, objects and small tables generically
-  const out = [], scalars = [];
-  for (const [k, v] of Object.entries(m || {})) {
-    if (["images", "track", "track_excerpt"].includes(k)) continue;
-    if (v === null || typeof v !== "object") scalars.push([FIELD_LABELS[k] || k, String(v)]);
-    else if (Array.isArray(v) && v.every((x) => x === null || typeof x !== "object")) scalars.push([FIELD_LABELS[k] || k, v.join(", ")]);
-    else if (Array.isArray(v)) {
-      const cols = [...new Set(v.slice(0, 50).flatMap((x) => Object.keys(x || {})))].slice(0, 8);
-      out.push(section(FIELD_LABELS[k] || k, el("table", {class: "grid"},
-        el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", {text: FIELD_LABELS[c] || c})))),
-        el("tbody", {}, ...v.slice(0, 50).map((x) => el("tr", {}, ...cols.map((c) => el("td", {text: fmt((x || {})[c])}))))))));
-    } else {
-      out.push(section(FIELD_LABELS[k] || k, kvTable(Object.entries(v).map(([kk, vv]) => [FIELD_LABELS[kk] || kk, fmt(vv)]))));
-    }
-  }
-  if (scalars.length) out.unshift(section("证据摘要 Evidence summary", kvTable(scalars)));
-  return out;
-}
-const fmt = (v) => v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v);
 
 function trackSvg(track, site, station) {
   const pts = (track || []).filter((p) => p && p.lat !== undefined && p.lon !== undefined);
@@ -633,82 +581,161 @@ async function openCase(id) {
   renderCase(c);
 }
 
+// --- the case as an officer reads it: the same facts and wording as the printable form (case-print.js) ---------
+const ACT_LABELS = {...Object.fromEntries(Object.entries(ACTION_LABELS).map(([k, v]) => [k, v.split(" ")[0]])),
+  decide: "作出处罚决定", detect: "检测立档", amend: "补正事实", conflict: "记录冲突", identify_driver: "认定驾驶人"};
+const DRIVER_SOURCES = {ic_card: "IC卡识别", officer: "执法人员认定", registry: "登记库指派驾驶人", unknown: "未识别"};
+const CALIB_LABELS = {ok: "有效", invalid: "无效", missing: "无记录"};
+const TARGET_LABELS = {vehicle: "车辆", driver: "驾驶人", enterprise: "企业"};
+const PROPOSAL_STATUS = {proposed: "待法制审核", reviewed: "已法制审核", notified: "已告知", decided: "已决定", withdrawn: "已撤销"};
+const SITE_KINDS = {coal: "煤矿", cement: "水泥厂", sand: "砂石场", steel: "钢材市场", station: "货运站"};
+const kgs = (x) => (x === null || x === undefined) ? "—" : `${Number(x).toLocaleString("zh-CN", {maximumFractionDigits: 1})} kg`;
+const yuan = (x) => (x === null || x === undefined) ? "—" : `${Number(x).toLocaleString("zh-CN")} 元`;
+function bjFull(ts) {             // ISO with offset → Beijing "YYYY-MM-DD HH:MM:SS"
+  if (!ts) return "—";
+  const d = new Date(ts);
+  if (isNaN(d)) return "—";
+  const b = new Date(d.getTime() + 8 * 3600e3).toISOString();
+  return `${b.slice(0, 10)} ${b.slice(11, 19)}`;
+}
+
 // a driver is liable only when identified (IC card or officer); the registry's driver is only presumed
 function driverText(c) {
   const d = (c.liable && c.liable.driver) || {};
-  const name = c.driver || c.driver_id || d.id || "";
-  if (!name) return "未识别 not identified";
-  if (d.identified) return `${name}（${d.source === "officer" ? "执法人员认定 officer" : "IC卡 card"}）`;
-  return `${name}（推定，未识别 presumed）`;
+  const name = c.driver || d.id || c.driver_id || "";
+  if (!name) return "未识别（不追究驾驶人责任）";
+  if (d.identified) return `${name}（${DRIVER_SOURCES[d.source] || "已识别"}）`;
+  return `${name}（推定：${DRIVER_SOURCES[d.source] || "未识别"}，未经识别不予追责）`;
+}
+
+function roadComputation(road) {
+  if (!road) return "—";
+  if (road.action === "fine") {
+    const per = road.tonnes ? Math.round(road.fine_yuan / road.tonnes) : null;
+    return `超限 ${road.tonnes} 吨${per ? ` × ${per.toLocaleString("zh-CN")} 元/吨` : ""} = ${yuan(road.fine_yuan)}`;
+  }
+  if (road.action === "warning") return "超限未达 1 吨：予以警告，不予罚款";
+  return VERDICT_LABELS[road.action] || "—";
+}
+
+function historyTable(history) {
+  if (!history.length) return el("p", {class: "muted", text: "尚无处理记录"});
+  return el("table", {class: "grid", id: "audit"},
+    el("thead", {}, el("tr", {}, el("th", {text: "法律时间"}), el("th", {text: "操作"}), el("th", {text: "操作人"}),
+                                 el("th", {text: "录入时间"}), el("th", {text: "理由 / 意见"}))),
+    el("tbody", {}, ...history.map((h) => el("tr", {"data-audit": h.act},
+      el("td", {text: bjFull(h.at)}), el("td", {text: ACT_LABELS[h.act] || "其他"}), el("td", {text: h.by === "roadwatch" ? "系统" : (h.by || "—")}),
+      el("td", {text: bjFull(h.entered_at)}), el("td", {text: h.reason || ""})))));
 }
 
 function renderCase(c) {
   const box = $("case-detail");
   const m = c.manifest || {};
+  const lim = m.limit || {}, tol = m.tolerance || {}, ex = m.excess || {}, meas = m.measurement || {};
+  const site = m.site || {}, veh = m.vehicle || {}, tg = m.targets || {}, pen = m.penalties || {};
+  const road = pen.road_administration || null, police = pen.police || null, cnt = m.counters || null;
+  const dec = m.decision || {action: c.action, fine_yuan: c.fine_yuan, review_reasons: []};
+  const owner = (c.liable && c.liable.owner) || {};
   // a live update re-renders the open case: keep what the operator is typing
   const prev = $("case-reason");
   const typed = prev && state.shown && state.shown.case_id === c.case_id ? prev.value : "";
   state.shown = {case_id: c.case_id, status: c.status};
-  const reason = el("textarea", {id: "case-reason", placeholder: "理由（不予立案、撤销、结案必填） reason (required to dismiss, withdraw, close)", maxlength: 500});
+  const reason = el("textarea", {id: "case-reason", placeholder: "理由（不予立案、撤销、结案必填）", maxlength: 500});
   reason.value = typed;
   // the legal date of the act (e.g. the decision date); empty = today
-  const at = el("input", {id: "case-at", type: "date", title: "法律日期 legal date of the act (empty: today)"});
+  const at = el("input", {id: "case-at", type: "date", title: "法律日期（空：今天）"});
   const msg = el("span", {class: "error", id: "case-msg"});
   const buttons = (c.allowed_actions || []).map((a) => el("button", {
-    class: a === "dismiss" || a === "withdraw" ? "danger" : "primary", "data-action": a, text: ACTION_LABELS[a] || a,
+    class: a === "dismiss" || a === "withdraw" ? "danger" : "primary", "data-action": a, text: ACT_LABELS[a] || a,
     onclick: async () => {
-      if (REASON_REQUIRED.has(a) && !reason.value.trim()) { msg.textContent = "需要填写理由 a reason is required"; return; }
+      if (REASON_REQUIRED.has(a) && !reason.value.trim()) { msg.textContent = "需要填写理由"; return; }
       try {
         const body = {action: a, reason: reason.value};
         if (at.value) body.at = at.value;
         const updated = await api(`api/cases/${encodeURIComponent(c.case_id)}/actions`, {method: "POST", body});
         reason.value = "";
-        renderCase(updated); loadCases(); toast(`${ACTION_LABELS[a]} ✓ ${c.plate}`);
+        renderCase(updated); loadCases(); toast(`${ACT_LABELS[a] || a} ✓ ${c.plate}`);
       } catch (e) { msg.textContent = e.message; }
     }}));
   const images = (c.evidence_files || []).map((f) => {
     const url = `api/cases/${encodeURIComponent(c.case_id)}/evidence/${f.split("/").map(encodeURIComponent).join("/")}`;
-    return el("a", {href: url, target: "_blank", rel: "noopener", title: f}, el("img", {src: url, alt: f, loading: "lazy"}));
+    return el("a", {href: url, target: "_blank", rel: "noopener", title: "现场图片"}, el("img", {src: url, alt: "现场图片", loading: "lazy"}));
   });
   const track = m.track || m.track_excerpt || (m.source && m.source.track) || [];
+  const siteName = c.source_site ? c.source_site.name : null;
+  const history = (c.history && c.history.length) ? c.history
+    : (c.actions || []).map((a) => ({act: a.action, by: a.operator, at: a.at, entered_at: a.ts, reason: a.reason}));
   const evUrl = (f) => `api/cases/${encodeURIComponent(c.case_id)}/evidence/${f.split("/").map(encodeURIComponent).join("/")}`;
   const docs = (c.documents || []).map((d) => el("tr", {"data-document": d.kind},
-    el("td", {text: DOCUMENT_LABELS[d.kind] || d.kind}), el("td", {text: fmtTs(d.issued_at)}), el("td", {text: d.by || ""}),
+    el("td", {text: DOCUMENT_LABELS[d.kind] || "文书"}), el("td", {text: bjFull(d.issued_at)}), el("td", {text: d.by || ""}),
     el("td", {}, ...d.files.map((f) => el("a", {href: evUrl(f.path), target: "_blank", rel: "noopener",
-      title: `SHA-256 ${f.sha256}`, text: f.media_type === "application/pdf" ? "PDF " : "HTML "}))),
-    el("td", {}, el("small", {text: d.entry}))));
+      title: `SHA-256 ${f.sha256}`, text: f.media_type === "application/pdf" ? "PDF 文件 " : "网页文件 "}))),
+    el("td", {}, el("small", {title: d.entry, text: /(\d+)/.test(d.entry || "") ? `第 ${Number(/(\d+)/.exec(d.entry)[1])} 条` : "—"}))));
   const issueButtons = canAct() ? ["notice", "inform", "decision"].map((k) => el("button", {"data-issue": k,
-    text: `生成 ${DOCUMENT_LABELS[k]}`, onclick: async () => {
+    text: `生成${DOCUMENT_LABELS[k]}`, onclick: async () => {
       try { await api(`api/cases/${encodeURIComponent(c.case_id)}/documents`, {method: "POST", body: {kind: k}}); openCase(c.case_id); }
       catch (e) { toast(e.message); }
     }})) : [];
   fill(box,
-    el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: STATUS_LABELS[c.status] || c.status}),
-       el("small", {text: `  ${c.case_id}`}),
-       el("a", {class: "print-link", href: `case/${encodeURIComponent(c.case_id)}/print`, target: "_blank", rel: "noopener", text: "打印案件表 Print form"}),
-       el("a", {class: "print-link", href: "#", text: "车辆 Vehicle →", onclick: (ev) => { ev.preventDefault(); gotoVehicle(c.plate); }})),
-    section("案件 Case", kvTable([["时间 Time", c.ts], ["站点 Station", c.station ? c.station.name : c.station_id],
-      ["处理 Action", c.action], ["违法 Counts for 一超四罚", c.violation ? "是 yes" : "否 no"],
-      ["超限 Excess kg", num(c.excess_kg, 0)], ["罚款 Fine ¥", String(c.fine_yuan)], ["企业 Enterprise", c.enterprise || c.enterprise_id],
-      ["驾驶员 Driver", driverText(c)], ["货源单位 Source site", c.source_site ? `${c.source_site.name} (${c.source_site.kind || ""})` : c.source_site_id]])),
-    images.length ? section("现场图片 Images", el("div", {class: "images"}, ...images))
-                  : section("现场图片 Images", el("p", {class: "muted", text: "无本地图片 no local image files"})),
-    (track.length || c.source_site) ? section("轨迹与货源 Track excerpt and source site", trackSvg(track, c.source_site, c.station) || el("p", {class: "muted", text: "无轨迹 no track"})) : null,
-    ...manifestSections(m),
-    section("处理 Actions", canAct() ? el("div", {class: "actions"}, reason, at, ...buttons,
-        buttons.length ? null : el("span", {class: "muted", text: "无可用操作 no action available in this state"}), msg)
-      : el("p", {class: "muted", text: "只读用户 read-only user"})),
-    section("文书 Documents（已签名并入证据链 signed on the evidence chain）",
-      docs.length ? el("table", {class: "grid", id: "documents"}, el("thead", {}, el("tr", {}, el("th", {text: "文书 Document"}),
-        el("th", {text: "生成 Issued"}), el("th", {text: "经办 By"}), el("th", {text: "文件 Files"}), el("th", {text: "证据链条目 Entry"}))),
-        el("tbody", {}, ...docs)) : el("p", {class: "muted", text: "尚无文书 no documents yet"}),
+    el("h2", {}, `${c.plate} `, el("span", {class: `badge st-${c.status}`, text: (STATUS_LABELS[c.status] || "").split(" ")[0] || "—"}),
+       el("small", {text: `  案件编号 ${c.case_id}`}),
+       el("a", {class: "print-link", id: "case-print-link", href: `case/${encodeURIComponent(c.case_id)}/print`, target: "_blank", rel: "noopener", text: "打印案件表"}),
+       el("a", {class: "print-link", id: "case-vehicle-link", href: "#", text: "查看车辆 →", onclick: (ev) => { ev.preventDefault(); gotoVehicle(c.plate); }})),
+    section("检测记录", kvTable([
+      ["检测时间（北京时间）", bjFull((m.time && m.time.ts) || c.ts)],
+      ["检测站点", `${site.name || (c.station && c.station.name) || "—"}${site.county ? `（${site.county}）` : ""}`],
+      ["计量检定", site.certificate_no ? `证书 ${site.certificate_no}，${CALIB_LABELS[site.calibration_status] || "状态不明"}` : null],
+      ["车道 / 车速", m.lane !== undefined ? `${m.lane} 车道 · ${m.speed_kmh ?? "—"} km/h` : null],
+      ["车辆类型", [veh.category, veh.axle_count ? `${veh.axle_count} 轴` : ""].filter(Boolean).join(" · ")],
+      ["实测总质量", kgs(meas.gross_kg ?? m.gross_kg ?? c.gross_kg)],
+      ["各轴轴重", veh.axle_loads_kg ? veh.axle_loads_kg.map((x, i) => `第${i + 1}轴 ${kgs(x)}`).join("，") : null]])),
+    section("限值及法律依据", kvTable([
+      ["总质量限值", kgs(lim.limit_kg ?? m.limit_kg ?? c.limit_kg)],
+      ["依据", lim.basis ? `${lim.basis}${lim.version ? `（${lim.version}）` : ""}` : "—"],
+      ["限值调整", (lim.adjustments || []).length ? lim.adjustments.map((x) => x.reason || x.basis || "").join("；") : "无"],
+      ["备案允差", tol.value !== undefined ? `${(tol.value * 100).toFixed(1)} %（总质量超过 ${kgs(tol.filing_threshold_kg)} 方予立案）` : null],
+      ["超限质量", `${kgs(ex.kg ?? c.excess_kg)}${ex.pct !== undefined ? `（超限率 ${num(ex.pct, 2)} %）` : ""}`]])),
+    section("处罚计算", el("table", {class: "grid", id: "case-penalties"},
+      el("thead", {}, el("tr", {}, el("th", {text: "主体"}), el("th", {text: "计算"}), el("th", {text: "结果"}), el("th", {text: "依据"}))),
+      el("tbody", {},
+        el("tr", {}, el("td", {text: "公路管理机构"}), el("td", {text: roadComputation(road)}),
+          el("td", {text: road ? (road.action === "fine" ? yuan(road.fine_yuan) : VERDICT_LABELS[road.action] || "—") : yuan(c.fine_yuan)}),
+          el("td", {text: road && road.basis ? road.basis : "—"})),
+        police ? el("tr", {}, el("td", {text: "公安交通管理部门"}), el("td", {text: `超核定载质量 ${num(police.over_rated_load_pct, 2)} %`}),
+          el("td", {text: `罚款 ${yuan(police.fine_min_yuan)} 至 ${yuan(police.fine_max_yuan)}，记 ${police.points} 分`}),
+          el("td", {text: police.basis || "—"})) : null)),
+      kvTable([["处理决定", `${VERDICT_LABELS[dec.action] || "—"}${dec.action === "fine" ? `，${yuan(dec.fine_yuan)}` : ""}`],
+               ["计入一超四罚", c.violation ? "是" : "否"],
+               ["需人工审核的原因", (dec.review_reasons || []).length ? dec.review_reasons.map((x) => REVIEW_REASONS[x] || "其他原因").join("；") : null]])),
+    section("责任主体", kvTable([
+      ["车辆所有人", (tg.vehicle && tg.vehicle.owner) || owner.owner || c.enterprise || "—"],
+      ["道路运输证号", tg.vehicle && tg.vehicle.transport_cert_no],
+      ["运输企业", c.enterprise || (tg.enterprise && tg.enterprise.name) || "—"],
+      ["驾驶人", driverText(c)],
+      ["货物装载源头", siteName || "未能从轨迹确定"]])),
+    cnt ? section(`一超四罚累计（近 ${cnt.window_days} 日）`, kvTable([
+      ["本车违法次数", `${cnt.vehicle} 次`],
+      ["驾驶人违法次数", cnt.driver !== null && cnt.driver !== undefined ? `${cnt.driver} 次` : "—"],
+      ["企业违法车辆占比", cnt.enterprise_share !== null && cnt.enterprise_share !== undefined ? `${(cnt.enterprise_share * 100).toFixed(2)} %（${cnt.enterprise_violating_vehicles} / ${cnt.enterprise_goods_vehicles} 辆）` : "—"]])) : null,
+    (c.proposals || []).length ? section("抄告及处罚建议（第六十六条）", el("table", {class: "grid", id: "case-proposals"},
+      el("thead", {}, el("tr", {}, el("th", {text: "对象"}), el("th", {text: "主体"}), el("th", {text: "建议处罚"}), el("th", {text: "状态"}), el("th", {text: "提出时间"}))),
+      el("tbody", {}, ...c.proposals.map((p) => el("tr", {}, el("td", {text: TARGET_LABELS[p.target] || "—"}), el("td", {text: p.subject}),
+        el("td", {text: p.sanction}), el("td", {text: PROPOSAL_STATUS[p.status] || "—"}), el("td", {text: bjFull(p.created_at)})))))) : null,
+    (c.conflicts || []).length ? section("数据冲突（同一过车记录两次上报不一致）", el("table", {class: "grid", id: "case-conflicts"},
+      el("thead", {}, el("tr", {}, el("th", {text: "收到时间"}), el("th", {text: "首次总质量"}), el("th", {text: "再次总质量"}))),
+      el("tbody", {}, ...c.conflicts.map((x) => el("tr", {}, el("td", {text: bjFull(x.received_at)}),
+        el("td", {text: kgs(x.first.gross_kg)}), el("td", {text: kgs(x.second.gross_kg)})))))) : null,
+    section("现场图片", images.length ? el("div", {class: "images"}, ...images) : el("p", {class: "muted", text: "本案无现场图片"})),
+    (track.length || c.source_site) ? section("轨迹与货源", trackSvg(track, c.source_site, c.station) || el("p", {class: "muted", text: "无轨迹"})) : null,
+    section("处理", canAct() ? el("div", {class: "actions"}, reason, at, ...buttons,
+        buttons.length ? null : el("span", {class: "muted", text: "当前状态无可用操作"}), msg)
+      : el("p", {class: "muted", text: "只读用户"})),
+    section("文书（已签名并入证据链）",
+      docs.length ? el("table", {class: "grid", id: "documents"}, el("thead", {}, el("tr", {}, el("th", {text: "文书"}),
+        el("th", {text: "生成时间"}), el("th", {text: "经办人"}), el("th", {text: "文件"}), el("th", {text: "证据链条目"}))),
+        el("tbody", {}, ...docs)) : el("p", {class: "muted", text: "尚无文书"}),
       issueButtons.length ? el("div", {class: "actions"}, ...issueButtons) : null),
-    section("审计记录 Audit trail", c.actions.length ? el("table", {class: "grid", id: "audit"},
-      el("thead", {}, el("tr", {}, el("th", {text: "时间 Time"}), el("th", {text: "法律日期 Legal date"}), el("th", {text: "操作 Action"}), el("th", {text: "操作员 Operator"}), el("th", {text: "理由 Reason"}))),
-      el("tbody", {}, ...c.actions.map((a) => el("tr", {"data-audit": a.action},
-        el("td", {text: a.ts}), el("td", {text: (a.at || "").slice(0, 10)}), el("td", {text: ACTION_LABELS[a.action] || a.action}), el("td", {text: a.operator}), el("td", {text: a.reason || ""})))))
-      : el("p", {class: "muted", text: "尚无操作 no actions yet"})),
-    el("details", {}, el("summary", {text: "证据清单原文 raw manifest"}), el("pre", {class: "raw", text: JSON.stringify(m, null, 2)})),
+    section("处理记录", historyTable(history)),
   );
 }
 
