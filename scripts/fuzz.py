@@ -211,6 +211,49 @@ def jt808_target() -> Target:
     return Target("jt808", _frames(), run, (InvalidRecord,), mutate=mutate)
 
 
+class ServerInThread:
+    """A server of ours on its own event loop in a daemon thread, with every ERROR it logs (and every
+    exception its loop sees) collected in ``errors``: the TCP fuzz targets count those as crashes."""
+
+    def __init__(self, start: Callable[[], object]):
+        import asyncio
+        import logging
+        import threading
+        self.errors: list[str] = []
+        errors = self.errors
+
+        class _Catch(logging.Handler):
+            def emit(self, record):
+                if record.levelno >= logging.ERROR:
+                    errors.append(record.getMessage() + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
+        self._handler = _Catch()
+        logging.getLogger("roadwatch").addHandler(self._handler)
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(lambda loop, ctx: errors.append(str(ctx.get("message"))
+                                                                        + repr(ctx.get("exception"))))
+        self.started = threading.Event()
+        self.server = None
+
+        def serve_forever():
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(start())
+            self.started.set()
+            self.loop.run_forever()
+        self.thread = threading.Thread(target=serve_forever, daemon=True)
+        self.thread.start()
+        self.started.wait(10)
+
+    def call(self, coro, timeout: float):
+        import asyncio
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        import logging
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        logging.getLogger("roadwatch").removeHandler(self._handler)
+
+
 class GatewayCrash(Exception):
     """The gateway logged an exception, dead-lettered an internal_error or published a batch the worker
     cannot decode: a crash, whatever input was being sent."""
@@ -225,10 +268,7 @@ class GatewayTarget:
     PLATE, COLOR = "粤B12345", 2
 
     def __init__(self):
-        import asyncio
-        import logging
         import socket
-        import threading
         from roadwatch.models.registry import parse_registry
         from roadwatch.streams.batcher import MemoryPublisher
         from roadwatch.streams.broker import free_port
@@ -245,29 +285,9 @@ class GatewayTarget:
                            "paths.data_dir": self.tmp})
         self.publisher = MemoryPublisher()
         self.port = free_port()
-        self.errors: list[str] = []
-
-        class _Catch(logging.Handler):
-            def emit(h, record):             # noqa: N805 - the outer self is the target
-                if record.levelno >= logging.ERROR:
-                    self.errors.append(record.getMessage() + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
-        self._handler = _Catch()
-        logging.getLogger("roadwatch").addHandler(self._handler)
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(str(ctx.get("message"))
-                                                                             + repr(ctx.get("exception"))))
-        started = threading.Event()
-
-        def serve_forever():
-            from roadwatch.streams.jt808.gateway import serve
-            asyncio.set_event_loop(self.loop)
-            self.server = self.loop.run_until_complete(
-                serve(self.cfg, reg, self.publisher, host="127.0.0.1", port=self.port))
-            started.set()
-            self.loop.run_forever()
-        self.thread = threading.Thread(target=serve_forever, daemon=True)
-        self.thread.start()
-        started.wait(10)
+        from roadwatch.streams.jt808.gateway import serve
+        self.host = ServerInThread(lambda: serve(self.cfg, reg, self.publisher, host="127.0.0.1", port=self.port))
+        self.server, self.errors = self.host.server, self.host.errors
         self.sock = None
         self.serial = 0
         self.authenticated = 0
@@ -379,15 +399,11 @@ class GatewayTarget:
                     raise GatewayCrash(f"the gateway published a batch the worker refuses: {e}") from None
 
     def close(self) -> None:
-        import asyncio
         if self.sock is not None:
             self.sock.close()
-        asyncio.run_coroutine_threadsafe(self.server.gateway.aclose(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        import logging
+        self.host.call(self.server.gateway.aclose(), 10)
+        self.host.stop()
         import shutil
-        logging.getLogger("roadwatch").removeHandler(self._handler)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def target(self) -> Target:
@@ -737,10 +753,7 @@ class LinkTarget:
     MAX_FRAME = 4096
 
     def __init__(self):
-        import asyncio
-        import logging
         import socket
-        import threading
         from roadwatch.streams.batcher import MemoryPublisher
         from roadwatch.streams.broker import free_port
         from roadwatch.streams.jt809 import codec as c
@@ -757,34 +770,16 @@ class LinkTarget:
                            "jt809.auth_timeout_s": 600.0, "jt809.max_frame_bytes": self.MAX_FRAME})
         self.publisher = MemoryPublisher()
         self.port = free_port()
-        self.errors: list[str] = []
         self.expected_pings = 0
         self.published_pings = 0
         self.logins = self.reconnects = self.unmodelled = 0
         self.years = plausible_years(self.cfg)
 
-        class _Catch(logging.Handler):
-            def emit(h, record):             # noqa: N805 - the outer self is the target
-                if record.levelno >= logging.ERROR:
-                    self.errors.append(record.getMessage() + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
-        self._handler = _Catch()
-        logging.getLogger("roadwatch").addHandler(self._handler)
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(str(ctx.get("message"))
-                                                                             + repr(ctx.get("exception"))))
-        started = threading.Event()
-
-        def serve_forever():
-            from roadwatch.streams.jt809.link import serve
-            asyncio.set_event_loop(self.loop)
-            self.server = self.loop.run_until_complete(serve(self.cfg, self.plats, self.publisher, "127.0.0.1",
-                                                             self.port))
-            started.set()
-            self.loop.run_forever()
-        self.thread = threading.Thread(target=serve_forever, daemon=True)
-        self.thread.start()
-        if not started.wait(10):
+        from roadwatch.streams.jt809.link import serve
+        self.host = ServerInThread(lambda: serve(self.cfg, self.plats, self.publisher, "127.0.0.1", self.port))
+        if not self.host.started.is_set():
             raise LinkCrash("the link server did not start")
+        self.server, self.errors = self.host.server, self.host.errors
         self.links: dict[int, dict] = {}          # protocol → {sock, buf, plat, refused}
 
     # --- the lower platform's side ---------------------------------------------------------------------
@@ -935,29 +930,24 @@ class LinkTarget:
     def finish(self) -> None:
         """All pending pings out; every published ping came from a frame that decoded (and every such
         frame's pings were published)."""
-        import asyncio
         srv = self.server
 
         async def drain():
             srv.batcher.flush()
             await srv.outbox.drain(20.0, "fuzz")
-        asyncio.run_coroutine_threadsafe(drain(), self.loop).result(30)
+        self.host.call(drain(), 30)
         self._check()
         if self.published_pings != self.expected_pings:
             raise LinkCrash(f"{self.published_pings} pings published, {self.expected_pings} carried by frames "
                             f"that decoded")
 
     def close(self) -> None:
-        import asyncio
-        import logging
         import shutil
         for link in self.links.values():
             link["sock"].close()
-        asyncio.run_coroutine_threadsafe(self.server.aclose(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.host.call(self.server.aclose(), 30)
+        self.host.stop()
         self.server.conn.close()
-        logging.getLogger("roadwatch").removeHandler(self._handler)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def target(self) -> Target:
