@@ -39,8 +39,9 @@ def previous_month(clock_ms: int) -> str | None:
     return f"{prev.year:04d}-{prev.month:02d}"
 
 
-async def close_months(ctx) -> str | None:
-    month = previous_month(month_clock_ms(ctx))
+async def close_months(ctx, clock_ms: int | None = None) -> str | None:
+    """Close the previous month once it is over (plus the grace period); ``clock_ms`` overrides the clock."""
+    month = previous_month(month_clock_ms(ctx) if clock_ms is None else clock_ms)
     if month is None:
         return None
     out_dir = ctx.data_dir / "reports" / month
