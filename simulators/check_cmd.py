@@ -46,7 +46,6 @@ SQL = {
     "verdicts": "SELECT action, fine_yuan FROM wim_verdicts WHERE plate=?",
     "cases_total": "SELECT COUNT(*) FROM wim_verdicts WHERE action=? AND day BETWEEN ? AND ?",
     "case_sites": "SELECT source_site_id FROM cases WHERE plate=?",
-    "case_manifests": "SELECT manifest FROM cases",
     "vehicle_day": "SELECT {field} FROM vehicle_day WHERE plate=? AND day=?",
     "rate_rows": ("SELECT plate, pings, qualified, km_total, km_incomplete, drift_points "
                   "FROM vehicle_day WHERE day BETWEEN ? AND ?"),
@@ -64,7 +63,8 @@ def _rows(conn: sqlite3.Connection, sql: str, args=()) -> list:
         raise UsageError(f"archive has no usable table for this check ({e})") from None
 
 
-def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple[str, str]):
+def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple[str, str],
+           esc: dict | None = None):
     k = e["kind"]
     if k == "alert":
         sql, args = SQL["alerts"], [e["type"], e["plate"]]
@@ -84,14 +84,8 @@ def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple
                        key=lambda x: x or "")
         return sites[0] if len(sites) == 1 else (sites or "no case")
     if k == "escalation":
-        n = 0
-        for (manifest,) in _rows(conn, SQL["case_manifests"]):
-            try:
-                items = orjson.loads(manifest).get("escalations") or []
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            n += any(isinstance(x, dict) and x.get("target") == e["target"] and x.get("id") == e["id"] for x in items)
-        return n
+        over = escalations(conn, cfg, e["at"], esc if esc is not None else {})
+        return over.get((e["target"], e["id"]), 0)
     if k == "vehicle_day":
         r = _rows(conn, SQL["vehicle_day"].format(field=e["field"]), (e["plate"], e["day"])) \
             if e["field"] in VEHICLE_DAY_FIELDS else None
@@ -101,6 +95,19 @@ def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple
     if k == "rate":
         return rate(conn, e["name"], registry, cfg, span)
     raise UsageError(f"unknown expectation kind {k!r}")
+
+
+def escalations(conn, cfg: Config, at: str, cache: dict) -> dict[tuple[str, str], int]:
+    """(target, subject) → members of every Art. 66 escalation on day ``at``: what ``roadwatch escalations
+    --at`` lists, derived by the case workflow from the cases' histories (streams/cases.py). ``cache``
+    keeps one answer per day for one check."""
+    if at not in cache:
+        from roadwatch.streams.archive import open_archive
+        from roadwatch.streams.cases import CaseStore
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
+        store = CaseStore(open_archive(path), cfg)
+        cache[at] = {(x["target"], x["subject"]): int(x["count"]) for x in store.escalations(at)}
+    return cache[at]
 
 
 VEHICLE_DAY_FIELDS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
@@ -135,7 +142,7 @@ def subject(e: dict) -> str:
     k = e["kind"]
     return {"alert": lambda: f"{e['type']} {e['plate']}" + (f" [{e.get('from', '')}, {e.get('to', '')})" if e.get('from') or e.get('to') else ""),
             "verdicts": lambda: e["plate"], "cases_total": lambda: e["action"],
-            "source_site": lambda: e["plate"], "escalation": lambda: f"{e['target']} {e['id']}",
+            "source_site": lambda: e["plate"], "escalation": lambda: f"{e['target']} {e['id']} at {e['at']}",
             "vehicle_day": lambda: f"{e['plate']} {e['day']} {e['field']}", "rate": lambda: e["name"]}[k]()
 
 
@@ -173,8 +180,9 @@ def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: C
     or a WIM verdict when the scenario expects no cases at all. ``tolerate`` entries (type, optional
     plate, reason) turn an unexpected outcome into an accepted one, shown with its reason."""
     rows = []
+    esc: dict = {}
     for e in expectations:
-        got = actual(conn, e, registry, cfg, span)
+        got = actual(conn, e, registry, cfg, span, esc)
         rows.append({"ok": matches(e, got), "kind": e["kind"], "subject": subject(e),
                      "expected": expected_text(e), "actual": round(got, 4) if isinstance(got, float) else got,
                      "why": e.get("why", "")})
@@ -193,6 +201,16 @@ def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: C
         rows.append({"ok": reason is not None, "kind": "alert", "subject": f"{typ} {plate}", "expected": 0,
                      "actual": n, "why": f"tolerated: {reason}" if reason else
                      "unexpected alert (nothing injected for this vehicle and type)"})
+    # escalations nobody expected, on every day the scenario asks about
+    esc_keys = {(e["target"], e["id"], e["at"]) for e in expectations if e["kind"] == "escalation"}
+    for at in sorted({k[2] for k in esc_keys}):
+        for (target, sid), n in sorted(escalations(conn, cfg, at, esc).items()):
+            if (target, sid, at) in esc_keys:
+                continue
+            reason = tolerated(f"escalation_{target}", sid)
+            rows.append({"ok": reason is not None, "kind": "escalation", "subject": f"{target} {sid} at {at}",
+                         "expected": 0, "actual": n, "why": f"tolerated: {reason}" if reason else
+                         "unexpected Art. 66 escalation (no scripted decision leads to it)"})
     if not any(e["kind"] in ("cases_total", "verdicts") for e in expectations):
         for action, plate, n in _rows(conn, SQL["verdicts_by_plate"], span):
             reason = tolerated(f"case_{action}", plate)

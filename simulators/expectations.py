@@ -124,3 +124,37 @@ def overspeed_alerts(episodes: list[tuple[int, int]], cfg: Config) -> int:
 
 def alert(type_: str, plate: str, count: int, why: str, **kw) -> dict:
     return {"kind": "alert", "type": type_, "plate": plate, "count": int(count), "why": why, **kw}
+
+
+# --- Art. 66 escalations (条例 Art. 66, docs/legal-basis.md §4) ----------------------------------------------
+
+def reference_escalations(cases: list[dict], cfg: Config, at) -> dict[tuple[str, str], int]:
+    """(target, subject) → members, for every subject over its Art. 66 threshold on day ``at``.
+
+    ``cases``: the decided cases, each ``{plate, driver (identified, or None), enterprise, goods_vehicles,
+    decided (date), counts_from (date it reached the counting status)}``. Literal reading: a case counts on
+    ``at`` once it has reached the counting status and its decision day lies in the ``art66.window_days``
+    days ending at ``at``; a vehicle or an identified driver with more than ``art66.vehicle_driver_threshold``
+    such cases, an enterprise whose distinct vehicles with such a case are strictly more than
+    ``art66.enterprise_share`` of its registered goods vehicles."""
+    from datetime import timedelta
+    first = at - timedelta(days=int(cfg["art66.window_days"]) - 1)
+    live = [c for c in cases if c["counts_from"] <= at and first <= c["decided"] <= at]
+    thr = int(cfg["art66.vehicle_driver_threshold"])
+    out: dict[tuple[str, str], int] = {}
+    for target, key in (("vehicle", "plate"), ("driver", "driver")):
+        n: dict[str, int] = {}
+        for c in live:
+            if c[key]:
+                n[c[key]] = n.get(c[key], 0) + 1
+        out.update({(target, s): k for s, k in n.items() if k > thr})
+    plates: dict[str, set] = {}
+    fleet: dict[str, int] = {}
+    for c in live:
+        if c["enterprise"]:
+            plates.setdefault(c["enterprise"], set()).add(c["plate"])
+            fleet[c["enterprise"]] = int(c["goods_vehicles"] or 0)
+    for ent, ps in plates.items():
+        if fleet[ent] > 0 and len(ps) > float(cfg["art66.enterprise_share"]) * fleet[ent]:
+            out[("enterprise", ent)] = len(ps)
+    return out

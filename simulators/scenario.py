@@ -11,7 +11,7 @@ import time as _time
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,7 @@ class Built:
     stats: dict = field(default_factory=dict)
     pings: dict = field(default_factory=dict)   # final ping columns (tests inspect them)
     readings: list = field(default_factory=list)
+    case_script: list = field(default_factory=list)   # scripted officer acts (simulators/officer_acts.py)
 
 
 class Context:
@@ -130,6 +131,7 @@ class Context:
         self.passages: list[dict] = []
         self.events: list[dict] = []
         self.scripted: set[str] = set()
+        self.case_script: list = []              # officer acts on cases (simulators/officer_acts.py)
         self._site_moves: dict[str, tuple] = {}
         self._add_enterprises(raw.get("enterprise", []))
         self._add_vehicles(raw.get("vehicle", []))
@@ -513,7 +515,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
     stats = {"pings": n_pings, "ping_records": len(ping_recs), "wim_readings": len(wim_recs),
              "driver_events": len(ev_recs), "vehicles": len(ctx.reg.vehicles),
              "stations": len(ctx.reg.stations), "generate_s": round(_time.perf_counter() - t_gen, 2)}
-    return Built(ctx.reg, records, ctx.expect, dict(ctx.aliases), stats, cols, ctx.readings)
+    return Built(ctx.reg, records, ctx.expect, dict(ctx.aliases), stats, cols, ctx.readings, ctx.case_script)
 
 
 def in_order_receipt(cols: dict) -> None:
@@ -616,8 +618,10 @@ def background_wim(ctx: Context, fl: dict, passages: tuple | None, tracked: np.n
 
 
 def derive_wim(ctx: Context) -> None:
-    """Per-plate verdicts of scripted passages, case totals, and Art. 66 escalations (reference counting)."""
+    """Per-plate verdicts of scripted passages, case totals, and the Art. 66 escalations the scripted
+    officer acts lead to (``derive_escalations``)."""
     if not ctx.passages:
+        derive_escalations(ctx, [])          # a [[case_acts]] block still names its (missing) passages
         return
     cfg = ctx.cfg
     win = cfg["overlimit.dedup_window_s"]
@@ -643,45 +647,58 @@ def derive_wim(ctx: Context) -> None:
     for action in ("none", "warning", "fine", "review"):
         ctx.expect.append({"kind": "cases_total", "action": action, "count": totals.get(action, 0),
                            "why": f"{totals.get(action, 0)} distinct passages → {action}"})
-    # Art. 66: more than N violations in the window; enterprise share strictly above
-    thr = cfg["art66.vehicle_driver_threshold"]
-    share = cfg["art66.enterprise_share"]
-    window_s = cfg["art66.window_days"] * 86400
-    viol: dict[tuple, list] = defaultdict(list)
-    esc: dict[tuple, int] = defaultdict(int)
-    touched: set = set()
-    for p in distinct:
-        veh = p["vehicle"]
-        if veh is None:
+    derive_escalations(ctx, distinct)
+
+
+def derive_escalations(ctx: Context, distinct: list[dict]) -> None:
+    """Art. 66 escalations arise from decided cases only (models/art66.py): the scenario's scripted officer
+    acts (``[[case_acts]]``, simulators/officer_acts.py) say which cases reach a decision and on which legal
+    dates. Expected: on every day one of its scripted cases starts to count, each subject of that case is
+    over its threshold (members, as ``roadwatch escalations --at`` shows them) or not (0), and so is every
+    other subject over its threshold that day, by the reference counting of
+    ``expectations.reference_escalations``."""
+    from .officer_acts import script
+    ctx.case_script = script(ctx, distinct)
+    order = ("decided", "served", "closed")
+    counting = set(order[order.index(ctx.cfg["art66.counts_from"]):])
+    status_of = {"decide": "decided", "serve": "served", "close": "closed"}
+    cards = defaultdict(list)
+    for e in ctx.events:
+        if e.get("event") == "login":
+            cards[e["plate"]].append((datetime.fromisoformat(e["ts"]), e["driver_id"]))
+    cases = []
+    for c in ctx.case_script:
+        acts = c.acts
+        if any(a["act"] in ("withdraw", "dismiss") for a in acts):
+            continue                     # void from the start: never counts
+        decided = next((a["at"] for a in acts if a["act"] == "decide"), None)
+        since = next((a["at"] for a in acts if status_of.get(a["act"]) in counting), None)
+        if decided is None or since is None:
             continue
-        ent = ctx.reg.enterprises.get(veh.enterprise_id)
-        subjects = [("vehicle", veh.plate), ("driver", veh.driver_id)]
-        for s in subjects:
-            touched.add(s)
-        if ent is not None:
-            touched.add(("enterprise", ent.enterprise_id))
-        if p["verdict"]["action"] not in ("warning", "fine"):
-            continue
-        t = p["t"]
-        for s in subjects:
-            viol[s] = [x for x in viol[s] if x > t - window_s] + [t]
-            if len(viol[s]) > thr:
-                esc[s] += 1
-        if ent is not None:
-            key = ("ent_plates", ent.enterprise_id)
-            viol[key] = [x for x in viol[key] if x[0] > t - window_s] + [(t, veh.plate)]
-            plates = {x[1] for x in viol[key]}
-            if ent.goods_vehicles and len(plates) / ent.goods_vehicles > share:
-                esc[("enterprise", ent.enterprise_id)] += 1
-    scripted = set()
-    for p in distinct:
-        v = p["vehicle"]
-        if v is not None and not p.get("background"):
-            scripted |= {("vehicle", v.plate), ("driver", v.driver_id), ("enterprise", v.enterprise_id)}
-    for target, sid in sorted(touched & scripted):
-        ctx.expect.append({"kind": "escalation", "target": target, "id": sid, "count": esc.get((target, sid), 0),
-                           "why": f"cases carrying a {target} escalation (more than {thr} violations"
-                                  + (f", or share > {share:.0%}" if target == "enterprise" else "") + ")"})
+        named = [a["driver_id"] for a in acts if a.get("driver_id")]
+        at_pass = datetime.fromisoformat(c.ts)
+        card = [d for t, d in sorted(cards.get(c.plate, [])) if t <= at_pass]
+        ent = ctx.reg.enterprises.get(c.enterprise_id) if c.enterprise_id else None
+        cases.append({"plate": c.plate, "driver": (named or card or [None])[-1], "enterprise": c.enterprise_id,
+                      "goods_vehicles": ent.goods_vehicles if ent else 0,
+                      "decided": date.fromisoformat(decided), "counts_from": date.fromisoformat(since)})
+    thr, share = ctx.cfg["art66.vehicle_driver_threshold"], ctx.cfg["art66.enterprise_share"]
+    rule = {"vehicle": f"more than {thr} decided cases in the window",
+            "driver": f"more than {thr} decided cases of the identified driver in the window",
+            "enterprise": f"vehicles with a decided case above {share:.0%} of its goods vehicles"}
+    expected: dict[tuple, dict] = {}
+    for day in sorted({c["counts_from"] for c in cases}):
+        over = ex.reference_escalations(cases, ctx.cfg, day)
+        asked = set(over)                # every subject over that day, and the subjects of that day's cases
+        for c in (c for c in cases if c["counts_from"] == day):
+            asked |= {(t, sid) for t, sid in (("vehicle", c["plate"]), ("driver", c["driver"]),
+                                              ("enterprise", c["enterprise"])) if sid}
+        for target, sid in sorted(asked):
+            n = over.get((target, sid), 0)
+            expected[(target, sid, day)] = {"kind": "escalation", "target": target, "id": sid,
+                                            "at": day.isoformat(), "count": n,
+                                            "why": f"{'over' if n else 'not over'} (rule: {rule[target]})"}
+    ctx.expect.extend(expected.values())
 
 
 def derive_rates(ctx: Context, cols: dict, fl: dict) -> None:
@@ -756,7 +773,12 @@ def explicit_expectations(ctx: Context, raw: dict) -> list[dict]:
     for e in raw.get("escalation", []):
         sid = e.get("id") or (plate_of(e) if e["target"] == "vehicle" else
                               ctx.ent_alias.get(e.get("enterprise"), e.get("enterprise")))
-        out.append({"kind": "escalation", "target": e["target"], "id": sid, "count": int(e["count"]),
+        try:
+            at = date.fromisoformat(str(e.get("at"))).isoformat()
+        except ValueError:
+            raise ScenarioError(f"expect.escalation {e['target']} {sid}: needs at = \"YYYY-MM-DD\" (the day "
+                                "`roadwatch escalations --at` is asked about)") from None
+        out.append({"kind": "escalation", "target": e["target"], "id": sid, "at": at, "count": int(e["count"]),
                     "why": e.get("why", "stated in the scenario")})
     for e in raw.get("vehicle_day", []):
         out.append({"kind": "vehicle_day", "plate": plate_of(e), "day": e["day"], "field": e["field"],
@@ -780,7 +802,7 @@ def identity(e: dict) -> tuple:
     if k == "cases_total":
         return (k, e["action"])
     if k == "escalation":
-        return (k, e["target"], e["id"])
+        return (k, e["target"], e["id"], e["at"])
     if k == "vehicle_day":
         return (k, e["plate"], e["day"], e["field"])
     if k == "rate":

@@ -4,7 +4,8 @@ Writes (with ``--out DIR``) ``registry.json``, ``feed.jsonl`` (the recording for
 ``feed.jsonl.gz``), ``expectations.json`` and ``images/``; then — unless ``--no-publish`` — starts the
 stack (embedded broker + worker unless ``$ROADWATCH_KAFKA`` is set), publishes the feed paced by
 ``--speed`` — never more than ``--lead`` of event time ahead of what the worker has taken in on any topic
-(simulators/replay.py ``EventTimeGate``) — and waits until the worker has consumed everything.
+(simulators/replay.py ``EventTimeGate``) — and waits until the worker has consumed everything; then the
+scenario's scripted officer acts go through the worker's console (simulators/officer_acts.py).
 """
 from __future__ import annotations
 
@@ -77,6 +78,34 @@ def _metrics_url(lines: list[str]) -> str | None:
     return None
 
 
+def _console_url(lines: list[str]) -> str | None:
+    for line in reversed(list(lines)):
+        m = re.search(r"console (http://\S+/) ", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def officer_acts(built, st, cfg: Config) -> bool:
+    """The scenario's scripted officer acts ([[case_acts]]), entered through our worker's console once the
+    worker has taken in the whole feed (simulators/officer_acts.py). False (with the reason) if they could
+    not all be entered."""
+    if not built.case_script:
+        return True
+    from .officer_acts import ActError, apply
+    url = _console_url(st.worker.lines) if st.worker is not None else None
+    if url is None:
+        print("roadwatch: the scenario scripts officer acts but no console address of our worker is known: "
+              "acts not entered", file=sys.stderr)
+        return False
+    try:
+        apply(built.case_script, url, cfg.archive_path, cfg)
+    except (ActError, OSError) as e:
+        print(f"roadwatch: scripted officer acts: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         speed = parse_speed(args.speed)
@@ -118,4 +147,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         t0 = time.monotonic()
         ok = st.wait_idle(args.timeout)
         print(f"worker {'idle' if ok else 'NOT idle'} after {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        ok = ok and officer_acts(built, st, cfg)
     return 0 if ok else 1

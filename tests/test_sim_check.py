@@ -8,6 +8,7 @@ import pytest
 
 from roadwatch.models.config import Config
 from roadwatch.simulators.scenario import build, load_scenario
+from roadwatch.streams import cases  # noqa: F401 - registers the case tables the archive gets
 from roadwatch.streams.archive import close_all, open_archive
 from roadwatch.streams.cli import main
 
@@ -61,33 +62,52 @@ def test_unexpected_and_missing_alerts_exit_1(curfew_archive, capsys):
     assert main(["scenario", "check", "gps_curfew", "--archive", str(path)]) == 1
 
 
-def test_verdicts_escalations_and_vehicle_day(tmp_path):
-    b = build(load_scenario("wim_escalation"), Config())
+def test_verdicts_and_unexpected_escalations(tmp_path, capsys):
+    """Verdicts as the regulation gives them match; an Art. 66 escalation on a day the scenario asks about
+    that no scripted decision leads to is a difference (strict)."""
+    text = load_scenario("wim_escalation").path.read_text(encoding="utf-8")
+    toml = tmp_path / "esc.toml"                  # the scenario without its officer script: no decision
+    toml.write_text(text[:text.index("\n[[case_acts]]") + 1] + '[[expect.escalation]]\ntarget = "vehicle"\n'
+                    'vehicle = "edge"\nat = "2025-03-18"\ncount = 0\n', encoding="utf-8")
+    b = build(load_scenario(str(toml)), Config())
     path = tmp_path / "a.sqlite"
     conn = open_archive(path)
     exp = {e["plate"]: e["actions"] for e in b.expectations if e["kind"] == "verdicts"}
-    repeat, share_b = b.aliases["repeat"], b.aliases["share_b"]
     n = 0
     for plate, acts in exp.items():
         v = b.registry.vehicles[plate]
         for i, (action, fine) in enumerate(acts):
             n += 1
-            esc = []
-            if plate == repeat and i == 3:
-                esc = [{"target": "vehicle", "id": plate}, {"target": "driver", "id": v.driver_id}]
-            if plate == share_b:
-                esc = [{"target": "enterprise", "id": v.enterprise_id}]
             ts = f"2025-03-1{2 + i}T10:00:00+08:00"
             conn.execute("INSERT INTO wim_verdicts VALUES (?,?,?,?,?,?,1,2500,?,NULL,?,'{}')",
                          (f"p{n}", "W001", plate, ts, ts[:10], action, fine, f"c{n}"))
             conn.execute("INSERT INTO cases (case_id, plate, station_id, ts, day, action, violation, excess_kg, "
                          "fine_yuan, enterprise_id, driver_id, status, manifest) VALUES (?,?,?,?,?,?,1,2500,?,?,?,"
-                         "'detected',?)", (f"c{n}", plate, "W001", ts, ts[:10], action, fine, v.enterprise_id,
-                                           v.driver_id, orjson.dumps({"escalations": esc}).decode()))
+                         "'detected','{}')", (f"c{n}", plate, "W001", ts, ts[:10], action, fine, v.enterprise_id,
+                                              v.driver_id))
+            conn.execute("INSERT INTO case_state (case_id, status, decided_on, driver_id, driver_source, "
+                         "goods_vehicles, updated_at) VALUES (?, 'detected', NULL, ?, 'registry', 10, ?)",
+                         (f"c{n}", v.driver_id, ts))
     try:
-        assert main(["scenario", "check", "wim_escalation", "--archive", str(path)]) == 0
-        conn.execute("UPDATE cases SET manifest='{\"escalations\": []}'")      # escalations lost → difference
-        assert main(["scenario", "check", "wim_escalation", "--archive", str(path)]) == 1
+        assert main(["scenario", "check", str(toml), "--archive", str(path)]) == 0
+        # five decided cases of another vehicle: an escalation nobody scripted
+        edge = b.aliases["share_a"]
+        for k in range(5):
+            cid = f"x{k}"
+            conn.execute("INSERT INTO cases (case_id, plate, station_id, ts, day, action, violation, excess_kg, "
+                         "fine_yuan, enterprise_id, status, manifest) VALUES (?,?,'W001',?,?,'fine',1,2500,1000,"
+                         "NULL,'decided','{}')", (cid, edge, f"2025-03-0{k + 1}T10:00:00+08:00",
+                                                  f"2025-03-0{k + 1}"))
+            conn.execute("INSERT INTO case_state (case_id, status, decided_on, driver_id, driver_source, "
+                         "goods_vehicles, updated_at) VALUES (?, 'decided', '2025-03-10T00:00:00+08:00', NULL, "
+                         "'unknown', NULL, '2025-03-10T00:00:00+08:00')", (cid,))
+            for seq, (act, day) in enumerate((("confirm", 6), ("file", 6), ("notify", 6), ("decide", 10)), 1):
+                at = f"2025-03-{day:02d}T00:00:00+08:00"
+                conn.execute("INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at) "
+                             "VALUES (?,?,?,?,?,?,?)", (f"{cid}:{act}", cid, seq, act, "officer", at, at))
+        assert main(["scenario", "check", str(toml), "--archive", str(path)]) == 1
+        out = capsys.readouterr().out
+        assert f"vehicle {edge} at 2025-03-18" in out and "unexpected Art. 66 escalation" in out
     finally:
         close_all()
 

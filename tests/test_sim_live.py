@@ -68,6 +68,32 @@ def test_a_broken_rule_makes_scenario_check_fail(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(bool(os.environ.get("ROADWATCH_KAFKA")), reason="uses the embedded broker")
+def test_wim_escalation_officer_acts_give_the_escalations(tmp_path, monkeypatch, capsys):
+    """The scenario officer signs in to the worker's console and takes the scripted cases to a decision on
+    their legal dates; the Art. 66 escalations `roadwatch escalations` derives from those decisions match
+    the scenario's derivation strictly. Withdrawing one of the repeat vehicle's decided cases (撤销) takes
+    its escalation away, and the check says so."""
+    import orjson
+    monkeypatch.setenv("ROADWATCH_SET", f'paths.data_dir="{tmp_path / "var"}";web.port=0')
+    assert main(["simulate", "wim_escalation", "--out", str(tmp_path / "out")]) == 0
+    assert "scripted act(s) on 7 case(s)" in capsys.readouterr().err
+    assert main(["scenario", "check", "wim_escalation"]) == 0
+    assert "difference" not in capsys.readouterr().err
+    archive = str(tmp_path / "var" / "archive.sqlite")
+    assert main(["escalations", "--archive", archive, "--at", "2025-03-25"]) == 0
+    esc = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert sorted((e["target"], e["count"]) for e in esc) == [("driver", 4), ("enterprise", 2), ("vehicle", 4)]
+    vehicle = next(e for e in esc if e["target"] == "vehicle")
+    assert main(["case", "act", vehicle["case_ids"][0], "withdraw", "--archive", archive, "--by", "reviewer",
+                 "--reason", "撤销: wrong plate read", "--at", "2025-03-26"]) == 0
+    capsys.readouterr()
+    assert main(["scenario", "check", "wim_escalation"]) == 1
+    out = capsys.readouterr().out
+    assert f"vehicle {vehicle['subject']} at 2025-03-21" in out and "DIFF" in out
+    close_all()
+
+
+@pytest.mark.skipif(bool(os.environ.get("ROADWATCH_KAFKA")), reason="uses the embedded broker")
 def test_province_week_passes_strictly_and_the_feed_reports_like_the_archive(tmp_path, monkeypatch, capsys):
     """The CI stand-in for the province month: 400 vehicles for a week with the province's settings
     through the real worker. No alert is expected and none may appear (strict); the derived rates, case

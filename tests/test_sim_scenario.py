@@ -66,17 +66,59 @@ def test_derived_expectations_follow_config():
     assert exp[("fatigue", f.aliases["bus_day_long"])] == 0
 
 
-def test_escalation_and_share_boundaries():
+def test_escalations_follow_the_scripted_decisions():
+    """Art. 66 escalations are expected only from decided cases, on the legal dates the officer script gives."""
     b = build(load_scenario("wim_escalation"), Config())
-    esc = {(e["target"], e["id"]): e["count"] for e in b.expectations if e["kind"] == "escalation"}
-    drv = b.registry.vehicles[b.aliases["repeat"]].driver_id
-    assert esc[("driver", drv)] == 1                         # derived: 4th violation of the same driver
+    esc = {(e["target"], e["id"], e["at"]): e["count"] for e in b.expectations if e["kind"] == "escalation"}
+    repeat = b.aliases["repeat"]
+    drv = b.registry.vehicles[repeat].driver_id
+    ent = {a: b.registry.vehicles[b.aliases[a]].enterprise_id for a in ("share_a", "edge")}
+    # repeat: passages 03-12 … 03-15, each decided 6 days later: the 4th decision (03-21) makes 4 > 3
+    assert esc[("vehicle", repeat, "2025-03-20")] == 0 and esc[("vehicle", repeat, "2025-03-21")] == 4
+    assert esc[("driver", drv, "2025-03-21")] == 4          # the officer identified the driver on each case
+    assert esc[("vehicle", repeat, "2025-03-25")] == 4      # still inside the 365-day window
+    # share_co: 1/10 on 03-18 is not above 10 %; share_b's decision on 03-25 makes 2/10
+    assert esc[("enterprise", ent["share_a"], "2025-03-18")] == 0
+    assert esc[("enterprise", ent["share_a"], "2025-03-25")] == 2
+    assert esc[("enterprise", ent["edge"], "2025-03-18")] == 0
     # explicit statements in the file must agree with the derivation when the file's are dropped
     scn = load_scenario("wim_escalation")
     d = build(parse_scenario(dict(scn.raw, expect={})), Config())
-    desc = {(e["target"], e["id"]): e["count"] for e in d.expectations if e["kind"] == "escalation"}
-    for key, n in esc.items():
-        assert desc[key] == n
+    desc = {(e["target"], e["id"], e["at"]): e["count"] for e in d.expectations if e["kind"] == "escalation"}
+    assert desc == esc
+    # no decision, no escalation: without the officer script nothing is expected
+    n = build(parse_scenario({k: v for k, v in scn.raw.items() if k not in ("case_acts", "expect")}), Config())
+    assert not [e for e in n.expectations if e["kind"] == "escalation"]
+    # a decision inside the 陈述申辩 period is refused when the scenario is built
+    bad = dict(scn.raw, expect={}, case_acts=[{"vehicle": "edge", "acts": [
+        {"act": "confirm", "day": 1}, {"act": "file", "day": 1}, {"act": "notify", "day": 2},
+        {"act": "decide", "day": 3}]}])
+    with pytest.raises(ScenarioError, match="陈述申辩"):
+        build(parse_scenario(bad), Config())
+    # counted from service instead of decision (art66.counts_from): no case of the script is served
+    s = build(load_scenario("wim_escalation"), Config({"art66.counts_from": "served"}))
+    assert not [e for e in s.expectations if e["kind"] == "escalation" and not e.get("explicit")]
+
+
+def test_reference_escalation_boundaries():
+    from datetime import date
+
+    from roadwatch.simulators.expectations import reference_escalations
+
+    def case(plate, decided, ent="E", fleet=10, driver=None):
+        return {"plate": plate, "driver": driver, "enterprise": ent, "goods_vehicles": fleet,
+                "decided": decided, "counts_from": decided}
+    cfg = Config()
+    four = [case("A", date(2025, 3, d), driver="D") for d in (1, 2, 3, 4)]
+    assert reference_escalations(four[:3], cfg, date(2025, 3, 31)) == {}
+    got = reference_escalations(four, cfg, date(2025, 3, 31))
+    assert got[("vehicle", "A")] == 4 and got[("driver", "D")] == 4
+    assert ("vehicle", "A") not in reference_escalations(four, cfg, date(2025, 3, 3))       # not decided yet
+    assert reference_escalations(four, cfg, date(2026, 2, 28))[("vehicle", "A")] == 4      # 365 days incl.
+    assert ("vehicle", "A") not in reference_escalations(four, cfg, date(2026, 3, 1))       # 03-01 left the window
+    assert reference_escalations([case("B", date(2025, 3, 1))], cfg, date(2025, 3, 1)) == {}       # 1/10
+    two = [case("B", date(2025, 3, 1)), case("C", date(2025, 3, 2))]
+    assert reference_escalations(two, cfg, date(2025, 3, 2)) == {("enterprise", "E"): 2}           # 2/10
 
 
 @pytest.mark.parametrize("raw,msg", [
