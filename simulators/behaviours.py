@@ -172,12 +172,19 @@ def reupload_gap(ctx, spec, tr, veh):
     """Blind area: fixes are stored and re-uploaded (0x0704 type 1) when coverage returns — no gap."""
     speed = _num(spec, "speed", 60.0, 5, 120)
     blind = int(_num(spec, "blind_s", 600, 60))
+    t0 = tr.t
+    night = ex.in_window(_dt(t0), ctx.cfg["night.start"], ctx.cfg["night.end"])
     tr.drive_for(1200, speed, 90.0)
     t_a = tr.t
     tr.drive_for(blind, speed, 90.0)
     t_b = tr.t
     tr.drive_for(1200, speed, 90.0)
+    t_end = tr.t
     tr.stop(1800)
+    limit = ex.speed_limit(veh.category, "other", night, ctx.cfg)
+    n = ex.overspeed_alerts([(t0 + tr.interval, t_end)], ctx.cfg) if speed > limit else 0
+    ctx.expect.append(ex.alert("overspeed", veh.plate, n, f"{speed:g} km/h (limit {limit:g}) for the whole drive, "
+                               "the re-uploaded blind-area fixes included: one episode"))
     vid = ctx.vid_of[veh.plate]
     delay = int(_num(spec, "delay_s", 20, 0))
 
@@ -277,11 +284,56 @@ def duplicates(ctx, spec, tr, veh):
 
     def hook(cols):
         idx = window(cols, vid, t0, t0 + 1800)[:n]
+        mine = cols["vid"] == vid
+        days = np.array([_day(int(t)) for t in cols["ts"][mine]])
+        total = int((days == _day(t0)).sum())
+        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": _day(t0), "field": "pings", "op": "=",
+                           "value": total, "why": f"{total} distinct fixes that day ({len(idx)} sent twice count "
+                                                  "once, docs/legal-basis.md §6)"})
         return duplicate(cols, idx)
     ctx.post.append(hook)
     ctx.expect.append(ex.alert("overspeed", veh.plate, 0, "duplicates raise nothing"))
     ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": _day(t0), "field": "drift_points",
                        "op": "=", "value": 0, "why": "a repeated fix is not drift"})
+
+
+def park_after_bad_fix(ctx, spec, tr, veh):
+    """Drive, lose positioning for the last ``bad_s`` seconds before stopping (the terminal keeps reporting,
+    fixes flagged not positioned — unqualified), then park ``park_h`` hours with ACC off. The first parked
+    fix lies ~speed × bad_s from the last qualified one: the literal stationary-jump drift rule flags it,
+    the time-bounded one (``drift.stationary_jump_max_s``, docs/legal-basis.md §6) does not."""
+    speed = _num(spec, "speed", 50.0, 5, 100)
+    bad = int(_num(spec, "bad_s", 300, 30, 1800))
+    t0 = tr.t
+    tr.drive_for(1800, speed, 90.0)
+    t_stop = tr.t
+    tr.stop(int(_num(spec, "park_h", 6.0, 0.5, 20) * 3600))
+    vid = ctx.vid_of[veh.plate]
+    cfg = ctx.cfg
+    day = _day(t0)
+
+    def hook(cols):
+        idx = window(cols, vid, t_stop - bad + 1, t_stop + 1)    # the arrival: (t_stop - bad, t_stop]
+        cols["status_flags"][idx] &= ~STATUS_POSITIONED
+        mine = cols["vid"] == vid
+        days = np.array([_day(int(t)) for t in cols["ts"][mine]])
+        total = int((days == day).sum())
+        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "pings", "op": "=",
+                           "value": total, "why": f"{total} fixes sent that day"})
+        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "qualified", "op": "=",
+                           "value": total - len(idx), "why": f"{len(idx)} arrival fix(es) not positioned"})
+        return cols
+    ctx.post.append(hook)
+    jump_km = speed * bad / 3600.0
+    gap_s = bad + 1                                  # last qualified fix → the stopped fix 1 s after stopping
+    bound = cfg["drift.stationary_jump_max_s"]
+    flagged = jump_km > cfg["drift.stationary_jump_km"] and not (bound > 0 and gap_s > bound)
+    ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "drift_points",
+                       "op": ">=" if flagged else "=", "value": 1 if flagged else 0,
+                       "why": f"parked {jump_km:.1f} km after the last qualified fix, {gap_s} s later "
+                              f"(stationary jump > {cfg['drift.stationary_jump_km']:g} km within "
+                              f"{bound:g} s{' — no bound' if not bound else ''})"})
+    ctx.expect.append(ex.alert("overspeed", veh.plate, 0, "unqualified fixes raise nothing"))
 
 
 def zone(ctx, spec, tr, veh):
@@ -369,7 +421,8 @@ def load_at_site(ctx, spec, tr, veh):
 BEHAVIOURS = {
     "drive": drive, "fatigue": fatigue, "fatigue_cumulative": fatigue_cumulative, "speeding": speeding,
     "curfew": curfew, "offline": offline, "gap": gap, "reupload": reupload_gap, "drift": drift_points,
-    "bad_values": bad_values, "duplicates": duplicates, "zone": zone, "terminal_alarm": terminal_alarm,
+    "bad_values": bad_values, "duplicates": duplicates, "park_after_bad_fix": park_after_bad_fix, "zone": zone,
+    "terminal_alarm": terminal_alarm,
     "passage": passage, "load_at_site": load_at_site,
 }
 GPS_BEHAVIOURS = set(BEHAVIOURS) - {"passage"}
