@@ -69,6 +69,10 @@ def run(args, cfg) -> int:
     from .reports import build_monthly_report, write_report
     if args.pings:
         source = _day_rows_from_pings(args.pings, registry, cfg)
+        days = sorted({str(r["day"]) for r in source})
+        if not any(d[:7] == args.month for d in days):    # read fine, but nothing to report on: refuse
+            raise UsageError(f"--pings {args.pings}: no ping of it lies in {args.month} (its data covers "
+                             + (f"{days[0]} … {days[-1]})" if days else "no day)"))
     else:
         from .archive import SQLITE, ArchiveError, open_archive, parse_target
         target = args.archive or cfg.archive_path

@@ -60,6 +60,16 @@ def test_a_feed_without_pings_is_refused(sim, tmp_path, capsys):
     assert "no GPS pings could be read from this feed" in capsys.readouterr().err
 
 
+def test_a_feed_of_another_month_is_refused(sim, tmp_path, capsys):
+    """Every ping reads fine but none lies in the month asked for: no report built on nothing."""
+    out = tmp_path / "rep"
+    code = main(["report", "monthly", "--month", "2025-04", "--registry", str(sim / "registry.json"),
+                 "--pings", str(sim / "feed.jsonl"), "--out", str(out), "--snapshot", "2025-05-01T00:00:00+08:00"])
+    assert code == 2
+    assert "no ping of it lies in 2025-04 (its data covers 2025-03-07" in capsys.readouterr().err
+    assert not (out / "report.json").exists()
+
+
 def test_rejected_share_is_configurable(sim, tmp_path, monkeypatch, capsys):
     lines = (sim / "pings.jsonl").read_bytes().splitlines(keepends=True)
     mixed = tmp_path / "mixed.jsonl"
