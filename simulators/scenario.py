@@ -275,7 +275,9 @@ def _num_gross(spec: dict, kind: str, axles: int, sda: bool) -> float:
 
 def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     """Clean day plans for ``vids``: depot → out (rest) → destination (stop) → back (rest) → depot, daytime
-    only, every continuous drive < 3 h, ≤ 7.5 h a day, speed ≤ 85 % of the lowest applicable limit.
+    only (``night_trucks``: 普通货车 at any hour, continuous drives ≤ 75 % of the night limit), every
+    continuous drive < 3 h, ≤ 7.5 h a day, speed ≤ 85 % of the lowest applicable limit; departures spread
+    over ``depart_spread_min`` (90) minutes.
 
     Depots are near the seat of the vehicle's county. With background WIM, a truck whose nearest station
     is within ``station_reach_km`` drives out and back through it, and each crossing is a passage
@@ -295,8 +297,14 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
     active = rng.random((nv, n_days)) < p_active[:, None]
     vi, di = np.nonzero(active)
     m = len(vi)
-    # trips leave from 07:00, or just after the span starts when it starts later in the day (a live demo)
-    dep = np.maximum(day0 + di * 86400 + 7 * 3600, ctx.t_start + 300) + rng.integers(0, 90 * 60, size=m)
+    # trips leave from 07:00, or just after the span starts when it starts later in the day (a live demo);
+    # with night_trucks (the demo in the small hours) 普通货车 may leave at any hour: no curfew applies to
+    # them, and their continuous drives are kept well under the night limit (below)
+    night_ok = (np.array([c == "普通货车" for c in cats]) if params.get("night_trucks", False)
+                else np.zeros(nv, dtype=bool))
+    first_s = np.where(night_ok[vi], 0, 7 * 3600)
+    spread = int(params.get("depart_spread_min", 90)) * 60
+    dep = np.maximum(day0 + di * 86400 + first_s, ctx.t_start + 300) + rng.integers(0, spread, size=m)
     # a short span (a live demo of a few hours) gets shorter trips, so that whole trips fit in it
     k = min(1.0, max(0.25, ((ctx.t_end - ctx.t_start) / 3600 - 1.0) / 8.0))
     d1 = (rng.uniform(0.75, 2.0, size=m) * 3600 * k).astype(np.int64)
@@ -321,6 +329,9 @@ def background_legs(ctx: Context, vids: np.ndarray, params: dict) -> dict:
             np.where(via, [stations[i].lat if i >= 0 else 0.0 for i in st_of[vi]], depot_lat[vi]))
     dS = np.where(via, np.round(haversine_km(depot_lon[vi], depot_lat[vi], *s_pt) / np.maximum(sp, 1) * 3600),
                   0).astype(np.int64)
+    if night_ok.any():                  # station leg + first leg are one continuous drive
+        cap = int(0.75 * float(cfg["fatigue.night_continuous_h"]) * 3600)
+        d1 = np.where(night_ok[vi], np.maximum(600, np.minimum(d1, cap - dS)), d1)
     inside = (dep >= ctx.t_start) & (dep + 2 * dS + 2 * d1 + 2 * d2 + r1 + s2 + r3 <= ctx.t_end)
     vi, di, dep, d1, d2, r1, s2, r3, sp, via, dS = (a[inside] for a in (vi, di, dep, d1, d2, r1, s2, r3, sp, via, dS))
     s_pt = (s_pt[0][inside], s_pt[1][inside])

@@ -59,8 +59,11 @@ def demo_scenario(now: datetime, hours: float, vehicles: int, speed: float | Non
         "scenario": {"name": "demo", "description": "live demo feed", "seed": int(start.timestamp()) % 100000,
                      "start": start.isoformat(), "hours": hours, "settle_before_scripted_wim": False,
                      "flush_s": 2.0},
+        # alive within a minute at any hour: departures bunched in the span's first half hour, and in the
+        # small hours (a span from 00:00) trucks on the road — nothing but them may legally drive then
         "fleet": {"vehicles": vehicles, "stations": 4, "background_gps": BACKGROUND_GPS, "active_days": 1.0,
-                  "truck_active_days": 1.0, "background_wim": True, "overload_rate": 0.15,
+                  "truck_active_days": 1.0, "night_trucks": True, "depart_spread_min": 30,
+                  "background_wim": True, "overload_rate": 0.15,
                   "drift_vehicle_rate": 0.05, "bad_value_rate": 0.002, "images": "suspect"},
         "vehicle": [
             {"alias": "heavy", "category": "普通货车", "axle_count": 2, "gps": True},

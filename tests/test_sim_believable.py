@@ -157,3 +157,31 @@ def test_generated_place_names_are_chinese_only():
     assert set(SITE_NAMES) == set(SITE_KINDS)        # every kind a site can have has its Chinese name
     names += list(SITE_NAMES.values())
     assert [n for n in names if re.search(r"[A-Za-z]{2,}", n)] == []
+
+
+@pytest.mark.parametrize("clock", ["03:10", "09:00", "14:00"])
+def test_the_demo_looks_alive_within_a_minute_at_any_hour(clock):
+    """At the default 30× a minute of the demo replays the span's first 30 minutes: background trucks are
+    already on the road and crossing stations then — also in the small hours, when the span starts at
+    00:00 — and background traffic still raises no alert (trucks only at night: nothing else may drive)."""
+    from roadwatch.geo.zones import ZoneIndex
+    from roadwatch.streams.assess_gps import run_pings
+    from roadwatch.streams.feed_input import ping_lines
+    h, m = map(int, clock.split(":"))
+    now = datetime(2026, 3, 10, h, m, 17, tzinfo=BEIJING)
+    raw = demo_scenario(now, 5.0, 80, 30.0)
+    raw["fleet"].update(drift_vehicle_rate=0.0, bad_value_rate=0.0)     # the scripted noise aside
+    b = build(parse_scenario(raw), Config())
+    t0 = int(datetime.fromisoformat(raw["scenario"]["start"]).timestamp())
+    scripted = set(b.aliases.values())
+    vl = list(b.registry.vehicles.values())
+    cols = b.pings
+    bg = np.array([vl[v].plate not in scripted for v in cols["vid"]])
+    early = bg & (cols["ts"] < t0 + 30 * 60) & (cols["speed_kmh"] > 0)
+    assert len(np.unique(cols["vid"][early])) >= 10
+    assert any("_truth" in r and datetime.fromisoformat(r["ts"]).timestamp() < t0 + 30 * 60 for r in b.readings)
+    lines = [ln for r in b.records if r.topic == "gps-pings" for ln in ping_lines(r.value)]
+    alerts, _, errors = run_pings(lines, b.registry, ZoneIndex.from_registry(b.registry), Config(),
+                                  now_ms=(t0 + 6 * 3600) * 1000)
+    assert not errors
+    assert [a for a in alerts if a["plate"] not in scripted] == []
