@@ -224,6 +224,20 @@ def drift_points(ctx, spec, tr, veh):
     ctx.expect.append(ex.alert("overspeed", veh.plate, 0, "drift jumps are not speeding (reported speed normal)"))
 
 
+def _expect_counts(ctx, cols, veh, vid: int, day: str, unqualified: int | None, why: str) -> int:
+    """The vehicle's fixes that day (distinct fix times: a duplicate counts once) as the ``pings`` it must
+    have, and, given ``unqualified``, the ``qualified`` ones. Returns the count."""
+    mine = cols["vid"] == vid
+    days = np.array([_day(int(t)) for t in np.unique(cols["ts"][mine])])
+    total = int((days == day).sum())
+    ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "pings", "op": "=",
+                       "value": total, "why": f"{total} distinct fixes sent that day"})
+    if unqualified is not None:
+        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "qualified", "op": "=",
+                           "value": total - unqualified, "why": why})
+    return total
+
+
 BAD_FIELDS = ("speed", "lat", "lon", "altitude", "heading", "future", "unpositioned")
 
 
@@ -258,13 +272,7 @@ def bad_values(ctx, spec, tr, veh):
             cols["ts"][sel] = cols["recv_ts"][sel] + cfg["quality.future_tolerance_s"] + 3600
         elif field == "unpositioned":
             cols["status_flags"][sel] &= ~STATUS_POSITIONED
-        mine = cols["vid"] == vid
-        days = np.array([_day(int(t)) for t in cols["ts"][mine]])
-        total = int((days == day).sum())
-        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "pings", "op": "=",
-                           "value": total, "why": f"{total} fixes sent that day"})
-        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "qualified", "op": "=",
-                           "value": total - len(sel), "why": f"{len(sel)} fix(es) with bad {field}"})
+        _expect_counts(ctx, cols, veh, vid, day, len(sel), f"{len(sel)} fix(es) with bad {field}")
         ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "drift_points", "op": "=",
                            "value": 0, "why": "unqualified fixes take no part in drift (only qualified fixes, "
                                               "docs/legal-basis.md §6; JT/T 808-2019 0x0200)"})
@@ -284,12 +292,7 @@ def duplicates(ctx, spec, tr, veh):
 
     def hook(cols):
         idx = window(cols, vid, t0, t0 + 1800)[:n]
-        mine = cols["vid"] == vid
-        days = np.array([_day(int(t)) for t in cols["ts"][mine]])
-        total = int((days == _day(t0)).sum())
-        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": _day(t0), "field": "pings", "op": "=",
-                           "value": total, "why": f"{total} distinct fixes that day ({len(idx)} sent twice count "
-                                                  "once, docs/legal-basis.md §6)"})
+        _expect_counts(ctx, cols, veh, vid, _day(t0), None, "")   # before the copies: each counts once (§6)
         return duplicate(cols, idx)
     ctx.post.append(hook)
     ctx.expect.append(ex.alert("overspeed", veh.plate, 0, "duplicates raise nothing"))
@@ -315,13 +318,7 @@ def park_after_bad_fix(ctx, spec, tr, veh):
     def hook(cols):
         idx = window(cols, vid, t_stop - bad + 1, t_stop + 1)    # the arrival: (t_stop - bad, t_stop]
         cols["status_flags"][idx] &= ~STATUS_POSITIONED
-        mine = cols["vid"] == vid
-        days = np.array([_day(int(t)) for t in cols["ts"][mine]])
-        total = int((days == day).sum())
-        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "pings", "op": "=",
-                           "value": total, "why": f"{total} fixes sent that day"})
-        ctx.expect.append({"kind": "vehicle_day", "plate": veh.plate, "day": day, "field": "qualified", "op": "=",
-                           "value": total - len(idx), "why": f"{len(idx)} arrival fix(es) not positioned"})
+        _expect_counts(ctx, cols, veh, vid, day, len(idx), f"{len(idx)} arrival fix(es) not positioned")
         return cols
     ctx.post.append(hook)
     jump_km = speed * bad / 3600.0
