@@ -84,6 +84,8 @@ def test_wim_escalation_officer_acts_give_the_escalations(tmp_path, monkeypatch,
     esc = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert sorted((e["target"], e["count"]) for e in esc) == [("driver", 4), ("enterprise", 2), ("vehicle", 4)]
     vehicle = next(e for e in esc if e["target"] == "vehicle")
+    from officers import enrol
+    enrol(monkeypatch, archive, "reviewer")          # a CLI act proves its officer (streams/officer_cli.py)
     assert main(["case", "act", vehicle["case_ids"][0], "withdraw", "--archive", archive, "--by", "reviewer",
                  "--reason", "撤销: wrong plate read", "--at", "2025-03-26"]) == 0
     capsys.readouterr()
