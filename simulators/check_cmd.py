@@ -262,6 +262,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 registry = load_registry(d / "registry.json")
             except (OSError, orjson.JSONDecodeError, RegistryError) as e:
                 raise UsageError(f"--from {d}: {e}") from None
+            if any(e.get("kind") == "escalation" and not e.get("at") for e in expectations):
+                raise UsageError(f"--from {d}: escalation expectations without a day (written before escalations "
+                                 "came from decided cases): run `simulate --out` again")
         else:
             built = build(scn, cfg)
             expectations, registry = built.expectations, built.registry
