@@ -76,6 +76,12 @@ def fixed_points(registry: Registry) -> list[EnforcementPoint]:
             for s in registry.stations.values() if s.kind == "checkpoint"]
 
 
+def station_kinds(registry: Registry) -> dict[str, str]:
+    """Detecting station → fixed | mobile, for the rates (a mobile unit reports under its own id: 流动治超
+    units add theirs here)."""
+    return {sid: "fixed" for sid in registry.stations}
+
+
 # --- the threshold ------------------------------------------------------------------------------------------
 
 def vehicle_kinds(cfg: Config) -> frozenset[str]:
@@ -366,17 +372,18 @@ def _beijing_month(ms: int) -> str:
 
 
 def interception_rates(tasks: Iterable[Mapping], month: str, now_ms: int, decimals: int,
-                       station_kinds: Mapping[str, str] | None = None) -> dict:
+                       station_kinds: Mapping[str, str] | None = None, stations: Iterable[str] = ()) -> dict:
     """Per detecting station and in total, over the tasks created in ``month`` (Beijing): tasks, outcomes,
     拦截率 = intercepted / tasks created (numerator and denominator), unloaded mass, and the median time from
-    detection to interception (minutes)."""
-    per: dict[str, dict] = {}
+    detection to interception (minutes). ``stations``: also list these (with zero tasks)."""
+    zero = {s: 0 for s in ("tasks", *STATUSES)} | {"unloaded_kg": 0.0}
+    per: dict[str, dict] = {str(s): dict(zero) for s in stations}
     waits: dict[str, list[float]] = {}
     for t in tasks:
         if _beijing_month(int(t["detected_ms"])) != month:
             continue
         sid = str(t["station_id"])
-        c = per.setdefault(sid, {s: 0 for s in ("tasks", *STATUSES)} | {"unloaded_kg": 0.0})
+        c = per.setdefault(sid, dict(zero))
         c["tasks"] += 1
         st = status(t, now_ms)
         c[st] += 1
@@ -396,7 +403,7 @@ def interception_rates(tasks: Iterable[Mapping], month: str, now_ms: int, decima
                 "unloaded_kg": round(c["unloaded_kg"], 1), "unloaded_t": round(c["unloaded_kg"] / 1000.0, 3),
                 "median_detect_to_intercept_min": round(median(w), 1) if w else None}
 
-    total = {s: 0 for s in ("tasks", *STATUSES)} | {"unloaded_kg": 0.0}
+    total = dict(zero)
     for c in per.values():
         for k in total:
             total[k] += c[k]
