@@ -284,9 +284,10 @@ def plan(verdict: Mapping, registry: Registry, cfg: Config, *, open_task: Mappin
         if ts_ms < int(task["last_ms"]):                   # an older passage arriving late: history only
             return task
     else:
+        stn = registry.stations.get(verdict["station_id"])
         task = {"schema": TASK_SCHEMA, "task_id": task_id_for(verdict["plate"], verdict["case_id"]),
                 "plate": verdict["plate"], "plate_color": verdict.get("plate_color"),
-                "station_id": verdict["station_id"], "detected_at": verdict["ts"], "detected_ms": ts_ms,
+                "station_id": verdict["station_id"], "station_name": stn.name if stn else verdict["station_id"], "detected_at": verdict["ts"], "detected_ms": ts_ms,
                 "passages": [passage], "case_ids": [verdict["case_id"]], "revision": 1, "outcome": None}
     task.update(last_ms=ts_ms, last_station_id=verdict["station_id"], case_id=verdict["case_id"],
                 expires_ms=expires_ms, expires_at=epoch_ms_to_iso(expires_ms), basis=basis,
