@@ -129,3 +129,20 @@ def month_summary(conn: ArchiveConnection, cfg: Config, registry: Registry, mont
     stats = station_stats([], tables["cases"], case_stages(tables["cases"], tables["case_acts"]), names, dec)
     return interception_section(A.month_tasks(conn, month), stats, month, int(now.timestamp() * 1000), dec, names,
                                 I.station_kinds(registry))
+
+
+def export_metrics(summary: dict) -> None:
+    """This month's rates as Prometheus gauges (streams/metrics.py), numerator and denominator beside each."""
+    from roadwatch.streams import metrics as M
+    for row in [*summary["stations"], summary["total"]]:
+        sid = row["station_id"] or "total"
+        for st in ("tasks", *I.STATUSES):
+            M.INTERCEPT_MONTH.labels(station=sid, status="created" if st == "tasks" else st).set(row[st])
+        q, e = row["interception_rate"], row["enforcement_rate"]
+        M.INTERCEPT_RATE.labels(station=sid).set(q["numerator"] / q["denominator"] if q["denominator"] else 0.0)
+        M.ENFORCEMENT_RATE.labels(station=sid).set(e["numerator"] / e["denominator"] if e["denominator"] else 0.0)
+        M.ENFORCEMENT_COUNTS.labels(station=sid, stage="detected").set(e["denominator"])
+        M.ENFORCEMENT_COUNTS.labels(station=sid, stage="decided").set(e["numerator"])
+        M.INTERCEPT_UNLOADED.labels(station=sid).set(row["unloaded_kg"])
+        wait = row["median_detect_to_intercept_min"]
+        M.INTERCEPT_MEDIAN.labels(station=sid).set(wait if wait is not None else float("nan"))
