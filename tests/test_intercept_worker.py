@@ -10,7 +10,7 @@ from datetime import datetime
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from roadwatch.models.config import load_config
 from roadwatch.models.intercept import task_id_for
@@ -22,7 +22,8 @@ from roadwatch.streams.broker import free_port, kafka_bootstrap
 from roadwatch.streams.cli import main
 from roadwatch.streams.runtime import WorkerProcess
 
-from test_overload_helpers import iso, registry_dict, vehicle
+from test_case_worker import send, wait, wim
+from test_overload_helpers import registry_dict, vehicle
 
 pytestmark = pytest.mark.integration
 PA, PB, PC = "豫A11111", "豫B22222", "豫C33333"
@@ -30,30 +31,6 @@ PA, PB, PC = "豫A11111", "豫B22222", "豫C33333"
 
 def at(h, mi=0):
     return datetime(2025, 3, 10, h, mi, tzinfo=BEIJING)
-
-
-def wim(plate, ts, gross=60000):
-    return {"station_id": "S1", "lane": 1, "ts": iso(ts), "plate": plate, "plate_color": 2,
-            "plate_confidence": 0.97, "vehicle_kind": "train", "axle_count": 6,
-            "axle_loads_kg": [7000] + [(gross - 7000) / 5] * 5, "axle_spacings_m": [3.5] * 5, "gross_kg": gross,
-            "speed_kmh": 60, "device_id": "W1"}
-
-
-def send(bootstrap, items):
-    p = KafkaProducer(bootstrap_servers=bootstrap)
-    for key, value in items:
-        p.send(T.WIM_READINGS, key=key.encode(), value=orjson.dumps(value)).get(10)
-    p.close()
-
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def topic_tasks(bootstrap, want: int, timeout=60) -> list[dict]:
@@ -108,13 +85,13 @@ def test_worker_tasks_outcomes_and_report_rates(tmp_path, monkeypatch, capsys):
         w = WorkerProcess(bootstrap, registry_path=str(reg), env={"ROADWATCH_SET": settings})
         try:
             w.wait_ready(60)
-            send(bootstrap, [(PA, wim(PA, at(10))), (PB, wim(PB, at(10, 5))),
+            send(bootstrap, T.WIM_READINGS, [(PA, wim(PA, at(10))), (PB, wim(PB, at(10, 5))),
                              (PC, wim(PC, at(10, 7)))])      # C: a review case, no task
             wait(lambda: len(A.list_tasks(conn)) == 2 and len(cases()) == 3, 60, "two tasks")
             w.kill()                                                       # crash …
             w = WorkerProcess(bootstrap, registry_path=str(reg), env={"ROADWATCH_SET": settings})
             w.wait_ready(60)                                               # … restart; A again 30 min later,
-            send(bootstrap, [(PA, wim(PA, at(10, 30))), (PA, wim(PA, at(10)))])    # and a replay of its first
+            send(bootstrap, T.WIM_READINGS, [(PA, wim(PA, at(10, 30))), (PA, wim(PA, at(10)))])    # and a replay of its first
             wait(lambda: len(cases()) == 4 and (A.task_for_case(conn, cases()[PA + "10:30"]) or {}).get("revision")
                  == 2, 60, "A's task updated")
             published = topic_tasks(bootstrap, 4)

@@ -2,6 +2,7 @@
 // Every piece of data reaches the DOM through textContent / attributes (never innerHTML).
 // Live alerts arrive by Server-Sent Events; vehicle positions are refreshed as JSON every few seconds.
 
+import {el} from "./dom.js";
 import {ConsoleMap, SPEED_BINS} from "./map.js";
 import {ensureNames, initPlatforms, loadPlatforms, platformLabel} from "./platforms.js";
 
@@ -27,19 +28,6 @@ const state = {
 };
 
 // --- small helpers -----------------------------------------------------------------------------------------
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
-    else if (k === "style") e.style.cssText = v;          // CSSOM: the CSP refuses style attributes
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
 function fill(parent, ...children) {
   parent.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
 }
