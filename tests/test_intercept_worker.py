@@ -22,6 +22,7 @@ from roadwatch.streams.broker import free_port, kafka_bootstrap
 from roadwatch.streams.cli import main
 from roadwatch.streams.runtime import WorkerProcess
 
+from officers import PASSWORD, enrol
 from test_case_worker import send, wait, wim
 from test_overload_helpers import registry_dict, vehicle
 
@@ -73,6 +74,8 @@ def test_worker_tasks_outcomes_and_report_rates(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     cfg = load_config(None)
     conn = open_archive(cfg.archive_path)
+    enrol(monkeypatch, cfg.archive_path, "officer8", "officer9")        # CLI outcomes and acts prove the officer
+    enrol(monkeypatch, cfg.archive_path, "watcher", role="viewer")
     # B has a terminal: its archived track drives east past S1 (the GPS path writes these points)
     dlon = 1.0 / (111.32 * math.cos(math.radians(34.7)))
     b_ms = int(at(10, 5).timestamp() * 1000)
@@ -120,6 +123,13 @@ def test_worker_tasks_outcomes_and_report_rates(tmp_path, monkeypatch, capsys):
     archive = str(cfg.archive_path)
     rc, out, _ = cli(capsys, "intercept", "list", "--archive", archive, "--plate", PA)
     assert rc == 0 and out["task_id"] == ta and out["status"] == "expired"       # March 2025 is long past
+    # the officer is proven: a viewer, an unknown user or a wrong password records nothing
+    rc, _, err = cli(capsys, "intercept", "record", ta, "not_found", "--archive", archive, "--by", "watcher")
+    assert rc == 2 and "officer_not_authenticated" in err and "viewer" in err
+    monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", "wrong")
+    rc, _, err = cli(capsys, "intercept", "record", ta, "not_found", "--archive", archive, "--by", "officer8")
+    assert rc == 2 and "password wrong" in err and A.get_task(conn, ta)["outcome"] is None
+    monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", PASSWORD)
     rc, out, err = cli(capsys, "intercept", "record", ta, "intercepted", "--archive", archive, "--by", "officer8",
                        "--unloaded-kg", "12000", "--on-the-spot", "yes", "--at", "2025-03-10T11:15:00+08:00",
                        "--point", "K1")
