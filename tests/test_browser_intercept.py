@@ -122,6 +122,16 @@ def test_intercept_page_on_a_phone(tmp_path):
             status = requests.get(srv.url + "api/fleet/status", cookies=cookies, timeout=10).json()
             q = status["interception"]["total"]["interception_rate"]
             assert (q["numerator"], q["denominator"]) == (1, 2)
+            # the case (operators' screen) names the task and its outcome
+            desk = browser.new_page(viewport={"width": 1366, "height": 768})
+            collect_errors(desk, errors)
+            desk.context.add_cookies(page.context.cookies())
+            desk.goto(srv.url)
+            desk.click("button[data-view='cases']")
+            desk.click("tr[data-case='CA1']")
+            expect(desk.locator("#case-detail")).to_contain_text("布控拦截")
+            expect(desk.locator("#case-detail")).to_contain_text("已拦截（field1")
+            expect(desk.locator("#case-detail")).to_contain_text("卸载 12,500 kg；现场处理：是")
             linked = requests.get(srv.url + "api/cases/CA1", cookies=cookies, timeout=10).json()["intercept"]
             assert linked["task_id"] == first["task_id"] and linked["outcome"]["outcome"] == "intercepted"
             assert status["interception"]["month"] == datetime.now(timezone.utc).astimezone(BEIJING).strftime("%Y-%m")
