@@ -505,7 +505,8 @@ _k("documents.review_days", 60, "docs/legal-basis.md §9.2 (行政复议法 Art.
 _k("documents.litigation_months", 6, "docs/legal-basis.md §9.2 (行政诉讼法 Art. 46)",
    "months after service to sue, printed on the decision", lo=1, hi=24)
 _k("documents.templates_dir", "", "ops",
-   "folder with the agency's adapted templates (notice.html, inform.html, decision.html); a file missing there "
+   "folder with the agency's adapted templates (base.html — the shared frame —, notice.html, inform.html, decision.html, "
+   "agency_notice.html); a file missing there "
    "falls back to the bundled one; empty = bundled templates only")
 
 
@@ -522,6 +523,26 @@ _k("calendar.holidays", "", "ops",
    "yearly notice")
 _k("calendar.extra_workdays", "", "ops",
    "weekend days that are working days (调休 make-up days), comma-separated YYYY-MM-DD")
+
+
+# --- 抄告 and case-file review (models/notices.py, models/case_review.py) ----------------------------------
+_k("notices.due_working_days", 7, "docs/legal-basis.md §9.4 (62号令 2016 Art. 44)",
+   "the 抄告 to the vehicle's home transport agency is due this many working days after the case is closed "
+   "(calendar.* keys)", lo=1, hi=60)
+_k("notices.own_agency_id", "local", "ops",
+   "this agency's id in the exchange of 抄告 (the sender of our notices; inbound notices must be addressed to it)")
+_k("notices.agencies_file", "", "ops",
+   "TOML file of the known transport agencies ([[agency]] agency_id, name, plates = plate prefixes of its "
+   "area, public_key = its Ed25519 key): where our notices go and whose notices we accept; empty = none known")
+_k("review.sample_rate", 0.1, "docs/legal-basis.md §9.5 (project decision)",
+   "share of the month's closed cases drawn for case-file review (案卷评查); at least one when any closed",
+   lo=0.0, hi=1.0)
+_k("review.seed", 0, "docs/legal-basis.md §9.5 (project decision)",
+   "seed of the review sample: the same seed and month draw the same files", lo=0, hi=2**31 - 1)
+_k("review.decision_days", 90, "docs/legal-basis.md §9.5 (行政处罚法 Art. 60)",
+   "a decision is due within this many days after the case is filed (立案)", lo=1, hi=365)
+_k("review.service_days", 7, "docs/legal-basis.md §9.5 (行政处罚法 Art. 61)",
+   "the decision is to be served within this many days after it is made", lo=0, hi=60)
 
 
 # --- batch inputs (streams/feed_input.py) ------------------------------------------------------------

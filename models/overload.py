@@ -375,7 +375,8 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
                            "category": vehicle.category, "registered_total_kg": vehicle.registered_total_kg,
                            "rated_load_kg": vehicle.rated_load_kg, "curb_kg": vehicle.curb_kg,
                            "single_tyre_axles": vehicle.single_tyre_axles, "air_suspension": vehicle.air_suspension,
-                           "single_drive_axle": vehicle.single_drive_axle} if vehicle is not None else None)
+                           "single_drive_axle": vehicle.single_drive_axle,
+                           "home_agency": vehicle.home_agency or None} if vehicle is not None else None)
     ent_rec = registry.enterprises.get(vehicle.enterprise_id) if vehicle and vehicle.enterprise_id else None
     verdict["enterprise"] = ({"id": ent_rec.enterprise_id, "name": ent_rec.name,
                               "licence_no": ent_rec.licence_no or None, "goods_vehicles": ent_rec.goods_vehicles}

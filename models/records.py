@@ -326,6 +326,7 @@ class Vehicle(faust.Record, serializer="json"):
     driver_id: str = ""                  # registry assignment (fallback when no IC card event)
     terminal_id: str = ""
     in_network: bool = True              # 入网 on the platform
+    home_agency: str = ""                # 车籍地 transport agency id (抄告, models/notices.py); "" = by plate prefix
 
 
 class Driver(faust.Record, serializer="json"):

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .devices import check_device
+from .notices import AGENCY_ID_RE
 from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLORS, SourceSite, Station,
                       Vehicle, Zone, parse_ts)
 
@@ -149,6 +150,8 @@ def parse_registry(data: dict) -> Registry:
         _in_range(v, "route_km", 0, 10_000, where)
         if v.enterprise_id and v.enterprise_id not in reg.enterprises:
             raise RegistryError(f"{where}: unknown enterprise_id {v.enterprise_id!r}")
+        if v.home_agency and not AGENCY_ID_RE.match(v.home_agency):
+            raise RegistryError(f"{where}: home_agency must be an agency id (1–64 letters, digits, '_', '.', '-')")
         if v.plate in reg.vehicles:
             raise RegistryError(f"{where}: duplicate plate")
         if v.terminal_id:

@@ -25,7 +25,7 @@ from roadwatch.models.config import Config
 from roadwatch.models.evidence import EvidenceError, SigningKey, append_entry, load_signing_key, write_package
 from roadwatch.models.lifecycle import Act, TransitionError
 from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
-from roadwatch.streams import documents
+from roadwatch.streams import documents, notices
 from roadwatch.streams.archive import register_schema
 
 register_schema("""
@@ -126,6 +126,7 @@ CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-
 """)
 
 SYSTEM = "roadwatch"
+_SUBJECT_COL = {"vehicle": "plate", "enterprise": "enterprise_id", "driver": "driver_id"}   # inbound 抄告
 log = logging.getLogger("roadwatch.cases")
 
 
@@ -444,6 +445,7 @@ class CaseStore:
                             if case_id in p["basis"].get("case_ids", [])]
         out["conflicts"] = self.conflicts(case_id)
         out["documents"] = documents.listing(documents.package_of(self, case_id))
+        out["agency_notice"] = notices.case_notice(self.conn, case_id)
         return out
 
     @staticmethod
@@ -521,6 +523,9 @@ class CaseStore:
             except (documents.DocumentError, EvidenceError, OSError) as e:
                 log.warning("case %s: %s not issued (%s); issue it with `roadwatch case document`", case_id, kind, e)
                 out["documents_pending"] = [kind]
+        if action == "close" and out["status"] == "closed":   # the 62号令 Art. 44 抄告 (streams/notices.py)
+            notices.on_close(self, case_id, out, by=act.by)
+            out = self.show(case_id)
         out["replayed"] = replayed
         if pending:
             out["evidence_pending"] = pending
@@ -693,7 +698,7 @@ class CaseStore:
         """``roadwatch escalations``: every subject over its Art. 66 threshold in the window ending at ``at``,
         with the open (or latest) proposal that covers it."""
         at_iso = legal_date(at, datetime.now(timezone.utc))
-        out = art66.escalations_at(self._facts(), self.cfg, at_iso)
+        out = art66.escalations_at(self._facts() + notices.art66_facts(self.conn), self.cfg, at_iso)
         props = self.proposals(subjects=sorted({e["subject"] for e in out}))
         for e in out:
             mine = [p for p in props if p["target"] == e["target"] and p["subject"] == e["subject"]]
@@ -703,11 +708,18 @@ class CaseStore:
 
     def _recompute_escalations(self, c, row, now: datetime) -> None:
         """Reconcile the proposals of the subjects this case touches with what the histories now give."""
-        plate, ent = row["plate"], row["enterprise_id"]
         drivers = {r[0] for r in c.execute(
             """SELECT driver_id FROM case_state WHERE case_id=? AND driver_id IS NOT NULL
                UNION SELECT driver_id FROM case_acts WHERE case_id=? AND driver_id IS NOT NULL""",
             (row["case_id"], row["case_id"]))}
+        self._recompute_subjects(c, row["plate"], row["enterprise_id"], drivers, now)
+
+    def recompute_subjects(self, plate: str, enterprise_id: str | None, drivers: set[str]) -> None:
+        """Reconcile the proposals of these subjects (after an inbound 抄告 about them was accepted)."""
+        with _Tx(self.conn) as c:
+            self._recompute_subjects(c, plate, enterprise_id, drivers, datetime.now(timezone.utc))
+
+    def _recompute_subjects(self, c, plate: str, ent: str | None, drivers: set[str], now: datetime) -> None:
         scope = [("vehicle", plate, "c.plate=?", (plate,))]
         if ent:
             scope.append(("enterprise", ent, "c.enterprise_id=?", (ent,)))
@@ -717,7 +729,7 @@ class CaseStore:
         for target, subject, cond, args in scope:
             # only decided cases that are not void can count (models/art66.py)
             where = f"WHERE ({cond}) AND s.decided_on IS NOT NULL AND s.status NOT IN ('withdrawn', 'dismissed')"
-            facts = self._facts(where, args)
+            facts = self._facts(where, args) + notices.art66_facts(self.conn, **{_SUBJECT_COL[target]: subject})
             found = art66.crossings(facts, self.cfg, only=(target, subject)).get((target, subject))
             self._reconcile(c, target, subject, found, art66.counting_ids(facts, self.cfg), now)
 

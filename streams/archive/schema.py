@@ -131,6 +131,41 @@ CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
     Migration(2, "ping_state.saved_by: the worker (host:pid) that wrote each partition snapshot", """
 ALTER TABLE ping_state ADD COLUMN saved_by TEXT NOT NULL DEFAULT '';
 """),
+    Migration(3, "抄告 (62号令 Art. 44): notices to home agencies of closed cases, notices received from other agencies",
+              """
+CREATE TABLE IF NOT EXISTS outbound_notices (   -- one per closed case (streams/archive/notices.py)
+    notice_id  TEXT PRIMARY KEY,
+    case_id    TEXT NOT NULL UNIQUE,
+    to_agency  TEXT,                 -- NULL: the vehicle's home agency is not known (flagged)
+    closed_on  TEXT NOT NULL,        -- YYYY-MM-DD, legal date of the closure
+    due_on     TEXT NOT NULL,        -- closure + notices.due_working_days working days
+    created_at TEXT NOT NULL,
+    notice     TEXT NOT NULL,        -- JSON (models/notices.py)
+    sent_at    TEXT,                 -- when it left: on the agency-notices topic, or marked sent by an officer
+    sent_via   TEXT,                 -- kafka | manual
+    sent_by    TEXT
+);
+CREATE INDEX IF NOT EXISTS outbound_notices_due ON outbound_notices(sent_at, due_on);
+
+CREATE TABLE IF NOT EXISTS inbound_notices (    -- accepted notices from other agencies (signature verified)
+    notice_key    TEXT PRIMARY KEY,  -- <from_agency>:<notice_id>
+    from_agency   TEXT NOT NULL,
+    notice_id     TEXT NOT NULL,
+    case_id       TEXT NOT NULL,
+    plate         TEXT NOT NULL,
+    enterprise_id TEXT,              -- our registry's enterprise of the vehicle when known, else the sender's
+    driver_id     TEXT,              -- only when the sender identified the driver
+    decided_on    TEXT NOT NULL,
+    closed_on     TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    received_via  TEXT NOT NULL,     -- file | kafka
+    notice        TEXT NOT NULL,     -- JSON
+    envelope      TEXT NOT NULL      -- the signed envelope as received (JSON)
+);
+CREATE INDEX IF NOT EXISTS inbound_notices_plate ON inbound_notices(plate, decided_on);
+CREATE INDEX IF NOT EXISTS inbound_notices_enterprise ON inbound_notices(enterprise_id, decided_on);
+CREATE INDEX IF NOT EXISTS inbound_notices_driver ON inbound_notices(driver_id, decided_on);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,148 @@
+"""抄告 wiring (models/notices.py holds the rules, streams/archive/notices.py the SQL).
+
+- ``on_close``: when a case is closed (``CaseStore.act``), its Art. 44 notice is built, stored once, and its
+  printable 抄告单 issued onto the case's evidence chain like the other documents (streams/documents.py).
+- ``envelope``: the notice signed with this installation's evidence key (Ed25519); ``export`` writes it as
+  JSON beside the printable document; ``publish_pending`` puts unsent notices on the ``agency-notices`` topic
+  (the worker's timer) and records when they left.
+- ``accept``: an inbound envelope — from a known agency (``notices.agencies_file``), signature verified,
+  addressed to us, complete — is stored and counts for 条例 Art. 66 (``art66_facts``).
+"""
+from __future__ import annotations
+
+import logging
+import tomllib
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from roadwatch.models import notices as N
+from roadwatch.models.config import Config, ConfigError
+from roadwatch.models.documents import DocumentError
+from roadwatch.models.evidence import EvidenceError
+from roadwatch.models.records import BEIJING, format_ts
+from roadwatch.streams.archive import notices as db
+
+log = logging.getLogger("roadwatch.notices")
+
+
+def load_agencies(cfg: Config) -> dict[str, N.Agency]:
+    """The agencies of ``notices.agencies_file`` (none when the key is empty)."""
+    path = cfg["notices.agencies_file"]
+    if not path:
+        return {}
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"notices.agencies_file not found: {p}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"notices.agencies_file {p} cannot be read: {e}") from None
+    try:
+        return N.parse_agencies(data, str(p))
+    except N.NoticeError as e:
+        raise ConfigError(e.detail) from None
+
+
+def on_close(store, case_id: str, case: dict, *, by: str) -> dict:
+    """Build and store the case's notice (once) and issue its 抄告单; returns the stored notice."""
+    have = db.outbound(store.conn, case_id=case_id)
+    if have:
+        notice = have[0]["notice"]
+    else:
+        agencies = load_agencies(store.cfg)
+        registered = (((case.get("manifest") or {}).get("targets") or {}).get("vehicle") or {}).get("home_agency")
+        to = N.home_agency(case["plate"], registered, agencies)
+        notice = N.build(case, store.cfg, to)
+        if to in agencies:
+            notice["to_agency_name"] = agencies[to].name
+        with store.conn.transaction():
+            db.insert_outbound(store.conn, notice, format_ts(datetime.now(timezone.utc)))
+        if to is None:
+            log.warning("case %s closed: the vehicle's home agency is unknown (no registry home_agency, no plate "
+                        "prefix in notices.agencies_file); the 抄告 waits for it", case_id)
+    from roadwatch.streams import documents
+    if documents.package_of(store, case_id) is not None and store.data_dir is not None:
+        try:
+            documents.issue(store, case_id, "agency_notice", by=by, case={**case, "agency_notice": notice})
+        except (DocumentError, EvidenceError, OSError) as e:
+            log.warning("case %s: 抄告单 not issued (%s); issue it with `roadwatch case document`", case_id, e)
+    return notice
+
+
+def listing(conn, today: date) -> list[dict]:
+    """Outbound notices with their state: sent, due, overdue (not sent and past the due day)."""
+    out = []
+    for r in db.outbound(conn):
+        out.append({"notice_id": r["notice_id"], "case_id": r["case_id"], "plate": r["notice"]["vehicle"]["plate"],
+                    "to_agency": r["to_agency"], "closed_on": r["closed_on"], "due_on": r["due_on"],
+                    "sent_at": r["sent_at"], "sent_via": r["sent_via"],
+                    "overdue": N.overdue(r["due_on"], r["sent_at"], today)})
+    return out
+
+
+def case_notice(conn, case_id: str) -> dict | None:
+    """The case's 抄告 state for the case JSON (None before closure)."""
+    rows = db.outbound(conn, case_id=case_id)
+    if not rows:
+        return None
+    r = rows[0]
+    return {"notice_id": r["notice_id"], "to_agency": r["to_agency"], "closed_on": r["closed_on"],
+            "due_on": r["due_on"], "sent_at": r["sent_at"], "sent_via": r["sent_via"],
+            "overdue": N.overdue(r["due_on"], r["sent_at"], today_beijing())}
+
+
+def today_beijing() -> date:
+    return datetime.now(BEIJING).date()
+
+
+def envelope(store, notice: dict) -> dict:
+    key = store._key(store.data_dir)
+    return N.sign(notice, key.private, key.key_id)
+
+
+def publish_pending(store, send) -> int:
+    """Every unsent notice with a known addressee → ``send(key, value)`` (the topic), then marked sent."""
+    n = 0
+    for r in db.outbound(store.conn, unsent=True):
+        if not r["to_agency"]:
+            continue
+        send(r["to_agency"].encode(), orjson.dumps(envelope(store, r["notice"])))
+        with store.conn.transaction():
+            db.mark_sent(store.conn, r["notice_id"], format_ts(datetime.now(timezone.utc)), "kafka", "roadwatch")
+        n += 1
+    return n
+
+
+def accept(store, raw: bytes, *, via: str, registry=None, agencies: dict | None = None) -> tuple[dict, bool]:
+    """Verify and store an inbound envelope: (notice, new?); a new one re-derives the Art. 66 proposals of
+    its vehicle, enterprise and driver. Raises ``NoticeError`` when refused."""
+    cfg, conn = store.cfg, store.conn
+    agencies = load_agencies(cfg) if agencies is None else agencies
+    notice = N.open_envelope(raw, agencies, cfg["notices.own_agency_id"])
+    plate = notice["vehicle"]["plate"]
+    veh = registry.vehicles.get(plate) if registry is not None else None
+    ent = veh.enterprise_id if veh is not None and veh.enterprise_id else notice["vehicle"].get("enterprise_id")
+    drv = notice["driver"]
+    row = {"notice_key": f"{notice['from_agency']}:{notice['notice_id']}", "from_agency": notice["from_agency"],
+           "notice_id": notice["notice_id"], "case_id": notice["case_id"], "plate": plate, "enterprise_id": ent,
+           "driver_id": drv["id"] if drv["identified"] and drv.get("id") else None,
+           "decided_on": notice["decision"]["decided_on"], "closed_on": notice["decision"]["closed_on"],
+           "received_at": format_ts(datetime.now(timezone.utc)), "received_via": via,
+           "notice": orjson.dumps(notice).decode(), "envelope": raw.decode("utf-8", errors="replace")}
+    with conn.transaction():
+        new = db.insert_inbound(conn, row)
+    if new:
+        store.recompute_subjects(plate, ent, {row["driver_id"]} if row["driver_id"] else set())
+    return notice, new
+
+
+def art66_facts(conn, registry_goods: dict[str, int] | None = None, **subject) -> list:
+    """Accepted inbound notices as Art. 66 cases (optionally only those about ``plate``/``enterprise_id``/
+    ``driver_id``)."""
+    out = []
+    for r in db.inbound(conn, **subject):
+        out.append(N.case_facts(r["notice"], r["enterprise_id"],
+                                (registry_goods or {}).get(r["enterprise_id"])))
+    return out
