@@ -534,6 +534,9 @@ _k("notices.own_agency_id", "local", "ops",
 _k("notices.agencies_file", "", "ops",
    "TOML file of the known transport agencies ([[agency]] agency_id, name, plates = plate prefixes of its "
    "area, public_key = its Ed25519 key): where our notices go and whose notices we accept; empty = none known")
+_k("notices.publish_interval_s", 30.0, "ops",
+   "how often the worker puts unsent 抄告 on the agency-notices topic and refreshes the overdue gauge",
+   lo=1.0, hi=3600.0)
 _k("review.sample_rate", 0.1, "docs/legal-basis.md §9.5 (project decision)",
    "share of the month's closed cases drawn for case-file review (案卷评查); at least one when any closed",
    lo=0.0, hi=1.0)

@@ -16,3 +16,6 @@ REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
                          "Records skipped because a snapshot already covers their offset", ["topic"])
 SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snapshots committed")
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
+AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
+                         ["direction", "outcome"])
+AGENCY_NOTICES_OVERDUE = Gauge("roadwatch_agency_notices_overdue", "抄告 not sent by their due day")

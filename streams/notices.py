@@ -2,11 +2,13 @@
 
 - ``on_close``: when a case is closed (``CaseStore.act``), its Art. 44 notice is built, stored once, and its
   printable 抄告单 issued onto the case's evidence chain like the other documents (streams/documents.py).
-- ``envelope``: the notice signed with this installation's evidence key (Ed25519); ``export`` writes it as
-  JSON beside the printable document; ``publish_pending`` puts unsent notices on the ``agency-notices`` topic
-  (the worker's timer) and records when they left.
+- ``envelope``: the notice signed with this installation's evidence key (Ed25519); ``roadwatch notices
+  export`` writes it as JSON beside the printable document; the worker (``install``) puts unsent notices on
+  the ``agency-notices`` topic, records when the broker took them, and keeps the overdue gauge.
 - ``accept``: an inbound envelope — from a known agency (``notices.agencies_file``), signature verified,
-  addressed to us, complete — is stored and counts for 条例 Art. 66 (``art66_facts``).
+  addressed to us, complete — is stored and counts for 条例 Art. 66 (``art66_facts``); from a file
+  (``roadwatch notices import``) or from the topic (``install``: a refused one goes to the dead-letter topic
+  with its reason; our own notices and those addressed to other agencies are passed over and counted).
 """
 from __future__ import annotations
 
@@ -102,25 +104,28 @@ def envelope(store, notice: dict) -> dict:
     return N.sign(notice, key.private, key.key_id)
 
 
-def publish_pending(store, send) -> int:
-    """Every unsent notice with a known addressee → ``send(key, value)`` (the topic), then marked sent."""
-    n = 0
-    for r in db.outbound(store.conn, unsent=True):
-        if not r["to_agency"]:
-            continue
-        send(r["to_agency"].encode(), orjson.dumps(envelope(store, r["notice"])))
-        with store.conn.transaction():
-            db.mark_sent(store.conn, r["notice_id"], format_ts(datetime.now(timezone.utc)), "kafka", "roadwatch")
-        n += 1
-    return n
+def unsent(store) -> list[tuple[str, bytes, bytes]]:
+    """(notice id, topic key, signed envelope) of every unsent notice whose addressee is known."""
+    return [(r["notice_id"], r["to_agency"].encode(), orjson.dumps(envelope(store, r["notice"])))
+            for r in db.outbound(store.conn, unsent=True) if r["to_agency"]]
+
+
+def mark_sent(store, notice_id: str, via: str, by: str) -> bool:
+    with store.conn.transaction():
+        return db.mark_sent(store.conn, notice_id, format_ts(datetime.now(timezone.utc)), via, by)
 
 
 def accept(store, raw: bytes, *, via: str, registry=None, agencies: dict | None = None) -> tuple[dict, bool]:
     """Verify and store an inbound envelope: (notice, new?); a new one re-derives the Art. 66 proposals of
     its vehicle, enterprise and driver. Raises ``NoticeError`` when refused."""
-    cfg, conn = store.cfg, store.conn
-    agencies = load_agencies(cfg) if agencies is None else agencies
-    notice = N.open_envelope(raw, agencies, cfg["notices.own_agency_id"])
+    agencies = load_agencies(store.cfg) if agencies is None else agencies
+    notice = N.open_envelope(raw, agencies, store.cfg["notices.own_agency_id"])
+    return notice, keep(store, notice, raw, via=via, registry=registry)
+
+
+def keep(store, notice: dict, raw: bytes, *, via: str, registry=None) -> bool:
+    """Store a verified inbound notice (idempotent); True when new."""
+    conn = store.conn
     plate = notice["vehicle"]["plate"]
     veh = registry.vehicles.get(plate) if registry is not None else None
     ent = veh.enterprise_id if veh is not None and veh.enterprise_id else notice["vehicle"].get("enterprise_id")
@@ -135,7 +140,7 @@ def accept(store, raw: bytes, *, via: str, registry=None, agencies: dict | None 
         new = db.insert_inbound(conn, row)
     if new:
         store.recompute_subjects(plate, ent, {row["driver_id"]} if row["driver_id"] else set())
-    return notice, new
+    return new
 
 
 def art66_facts(conn, registry_goods: dict[str, int] | None = None, **subject) -> list:
@@ -146,3 +151,63 @@ def art66_facts(conn, registry_goods: dict[str, int] | None = None, **subject) -
         out.append(N.case_facts(r["notice"], r["enterprise_id"],
                                 (registry_goods or {}).get(r["enterprise_id"])))
     return out
+
+
+# --- the worker: out onto the topic, in from it ------------------------------------------------------------
+
+def _sender(raw: bytes):
+    try:
+        env = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return env.get("from_agency") if isinstance(env, dict) else None
+
+
+def install(app, ctx, store) -> None:
+    from . import metrics as M
+    from . import topics as T
+    from .deadletter import send_dead_letter
+    from .retry import rollback_quietly
+
+    topic, dlq = ctx.topics[T.AGENCY_NOTICES], ctx.topics[T.DEAD_LETTER]
+    own = ctx.cfg["notices.own_agency_id"]
+    agencies = load_agencies(ctx.cfg)
+    seen, overdue_g = M.AGENCY_NOTICES, M.AGENCY_NOTICES_OVERDUE
+
+    @app.agent(topic, name="agency-notices-agent")
+    async def inbound(stream):
+        async for event in stream.events():
+            raw = event.value
+            M.MESSAGES.labels(topic=T.AGENCY_NOTICES, direction="in").inc()
+            if _sender(raw) == own:
+                seen.labels(direction="in", outcome="own").inc()       # our own notice, on its way out
+                continue
+            try:
+                notice = N.open_envelope(raw, agencies, own)
+            except N.NoticeError as e:
+                if e.code == "not_for_us":
+                    seen.labels(direction="in", outcome="not_for_us").inc()    # another agency's business
+                    continue
+                seen.labels(direction="in", outcome=e.code).inc()
+                await send_dead_letter(dlq, T.AGENCY_NOTICES, e.code, e.detail, raw)
+                continue
+            new = await ctx.faults.retry_until_ok(
+                "notices", lambda: keep(store, notice, raw, via="kafka", registry=ctx.registry),
+                on_error=lambda: rollback_quietly(store.conn))
+            seen.labels(direction="in", outcome="accepted" if new else "replayed").inc()
+
+    @app.timer(float(ctx.cfg["notices.publish_interval_s"]))
+    async def outbound():
+        try:
+            for notice_id, key, value in unsent(store):
+                await (await topic.send(key=key, value=value))      # delivered, then recorded as sent
+                mark_sent(store, notice_id, "kafka", "roadwatch")
+                M.MESSAGES.labels(topic=T.AGENCY_NOTICES, direction="out").inc()
+                seen.labels(direction="out", outcome="sent").inc()
+            overdue_g.set(db.overdue_count(store.conn, today_beijing().isoformat()))
+        except Exception as err:  # noqa: BLE001 - retried at the next tick; unsent notices stay unsent
+            log.exception("sending 抄告 failed; retried in %s s", ctx.cfg["notices.publish_interval_s"])
+            rollback_quietly(store.conn)
+            ctx.faults.report("notices", err)
+        else:
+            ctx.faults.clear("notices")

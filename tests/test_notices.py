@@ -199,3 +199,99 @@ def test_due_day_and_overdue_are_exact():
     assert N.overdue("2025-10-16", None, date(2025, 10, 16)) is False
     assert N.overdue("2025-10-16", None, date(2025, 10, 17)) is True
     assert N.overdue("2025-10-16", "2025-10-20T09:00:00+08:00", date(2025, 10, 30)) is False
+
+
+@pytest.mark.integration
+def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, monkeypatch, capsys):
+    """The real worker: our unsent 抄告 goes onto `agency-notices` and is recorded as sent; of the records on
+    the topic the genuine notice addressed to us is accepted, a forged one is dead-lettered with its reason,
+    one addressed to another agency is passed over."""
+    import base64
+    import os
+    import time
+
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from roadwatch.models.config import load_config
+    from roadwatch.streams import topics as T
+    from roadwatch.streams.archive import notices as db
+    from roadwatch.streams.archive import open_archive
+    from roadwatch.streams.broker import free_port, kafka_bootstrap
+    from roadwatch.streams.cli import main
+    from roadwatch.streams.runtime import WorkerProcess
+    if os.environ.get("ROADWATCH_KAFKA"):
+        pytest.skip("uses the embedded broker")
+    key_x = Ed25519PrivateKey.generate()
+    agencies = agencies_file(tmp_path / "agencies.toml", [
+        {"agency_id": "hn-zz", "name": "株洲", "plates": ["湘B"]},
+        {"agency_id": "hn-xt", "name": "湘潭", "plates": ["湘C"], "public_key": _pem(key_x)}])
+    settings = (f'paths.data_dir="{tmp_path / "data"}";web.port={free_port()};notices.own_agency_id="hn-cs";'
+                f'notices.agencies_file="{agencies}";notices.publish_interval_s=1')
+    monkeypatch.setenv("ROADWATCH_SET", settings)
+    monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
+    monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
+    cfg = load_config(None)
+    arch = cfg.archive_path
+    import io
+    import sys
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((ROOT / "examples/wim-readings.jsonl").read_bytes())))
+    main(["assess", "wim", "--registry", str(ROOT / "examples/registry.json"), "--archive", str(arch),
+          "--evidence-dir", str(tmp_path / "data" / "evidence")])
+    cid = next(v for v in map(orjson.loads, capsys.readouterr().out.splitlines()) if v["action"] == "fine")["case_id"]
+    for a, at in STEPS + (("close", "2025-09-30"),):
+        assert main(["case", "act", cid, a, "--archive", str(arch), "--by", "o7", "--at", at, "--reason", "结案"]) == 0
+    capsys.readouterr()
+    conn = open_archive(arch)
+    assert db.outbound(conn, unsent=True)[0]["to_agency"] == "hn-zz"
+    # what other agencies put on the topic
+    n = copy.deepcopy(db.outbound(conn)[0]["notice"])
+    n.update(from_agency="hn-xt", to_agency="hn-cs", case_id="CX1", notice_id="NCX1")
+    n["vehicle"]["plate"] = "湘A12345"
+    genuine = N.sign(n, key_x, "x")
+    forged = copy.deepcopy(genuine)
+    forged["notice"]["decision"]["fine_yuan"] = 1
+    elsewhere = N.sign({**n, "to_agency": "hn-yy", "notice_id": "NCX2"}, key_x, "x")
+
+    def poll(pred, what, timeout=90.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    with kafka_bootstrap(cfg) as bootstrap:
+        w = WorkerProcess(bootstrap, registry_path=str(ROOT / "examples/registry.json"), env={"ROADWATCH_SET": settings})
+        try:
+            w.wait_ready(90)
+            p = KafkaProducer(bootstrap_servers=bootstrap)
+            for env in (forged, elsewhere, genuine):
+                p.send(T.AGENCY_NOTICES, key=env["notice"]["to_agency"].encode(), value=orjson.dumps(env)).get(10)
+            p.close()
+            poll(lambda: db.inbound(conn), "the genuine notice accepted")
+            poll(lambda: not db.outbound(conn, unsent=True), "our notice sent")
+        finally:
+            w.stop()
+        assert [r["notice_key"] for r in db.inbound(conn)] == ["hn-xt:NCX1"]
+        sent = db.outbound(conn)[0]
+        assert sent["sent_via"] == "kafka" and sent["sent_at"]
+        cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        topics = {}
+        for t in (T.AGENCY_NOTICES, T.DEAD_LETTER):
+            parts = [TopicPartition(t, q) for q in cons.partitions_for_topic(t)]
+            cons.assign(parts)
+            cons.seek_to_beginning()
+            got, deadline = [], time.monotonic() + 20
+            ends = cons.end_offsets(parts)
+            while sum(cons.position(tp) for tp in parts) < sum(ends.values()) and time.monotonic() < deadline:
+                for recs in cons.poll(timeout_ms=500).values():
+                    got += recs
+            topics[t] = got
+        cons.close()
+    ours = [orjson.loads(r.value) for r in topics[T.AGENCY_NOTICES] if r.key == b"hn-zz"]
+    assert [e["notice"]["notice_id"] for e in ours] == [f"N{cid}"]
+    assert N.open_envelope(orjson.dumps(ours[0]), {"hn-cs": N.Agency("hn-cs", "长沙", (), N.parse_public_key(
+        next((tmp_path / "data" / "keys" / "trusted").glob("*.pub")).read_text(), "k"))}, "hn-zz")["case_id"] == cid
+    dead = [orjson.loads(r.value) for r in topics[T.DEAD_LETTER] if r.key == T.AGENCY_NOTICES.encode()]
+    assert [(d["reason"], base64.b64decode(d["original_b64"]) == orjson.dumps(forged)) for d in dead] == \
+        [("bad_signature", True)]
