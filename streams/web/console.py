@@ -453,6 +453,24 @@ async def api_vehicles(request: web.Request) -> web.Response:
     return _json({"ts": format_ts(datetime.now(timezone.utc)), "vehicles": rows})
 
 
+def _vehicle_notices(conn, plate: str) -> list[dict]:
+    """抄告 received from other agencies about this vehicle (they count for Art. 66)."""
+    from roadwatch.streams.archive.notices import inbound
+    return inbound(conn, plate=plate)
+
+
+def _notices(conn) -> list[dict]:
+    from roadwatch.streams.notices import listing, today_beijing
+    return listing(conn, today_beijing())
+
+
+async def api_notices(request: web.Request) -> web.Response:
+    """Our 抄告 to home agencies: due day, sent, overdue (62号令 Art. 44)."""
+    st = request.app[STATE]
+    rows = await st.db.run(_notices)
+    return _json({"notices": rows, "overdue": sum(1 for r in rows if r["overdue"])})
+
+
 def _vehicle_platforms(conn) -> dict[str, int]:
     from .platforms_api import vehicle_platforms
     return vehicle_platforms(conn)
@@ -476,7 +494,9 @@ async def api_vehicle(request: web.Request) -> web.Response:
     info["enterprise"] = ent.name if ent else ""
     info["platform"] = (await st.db.run(_vehicle_platforms)).get(plate)
     cases = (await st.db.run(_query_cases, None, plate, None, 20, 0))["cases"]
+    notices_in = await st.db.run(_vehicle_notices, plate)
     return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None, "cases": cases,
+                  "notices_in": notices_in,
                   "track": [_track_point(p) for p in st.fleet.track(plate)],
                   "alerts": sorted(alerts.values(), key=lambda a: str(a.get("start_ts")), reverse=True)[:20]})
 
@@ -900,6 +920,7 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_post("/api/cases/{case_id}/documents", api_case_document)
     r.add_get("/api/cases/{case_id}/evidence/{name:.+}", api_evidence)
     r.add_get("/api/fleet/status", api_fleet_status)
+    r.add_get("/api/notices", api_notices)
     r.add_get("/api/devices", api_devices)
     r.add_get("/api/devices/{name}", api_devices)
     r.add_get("/api/reports", api_reports)
