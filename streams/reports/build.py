@@ -17,6 +17,7 @@ from roadwatch.models.records import format_ts
 from roadwatch.models.scoring import agency_score, enterprise_score
 
 from roadwatch.streams.archive import ArchiveConnection, report_tables
+from roadwatch.streams.case_review import month_review
 from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
 
 from .narrative import narrative
@@ -139,6 +140,15 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
         overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_acts"], names, dec,
                                     tables["escalations"], _last_day(month))
 
+    if isinstance(conn_or_rows, ArchiveConnection):       # 案卷评查 and 抄告 of the month's closed cases
+        try:
+            as_of = datetime.fromisoformat(snapshot).date()
+        except ValueError:
+            as_of = date.fromisoformat(_last_day(month))
+        case_review = {"available": True, **month_review(conn_or_rows, cfg, month, as_of)}
+    else:
+        case_review = {"available": False, "reason": "未提供归档：无案卷 (no archive given: case files absent)"}
+
     trace_vehicles = []
     for m in members:
         vm = cur.rows.vehicles.get(m.plate)
@@ -189,6 +199,7 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
         "enterprises": enterprises,
         "platforms": platforms,
         "overload": overload,
+        "case_review": case_review,
         "trace": {
             "rows_used": sum(v["rows_used"] for v in trace_vehicles),
             "rows_excluded": cur.excluded_counts,
