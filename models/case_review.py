@@ -83,24 +83,19 @@ def score(file: dict, cfg: Config, as_of: date) -> dict:
         hit = [p for p in problems if any(path in p for path in paths)]
         put(name, not hit, "; ".join(hit) if hit else "on the chain, intact")
     put("evidence_chain", not problems, "; ".join(problems[:5]) if problems else "verified")
-    sd = int(cfg["case.statement_days"])
-    if day.get("decide") and day.get("notify"):
-        waited = (day["decide"] - day["notify"]).days
-        put("statement_period", waited > sd, f"decided {waited} day(s) after notification (period {sd} days)")
-    else:
-        put("statement_period", False, "no notification or no decision in the history")
-    lim = int(cfg["review.decision_days"])
-    if day.get("decide") and day.get("file"):
-        took = (day["decide"] - day["file"]).days
-        put("decision_deadline", took <= lim, f"decided {took} day(s) after filing (limit {lim})")
-    else:
-        put("decision_deadline", False, "no filing or no decision in the history")
-    lim = int(cfg["review.service_days"])
-    if day.get("serve") and day.get("decide"):
-        took = (day["serve"] - day["decide"]).days
-        put("service_deadline", took <= lim, f"served {took} day(s) after the decision (limit {lim})")
-    else:
-        put("service_deadline", False, "no decision or no service in the history")
+    # (item, earlier act, later act, the rule on the days between, what the days are)
+    sd, dl, sv = (int(cfg[k]) for k in ("case.statement_days", "review.decision_days", "review.service_days"))
+    for name, first, then, ok, what in (
+            ("statement_period", "notify", "decide", lambda d: d > sd, f"decided {{}} day(s) after notification "
+                                                                      f"(period {sd} days)"),
+            ("decision_deadline", "file", "decide", lambda d: d <= dl, f"decided {{}} day(s) after filing (limit {dl})"),
+            ("service_deadline", "decide", "serve", lambda d: d <= sv, f"served {{}} day(s) after the decision "
+                                                                       f"(limit {sv})")):
+        if day.get(first) and day.get(then):
+            days = (day[then] - day[first]).days
+            put(name, ok(days), what.format(days))
+        else:
+            put(name, False, f"no {first} or no {then} in the history")
     n = file.get("notice")
     if not n:
         put("agency_notice_deadline", False, "no 抄告 made on closure")

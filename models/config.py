@@ -653,6 +653,21 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
     return cfg
 
 
+def read_toml_file(cfg: Config, key: str) -> tuple[dict, str] | None:
+    """The TOML file a config key names (``jt809.platforms_file``, ``notices.agencies_file``) as (data, path);
+    None when the key is empty. ConfigError when it is missing or unreadable."""
+    path = cfg[key]
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8")), str(p)
+    except FileNotFoundError:
+        raise ConfigError(f"{key} not found: {p}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{key} {p} cannot be read: {e}") from None
+
+
 def render_toml(cfg: Config) -> str:
     """The effective config as a commented TOML document (``roadwatch config show``)."""
     lines: list[str] = ["# roadwatch effective configuration", ""]

@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import logging
-import tomllib
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 import orjson
 
 from roadwatch.models import notices as N
-from roadwatch.models.config import Config, ConfigError
+from roadwatch.models.config import Config, ConfigError, read_toml_file
 from roadwatch.models.documents import DocumentError
 from roadwatch.models.evidence import EvidenceError
 from roadwatch.models.records import BEIJING, format_ts
@@ -31,18 +29,11 @@ log = logging.getLogger("roadwatch.notices")
 
 def load_agencies(cfg: Config) -> dict[str, N.Agency]:
     """The agencies of ``notices.agencies_file`` (none when the key is empty)."""
-    path = cfg["notices.agencies_file"]
-    if not path:
+    got = read_toml_file(cfg, "notices.agencies_file")
+    if got is None:
         return {}
-    p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"notices.agencies_file not found: {p}") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"notices.agencies_file {p} cannot be read: {e}") from None
-    try:
-        return N.parse_agencies(data, str(p))
+        return N.parse_agencies(*got)
     except N.NoticeError as e:
         raise ConfigError(e.detail) from None
 

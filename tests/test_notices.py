@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from roadwatch.models import notices as N
 from roadwatch.models.config import Config
 from roadwatch.models.registry import RegistryError, parse_registry
-from test_documents import act, cli, fined_case  # noqa: F401  (the CLI fixture and helpers)
+from test_documents import cli, fined_case  # noqa: F401  (the CLI fixture and helpers)
 
 ROOT = Path(__file__).resolve().parents[1]
 # National Day 2025: 10-01…10-08 off; 09-28 (Sun) and 10-11 (Sat) are make-up working days
