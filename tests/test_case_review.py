@@ -121,3 +121,48 @@ def test_case_closed_through_the_cli_is_reviewed_and_in_every_report_format(cli,
     assert {(r["key"], r["failures_item"], r["failures"]) for r in got if r["table"] == "by_officer"} >= {
         ("officer7", "doc_notice", "1"), ("officer7", "evidence_chain", "0")}
     assert {(r["key"], r["files"]) for r in got if r["table"] == "agency_notices"} >= {("overdue", "1")}
+
+
+def test_notices_and_review_on_both_backends(archive_target):
+    """The 抄告 and review queries on SQLite and PostgreSQL: a case closed through the workflow has its notice,
+    the review draws and scores it, an accepted inbound notice is listed for the vehicle and counted."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from roadwatch.models import notices as N
+    from roadwatch.streams import notices
+    from roadwatch.streams.archive import notices as db
+    from roadwatch.streams.case_review import month_review
+    from roadwatch.streams.cases import CaseStore
+    from test_report_overload import FULL, case
+    conn = open_archive(archive_target)
+    conn.executemany("INSERT INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     [case("C1", "苏E00001", "S1", "fine", 1500), case("C2", "苏E00002", "S2", "fine", 500)])
+    cfg = Config({"review.sample_rate": 1.0, "notices.own_agency_id": "js-nj"})
+    store = CaseStore(conn, cfg)
+    for cid in ("C1", "C2"):
+        for action, at in FULL + [("serve", "2020-07-21"), ("close", "2020-07-31" if cid == "C1" else "2020-08-03")]:
+            store.act(cid, action, "王五", "结案" if action == "close" else None, at=at)
+    assert [r["case_id"] for r in db.outbound(conn)] == ["C2", "C1"]          # newest closure first
+    assert store.show("C1")["agency_notice"]["due_on"] == "2020-08-11"      # Fri 07-31 + 7 working days
+    assert db.overdue_count(conn, "2020-08-12") == 1 and db.overdue_count(conn, "2020-08-11") == 0
+    rev = month_review(conn, cfg, "2020-07", date(2020, 8, 5))
+    assert (rev["closed_cases"], [f["case_id"] for f in rev["files"]]) == (1, ["C1"])
+    f = rev["files"][0]
+    assert f["items"]["evidence_chain"]["detail"] == "no evidence package" and f["officer"] == "王五"
+    assert f["items"]["agency_notice_deadline"]["ok"] is None and (f["passed"], f["scored"]) == (3, 8)
+    # an inbound notice about 苏E00001 from a known agency: listed and counted for Art. 66
+    key = Ed25519PrivateKey.generate()
+    n = copy_notice(db.outbound(conn, case_id="C1")[0]["notice"], from_agency="js-sz", to_agency="js-nj",
+                    case_id="SZ1", notice_id="NSZ1")
+    env = orjson.dumps(N.sign(n, key, "k"))
+    agencies = {"js-sz": N.Agency("js-sz", "苏州", ("苏E",), key.public_key())}
+    assert notices.accept(store, env, via="file", agencies=agencies)[1] is True
+    assert notices.accept(store, env, via="file", agencies=agencies)[1] is False
+    assert [r["notice_key"] for r in db.inbound(conn, plate="苏E00001")] == ["js-sz:NSZ1"]
+    cfg.set("art66.vehicle_driver_threshold", 1)
+    (esc,) = [e for e in store.escalations("2020-12-31") if e["target"] == "vehicle" and e["subject"] == "苏E00001"]
+    assert esc["case_ids"] == ["C1", "js-sz:SZ1"]
+
+
+def copy_notice(notice: dict, **kw) -> dict:
+    return orjson.loads(orjson.dumps(notice)) | kw
