@@ -6,7 +6,8 @@
 
 ``list``: one JSON line per outbound notice (due day, sent, ``overdue``) or, with ``--inbound``, per accepted
 inbound notice. ``export``: ``<notice_id>.json`` (the notice in its signed envelope, what the home agency
-imports) and ``<notice_id>.html`` (the printable 抄告单 from the case's evidence chain). ``import``: FILE holds
+imports) and ``<notice_id>.html`` (the printable 抄告单 from the case's evidence chain); ``--mark-sent`` records a dispatch by
+hand and, like a case act, needs the officer's password (streams/officer_cli.py). ``import``: FILE holds
 one envelope or JSON lines of envelopes; each is accepted only from a known agency with a valid signature,
 addressed to us, complete. Exit 0 ok, 1 not found, 2 bad usage or a refused notice (reasons on stderr).
 """
@@ -37,8 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("which", metavar="CASE_ID|all", help="a closed case's id (or its notice id N…), or all")
         p.add_argument("--out", required=True, metavar="DIR", help="folder for <notice_id>.json and .html")
         p.add_argument("--mark-sent", action="store_true",
-                       help="record the exported notices as sent (dispatched outside Kafka) by --by")
+                       help="record the exported notices as sent (dispatched outside Kafka) by --by, a console "
+                            "user of the operator role proven by the password (as for case acts)")
         p.add_argument("--by", metavar="OFFICER", help="the officer sending them (with --mark-sent)")
+        p.add_argument("--password-stdin", action="store_true",
+                       help="read the officer's password from the first line of stdin (else "
+                            "$ROADWATCH_OFFICER_PASSWORD, else a prompt)")
     else:
         p.add_argument("file", metavar="FILE", help="a signed notice envelope, or JSON lines of them")
         p.add_argument("--registry", metavar="FILE",
@@ -79,8 +84,15 @@ def _list(store, args) -> int:
 def _export(store, args) -> int:
     from roadwatch.streams import documents, notices
     from roadwatch.streams.archive import notices as db
-    if args.mark_sent and not (args.by or "").strip():
-        raise UsageError("--mark-sent needs --by OFFICER")
+    if args.mark_sent:
+        from roadwatch.streams import officer_cli
+        if not (args.by or "").strip():
+            raise UsageError("--mark-sent needs --by OFFICER")
+        try:
+            args.by = officer_cli.authenticate(store.conn, args, store.cfg)
+        except officer_cli.OfficerRefused as e:
+            print(f"roadwatch: {e.code}: {e.detail}", file=sys.stderr)
+            return 2
     rows = db.outbound(store.conn) if args.which == "all" else [
         r for r in db.outbound(store.conn) if args.which in (r["case_id"], r["notice_id"])]
     if not rows:

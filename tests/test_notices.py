@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from roadwatch.models import notices as N
 from roadwatch.models.config import Config
 from roadwatch.models.registry import RegistryError, parse_registry
+import officers
 from test_documents import cli, fined_case  # noqa: F401  (the CLI fixture and helpers)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,9 @@ def test_closure_through_the_cli_makes_the_notice_due_exported_and_on_the_chain(
     code, out, err = cli("notices", "list", "--archive", str(arch), "--at", "2025-10-17", "--overdue", extra=extra)
     assert [(n["case_id"], n["overdue"]) for n in out] == [(cid, True)]
     # exported: the signed JSON with every Art. 44 item, and the printable 抄告单
+    code, out, err = cli("notices", "export", cid, "--archive", str(arch), "--out", str(tmp_path / "out"),
+                         "--mark-sent", "--by", "nobody", extra=extra)
+    assert code == 2 and "officer_not_authenticated" in err          # a dispatch is recorded by a proven officer
     code, out, err = cli("notices", "export", cid, "--archive", str(arch), "--out", str(tmp_path / "out"),
                          "--mark-sent", "--by", "officer7", extra=extra)
     assert code == 0, err
@@ -238,6 +242,7 @@ def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, 
     main(["assess", "wim", "--registry", str(ROOT / "examples/registry.json"), "--archive", str(arch),
           "--evidence-dir", str(tmp_path / "data" / "evidence")])
     cid = next(v for v in map(orjson.loads, capsys.readouterr().out.splitlines()) if v["action"] == "fine")["case_id"]
+    officers.enrol(monkeypatch, arch, "o7")
     for a, at in STEPS + (("close", "2025-09-30"),):
         assert main(["case", "act", cid, a, "--archive", str(arch), "--by", "o7", "--at", at, "--reason", "结案"]) == 0
     capsys.readouterr()
