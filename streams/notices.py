@@ -55,13 +55,22 @@ def on_close(store, case_id: str, case: dict, *, by: str) -> dict:
         if to is None:
             log.warning("case %s closed: the vehicle's home agency is unknown (no registry home_agency, no plate "
                         "prefix in notices.agencies_file); the 抄告 waits for it", case_id)
-    from roadwatch.streams import documents
-    if documents.package_of(store, case_id) is not None and store.data_dir is not None:
-        try:
-            documents.issue(store, case_id, "agency_notice", by=by, case={**case, "agency_notice": notice})
-        except (DocumentError, EvidenceError, OSError) as e:
-            log.warning("case %s: 抄告单 not issued (%s); issue it with `roadwatch case document`", case_id, e)
+    issue_document(store, case_id, notice, by=by, case=case)
     return notice
+
+
+def issue_document(store, case_id: str, notice: dict, *, by: str, case: dict | None = None) -> dict | None:
+    """The printable 抄告单 onto the case's evidence chain (a no-op when the same one is there); None when
+    the case has no package or it could not be written now (``roadwatch notices export`` tries again)."""
+    from roadwatch.streams import documents
+    if documents.package_of(store, case_id) is None or store.data_dir is None:
+        return None
+    case = case or store.show(case_id)
+    try:
+        return documents.issue(store, case_id, "agency_notice", by=by, case={**case, "agency_notice": notice})
+    except (DocumentError, EvidenceError, OSError) as e:
+        log.warning("case %s: 抄告单 not issued (%s); `roadwatch notices export` issues it", case_id, e)
+        return None
 
 
 def listing(conn, today: date) -> list[dict]:

@@ -106,6 +106,8 @@ def _export(store, args) -> int:
         written = [f"{r['notice_id']}.json"]
         pkg = documents.package_of(store, r["case_id"])
         doc = next((d for d in reversed(documents.listing(pkg)) if d["kind"] == "agency_notice"), None)
+        if doc is None and pkg is not None:           # not issued on closure (e.g. the disk was full then)
+            doc = notices.issue_document(store, r["case_id"], r["notice"], by=args.by or "roadwatch")
         for f in (doc or {}).get("files", []):
             name = f"{r['notice_id']}{Path(f['path']).suffix}"
             (out / name).write_bytes((pkg / f["path"]).read_bytes())

@@ -341,3 +341,21 @@ def test_console_shows_overdue_notices_and_the_vehicles_inbound_ones(cli, tmp_pa
         finally:
             await c.close()
     asyncio.run(main())
+
+
+def test_export_issues_a_missing_printable_notice(cli, tmp_path):  # noqa: F811
+    """A case closed where its 抄告单 could not be written (here: a store without the data directory) gets it
+    on the chain when the notice is exported."""
+    from roadwatch.streams.archive import open_archive
+    from roadwatch.streams.cases import CaseStore
+    cid, arch = fined_case(cli, tmp_path)
+    store = CaseStore(open_archive(arch), Config())
+    for a, at in STEPS + (("close", "2025-09-30"),):
+        store.act(cid, a, "officer7", "结案", at=at)
+    assert store.show(cid)["agency_notice"]["due_on"] == "2025-10-09" and store.show(cid)["documents"] == []
+    code, out, err = cli("notices", "export", cid, "--archive", str(arch), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert out[0]["files"] == [f"N{cid}.json", f"N{cid}.html"]
+    code, out, err = cli("case", "show", cid, "--archive", str(arch))
+    assert [d["kind"] for d in out[0]["documents"]] == ["agency_notice"]
+    assert cli("evidence", "verify", str(tmp_path / "var" / "evidence" / cid))[0] == 0
