@@ -229,7 +229,8 @@ def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, 
     agencies = agencies_file(tmp_path / "agencies.toml", [
         {"agency_id": "hn-zz", "name": "株洲", "plates": ["湘B"]},
         {"agency_id": "hn-xt", "name": "湘潭", "plates": ["湘C"], "public_key": _pem(key_x)}])
-    settings = (f'paths.data_dir="{tmp_path / "data"}";web.port={free_port()};notices.own_agency_id="hn-cs";'
+    port = free_port()
+    settings = (f'paths.data_dir="{tmp_path / "data"}";web.port={port};notices.own_agency_id="hn-cs";'
                 f'notices.agencies_file="{agencies}";notices.publish_interval_s=1')
     monkeypatch.setenv("ROADWATCH_SET", settings)
     monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
@@ -248,8 +249,13 @@ def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, 
     capsys.readouterr()
     conn = open_archive(arch)
     assert db.outbound(conn, unsent=True)[0]["to_agency"] == "hn-zz"
+    # a notice whose vehicle's home agency is unknown: never sent, overdue
+    lost = copy.deepcopy(db.outbound(conn)[0]["notice"])
+    lost.update(case_id="CLOST", notice_id="NCLOST", to_agency=None, due_on="2025-01-10")
+    with conn.transaction():
+        db.insert_outbound(conn, lost, "2025-01-01T00:00:00+08:00")
     # what other agencies put on the topic
-    n = copy.deepcopy(db.outbound(conn)[0]["notice"])
+    n = copy.deepcopy(db.outbound(conn, case_id=cid)[0]["notice"])
     n.update(from_agency="hn-xt", to_agency="hn-cs", case_id="CX1", notice_id="NCX1")
     n["vehicle"]["plate"] = "湘A12345"
     genuine = N.sign(n, key_x, "x")
@@ -274,11 +280,24 @@ def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, 
                 p.send(T.AGENCY_NOTICES, key=env["notice"]["to_agency"].encode(), value=orjson.dumps(env)).get(10)
             p.close()
             poll(lambda: db.inbound(conn), "the genuine notice accepted")
-            poll(lambda: not db.outbound(conn, unsent=True), "our notice sent")
+            poll(lambda: [r["case_id"] for r in db.outbound(conn, unsent=True)] == ["CLOST"], "our notice sent")
+
+            def metrics():
+                import urllib.request
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    return r.read().decode()
+            # the gauge: the notice without an addressee is overdue, the sent one no longer
+            poll(lambda: "roadwatch_agency_notices_overdue 1.0" in metrics(), "the overdue gauge")
+            text = metrics()
+            for line in ('roadwatch_agency_notices_total{direction="out",outcome="sent"} 1.0',
+                         'roadwatch_agency_notices_total{direction="in",outcome="accepted"} 1.0',
+                         'roadwatch_agency_notices_total{direction="in",outcome="bad_signature"} 1.0',
+                         'roadwatch_agency_notices_total{direction="in",outcome="not_for_us"} 1.0'):
+                assert line in text, line
         finally:
             w.stop()
         assert [r["notice_key"] for r in db.inbound(conn)] == ["hn-xt:NCX1"]
-        sent = db.outbound(conn)[0]
+        sent = db.outbound(conn, case_id=cid)[0]
         assert sent["sent_via"] == "kafka" and sent["sent_at"]
         cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         topics = {}
