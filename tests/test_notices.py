@@ -322,13 +322,10 @@ def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, 
 
 
 def test_console_shows_overdue_notices_and_the_vehicles_inbound_ones(cli, tmp_path):  # noqa: F811
-    import asyncio
-
-    from aiohttp.test_utils import TestClient, TestServer
-
     from roadwatch.streams.archive import notices as db
     from roadwatch.streams.archive import open_archive
-    from web_support import PASSWORD, make_app, make_cfg, seed_user
+    from test_web_console import session_test
+    from web_support import make_cfg, seed_user
     key_x = Ed25519PrivateKey.generate()
     agencies = agencies_file(tmp_path / "agencies.toml", [
         {"agency_id": "hn-zz", "name": "株洲", "plates": ["湘B"]},
@@ -344,22 +341,15 @@ def test_console_shows_overdue_notices_and_the_vehicles_inbound_ones(cli, tmp_pa
     cfg = make_cfg(tmp_path, **{"paths.archive": str(arch), "notices.own_agency_id": "hn-cs"})
     seed_user(cfg, "view", "viewer")
 
-    async def main():
-        app, hub, fleet = make_app(cfg)
-        c = TestClient(TestServer(app, host="127.0.0.1"))
-        await c.start_server()
-        try:
-            assert (await c.post("/api/login", json={"username": "view", "password": PASSWORD})).status == 200
-            d = await (await c.get("/api/notices")).json()
-            assert d["overdue"] == 1 and [(x["case_id"], x["due_on"], x["overdue"]) for x in d["notices"]] == [
-                (cid, "2025-10-09", True)]     # 7 working days after Tue 09-30 on a plain Mon–Fri calendar
-            v = await (await c.get("/api/vehicles/冀A10001")).json()
-            assert [(x["notice_key"], x["decided_on"]) for x in v["notices_in"]] == [("hb-sjz:NCSJZ1", "2025-09-10")]
-            case = await (await c.get(f"/api/cases/{cid}")).json()
-            assert case["agency_notice"]["overdue"] is True and case["agency_notice"]["to_agency"] == "hn-zz"
-        finally:
-            await c.close()
-    asyncio.run(main())
+    @session_test(cfg, user="view")
+    async def _(c, hub, fleet, h):
+        d = await (await c.get("/api/notices")).json()
+        assert d["overdue"] == 1 and [(x["case_id"], x["due_on"], x["overdue"]) for x in d["notices"]] == [
+            (cid, "2025-10-09", True)]     # 7 working days after Tue 09-30 on a plain Mon–Fri calendar
+        v = await (await c.get("/api/vehicles/冀A10001")).json()
+        assert [(x["notice_key"], x["decided_on"]) for x in v["notices_in"]] == [("hb-sjz:NCSJZ1", "2025-09-10")]
+        case = await (await c.get(f"/api/cases/{cid}")).json()
+        assert case["agency_notice"]["overdue"] is True and case["agency_notice"]["to_agency"] == "hn-zz"
 
 
 def test_export_issues_a_missing_printable_notice(cli, tmp_path):  # noqa: F811
