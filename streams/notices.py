@@ -52,6 +52,9 @@ def on_close(store, case_id: str, case: dict, *, by: str) -> dict:
             notice["to_agency_name"] = agencies[to].name
         with store.conn.transaction():
             db.insert_outbound(store.conn, notice, format_ts(datetime.now(timezone.utc)))
+        if to is not None and to not in agencies:
+            log.warning("case %s closed: its 抄告 goes to %s, an agency not listed in notices.agencies_file", case_id,
+                        to)
         if to is None:
             log.warning("case %s closed: the vehicle's home agency is unknown (no registry home_agency, no plate "
                         "prefix in notices.agencies_file); the 抄告 waits for it", case_id)

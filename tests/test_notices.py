@@ -368,3 +368,51 @@ def test_export_issues_a_missing_printable_notice(cli, tmp_path):  # noqa: F811
     code, out, err = cli("case", "show", cid, "--archive", str(arch))
     assert [d["kind"] for d in out[0]["documents"]] == ["agency_notice"]
     assert cli("evidence", "verify", str(tmp_path / "var" / "evidence" / cid))[0] == 0
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is not installed")
+def test_browser_case_page_flags_the_overdue_notice_and_the_vehicle_lists_inbound_ones(cli, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    from roadwatch.streams.archive import notices as db
+    from roadwatch.streams.archive import open_archive
+    from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_user
+    key_x = Ed25519PrivateKey.generate()
+    agencies = agencies_file(tmp_path / "agencies.toml", [
+        {"agency_id": "hn-zz", "name": "株洲", "plates": ["湘B"]},
+        {"agency_id": "hb-sjz", "name": "石家庄", "plates": ["冀A"], "public_key": _pem(key_x)}])
+    extra = f'notices.agencies_file="{agencies}";notices.own_agency_id="hn-cs"'
+    cid, arch, _ = closed_case(cli, tmp_path, extra)
+    n = copy.deepcopy(db.outbound(open_archive(arch))[0]["notice"])
+    n.update(from_agency="hb-sjz", to_agency="hn-cs", case_id="CSJZ1", notice_id="NCSJZ1")
+    (tmp_path / "in.json").write_bytes(orjson.dumps(N.sign(n, key_x, "x")))
+    assert cli("notices", "import", str(tmp_path / "in.json"), "--archive", str(arch), extra=extra)[0] == 0
+    cfg = make_cfg(tmp_path, **{"paths.archive": str(arch)})
+    seed_user(cfg, "ops", "operator")
+    app, hub, fleet = make_app(cfg)
+    fleet.update("湘BN983S", 38.05, 114.50, "2025-10-20T09:00:00+08:00", "moving")
+    errors: list[str] = []
+    with ConsoleThread(app) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.set_default_timeout(10_000)
+            page.goto(srv.url)
+            page.fill("#username", "ops")
+            page.fill("#password", PASSWORD)
+            page.click("#login-btn")
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("button[data-view='cases']")
+            page.click(f"tr[data-case='{cid}']")
+            box = page.locator("#case-agency-notice")
+            expect(box).to_have_attribute("data-overdue", "1")
+            expect(box).to_contain_text("逾期未抄告")
+            expect(box).to_contain_text("hn-zz")
+            expect(page.locator("#documents tr[data-document='agency_notice']")).to_contain_text("违法超限运输抄告单")
+            page.click("#case-vehicle-link")
+            expect(page.locator("#vehicle-notices-in tr[data-notice='hb-sjz:NCSJZ1']")).to_contain_text("hb-sjz")
+        finally:
+            browser.close()
+    assert errors == []

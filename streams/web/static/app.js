@@ -829,7 +829,7 @@ async function loadReports() {
 }
 const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "report.xlsx": "报告（Excel） report.xlsx",
   "report.csv": "考核指标 rates.csv", "report.json": "数据 report.json", "trace_vehicles.csv": "车辆明细 trace_vehicles.csv",
-  "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
+  "trace_excluded.csv": "剔除明细 trace_excluded.csv", "case_review.csv": "案卷评查 case_review.csv"};
 
 // --- devices: the public device list (streams/device_list.py) ---------------------------------------------------
 const DOCUMENT_LABELS = {notice: "违法行为通知书", inform: "行政处罚告知书", decision: "行政处罚决定书", agency_notice: "违法超限运输抄告单"};
