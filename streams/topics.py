@@ -19,6 +19,7 @@ DEAD_LETTER = "dead-letter"
 REPORTS = "reports"
 PLATFORM_EVENTS = "platform-events"
 AGENCY_NOTICES = "agency-notices"
+INTERCEPT_TASKS = "intercept-tasks"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               "(streams/jt809/link.py)", False),
     TopicSpec(AGENCY_NOTICES, "addressee agency id", "抄告 (62号令 Art. 44) in a signed envelope, JSON "
               "(models/notices.py); ours out, other agencies' in", False),
+    TopicSpec(INTERCEPT_TASKS, "task id", "intercept task (布控) after each passage that opened or updated it, "
+              "JSON (models/intercept.py; the newest revision per task id wins)", False),
 )
 
 INPUT_TOPICS = tuple(t.name for t in TOPICS if t.input)
