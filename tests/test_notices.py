@@ -321,23 +321,30 @@ def test_worker_puts_notices_on_the_topic_and_takes_in_other_agencies(tmp_path, 
         [("bad_signature", True)]
 
 
-def test_console_shows_overdue_notices_and_the_vehicles_inbound_ones(cli, tmp_path):  # noqa: F811
+def overdue_and_inbound(cli, tmp_path, inbound_plate: str):  # noqa: F811
+    """A case closed through the CLI (its 抄告 to hn-zz overdue by now) and an accepted notice from hb-sjz about
+    ``inbound_plate``: (case id, archive)."""
     from roadwatch.streams.archive import notices as db
     from roadwatch.streams.archive import open_archive
-    from test_web_console import session_test
-    from web_support import make_cfg, seed_user
     key_x = Ed25519PrivateKey.generate()
     agencies = agencies_file(tmp_path / "agencies.toml", [
         {"agency_id": "hn-zz", "name": "株洲", "plates": ["湘B"]},
         {"agency_id": "hb-sjz", "name": "石家庄", "plates": ["冀A"], "public_key": _pem(key_x)}])
     extra = f'notices.agencies_file="{agencies}";notices.own_agency_id="hn-cs"'
-    cid, arch, _ = closed_case(cli, tmp_path, extra)          # closed 2025-09-30: long overdue today
+    cid, arch, _ = closed_case(cli, tmp_path, extra)
     n = copy.deepcopy(db.outbound(open_archive(arch))[0]["notice"])
     n.update(from_agency="hb-sjz", to_agency="hn-cs", case_id="CSJZ1", notice_id="NCSJZ1")
-    n["vehicle"]["plate"] = "冀A10001"
+    n["vehicle"]["plate"] = inbound_plate
     (tmp_path / "in.json").write_bytes(orjson.dumps(N.sign(n, key_x, "x")))
     code, out, err = cli("notices", "import", str(tmp_path / "in.json"), "--archive", str(arch), extra=extra)
     assert code == 0, err
+    return cid, arch
+
+
+def test_console_shows_overdue_notices_and_the_vehicles_inbound_ones(cli, tmp_path):  # noqa: F811
+    from test_web_console import session_test
+    from web_support import make_cfg, seed_user
+    cid, arch = overdue_and_inbound(cli, tmp_path, "冀A10001")          # closed 2025-09-30: long overdue today
     cfg = make_cfg(tmp_path, **{"paths.archive": str(arch), "notices.own_agency_id": "hn-cs"})
     seed_user(cfg, "view", "viewer")
 
@@ -375,19 +382,8 @@ def test_export_issues_a_missing_printable_notice(cli, tmp_path):  # noqa: F811
 def test_browser_case_page_flags_the_overdue_notice_and_the_vehicle_lists_inbound_ones(cli, tmp_path):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
 
-    from roadwatch.streams.archive import notices as db
-    from roadwatch.streams.archive import open_archive
     from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_user
-    key_x = Ed25519PrivateKey.generate()
-    agencies = agencies_file(tmp_path / "agencies.toml", [
-        {"agency_id": "hn-zz", "name": "株洲", "plates": ["湘B"]},
-        {"agency_id": "hb-sjz", "name": "石家庄", "plates": ["冀A"], "public_key": _pem(key_x)}])
-    extra = f'notices.agencies_file="{agencies}";notices.own_agency_id="hn-cs"'
-    cid, arch, _ = closed_case(cli, tmp_path, extra)
-    n = copy.deepcopy(db.outbound(open_archive(arch))[0]["notice"])
-    n.update(from_agency="hb-sjz", to_agency="hn-cs", case_id="CSJZ1", notice_id="NCSJZ1")
-    (tmp_path / "in.json").write_bytes(orjson.dumps(N.sign(n, key_x, "x")))
-    assert cli("notices", "import", str(tmp_path / "in.json"), "--archive", str(arch), extra=extra)[0] == 0
+    cid, arch = overdue_and_inbound(cli, tmp_path, "湘BN983S")
     cfg = make_cfg(tmp_path, **{"paths.archive": str(arch)})
     seed_user(cfg, "ops", "operator")
     app, hub, fleet = make_app(cfg)

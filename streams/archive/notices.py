@@ -8,6 +8,13 @@ import orjson
 from .backend import ArchiveConnection
 
 
+def _where(conds: list[tuple[str, object]]) -> tuple[str, tuple]:
+    """`` WHERE …`` of the conditions whose value is given (a ``?`` in the condition takes the value)."""
+    used = [(c, v) for c, v in conds if v]
+    args = tuple(v for c, v in used if "?" in c)
+    return (f" WHERE {' AND '.join(c for c, _ in used)}" if used else ""), args
+
+
 def _out_row(r) -> dict:
     d = dict(r)
     d["notice"] = orjson.loads(d["notice"])
@@ -28,19 +35,8 @@ def outbound(conn: ArchiveConnection, *, case_id: str | None = None, unsent: boo
              closed_from: str | None = None, closed_before: str | None = None) -> list[dict]:
     """Outbound notices (newest closure first), optionally of one case, only the unsent, or closed in
     [closed_from, closed_before)."""
-    cond, args = [], []
-    if case_id:
-        cond.append("case_id=?")
-        args.append(case_id)
-    if unsent:
-        cond.append("sent_at IS NULL")
-    if closed_from:
-        cond.append("closed_on>=?")
-        args.append(closed_from)
-    if closed_before:
-        cond.append("closed_on<?")
-        args.append(closed_before)
-    where = f" WHERE {' AND '.join(cond)}" if cond else ""
+    where, args = _where([("case_id=?", case_id), ("sent_at IS NULL", unsent),
+                          ("closed_on>=?", closed_from), ("closed_on<?", closed_before)])
     return [_out_row(r) for r in conn.execute(
         f"SELECT * FROM outbound_notices{where} ORDER BY closed_on DESC, notice_id", tuple(args))]
 
@@ -67,12 +63,7 @@ def insert_inbound(conn: ArchiveConnection, row: dict) -> bool:
 def inbound(conn: ArchiveConnection, *, plate: str | None = None, enterprise_id: str | None = None,
             driver_id: str | None = None) -> list[dict]:
     """Accepted inbound notices (newest decision first), optionally about one vehicle, enterprise or driver."""
-    cond, args = [], []
-    for col, v in (("plate", plate), ("enterprise_id", enterprise_id), ("driver_id", driver_id)):
-        if v:
-            cond.append(f"{col}=?")
-            args.append(v)
-    where = f" WHERE {' AND '.join(cond)}" if cond else ""
+    where, args = _where([("plate=?", plate), ("enterprise_id=?", enterprise_id), ("driver_id=?", driver_id)])
     out = []
     for r in conn.execute(f"SELECT notice_key, from_agency, notice_id, case_id, plate, enterprise_id, driver_id, "
                           f"decided_on, closed_on, received_at, received_via, notice FROM inbound_notices{where} "
