@@ -131,6 +131,95 @@ CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
     Migration(2, "ping_state.saved_by: the worker (host:pid) that wrote each partition snapshot", """
 ALTER TABLE ping_state ADD COLUMN saved_by TEXT NOT NULL DEFAULT '';
 """),
+    # Tables that the first releases declared in the modules that used them (created after the migrations,
+    # IF NOT EXISTS): an archive that has them keeps them as they are.
+    Migration(3, "the case workflow: passages, driver cards, readings, pending cases, case history and state, "
+                 "Art. 66 proposals", """
+CREATE INDEX IF NOT EXISTS cases_source_site ON cases(source_site_id, ts);
+
+CREATE TABLE IF NOT EXISTS wim_passages (     -- passage de-duplication (models/overload.py step 1)
+    passage_id  TEXT PRIMARY KEY,
+    station_id  TEXT NOT NULL,
+    plate       TEXT NOT NULL,
+    first_ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wim_passages_key ON wim_passages(station_id, plate, first_ts_ms);
+
+CREATE TABLE IF NOT EXISTS driver_cards (     -- JT/T 808 0x0702 IC card events
+    plate     TEXT NOT NULL,
+    ts_ms     INTEGER NOT NULL,
+    ts        TEXT NOT NULL,
+    event     TEXT NOT NULL,                  -- login | logout
+    driver_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (plate, ts_ms, event)
+);
+
+CREATE TABLE IF NOT EXISTS wim_readings (     -- every reading as received: append-only, never overwritten
+    reading_key  TEXT PRIMARY KEY,             -- sha256 of the parsed reading (a replay is the same row)
+    identity     TEXT NOT NULL,                -- station|reading_id, or station|plate|epoch-ms without an id
+    passage_id   TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    reading      TEXT NOT NULL,                -- JSON
+    verdict      TEXT NOT NULL,                -- JSON: the verdict this reading gave
+    conflict_of  TEXT                          -- reading_key of the first reading with this identity
+);
+CREATE INDEX IF NOT EXISTS wim_readings_identity ON wim_readings(identity);
+
+CREATE TABLE IF NOT EXISTS case_pending (     -- cases whose track / card data (other partitions) may come later
+    case_id     TEXT PRIMARY KEY,
+    plate       TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,             -- the passage
+    detected_ms INTEGER NOT NULL,             -- wall clock at detection (timeouts)
+    state       TEXT NOT NULL                 -- waiting | provisional (timed out, still open to late data)
+);
+
+CREATE TABLE IF NOT EXISTS case_acts (        -- the case's history: append-only, one row per act
+    act_id     TEXT PRIMARY KEY,              -- <case_id>:<action> (each transition happens once)
+    case_id    TEXT NOT NULL,
+    seq        INTEGER NOT NULL,              -- order within the case
+    action     TEXT NOT NULL,                 -- detect | review | confirm | … | withdraw | amend
+    by_officer TEXT NOT NULL,
+    at         TEXT NOT NULL,                 -- legal date-time of the act (ISO-8601, Beijing)
+    entered_at TEXT NOT NULL,
+    reason     TEXT,
+    driver_id  TEXT,                          -- a driver identified by an officer (with this act)
+    details    TEXT                           -- JSON: amended facts
+);
+CREATE UNIQUE INDEX IF NOT EXISTS case_acts_seq ON case_acts(case_id, seq);
+
+CREATE TABLE IF NOT EXISTS case_state (       -- derived from case_acts + the case; rewritten on every act
+    case_id        TEXT PRIMARY KEY,
+    status         TEXT NOT NULL,
+    decided_on     TEXT,                      -- legal date of the decision
+    driver_id      TEXT,
+    driver_source  TEXT NOT NULL,             -- ic_card | officer | registry (presumed) | unknown
+    goods_vehicles INTEGER,                   -- the enterprise's registered goods vehicles, from the case
+    updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS escalation_proposals (   -- Art. 66 proposals (derived; own workflow)
+    proposal_id  TEXT PRIMARY KEY,
+    target       TEXT NOT NULL,               -- vehicle | driver | enterprise
+    subject      TEXT NOT NULL,
+    sanction     TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    basis        TEXT NOT NULL,               -- JSON: the escalation (count, window, case_ids) it rests on
+    flag         TEXT                         -- set when its basis fell away: needs review
+);
+CREATE INDEX IF NOT EXISTS escalation_proposals_subject ON escalation_proposals(target, subject);
+
+CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-only
+    act_id      TEXT PRIMARY KEY,
+    proposal_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    action      TEXT NOT NULL,                -- propose | legal_review | notify | decide | withdraw | basis | flag
+    by_officer  TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    entered_at  TEXT NOT NULL,
+    reason      TEXT,
+    details     TEXT
+);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version
