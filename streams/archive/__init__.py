@@ -59,8 +59,7 @@ def register_schema(ddl: str) -> None:
 
 # Modules that still declare tables with ``register_schema`` (to move into migrations): the archive CLI
 # imports them so that ``archive migrate`` and ``archive copy`` see the whole schema.
-REGISTERING_MODULES = ("roadwatch.streams.web.auth", "roadwatch.streams.web.console",
-                       "roadwatch.streams.web.handling", "roadwatch.streams.jt808.terminal_auth")
+REGISTERING_MODULES = ("roadwatch.streams.jt808.terminal_auth",)
 
 
 def registered_schemas() -> list[str]:

@@ -340,3 +340,29 @@ def last_card_event(conn: ArchiveConnection, plate: str, ts_ms: int) -> tuple[st
     row = conn.execute("""SELECT event, driver_id FROM driver_cards WHERE plate=? AND ts_ms<=?
                           ORDER BY ts_ms DESC, event='login' LIMIT 1""", (plate, ts_ms)).fetchone()
     return (row[0], row[1]) if row else None
+
+
+# --- the console's case list ----------------------------------------------------------------------------------
+
+_CONSOLE_COLS = ("case_id, plate, station_id, ts, day, action, violation, excess_kg, fine_yuan, enterprise_id, "
+                 "driver_id, source_site_id, status")
+
+
+def cases_for_console(conn: ArchiveConnection, status: str | None, plate: str | None, day: str | None, limit: int,
+                      offset: int) -> dict:
+    """One page of cases, newest first (filtered by status, plate, day when given): ``{total, cases,
+    status_counts}`` (the counts over every case)."""
+    used = {col: v for col, v in (("status", status), ("plate", plate), ("day", day)) if v}
+    cond = (" WHERE " + " AND ".join(f"{col} = ?" for col in used)) if used else ""
+    args = list(used.values())
+    total = conn.execute(f"SELECT COUNT(*) FROM cases{cond}", args).fetchone()[0]
+    rows = conn.execute(f"SELECT {_CONSOLE_COLS} FROM cases{cond} ORDER BY ts DESC LIMIT ? OFFSET ?",
+                        args + [limit, offset]).fetchall()
+    counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM cases GROUP BY status")}
+    return {"total": total, "cases": [dict(r) for r in rows], "status_counts": counts}
+
+
+def open_cases_by_enterprise(conn: ArchiveConnection) -> dict[str, int]:
+    """Cases still open (detected, reviewed) per enterprise ("" for none)."""
+    return {r[0] or "": r[1] for r in conn.execute(
+        "SELECT enterprise_id, COUNT(*) FROM cases WHERE status IN ('detected', 'reviewed') GROUP BY enterprise_id")}

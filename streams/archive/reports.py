@@ -41,3 +41,10 @@ def month_has_rows(conn: ArchiveConnection, month: str) -> bool:
         if conn.execute(f"SELECT 1 FROM {table} WHERE day >= ? AND day < ? LIMIT 1", (start, end)).fetchone():
             return True
     return False
+
+
+def months_with_data(conn: ArchiveConnection) -> list[str]:
+    """Every month (YYYY-MM) with a vehicle-day row or a WIM verdict, newest first."""
+    months = {r[0] for r in conn.execute("SELECT DISTINCT substr(day, 1, 7) FROM vehicle_day")}
+    months |= {r[0] for r in conn.execute("SELECT DISTINCT substr(day, 1, 7) FROM wim_verdicts")}
+    return sorted((m for m in months if m), reverse=True)

@@ -220,6 +220,39 @@ CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-
     details     TEXT
 );
 """),
+    Migration(4, "the console, terminals and platforms: console users and sessions, alert acknowledgements, alert handling notes", """
+-- console users and sessions
+CREATE TABLE IF NOT EXISTS users (
+    username   TEXT PRIMARY KEY,
+    role       TEXT NOT NULL,          -- viewer | operator | admin
+    pw_hash    TEXT NOT NULL,          -- argon2id encoded hash
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,       -- sha256 hex of the cookie token
+    username   TEXT NOT NULL,
+    expires_at REAL NOT NULL,          -- unix seconds
+    csrf       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(username);
+-- alert acknowledgements
+CREATE TABLE IF NOT EXISTS alert_acks (   -- operator acknowledgements of live alerts (console)
+    alert_id  TEXT PRIMARY KEY,
+    operator  TEXT NOT NULL,
+    note      TEXT,
+    ts        TEXT NOT NULL
+);
+-- alert handling notes
+CREATE TABLE IF NOT EXISTS alert_notes (   -- 报警处理意见: every note an operator wrote on an alert
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id  TEXT NOT NULL,
+    operator  TEXT NOT NULL,
+    note      TEXT NOT NULL,
+    ts        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_notes_alert ON alert_notes(alert_id, id);
+"""),
+    # --- migration 4 end ---
 ]
 
 LATEST = MIGRATIONS[-1].version
