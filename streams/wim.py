@@ -19,9 +19,9 @@ from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading,
 from . import metrics as M
 from . import topics as T
 from .archive import open_archive
+from .archive.backend import rollback_quietly
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
-from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.wim")
 
