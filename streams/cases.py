@@ -28,11 +28,41 @@ from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoc
 from roadwatch.streams import documents
 from roadwatch.streams.archive import ArchiveConnection
 from roadwatch.streams.archive import cases as db
+from roadwatch.streams.archive import evidence as evidence_db
 from roadwatch.streams.archive.tracks import last_track_ts, prune_track_points, track_between, upsert_track_points
 
 
 SYSTEM = "roadwatch"
+EVIDENCE_COPIES = "evidence-archive"     # <data_dir>/…: read-only copies of packages written on other hosts
 log = logging.getLogger("roadwatch.cases")
+
+
+def package_files(pkg: Path) -> list[tuple[str, bytes]]:
+    """(path relative to the package, bytes) of every file of an evidence package (not its temporary files)."""
+    out = []
+    for f in sorted(pkg.rglob("*")):
+        rel = f.relative_to(pkg)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out.append((rel.as_posix(), f.read_bytes()))
+    return out
+
+
+def archive_chain(conn: ArchiveConnection, evidence_dir: Path, chain_id: str) -> int:
+    """Store the chain file ``chain-<chain_id>.jsonl`` of ``evidence_dir`` (its complete lines) and its signed
+    head in the archive; returns how many lines were new. The head is read first: a link appended meanwhile
+    is then stored without a head that counts it (never a head counting a link not stored)."""
+    head = count = None
+    try:
+        head = (evidence_dir / f"chain-{chain_id}.head.json").read_bytes()
+        count = int(orjson.loads(head)["head"]["count"])
+    except (FileNotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        head = None
+    try:
+        data = (evidence_dir / f"chain-{chain_id}.jsonl").read_bytes()
+    except FileNotFoundError:
+        return 0
+    lines = [ln for ln in data.split(b"\n")[:-1] if ln.strip()]     # a line being appended is not complete yet
+    return evidence_db.store_chain(conn, chain_id, lines, head, count)
 
 
 def _iso(ms: int) -> str:
@@ -116,8 +146,11 @@ class CaseStore:
         was created.
 
         With ``reading`` and ``evidence_dir`` the case's evidence package is written first (a no-op when it
-        exists), signed with the key of ``data_dir`` (models/evidence.py), and the signed manifest is
-        stored with the case. Duplicate readings (``duplicate_of``) are not stored: their passage is."""
+        exists), signed with the key of ``data_dir`` (models/evidence.py); the signed manifest is stored
+        with the case and every file of the package in the archive (streams/archive/evidence.py), in the
+        case's transaction. A case the archive already holds — archived by another worker, on this host or
+        another — gets no second package: the first one stays the case's evidence. Duplicate readings
+        (``duplicate_of``) are not stored: their passage is."""
         if reading is not None and self._conflicting(verdict, reading):
             return False
         if verdict.get("duplicate_of"):
@@ -125,11 +158,14 @@ class CaseStore:
         evidence_dir = evidence_dir or self.evidence_dir
         if evidence_dir is not None and data_dir is None:
             data_dir = self.data_dir
-        if verdict.get("case_id") and reading is not None and evidence_dir is not None:
+        files: list[tuple[str, bytes]] = []
+        if (verdict.get("case_id") and reading is not None and evidence_dir is not None
+                and not db.case_exists(self.conn, verdict["case_id"])):
             pkg = write_package(evidence_dir, verdict, reading, chain_id=chain_id,
                                 key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent))
             evidence_path = str(pkg)
-            manifest = orjson.loads((pkg / "manifest.json").read_bytes())
+            files = package_files(pkg)
+            manifest = orjson.loads(dict(files)["manifest.json"])
         vjson = orjson.dumps(verdict).decode()
         day = verdict["ts"][:10]
         now = format_ts(datetime.now(timezone.utc))
@@ -144,6 +180,9 @@ class CaseStore:
                 return False
             db.insert_case_act(c, f"{verdict['case_id']}:detect", verdict["case_id"], 1, "detect", SYSTEM,
                                verdict["ts"], now)
+            if files:
+                evidence_db.store_package_files(c, verdict["case_id"], files, now)
+                archive_chain(c, Path(evidence_path).parent, chain_id)
             db.insert_case_state(c, verdict["case_id"], "detected", drv.get("id"), drv.get("source") or "unknown",
                                  (verdict.get("enterprise") or {}).get("goods_vehicles"), now)
             if self.watch_late_data:
@@ -298,7 +337,7 @@ class CaseStore:
         out["proposals"] = [p for p in self.proposals(subjects=subjects)
                             if case_id in p["basis"].get("case_ids", [])]
         out["conflicts"] = self.conflicts(case_id)
-        out["documents"] = documents.listing(documents.package_of(self, case_id))
+        out["documents"] = documents.listing(self.evidence_package(case_id))
         return out
 
     @staticmethod
@@ -497,7 +536,39 @@ class CaseStore:
             log.warning("case %s: evidence entry not written yet (%s); retried with the case's next act",
                         case_id, e)
             return len(acts)
+        self.archive_evidence(case_id, pkg)
         return 0
+
+    def archive_evidence(self, case_id: str, pkg: Path) -> int:
+        """Store the package's files the archive does not hold yet (entries and documents appended since);
+        returns how many."""
+        files = package_files(pkg)
+        with self.conn.transaction():
+            n = evidence_db.store_package_files(self.conn, case_id, files, format_ts(datetime.now(timezone.utc)))
+            chain_id = (orjson.loads(dict(files)["manifest.json"]).get("chain") or {}).get("chain_id")
+            if chain_id:
+                archive_chain(self.conn, pkg.parent, chain_id)
+        return n
+
+    def evidence_package(self, case_id: str) -> Path | None:
+        """The case's package to read: its folder when this host holds it, else a copy of what the archive
+        holds, materialised under ``<data_dir>/evidence-archive/<case_id>`` (refreshed when the archive has
+        files the copy lacks). None when the case has no package anywhere. Write only into the folder the
+        case's ``evidence_path`` names (its chain lives there): the copy is for reading."""
+        local = documents.package_of(self, case_id)
+        if local is not None:
+            return local
+        if self.data_dir is None:
+            return None
+        dest = self.data_dir / EVIDENCE_COPIES / case_id
+        stored = evidence_db.package_files(self.conn, case_id)
+        if stored and all((dest / p).is_file() for p, _ in stored):
+            return dest
+        if not evidence_db.materialise(self.conn, case_id, dest):
+            if stored:
+                log.warning("case %s: archived evidence package unreadable or altered", case_id)
+            return None
+        return dest
 
     # --- Art. 66 views ------------------------------------------------------------------------------------
 

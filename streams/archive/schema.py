@@ -328,6 +328,35 @@ CREATE TABLE IF NOT EXISTS platform_vehicles (
     last_seen   {REAL} NOT NULL
 );
 """),
+    Migration(5, "evidence packages in the archive: content-addressed files of every case's package, the hash "
+                 "chains and their signed heads", """
+CREATE TABLE IF NOT EXISTS evidence_blobs (       -- each distinct file content once (append-only)
+    sha256 TEXT PRIMARY KEY,
+    size   {INTEGER} NOT NULL,
+    data   {BLOB} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_evidence_files (  -- which file of which case's package has which content
+    case_id   TEXT NOT NULL,
+    path      TEXT NOT NULL,                      -- relative to the package: manifest.json, entries/0001-act.json …
+    sha256    TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (case_id, path)
+);
+CREATE TABLE IF NOT EXISTS evidence_chain_links ( -- the hash chains the packages are linked on (append-only)
+    chain_id  TEXT NOT NULL,
+    root      TEXT NOT NULL,                      -- link_sha256 of the chain's first link: one writer's chain
+    seq       {INTEGER} NOT NULL,
+    link      TEXT NOT NULL,                      -- the chain file's line, as written
+    PRIMARY KEY (chain_id, root, seq)
+);
+CREATE TABLE IF NOT EXISTS evidence_chain_heads ( -- each chain's newest signed head (count, last link)
+    chain_id  TEXT NOT NULL,
+    root      TEXT NOT NULL,
+    count     {INTEGER} NOT NULL,
+    head      TEXT NOT NULL,                      -- the head file, as written
+    PRIMARY KEY (chain_id, root)
+);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version

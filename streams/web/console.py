@@ -35,7 +35,7 @@ from roadwatch.streams.archive import alerts as alerts_db
 from roadwatch.streams.archive import cases as case_db
 from roadwatch.streams.archive import close_all, open_archive
 from roadwatch.streams.archive.snapshots import vehicle_days_of
-from roadwatch.streams.cases import CaseActionError, CaseStore
+from roadwatch.streams.cases import EVIDENCE_COPIES, CaseActionError, CaseStore
 from roadwatch.streams.device_list import device_list, to_csv, to_html, to_json
 from roadwatch.streams.web import auth, handling, report_jobs, search, tracks
 from roadwatch.streams.web.fleet_status import today_status
@@ -474,20 +474,27 @@ def _apply_act(conn, cfg: Config, case_id: str, action: str, operator: str, reas
                                                            driver_id=driver_id)
 
 
-def _evidence_dir(st: ConsoleState, evidence_path: str | None) -> Path | None:
-    """The case's evidence directory, resolved, and only if it lies inside the evidence root."""
+def _evidence_dir(st: ConsoleState, evidence_path: str | None, case_id: str | None = None) -> Path | None:
+    """The case's evidence directory, resolved, and only if it lies inside the evidence root; when this host
+    does not hold it, the copy materialised from the archive (``CaseStore.evidence_package``)."""
     if not evidence_path:
         return None
     p = Path(evidence_path)
-    if not p.is_absolute():
-        p = st.data_dir / p
+    local = _inside_dir(p if p.is_absolute() else st.data_dir / p, st.evidence_root)
+    if local is None and case_id and _SEGMENT.fullmatch(case_id):
+        return _inside_dir(st.data_dir / EVIDENCE_COPIES / case_id, st.data_dir / EVIDENCE_COPIES)
+    return local
+
+
+def _inside_dir(p: Path, root: Path) -> Path | None:
+    """``p`` (a file: its directory) resolved, if it is a directory inside ``root``."""
     try:
         p = p.resolve()
     except (OSError, RuntimeError):
         return None
     if p.is_file():
         p = p.parent
-    if not p.is_dir() or not _inside(p, st.evidence_root.resolve()):
+    if not p.is_dir() or not _inside(p, root.resolve()):
         return None
     return p
 
@@ -526,7 +533,7 @@ def _case_view(st: ConsoleState, case: dict) -> dict:
     case["source_site"] = {"id": site.site_id, "name": site.name, "kind": site.kind,
                            "polygon": site.polygon} if site else None
     case["driver"] = drv.name if drv else ""
-    case["evidence_files"] = _evidence_files(_evidence_dir(st, case.get("evidence_path")))
+    case["evidence_files"] = _evidence_files(_evidence_dir(st, case.get("evidence_path"), case.get("case_id")))
     case["actions"] = [{"action": h["act"], "operator": h["by"], "reason": h["reason"], "ts": h["entered_at"],
                         "at": h["at"]} for h in case.get("history", []) if h["act"] != "detect"]
     return case
@@ -602,7 +609,7 @@ async def api_evidence(request: web.Request) -> web.StreamResponse:
             or (Path(name).suffix.lower() not in IMAGE_TYPES and doc_type is None)):
         return _error(404, "not_found", "no such evidence file")
     case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
-    d = _evidence_dir(st, case.get("evidence_path") if case else None)
+    d = _evidence_dir(st, case.get("evidence_path"), case.get("case_id")) if case else None
     if d is None:
         return _error(404, "not_found", "no evidence for this case")
     f = (d / name).resolve()
