@@ -15,8 +15,7 @@ def _rows(conn: ArchiveConnection, sql: str, args: tuple) -> list[dict]:
 
 def report_tables(conn: ArchiveConnection, month: str, first_month: str) -> dict[str, list[dict]]:
     """The rows a report needs: vehicle_day from ``first_month`` (trend window) to ``month``; the
-    overload tables (verdicts, cases, the cases' acts) of ``month``. ``case_acts`` is still declared by
-    streams/cases.py (``register_schema``): import it before calling this on a fresh archive."""
+    overload tables (verdicts, cases, the cases' acts) of ``month``."""
     start, _ = month_days(first_month)
     m_start, m_end = month_days(month)
     return {

@@ -17,7 +17,7 @@ from roadwatch.models.records import format_ts
 from roadwatch.models.scoring import agency_score, enterprise_score
 
 from roadwatch.streams.archive import ArchiveConnection, report_tables
-from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
+from roadwatch.streams.cases import CaseStore
 
 from .narrative import narrative
 from .overload import overload_section
