@@ -86,3 +86,21 @@ def test_archived_files_are_append_only_and_content_addressed(hosts):
     assert evidence_db.materialise(conn, "C1", host_a / "copy" / "C1")
     assert (host_a / "copy" / "C1" / "images" / "1.jpg").read_bytes() == b"same"
     assert not evidence_db.materialise(conn, "C2", host_a / "copy" / "C2")
+
+
+def test_archive_copy_carries_the_evidence_onto_postgresql(tmp_path, pg_url):
+    """A pilot's SQLite archive moved onto the production server (``archive copy``) keeps its evidence bytes."""
+    src = tmp_path / "pilot.sqlite"
+    conn = open_archive(src)
+    data = bytes(range(256)) * 40
+    evidence_db.store_package_files(conn, "C1", [("images/0.jpg", data), ("manifest.json", b"{}")], "t")
+    evidence_db.store_chain(conn, "p0", [orjson.dumps({"seq": 1, "case_id": "C1", "link_sha256": "ab" * 32})],
+                            None, None)
+    close_all()
+    assert main(["archive", "copy", "--from", f"sqlite:{src}", "--to", pg_url]) == 0
+    dst = open_archive(pg_url)
+    assert evidence_db.package_files(dst, "C1") == evidence_db.package_files(open_archive(src), "C1")
+    assert evidence_db.materialise(dst, "C1", tmp_path / "copy" / "C1")
+    assert (tmp_path / "copy" / "C1" / "images" / "0.jpg").read_bytes() == data
+    assert evidence_db.chains(dst) == [("p0", "ab" * 32)]
+    close_all()
