@@ -179,9 +179,9 @@ def test_bulk_upsert_equals_row_by_row_upserts(archive_target):
     assert [(r["pings"], r["updated_at"]) for r in conn.execute("SELECT * FROM vehicle_day")] == [(100, "t2")]
 
 
-def test_sqlite_flavoured_statements_run_on_both(archive_target):
-    """SQL in SQLite's dialect (the suite's fixtures): INSERT OR IGNORE/REPLACE, BEGIN IMMEDIATE … COMMIT; and
-    DDL with the dialect's names (backend.DIALECTS): identity key, BYTEA, a clustered table on SQLite only."""
+def test_dialect_ddl_and_transaction_statements_run_on_both(archive_target):
+    """DDL with the dialect's names (backend.DIALECTS: identity key, BYTEA, a clustered table on SQLite only),
+    BEGIN IMMEDIATE … COMMIT as statements, and the portable upserts every query module writes."""
     ddl = """
 CREATE TABLE IF NOT EXISTS compat_probe (
     id    {SERIAL_PK},
@@ -196,14 +196,19 @@ CREATE TABLE IF NOT EXISTS compat_pairs (a TEXT NOT NULL, b {INTEGER} NOT NULL, 
         conn.execute(ddl_for(conn.backend, stmt))
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO compat_probe(k, blob, x) VALUES (?,?,?)", ("one", b"\x00\xff", 1.5))
-    conn.execute("INSERT OR IGNORE INTO compat_probe(k, blob, x) VALUES (?,?,?)", ("one", b"", 9.0))
+    conn.execute("INSERT INTO compat_probe(k, blob, x) VALUES (?,?,?) ON CONFLICT DO NOTHING", ("one", b"", 9.0))
     conn.execute("COMMIT")
-    conn.execute("INSERT OR REPLACE INTO compat_pairs VALUES (?,?,?)", ("a", 1, "first"))
-    conn.execute("INSERT OR REPLACE INTO compat_pairs VALUES (?,?,?)", ("a", 1, "second"))
-    cur = conn.execute("INSERT OR IGNORE INTO compat_pairs VALUES (?,?,?)", ("a", 1, "third"))
+    upsert = "INSERT INTO compat_pairs VALUES (?,?,?) ON CONFLICT(a, b) DO UPDATE SET v = excluded.v"
+    conn.execute(upsert, ("a", 1, "first"))
+    conn.execute(upsert, ("a", 1, "second"))
+    cur = conn.execute("INSERT INTO compat_pairs VALUES (?,?,?) ON CONFLICT DO NOTHING", ("a", 1, "third"))
     assert cur.rowcount == 0
     assert [tuple(r) for r in conn.execute("SELECT id, k, blob, x FROM compat_probe")] == [(1, "one", b"\x00\xff", 1.5)]
     assert [tuple(r) for r in conn.execute("SELECT * FROM compat_pairs")] == [("a", 1, "second")]
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO compat_pairs VALUES (?,?,?)", ("b", 2, "rolled back"))
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT COUNT(*) FROM compat_pairs").fetchone()[0] == 1
 
 
 def test_targets_and_configuration(tmp_path):

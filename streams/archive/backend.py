@@ -16,10 +16,9 @@ the behaviour of the first release. PostgreSQL: one ``psycopg_pool.ConnectionPoo
 statement outside a transaction borrows a pooled connection for that statement, a transaction holds one
 until it ends.
 
-The archive package's own queries are written portably (``ON CONFLICT(…)``, ``conn.transaction()``). SQL in
-SQLite's dialect (the test suite's fixtures) still runs on PostgreSQL: ``BEGIN [IMMEDIATE]`` / ``COMMIT`` /
-``ROLLBACK`` open and end the connection's transaction, ``INSERT OR IGNORE`` → ``… ON CONFLICT DO NOTHING``,
-``INSERT OR REPLACE`` → ``… ON CONFLICT (primary key) DO UPDATE`` (``_legacy_to_pg``).
+Queries are written portably: ``INSERT … ON CONFLICT(…) DO NOTHING | DO UPDATE``, ``conn.transaction()``;
+DDL names its dialect differences (``DIALECTS``). On PostgreSQL, ``execute("BEGIN [IMMEDIATE]")`` /
+``"COMMIT"`` / ``"ROLLBACK"`` open and end the connection's transaction as on SQLite (``rollback_quietly``).
 """
 from __future__ import annotations
 
@@ -290,7 +289,6 @@ def qmark_to_pyformat(sql: str) -> str:
 
 _BEGIN = re.compile(r"^\s*BEGIN(\s+(IMMEDIATE|DEFERRED|EXCLUSIVE|TRANSACTION))?\s*;?\s*$", re.I)
 _END = re.compile(r"^\s*(COMMIT|END|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
-_OR = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)\s*(\(([^)]*)\))?", re.I | re.S)
 
 
 class PostgresPool:
@@ -324,7 +322,6 @@ class PostgresPool:
         except Exception as e:  # noqa: BLE001 - psycopg_pool raises PoolTimeout with the cause in the log
             self.pool.close()
             raise ArchiveError(f"cannot connect to the archive {redact(url)}: {e}") from None
-        self.pk_cache: dict[str, list[str]] = {}
         self.col_cache: dict[str, list[str]] = {}
         self.lock = threading.Lock()
 
@@ -345,36 +342,10 @@ class PostgresConnection(ArchiveConnection):
     def _translate(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
         if out is None:
-            out = qmark_to_pyformat(self._legacy_to_pg(sql))
+            out = qmark_to_pyformat(sql)
             if len(self._sql_cache) < 2000:
                 self._sql_cache[sql] = out
         return out
-
-    def _legacy_to_pg(self, sql: str) -> str:
-        m = _OR.match(sql)
-        if not m:
-            return sql
-        kind, table, cols = m.group(1).upper(), m.group(2), m.group(4)
-        body = f"INSERT INTO {table}" + (f" ({cols})" if cols else "") + " " + sql[m.end():].lstrip()
-        body = body.rstrip().rstrip(";")
-        if kind == "IGNORE":
-            return body + " ON CONFLICT DO NOTHING"
-        pk = self._primary_key(table)
-        names = [c.strip() for c in cols.split(",")] if cols else self.columns(table)
-        rest = [c for c in names if c not in pk]
-        if not pk:
-            raise ArchiveError(f"INSERT OR REPLACE into {table}: the table has no primary key")
-        action = ("DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)) if rest else "DO NOTHING"
-        return body + f" ON CONFLICT ({', '.join(pk)}) {action}"
-
-    def _primary_key(self, table: str) -> list[str]:
-        pk = self.pool.pk_cache.get(table)
-        if pk is None:
-            rows = self._run("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
-                             "ORDER BY array_position(i.indkey, a.attnum)", (table,)).fetchall()
-            pk = self.pool.pk_cache[table] = [r[0] for r in rows]
-        return pk
 
     # execution
     def _run(self, sql: str, params=(), many: Iterable | None = None) -> Result:
@@ -515,8 +486,7 @@ class PostgresConnection(ArchiveConnection):
         return cols
 
     def forget_catalog(self) -> None:
-        """After DDL: primary keys and column lists are read again."""
-        self.pool.pk_cache.clear()
+        """After DDL: column lists and types are read again."""
         self.pool.col_cache.clear()
 
     def close(self) -> None:
