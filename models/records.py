@@ -361,3 +361,18 @@ class Station(faust.Record, serializer="json"):
     tolerance_source: str = ""
     devices: list = []                   # [{device_id, cert_no, valid_from, valid_to}]
     county: str = ""
+    downstream: list = []                # road graph: [{"station": <id>, "km": <road distance>}] reached next
+
+
+class MobileUnit(faust.Record, serializer="json"):
+    """A mobile weighing unit (流动治超): one device, no fixed place — its position, road and direction at a
+    reading's time come from the deployment active then (models/mobile.py)."""
+    unit_id: str
+    name: str
+    county: str = ""                     # the county the unit is based in
+    lanes: int = 1
+    accuracy_class: str = "5"
+    tolerance: float | None = None
+    tolerance_source: str = ""
+    device: dict = {}                    # {device_id, cert_no, valid_from, valid_to, approval, …} as a station's
+    deployments: list = []               # [{deployment_id, lat, lon, road, direction, start, end, …}]

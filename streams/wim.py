@@ -60,10 +60,10 @@ class WimHandler:
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
                          driver=self.drivers, passages=self.store, permits=self.permits)
-        st = self.ctx.registry.stations.get(reading.station_id)
-        if st is not None:
-            verdict.setdefault("station_lat", st.lat)
-            verdict.setdefault("station_lon", st.lon)
+        st = verdict.get("station") or {}      # a mobile unit's position is its deployment's (models/mobile.py)
+        if st.get("lat") is not None:
+            verdict.setdefault("station_lat", st["lat"])
+            verdict.setdefault("station_lon", st["lon"])
         self.store.record(verdict, reading=reading, evidence_dir=self.evidence_dir, data_dir=self.ctx.data_dir,
                           chain_id=chain_id)
         return verdict
