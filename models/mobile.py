@@ -8,9 +8,9 @@ no deployment covers has no lawful place: ``assess`` sends it to review with ``o
 
 Because the unit moves, its location is announced to the public per deployment (行政处罚法 Art. 41): the
 ``announcement`` record sits on the deployment, the device carries the legal and technical reviews and the
-signage. A deployment joins the road graph through ``after`` (the fixed stations it lies downstream of, with
-road km) and ``downstream`` (the stations a truck weighed there reaches next), the same edge form as a
-station's ``downstream`` list.
+signage. A deployment joins the road graph (registry ``stations[].downstream``) at ``station`` when it stands
+at a registry station; without one the intercept planner attaches it to the nearest station
+(docs/intercept.md, ``intercept.mobile_attach_km``).
 """
 from __future__ import annotations
 
@@ -23,31 +23,9 @@ if TYPE_CHECKING:                    # registry.py imports this module to check 
     from .registry import Registry
 
 DEPLOYMENT_FIELDS = ("deployment_id", "lat", "lon", "road", "direction", "start", "end", "announcement",
-                     "after", "downstream")
+                     "station")
 REQUIRED_DEPLOYMENT_FIELDS = ("deployment_id", "lat", "lon", "road", "direction", "start", "end")
 OUTSIDE = "outside_deployment"           # the review reason of a reading no deployment covers
-MAX_EDGE_KM = 2000.0
-
-
-def check_edges(edges, station_ids, self_id: str | None = None) -> str | None:
-    """Why a road-graph edge list ``[{"station": id, "km": float}]`` is malformed (None when fine)."""
-    if not isinstance(edges, list):
-        return "must be a list of {station, km}"
-    seen = set()
-    for k, e in enumerate(edges):
-        if not isinstance(e, dict) or set(e) != {"station", "km"}:
-            return f"[{k}] must be an object with exactly station and km"
-        sid, km = e["station"], e["km"]
-        if not isinstance(sid, str) or sid not in station_ids:
-            return f"[{k}] names unknown station {sid!r}"
-        if sid == self_id:
-            return f"[{k}] names the station itself"
-        if sid in seen:
-            return f"[{k}] names station {sid!r} twice"
-        seen.add(sid)
-        if isinstance(km, bool) or not isinstance(km, (int, float)) or not 0 < km <= MAX_EDGE_KM:
-            return f"[{k}].km must lie in (0, {MAX_EDGE_KM:g}], got {km!r}"
-    return None
 
 
 def check_deployments(deployments, station_ids) -> str | None:
@@ -86,11 +64,8 @@ def check_deployments(deployments, station_ids) -> str | None:
             problem = check_item("announcement", ann)
             if problem:
                 return f"{where}: {problem}"
-        for k in ("after", "downstream"):
-            if k in d:
-                problem = check_edges(d[k], station_ids)
-                if problem:
-                    return f"{where}.{k}{problem if problem.startswith('[') else ': ' + problem}"
+        if "station" in d and d["station"] not in station_ids:
+            return f"{where}: station {d['station']!r} is not a registry station"
         spans.append((start, end, d["deployment_id"]))
     spans.sort()
     for (s0, e0, id0), (s1, _e1, id1) in zip(spans, spans[1:]):
@@ -129,7 +104,7 @@ def deployment_status(registry: "Registry", station_id: str, ts_ms: int) -> dict
                 "detail": f"no deployment of mobile unit {unit.unit_id} covers the reading's time"}
     return {"status": "deployed", "unit_id": unit.unit_id, "deployment_id": dep["deployment_id"],
             "lat": dep["lat"], "lon": dep["lon"], "road": dep["road"], "direction": dep["direction"],
-            "start": dep["start"], "end": dep["end"]}
+            "start": dep["start"], "end": dep["end"], "station": dep.get("station")}
 
 
 def deployed_at(registry: "Registry", ts_ms: int) -> list[dict]:

@@ -361,7 +361,6 @@ class Station(faust.Record, serializer="json"):
     tolerance_source: str = ""
     devices: list = []                   # [{device_id, cert_no, valid_from, valid_to}]
     county: str = ""
-    downstream: list = []                # road graph: [{"station": <id>, "km": <road distance>}] reached next
 
 
 class MobileUnit(faust.Record, serializer="json"):

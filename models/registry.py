@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from .devices import check_device
-from .mobile import check_deployments, check_edges, index_deployments
+from .mobile import check_deployments, index_deployments
 from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, MobileUnit, PLATE_COLORS, SourceSite,
                       Station, Vehicle, Zone, parse_ts)
 
@@ -218,11 +218,6 @@ def parse_registry(data: dict) -> Registry:
             if problem:
                 raise RegistryError(f"stations[{i}].devices[{j}] ({dev['device_id']}): {problem}")
         reg.stations[s.station_id] = s
-    # the road graph: each station's downstream neighbours, checked once every station is known
-    for i, s in enumerate(reg.stations.values()):
-        problem = check_edges(s.downstream, reg.stations, s.station_id)
-        if problem:
-            raise RegistryError(f"stations[{i}] ({s.station_id}): downstream{problem if problem.startswith('[') else ': ' + problem}")
     _mobile_units(data.get("mobile_units", []), reg, devices)
     return reg
 
