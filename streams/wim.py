@@ -21,6 +21,7 @@ from . import topics as T
 from .archive import open_archive
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
+from .intercept import InterceptStore
 from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.wim")
@@ -52,6 +53,8 @@ class WimHandler:
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
         self.permits = PermitIndex(load_permits(ctx.registry_path))
+        # 布控: mobile teams come from the deployments (set ``self.intercepts.mobile_points``)
+        self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track)
 
     def reset(self) -> None:
         """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
@@ -68,12 +71,18 @@ class WimHandler:
                           chain_id=chain_id)
         return verdict
 
+    def intercept(self, verdict: dict, reading) -> dict | None:
+        """The intercept task this passage opened or updated (models/intercept.py), stored; None below the
+        intercept threshold. A replayed passage returns its stored task (re-published, same id)."""
+        return self.intercepts.on_verdict(verdict, speed_kmh=float(reading.speed_kmh))
+
 
 def install(app, ctx, publish_alerts) -> WimHandler:
     handler = WimHandler(ctx)
     topic = ctx.topics[T.WIM_READINGS]
     dlq = ctx.topics[T.DEAD_LETTER]
     cases_topic = ctx.topics[T.OVERLOAD_CASES]
+    tasks_topic = ctx.topics[T.INTERCEPT_TASKS]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
     years = plausible_years(ctx.cfg)
 
@@ -107,6 +116,14 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
+                task = await ctx.faults.retry_until_ok("wim", handler.intercept, verdict, reading,
+                                                       on_error=handler.reset)
+                if task is not None:
+                    await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
+                    M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
+                    M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
+                    if ctx.live is not None:
+                        ctx.live.publish("intercept", task)
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
     async def resolve_late_data():
