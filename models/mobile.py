@@ -115,3 +115,11 @@ def deployed_at(registry: "Registry", ts_ms: int) -> list[dict]:
         if st and st["status"] == "deployed":
             out.append({**st, "name": registry.mobile_units[uid].name, "county": registry.mobile_units[uid].county})
     return out
+
+
+def enforcement_points(registry: "Registry", ts_ms: int) -> list:
+    """The mobile teams deployed at ``ts_ms`` as intercept targets (``models.intercept.EnforcementPoint``,
+    kind ``mobile``): the deployment's place, and its road-graph node when it stands at a registry station."""
+    from .intercept import EnforcementPoint     # intercept → registry → this module: imported when first used
+    return [EnforcementPoint(d["unit_id"], "mobile", d["name"], float(d["lat"]), float(d["lon"]), d.get("station"))
+            for d in deployed_at(registry, ts_ms)]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import orjson
 
+from roadwatch.models.mobile import enforcement_points
 from roadwatch.models.overload import assess
 from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
@@ -53,8 +55,9 @@ class WimHandler:
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
         self.permits = PermitIndex(load_permits(ctx.registry_path))
-        # 布控: mobile teams come from the deployments (set ``self.intercepts.mobile_points``)
-        self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track)
+        # 布控: targets are the 超限检测站 and the mobile teams deployed at the passage's time (models/mobile.py)
+        self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track,
+                                         mobile_points=partial(enforcement_points, ctx.registry))
 
     def reset(self) -> None:
         """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
