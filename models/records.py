@@ -378,3 +378,8 @@ class MobileUnit(faust.Record, serializer="json"):
     tolerance_source: str = ""
     device: dict = {}                    # {device_id, cert_no, valid_from, valid_to, approval, …} as a station's
     deployments: list = []               # [{deployment_id, lat, lon, road, direction, start, end, …}]
+
+    @property
+    def station_id(self) -> str:
+        """A reading names the unit in its ``station_id``: the unit stands where a station would."""
+        return self.unit_id

@@ -33,8 +33,9 @@ def reference_limit(kind: str, axles: int, single_drive_axle: bool, vehicle: Veh
 
 
 def reference_verdict(reading: dict, vehicle: Vehicle | None, station: Station | None, cfg: Config,
-                      calibration_ok: bool) -> dict:
-    """action (none | warning | fine | review), fine_yuan, excess_kg for one (non-duplicate) reading."""
+                      calibration_ok: bool, deployed: bool = True) -> dict:
+    """action (none | warning | fine | review), fine_yuan, excess_kg for one (non-duplicate) reading.
+    ``deployed``: False for a mobile unit's reading outside its deployments (review, whatever the config)."""
     lim = reference_limit(reading["vehicle_kind"], reading["axle_count"], reading.get("single_drive_axle", False),
                           vehicle, cfg)
     tol = station.tolerance if station is not None and station.tolerance is not None else cfg["overlimit.filing_tolerance"]
@@ -48,7 +49,7 @@ def reference_verdict(reading: dict, vehicle: Vehicle | None, station: Station |
         excess = gross - lim
     if not over:
         return {"action": "none", "fine_yuan": 0, "excess_kg": round(excess, 1), "limit_kg": lim}
-    reasons = []
+    reasons = [] if deployed else ["outside_deployment"]
     if not calibration_ok and cfg["overlimit.requires_valid_calibration"]:
         reasons.append("calibration")
     if reading["plate_confidence"] < cfg["overlimit.min_plate_confidence"]:
