@@ -76,6 +76,12 @@ def fixed_points(registry: Registry) -> list[EnforcementPoint]:
             for s in registry.stations.values() if s.kind == "checkpoint"]
 
 
+def station_kinds(registry: Registry) -> dict[str, str]:
+    """Detecting station → fixed | mobile, for the rates (a mobile unit reports under its own id: 流动治超
+    units add theirs here)."""
+    return {sid: "fixed" for sid in registry.stations}
+
+
 # --- the threshold ------------------------------------------------------------------------------------------
 
 def vehicle_kinds(cfg: Config) -> frozenset[str]:
@@ -278,9 +284,10 @@ def plan(verdict: Mapping, registry: Registry, cfg: Config, *, open_task: Mappin
         if ts_ms < int(task["last_ms"]):                   # an older passage arriving late: history only
             return task
     else:
+        stn = registry.stations.get(verdict["station_id"])
         task = {"schema": TASK_SCHEMA, "task_id": task_id_for(verdict["plate"], verdict["case_id"]),
                 "plate": verdict["plate"], "plate_color": verdict.get("plate_color"),
-                "station_id": verdict["station_id"], "detected_at": verdict["ts"], "detected_ms": ts_ms,
+                "station_id": verdict["station_id"], "station_name": stn.name if stn else verdict["station_id"], "detected_at": verdict["ts"], "detected_ms": ts_ms,
                 "passages": [passage], "case_ids": [verdict["case_id"]], "revision": 1, "outcome": None}
     task.update(last_ms=ts_ms, last_station_id=verdict["station_id"], case_id=verdict["case_id"],
                 expires_ms=expires_ms, expires_at=epoch_ms_to_iso(expires_ms), basis=basis,
@@ -366,17 +373,18 @@ def _beijing_month(ms: int) -> str:
 
 
 def interception_rates(tasks: Iterable[Mapping], month: str, now_ms: int, decimals: int,
-                       station_kinds: Mapping[str, str] | None = None) -> dict:
+                       station_kinds: Mapping[str, str] | None = None, stations: Iterable[str] = ()) -> dict:
     """Per detecting station and in total, over the tasks created in ``month`` (Beijing): tasks, outcomes,
     拦截率 = intercepted / tasks created (numerator and denominator), unloaded mass, and the median time from
-    detection to interception (minutes)."""
-    per: dict[str, dict] = {}
+    detection to interception (minutes). ``stations``: also list these (with zero tasks)."""
+    zero = {s: 0 for s in ("tasks", *STATUSES)} | {"unloaded_kg": 0.0}
+    per: dict[str, dict] = {str(s): dict(zero) for s in stations}
     waits: dict[str, list[float]] = {}
     for t in tasks:
         if _beijing_month(int(t["detected_ms"])) != month:
             continue
         sid = str(t["station_id"])
-        c = per.setdefault(sid, {s: 0 for s in ("tasks", *STATUSES)} | {"unloaded_kg": 0.0})
+        c = per.setdefault(sid, dict(zero))
         c["tasks"] += 1
         st = status(t, now_ms)
         c[st] += 1
@@ -396,7 +404,7 @@ def interception_rates(tasks: Iterable[Mapping], month: str, now_ms: int, decima
                 "unloaded_kg": round(c["unloaded_kg"], 1), "unloaded_t": round(c["unloaded_kg"] / 1000.0, 3),
                 "median_detect_to_intercept_min": round(median(w), 1) if w else None}
 
-    total = {s: 0 for s in ("tasks", *STATUSES)} | {"unloaded_kg": 0.0}
+    total = dict(zero)
     for c in per.values():
         for k in total:
             total[k] += c[k]

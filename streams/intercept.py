@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from roadwatch.models import intercept as I
 from roadwatch.models.config import Config
-from roadwatch.models.records import format_ts
+from roadwatch.models.records import BEIJING, format_ts
 from roadwatch.models.registry import Registry
 from roadwatch.streams.archive import intercept as A
 from roadwatch.streams.archive.backend import ArchiveConnection
@@ -84,7 +84,7 @@ class InterceptStore:
         st = I.status(task, now_ms)
         stn = self.registry.stations.get(task["station_id"])
         return {**task, "status": st, "status_label": I.LABELS[st],
-                "station_name": stn.name if stn else task["station_id"]}
+                "station_name": stn.name if stn else task.get("station_name") or task["station_id"]}
 
     def show(self, task_id: str, now: datetime | None = None) -> dict | None:
         task = A.get_task(self.conn, task_id)
@@ -111,3 +111,38 @@ class InterceptStore:
         now_ms = int((now or datetime.now(timezone.utc)).timestamp() * 1000)
         return I.interception_rates(A.month_tasks(self.conn, month), month, now_ms,
                                     int(self.cfg["report.decimals"]), station_kinds)
+
+
+def beijing_month(now: datetime) -> str:
+    return now.astimezone(BEIJING).strftime("%Y-%m")
+
+
+def month_summary(conn: ArchiveConnection, cfg: Config, registry: Registry, month: str, now: datetime) -> dict:
+    """拦截率 and 查处率 of ``month`` per detecting station and in total, counted as the monthly report counts
+    them (streams/reports/overload.py) — for the fleet/status page and the metrics."""
+    import roadwatch.streams.cases  # noqa: F401 - declares case_acts on a fresh archive
+    from roadwatch.streams.archive.reports import month_case_tables
+    from roadwatch.streams.reports.overload import case_stages, interception_section, station_stats
+    names = {s: st.name for s, st in registry.stations.items()}
+    dec = int(cfg["report.decimals"])
+    tables = month_case_tables(conn, month)
+    stats = station_stats([], tables["cases"], case_stages(tables["cases"], tables["case_acts"]), names, dec)
+    return interception_section(A.month_tasks(conn, month), stats, month, int(now.timestamp() * 1000), dec, names,
+                                I.station_kinds(registry))
+
+
+def export_metrics(summary: dict) -> None:
+    """This month's rates as Prometheus gauges (streams/metrics.py), numerator and denominator beside each."""
+    from roadwatch.streams import metrics as M
+    for row in [*summary["stations"], summary["total"]]:
+        sid = row["station_id"] or "total"
+        for st in ("tasks", *I.STATUSES):
+            M.INTERCEPT_MONTH.labels(station=sid, status="created" if st == "tasks" else st).set(row[st])
+        q, e = row["interception_rate"], row["enforcement_rate"]
+        M.INTERCEPT_RATE.labels(station=sid).set(q["numerator"] / q["denominator"] if q["denominator"] else 0.0)
+        M.ENFORCEMENT_RATE.labels(station=sid).set(e["numerator"] / e["denominator"] if e["denominator"] else 0.0)
+        M.ENFORCEMENT_COUNTS.labels(station=sid, stage="detected").set(e["denominator"])
+        M.ENFORCEMENT_COUNTS.labels(station=sid, stage="decided").set(e["numerator"])
+        M.INTERCEPT_UNLOADED.labels(station=sid).set(row["unloaded_kg"])
+        wait = row["median_detect_to_intercept_min"]
+        M.INTERCEPT_MEDIAN.labels(station=sid).set(wait if wait is not None else float("nan"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from functools import partial
 
 import orjson
@@ -23,7 +24,7 @@ from . import topics as T
 from .archive import open_archive
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
-from .intercept import InterceptStore
+from .intercept import InterceptStore, beijing_month, export_metrics, month_summary
 from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.wim")
@@ -141,5 +142,15 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             ctx.faults.report("case-resolve", err)     # /healthz says why until a tick succeeds
         else:
             ctx.faults.clear("case-resolve")
+
+    @app.timer(float(ctx.cfg["intercept.metrics_interval_s"]))
+    async def intercept_metrics():
+        """This month's 拦截率 / 查处率 gauges, counted from the archive as the monthly report counts them."""
+        try:
+            now = datetime.now(timezone.utc)
+            export_metrics(month_summary(handler.store.conn, ctx.cfg, ctx.registry, beijing_month(now), now))
+        except Exception:  # noqa: BLE001 - gauges only: the next tick tries again
+            log.exception("refreshing the intercept gauges failed")
+            rollback_quietly(handler.store.conn)
 
     return handler

@@ -12,7 +12,9 @@ from roadwatch.models.config import Config
 from roadwatch.streams.archive import intercept as A
 from roadwatch.streams.archive import insert_track_points, open_archive
 from roadwatch.streams.cases import ArchiveTracks
-from roadwatch.streams.intercept import InterceptStore
+from prometheus_client import REGISTRY
+
+from roadwatch.streams.intercept import InterceptStore, export_metrics, month_summary
 
 from test_intercept_model import MIN, T0_MS, graph, verdict
 
@@ -73,6 +75,19 @@ def test_tasks_outcomes_and_rates(archive_target):
     assert (r["total"]["released"], r["total"]["expired"]) == (1, 1)
     assert r["total"]["unloaded_kg"] == 14000.0 and r["total"]["median_detect_to_intercept_min"] == 50.0
     assert A.status_counts(conn) == {"intercepted": 1, "released": 1, "pending": 1}
+
+    # the status page's and the gauges' figures: the same counts (no cases in this archive: 查处率 0/0)
+    summary = month_summary(conn, Config(), graph(), "2026-03", NOW)
+    assert summary["total"]["interception_rate"] == r["total"]["interception_rate"]
+    assert summary["total"]["enforcement_rate"]["denominator"] == 0
+    export_metrics(summary)
+    g = REGISTRY.get_sample_value
+    assert g("roadwatch_intercept_rate_ratio", {"station": "total"}) == pytest.approx(1 / 3)
+    assert g("roadwatch_intercept_month_tasks", {"station": "A", "status": "created"}) == 3
+    assert g("roadwatch_intercept_month_tasks", {"station": "total", "status": "intercepted"}) == 1
+    assert g("roadwatch_intercept_unloaded_kg", {"station": "total"}) == 14000.0
+    assert g("roadwatch_intercept_median_minutes", {"station": "total"}) == 50.0
+    assert g("roadwatch_enforcement_month_cases", {"station": "total", "stage": "detected"}) == 0
 
 
 def test_gps_track_from_the_archive_sets_the_heading(archive_target):

@@ -760,11 +760,20 @@ async function loadFleet() {
     card("上线率 online rate", pct(t.online_rate)), card("数据合格率 data quality", pct(t.quality_rate)),
     card("轨迹完整率 track complete", pct(t.track_rate)), card("漂移车辆率 drift", pct(t.drift_rate)),
     card("平均超速次数 overspeed / veh", num(t.avg_overspeed)), card("平均疲劳驾驶 fatigue s / veh", num(t.avg_fatigue_s, 0)),
-    card("今日告警 alerts today", String(t.alerts_today)), card("待处理案件 open cases", String(t.open_cases)));
+    card("今日告警 alerts today", String(t.alerts_today)), card("待处理案件 open cases", String(t.open_cases)),
+    ...interceptionCards(res.interception, card));
   $("fleet-note").textContent = `${res.day}（数据时钟 feed clock）截至目前 so far · 统计范围：入网的两客一危车辆（地图另显示普通货车和未登记车辆）`
     + (res.unregistered_online ? ` · 未登记在线 unregistered online: ${res.unregistered_online}` : "");
   state.fleetRows = res.enterprises;
   renderFleet();
+}
+// this month's 拦截率 and 查处率 (numerator / denominator), as the monthly report counts them
+function interceptionCards(ic, card) {
+  if (!ic) return [];
+  const t = ic.total, q = t.interception_rate, e = t.enforcement_rate;
+  const rate = (r) => (r.percent === null ? "—" : `${r.percent}%`) + ` (${r.numerator}/${r.denominator})`;
+  return [card(`本月拦截率 interception ${ic.month}`, rate(q)), card(`本月查处率 enforcement ${ic.month}`, rate(e)),
+    card("布控中 open intercept tasks", String(t.open)), card("本月卸载 unloaded t", num(t.unloaded_t))];
 }
 function renderFleet() {
   const {k, dir} = state.fleetSort;
