@@ -4,12 +4,14 @@ teams record their outcomes, ``scenario check`` passes — and fails when any de
 perturbed (a task's targets, an ETA beyond its tolerance, the 拦截率, the 查处率)."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import shutil
 from datetime import datetime
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from roadwatch.models.config import Config
 from roadwatch.models.mobile import active_deployment
@@ -18,8 +20,12 @@ from roadwatch.simulators.fleet import HUNAN, generate_fleet, seat
 from roadwatch.simulators.gps_terminal import haversine_km
 from roadwatch.simulators.roadgraph import WINDING, road_km
 from roadwatch.simulators.scenario import build, load_scenario
+from roadwatch.models.registry import load_registry
 from roadwatch.streams.archive import close_all
 from roadwatch.streams.cli import main
+from roadwatch.streams.web.console import create_console_app
+from roadwatch.streams.web.live import InMemoryFleet, LiveHub
+from web_support import FAST_HASH, PASSWORD, seed_user
 
 COUNTIES = ("宁乡市", "望城区", "长沙县", "浏阳市", "湘潭县", "韶山市")
 
@@ -143,7 +149,41 @@ def test_simulated_scenario_passes_its_check_strictly(simulated, capsys, monkeyp
     monkeypatch.setenv("ROADWATCH_SET", f'paths.data_dir="{simulated / "var"}";web.port=0')
     assert main(["scenario", "check", "interception", "--all"]) == 0
     out = capsys.readouterr()
-    assert "DIFF" not in out.out and "intercept_task" in out.out and "拦截率" in out.out and "查处率" in out.out
+    assert "DIFF" not in out.out and "intercept_task" in out.out
+    for what in ("拦截率", "查处率"):
+        assert f"{what} 2025-03 (console)" in out.out and f"{what} 2025-03 (report)" in out.out
+
+
+@pytest.mark.integration
+def test_console_lists_the_tasks_the_scenario_derives(simulated):
+    """The phone page's API (operators dispatch, officers record): every derived task with its targets and
+    the team's outcome; a mobile reading outside its deployment appears nowhere as a task."""
+    cfg = Config({"paths.data_dir": str(simulated / "var"), **FAST_HASH})
+    seed_user(cfg, "ops", "operator")
+    reg = load_registry(simulated / "out" / "registry.json")
+    exps = orjson.loads((simulated / "out" / "expectations.json").read_bytes())
+    want = {(e["plate"], e["detected_at"]): e for e in exps if e["kind"] == "intercept_task"}
+
+    async def fetch():
+        app = create_console_app(cfg, archive_path=cfg.archive_path, registry=reg, live=LiveHub(),
+                                 fleet=InMemoryFleet())
+        c = TestClient(TestServer(app, host="127.0.0.1"))
+        await c.start_server()
+        try:
+            r = await c.post("/api/login", json={"username": "ops", "password": PASSWORD})
+            assert r.status == 200
+            return (await (await c.get("/api/intercept/tasks?limit=1000")).json())["tasks"]
+        finally:
+            await c.close()
+    tasks = asyncio.run(fetch())
+    got = {(t["plate"], t["detected_at"]): t for t in tasks}
+    assert set(got) == set(want)
+    for key, e in want.items():
+        t = got[key]
+        assert [x["point_id"] for x in t["targets"]] == e["targets"]
+        assert t["status"] == (e["outcome"] or "expired")
+        kinds = {x["point_id"]: x["kind"] for x in t["targets"]}
+        assert all(kinds[p] == ("mobile" if p in reg.mobile_units else "fixed") for p in kinds)
 
 
 def _set(e: dict, **kw) -> bool:
@@ -181,4 +221,6 @@ def test_a_perturbed_expectation_fails_the_check(simulated, what, tmp_path, caps
     (d / "expectations.json").write_bytes(orjson.dumps(exps))
     assert main(["scenario", "check", "interception", "--from", str(d)]) == 1
     out = capsys.readouterr()
-    assert "DIFF" in out.out and "1 difference" in out.err
+    # a task differs once; a rate differs as the console shows it and as the report prints it
+    n = 2 if what.endswith("_rate") else 1
+    assert out.out.count("DIFF") == n and f"{n} difference" in out.err
