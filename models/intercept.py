@@ -84,25 +84,37 @@ def station_kinds(registry: Registry) -> dict[str, str]:
 
 # --- the threshold ------------------------------------------------------------------------------------------
 
-def vehicle_kinds(cfg: Config) -> frozenset[str]:
-    return frozenset(k.strip() for k in str(cfg["intercept.vehicle_kinds"]).split(",") if k.strip())
+@dataclass(frozen=True)
+class Threshold:
+    """The intercept threshold's keys, read together (``over_threshold``)."""
+    enabled: bool
+    actions: tuple[str, ...]
+    min_excess_pct: float
+    vehicle_kinds: frozenset[str]
+    min_axles: int
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Threshold":
+        return cls(bool(cfg["intercept.enabled"]),
+                   ("fine",) if cfg["intercept.actions"] == "fine" else ("fine", "warning"),
+                   float(cfg["intercept.min_excess_pct"]),
+                   frozenset(k.strip() for k in str(cfg["intercept.vehicle_kinds"]).split(",") if k.strip()),
+                   int(cfg["intercept.min_axles"]))
 
 
 def over_threshold(verdict: Mapping, cfg: Config) -> bool:
     """Whether this verdict calls for an intercept task: a case of the configured actions (default: every
     fine-level case), excess ≥ ``intercept.min_excess_pct``, of an intercepted vehicle class."""
-    if not cfg["intercept.enabled"] or not verdict.get("case_id") or verdict.get("duplicate_of"):
+    t = Threshold.of(cfg)
+    if not t.enabled or not verdict.get("case_id") or verdict.get("duplicate_of") or verdict.get("conflict"):
         return False
-    if verdict.get("conflict"):
+    if verdict.get("action") not in t.actions:
         return False
-    actions = ("fine",) if cfg["intercept.actions"] == "fine" else ("fine", "warning")
-    if verdict.get("action") not in actions:
+    if float(verdict.get("excess_pct") or 0.0) < t.min_excess_pct:
         return False
-    if float(verdict.get("excess_pct") or 0.0) < float(cfg["intercept.min_excess_pct"]):
+    if verdict.get("vehicle_kind") not in t.vehicle_kinds:
         return False
-    if verdict.get("vehicle_kind") not in vehicle_kinds(cfg):
-        return False
-    return int(verdict.get("axle_count") or 0) >= int(cfg["intercept.min_axles"])
+    return int(verdict.get("axle_count") or 0) >= t.min_axles
 
 
 def task_id_for(plate: str, first_case_id: str) -> str:
@@ -111,6 +123,25 @@ def task_id_for(plate: str, first_case_id: str) -> str:
 
 
 # --- where the truck goes next ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Params:
+    """The planner's keys, read together from the Config it is given (``plan``)."""
+    expiry_min: int
+    max_eta_min: float
+    max_targets: int
+    gps_max_age_s: int
+    gps_min_move_m: float
+    heading_cone_deg: float
+    road_factor: float
+    min_speed_kmh: float
+    default_speed_kmh: float
+    mobile_attach_km: float
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Params":
+        return cls(**{f: cfg[f"intercept.{f}"] for f in cls.__dataclass_fields__})   # typed by models/config.py
+
 
 def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Initial great-circle bearing from point 1 to point 2, degrees clockwise from north in [0, 360)."""
@@ -137,17 +168,17 @@ class Fix:
 
 
 def live_fix(ts_ms: Sequence[int], lat: Sequence[float], lon: Sequence[float], speed_kmh: Sequence[float],
-             passage_ms: int, cfg: Config) -> tuple[Fix | None, str]:
+             passage_ms: int, p: Params) -> tuple[Fix | None, str]:
     """The latest fix within ``intercept.gps_max_age_s`` of the passage, with its heading; or None and why
     (no_fix | no_heading: the truck has not moved ``intercept.gps_min_move_m`` within the window)."""
-    age_ms = int(cfg["intercept.gps_max_age_s"]) * 1000
+    age_ms = p.gps_max_age_s * 1000
     idx = [i for i in range(len(ts_ms)) if abs(int(ts_ms[i]) - passage_ms) <= age_ms]
     if not idx:
         return None, "no_fix"
     idx.sort(key=lambda i: int(ts_ms[i]))
     last = idx[-1]
     la, lo = float(lat[last]), float(lon[last])
-    min_km = float(cfg["intercept.gps_min_move_m"]) / 1000.0
+    min_km = p.gps_min_move_m / 1000.0
     for i in reversed(idx[:-1]):
         if haversine_km_scalar(float(lat[i]), float(lon[i]), la, lo) >= min_km:
             head = bearing_deg(float(lat[i]), float(lon[i]), la, lo)
@@ -155,13 +186,13 @@ def live_fix(ts_ms: Sequence[int], lat: Sequence[float], lon: Sequence[float], s
     return None, "no_heading"
 
 
-def usable_speed(cfg: Config, *speeds: float | None) -> float:
+def usable_speed(p: Params, *speeds: float | None) -> float:
     """The first speed ≥ ``intercept.min_speed_kmh``; else ``intercept.default_speed_kmh``."""
-    lo = float(cfg["intercept.min_speed_kmh"])
+    lo = p.min_speed_kmh
     for s in speeds:
         if s is not None and math.isfinite(float(s)) and float(s) >= lo:
             return float(s)
-    return float(cfg["intercept.default_speed_kmh"])
+    return p.default_speed_kmh
 
 
 def _target(p: EnforcementPoint, km: float, from_ms: int, speed: float) -> dict:
@@ -171,19 +202,18 @@ def _target(p: EnforcementPoint, km: float, from_ms: int, speed: float) -> dict:
             "eta_min": round((eta_ms - from_ms) / MINUTE_MS, 1)}
 
 
-def _pick(targets: list[dict], cfg: Config, from_ms: int) -> list[dict]:
-    max_ms = float(cfg["intercept.max_eta_min"]) * MINUTE_MS
+def _pick(targets: list[dict], p: Params, from_ms: int) -> list[dict]:
+    max_ms = p.max_eta_min * MINUTE_MS
     ok = [t for t in targets if t["eta_ms"] - from_ms <= max_ms]
     ok.sort(key=lambda t: (t["eta_ms"], t["point_id"]))
-    return ok[:int(cfg["intercept.max_targets"])]
+    return ok[:p.max_targets]
 
 
-def gps_targets(fix: Fix, points: Iterable[EnforcementPoint], cfg: Config, *, passage_speed_kmh: float | None,
+def gps_targets(fix: Fix, points: Iterable[EnforcementPoint], prm: Params, *, passage_speed_kmh: float | None,
                 exclude: str | None = None) -> list[dict]:
     """Points ahead of the truck (bearing within the heading cone), ETA from the fix's time."""
-    speed = usable_speed(cfg, fix.speed_kmh, passage_speed_kmh)
-    cone = float(cfg["intercept.heading_cone_deg"])
-    factor = float(cfg["intercept.road_factor"])
+    speed = usable_speed(prm, fix.speed_kmh, passage_speed_kmh)
+    cone, factor = prm.heading_cone_deg, prm.road_factor
     out = []
     for p in points:
         if exclude is not None and exclude in (p.point_id, p.station_id):
@@ -192,7 +222,7 @@ def gps_targets(fix: Fix, points: Iterable[EnforcementPoint], cfg: Config, *, pa
         if km < 1e-3 or _angle_between(bearing_deg(fix.lat, fix.lon, p.lat, p.lon), fix.heading_deg) > cone:
             continue
         out.append(_target(p, km * factor, fix.ts_ms, speed))
-    return _pick(out, cfg, fix.ts_ms)
+    return _pick(out, prm, fix.ts_ms)
 
 
 def road_distances(registry: Registry, start: str) -> dict[str, float]:
@@ -213,11 +243,11 @@ def road_distances(registry: Registry, start: str) -> dict[str, float]:
     return dist
 
 
-def _attach(registry: Registry, p: EnforcementPoint, cfg: Config) -> tuple[str | None, float]:
+def _attach(registry: Registry, p: EnforcementPoint, attach_km: float) -> tuple[str | None, float]:
     """The graph node a point sits at and its straight-line offset (km) from it."""
     if p.station_id and p.station_id in registry.stations:
         return p.station_id, 0.0
-    best, best_km = None, float(cfg["intercept.mobile_attach_km"])
+    best, best_km = None, attach_km
     for s in registry.stations.values():
         km = haversine_km_scalar(p.lat, p.lon, float(s.lat), float(s.lon))
         if km <= best_km:
@@ -225,18 +255,18 @@ def _attach(registry: Registry, p: EnforcementPoint, cfg: Config) -> tuple[str |
     return best, (best_km if best else 0.0)
 
 
-def graph_targets(registry: Registry, station_id: str, points: Iterable[EnforcementPoint], cfg: Config, *,
+def graph_targets(registry: Registry, station_id: str, points: Iterable[EnforcementPoint], prm: Params, *,
                   from_ms: int, speed_kmh: float) -> list[dict]:
     """Points downstream of the passage station on the road graph, ETA at ``speed_kmh``."""
     dist = road_distances(registry, station_id)
-    factor = float(cfg["intercept.road_factor"])
+    factor = prm.road_factor
     out = []
     for p in points:
-        node, off = _attach(registry, p, cfg)
+        node, off = _attach(registry, p, prm.mobile_attach_km)
         if node is None or node == station_id or node not in dist:
             continue              # off the graph, at the passage station itself, or not downstream
         out.append(_target(p, dist[node] + off * factor, from_ms, speed_kmh))
-    return _pick(out, cfg, from_ms)
+    return _pick(out, prm, from_ms)
 
 
 # --- the task ------------------------------------------------------------------------------------------------
@@ -261,19 +291,20 @@ def plan(verdict: Mapping, registry: Registry, cfg: Config, *, open_task: Mappin
     as ``(ts_ms, lat, lon, speed_kmh)`` sequences (empty or None: no terminal data)."""
     ts_ms = int(verdict["ts_ms"])
     points = [*fixed_points(registry), *mobile]
-    fix, why = live_fix(*track, ts_ms, cfg) if track is not None and len(track[0]) else (None, "no_fix")
+    prm = Params.of(cfg)
+    fix, why = live_fix(*track, ts_ms, prm) if track is not None and len(track[0]) else (None, "no_fix")
     if fix is not None:
         basis = "gps"
-        targets = gps_targets(fix, points, cfg, passage_speed_kmh=passage_speed_kmh, exclude=verdict["station_id"])
+        targets = gps_targets(fix, points, prm, passage_speed_kmh=passage_speed_kmh, exclude=verdict["station_id"])
         position = {"ts": epoch_ms_to_iso(fix.ts_ms), "ts_ms": fix.ts_ms, "lat": fix.lat, "lon": fix.lon,
                     "speed_kmh": fix.speed_kmh, "heading_deg": fix.heading_deg}
     else:
         basis = "road_graph"
-        targets = graph_targets(registry, verdict["station_id"], points, cfg, from_ms=ts_ms,
-                                speed_kmh=usable_speed(cfg, passage_speed_kmh))
+        targets = graph_targets(registry, verdict["station_id"], points, prm, from_ms=ts_ms,
+                                speed_kmh=usable_speed(prm, passage_speed_kmh))
         position = None
     passage = _passage(verdict, passage_speed_kmh)
-    expires_ms = ts_ms + int(cfg["intercept.expiry_min"]) * MINUTE_MS
+    expires_ms = ts_ms + prm.expiry_min * MINUTE_MS
     if is_open(open_task, ts_ms) and open_task["plate"] == verdict["plate"]:
         task = dict(open_task)
         if any(p["case_id"] == passage["case_id"] for p in task["passages"]):
@@ -292,7 +323,7 @@ def plan(verdict: Mapping, registry: Registry, cfg: Config, *, open_task: Mappin
     task.update(last_ms=ts_ms, last_station_id=verdict["station_id"], case_id=verdict["case_id"],
                 expires_ms=expires_ms, expires_at=epoch_ms_to_iso(expires_ms), basis=basis,
                 basis_note=None if fix is not None else why, position=position, targets=targets,
-                speed_kmh=usable_speed(cfg, fix.speed_kmh if fix else None, passage_speed_kmh))
+                speed_kmh=usable_speed(prm, fix.speed_kmh if fix else None, passage_speed_kmh))
     return task
 
 

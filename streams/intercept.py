@@ -54,9 +54,16 @@ class InterceptStore:
         if self.track is not None:
             age = int(self.cfg["intercept.gps_max_age_s"]) * 1000
             track = self.track.points(verdict["plate"], ts_ms - age, ts_ms + age)
+        mobile = list(self.mobile_points(ts_ms))
+        entered = format_ts(datetime.now(timezone.utc))
         task = I.plan(verdict, self.registry, self.cfg, open_task=A.latest_pending_task(self.conn, verdict["plate"]),
-                      track=track, mobile=list(self.mobile_points(ts_ms)), passage_speed_kmh=speed_kmh)
-        A.save_task(self.conn, task, by=SYSTEM, entered_at=format_ts(datetime.now(timezone.utc)))
+                      track=track, mobile=mobile, passage_speed_kmh=speed_kmh)
+        try:
+            A.save_task(self.conn, task, by=SYSTEM, entered_at=entered)
+        except A.TaskClosed:           # an outcome was recorded meanwhile: this passage opens a new task
+            task = I.plan(verdict, self.registry, self.cfg, open_task=None, track=track, mobile=mobile,
+                          passage_speed_kmh=speed_kmh)
+            A.save_task(self.conn, task, by=SYSTEM, entered_at=entered)
         return task
 
     # --- the outcome workflow ---------------------------------------------------------------------------
@@ -68,7 +75,7 @@ class InterceptStore:
         with ``replayed``. Raises ``InterceptError``."""
         now = now or datetime.now(timezone.utc)
         with self.conn.transaction():
-            task = A.get_task(self.conn, task_id)
+            task = A.get_task(self.conn, task_id, for_update=True)
             if task is None:
                 raise I.InterceptError("not_found", f"no intercept task {task_id!r}")
             rec = I.check_outcome(task, outcome, by=by, at=at, now=now, unloaded_kg=unloaded_kg,

@@ -18,7 +18,7 @@ from roadwatch.streams.archive import open_archive
 from roadwatch.streams.intercept import InterceptStore
 from roadwatch.streams.web.console import create_console_app
 from roadwatch.streams.web.live import InMemoryFleet, LiveHub
-from web_support import PASSWORD, REGISTRY, ConsoleThread, make_cfg, seed_user
+from web_support import PASSWORD, REGISTRY, ConsoleThread, make_cfg, seed_case, seed_user
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -47,6 +47,7 @@ def test_intercept_page_on_a_phone(tmp_path):
 
     cfg = make_cfg(tmp_path)
     seed_user(cfg, "field1", "operator")
+    seed_case(cfg, "CA1", plate="冀A30001")
     reg = _registry()
     conn = open_archive(cfg.archive_path)
     store = InterceptStore(conn, cfg, reg)
@@ -123,6 +124,8 @@ def test_intercept_page_on_a_phone(tmp_path):
             status = requests.get(srv.url + "api/fleet/status", cookies=cookies, timeout=10).json()
             q = status["interception"]["total"]["interception_rate"]
             assert (q["numerator"], q["denominator"]) == (1, 2)
+            linked = requests.get(srv.url + "api/cases/CA1", cookies=cookies, timeout=10).json()["intercept"]
+            assert linked["task_id"] == first["task_id"] and linked["outcome"]["outcome"] == "intercepted"
             assert status["interception"]["month"] == datetime.now(timezone.utc).astimezone(BEIJING).strftime("%Y-%m")
         finally:
             browser.close()

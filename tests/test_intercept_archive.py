@@ -62,6 +62,13 @@ def test_tasks_outcomes_and_rates(archive_target):
     with pytest.raises(I.InterceptError) as e:
         store.record("INOPE", "not_found", by="李警官", now=NOW)
     assert e.value.code == "not_found"
+    # an update planned before the outcome was recorded (a quicker officer) is refused: nothing written
+    late = I.plan(verdict(ts_ms=T0_MS + 40 * MIN, case="C2b"), graph(), Config(), open_task=second)
+    assert late["task_id"] == tid and late["revision"] == 3
+    with pytest.raises(A.TaskClosed):
+        A.save_task(conn, late, by="roadwatch", entered_at="x")
+    assert A.get_task(conn, tid)["revision"] == 2 and A.task_for_case(conn, "C2b") is None
+    assert len(A.task_acts(conn, tid)) == 3
     # a closed task is never updated: the truck's next passage opens a new task
     third = store.on_verdict(verdict(ts_ms=T0_MS + 60 * MIN, case="C3"), speed_kmh=60.0)
     assert third["task_id"] != tid and third["revision"] == 1

@@ -15,7 +15,7 @@ import orjson
 
 from roadwatch.models.records import BEIJING
 
-from .backend import ArchiveConnection
+from .backend import POSTGRESQL, ArchiveConnection
 
 _COLS = "task_id, plate, station_id, detected_ms, month, expires_ms, revision, status, task, updated_at"
 
@@ -38,8 +38,11 @@ def latest_pending_task(conn: ArchiveConnection, plate: str) -> dict | None:
     return _task(row)
 
 
-def get_task(conn: ArchiveConnection, task_id: str) -> dict | None:
-    return _task(conn.execute("SELECT task FROM intercept_tasks WHERE task_id = ?", (task_id,)).fetchone())
+def get_task(conn: ArchiveConnection, task_id: str, *, for_update: bool = False) -> dict | None:
+    """``for_update`` (inside a transaction): hold the row until the outcome is written, so a passage folded
+    in meanwhile is not lost (PostgreSQL row lock; SQLite's write transaction already holds the database)."""
+    lock = " FOR UPDATE" if for_update and conn.backend == POSTGRESQL else ""
+    return _task(conn.execute(f"SELECT task FROM intercept_tasks WHERE task_id = ?{lock}", (task_id,)).fetchone())
 
 
 def _next_seq(conn: ArchiveConnection, task_id: str) -> int:
@@ -57,9 +60,15 @@ def _act(conn: ArchiveConnection, act_id: str, task_id: str, action: str, by: st
     return True
 
 
+class TaskClosed(RuntimeError):
+    """The task got its outcome after it was read for an update (a field officer was quicker): the passage
+    must open a new task instead. Raised inside the transaction, so nothing of the update is written."""
+
+
 def save_task(conn: ArchiveConnection, task: dict, *, by: str, entered_at: str) -> bool:
     """Store a task after a passage opened or updated it, with its ``create`` / ``update`` act, in one
-    transaction. False when nothing changed (the passage was already folded in)."""
+    transaction. False when nothing changed (the passage was already folded in); ``TaskClosed`` when an
+    update meets a task that has its outcome by now."""
     month = datetime.fromtimestamp(int(task["detected_ms"]) / 1000, tz=BEIJING).strftime("%Y-%m")
     body = orjson.dumps(task).decode()
     with conn.transaction():
@@ -71,6 +80,10 @@ def save_task(conn: ArchiveConnection, task: dict, *, by: str, entered_at: str) 
             (task["task_id"], task["plate"], task["station_id"], int(task["detected_ms"]), month,
              int(task["expires_ms"]), int(task["revision"]), body, entered_at))
         changed = cur.rowcount == 1
+        if not changed and task["revision"] > 1:
+            row = conn.execute("SELECT status FROM intercept_tasks WHERE task_id = ?", (task["task_id"],)).fetchone()
+            if row is not None and row[0] != "pending":
+                raise TaskClosed(task["task_id"])
         for p in task["passages"]:
             conn.execute("INSERT INTO intercept_task_cases (case_id, task_id) VALUES (?,?) ON CONFLICT DO NOTHING",
                          (p["case_id"], task["task_id"]))

@@ -563,7 +563,17 @@ async def api_case(request: web.Request) -> web.Response:
     case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
     if case is None:
         return _error(404, "not_found", "no such case")
-    return _json(_case_view(st, case))
+    view = _case_view(st, case)
+    view["intercept"] = await st.db.run(_case_intercept, case["case_id"])
+    return _json(view)
+
+
+def _case_intercept(conn, case_id: str) -> dict | None:
+    """The intercept task (布控) this case's passage opened or updated, with its outcome: an intercepted
+    truck links to this case — never to a second one (docs/intercept.md)."""
+    from roadwatch.streams.archive.intercept import task_for_case
+    t = task_for_case(conn, case_id)
+    return None if t is None else {k: t.get(k) for k in ("task_id", "case_ids", "targets", "expires_at", "outcome")}
 
 
 def _case_view(st: ConsoleState, case: dict) -> dict:
