@@ -205,27 +205,32 @@ def parse_registry(data: dict) -> Registry:
         if s.tolerance is not None:
             _in_range(s, "tolerance", 0, 0.2, f"stations[{i}]")   # the range of overlimit.filing_tolerance
         for j, dev in enumerate(s.devices):
-            if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
-                raise RegistryError(f"stations[{i}].devices[{j}]: needs device_id")
-            if dev["device_id"] in devices:
-                raise RegistryError(f"stations[{i}].devices[{j}]: duplicate device_id {dev['device_id']!r} "
-                                    f"(also at station {devices[dev['device_id']]})")
-            devices[dev["device_id"]] = s.station_id
-            for k in ("valid_from", "valid_to"):
-                if dev.get(k) is not None:
-                    try:
-                        parse_ts(dev[k], k)
-                    except InvalidRecord as err:
-                        raise RegistryError(f"stations[{i}].devices[{j}]: {err.detail}") from None
-            problem = check_device(dev)      # device type, road, approval records (models/devices.py)
-            if problem:
-                raise RegistryError(f"stations[{i}].devices[{j}] ({dev['device_id']}): {problem}")
+            _device(dev, f"stations[{i}].devices[{j}]", f"station {s.station_id}", devices)
         if s.kind not in STATION_KINDS:
             raise RegistryError(f"stations[{i}] ({s.station_id}): kind must be one of {STATION_KINDS}")
         reg.stations[s.station_id] = s
     _check_road_graph(reg)
     _mobile_units(data.get("mobile_units", []), reg, devices)
     return reg
+
+
+def _device(dev, where: str, owner: str, devices: dict[str, str]) -> None:
+    """One weighing device (a station's or a mobile unit's): an id unique across the registry, parseable
+    certificate dates, the description and approval records (models/devices.py)."""
+    if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
+        raise RegistryError(f"{where}: needs device_id")
+    if dev["device_id"] in devices:
+        raise RegistryError(f"{where}: duplicate device_id {dev['device_id']!r} (also at {devices[dev['device_id']]})")
+    devices[dev["device_id"]] = owner
+    for k in ("valid_from", "valid_to"):
+        if dev.get(k) is not None:
+            try:
+                parse_ts(dev[k], k)
+            except InvalidRecord as err:
+                raise RegistryError(f"{where}: {err.detail}") from None
+    problem = check_device(dev)      # device type, road, approval records (models/devices.py)
+    if problem:
+        raise RegistryError(f"{where} ({dev['device_id']}): {problem}")
 
 
 def _mobile_units(entries: list, reg: Registry, devices: dict[str, str]) -> None:
@@ -241,21 +246,11 @@ def _mobile_units(entries: list, reg: Registry, devices: dict[str, str]) -> None
         if u.tolerance is not None:
             _in_range(u, "tolerance", 0, 0.2, where)
         dev = u.device
-        if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
-            raise RegistryError(f"{where}: device needs device_id")
-        if dev["device_id"] in devices:
-            raise RegistryError(f"{where}: duplicate device_id {dev['device_id']!r} (also at {devices[dev['device_id']]})")
-        devices[dev["device_id"]] = u.unit_id
-        for k in ("valid_from", "valid_to"):
-            if dev.get(k) is not None:
-                try:
-                    parse_ts(dev[k], k)
-                except InvalidRecord as err:
-                    raise RegistryError(f"{where}.device: {err.detail}") from None
-        problem = check_device(dev)
-        if not problem and dev.get("device_type", "mobile") != "mobile":
+        _device(dev, f"{where}.device", f"mobile unit {u.unit_id}", devices)
+        problem = None
+        if dev.get("device_type", "mobile") != "mobile":
             problem = "device_type must be mobile"
-        if not problem and (dev.get("approval") or {}).get("announcement"):
+        elif (dev.get("approval") or {}).get("announcement"):
             problem = "approval.announcement belongs on each deployment (its location is what is announced)"
         if problem:
             raise RegistryError(f"{where}.device ({dev['device_id']}): {problem}")

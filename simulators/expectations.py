@@ -67,6 +67,21 @@ def reference_verdict(reading: dict, vehicle: Vehicle | None, station: Station |
     return {"action": "fine", "fine_yuan": fine, "excess_kg": round(excess, 1), "limit_kg": lim}
 
 
+def distinct_passages(passages: list[dict], window_s: float) -> list[dict]:
+    """Scripted passages in time order without the readings the dedup window folds into an earlier one
+    (same station and plate within ``overlimit.dedup_window_s`` of the passage's first reading)."""
+    first_seen: dict[tuple, int] = {}
+    out = []
+    for p in sorted(passages, key=lambda p: (p["t"], p["reading"]["reading_id"])):
+        key = (p["station"], p["plate"])
+        t0 = first_seen.get(key)
+        if t0 is not None and p["t"] - t0 <= window_s:
+            continue
+        first_seen[key] = p["t"]
+        out.append(p)
+    return out
+
+
 # --- GPS monitoring (docs/legal-basis.md §7) ------------------------------------------------------------
 
 def _hm(text: str) -> time:

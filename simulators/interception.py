@@ -27,6 +27,7 @@ import numpy as np
 from roadwatch.models.records import BEIJING, MobileUnit, format_ts
 
 from .behaviours import ScenarioError
+from .expectations import distinct_passages
 from .fleet import full_approval
 from .gps_terminal import bearing_deg, destination, haversine_km
 from .roadgraph import behind, link_km, road_km
@@ -279,15 +280,7 @@ def derive(ctx) -> None:
     if not ctx.reg.mobile_units and not ctx.raw_field and not ctx.route_legs:
         return
     cfg = ctx.cfg
-    win = cfg["overlimit.dedup_window_s"]
-    seen: dict[tuple, int] = {}
-    distinct = []
-    for p in sorted(ctx.passages, key=lambda p: (p["t"], p["reading"]["reading_id"])):
-        t0 = seen.get((p["station"], p["plate"]))
-        if t0 is not None and p["t"] - t0 <= win:
-            continue
-        seen[(p["station"], p["plate"])] = p["t"]
-        distinct.append(p)
+    distinct = distinct_passages(ctx.passages, cfg["overlimit.dedup_window_s"])
     months = {datetime.fromtimestamp(p["t"], tz=BEIJING).strftime("%Y-%m") for p in distinct}
     if len(months) > 1:
         raise ScenarioError("intercept scenarios keep their passages in one month (the rates are monthly)")

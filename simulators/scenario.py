@@ -645,16 +645,7 @@ def derive_wim(ctx: Context) -> None:
     if not ctx.passages:
         return
     cfg = ctx.cfg
-    win = cfg["overlimit.dedup_window_s"]
-    first_seen: dict[tuple, int] = {}
-    distinct = []
-    for p in sorted(ctx.passages, key=lambda p: (p["t"], p["reading"]["reading_id"])):
-        key = (p["station"], p["plate"])
-        t0 = first_seen.get(key)
-        if t0 is not None and p["t"] - t0 <= win:
-            continue
-        first_seen[key] = p["t"]
-        distinct.append(p)
+    distinct = ex.distinct_passages(ctx.passages, cfg["overlimit.dedup_window_s"])
     per_plate: dict[str, list] = defaultdict(list)
     totals: dict[str, int] = defaultdict(int)
     for p in distinct:
