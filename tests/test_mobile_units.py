@@ -143,6 +143,18 @@ def test_reading_inside_a_deployment_is_placed_there_and_can_be_a_fine():
     assert (v["station"]["lat"], v["station"]["lon"]) == (34.80, 113.90)
 
 
+def test_evidence_manifest_names_the_deployment_and_its_place():
+    from roadwatch.models.evidence import build_manifest
+    r = reading(60000, ts=T0, station="M1", device="MD1")
+    v = assess(r, parse_registry(mobile_registry_dict()), Config(), counters=MemoryCounters())
+    site = build_manifest(v, r)["site"]
+    assert (site["station_id"], site["name"], site["lat"], site["lon"]) == ("M1", "中牟流动治超组", 34.75, 113.70)
+    assert site["deployment"]["deployment_id"] == "M1-a" and site["deployment"]["road"] == "S312 K45+200"
+    assert build_manifest(v, r)["direction"] == "东向西"
+    fixed = assess(reading(60000, ts=T0), parse_registry(mobile_registry_dict()), Config(), counters=MemoryCounters())
+    assert "deployment" not in build_manifest(fixed, reading(60000, ts=T0))["site"]
+
+
 def test_unannounced_deployment_sends_its_readings_to_review():
     v = verdict_at(T0 + timedelta(hours=3))
     assert v["action"] == "review" and v["review_reasons"] == ["device_announcement_missing"]
