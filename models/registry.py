@@ -62,6 +62,10 @@ class Registry:
         p = self.stations.get(point_id) or self.mobile_units.get(point_id)
         return p.name if p is not None else point_id
 
+    def point_names(self) -> dict[str, str]:
+        """Weighing point id → name, fixed stations and mobile units (report and console rows)."""
+        return {**{u: m.name for u, m in self.mobile_units.items()}, **{s: st.name for s, st in self.stations.items()}}
+
     def deployment_index(self, unit_id: str) -> tuple[list[int], list[dict]] | None:
         """A unit's deployments sorted by start (models/mobile.py), built once per unit."""
         unit = self.mobile_units.get(unit_id)

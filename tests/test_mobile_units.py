@@ -71,6 +71,7 @@ def verdict_at(ts, reg=None, cfg=None, gross=60000):
 def test_registry_loads_units_and_round_trips():
     reg = parse_registry(mobile_registry_dict())
     assert list(reg.mobile_units) == ["M1"] and reg.point_name("M1") == "中牟流动治超组"
+    assert reg.point_names() == {"S1": "G107 治超点", "M1": "中牟流动治超组"}
     assert reg.station_device("M1", "MD1")["cert_no"] == "豫计检字2025-M1"
     assert reg.station_device("M1", "W1") is None
     again = parse_registry(orjson.loads(orjson.dumps(reg.to_dict())))
