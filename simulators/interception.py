@@ -38,10 +38,6 @@ OUTCOMES = ("intercepted", "not_found", "released", "none")
 
 # --- mobile units ----------------------------------------------------------------------------------------------
 
-def _clock(ctx, spec: dict, key: str) -> int:
-    return ctx.when({"kind": "deployment", "at": spec[key], "day": spec.get("day", 0)}) if key in spec else None
-
-
 def add_mobile_units(ctx, specs: list) -> None:
     reg = ctx.reg
     for i, u in enumerate(specs):
@@ -88,9 +84,8 @@ def add_mobile_units(ctx, specs: list) -> None:
 
 
 def _dep_span(ctx, uid: str, d: dict) -> tuple[int, int]:
-    for k in ("from", "to"):
-        if k not in d:
-            raise ScenarioError(f"mobile_unit {uid}: a deployment needs from and to")
+    if "from" not in d or ("to" in d) == ("hours" in d):
+        raise ScenarioError(f"mobile_unit {uid}: a deployment needs from, and to or hours")
     t0 = ctx.when({"kind": "deployment", "at": d["from"], "day": d.get("day", 0)})
     t1 = t0 + int(round(float(d.get("hours", 0)) * 3600)) if "hours" in d else \
         ctx.when({"kind": "deployment", "at": d["to"], "day": d.get("day", 0)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import shutil
 from datetime import datetime
 
@@ -119,15 +120,38 @@ def test_derived_expectations_follow_the_script():
     assert rate["denominator"] == len(exp)
     assert rate["numerator"] == sum(e["outcome"] == "intercepted" for e in exp)
     # the field team's probability drives the outcomes: nobody caught at 0, every targeted truck at 1
-    scn = load_scenario("interception")
     for p, want in ((0.0, 0), (1.0, None)):
-        raw = copy.deepcopy(scn.raw)
-        raw["field_team"]["intercept_probability"] = p
-        raw["behaviour"] = [x for x in raw["behaviour"] if "outcome" not in x]
-        scn2 = type(scn)(scn.name, scn.description, scn.seed, scn.start, scn.hours, raw, scn.path)
-        r = next(e for e in build(scn2, Config()).expectations if e["kind"] == "interception")
+        def change(raw, p=p):
+            raw["field_team"]["intercept_probability"] = p
+            raw["behaviour"] = [x for x in raw["behaviour"] if "outcome" not in x]
+        r = next(e for e in build(_variant(change), Config()).expectations if e["kind"] == "interception")
         targeted = sum(1 for e in exp if e["targets"] and e["plate"] != b.aliases["terminal_west"])
         assert r["intercepted"] == (targeted if want is None else want)
+
+
+def _variant(change) -> object:
+    scn = load_scenario("interception")
+    raw = copy.deepcopy(scn.raw)
+    change(raw)
+    return type(scn)(scn.name, scn.description, scn.seed, scn.start, scn.hours, raw, scn.path)
+
+
+BAD_SCRIPTS = [
+    (lambda r: r["behaviour"][0].update(via=["W001", "W004"]), "is not a road link"),
+    (lambda r: r["behaviour"][0].update(at="23:50"), "after the scenario ends"),
+    (lambda r: r["mobile_unit"][0]["deployment"][0].update(between=["W001", "W004"]), "is not a road link"),
+    (lambda r: r["mobile_unit"][0]["deployment"][0].update(km=400.0), "km must lie inside the link"),
+    (lambda r: r["mobile_unit"][0]["deployment"][0].update(hours=3), "needs from, and to or hours"),
+    (lambda r: r["field_team"].update(intercept_probability=1.5), "probabilities in [0, 1]"),
+    (lambda r: r["fleet"].update(checkpoints=["W009"]), "not among the generated stations"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_SCRIPTS, ids=[m for _, m in BAD_SCRIPTS])
+def test_inconsistent_scripts_are_refused(change, message):
+    from roadwatch.simulators.behaviours import ScenarioError
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        build(_variant(change), Config())
 
 
 # --- end to end --------------------------------------------------------------------------------------------------
