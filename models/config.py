@@ -566,6 +566,8 @@ _k("intercept.default_speed_kmh", 60.0, "docs/legal-basis.md §11 (project decis
 _k("intercept.mobile_attach_km", 5.0, "docs/legal-basis.md §11 (project decision)",
    "road-graph mode: a mobile team off the graph counts as at the nearest station within this distance",
    lo=0.1, hi=100.0)
+_k("intercept.outcome_publish_s", 2.0, "ops",
+   "how often the WIM worker puts outcomes recorded in the console or the CLI on intercept-tasks", lo=0.1, hi=3600.0)
 _k("intercept.metrics_interval_s", 30.0, "ops",
    "how often the WIM worker refreshes this month's 拦截率 / 查处率 gauges from the archive", lo=1.0, hi=3600.0)
 

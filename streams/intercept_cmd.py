@@ -4,7 +4,12 @@ console. The console calls the same ``InterceptStore`` (streams/intercept.py): o
     roadwatch intercept list [--archive PATH] [--status open|expired|intercepted|not_found|released]
                              [--plate PLATE] [--station ID] [--limit N]
     roadwatch intercept record TASK_ID intercepted|not_found|released [--archive PATH] --by OFFICER
-                             [--unloaded-kg KG] [--on-the-spot yes|no] [--reason TEXT] [--at ISO-8601] [--point ID]
+                             [--password-stdin] [--unloaded-kg KG] [--on-the-spot yes|no] [--reason TEXT]
+                             [--at ISO-8601] [--point ID]
+
+An outcome is an officer's record like a case act, so ``--by`` is proven the same way (streams/officer_cli.py):
+a console user of the operator role or above and that user's password (stdin, ROADWATCH_OFFICER_PASSWORD or
+a prompt).
 
 Output is JSON on stdout (one task per line for ``list``). Exit 0 ok, 1 no such task, 2 refused or bad usage
 (the reason on stderr). Without ``--archive`` the configured archive is used.
@@ -20,6 +25,7 @@ import orjson
 from roadwatch.models import intercept as I
 from roadwatch.models.config import Config
 from roadwatch.models.registry import Registry, load_registry
+from roadwatch.streams import officer_cli
 from roadwatch.streams.errors import UsageError
 
 
@@ -34,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     else:
         p.add_argument("task_id", metavar="TASK_ID")
         p.add_argument("outcome", choices=I.OUTCOMES)
-        p.add_argument("--by", required=True, metavar="OFFICER", help="the officer recording the outcome")
+        officer_cli.add_arguments(p)
         p.add_argument("--unloaded-kg", type=float, metavar="KG", help="intercepted: mass unloaded (卸载)")
         p.add_argument("--on-the-spot", choices=("yes", "no"),
                        help="intercepted: was the case handled on the spot (现场处理)")
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from roadwatch.streams.archive import open_archive
     from roadwatch.streams.intercept import InterceptStore
     target = args.archive or cfg.archive_path
-    if "://" not in str(target) and not Path(target).is_file():
+    if "://" not in str(target) and not Path(str(target).removeprefix("sqlite:")).is_file():
         raise UsageError(f"no archive at {target}")
     registry = load_registry(args.registry) if args.registry else Registry()
     store = InterceptStore(open_archive(target), cfg, registry)
@@ -66,8 +72,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             for t in store.list(args.status, plate=args.plate, station_id=args.station, limit=args.limit):
                 _out(t)
             return 0
+        try:
+            by = officer_cli.authenticate(store.conn, args, cfg)
+        except officer_cli.OfficerRefused as e:
+            print(f"roadwatch: {e.code}: {e.detail}", file=sys.stderr)
+            return 2
         spot = None if args.on_the_spot is None else args.on_the_spot == "yes"
-        _out(store.record(args.task_id, args.outcome, by=args.by, at=args.at, unloaded_kg=args.unloaded_kg,
+        _out(store.record(args.task_id, args.outcome, by=by, at=args.at, unloaded_kg=args.unloaded_kg,
                           on_the_spot=spot, reason=args.reason, point_id=args.point))
         return 0
     except I.InterceptError as e:

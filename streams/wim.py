@@ -24,6 +24,7 @@ from . import topics as T
 from .archive import open_archive
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
+from .archive.intercept import mark_outcomes_published, unpublished_outcomes
 from .intercept import InterceptStore, beijing_month, export_metrics, month_summary
 from .retry import rollback_quietly
 
@@ -142,6 +143,22 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             ctx.faults.report("case-resolve", err)     # /healthz says why until a tick succeeds
         else:
             ctx.faults.clear("case-resolve")
+
+    @app.timer(float(ctx.cfg["intercept.outcome_publish_s"]))
+    async def publish_outcomes():
+        """Outcomes recorded by officers (console, CLI: other processes) go out on intercept-tasks too, so a
+        指挥调度 platform sees the task closed; marked only after the send (at least once, same task id)."""
+        try:
+            tasks = unpublished_outcomes(handler.store.conn)
+            for task in tasks:
+                sent = await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
+                await sent                                      # delivered before it is marked
+                M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
+            if tasks:
+                mark_outcomes_published(handler.store.conn, [t["task_id"] for t in tasks])
+        except Exception:  # noqa: BLE001 - retried at the next tick; nothing is marked
+            log.exception("publishing intercept outcomes failed")
+            rollback_quietly(handler.store.conn)
 
     @app.timer(float(ctx.cfg["intercept.metrics_interval_s"]))
     async def intercept_metrics():

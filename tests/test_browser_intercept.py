@@ -18,7 +18,8 @@ from roadwatch.streams.archive import open_archive
 from roadwatch.streams.intercept import InterceptStore
 from roadwatch.streams.web.console import create_console_app
 from roadwatch.streams.web.live import InMemoryFleet, LiveHub
-from web_support import PASSWORD, REGISTRY, ConsoleThread, make_cfg, seed_case, seed_user
+from web_support import (PASSWORD, REGISTRY, ConsoleThread, collect_errors, launch_chromium, make_cfg, seed_case,
+                         seed_user)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -58,13 +59,10 @@ def test_intercept_page_on_a_phone(tmp_path):
     app = create_console_app(cfg, archive_path=cfg.archive_path, registry=reg, live=hub, fleet=InMemoryFleet())
     errors: list[str] = []
     with ConsoleThread(app) as srv, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p, CHROMIUM)
         try:
             page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+            collect_errors(page, errors)
             page.set_default_timeout(10_000)
             page.goto(srv.url + "intercept")                          # not signed in: to the login page
             page.fill("#username", "field1")
@@ -124,6 +122,16 @@ def test_intercept_page_on_a_phone(tmp_path):
             status = requests.get(srv.url + "api/fleet/status", cookies=cookies, timeout=10).json()
             q = status["interception"]["total"]["interception_rate"]
             assert (q["numerator"], q["denominator"]) == (1, 2)
+            # the case (operators' screen) names the task and its outcome
+            desk = browser.new_page(viewport={"width": 1366, "height": 768})
+            collect_errors(desk, errors)
+            desk.context.add_cookies(page.context.cookies())
+            desk.goto(srv.url)
+            desk.click("button[data-view='cases']")
+            desk.click("tr[data-case='CA1']")
+            expect(desk.locator("#case-detail")).to_contain_text("布控拦截")
+            expect(desk.locator("#case-detail")).to_contain_text("已拦截（field1")
+            expect(desk.locator("#case-detail")).to_contain_text("卸载 12,500 kg；现场处理：是")
             linked = requests.get(srv.url + "api/cases/CA1", cookies=cookies, timeout=10).json()["intercept"]
             assert linked["task_id"] == first["task_id"] and linked["outcome"]["outcome"] == "intercepted"
             assert status["interception"]["month"] == datetime.now(timezone.utc).astimezone(BEIJING).strftime("%Y-%m")

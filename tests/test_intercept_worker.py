@@ -10,7 +10,7 @@ from datetime import datetime
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from roadwatch.models.config import load_config
 from roadwatch.models.intercept import task_id_for
@@ -22,7 +22,9 @@ from roadwatch.streams.broker import free_port, kafka_bootstrap
 from roadwatch.streams.cli import main
 from roadwatch.streams.runtime import WorkerProcess
 
-from test_overload_helpers import iso, registry_dict, vehicle
+from officers import PASSWORD, enrol
+from test_case_worker import send, wait, wim
+from test_overload_helpers import registry_dict, vehicle
 
 pytestmark = pytest.mark.integration
 PA, PB, PC = "豫A11111", "豫B22222", "豫C33333"
@@ -32,37 +34,14 @@ def at(h, mi=0):
     return datetime(2025, 3, 10, h, mi, tzinfo=BEIJING)
 
 
-def wim(plate, ts, gross=60000):
-    return {"station_id": "S1", "lane": 1, "ts": iso(ts), "plate": plate, "plate_color": 2,
-            "plate_confidence": 0.97, "vehicle_kind": "train", "axle_count": 6,
-            "axle_loads_kg": [7000] + [(gross - 7000) / 5] * 5, "axle_spacings_m": [3.5] * 5, "gross_kg": gross,
-            "speed_kmh": 60, "device_id": "W1"}
-
-
-def send(bootstrap, items):
-    p = KafkaProducer(bootstrap_servers=bootstrap)
-    for key, value in items:
-        p.send(T.WIM_READINGS, key=key.encode(), value=orjson.dumps(value)).get(10)
-    p.close()
-
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def topic_tasks(bootstrap, want: int, timeout=60) -> list[dict]:
+def topic_tasks(bootstrap, until, timeout=60) -> list[dict]:
+    """Every record on intercept-tasks from the start, read until ``until(records)`` holds."""
     c = KafkaConsumer(T.INTERCEPT_TASKS, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                       enable_auto_commit=False)
     got: list[dict] = []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and len(got) < want:
+        while time.monotonic() < deadline and not until(got):
             for recs in c.poll(timeout_ms=500).values():
                 for r in recs:
                     task = orjson.loads(r.value)
@@ -71,6 +50,10 @@ def topic_tasks(bootstrap, want: int, timeout=60) -> list[dict]:
     finally:
         c.close()
     return got
+
+
+def _closed(records: list[dict]) -> dict:
+    return {t["task_id"]: t["outcome"]["outcome"] for t in records if t.get("outcome")}
 
 
 def cli(capsys, *argv) -> tuple[int, dict | None, str]:
@@ -96,6 +79,8 @@ def test_worker_tasks_outcomes_and_report_rates(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     cfg = load_config(None)
     conn = open_archive(cfg.archive_path)
+    enrol(monkeypatch, cfg.archive_path, "officer8", "officer9")        # CLI outcomes and acts prove the officer
+    enrol(monkeypatch, cfg.archive_path, "watcher", role="viewer")
     # B has a terminal: its archived track drives east past S1 (the GPS path writes these points)
     dlon = 1.0 / (111.32 * math.cos(math.radians(34.7)))
     b_ms = int(at(10, 5).timestamp() * 1000)
@@ -108,54 +93,64 @@ def test_worker_tasks_outcomes_and_report_rates(tmp_path, monkeypatch, capsys):
         w = WorkerProcess(bootstrap, registry_path=str(reg), env={"ROADWATCH_SET": settings})
         try:
             w.wait_ready(60)
-            send(bootstrap, [(PA, wim(PA, at(10))), (PB, wim(PB, at(10, 5))),
+            send(bootstrap, T.WIM_READINGS, [(PA, wim(PA, at(10))), (PB, wim(PB, at(10, 5))),
                              (PC, wim(PC, at(10, 7)))])      # C: a review case, no task
             wait(lambda: len(A.list_tasks(conn)) == 2 and len(cases()) == 3, 60, "two tasks")
             w.kill()                                                       # crash …
             w = WorkerProcess(bootstrap, registry_path=str(reg), env={"ROADWATCH_SET": settings})
             w.wait_ready(60)                                               # … restart; A again 30 min later,
-            send(bootstrap, [(PA, wim(PA, at(10, 30))), (PA, wim(PA, at(10)))])    # and a replay of its first
+            send(bootstrap, T.WIM_READINGS, [(PA, wim(PA, at(10, 30))), (PA, wim(PA, at(10)))])    # and a replay of its first
             wait(lambda: len(cases()) == 4 and (A.task_for_case(conn, cases()[PA + "10:30"]) or {}).get("revision")
                  == 2, 60, "A's task updated")
-            published = topic_tasks(bootstrap, 4)
+            published = topic_tasks(bootstrap, lambda got: {t["revision"] for t in got} == {1, 2})
+            c = cases()
+            assert conn.execute("SELECT action FROM cases WHERE case_id=?", (c[PC + "10:07"],)).fetchone()[0] == "review"
+            ta, tb = task_id_for(PA, c[PA + "10:00"]), task_id_for(PB, c[PB + "10:05"])
+            newest = {}
+            for t in published:
+                if t["revision"] >= newest.get(t["task_id"], {}).get("revision", 0):
+                    newest[t["task_id"]] = t
+            assert set(newest) == {ta, tb}                              # one task per truck; C (review) none
+            a, b = newest[ta], newest[tb]
+            assert a["revision"] == 2 and a["case_ids"] == [c[PA + "10:00"], c[PA + "10:30"]]
+            assert a["basis"] == "road_graph" and [(x["point_id"], x["km"], x["eta_min"]) for x in a["targets"]] == \
+                [("K1", 50.0, 50.0)]
+            assert a["targets"][0]["eta"] == "2025-03-10T11:20:00+08:00"
+            assert b["basis"] == "gps" and [x["point_id"] for x in b["targets"]] == ["K2"]
+            assert A.get_task(conn, ta) == a and A.get_task(conn, tb) == b
+            assert [x["action"] for x in A.task_acts(conn, ta)] == ["create", "update"]
+
+            archive = str(cfg.archive_path)
+            rc, out, _ = cli(capsys, "intercept", "list", "--archive", archive, "--plate", PA)
+            assert rc == 0 and out["task_id"] == ta and out["status"] == "expired"       # March 2025 is long past
+            # the officer is proven: a viewer, an unknown user or a wrong password records nothing
+            rc, _, err = cli(capsys, "intercept", "record", ta, "not_found", "--archive", archive, "--by", "watcher")
+            assert rc == 2 and "officer_not_authenticated" in err and "viewer" in err
+            monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", "wrong")
+            rc, _, err = cli(capsys, "intercept", "record", ta, "not_found", "--archive", archive, "--by", "officer8")
+            assert rc == 2 and "password wrong" in err and A.get_task(conn, ta)["outcome"] is None
+            monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", PASSWORD)
+            rc, out, err = cli(capsys, "intercept", "record", ta, "intercepted", "--archive", archive, "--by", "officer8",
+                               "--unloaded-kg", "12000", "--on-the-spot", "yes", "--at", "2025-03-10T11:15:00+08:00",
+                               "--point", "K1")
+            assert rc == 0, err
+            assert out["status"] == "intercepted" and out["outcome"]["case_id"] == c[PA + "10:30"]
+            rc, _, err = cli(capsys, "intercept", "record", ta, "released", "--archive", archive, "--by", "officer9",
+                             "--reason", "x")
+            assert rc == 2 and "already_recorded" in err
+            rc, _, err = cli(capsys, "intercept", "record", tb, "intercepted", "--archive", archive, "--by", "officer8")
+            assert rc == 2 and "unloaded_kg" in err
+            rc, out, _ = cli(capsys, "intercept", "record", tb, "not_found", "--archive", archive, "--by", "officer8",
+                             "--at", "2025-03-10T12:00:00+08:00")
+            assert rc == 0 and out["status"] == "not_found"
+            # the outcomes recorded on the command line go out on intercept-tasks too (the worker's timer)
+            closed = _closed(topic_tasks(bootstrap, lambda got: len(_closed(got)) == 2))
+            assert closed == {ta: "intercepted", tb: "not_found"}
         except AssertionError:
             print("\n".join(w.lines[-80:]), dict(cases()), [r["action"] for r in conn.execute("SELECT action FROM cases")])
             raise
         finally:
             w.stop()
-    c = cases()
-    assert conn.execute("SELECT action FROM cases WHERE case_id=?", (c[PC + "10:07"],)).fetchone()[0] == "review"
-    ta, tb = task_id_for(PA, c[PA + "10:00"]), task_id_for(PB, c[PB + "10:05"])
-    newest = {}
-    for t in published:
-        if t["revision"] >= newest.get(t["task_id"], {}).get("revision", 0):
-            newest[t["task_id"]] = t
-    assert set(newest) == {ta, tb}                              # one task per truck; C (review) none
-    a, b = newest[ta], newest[tb]
-    assert a["revision"] == 2 and a["case_ids"] == [c[PA + "10:00"], c[PA + "10:30"]]
-    assert a["basis"] == "road_graph" and [(x["point_id"], x["km"], x["eta_min"]) for x in a["targets"]] == \
-        [("K1", 50.0, 50.0)]
-    assert a["targets"][0]["eta"] == "2025-03-10T11:20:00+08:00"
-    assert b["basis"] == "gps" and [x["point_id"] for x in b["targets"]] == ["K2"]
-    assert A.get_task(conn, ta) == a and A.get_task(conn, tb) == b
-    assert [x["action"] for x in A.task_acts(conn, ta)] == ["create", "update"]
-
-    archive = str(cfg.archive_path)
-    rc, out, _ = cli(capsys, "intercept", "list", "--archive", archive, "--plate", PA)
-    assert rc == 0 and out["task_id"] == ta and out["status"] == "expired"       # March 2025 is long past
-    rc, out, err = cli(capsys, "intercept", "record", ta, "intercepted", "--archive", archive, "--by", "officer8",
-                       "--unloaded-kg", "12000", "--on-the-spot", "yes", "--at", "2025-03-10T11:15:00+08:00",
-                       "--point", "K1")
-    assert rc == 0, err
-    assert out["status"] == "intercepted" and out["outcome"]["case_id"] == c[PA + "10:30"]
-    rc, _, err = cli(capsys, "intercept", "record", ta, "released", "--archive", archive, "--by", "officer9",
-                     "--reason", "x")
-    assert rc == 2 and "already_recorded" in err
-    rc, _, err = cli(capsys, "intercept", "record", tb, "intercepted", "--archive", archive, "--by", "officer8")
-    assert rc == 2 and "unloaded_kg" in err
-    rc, out, _ = cli(capsys, "intercept", "record", tb, "not_found", "--archive", archive, "--by", "officer8",
-                     "--at", "2025-03-10T12:00:00+08:00")
-    assert rc == 0 and out["status"] == "not_found"
     assert len(cases()) == 4                                      # the interception made no case
     # decide A's first case so that the 查处率 is not trivial: 1 of 4 cases decided
     for action, day in (("confirm", "2025-03-11"), ("file", "2025-03-11"), ("notify", "2025-03-12"),

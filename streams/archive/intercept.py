@@ -116,6 +116,19 @@ def save_outcome(conn: ArchiveConnection, task: dict, outcome: dict, *, entered_
     return True
 
 
+def unpublished_outcomes(conn: ArchiveConnection, limit: int = 500) -> list[dict]:
+    """Tasks whose outcome is recorded (console, CLI) but not yet on the ``intercept-tasks`` topic."""
+    return [_task(r) for r in conn.execute("SELECT task FROM intercept_tasks WHERE status <> 'pending' AND "
+                                           "outcome_published = 0 ORDER BY updated_at, task_id LIMIT ?",
+                                           (int(limit),))]
+
+
+def mark_outcomes_published(conn: ArchiveConnection, task_ids: list[str]) -> None:
+    with conn.transaction():
+        conn.executemany("UPDATE intercept_tasks SET outcome_published = 1 WHERE task_id = ?",
+                         [(t,) for t in task_ids])
+
+
 def task_acts(conn: ArchiveConnection, task_id: str) -> list[dict]:
     out = []
     for r in conn.execute("SELECT act_id, seq, action, by_officer, at, entered_at, reason, details "

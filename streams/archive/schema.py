@@ -142,7 +142,8 @@ CREATE TABLE IF NOT EXISTS intercept_tasks (      -- one per truck and opening c
     revision    INTEGER NOT NULL,                 -- passages folded in; a replayed older revision never wins
     status      TEXT NOT NULL,                    -- pending | intercepted | not_found | released (expiry derived)
     task        TEXT NOT NULL,                    -- the task JSON as published on intercept-tasks
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    outcome_published INTEGER NOT NULL DEFAULT 0  -- 1 once the task with its outcome is on intercept-tasks
 );
 CREATE INDEX IF NOT EXISTS intercept_tasks_plate ON intercept_tasks(plate, detected_ms);
 CREATE INDEX IF NOT EXISTS intercept_tasks_month ON intercept_tasks(month, station_id);

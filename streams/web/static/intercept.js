@@ -2,21 +2,13 @@
 // Data: api/intercept/tasks (the list), POST api/intercept/tasks/{id}/outcome (operators); new and updated
 // tasks arrive on the console's live stream (api/stream, event "intercept"). Every value reaches the DOM
 // through textContent. Status is re-derived here from expires_ms so a task turns "expired" without a reload.
-const $ = (id) => document.getElementById(id);
+import {$, el} from "./dom.js";
+
 const LABELS = {open: "布控中", expired: "已过期", intercepted: "已拦截", not_found: "未发现", released: "已放行"};
 const BASIS = {gps: "车载定位（位置+航向）", road_graph: "路网（站点上下游）"};
 const DONE = new Set(["intercepted", "not_found", "released"]);
 const state = {me: null, tasks: new Map(), filter: "open", current: null, eventId: ""};
 
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
 function bj(ms, withDay = false) {          // epoch ms → Beijing "HH:MM" (or "MM-DD HH:MM")
   if (ms === null || ms === undefined) return "—";
   const b = new Date(ms + 8 * 3600e3).toISOString();
