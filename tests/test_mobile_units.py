@@ -4,12 +4,14 @@ reading's place and validity from the deployment active at its time — in ``ass
 ``outside_deployment`` and is never a fine, whatever the configuration."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from kafka import KafkaProducer
 from stack_support import worker_stack
 
@@ -21,9 +23,12 @@ from roadwatch.models.registry import RegistryError, parse_registry
 from roadwatch.simulators.fleet import full_approval
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import open_archive
+from roadwatch.streams.web.console import create_console_app
+from roadwatch.streams.web.live import InMemoryFleet, LiveHub
 from test_integration_worker import _collect
 from test_overload_cli import line, run_inproc
 from test_overload_helpers import T0, iso, ms, reading, registry_dict
+from web_support import PASSWORD, seed_user
 
 BEFORE = iso(T0 - timedelta(days=100))
 
@@ -241,3 +246,23 @@ def test_worker_places_mobile_readings_and_never_fines_one_outside_its_deploymen
             time.sleep(0.2)
         assert sorted((r["plate"], r["action"], r["fine_yuan"] > 0) for r in rows) == [
             ("豫A12345", "fine", True), ("豫A54321", "review", False)]
+        # the console's case list names the unit; the case view places it where its deployment stood
+        seed_user(cfg, "ops", "operator")
+        registry = parse_registry(reg)
+
+        async def console():
+            app = create_console_app(cfg, archive_path=cfg.archive_path, registry=registry, live=LiveHub(),
+                                     fleet=InMemoryFleet())
+            c = TestClient(TestServer(app, host="127.0.0.1"))
+            await c.start_server()
+            try:
+                assert (await c.post("/api/login", json={"username": "ops", "password": PASSWORD})).status == 200
+                listed = (await (await c.get("/api/cases")).json())["cases"]
+                one = await (await c.get(f"/api/cases/{inside['case_id']}")).json()
+                return listed, one
+            finally:
+                await c.close()
+        listed, one = asyncio.run(console())
+        assert {c["station"] for c in listed} == {"中牟流动治超组"}
+        assert one["station"]["mobile"] and (one["station"]["lat"], one["station"]["lon"]) == (34.76, 113.71)
+        assert one["station"]["deployment"]["deployment_id"] == "M1-now"
