@@ -12,25 +12,24 @@ road graph, field teams, and the intercept expectations derived from the script 
   notify, decide after ``case.statement_days``), so it counts in the 查处率. A route may force ``outcome``.
 
 ``derive`` turns the scripted passages into the tasks the system must create — which points, in which
-order, at which ETA — by a reference planner written from docs/intercept.md (not models/intercept.py), the
-field outcomes, and the month's 拦截率 and 查处率. ``simulators/intercept_check.py`` compares them with the
+order, at which ETA — with the reference planner of ``simulators/expectations.py`` (written from
+docs/intercept.md, not models/intercept.py), draws the field outcomes, and derives the month's 拦截率 and
+查处率. ``simulators/intercept_check.py`` compares them with the
 archive; ``simulators/simulate_cmd.py`` has the teams record the outcomes through ``InterceptStore``.
 """
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
 from datetime import datetime, timedelta
 
 import numpy as np
 
 from roadwatch.models.records import BEIJING, MobileUnit, format_ts
 
+from . import expectations as ex
 from .behaviours import ScenarioError
-from .expectations import distinct_passages
 from .fleet import full_approval
 from .gps_terminal import bearing_deg, destination, haversine_km
-from .roadgraph import behind, link_km, road_km
+from .roadgraph import behind, link_km
 
 MINUTE = 60
 OUTCOMES = ("intercepted", "not_found", "released", "none")
@@ -94,14 +93,6 @@ def _dep_span(ctx, uid: str, d: dict) -> tuple[int, int]:
     return t0, t1
 
 
-def deployed(unit: MobileUnit, t: int) -> dict | None:
-    """The simulator's own reading of a unit's deployments: the one whose [start, end) holds ``t``."""
-    for d in unit.deployments:
-        if datetime.fromisoformat(d["start"]).timestamp() <= t < datetime.fromisoformat(d["end"]).timestamp():
-            return d
-    return None
-
-
 # --- the route behaviour -------------------------------------------------------------------------------------
 
 def route_plan(ctx, spec: dict) -> list[tuple[str, int]]:
@@ -160,98 +151,6 @@ def route(ctx, spec, tr, veh):
         ctx.forced_outcomes[(veh.plate, plan[0][1])] = spec["outcome"]
 
 
-# --- the reference planner (docs/intercept.md) ------------------------------------------------------------------
-
-def _points(ctx, t: int) -> list[dict]:
-    """Enforcement points at ``t``: the 超限检测站 and the mobile units deployed then."""
-    pts = [{"id": s.station_id, "kind": "fixed", "lon": s.lon, "lat": s.lat, "node": s.station_id}
-           for s in ctx.reg.stations.values() if s.kind == "checkpoint"]
-    for u in ctx.reg.mobile_units.values():
-        d = deployed(u, t)
-        if d is not None:
-            pts.append({"id": u.unit_id, "kind": "mobile", "lon": d["lon"], "lat": d["lat"],
-                        "node": d.get("station")})
-    return pts
-
-
-def _attach(ctx, p: dict) -> tuple[str | None, float]:
-    if p["node"]:
-        return p["node"], 0.0
-    best, best_km = None, float(ctx.cfg["intercept.mobile_attach_km"])
-    for s in ctx.reg.stations.values():
-        km = float(haversine_km(p["lon"], p["lat"], s.lon, s.lat))
-        if km <= best_km:
-            best, best_km = s.station_id, km
-    return best, (best_km if best else 0.0)
-
-
-def _speed(cfg, *speeds) -> float:
-    for s in speeds:
-        if s is not None and s >= cfg["intercept.min_speed_kmh"]:
-            return float(s)
-    return float(cfg["intercept.default_speed_kmh"])
-
-
-def _pick(cfg, targets: list[tuple[float, str, float]]) -> list[tuple[float, str, float]]:
-    ok = sorted(t for t in targets if t[0] <= cfg["intercept.max_eta_min"])
-    return ok[:int(cfg["intercept.max_targets"])]
-
-
-def graph_targets(ctx, station_id: str, t: int, speed: float) -> list[tuple[float, str, float]]:
-    """(eta min, point id, km) downstream of ``station_id`` over the road graph."""
-    cfg = ctx.cfg
-    if station_id not in ctx.reg.stations:
-        return []
-    dist = road_km(ctx.reg.stations, station_id)
-    v = _speed(cfg, speed)
-    out = []
-    for p in _points(ctx, t):
-        node, off = _attach(ctx, p)
-        if node is None or node == station_id or node not in dist:
-            continue
-        km = dist[node] + off * cfg["intercept.road_factor"]
-        out.append((km / v * 60.0, p["id"], km))
-    return _pick(cfg, out)
-
-
-def gps_targets(ctx, station_id: str, lon: float, lat: float, headings: list[float], t: int,
-                speed: float) -> list[tuple[float, str, float]]:
-    """Points ahead of a truck at (lon, lat) heading ``headings`` (the links it leaves and enters there: both
-    must give the same points, else the scenario is ambiguous)."""
-    cfg = ctx.cfg
-    cone = float(cfg["intercept.heading_cone_deg"])
-    results = []
-    for head in headings:
-        out = []
-        for p in _points(ctx, t):
-            if station_id in (p["id"], p["node"]):
-                continue
-            km = float(haversine_km(lon, lat, p["lon"], p["lat"]))
-            ang = abs((float(bearing_deg(lon, lat, p["lon"], p["lat"])) - head + 180.0) % 360.0 - 180.0)
-            if abs(ang - cone) < 5.0:
-                raise ScenarioError(f"intercept: {p['id']} lies {ang:.1f}° off the heading at {station_id}, "
-                                    f"too near the {cone:g}° cone to expect either way")
-            if ang <= cone and km > 1e-3:
-                km *= cfg["intercept.road_factor"]
-                out.append((km / _speed(cfg, speed) * 60.0, p["id"], km))
-        results.append(_pick(cfg, out))
-    if any([x[1] for x in r] != [x[1] for x in results[0]] for r in results):
-        raise ScenarioError(f"intercept: the targets at {station_id} depend on which link the last fix lies "
-                            "on; move the passage or the points")
-    return results[0]
-
-
-def _over_threshold(cfg, p: dict) -> bool:
-    v, r = p["verdict"], p["reading"]
-    if not cfg["intercept.enabled"]:
-        return False
-    actions = {"fine": {"fine"}, "fine_or_warning": {"fine", "warning"}}[cfg["intercept.actions"]]
-    kinds = {k.strip() for k in str(cfg["intercept.vehicle_kinds"]).split(",") if k.strip()}
-    pct = v["excess_kg"] * 100.0 / v["limit_kg"]
-    return (v["action"] in actions and r["vehicle_kind"] in kinds and r["axle_count"] >= cfg["intercept.min_axles"]
-            and pct >= cfg["intercept.min_excess_pct"])
-
-
 def _headings(ctx, plate: str, t: int, station_id: str) -> list[float]:
     st = ctx.reg.stations
     for tp, plan in ctx.route_legs.get(plate, []):
@@ -275,38 +174,30 @@ def derive(ctx) -> None:
     if not ctx.reg.mobile_units and not ctx.raw_field and not ctx.route_legs:
         return
     cfg = ctx.cfg
-    distinct = distinct_passages(ctx.passages, cfg["overlimit.dedup_window_s"])
+    distinct = ex.distinct_passages(ctx.passages, cfg["overlimit.dedup_window_s"])
     months = {datetime.fromtimestamp(p["t"], tz=BEIJING).strftime("%Y-%m") for p in distinct}
     if len(months) > 1:
         raise ScenarioError("intercept scenarios keep their passages in one month (the rates are monthly)")
     month = months.pop() if months else ctx.scn.start.strftime("%Y-%m")
-    expiry = int(cfg["intercept.expiry_min"]) * MINUTE
-    tasks: list[dict] = []
-    open_of: dict[str, dict] = {}
-    for p in distinct:
-        if not _over_threshold(cfg, p):
-            continue
-        task = open_of.get(p["plate"])
-        if task is None or p["t"] >= task["last"] + expiry:
-            task = {"plate": p["plate"], "station": p["station"], "detected": p["t"], "passages": []}
-            tasks.append(task)
-            open_of[p["plate"]] = task
-        task["passages"].append(p)
-        task["last"] = p["t"]
+    tasks = ex.intercept_tasks(distinct, cfg)
     # targets from each task's newest passage
     for task in tasks:
         p = task["passages"][-1]
         speed = float(p["reading"]["speed_kmh"])
-        if p["plate"] in ctx.gps_plates and _headings(ctx, p["plate"], p["t"], p["station"]):
-            s = ctx.reg.stations[p["station"]]
-            task["basis"], task["tol"] = "gps", 3.0
-            task["targets"] = gps_targets(ctx, p["station"], s.lon, s.lat,
-                                          _headings(ctx, p["plate"], p["t"], p["station"]), p["t"], speed)
-        else:
-            task["basis"], task["tol"] = "road_graph", 0.2
-            task["targets"] = graph_targets(ctx, p["station"], p["t"], speed)
+        headings = _headings(ctx, p["plate"], p["t"], p["station"]) if p["plate"] in ctx.gps_plates else []
+        try:
+            if headings:
+                s = ctx.reg.stations[p["station"]]
+                task["basis"], task["tol"] = "gps", 3.0
+                task["targets"] = ex.heading_targets(ctx.reg, p["station"], s.lon, s.lat, headings, p["t"], speed,
+                                                     cfg)
+            else:
+                task["basis"], task["tol"] = "road_graph", 0.2
+                task["targets"] = ex.road_targets(ctx.reg, p["station"], p["t"], speed, cfg)
+        except ex.AmbiguousGeometry as e:
+            raise ScenarioError(str(e)) from None
     _field_outcomes(ctx, tasks)
-    _expect(ctx, tasks, distinct, month)
+    ctx.expect.extend(ex.intercept_expectations(tasks, distinct, month))
 
 
 def _field_outcomes(ctx, tasks: list[dict]) -> None:
@@ -344,41 +235,3 @@ def _field_outcomes(ctx, tasks: list[dict]) -> None:
             rec["reason"] = "持有效通行证明，核实后放行"
         task["record"] = rec
         ctx.field_outcomes.append(rec)
-
-
-def _expect(ctx, tasks: list[dict], distinct: list[dict], month: str) -> None:
-    counts = defaultdict(int)
-    per_station: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    unloaded, waits = 0.0, []
-    for task in tasks:
-        rec = task.get("record")
-        status = task["outcome"] or "expired"
-        counts[status] += 1
-        per_station[task["station"]][1] += 1
-        if status == "intercepted":
-            per_station[task["station"]][0] += 1
-            unloaded += rec["unloaded_kg"]
-            waits.append((rec["at_s"] - task["detected"]) / 60.0)
-        ctx.expect.append({
-            "kind": "intercept_task", "plate": task["plate"], "station_id": task["station"],
-            "detected_at": format_ts(datetime.fromtimestamp(task["detected"], tz=BEIJING)),
-            "passages": len(task["passages"]), "basis": task["basis"],
-            "targets": [t[1] for t in task["targets"]], "eta_min": [round(t[0], 1) for t in task["targets"]],
-            "eta_tolerance_min": task["tol"], "outcome": task["outcome"],
-            "why": f"{len(task['passages'])} fine-level passage(s) from {task['station']}; "
-                   + (", ".join(f"{t[1]} {t[2]:.1f} km ≈ {t[0]:.0f} min" for t in task["targets"]) or "no point ahead")
-                   + f" ({task['basis']}); team: {task['outcome'] or 'no outcome (expires)'}"})
-    n = len(tasks)
-    decided = sum(1 for t in tasks if (t.get("record") or {}).get("decide"))
-    cases = sum(1 for p in distinct if p["verdict"]["action"] != "none")
-    ctx.expect.append({
-        "kind": "interception", "month": month, "tasks": n,
-        **{s: counts.get(s, 0) for s in ("intercepted", "not_found", "released", "expired", "open")},
-        "numerator": counts.get("intercepted", 0), "denominator": n, "unloaded_kg": round(unloaded, 1),
-        "median_min": round(statistics.median(waits), 1) if waits else None,
-        "stations": {sid: v for sid, v in sorted(per_station.items())},
-        "why": f"拦截率 {counts.get('intercepted', 0)}/{n}: tasks from the fine-level passages, outcomes drawn by "
-               "[field_team]"})
-    ctx.expect.append({"kind": "enforcement_rate", "month": month, "numerator": decided, "denominator": cases,
-                       "why": f"查处率 {decided}/{cases}: cases decided by the teams on the spot / detected cases"})
-

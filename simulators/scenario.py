@@ -24,7 +24,7 @@ from . import expectations as ex
 from . import interception as icpt
 from .behaviours import ScenarioError
 from .feed import driver_record, merge, ping_records, wim_record
-from .fleet import HUNAN, SITE_NAMES, generate_fleet, make_plate, near, square, valid_device
+from .fleet import HUNAN, SITE_NAMES, generate_fleet, make_plate, near, square
 from .gps_terminal import (Track, concat, destination, drift, expand_legs, haversine_km, sort_by_receipt,
                            take)
 from .wim_station import WimTraffic, art3_limit, make_reading, passage_readings, public
@@ -267,7 +267,7 @@ class Context:
         self.readings.append(reading)
         regveh = self.reg.vehicles.get(plate)
         # a mobile unit weighs lawfully only inside one of its deployments (models/mobile.py)
-        in_place = unit is None or icpt.deployed(unit, t) is not None
+        in_place = unit is None or ex.deployment_at(unit, t) is not None
         verdict = ex.reference_verdict(reading, regveh, st, self.cfg, calibration_ok=want == "valid",
                                        deployed=in_place)
         self.passages.append({"reading": reading, "verdict": verdict, "t": t, "station": stid, "plate": plate,
