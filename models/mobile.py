@@ -1,6 +1,6 @@
 """Mobile weighing units (流动治超): deployments, and where a unit stood when it weighed a truck.
 
-A mobile unit (docs/registry-format.md#mobile-units) has one device and a list of deployments, each a place
+A mobile unit (docs/registry-format.md, section mobile_units) has one device and a list of deployments, each a place
 (lat/lon, road, direction) and a half-open time span ``[start, end)``. A reading names the unit in its
 ``station_id``; its position and validity come from the deployment active at the reading's time. A reading
 no deployment covers has no lawful place: ``assess`` sends it to review with ``outside_deployment``
