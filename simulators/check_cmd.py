@@ -24,6 +24,8 @@ from roadwatch.streams.archive.outcomes import VEHICLE_DAY_FIELDS
 from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
+from .intercept_check import KINDS as INTERCEPT_KINDS
+from .intercept_check import check_rows as intercept_check_rows
 from .scenario import build, load_scenario
 
 OPS = {"=": lambda a, e, tol: abs(a - e) <= tol, ">": lambda a, e, tol: a > e + tol,
@@ -136,6 +138,8 @@ def compare(expectations: list[dict], conn: object, registry, cfg: Config, span:
     plate, reason) turn an unexpected outcome into an accepted one, shown with its reason."""
     rows = []
     for e in expectations:
+        if e["kind"] in INTERCEPT_KINDS:           # checked by simulators/intercept_check.py
+            continue
         got = actual(conn, e, registry, cfg, span)
         rows.append({"ok": matches(e, got), "kind": e["kind"], "subject": subject(e),
                      "expected": expected_text(e), "actual": round(got, 4) if isinstance(got, float) else got,
@@ -236,6 +240,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from .platform_scenario import check_rows as platform_check_rows
         rows += platform_check_rows(scn, conn, registry, cfg)
         # --- end of JT/T 809 platform expectations ---
+        rows += intercept_check_rows(expectations, args.archive or cfg.archive_path, registry, cfg)     # 布控: tasks, 拦截率, 查处率
     except ArchiveError as e:
         raise UsageError(str(e)) from None
     finally:

@@ -457,8 +457,7 @@ async def api_cases(request: web.Request) -> web.Response:
     for c in res["cases"]:
         ent = st.registry.enterprises.get(c.get("enterprise_id") or "")
         c["enterprise"] = ent.name if ent else ""
-        stn = st.registry.stations.get(c["station_id"])
-        c["station"] = stn.name if stn else c["station_id"]
+        c["station"] = st.registry.point_name(c["station_id"])      # a fixed station or a mobile unit
     return _json(res)
 
 
@@ -540,6 +539,11 @@ def _case_view(st: ConsoleState, case: dict) -> dict:
     drv = reg.drivers.get(case.get("driver_id") or "")
     case["enterprise"] = ent.name if ent else ""
     case["station"] = {"id": stn.station_id, "name": stn.name, "lat": stn.lat, "lon": stn.lon} if stn else None
+    unit = reg.mobile_units.get(case.get("station_id") or "")
+    if unit is not None:          # 流动治超: where it stood is the deployment's place, kept in the manifest
+        placed = ((case.get("manifest") or {}).get("site") or {})
+        case["station"] = {"id": unit.unit_id, "name": unit.name, "lat": placed.get("lat"), "lon": placed.get("lon"),
+                           "mobile": True, "deployment": placed.get("deployment")}
     case["source_site"] = {"id": site.site_id, "name": site.name, "kind": site.kind,
                            "polygon": site.polygon} if site else None
     case["driver"] = drv.name if drv else ""
