@@ -1,6 +1,6 @@
 """案卷评查 (case-file review): a reproducible monthly sample of closed case files and a checklist score per
 file. Pure: the caller hands over each file's facts (history, documents on the chain, what the chain
-verifier found, the 抄告's due day and dispatch); docs/legal-basis.md §9.5.
+verifier found, the 抄告's due day and dispatch); docs/legal-basis.md §9.6.
 
 Checklist (each item passes, fails, or — a deadline not yet reached — is not scored):
 

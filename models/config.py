@@ -526,7 +526,7 @@ _k("calendar.extra_workdays", "", "ops",
 
 
 # --- 抄告 and case-file review (models/notices.py, models/case_review.py) ----------------------------------
-_k("notices.due_working_days", 7, "docs/legal-basis.md §9.4 (62号令 2016 Art. 44)",
+_k("notices.due_working_days", 7, "docs/legal-basis.md §9.5 (62号令 2016 Art. 44)",
    "the 抄告 to the vehicle's home transport agency is due this many working days after the case is closed "
    "(calendar.* keys)", lo=1, hi=60)
 _k("notices.own_agency_id", "local", "ops",
@@ -537,14 +537,14 @@ _k("notices.agencies_file", "", "ops",
 _k("notices.publish_interval_s", 30.0, "ops",
    "how often the worker puts unsent 抄告 on the agency-notices topic and refreshes the overdue gauge",
    lo=1.0, hi=3600.0)
-_k("review.sample_rate", 0.1, "docs/legal-basis.md §9.5 (project decision)",
+_k("review.sample_rate", 0.1, "docs/legal-basis.md §9.6 (project decision)",
    "share of the month's closed cases drawn for case-file review (案卷评查); at least one when any closed",
    lo=0.0, hi=1.0)
-_k("review.seed", 0, "docs/legal-basis.md §9.5 (project decision)",
+_k("review.seed", 0, "docs/legal-basis.md §9.6 (project decision)",
    "seed of the review sample: the same seed and month draw the same files", lo=0, hi=2**31 - 1)
-_k("review.decision_days", 90, "docs/legal-basis.md §9.5 (行政处罚法 Art. 60)",
+_k("review.decision_days", 90, "docs/legal-basis.md §9.6 (行政处罚法 Art. 60)",
    "a decision is due within this many days after the case is filed (立案)", lo=1, hi=365)
-_k("review.service_days", 7, "docs/legal-basis.md §9.5 (行政处罚法 Art. 61)",
+_k("review.service_days", 7, "docs/legal-basis.md §9.6 (行政处罚法 Art. 61)",
    "the decision is to be served within this many days after it is made", lo=0, hi=60)
 
 

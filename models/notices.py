@@ -1,5 +1,5 @@
 """抄告 (62号令 2016 Art. 44): the notice of a closed over-limit case to the vehicle's home transport agency, and
-notices received from other agencies. Pure: no I/O; docs/legal-basis.md §9.4.
+notices received from other agencies. Pure: no I/O; docs/legal-basis.md §9.5.
 
 - ``build`` turns a closed case (``CaseStore.show``) into the notice: every item Art. 44 lists — (1) vehicle:
   plate, type, owner, owning enterprise, 道路运输证号; (2) driver: name, 从业资格证编号, employer; (3) 货运源头单位

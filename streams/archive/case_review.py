@@ -8,8 +8,7 @@ from .backend import ArchiveConnection
 
 def closed_in_month(conn: ArchiveConnection, month: str) -> list[dict]:
     """``{case_id, station_id}`` of every case closed (legal date of its ``close`` act, Beijing) in ``month``,
-    in case-id order. ``case_acts`` is declared by streams/cases.py (``register_schema``): import it before
-    calling this on a fresh archive."""
+    in case-id order."""
     start, end = month_days(month)
     return [dict(r) for r in conn.execute(
         "SELECT c.case_id, c.station_id FROM case_acts a JOIN cases c ON c.case_id = a.case_id "
