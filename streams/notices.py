@@ -170,7 +170,7 @@ def install(app, ctx, store) -> None:
     from . import metrics as M
     from . import topics as T
     from .deadletter import send_dead_letter
-    from .retry import rollback_quietly
+    from .archive.backend import rollback_quietly
 
     topic, dlq = ctx.topics[T.AGENCY_NOTICES], ctx.topics[T.DEAD_LETTER]
     own = ctx.cfg["notices.own_agency_id"]
