@@ -529,6 +529,13 @@ _k("input.max_rejected_share", 0.01, "ops",
    "assess gps / assess wim / report monthly --pings: refuse the input (exit 2) when more than this share "
    "of its lines or pings is rejected", lo=0.0, hi=1.0)
 
+
+# --- performance: wire format (models/pingbatch.py, docs/formats.md) -------------------------------------------
+_k("stream.wire_format", "arrow", "ops (docs/legal-basis.md §10)",
+   "encoding of the gps-pings records our producers write (gateway, platform link, simulators): arrow = an Apache "
+   "Arrow IPC record batch (read without parsing), json = the JSON columnar form; the worker reads both",
+   ("arrow", "json"))
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from roadwatch.models.config import Config
+from roadwatch.models.pingarrow import arrow_lists, is_arrow
 from roadwatch.models.pingbatch import decode_batch
 from roadwatch.models.records import InvalidRecord
 
@@ -197,8 +198,12 @@ def _is_feed_line(line: bytes) -> bool:
 def ping_lines(value: bytes) -> list[bytes]:
     """One ``gps-pings`` record value (columnar batch or a single ping) → interchange JSON lines, with
     ``ts``/``recv_ts`` as ISO-8601 strings. Values are passed through as they are: validating them is the
-    engine's job, so a bad value in a feed is rejected exactly as the stream would reject it."""
-    d = orjson.loads(value)
+    engine's job, so a bad value in a feed is rejected exactly as the stream would reject it. An Arrow
+    record (models/pingarrow.py) that cannot be read raises ``ValueError``."""
+    if is_arrow(value):
+        d = arrow_lists(value)
+    else:
+        d = orjson.loads(value)
     if not isinstance(d, dict):
         raise TypeError("record value is not a JSON object")
     if "schema" not in d:
