@@ -150,7 +150,14 @@ def decode_arrow(raw: bytes, max_bytes: int = 1_000_000, *,
                  years: tuple[int, int] | None = None) -> PingColumns:
     """Arrow IPC record → ``PingColumns`` with the same types and checks as the JSON form's decoder; a
     defect in any ping rejects the record whole (``InvalidRecord``, the same codes)."""
-    batch = read_arrow(raw, max_bytes)
+    return batch_columns(read_arrow(raw, max_bytes), years=years)
+
+
+def batch_columns(batch: pa.RecordBatch, *, years: tuple[int, int] | None = None) -> PingColumns:
+    """One validated record batch (``read_arrow``, or a batch of an Arrow IPC file) → ``PingColumns``."""
+    meta = batch.schema.metadata or {}
+    if meta.get(SCHEMA_KEY, SCHEMA_NAME) != SCHEMA_NAME:
+        raise InvalidRecord("bad_schema", f"unknown ping schema {meta[SCHEMA_KEY][:40]!r}")
     n = batch.num_rows
     if n == 0:
         raise InvalidRecord("empty_batch", "ping batch has no pings")
