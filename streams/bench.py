@@ -171,8 +171,9 @@ def part_a(bootstrap: str, f: dict, partitions: int) -> float:
 
 # --- (b) live pipeline ------------------------------------------------------------------------------------
 
-def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dict:
-    """Columnar batches per partition through the product's batcher; returns next offsets per partition."""
+def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int, wire: str = "arrow") -> dict:
+    """Columnar batches per partition through the product's batcher, in the ``wire`` encoding
+    (``stream.wire_format``); returns next offsets per partition."""
     from .batcher import PingBatcher, make_producer
     prod = make_producer(bootstrap)
     ends: dict = {}
@@ -181,7 +182,7 @@ def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dic
     def send(partition, key, value):
         futures.append(prod.send(T.GPS_PINGS, key=key, value=value, partition=partition))
 
-    b = PingBatcher(send, partitions, max_pings=batch, max_ms=10**9)
+    b = PingBatcher(send, partitions, max_pings=batch, max_ms=10**9, wire=wire)
     n = len(f["plate"])
     for lo in range(0, n, 50000):
         for r in feed_rows(f, lo, min(n, lo + 50000)):
@@ -264,7 +265,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     cfg = load_config(cfg_path)
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
-        ends = produce_batches(broker.bootstrap, f, batch, partitions)
+        ends = produce_batches(broker.bootstrap, f, batch, partitions, cfg["stream.wire_format"])
         ports = [free_port() for _ in range(workers)]
         wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
                              env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
@@ -401,7 +402,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from . import bench_gateway
         return bench_gateway.run(args, cfg)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch}
+    results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch,
+                     "load_avg_start": list(os.getloadavg())}
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"roadwatch bench: {args.pings:,} pings from {args.vehicles:,} vehicles; generating the feed…")
     f = synth_pings(args.pings, args.vehicles)
@@ -440,6 +442,7 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
         from roadwatch.models.config import load_config
         cfg = load_config(getattr(args, "config", None))
         parts = int(cfg["stream.partitions"])
+        results["wire_format"] = cfg["stream.wire_format"]
         with stack(cfg, registry_path=None, worker=False) as st:
             if "a" not in skip:
                 say("(a) baseline: pre-producing one ping per record (not timed)…")
@@ -450,7 +453,7 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                 if "b" not in skip:
                     say(f"(b) pipeline: pre-producing {args.batch}-ping columnar batches (not timed)…")
                     t_pub = time.perf_counter()
-                    ends = produce_batches(st.bootstrap, f, args.batch, parts)
+                    ends = produce_batches(st.bootstrap, f, args.batch, parts, cfg["stream.wire_format"])
                     results["publish_rate"] = args.pings / (time.perf_counter() - t_pub)
                     say(f"    batcher + kafka-python producer: {results['publish_rate']:,.0f} pings/s")
                 wp = WorkerProcess(st.bootstrap, registry_path=str(reg_path), config_path=getattr(args, "config", None),
@@ -494,6 +497,9 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                     f"{results[f'batch_rate_{w}_cpu']:,.0f} pings/s of CPU time")
     if results.get("ping_rate") and results.get("baseline_rate"):
         results["ratio"] = results["ping_rate"] / results["baseline_rate"]
+    if results.get("scale_rate") and results.get("baseline_rate"):
+        results["scale_ratio"] = results["scale_rate"] / results["baseline_rate"]
+    results["load_avg_end"] = list(os.getloadavg())      # a shared machine says so in its figures
     _print_table(results)
     if args.json:
         print(orjson.dumps(results).decode())
@@ -518,7 +524,10 @@ def _print_table(r: dict) -> None:
             ("publish rate (batcher + kafka-python), pings/s", fmt(r.get("publish_rate"), ",.0f")),
             ("live state bytes/vehicle  [≤ 1024]", fmt(r.get("bytes_per_vehicle"), ".0f")),
             ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f")),
-            ("scale-out: workers together, pings/s", fmt(r.get("scale_rate"), ",.0f"))]
+            ("scale-out: workers together, pings/s", fmt(r.get("scale_rate"), ",.0f")),
+            ("scale-out ratio / (a)  [all workers together]", fmt(r.get("scale_ratio"), ".2f")),
+            ("archive backend", r.get("archive", "n/a")),
+            ("wire format of (b) and (s)", r.get("wire_format", "n/a"))]
     w = max(len(a) for a, _ in rows)
     print("\n".join(f"{a:<{w}}  {b:>14}" for a, b in rows), file=sys.stderr)
 
