@@ -1132,8 +1132,10 @@ class PingProcessor:
         return rows
 
     # --- persistence --------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array)."""
+    def snapshot(self, compress: bool = True) -> bytes:
+        """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array).
+        ``compress=False``: entries stored, not deflated — the worker's archive compresses the whole blob
+        with a faster codec (streams/archive/snapshots.py); ``restore`` reads both."""
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
@@ -1143,11 +1145,12 @@ class PingProcessor:
         arrays.update((k, v[: self.n]) for k, v in self.a.items())
         buf = io.BytesIO()
         # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        with zipfile.ZipFile(buf, "w", compression=method, compresslevel=1 if compress else None) as zf:
             for name, arr in arrays.items():
                 info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info._compresslevel = 1
+                info.compress_type = method
+                info._compresslevel = 1 if compress else None
                 with zf.open(info, "w") as f:
                     np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
         return buf.getvalue()
