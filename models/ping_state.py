@@ -62,6 +62,7 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -1092,7 +1093,11 @@ class PingProcessor:
         """Drain sampled goods-vehicle points: (plate, ts_ms, lat, lon, speed_kmh) for ``track_points``."""
         arr = self._track_array()
         self.track_buf = []
-        return [(self.plates[int(r[0])], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in arr.tolist()]
+        # column-wise, C-level (a commit drains thousands of points: a tuple built per row in Python cost 6 %
+        # of the worker, docs/performance.md)
+        return list(zip(map(self.plates.__getitem__, arr[:, 0].astype(np.int64).tolist()),
+                        arr[:, 1].astype(np.int64).tolist(), arr[:, 2].tolist(), arr[:, 3].tolist(),
+                        arr[:, 4].tolist()))
 
     def _row(self, v: int, s: int) -> dict:
         cnt = self.a["cnt"][v, s]
@@ -1128,7 +1133,7 @@ class PingProcessor:
         updated = format_ts_ms(self.watermark_ms)
         for r in rows:
             r["updated_at"] = updated
-        rows.sort(key=lambda r: (r["plate"], r["day"]))
+        rows.sort(key=itemgetter("plate", "day"))
         return rows
 
     # --- persistence --------------------------------------------------------------------------------
