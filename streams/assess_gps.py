@@ -150,7 +150,15 @@ def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_al
             held.append(cols) if sort_by_time else apply(cols)
 
     it = iter(lines)
-    for chunk in iter(lambda: list(islice(it, batch)), []):
+    for item in it:
+        if not isinstance(item, (bytes, bytearray, str)):   # a feed record already in columns (feed_input)
+            if buf:
+                flush()
+                buf, first = [], line_no + 1
+            held.append(item) if sort_by_time else apply(item)
+            continue
+        # a line: take the rest of a batch of lines at once (column batches are never read ahead: memory)
+        chunk = [item, *islice(it, batch - len(buf) - 1)]
         if not buf and set(map(type, chunk)) <= _LINE_TYPES:   # the common case: a whole batch of lines
             buf = chunk
             line_no += len(chunk)
@@ -159,7 +167,7 @@ def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_al
                 buf, first = [], line_no + 1
             continue
         for raw in chunk:
-            if not isinstance(raw, (bytes, bytearray, str)):   # a feed record already in columns (feed_input)
+            if not isinstance(raw, (bytes, bytearray, str)):
                 if buf:
                     flush()
                     buf, first = [], line_no + 1

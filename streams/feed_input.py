@@ -32,7 +32,7 @@ import orjson
 import pyarrow as pa
 
 from roadwatch.models.config import Config
-from roadwatch.models.pingarrow import MAGIC as ARROW_MAGIC, arrow_lists, batch_columns, is_arrow
+from roadwatch.models.pingarrow import MAGIC as ARROW_MAGIC, arrow_lists, batch_columns, is_arrow, read_arrow
 from roadwatch.models.pingbatch import decode_batch
 from roadwatch.models.records import InvalidRecord
 
@@ -117,6 +117,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
         yield from _arrow_input(fh, check, columns, batch_pings)
         return
     pending: list = []            # consecutive column batches merged up to batch_pings (engine calls)
+    arrow: list = []              # Arrow records not decoded yet: (line number, record batch)
     n_pending = 0
     for lineno, line in enumerate(fh, 1):
         if not line.strip():
@@ -142,15 +143,23 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             continue
         if columns:
             try:
-                cols = decode_batch(value, max_bytes)
+                if is_arrow(value):      # decoded later, merged with its neighbours (one decode per merge)
+                    rb = read_arrow(value, max_bytes)
+                    arrow.append((lineno, rb))
+                    n_pending += rb.num_rows
+                else:
+                    pending += _arrow_columns(arrow, check)
+                    cols = decode_batch(value, max_bytes)
+                    check.units += len(cols)
+                    pending.append(cols)
+                    n_pending += len(cols)
             except InvalidRecord as e:
                 check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
                 continue
-            check.units += len(cols)
-            pending.append(cols)
-            n_pending += len(cols)
             if n_pending >= batch_pings:
-                yield concat_columns(pending)
+                pending += _arrow_columns(arrow, check)
+                if pending:
+                    yield concat_columns(pending)
                 pending, n_pending = [], 0
             continue
         try:
@@ -160,8 +169,39 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             continue
         check.units += len(out)
         yield from out
+    pending += _arrow_columns(arrow, check)
     if pending:
         yield concat_columns(pending)
+
+
+def _arrow_columns(arrow: list, check: InputCheck) -> list:
+    """Drain the pending Arrow records (``(lineno, record batch)``) as columns: merged into one batch and
+    validated once (a feed of small records costs one decode per ``batch_pings``, not per record); if the
+    merged batch is refused or the records' schemas differ, record by record — a defect rejects only its
+    own record, as on the topic."""
+    if not arrow:
+        return []
+    items = list(arrow)
+    arrow.clear()
+    if len(items) > 1:
+        try:
+            merged = pa.Table.from_batches([b for _, b in items]).combine_chunks().to_batches()
+            if len(merged) == 1:
+                cols = batch_columns(merged[0])
+                check.units += len(cols)
+                return [cols]
+        except (InvalidRecord, pa.ArrowException):
+            pass
+    out = []
+    for lineno, b in items:
+        try:
+            cols = batch_columns(b)
+        except InvalidRecord as e:
+            check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
+            continue
+        check.units += len(cols)
+        out.append(cols)
+    return out
 
 
 def _peek(fh: IO[bytes], n: int) -> bytes:
