@@ -36,6 +36,10 @@ def table(r: dict, pg: dict | None = None) -> str:
     rows = [("full ping pipeline, one worker / raw consumer of the naive one-ping feed",
              f"{_k(r.get('ping_rate'))} / {_k(r.get('baseline_rate'))} pings/s = **{r['ratio']:.2f}**"
              if r.get("ratio") else "n/a")]
+    if r.get("ratio_cpu"):
+        rows.append(("the same per CPU second of each process (robust on a loaded machine)",
+                     f"{_k(r.get('ping_rate_cpu'))} / {_k(r.get('baseline_rate_cpu'))} pings per CPU second = "
+                     f"**{r['ratio_cpu']:.2f}**"))
     if r.get("scale_ratio"):
         ok = r.get("scale_archived_pings") == r.get("pings")
         rows.append((f"{r['scale_workers']} workers sharing the partitions",
@@ -43,16 +47,19 @@ def table(r: dict, pg: dict | None = None) -> str:
                      + (", every ping counted exactly once" if ok else ", ARCHIVE COUNT MISMATCH")))
     if pg:
         parts = []
-        if pg.get("ping_rate") and r.get("ping_rate"):
-            parts.append(f"one worker {_k(pg['ping_rate'])} pings/s")
+        if pg.get("ratio"):
+            parts.append(f"one worker {_k(pg['ping_rate'])} pings/s = {pg['ratio']:.2f} (per CPU second "
+                         f"{pg.get('ratio_cpu', float('nan')):.2f})")
         if pg.get("scale_rate"):
-            parts.append(f"{pg.get('scale_workers')} workers {_k(pg['scale_rate'])} pings/s"
+            parts.append(f"{pg.get('scale_workers')} workers {_k(pg['scale_rate'])} pings/s = "
+                         f"{pg.get('scale_ratio', float('nan')):.2f} ×"
                          + (", every ping counted exactly once" if pg.get("scale_archived_pings") == pg.get("pings")
                             else ", ARCHIVE COUNT MISMATCH"))
         rows.append(("the same on the PostgreSQL archive (separate run)", "; ".join(parts) or "n/a"))
     if r.get("wim_p99_ms") is not None:
         rows.append(("WIM reading → verdict at 500 readings/s",
-                     f"p50 {r['wim_p50_ms']:.0f} ms, p99 {r['wim_p99_ms']:.0f} ms"))
+                     f"p50 {r['wim_p50_ms']:,.0f} ms, p99 {r['wim_p99_ms']:,.0f} ms"
+                     + ("" if quiet else " (the machine was saturated)")))
     if r.get("batch_rate_json_cpu"):
         rows.append(("batch `assess gps` from JSON lines (per CPU second; wall)",
                      f"{_k(r['batch_rate_json_cpu'])} ({_k(r['batch_rate_json'])}) pings/s"))
