@@ -361,3 +361,6 @@ class Station(faust.Record, serializer="json"):
     tolerance_source: str = ""
     devices: list = []                   # [{device_id, cert_no, valid_from, valid_to}]
     county: str = ""
+    # wim: 非现场执法点 (weighs, nobody on site); checkpoint: 超限检测站 (officers can stop and unload a truck)
+    kind: str = "wim"
+    downstream: list = []                # the road graph: [{"station": id, "km": road distance}] (models/intercept.py)

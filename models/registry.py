@@ -5,6 +5,7 @@ Loading validates every entry and raises ``RegistryError`` naming the entry and 
 """
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from .devices import check_device
 from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLORS, SourceSite, Station,
                       Vehicle, Zone, parse_ts)
 
+# wim: a weigh-in-motion 非现场执法点; checkpoint: a 超限检测站 (fixed enforcement station that stops trucks)
+STATION_KINDS = ("wim", "checkpoint")
 MAX_REGISTRY_BYTES = 512 * 1024 * 1024
 SECTIONS = ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations")
 # every top-level key a registry may hold: a misspelt one (e.g. "vehicle") would silently drop its entries
@@ -192,8 +195,33 @@ def parse_registry(data: dict) -> Registry:
             problem = check_device(dev)      # device type, road, approval records (models/devices.py)
             if problem:
                 raise RegistryError(f"stations[{i}].devices[{j}] ({dev['device_id']}): {problem}")
+        if s.kind not in STATION_KINDS:
+            raise RegistryError(f"stations[{i}] ({s.station_id}): kind must be one of {STATION_KINDS}")
         reg.stations[s.station_id] = s
+    _check_road_graph(reg)
     return reg
+
+
+def _check_road_graph(reg: Registry) -> None:
+    """Each station's ``downstream`` neighbours: known station ids, a finite road distance > 0, no self-loop
+    and no neighbour listed twice (the intercept planner walks this graph, models/intercept.py)."""
+    for i, s in enumerate(reg.stations.values()):
+        where = f"stations[{i}] ({s.station_id})"
+        seen: set[str] = set()
+        for j, edge in enumerate(s.downstream):
+            w = f"{where}.downstream[{j}]"
+            if not isinstance(edge, dict) or set(edge) != {"station", "km"}:
+                raise RegistryError(f"{w}: expected {{\"station\": <station id>, \"km\": <road distance>}}")
+            to, km = edge["station"], edge["km"]
+            if not isinstance(to, str) or to not in reg.stations:
+                raise RegistryError(f"{w}: unknown station {to!r}")
+            if to == s.station_id:
+                raise RegistryError(f"{w}: a station cannot be its own downstream neighbour")
+            if to in seen:
+                raise RegistryError(f"{w}: {to!r} listed twice")
+            seen.add(to)
+            if isinstance(km, bool) or not isinstance(km, (int, float)) or not math.isfinite(km) or not 0 < km <= 2000:
+                raise RegistryError(f"{w}: km must be a road distance in (0, 2000], got {km!r}")
 
 
 def load_registry(path: str | Path | None) -> Registry:

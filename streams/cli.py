@@ -32,6 +32,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("case show", "roadwatch.streams.case_cmd", "a case (or escalation proposal) and its history as JSON"),
     ("case act", "roadwatch.streams.case_cmd", "apply one act of the case workflow (or a proposal's workflow)"),
     ("case document", "roadwatch.streams.case_cmd", "issue a case's notice, 告知书 or 决定书 (HTML, PDF) onto its evidence chain"),
+    ("intercept list", "roadwatch.streams.intercept_cmd", "intercept tasks (布控) with their status, newest first (JSON lines)"),
+    ("intercept record", "roadwatch.streams.intercept_cmd", "record a task's field outcome: intercepted, not_found or released"),
     ("publish decisions", "roadwatch.streams.publish_cmd", "the public list of decided cases (masked), HTML and JSON"),
     ("escalations", "roadwatch.streams.case_cmd", "Art. 66 subjects over their threshold in the window ending --at"),
     ("devices publish", "roadwatch.streams.devices_cmd", "the public list of enforcement devices (HTML, CSV, JSON)"),

@@ -34,6 +34,19 @@ def report_tables(conn: ArchiveConnection, month: str, first_month: str) -> dict
     }
 
 
+def month_case_tables(conn: ArchiveConnection, month: str) -> dict[str, list[dict]]:
+    """The month's cases and their acts only (the 查处率 of the status page and the metrics, without the
+    vehicle-day rows a full report reads)."""
+    m_start, m_end = month_days(month)
+    return {
+        "cases": _rows(conn, "SELECT case_id, station_id, action, fine_yuan FROM cases WHERE day >= ? AND day < ?",
+                       (m_start, m_end)),
+        "case_acts": _rows(conn, "SELECT a.case_id, a.seq, a.action, a.at FROM case_acts a "
+                                 "JOIN cases c ON c.case_id = a.case_id WHERE c.day >= ? AND c.day < ? "
+                                 "ORDER BY a.case_id, a.seq", (m_start, m_end)),
+    }
+
+
 def month_has_rows(conn: ArchiveConnection, month: str) -> bool:
     """Whether the archive holds any vehicle-day row or WIM verdict of ``month`` (YYYY-MM)."""
     start, end = month_days(month)

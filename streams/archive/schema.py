@@ -131,6 +131,41 @@ CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
     Migration(2, "ping_state.saved_by: the worker (host:pid) that wrote each partition snapshot", """
 ALTER TABLE ping_state ADD COLUMN saved_by TEXT NOT NULL DEFAULT '';
 """),
+    Migration(3, "intercept tasks (布控): tasks, the cases they cover, their append-only acts", """
+CREATE TABLE IF NOT EXISTS intercept_tasks (      -- one per truck and opening case (models/intercept.py)
+    task_id     TEXT PRIMARY KEY,                 -- deterministic: plate + the case that opened it
+    plate       TEXT NOT NULL,
+    station_id  TEXT NOT NULL,                    -- the detecting station of the opening passage
+    detected_ms INTEGER NOT NULL,                 -- the opening passage (event time)
+    month       TEXT NOT NULL,                    -- YYYY-MM (Beijing) of detected_ms: the rates' month
+    expires_ms  INTEGER NOT NULL,
+    revision    INTEGER NOT NULL,                 -- passages folded in; a replayed older revision never wins
+    status      TEXT NOT NULL,                    -- pending | intercepted | not_found | released (expiry derived)
+    task        TEXT NOT NULL,                    -- the task JSON as published on intercept-tasks
+    updated_at  TEXT NOT NULL,
+    outcome_published INTEGER NOT NULL DEFAULT 0  -- 1 once the task with its outcome is on intercept-tasks
+);
+CREATE INDEX IF NOT EXISTS intercept_tasks_plate ON intercept_tasks(plate, detected_ms);
+CREATE INDEX IF NOT EXISTS intercept_tasks_month ON intercept_tasks(month, station_id);
+
+CREATE TABLE IF NOT EXISTS intercept_task_cases ( -- every case a task covers: a passage joins one task once
+    case_id  TEXT PRIMARY KEY,
+    task_id  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS intercept_acts (       -- the task's history: append-only
+    act_id     TEXT PRIMARY KEY,                  -- <task>:create | <task>:update:<case> | <task>:outcome
+    task_id    TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    action     TEXT NOT NULL,                     -- create | update | intercepted | not_found | released
+    by_officer TEXT NOT NULL,
+    at         TEXT NOT NULL,                     -- event time of the passage / time of the outcome
+    entered_at TEXT NOT NULL,
+    reason     TEXT,
+    details    TEXT                               -- JSON
+);
+CREATE UNIQUE INDEX IF NOT EXISTS intercept_acts_seq ON intercept_acts(task_id, seq);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -563,7 +563,17 @@ async def api_case(request: web.Request) -> web.Response:
     case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
     if case is None:
         return _error(404, "not_found", "no such case")
-    return _json(_case_view(st, case))
+    view = _case_view(st, case)
+    view["intercept"] = await st.db.run(_case_intercept, case["case_id"])
+    return _json(view)
+
+
+def _case_intercept(conn, case_id: str) -> dict | None:
+    """The intercept task (布控) this case's passage opened or updated, with its outcome: an intercepted
+    truck links to this case — never to a second one (docs/intercept.md)."""
+    from roadwatch.streams.archive.intercept import task_for_case
+    t = task_for_case(conn, case_id)
+    return None if t is None else {k: t.get(k) for k in ("task_id", "case_ids", "targets", "expires_at", "outcome")}
 
 
 def _case_view(st: ConsoleState, case: dict) -> dict:
@@ -686,7 +696,16 @@ async def api_fleet_status(request: web.Request) -> web.Response:
     if not _DAY.fullmatch(day):
         return _error(400, "bad_param", "day must be YYYY-MM-DD")
     rows, alerts, cases = await st.db.run(_fleet_rows, day)
-    return _json(today_status(st.cfg, st.registry, day, rows, st.fleet.vehicles(), alerts, cases))
+    out = today_status(st.cfg, st.registry, day, rows, st.fleet.vehicles(), alerts, cases)
+    out["interception"] = await st.db.run(_month_interception, st.cfg, st.registry)
+    return _json(out)
+
+
+def _month_interception(conn, cfg: Config, registry: Registry) -> dict:
+    """This Beijing month's 拦截率 and 查处率 (streams/intercept.py), beside the fleet's day."""
+    from roadwatch.streams.intercept import beijing_month, month_summary
+    now = datetime.now(timezone.utc)
+    return month_summary(conn, cfg, registry, beijing_month(now), now)
 
 
 # --- reports ------------------------------------------------------------------------------------------------
@@ -918,6 +937,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_delete("/api/users/{username}", api_user_delete)
     from .platforms_api import add_routes as add_platform_routes   # JT/T 809 platforms (streams/jt809)
     add_platform_routes(r)
+    from .intercept_api import add_routes as add_intercept_routes  # 布控 tasks and outcomes (streams/intercept.py)
+    add_intercept_routes(r)
     state.own_handlers = frozenset(route.handler for route in r.routes())
     return app
 
