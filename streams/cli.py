@@ -38,6 +38,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("escalations", "roadwatch.streams.case_cmd", "Art. 66 subjects over their threshold in the window ending --at"),
     ("devices publish", "roadwatch.streams.devices_cmd", "the public list of enforcement devices (HTML, CSV, JSON)"),
     ("evidence verify", "roadwatch.streams.evidence_cmd", "verify an evidence package or a directory of them"),
+    ("evidence export", "roadwatch.streams.evidence_export_cmd", "write the archive's evidence packages and chains to a folder, any host's"),
     ("report monthly", "roadwatch.streams.report_cmd", "monthly regulator report (json, html, xlsx, csv)"),
     ("fleet generate", "roadwatch.simulators.fleet_cmd", "generate a registry (fleet, sites, zones, stations)"),
     ("simulate", "roadwatch.simulators.simulate_cmd", "run a scenario's feeds against the broker"),

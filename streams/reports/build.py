@@ -19,7 +19,7 @@ from roadwatch.models.scoring import agency_score, enterprise_score
 
 from roadwatch.streams.archive import ArchiveConnection, report_tables
 from roadwatch.streams.archive.intercept import month_tasks
-from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
+from roadwatch.streams.cases import CaseStore
 
 from .narrative import narrative
 from .overload import overload_section
@@ -138,7 +138,7 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
     if tables is None:
         overload = {"available": False, "reason": "未提供归档：无称重数据 (no archive given: overload tables absent)"}
     else:
-        names = {s: st.name for s, st in registry.stations.items()}
+        names = registry.point_names()          # stations and mobile units
         overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_acts"], names, dec,
                                     tables["escalations"], _last_day(month), intercept_tasks=tables["intercept_tasks"],
                                     month=month, now_ms=iso_to_epoch_ms(snapshot), station_kinds=station_kinds(registry))
