@@ -595,6 +595,12 @@ _k("intercept.outcome_publish_s", 2.0, "ops",
 _k("intercept.metrics_interval_s", 30.0, "ops",
    "how often the WIM worker refreshes this month's 拦截率 / 查处率 gauges from the archive", lo=1.0, hi=3600.0)
 
+# --- performance: wire format (models/pingbatch.py, docs/formats.md) -------------------------------------------
+_k("stream.wire_format", "arrow", "ops (docs/legal-basis.md §10)",
+   "encoding of the gps-pings records our producers write (gateway, platform link, simulators): arrow = an Apache "
+   "Arrow IPC record batch (read without parsing), json = the JSON columnar form; the worker reads both",
+   ("arrow", "json"))
+
 
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""

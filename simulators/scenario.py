@@ -526,7 +526,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
     parts_n = cfg["stream.partitions"]
     vinfo = [(v.plate, v.plate_color, v.terminal_id or "0", v.driver_id or None) for v in ctx.vlist]
     ping_recs = ping_records(cols, vinfo, parts_n, cfg["stream.batch_max_pings"],
-                             float(raw["scenario"].get("flush_s", 5.0))) if cols else []
+                             float(raw["scenario"].get("flush_s", 5.0)), cfg["stream.wire_format"]) if cols else []
     wim_recs = []
     settle = bool(raw["scenario"].get("settle_before_scripted_wim", True))
     for r in sorted(ctx.readings, key=lambda r: (r["ts"], r["reading_id"])):

@@ -85,7 +85,7 @@ class PartitionStates:
         # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
         rows = e.unsaved_rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
-        blob = e.proc.snapshot()
+        blob = archive.pack_state(e.proc.snapshot(compress=False))
         archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
                                         day_rows=rows, track_points=points, alerts=e.pending_alerts)
         M.SNAPSHOTS.inc()

@@ -34,7 +34,7 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(WIM_READINGS, "plate (raw bytes)", "one WIM reading, JSON (models.records.WimReading)", True),
     TopicSpec(GPS_PINGS, "plate of the first ping (raw); all pings of one partition",
-              "columnar ping batch, JSON (models.pingbatch)", True),
+              "columnar ping batch, Arrow IPC or JSON by its first byte (models.pingbatch)", True),
     TopicSpec(DRIVER_EVENTS, "plate (raw bytes)", "IC card login/logout, JSON (models.records.DriverEvent)", True),
     TopicSpec(ALERTS, "plate", "live alert, JSON (models.records.Alert)", False),
     TopicSpec(OVERLOAD_CASES, "case id", "verdict + evidence manifest, JSON", False),

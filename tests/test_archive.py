@@ -308,6 +308,30 @@ def test_snapshot_written_by_one_worker_is_restored_by_another(archive_target):
     assert got["saved_by"].endswith(f":{p.pid}") and got["saved_by"] != archive.snapshots.WORKER_ID
 
 
+def test_state_is_stored_compressed_and_older_blobs_still_restore(archive_target):
+    """The worker stores the engine's npz uncompressed inside one Zstandard frame (streams/archive/
+    snapshots.py); a snapshot written before that (the npz with deflated entries) is read as it is."""
+    from test_gps_engine import scenario, scenario_registry
+    from test_gps_support import cols
+    states = _states(archive_target)
+    e = states.get(0)
+    e.proc.process(cols(scenario()))
+    e.next_offset, e.dirty = 5, True
+    states.flush(0)
+    conn = open_archive(archive_target)
+    stored = bytes(conn.execute("SELECT state FROM ping_state WHERE partition = 0").fetchone()[0])
+    assert stored.startswith(b"\x00rw-zstd\x00")
+    assert load_partition_snapshot(conn, "gps-pings", 0)["state"] == e.proc.snapshot(compress=False)
+    assert len(stored) < len(e.proc.snapshot(compress=False))
+    old = e.proc.snapshot()                       # deflated npz, as before
+    assert old[:2] == b"PK"
+    save_partition_snapshot(conn, "gps-pings", 0, 6, old, states.epoch)
+    close_all()
+    again = _states(archive_target).get(0)
+    assert again.next_offset == 6
+    assert again.proc.day_rows(dirty_only=False) == e.proc.day_rows(dirty_only=False)
+
+
 # --- copy and migrate commands ---------------------------------------------------------------------------
 
 def _fill(conn) -> None:

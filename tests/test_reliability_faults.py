@@ -269,8 +269,10 @@ def test_failed_snapshot_commit_keeps_everything_for_the_retry(tmp_path):
     from roadwatch.streams.archive import close_all
     from roadwatch.streams.gps import PartitionStates
 
-    registry = build_registry(30)
-    records = gps_records(build_gps_feed(30))
+    # 300 vehicles: the compressed state of a partition must need new pages of the archive (the Zstandard
+    # blob of 30 vehicles fits in the free room of a fresh archive's pages, and nothing would fail)
+    registry = build_registry(300)
+    records = gps_records(build_gps_feed(300))
 
     def run(data_dir, fail_first: bool):
         cfg = oracle_config()

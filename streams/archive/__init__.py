@@ -31,7 +31,7 @@ from .backend import (POSTGRESQL, SQLITE, ArchiveConnection, ArchiveError, Postg
                       SQLiteConnection, parse_target, redact)
 from .reports import month_has_rows, report_tables
 from .schema import LATEST, applied, current_version, migrate
-from .snapshots import (insert_track_points, load_partition_snapshot, load_partition_snapshots,
+from .snapshots import (insert_track_points, load_partition_snapshot, load_partition_snapshots, pack_state,
                         save_partition_snapshot, snapshot_progress, total_pings, upsert_alerts,
                         upsert_vehicle_days)
 from .tracks import prune_track_points, recent_track
@@ -39,8 +39,8 @@ from .tracks import prune_track_points, recent_track
 __all__ = [
     "ArchiveConnection", "ArchiveError", "POSTGRESQL", "SQLITE", "LATEST", "applied", "archive_target",
     "close_all", "close_pools", "current_version", "insert_track_points", "load_partition_snapshot",
-    "load_partition_snapshots", "migrate", "month_has_rows", "open_archive", "parse_target", "prune_track_points",
-    "recent_track", "redact", "report_tables", "save_partition_snapshot",
+    "load_partition_snapshots", "migrate", "month_has_rows", "open_archive", "pack_state", "parse_target",
+    "prune_track_points", "recent_track", "redact", "report_tables", "save_partition_snapshot",
     "snapshot_progress", "total_pings", "upsert_alerts", "upsert_vehicle_days",
 ]
 
