@@ -414,7 +414,7 @@ _k("fatigue.rest_max_move_km", 1.0, "docs/legal-basis.md §7 (project decision)"
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
 _k("late.replay_window_h", 1.0, "docs/legal-basis.md §7 (project decision)",
-   "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
+   "late and re-uploaded pings up to this far behind the vehicle's newest fix when they arrive (event time) "
    "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
    "track gaps; 0 = off", lo=0.0, hi=48.0)
 

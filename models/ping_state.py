@@ -49,9 +49,10 @@ Rule details:
 - ``late``: alerts raised by re-uploaded pings or pings older than ``alerts.late_after_s`` vs the
   watermark carry ``late: true``.
 
-Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but inside its replay
-window (``late.replay_window_h``; checkpoints "a"/"b" of the rule state rotate so the window is 1–2× that)
-is merged into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
+Late data (``_replay_late``): a qualified ping older than the vehicle's newest one by at most
+``late.replay_window_h`` when it arrives (event time, so the same pings are merged however the feed was cut
+into batches; checkpoints "a"/"b" of the rule state rotate so that "a" always lies behind that edge and the
+samples held span 1–2× the window) is merged into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
 and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters added since the checkpoint are
 replaced by the re-derived ones; alerts that changed are published again, alerts that no longer hold are
 published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps only.
@@ -101,6 +102,10 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
                "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits")
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
+# one held sample of the replay window (``_history``): packed, 41 B (was 7 float64 columns, 56 B); the values
+# the rules read keep their full precision, so a replay sees exactly what the first pass saw
+HIST = np.dtype([("v", "<i4"), ("ts", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("spd", "<f8"), ("drv", "<i4"),
+                 ("late", "u1")], align=False)
 
 
 def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
@@ -203,11 +208,12 @@ class PingProcessor:
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
         self.stale_total = 0
-        self._hist = np.zeros((0, 7))            # samples inside the replay window (``_history``)
+        self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
         self._late_pending: set[int] = set()
         self._replay_before_b = False
+        self._alog_n = 0                          # alerts of the current batch already in ``alog``
         self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
         self.drivers: list[str] = []             # driver code → 从业资格证 number (IC card)
         self.driver_index: dict[str, int] = {}
@@ -321,14 +327,12 @@ class PingProcessor:
         ctx = self._context(cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts,
                             q.wm_after, reasons, time_ok)
         alerts: list[tuple] = []
+        self._alog_n = 0
         self._rounds(ctx, np.flatnonzero(attributed), alerts, out, ROUND_STEPS)
         if self.replay_ms > 0:
-            for _, _, al in alerts:
-                if al["type"] in RULE_ALERTS:
-                    self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
+            self._log_alerts(alerts)
         if self._late_pending:
             self._replay_late(alerts, out, n)
-        self._rotate_checkpoints(np.unique(idx[attributed]))
         alerts.sort(key=lambda x: (x[0], x[1]))
         out.alerts = [a for _, _, a in alerts]
         out.qualified = int(np.count_nonzero(reasons == 0))      # after the duplicate check
@@ -394,11 +398,11 @@ class PingProcessor:
         chunks reach half its size (amortised O(1) per sample)."""
         if self.replay_ms <= 0 or not len(vi):
             return
-        self._hist_new.append(np.stack([vi.astype(np.float64), t.astype(np.float64), lat, lon,
-                                        spd.astype(np.float64), late.astype(np.float64),
-                                        drv.astype(np.float64)], axis=1))
+        h = np.empty(len(vi), dtype=HIST)
+        h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
+        self._hist_new.append(h)
         self._hist_new_n += len(vi)
-        if self._hist_new_n > max(50_000, len(self._hist) // 2):
+        if self._hist_new_n > max(4096, len(self._hist) // 2):
             self._history()
 
     def _history(self) -> np.ndarray:
@@ -409,13 +413,13 @@ class PingProcessor:
         if self._hist_new:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
-            h = h[np.lexsort((h[:, 1], h[:, 0]))]
+            h = h[np.lexsort((h["ts"], h["v"]))]
             if len(h) > 1:
-                same = (h[1:, 0] == h[:-1, 0]) & (h[1:, 1] == h[:-1, 1])
+                same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
                 h = h[np.concatenate([[True], ~same])]
             self._hist = h
         h = self._hist
-        keep = h[:, 1] > self.a["ck_ts"][h[:, 0].astype(np.int64)]
+        keep = h["ts"] > self.a["ck_ts"][h["v"]]
         if not keep.all():
             self._hist = h = h[keep]
         return h
@@ -423,19 +427,27 @@ class PingProcessor:
     def _history_rows(self, vs: np.ndarray) -> np.ndarray:
         """Held samples of the vehicles ``vs`` (sorted), sorted by vehicle then time."""
         h = self._history()
-        lo = np.searchsorted(h[:, 0], vs, "left")
-        hi = np.searchsorted(h[:, 0], vs, "right")
-        return np.concatenate([h[i:j] for i, j in zip(lo.tolist(), hi.tolist())] or [np.zeros((0, 7))])
+        lo = np.searchsorted(h["v"], vs, "left")
+        hi = np.searchsorted(h["v"], vs, "right")
+        return np.concatenate([h[i:j] for i, j in zip(lo.tolist(), hi.tolist())] or [np.zeros(0, dtype=HIST)])
 
-    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int) -> None:
+    def _log_alerts(self, alerts: list) -> None:
+        """Remember the rule alerts raised by the live pass since the last call (``alog``: what a replay
+        compares its re-derived alerts with)."""
+        for _, _, al in alerts[self._alog_n:]:
+            if al["type"] in RULE_ALERTS:
+                self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
+        self._alog_n = len(alerts)
+
+    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int, only: list | None = None) -> None:
         """Vehicles that received pings older than their newest sample (re-uploads, late pings) inside the
         replay window: restore the rule state of their checkpoint, re-apply every held sample in time order
         (the late ones merged in), put the re-derived rule counters in place of the old ones, and publish
         the difference: alerts the late data raises (late, with their true event time), corrected ones, and
         withdrawn ones (state "withdrawn", never silently dropped)."""
         a = self.a
-        vs = np.array(sorted(self._late_pending), dtype=np.int64)
-        self._late_pending = set()
+        vs = np.array(sorted(self._late_pending if only is None else only), dtype=np.int64)
+        self._late_pending.difference_update(vs.tolist())
         rows = self._history_rows(vs)
         out.replayed += len(vs)
         # rule state back to the checkpoint; counters lose what the rules added since then
@@ -454,27 +466,27 @@ class PingProcessor:
                 else:
                     del self.gaps.gaps[v]
         m = len(rows)
-        vi = rows[:, 0].astype(np.int64)
+        vi = rows["v"].astype(np.int64)
         cols = PingColumns(plate=[self.plates[v] for v in vi.tolist()], terminal_id=[""] * m,
-                           plate_color=np.zeros(m, dtype=np.int64), ts=rows[:, 1].astype(np.int64),
-                           lat=rows[:, 2].copy(), lon=rows[:, 3].copy(), speed_kmh=rows[:, 4].copy(),
+                           plate_color=np.zeros(m, dtype=np.int64), ts=rows["ts"].copy(),
+                           lat=rows["lat"].copy(), lon=rows["lon"].copy(), speed_kmh=rows["spd"].copy(),
                            heading=np.zeros(m, dtype=np.int64), altitude_m=np.zeros(m),
                            alarm_flags=np.zeros(m, dtype=np.int64), status_flags=np.zeros(m, dtype=np.int64),
-                           reupload=rows[:, 5] > 0, driver_id=[None] * m, mileage_km=[None] * m)
+                           reupload=rows["late"] > 0, driver_id=[None] * m, mileage_km=[None] * m)
         ones = np.ones(m, dtype=bool)
-        ctx = self._context(cols, vi, ones, ones, ones, ones, rows[:, 5] > 0, rows[:, 6].astype(np.int32),
+        ctx = self._context(cols, vi, ones, ones, ones, ones, rows["late"] > 0, rows["drv"].astype(np.int32),
                             cols.ts, cols.ts, np.zeros(m, dtype=np.uint16), ones)
         raised: list[tuple] = []
         # up to checkpoint "b" first, so that "b" is taken again from the corrected timeline
         ckb = a["ckb_ts"][vi]
-        first = np.flatnonzero(rows[:, 1].astype(np.int64) <= ckb)
+        first = np.flatnonzero(rows["ts"] <= ckb)
         self._replay_before_b = True
         self._rounds(ctx, first, raised, out, REPLAY_STEPS, replay=True)
         self._replay_before_b = False
         hb = vs[a["ckb_ts"][vs] != NONE]
         for f in RULE_FIELDS:
             a["ckb_" + f][hb] = a[f][hb]
-        self._rounds(ctx, np.flatnonzero(rows[:, 1].astype(np.int64) > ckb), raised, out, REPLAY_STEPS,
+        self._rounds(ctx, np.flatnonzero(rows["ts"] > ckb), raised, out, REPLAY_STEPS,
                      replay=True)
         # a day's row is published again only when a value changed
         a["dirty"][vs] = dirty0 | (np.round(a["cnt"][vs], 6) != np.round(cnt0, 6)).any(axis=2)
@@ -499,31 +511,40 @@ class PingProcessor:
                     k += 1
             self.alog[v] = {aid: al for aid, al in new.items()}
 
-    def _rotate_checkpoints(self, vs: np.ndarray) -> None:
-        """Keep each vehicle's replay window between ``late.replay_window_h`` and twice that: checkpoint
-        "a" (the replay start) takes over checkpoint "b" once "b" is a window old; "b" restarts at the
-        newest sample."""
-        if self.replay_ms <= 0 or not len(vs):
+    def _step_checkpoints(self, r: "_Round") -> None:
+        """Move the replay checkpoints in event time, at the vehicle's first qualified fix a window after
+        checkpoint "b" (before that fix is applied): "a" (where a replay starts) takes over "b", and "b"
+        restarts at the newest fix. Taken ping by ping, never at batch ends, so where the window starts
+        does not depend on how the feed was cut into batches; "a" stays one to two windows behind the
+        newest fix. A replay still pending for the vehicle (late data earlier in this batch) is run first, so
+        that "b" always holds the corrected timeline."""
+        a, vi, t = self.a, r.vi, r.t
+        ql = a["q_last"][vi]
+        newer = r.qp & (ql != NONE) & (t > ql)
+        if not newer.any():
             return
-        a = self.a
-        newest = a["q_last"][vs]
-        has = newest != NONE
-        unset_b = has & (a["ckb_ts"][vs] == NONE)
-        rot = has & ~unset_b & (newest - a["ckb_ts"][vs] >= self.replay_ms)
-        rv = vs[rot]
+        ckb = a["ckb_ts"][vi]
+        unset_b = newer & (ckb == NONE)
+        rot = newer & (ckb != NONE) & (t - ckb >= self.replay_ms)
+        if not (unset_b | rot).any():
+            return
+        rv = vi[rot]
+        pend = [v for v in rv.tolist() if v in self._late_pending]
+        if pend:
+            self._log_alerts(r.alerts)
+            self._replay_late(r.alerts, r.out, int(r.P.min()), pend)
+            self._alog_n = len(r.alerts)     # what the replay published is not live-pass output
         if len(rv):
             for f in RULE_FIELDS:
                 a["ck_" + f][rv] = a["ckb_" + f][rv]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
             a["rc_a"][rv] = a["rc_b"][rv]
-        bv = vs[unset_b | rot]
-        if len(bv):
-            for f in RULE_FIELDS:
-                a["ckb_" + f][bv] = a[f][bv]
-            a["ckb_ts"][bv] = a["q_last"][bv]
-            a["rc_b"][bv] = 0.0
-        moved = vs[rot]
-        for v in moved.tolist():
+        bv = vi[unset_b | rot]
+        for f in RULE_FIELDS:
+            a["ckb_" + f][bv] = a[f][bv]
+        a["ckb_ts"][bv] = a["q_last"][bv]
+        a["rc_b"][bv] = 0.0
+        for v in rv.tolist():
             lim = int(a["ck_ts"][v])
             log = self.alog.get(v)
             if log:
@@ -623,8 +644,10 @@ class PingProcessor:
         if self.replay_ms > 0 and not r.replay:
             # older than the vehicle's newest fix: inside the replay window it is merged into the timeline
             # after the round (``_replay_late``), older than the window it only fills track gaps
+            self._step_checkpoints(r)
             late = qp & (t < a["q_last"][vi])
-            # (a fix for a day no longer held cannot change that day's row: it is not merged either)
+            # newer than checkpoint "a" (moved in event time, ``_step_checkpoints``): merged. (A fix for a day
+            # no longer held cannot change that day's row: it is not merged either.)
             again = late & (t > a["ck_ts"][vi]) & ~r.stale
             for v in vi[again].tolist():
                 self._late_pending.add(v)
@@ -941,7 +964,7 @@ class PingProcessor:
             p = int(r.P[j])
             v = int(r.vi[j])
             res = self.gaps.fill(v, int(r.t[j]), float(c.cols.lat[p]), float(c.cols.lon[p]), float(c.speed[p]),
-                                 int(r.d[j]))
+                                 int(r.d[j]), before=int(self.a["ck_ts"][v]) if self.replay_ms > 0 else None)
             if res is None:
                 continue
             if res[0] == "drift":
@@ -1168,7 +1191,7 @@ class PingProcessor:
             track = z["__track__"]
             self.track_buf = [track] if len(track) else []
             if "__hist__" in z.files:
-                self._hist = z["__hist__"]
+                self._hist = _hist_from_snapshot(z["__hist__"])
             had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
@@ -1195,6 +1218,16 @@ class PingProcessor:
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
         self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
         return self
+
+
+def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
+    """Held samples of a snapshot: packed (``HIST``), or the 7 float64 columns of earlier snapshots."""
+    if arr.dtype == HIST:
+        return arr
+    h = np.empty(len(arr), dtype=HIST)
+    for k, name in enumerate(("v", "ts", "lat", "lon", "spd", "late", "drv")):
+        h[name] = arr[:, k] if len(arr) else []
+    return h
 
 
 def format_ts_ms(ms: int) -> str:
