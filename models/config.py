@@ -529,6 +529,16 @@ _k("input.max_rejected_share", 0.01, "ops",
    "assess gps / assess wim / report monthly --pings: refuse the input (exit 2) when more than this share "
    "of its lines or pings is rejected", lo=0.0, hi=1.0)
 
+# --- late data for past days and closed months (models/ping_state.py, streams/monthly.py) -------------------
+_k("report.close_grace_h", 1.0, "docs/legal-basis.md §8 (project decision)",
+   "the monthly report of a month is made this long after the month ends (Beijing time; its statistic time): "
+   "late data of the month received before then still counts in it", lo=0.0, hi=240.0)
+_k("late.recompute_horizon_days", 0, "docs/legal-basis.md §7 (project decision)",
+   "vehicle-day rows of past days are recomputed when late data for them arrives up to this many days after "
+   "the day (0 = until the month's report is made, report.close_grace_h); later data is counted on the day "
+   "it is received and flagged (late_from_closed)", lo=0, hi=366)
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

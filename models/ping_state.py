@@ -49,13 +49,21 @@ Rule details:
 - ``late``: alerts raised by re-uploaded pings or pings older than ``alerts.late_after_s`` vs the
   watermark carry ``late: true``.
 
-Late data (``_replay_late``): a qualified ping older than the vehicle's newest one by at most
-``late.replay_window_h`` when it arrives (event time, so the same pings are merged however the feed was cut
-into batches; checkpoints "a"/"b" of the rule state rotate so that "a" always lies behind that edge and the
-samples held span 1–2× the window) is merged into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
+Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but newer than its replay
+checkpoint "a" is merged (checkpoints "a"/"b" of the rule state move ping by ping in event time,
+``_step_checkpoints``, so "a" lies one to two ``late.replay_window_h`` behind the newest fix and the same
+pings are merged however the feed was cut into batches) into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
 and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters added since the checkpoint are
 replaced by the re-derived ones; alerts that changed are published again, alerts that no longer hold are
-published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps only.
+published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps that end
+before checkpoint "a" only.
+
+Past days and closed months: a ping for a day older than the vehicle's in-memory day slots adds its
+contributions to ``past`` (per vehicle and day); the caller recomputes that day's row on the row it stored
+(``merge_past_days``: absolute values). A ping whose day belongs to a month whose report has been made
+(``report.close_grace_h`` after the month ends, by the watermark) — or that is older than
+``late.recompute_horizon_days`` — takes part in no rule and is counted on the day it was received (the
+watermark's day), in ``late_from_closed`` too.
 """
 from __future__ import annotations
 
@@ -72,7 +80,7 @@ from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
-from .monitoring import (CATEGORY_CODES, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
+from .monitoring import (BEIJING_OFFSET_MS, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
                          local_day_tod, make_alert, night_overlap_ms, overspeed_severity)
 from .quality import BIT, NO_WATERMARK, POSITION_DEFECTS, REASONS, classify, plate_valid
@@ -86,11 +94,11 @@ RECENT = 16                # fix times remembered per vehicle for the duplicate 
 STATUS_ACC = 1
 
 # day counter columns (vehicle_day table order after plate/day)
-F_PINGS, F_QUAL, F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW, F_OFFLINE = range(9)
-N_FIELDS = 9
+F_PINGS, F_QUAL, F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW, F_OFFLINE, F_CLOSED = range(10)
+N_FIELDS = 10
 DAY_COLUMNS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
-               "fatigue_s", "curfew_events", "offline_events")
-_INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE)
+               "fatigue_s", "curfew_events", "offline_events", "late_from_closed")
+_INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE, F_CLOSED)
 # day counters that the rules derive from the time-ordered samples (re-derived when late data arrives)
 RULE_F_IDX = (F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW)
 # per-vehicle state the time-ordered rules own (restored from a checkpoint before a replay)
@@ -208,6 +216,7 @@ class PingProcessor:
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
         self.stale_total = 0
+        self.past: dict[tuple[int, int], np.ndarray] = {}   # (vehicle, day) → contributions to a day not held
         self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
@@ -241,6 +250,8 @@ class PingProcessor:
         self.os_merge_ms = int(c["speeding.merge_s"]) * 1000
         self.offline_ms = int(c["offline.timeout_s"]) * 1000
         self.late_ms = int(c["alerts.late_after_s"]) * 1000
+        self.close_grace_ms = int(round(float(c["report.close_grace_h"]) * HOUR_MS))
+        self.horizon_days = int(c["late.recompute_horizon_days"])
         self.sample_ms = int(c["source.track_sample_s"]) * 1000
         self.alarm_unpositioned = bool(c["alerts.alarm_from_unpositioned"])
         self.limit_keys = sorted(set(self.limits.keys.values()))
@@ -318,14 +329,16 @@ class PingProcessor:
         else:
             alarm_ok = qualified
         ts = cols.ts
-        count_ts = np.where(time_ok, ts, np.where(q.wm_after != NO_WATERMARK, q.wm_after, ts))
         has_wm = q.wm_after != NO_WATERMARK
+        closed = attributed & time_ok & has_wm & self._day_closed(ts, q.wm_after)
+        # counted on the day received: pings refused for their time, and pings of a closed month
+        count_ts = np.where(time_ok & ~closed, ts, np.where(has_wm, q.wm_after, ts))
         late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
         drivers = cols.driver_id
         driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
                   else np.full(n, -1, dtype=np.int32))
         ctx = self._context(cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts,
-                            q.wm_after, reasons, time_ok)
+                            q.wm_after, reasons, time_ok, closed)
         alerts: list[tuple] = []
         self._alog_n = 0
         self._rounds(ctx, np.flatnonzero(attributed), alerts, out, ROUND_STEPS)
@@ -342,8 +355,19 @@ class PingProcessor:
                 out.reasons[name] = c
         return out
 
+    def _day_closed(self, ts: np.ndarray, wm: np.ndarray) -> np.ndarray:
+        """Pings whose Beijing day can no longer change its row: its month's report has been made
+        (``report.close_grace_h`` after the month ended, by the watermark) or it is more than
+        ``late.recompute_horizon_days`` (when set) older than the watermark's day."""
+        day, _ = local_day_tod(ts)
+        nxt = (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
+        closed = wm >= nxt * DAY_MS - BEIJING_OFFSET_MS + self.close_grace_ms
+        if self.horizon_days > 0:
+            closed |= local_day_tod(wm)[0] - day > self.horizon_days
+        return closed
+
     def _context(self, cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts, wm_after,
-                 reasons, time_ok) -> "_Batch":
+                 reasons, time_ok, closed=None) -> "_Batch":
         """Per-ping values every rule step reads (day, night, limits, zones, curfew window …)."""
         n = len(cols)
         day, _ = local_day_tod(count_ts)
@@ -366,8 +390,10 @@ class PingProcessor:
         limit = self.limits.table[cat, on_exp.astype(np.int64), night.astype(np.int64)]
         over = speed > limit
         curfew_win = in_window(tod, *self.curfew) & moving & self.a["curfew_ok"][safe_idx]
+        if closed is None:
+            closed = np.zeros(n, dtype=bool)
         return _Batch(cols, idx, qualified, trusted, alarm_ok, day, tod, speed, moving, night, late, limit,
-                      over, on_exp, curfew_win, zbits, wm_after, cat, reasons, time_ok, driver)
+                      over, on_exp, curfew_win, zbits, wm_after, cat, reasons, time_ok, driver, closed)
 
     def _rounds(self, ctx: "_Batch", P_all: np.ndarray, alerts: list, out: ProcessOutput, steps,
                 replay: bool = False) -> None:
@@ -550,6 +576,40 @@ class PingProcessor:
             if log:
                 self.alog[v] = {k: al for k, al in log.items() if iso_to_epoch_ms(al["start_ts"]) > lim}
 
+    def _add_past(self, v: int, d: int, delta: np.ndarray) -> None:
+        acc = self.past.get((v, d))
+        if acc is None:
+            acc = self.past[(v, d)] = np.zeros(N_FIELDS)
+        acc += delta
+
+    def past_day_keys(self) -> list[tuple[str, str]]:
+        """(plate, day) of the past days that late data changed since the last ``merge_past_days``."""
+        return sorted({(self.plates[v], day_string(d)) for v, d in self.past})
+
+    def merge_past_days(self, rows: list[dict], stored: list[dict]) -> list[dict]:
+        """Recompute the rows of past days (``past_day_keys``) as absolute values: each on its newest row —
+        from ``rows`` (not yet stored, e.g. drained by ``day_rows``) or else from ``stored`` (the archive's
+        rows of those keys) or else from zero. Returns ``rows`` with the recomputed rows in place (one row per
+        key, sorted) and forgets the contributions."""
+        base = {(r["plate"], r["day"]): r for r in stored}
+        out: dict[tuple[str, str], dict] = {}
+        for r in rows:
+            out[(r["plate"], r["day"])] = r
+        base.update(out)
+        updated = format_ts_ms(self.watermark_ms)
+        for (v, d), delta in sorted(self.past.items()):
+            key = (self.plates[v], day_string(d))
+            old = base.get(key)
+            row = {"plate": key[0], "day": key[1]}
+            for f, name in enumerate(DAY_COLUMNS):
+                val = (float(old.get(name, 0) or 0) if old else 0.0) + float(delta[f])
+                row[name] = int(round(val)) if f in _INT_FIELDS else round(val, 6)
+            row["online"] = row["pings"] > 0
+            row["updated_at"] = updated
+            base[key] = out[key] = row
+        self.past = {}
+        return sorted(out.values(), key=lambda r: (r["plate"], r["day"]))
+
     def _slot_prepare(self, vi: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Make the day slots of (vehicle, day) current; returns the mask of pings whose day is stale."""
         a = self.a
@@ -573,7 +633,10 @@ class PingProcessor:
         vi_a, d_a = np.array([vi]), np.array([d])
         if self._slot_prepare(vi_a, d_a)[0]:
             self.stale_total += 1
-            return False
+            delta = np.zeros(N_FIELDS)
+            delta[f] = value
+            self._add_past(vi, d, delta)
+            return True
         s = d % self.slots
         self.a["cnt"][vi, s, f] += value
         self.a["dirty"][vi, s] = True
@@ -590,7 +653,7 @@ class PingProcessor:
         r.d = c.day[P]
         r.stale = self._slot_prepare(r.vi, r.d)
         r.delta = np.zeros((len(P), N_FIELDS), dtype=np.float64)
-        r.qp = c.qualified[P].copy()
+        r.qp = c.qualified[P] & ~c.closed[P]
         r.tr = c.trusted[P].copy()
         r.sample = np.zeros(len(P), dtype=bool)
         for step in steps or ROUND_STEPS:
@@ -616,7 +679,9 @@ class PingProcessor:
             a["recent_ts"][kv, pos] = r.t[keep]
             a["recent_pos"][kv] = (pos + 1) % RECENT
         r.delta[:, F_PINGS] = np.where(dup, 0.0, 1.0)
-        r.delta[:, F_QUAL] = r.qp
+        cl = r.c.closed[r.P] & ~dup
+        r.delta[:, F_QUAL] = r.qp | (cl & r.c.qualified[r.P])
+        r.delta[:, F_CLOSED] = cl
 
     def _step_liveness(self, r: "_Round") -> None:
         """Offline episodes. Liveness follows RECEIPT in event time (the watermark when the ping arrived), so a
@@ -944,6 +1009,8 @@ class PingProcessor:
             k = int(r.stale.sum())
             r.out.stale_day += k
             self.stale_total += k
+            for j in np.flatnonzero(r.stale):     # a day no longer held: its stored row is recomputed
+                self._add_past(int(r.vi[j]), int(r.d[j]), r.delta[j])
         gv, gs = r.vi[good], (r.d % self.slots)[good]
         a["cnt"][gv, gs] += r.delta[good]
         a["dirty"][gv, gs] = True
@@ -1141,10 +1208,11 @@ class PingProcessor:
             flts = np.round(cnts[:, [F_KM, F_KMINC, F_FATIGUE]], 6).tolist()
             dstr = {d: day_string(d) for d in set(days)}
             plates = self.plates
-            for v, d, (pi, qu, dr, os_, cu, of), (km, kmi, fs) in zip(vs.tolist(), days, ints, flts):
+            for v, d, (pi, qu, dr, os_, cu, of, lc), (km, kmi, fs) in zip(vs.tolist(), days, ints, flts):
                 rows.append({"plate": plates[v], "day": dstr[d], "pings": pi, "qualified": qu, "km_total": km,
                              "km_incomplete": kmi, "drift_points": dr, "overspeed_count": os_, "fatigue_s": fs,
-                             "curfew_events": cu, "offline_events": of, "online": pi > 0})
+                             "curfew_events": cu, "offline_events": of, "late_from_closed": lc,
+                             "online": pi > 0})
         a["dirty"][:n] = False
         if self.watermark != NO_WATERMARK:
             self.gaps.prune(self.watermark)
@@ -1160,7 +1228,8 @@ class PingProcessor:
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
-                "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())]}
+                "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
+                "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array(), "__hist__": self._history()}
         arrays.update((k, v[: self.n]) for k, v in self.a.items())
@@ -1195,7 +1264,11 @@ class PingProcessor:
             had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
-                    self.a[k][:n] = z[k]
+                    src = z[k]
+                    if k == "cnt" and src.shape[-1] != N_FIELDS:     # before late_from_closed: 9 columns
+                        self.a[k][:n, :, :src.shape[-1]] = src
+                    else:
+                        self.a[k][:n] = src
         self.n = n
         self.plates = list(meta["plates"])
         for i, p in enumerate(self.plates):
@@ -1217,6 +1290,7 @@ class PingProcessor:
         self.drivers = list(meta.get("drivers", []))
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
         self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
+        self.past = {(int(v), int(d)): np.array(x, dtype=np.float64) for v, d, x in meta.get("past", [])}
         return self
 
 
@@ -1257,6 +1331,7 @@ class _Batch:
     reasons: np.ndarray          # quality reason mask per ping (the duplicate step adds its bit)
     time_ok: np.ndarray
     driver: np.ndarray           # driver code per ping (-1 unknown)
+    closed: np.ndarray           # its day's month is closed: no rule, counted on the day received
 
 
 class _Round:

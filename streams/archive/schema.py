@@ -131,6 +131,9 @@ CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
     Migration(2, "ping_state.saved_by: the worker (host:pid) that wrote each partition snapshot", """
 ALTER TABLE ping_state ADD COLUMN saved_by TEXT NOT NULL DEFAULT '';
 """),
+    Migration(3, "vehicle_day.late_from_closed: pings of a closed month counted on the day they were received", """
+ALTER TABLE vehicle_day ADD COLUMN late_from_closed INTEGER NOT NULL DEFAULT 0;
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version
