@@ -420,15 +420,16 @@ class PingProcessor:
 
     # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
     def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
-        """Remember samples for a later replay: appended as chunks, merged into the sorted store when the
-        chunks reach half its size (amortised O(1) per sample)."""
+        """Remember samples for a later replay: appended as chunks (each sorted by vehicle: one round),
+        merged into the sorted store when they reach an eighth of its size — a merge of sorted runs, linear
+        (``_history``), so the chunks waiting cost little memory."""
         if self.replay_ms <= 0 or not len(vi):
             return
         h = np.empty(len(vi), dtype=HIST)
         h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
         self._hist_new.append(h)
         self._hist_new_n += len(vi)
-        if self._hist_new_n > max(4096, len(self._hist) // 2):
+        if self._hist_new_n > max(4096, len(self._hist) // 8):
             self._history()
 
     def _history(self) -> np.ndarray:
@@ -439,7 +440,12 @@ class PingProcessor:
         if self._hist_new:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
-            h = h[np.lexsort((h["ts"], h["v"]))]
+            v, ts = h["v"].astype(np.int64), h["ts"]
+            if len(h) and v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
+                # one int64 key (vehicle, time): a stable sort of it merges the sorted runs in linear time
+                h = h[np.argsort((v << 42) | ts, kind="stable")]
+            else:
+                h = h[np.lexsort((ts, v))]
             if len(h) > 1:
                 same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
                 h = h[np.concatenate([[True], ~same])]
