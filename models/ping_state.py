@@ -50,12 +50,12 @@ Rule details:
   watermark carry ``late: true``.
 
 Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but newer than its replay
-checkpoint "a" is merged (checkpoints "a"/"b" of the rule state move ping by ping in event time,
-``_step_checkpoints``, so "a" lies one to two ``late.replay_window_h`` behind the newest fix and the same
-pings are merged however the feed was cut into batches) into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
-and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters added since the checkpoint are
-replaced by the re-derived ones; alerts that changed are published again, alerts that no longer hold are
-published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps that end
+checkpoint "a" is merged into the vehicle's held samples (checkpoints "a"/"b" of the rule state move ping by
+ping in event time, ``_step_checkpoints``, so "a" lies one to two ``late.replay_window_h`` behind the newest
+fix and the same pings are merged however the feed was cut into batches); after the batch the rule state is
+restored from checkpoint "a" and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters
+added since the checkpoint are replaced by the re-derived ones; alerts that changed are published again,
+alerts that no longer hold are published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps that end
 before checkpoint "a" only.
 
 Past days and closed months: a ping for a day older than the vehicle's in-memory day slots adds its
@@ -1365,7 +1365,7 @@ ROUND_STEPS: tuple[Step, ...] = (
     Step("liveness", ("offline.timeout_s",), PingProcessor._step_liveness),
     Step("track", ("drift.v_max_kmh", "drift.stationary_jump_km", "drift.stationary_speed_kmh",
                    "drift.stationary_jump_max_s", "drift.stationary_hold", "drift.reanchor_after", "track.gap_s",
-                   "track.gap_km"), PingProcessor._step_track),
+                   "track.gap_km", "late.replay_window_h"), PingProcessor._step_track),
     Step("overspeed", ("speeding.min_duration_s", "speeding.merge_s", "speeding.*", "track.gap_s"),
          PingProcessor._step_overspeed),
     Step("fatigue", ("fatigue.day_continuous_h", "fatigue.night_continuous_h", "fatigue.min_rest_min",
