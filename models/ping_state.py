@@ -471,7 +471,8 @@ class PingProcessor:
                 self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
         self._alog_n = len(alerts)
 
-    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int, only: list | None = None) -> None:
+    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int, only: list | None = None,
+                     k0: int = 0) -> None:
         """Vehicles that received pings older than their newest sample (re-uploads, late pings) inside the
         replay window: restore the rule state of their checkpoint, re-apply every held sample in time order
         (the late ones merged in), put the re-derived rule counters in place of the old ones, and publish
@@ -528,7 +529,7 @@ class PingProcessor:
         by_v: dict[int, dict] = {int(v): {} for v in vs}
         for aid, al in newest.items():
             by_v[self.index[al["plate"]]][aid] = al
-        k = 0
+        k = k0        # (pos, k): where the published alerts sort among the batch's
         for v, new in by_v.items():
             old = self.alog.get(v, {})
             for aid, al in new.items():      # ``late`` comes from the fix that raised it (re-upload / late)
@@ -561,10 +562,11 @@ class PingProcessor:
         if not (unset_b | rot).any():
             return
         rv = vi[rot]
-        pend = [v for v in rv.tolist() if v in self._late_pending]
+        pend = [j for j in np.flatnonzero(rot).tolist() if int(vi[j]) in self._late_pending]
         if pend:
             self._log_alerts(r.alerts)
-            self._replay_late(r.alerts, r.out, int(r.P.min()), pend)
+            for j in pend:   # published at this fix's place in the batch, before what the fix itself raises
+                self._replay_late(r.alerts, r.out, int(r.P[j]), [int(vi[j])], k0=-(1 << 30))
             self._alog_n = len(r.alerts)     # what the replay published is not live-pass output
         if len(rv):
             for f in RULE_FIELDS:
