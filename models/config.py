@@ -414,9 +414,9 @@ _k("fatigue.rest_max_move_km", 1.0, "docs/legal-basis.md §7 (project decision)"
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
 _k("late.replay_window_h", 1.0, "docs/legal-basis.md §7 (project decision)",
-   "late and re-uploaded pings up to this far behind the vehicle's newest fix when they arrive (event time) "
-   "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
-   "track gaps; 0 = off", lo=0.0, hi=48.0)
+   "late and re-uploaded pings up to this old at least (the window's start moves in event time, one such "
+   "step at a time: 1–2× this behind the vehicle's newest fix) are merged into the vehicle's timeline and "
+   "every time-ordered rule is re-evaluated; older ones only fill track gaps; 0 = off", lo=0.0, hi=48.0)
 
 # --- console map, tracks and process hygiene (streams/web/, streams/demo.py) ----------------------------
 _k("web.host", "127.0.0.1", "ops", "address the console and /metrics listen on; 0.0.0.0 exposes them to the network")
