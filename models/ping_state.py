@@ -61,9 +61,9 @@ before checkpoint "a" only.
 Past days and closed months: a ping for a day older than the vehicle's in-memory day slots adds its
 contributions to ``past`` (per vehicle and day); the caller recomputes that day's row on the row it stored
 (``merge_past_days``: absolute values). A ping whose day belongs to a month whose report has been made
-(``report.close_grace_h`` after the month ends, by the watermark) — or that is older than
-``late.recompute_horizon_days`` — takes part in no rule and is counted on the day it was received (the
-watermark's day), in ``late_from_closed`` too.
+(``report.close_grace_h`` after the month ends, by the data clock: the newest fix time received) — or that
+is older than ``late.recompute_horizon_days`` — takes part in no rule and is counted on the data clock's day
+(the day it was received), in ``late_from_closed`` too.
 """
 from __future__ import annotations
 
@@ -217,6 +217,7 @@ class PingProcessor:
         self.track_buf: list[tuple] = []
         self.stale_total = 0
         self.past: dict[tuple[int, int], np.ndarray] = {}   # (vehicle, day) → contributions to a day not held
+        self.fix_clock = NONE                     # newest fix time with a plausible time (month close)
         self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
@@ -330,9 +331,14 @@ class PingProcessor:
             alarm_ok = qualified
         ts = cols.ts
         has_wm = q.wm_after != NO_WATERMARK
-        closed = attributed & time_ok & has_wm & self._day_closed(ts, q.wm_after)
-        # counted on the day received: pings refused for their time, and pings of a closed month
-        count_ts = np.where(time_ok & ~closed, ts, np.where(has_wm, q.wm_after, ts))
+        # the data's clock (newest fix time so far, ping by ping): a month is closed by it, not by receipt
+        # times, so a feed replayed the next day (``simulate --gateway``) is judged on its own time
+        fix_clock = np.maximum.accumulate(np.concatenate([[self.fix_clock], np.where(time_ok, ts, NONE)]))[1:]
+        self.fix_clock = int(fix_clock[-1])
+        closed = attributed & time_ok & self._day_closed(ts, fix_clock)
+        # counted on the day received: pings refused for their time (the watermark's day), and pings of a
+        # closed month (the data clock's day)
+        count_ts = np.where(closed, fix_clock, np.where(time_ok, ts, np.where(has_wm, q.wm_after, ts)))
         late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
         drivers = cols.driver_id
         driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
@@ -357,8 +363,8 @@ class PingProcessor:
 
     def _day_closed(self, ts: np.ndarray, wm: np.ndarray) -> np.ndarray:
         """Pings whose Beijing day can no longer change its row: its month's report has been made
-        (``report.close_grace_h`` after the month ended, by the watermark) or it is more than
-        ``late.recompute_horizon_days`` (when set) older than the watermark's day."""
+        (``report.close_grace_h`` after the month ended, by the data clock ``wm``) or it is more than
+        ``late.recompute_horizon_days`` (when set) older than the data clock's day."""
         day, _ = local_day_tod(ts)
         nxt = (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
         closed = wm >= nxt * DAY_MS - BEIJING_OFFSET_MS + self.close_grace_ms
@@ -1236,6 +1242,7 @@ class PingProcessor:
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
+                "fix_clock": self.fix_clock,
                 "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
@@ -1286,6 +1293,7 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
+        self.fix_clock = int(meta.get("fix_clock", NONE))
         if n and self.replay_ms > 0 and not had_window:
             # no replay window in the snapshot (version 1, or written with the window off): it starts now
             # (older late data only fills gaps)
