@@ -505,7 +505,8 @@ _k("documents.review_days", 60, "docs/legal-basis.md §9.2 (行政复议法 Art.
 _k("documents.litigation_months", 6, "docs/legal-basis.md §9.2 (行政诉讼法 Art. 46)",
    "months after service to sue, printed on the decision", lo=1, hi=24)
 _k("documents.templates_dir", "", "ops",
-   "folder with the agency's adapted templates (notice.html, inform.html, decision.html); a file missing there "
+   "folder with the agency's adapted templates (base.html — the shared frame —, notice.html, inform.html, decision.html, "
+   "agency_notice.html); a file missing there "
    "falls back to the bundled one; empty = bundled templates only")
 
 
@@ -524,10 +525,75 @@ _k("calendar.extra_workdays", "", "ops",
    "weekend days that are working days (调休 make-up days), comma-separated YYYY-MM-DD")
 
 
+# --- 抄告 and case-file review (models/notices.py, models/case_review.py) ----------------------------------
+_k("notices.due_working_days", 7, "docs/legal-basis.md §9.5 (62号令 2016 Art. 44)",
+   "the 抄告 to the vehicle's home transport agency is due this many working days after the case is closed "
+   "(calendar.* keys)", lo=1, hi=60)
+_k("notices.own_agency_id", "local", "ops",
+   "this agency's id in the exchange of 抄告 (the sender of our notices; inbound notices must be addressed to it)")
+_k("notices.agencies_file", "", "ops",
+   "TOML file of the known transport agencies ([[agency]] agency_id, name, plates = plate prefixes of its "
+   "area, public_key = its Ed25519 key): where our notices go and whose notices we accept; empty = none known")
+_k("notices.publish_interval_s", 30.0, "ops",
+   "how often the worker puts unsent 抄告 on the agency-notices topic and refreshes the overdue gauge",
+   lo=1.0, hi=3600.0)
+_k("review.sample_rate", 0.1, "docs/legal-basis.md §9.6 (project decision)",
+   "share of the month's closed cases drawn for case-file review (案卷评查); at least one when any closed",
+   lo=0.0, hi=1.0)
+_k("review.seed", 0, "docs/legal-basis.md §9.6 (project decision)",
+   "seed of the review sample: the same seed and month draw the same files", lo=0, hi=2**31 - 1)
+_k("review.decision_days", 90, "docs/legal-basis.md §9.6 (行政处罚法 Art. 60)",
+   "a decision is due within this many days after the case is filed (立案)", lo=1, hi=365)
+_k("review.service_days", 7, "docs/legal-basis.md §9.6 (行政处罚法 Art. 61)",
+   "the decision is to be served within this many days after it is made", lo=0, hi=60)
+
+
 # --- batch inputs (streams/feed_input.py) ------------------------------------------------------------
 _k("input.max_rejected_share", 0.01, "ops",
    "assess gps / assess wim / report monthly --pings: refuse the input (exit 2) when more than this share "
    "of its lines or pings is rejected", lo=0.0, hi=1.0)
+
+# --- interception (布控) at off-site points (models/intercept.py) ---------------------------------------------
+_k("intercept.enabled", True, "docs/legal-basis.md §11 (project decision)",
+   "create intercept tasks (布控) for passages over the intercept threshold")
+_k("intercept.actions", "fine", "docs/legal-basis.md §11 (project decision)",
+   "which verdicts are over the intercept threshold: fine (every fine-level case, the default) or "
+   "fine_or_warning", ("fine", "fine_or_warning"))
+_k("intercept.min_excess_pct", 0.0, "docs/legal-basis.md §11 (project decision)",
+   "and only when the excess over the limit is at least this percentage (0: every case of those actions)",
+   lo=0.0, hi=1000.0)
+_k("intercept.vehicle_kinds", "truck,train", "docs/legal-basis.md §11 (project decision)",
+   "vehicle classes intercepted (comma-separated: truck 货车, train 汽车列车)")
+_k("intercept.min_axles", 2, "docs/legal-basis.md §11 (project decision)",
+   "and only vehicles with at least this many axles", lo=2, hi=12)
+_k("intercept.expiry_min", 120, "docs/legal-basis.md §11 (project decision)",
+   "a task expires this long after the truck's latest passage that opened or updated it", lo=5, hi=2880)
+_k("intercept.max_eta_min", 120.0, "docs/legal-basis.md §11 (project decision)",
+   "enforcement points the truck would reach later than this are not tasked", lo=1.0, hi=1440.0)
+_k("intercept.max_targets", 3, "docs/legal-basis.md §11 (project decision)",
+   "at most this many enforcement points per task (the nearest by ETA)", lo=1, hi=20)
+_k("intercept.gps_max_age_s", 600, "docs/legal-basis.md §11 (project decision)",
+   "a GPS fix within this many seconds of the passage is the truck's live position (else the road graph)",
+   lo=10, hi=7200)
+_k("intercept.gps_min_move_m", 50.0, "docs/legal-basis.md §11 (project decision)",
+   "the heading comes from the latest fix and the newest earlier fix at least this far from it", lo=1.0, hi=5000.0)
+_k("intercept.heading_cone_deg", 60.0, "docs/legal-basis.md §11 (project decision)",
+   "a point is ahead of the truck when its bearing lies within this angle of the truck's heading",
+   lo=5.0, hi=180.0)
+_k("intercept.road_factor", 1.3, "docs/legal-basis.md §11 (project decision)",
+   "road distance / straight-line distance, for ETAs from a GPS position", lo=1.0, hi=3.0)
+_k("intercept.min_speed_kmh", 20.0, "docs/legal-basis.md §11 (project decision)",
+   "a GPS or passage speed below this is not used for an ETA (intercept.default_speed_kmh instead)",
+   lo=1.0, hi=120.0)
+_k("intercept.default_speed_kmh", 60.0, "docs/legal-basis.md §11 (project decision)",
+   "speed assumed for an ETA when neither the GPS fix nor the passage gives a usable one", lo=5.0, hi=120.0)
+_k("intercept.mobile_attach_km", 5.0, "docs/legal-basis.md §11 (project decision)",
+   "road-graph mode: a mobile team off the graph counts as at the nearest station within this distance",
+   lo=0.1, hi=100.0)
+_k("intercept.outcome_publish_s", 2.0, "ops",
+   "how often the WIM worker puts outcomes recorded in the console or the CLI on intercept-tasks", lo=0.1, hi=3600.0)
+_k("intercept.metrics_interval_s", 30.0, "ops",
+   "how often the WIM worker refreshes this month's 拦截率 / 查处率 gauges from the archive", lo=1.0, hi=3600.0)
 
 # --- late data for past days and closed months (models/ping_state.py, streams/monthly.py) -------------------
 _k("report.close_grace_h", 1.0, "docs/legal-basis.md §8 (project decision)",
@@ -637,6 +703,21 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
     if env.get("ROADWATCH_ARCHIVE"):
         cfg.set("archive.url", env["ROADWATCH_ARCHIVE"], "env:ROADWATCH_ARCHIVE")
     return cfg
+
+
+def read_toml_file(cfg: Config, key: str) -> tuple[dict, str] | None:
+    """The TOML file a config key names (``jt809.platforms_file``, ``notices.agencies_file``) as (data, path);
+    None when the key is empty. ConfigError when it is missing or unreadable."""
+    path = cfg[key]
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8")), str(p)
+    except FileNotFoundError:
+        raise ConfigError(f"{key} not found: {p}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{key} {p} cannot be read: {e}") from None
 
 
 def render_toml(cfg: Config) -> str:

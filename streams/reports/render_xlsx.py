@@ -127,8 +127,41 @@ def _overload(wb, report: dict) -> None:
     for stage in [*ov["cases"]["stages"], "open"]:
         ws.append([labels.get(stage, "未审核"), f[stage]])
     ws.append(["已决定罚款金额(元)", ov["cases"]["decided_fine_yuan"]])
+    ic = ov.get("interception")
+    if ic:
+        ws.append([])
+        _header(ws, ws.max_row + 1, ("布控检测站", "名称", "类型", "布控任务", "拦截", "未发现", "放行", "超时未处置",
+                                     "布控中", "拦截率 %", "拦截(辆)", "任务(起)", "查处率 %", "已决定(起)", "案件(起)",
+                                     "卸载(吨)", "检测至拦截中位时长(分钟)"))
+        for s in ic["stations"] + [ic["total"]]:
+            q, e = s["interception_rate"], s["enforcement_rate"]
+            ws.append([s["station_id"] or "合计", s["name"], s["kind"] or "", s["tasks"], s["intercepted"],
+                       s["not_found"], s["released"], s["expired"], s["open"], q["percent"], q["numerator"],
+                       q["denominator"], e["percent"], e["numerator"], e["denominator"], s["unloaded_t"],
+                       s["median_detect_to_intercept_min"]])
     ws.column_dimensions["A"].width = 24
     ws.column_dimensions["B"].width = 20
+
+
+def _case_review(wb, report: dict) -> None:
+    ws = wb.create_sheet("案卷评查")
+    cr = report.get("case_review") or {}
+    if not cr.get("available"):
+        ws["A1"] = cr.get("reason") or "无案卷"
+        return
+    ws.append(["结案(件)", cr["closed_cases"], "抽查(件)", cr["sampled"], "抽查比例", cr["sample_rate"], "种子", cr["seed"],
+               "截至", cr["as_of"]])
+    items = cr["items"]
+    for key, title, rows in (("officer", "承办人", cr["by_officer"]), ("station_id", "检测站", cr["by_station"])):
+        ws.append([])
+        _header(ws, ws.max_row + 1, (title, "评查案卷", "平均得分", "满分案卷", *(f"{v}不合格" for v in items.values())))
+        for r in rows:
+            ws.append([r[key], r["files"], r["mean_score"], r["full_marks"], *(r["failures"][n] for n in items)])
+    n = cr["agency_notices"]
+    ws.append([])
+    _header(ws, ws.max_row + 1, ("抄告(件)", "按期", "逾期后抄告", "逾期未抄告", "未到期"))
+    ws.append([n["total"], n["sent_in_time"], n["sent_late"], n["overdue"], n["not_yet_due"]])
+    ws.column_dimensions["A"].width = 20
 
 
 def _platforms(wb, report: dict) -> None:
@@ -165,6 +198,7 @@ def render_xlsx(report: dict) -> bytes:
     _scores(wb, report)
     _platforms(wb, report)
     _overload(wb, report)
+    _case_review(wb, report)
     _trace(wb, report)
     buf = io.BytesIO()
     wb.save(buf)
