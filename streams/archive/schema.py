@@ -428,7 +428,7 @@ CREATE INDEX IF NOT EXISTS inbound_notices_enterprise ON inbound_notices(enterpr
 CREATE INDEX IF NOT EXISTS inbound_notices_driver ON inbound_notices(driver_id, decided_on);
 """),
     Migration(8, "vehicle_day.late_from_closed: pings of a closed month counted on the day they were received", """
-ALTER TABLE vehicle_day ADD COLUMN late_from_closed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE vehicle_day ADD COLUMN late_from_closed {INTEGER} NOT NULL DEFAULT 0;
 """),
 ]
 
