@@ -414,9 +414,9 @@ _k("fatigue.rest_max_move_km", 1.0, "docs/legal-basis.md §7 (project decision)"
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
 _k("late.replay_window_h", 1.0, "docs/legal-basis.md §7 (project decision)",
-   "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
-   "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
-   "track gaps; 0 = off", lo=0.0, hi=48.0)
+   "late and re-uploaded pings up to this old at least (the window's start moves in event time, one such "
+   "step at a time: 1–2× this behind the vehicle's newest fix) are merged into the vehicle's timeline and "
+   "every time-ordered rule is re-evaluated; older ones only fill track gaps; 0 = off", lo=0.0, hi=48.0)
 
 # --- console map, tracks and process hygiene (streams/web/, streams/demo.py) ----------------------------
 _k("web.host", "127.0.0.1", "ops", "address the console and /metrics listen on; 0.0.0.0 exposes them to the network")
@@ -600,6 +600,14 @@ _k("stream.wire_format", "arrow", "ops (docs/legal-basis.md §10)",
    "encoding of the gps-pings records our producers write (gateway, platform link, simulators): arrow = an Apache "
    "Arrow IPC record batch (read without parsing), json = the JSON columnar form; the worker reads both",
    ("arrow", "json"))
+# --- late data for past days and closed months (models/ping_state.py, streams/monthly.py) -------------------
+_k("report.close_grace_h", 1.0, "docs/legal-basis.md §8 (project decision)",
+   "the monthly report of a month is made this long after the month ends (Beijing time; its statistic time): "
+   "late data of the month received before then still counts in it", lo=0.0, hi=240.0)
+_k("late.recompute_horizon_days", 0, "docs/legal-basis.md §7 (project decision)",
+   "vehicle-day rows of past days are recomputed when late data for them arrives up to this many days after "
+   "the day (0 = until the month's report is made, report.close_grace_h); later data is counted on the day "
+   "it is received and flagged (late_from_closed)", lo=0, hi=366)
 
 
 class Config:

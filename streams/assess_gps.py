@@ -189,7 +189,10 @@ def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_al
     for a in proc.check_offline():
         if keep_alerts:
             alerts.setdefault(a["alert_id"], a)
-    return list(alerts.values()), proc.day_rows(dirty_only=True), sorted(errors, key=lambda e: e["line"])
+    rows = proc.day_rows(dirty_only=True)
+    if proc.past:   # late data for days no longer in memory: recomputed on the rows emitted for them
+        rows = proc.merge_past_days(rows, [])
+    return list(alerts.values()), rows, sorted(errors, key=lambda e: e["line"])
 
 
 def _load_zones(path: str | None, registry: Registry) -> ZoneIndex:

@@ -26,7 +26,7 @@ from roadwatch.streams.cli import main
 RELEASE_SQL = Path(__file__).parent / "data" / "archive_release_0_1.sql"
 DAY = {"plate": "苏A00001", "day": "2026-10-05", "pings": 100, "qualified": 98, "km_total": 50.5,
        "km_incomplete": 5.0, "drift_points": 1, "overspeed_count": 2, "fatigue_s": 0.0, "curfew_events": 0,
-       "offline_events": 1}
+       "offline_events": 1, "late_from_closed": 0}
 ALERT = {"alert_id": "overspeed|苏A00001|2026-10-05T08:00:00+08:00", "type": "overspeed", "plate": "苏A00001",
          "start_ts": "2026-10-05T08:00:00+08:00", "severity": "high", "lat": 31.0, "lon": 118.0,
          "details": {"max_kmh": 95}}

@@ -9,7 +9,7 @@ replay writes the same rows again, never new ones.
 - ``schema``: versioned migrations recorded in ``schema_version``; ``open_archive`` applies the pending ones,
   so an archive made by an older release is upgraded in place (``roadwatch archive migrate`` does it ahead).
 - the queries, as named functions: ``snapshots`` (alerts, vehicle days, track samples, per-partition ping
-  snapshots), ``reports`` (the monthly report's tables), ``tracks`` (the console's vehicle track),
+  snapshots, the stored rows of past days that late data changes), ``reports`` (the monthly report's tables), ``tracks`` (the console's vehicle track),
   ``transfer`` (``roadwatch archive copy``).
 
 Which archive: ``open_archive(cfg)`` (or ``cfg.archive_path``) — ``$ROADWATCH_ARCHIVE``, the ``archive.url``
@@ -31,16 +31,17 @@ from .backend import (POSTGRESQL, SQLITE, ArchiveConnection, ArchiveError, Postg
                       SQLiteConnection, parse_target, redact)
 from .reports import month_has_rows, report_tables
 from .schema import LATEST, applied, current_version, migrate
-from .snapshots import (insert_track_points, load_partition_snapshot, load_partition_snapshots, pack_state,
-                        save_partition_snapshot, snapshot_progress, total_pings, upsert_alerts,
+from .snapshots import (insert_track_points, load_partition_snapshot, load_partition_snapshots,
+                        load_vehicle_days, pack_state, save_partition_snapshot, snapshot_progress, total_pings,
+                        upsert_alerts,
                         upsert_vehicle_days)
 from .tracks import prune_track_points, recent_track
 
 __all__ = [
     "ArchiveConnection", "ArchiveError", "POSTGRESQL", "SQLITE", "LATEST", "applied", "archive_target",
     "close_all", "close_pools", "current_version", "insert_track_points", "load_partition_snapshot",
-    "load_partition_snapshots", "migrate", "month_has_rows", "open_archive", "pack_state", "parse_target",
-    "prune_track_points", "recent_track", "redact", "report_tables", "save_partition_snapshot",
+    "load_partition_snapshots", "load_vehicle_days", "migrate", "month_has_rows", "open_archive", "pack_state",
+    "parse_target", "prune_track_points", "recent_track", "redact", "report_tables", "save_partition_snapshot",
     "snapshot_progress", "total_pings", "upsert_alerts", "upsert_vehicle_days",
 ]
 

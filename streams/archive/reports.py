@@ -6,7 +6,7 @@ from roadwatch.models.rates import month_days
 from .backend import ArchiveConnection
 
 _VD_COLUMNS = ("plate, day, pings, qualified, km_total, km_incomplete, drift_points, overspeed_count, "
-               "fatigue_s, curfew_events, offline_events")
+               "fatigue_s, curfew_events, offline_events, late_from_closed")
 
 
 def _rows(conn: ArchiveConnection, sql: str, args: tuple) -> list[dict]:

@@ -427,6 +427,9 @@ CREATE INDEX IF NOT EXISTS inbound_notices_plate ON inbound_notices(plate, decid
 CREATE INDEX IF NOT EXISTS inbound_notices_enterprise ON inbound_notices(enterprise_id, decided_on);
 CREATE INDEX IF NOT EXISTS inbound_notices_driver ON inbound_notices(driver_id, decided_on);
 """),
+    Migration(8, "vehicle_day.late_from_closed: pings of a closed month counted on the day they were received", """
+ALTER TABLE vehicle_day ADD COLUMN late_from_closed {INTEGER} NOT NULL DEFAULT 0;
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version

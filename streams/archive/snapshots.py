@@ -18,7 +18,8 @@ from roadwatch.models.records import format_ts
 from .backend import ArchiveConnection
 
 VEHICLE_DAY_COLS = ("plate", "day", "pings", "qualified", "km_total", "km_incomplete", "drift_points",
-                    "overspeed_count", "fatigue_s", "curfew_events", "offline_events")
+                    "overspeed_count", "fatigue_s", "curfew_events", "offline_events", "late_from_closed")
+_DAY_DEFAULTS = {"late_from_closed": 0}      # rows made before the column existed (tests, old exports)
 
 _ALERT_SQL = ("INSERT INTO alerts(alert_id,type,plate,start_ts,end_ts,severity,lat,lon,late,details,day,emitted_at) "
               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET end_ts=excluded.end_ts, "
@@ -77,7 +78,20 @@ def upsert_vehicle_days(conn: ArchiveConnection, rows: list[dict]) -> None:
         return
     now = _now_iso()
     conn.bulk_upsert("vehicle_day", VEHICLE_DAY_COLS + ("updated_at",),
-                     [tuple(r[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows], _DAY_KEY, _DAY_UPDATE)
+                     [tuple(r[c] if c in r else _DAY_DEFAULTS[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows],
+                     _DAY_KEY, _DAY_UPDATE)
+
+
+def load_vehicle_days(conn: ArchiveConnection, keys) -> list[dict]:
+    """The stored rows of the (plate, day) ``keys`` (absent keys are absent): the base on which the engine
+    recomputes a past day that late data changed (``PingProcessor.merge_past_days``)."""
+    sql = f"SELECT {', '.join(VEHICLE_DAY_COLS)} FROM vehicle_day WHERE plate = ? AND day = ?"
+    out = []
+    for plate, day in keys:
+        row = conn.execute(sql, (plate, day)).fetchone()
+        if row is not None:
+            out.append(dict(zip(VEHICLE_DAY_COLS, tuple(row))))
+    return out
 
 
 def insert_track_points(conn: ArchiveConnection, points) -> None:

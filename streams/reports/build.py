@@ -35,6 +35,14 @@ def _last_day(month: str) -> str:
     return (date.fromisoformat(end) - timedelta(days=1)).isoformat()
 
 
+def _late_from_closed(row) -> int:
+    """The row's ``late_from_closed`` count (0 for rows without it or with an unreadable one)."""
+    try:
+        return max(int(row.get("late_from_closed") or 0), 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+
+
 def _bucket_by_month(rows: Iterable[Mapping], month: str) -> dict[str, list]:
     """Rows per YYYY-MM; a row whose day cannot be read goes to the report month (where it is listed)."""
     out: dict[str, list] = {}
@@ -208,6 +216,9 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
             "rows_used": sum(v["rows_used"] for v in trace_vehicles),
             "rows_excluded": cur.excluded_counts,
             "excluded_rows_total": len(cur.excluded_rows),
+            # pings of an earlier month received after its report was made: counted in this month's rows
+            # (on the day received) and flagged here (vehicle_day.late_from_closed, report.close_grace_h)
+            "late_from_closed": sum(_late_from_closed(r) for r in buckets.get(month, [])),
             "excluded_rows": [{"plate": p, "day": d, "code": c, "detail": t}
                               for p, d, c, t in cur.excluded_rows[:MAX_EXCLUDED_LISTED]],
             "vehicles": trace_vehicles,
