@@ -76,7 +76,7 @@ class Agency:
 def parse_public_key(text: str, where: str) -> Ed25519PublicKey:
     """A PEM public key, or the raw 32 key bytes in base64."""
     try:
-        if "BEGIN" in text:
+        if text.lstrip().startswith("-----BEGIN "):   # a PEM block
             key = serialization.load_pem_public_key(text.encode())
         else:
             key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
