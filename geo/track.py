@@ -131,12 +131,13 @@ class GapBook:
         d = haversine_km_scalar(a[1], a[2], b[1], b[2])
         return d, (d if bool(is_gap(d, b[0] - a[0], self.p)) else 0.0)
 
-    def fill(self, vi: int, ts: int, lat: float, lon: float, speed: float, day: int):
+    def fill(self, vi: int, ts: int, lat: float, lon: float, speed: float, day: int, before: int | None = None):
         """Insert an older point. Returns None (not inside an open gap / duplicate / gap full),
-        ("drift", day) or ("fill", [(day, d_km_total, d_km_incomplete), …])."""
+        ("drift", day) or ("fill", [(day, d_km_total, d_km_incomplete), …]). ``before``: only gaps that end
+        at or before this time (the engine's replay checkpoint: a replay finds the later gaps again)."""
         for gi, gap in enumerate(self.gaps.get(vi, ())):
             g = gap[1]
-            if not g[0][0] < ts < g[-1][0]:
+            if not g[0][0] < ts < g[-1][0] or (before is not None and g[-1][0] > before):
                 continue
             k = bisect_left([pt[0] for pt in g], ts)
             if g[k][0] == ts or len(g) >= self.p.max_points + 2:

@@ -414,9 +414,9 @@ _k("fatigue.rest_max_move_km", 1.0, "docs/legal-basis.md §7 (project decision)"
    "a silence of at least fatigue.min_rest_min counts as rest only if the vehicle moved less than this "
    "across it; a stop that moved more is driving", lo=0.0, hi=100.0)
 _k("late.replay_window_h", 1.0, "docs/legal-basis.md §7 (project decision)",
-   "late and re-uploaded pings up to this old (vs the vehicle's newest fix; the window held is 1–2× this) "
-   "are merged into the vehicle's timeline and every time-ordered rule is re-evaluated; older ones only fill "
-   "track gaps; 0 = off", lo=0.0, hi=48.0)
+   "late and re-uploaded pings up to this old at least (the window's start moves in event time, one such "
+   "step at a time: 1–2× this behind the vehicle's newest fix) are merged into the vehicle's timeline and "
+   "every time-ordered rule is re-evaluated; older ones only fill track gaps; 0 = off", lo=0.0, hi=48.0)
 
 # --- console map, tracks and process hygiene (streams/web/, streams/demo.py) ----------------------------
 _k("web.host", "127.0.0.1", "ops", "address the console and /metrics listen on; 0.0.0.0 exposes them to the network")
@@ -505,7 +505,8 @@ _k("documents.review_days", 60, "docs/legal-basis.md §9.2 (行政复议法 Art.
 _k("documents.litigation_months", 6, "docs/legal-basis.md §9.2 (行政诉讼法 Art. 46)",
    "months after service to sue, printed on the decision", lo=1, hi=24)
 _k("documents.templates_dir", "", "ops",
-   "folder with the agency's adapted templates (notice.html, inform.html, decision.html); a file missing there "
+   "folder with the agency's adapted templates (base.html — the shared frame —, notice.html, inform.html, decision.html, "
+   "agency_notice.html); a file missing there "
    "falls back to the bundled one; empty = bundled templates only")
 
 
@@ -522,6 +523,29 @@ _k("calendar.holidays", "", "ops",
    "yearly notice")
 _k("calendar.extra_workdays", "", "ops",
    "weekend days that are working days (调休 make-up days), comma-separated YYYY-MM-DD")
+
+
+# --- 抄告 and case-file review (models/notices.py, models/case_review.py) ----------------------------------
+_k("notices.due_working_days", 7, "docs/legal-basis.md §9.5 (62号令 2016 Art. 44)",
+   "the 抄告 to the vehicle's home transport agency is due this many working days after the case is closed "
+   "(calendar.* keys)", lo=1, hi=60)
+_k("notices.own_agency_id", "local", "ops",
+   "this agency's id in the exchange of 抄告 (the sender of our notices; inbound notices must be addressed to it)")
+_k("notices.agencies_file", "", "ops",
+   "TOML file of the known transport agencies ([[agency]] agency_id, name, plates = plate prefixes of its "
+   "area, public_key = its Ed25519 key): where our notices go and whose notices we accept; empty = none known")
+_k("notices.publish_interval_s", 30.0, "ops",
+   "how often the worker puts unsent 抄告 on the agency-notices topic and refreshes the overdue gauge",
+   lo=1.0, hi=3600.0)
+_k("review.sample_rate", 0.1, "docs/legal-basis.md §9.6 (project decision)",
+   "share of the month's closed cases drawn for case-file review (案卷评查); at least one when any closed",
+   lo=0.0, hi=1.0)
+_k("review.seed", 0, "docs/legal-basis.md §9.6 (project decision)",
+   "seed of the review sample: the same seed and month draw the same files", lo=0, hi=2**31 - 1)
+_k("review.decision_days", 90, "docs/legal-basis.md §9.6 (行政处罚法 Art. 60)",
+   "a decision is due within this many days after the case is filed (立案)", lo=1, hi=365)
+_k("review.service_days", 7, "docs/legal-basis.md §9.6 (行政处罚法 Art. 61)",
+   "the decision is to be served within this many days after it is made", lo=0, hi=60)
 
 
 # --- batch inputs (streams/feed_input.py) ------------------------------------------------------------
@@ -570,6 +594,20 @@ _k("intercept.outcome_publish_s", 2.0, "ops",
    "how often the WIM worker puts outcomes recorded in the console or the CLI on intercept-tasks", lo=0.1, hi=3600.0)
 _k("intercept.metrics_interval_s", 30.0, "ops",
    "how often the WIM worker refreshes this month's 拦截率 / 查处率 gauges from the archive", lo=1.0, hi=3600.0)
+
+# --- performance: wire format (models/pingbatch.py, docs/formats.md) -------------------------------------------
+_k("stream.wire_format", "arrow", "ops (docs/legal-basis.md §10)",
+   "encoding of the gps-pings records our producers write (gateway, platform link, simulators): arrow = an Apache "
+   "Arrow IPC record batch (read without parsing), json = the JSON columnar form; the worker reads both",
+   ("arrow", "json"))
+# --- late data for past days and closed months (models/ping_state.py, streams/monthly.py) -------------------
+_k("report.close_grace_h", 1.0, "docs/legal-basis.md §8 (project decision)",
+   "the monthly report of a month is made this long after the month ends (Beijing time; its statistic time): "
+   "late data of the month received before then still counts in it", lo=0.0, hi=240.0)
+_k("late.recompute_horizon_days", 0, "docs/legal-basis.md §7 (project decision)",
+   "vehicle-day rows of past days are recomputed when late data for them arrives up to this many days after "
+   "the day (0 = until the month's report is made, report.close_grace_h); later data is counted on the day "
+   "it is received and flagged (late_from_closed)", lo=0, hi=366)
 
 
 class Config:
@@ -670,6 +708,21 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
     if env.get("ROADWATCH_ARCHIVE"):
         cfg.set("archive.url", env["ROADWATCH_ARCHIVE"], "env:ROADWATCH_ARCHIVE")
     return cfg
+
+
+def read_toml_file(cfg: Config, key: str) -> tuple[dict, str] | None:
+    """The TOML file a config key names (``jt809.platforms_file``, ``notices.agencies_file``) as (data, path);
+    None when the key is empty. ConfigError when it is missing or unreadable."""
+    path = cfg[key]
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8")), str(p)
+    except FileNotFoundError:
+        raise ConfigError(f"{key} not found: {p}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{key} {p} cannot be read: {e}") from None
 
 
 def render_toml(cfg: Config) -> str:

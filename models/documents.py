@@ -1,10 +1,13 @@
-"""Case documents as printable HTML: 违法行为通知书 (notice), 行政处罚告知书 (inform), 行政处罚决定书 (decision).
+"""Case documents as printable HTML: 违法行为通知书 (notice), 行政处罚告知书 (inform), 行政处罚决定书 (decision),
+违法超限运输抄告单 (agency_notice, the 62号令 Art. 44 notice to the home agency: models/notices.py).
 
 Pure: ``render(kind, case, cfg, template_text)`` fills a template from the case as ``CaseStore.show`` returns
 it (row, manifest, history, liable parties) and the configuration (agency, deadlines). Templates are plain
 HTML with ``$name`` placeholders (``string.Template``); every value is HTML-escaped before it is put in, and
-lists (evidence, rights) arrive as ready-made, escaped ``<li>`` items. The bundled templates live in
-streams/doc_templates/; an agency adapts copies in ``documents.templates_dir``. Legal basis of each element:
+lists (evidence, rights) arrive as ready-made, escaped ``<li>`` items. Each document template is the body
+only; the frame every document shares (head, page style) is ``base.html`` with ``$title``, ``$case_id`` and
+``$body``. The bundled templates live in streams/doc_templates/; an agency adapts copies in
+``documents.templates_dir``. Legal basis of each element:
 docs/legal-basis.md §9.2.
 """
 from __future__ import annotations
@@ -18,11 +21,13 @@ from .devices import APPROVAL_ITEMS
 
 APPROVAL_LABELS = {item: label for item, (_, label) in APPROVAL_ITEMS.items()}
 
-KINDS = {"notice": "违法行为通知书", "inform": "行政处罚告知书", "decision": "行政处罚决定书"}
+KINDS = {"notice": "违法行为通知书", "inform": "行政处罚告知书", "decision": "行政处罚决定书",
+         "agency_notice": "违法超限运输抄告单"}
 # the case status from which each document can be issued (a decision needs the decide act)
 ISSUABLE_FROM = {"notice": ("confirmed", "filed", "notified", "decided", "served", "closed"),
                  "inform": ("filed", "notified", "decided", "served", "closed"),
-                 "decision": ("decided", "served", "closed")}
+                 "decision": ("decided", "served", "closed"),
+                 "agency_notice": ("closed",)}
 # placeholders every template must use: an adapted template that drops one is refused (a document missing a
 # required element must not be issued)
 REQUIRED = {
@@ -32,8 +37,13 @@ REQUIRED = {
     "decision": ("agency", "doc_no", "party", "plate", "facts", "evidence", "legal_basis", "penalty",
                  "rights", "payment_days", "review_days", "review_authority", "litigation_months", "court",
                  "decided_on", "seal"),
+    "agency_notice": ("agency", "doc_no", "to_agency", "basis", "plate", "vehicle_type", "owner", "enterprise",
+                      "transport_cert_no", "driver_name", "qualification_no", "driver_enterprise", "source_site",
+                      "loading_bill", "violation", "decision_no", "decided_on", "penalty", "served_on",
+                      "closed_on", "due_on", "seal"),
+    "base": ("body",),
 }
-KIND_CODES = {"notice": "通", "inform": "告", "decision": "罚"}
+KIND_CODES = {"notice": "通", "inform": "告", "decision": "罚", "agency_notice": "抄"}
 
 
 class DocumentError(ValueError):
@@ -62,6 +72,47 @@ def _li(items: list[str]) -> str:
     return "".join(f"<li>{html.escape(i)}</li>" for i in items)
 
 
+def _or_none(v) -> str:
+    return "—" if v is None or v == "" else str(v)
+
+
+def notice_context(case: dict, cfg: Config) -> dict[str, str]:
+    """The 抄告单's elements from the notice (``case["agency_notice"]``, models/notices.py)."""
+    n = case.get("agency_notice")
+    if not n:
+        raise DocumentError("not_issuable", f"case {case['case_id']} has no 抄告 (it is made on closure)")
+    v, d, dec, src, vio = n["vehicle"], n["driver"], n["decision"], n["source"], n["violation"]
+    e = html.escape
+    kind = "汽车列车" if v.get("kind") == "train" else "货车"
+    return {
+        "title": e(KINDS["agency_notice"]), "case_id": e(case["case_id"]), "notice_id": e(n["notice_id"]),
+        "agency": e(cfg["documents.agency_name"]), "seal": e(cfg["documents.seal_text"]),
+        "agency_contact": e(cfg["documents.agency_contact"]),
+        "doc_no": e(f"{cfg['documents.number_prefix']}{KIND_CODES['agency_notice']}〔{dec['closed_on'][:4]}〕"
+                    f"{case['case_id']}号"),
+        "to_agency": e(n.get("to_agency_name") or n.get("to_agency") or "车籍地道路运输管理机构（未查明）"),
+        "basis": e(n["basis"]), "plate": e(v["plate"]),
+        "vehicle_type": e(f"{_or_none(v.get('axle_count'))}轴{kind}，{_or_none(v.get('category'))}"),
+        "owner": e(_or_none(v.get("owner"))), "enterprise": e(_or_none(v.get("enterprise"))),
+        "transport_cert_no": e(_or_none(v.get("transport_cert_no"))),
+        "driver_name": e(_or_none(d.get("name")) if d.get("identified") else "未查明"),
+        "qualification_no": e(_or_none(d.get("qualification_no"))),
+        "driver_enterprise": e(_or_none(d.get("enterprise"))),
+        "source_site": e(_or_none(src.get("name") or src.get("site_id"))),
+        "loading_bill": e(_or_none(src.get("loading_bill"))),
+        "violation": e(f"{_date_cn(vio.get('ts'))} 于 {_or_none(vio.get('station'))} 检测，车货总质量 "
+                       f"{(vio.get('gross_kg') or 0):,.0f} 千克，超过限定标准 {(vio.get('limit_kg') or 0):,.0f} 千克 "
+                       f"{(vio.get('excess_kg') or 0):,.0f} 千克（{_or_none(vio.get('excess_pct'))}%）"),
+        "decision_no": e(dec["doc_no"]), "decided_on": e(_date_cn(dec["decided_on"])), "penalty": e(dec["penalty"]),
+        "penalty_basis": e(_or_none(dec.get("basis"))), "served_on": e(_date_cn(dec.get("served_on"))),
+        "closed_on": e(_date_cn(dec["closed_on"])), "due_on": e(_date_cn(n["due_on"])),
+        "due_working_days": str(int(cfg["notices.due_working_days"])),
+        "evidence": e(f"证据包 {n['evidence']['package']}（证据链 {_or_none(n['evidence'].get('chain_id'))}）及案卷文书："
+                      + "、".join(KINDS.get(k, k) for k in n["evidence"].get("documents") or [])),
+        "issued_on": e(_date_cn(dec["closed_on"])),
+    }
+
+
 def context(kind: str, case: dict, cfg: Config) -> dict[str, str]:
     """Every element of the document, as escaped text (``*_html`` values are escaped lists)."""
     if kind not in KINDS:
@@ -69,6 +120,8 @@ def context(kind: str, case: dict, cfg: Config) -> dict[str, str]:
     if case["status"] not in ISSUABLE_FROM[kind]:
         raise DocumentError("not_issuable", f"a {KINDS[kind]} needs the case {' or '.join(ISSUABLE_FROM[kind])}; "
                                             f"it is {case['status']}")
+    if kind == "agency_notice":
+        return notice_context(case, cfg)
     m = case.get("manifest") or {}
     site, veh, tg = m.get("site") or {}, m.get("vehicle") or {}, m.get("targets") or {}
     lim, exc, meas = m.get("limit") or {}, m.get("excess") or {}, m.get("measurement") or {}
@@ -144,6 +197,10 @@ def context(kind: str, case: dict, cfg: Config) -> dict[str, str]:
     }
 
 
-def render(kind: str, case: dict, cfg: Config, template_text: str) -> str:
+def render(kind: str, case: dict, cfg: Config, template_text: str, base_text: str) -> str:
+    """The document: its template filled, inside the shared frame (``base.html``)."""
     check_template(kind, template_text)
-    return Template(template_text).safe_substitute(context(kind, case, cfg))
+    check_template("base", base_text)
+    ctx = context(kind, case, cfg)
+    body = Template(template_text).safe_substitute(ctx)
+    return Template(base_text).safe_substitute(title=ctx["title"], case_id=ctx["case_id"], body=body)

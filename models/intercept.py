@@ -77,9 +77,8 @@ def fixed_points(registry: Registry) -> list[EnforcementPoint]:
 
 
 def station_kinds(registry: Registry) -> dict[str, str]:
-    """Detecting station → fixed | mobile, for the rates (a mobile unit reports under its own id: 流动治超
-    units add theirs here)."""
-    return {sid: "fixed" for sid in registry.stations}
+    """Detecting station → fixed | mobile, for the rates (a mobile unit reports under its own id)."""
+    return {**{uid: "mobile" for uid in registry.mobile_units}, **{sid: "fixed" for sid in registry.stations}}
 
 
 # --- the threshold ------------------------------------------------------------------------------------------
@@ -315,10 +314,9 @@ def plan(verdict: Mapping, registry: Registry, cfg: Config, *, open_task: Mappin
         if ts_ms < int(task["last_ms"]):                   # an older passage arriving late: history only
             return task
     else:
-        stn = registry.stations.get(verdict["station_id"])
         task = {"schema": TASK_SCHEMA, "task_id": task_id_for(verdict["plate"], verdict["case_id"]),
                 "plate": verdict["plate"], "plate_color": verdict.get("plate_color"),
-                "station_id": verdict["station_id"], "station_name": stn.name if stn else verdict["station_id"], "detected_at": verdict["ts"], "detected_ms": ts_ms,
+                "station_id": verdict["station_id"], "station_name": registry.point_name(verdict["station_id"]), "detected_at": verdict["ts"], "detected_ms": ts_ms,
                 "passages": [passage], "case_ids": [verdict["case_id"]], "revision": 1, "outcome": None}
     task.update(last_ms=ts_ms, last_station_id=verdict["station_id"], case_id=verdict["case_id"],
                 expires_ms=expires_ms, expires_at=epoch_ms_to_iso(expires_ms), basis=basis,

@@ -49,12 +49,21 @@ Rule details:
 - ``late``: alerts raised by re-uploaded pings or pings older than ``alerts.late_after_s`` vs the
   watermark carry ``late: true``.
 
-Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but inside its replay
-window (``late.replay_window_h``; checkpoints "a"/"b" of the rule state rotate so the window is 1–2× that)
-is merged into the vehicle's held samples; after the batch the rule state is restored from checkpoint "a"
-and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters added since the checkpoint are
-replaced by the re-derived ones; alerts that changed are published again, alerts that no longer hold are
-published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps only.
+Late data (``_replay_late``): a qualified ping older than the vehicle's newest one but newer than its replay
+checkpoint "a" is merged into the vehicle's held samples (checkpoints "a"/"b" of the rule state move ping by
+ping in event time, ``_step_checkpoints``, so "a" lies one to two ``late.replay_window_h`` behind the newest
+fix and the same pings are merged however the feed was cut into batches); after the batch the rule state is
+restored from checkpoint "a" and ``REPLAY_STEPS`` re-run over the samples in time order. The rule counters
+added since the checkpoint are replaced by the re-derived ones; alerts that changed are published again,
+alerts that no longer hold are published with ``details.state = "withdrawn"``. Older pings are counted and fill open track gaps that end
+before checkpoint "a" only.
+
+Past days and closed months: a ping for a day older than the vehicle's in-memory day slots adds its
+contributions to ``past`` (per vehicle and day); the caller recomputes that day's row on the row it stored
+(``merge_past_days``: absolute values). A ping whose day belongs to a month whose report has been made
+(``report.close_grace_h`` after the month ends, by the data clock: the newest fix time received) — or that
+is older than ``late.recompute_horizon_days`` — takes part in no rule and is counted on the data clock's day
+(the day it was received), in ``late_from_closed`` too.
 """
 from __future__ import annotations
 
@@ -62,6 +71,7 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -71,7 +81,7 @@ from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
-from .monitoring import (CATEGORY_CODES, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
+from .monitoring import (BEIJING_OFFSET_MS, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
                          local_day_tod, make_alert, night_overlap_ms, overspeed_severity)
 from .quality import BIT, NO_WATERMARK, POSITION_DEFECTS, REASONS, classify, plate_valid
@@ -85,11 +95,11 @@ RECENT = 16                # fix times remembered per vehicle for the duplicate 
 STATUS_ACC = 1
 
 # day counter columns (vehicle_day table order after plate/day)
-F_PINGS, F_QUAL, F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW, F_OFFLINE = range(9)
-N_FIELDS = 9
+F_PINGS, F_QUAL, F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW, F_OFFLINE, F_CLOSED = range(10)
+N_FIELDS = 10
 DAY_COLUMNS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
-               "fatigue_s", "curfew_events", "offline_events")
-_INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE)
+               "fatigue_s", "curfew_events", "offline_events", "late_from_closed")
+_INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE, F_CLOSED)
 # day counters that the rules derive from the time-ordered samples (re-derived when late data arrives)
 RULE_F_IDX = (F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW)
 # per-vehicle state the time-ordered rules own (restored from a checkpoint before a replay)
@@ -101,6 +111,10 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
                "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits")
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
+# one held sample of the replay window (``_history``): packed, 41 B (was 7 float64 columns, 56 B); the values
+# the rules read keep their full precision, so a replay sees exactly what the first pass saw
+HIST = np.dtype([("v", "<i4"), ("ts", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("spd", "<f8"), ("drv", "<i4"),
+                 ("late", "u1")], align=False)
 
 
 def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
@@ -203,11 +217,14 @@ class PingProcessor:
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
         self.stale_total = 0
-        self._hist = np.zeros((0, 7))            # samples inside the replay window (``_history``)
+        self.past: dict[tuple[int, int], np.ndarray] = {}   # (vehicle, day) → contributions to a day not held
+        self.fix_clock = NONE                     # newest fix time with a plausible time (month close)
+        self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
         self._late_pending: set[int] = set()
         self._replay_before_b = False
+        self._alog_n = 0                          # alerts of the current batch already in ``alog``
         self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
         self.drivers: list[str] = []             # driver code → 从业资格证 number (IC card)
         self.driver_index: dict[str, int] = {}
@@ -235,6 +252,8 @@ class PingProcessor:
         self.os_merge_ms = int(c["speeding.merge_s"]) * 1000
         self.offline_ms = int(c["offline.timeout_s"]) * 1000
         self.late_ms = int(c["alerts.late_after_s"]) * 1000
+        self.close_grace_ms = int(round(float(c["report.close_grace_h"]) * HOUR_MS))
+        self.horizon_days = int(c["late.recompute_horizon_days"])
         self.sample_ms = int(c["source.track_sample_s"]) * 1000
         self.alarm_unpositioned = bool(c["alerts.alarm_from_unpositioned"])
         self.limit_keys = sorted(set(self.limits.keys.values()))
@@ -312,23 +331,28 @@ class PingProcessor:
         else:
             alarm_ok = qualified
         ts = cols.ts
-        count_ts = np.where(time_ok, ts, np.where(q.wm_after != NO_WATERMARK, q.wm_after, ts))
         has_wm = q.wm_after != NO_WATERMARK
+        # the data's clock (newest fix time so far, ping by ping): a month is closed by it, not by receipt
+        # times, so a feed replayed the next day (``simulate --gateway``) is judged on its own time
+        fix_clock = np.maximum.accumulate(np.concatenate([[self.fix_clock], np.where(time_ok, ts, NONE)]))[1:]
+        self.fix_clock = int(fix_clock[-1])
+        closed = attributed & time_ok & self._day_closed(ts, fix_clock)
+        # counted on the day received: pings refused for their time (the watermark's day), and pings of a
+        # closed month (the data clock's day)
+        count_ts = np.where(closed, fix_clock, np.where(time_ok, ts, np.where(has_wm, q.wm_after, ts)))
         late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
         drivers = cols.driver_id
         driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
                   else np.full(n, -1, dtype=np.int32))
         ctx = self._context(cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts,
-                            q.wm_after, reasons, time_ok)
+                            q.wm_after, reasons, time_ok, closed)
         alerts: list[tuple] = []
+        self._alog_n = 0
         self._rounds(ctx, np.flatnonzero(attributed), alerts, out, ROUND_STEPS)
         if self.replay_ms > 0:
-            for _, _, al in alerts:
-                if al["type"] in RULE_ALERTS:
-                    self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
+            self._log_alerts(alerts)
         if self._late_pending:
             self._replay_late(alerts, out, n)
-        self._rotate_checkpoints(np.unique(idx[attributed]))
         alerts.sort(key=lambda x: (x[0], x[1]))
         out.alerts = [a for _, _, a in alerts]
         out.qualified = int(np.count_nonzero(reasons == 0))      # after the duplicate check
@@ -338,8 +362,19 @@ class PingProcessor:
                 out.reasons[name] = c
         return out
 
+    def _day_closed(self, ts: np.ndarray, wm: np.ndarray) -> np.ndarray:
+        """Pings whose Beijing day can no longer change its row: its month's report has been made
+        (``report.close_grace_h`` after the month ended, by the data clock ``wm``) or it is more than
+        ``late.recompute_horizon_days`` (when set) older than the data clock's day."""
+        day, _ = local_day_tod(ts)
+        nxt = (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
+        closed = wm >= nxt * DAY_MS - BEIJING_OFFSET_MS + self.close_grace_ms
+        if self.horizon_days > 0:
+            closed |= local_day_tod(wm)[0] - day > self.horizon_days
+        return closed
+
     def _context(self, cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts, wm_after,
-                 reasons, time_ok) -> "_Batch":
+                 reasons, time_ok, closed=None) -> "_Batch":
         """Per-ping values every rule step reads (day, night, limits, zones, curfew window …)."""
         n = len(cols)
         day, _ = local_day_tod(count_ts)
@@ -362,8 +397,10 @@ class PingProcessor:
         limit = self.limits.table[cat, on_exp.astype(np.int64), night.astype(np.int64)]
         over = speed > limit
         curfew_win = in_window(tod, *self.curfew) & moving & self.a["curfew_ok"][safe_idx]
+        if closed is None:
+            closed = np.zeros(n, dtype=bool)
         return _Batch(cols, idx, qualified, trusted, alarm_ok, day, tod, speed, moving, night, late, limit,
-                      over, on_exp, curfew_win, zbits, wm_after, cat, reasons, time_ok, driver)
+                      over, on_exp, curfew_win, zbits, wm_after, cat, reasons, time_ok, driver, closed)
 
     def _rounds(self, ctx: "_Batch", P_all: np.ndarray, alerts: list, out: ProcessOutput, steps,
                 replay: bool = False) -> None:
@@ -390,15 +427,16 @@ class PingProcessor:
 
     # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
     def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
-        """Remember samples for a later replay: appended as chunks, merged into the sorted store when the
-        chunks reach half its size (amortised O(1) per sample)."""
+        """Remember samples for a later replay: appended as chunks (each sorted by vehicle: one round),
+        merged into the sorted store when they reach an eighth of its size — a merge of sorted runs, linear
+        (``_history``), so the chunks waiting cost little memory."""
         if self.replay_ms <= 0 or not len(vi):
             return
-        self._hist_new.append(np.stack([vi.astype(np.float64), t.astype(np.float64), lat, lon,
-                                        spd.astype(np.float64), late.astype(np.float64),
-                                        drv.astype(np.float64)], axis=1))
+        h = np.empty(len(vi), dtype=HIST)
+        h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
+        self._hist_new.append(h)
         self._hist_new_n += len(vi)
-        if self._hist_new_n > max(50_000, len(self._hist) // 2):
+        if self._hist_new_n > max(4096, len(self._hist) // 8):
             self._history()
 
     def _history(self) -> np.ndarray:
@@ -409,13 +447,18 @@ class PingProcessor:
         if self._hist_new:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
-            h = h[np.lexsort((h[:, 1], h[:, 0]))]
+            v, ts = h["v"].astype(np.int64), h["ts"]
+            if len(h) and v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
+                # one int64 key (vehicle, time): a stable sort of it merges the sorted runs in linear time
+                h = h[np.argsort((v << 42) | ts, kind="stable")]
+            else:
+                h = h[np.lexsort((ts, v))]
             if len(h) > 1:
-                same = (h[1:, 0] == h[:-1, 0]) & (h[1:, 1] == h[:-1, 1])
+                same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
                 h = h[np.concatenate([[True], ~same])]
             self._hist = h
         h = self._hist
-        keep = h[:, 1] > self.a["ck_ts"][h[:, 0].astype(np.int64)]
+        keep = h["ts"] > self.a["ck_ts"][h["v"]]
         if not keep.all():
             self._hist = h = h[keep]
         return h
@@ -423,19 +466,28 @@ class PingProcessor:
     def _history_rows(self, vs: np.ndarray) -> np.ndarray:
         """Held samples of the vehicles ``vs`` (sorted), sorted by vehicle then time."""
         h = self._history()
-        lo = np.searchsorted(h[:, 0], vs, "left")
-        hi = np.searchsorted(h[:, 0], vs, "right")
-        return np.concatenate([h[i:j] for i, j in zip(lo.tolist(), hi.tolist())] or [np.zeros((0, 7))])
+        lo = np.searchsorted(h["v"], vs, "left")
+        hi = np.searchsorted(h["v"], vs, "right")
+        return np.concatenate([h[i:j] for i, j in zip(lo.tolist(), hi.tolist())] or [np.zeros(0, dtype=HIST)])
 
-    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int) -> None:
+    def _log_alerts(self, alerts: list) -> None:
+        """Remember the rule alerts raised by the live pass since the last call (``alog``: what a replay
+        compares its re-derived alerts with)."""
+        for _, _, al in alerts[self._alog_n:]:
+            if al["type"] in RULE_ALERTS:
+                self.alog.setdefault(self.index[al["plate"]], {})[al["alert_id"]] = al
+        self._alog_n = len(alerts)
+
+    def _replay_late(self, alerts: list, out: ProcessOutput, pos: int, only: list | None = None,
+                     k0: int = 0) -> None:
         """Vehicles that received pings older than their newest sample (re-uploads, late pings) inside the
         replay window: restore the rule state of their checkpoint, re-apply every held sample in time order
         (the late ones merged in), put the re-derived rule counters in place of the old ones, and publish
         the difference: alerts the late data raises (late, with their true event time), corrected ones, and
         withdrawn ones (state "withdrawn", never silently dropped)."""
         a = self.a
-        vs = np.array(sorted(self._late_pending), dtype=np.int64)
-        self._late_pending = set()
+        vs = np.array(sorted(self._late_pending if only is None else only), dtype=np.int64)
+        self._late_pending.difference_update(vs.tolist())
         rows = self._history_rows(vs)
         out.replayed += len(vs)
         # rule state back to the checkpoint; counters lose what the rules added since then
@@ -454,27 +506,27 @@ class PingProcessor:
                 else:
                     del self.gaps.gaps[v]
         m = len(rows)
-        vi = rows[:, 0].astype(np.int64)
+        vi = rows["v"].astype(np.int64)
         cols = PingColumns(plate=[self.plates[v] for v in vi.tolist()], terminal_id=[""] * m,
-                           plate_color=np.zeros(m, dtype=np.int64), ts=rows[:, 1].astype(np.int64),
-                           lat=rows[:, 2].copy(), lon=rows[:, 3].copy(), speed_kmh=rows[:, 4].copy(),
+                           plate_color=np.zeros(m, dtype=np.int64), ts=rows["ts"].copy(),
+                           lat=rows["lat"].copy(), lon=rows["lon"].copy(), speed_kmh=rows["spd"].copy(),
                            heading=np.zeros(m, dtype=np.int64), altitude_m=np.zeros(m),
                            alarm_flags=np.zeros(m, dtype=np.int64), status_flags=np.zeros(m, dtype=np.int64),
-                           reupload=rows[:, 5] > 0, driver_id=[None] * m, mileage_km=[None] * m)
+                           reupload=rows["late"] > 0, driver_id=[None] * m, mileage_km=[None] * m)
         ones = np.ones(m, dtype=bool)
-        ctx = self._context(cols, vi, ones, ones, ones, ones, rows[:, 5] > 0, rows[:, 6].astype(np.int32),
+        ctx = self._context(cols, vi, ones, ones, ones, ones, rows["late"] > 0, rows["drv"].astype(np.int32),
                             cols.ts, cols.ts, np.zeros(m, dtype=np.uint16), ones)
         raised: list[tuple] = []
         # up to checkpoint "b" first, so that "b" is taken again from the corrected timeline
         ckb = a["ckb_ts"][vi]
-        first = np.flatnonzero(rows[:, 1].astype(np.int64) <= ckb)
+        first = np.flatnonzero(rows["ts"] <= ckb)
         self._replay_before_b = True
         self._rounds(ctx, first, raised, out, REPLAY_STEPS, replay=True)
         self._replay_before_b = False
         hb = vs[a["ckb_ts"][vs] != NONE]
         for f in RULE_FIELDS:
             a["ckb_" + f][hb] = a[f][hb]
-        self._rounds(ctx, np.flatnonzero(rows[:, 1].astype(np.int64) > ckb), raised, out, REPLAY_STEPS,
+        self._rounds(ctx, np.flatnonzero(rows["ts"] > ckb), raised, out, REPLAY_STEPS,
                      replay=True)
         # a day's row is published again only when a value changed
         a["dirty"][vs] = dirty0 | (np.round(a["cnt"][vs], 6) != np.round(cnt0, 6)).any(axis=2)
@@ -484,7 +536,7 @@ class PingProcessor:
         by_v: dict[int, dict] = {int(v): {} for v in vs}
         for aid, al in newest.items():
             by_v[self.index[al["plate"]]][aid] = al
-        k = 0
+        k = k0        # (pos, k): where the published alerts sort among the batch's
         for v, new in by_v.items():
             old = self.alog.get(v, {})
             for aid, al in new.items():      # ``late`` comes from the fix that raised it (re-upload / late)
@@ -499,35 +551,79 @@ class PingProcessor:
                     k += 1
             self.alog[v] = {aid: al for aid, al in new.items()}
 
-    def _rotate_checkpoints(self, vs: np.ndarray) -> None:
-        """Keep each vehicle's replay window between ``late.replay_window_h`` and twice that: checkpoint
-        "a" (the replay start) takes over checkpoint "b" once "b" is a window old; "b" restarts at the
-        newest sample."""
-        if self.replay_ms <= 0 or not len(vs):
+    def _step_checkpoints(self, r: "_Round") -> None:
+        """Move the replay checkpoints in event time, at the vehicle's first qualified fix a window after
+        checkpoint "b" (before that fix is applied): "a" (where a replay starts) takes over "b", and "b"
+        restarts at the newest fix. Taken ping by ping, never at batch ends, so where the window starts
+        does not depend on how the feed was cut into batches; "a" stays one to two windows behind the
+        newest fix. A replay still pending for the vehicle (late data earlier in this batch) is run first, so
+        that "b" always holds the corrected timeline."""
+        a, vi, t = self.a, r.vi, r.t
+        ql = a["q_last"][vi]
+        newer = r.qp & (ql != NONE) & (t > ql)
+        if not newer.any():
             return
-        a = self.a
-        newest = a["q_last"][vs]
-        has = newest != NONE
-        unset_b = has & (a["ckb_ts"][vs] == NONE)
-        rot = has & ~unset_b & (newest - a["ckb_ts"][vs] >= self.replay_ms)
-        rv = vs[rot]
+        ckb = a["ckb_ts"][vi]
+        unset_b = newer & (ckb == NONE)
+        rot = newer & (ckb != NONE) & (t - ckb >= self.replay_ms)
+        if not (unset_b | rot).any():
+            return
+        rv = vi[rot]
+        pend = [j for j in np.flatnonzero(rot).tolist() if int(vi[j]) in self._late_pending]
+        if pend:
+            self._log_alerts(r.alerts)
+            for j in pend:   # published at this fix's place in the batch, before what the fix itself raises
+                self._replay_late(r.alerts, r.out, int(r.P[j]), [int(vi[j])], k0=-(1 << 30))
+            self._alog_n = len(r.alerts)     # what the replay published is not live-pass output
         if len(rv):
             for f in RULE_FIELDS:
                 a["ck_" + f][rv] = a["ckb_" + f][rv]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
             a["rc_a"][rv] = a["rc_b"][rv]
-        bv = vs[unset_b | rot]
-        if len(bv):
-            for f in RULE_FIELDS:
-                a["ckb_" + f][bv] = a[f][bv]
-            a["ckb_ts"][bv] = a["q_last"][bv]
-            a["rc_b"][bv] = 0.0
-        moved = vs[rot]
-        for v in moved.tolist():
+        bv = vi[unset_b | rot]
+        for f in RULE_FIELDS:
+            a["ckb_" + f][bv] = a[f][bv]
+        a["ckb_ts"][bv] = a["q_last"][bv]
+        a["rc_b"][bv] = 0.0
+        for v in rv.tolist():
             lim = int(a["ck_ts"][v])
             log = self.alog.get(v)
             if log:
                 self.alog[v] = {k: al for k, al in log.items() if iso_to_epoch_ms(al["start_ts"]) > lim}
+
+    def _add_past(self, v: int, d: int, delta: np.ndarray) -> None:
+        acc = self.past.get((v, d))
+        if acc is None:
+            acc = self.past[(v, d)] = np.zeros(N_FIELDS)
+        acc += delta
+
+    def past_day_keys(self) -> list[tuple[str, str]]:
+        """(plate, day) of the past days that late data changed since the last ``merge_past_days``."""
+        return sorted({(self.plates[v], day_string(d)) for v, d in self.past})
+
+    def merge_past_days(self, rows: list[dict], stored: list[dict]) -> list[dict]:
+        """Recompute the rows of past days (``past_day_keys``) as absolute values: each on its newest row —
+        from ``rows`` (not yet stored, e.g. drained by ``day_rows``) or else from ``stored`` (the archive's
+        rows of those keys) or else from zero. Returns ``rows`` with the recomputed rows in place (one row per
+        key, sorted) and forgets the contributions."""
+        base = {(r["plate"], r["day"]): r for r in stored}
+        out: dict[tuple[str, str], dict] = {}
+        for r in rows:
+            out[(r["plate"], r["day"])] = r
+        base.update(out)
+        updated = format_ts_ms(self.watermark_ms)
+        for (v, d), delta in sorted(self.past.items()):
+            key = (self.plates[v], day_string(d))
+            old = base.get(key)
+            row = {"plate": key[0], "day": key[1]}
+            for f, name in enumerate(DAY_COLUMNS):
+                val = (float(old.get(name, 0) or 0) if old else 0.0) + float(delta[f])
+                row[name] = int(round(val)) if f in _INT_FIELDS else round(val, 6)
+            row["online"] = row["pings"] > 0
+            row["updated_at"] = updated
+            base[key] = out[key] = row
+        self.past = {}
+        return sorted(out.values(), key=lambda r: (r["plate"], r["day"]))
 
     def _slot_prepare(self, vi: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Make the day slots of (vehicle, day) current; returns the mask of pings whose day is stale."""
@@ -552,7 +648,10 @@ class PingProcessor:
         vi_a, d_a = np.array([vi]), np.array([d])
         if self._slot_prepare(vi_a, d_a)[0]:
             self.stale_total += 1
-            return False
+            delta = np.zeros(N_FIELDS)
+            delta[f] = value
+            self._add_past(vi, d, delta)
+            return True
         s = d % self.slots
         self.a["cnt"][vi, s, f] += value
         self.a["dirty"][vi, s] = True
@@ -569,7 +668,7 @@ class PingProcessor:
         r.d = c.day[P]
         r.stale = self._slot_prepare(r.vi, r.d)
         r.delta = np.zeros((len(P), N_FIELDS), dtype=np.float64)
-        r.qp = c.qualified[P].copy()
+        r.qp = c.qualified[P] & ~c.closed[P]
         r.tr = c.trusted[P].copy()
         r.sample = np.zeros(len(P), dtype=bool)
         for step in steps or ROUND_STEPS:
@@ -595,7 +694,9 @@ class PingProcessor:
             a["recent_ts"][kv, pos] = r.t[keep]
             a["recent_pos"][kv] = (pos + 1) % RECENT
         r.delta[:, F_PINGS] = np.where(dup, 0.0, 1.0)
-        r.delta[:, F_QUAL] = r.qp
+        cl = r.c.closed[r.P] & ~dup
+        r.delta[:, F_QUAL] = r.qp | (cl & r.c.qualified[r.P])
+        r.delta[:, F_CLOSED] = cl
 
     def _step_liveness(self, r: "_Round") -> None:
         """Offline episodes. Liveness follows RECEIPT in event time (the watermark when the ping arrived), so a
@@ -623,8 +724,10 @@ class PingProcessor:
         if self.replay_ms > 0 and not r.replay:
             # older than the vehicle's newest fix: inside the replay window it is merged into the timeline
             # after the round (``_replay_late``), older than the window it only fills track gaps
+            self._step_checkpoints(r)
             late = qp & (t < a["q_last"][vi])
-            # (a fix for a day no longer held cannot change that day's row: it is not merged either)
+            # newer than checkpoint "a" (moved in event time, ``_step_checkpoints``): merged. (A fix for a day
+            # no longer held cannot change that day's row: it is not merged either.)
             again = late & (t > a["ck_ts"][vi]) & ~r.stale
             for v in vi[again].tolist():
                 self._late_pending.add(v)
@@ -921,6 +1024,8 @@ class PingProcessor:
             k = int(r.stale.sum())
             r.out.stale_day += k
             self.stale_total += k
+            for j in np.flatnonzero(r.stale):     # a day no longer held: its stored row is recomputed
+                self._add_past(int(r.vi[j]), int(r.d[j]), r.delta[j])
         gv, gs = r.vi[good], (r.d % self.slots)[good]
         a["cnt"][gv, gs] += r.delta[good]
         a["dirty"][gv, gs] = True
@@ -941,7 +1046,7 @@ class PingProcessor:
             p = int(r.P[j])
             v = int(r.vi[j])
             res = self.gaps.fill(v, int(r.t[j]), float(c.cols.lat[p]), float(c.cols.lon[p]), float(c.speed[p]),
-                                 int(r.d[j]))
+                                 int(r.d[j]), before=int(self.a["ck_ts"][v]) if self.replay_ms > 0 else None)
             if res is None:
                 continue
             if res[0] == "drift":
@@ -1092,7 +1197,11 @@ class PingProcessor:
         """Drain sampled goods-vehicle points: (plate, ts_ms, lat, lon, speed_kmh) for ``track_points``."""
         arr = self._track_array()
         self.track_buf = []
-        return [(self.plates[int(r[0])], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in arr.tolist()]
+        # column-wise, C-level (a commit drains thousands of points: a tuple built per row in Python cost 6 %
+        # of the worker, docs/performance.md)
+        return list(zip(map(self.plates.__getitem__, arr[:, 0].astype(np.int64).tolist()),
+                        arr[:, 1].astype(np.int64).tolist(), arr[:, 2].tolist(), arr[:, 3].tolist(),
+                        arr[:, 4].tolist()))
 
     def _row(self, v: int, s: int) -> dict:
         cnt = self.a["cnt"][v, s]
@@ -1118,36 +1227,42 @@ class PingProcessor:
             flts = np.round(cnts[:, [F_KM, F_KMINC, F_FATIGUE]], 6).tolist()
             dstr = {d: day_string(d) for d in set(days)}
             plates = self.plates
-            for v, d, (pi, qu, dr, os_, cu, of), (km, kmi, fs) in zip(vs.tolist(), days, ints, flts):
+            for v, d, (pi, qu, dr, os_, cu, of, lc), (km, kmi, fs) in zip(vs.tolist(), days, ints, flts):
                 rows.append({"plate": plates[v], "day": dstr[d], "pings": pi, "qualified": qu, "km_total": km,
                              "km_incomplete": kmi, "drift_points": dr, "overspeed_count": os_, "fatigue_s": fs,
-                             "curfew_events": cu, "offline_events": of, "online": pi > 0})
+                             "curfew_events": cu, "offline_events": of, "late_from_closed": lc,
+                             "online": pi > 0})
         a["dirty"][:n] = False
         if self.watermark != NO_WATERMARK:
             self.gaps.prune(self.watermark)
         updated = format_ts_ms(self.watermark_ms)
         for r in rows:
             r["updated_at"] = updated
-        rows.sort(key=lambda r: (r["plate"], r["day"]))
+        rows.sort(key=itemgetter("plate", "day"))
         return rows
 
     # --- persistence --------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array)."""
+    def snapshot(self, compress: bool = True) -> bytes:
+        """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array).
+        ``compress=False``: entries stored, not deflated — the worker's archive compresses the whole blob
+        with a faster codec (streams/archive/snapshots.py); ``restore`` reads both."""
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
-                "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())]}
+                "fix_clock": self.fix_clock,
+                "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
+                "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array(), "__hist__": self._history()}
         arrays.update((k, v[: self.n]) for k, v in self.a.items())
         buf = io.BytesIO()
         # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        with zipfile.ZipFile(buf, "w", compression=method, compresslevel=1 if compress else None) as zf:
             for name, arr in arrays.items():
                 info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info._compresslevel = 1
+                info.compress_type = method
+                info._compresslevel = 1 if compress else None
                 with zf.open(info, "w") as f:
                     np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
         return buf.getvalue()
@@ -1168,11 +1283,15 @@ class PingProcessor:
             track = z["__track__"]
             self.track_buf = [track] if len(track) else []
             if "__hist__" in z.files:
-                self._hist = z["__hist__"]
+                self._hist = _hist_from_snapshot(z["__hist__"])
             had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
-                    self.a[k][:n] = z[k]
+                    src = z[k]
+                    if k == "cnt" and src.shape[-1] != N_FIELDS:     # before late_from_closed: 9 columns
+                        self.a[k][:n, :, :src.shape[-1]] = src
+                    else:
+                        self.a[k][:n] = src
         self.n = n
         self.plates = list(meta["plates"])
         for i, p in enumerate(self.plates):
@@ -1182,6 +1301,7 @@ class PingProcessor:
         self.gaps.load_json(meta["gaps"])
         self.pending_rows = meta["pending_rows"]
         self.stale_total = int(meta["stale_total"])
+        self.fix_clock = int(meta.get("fix_clock", NONE))
         if n and self.replay_ms > 0 and not had_window:
             # no replay window in the snapshot (version 1, or written with the window off): it starts now
             # (older late data only fills gaps)
@@ -1194,7 +1314,18 @@ class PingProcessor:
         self.drivers = list(meta.get("drivers", []))
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
         self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
+        self.past = {(int(v), int(d)): np.array(x, dtype=np.float64) for v, d, x in meta.get("past", [])}
         return self
+
+
+def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
+    """Held samples of a snapshot: packed (``HIST``), or the 7 float64 columns of earlier snapshots."""
+    if arr.dtype == HIST:
+        return arr
+    h = np.empty(len(arr), dtype=HIST)
+    for k, name in enumerate(("v", "ts", "lat", "lon", "spd", "late", "drv")):
+        h[name] = arr[:, k] if len(arr) else []
+    return h
 
 
 def format_ts_ms(ms: int) -> str:
@@ -1224,6 +1355,7 @@ class _Batch:
     reasons: np.ndarray          # quality reason mask per ping (the duplicate step adds its bit)
     time_ok: np.ndarray
     driver: np.ndarray           # driver code per ping (-1 unknown)
+    closed: np.ndarray           # its day's month is closed: no rule, counted on the day received
 
 
 class _Round:
@@ -1251,7 +1383,7 @@ ROUND_STEPS: tuple[Step, ...] = (
     Step("liveness", ("offline.timeout_s",), PingProcessor._step_liveness),
     Step("track", ("drift.v_max_kmh", "drift.stationary_jump_km", "drift.stationary_speed_kmh",
                    "drift.stationary_jump_max_s", "drift.stationary_hold", "drift.reanchor_after", "track.gap_s",
-                   "track.gap_km"), PingProcessor._step_track),
+                   "track.gap_km", "late.replay_window_h"), PingProcessor._step_track),
     Step("overspeed", ("speeding.min_duration_s", "speeding.merge_s", "speeding.*", "track.gap_s"),
          PingProcessor._step_overspeed),
     Step("fatigue", ("fatigue.day_continuous_h", "fatigue.night_continuous_h", "fatigue.min_rest_min",

@@ -1,4 +1,9 @@
-"""Columnar ping batches: the wire format of the ``gps-pings`` topic.
+"""Columnar ping batches: the wire formats of the ``gps-pings`` topic.
+
+Two encodings of the same columns (docs/formats.md), told apart by the first byte of the record:
+``FF`` — an Apache Arrow IPC record batch (models/pingarrow.py; the default of our producers,
+``stream.wire_format``: numeric columns are read without parsing); anything else — JSON, below (kept for
+other producers and for readability).
 
 Faust costs ~0.25 ms per event whatever its size (docs/performance.md), so producers (gateway,
 simulators, replay) carry up to ``stream.batch_max_pings`` pings of ONE partition per Kafka record, as an
@@ -19,6 +24,9 @@ from __future__ import annotations
 
 import orjson
 
+from pyarrow import ArrowException
+
+from .pingarrow import MAGIC as ARROW_MAGIC, decode_arrow, encode_arrow
 from .pingschema import FIELDS, PingColumns, validate_columns
 from .records import InvalidRecord, iso_to_epoch_ms, loads_object
 
@@ -27,8 +35,11 @@ MAX_BATCH = 100_000
 _COLUMNS = tuple(k for k in FIELDS if k != "recv_ts")
 
 
-def encode_batch(pings: list[dict]) -> bytes:
-    """Interchange pings (``ts`` ISO-8601 or epoch ms) → one columnar record."""
+WIRE_FORMATS = ("arrow", "json")
+
+
+def encode_batch(pings: list[dict], wire: str = "json") -> bytes:
+    """Interchange pings (``ts`` ISO-8601 or epoch ms) → one columnar record in the ``wire`` encoding."""
     cols: dict[str, list] = {k: [] for k in _COLUMNS}
     for p in pings:
         for k in _COLUMNS:
@@ -40,8 +51,24 @@ def encode_batch(pings: list[dict]) -> bytes:
         del cols["jt808_version"]
     if any("recv_ts" in p for p in pings):
         cols["recv_ts"] = [p.get("recv_ts", p["ts"]) for p in pings]
-    cols["schema"] = SCHEMA  # type: ignore[assignment]
-    return orjson.dumps(cols)
+    if wire == "arrow" and "recv_ts" in cols:
+        cols["recv_ts"] = [iso_to_epoch_ms(v) if isinstance(v, str) else v for v in cols["recv_ts"]]
+    return encode_columns(cols, wire)
+
+
+def encode_columns(cols: dict, wire: str) -> bytes:
+    """Column lists (``ts``/``recv_ts`` epoch ms in the Arrow form) → one record in the ``wire`` encoding.
+    Columns the Arrow form cannot write at all (mixed types in one column) go out in the JSON form, which
+    carries anything JSON can: the worker validates either and rejects a bad ping with the same reason."""
+    if wire == "arrow":
+        try:
+            return encode_arrow(cols)
+        except (ArrowException, TypeError, ValueError, OverflowError):
+            pass
+    elif wire != "json":
+        raise ValueError(f"wire format {wire!r} is not one of {WIRE_FORMATS}")
+    cols = {"schema": SCHEMA, **cols}
+    return orjson.dumps(cols, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode_batch(raw: bytes, max_bytes: int = 1_000_000, *, years: tuple[int, int] | None = None) -> PingColumns:
@@ -49,6 +76,8 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000, *, years: tuple[int, in
     The batch is one record: a defect in any ping rejects it whole (the producer sends it to dead-letter
     as one unit; the schema is ``models.pingschema``). ``years``: the plausible years
     (``models.timerange.plausible_years(cfg)``; default 2000–2100)."""
+    if raw[:4] == ARROW_MAGIC:
+        return decode_arrow(raw, max_bytes, years=years)
     d = loads_object(raw, max_bytes)
     if d.get("schema") != SCHEMA:
         if "schema" in d:

@@ -91,6 +91,7 @@ class PingColumns:
 
 
 _LISTS = ("plate", "terminal_id", "driver_id", "mileage_km")
+_OPTIONAL_COLUMNS = ("recv_ts", "jt808_version")
 
 
 def take(c: PingColumns, sel: np.ndarray) -> PingColumns:
@@ -216,7 +217,9 @@ def _number_column(name: str, f: Field, col: list, errs: _Errors) -> np.ndarray:
                 arr[i] = np.nan if f.default is None else f.default
             else:
                 errs.bad(i, "missing_field" if x is None else "bad_type", f"{name} must be a number")
-    null = np.isnan(arr) & np.array([x is None for x in col], dtype=bool) if f.default is None else None
+    # a NaN marks a null (JSON cannot carry NaN): mask those only when there are any (rare; not on the hot path)
+    nan = np.isnan(arr)
+    null = nan & np.array([x is None for x in col], dtype=bool) if f.default is None and nan.any() else None
     finite = np.isfinite(arr)
     wrong = ~finite | (arr < f.lo) | (arr > f.hi)
     if null is not None:
@@ -236,10 +239,14 @@ def _number_column(name: str, f: Field, col: list, errs: _Errors) -> np.ndarray:
 
 def _bool_column(name: str, f: Field, col: list, errs: _Errors) -> np.ndarray:
     """true/false, or 0/1 (the columnar wire format carries flags as numbers)."""
-    if not set(map(type, col)) <= {bool}:
-        for i, x in enumerate(col):
-            if not (type(x) is bool or (type(x) is int and x in (0, 1)) or (x is None and not f.required)):
-                errs.bad(i, "bad_type", f"{name} must be true/false (or 0/1)")
+    types = set(map(type, col))
+    if types <= {bool}:
+        return np.array(col, dtype=bool)
+    if types <= {int} and min(col) >= 0 and max(col) <= 1:
+        return np.array(col, dtype=bool)
+    for i, x in enumerate(col):
+        if not (type(x) is bool or (type(x) is int and x in (0, 1)) or (x is None and not f.required)):
+            errs.bad(i, "bad_type", f"{name} must be true/false (or 0/1)")
     return np.array([x is True or (type(x) is int and x == 1) for x in col], dtype=bool)
 
 
@@ -272,15 +279,44 @@ def validate_columns(get: Callable[[str], list | None], n: int, *,
             out[name] = _bool_column(name, f, col, errs)
         else:
             arr = _number_column(name, f, col, errs)
-            out[name] = arr if name != "mileage_km" else [None if x is None else float(v) for x, v in zip(col, arr)]
+            out[name] = arr if name != "mileage_km" else (
+                arr.tolist() if None not in col else [None if x is None else float(v) for x, v in zip(col, arr)])
     return PingColumns(**out), dict(errs)
 
 
 def dicts_getter(dicts: list[dict]) -> Callable[[str], list | None]:
     """Column access over a list of ping objects (absent key → None for that ping)."""
+    same = _same_keys(dicts)
+    if same is not None:
+        return same
+
     def get(name: str) -> list | None:
         col = list(map(dict.get, dicts, repeat(name)))
         if name not in ("recv_ts", "jt808_version") or any(x is not None for x in col):
             return col
         return None
+    return get
+
+
+def _same_keys(dicts: list[dict]) -> Callable[[str], list | None] | None:
+    """The common case of JSON lines — every object has the same keys — as one C-level transposition (one
+    ``itemgetter`` call per object, ``zip`` for the columns) instead of one ``dict.get`` per value; None when
+    the objects differ (the caller then goes value by value)."""
+    first = dicts[0]
+    keys = tuple(first)
+    if not keys or set(map(len, dicts)) != {len(keys)}:
+        return None
+    try:     # same length and every key of the first: the same key set
+        rows = list(map(itemgetter(*keys), dicts)) if len(keys) > 1 else [(d[keys[0]],) for d in dicts]
+    except (KeyError, TypeError):
+        return None
+    cols = dict(zip(keys, map(list, zip(*rows))))
+
+    def get(name: str) -> list | None:
+        col = cols.get(name)
+        if col is None:
+            return None if name in _OPTIONAL_COLUMNS else [None] * len(dicts)
+        if name in _OPTIONAL_COLUMNS and col.count(None) == len(col):
+            return None
+        return col
     return get

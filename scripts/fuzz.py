@@ -19,6 +19,10 @@ Targets (what the worker, gateway and CLIs call on untrusted bytes):
                logged by the gateway or a dead letter with reason internal_error counts as a crash
   jt808        streams.jt808.codec.parse_frame (+ message_pings, as the gateway does)
   pingbatch    models.pingbatch.decode_batch
+  pingarrow    the Arrow IPC form of a ping batch (models/pingarrow.py) through decode_batch → the engine (the
+               GPS agent's path); mutations: bytes, and Arrow-aware ones re-encoded as valid IPC (columns
+               dropped, duplicated, renamed, retyped, nulled, values out of range, schema metadata changed,
+               several or no record batches) so the input gets past the framing to the column checks
   engine       decode_batch → models.ping_state.PingProcessor.process (the GPS agent's path)
   wim          models.records.parse_wim_reading
   wim_assess   parse_wim_reading → models.overload.assess (the WIM agent's path)
@@ -445,6 +449,96 @@ def _batch_seeds() -> list[bytes]:
 def pingbatch_target() -> Target:
     from roadwatch.models.pingbatch import decode_batch
     return Target("pingbatch", _batch_seeds(), lambda b: decode_batch(b), (InvalidRecord,), json_seeds=True)
+
+
+def _arrow_seeds() -> list[bytes]:
+    from roadwatch.models.pingbatch import encode_batch
+    pings = [dict(_ping(i), ts=1_762_740_000_000 + i * 1000) for i in range(5)] + \
+        [dict(_ping(9, plate="粤B54321", speed_kmh=95.0, alarm_flags=1), ts=1_762_740_009_000)]
+    recv = [dict(p, recv_ts=p["ts"] + 800) for p in pings]
+    nodrv = [dict(p, driver_id=None, mileage_km=None, jt808_version=2019) for p in pings]
+    return [encode_batch(pings, "arrow"), encode_batch(pings[:1], "arrow"), encode_batch(recv, "arrow"),
+            encode_batch(nodrv, "arrow")]
+
+
+_ARROW_TYPES = None
+
+
+def mutate_arrow(rnd: random.Random, data: bytes) -> bytes:
+    """Decode the seed's record batch, change its structure or values, write it back as a valid IPC stream."""
+    import numpy as np
+    import pyarrow as pa
+    global _ARROW_TYPES
+    if _ARROW_TYPES is None:
+        _ARROW_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+                        pa.uint64(), pa.float16(), pa.float32(), pa.float64(), pa.bool_(), pa.string(),
+                        pa.large_string(), pa.binary(), pa.null(), pa.timestamp("ms"), pa.timestamp("s", tz="UTC"),
+                        pa.timestamp("ns", tz="Asia/Shanghai"), pa.date32(), pa.list_(pa.int64()),
+                        pa.dictionary(pa.int8(), pa.string())]
+    try:
+        batch = pa.ipc.open_stream(data).read_next_batch()
+    except Exception:   # noqa: BLE001 - a seed that is not Arrow: byte mutation only
+        return data
+    cols, names = list(batch.columns), list(batch.schema.names)
+    meta = batch.schema.metadata
+    batches = 1
+    for _ in range(rnd.choice((1, 1, 2, 3))):
+        try:
+            op = rnd.randrange(10)
+            i = rnd.randrange(len(cols)) if cols else 0
+            n = len(cols[0]) if cols else 0
+            if op == 0 and cols:
+                del cols[i], names[i]
+            elif op == 1 and cols:
+                cols.append(cols[i]), names.append(rnd.choice([names[i], "extra", "", "plate"]))
+            elif op == 2 and cols:
+                names[i] = rnd.choice(["", "x", "ts", "recv_ts", "jt808_version", names[(i + 1) % len(names)]])
+            elif op == 3 and cols:
+                try:
+                    cols[i] = cols[i].cast(rnd.choice(_ARROW_TYPES), safe=False)
+                except Exception:   # noqa: BLE001 - not every cast exists
+                    cols[i] = pa.array([rnd.choice(INTERESTING_VALUES[:12])] * n, type=rnd.choice(_ARROW_TYPES[:12]),
+                                       from_pandas=True) if rnd.random() < 0.5 else pa.nulls(n)
+            elif op == 4 and cols:                 # nulls in place of some values
+                mask = pa.array([rnd.random() < 0.5 for _ in range(n)])
+                cols[i] = pa.compute.if_else(mask, pa.nulls(n, cols[i].type), cols[i])
+            elif op == 5 and cols:                 # one value replaced by an extreme of a numeric type
+                v = cols[i].to_pylist()
+                if v:
+                    v[rnd.randrange(n)] = rnd.choice([0, -1, 2 ** 31, 2 ** 53 + 1, 2 ** 63 - 1, -2 ** 63, 1e308, -1e308,
+                                                     float("inf"), float("nan"), 0.5, "", "a" * 300, "\x00", None])
+                    try:
+                        cols[i] = pa.array(v, type=cols[i].type, from_pandas=False)
+                    except Exception:   # noqa: BLE001
+                        cols[i] = pa.array(v, from_pandas=False) if len({type(x) for x in v} - {type(None)}) <= 1 \
+                            else cols[i]
+            elif op == 6 and cols:                 # fewer or more rows (every column the same length)
+                k = rnd.choice([0, 1, max(0, n - 1), n * 2])
+                cols = [c.take(pa.array([j % max(1, n) for j in range(k)], type=pa.int64())) if n else c for c in cols]
+            elif op == 7:
+                meta = rnd.choice([None, {b"roadwatch.schema": b"roadwatch.pings/2"}, {b"x": b"y"}, meta])
+            elif op == 8:
+                batches = rnd.choice([0, 2, 3])
+            else:                                  # a column sliced (non-zero array offset) or chunk-shifted
+                if cols and n > 1:
+                    cols = [c.slice(1) for c in cols]
+        except Exception:   # noqa: BLE001 - this mutation does not apply to this batch: skip it
+            pass
+    try:
+        schema = pa.schema([pa.field(nm, c.type) for nm, c in zip(names, cols)], metadata=meta)
+        rb = pa.RecordBatch.from_arrays(cols, schema=schema)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as w:
+            for _ in range(batches):
+                w.write_batch(rb)
+        return sink.getvalue().to_pybytes()
+    except Exception:   # noqa: BLE001 - the mutation made no writable batch: fall back to bytes
+        return mutate_bytes(rnd, data, [data])
+
+
+def pingarrow_target() -> Target:
+    run = engine_target().run
+    return Target("pingarrow", _arrow_seeds(), run, (InvalidRecord,), mutate=mutate_arrow)
 
 
 def engine_target() -> Target:
@@ -966,7 +1060,7 @@ class LinkTarget:
         return t
 
 
-ALL = ("gateway", "jt808", "pingbatch", "engine", "wim", "wim_assess", "ping", "driver_event", "registry", "config",
+ALL = ("gateway", "jt808", "pingbatch", "pingarrow", "engine", "wim", "wim_assess", "ping", "driver_event", "registry", "config",
        "scenario", "jt809", "jt809_link")
 
 

@@ -1,4 +1,4 @@
-"""``roadwatch scenario check``: compare what the system produced (the SQLite archive) with a scenario's
+"""``roadwatch scenario check``: compare what the system produced (the archive) with a scenario's
 expected outcomes; print a diff table; exit 1 on any difference.
 
 The expectations are rebuilt from the scenario file (``build`` is deterministic), so no state from
@@ -6,13 +6,11 @@ The expectations are rebuilt from the scenario file (``build`` is deterministic)
 not expect, or a WIM case in a scenario that expects none, is a difference too — unless the scenario
 lists it under ``[[expect.tolerate]]`` with a reason (docs/scenarios.md).
 
-Every SQL statement this command runs is in the ``SQL`` table below (one place to move when the archive
-gets its own query module).
+The archive's rows are read by ``streams/archive/outcomes.py`` (SQLite read-only, or PostgreSQL).
 """
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -20,9 +18,14 @@ from pathlib import Path
 import orjson
 
 from roadwatch.models.config import Config
+from roadwatch.streams.archive import ArchiveError
+from roadwatch.streams.archive import outcomes as db
+from roadwatch.streams.archive.outcomes import VEHICLE_DAY_FIELDS
 from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
+from .intercept_check import KINDS as INTERCEPT_KINDS
+from .intercept_check import check_rows as intercept_check_rows
 from .scenario import build, load_scenario
 
 OPS = {"=": lambda a, e, tol: abs(a - e) <= tol, ">": lambda a, e, tol: a > e + tol,
@@ -31,87 +34,53 @@ OPS = {"=": lambda a, e, tol: abs(a - e) <= tol, ">": lambda a, e, tol: a > e + 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", help="scenario name (library) or TOML path")
-    p.add_argument("--archive", help="SQLite archive (default: the configured archive path)")
+    p.add_argument("--archive", help="archive: a SQLite file or a postgresql:// URL (default: the configured "
+                                     "archive)")
     p.add_argument("--all", action="store_true", help="also list the expectations that matched")
     p.add_argument("--from", dest="from_dir", metavar="DIR",
                    help="use DIR/expectations.json and DIR/registry.json written by `simulate --out DIR` "
                         "instead of rebuilding the scenario (fast for big scenarios)")
 
 
-# --- every query against the archive --------------------------------------------------------------------
-SQL = {
-    "alerts": "SELECT COUNT(*) FROM alerts WHERE type=? AND plate=?",
-    "alerts_from": " AND start_ts >= ?",
-    "alerts_to": " AND start_ts < ?",
-    "verdicts": "SELECT action, fine_yuan FROM wim_verdicts WHERE plate=?",
-    "cases_total": "SELECT COUNT(*) FROM wim_verdicts WHERE action=? AND day BETWEEN ? AND ?",
-    "case_sites": "SELECT source_site_id FROM cases WHERE plate=?",
-    "vehicle_day": "SELECT {field} FROM vehicle_day WHERE plate=? AND day=?",
-    "rate_rows": ("SELECT plate, pings, qualified, km_total, km_incomplete, drift_points "
-                  "FROM vehicle_day WHERE day BETWEEN ? AND ?"),
-    "alerts_by_plate": ("SELECT type, plate, COUNT(*) FROM alerts WHERE day BETWEEN ? AND ? "
-                        "GROUP BY type, plate ORDER BY type, plate"),
-    "verdicts_by_plate": ("SELECT action, plate, COUNT(*) FROM wim_verdicts WHERE day BETWEEN ? AND ? "
-                          "GROUP BY action, plate ORDER BY action, plate"),
-}
-
-
-def _rows(conn: sqlite3.Connection, sql: str, args=()) -> list:
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as e:
-        raise UsageError(f"archive has no usable table for this check ({e})") from None
-
-
-def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple[str, str],
-           esc: dict | None = None):
+def actual(conn: object, e: dict, registry, cfg: Config, span: tuple[str, str], esc: "Escalations | None" = None):
     k = e["kind"]
     if k == "alert":
-        sql, args = SQL["alerts"], [e["type"], e["plate"]]
-        if e.get("from"):
-            sql += SQL["alerts_from"]
-            args.append(e["from"])
-        if e.get("to"):
-            sql += SQL["alerts_to"]
-            args.append(e["to"])
-        return _rows(conn, sql, args)[0][0]
+        return db.alert_count(conn, e["type"], e["plate"], e.get("from"), e.get("to"))
     if k == "verdicts":
-        return sorted([r[0], int(r[1])] for r in _rows(conn, SQL["verdicts"], (e["plate"],)))
+        return sorted([a, int(f)] for a, f in db.verdict_actions(conn, e["plate"]))
     if k == "cases_total":
-        return _rows(conn, SQL["cases_total"], (e["action"], *span))[0][0]
+        return db.verdict_count(conn, e["action"], *span)
     if k == "source_site":
-        sites = sorted({r[0] for r in _rows(conn, SQL["case_sites"], (e["plate"],))},
-                       key=lambda x: x or "")
+        sites = sorted(set(db.case_source_sites(conn, e["plate"])), key=lambda x: x or "")
         return sites[0] if len(sites) == 1 else (sites or "no case")
     if k == "escalation":
-        over = escalations(conn, cfg, e["at"], esc if esc is not None else {})
-        return over.get((e["target"], e["id"]), 0)
+        if esc is None:
+            raise UsageError("escalation expectations need the archive's case workflow (no archive target given)")
+        return esc.on(e["at"]).get((e["target"], e["id"]), 0)
     if k == "vehicle_day":
-        r = _rows(conn, SQL["vehicle_day"].format(field=e["field"]), (e["plate"], e["day"])) \
-            if e["field"] in VEHICLE_DAY_FIELDS else None
-        if r is None:
+        if e["field"] not in VEHICLE_DAY_FIELDS:
             raise UsageError(f"vehicle_day has no field {e['field']!r}")
-        return r[0][0] if r else None
+        return db.vehicle_day_field(conn, e["plate"], e["day"], e["field"])
     if k == "rate":
         return rate(conn, e["name"], registry, cfg, span)
     raise UsageError(f"unknown expectation kind {k!r}")
 
 
-def escalations(conn, cfg: Config, at: str, cache: dict) -> dict[tuple[str, str], int]:
-    """(target, subject) → members of every Art. 66 escalation on day ``at``: what ``roadwatch escalations
-    --at`` lists, derived by the case workflow from the cases' histories (streams/cases.py). ``cache``
-    keeps one answer per day for one check."""
-    if at not in cache:
-        from roadwatch.streams.archive import open_archive
-        from roadwatch.streams.cases import CaseStore
-        path = conn.execute("PRAGMA database_list").fetchone()[2]
-        store = CaseStore(open_archive(path), cfg)
-        cache[at] = {(x["target"], x["subject"]): int(x["count"]) for x in store.escalations(at)}
-    return cache[at]
+class Escalations:
+    """What ``roadwatch escalations --at DAY`` lists — derived by the case workflow from the cases' histories
+    (streams/cases.py) — as (target, subject) → members, read once per day for one check."""
 
+    def __init__(self, target, cfg: Config):
+        self.target, self.cfg, self.store, self.days = target, cfg, None, {}
 
-VEHICLE_DAY_FIELDS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
-                      "fatigue_s", "curfew_events", "offline_events")
+    def on(self, day: str) -> dict[tuple[str, str], int]:
+        if day not in self.days:
+            if self.store is None:
+                from roadwatch.streams.archive import open_archive
+                from roadwatch.streams.cases import CaseStore
+                self.store = CaseStore(open_archive(self.target), self.cfg)
+            self.days[day] = {(x["target"], x["subject"]): int(x["count"]) for x in self.store.escalations(day)}
+        return self.days[day]
 
 
 def rate(conn, name: str, registry, cfg: Config, span: tuple[str, str]) -> float | None:
@@ -120,7 +89,7 @@ def rate(conn, name: str, registry, cfg: Config, span: tuple[str, str]) -> float
     pop = {v.plate for v in registry.vehicles.values() if v.category in cats}
     in_net = {p for p in pop if registry.vehicles[p].in_network}
     per: dict[str, list] = defaultdict(lambda: [0, 0, 0.0, 0.0, 0])
-    for plate, pings, q, kt, ki, dp in _rows(conn, SQL["rate_rows"], span):
+    for plate, pings, q, kt, ki, dp in db.rate_rows(conn, *span):
         if plate in pop:
             a = per[plate]
             a[0] += pings; a[1] += q; a[2] += kt; a[3] += ki; a[4] += dp
@@ -174,14 +143,18 @@ def matches(e: dict, got) -> bool:
     return False
 
 
-def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: Config, span: tuple[str, str],
-            tolerate: list[dict] | None = None) -> list[dict]:
+def compare(expectations: list[dict], conn: object, registry, cfg: Config, span: tuple[str, str],
+            tolerate: list[dict] | None = None, target=None) -> list[dict]:
     """One row per expectation, then one per unexpected outcome: an alert (type, plate) nobody expected,
-    or a WIM verdict when the scenario expects no cases at all. ``tolerate`` entries (type, optional
-    plate, reason) turn an unexpected outcome into an accepted one, shown with its reason."""
+    an Art. 66 escalation nobody expected on a day the scenario asks about, or a WIM verdict when the
+    scenario expects no cases at all. ``tolerate`` entries (type, optional plate, reason) turn an
+    unexpected outcome into an accepted one, shown with its reason. ``target``: the archive (SQLite file
+    or URL) for the case workflow's escalations."""
     rows = []
-    esc: dict = {}
+    esc = Escalations(target, cfg) if target is not None else None
     for e in expectations:
+        if e["kind"] in INTERCEPT_KINDS:           # checked by simulators/intercept_check.py
+            continue
         got = actual(conn, e, registry, cfg, span, esc)
         rows.append({"ok": matches(e, got), "kind": e["kind"], "subject": subject(e),
                      "expected": expected_text(e), "actual": round(got, 4) if isinstance(got, float) else got,
@@ -194,7 +167,7 @@ def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: C
                 return t["reason"]
         return None
     expected_keys = {(e["type"], e["plate"]) for e in expectations if e["kind"] == "alert"}
-    for typ, plate, n in _rows(conn, SQL["alerts_by_plate"], span):
+    for typ, plate, n in db.alerts_by_plate(conn, *span):
         if (typ, plate) in expected_keys or typ == "overload":   # overload alerts mirror cases (checked below)
             continue
         reason = tolerated(typ, plate)
@@ -204,15 +177,15 @@ def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: C
     # escalations nobody expected, on every day the scenario asks about
     esc_keys = {(e["target"], e["id"], e["at"]) for e in expectations if e["kind"] == "escalation"}
     for at in sorted({k[2] for k in esc_keys}):
-        for (target, sid), n in sorted(escalations(conn, cfg, at, esc).items()):
-            if (target, sid, at) in esc_keys:
+        for (target_, sid), n in sorted(esc.on(at).items()):
+            if (target_, sid, at) in esc_keys:
                 continue
-            reason = tolerated(f"escalation_{target}", sid)
-            rows.append({"ok": reason is not None, "kind": "escalation", "subject": f"{target} {sid} at {at}",
+            reason = tolerated(f"escalation_{target_}", sid)
+            rows.append({"ok": reason is not None, "kind": "escalation", "subject": f"{target_} {sid} at {at}",
                          "expected": 0, "actual": n, "why": f"tolerated: {reason}" if reason else
                          "unexpected Art. 66 escalation (no scripted decision leads to it)"})
     if not any(e["kind"] in ("cases_total", "verdicts") for e in expectations):
-        for action, plate, n in _rows(conn, SQL["verdicts_by_plate"], span):
+        for action, plate, n in db.verdicts_by_plate(conn, *span):
             reason = tolerated(f"case_{action}", plate)
             rows.append({"ok": reason is not None, "kind": "case", "subject": f"{action} {plate}", "expected": 0,
                          "actual": n, "why": f"tolerated: {reason}" if reason else
@@ -284,17 +257,20 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 raise UsageError(f"expect.tolerate: unknown vehicle alias {t['vehicle']!r}"
                                  + (" (use plate with --from)" if args.from_dir else ""))
             t["plate"] = aliases[t["vehicle"]]
-    path = Path(args.archive) if args.archive else cfg.archive_path
-    if not path.is_file():
-        raise UsageError(f"archive not found: {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn = db.open_for_check(args.archive or cfg.archive_path)
+    except ArchiveError as e:
+        raise UsageError(str(e)) from None
     try:
         span = (scn.start.strftime("%Y-%m-%d"), scn.end.strftime("%Y-%m-%d"))
-        rows = compare(expectations, conn, registry, cfg, span, tolerate)
+        rows = compare(expectations, conn, registry, cfg, span, tolerate, target=args.archive or cfg.archive_path)
         # --- JT/T 809 platform expectations: 平台连通率, 查岗响应率 (simulators/platform_scenario.py) ---
         from .platform_scenario import check_rows as platform_check_rows
         rows += platform_check_rows(scn, conn, registry, cfg)
         # --- end of JT/T 809 platform expectations ---
+        rows += intercept_check_rows(expectations, args.archive or cfg.archive_path, registry, cfg)     # 布控: tasks, 拦截率, 查处率
+    except ArchiveError as e:
+        raise UsageError(str(e)) from None
     finally:
         conn.close()
     bad = sum(1 for r in rows if not r["ok"])

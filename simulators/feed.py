@@ -1,6 +1,6 @@
 """A feed: the Kafka records a scenario publishes, in publish order, each with its simulated timestamp.
 
-Ping columns become columnar batches (models/pingbatch.py schema) of ONE partition each, chosen with
+Ping columns become columnar batches (models/pingbatch.py: Arrow IPC or JSON by ``stream.wire_format``) of ONE partition each, chosen with
 Kafka's default partitioner (murmur2 of the raw plate bytes, like streams/batcher.py and the worker's raw
 keys). A batch is flushed at ``max_pings`` pings or when it would span more than ``flush_s`` seconds of
 simulated receipt time. WIM readings and driver events are one record each, keyed by plate.
@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from kafka.partitioner.default import murmur2
 
-from roadwatch.models.pingbatch import SCHEMA
+from roadwatch.models.pingbatch import encode_columns
 from roadwatch.streams.topics import DRIVER_EVENTS, GPS_PINGS, WIM_READINGS
 
 
@@ -35,12 +35,12 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list) -> bytes:
-    """One columnar record for the pings at ``idx``. ``vehicles[vid]`` = (plate, color, terminal, driver)."""
+def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list, wire: str = "arrow") -> bytes:
+    """One columnar record for the pings at ``idx`` in the ``wire`` encoding (``stream.wire_format``).
+    ``vehicles[vid]`` = (plate, color, terminal, driver)."""
     vid = cols["vid"][idx]
     vs = [vehicles[i] for i in vid.tolist()]
     out = {
-        "schema": SCHEMA,
         "plate": [v[0] for v in vs],
         "plate_color": [v[1] for v in vs],
         "terminal_id": [v[2] for v in vs],
@@ -53,11 +53,11 @@ def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list) -> bytes:
         "mileage_km": cols["mileage_km"][idx],
         "recv_ts": cols["recv_ts"][idx] * 1000,
     }
-    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+    return encode_columns(out, wire)
 
 
 def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 500,
-                 flush_s: float = 5.0) -> list[FeedRecord]:
+                 flush_s: float = 5.0, wire: str = "arrow") -> list[FeedRecord]:
     """Batch pings (already sorted by ``recv_ts``) per partition; returns records in flush order."""
     if not cols or len(cols["vid"]) == 0:
         return []
@@ -84,7 +84,7 @@ def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 5
         for a, b in zip(starts[:-1], starts[1:]):
             sl = idx[a:b]
             first_plate = vehicles[int(cols["vid"][sl[0]])][0]
-            rec = FeedRecord(GPS_PINGS, p, first_plate.encode(), encode_ping_batch(cols, sl, vehicles),
+            rec = FeedRecord(GPS_PINGS, p, first_plate.encode(), encode_ping_batch(cols, sl, vehicles, wire),
                              int(r[b - 1]) * 1000)
             out.append((rec.ts_ms, seq, rec))
             seq += 1

@@ -214,7 +214,8 @@ def ping_count(r: FeedRecord) -> int:
     if r.topic != "gps-pings":
         return 0
     import orjson
+    from roadwatch.models.pingarrow import arrow_rows, is_arrow
     try:
-        return len(orjson.loads(r.value).get("plate") or [])
+        return arrow_rows(r.value) if is_arrow(r.value) else len(orjson.loads(r.value).get("plate") or [])
     except Exception:   # noqa: BLE001 - a malformed record counts as 0 pings
         return 0

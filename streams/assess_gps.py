@@ -15,8 +15,11 @@ validated with the one ping schema (``models.pingschema``).
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
+from contextlib import contextmanager
+from itertools import islice
 from typing import Iterable
 
 import numpy as np
@@ -37,9 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="zones: JSON list of Zone objects or a registry file (default: the registry's zones)")
     p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file")
     p.add_argument("--stats", metavar="FILE", help="write vehicle-day rows as JSON lines to FILE")
-    p.add_argument("--batch", metavar="N", type=int, default=2000, help="pings per engine batch (default 2000)")
+    p.add_argument("--batch", metavar="N", type=int, default=8000, help="pings per engine batch (default 8000)")
     p.add_argument("--sort-by-time", action="store_true",
                    help="input is not in arrival order (e.g. grouped by plate): read it all, replay in time order")
+
+
+_LINE_TYPES = {bytes, bytearray, str}
 
 
 class _Errors(list):
@@ -89,8 +95,9 @@ def _columns(dicts: list, pos: list, errors: _Errors, years: tuple[int, int] | N
     return take(cols, keep) if len(keep) else None
 
 
-def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Config, batch: int = 2000,
-              now_ms: int | None = None, sort_by_time: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
+def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Config, batch: int = 8000,
+              now_ms: int | None = None, sort_by_time: bool = False,
+              keep_alerts: bool = True) -> tuple[list[dict], list[dict], list[dict]]:
     """The batch path: (final alerts in first-raised order, vehicle-day rows, errors).
 
     The input is processed in its own order, as the stream would receive it (watermark, "late", offline and
@@ -98,7 +105,29 @@ def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Con
     must be passed with ``sort_by_time=True``: it is then read completely and replayed in time order
     (stable), as if received live. ``zones``: None (the registry's zones), a ``ZoneIndex`` or a list of
     ``Zone``. ``now_ms``: processing clock for the "future" check of pings without ``recv_ts``
-    (default: the wall clock)."""
+    (default: the wall clock). ``keep_alerts=False``: alerts are not kept (``report monthly`` needs only the
+    day rows), so memory does not grow with them."""
+    with _fewer_collections():
+        return _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_alerts)
+
+
+@contextmanager
+def _fewer_collections():
+    """The batch path allocates a dict per JSON line and frees it a chunk later (no cycles): with the default
+    thresholds the cyclic collector ran every 700 of them and re-scanned the registry and the engine state
+    each time (≈ 10 % of the run, docs/performance.md). Long-lived objects are frozen out of its scans and
+    young collections run every 100 000 allocations instead; restored afterwards."""
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
+def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_alerts):
     if now_ms is None:
         now_ms = int(time.time() * 1000)
     proc = PingProcessor(cfg, registry, zones)
@@ -110,27 +139,46 @@ def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Con
     first = 1
 
     def apply(cols: PingColumns) -> None:
-        for a in proc.process(cols, now_ms=now_ms).alerts:
-            alerts[a["alert_id"]] = a   # an update keeps the first-raised position
+        out = proc.process(cols, now_ms=now_ms)
+        if keep_alerts:
+            for a in out.alerts:
+                alerts[a["alert_id"]] = a   # an update keeps the first-raised position
 
     def flush() -> None:
         cols = parse_lines(buf, first, errors, plausible_years(cfg))
         if cols is not None:
             held.append(cols) if sort_by_time else apply(cols)
 
-    for raw in lines:
-        if not isinstance(raw, (bytes, bytearray, str)):   # a feed record already in columns (feed_input)
+    it = iter(lines)
+    for item in it:
+        if not isinstance(item, (bytes, bytearray, str)):   # a feed record already in columns (feed_input)
             if buf:
                 flush()
                 buf, first = [], line_no + 1
-            held.append(raw) if sort_by_time else apply(raw)
+            held.append(item) if sort_by_time else apply(item)
             continue
-        line_no += 1
-        buf.append(raw)
-        if len(buf) >= batch:
-            flush()
-            buf = []
-            first = line_no + 1
+        # a line: take the rest of a batch of lines at once (column batches are never read ahead: memory)
+        chunk = [item, *islice(it, batch - len(buf) - 1)]
+        if not buf and set(map(type, chunk)) <= _LINE_TYPES:   # the common case: a whole batch of lines
+            buf = chunk
+            line_no += len(chunk)
+            if len(chunk) == batch:
+                flush()
+                buf, first = [], line_no + 1
+            continue
+        for raw in chunk:
+            if not isinstance(raw, (bytes, bytearray, str)):
+                if buf:
+                    flush()
+                    buf, first = [], line_no + 1
+                held.append(raw) if sort_by_time else apply(raw)
+                continue
+            line_no += 1
+            buf.append(raw)
+            if len(buf) >= batch:
+                flush()
+                buf = []
+                first = line_no + 1
     if buf:
         flush()
     if held:
@@ -139,8 +187,12 @@ def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Con
         for s in range(0, len(order), batch):
             apply(take(allc, order[s:s + batch]))
     for a in proc.check_offline():
-        alerts.setdefault(a["alert_id"], a)
-    return list(alerts.values()), proc.day_rows(dirty_only=True), sorted(errors, key=lambda e: e["line"])
+        if keep_alerts:
+            alerts.setdefault(a["alert_id"], a)
+    rows = proc.day_rows(dirty_only=True)
+    if proc.past:   # late data for days no longer in memory: recomputed on the rows emitted for them
+        rows = proc.merge_past_days(rows, [])
+    return list(alerts.values()), rows, sorted(errors, key=lambda e: e["line"])
 
 
 def _load_zones(path: str | None, registry: Registry) -> ZoneIndex:

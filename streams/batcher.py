@@ -1,7 +1,7 @@
 """Per-partition ping batching for the ``gps-pings`` topic, and the producer side (publishers).
 
 Faust pays ~0.25 ms per record whatever its size (docs/performance.md), so producers send one
-columnar record (``models.pingbatch``) per partition holding up to ``stream.batch_max_pings`` pings, or
+columnar record (``models.pingbatch``: Arrow IPC or JSON by ``stream.wire_format``) per partition holding up to ``stream.batch_max_pings`` pings, or
 whatever the partition collected within ``stream.batch_max_ms``. The partition is Kafka's default
 partitioner on the raw UTF-8 plate bytes, so a batch never mixes partitions and every consumer keyed by
 plate agrees with it.
@@ -15,10 +15,8 @@ from typing import Any, Callable, Protocol
 
 from kafka.partitioner.default import murmur2
 
-import orjson
-
 from roadwatch.models.config import Config
-from roadwatch.models.pingbatch import SCHEMA
+from roadwatch.models.pingbatch import WIRE_FORMATS, encode_columns
 from roadwatch.models.records import iso_to_epoch_ms
 
 log = logging.getLogger(__name__)
@@ -38,9 +36,12 @@ class PingBatcher:
     the batch is put back and the exception propagates (nothing is lost silently)."""
 
     def __init__(self, send: SendFn, partitions: int, max_pings: int = 500, max_ms: float = 200,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, wire: str = "arrow"):
         if partitions < 1 or max_pings < 1 or max_ms < 0:
             raise ValueError("partitions and max_pings must be ≥ 1, max_ms ≥ 0")
+        if wire not in WIRE_FORMATS:
+            raise ValueError(f"wire format {wire!r} is not one of {WIRE_FORMATS}")
+        self.wire = wire
         self.send = send
         self.partitions = partitions
         self.max_pings = max_pings
@@ -56,7 +57,8 @@ class PingBatcher:
 
     @classmethod
     def from_config(cls, cfg: Config, send: SendFn, clock: Callable[[], float] = time.monotonic) -> "PingBatcher":
-        return cls(send, cfg["stream.partitions"], cfg["stream.batch_max_pings"], cfg["stream.batch_max_ms"], clock)
+        return cls(send, cfg["stream.partitions"], cfg["stream.batch_max_pings"], cfg["stream.batch_max_ms"], clock,
+                   cfg["stream.wire_format"])
 
     def partition(self, plate: str) -> int:
         p = self._pcache.get(plate)
@@ -125,7 +127,7 @@ class PingBatcher:
         self.last_batch_size = len(pings)
         try:
             rows = [r if type(r) is tuple else _row(r) for r in pings]
-            self.send(p, rows[0][0].encode("utf-8"), encode_rows(rows))
+            self.send(p, rows[0][0].encode("utf-8"), encode_rows(rows, self.wire))
         except BaseException:
             self._pings[p] = pings + self._pings.get(p, [])
             self._since[p] = since
@@ -151,15 +153,15 @@ def _row(p: dict) -> tuple:
             int(p.get("reupload", 0)), p.get("driver_id"), p.get("mileage_km"), p.get("recv_ts"))
 
 
-def encode_rows(rows: list[tuple]) -> bytes:
-    """Row tuples → one columnar ``gps-pings`` record (the format of ``models.pingbatch.encode_batch``)."""
+def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
+    """Row tuples → one columnar ``gps-pings`` record in the ``wire`` encoding (``stream.wire_format``:
+    the Arrow IPC form by default, or JSON; models/pingbatch.py)."""
     cols = dict(zip(ROW_FIELDS, map(list, zip(*rows))))
     recv = cols.pop("recv_ts")
     if any(r is not None for r in recv):
         cols["recv_ts"] = [r if r is not None else t for r, t in zip(recv, cols["ts"])]
     cols["reupload"] = [int(v) for v in cols["reupload"]]
-    cols["schema"] = SCHEMA
-    return orjson.dumps(cols)
+    return encode_columns(cols, wire)
 
 
 # --- publishers ---------------------------------------------------------------------------------------

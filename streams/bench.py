@@ -140,23 +140,36 @@ async def _produce_naive(bootstrap: str, topic: str, f: dict) -> None:
         await prod.stop()
 
 
-async def _consume_raw(bootstrap: str, topic: str, n: int) -> float:
+async def _consume_raw(bootstrap: str, topic: str, n: int, group: str = "bench-baseline") -> float:
     from aiokafka import AIOKafkaConsumer
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-baseline",
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
                          auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
                          fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
     await c.start()
-    got, t0 = 0, None
+    got, t0, c0 = 0, None, None
     try:
         while got < n:
             batch = await c.getmany(timeout_ms=1000, max_records=20000)
             for recs in batch.values():
                 if recs and t0 is None:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                 got += len(recs)
+        LAST_CPU_RATE[0] = got / max(1e-9, time.process_time() - c0)
         return got / (time.perf_counter() - t0)
     finally:
         await c.stop()
+
+
+LAST_CPU_RATE = [float("nan")]   # the last raw consume's records per CPU second of this process
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def part_a(bootstrap: str, f: dict, partitions: int) -> float:
@@ -169,10 +182,31 @@ def part_a(bootstrap: str, f: dict, partitions: int) -> float:
     return asyncio.run(_consume_raw(bootstrap, "bench-naive", len(f["plate"])))
 
 
+def part_a_again(bootstrap: str, n: int) -> float:
+    """The baseline once more, after (b) and (c), from the same records (a new consumer group): the
+    machine's speed drifts during a run, so the ratio is taken against the mean of both measurements."""
+    return asyncio.run(_consume_raw(bootstrap, "bench-naive", n, group="bench-baseline-2"))
+
+
 # --- (b) live pipeline ------------------------------------------------------------------------------------
 
-def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dict:
-    """Columnar batches per partition through the product's batcher; returns next offsets per partition."""
+def ready_worker(make, timeout: float):
+    """Start ``make(port)`` on a free port and wait until it is ready; a port another process took between
+    choosing and binding it (a shared machine) is retried on another one. Returns (worker, port, seconds)."""
+    for attempt in range(3):
+        port = free_port()
+        wp = make(port)
+        try:
+            return wp, port, wp.wait_ready(timeout)
+        except RuntimeError as e:
+            wp.stop()
+            if "already in use" not in str(e) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int, wire: str = "arrow") -> dict:
+    """Columnar batches per partition through the product's batcher, in the ``wire`` encoding
+    (``stream.wire_format``); returns next offsets per partition."""
     from .batcher import PingBatcher, make_producer
     prod = make_producer(bootstrap)
     ends: dict = {}
@@ -181,7 +215,7 @@ def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int) -> dic
     def send(partition, key, value):
         futures.append(prod.send(T.GPS_PINGS, key=key, value=value, partition=partition))
 
-    b = PingBatcher(send, partitions, max_pings=batch, max_ms=10**9)
+    b = PingBatcher(send, partitions, max_pings=batch, max_ms=10**9, wire=wire)
     n = len(f["plate"])
     for lo in range(0, n, 50000):
         for r in feed_rows(f, lo, min(n, lo + 50000)):
@@ -229,9 +263,11 @@ def worker_rss_kib(pid: int) -> int:
     return 0
 
 
-def part_b(stack, port: int, n: int, ends: dict) -> float:
+def part_b(stack, port: int, n: int, ends: dict, pid: int | None = None) -> tuple[float, float]:
+    """(pings per second, pings per CPU second of the worker process) from the first to the last ping."""
     t_first = None
     done0 = 0.0
+    cpu0 = 0.0
     deadline = time.monotonic() + 600
     t0 = time.monotonic()
     while time.monotonic() < deadline:
@@ -239,8 +275,11 @@ def part_b(stack, port: int, n: int, ends: dict) -> float:
         now = time.perf_counter()
         if t_first is None and done > 0:
             t_first, done0 = now, done
+            cpu0 = proc_cpu_s(pid) if pid else float("nan")
         if done >= n:
-            return (done - done0) / max(1e-9, now - t_first) if now > t_first else float("nan")
+            cpu = (proc_cpu_s(pid) - cpu0) if pid else float("nan")
+            return ((done - done0) / max(1e-9, now - t_first) if now > t_first else float("nan"),
+                    (done - done0) / cpu if cpu > 0 else float("nan"))
         _progress("pipeline", int(done), n, t0)
         time.sleep(0.02)
     raise RuntimeError("the worker did not process the feed within 10 minutes")
@@ -264,15 +303,16 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
     cfg = load_config(cfg_path)
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
-        ends = produce_batches(broker.bootstrap, f, batch, partitions)
-        ports = [free_port() for _ in range(workers)]
-        wps = [WorkerProcess(broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
-                             env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
-                                  "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)})
-               for p in ports]
+        ends = produce_batches(broker.bootstrap, f, batch, partitions, cfg["stream.wire_format"])
+        wps, ports = [], []
         try:
-            for wp in wps:
-                wp.wait_ready(90)
+            for _ in range(workers):
+                wp, p, _s = ready_worker(lambda p: WorkerProcess(
+                    broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
+                    env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
+                         "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)}), 90)
+                wps.append(wp)
+                ports.append(p)
             t_first = None
             t0 = time.monotonic()
             while time.monotonic() - t0 < 600:
@@ -350,19 +390,48 @@ def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int
 
 # --- (d) batch path -----------------------------------------------------------------------------------------
 
-def part_d(f: dict, registry_path: Path, cfg: Config) -> float:
+def part_d(f: dict, registry_path: Path, cfg: Config) -> dict:
+    """The batch path on the same pings, from JSON lines of single pings and from a binary Arrow IPC stream
+    of 2 000-ping record batches (docs/formats.md), each read through ``streams/feed_input.py`` as
+    ``assess gps`` reads stdin. Rates per wall second (what a user waits) and per CPU second of this
+    process (what the code costs on a shared, noisy machine)."""
+    import io
+    from roadwatch.models.pingarrow import encode_arrow
     from roadwatch.models.registry import load_registry
+    from . import feed_input
     from .assess_gps import run_pings
     n = len(f["plate"])
     lines = []
     for lo in range(0, n, 100000):
         rows = feed_rows(f, lo, min(n, lo + 100000))
-        lines.extend(orjson.dumps(r) for r in rows)
+        lines.extend(orjson.dumps(r) + b"\n" for r in rows)
+    inputs = {"json": b"".join(lines),
+              "arrow": b"".join(encode_arrow(_arrow_cols(f, lo, min(n, lo + 2000))) for lo in range(0, n, 2000))}
+    del lines
     reg = load_registry(registry_path)
-    t0, c0 = time.perf_counter(), time.process_time()
-    run_pings(lines, reg, None, cfg)
-    # wall clock is what a user waits; CPU time is what the code costs on a shared, noisy machine
-    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
+    out = {}
+    for name, data in inputs.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        chk = feed_input.InputCheck("bench", feed_input.PINGS, 0.0)
+        _, rows, errors = run_pings(feed_input.read_lines(io.BufferedReader(io.BytesIO(data)), feed_input.PINGS, chk,
+                                                          columns=True), reg, None, cfg)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if errors or chk.rejected or sum(r["pings"] for r in rows) != n:
+            raise RuntimeError(f"batch path ({name}) did not read every ping: {chk}, {errors[:3]}")
+        out[f"batch_rate_{name}"], out[f"batch_rate_{name}_cpu"] = n / wall, n / cpu
+        out[f"batch_input_mib_{name}"] = len(data) / 2 ** 20
+    return out
+
+
+def _arrow_cols(f: dict, lo: int, hi: int) -> dict:
+    vid = f["vid"][lo:hi]
+    return {"plate": f["plate"][lo:hi], "terminal_id": [f"T{v:011d}" for v in vid.tolist()],
+            "plate_color": np.full(hi - lo, 2, dtype=np.uint8), "ts": f["ts"][lo:hi],
+            "lat": f["lat"][lo:hi], "lon": f["lon"][lo:hi], "speed_kmh": np.round(f["speed"][lo:hi], 1),
+            "heading": np.full(hi - lo, 90, dtype=np.uint16), "altitude_m": np.full(hi - lo, 20.0),
+            "alarm_flags": np.zeros(hi - lo, dtype=np.uint32), "status_flags": np.full(hi - lo, 3, dtype=np.uint32),
+            "reupload": np.zeros(hi - lo, dtype=bool), "driver_id": [None] * (hi - lo),
+            "mileage_km": [None] * (hi - lo)}
 
 
 # --- driver ----------------------------------------------------------------------------------------------------
@@ -372,7 +441,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from . import bench_gateway
         return bench_gateway.run(args, cfg)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch}
+    results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch,
+                     "load_avg_start": list(os.getloadavg())}
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"roadwatch bench: {args.pings:,} pings from {args.vehicles:,} vehicles; generating the feed…")
     f = synth_pings(args.pings, args.vehicles)
@@ -411,27 +481,30 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
         from roadwatch.models.config import load_config
         cfg = load_config(getattr(args, "config", None))
         parts = int(cfg["stream.partitions"])
+        results["wire_format"] = cfg["stream.wire_format"]
         with stack(cfg, registry_path=None, worker=False) as st:
             if "a" not in skip:
                 say("(a) baseline: pre-producing one ping per record (not timed)…")
                 results["baseline_rate"] = part_a(st.bootstrap, f, parts)
+                results["baseline_rate_cpu"] = LAST_CPU_RATE[0]
                 say(f"    raw aiokafka consume: {results['baseline_rate']:,.0f} pings/s")
             if "b" not in skip or "c" not in skip:
                 from .runtime import WorkerProcess
                 if "b" not in skip:
                     say(f"(b) pipeline: pre-producing {args.batch}-ping columnar batches (not timed)…")
                     t_pub = time.perf_counter()
-                    ends = produce_batches(st.bootstrap, f, args.batch, parts)
+                    ends = produce_batches(st.bootstrap, f, args.batch, parts, cfg["stream.wire_format"])
                     results["publish_rate"] = args.pings / (time.perf_counter() - t_pub)
                     say(f"    batcher + kafka-python producer: {results['publish_rate']:,.0f} pings/s")
-                wp = WorkerProcess(st.bootstrap, registry_path=str(reg_path), config_path=getattr(args, "config", None),
-                                   env=env)
+                wp, port, results["worker_ready_s"] = ready_worker(lambda p: WorkerProcess(
+                    st.bootstrap, registry_path=str(reg_path), config_path=getattr(args, "config", None),
+                    env=dict(env, ROADWATCH_SET=f'paths.data_dir="{tmp / "data"}";web.port={p}')), 60)
                 try:
-                    results["worker_ready_s"] = wp.wait_ready(60)
                     say("    " + (wp.lines[-1] if wp.lines else ""))
                     say(f"    worker ready in {results['worker_ready_s']:.1f} s")
                     if "b" not in skip:
-                        results["ping_rate"] = part_b(st, port, args.pings, ends)
+                        results["ping_rate"], results["ping_rate_cpu"] = part_b(st, port, args.pings, ends,
+                                                                                 wp.proc.pid)
                         say(f"\n    full pipeline: {results['ping_rate']:,.0f} pings/s")
                         m = scrape(port)
                         results["bytes_per_vehicle"] = m.get("roadwatch_state_bytes_per_vehicle")
@@ -446,6 +519,13 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                     raise
                 finally:
                     wp.stop()
+            if "a" not in skip and "b" not in skip:
+                results["baseline_rate_first"] = results["baseline_rate"]
+                results["baseline_rate_again"] = part_a_again(st.bootstrap, args.pings)
+                results["baseline_rate"] = (results["baseline_rate_first"] + results["baseline_rate_again"]) / 2
+                results["baseline_rate_cpu"] = (results["baseline_rate_cpu"] + LAST_CPU_RATE[0]) / 2
+                say(f"(a') baseline again: {results['baseline_rate_again']:,.0f} pings/s; the ratios use the mean "
+                    f"{results['baseline_rate']:,.0f}")
         if args.workers > 1:
             say(f"(s) scale-out: {args.workers} workers sharing the partitions of a fresh copy of the feed…")
             sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers,
@@ -459,11 +539,18 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                 f"\n    MISMATCH: archive counts {sc['archived_pings']:,} of {sc['expected_pings']:,} pings")
         if "d" not in skip:
             say("(d) batch assess gps…")
-            results["batch_rate"], results["batch_rate_cpu"] = part_d(f, reg_path, cfg)
-            say(f"    batch path: {results['batch_rate']:,.0f} pings/s wall, "
-                f"{results['batch_rate_cpu']:,.0f} pings/s of CPU time")
+            results.update(part_d(f, reg_path, cfg))
+            for w in ("json", "arrow"):
+                say(f"    batch path from {w}: {results[f'batch_rate_{w}']:,.0f} pings/s wall, "
+                    f"{results[f'batch_rate_{w}_cpu']:,.0f} pings/s of CPU time")
     if results.get("ping_rate") and results.get("baseline_rate"):
         results["ratio"] = results["ping_rate"] / results["baseline_rate"]
+    if results.get("ping_rate_cpu") and results.get("baseline_rate_cpu"):
+        # per CPU second of each process: robust on a loaded machine (the broker's CPU is in neither)
+        results["ratio_cpu"] = results["ping_rate_cpu"] / results["baseline_rate_cpu"]
+    if results.get("scale_rate") and results.get("baseline_rate"):
+        results["scale_ratio"] = results["scale_rate"] / results["baseline_rate"]
+    results["load_avg_end"] = list(os.getloadavg())      # a shared machine says so in its figures
     _print_table(results)
     if args.json:
         print(orjson.dumps(results).decode())
@@ -478,15 +565,21 @@ def _print_table(r: dict) -> None:
     rows = [("baseline (a) raw consume, pings/s", fmt(r.get("baseline_rate"), ",.0f")),
             ("pipeline (b) live worker, pings/s", fmt(r.get("ping_rate"), ",.0f")),
             ("ratio (b)/(a)  [target ≥ 1.0]", fmt(r.get("ratio"), ".2f")),
+            ("ratio per CPU second of each process (b)/(a)", fmt(r.get("ratio_cpu"), ".2f")),
             ("WIM p50 ms", fmt(r.get("wim_p50_ms"), ".1f")),
             ("WIM p99 ms  [target ≤ 200 at 500/s]", fmt(r.get("wim_p99_ms"), ".1f")),
-            ("batch (d) assess gps, pings/s  [≥ 300 k]", fmt(r.get("batch_rate"), ",.0f")),
-            ("batch (d) per CPU second", fmt(r.get("batch_rate_cpu"), ",.0f")),
+            ("batch (d) assess gps from JSON lines, pings/s  [≥ 300 k]", fmt(r.get("batch_rate_json"), ",.0f")),
+            ("batch (d) from JSON lines, per CPU second", fmt(r.get("batch_rate_json_cpu"), ",.0f")),
+            ("batch (d) from Arrow IPC, pings/s", fmt(r.get("batch_rate_arrow"), ",.0f")),
+            ("batch (d) from Arrow IPC, per CPU second", fmt(r.get("batch_rate_arrow_cpu"), ",.0f")),
             ("worker ready s  [≤ 5]", fmt(r.get("worker_ready_s"), ".1f")),
             ("publish rate (batcher + kafka-python), pings/s", fmt(r.get("publish_rate"), ",.0f")),
             ("live state bytes/vehicle  [≤ 1024]", fmt(r.get("bytes_per_vehicle"), ".0f")),
             ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f")),
-            ("scale-out: workers together, pings/s", fmt(r.get("scale_rate"), ",.0f"))]
+            ("scale-out: workers together, pings/s", fmt(r.get("scale_rate"), ",.0f")),
+            ("scale-out ratio / (a)  [all workers together]", fmt(r.get("scale_ratio"), ".2f")),
+            ("archive backend", r.get("archive", "n/a")),
+            ("wire format of (b) and (s)", r.get("wire_format", "n/a"))]
     w = max(len(a) for a, _ in rows)
     print("\n".join(f"{a:<{w}}  {b:>14}" for a, b in rows), file=sys.stderr)
 

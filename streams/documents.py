@@ -28,8 +28,9 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
 def template_text(kind: str, cfg: Config) -> tuple[str, str]:
-    """(text, where it came from): the agency's copy in ``documents.templates_dir`` if present, else bundled."""
-    if kind not in KINDS:
+    """(text, where it came from): the agency's copy in ``documents.templates_dir`` if present, else bundled.
+    ``base`` is the frame every document shares."""
+    if kind not in KINDS and kind != "base":
         raise DocumentError("not_issuable", f"unknown document {kind!r}; one of {', '.join(KINDS)}")
     own = cfg["documents.templates_dir"]
     if own:
@@ -84,7 +85,8 @@ def issue(store, case_id: str, kind: str, *, by: str, pdf: bool = False, case: d
     if case is None:
         raise DocumentError("not_found", f"no case {case_id!r}")
     text, source = template_text(kind, store.cfg)
-    page = render(kind, case, store.cfg, text).encode("utf-8")
+    base, base_source = template_text("base", store.cfg)
+    page = render(kind, case, store.cfg, text, base).encode("utf-8")
     pkg = package_of(store, case_id)
     if pkg is None:
         raise DocumentError("no_evidence", f"case {case_id} has no evidence package to hold its documents")
@@ -108,7 +110,9 @@ def issue(store, case_id: str, kind: str, *, by: str, pdf: bool = False, case: d
     fid = f"{case_id}:document:{kind}:" + hashlib.sha256(
         orjson.dumps([f["sha256"] for f in files])).hexdigest()[:16]
     entry = append_entry(pkg, {"id": fid, "kind": "document", "document": kind, "title": KINDS[kind],
-                               "by": by, "template": source, "files": files}, key=store._key(store.data_dir))
+                               "by": by, "template": source, "frame": base_source,
+                               "files": files}, key=store._key(store.data_dir))
+    store.archive_evidence(case_id, pkg)          # the document and its entry, for the other hosts too
     out = {"kind": kind, "title": KINDS[kind], "files": files, "entry": entry.relative_to(pkg).as_posix()}
     if pdf_note:
         out["pdf_note"] = pdf_note

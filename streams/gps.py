@@ -83,9 +83,12 @@ class PartitionStates:
         if e is None or not e.dirty:
             return []
         # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
-        rows = e.unsaved_rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
+        rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
+        if e.proc.past:     # late data for days no longer in memory: recomputed on their stored rows
+            rows = e.proc.merge_past_days(rows, archive.load_vehicle_days(self.conn, e.proc.past_day_keys()))
+        e.unsaved_rows = rows
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
-        blob = e.proc.snapshot()
+        blob = archive.pack_state(e.proc.snapshot(compress=False))
         archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
                                         day_rows=rows, track_points=points, alerts=e.pending_alerts)
         M.SNAPSHOTS.inc()

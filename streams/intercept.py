@@ -89,9 +89,10 @@ class InterceptStore:
 
     def view(self, task: dict, now_ms: int) -> dict:
         st = I.status(task, now_ms)
-        stn = self.registry.stations.get(task["station_id"])
+        known = task["station_id"] in self.registry.stations or task["station_id"] in self.registry.mobile_units
         return {**task, "status": st, "status_label": I.LABELS[st],
-                "station_name": stn.name if stn else task.get("station_name") or task["station_id"]}
+                "station_name": self.registry.point_name(task["station_id"]) if known
+                else task.get("station_name") or task["station_id"]}
 
     def show(self, task_id: str, now: datetime | None = None) -> dict | None:
         task = A.get_task(self.conn, task_id)
@@ -130,7 +131,7 @@ def month_summary(conn: ArchiveConnection, cfg: Config, registry: Registry, mont
     import roadwatch.streams.cases  # noqa: F401 - declares case_acts on a fresh archive
     from roadwatch.streams.archive.reports import month_case_tables
     from roadwatch.streams.reports.overload import case_stages, interception_section, station_stats
-    names = {s: st.name for s, st in registry.stations.items()}
+    names = registry.point_names()
     dec = int(cfg["report.decimals"])
     tables = month_case_tables(conn, month)
     stats = station_stats([], tables["cases"], case_stages(tables["cases"], tables["case_acts"]), names, dec)

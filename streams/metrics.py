@@ -16,6 +16,9 @@ REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
                          "Records skipped because a snapshot already covers their offset", ["topic"])
 SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snapshots committed")
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
+AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
+                         ["direction", "outcome"])
+AGENCY_NOTICES_OVERDUE = Gauge("roadwatch_agency_notices_overdue", "抄告 not sent by their due day")
 # 布控 (models/intercept.py): publications by the WIM path; this Beijing month's rates, refreshed from the
 # archive by the WIM worker's timer (streams/wim.py) — numerator and denominator beside each rate
 INTERCEPT_TASKS = Counter("roadwatch_intercept_tasks_published_total",

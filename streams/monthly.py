@@ -19,7 +19,6 @@ from . import archive
 from .reports.write import report_complete, write_report_set
 
 log = logging.getLogger("roadwatch.monthly")
-GRACE_S = 3600  # late pings of the last hours of a month still count before the month is closed
 
 
 def month_clock_ms(ctx) -> int:
@@ -30,10 +29,13 @@ def month_clock_ms(ctx) -> int:
     return wall if not wm or wm > wall - 86_400_000 else wm
 
 
-def previous_month(clock_ms: int) -> str | None:
+def previous_month(clock_ms: int, grace_h: float) -> str | None:
+    """The month to close at ``clock_ms``: the previous one, once ``grace_h`` (``report.close_grace_h``: late
+    pings of the last hours of a month still count in it) has passed since it ended; the GPS engine moves
+    later data of that month to the day it is received (``late_from_closed``) by the same rule."""
     now = datetime.fromtimestamp(clock_ms / 1000, tz=timezone.utc).astimezone(BEIJING)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    if (now - start).total_seconds() < GRACE_S:
+    if (now - start).total_seconds() < grace_h * 3600:
         return None
     prev = start - timedelta(days=1)
     return f"{prev.year:04d}-{prev.month:02d}"
@@ -41,7 +43,8 @@ def previous_month(clock_ms: int) -> str | None:
 
 async def close_months(ctx, clock_ms: int | None = None) -> str | None:
     """Close the previous month once it is over (plus the grace period); ``clock_ms`` overrides the clock."""
-    month = previous_month(month_clock_ms(ctx) if clock_ms is None else clock_ms)
+    month = previous_month(month_clock_ms(ctx) if clock_ms is None else clock_ms,
+                           float(ctx.cfg["report.close_grace_h"]))
     if month is None:
         return None
     out_dir = ctx.data_dir / "reports" / month

@@ -40,7 +40,8 @@ def _day_rows_from_pings(path: str, registry, cfg) -> list[dict]:
     from . import feed_input
     lines, check, fh = feed_input.pings(path, cfg, f"--pings {path}", columns=True)
     with fh:
-        _alerts, day_rows, errors = run_pings(lines, registry, ZoneIndex.from_registry(registry), cfg)
+        _alerts, day_rows, errors = run_pings(lines, registry, ZoneIndex.from_registry(registry), cfg,
+                                              keep_alerts=False)
     n_err = len(errors) if hasattr(errors, "__len__") else errors
     check.verdict(rejected_downstream=n_err)
     if n_err or check.rejected:

@@ -18,6 +18,7 @@ VEHICLE_DAY_STATS = "vehicle-day-stats"
 DEAD_LETTER = "dead-letter"
 REPORTS = "reports"
 PLATFORM_EVENTS = "platform-events"
+AGENCY_NOTICES = "agency-notices"
 INTERCEPT_TASKS = "intercept-tasks"
 
 
@@ -33,7 +34,7 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(WIM_READINGS, "plate (raw bytes)", "one WIM reading, JSON (models.records.WimReading)", True),
     TopicSpec(GPS_PINGS, "plate of the first ping (raw); all pings of one partition",
-              "columnar ping batch, JSON (models.pingbatch)", True),
+              "columnar ping batch, Arrow IPC or JSON by its first byte (models.pingbatch)", True),
     TopicSpec(DRIVER_EVENTS, "plate (raw bytes)", "IC card login/logout, JSON (models.records.DriverEvent)", True),
     TopicSpec(ALERTS, "plate", "live alert, JSON (models.records.Alert)", False),
     TopicSpec(OVERLOAD_CASES, "case id", "verdict + evidence manifest, JSON", False),
@@ -42,6 +43,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REPORTS, "month", "monthly report JSON", False, True),
     TopicSpec(PLATFORM_EVENTS, "GNSS centre id", "JT/T 809 link events, inspections and 0x1402 alarms, JSON "
               "(streams/jt809/link.py)", False),
+    TopicSpec(AGENCY_NOTICES, "addressee agency id", "抄告 (62号令 Art. 44) in a signed envelope, JSON "
+              "(models/notices.py); ours out, other agencies' in", False),
     TopicSpec(INTERCEPT_TASKS, "task id", "intercept task (布控) after each passage that opened or updated it, "
               "JSON (models/intercept.py; the newest revision per task id wins)", False),
 )

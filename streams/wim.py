@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
+from functools import partial
 
 import orjson
 
+from roadwatch.models.mobile import enforcement_points
 from roadwatch.models.overload import assess
 from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
@@ -20,11 +22,11 @@ from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading,
 from . import metrics as M
 from . import topics as T
 from .archive import open_archive
+from .archive.backend import rollback_quietly
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
 from .archive.intercept import mark_outcomes_published, unpublished_outcomes
 from .intercept import InterceptStore, beijing_month, export_metrics, month_summary
-from .retry import rollback_quietly
 
 log = logging.getLogger("roadwatch.wim")
 
@@ -55,8 +57,9 @@ class WimHandler:
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
         self.permits = PermitIndex(load_permits(ctx.registry_path))
-        # 布控: mobile teams come from the deployments (set ``self.intercepts.mobile_points``)
-        self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track)
+        # 布控: targets are the 超限检测站 and the mobile teams deployed at the passage's time (models/mobile.py)
+        self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track,
+                                         mobile_points=partial(enforcement_points, ctx.registry))
 
     def reset(self) -> None:
         """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
@@ -65,10 +68,10 @@ class WimHandler:
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
                          driver=self.drivers, passages=self.store, permits=self.permits)
-        st = self.ctx.registry.stations.get(reading.station_id)
-        if st is not None:
-            verdict.setdefault("station_lat", st.lat)
-            verdict.setdefault("station_lon", st.lon)
+        st = verdict.get("station") or {}      # a mobile unit's position is its deployment's (models/mobile.py)
+        if st.get("lat") is not None:
+            verdict.setdefault("station_lat", st["lat"])
+            verdict.setdefault("station_lon", st["lon"])
         self.store.record(verdict, reading=reading, evidence_dir=self.evidence_dir, data_dir=self.ctx.data_dir,
                           chain_id=chain_id)
         return verdict

@@ -52,6 +52,8 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
 
     gps.install(app, ctx, publish_alerts)
     wim_handler = wim.install(app, ctx, publish_alerts)
+    from .notices import install as install_notices
+    install_notices(app, ctx, wim_handler.store)
     _install_driver_events(app, ctx, wim_handler)
     _install_track_pruning(app, ctx, wim_handler)
     _install_web(app, ctx)

@@ -110,7 +110,8 @@ def main() -> None:
     print(f"process: {total} pings, {args.vehicles} vehicles, batch {args.batch}, zones={'no' if args.no_zones else 'yes'}: "
           f"wall {el:.2f} s → {total / el:,.0f} pings/s; CPU {cpu:.2f} s → {total / cpu:,.0f} pings/s; "
           f"alerts {alerts}")
-    print(f"state {proc.state_bytes_per_vehicle()} B/vehicle; day_rows {len(rows)} in {timings['day_rows_ms']:.0f} ms; "
+    print(f"state {proc.state_bytes_per_vehicle()} B/vehicle (array row), live {proc.live_bytes_per_vehicle():.0f} "
+          f"B/vehicle (bench's bytes_per_vehicle); day_rows {len(rows)} in {timings['day_rows_ms']:.0f} ms; "
           f"track points {len(points)} in {timings['sample_track_ms']:.0f} ms; snapshot {len(blob):,} B in "
           f"{timings['snapshot_ms']:.0f} ms, restore {restore_ms:.0f} ms")
 

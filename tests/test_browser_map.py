@@ -496,7 +496,7 @@ def test_report_page_lists_months_and_generates_one(console):
             expect(row).to_contain_text("未生成")
             page.click("button[data-generate='2024-05']")
             expect(row).to_contain_text("已生成")
-            expect(row.locator("a")).to_have_count(6)
+            expect(row.locator("a")).to_have_count(7)             # the report files (REPORT_FILES)
             expect(row).to_contain_text("报告（网页）")
             b.shot("reports.png")
             assert (cfg.data_dir / "reports" / "2024-05" / "report.html").is_file()

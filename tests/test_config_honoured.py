@@ -68,6 +68,9 @@ def changed_config(tmp_path) -> Config:
     values["web.argon2_time_cost"] = 1
     values["calendar.holidays"] = "2020-01-01"                                 # dates, not free text
     values["calendar.extra_workdays"] = "2020-01-04"
+    agencies = tmp_path / "agencies.toml"                                      # a real file of known agencies
+    agencies.write_text('[[agency]]\nagency_id = "js-nj"\nname = "南京"\nplates = ["苏A"]\n')
+    values["notices.agencies_file"] = str(agencies)
     return Config(values)
 
 
@@ -205,12 +208,13 @@ async def _exercise(cfg: Config, tmp_path) -> None:
     day = T0 + timedelta(days=1)
     for action, at in (("confirm", day), ("file", day), ("notify", day + timedelta(days=1)),
                        ("decide", day + timedelta(days=2 + int(cfg["case.statement_days"]))),
-                       ("serve", day + timedelta(days=3 + int(cfg["case.statement_days"])))):   # art66.counts_from
+                       ("serve", day + timedelta(days=3 + int(cfg["case.statement_days"]))),   # art66.counts_from
+                       ("close", day + timedelta(days=4 + int(cfg["case.statement_days"])))):  # 抄告; 案卷评查 at month close
         store.act(fine, action, "officer", "test", at=at.isoformat())
     assert store.escalations((T0 + timedelta(days=12)).isoformat())
     # the decision's documents (issued on decide) and the public decision list
     from roadwatch.models.publication import decision_list
-    assert [d["kind"] for d in store.show(fine)["documents"]] == ["inform", "decision"]
+    assert [d["kind"] for d in store.show(fine)["documents"]] == ["inform", "decision", "agency_notice"]
     assert decision_list([store.show(fine)], cfg, (T0 + timedelta(days=30)).date())["decisions"]
     (proposal,) = [p for p in store.proposals() if fine in p["basis"]["case_ids"]][:1]
     store.act_proposal(proposal["proposal_id"], "legal_review", "officer", "test",

@@ -104,3 +104,48 @@ def test_assess_wim_reads_a_feed_on_stdin(tmp_path, monkeypatch, capsysbinary):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     assert main(["assess", "wim", "--registry", str(out / "registry.json")]) == 2
     assert b"no WIM readings could be read" in capsysbinary.readouterr().err
+
+
+def _arrow_stream_files(sim, tmp_path):
+    """The feed's ping records as binary files: their values concatenated (one IPC stream per record, as
+    on the topic), and one IPC stream holding every batch (what pyarrow's or polars' writers produce)."""
+    import pyarrow as pa
+    vals = [r.value for r in read_records(sim / "feed.jsonl") if r.topic == "gps-pings"]
+    assert vals and all(v[:4] == b"\xff\xff\xff\xff" for v in vals)      # simulate writes the Arrow form
+    concat = tmp_path / "concat.arrows"
+    concat.write_bytes(b"".join(vals))
+    batches = [pa.ipc.open_stream(v).read_next_batch() for v in vals]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batches[0].schema) as w:
+        for b in batches:
+            w.write_batch(b)
+    one = tmp_path / "one.arrows"
+    one.write_bytes(sink.getvalue().to_pybytes())
+    return concat, one
+
+
+def test_an_arrow_ipc_stream_file_gives_the_same_report_and_alerts(sim, tmp_path, monkeypatch, capsysbinary):
+    concat, one = _arrow_stream_files(sim, tmp_path)
+    rep_f = _report(tmp_path / "f", sim, sim / "feed.jsonl")[1]
+    for i, path in enumerate((concat, one)):
+        code, rep = _report(tmp_path / f"r{i}", sim, path)
+        assert code == 0 and rep == rep_f
+    capsysbinary.readouterr()
+    outs = []
+    for data in ((sim / "feed.jsonl").read_bytes(), one.read_bytes()):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["assess", "gps", "--registry", str(sim / "registry.json")]) == 0
+        outs.append(capsysbinary.readouterr().out)
+    assert outs[0] == outs[1] and b'"offline"' in outs[0]
+
+
+def test_a_broken_arrow_stream_is_refused(sim, tmp_path, capsys):
+    concat, one = _arrow_stream_files(sim, tmp_path)
+    cut = tmp_path / "cut.arrows"
+    cut.write_bytes(one.read_bytes()[: one.stat().st_size // 2])     # a copy taken while it was written
+    code, _ = _report(tmp_path / "a", sim, cut)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Arrow IPC stream cannot be read to its end" in err[-1]
+    trailing = tmp_path / "trailing.arrows"
+    trailing.write_bytes(concat.read_bytes() + b"\xff\xff\xff\xffjunk")
+    assert _report(tmp_path / "b", sim, trailing)[0] == 2

@@ -195,20 +195,26 @@ def test_gap_across_midnight_books_km_on_the_later_points_day():
 
 
 def test_day_rows_columns_and_stale_days():
-    t = bj(2026, 3, 2, 23, 59, 30)
+    t = bj(2026, 3, 5, 23, 59, 30)
     ps = [ping(t, speed=30), ping(t + 60_000, lat=north(22.5, 1.0), speed=30)]
     proc, rows = run(ps)
-    assert sorted(rows) == [(PLATE, "2026-03-02"), (PLATE, "2026-03-03")]
-    r = rows[(PLATE, "2026-03-03")]
+    assert sorted(rows) == [(PLATE, "2026-03-05"), (PLATE, "2026-03-06")]
+    r = rows[(PLATE, "2026-03-06")]
     assert r["km_total"] == pytest.approx(1.0, abs=1e-6) and r["online"] is True
-    assert list(r)[:11] == ["plate", "day", "pings", "qualified", "km_total", "km_incomplete", "drift_points",
-                            "overspeed_count", "fatigue_s", "curfew_events", "offline_events"]
+    assert list(r)[:12] == ["plate", "day", "pings", "qualified", "km_total", "km_incomplete", "drift_points",
+                            "overspeed_count", "fatigue_s", "curfew_events", "offline_events", "late_from_closed"]
     assert proc.day_rows() == []                      # nothing changed since
     out = proc.process(cols([ping(t - 3 * 86_400_000, speed=30, reupload=True)]))   # 3 days back, 2 slots
+    # not in memory: kept for the stored row of 2 March, which the caller recomputes (merge_past_days)
     assert out.stale_day == 1 and proc.day_rows() == []
+    assert proc.past_day_keys() == [(PLATE, "2026-03-02")]
+    stored = [dict(r, day="2026-03-02", pings=5, qualified=4, late_from_closed=0)]
+    (p,) = proc.merge_past_days([], stored)
+    assert (p["day"], p["pings"], p["qualified"], p["km_total"]) == ("2026-03-02", 6, 5, r["km_total"])
+    assert proc.past_day_keys() == [] and proc.merge_past_days([], stored) == []
     out = proc.process(cols([ping(t - 60_000, speed=30, reupload=True)]))            # yesterday: kept
     (r,) = proc.day_rows()
-    assert r["day"] == "2026-03-02" and r["pings"] == 2
+    assert r["day"] == "2026-03-05" and r["pings"] == 2
 
 
 def test_day_slot_overwritten_before_day_rows_is_not_lost():

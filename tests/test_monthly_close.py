@@ -22,9 +22,12 @@ def ms(*args) -> int:
 
 
 def test_previous_month_waits_for_the_grace_hour():
-    assert previous_month(ms(2026, 11, 1, 0, 59)) is None
-    assert previous_month(ms(2026, 11, 1, 1, 0)) == "2026-10"
-    assert previous_month(ms(2026, 1, 15, 12, 0)) == "2025-12"
+    grace = float(Config()["report.close_grace_h"])
+    assert previous_month(ms(2026, 11, 1, 0, 59), grace) is None
+    assert previous_month(ms(2026, 11, 1, 1, 0), grace) == "2026-10"
+    assert previous_month(ms(2026, 1, 15, 12, 0), grace) == "2025-12"
+    assert previous_month(ms(2026, 11, 1, 1, 0), 2.5) is None
+    assert previous_month(ms(2026, 11, 1, 3, 30), 2.5) == "2026-10"
 
 
 class _Topic:

@@ -319,3 +319,31 @@ def test_session_is_rechecked_before_every_event(tmp_path):
         finally:
             await c.close()
     asyncio.run(main())
+
+
+def test_enrichment_and_framing_only_when_someone_reads_and_once_for_all():
+    """Without a console client nothing is enriched (place names cost a lookup per alert); with clients the
+    enriched event is made once and shared; a client resuming from the ring gets the enriched version."""
+    calls = []
+
+    def enrich(a: dict) -> dict:
+        calls.append(a["alert_id"])
+        return dict(a, location="宁连公路 K12")
+
+    async def main():
+        hub = LiveHub(queue_max=10, enrich=enrich)
+        for i in range(5):
+            hub.publish_alert(alert(i))
+        assert calls == []
+        a, b = hub.subscribe(), hub.subscribe()
+        hub.publish_alert(alert(5))
+        for sub in (a, b):
+            assert parse_frame((await sub.get(timeout=1)).wire)[2]["location"] == "宁连公路 K12"
+        assert calls == [alert(5)["alert_id"]]
+        late = hub.subscribe(since=2)               # resumes after event 2: replays 3, 4, 5 from the ring
+        got = [parse_frame((await late.get(timeout=1)).wire)[2] for _ in range(3)]
+        assert [g["alert_id"] for g in got] == [alert(i)["alert_id"] for i in (2, 3, 4)]
+        assert all(g["location"] == "宁连公路 K12" for g in got)
+        assert sorted(calls) == sorted(alert(i)["alert_id"] for i in (2, 3, 4, 5))     # each once
+        assert [r["location"] for r in hub.recent_alerts()] == ["宁连公路 K12"] * 6
+    asyncio.run(main())

@@ -6,7 +6,7 @@ from roadwatch.models.rates import month_days
 from .backend import ArchiveConnection
 
 _VD_COLUMNS = ("plate, day, pings, qualified, km_total, km_incomplete, drift_points, overspeed_count, "
-               "fatigue_s, curfew_events, offline_events")
+               "fatigue_s, curfew_events, offline_events, late_from_closed")
 
 
 def _rows(conn: ArchiveConnection, sql: str, args: tuple) -> list[dict]:
@@ -15,8 +15,7 @@ def _rows(conn: ArchiveConnection, sql: str, args: tuple) -> list[dict]:
 
 def report_tables(conn: ArchiveConnection, month: str, first_month: str) -> dict[str, list[dict]]:
     """The rows a report needs: vehicle_day from ``first_month`` (trend window) to ``month``; the
-    overload tables (verdicts, cases, the cases' acts) of ``month``. ``case_acts`` is still declared by
-    streams/cases.py (``register_schema``): import it before calling this on a fresh archive."""
+    overload tables (verdicts, cases, the cases' acts) of ``month``."""
     start, _ = month_days(first_month)
     m_start, m_end = month_days(month)
     return {
@@ -54,3 +53,10 @@ def month_has_rows(conn: ArchiveConnection, month: str) -> bool:
         if conn.execute(f"SELECT 1 FROM {table} WHERE day >= ? AND day < ? LIMIT 1", (start, end)).fetchone():
             return True
     return False
+
+
+def months_with_data(conn: ArchiveConnection) -> list[str]:
+    """Every month (YYYY-MM) with a vehicle-day row or a WIM verdict, newest first."""
+    months = {r[0] for r in conn.execute("SELECT DISTINCT substr(day, 1, 7) FROM vehicle_day")}
+    months |= {r[0] for r in conn.execute("SELECT DISTINCT substr(day, 1, 7) FROM wim_verdicts")}
+    return sorted((m for m in months if m), reverse=True)

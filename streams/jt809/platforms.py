@@ -14,11 +14,9 @@ They live in their own TOML file (``jt809.platforms_file``) rather than in the m
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
-from roadwatch.models.config import Config, ConfigError
+from roadwatch.models.config import Config, ConfigError, read_toml_file
 
 from .codec import Cipher, Jt809Error
 
@@ -77,17 +75,8 @@ def parse_platforms(data: dict, where: str = "platforms") -> dict[int, Platform]
 
 def load_platforms(cfg: Config) -> dict[int, Platform]:
     """The platforms of ``jt809.platforms_file`` (empty when the key is empty)."""
-    path = cfg["jt809.platforms_file"]
-    if not path:
-        return {}
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"jt809.platforms_file not found: {p}") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"jt809.platforms_file {p} cannot be read: {e}") from None
-    return parse_platforms(data, str(p))
+    got = read_toml_file(cfg, "jt809.platforms_file")
+    return parse_platforms(*got) if got else {}
 
 
 def render_platforms(platforms: list[Platform]) -> str:

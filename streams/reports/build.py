@@ -18,8 +18,9 @@ from roadwatch.models.records import format_ts, iso_to_epoch_ms
 from roadwatch.models.scoring import agency_score, enterprise_score
 
 from roadwatch.streams.archive import ArchiveConnection, report_tables
+from roadwatch.streams.case_review import month_review
 from roadwatch.streams.archive.intercept import month_tasks
-from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
+from roadwatch.streams.cases import CaseStore
 
 from .narrative import narrative
 from .overload import overload_section
@@ -32,6 +33,14 @@ def _last_day(month: str) -> str:
     """YYYY-MM-DD of the month's last day: the date Art. 66 escalations are derived at."""
     _, end = month_days(month)
     return (date.fromisoformat(end) - timedelta(days=1)).isoformat()
+
+
+def _late_from_closed(row) -> int:
+    """The row's ``late_from_closed`` count (0 for rows without it or with an unreadable one)."""
+    try:
+        return max(int(row.get("late_from_closed") or 0), 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0
 
 
 def _bucket_by_month(rows: Iterable[Mapping], month: str) -> dict[str, list]:
@@ -138,10 +147,19 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
     if tables is None:
         overload = {"available": False, "reason": "未提供归档：无称重数据 (no archive given: overload tables absent)"}
     else:
-        names = {s: st.name for s, st in registry.stations.items()}
+        names = registry.point_names()          # stations and mobile units
         overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_acts"], names, dec,
                                     tables["escalations"], _last_day(month), intercept_tasks=tables["intercept_tasks"],
                                     month=month, now_ms=iso_to_epoch_ms(snapshot), station_kinds=station_kinds(registry))
+
+    if isinstance(conn_or_rows, ArchiveConnection):       # 案卷评查 and 抄告 of the month's closed cases
+        try:
+            as_of = datetime.fromisoformat(snapshot).date()
+        except ValueError:
+            as_of = date.fromisoformat(_last_day(month))
+        case_review = {"available": True, **month_review(conn_or_rows, cfg, month, as_of)}
+    else:
+        case_review = {"available": False, "reason": "未提供归档：无案卷 (no archive given: case files absent)"}
 
     trace_vehicles = []
     for m in members:
@@ -193,10 +211,14 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
         "enterprises": enterprises,
         "platforms": platforms,
         "overload": overload,
+        "case_review": case_review,
         "trace": {
             "rows_used": sum(v["rows_used"] for v in trace_vehicles),
             "rows_excluded": cur.excluded_counts,
             "excluded_rows_total": len(cur.excluded_rows),
+            # pings of an earlier month received after its report was made: counted in this month's rows
+            # (on the day received) and flagged here (vehicle_day.late_from_closed, report.close_grace_h)
+            "late_from_closed": sum(_late_from_closed(r) for r in buckets.get(month, [])),
             "excluded_rows": [{"plate": p, "day": d, "code": c, "detail": t}
                               for p, d, c, t in cur.excluded_rows[:MAX_EXCLUDED_LISTED]],
             "vehicles": trace_vehicles,

@@ -78,3 +78,22 @@ def render_trace_vehicles_csv(report: dict) -> str:
 def render_trace_excluded_csv(report: dict) -> str:
     rows = [[e["plate"], e["day"], e["code"], e["detail"]] for e in report["trace"]["excluded_rows"]]
     return _text(rows, ("plate", "day", "code", "detail"))
+
+
+CASE_REVIEW_COLUMNS = ("table", "key", "files", "mean_score", "full_marks", "failures_item", "failures")
+
+
+def render_case_review_csv(report: dict) -> str:
+    """案卷评查 per officer and per station: one row per (table, key, item) with its failures; the
+    month's 抄告 counts as table ``agency_notices``."""
+    cr = report.get("case_review") or {}
+    rows = []
+    if cr.get("available"):
+        for table, key in (("by_officer", "officer"), ("by_station", "station_id")):
+            for r in cr[table]:
+                for item, n in r["failures"].items():
+                    rows.append([table, r[key], r["files"], _blank(r["mean_score"]), r["full_marks"], item, n])
+        n = cr["agency_notices"]
+        for k in ("total", "sent_in_time", "sent_late", "overdue", "not_yet_due"):
+            rows.append(["agency_notices", k, n[k], "", "", "", ""])
+    return _text(rows, CASE_REVIEW_COLUMNS)

@@ -169,6 +169,33 @@ def _interception(ic: dict | None) -> str:
     return "".join(out)
 
 
+def _case_review(cr: dict) -> str:
+    """案卷评查: the sample, the tables per officer and per station, the month's 抄告."""
+    if not cr.get("available"):
+        return f"<p class=null>{_e(cr.get('reason', '无数据'))}</p>"
+    items = cr["items"]
+    out = [f"<p>本月结案 {cr['closed_cases']} 件，按抽查比例 {_e(fmt_number(cr['sample_rate'] * 100))}%（种子 {cr['seed']}）"
+           f"抽取 {cr['sampled']} 件评查（截至 {_e(cr['as_of'])}）。</p>"]
+    for key, title in (("officer", "按承办人"), ("station_id", "按检测站")):
+        rows = cr["by_officer" if key == "officer" else "by_station"]
+        out.append(f"<h3>{title}</h3><table id=\"case-review-{'officer' if key == 'officer' else 'station'}\">"
+                   f"<tr><th class=t>{'承办人' if key == 'officer' else '检测站'}</th><th>评查案卷</th><th>平均得分</th>"
+                   "<th>满分案卷</th>" + "".join(f"<th>{_e(label)}不合格</th>" for label in items.values()) + "</tr>")
+        for r in rows:
+            out.append(f"<tr><td class=t>{_e(r[key])}</td><td>{r['files']}</td>{_cell(r['mean_score'])}"
+                       f"<td>{r['full_marks']}</td>" + "".join(f"<td>{r['failures'][n]}</td>" for n in items) + "</tr>")
+        out.append("</table>")
+    n = cr["agency_notices"]
+    out.append(f"<h3>抄告车籍地（62号令第四十四条）</h3><p>本月结案应抄告 {n['total']} 件：按期 {n['sent_in_time']} 件，"
+               f"逾期后抄告 {n['sent_late']} 件，逾期未抄告 {n['overdue']} 件，未到期 {n['not_yet_due']} 件。</p>")
+    if n["overdue_cases"]:
+        out.append("<table id=\"agency-notices-overdue\"><tr><th class=t>案件编号</th><th class=t>应抄告日期</th>"
+                   "<th class=t>抄告对象</th></tr>" + "".join(
+                       f"<tr><td class=t>{_e(o['case_id'])}</td><td class=t>{_e(o['due_on'])}</td>"
+                       f"<td class=t>{_e(o['to_agency'] or '未查明')}</td></tr>" for o in n["overdue_cases"]) + "</table>")
+    return "".join(out)
+
+
 def render_html(report: dict) -> str:
     y, m = report["month"].split("-")
     title = f"{report['region'] or ''}{int(y)}年{int(m)}月“两客一危”车辆动态监控及治超月报"
@@ -210,6 +237,7 @@ def render_html(report: dict) -> str:
         _breakdown_table("按区县", report["by_county"], None, report["scores"]["by_county"]),
         "<h2>平台考核（JT/T 809）</h2>", _platforms(report.get("platforms") or {}),
         "<h2>治超非现场执法</h2>", _overload(report["overload"]),
+        "<h2>案卷评查</h2>", _case_review(report.get("case_review") or {}),
         f"<h2>数据追溯</h2><p>参与统计的车辆日记录 {tr['rows_used']} 条；剔除 {tr['excluded_rows_total']} 条（{_e(excluded)}）。"
         "逐车明细见 trace_vehicles.csv，剔除记录见 trace_excluded.csv。</p>",
         "</body></html>",

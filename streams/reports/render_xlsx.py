@@ -143,6 +143,27 @@ def _overload(wb, report: dict) -> None:
     ws.column_dimensions["B"].width = 20
 
 
+def _case_review(wb, report: dict) -> None:
+    ws = wb.create_sheet("案卷评查")
+    cr = report.get("case_review") or {}
+    if not cr.get("available"):
+        ws["A1"] = cr.get("reason") or "无案卷"
+        return
+    ws.append(["结案(件)", cr["closed_cases"], "抽查(件)", cr["sampled"], "抽查比例", cr["sample_rate"], "种子", cr["seed"],
+               "截至", cr["as_of"]])
+    items = cr["items"]
+    for key, title, rows in (("officer", "承办人", cr["by_officer"]), ("station_id", "检测站", cr["by_station"])):
+        ws.append([])
+        _header(ws, ws.max_row + 1, (title, "评查案卷", "平均得分", "满分案卷", *(f"{v}不合格" for v in items.values())))
+        for r in rows:
+            ws.append([r[key], r["files"], r["mean_score"], r["full_marks"], *(r["failures"][n] for n in items)])
+    n = cr["agency_notices"]
+    ws.append([])
+    _header(ws, ws.max_row + 1, ("抄告(件)", "按期", "逾期后抄告", "逾期未抄告", "未到期"))
+    ws.append([n["total"], n["sent_in_time"], n["sent_late"], n["overdue"], n["not_yet_due"]])
+    ws.column_dimensions["A"].width = 20
+
+
 def _platforms(wb, report: dict) -> None:
     ws = wb.create_sheet("平台")
     pl = report.get("platforms") or {}
@@ -177,6 +198,7 @@ def render_xlsx(report: dict) -> bytes:
     _scores(wb, report)
     _platforms(wb, report)
     _overload(wb, report)
+    _case_review(wb, report)
     _trace(wb, report)
     buf = io.BytesIO()
     wb.save(buf)

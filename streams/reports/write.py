@@ -14,12 +14,13 @@ from pathlib import Path
 
 import orjson
 
-from .render_csv import render_rates_csv, render_trace_excluded_csv, render_trace_vehicles_csv
+from .render_csv import (render_case_review_csv, render_rates_csv, render_trace_excluded_csv,
+                         render_trace_vehicles_csv)
 from .render_html import render_html
 from .render_xlsx import render_xlsx
 
 REPORT_FILES = ("report.json", "report.html", "report.xlsx", "report.csv", "trace_vehicles.csv",
-                "trace_excluded.csv")
+                "trace_excluded.csv", "case_review.csv")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -40,6 +41,7 @@ def write_report(report: dict, out_dir: str | os.PathLike) -> list[Path]:
         "report.csv": render_rates_csv(report).encode("utf-8"),
         "trace_vehicles.csv": render_trace_vehicles_csv(report).encode("utf-8"),
         "trace_excluded.csv": render_trace_excluded_csv(report).encode("utf-8"),
+        "case_review.csv": render_case_review_csv(report).encode("utf-8"),
     }
     paths = []
     for name in REPORT_FILES:

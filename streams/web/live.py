@@ -40,12 +40,41 @@ def _plain(obj: Any) -> dict:
     return dict(asdict())
 
 
-@dataclass
 class Event:
-    seq: int
-    kind: str          # alert | case | ack
-    data: dict
-    wire: bytes        # the SSE frame, serialised once for every client
+    """One live event. The console's enrichment (enterprise, county, place names) and the SSE frame are made
+    on first use and then shared by every client: a worker without a console client connected never pays
+    for them (docs/performance.md), one with clients pays once per event."""
+
+    __slots__ = ("seq", "kind", "_raw", "_enrich", "_epoch", "_data", "_wire")
+
+    def __init__(self, seq: int, kind: str, data: dict, epoch: str = "",
+                 enrich: Callable[[dict], dict] | None = None):
+        self.seq = seq
+        self.kind = kind            # alert | case | ack
+        self._raw = data
+        self._enrich = enrich
+        self._epoch = epoch
+        self._data: dict | None = None
+        self._wire: bytes | None = None
+
+    @property
+    def data(self) -> dict:
+        if self._data is None:
+            d = self._raw
+            if self._enrich is not None:
+                try:
+                    d = self._enrich(d)
+                except Exception:        # enrichment is cosmetic; the event itself must still go out
+                    pass
+            self._data, self._raw, self._enrich = d, None, None
+        return self._data
+
+    @property
+    def wire(self) -> bytes:
+        """The SSE frame, serialised once for every client."""
+        if self._wire is None:
+            self._wire = sse_frame(f"{self._epoch}-{self.seq}", self.kind, self.data)
+        return self._wire
 
 
 def sse_frame(event_id: str | None, kind: str, data: Any) -> bytes:
@@ -168,21 +197,16 @@ class LiveHub:
         self._publish(kind, data)
 
     def _publish(self, kind: str, data: dict) -> None:
+        seq = next(self._seq)
+        self._last_seq = seq
+        ev = Event(seq, kind, data, self.epoch, self.enrich if kind == "alert" else None)
         if kind == "alert":
-            if self.enrich is not None:
-                try:
-                    data = self.enrich(data)
-                except Exception:        # enrichment is cosmetic; the alert itself must still go out
-                    pass
             aid = str(data.get("alert_id", ""))
             if aid:
                 self._latest.pop(aid, None)
-                self._latest[aid] = data
+                self._latest[aid] = ev
                 while len(self._latest) > self._latest_max:
                     self._latest.popitem(last=False)
-        seq = next(self._seq)
-        self._last_seq = seq
-        ev = Event(seq, kind, data, sse_frame(f"{self.epoch}-{seq}", kind, data))
         self._ring.append(ev)
         self.published += 1
         for sub in list(self._subs):
@@ -211,7 +235,7 @@ class LiveHub:
 
     def recent_alerts(self) -> list[dict]:
         """Newest version of each recent alert, oldest first."""
-        return list(self._latest.values())
+        return [ev.data for ev in self._latest.values()]
 
     def subscribe(self, since: int | None = None, *, username: str | None = None,
                   session_id: str | None = None) -> Subscription:

@@ -326,6 +326,10 @@ async function selectVehicle(plate, fromAlert) {
     (res.cases || []).length ? el("table", {class: "kv clickable"}, ...res.cases.map((c) => el("tr", {"data-case-link": c.case_id, onclick: () => gotoCase(c.case_id)},
       el("th", {text: fmtTs(c.ts)}), el("td", {text: `${VERDICT_LABELS[c.action] || c.action} · ${STATUS_LABELS[c.status] || c.status}`})))) :
       el("p", {class: "muted", text: "无 none"}),
+    el("h3", {text: "外地抄告 Notices from other agencies"}),
+    (res.notices_in || []).length ? el("table", {class: "kv", id: "vehicle-notices-in"}, ...res.notices_in.map((n) => el("tr", {"data-notice": n.notice_key},
+      el("th", {text: n.decided_on}), el("td", {text: `${n.from_agency} · ${n.notice.decision.penalty} · ${n.notice.violation.station || ""}`})))) :
+      el("p", {class: "muted", text: "无 none"}),
   );
 }
 
@@ -737,6 +741,11 @@ function renderCase(c) {
         el("th", {text: "生成时间"}), el("th", {text: "经办人"}), el("th", {text: "文件"}), el("th", {text: "证据链条目"}))),
         el("tbody", {}, ...docs)) : el("p", {class: "muted", text: "尚无文书"}),
       issueButtons.length ? el("div", {class: "actions"}, ...issueButtons) : null),
+    c.agency_notice ? section("抄告车籍地道路运输管理机构（62号令第四十四条）",
+      el("div", {id: "case-agency-notice", "data-overdue": c.agency_notice.overdue ? "1" : "0"}, kvTable([
+        ["抄告对象", c.agency_notice.to_agency || "未查明（车籍地机构不在 notices.agencies_file 中）"],
+        ["应抄告日期", c.agency_notice.due_on],
+        ["状态", c.agency_notice.sent_at ? `已抄告 ${bjFull(c.agency_notice.sent_at)}` : c.agency_notice.overdue ? "逾期未抄告" : "待抄告"]]))) : null,
     section("处理记录", historyTable(history)),
   );
 }
@@ -831,10 +840,10 @@ async function loadReports() {
 }
 const REPORT_FILE_LABELS = {"report.html": "报告（网页） report.html", "report.xlsx": "报告（Excel） report.xlsx",
   "report.csv": "考核指标 rates.csv", "report.json": "数据 report.json", "trace_vehicles.csv": "车辆明细 trace_vehicles.csv",
-  "trace_excluded.csv": "剔除明细 trace_excluded.csv"};
+  "trace_excluded.csv": "剔除明细 trace_excluded.csv", "case_review.csv": "案卷评查 case_review.csv"};
 
 // --- devices: the public device list (streams/device_list.py) ---------------------------------------------------
-const DOCUMENT_LABELS = {notice: "违法行为通知书", inform: "行政处罚告知书", decision: "行政处罚决定书"};
+const DOCUMENT_LABELS = {notice: "违法行为通知书", inform: "行政处罚告知书", decision: "行政处罚决定书", agency_notice: "违法超限运输抄告单"};
 const DEVICE_ITEM_STATUS = {ok: "已完成", pending: "未生效", missing: "未完成"};
 async function loadDevices() {
   const res = await api("api/devices");

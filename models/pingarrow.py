@@ -1,0 +1,385 @@
+"""The binary form of a ``gps-pings`` record: one Apache Arrow IPC record batch (docs/formats.md).
+
+The same columns as the JSON columnar form (models/pingbatch.py), with types on the wire, so the worker
+reads the numeric columns straight out of the record's bytes into numpy (no per-value parsing): an Arrow
+IPC *stream* (schema message, exactly one record batch, end-of-stream marker), uncompressed. It starts
+with the IPC continuation marker ``FF FF FF FF``, which no JSON text can (``0xFF`` is never UTF-8): that
+first byte is how ``decode_batch`` tells the two forms apart, in Kafka and in feed files alike.
+
+Writers use the types of ``ARROW_SCHEMA``; readers (``decode_arrow``) accept any integer or floating type
+for a numeric column (analysts' tools write what they have), ``int64`` epoch ms or an Arrow timestamp with
+a time zone for the times, and check every value with the bounds of the one ping schema
+(models/pingschema.py). A record that cannot be read raises ``InvalidRecord`` — never anything else.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .pingschema import FIELDS, INT_LIMIT, PingColumns
+from .records import InvalidRecord
+from .timerange import plausible_ms_range
+
+MAGIC = b"\xff\xff\xff\xff"          # Arrow IPC continuation marker: first bytes of every IPC stream message
+SCHEMA_KEY = b"roadwatch.schema"
+SCHEMA_NAME = b"roadwatch.pings/1"   # same columns and meaning as the JSON form; the encoding differs
+
+_TS = pa.timestamp("ms", tz="UTC")
+ARROW_SCHEMA = pa.schema([
+    pa.field("plate", pa.string(), nullable=False),
+    pa.field("terminal_id", pa.string(), nullable=False),
+    pa.field("plate_color", pa.uint8(), nullable=False),
+    pa.field("ts", _TS, nullable=False),
+    pa.field("lat", pa.float64(), nullable=False),
+    pa.field("lon", pa.float64(), nullable=False),
+    pa.field("speed_kmh", pa.float64(), nullable=False),
+    pa.field("heading", pa.uint16(), nullable=False),
+    pa.field("altitude_m", pa.float64(), nullable=False),
+    pa.field("alarm_flags", pa.uint32(), nullable=False),
+    pa.field("status_flags", pa.uint32(), nullable=False),
+    pa.field("reupload", pa.bool_(), nullable=False),
+    pa.field("driver_id", pa.string()),
+    pa.field("mileage_km", pa.float64()),
+    pa.field("jt808_version", pa.uint16()),          # optional column: absent = not known (0)
+    pa.field("recv_ts", _TS),                        # optional column: absent or null = the fix time
+], metadata={SCHEMA_KEY: SCHEMA_NAME})
+_OPTIONAL_COLUMNS = ("jt808_version", "recv_ts")
+
+
+def is_arrow(raw: bytes | bytearray | memoryview) -> bool:
+    return raw[:4] == MAGIC
+
+
+def encode_arrow(cols: Mapping[str, Any]) -> bytes:
+    """Columns (lists or numpy arrays; ``ts``/``recv_ts`` epoch ms) → one Arrow IPC record. ``jt808_version``
+    and ``recv_ts`` may be absent (or None); every other column of ``ARROW_SCHEMA`` is required.
+
+    Values are never changed on the way: a column that does not fit its ``ARROW_SCHEMA`` type without loss
+    (a heading of 1.5, a flag word above 2³²) keeps a wider type, so the reader rejects the record with the
+    same reason the JSON form gets. ``ArrowException`` / ``TypeError`` / ``ValueError`` when a column cannot
+    be written at all (mixed types): the caller sends the JSON form then (``pingbatch.encode_columns``)."""
+    fields, arrays = [], []
+    for f in ARROW_SCHEMA:
+        v = cols.get(f.name)
+        if v is None and f.name in _OPTIONAL_COLUMNS:
+            continue
+        arr = _to_arrow(v, f.type)
+        fields.append(f if arr.type == f.type else pa.field(f.name, arr.type))
+        arrays.append(arr)
+    key = tuple(fields)
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        if len(_SCHEMAS) > 64:
+            _SCHEMAS.clear()
+        schema = _SCHEMAS[key] = pa.schema(fields, metadata=ARROW_SCHEMA.metadata)
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema, options=_WRITE_OPTIONS) as w:
+        w.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+_SCHEMAS: dict = {}
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()     # (built once: the default reads the environment per writer)
+_NP_INT = {pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32}
+
+
+def _to_arrow(v, typ: pa.DataType) -> pa.Array:
+    if typ == pa.string():
+        return pa.array(v, type=typ)
+    fast = _from_numpy(v, typ) if isinstance(v, np.ndarray) else _from_list(v, typ)
+    if fast is not None:
+        return fast
+    if typ == pa.bool_() and not isinstance(v, np.ndarray):
+        v = [bool(x) if type(x) is int and 0 <= x <= 1 else x for x in v]   # flags as 0/1 (the JSON form's)
+    # mixed or null values: the type Arrow infers. NaN becomes null, as in the JSON form
+    arr = pa.array(v, from_pandas=True)
+    if arr.type == typ:
+        return arr
+    try:
+        if typ == pa.bool_() and pa.types.is_integer(arr.type):
+            lo, hi = pc.min_max(arr).values()
+            if lo.as_py() is not None and (lo.as_py() < 0 or hi.as_py() > 1):
+                return arr               # not a flag: the reader says so
+        if typ == _TS:                  # epoch ms → timestamp[ms, UTC] (same 64-bit storage)
+            if not (pa.types.is_integer(arr.type) or pa.types.is_null(arr.type)):
+                return arr
+            return arr.cast(pa.int64()).cast(typ)
+        return arr.cast(typ)            # safe cast: raises on overflow and on truncation
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return arr
+
+
+_NONE = type(None)
+
+
+def _from_list(v: list, typ: pa.DataType) -> pa.Array | None:
+    """The common case of a producer's list (the gateway's rows): every value already of the column's
+    Python type — one conversion call, which raises (→ None, the general path) on a value out of range."""
+    types = set(map(type, v))
+    try:
+        if typ == pa.float64():
+            return pa.array(v, type=typ, from_pandas=True) if types <= {int, float, _NONE} else None
+        if typ == pa.bool_():
+            if types <= {bool}:
+                return pa.array(v, type=typ)
+            if types <= {int} and (not v or (min(v) >= 0 and max(v) <= 1)):
+                return pa.array([x == 1 for x in v], type=typ)
+            return None
+        if types <= {int}:              # integer columns and epoch-ms times
+            return pa.array(v, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    return None
+
+
+def _from_numpy(a: np.ndarray, typ: pa.DataType) -> pa.Array | None:
+    """A typed numpy column → its Arrow column without per-value Python work; a value the wire type cannot
+    hold exactly keeps a wider type (the reader refuses it). None: not a numeric array."""
+    k = a.dtype.kind
+    if k not in "iufb":
+        return None
+    if typ == pa.float64():
+        return pa.array(a if k == "f" else a.astype(np.float64), from_pandas=True) if k != "b" else pa.array(a)
+    if typ == pa.bool_():
+        if k == "b":
+            return pa.array(a)
+        if k in "iu" and (len(a) == 0 or (a.min() >= 0 and a.max() <= 1)):
+            return pa.array(a.astype(bool))
+        return pa.array(a, from_pandas=True)
+    if typ == _TS:
+        if k not in "iu":
+            return pa.array(a, from_pandas=True)
+        return pa.array(a.astype(np.int64, copy=False).view("datetime64[ms]"), type=typ)
+    np_t = _NP_INT.get(typ)
+    if np_t is None:
+        return None
+    if k == "b":
+        return pa.array(a)
+    if len(a) == 0:
+        return pa.array(a.astype(np_t))
+    if k == "f" and not (np.isfinite(a).all() and (a == np.floor(a)).all()):
+        return pa.array(a, from_pandas=True)
+    info = np.iinfo(np_t)
+    if a.min() < info.min or a.max() > info.max:
+        return pa.array(a, from_pandas=True)
+    return pa.array(a.astype(np_t))
+
+
+def read_arrow(raw: bytes, max_bytes: int = 1_000_000) -> pa.RecordBatch:
+    """The one record batch of an Arrow IPC record, fully validated (offsets, UTF-8) so that nothing
+    downstream reads outside its buffers; ``InvalidRecord("bad_arrow", …)`` if it is not one."""
+    if len(raw) > max_bytes:
+        raise InvalidRecord("oversized", f"record of {len(raw)} bytes exceeds {max_bytes}")
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(raw))
+        meta = reader.schema.metadata or {}
+        if meta.get(SCHEMA_KEY, SCHEMA_NAME) != SCHEMA_NAME:
+            raise InvalidRecord("bad_schema", f"unknown ping schema {meta[SCHEMA_KEY][:40]!r}")
+        batch = reader.read_next_batch()
+        try:
+            reader.read_next_batch()
+        except StopIteration:
+            pass
+        else:
+            raise InvalidRecord("bad_arrow", "an Arrow ping record holds exactly one record batch")
+        batch.validate(full=True)
+    except StopIteration:
+        raise InvalidRecord("bad_arrow", "Arrow stream without a record batch") from None
+    except InvalidRecord:
+        raise
+    except Exception as e:   # noqa: BLE001 - ArrowInvalid, ArrowIOError, OSError…: malformed input, not our fault
+        raise InvalidRecord("bad_arrow", f"not an Arrow IPC record batch: {type(e).__name__}: {str(e)[:160]}") from None
+    return batch
+
+
+def arrow_rows(raw: bytes) -> int:
+    """Pings in an Arrow ping record, from its message header (replay counts without decoding)."""
+    try:
+        return pa.ipc.open_stream(pa.py_buffer(raw)).read_next_batch().num_rows
+    except Exception as e:   # noqa: BLE001 - malformed input
+        raise InvalidRecord("bad_arrow", f"not an Arrow IPC record batch: {type(e).__name__}") from None
+
+
+def arrow_lists(raw: bytes, max_bytes: int = 1_000_000) -> dict:
+    """The columns of an Arrow ping record as lists of plain values, times as epoch ms, in the shape of the
+    JSON form (``{"schema": …, column: [...]}``), unvalidated — for tools that re-emit pings as JSON lines."""
+    batch = read_arrow(raw, max_bytes)
+    out: dict[str, Any] = {"schema": SCHEMA_NAME.decode()}
+    for name, col in zip(batch.schema.names, batch.columns):
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.timestamp("ms", tz=col.type.tz)).view(pa.int64())
+        out[name] = col.to_pylist()
+    return out
+
+
+def decode_arrow(raw: bytes, max_bytes: int = 1_000_000, *,
+                 years: tuple[int, int] | None = None) -> PingColumns:
+    """Arrow IPC record → ``PingColumns`` with the same types and checks as the JSON form's decoder; a
+    defect in any ping rejects the record whole (``InvalidRecord``, the same codes)."""
+    return batch_columns(read_arrow(raw, max_bytes), years=years)
+
+
+def batch_columns(batch: pa.RecordBatch, *, years: tuple[int, int] | None = None) -> PingColumns:
+    """One validated record batch (``read_arrow``, or a batch of an Arrow IPC file) → ``PingColumns``."""
+    meta = batch.schema.metadata or {}
+    if meta.get(SCHEMA_KEY, SCHEMA_NAME) != SCHEMA_NAME:
+        raise InvalidRecord("bad_schema", f"unknown ping schema {meta[SCHEMA_KEY][:40]!r}")
+    n = batch.num_rows
+    if n == 0:
+        raise InvalidRecord("empty_batch", "ping batch has no pings")
+    from .pingbatch import MAX_BATCH
+    if n > MAX_BATCH:
+        raise InvalidRecord("oversized", f"ping batch of {n} exceeds {MAX_BATCH}")
+    names = batch.schema.names
+    if len(set(names)) != len(names):
+        raise InvalidRecord("bad_type", "duplicate column names")
+    out: dict[str, Any] = {}
+    for name, f in FIELDS.items():
+        col = batch.column(name) if name in names else None
+        if col is not None and col.null_count == n and name in _OPTIONAL_COLUMNS:
+            col = None
+        if col is None:
+            if f.required:
+                raise InvalidRecord("missing_field", f"ping 0: {name} is required")
+            out[name] = None if name in _OPTIONAL_COLUMNS else _default(name, f, n)
+            continue
+        if f.required and col.null_count:
+            raise InvalidRecord("missing_field", f"ping {_first_null(col)}: {name} is required")
+        try:
+            out[name] = (_time(name, f, col, n, years, out) if f.kind == "time"
+                         else _COLUMN[f.kind](name, f, col, n, years))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+            if isinstance(e, InvalidRecord):
+                raise
+            raise InvalidRecord("bad_type", f"{name}: {type(e).__name__}: {str(e)[:120]}") from None
+    if out["recv_ts"] is not None:
+        null = out.pop("_recv_null", None)
+        if null is not None:
+            out["recv_ts"] = np.where(null, out["ts"], out["recv_ts"])
+    out.pop("_recv_null", None)
+    return PingColumns(**out)
+
+
+def _default(name: str, f, n: int):
+    if name in ("driver_id", "mileage_km"):
+        return [None] * n
+    if f.kind == "bool":
+        return np.zeros(n, dtype=bool)
+    return np.full(n, f.default, dtype=np.int64 if f.kind == "int" else np.float64)
+
+
+def _first_null(col: pa.Array) -> int:
+    return int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def _bad(mask: np.ndarray, code: str, detail) -> None:
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        raise InvalidRecord(code, f"ping {i}: {detail(i)}")
+
+
+def _text(name: str, f, col: pa.Array, n: int, years) -> list:
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise InvalidRecord("bad_type", f"{name} must be a string column, not {col.type}")
+    lens = pc.utf8_length(col)
+    lim = int(f.hi)
+    lo, hi = pc.min_max(lens).values()
+    if col.null_count < n and not (lo.as_py() > 0 and hi.as_py() <= lim):
+        ln = lens.to_numpy(zero_copy_only=False)
+        ln = np.where(col.is_null().to_numpy(zero_copy_only=False), 1, ln)
+        _bad((ln < 1) | (ln > lim), "bad_type", lambda i: f"{name} must be a string of 1–{lim} characters")
+    if col.null_count == n:
+        return [None] * n
+    return col.to_pylist()   # Python strings: the engine keys its state by plate
+
+
+def _numbers(name: str, f, col: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 values (zero-copy when the column is float64 without nulls) and the null mask (or None)."""
+    t = col.type
+    if pa.types.is_boolean(t) or not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise InvalidRecord("bad_type", f"{name} must be a numeric column, not {t}")
+    null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+    if null is not None:
+        col = col.fill_null(0)
+    a = col.to_numpy(zero_copy_only=False)
+    return a, null
+
+
+def _number(name: str, f, col: pa.Array, n: int, years):
+    if name == "mileage_km" and col.null_count == n:
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+            raise InvalidRecord("bad_type", f"{name} must be a numeric column, not {col.type}")
+        return [None] * n
+    a, null = _numbers(name, f, col, n)
+    if f.kind == "int":
+        if a.dtype.kind == "f":
+            _bad(~np.isfinite(a), "out_of_range", lambda i: f"{name}={a[i]} outside [{f.lo:g}, {f.hi:g}]")
+            _bad(a != np.floor(a), "bad_type", lambda i: f"{name} must be an integer")
+            _bad(np.abs(a) > INT_LIMIT, "out_of_range", lambda i: f"{name} is too large for an integer field")
+        if a.dtype == np.uint64:
+            _bad(a > np.uint64(f.hi), "out_of_range", lambda i: f"{name}={a[i]} outside [{f.lo:g}, {f.hi:g}]")
+        v = a.astype(np.int64)
+        _bad((v < f.lo) | (v > f.hi), "out_of_range", lambda i: f"{name}={v[i]} outside [{f.lo:g}, {f.hi:g}]")
+        if null is not None:
+            v[null] = f.default
+        return v
+    v = a if a.dtype == np.float64 else a.astype(np.float64)
+    bad = ~np.isfinite(v) | (v < f.lo) | (v > f.hi)
+    if null is not None:
+        bad &= ~null
+    _bad(bad, "out_of_range", lambda i: f"{name}={v[i]} outside [{f.lo:g}, {f.hi:g}]")
+    if name == "mileage_km":
+        vals = v.tolist()
+        return vals if null is None else [None if m else x for x, m in zip(vals, null.tolist())]
+    return v
+
+
+def _time(name: str, f, col: pa.Array, n: int, years, out: dict | None = None) -> np.ndarray:
+    t = col.type
+    null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            raise InvalidRecord("bad_timestamp", f"{name}: an Arrow timestamp needs a time zone (the instant is UTC)")
+        per_ms = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[t.unit]
+        raw = col.view(pa.int64()) if col.null_count == 0 else col.fill_null(0).view(pa.int64())
+        a = raw.to_numpy(zero_copy_only=False)
+        if per_ms is None:   # seconds: guard the multiplication against wrapping round into plausible years
+            _bad(np.abs(a) > 1 << 50, "bad_timestamp", lambda i: f"{name} is not a time in the plausible years")
+        a = a * 1000 if per_ms is None else (a // per_ms if per_ms > 1 else a)
+    elif pa.types.is_integer(t):
+        a = (col if col.null_count == 0 else col.fill_null(0)).to_numpy(zero_copy_only=False)
+        if a.dtype == np.uint64:
+            _bad(a > np.uint64(1 << 62), "bad_timestamp", lambda i: f"{name}={a[i]} is not epoch milliseconds")
+        a = a.astype(np.int64, copy=False)
+    else:
+        raise InvalidRecord("bad_type", f"{name} must be int64 epoch ms or an Arrow timestamp, not {t}")
+    lo, hi = plausible_ms_range(years)
+    bad = (a < lo) | (a > hi)
+    if null is not None:
+        bad &= ~null
+    _bad(bad, "bad_timestamp", lambda i: f"{name}={a[i]} is not epoch milliseconds in the plausible years")
+    if null is not None and out is not None:
+        out["_recv_null"] = null
+    return a
+
+
+def _bool(name: str, f, col: pa.Array, n: int, years) -> np.ndarray:
+    t = col.type
+    if col.null_count:
+        col = col.fill_null(False if pa.types.is_boolean(t) else 0)
+    if pa.types.is_boolean(t):
+        return col.to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(t):
+        a = col.to_numpy(zero_copy_only=False)
+        _bad((a != 0) & (a != 1), "bad_type", lambda i: f"{name} must be true/false (or 0/1)")
+        return a == 1
+    raise InvalidRecord("bad_type", f"{name} must be a boolean column, not {t}")
+
+
+_COLUMN = {"text": _text, "int": _number, "float": _number, "bool": _bool}

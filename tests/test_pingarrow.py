@@ -1,0 +1,177 @@
+"""The binary wire form of a ping batch (models/pingarrow.py, docs/formats.md): the same engine output as the
+JSON form, the same refusals, and nothing but ``InvalidRecord`` out of a malformed record."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from roadwatch.models.config import Config
+from roadwatch.models.pingarrow import MAGIC, arrow_lists, decode_arrow, encode_arrow
+from roadwatch.models.pingbatch import decode_batch, encode_batch
+from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.records import InvalidRecord
+from roadwatch.simulators.scenario import build, load_scenario
+from roadwatch.streams.batcher import PingBatcher, encode_rows
+from roadwatch.streams.feed_input import ping_lines
+
+T0 = 1_762_740_000_000   # 2025-11-10
+
+
+def _ping(i=0, **kw):
+    d = {"plate": "苏A12345", "plate_color": 2, "terminal_id": "013300000001", "ts": T0 + i * 1000,
+         "lat": 32.0 + i * 1e-4, "lon": 118.8, "speed_kmh": 55.0, "heading": 90, "altitude_m": 12.0,
+         "alarm_flags": 0, "status_flags": 3, "reupload": False, "driver_id": "D1", "mileage_km": 1234.5}
+    d.update(kw)
+    return d
+
+
+def _same(a, b):
+    for k in a.__dataclass_fields__:
+        x, y = getattr(a, k), getattr(b, k)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), k
+        else:
+            assert x == y, k
+
+
+@pytest.fixture(scope="module", params=["gps_quality", "gps_overspeed"])
+def scenario_cfgs(request):
+    """A scenario built twice, once per wire format (the simulators write what ``stream.wire_format`` says):
+    bad values, drift and re-uploads (gps_quality); overspeed episodes (gps_overspeed)."""
+    scn = load_scenario(request.param)
+    out = {}
+    for wire in ("json", "arrow"):
+        cfg = Config({"stream.wire_format": wire})
+        out[wire] = build(scn, cfg)
+    return out
+
+
+def test_simulators_write_the_configured_form(scenario_cfgs):
+    firsts = {w: next(r.value for r in b.records if r.topic == "gps-pings") for w, b in scenario_cfgs.items()}
+    assert firsts["arrow"][:4] == MAGIC
+    assert firsts["json"][:1] == b"{"
+
+
+def test_round_trip_gives_identical_engine_output(scenario_cfgs, request):
+    """A whole scenario through the engine from each form: the same alerts (if any) and day rows."""
+    results = {}
+    for wire, built in scenario_cfgs.items():
+        proc = PingProcessor(Config(), built.registry)
+        alerts = []
+        for r in built.records:
+            if r.topic == "gps-pings":
+                alerts += proc.process(decode_batch(r.value), now_ms=r.ts_ms).alerts
+        alerts += proc.check_offline()
+        results[wire] = (alerts, proc.day_rows())
+    assert results["arrow"][1] and sum(r["pings"] for r in results["arrow"][1]) > 1000
+    assert results["arrow"][0] or "gps_quality" in request.node.callspec.id
+    assert results["arrow"] == results["json"]
+    # and record by record the decoded columns are the same, types included
+    for rj, ra in zip((r for r in scenario_cfgs["json"].records if r.topic == "gps-pings"),
+                      (r for r in scenario_cfgs["arrow"].records if r.topic == "gps-pings")):
+        _same(decode_batch(rj.value), decode_batch(ra.value))
+
+
+def test_batcher_writes_arrow_by_default_and_json_when_configured():
+    sent = {}
+    for wire in ("arrow", "json"):
+        b = PingBatcher(lambda p, k, v, w=wire: sent.setdefault(w, []).append(v), 1, max_pings=3,
+                        wire=wire)
+        for i in range(3):
+            b.add(_ping(i, recv_ts=T0 + i * 1000 + 700, driver_id=None if i else "D1"))
+        assert len(sent[wire]) == 1
+    assert PingBatcher.from_config(Config(), lambda *a: None).wire == "arrow"
+    assert sent["arrow"][0][:4] == MAGIC and sent["json"][0][:1] == b"{"
+    _same(decode_batch(sent["arrow"][0]), decode_batch(sent["json"][0]))
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"heading": 1.5}, {"heading": 70000}, {"alarm_flags": 2 ** 33}, {"reupload": 2}, {"reupload": 1},
+    {"plate": ""}, {"plate": "x" * 17}, {"ts": 5}, {"ts": "2025-11-10T10:00:00+08:00"}, {"speed_kmh": -1.0},
+    {"plate_color": 256}, {"driver_id": None, "mileage_km": None}, {"recv_ts": T0 + 500}, {"jt808_version": 2019},
+])
+def test_both_forms_accept_and_refuse_alike(change):
+    pings = [_ping(0, **change), _ping(1)]
+    out = {}
+    for wire in ("json", "arrow"):
+        raw = encode_batch(pings, wire)
+        try:
+            out[wire] = decode_batch(raw)
+        except InvalidRecord as e:
+            out[wire] = (e.code, e.detail)
+    if isinstance(out["json"], tuple):
+        assert out["arrow"] == out["json"]
+    else:
+        _same(out["arrow"], out["json"])
+
+
+def test_values_are_never_narrowed_on_the_way():
+    """A value that does not fit the column's wire type keeps a wider type: the reader refuses it (as the
+    JSON form is refused), it is never silently truncated."""
+    raw = encode_arrow({**{k: [v] for k, v in _ping().items()}, "heading": [1.5]})
+    with pytest.raises(InvalidRecord, match="heading must be an integer"):
+        decode_arrow(raw)
+
+
+def _write(batch: pa.RecordBatch, n_batches=1, metadata=None) -> bytes:
+    schema = batch.schema if metadata is None else batch.schema.with_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as w:
+        for _ in range(n_batches):
+            w.write_batch(batch.replace_schema_metadata(schema.metadata))
+    return sink.getvalue().to_pybytes()
+
+
+def _good_batch() -> pa.RecordBatch:
+    return pa.ipc.open_stream(encode_batch([_ping(i) for i in range(4)], "arrow")).read_next_batch()
+
+
+def _with(batch, name, arr):
+    i = batch.schema.get_field_index(name)
+    return batch.set_column(i, pa.field(name, arr.type), arr) if i >= 0 else batch.append_column(name, arr)
+
+
+@pytest.mark.parametrize("make,code", [
+    (lambda b: _write(b)[:40], "bad_arrow"),
+    (lambda b: _write(b)[:-9], "bad_arrow"),
+    (lambda b: MAGIC + b"\x00" * 12, "bad_arrow"),
+    (lambda b: _write(b, 2), "bad_arrow"),
+    (lambda b: _write(b, 0), "bad_arrow"),
+    (lambda b: _write(b, metadata={b"roadwatch.schema": b"roadwatch.pings/9"}), "bad_schema"),
+    (lambda b: _write(b.slice(0, 0)), "empty_batch"),
+    (lambda b: _write(b.drop_columns(["lat"])), "missing_field"),
+    (lambda b: _write(_with(b, "lat", pa.array(["x"] * 4))), "bad_type"),
+    (lambda b: _write(_with(b, "plate", pa.array([1, 2, 3, 4]))), "bad_type"),
+    (lambda b: _write(_with(b, "lat", pa.array([1.0, None, 2.0, 3.0]))), "missing_field"),
+    (lambda b: _write(_with(b, "lon", pa.array([1.0, float("inf"), 2.0, 3.0]))), "out_of_range"),
+    (lambda b: _write(_with(b, "ts", pa.array([T0] * 4, pa.timestamp("ms")))), "bad_timestamp"),
+    (lambda b: _write(_with(b, "ts", pa.array([2 ** 62] * 4, pa.timestamp("s", tz="UTC")))), "bad_timestamp"),
+    (lambda b: _write(_with(b, "reupload", pa.array([0, 1, 2, 0]))), "bad_type"),
+    (lambda b: _write(_with(b, "status_flags", pa.array([2 ** 64 - 1] * 4, pa.uint64()))), "out_of_range"),
+])
+def test_malformed_arrow_is_refused_with_a_reason(make, code):
+    raw = make(_good_batch())
+    with pytest.raises(InvalidRecord) as e:
+        decode_batch(raw)
+    assert e.value.code == code, e.value.detail
+
+
+def test_other_producers_types_are_read():
+    """Analysts' tools write wider types, timestamps in other units, dictionary-encoded strings."""
+    b = _good_batch()
+    b = _with(b, "plate", b.column("plate").dictionary_encode())
+    b = _with(b, "heading", b.column("heading").cast(pa.int64()))
+    b = _with(b, "lat", b.column("lat").cast(pa.float32()).cast(pa.float64()))
+    b = _with(b, "ts", pa.array([(T0 + i * 1000) * 1000 for i in range(4)], pa.timestamp("us", tz="Asia/Shanghai")))
+    c = decode_batch(_write(b))
+    assert c.plate == ["苏A12345"] * 4 and c.ts.tolist() == [T0 + i * 1000 for i in range(4)]
+    assert c.heading.dtype == np.int64
+
+
+def test_feed_tools_read_both_forms():
+    pings = [_ping(i) for i in range(3)]
+    assert ping_lines(encode_batch(pings, "arrow")) == ping_lines(encode_batch(pings, "json"))
+    assert arrow_lists(encode_rows([(p["plate"], p["terminal_id"], p["ts"], p["lat"], p["lon"], p["speed_kmh"],
+                                     p["heading"], p["altitude_m"], p["plate_color"], 0, 3, 0, None, None, None)
+                                    for p in pings]))["plate"] == ["苏A12345"] * 3
