@@ -64,11 +64,6 @@ def case_source_sites(conn, plate: str) -> list[str | None]:
     return [r[0] for r in _rows(conn, "SELECT source_site_id FROM cases WHERE plate=?", (plate,))]
 
 
-def case_manifests(conn) -> list[str]:
-    """Every case's manifest (JSON text)."""
-    return [r[0] for r in _rows(conn, "SELECT manifest FROM cases")]
-
-
 def vehicle_day_field(conn, plate: str, day: str, field: str):
     """One field of one vehicle-day row (None without a row); ``field`` one of ``VEHICLE_DAY_FIELDS``."""
     if field not in VEHICLE_DAY_FIELDS:
