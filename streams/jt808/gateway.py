@@ -548,7 +548,9 @@ class Gateway:
     async def _tick_loop(self) -> None:
         """Per tick: due ping batches, counters, back-pressure; less often: deadlines, idle connections,
         revoked codes, and moving long-lived objects out of the cyclic collector."""
-        tick = min(0.05, max(0.005, self.batcher.max_s / 4))
+        # wake when the oldest pending ping is due (one wake-up per batch interval while pings flow, not a
+        # fixed 50 ms tick), and at least every ``tick`` for counters, back-pressure and deadlines
+        tick = min(0.25, max(0.005, self.batcher.max_s / 2))
         sweep_every = max(tick, min(1.0, self.auth_s / 4))
         # the idle check walks every connection: a tenth of the timeout is precise enough
         idle_every = max(sweep_every, self.idle_s / 10)
@@ -557,10 +559,11 @@ class Gateway:
         next_sweep = next_revocation = next_idle = time.monotonic()
         next_freeze = time.monotonic() + freeze_every
         while True:
-            await asyncio.sleep(tick)
+            due = self.batcher.next_due()
+            await asyncio.sleep(tick if due is None else min(tick, max(0.002, due - time.monotonic())))
             try:
                 due = self.batcher.next_due()
-                if due is not None and due <= time.monotonic():
+                if due is not None and due <= time.monotonic() + 0.001:
                     # all partitions at once: one publish cycle (send + flush in the publish thread, ~1 ms of
                     # CPU in kafka-python) per batch interval instead of one per partition
                     self.batcher.flush()
