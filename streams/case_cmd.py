@@ -8,6 +8,10 @@ The console calls the same ``CaseStore`` methods (streams/cases.py), so both go 
     roadwatch escalations --archive PATH --at ISO-DATE
     roadwatch case document CASE_ID notice|inform|decision --archive PATH --by OFFICER [--pdf] [--out FILE]
 
+Acts and documents change a legal outcome, so ``--by`` must be proven: the officer is a console user
+(operator or above) and gives the password (streams/officer_cli.py). ``--archive`` is the SQLite file or a
+``postgresql://…`` URL.
+
 Output is JSON on stdout (one line per escalation). Exit 0 ok, 1 not found, 2 refused act or bad usage
 (the reason on stderr).
 """
@@ -22,6 +26,7 @@ import orjson
 from roadwatch.models import lifecycle
 from roadwatch.models.art66 import PROPOSAL_TRANSITIONS
 from roadwatch.models.config import Config
+from roadwatch.streams import officer_cli
 from roadwatch.streams.cli import UsageError
 
 
@@ -35,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("action", metavar="ACTION",
                        help=f"case: {' '.join(lifecycle.ACTIONS)}, or amend (with --driver: record the driver "
                             f"without a transition); proposal: {' '.join(PROPOSAL_TRANSITIONS)}")
-        p.add_argument("--by", required=True, metavar="OFFICER", help="the officer acting")
+        officer_cli.add_arguments(p)
         p.add_argument("--reason", metavar="TEXT", help="reason (required to dismiss, withdraw, close)")
         p.add_argument("--at", metavar="ISO-8601", help="legal date of the act, e.g. the decision date "
                                                         "(a date, or a date-time with offset; default now)")
@@ -44,22 +49,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("case_id", metavar="CASE_ID", help="a case id (C…)")
         p.add_argument("kind", choices=("notice", "inform", "decision"),
                        help="违法行为通知书 | 行政处罚告知书 | 行政处罚决定书")
-        p.add_argument("--by", required=True, metavar="OFFICER", help="the officer issuing it")
+        officer_cli.add_arguments(p)
         p.add_argument("--pdf", action="store_true",
                        help="also print it to PDF with headless Chromium (/usr/bin/chromium; HTML only without it)")
         p.add_argument("--out", metavar="FILE", help="also copy the document here (.pdf → the PDF, else the HTML)")
     else:   # escalations
         p.add_argument("--at", required=True, metavar="ISO-DATE", help="last day of the Art. 66 window")
-    p.add_argument("--archive", required=True, metavar="PATH", help="the archive (SQLite file)")
+    p.add_argument("--archive", required=True, metavar="TARGET", help="the archive (SQLite file or postgresql://… URL)")
 
 
 def _store(args, cfg: Config):
     from roadwatch.streams.archive import open_archive
     from roadwatch.streams.cases import CaseStore
-    path = Path(args.archive)
-    if not path.is_file():
-        raise UsageError(f"no archive at {path}")
-    return CaseStore(open_archive(path), cfg, data_dir=cfg.data_dir)
+    target = args.archive
+    if "://" not in target and not Path(target.removeprefix("sqlite:")).is_file():
+        raise UsageError(f"no archive at {target}")
+    return CaseStore(open_archive(target), cfg, data_dir=cfg.data_dir)
 
 
 def _out(obj) -> None:
@@ -96,6 +101,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     store = _store(args, cfg)
     word = args._case_cmd
     try:
+        if word in ("act", "document"):
+            try:
+                args.by = officer_cli.authenticate(store.conn, args, cfg)
+            except officer_cli.OfficerRefused as e:
+                print(f"roadwatch: {e.code}: {e.detail}", file=sys.stderr)
+                return 2
         if word == "escalations":
             for e in store.escalations(args.at):
                 _out(e)

@@ -16,6 +16,7 @@ from roadwatch.models.records import BEIJING
 from roadwatch.streams.archive import close_all
 from roadwatch.streams.cli import main
 
+import officers
 from test_overload_helpers import iso, registry_dict, vehicle
 
 A, B, C, D = "豫A11111", "豫B22222", "豫C33333", "豫D44444"
@@ -126,6 +127,7 @@ def run_sequence(tmp_path, capsys, monkeypatch, reading_order, act_order) -> dic
     verdicts = assess(tmp_path, capsys, monkeypatch, reading_order)
     case_of = {k: v["case_id"] for k, v in zip(reading_order, verdicts)}
     arch = str(tmp_path / "archive.sqlite")
+    officers.enrol(monkeypatch, arch, "officer7", "op", "legal1")
     before = {}
     for i, (key, action, at, extra) in enumerate(act_order):
         if i == len(act_order) - 1:
@@ -209,6 +211,7 @@ def test_illegal_acts_are_refused_and_replays_are_no_ops(tmp_path, capsys, monke
     setup(tmp_path, monkeypatch)
     v = assess(tmp_path, capsys, monkeypatch, ["a10"])[0]
     arch = str(tmp_path / "archive.sqlite")
+    officers.enrol(monkeypatch, arch, "op")
     cid = v["case_id"]
 
     def act(*args):
@@ -263,3 +266,39 @@ def test_proposal_workflow(tmp_path, capsys, monkeypatch):
     code, out = cli(capsys, "case", "show", pid, "--archive", arch)
     assert out[0]["status"] == "decided" and r["case_of"]["b11"] in out[0]["flag"]
     assert "no longer holds" in out[0]["flag"] and out[0]["history"][-1]["act"] == "flag"
+
+
+def test_a_cli_act_needs_the_officers_password_and_role(tmp_path, capsys, monkeypatch):
+    """``--by`` alone proves nothing: the officer is a console user (operator or above) with a password."""
+    import io
+    import sys
+    setup(tmp_path, monkeypatch)
+    cid = assess(tmp_path, capsys, monkeypatch, ["a10"])[0]["case_id"]
+    arch = str(tmp_path / "archive.sqlite")
+    officers.enrol(monkeypatch, arch, "op")
+    officers.enrol(monkeypatch, arch, "watcher", role="viewer")
+
+    def act(by, env_pw=None, stdin=None):
+        if env_pw is None:
+            monkeypatch.delenv("ROADWATCH_OFFICER_PASSWORD", raising=False)
+        else:
+            monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", env_pw)
+        extra = []
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+            extra = ["--password-stdin"]
+        capsys.readouterr()
+        code = main(["case", "act", cid, "confirm", "--archive", arch, "--by", by, *extra])
+        return code, capsys.readouterr().err
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))   # not a terminal: no prompt
+    assert act("op")[0] == 2 and "officer_not_authenticated" in act("op")[1]          # no password at all
+    assert act("op", env_pw="guess")[0] == 2                                          # wrong password
+    assert act("nobody", env_pw=officers.PASSWORD)[0] == 2                           # not a user
+    code, err = act("watcher", env_pw=officers.PASSWORD)                              # a viewer may not act
+    assert code == 2 and "viewer" in err
+    code, out = cli(capsys, "case", "show", cid, "--archive", arch)
+    assert [h["act"] for h in out[0]["history"]] == ["detect"]                        # nothing was recorded
+    assert act("op", stdin=officers.PASSWORD.encode() + b"\n")[0] == 0               # proven: recorded
+    code, out = cli(capsys, "case", "show", cid, "--archive", arch)
+    assert [(h["act"], h["by"]) for h in out[0]["history"]] == [("detect", out[0]["history"][0]["by"]), ("confirm", "op")]

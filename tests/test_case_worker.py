@@ -78,9 +78,10 @@ def test_driver_cards_restart_console_and_cli_give_the_statutory_escalations(tmp
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     cfg = load_config(None)
     conn = open_archive(cfg.archive_path)
-    auth.upsert_user(conn, "officer7", "operator", PASSWORD,
-                     load_config(None, env={"ROADWATCH_SET": settings + ";web.argon2_time_cost=1;"
-                                                                         "web.argon2_memory_kib=1024"}))
+    fast_hash = load_config(None, env={"ROADWATCH_SET": settings + ";web.argon2_time_cost=1;web.argon2_memory_kib=1024"})
+    for officer in ("officer7", "officer8"):      # officer7 acts in the console, officer8 on the command line
+        auth.upsert_user(conn, officer, "operator", PASSWORD, fast_hash)
+    monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", PASSWORD)
 
     def cases():
         return {r["plate"] + r["ts"][5:10]: r["case_id"] for r in conn.execute("SELECT plate, ts, case_id FROM cases")}

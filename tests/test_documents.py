@@ -12,6 +12,8 @@ import pytest
 
 from roadwatch.streams.cli import main as cli_main
 
+import officers
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,6 +36,7 @@ def cli(tmp_path, monkeypatch, capsysbinary):
         cap = capsysbinary.readouterr()
         run.stdout = cap.out.decode()
         return code, [orjson.loads(x) for x in cap.out.splitlines() if x.startswith(b"{")], cap.err.decode()
+    run.monkeypatch = monkeypatch
     return run
 
 
@@ -44,6 +47,7 @@ def fined_case(cli, tmp_path) -> tuple[str, Path]:
                          "--evidence-dir", str(tmp_path / "var" / "evidence"),
                          stdin=(ROOT / "examples/wim-readings.jsonl").read_bytes())
     fine = next(v for v in out if v.get("action") == "fine")
+    officers.enrol(cli.monkeypatch, arch, "officer7", "o8")
     return fine["case_id"], arch
 
 
@@ -161,6 +165,7 @@ def test_case_page_lists_documents_and_issues_one(cli, tmp_path):
                          "--evidence-dir", str(tmp_path / "var" / "evidence"),
                          stdin=(ROOT / "examples/wim-readings.jsonl").read_bytes())
     cid = next(v for v in out if v.get("action") == "fine")["case_id"]
+    officers.enrol(cli.monkeypatch, arch, "officer7")
     for a, at in (("confirm", "2025-06-10"), ("file", "2025-06-11"), ("notify", "2025-06-12"), ("decide", "2025-06-20")):
         act(cli, cid, arch, a, at)
     app, hub, fleet = make_app(cfg)

@@ -14,6 +14,7 @@ from roadwatch.streams.archive import close_all
 from roadwatch.streams.cli import main
 
 from test_case_escalations import day, wim
+import officers
 from test_overload_helpers import registry_dict, vehicle
 
 PLATE = "豫A11111"
@@ -31,6 +32,7 @@ def tree(tmp_path, monkeypatch, capsys):
     ev = tmp_path / "var" / "evidence"
     assert main(["assess", "wim", "--registry", str(tmp_path / "registry.json"), "--archive", str(arch),
                  "--evidence-dir", str(ev)]) == 0
+    officers.enrol(monkeypatch, arch, "op")
     cases = [orjson.loads(x)["case_id"] for x in capsys.readouterr().out.splitlines()]
     # later facts on the first case: each act becomes a signed entry on the same chain
     for action, at in (("confirm", "2025-03-05"), ("file", "2025-03-06")):

@@ -8,6 +8,7 @@ import orjson
 
 from roadwatch.models.config import Config
 from roadwatch.models.publication import add_working_days, is_working_day, mask_party, mask_plate
+import officers
 from test_documents import ROOT, act, cli  # noqa: F401 - the CLI fixture
 
 
@@ -40,6 +41,7 @@ def test_publish_decisions_lists_decided_cases_and_drops_a_revoked_one(cli, tmp_
                          stdin=(ROOT / "examples/wim-readings.jsonl").read_bytes())
     fines = [v["case_id"] for v in out if v.get("action") in ("fine", "warning")]
     assert len(fines) == 3
+    officers.enrol(cli.monkeypatch, arch, "officer7")
     for cid in fines[:2]:
         for a, at in (("confirm", "2025-06-10"), ("file", "2025-06-11"), ("notify", "2025-06-12"),
                       ("decide", "2025-06-20")):
