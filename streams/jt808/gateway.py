@@ -13,9 +13,11 @@ Bounds per client: ``gateway.auth_timeout_s`` (deadline to authenticate), ``gate
 ``gateway.max_frames_per_s``, ``gateway.max_frame_bytes``, ``gateway.reassembly_max_bytes``/``_messages``.
 
 Cost per position: each connection is a ``Protocol`` whose ``data_received`` parses everything the read
-delivered and answers with one write; timeouts are one sweep over the connections, not a timer per read;
-counters are summed per connection event and handed to Prometheus once per tick. Pings go through a
-``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to ``dead-letter``.
+delivered and answers with one write; timeouts are sweeps over the connections, not a timer per read;
+counters are summed per connection event and handed to Prometheus once per tick; after a read the loop
+naps ``gateway.coalesce_ms`` so the reads arriving meanwhile share one wake-up (docs/performance.md).
+Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to
+``dead-letter``.
 
 Publishing runs in one background task that hands records to a ``Publisher`` in a worker thread (the
 kafka-python producer blocks) and only drops them from its outbox once ``flush`` confirmed delivery. If
