@@ -416,6 +416,7 @@ class Gateway:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(self, host, time.monotonic())
         self.connections.add(conn)
+        CONNECTIONS.set(len(self.connections))      # at once, not at the next tick: connects are rare events
         self.pending[conn] = None
         self.pending_by_host[host] = self.pending_by_host.get(host, 0) + 1
         asyncio.get_running_loop().create_task(self._attach(conn, sock))
@@ -441,6 +442,7 @@ class Gateway:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        CONNECTIONS.set(len(self.connections))
         self._unpend(conn)
         if conn.tid is not None and self.by_terminal.get(conn.tid) is conn:
             del self.by_terminal[conn.tid]
