@@ -531,6 +531,49 @@ _k("input.max_rejected_share", 0.01, "ops",
    "assess gps / assess wim / report monthly --pings: refuse the input (exit 2) when more than this share "
    "of its lines or pings is rejected", lo=0.0, hi=1.0)
 
+# --- interception (布控) at off-site points (models/intercept.py) ---------------------------------------------
+_k("intercept.enabled", True, "docs/legal-basis.md §11 (project decision)",
+   "create intercept tasks (布控) for passages over the intercept threshold")
+_k("intercept.actions", "fine", "docs/legal-basis.md §11 (project decision)",
+   "which verdicts are over the intercept threshold: fine (every fine-level case, the default) or "
+   "fine_or_warning", ("fine", "fine_or_warning"))
+_k("intercept.min_excess_pct", 0.0, "docs/legal-basis.md §11 (project decision)",
+   "and only when the excess over the limit is at least this percentage (0: every case of those actions)",
+   lo=0.0, hi=1000.0)
+_k("intercept.vehicle_kinds", "truck,train", "docs/legal-basis.md §11 (project decision)",
+   "vehicle classes intercepted (comma-separated: truck 货车, train 汽车列车)")
+_k("intercept.min_axles", 2, "docs/legal-basis.md §11 (project decision)",
+   "and only vehicles with at least this many axles", lo=2, hi=12)
+_k("intercept.expiry_min", 120, "docs/legal-basis.md §11 (project decision)",
+   "a task expires this long after the truck's latest passage that opened or updated it", lo=5, hi=2880)
+_k("intercept.max_eta_min", 120.0, "docs/legal-basis.md §11 (project decision)",
+   "enforcement points the truck would reach later than this are not tasked", lo=1.0, hi=1440.0)
+_k("intercept.max_targets", 3, "docs/legal-basis.md §11 (project decision)",
+   "at most this many enforcement points per task (the nearest by ETA)", lo=1, hi=20)
+_k("intercept.gps_max_age_s", 600, "docs/legal-basis.md §11 (project decision)",
+   "a GPS fix within this many seconds of the passage is the truck's live position (else the road graph)",
+   lo=10, hi=7200)
+_k("intercept.gps_min_move_m", 50.0, "docs/legal-basis.md §11 (project decision)",
+   "the heading comes from the latest fix and the newest earlier fix at least this far from it", lo=1.0, hi=5000.0)
+_k("intercept.heading_cone_deg", 60.0, "docs/legal-basis.md §11 (project decision)",
+   "a point is ahead of the truck when its bearing lies within this angle of the truck's heading",
+   lo=5.0, hi=180.0)
+_k("intercept.road_factor", 1.3, "docs/legal-basis.md §11 (project decision)",
+   "road distance / straight-line distance, for ETAs from a GPS position", lo=1.0, hi=3.0)
+_k("intercept.min_speed_kmh", 20.0, "docs/legal-basis.md §11 (project decision)",
+   "a GPS or passage speed below this is not used for an ETA (intercept.default_speed_kmh instead)",
+   lo=1.0, hi=120.0)
+_k("intercept.default_speed_kmh", 60.0, "docs/legal-basis.md §11 (project decision)",
+   "speed assumed for an ETA when neither the GPS fix nor the passage gives a usable one", lo=5.0, hi=120.0)
+_k("intercept.mobile_attach_km", 5.0, "docs/legal-basis.md §11 (project decision)",
+   "road-graph mode: a mobile team off the graph counts as at the nearest station within this distance",
+   lo=0.1, hi=100.0)
+_k("intercept.outcome_publish_s", 2.0, "ops",
+   "how often the WIM worker puts outcomes recorded in the console or the CLI on intercept-tasks", lo=0.1, hi=3600.0)
+_k("intercept.metrics_interval_s", 30.0, "ops",
+   "how often the WIM worker refreshes this month's 拦截率 / 查处率 gauges from the archive", lo=1.0, hi=3600.0)
+
+
 class Config:
     """Effective configuration: defaults overlaid by a TOML file and ``ROADWATCH_<KEY>`` env vars."""
 

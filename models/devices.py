@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .config import Config
+from .mobile import active_deployment
 from .records import InvalidRecord, iso_to_epoch_ms, parse_ts
 
 if TYPE_CHECKING:                   # registry.py imports this module to check device entries
@@ -57,18 +58,27 @@ def check_device(dev: dict) -> str | None:
     for item, rec in appr.items():
         if rec is None:
             continue
-        if not isinstance(rec, dict):
-            return f"approval.{item} must be an object with {list(ITEM_FIELDS)}"
-        extra = sorted(set(rec) - set(ITEM_FIELDS))
-        if extra:
-            return f"approval.{item}: unknown field(s) {extra}"
-        for f in ITEM_FIELDS:
-            if not isinstance(rec.get(f), str) or not rec[f].strip():
-                return f"approval.{item}.{f} is required (text)"
-        try:
-            parse_ts(rec["date"], "date")
-        except InvalidRecord as err:
-            return f"approval.{item}: {err.detail}"
+        problem = check_item(item, rec)
+        if problem:
+            return f"approval.{problem}"
+    return None
+
+
+def check_item(item: str, rec) -> str | None:
+    """Why one approval record (date, reference, reviewer) is malformed; also a mobile deployment's
+    ``announcement`` (models/mobile.py)."""
+    if not isinstance(rec, dict):
+        return f"{item} must be an object with {list(ITEM_FIELDS)}"
+    extra = sorted(set(rec) - set(ITEM_FIELDS))
+    if extra:
+        return f"{item}: unknown field(s) {extra}"
+    for f in ITEM_FIELDS:
+        if not isinstance(rec.get(f), str) or not rec[f].strip():
+            return f"{item}.{f} is required (text)"
+    try:
+        parse_ts(rec["date"], "date")
+    except InvalidRecord as err:
+        return f"{item}: {err.detail}"
     return None
 
 
@@ -88,6 +98,10 @@ def approval_status(registry: "Registry", station_id: str, device_id: str, ts_ms
     """``status`` ok | not_approved; ``missing``: the required items the device lacks at ``ts_ms`` (not on
     file, or dated after the reading); ``items``: each item's status (required or not)."""
     dev = registry.station_device(station_id, device_id)
+    if dev is not None and station_id in registry.mobile_units:
+        # a mobile unit's location is announced per deployment: the one active at the reading's time counts
+        dep = active_deployment(registry, station_id, ts_ms) or {}
+        dev = {**dev, "approval": {**(dev.get("approval") or {}), "announcement": dep.get("announcement")}}
     items = {item: item_status(dev, item, ts_ms) for item in APPROVAL_ITEMS}
     req = required_items(cfg)
     missing = [item for item in req if items[item] != "ok"]
@@ -102,22 +116,34 @@ def public_device_list(registry: "Registry", as_of_ms: int, cfg: Config) -> list
     review and the announcement are on file as of ``as_of_ms`` (with dates and references)."""
     rows = []
     req = required_items(cfg)
+
+    def row(point_id: str, dev: dict, location: str, county: str, lat: float, lon: float, **extra) -> dict:
+        appr = dev.get("approval") or {}
+        items = {}
+        for item, (_, label) in APPROVAL_ITEMS.items():
+            rec = appr.get(item) or {}
+            # the reviewer is left out: it may name a person, and the public needs the date and reference
+            items[item] = {"label": label, "status": item_status(dev, item, as_of_ms),
+                           "date": rec.get("date"), "reference": rec.get("reference")}
+        missing = [i for i in req if items[i]["status"] != "ok"]
+        return {
+            "station_id": point_id, "device_id": dev["device_id"],
+            "location": location, "county": county or None,
+            "road": dev.get("road") or None, "direction": dev.get("direction") or None,
+            "device_type": dev.get("device_type", "fixed"), "lat": lat, "lon": lon,
+            "calibration_cert_no": dev.get("cert_no") or None, "calibration_valid_to": dev.get("valid_to"),
+            "approval": items, "approved": not missing, "missing": missing, **extra,
+        }
     for st in sorted(registry.stations.values(), key=lambda s: s.station_id):
         for dev in st.devices:
-            appr = dev.get("approval") or {}
-            items = {}
-            for item, (_, label) in APPROVAL_ITEMS.items():
-                rec = appr.get(item) or {}
-                # the reviewer is left out: it may name a person, and the public needs the date and reference
-                items[item] = {"label": label, "status": item_status(dev, item, as_of_ms),
-                               "date": rec.get("date"), "reference": rec.get("reference")}
-            missing = [i for i in req if items[i]["status"] != "ok"]
-            rows.append({
-                "station_id": st.station_id, "device_id": dev["device_id"],
-                "location": dev.get("location") or st.name, "county": st.county or None,
-                "road": dev.get("road") or None, "direction": dev.get("direction") or None,
-                "device_type": dev.get("device_type", "fixed"), "lat": st.lat, "lon": st.lon,
-                "calibration_cert_no": dev.get("cert_no") or None, "calibration_valid_to": dev.get("valid_to"),
-                "approval": items, "approved": not missing, "missing": missing,
-            })
+            rows.append(row(st.station_id, dev, dev.get("location") or st.name, st.county, st.lat, st.lon))
+    # a mobile unit: one row per deployment — its place, road and period, and that deployment's announcement
+    for unit in sorted(registry.mobile_units.values(), key=lambda u: u.unit_id):
+        dev = unit.device
+        for dep in sorted(unit.deployments, key=lambda d: iso_to_epoch_ms(d["start"])):
+            placed = {**dev, "device_type": "mobile", "road": dep["road"], "direction": dep["direction"],
+                      "approval": {**(dev.get("approval") or {}), "announcement": dep.get("announcement")}}
+            where = f"{unit.name}（流动）{dep['road']} {dep['start'][:16]}–{dep['end'][:16]}"
+            rows.append(row(unit.unit_id, placed, where, unit.county, dep["lat"], dep["lon"],
+                            deployment_id=dep["deployment_id"], deployed_from=dep["start"], deployed_to=dep["end"]))
     return rows

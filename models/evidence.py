@@ -222,9 +222,12 @@ def build_manifest(verdict: dict, reading: WimReading) -> dict:
             "certificate_no": cal.get("cert_no"), "certificate_valid_from": cal.get("valid_from"),
             "certificate_valid_to": cal.get("valid_to"), "calibration_status": cal.get("status"),
             "device_approval": verdict.get("device_approval"),
+            # a mobile unit (流动治超): the deployment that places the reading (models/mobile.py)
+            **({"deployment": verdict["deployment"]} if verdict.get("deployment") else {}),
         },
         "time": {"ts": verdict["ts"], "clock": "station device clock"},
-        "lane": reading.lane, "direction": None, "speed_kmh": reading.speed_kmh,
+        "lane": reading.lane, "direction": (verdict.get("deployment") or {}).get("direction"),
+        "speed_kmh": reading.speed_kmh,
         "plate": {"number": reading.plate, "color": reading.plate_color,
                   "color_name": PLATE_COLORS.get(reading.plate_color), "confidence": reading.plate_confidence},
         "vehicle": {

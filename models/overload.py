@@ -8,9 +8,10 @@ Order of the rules (documented so the verdict is explainable):
  1. passage de-duplication (same plate, same station, within ``overlimit.dedup_window_s`` of the passage's
     first reading → ``duplicate_of``, no second case);
  2. Art. 3 limit (models/limits.py) and tolerance (threshold | deduct) → ``over_limit``;
- 3. if over the limit: validity (calibration certificate; the device's legal/technical review, signage and
-    public announcement — models/devices.py, ``devices.require_*``; plate confidence, plate in registry)
-    → ``review``;
+ 3. if over the limit: validity (a mobile unit's reading inside one of its deployments — models/mobile.py,
+    else ``outside_deployment``, with no config key to waive it; calibration certificate; the device's
+    legal/technical review, signage and public announcement — models/devices.py, ``devices.require_*``;
+    plate confidence, plate in registry) → ``review``;
     a valid 大件运输许可 covering the passage (limits and route) → ``none``, ``permitted``; a permit valid in
     time that does not cover it → ``review`` (``permit_terms_not_met``, the permit's reasons); else Art. 43 →
     ``warning`` | ``fine``;
@@ -35,6 +36,7 @@ from roadwatch.geo.sites import SiteIndex, find_loading_site
 from .config import Config
 from .devices import approval_status, reason_for
 from .limits import axle_findings, axle_groups, gross_limit
+from .mobile import OUTSIDE, deployment_status
 from .penalties import police_assessment, road_penalty
 from .permits import PermitIndex
 from .records import GpsPing, WimReading, epoch_ms_to_iso, format_ts, iso_to_epoch_ms, parse_ts
@@ -229,7 +231,8 @@ def calibration_status(registry: Registry, station_id: str, device_id: str, ts_m
     """``status``: ok | missing (no device/certificate on file) | invalid (reading outside validity)."""
     dev = registry.station_device(station_id, device_id)
     if dev is None:
-        where = "station" if station_id not in registry.stations else "device"
+        known = station_id in registry.stations or station_id in registry.mobile_units
+        where = "device" if known else "station"
         return {"status": "missing", "detail": f"{where} not in the registry", "device_id": device_id}
     info = {"device_id": device_id, "cert_no": dev.get("cert_no") or None,
             "valid_from": dev.get("valid_from"), "valid_to": dev.get("valid_to")}
@@ -267,7 +270,13 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
            track: TrackSource | None = None, driver: DriverSource | None = None,
            passages: PassageSource | None = None, permits: PermitIndex | None = None) -> dict:
     ts_ms = iso_to_epoch_ms(reading.ts)
-    station = registry.stations.get(reading.station_id)
+    # the weighing point: a fixed station, or a mobile unit placed by its deployment at the reading's time
+    station = registry.stations.get(reading.station_id) or registry.mobile_units.get(reading.station_id)
+    deployment = deployment_status(registry, reading.station_id, ts_ms)
+    if deployment is None:
+        lat, lon = (station.lat, station.lon) if station is not None else (None, None)
+    else:
+        lat, lon = deployment.get("lat"), deployment.get("lon")
     vehicle = registry.vehicle(reading.plate)
 
     # 1. passage
@@ -292,7 +301,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         registered_total_kg=vehicle.registered_total_kg if vehicle else 0.0)
     if station is not None and station.tolerance is not None:
         tol = float(station.tolerance)
-        tol_source = station.tolerance_source or f"station {station.station_id} (registry)"
+        tol_source = station.tolerance_source or f"station {reading.station_id} (registry)"
     else:
         tol = float(cfg["overlimit.filing_tolerance"])
         tol_source = f"config overlimit.filing_tolerance ({cfg.origin('overlimit.filing_tolerance')})"
@@ -311,21 +320,23 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     road = road_penalty(excess if over else 0.0, cfg)
 
     # 3. validity
-    calib = calibration_status(registry, reading.station_id, reading.device_id, ts_ms)
     reasons: list[str] = []
+    # 3a. a mobile unit's reading outside every deployment has no lawful place: review, never a fine
+    if deployment is not None and deployment["status"] == OUTSIDE:
+        reasons.append(OUTSIDE)
+    calib = calibration_status(registry, reading.station_id, reading.device_id, ts_ms)
     if calib["status"] != "ok" and cfg["overlimit.requires_valid_calibration"]:
         reasons.append(f"calibration_{calib['status']}")
-    # 3a. 行政处罚法 Art. 41: a device lacking a required review, signage or announcement at the reading's time
+    # 3b. 行政处罚法 Art. 41: a device lacking a required review, signage or announcement at the reading's time
     approval = approval_status(registry, reading.station_id, reading.device_id, ts_ms, cfg)
     reasons.extend(reason_for(item) for item in approval["missing"])
     if reading.plate_confidence < cfg["overlimit.min_plate_confidence"]:
         reasons.append("low_plate_confidence")
     if vehicle is None:
         reasons.append("unknown_plate")
-    # 3b. 大件运输许可 (models/permits.py): inside a valid permit's limits and route → permitted, no case;
+    # 3c. 大件运输许可 (models/permits.py): inside a valid permit's limits and route → permitted, no case;
     #     a permit valid in time but not covering the passage → review with the reasons
-    permit = (permits.judge(reading, station.lat if station else None, station.lon if station else None)
-              if permits is not None else None)
+    permit = permits.judge(reading, lat, lon) if permits is not None else None
     permitted = bool(permit and permit["status"] == "permitted")
     if over and permit and not permitted:
         reasons.append("permit_terms_not_met")
@@ -361,7 +372,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "road_penalty": road,
         "review_reason": reasons[0] if action == "review" else None,
         "review_reasons": reasons if over else [],
-        "calibration": calib, "device_approval": approval,
+        "calibration": calib, "device_approval": approval, "deployment": deployment,
         "case_id": case_id, "passage_id": passage_id, "duplicate_of": duplicate_of,
         "permit": permit, "permitted": permitted and over,
         "enterprise_id": (vehicle.enterprise_id or None) if vehicle else None,
@@ -369,8 +380,11 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "source_site": None, "track_excerpt": None, "driver": {"id": None, "source": "unknown"},
     }
     # registry facts the evidence package and the console show (so they need no registry of their own)
-    verdict["station"] = ({"name": station.name, "lat": station.lat, "lon": station.lon, "county": station.county,
+    verdict["station"] = ({"name": station.name, "lat": lat, "lon": lon, "county": station.county,
                            "accuracy_class": station.accuracy_class} if station is not None else None)
+    if deployment is not None and verdict["station"] is not None:
+        verdict["station"].update(mobile=True, road=deployment.get("road"), direction=deployment.get("direction"),
+                                  deployment_id=deployment.get("deployment_id"))
     verdict["vehicle"] = ({"owner": vehicle.owner or None, "transport_cert_no": vehicle.transport_cert_no or None,
                            "category": vehicle.category, "registered_total_kg": vehicle.registered_total_kg,
                            "rated_load_kg": vehicle.rated_load_kg, "curb_kg": vehicle.curb_kg,
@@ -380,7 +394,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
     verdict["enterprise"] = ({"id": ent_rec.enterprise_id, "name": ent_rec.name,
                               "licence_no": ent_rec.licence_no or None, "goods_vehicles": ent_rec.goods_vehicles}
                              if ent_rec is not None else None)
-    if registry.stations and station is None:
+    if (registry.stations or registry.mobile_units) and station is None:
         verdict["station_note"] = "station not in registry"
     if vehicle is not None and vehicle.axle_count != reading.axle_count:
         verdict["axle_count_note"] = f"registry axle_count {vehicle.axle_count} ≠ measured {reading.axle_count}"

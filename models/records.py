@@ -361,3 +361,25 @@ class Station(faust.Record, serializer="json"):
     tolerance_source: str = ""
     devices: list = []                   # [{device_id, cert_no, valid_from, valid_to}]
     county: str = ""
+    # wim: 非现场执法点 (weighs, nobody on site); checkpoint: 超限检测站 (officers can stop and unload a truck)
+    kind: str = "wim"
+    downstream: list = []                # the road graph: [{"station": id, "km": road distance}] (models/intercept.py)
+
+
+class MobileUnit(faust.Record, serializer="json"):
+    """A mobile weighing unit (流动治超): one device, no fixed place — its position, road and direction at a
+    reading's time come from the deployment active then (models/mobile.py)."""
+    unit_id: str
+    name: str
+    county: str = ""                     # the county the unit is based in
+    lanes: int = 1
+    accuracy_class: str = "5"
+    tolerance: float | None = None
+    tolerance_source: str = ""
+    device: dict = {}                    # {device_id, cert_no, valid_from, valid_to, approval, …} as a station's
+    deployments: list = []               # [{deployment_id, lat, lon, road, direction, start, end, …}]
+
+    @property
+    def station_id(self) -> str:
+        """A reading names the unit in its ``station_id``: the unit stands where a station would."""
+        return self.unit_id

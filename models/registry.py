@@ -1,10 +1,11 @@
-"""The registry file: enterprises, vehicles, drivers, cargo-source sites, zones, WIM stations.
+"""The registry file: enterprises, vehicles, drivers, cargo-source sites, zones, WIM stations, mobile units.
 
 One JSON document (docs/formats.md#registry) written by the fleet generator or exported from 运政 data.
 Loading validates every entry and raises ``RegistryError`` naming the entry and field at fault.
 """
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +14,14 @@ from typing import Any
 import orjson
 
 from .devices import check_device
-from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, PLATE_COLORS, SourceSite, Station,
-                      Vehicle, Zone, parse_ts)
+from .mobile import check_deployments, index_deployments
+from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, MobileUnit, PLATE_COLORS, SourceSite,
+                      Station, Vehicle, Zone, parse_ts)
 
+# wim: a weigh-in-motion 非现场执法点; checkpoint: a 超限检测站 (fixed enforcement station that stops trucks)
+STATION_KINDS = ("wim", "checkpoint")
 MAX_REGISTRY_BYTES = 512 * 1024 * 1024
-SECTIONS = ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations")
+SECTIONS = ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations", "mobile_units")
 # every top-level key a registry may hold: a misspelt one (e.g. "vehicle") would silently drop its entries
 TOP_LEVEL_KEYS = ("region", *SECTIONS, "permits")      # permits: read by models/permits.py
 
@@ -34,12 +38,17 @@ class Registry:
     source_sites: dict[str, SourceSite] = field(default_factory=dict)
     zones: dict[str, Zone] = field(default_factory=dict)
     stations: dict[str, Station] = field(default_factory=dict)
+    mobile_units: dict[str, MobileUnit] = field(default_factory=dict)   # models/mobile.py
     region: str = ""
 
     def vehicle(self, plate: str) -> Vehicle | None:
         return self.vehicles.get(plate)
 
     def station_device(self, station_id: str, device_id: str) -> dict | None:
+        """The device entry of a fixed station, or of a mobile unit (``station_id`` = its unit id)."""
+        unit = self.mobile_units.get(station_id)
+        if unit is not None:
+            return unit.device if unit.device.get("device_id") == device_id else None
         st = self.stations.get(station_id)
         if st is None:
             return None
@@ -48,7 +57,29 @@ class Registry:
                 return dev
         return None
 
+    def point_name(self, point_id: str) -> str:
+        """Name of a fixed station or mobile unit (the id itself when the registry has neither)."""
+        p = self.stations.get(point_id) or self.mobile_units.get(point_id)
+        return p.name if p is not None else point_id
+
+    def point_names(self) -> dict[str, str]:
+        """Weighing point id → name, fixed stations and mobile units (report and console rows)."""
+        return {**{u: m.name for u, m in self.mobile_units.items()}, **{s: st.name for s, st in self.stations.items()}}
+
+    def deployment_index(self, unit_id: str) -> tuple[list[int], list[dict]] | None:
+        """A unit's deployments sorted by start (models/mobile.py), built once per unit."""
+        unit = self.mobile_units.get(unit_id)
+        if unit is None:
+            return None
+        cache = self.__dict__.setdefault("_roadwatch_deployments", {})
+        key = id(unit.deployments), len(unit.deployments)
+        hit = cache.get(unit_id)
+        if hit is None or hit[0] != key:
+            hit = cache[unit_id] = (key, index_deployments(unit.deployments))
+        return hit[1]
+
     def to_dict(self) -> dict:
+        extra = {"mobile_units": [u.asdict() for u in self.mobile_units.values()]} if self.mobile_units else {}
         return {
             "region": self.region,
             "enterprises": [e.asdict() for e in self.enterprises.values()],
@@ -57,6 +88,7 @@ class Registry:
             "source_sites": [s.asdict() for s in self.source_sites.values()],
             "zones": [z.asdict() for z in self.zones.values()],
             "stations": [s.asdict() for s in self.stations.values()],
+            **extra,
         }
 
     def dump(self, path: str | Path) -> None:
@@ -177,23 +209,87 @@ def parse_registry(data: dict) -> Registry:
         if s.tolerance is not None:
             _in_range(s, "tolerance", 0, 0.2, f"stations[{i}]")   # the range of overlimit.filing_tolerance
         for j, dev in enumerate(s.devices):
-            if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
-                raise RegistryError(f"stations[{i}].devices[{j}]: needs device_id")
-            if dev["device_id"] in devices:
-                raise RegistryError(f"stations[{i}].devices[{j}]: duplicate device_id {dev['device_id']!r} "
-                                    f"(also at station {devices[dev['device_id']]})")
-            devices[dev["device_id"]] = s.station_id
-            for k in ("valid_from", "valid_to"):
-                if dev.get(k) is not None:
-                    try:
-                        parse_ts(dev[k], k)
-                    except InvalidRecord as err:
-                        raise RegistryError(f"stations[{i}].devices[{j}]: {err.detail}") from None
-            problem = check_device(dev)      # device type, road, approval records (models/devices.py)
-            if problem:
-                raise RegistryError(f"stations[{i}].devices[{j}] ({dev['device_id']}): {problem}")
+            _device(dev, f"stations[{i}].devices[{j}]", f"station {s.station_id}", devices)
+        if s.kind not in STATION_KINDS:
+            raise RegistryError(f"stations[{i}] ({s.station_id}): kind must be one of {STATION_KINDS}")
         reg.stations[s.station_id] = s
+    _check_road_graph(reg)
+    _mobile_units(data.get("mobile_units", []), reg, devices)
     return reg
+
+
+def _device(dev, where: str, owner: str, devices: dict[str, str]) -> None:
+    """One weighing device (a station's or a mobile unit's): an id unique across the registry, parseable
+    certificate dates, the description and approval records (models/devices.py)."""
+    if not isinstance(dev, dict) or not isinstance(dev.get("device_id"), str):
+        raise RegistryError(f"{where}: needs device_id")
+    if dev["device_id"] in devices:
+        raise RegistryError(f"{where}: duplicate device_id {dev['device_id']!r} (also at {devices[dev['device_id']]})")
+    devices[dev["device_id"]] = owner
+    for k in ("valid_from", "valid_to"):
+        if dev.get(k) is not None:
+            try:
+                parse_ts(dev[k], k)
+            except InvalidRecord as err:
+                raise RegistryError(f"{where}: {err.detail}") from None
+    problem = check_device(dev)      # device type, road, approval records (models/devices.py)
+    if problem:
+        raise RegistryError(f"{where} ({dev['device_id']}): {problem}")
+
+
+def _mobile_units(entries: list, reg: Registry, devices: dict[str, str]) -> None:
+    """Mobile units: ids unique across stations and units (a reading names either in ``station_id``), one
+    device through the same checks as a station's (models/devices.py), deployments (models/mobile.py)."""
+    for i, e in enumerate(entries):
+        u = _build(MobileUnit, e, f"mobile_units[{i}]")
+        where = f"mobile_units[{i}] ({u.unit_id})"
+        _unique(reg.mobile_units, u.unit_id, where, "unit_id")
+        if u.unit_id in reg.stations:
+            raise RegistryError(f"{where}: unit_id is also a station id (a reading names one of them)")
+        _in_range(u, "lanes", 0, 64, where)
+        if u.tolerance is not None:
+            _in_range(u, "tolerance", 0, 0.2, where)
+        dev = u.device
+        _device(dev, f"{where}.device", f"mobile unit {u.unit_id}", devices)
+        problem = None
+        if dev.get("device_type", "mobile") != "mobile":
+            problem = "device_type must be mobile"
+        elif (dev.get("approval") or {}).get("announcement"):
+            problem = "approval.announcement belongs on each deployment (its location is what is announced)"
+        if problem:
+            raise RegistryError(f"{where}.device ({dev['device_id']}): {problem}")
+        problem = check_deployments(u.deployments, reg.stations)
+        if problem:
+            raise RegistryError(f"{where}: {problem}")
+        reg.mobile_units[u.unit_id] = u
+    ids: dict[str, str] = {}
+    for u in reg.mobile_units.values():
+        for d in u.deployments:
+            other = ids.setdefault(d["deployment_id"], u.unit_id)
+            if other != u.unit_id or sum(x["deployment_id"] == d["deployment_id"] for x in u.deployments) > 1:
+                raise RegistryError(f"mobile_units ({u.unit_id}): duplicate deployment_id {d['deployment_id']!r}")
+
+
+def _check_road_graph(reg: Registry) -> None:
+    """Each station's ``downstream`` neighbours: known station ids, a finite road distance > 0, no self-loop
+    and no neighbour listed twice (the intercept planner walks this graph, models/intercept.py)."""
+    for i, s in enumerate(reg.stations.values()):
+        where = f"stations[{i}] ({s.station_id})"
+        seen: set[str] = set()
+        for j, edge in enumerate(s.downstream):
+            w = f"{where}.downstream[{j}]"
+            if not isinstance(edge, dict) or set(edge) != {"station", "km"}:
+                raise RegistryError(f"{w}: expected {{\"station\": <station id>, \"km\": <road distance>}}")
+            to, km = edge["station"], edge["km"]
+            if not isinstance(to, str) or to not in reg.stations:
+                raise RegistryError(f"{w}: unknown station {to!r}")
+            if to == s.station_id:
+                raise RegistryError(f"{w}: a station cannot be its own downstream neighbour")
+            if to in seen:
+                raise RegistryError(f"{w}: {to!r} listed twice")
+            seen.add(to)
+            if isinstance(km, bool) or not isinstance(km, (int, float)) or not math.isfinite(km) or not 0 < km <= 2000:
+                raise RegistryError(f"{w}: km must be a road distance in (0, 2000], got {km!r}")
 
 
 def load_registry(path: str | Path | None) -> Registry:

@@ -366,10 +366,16 @@ def load_at_site(ctx, spec, tr, veh):
                                   f"{(t_pass - tr.marks.get('site_left', t_pass)) // 60} min later"})
 
 
+def route(ctx, spec, tr, veh):
+    """Drive consecutive road-graph links, weighed at each 非现场执法点 (simulators/interception.py)."""
+    from .interception import route as drive_route     # interception.py imports this module's ScenarioError
+    drive_route(ctx, spec, tr, veh)
+
+
 BEHAVIOURS = {
     "drive": drive, "fatigue": fatigue, "fatigue_cumulative": fatigue_cumulative, "speeding": speeding,
     "curfew": curfew, "offline": offline, "gap": gap, "reupload": reupload_gap, "drift": drift_points,
     "bad_values": bad_values, "duplicates": duplicates, "zone": zone, "terminal_alarm": terminal_alarm,
-    "passage": passage, "load_at_site": load_at_site,
+    "passage": passage, "load_at_site": load_at_site, "route": route,
 }
 GPS_BEHAVIOURS = set(BEHAVIOURS) - {"passage"}

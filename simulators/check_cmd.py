@@ -1,4 +1,4 @@
-"""``roadwatch scenario check``: compare what the system produced (the SQLite archive) with a scenario's
+"""``roadwatch scenario check``: compare what the system produced (the archive) with a scenario's
 expected outcomes; print a diff table; exit 1 on any difference.
 
 The expectations are rebuilt from the scenario file (``build`` is deterministic), so no state from
@@ -6,13 +6,11 @@ The expectations are rebuilt from the scenario file (``build`` is deterministic)
 not expect, or a WIM case in a scenario that expects none, is a difference too — unless the scenario
 lists it under ``[[expect.tolerate]]`` with a reason (docs/scenarios.md).
 
-Every SQL statement this command runs is in the ``SQL`` table below (one place to move when the archive
-gets its own query module).
+The archive's rows are read by ``streams/archive/outcomes.py`` (SQLite read-only, or PostgreSQL).
 """
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -20,9 +18,14 @@ from pathlib import Path
 import orjson
 
 from roadwatch.models.config import Config
+from roadwatch.streams.archive import ArchiveError
+from roadwatch.streams.archive import outcomes as db
+from roadwatch.streams.archive.outcomes import VEHICLE_DAY_FIELDS
 from roadwatch.streams.cli import UsageError
 
 from .behaviours import ScenarioError
+from .intercept_check import KINDS as INTERCEPT_KINDS
+from .intercept_check import check_rows as intercept_check_rows
 from .scenario import build, load_scenario
 
 OPS = {"=": lambda a, e, tol: abs(a - e) <= tol, ">": lambda a, e, tol: a > e + tol,
@@ -31,61 +34,28 @@ OPS = {"=": lambda a, e, tol: abs(a - e) <= tol, ">": lambda a, e, tol: a > e + 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", help="scenario name (library) or TOML path")
-    p.add_argument("--archive", help="SQLite archive (default: the configured archive path)")
+    p.add_argument("--archive", help="archive: a SQLite file or a postgresql:// URL (default: the configured "
+                                     "archive)")
     p.add_argument("--all", action="store_true", help="also list the expectations that matched")
     p.add_argument("--from", dest="from_dir", metavar="DIR",
                    help="use DIR/expectations.json and DIR/registry.json written by `simulate --out DIR` "
                         "instead of rebuilding the scenario (fast for big scenarios)")
 
 
-# --- every query against the archive --------------------------------------------------------------------
-SQL = {
-    "alerts": "SELECT COUNT(*) FROM alerts WHERE type=? AND plate=?",
-    "alerts_from": " AND start_ts >= ?",
-    "alerts_to": " AND start_ts < ?",
-    "verdicts": "SELECT action, fine_yuan FROM wim_verdicts WHERE plate=?",
-    "cases_total": "SELECT COUNT(*) FROM wim_verdicts WHERE action=? AND day BETWEEN ? AND ?",
-    "case_sites": "SELECT source_site_id FROM cases WHERE plate=?",
-    "case_manifests": "SELECT manifest FROM cases",
-    "vehicle_day": "SELECT {field} FROM vehicle_day WHERE plate=? AND day=?",
-    "rate_rows": ("SELECT plate, pings, qualified, km_total, km_incomplete, drift_points "
-                  "FROM vehicle_day WHERE day BETWEEN ? AND ?"),
-    "alerts_by_plate": ("SELECT type, plate, COUNT(*) FROM alerts WHERE day BETWEEN ? AND ? "
-                        "GROUP BY type, plate ORDER BY type, plate"),
-    "verdicts_by_plate": ("SELECT action, plate, COUNT(*) FROM wim_verdicts WHERE day BETWEEN ? AND ? "
-                          "GROUP BY action, plate ORDER BY action, plate"),
-}
-
-
-def _rows(conn: sqlite3.Connection, sql: str, args=()) -> list:
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as e:
-        raise UsageError(f"archive has no usable table for this check ({e})") from None
-
-
-def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple[str, str]):
+def actual(conn: object, e: dict, registry, cfg: Config, span: tuple[str, str]):
     k = e["kind"]
     if k == "alert":
-        sql, args = SQL["alerts"], [e["type"], e["plate"]]
-        if e.get("from"):
-            sql += SQL["alerts_from"]
-            args.append(e["from"])
-        if e.get("to"):
-            sql += SQL["alerts_to"]
-            args.append(e["to"])
-        return _rows(conn, sql, args)[0][0]
+        return db.alert_count(conn, e["type"], e["plate"], e.get("from"), e.get("to"))
     if k == "verdicts":
-        return sorted([r[0], int(r[1])] for r in _rows(conn, SQL["verdicts"], (e["plate"],)))
+        return sorted([a, int(f)] for a, f in db.verdict_actions(conn, e["plate"]))
     if k == "cases_total":
-        return _rows(conn, SQL["cases_total"], (e["action"], *span))[0][0]
+        return db.verdict_count(conn, e["action"], *span)
     if k == "source_site":
-        sites = sorted({r[0] for r in _rows(conn, SQL["case_sites"], (e["plate"],))},
-                       key=lambda x: x or "")
+        sites = sorted(set(db.case_source_sites(conn, e["plate"])), key=lambda x: x or "")
         return sites[0] if len(sites) == 1 else (sites or "no case")
     if k == "escalation":
         n = 0
-        for (manifest,) in _rows(conn, SQL["case_manifests"]):
+        for manifest in db.case_manifests(conn):
             try:
                 items = orjson.loads(manifest).get("escalations") or []
             except (orjson.JSONDecodeError, AttributeError):
@@ -93,18 +63,12 @@ def actual(conn: sqlite3.Connection, e: dict, registry, cfg: Config, span: tuple
             n += any(isinstance(x, dict) and x.get("target") == e["target"] and x.get("id") == e["id"] for x in items)
         return n
     if k == "vehicle_day":
-        r = _rows(conn, SQL["vehicle_day"].format(field=e["field"]), (e["plate"], e["day"])) \
-            if e["field"] in VEHICLE_DAY_FIELDS else None
-        if r is None:
+        if e["field"] not in VEHICLE_DAY_FIELDS:
             raise UsageError(f"vehicle_day has no field {e['field']!r}")
-        return r[0][0] if r else None
+        return db.vehicle_day_field(conn, e["plate"], e["day"], e["field"])
     if k == "rate":
         return rate(conn, e["name"], registry, cfg, span)
     raise UsageError(f"unknown expectation kind {k!r}")
-
-
-VEHICLE_DAY_FIELDS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points", "overspeed_count",
-                      "fatigue_s", "curfew_events", "offline_events")
 
 
 def rate(conn, name: str, registry, cfg: Config, span: tuple[str, str]) -> float | None:
@@ -113,7 +77,7 @@ def rate(conn, name: str, registry, cfg: Config, span: tuple[str, str]) -> float
     pop = {v.plate for v in registry.vehicles.values() if v.category in cats}
     in_net = {p for p in pop if registry.vehicles[p].in_network}
     per: dict[str, list] = defaultdict(lambda: [0, 0, 0.0, 0.0, 0])
-    for plate, pings, q, kt, ki, dp in _rows(conn, SQL["rate_rows"], span):
+    for plate, pings, q, kt, ki, dp in db.rate_rows(conn, *span):
         if plate in pop:
             a = per[plate]
             a[0] += pings; a[1] += q; a[2] += kt; a[3] += ki; a[4] += dp
@@ -167,13 +131,15 @@ def matches(e: dict, got) -> bool:
     return False
 
 
-def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: Config, span: tuple[str, str],
+def compare(expectations: list[dict], conn: object, registry, cfg: Config, span: tuple[str, str],
             tolerate: list[dict] | None = None) -> list[dict]:
     """One row per expectation, then one per unexpected outcome: an alert (type, plate) nobody expected,
     or a WIM verdict when the scenario expects no cases at all. ``tolerate`` entries (type, optional
     plate, reason) turn an unexpected outcome into an accepted one, shown with its reason."""
     rows = []
     for e in expectations:
+        if e["kind"] in INTERCEPT_KINDS:           # checked by simulators/intercept_check.py
+            continue
         got = actual(conn, e, registry, cfg, span)
         rows.append({"ok": matches(e, got), "kind": e["kind"], "subject": subject(e),
                      "expected": expected_text(e), "actual": round(got, 4) if isinstance(got, float) else got,
@@ -186,7 +152,7 @@ def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: C
                 return t["reason"]
         return None
     expected_keys = {(e["type"], e["plate"]) for e in expectations if e["kind"] == "alert"}
-    for typ, plate, n in _rows(conn, SQL["alerts_by_plate"], span):
+    for typ, plate, n in db.alerts_by_plate(conn, *span):
         if (typ, plate) in expected_keys or typ == "overload":   # overload alerts mirror cases (checked below)
             continue
         reason = tolerated(typ, plate)
@@ -194,7 +160,7 @@ def compare(expectations: list[dict], conn: sqlite3.Connection, registry, cfg: C
                      "actual": n, "why": f"tolerated: {reason}" if reason else
                      "unexpected alert (nothing injected for this vehicle and type)"})
     if not any(e["kind"] in ("cases_total", "verdicts") for e in expectations):
-        for action, plate, n in _rows(conn, SQL["verdicts_by_plate"], span):
+        for action, plate, n in db.verdicts_by_plate(conn, *span):
             reason = tolerated(f"case_{action}", plate)
             rows.append({"ok": reason is not None, "kind": "case", "subject": f"{action} {plate}", "expected": 0,
                          "actual": n, "why": f"tolerated: {reason}" if reason else
@@ -263,10 +229,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 raise UsageError(f"expect.tolerate: unknown vehicle alias {t['vehicle']!r}"
                                  + (" (use plate with --from)" if args.from_dir else ""))
             t["plate"] = aliases[t["vehicle"]]
-    path = Path(args.archive) if args.archive else cfg.archive_path
-    if not path.is_file():
-        raise UsageError(f"archive not found: {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn = db.open_for_check(args.archive or cfg.archive_path)
+    except ArchiveError as e:
+        raise UsageError(str(e)) from None
     try:
         span = (scn.start.strftime("%Y-%m-%d"), scn.end.strftime("%Y-%m-%d"))
         rows = compare(expectations, conn, registry, cfg, span, tolerate)
@@ -274,6 +240,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from .platform_scenario import check_rows as platform_check_rows
         rows += platform_check_rows(scn, conn, registry, cfg)
         # --- end of JT/T 809 platform expectations ---
+        rows += intercept_check_rows(expectations, args.archive or cfg.archive_path, registry, cfg)     # 布控: tasks, 拦截率, 查处率
+    except ArchiveError as e:
+        raise UsageError(str(e)) from None
     finally:
         conn.close()
     bad = sum(1 for r in rows if not r["ok"])

@@ -22,6 +22,8 @@ import numpy as np
 from roadwatch.models.records import BEIJING, PLATE_RE, Driver, Enterprise, SourceSite, Station, Vehicle, Zone, format_ts
 from roadwatch.models.registry import Registry
 
+from .roadgraph import link_stations
+
 
 @dataclass(frozen=True)
 class Province:
@@ -162,9 +164,13 @@ def corridor(a: tuple, b: tuple, half_width_m: float) -> list:
 def generate_fleet(vehicles: int, stations: int, seed: int, *, prov: Province = HUNAN,
                    enterprises: int | None = None, sites: int | None = None,
                    expired_devices: int = 1, not_in_network: float = 0.02,
-                   as_of: datetime | None = None) -> Registry:
+                   as_of: datetime | None = None, station_counties: tuple | None = None,
+                   checkpoints: tuple = ()) -> Registry:
     """A complete, valid registry. ``expired_devices`` stations get one device whose calibration
-    certificate expired before ``as_of`` (default 2025-03-01); the others are valid for a year around it."""
+    certificate expired before ``as_of`` (default 2025-03-01); the others are valid for a year around it.
+    Stations cycle through ``station_counties`` (default the province's list); the ids in ``checkpoints``
+    are 超限检测站 (kind ``checkpoint``: officers stop trucks there) instead of 非现场执法点. The stations are
+    linked into a road graph (simulators/roadgraph.py)."""
     if vehicles < 0 or stations < 0:
         raise ValueError("vehicles and stations must be ≥ 0")
     rng = np.random.default_rng(seed)
@@ -241,8 +247,11 @@ def generate_fleet(vehicles: int, stations: int, seed: int, *, prov: Province = 
     reg.zones["X001"] = Zone(zone_id="X001", name=prov.expressway, kind="expressway",
                              polygon=corridor((rl[0], x_lat), (rl[1], x_lat), 60.0))
 
+    counties = tuple(station_counties) if station_counties else prov.counties
+    for c in counties:
+        seat(prov, c)                             # a county without seat coordinates cannot hold a station
     for i in range(stations):
-        county = prov.counties[i % len(prov.counties)]
+        county = counties[i % len(counties)]
         lon, lat = near(prov, county, rng, 2.0, 8.0, box)
         stid = f"W{i + 1:03d}"
         n_dev = 2 if i < expired_devices else int(rng.integers(1, 3))
@@ -255,10 +264,16 @@ def generate_fleet(vehicles: int, stations: int, seed: int, *, prov: Province = 
                             "valid_from": format_ts(valid_from), "valid_to": format_ts(valid_to)})
         _approve(devices, seed, i, stid)
         acc = str(rng.choice(["2", "5", "5", "5", "10"]))
-        reg.stations[stid] = Station(station_id=stid, name=f"{county}治超非现场检测点{i + 1}",
+        checkpoint = stid in checkpoints
+        reg.stations[stid] = Station(station_id=stid,
+                                     name=f"{county}{'超限检测站' if checkpoint else '治超非现场检测点'}{i + 1}",
                                      lat=round(float(lat), 6), lon=round(float(lon), 6),
                                      lanes=int(rng.integers(2, 5)), accuracy_class=acc, devices=devices,
-                                     county=county)
+                                     county=county, kind="checkpoint" if checkpoint else "wim")
+    unknown = sorted(set(checkpoints) - set(reg.stations))
+    if unknown:
+        raise ValueError(f"checkpoints {unknown} are not among the generated stations")
+    link_stations(list(reg.stations.values()), seed)
     for v in reg.vehicles.values():
         assert PLATE_RE.match(v.plate), v.plate
     return reg

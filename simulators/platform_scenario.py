@@ -209,7 +209,7 @@ def timeline(plan: LinkPlan, built) -> list[Event]:
 
 async def run_link(plan: LinkPlan, built, cfg: Config, publisher) -> dict:
     """An in-process link server on a ``SimClock`` and the plan's lower platforms."""
-    from roadwatch.streams.jt809 import store
+    from roadwatch.streams.archive import platforms as store
     from roadwatch.streams.jt809.link import LinkServer
     from roadwatch.streams.jt809.platforms import Platform
     clock = SimClock(plan.start)

@@ -21,9 +21,10 @@ from roadwatch.models.records import BEIJING, CATEGORIES, PLATE_RE, Driver, Ente
 
 from . import behaviours as bh
 from . import expectations as ex
+from . import interception as icpt
 from .behaviours import ScenarioError
 from .feed import driver_record, merge, ping_records, wim_record
-from .fleet import HUNAN, SITE_NAMES, generate_fleet, make_plate, near, square, valid_device
+from .fleet import HUNAN, SITE_NAMES, generate_fleet, make_plate, near, square
 from .gps_terminal import (Track, concat, destination, drift, expand_legs, haversine_km, sort_by_receipt,
                            take)
 from .wim_station import WimTraffic, art3_limit, make_reading, passage_readings, public
@@ -104,6 +105,7 @@ class Built:
     stats: dict = field(default_factory=dict)
     pings: dict = field(default_factory=dict)   # final ping columns (tests inspect them)
     readings: list = field(default_factory=list)
+    field_outcomes: list = field(default_factory=list)   # what the field teams record (simulators/interception.py)
 
 
 class Context:
@@ -115,9 +117,15 @@ class Context:
         raw = scn.raw
         fl = raw.get("fleet", {})
         self.fleet = fl
-        self.reg = generate_fleet(int(fl.get("vehicles", 10)), int(fl.get("stations", 1)), scn.seed,
-                                  enterprises=fl.get("enterprises"), expired_devices=int(fl.get("expired_devices", 1)),
-                                  not_in_network=float(fl.get("not_in_network", 0.02)), as_of=scn.start)
+        try:
+            self.reg = generate_fleet(int(fl.get("vehicles", 10)), int(fl.get("stations", 1)), scn.seed,
+                                      enterprises=fl.get("enterprises"),
+                                      expired_devices=int(fl.get("expired_devices", 1)),
+                                      not_in_network=float(fl.get("not_in_network", 0.02)), as_of=scn.start,
+                                      station_counties=fl.get("station_counties"),
+                                      checkpoints=tuple(fl.get("checkpoints", ())))
+        except ValueError as e:
+            raise ScenarioError(f"fleet: {e}") from None
         self.t_start = int(scn.start.timestamp())
         self.t_end = int(scn.end.timestamp())
         self.interval = int(raw["scenario"].get("interval_s", 30))
@@ -131,8 +139,15 @@ class Context:
         self.events: list[dict] = []
         self.scripted: set[str] = set()
         self._site_moves: dict[str, tuple] = {}
+        # 布控 and 流动治超 (simulators/interception.py)
+        self.gps_plates: set[str] = set()
+        self.route_legs: dict[str, list] = {}
+        self.forced_outcomes: dict[tuple, str] = {}
+        self.field_outcomes: list[dict] = []
+        self.raw_field = raw.get("field_team", {})
         self._add_enterprises(raw.get("enterprise", []))
         self._add_vehicles(raw.get("vehicle", []))
+        icpt.add_mobile_units(self, raw.get("mobile_unit", []))
         self.vlist = list(self.reg.vehicles.values())
         self.vid_of = {v.plate: i for i, v in enumerate(self.vlist)}
 
@@ -225,13 +240,15 @@ class Context:
 
     def wim_passage(self, spec: dict, veh: Vehicle | None, t: int, station_id: str | None = None) -> dict:
         stid = station_id or spec.get("station") or next(iter(self.reg.stations))
-        st = self.reg.stations.get(stid)
+        st = self.reg.stations.get(stid) or self.reg.mobile_units.get(stid)
         if st is None:
             raise ScenarioError(f"passage: unknown station {stid!r}")
+        unit = self.reg.mobile_units.get(stid)
+        devices = [unit.device] if unit is not None else st.devices
         at = datetime.fromtimestamp(t, tz=BEIJING)
         want = spec.get("device", "valid")
-        dev = valid_device(st, at) if want == "valid" else next(
-            (d for d in st.devices if not datetime.fromisoformat(d["valid_from"]) <= at <= datetime.fromisoformat(d["valid_to"])), None)
+        valid = [d for d in devices if datetime.fromisoformat(d["valid_from"]) <= at <= datetime.fromisoformat(d["valid_to"])]
+        dev = (valid[0] if valid else None) if want == "valid" else next((d for d in devices if d not in valid), None)
         if dev is None:
             raise ScenarioError(f"passage: station {stid} has no {want} device at {format_ts(at)}")
         plate = spec.get("plate_read") or (veh.plate if veh else spec.get("plate"))
@@ -245,11 +262,14 @@ class Context:
         rid = f"{stid}-S{seq:06d}"
         reading = make_reading(st, dev, plate=plate, plate_color=2, kind=kind, axles=axles, single_drive_axle=sda,
                                ts=at, gross_kg=gross, rng=self.rng, lane=int(spec.get("lane", 1)),
-                               confidence=float(spec.get("confidence", 0.97)), speed_kmh=50.0, reading_id=rid,
-                               images_dir=self.images_dir)
+                               confidence=float(spec.get("confidence", 0.97)),
+                               speed_kmh=float(spec.get("speed", 50.0)), reading_id=rid, images_dir=self.images_dir)
         self.readings.append(reading)
         regveh = self.reg.vehicles.get(plate)
-        verdict = ex.reference_verdict(reading, regveh, st, self.cfg, calibration_ok=want == "valid")
+        # a mobile unit weighs lawfully only inside one of its deployments (models/mobile.py)
+        in_place = unit is None or ex.deployment_at(unit, t) is not None
+        verdict = ex.reference_verdict(reading, regveh, st, self.cfg, calibration_ok=want == "valid",
+                                       deployed=in_place)
         self.passages.append({"reading": reading, "verdict": verdict, "t": t, "station": stid, "plate": plate,
                               "vehicle": regveh, "duplicate": False})
         if spec.get("duplicate"):
@@ -428,15 +448,19 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
         veh = ctx.reg.vehicles[plate]
         vspec = next(v for v in raw.get("vehicle", []) if v.get("alias") == alias)
         gps_specs = [s for s in specs if s["kind"] in bh.GPS_BEHAVIOURS]
+        gps_on = vspec.get("gps", True)
         for s in specs:
             if s["kind"] == "passage":
                 bh.passage(ctx, s, None, veh)
-        if not gps_specs or not vspec.get("gps", True):
+            elif s["kind"] == "route" and not gps_on:       # no terminal: weighed on the way, no track
+                icpt.route(ctx, s, None, veh)
+        if not gps_specs or not gps_on:
             continue
         gps_specs.sort(key=ctx.when)
         home = vspec.get("home")
         if home is None:
-            home = bh.home_hint(ctx, gps_specs[0])
+            home = (icpt.route_home(ctx, gps_specs[0]) if gps_specs[0]["kind"] == "route"
+                    else bh.home_hint(ctx, gps_specs[0]))
         if home is None:
             home = (float(rng.uniform(*HUNAN.traffic_lon)), float(rng.uniform(*HUNAN.traffic_lat)))
         tr = Track(ctx.vid_of[plate], ctx.t_start, home[0], home[1], ctx.interval, ctx.parked_interval)
@@ -493,6 +517,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
     if fl.get("background_wim", False):
         background_wim(ctx, fl, passages, tracked)
     derive_wim(ctx)
+    icpt.derive(ctx)
     derive_rates(ctx, cols, fl)
 
     # explicit expectations (override derived ones with the same identity)
@@ -513,7 +538,7 @@ def build(scn: Scenario, cfg: Config, images_dir: Path | None = None) -> Built:
     stats = {"pings": n_pings, "ping_records": len(ping_recs), "wim_readings": len(wim_recs),
              "driver_events": len(ev_recs), "vehicles": len(ctx.reg.vehicles),
              "stations": len(ctx.reg.stations), "generate_s": round(_time.perf_counter() - t_gen, 2)}
-    return Built(ctx.reg, records, ctx.expect, dict(ctx.aliases), stats, cols, ctx.readings)
+    return Built(ctx.reg, records, ctx.expect, dict(ctx.aliases), stats, cols, ctx.readings, ctx.field_outcomes)
 
 
 def in_order_receipt(cols: dict) -> None:
@@ -620,16 +645,7 @@ def derive_wim(ctx: Context) -> None:
     if not ctx.passages:
         return
     cfg = ctx.cfg
-    win = cfg["overlimit.dedup_window_s"]
-    first_seen: dict[tuple, int] = {}
-    distinct = []
-    for p in sorted(ctx.passages, key=lambda p: (p["t"], p["reading"]["reading_id"])):
-        key = (p["station"], p["plate"])
-        t0 = first_seen.get(key)
-        if t0 is not None and p["t"] - t0 <= win:
-            continue
-        first_seen[key] = p["t"]
-        distinct.append(p)
+    distinct = ex.distinct_passages(ctx.passages, cfg["overlimit.dedup_window_s"])
     per_plate: dict[str, list] = defaultdict(list)
     totals: dict[str, int] = defaultdict(int)
     for p in distinct:

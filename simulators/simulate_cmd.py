@@ -118,4 +118,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         t0 = time.monotonic()
         ok = st.wait_idle(args.timeout)
         print(f"worker {'idle' if ok else 'NOT idle'} after {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        if ok and built.field_outcomes:        # the field teams act on the tasks the worker made
+            from .field_teams import record_outcomes
+            res = record_outcomes(cfg, built.registry, built.field_outcomes)
+            print(f"field teams: {res['recorded']} outcome(s) recorded, {res['decided']} case(s) decided"
+                  + (f", {len(res['missing'])} task(s) not found" if res["missing"] else ""), file=sys.stderr)
+            ok = not res["missing"]
     return 0 if ok else 1

@@ -1,5 +1,6 @@
 """Archive-backed state for the WIM path: verdicts, cases and their histories, escalation proposals, and
-the sources ``assess`` reads (counters, passages, driver cards, truck tracks). All case-store SQL lives here.
+the sources ``assess`` reads (counters, passages, driver cards, truck tracks). The rows are read and written by
+``streams/archive/cases.py``; this module holds the workflow.
 
 Everything is keyed by deterministic ids and written with insert-or-ignore (``ON CONFLICT DO NOTHING``), so
 a replayed feed or a restarted worker re-writes the same rows and never opens a second case.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,107 +26,43 @@ from roadwatch.models.evidence import EvidenceError, SigningKey, append_entry, l
 from roadwatch.models.lifecycle import Act, TransitionError
 from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
 from roadwatch.streams import documents
-from roadwatch.streams.archive import register_schema
+from roadwatch.streams.archive import ArchiveConnection
+from roadwatch.streams.archive import cases as db
+from roadwatch.streams.archive import evidence as evidence_db
+from roadwatch.streams.archive.tracks import last_track_ts, prune_track_points, track_between, upsert_track_points
 
-register_schema("""
-CREATE INDEX IF NOT EXISTS cases_source_site ON cases(source_site_id, ts);
-
-CREATE TABLE IF NOT EXISTS wim_passages (     -- passage de-duplication (models/overload.py step 1)
-    passage_id  TEXT PRIMARY KEY,
-    station_id  TEXT NOT NULL,
-    plate       TEXT NOT NULL,
-    first_ts_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS wim_passages_key ON wim_passages(station_id, plate, first_ts_ms);
-
-CREATE TABLE IF NOT EXISTS driver_cards (     -- JT/T 808 0x0702 IC card events
-    plate     TEXT NOT NULL,
-    ts_ms     INTEGER NOT NULL,
-    ts        TEXT NOT NULL,
-    event     TEXT NOT NULL,                  -- login | logout
-    driver_id TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (plate, ts_ms, event)
-);
-
-CREATE TABLE IF NOT EXISTS track_points (     -- sampled truck points for cargo-source tracing
-    plate     TEXT NOT NULL,
-    ts_ms     INTEGER NOT NULL,
-    lat       REAL NOT NULL,
-    lon       REAL NOT NULL,
-    speed_kmh REAL NOT NULL,
-    PRIMARY KEY (plate, ts_ms)
-) WITHOUT ROWID;                                -- clustered by (plate, time): cheaper inserts and look-backs
-CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
-
-CREATE TABLE IF NOT EXISTS wim_readings (     -- every reading as received: append-only, never overwritten
-    reading_key  TEXT PRIMARY KEY,             -- sha256 of the parsed reading (a replay is the same row)
-    identity     TEXT NOT NULL,                -- station|reading_id, or station|plate|epoch-ms without an id
-    passage_id   TEXT NOT NULL,
-    received_at  TEXT NOT NULL,
-    reading      TEXT NOT NULL,                -- JSON
-    verdict      TEXT NOT NULL,                -- JSON: the verdict this reading gave
-    conflict_of  TEXT                          -- reading_key of the first reading with this identity
-);
-CREATE INDEX IF NOT EXISTS wim_readings_identity ON wim_readings(identity);
-
-CREATE TABLE IF NOT EXISTS case_pending (     -- cases whose track / card data (other partitions) may come later
-    case_id     TEXT PRIMARY KEY,
-    plate       TEXT NOT NULL,
-    ts_ms       INTEGER NOT NULL,             -- the passage
-    detected_ms INTEGER NOT NULL,             -- wall clock at detection (timeouts)
-    state       TEXT NOT NULL                 -- waiting | provisional (timed out, still open to late data)
-);
-
-CREATE TABLE IF NOT EXISTS case_acts (        -- the case's history: append-only, one row per act
-    act_id     TEXT PRIMARY KEY,              -- <case_id>:<action> (each transition happens once)
-    case_id    TEXT NOT NULL,
-    seq        INTEGER NOT NULL,              -- order within the case
-    action     TEXT NOT NULL,                 -- detect | review | confirm | … | withdraw | amend
-    by_officer TEXT NOT NULL,
-    at         TEXT NOT NULL,                 -- legal date-time of the act (ISO-8601, Beijing)
-    entered_at TEXT NOT NULL,
-    reason     TEXT,
-    driver_id  TEXT,                          -- a driver identified by an officer (with this act)
-    details    TEXT                           -- JSON: amended facts
-);
-CREATE UNIQUE INDEX IF NOT EXISTS case_acts_seq ON case_acts(case_id, seq);
-
-CREATE TABLE IF NOT EXISTS case_state (       -- derived from case_acts + the case; rewritten on every act
-    case_id        TEXT PRIMARY KEY,
-    status         TEXT NOT NULL,
-    decided_on     TEXT,                      -- legal date of the decision
-    driver_id      TEXT,
-    driver_source  TEXT NOT NULL,             -- ic_card | officer | registry (presumed) | unknown
-    goods_vehicles INTEGER,                   -- the enterprise's registered goods vehicles, from the case
-    updated_at     TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS escalation_proposals (   -- Art. 66 proposals (derived; own workflow)
-    proposal_id  TEXT PRIMARY KEY,
-    target       TEXT NOT NULL,               -- vehicle | driver | enterprise
-    subject      TEXT NOT NULL,
-    sanction     TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    basis        TEXT NOT NULL,               -- JSON: the escalation (count, window, case_ids) it rests on
-    flag         TEXT                         -- set when its basis fell away: needs review
-);
-CREATE INDEX IF NOT EXISTS escalation_proposals_subject ON escalation_proposals(target, subject);
-
-CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-only
-    act_id      TEXT PRIMARY KEY,
-    proposal_id TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    action      TEXT NOT NULL,                -- propose | legal_review | notify | decide | withdraw | basis | flag
-    by_officer  TEXT NOT NULL,
-    at          TEXT NOT NULL,
-    entered_at  TEXT NOT NULL,
-    reason      TEXT,
-    details     TEXT
-);
-""")
 
 SYSTEM = "roadwatch"
+EVIDENCE_COPIES = "evidence-archive"     # <data_dir>/…: read-only copies of packages written on other hosts
 log = logging.getLogger("roadwatch.cases")
+
+
+def package_files(pkg: Path) -> list[tuple[str, bytes]]:
+    """(path relative to the package, bytes) of every file of an evidence package (not its temporary files)."""
+    out = []
+    for f in sorted(pkg.rglob("*")):
+        rel = f.relative_to(pkg)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out.append((rel.as_posix(), f.read_bytes()))
+    return out
+
+
+def archive_chain(conn: ArchiveConnection, evidence_dir: Path, chain_id: str) -> int:
+    """Store the chain file ``chain-<chain_id>.jsonl`` of ``evidence_dir`` (its complete lines) and its signed
+    head in the archive; returns how many lines were new. The head is read first: a link appended meanwhile
+    is then stored without a head that counts it (never a head counting a link not stored)."""
+    head = count = None
+    try:
+        head = (evidence_dir / f"chain-{chain_id}.head.json").read_bytes()
+        count = int(orjson.loads(head)["head"]["count"])
+    except (FileNotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        head = None
+    try:
+        data = (evidence_dir / f"chain-{chain_id}.jsonl").read_bytes()
+    except FileNotFoundError:
+        return 0
+    lines = [ln for ln in data.split(b"\n")[:-1] if ln.strip()]     # a line being appended is not complete yet
+    return evidence_db.store_chain(conn, chain_id, lines, head, count)
 
 
 def _iso(ms: int) -> str:
@@ -153,18 +89,6 @@ def legal_date(value: str | None, now: datetime, *, not_after_today: bool = Fals
     return format_ts(out)
 
 
-class _Tx:
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, *_):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
 class CaseActionError(ValueError):
     """A refused case action. ``code``: not_found | bad_action | bad_transition | reason_required | bad_input |
     too_early (the console maps it to an HTTP answer, the CLI to exit code 2)."""
@@ -188,7 +112,7 @@ class CaseStore:
     """Verdicts, cases and their histories in the archive; the one case workflow (console and CLI).
     Also the ``PassageSource`` for ``assess`` (``passages=store``)."""
 
-    def __init__(self, conn: sqlite3.Connection, cfg: Config, *, evidence_dir: str | Path | None = None,
+    def __init__(self, conn: ArchiveConnection, cfg: Config, *, evidence_dir: str | Path | None = None,
                  data_dir: str | Path | None = None, watch_late_data: bool = False):
         if not isinstance(cfg, Config):
             raise TypeError("CaseStore needs the Config it is given")
@@ -222,8 +146,11 @@ class CaseStore:
         was created.
 
         With ``reading`` and ``evidence_dir`` the case's evidence package is written first (a no-op when it
-        exists), signed with the key of ``data_dir`` (models/evidence.py), and the signed manifest is
-        stored with the case. Duplicate readings (``duplicate_of``) are not stored: their passage is."""
+        exists), signed with the key of ``data_dir`` (models/evidence.py); the signed manifest is stored
+        with the case and every file of the package in the archive (streams/archive/evidence.py), in the
+        case's transaction. A case the archive already holds — archived by another worker, on this host or
+        another — gets no second package: the first one stays the case's evidence. Duplicate readings
+        (``duplicate_of``) are not stored: their passage is."""
         if reading is not None and self._conflicting(verdict, reading):
             return False
         if verdict.get("duplicate_of"):
@@ -231,54 +158,38 @@ class CaseStore:
         evidence_dir = evidence_dir or self.evidence_dir
         if evidence_dir is not None and data_dir is None:
             data_dir = self.data_dir
-        if verdict.get("case_id") and reading is not None and evidence_dir is not None:
+        files: list[tuple[str, bytes]] = []
+        if (verdict.get("case_id") and reading is not None and evidence_dir is not None
+                and not db.case_exists(self.conn, verdict["case_id"])):
             pkg = write_package(evidence_dir, verdict, reading, chain_id=chain_id,
                                 key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent))
             evidence_path = str(pkg)
-            manifest = orjson.loads((pkg / "manifest.json").read_bytes())
+            files = package_files(pkg)
+            manifest = orjson.loads(dict(files)["manifest.json"])
         vjson = orjson.dumps(verdict).decode()
         day = verdict["ts"][:10]
         now = format_ts(datetime.now(timezone.utc))
-        with _Tx(self.conn) as c:
-            c.execute("""INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit,
-                             excess_kg, fine_yuan, review_reason, case_id, verdict)
-                         VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
-                         ON CONFLICT(passage_id) DO NOTHING""",
-                      (verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts"], day,
-                       verdict["action"], int(bool(verdict["over_limit"])), float(verdict["excess_kg"]),
-                       int(verdict["fine_yuan"]), verdict.get("review_reason"), verdict.get("case_id"), vjson))
-            c.execute("INSERT INTO wim_passages VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                      (verdict["passage_id"], verdict["station_id"], verdict["plate"], int(verdict["ts_ms"])))
+        with self.conn.transaction() as c:
+            db.insert_verdict(c, verdict, day, vjson)
+            db.note_passage(c, verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts_ms"])
             if not verdict.get("case_id"):
                 return False
             drv = verdict.get("driver") or {}
-            cur = c.execute("""INSERT INTO cases (case_id, plate, station_id, ts, day, action, violation,
-                                   excess_kg, fine_yuan, enterprise_id, driver_id, source_site_id, status,
-                                   evidence_path, manifest)
-                               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'detected',?,?)
-                               ON CONFLICT(case_id) DO NOTHING""",
-                            (verdict["case_id"], verdict["plate"], verdict["station_id"], verdict["ts"], day,
-                             verdict["action"], int(bool(verdict.get("violation"))), float(verdict["excess_kg"]),
-                             int(verdict["fine_yuan"]), verdict.get("enterprise_id"), drv.get("id"),
-                             (verdict.get("source_site") or {}).get("site_id"), evidence_path,
-                             orjson.dumps(manifest if manifest is not None else verdict).decode()))
-            if cur.rowcount != 1:
+            if not db.insert_case(c, verdict, day, drv.get("id"), evidence_path,
+                                  orjson.dumps(manifest if manifest is not None else verdict).decode()):
                 return False
-            c.execute("""INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at)
-                         VALUES (?,?,1,'detect',?,?,?) ON CONFLICT DO NOTHING""",
-                      (f"{verdict['case_id']}:detect", verdict["case_id"], SYSTEM, verdict["ts"], now))
-            c.execute("""INSERT INTO case_state (case_id, status, decided_on, driver_id, driver_source,
-                             goods_vehicles, updated_at) VALUES (?,'detected',NULL,?,?,?,?)
-                         ON CONFLICT DO NOTHING""",
-                      (verdict["case_id"], drv.get("id"), drv.get("source") or "unknown",
-                       (verdict.get("enterprise") or {}).get("goods_vehicles"), now))
+            db.insert_case_act(c, f"{verdict['case_id']}:detect", verdict["case_id"], 1, "detect", SYSTEM,
+                               verdict["ts"], now)
+            if files:
+                evidence_db.store_package_files(c, verdict["case_id"], files, now)
+                archive_chain(c, Path(evidence_path).parent, chain_id)
+            db.insert_case_state(c, verdict["case_id"], "detected", drv.get("id"), drv.get("source") or "unknown",
+                                 (verdict.get("enterprise") or {}).get("goods_vehicles"), now)
             if self.watch_late_data:
-                last = c.execute("SELECT MAX(ts_ms) FROM track_points WHERE plate=?", (verdict["plate"],)).fetchone()[0]
+                last = last_track_ts(c, verdict["plate"])
                 if last is None or last < int(verdict["ts_ms"]):     # the track covering the passage is not in yet
-                    c.execute("""INSERT INTO case_pending (case_id, plate, ts_ms, detected_ms, state)
-                                 VALUES (?,?,?,?,'waiting') ON CONFLICT DO NOTHING""",
-                              (verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
-                               int(datetime.now(timezone.utc).timestamp() * 1000)))
+                    db.insert_pending(c, verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
+                                      int(datetime.now(timezone.utc).timestamp() * 1000))
             return True
 
     def _conflicting(self, verdict: dict, reading: WimReading) -> bool:
@@ -293,20 +204,16 @@ class CaseStore:
         identity = (f"{reading.station_id}|id:{reading.reading_id}" if reading.reading_id
                     else f"{reading.station_id}|{reading.plate}|{verdict['ts_ms']}")
         now = datetime.now(timezone.utc)
-        with _Tx(self.conn) as c:
-            if c.execute("SELECT 1 FROM wim_readings WHERE reading_key=?", (key,)).fetchone():
-                first = c.execute("SELECT conflict_of FROM wim_readings WHERE reading_key=?", (key,)).fetchone()
-                if first[0] is None:
+        with self.conn.transaction() as c:
+            kept, conflict_of = db.reading_conflict_of(c, key)
+            if kept:
+                if conflict_of is None:
                     return False                       # a replay of a reading we kept: nothing new
-                verdict["conflict"] = {"reading_key": key, "conflict_of": first[0], "identity": identity}
+                verdict["conflict"] = {"reading_key": key, "conflict_of": conflict_of, "identity": identity}
                 return True
-            prior = c.execute("""SELECT reading_key, passage_id, verdict FROM wim_readings WHERE identity=?
-                                 AND conflict_of IS NULL ORDER BY received_at, reading_key LIMIT 1""",
-                              (identity,)).fetchone()
-            c.execute("""INSERT INTO wim_readings (reading_key, identity, passage_id, received_at, reading, verdict,
-                             conflict_of) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
-                      (key, identity, verdict["passage_id"], format_ts(now), raw.decode(),
-                       orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None))
+            prior = db.first_reading(c, identity)
+            db.insert_reading(c, key, identity, verdict["passage_id"], format_ts(now), raw.decode(),
+                              orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None)
             if prior is None:
                 return False
             first = orjson.loads(prior["verdict"])
@@ -314,7 +221,7 @@ class CaseStore:
                                    "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan", "case_id")},
                                    "second": {k: verdict.get(k) for k in ("gross_kg", "action", "fine_yuan")}}
             case_id = first.get("case_id")
-            if case_id and c.execute("SELECT 1 FROM cases WHERE case_id=?", (case_id,)).fetchone():
+            if case_id and db.case_exists(c, case_id):
                 acts = self.history(case_id)
                 act = Act(case_id=case_id, action="conflict", by=SYSTEM, at=verdict["ts"], entered_at=format_ts(now),
                           reason=(f"reading {identity} received again with other values: gross "
@@ -328,10 +235,7 @@ class CaseStore:
         return True
 
     def conflicts(self, case_id: str | None = None) -> list[dict]:
-        rows = self.conn.execute("""SELECT r.reading_key, r.identity, r.conflict_of, r.received_at, r.verdict,
-                                           f.verdict AS first_verdict
-                                    FROM wim_readings r JOIN wim_readings f ON f.reading_key = r.conflict_of
-                                    ORDER BY r.received_at""").fetchall()
+        rows = db.reading_conflicts(self.conn)
         out = []
         for r in rows:
             first, second = orjson.loads(r["first_verdict"]), orjson.loads(r["verdict"])
@@ -344,8 +248,7 @@ class CaseStore:
         return out
 
     def set_evidence(self, case_id: str, evidence_path: str, manifest: dict) -> None:
-        self.conn.execute("UPDATE cases SET evidence_path=?, manifest=? WHERE case_id=?",
-                          (evidence_path, orjson.dumps(manifest).decode(), case_id))
+        db.set_case_evidence(self.conn, case_id, evidence_path, orjson.dumps(manifest).decode())
 
     # --- cases written before the lifecycle existed ----------------------------------------------------------
 
@@ -357,17 +260,14 @@ class CaseStore:
         """Give a case that has no history (an archive from before the lifecycle, or a row written directly)
         its ``detect`` act and ``case_state``; its old ``case_actions`` trail (or, without one, its stored
         status) becomes acts by ``migration``. Idempotent; a no-op for cases that have a history."""
-        cond, args = ("AND c.case_id=?", (case_id,)) if case_id else ("", ())
-        rows = self.conn.execute(f"""SELECT c.* FROM cases c WHERE NOT EXISTS
-                                     (SELECT 1 FROM case_state s WHERE s.case_id = c.case_id) {cond}""",
-                                 args).fetchall()
+        rows = db.cases_without_history(self.conn, case_id)
         if not rows:
             return
         now = datetime.now(timezone.utc)
-        with _Tx(self.conn) as c:
+        with self.conn.transaction() as c:
             for row in rows:
                 cid = row["case_id"]
-                if c.execute("SELECT 1 FROM case_state WHERE case_id=?", (cid,)).fetchone():
+                if db.has_case_state(c, cid):
                     continue
                 try:
                     man = orjson.loads(row["manifest"] or "{}")
@@ -376,8 +276,7 @@ class CaseStore:
                 drv = (man.get("driver") or ((man.get("targets") or {}).get("driver")) or {})
                 src = drv.get("source") or ("unknown" if not row["driver_id"] else "registry")
                 acts = [Act(cid, "detect", SYSTEM, row["ts"], format_ts(now))]
-                trail = [(r["action"], r["operator"], r["reason"], r["ts"]) for r in c.execute(
-                    "SELECT action, operator, reason, ts FROM case_actions WHERE case_id=? ORDER BY id", (cid,))]
+                trail = db.legacy_trail(c, cid)
                 if not trail:
                     implied = {"reviewed": ["review"], "confirmed": ["confirm"], "dismissed": ["dismiss"],
                                "notified": ["confirm", "notify"]}.get(row["status"], [])
@@ -393,24 +292,19 @@ class CaseStore:
                     acts.append(act)
                 for i, a in enumerate(acts, 1):
                     aid = lifecycle.act_id(a) if a.action != "legacy" else f"{cid}:legacy:{i}"
-                    c.execute("""INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at,
-                                     reason) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
-                              (aid, cid, i, a.action, a.by, a.at, a.entered_at, a.reason))
-                c.execute("""INSERT INTO case_state (case_id, status, decided_on, driver_id, driver_source,
-                                 goods_vehicles, updated_at) VALUES (?,?,NULL,?,?,?,?) ON CONFLICT DO NOTHING""",
-                          (cid, status, row["driver_id"], src,
-                           (man.get("enterprise") or {}).get("goods_vehicles"), format_ts(now)))
-                c.execute("UPDATE cases SET status=? WHERE case_id=?", (status, cid))
+                    db.insert_case_act(c, aid, cid, i, a.action, a.by, a.at, a.entered_at, a.reason)
+                db.insert_case_state(c, cid, status, row["driver_id"], src,
+                                     (man.get("enterprise") or {}).get("goods_vehicles"), format_ts(now))
+                db.set_case_status(c, cid, status)
 
     # --- reading ------------------------------------------------------------------------------------------
 
     def get(self, case_id: str) -> dict | None:
-        row = self.conn.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
+        row = db.get_case(self.conn, case_id)
         return dict(row) if row else None
 
     def history(self, case_id: str) -> list[Act]:
-        return [_act_from_row(r) for r in self.conn.execute(
-            "SELECT * FROM case_acts WHERE case_id=? ORDER BY seq", (case_id,))]
+        return [_act_from_row(r) for r in db.case_acts(self.conn, case_id)]
 
     def actions(self, case_id: str) -> list[dict]:
         """The case's acts after detection (the audit trail)."""
@@ -426,7 +320,7 @@ class CaseStore:
             return None
         acts = self.history(case_id)
         derived = lifecycle.derive(acts)
-        st = self.conn.execute("SELECT * FROM case_state WHERE case_id=?", (case_id,)).fetchone()
+        st = db.case_state(self.conn, case_id)
         try:
             manifest = orjson.loads(row.get("manifest") or "{}")
         except orjson.JSONDecodeError:
@@ -443,7 +337,7 @@ class CaseStore:
         out["proposals"] = [p for p in self.proposals(subjects=subjects)
                             if case_id in p["basis"].get("case_ids", [])]
         out["conflicts"] = self.conflicts(case_id)
-        out["documents"] = documents.listing(documents.package_of(self, case_id))
+        out["documents"] = documents.listing(self.evidence_package(case_id))
         return out
 
     @staticmethod
@@ -490,8 +384,8 @@ class CaseStore:
                   entered_at=format_ts(now), reason=reason, driver_id=driver_id)
         replayed = False
         self._migrate(case_id)
-        with _Tx(self.conn) as c:
-            row = c.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
+        with self.conn.transaction() as c:
+            row = db.get_case(c, case_id)
             if row is None:
                 raise CaseActionError("not_found", f"no case {case_id!r}")
             acts = self.history(case_id)
@@ -531,40 +425,28 @@ class CaseStore:
 
     @staticmethod
     def _insert_act(c, act: Act, seq: int) -> None:
-        c.execute("""INSERT INTO case_acts (act_id, case_id, seq, action, by_officer, at, entered_at, reason,
-                         driver_id, details) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
-                  (lifecycle.act_id(act), act.case_id, seq, act.action, act.by, act.at, act.entered_at,
-                   act.reason, act.driver_id, orjson.dumps(act.details).decode() if act.details else None))
+        db.insert_case_act(c, lifecycle.act_id(act), act.case_id, seq, act.action, act.by, act.at, act.entered_at,
+                           act.reason, act.driver_id, act.details)
 
     def _apply_derived(self, c, row, acts: list[Act], now: datetime) -> None:
         """Cache the derived status in ``cases`` / ``case_state``; a confirmed review case takes the Art. 43
         action its measurement gives; a dismissed or withdrawn one no longer counts as a violation."""
         d = lifecycle.derive(acts)
-        sets, args = ["status=?"], [d["status"]]
+        penalty = None
         if d["status"] == "confirmed" and row["action"] == "review":
             man = orjson.loads(row["manifest"])
             rp = man.get("road_penalty") or (man.get("penalties") or {}).get("road_administration") or {}
             if rp.get("action") in ("warning", "fine"):
-                sets += ["action=?", "fine_yuan=?", "violation=1"]
-                args += [rp["action"], int(rp.get("fine_yuan", 0))]
-        if d["status"] in ("dismissed", "withdrawn"):
-            sets.append("violation=0")
-        if d["driver"]:
-            sets.append("driver_id=?")
-            args.append(d["driver"]["id"])
-        c.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id=?", (*args, row["case_id"]))
-        if d["driver"]:
-            c.execute("""UPDATE case_state SET status=?, decided_on=?, driver_id=?, driver_source='officer',
-                         updated_at=? WHERE case_id=?""",
-                      (d["status"], d["decided_on"], d["driver"]["id"], format_ts(now), row["case_id"]))
-        else:
-            c.execute("UPDATE case_state SET status=?, decided_on=?, updated_at=? WHERE case_id=?",
-                      (d["status"], d["decided_on"], format_ts(now), row["case_id"]))
+                penalty = (rp["action"], int(rp.get("fine_yuan", 0)))
+        officer_driver = d["driver"]["id"] if d["driver"] else None
+        db.set_case_derived(c, row["case_id"], d["status"], penalty=penalty,
+                            void=d["status"] in ("dismissed", "withdrawn"), driver_id=officer_driver)
+        db.update_case_state(c, row["case_id"], d["status"], d["decided_on"], format_ts(now), officer_driver)
 
     # --- cross-partition data: driver cards and GPS tracks that arrive after the reading -------------------
 
     def pending(self) -> list[dict]:
-        return [dict(r) for r in self.conn.execute("SELECT * FROM case_pending ORDER BY ts_ms")]
+        return db.pending_cases(self.conn)
 
     def resolve_pending(self, registry, now_ms: int | None = None) -> list[dict]:
         """Re-resolve driver identity and source site of cases whose covering data may still be on its way.
@@ -581,7 +463,7 @@ class CaseStore:
         tracks, drivers = ArchiveTracks(self.conn), ArchiveDrivers(self.conn)
         out = []
         for p in self.pending():
-            last = self.conn.execute("SELECT MAX(ts_ms) FROM track_points WHERE plate=?", (p["plate"],)).fetchone()[0]
+            last = last_track_ts(self.conn, p["plate"])
             covered = last is not None and last >= p["ts_ms"]
             age = now_ms - p["detected_ms"]
             if not covered and age < timeout_ms:
@@ -589,8 +471,8 @@ class CaseStore:
             changes = self._late_changes(p["case_id"], p["plate"], p["ts_ms"], registry, tracks, drivers,
                                          trace_source_site)
             now = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
-            with _Tx(self.conn) as c:
-                row = c.execute("SELECT * FROM cases WHERE case_id=?", (p["case_id"],)).fetchone()
+            with self.conn.transaction() as c:
+                row = db.get_case(c, p["case_id"])
                 if changes and row is not None:
                     acts = self.history(p["case_id"])
                     if lifecycle.derive(acts)["status"] not in lifecycle.FINAL:
@@ -600,25 +482,22 @@ class CaseStore:
                         self._insert_act(c, act, len(acts) + 1)
                         for ch in changes:
                             if ch["field"] == "source_site_id":
-                                c.execute("UPDATE cases SET source_site_id=? WHERE case_id=?",
-                                          (ch["value"], p["case_id"]))
+                                db.set_case_source_site(c, p["case_id"], ch["value"])
                             else:
-                                c.execute("UPDATE cases SET driver_id=? WHERE case_id=?", (ch["value"], p["case_id"]))
-                                c.execute("UPDATE case_state SET driver_id=?, driver_source='ic_card' WHERE case_id=?",
-                                          (ch["value"], p["case_id"]))
+                                db.set_case_card_driver(c, p["case_id"], ch["value"])
                         self._recompute_escalations(c, row, now)
                         out.append({"case_id": p["case_id"], "changes": changes})
                 if covered or age >= late_ms or row is None:
-                    c.execute("DELETE FROM case_pending WHERE case_id=?", (p["case_id"],))
+                    db.drop_pending(c, p["case_id"])
                 else:
-                    c.execute("UPDATE case_pending SET state='provisional' WHERE case_id=?", (p["case_id"],))
+                    db.mark_pending_provisional(c, p["case_id"])
             if changes:
                 self._evidence_sync(p["case_id"])
         return out
 
     def _late_changes(self, case_id, plate, ts_ms, registry, tracks, drivers, trace) -> list[dict]:
         row = self.get(case_id)
-        st = self.conn.execute("SELECT driver_id, driver_source FROM case_state WHERE case_id=?", (case_id,)).fetchone()
+        st = db.case_state(self.conn, case_id)
         if row is None or st is None:
             return []
         changes = []
@@ -657,27 +536,54 @@ class CaseStore:
             log.warning("case %s: evidence entry not written yet (%s); retried with the case's next act",
                         case_id, e)
             return len(acts)
+        self.archive_evidence(case_id, pkg)
         return 0
+
+    def archive_evidence(self, case_id: str, pkg: Path) -> int:
+        """Store the package's files the archive does not hold yet (entries and documents appended since);
+        returns how many."""
+        files = package_files(pkg)
+        with self.conn.transaction():
+            n = evidence_db.store_package_files(self.conn, case_id, files, format_ts(datetime.now(timezone.utc)))
+            chain_id = (orjson.loads(dict(files)["manifest.json"]).get("chain") or {}).get("chain_id")
+            if chain_id:
+                archive_chain(self.conn, pkg.parent, chain_id)
+        return n
+
+    def evidence_package(self, case_id: str) -> Path | None:
+        """The case's package to read: its folder when this host holds it, else a copy of what the archive
+        holds, materialised under ``<data_dir>/evidence-archive/<case_id>`` (refreshed when the archive has
+        files the copy lacks). None when the case has no package anywhere. Write only into the folder the
+        case's ``evidence_path`` names (its chain lives there): the copy is for reading."""
+        local = documents.package_of(self, case_id)
+        if local is not None:
+            return local
+        if self.data_dir is None:
+            return None
+        dest = self.data_dir / EVIDENCE_COPIES / case_id
+        stored = evidence_db.package_files(self.conn, case_id)
+        if stored and all((dest / p).is_file() for p, _ in stored):
+            return dest
+        if not evidence_db.materialise(self.conn, case_id, dest):
+            if stored:
+                log.warning("case %s: archived evidence package unreadable or altered", case_id)
+            return None
+        return dest
 
     # --- Art. 66 views ------------------------------------------------------------------------------------
 
-    def _facts(self, where: str = "", args: tuple = ()) -> list[art66.CaseFacts]:
+    def _facts(self, target: str | None = None, subject: str | None = None) -> list[art66.CaseFacts]:
+        """Every case's Art. 66 facts, or (``target``, ``subject``) only the decided, not void cases of that
+        subject (only those can count: models/art66.py)."""
         if not self.conn.in_transaction:
             self._migrate()
-        rows = self.conn.execute(f"""SELECT c.case_id, c.plate, c.enterprise_id, s.goods_vehicles,
-                                            s.driver_id AS det_driver, s.driver_source
-                                     FROM cases c JOIN case_state s ON s.case_id = c.case_id {where}""",
-                                 args).fetchall()
+        rows = db.case_facts_rows(self.conn, target, subject)
         if not rows:
             return []
         ids = [r["case_id"] for r in rows]
         acts: dict[str, list[Act]] = {i: [] for i in ids}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = ",".join("?" * len(chunk))
-            for r in self.conn.execute(f"SELECT * FROM case_acts WHERE case_id IN ({q}) ORDER BY case_id, seq",
-                                       chunk):
-                acts[r["case_id"]].append(_act_from_row(r))
+        for r in db.case_acts_of(self.conn, ids):
+            acts[r["case_id"]].append(_act_from_row(r))
         out = []
         for r in rows:
             src = r["driver_source"]
@@ -704,20 +610,10 @@ class CaseStore:
     def _recompute_escalations(self, c, row, now: datetime) -> None:
         """Reconcile the proposals of the subjects this case touches with what the histories now give."""
         plate, ent = row["plate"], row["enterprise_id"]
-        drivers = {r[0] for r in c.execute(
-            """SELECT driver_id FROM case_state WHERE case_id=? AND driver_id IS NOT NULL
-               UNION SELECT driver_id FROM case_acts WHERE case_id=? AND driver_id IS NOT NULL""",
-            (row["case_id"], row["case_id"]))}
-        scope = [("vehicle", plate, "c.plate=?", (plate,))]
-        if ent:
-            scope.append(("enterprise", ent, "c.enterprise_id=?", (ent,)))
-        for d in drivers:
-            scope.append(("driver", d, """(s.driver_id=? OR c.case_id IN
-                                          (SELECT case_id FROM case_acts WHERE driver_id=?))""", (d, d)))
-        for target, subject, cond, args in scope:
-            # only decided cases that are not void can count (models/art66.py)
-            where = f"WHERE ({cond}) AND s.decided_on IS NOT NULL AND s.status NOT IN ('withdrawn', 'dismissed')"
-            facts = self._facts(where, args)
+        scope = [("vehicle", plate)] + ([("enterprise", ent)] if ent else [])
+        scope += [("driver", d) for d in db.case_drivers(c, row["case_id"])]
+        for target, subject in scope:
+            facts = self._facts(target, subject)
             found = art66.crossings(facts, self.cfg, only=(target, subject)).get((target, subject))
             self._reconcile(c, target, subject, found, art66.counting_ids(facts, self.cfg), now)
 
@@ -725,25 +621,21 @@ class CaseStore:
         return [Act(case_id=r["proposal_id"], action=r["action"], by=r["by_officer"], at=r["at"],
                     entered_at=r["entered_at"], reason=r["reason"],
                     details=orjson.loads(r["details"]) if r["details"] else None)
-                for r in self.conn.execute("SELECT * FROM proposal_acts WHERE proposal_id=? ORDER BY seq",
-                                           (proposal_id,))]
+                for r in db.proposal_acts(self.conn, proposal_id)]
 
     def _proposal_note(self, c, proposal_id: str, action: str, at: str, now: datetime,
                        reason: str | None = None, details: dict | None = None, by: str = SYSTEM) -> None:
-        seq = c.execute("SELECT COUNT(*) FROM proposal_acts WHERE proposal_id=?", (proposal_id,)).fetchone()[0] + 1
+        seq = db.count_proposal_acts(c, proposal_id) + 1
         aid = f"{proposal_id}:{seq}:{action}" if action in ("basis", "flag") else f"{proposal_id}:{action}"
-        c.execute("""INSERT INTO proposal_acts (act_id, proposal_id, seq, action, by_officer, at, entered_at,
-                         reason, details) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
-                  (aid, proposal_id, seq, action, by, at, format_ts(now), reason,
-                   orjson.dumps(details).decode() if details is not None else None))
+        db.insert_proposal_act(c, aid, proposal_id, seq, action, by, at, format_ts(now), reason,
+                               orjson.dumps(details).decode() if details is not None else None)
 
     def _reconcile(self, c, target: str, subject: str, found: dict | None, counting_ids: set[str],
                    now: datetime) -> None:
         """Bring the subject's proposals in line with the histories: an open proposal follows the current
         basis; any proposal (open or decided) whose basis lost a case is flagged for review; a new proposal
         is created when the subject is over its threshold on cases no earlier proposal covered."""
-        rows = c.execute("SELECT * FROM escalation_proposals WHERE target=? AND subject=? ORDER BY created_at, "
-                         "proposal_id", (target, subject)).fetchall()
+        rows = db.subject_proposals(c, target, subject)
         statuses = {r["proposal_id"]: art66.proposal_status(self._proposal_acts(r["proposal_id"])) for r in rows}
         open_rows = [r for r in rows if statuses[r["proposal_id"]] in art66.PROPOSAL_OPEN]
         basis = ({k: found[k] for k in ("count", "threshold", "window_start", "window_end", "case_ids")}
@@ -754,8 +646,7 @@ class CaseStore:
             lost = sorted(set(old["case_ids"]) - counting_ids)
             if st in art66.PROPOSAL_OPEN:
                 if basis is not None and old != basis:
-                    c.execute("UPDATE escalation_proposals SET basis=? WHERE proposal_id=?",
-                              (orjson.dumps(basis).decode(), r["proposal_id"]))
+                    db.set_proposal_basis(c, r["proposal_id"], orjson.dumps(basis).decode())
                     self._proposal_note(c, r["proposal_id"], "basis", format_ts(now), now, None, basis)
                 if basis is None:
                     flag = (f"basis fell away: no window over the threshold any more (was {old['count']} > "
@@ -770,7 +661,7 @@ class CaseStore:
             else:
                 continue
             if flag != r["flag"]:
-                c.execute("UPDATE escalation_proposals SET flag=? WHERE proposal_id=?", (flag, r["proposal_id"]))
+                db.set_proposal_flag(c, r["proposal_id"], flag)
                 self._proposal_note(c, r["proposal_id"], "flag", format_ts(now), now, flag)
         if basis is None or open_rows:
             return
@@ -780,20 +671,16 @@ class CaseStore:
         if set(basis["case_ids"]) <= covered:
             return                           # already proposed and decided or withdrawn on this basis
         pid = art66.proposal_id(target, subject, basis["case_ids"])
-        c.execute("""INSERT INTO escalation_proposals (proposal_id, target, subject, sanction, created_at, basis)
-                     VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
-                  (pid, target, subject, art66.SANCTIONS[target], format_ts(now), orjson.dumps(basis).decode()))
+        db.insert_proposal(c, pid, target, subject, art66.SANCTIONS[target], format_ts(now),
+                           orjson.dumps(basis).decode())
         self._proposal_note(c, pid, "propose", found["window_end"] + "T00:00:00+08:00", now, None, basis)
 
     def proposals(self, status: str | None = None, subjects: list[str] | None = None) -> list[dict]:
         """Escalation proposals with their derived status and history (only those about ``subjects``)."""
         out = []
-        cond, args = "", ()
         if subjects is not None:
             subjects = [x for x in subjects if x]
-            cond, args = f" WHERE subject IN ({','.join('?' * len(subjects)) or 'NULL'})", tuple(subjects)
-        for r in self.conn.execute(f"SELECT * FROM escalation_proposals{cond} ORDER BY created_at, proposal_id",
-                                   args):
+        for r in db.list_proposals(self.conn, subjects):
             acts = self._proposal_acts(r["proposal_id"])
             st = art66.proposal_status(acts)
             if status and st != status:
@@ -806,10 +693,10 @@ class CaseStore:
         return out
 
     def proposal(self, proposal_id: str) -> dict | None:
-        r = self.conn.execute("SELECT subject FROM escalation_proposals WHERE proposal_id=?", (proposal_id,)).fetchone()
-        if r is None:
+        subject = db.proposal_subject(self.conn, proposal_id)
+        if subject is None:
             return None
-        return next((p for p in self.proposals(subjects=[r[0]]) if p["proposal_id"] == proposal_id), None)
+        return next((p for p in self.proposals(subjects=[subject]) if p["proposal_id"] == proposal_id), None)
 
     def act_proposal(self, proposal_id: str, action: str, operator: str, reason: str | None = None, *,
                      at: str | None = None, now: datetime | None = None) -> dict:
@@ -820,8 +707,8 @@ class CaseStore:
         act = Act(case_id=proposal_id, action=action, by=(operator or "").strip(),
                   at=legal_date(at, now, not_after_today=True),
                   entered_at=format_ts(now), reason=reason)
-        with _Tx(self.conn) as c:
-            if c.execute("SELECT 1 FROM escalation_proposals WHERE proposal_id=?", (proposal_id,)).fetchone() is None:
+        with self.conn.transaction() as c:
+            if db.proposal_subject(c, proposal_id) is None:
                 raise CaseActionError("not_found", f"no escalation proposal {proposal_id!r}")
             acts = self._proposal_acts(proposal_id)
             if any(a.action == action for a in acts) and action in art66.PROPOSAL_TRANSITIONS:
@@ -840,88 +727,66 @@ class ArchiveCounters:
     """``CounterSource`` over ``cases``: violations not dismissed, ``since < ts ≤ until`` (second resolution:
     case timestamps are stored as Beijing ISO-8601 seconds)."""
 
-    _BASE = "FROM cases WHERE violation=1 AND status NOT IN ('dismissed', 'withdrawn') AND ts>? AND ts<=?"
-
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: ArchiveConnection):
         self.conn = conn
 
-    def _count(self, col: str, value: str, since_ms: int, until_ms: int, exclude: str | None) -> int:
-        return self.conn.execute(f"SELECT COUNT(*) {self._BASE} AND {col}=? AND case_id!=?",
-                                 (_iso(since_ms), _iso(until_ms), value, exclude or "")).fetchone()[0]
-
     def vehicle_violations(self, plate, since_ms, until_ms, exclude_case_id):
-        return self._count("plate", plate, since_ms, until_ms, exclude_case_id)
+        return db.count_violations(self.conn, "plate", plate, _iso(since_ms), _iso(until_ms), exclude_case_id)
 
     def driver_violations(self, driver_id, since_ms, until_ms, exclude_case_id):
-        # identified drivers only: a registry-assigned (presumed) driver is never counted
-        return self.conn.execute(
-            f"""SELECT COUNT(*) {self._BASE} AND driver_id=? AND case_id!=? AND case_id IN
-                (SELECT case_id FROM case_state WHERE driver_source IN ('ic_card', 'officer'))""",
-            (_iso(since_ms), _iso(until_ms), driver_id, exclude_case_id or "")).fetchone()[0]
+        return db.count_driver_violations(self.conn, driver_id, _iso(since_ms), _iso(until_ms), exclude_case_id)
 
     def source_site_violations(self, site_id, since_ms, until_ms, exclude_case_id):
-        return self._count("source_site_id", site_id, since_ms, until_ms, exclude_case_id)
+        return db.count_violations(self.conn, "source_site", site_id, _iso(since_ms), _iso(until_ms),
+                                   exclude_case_id)
 
     def enterprise_violating_vehicles(self, enterprise_id, since_ms, until_ms, exclude_plate):
-        return self.conn.execute(f"SELECT COUNT(DISTINCT plate) {self._BASE} AND enterprise_id=? AND plate!=?",
-                                 (_iso(since_ms), _iso(until_ms), enterprise_id, exclude_plate or "")).fetchone()[0]
+        return db.count_enterprise_violating_vehicles(self.conn, enterprise_id, _iso(since_ms), _iso(until_ms),
+                                                      exclude_plate)
 
 
 class ArchivePassages:
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: ArchiveConnection):
         self.conn = conn
 
     def find_passage(self, station_id, plate, ts_ms, window_ms):
-        row = self.conn.execute(
-            """SELECT passage_id, first_ts_ms FROM wim_passages WHERE station_id=? AND plate=?
-               AND first_ts_ms BETWEEN ? AND ? ORDER BY ABS(first_ts_ms - ?), first_ts_ms LIMIT 1""",
-            (station_id, plate, ts_ms - window_ms, ts_ms + window_ms, ts_ms)).fetchone()
-        return (row[0], row[1]) if row else None
+        return db.find_passage(self.conn, station_id, plate, ts_ms, window_ms)
 
     def note_passage(self, station_id, plate, first_ts_ms, passage_id):
-        self.conn.execute("INSERT INTO wim_passages VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                          (passage_id, station_id, plate, first_ts_ms))
+        db.note_passage(self.conn, passage_id, station_id, plate, first_ts_ms)
 
 
 class ArchiveDrivers:
     """``DriverSource`` over ``driver_cards``: the latest card event at or before ts decides."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: ArchiveConnection):
         self.conn = conn
 
     def record_driver_event(self, plate: str, ts: str, event: str, driver_id: str = "") -> None:
         if event not in ("login", "logout"):
             raise ValueError(f"event must be login or logout, got {event!r}")
         t = parse_ts(ts)
-        self.conn.execute("""INSERT INTO driver_cards (plate, ts_ms, ts, event, driver_id) VALUES (?,?,?,?,?)
-                             ON CONFLICT (plate, ts_ms, event) DO UPDATE SET driver_id = excluded.driver_id""",
-                          (plate, iso_to_epoch_ms(ts), format_ts(t), event, driver_id or ""))
+        db.record_driver_card(self.conn, plate, iso_to_epoch_ms(ts), format_ts(t), event, driver_id or "")
 
     def active_driver(self, plate, ts_ms):
-        row = self.conn.execute("""SELECT event, driver_id FROM driver_cards WHERE plate=? AND ts_ms<=?
-                                   ORDER BY ts_ms DESC, event='login' LIMIT 1""", (plate, ts_ms)).fetchone()
-        if row is None or row[0] != "login" or not row[1]:
+        last = db.last_card_event(self.conn, plate, ts_ms)
+        if last is None or last[0] != "login" or not last[1]:
             return None
-        return row[1]
+        return last[1]
 
 
 class ArchiveTracks:
     """``TrackSource`` over ``track_points`` (written by the GPS path)."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: ArchiveConnection):
         self.conn = conn
 
     def record_points(self, plate: str, ts_ms, lat, lon, speed_kmh) -> None:
-        rows = [(plate, int(t), float(a), float(o), float(s)) for t, a, o, s in zip(ts_ms, lat, lon, speed_kmh)]
-        with _Tx(self.conn) as c:
-            c.executemany("""INSERT INTO track_points (plate, ts_ms, lat, lon, speed_kmh) VALUES (?,?,?,?,?)
-                             ON CONFLICT (plate, ts_ms) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
-                             speed_kmh = excluded.speed_kmh""", rows)
+        upsert_track_points(self.conn, [(plate, int(t), float(a), float(o), float(s))
+                                        for t, a, o, s in zip(ts_ms, lat, lon, speed_kmh)])
 
     def points(self, plate, since_ms, until_ms):
-        rows = self.conn.execute("""SELECT ts_ms, lat, lon, speed_kmh FROM track_points
-                                    WHERE plate=? AND ts_ms BETWEEN ? AND ? ORDER BY ts_ms""",
-                                 (plate, int(since_ms), int(until_ms))).fetchall()
+        rows = track_between(self.conn, plate, since_ms, until_ms)
         if not rows:
             e = np.empty(0)
             return np.empty(0, dtype=np.int64), e, e.copy(), e.copy()
@@ -929,7 +794,7 @@ class ArchiveTracks:
         return a[:, 0].astype(np.int64), a[:, 1], a[:, 2], a[:, 3]
 
     def prune_track_points(self, before_ms: int) -> int:
-        return self.conn.execute("DELETE FROM track_points WHERE ts_ms < ?", (int(before_ms),)).rowcount
+        return prune_track_points(self.conn, before_ms)
 
 
 ArchiveTrack = ArchiveTracks   # the name the worker (streams/wim.py) imports

@@ -109,6 +109,7 @@ def issue(store, case_id: str, kind: str, *, by: str, pdf: bool = False, case: d
         orjson.dumps([f["sha256"] for f in files])).hexdigest()[:16]
     entry = append_entry(pkg, {"id": fid, "kind": "document", "document": kind, "title": KINDS[kind],
                                "by": by, "template": source, "files": files}, key=store._key(store.data_dir))
+    store.archive_evidence(case_id, pkg)          # the document and its entry, for the other hosts too
     out = {"kind": kind, "title": KINDS[kind], "files": files, "entry": entry.relative_to(pkg).as_posix()}
     if pdf_note:
         out["pdf_note"] = pdf_note

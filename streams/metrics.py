@@ -16,3 +16,23 @@ REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
                          "Records skipped because a snapshot already covers their offset", ["topic"])
 SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snapshots committed")
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
+# 布控 (models/intercept.py): publications by the WIM path; this Beijing month's rates, refreshed from the
+# archive by the WIM worker's timer (streams/wim.py) — numerator and denominator beside each rate
+INTERCEPT_TASKS = Counter("roadwatch_intercept_tasks_published_total",
+                          "Intercept tasks published on intercept-tasks (first: opened; update: a repeated passage)",
+                          ["revision"])
+INTERCEPT_MONTH = Gauge("roadwatch_intercept_month_tasks",
+                        "This month's intercept tasks by detecting station (total: all) and status (created = all)",
+                        ["station", "status"])
+INTERCEPT_RATE = Gauge("roadwatch_intercept_rate_ratio", "拦截率 this month: intercepted / tasks created (0-1)",
+                       ["station"])
+INTERCEPT_UNLOADED = Gauge("roadwatch_intercept_unloaded_kg", "Mass unloaded (卸载) from intercepted trucks this month",
+                           ["station"])
+INTERCEPT_MEDIAN = Gauge("roadwatch_intercept_median_minutes",
+                         "Median detection-to-interception time of this month's intercepted trucks", ["station"])
+ENFORCEMENT_RATE = Gauge("roadwatch_enforcement_rate_ratio",
+                         "查处率 this month: decided cases / detected cases (0-1), as the monthly report counts it",
+                         ["station"])
+ENFORCEMENT_COUNTS = Gauge("roadwatch_enforcement_month_cases",
+                           "This month's cases by station: detected and decided (the 查处率's denominator and numerator)",
+                           ["station", "stage"])

@@ -153,13 +153,3 @@ def _run_quietly(hook: Callable[[], None] | None) -> None:
         hook()
     except Exception:  # noqa: BLE001 - the clean-up of a failed attempt must not hide the fault itself
         log.exception("clean-up after an internal fault failed")
-
-
-def rollback_quietly(conn) -> None:
-    """End a transaction a failed attempt left open (SQLite may already have rolled it back itself, e.g.
-    on SQLITE_FULL, in which case a plain ROLLBACK would raise "cannot rollback - no transaction is active")."""
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - any backend's "no transaction": nothing left to end
-            pass

@@ -18,6 +18,7 @@ VEHICLE_DAY_STATS = "vehicle-day-stats"
 DEAD_LETTER = "dead-letter"
 REPORTS = "reports"
 PLATFORM_EVENTS = "platform-events"
+INTERCEPT_TASKS = "intercept-tasks"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REPORTS, "month", "monthly report JSON", False, True),
     TopicSpec(PLATFORM_EVENTS, "GNSS centre id", "JT/T 809 link events, inspections and 0x1402 alarms, JSON "
               "(streams/jt809/link.py)", False),
+    TopicSpec(INTERCEPT_TASKS, "task id", "intercept task (布控) after each passage that opened or updated it, "
+              "JSON (models/intercept.py; the newest revision per task id wins)", False),
 )
 
 INPUT_TOPICS = tuple(t.name for t in TOPICS if t.input)

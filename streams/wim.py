@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
+from functools import partial
 
 import orjson
 
+from roadwatch.models.mobile import enforcement_points
 from roadwatch.models.overload import assess
 from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
@@ -19,9 +22,11 @@ from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading,
 from . import metrics as M
 from . import topics as T
 from .archive import open_archive
+from .archive.backend import rollback_quietly
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
-from .retry import rollback_quietly
+from .archive.intercept import mark_outcomes_published, unpublished_outcomes
+from .intercept import InterceptStore, beijing_month, export_metrics, month_summary
 
 log = logging.getLogger("roadwatch.wim")
 
@@ -52,6 +57,9 @@ class WimHandler:
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
         self.permits = PermitIndex(load_permits(ctx.registry_path))
+        # 布控: targets are the 超限检测站 and the mobile teams deployed at the passage's time (models/mobile.py)
+        self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track,
+                                         mobile_points=partial(enforcement_points, ctx.registry))
 
     def reset(self) -> None:
         """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
@@ -60,13 +68,18 @@ class WimHandler:
     def handle(self, reading, chain_id: str) -> dict:
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
                          driver=self.drivers, passages=self.store, permits=self.permits)
-        st = self.ctx.registry.stations.get(reading.station_id)
-        if st is not None:
-            verdict.setdefault("station_lat", st.lat)
-            verdict.setdefault("station_lon", st.lon)
+        st = verdict.get("station") or {}      # a mobile unit's position is its deployment's (models/mobile.py)
+        if st.get("lat") is not None:
+            verdict.setdefault("station_lat", st["lat"])
+            verdict.setdefault("station_lon", st["lon"])
         self.store.record(verdict, reading=reading, evidence_dir=self.evidence_dir, data_dir=self.ctx.data_dir,
                           chain_id=chain_id)
         return verdict
+
+    def intercept(self, verdict: dict, reading) -> dict | None:
+        """The intercept task this passage opened or updated (models/intercept.py), stored; None below the
+        intercept threshold. A replayed passage returns its stored task (re-published, same id)."""
+        return self.intercepts.on_verdict(verdict, speed_kmh=float(reading.speed_kmh))
 
 
 def install(app, ctx, publish_alerts) -> WimHandler:
@@ -74,6 +87,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     topic = ctx.topics[T.WIM_READINGS]
     dlq = ctx.topics[T.DEAD_LETTER]
     cases_topic = ctx.topics[T.OVERLOAD_CASES]
+    tasks_topic = ctx.topics[T.INTERCEPT_TASKS]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
     years = plausible_years(ctx.cfg)
 
@@ -107,6 +121,14 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
+                task = await ctx.faults.retry_until_ok("wim", handler.intercept, verdict, reading,
+                                                       on_error=handler.reset)
+                if task is not None:
+                    await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
+                    M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
+                    M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
+                    if ctx.live is not None:
+                        ctx.live.publish("intercept", task)
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
     async def resolve_late_data():
@@ -121,5 +143,31 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             ctx.faults.report("case-resolve", err)     # /healthz says why until a tick succeeds
         else:
             ctx.faults.clear("case-resolve")
+
+    @app.timer(float(ctx.cfg["intercept.outcome_publish_s"]))
+    async def publish_outcomes():
+        """Outcomes recorded by officers (console, CLI: other processes) go out on intercept-tasks too, so a
+        指挥调度 platform sees the task closed; marked only after the send (at least once, same task id)."""
+        try:
+            tasks = unpublished_outcomes(handler.store.conn)
+            for task in tasks:
+                sent = await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
+                await sent                                      # delivered before it is marked
+                M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
+            if tasks:
+                mark_outcomes_published(handler.store.conn, [t["task_id"] for t in tasks])
+        except Exception:  # noqa: BLE001 - retried at the next tick; nothing is marked
+            log.exception("publishing intercept outcomes failed")
+            rollback_quietly(handler.store.conn)
+
+    @app.timer(float(ctx.cfg["intercept.metrics_interval_s"]))
+    async def intercept_metrics():
+        """This month's 拦截率 / 查处率 gauges, counted from the archive as the monthly report counts them."""
+        try:
+            now = datetime.now(timezone.utc)
+            export_metrics(month_summary(handler.store.conn, ctx.cfg, ctx.registry, beijing_month(now), now))
+        except Exception:  # noqa: BLE001 - gauges only: the next tick tries again
+            log.exception("refreshing the intercept gauges failed")
+            rollback_quietly(handler.store.conn)
 
     return handler

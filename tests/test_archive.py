@@ -4,6 +4,7 @@ exactly-once snapshot transaction, a snapshot restored by another process, ``arc
 from __future__ import annotations
 
 import multiprocessing
+import re
 import sqlite3
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from roadwatch.models.config import Config, load_config
 from roadwatch.models.ping_state import PingProcessor
 from roadwatch.streams import archive
 from roadwatch.streams.archive import (LATEST, ArchiveError, close_all, load_partition_snapshot, migrate,
-                                       open_archive, parse_target, redact, register_schema,
+                                       open_archive, parse_target, redact,
                                        save_partition_snapshot)
+from roadwatch.streams.archive.backend import DIALECTS, ddl_for, split_statements
 from roadwatch.streams.archive.schema import MIGRATIONS
 from roadwatch.streams.cli import main
 
@@ -44,6 +46,35 @@ def test_fresh_archive_has_every_migration(archive_target):
     assert "saved_by" in conn.columns("ping_state")
     assert migrate(conn) == []                       # nothing pending: applying again changes nothing
     assert versions(conn) == list(range(1, LATEST + 1))
+
+
+def test_each_migration_renders_in_each_dialect():
+    """The dialects differ only where backend.DIALECTS names it: no SQLite-only clause reaches PostgreSQL, and
+    the clustered track table stays clustered on SQLite."""
+    for m in MIGRATIONS:
+        for stmt in split_statements(m.sql):
+            for backend in DIALECTS:
+                out = ddl_for(backend, stmt)
+                assert "{" not in out and "}" not in out, (m.version, out)
+                if backend == "postgresql":
+                    # a bare INTEGER would be PostgreSQL's 32-bit integer: epoch milliseconds overflow it
+                    assert not re.search(r"WITHOUT\s+ROWID|AUTOINCREMENT|\bBLOB\b|\bREAL\b|\bINTEGER\b", out), out
+    track = next(s for s in split_statements(MIGRATIONS[0].sql) if "TABLE IF NOT EXISTS track_points" in s)
+    assert ddl_for("sqlite", track).endswith(") WITHOUT ROWID")
+    assert ddl_for("postgresql", track).endswith(")") and "BIGINT NOT NULL" in ddl_for("postgresql", track)
+
+
+def test_track_points_table_per_backend(archive_target):
+    conn = open_archive(archive_target)
+    if conn.backend == "sqlite":
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'track_points'").fetchone()[0]
+        assert sql.rstrip().endswith("WITHOUT ROWID")
+    else:
+        types = {r[0]: r[1] for r in conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'track_points'")}
+        assert types == {"plate": "text", "ts_ms": "bigint", "lat": "double precision", "lon": "double precision",
+                         "speed_kmh": "double precision"}
 
 
 def test_first_release_sqlite_archive_is_upgraded_in_place(tmp_path):
@@ -148,30 +179,36 @@ def test_bulk_upsert_equals_row_by_row_upserts(archive_target):
     assert [(r["pings"], r["updated_at"]) for r in conn.execute("SELECT * FROM vehicle_day")] == [(100, "t2")]
 
 
-def test_statements_of_modules_not_yet_moved_run_on_both(archive_target):
-    """This round's compatibility: SQLite-flavoured DDL and DML (register_schema, INSERT OR IGNORE/REPLACE,
-    BEGIN IMMEDIATE … COMMIT) of the modules that still carry their own SQL."""
-    register_schema("""
+def test_dialect_ddl_and_transaction_statements_run_on_both(archive_target):
+    """DDL with the dialect's names (backend.DIALECTS: identity key, BYTEA, a clustered table on SQLite only),
+    BEGIN IMMEDIATE … COMMIT as statements, and the portable upserts every query module writes."""
+    ddl = """
 CREATE TABLE IF NOT EXISTS compat_probe (
-    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id    {SERIAL_PK},
     k     TEXT NOT NULL UNIQUE,
-    blob  BLOB,
-    x     REAL
+    blob  {BLOB},
+    x     {REAL}
 );
-CREATE TABLE IF NOT EXISTS compat_pairs (a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b)) WITHOUT ROWID;
-""")
+CREATE TABLE IF NOT EXISTS compat_pairs (a TEXT NOT NULL, b {INTEGER} NOT NULL, v TEXT, PRIMARY KEY (a, b)){WITHOUT_ROWID};
+"""
     conn = open_archive(archive_target)
+    for stmt in split_statements(ddl):
+        conn.execute(ddl_for(conn.backend, stmt))
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO compat_probe(k, blob, x) VALUES (?,?,?)", ("one", b"\x00\xff", 1.5))
-    conn.execute("INSERT OR IGNORE INTO compat_probe(k, blob, x) VALUES (?,?,?)", ("one", b"", 9.0))
+    conn.execute("INSERT INTO compat_probe(k, blob, x) VALUES (?,?,?) ON CONFLICT DO NOTHING", ("one", b"", 9.0))
     conn.execute("COMMIT")
-    conn.execute("INSERT OR REPLACE INTO compat_pairs VALUES (?,?,?)", ("a", 1, "first"))
-    conn.execute("INSERT OR REPLACE INTO compat_pairs VALUES (?,?,?)", ("a", 1, "second"))
-    cur = conn.execute("INSERT OR IGNORE INTO compat_pairs VALUES (?,?,?)", ("a", 1, "third"))
+    upsert = "INSERT INTO compat_pairs VALUES (?,?,?) ON CONFLICT(a, b) DO UPDATE SET v = excluded.v"
+    conn.execute(upsert, ("a", 1, "first"))
+    conn.execute(upsert, ("a", 1, "second"))
+    cur = conn.execute("INSERT INTO compat_pairs VALUES (?,?,?) ON CONFLICT DO NOTHING", ("a", 1, "third"))
     assert cur.rowcount == 0
     assert [tuple(r) for r in conn.execute("SELECT id, k, blob, x FROM compat_probe")] == [(1, "one", b"\x00\xff", 1.5)]
     assert [tuple(r) for r in conn.execute("SELECT * FROM compat_pairs")] == [("a", 1, "second")]
-    archive._SCHEMAS.remove(archive._SCHEMAS[-1])
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO compat_pairs VALUES (?,?,?)", ("b", 2, "rolled back"))
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT COUNT(*) FROM compat_pairs").fetchone()[0] == 1
 
 
 def test_targets_and_configuration(tmp_path):
@@ -295,7 +332,6 @@ def _dump(conn) -> dict:
 
 def test_copy_a_pilot_sqlite_archive_onto_postgresql_and_back(tmp_path, pg_url, capsys):
     src_path = tmp_path / "pilot.sqlite"
-    archive.registered_schemas()
     src = open_archive(src_path)
     _fill(src)
     assert main(["archive", "copy", "--from", f"sqlite:{src_path}", "--to", pg_url]) == 0

@@ -14,7 +14,7 @@ import pytest
 from roadwatch.simulators.lower_platform import LowerPlatform, PlatformSpec
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.batcher import MemoryPublisher
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.link import LinkServer
 from roadwatch.streams.jt809.platforms import Platform, render_platforms
 from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_user

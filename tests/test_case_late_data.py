@@ -18,9 +18,9 @@ CFG = Config({"case.resolve_timeout_s": 600, "case.late_data_h": 48.0})
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, archive_target):
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
-    conn = open_archive(tmp_path / "archive.sqlite")
+    conn = open_archive(archive_target)
     data = tmp_path / "var"
     store = CaseStore(conn, CFG, evidence_dir=data / "evidence", data_dir=data, watch_late_data=True)
     reg = registry(vehicles=[vehicle(driver_id="")])

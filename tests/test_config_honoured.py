@@ -186,12 +186,19 @@ async def _exercise(cfg: Config, tmp_path) -> None:
     from roadwatch.streams.wim import WimHandler
     wim = WimHandler(ctx)
     t1 = T0 + timedelta(hours=1, minutes=10)
+    passed = []
     for k, (plate, gross, spacings, station) in enumerate((
             ("苏A10001", 30000.0, [3.0], "S1"), ("苏A30003", 45000.0, [1.9, 4.0, 1.2], "S1"),
             ("苏A40004", 60000.0, [3.0, 4.0, 1.3, 1.3], "S1"), ("苏A50005", 40000.0, [3.0, 5.0], "S1"),
             ("苏A10001", 30000.0, [3.0], "S2"), ("苏A10001", 19500.0, [3.0], "S1"))):
-        wim.handle(parse_wim_reading(orjson.dumps(_reading(plate, gross, t1 + timedelta(minutes=10 * k),
-                                                           spacings, station))), "p0")
+        rd = parse_wim_reading(orjson.dumps(_reading(plate, gross, t1 + timedelta(minutes=10 * k), spacings, station)))
+        passed.append((wim.handle(rd, "p0"), rd))
+    # 布控: the WIM path's intercept step (models/intercept.py) — off in the changed config, then on
+    for verdict, rd in passed:
+        wim.intercept(verdict, rd)
+    cfg.set("intercept.enabled", True)
+    for verdict, rd in passed:
+        wim.intercept(verdict, rd)
     # the case workflow to a decision, the Art. 66 view and its proposal, late-data resolution
     store = wim.store
     fine = conn.execute("SELECT case_id FROM cases WHERE action='fine' ORDER BY case_id LIMIT 1").fetchone()[0]

@@ -27,7 +27,7 @@ from roadwatch.streams import topics as T
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.broker import free_port
 from roadwatch.streams.jt809 import codec as c
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.platforms import Platform, render_platforms
 from roadwatch.streams.runtime import wait_consumed
 from stack_support import worker_stack

@@ -185,8 +185,8 @@ def test_newest_authentication_wins_and_deregistration_frees_the_vehicle(tmp_pat
     run_gateway(t, data_dir=str(tmp_path))
 
 
-def test_terminal_store_enforces_one_active_binding_each_way(tmp_path):
-    auth = TerminalAuth(tmp_path / "a.sqlite")
+def test_terminal_store_enforces_one_active_binding_each_way(archive_target):
+    auth = TerminalAuth(archive_target)                       # SQLite and PostgreSQL (tests/pg_support.py)
     ok, code = auth.issue("1", "粤B1", 2)
     assert ok == 0 and auth.verify("1", code).plate == "粤B1"
     assert auth.issue("1", "粤B1", 2) == (3, "")               # terminal already registered

@@ -14,7 +14,7 @@ from roadwatch.simulators.lower_platform import Event, LowerPlatform, PlatformSp
 from roadwatch.streams.batcher import MemoryPublisher
 from roadwatch.streams.jt809 import codec as c
 from roadwatch.streams.jt809 import messages as m
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.link import RULES, LinkServer
 from roadwatch.streams.jt809.platforms import Platform
 

@@ -15,8 +15,8 @@ from test_overload_helpers import PLATE, T0, ms, reading, registry, vehicle
 
 
 @pytest.fixture
-def conn(tmp_path):
-    c = open_archive(tmp_path / "archive.sqlite")
+def conn(archive_target):
+    c = open_archive(archive_target)
     yield c
     close_all()
 
@@ -52,10 +52,10 @@ def test_not_over_limit_stores_verdict_but_no_case(conn):
     assert v["case_id"] is None and count(conn, "wim_verdicts") == 1 and count(conn, "cases") == 0
 
 
-def test_duplicates_across_a_restart(conn, tmp_path):
+def test_duplicates_across_a_restart(conn, archive_target):
     first = worker_step(conn, reading(60000))
     close_all()                                     # worker restarts: in-memory state gone
-    conn2 = open_archive(tmp_path / "archive.sqlite")
+    conn2 = open_archive(archive_target)
     dup = worker_step(conn2, reading(60500, ts=T0 + timedelta(seconds=90)))
     assert dup["duplicate_of"] == first["passage_id"] and dup["case_id"] is None
     assert count(conn2, "cases") == 1 and count(conn2, "wim_verdicts") == 1

@@ -4,19 +4,18 @@ other takes its partitions over from the snapshots the first one committed to Po
 equals the batch oracle — no alert, vehicle-day count or kilometre lost or counted twice.
 
 Two feeds: the GPS path alone (alerts, vehicle-day rows, per-partition ping snapshots), and GPS with WIM
-readings interleaved (verdicts, cases, 一超四罚 counters — streams/cases.py's SQL runs on PostgreSQL through
-the archive's compatibility translation this round). Evidence packages live in each host's data directory
-(docs/operations.md, "Several hosts"). The same proofs on one host and SQLite: tests/test_reliability_restart.py.
+readings interleaved (verdicts, cases, 一超四罚 counters, and each case's signed evidence package, stored in
+PostgreSQL with the case: docs/evidence.md, "Evidence across hosts"). The same proofs on one host and SQLite:
+tests/test_reliability_restart.py.
 """
 from __future__ import annotations
 
 import re
-import threading
+import shutil
 import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from roadwatch.models.config import load_config
 from roadwatch.models.evidence import verify_tree
@@ -24,52 +23,13 @@ from roadwatch.streams import archive
 from roadwatch.streams import topics as T
 from roadwatch.streams.broker import free_port   # below the ephemeral range (see there)
 from roadwatch.streams.broker import kafka_bootstrap
+from roadwatch.streams.cli import main
 from roadwatch.streams.runtime import WorkerProcess, wait_consumed
 
-from test_reliability_feed import (archive_state, build_gps_feed, build_registry, gps_records, oracle_config,
-                                   oracle_gps, override_string, rows_equal)
-from test_reliability_restart import Feed, _compare, _metric, _wait
+from reliability_support import Feed, _compare, _metric, _wait
+from test_reliability_feed import archive_state, override_string, rows_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-N_VEHICLES = 300
-
-
-class GpsFeed:
-    def __init__(self, tmp):
-        self.registry = build_registry(N_VEHICLES)
-        self.reg_path = tmp / "registry.json"
-        self.registry.dump(self.reg_path)
-        self.pings = build_gps_feed(N_VEHICLES)
-        self.records = gps_records(self.pings)
-        self.alerts, self.rows = oracle_gps(self.pings, self.registry, oracle_config())
-        self.end: dict[tuple[str, int], int] = {}
-        self.sent = 0
-        self.total = len(self.records)
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
-
-    def start(self, bootstrap: str, pace_s: float) -> None:
-        self.thread = threading.Thread(target=self._produce, args=(bootstrap, pace_s), daemon=True)
-        self.thread.start()
-
-    def _produce(self, bootstrap: str, pace_s: float) -> None:
-        try:
-            p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_request_size=4_000_000)
-            for part, key, value in self.records:
-                md = p.send(T.GPS_PINGS, key=key, value=value, partition=part).get(10)
-                k = (md.topic, md.partition)
-                self.end[k] = max(self.end.get(k, 0), md.offset + 1)
-                self.sent += 1
-                time.sleep(pace_s)
-            p.close()
-        except BaseException as e:  # noqa: BLE001 - reported by join()
-            self.error = e
-
-    def join(self, timeout: float = 90) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "producer did not finish"
-        assert self.error is None, self.error
 
 
 def _host_worker(bootstrap, feed, host_dir, port, pg_url) -> WorkerProcess:
@@ -150,7 +110,7 @@ def _summary(feed, m) -> str:
 
 
 def test_worker_on_another_host_takes_over_from_postgresql_snapshots(tmp_path, pg_url, monkeypatch, capsys):
-    feed = GpsFeed(tmp_path)
+    feed = Feed(tmp_path, wim=False)
     m = _failover(tmp_path, pg_url, feed, monkeypatch)
     alerts, rows = _gps_state(m["conn"])
     missing, extra = feed.alerts.keys() - alerts.keys(), alerts.keys() - feed.alerts.keys()
@@ -165,23 +125,39 @@ def test_worker_on_another_host_takes_over_from_postgresql_snapshots(tmp_path, p
 
 def test_failover_across_hosts_with_the_wim_path(tmp_path, pg_url, monkeypatch, capsys):
     """The same with WIM readings interleaved: verdicts, cases and 一超四罚 counters live in PostgreSQL, so the
-    survivor's counters see the cases the killed worker opened. Evidence packages stay on the host that wrote
-    them; a reading re-delivered to B after A archived its case makes B write a package the archive does not
-    reference (counted: the archive keeps A's, the first one)."""
+    survivor's counters see the cases the killed worker opened. Each case has exactly one evidence package,
+    written by whichever host archived the case first (a reading re-delivered to B after A archived its case
+    writes none), and the archive holds every package with its chain: exported, they verify with the two
+    hosts' public keys."""
     feed = Feed(tmp_path)
     m = _failover(tmp_path, pg_url, feed, monkeypatch)
     counts = _compare(feed, m["conn"])
     referenced = {r["evidence_path"] for r in m["conn"].execute("SELECT evidence_path FROM cases")}
-    packages = []
+    packages, trusted = [], tmp_path / "trusted"
+    trusted.mkdir(mode=0o700)
     for host in m["hosts"]:
         ev = host / "evidence"
         if ev.is_dir():
             assert verify_tree(ev, host / "keys" / "trusted") == {}
-            packages += [p for p in ev.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            packages += [str(p) for p in ev.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            for pub in (host / "keys" / "trusted").iterdir():
+                shutil.copy(pub, trusted / pub.name)
     assert all(Path(p).is_dir() for p in referenced), "an archived case points at no evidence package"
-    orphans = [p for p in packages if str(p) not in referenced]
-    assert len(packages) - len(orphans) == len(feed.cases)
+    # only the killed worker can leave a package the archive never referenced: one it wrote in the instant
+    # between its package and its case's commit (that case then got B's package); B never writes a second one
+    orphans = sorted(set(packages) - referenced)
+    assert all(p.startswith(str(m["hosts"][0])) for p in orphans), f"B wrote a second package: {orphans[:3]}"
+    by_case = {Path(p).name: p for p in referenced}
+    assert all(by_case[Path(p).name].startswith(str(m["hosts"][1])) for p in orphans)   # its case has B's
+    assert len(referenced) == len(feed.cases)
+    out = tmp_path / "export"
+    assert main(["evidence", "export", str(out), "--archive", pg_url]) == 0
+    exported = {d.name: sum(1 for p in d.iterdir() if p.is_dir()) for d in out.iterdir()}
+    assert sum(exported.values()) == len(feed.cases)
+    for d in out.iterdir():
+        assert verify_tree(d, trusted) == {}, d.name
     with capsys.disabled():
         print(f"\n[failover across hosts, PostgreSQL, GPS + WIM] {_summary(feed, m)}; archive = oracle: {counts}; "
-              f"evidence: {len(packages)} packages on the two hosts, {len(orphans)} written again by B for cases "
-              f"A had archived (not referenced)")
+              f"evidence: {len(packages)} packages on the two hosts for {len(referenced)} cases ({len(orphans)} left by "
+              f"A's kill before its case committed); the archive's "
+              f"copy exported as {len(exported)} chain folder(s), all verify")

@@ -28,6 +28,7 @@ from roadwatch.streams.archive import open_archive
 from roadwatch.streams.broker import free_port, kafka_bootstrap
 from roadwatch.streams.runtime import WorkerProcess, committed_offsets, wait_consumed
 
+from reliability_support import _metric, _wait
 from test_reliability_feed import (archive_state, build_gps_feed, build_registry, build_wim_feed, gps_records,
                                    oracle_config, oracle_gps, oracle_wim, override_string, rows_equal)
 
@@ -64,23 +65,6 @@ def _health(port: int) -> tuple[int, dict]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-def _metric(port: int, name: str) -> float:
-    import re
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", body, re.M))
-
-
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _dead_letters(bootstrap: str) -> list[dict]:
@@ -163,9 +147,9 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
                 if status == 503:
                     paused.update({k: v["reason"] for k, v in body["faults"].items()})
                 return {"wim", "gps-snapshot"} <= paused.keys()
-            _wait(both_paused, 60, "/healthz to report the WIM and GPS-snapshot faults")
+            _wait(both_paused, 60, "/healthz to report the WIM and GPS-snapshot faults", poll=0.2)
             assert all("No space left" in r or "full" in r for r in paused.values()), paused
-            _wait(lambda: _metric(port, "roadwatch_internal_faults_total") >= 3, 30, "retries to be counted")
+            _wait(lambda: _metric(port, "roadwatch_internal_faults_total") >= 3, 30, "retries to be counted", poll=0.2)
             time.sleep(3)                                   # several back-off rounds while the disk stays full
             held = committed_offsets(bootstrap, "roadwatch", list(end))
             wim_end = sum(v for (t, _), v in end.items() if t == T.WIM_READINGS)
@@ -178,7 +162,7 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
             # free the space: the worker resumes without a restart
             filler.unlink()
             assert wait_consumed(bootstrap, end, timeout=120), "the worker did not resume after space was freed"
-            _wait(lambda: _health(port)[0] == 200, 30, "/healthz to be ready again")
+            _wait(lambda: _health(port)[0] == 200, 30, "/healthz to be ready again", poll=0.2)
             assert any("resumed after" in ln for ln in w.lines), w.lines[-20:]
             conn = open_archive(cfg.archive_path)
             deadline = time.monotonic() + 30
@@ -241,7 +225,7 @@ def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_p
                     end[(md.topic, md.partition)] = max(end.get((md.topic, md.partition), 0), md.offset + 1)
                 p.close()
                 _, body = _wait(lambda: (lambda s, b: (s, b) if s == 503 and "wim" in b["faults"] else None)(
-                    *_health(port)), 60, "/healthz to report the WIM fault")
+                    *_health(port)), 60, "/healthz to report the WIM fault", poll=0.2)
                 assert "Read-only file system" in body["faults"]["wim"]["reason"], body
                 time.sleep(2)
                 conn = open_archive(cfg.archive_path)
@@ -253,7 +237,7 @@ def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_p
                 subprocess.run(["umount", str(ev)], check=True)
                 mounted = False
                 assert wait_consumed(bootstrap, end, timeout=90), "the worker did not resume"
-                _wait(lambda: _health(port)[0] == 200, 30, "/healthz to be ready again")
+                _wait(lambda: _health(port)[0] == 200, 30, "/healthz to be ready again", poll=0.2)
                 _, _, verdicts, cases, overload = archive_state(conn)
                 assert verdicts == verdicts_exp and cases == cases_exp
                 assert overload == {f"overload-{c}" for c in cases_exp}
@@ -281,7 +265,6 @@ def test_failed_snapshot_commit_keeps_everything_for_the_retry(tmp_path):
     nothing, and the next flush writes exactly what a fault-free flush writes."""
     from types import SimpleNamespace
 
-    import roadwatch.streams.cases  # noqa: F401 - registers the track_points table, as the worker does
     from roadwatch.models.pingbatch import decode_batch
     from roadwatch.streams.archive import close_all
     from roadwatch.streams.gps import PartitionStates

@@ -9,7 +9,7 @@ from roadwatch.models.config import Config
 from roadwatch.models.platform_rates import online_seconds
 from roadwatch.models.records import BEIJING
 from roadwatch.streams.archive import open_archive
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.reports.build import build_monthly_report
 from roadwatch.streams.reports.render_csv import render_rates_csv
 from roadwatch.streams.reports.render_html import render_html

@@ -134,6 +134,25 @@ def test_evidence_path_checks(cfg):
         assert (await c.get("/api/cases/C2/evidence/outside.png")).status == 404
 
 
+def test_evidence_written_on_another_host_is_shown_from_the_archive(cfg):
+    """A case whose package folder is on another host (its path does not exist here): the console shows the
+    files the archive holds (streams/archive/evidence.py), from a copy under <data_dir>/evidence-archive."""
+    from roadwatch.streams.archive import evidence as evidence_db
+    seed_case(cfg, "C3", with_image=False)
+    conn = open_archive(cfg.archive_path)
+    conn.execute("UPDATE cases SET evidence_path = ? WHERE case_id = 'C3'", ("/other-host/var/evidence/C3",))
+    evidence_db.store_package_files(conn, "C3", [("manifest.json", b"{}"), ("images/front.png", PNG)], "t")
+
+    @session_test(cfg, user="view")
+    async def _(c, hub, fleet, h):
+        d = await (await c.get("/api/cases/C3")).json()
+        assert d["evidence_files"] == ["images/front.png"]
+        r = await c.get("/api/cases/C3/evidence/images/front.png")
+        assert r.status == 200 and await r.read() == PNG
+        assert (cfg.data_dir / "evidence-archive" / "C3" / "images" / "front.png").read_bytes() == PNG
+        assert (await c.get("/api/cases/C3/evidence/manifest.json")).status == 404
+
+
 def test_case_workflow_through_the_api_with_audit_trail(cfg):
     @session_test(cfg)
     async def _(c, hub, fleet, h):

@@ -22,6 +22,9 @@ REQUIRED = {
     "roadwatch_processing_latency_seconds_bucket": {"le"},
     "roadwatch_consumer_lag": {"topic", "partition"},
     "roadwatch_vehicles_online": set(),
+    "roadwatch_intercept_rate_ratio": {"station"},          # 拦截率 (docs/intercept.md)
+    "roadwatch_enforcement_rate_ratio": {"station"},        # 查处率
+    "roadwatch_intercept_month_tasks": {"station", "status"},
 }
 
 

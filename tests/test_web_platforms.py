@@ -8,7 +8,7 @@ import time
 from aiohttp.test_utils import TestClient, TestServer
 
 from roadwatch.streams.archive import open_archive
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.platforms import Platform, render_platforms
 from roadwatch.streams.web import auth
 from web_support import PASSWORD, make_app, make_cfg, seed_user

@@ -143,3 +143,16 @@ class ConsoleThread:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+
+def launch_chromium(playwright, executable_path: str = "/usr/bin/chromium"):
+    """Headless Debian Chromium as the browser tests start it."""
+    return playwright.chromium.launch(executable_path=executable_path, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"])
+
+
+def collect_errors(page, errors: list[str]) -> None:
+    """Page errors and console errors of ``page`` into ``errors`` (a browser test ends asserting it empty)."""
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)

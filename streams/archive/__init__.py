@@ -15,11 +15,11 @@ replay writes the same rows again, never new ones.
 Which archive: ``open_archive(cfg)`` (or ``cfg.archive_path``) — ``$ROADWATCH_ARCHIVE``, the ``archive.url``
 key, or ``paths.archive`` (a file path or a ``postgresql://…`` URL); default ``<data_dir>/archive.sqlite``.
 
-Compatibility for this round: ``register_schema(ddl)`` still works — tables registered that way (the case
-workflow's passages and driver cards, console users and sessions, alert acknowledgements, …) are created
-after the migrations, with SQLite types translated for PostgreSQL. They are to be moved into migrations
-(schema.py) as their modules move their SQL into this package; so are the SQLite-flavoured statements that
-``backend._legacy_to_pg`` still translates.
+Every table is created by a migration (schema.py) and every query is a named function of a module here,
+named by what it holds: ``cases`` (verdicts, cases, histories, Art. 66 proposals), ``users`` (console users
+and sessions), ``alerts`` (acknowledgements and handling notes), ``terminals`` (JT/T 808 bindings),
+``platforms`` (the JT/T 809 link), ``evidence`` (signed evidence packages), ``outcomes`` (what ``scenario
+check`` reads). No module outside this package holds SQL (tests/test_sql_home.py keeps it so).
 """
 from __future__ import annotations
 
@@ -40,39 +40,14 @@ __all__ = [
     "ArchiveConnection", "ArchiveError", "POSTGRESQL", "SQLITE", "LATEST", "applied", "archive_target",
     "close_all", "close_pools", "current_version", "insert_track_points", "load_partition_snapshot",
     "load_partition_snapshots", "migrate", "month_has_rows", "open_archive", "parse_target", "prune_track_points",
-    "recent_track", "redact", "register_schema", "registered_schemas", "report_tables", "save_partition_snapshot",
+    "recent_track", "redact", "report_tables", "save_partition_snapshot",
     "snapshot_progress", "total_pings", "upsert_alerts", "upsert_vehicle_days",
 ]
 
-_SCHEMAS: list[str] = []
 _local = threading.local()
 _pools: dict[str, PostgresPool] = {}
 _pools_lock = threading.Lock()
 DEFAULT_POOL_SIZE = 4
-
-
-def register_schema(ddl: str) -> None:
-    """Compatibility (this round): extra ``CREATE … IF NOT EXISTS`` DDL, applied after the migrations."""
-    if ddl not in _SCHEMAS:
-        _SCHEMAS.append(ddl)
-
-
-# Modules that still declare tables with ``register_schema`` (to move into migrations): the archive CLI
-# imports them so that ``archive migrate`` and ``archive copy`` see the whole schema.
-REGISTERING_MODULES = ("roadwatch.streams.cases", "roadwatch.streams.web.auth", "roadwatch.streams.web.console",
-                       "roadwatch.streams.web.handling", "roadwatch.streams.jt808.terminal_auth")
-
-
-def registered_schemas() -> list[str]:
-    """Every ``register_schema`` DDL, after importing the modules that declare them."""
-    import importlib
-    for name in REGISTERING_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:   # a module removed on another branch: its tables went with it
-            if e.name != name:
-                raise
-    return list(_SCHEMAS)
 
 
 def archive_target(cfg) -> Path | str:
@@ -89,13 +64,13 @@ def _pool(url: str, size: int) -> PostgresPool:
         p = _pools.get(url)
         if p is None:
             p = _pools[url] = PostgresPool(url, size)
-            p.n_registered = -1          # migrations not yet checked through this pool
+            p.migrated = False           # migrations not yet checked through this pool
         return p
 
 
 def open_archive(target: Any = None, *, pool_size: int | None = None, migrate_now: bool = True) -> ArchiveConnection:
     """This thread's connection to the archive ``target`` (a ``Config``, a path, ``sqlite:…`` or
-    ``postgresql://…``), with every migration and registered schema applied."""
+    ``postgresql://…``), with every migration applied."""
     if target is not None and hasattr(target, "archive_path"):
         if pool_size is None:
             pool_size = int(target["archive.pool_size"])
@@ -111,22 +86,22 @@ def open_archive(target: Any = None, *, pool_size: int | None = None, migrate_no
     if conn is None:
         if backend == SQLITE:
             conn = SQLiteConnection(loc)
-            conn.n_registered = -1          # migrations not yet checked on this connection
+            conn.migrated = False           # migrations not yet checked on this connection
             holder = conn
         else:
             holder = _pool(loc, pool_size or DEFAULT_POOL_SIZE)
             conn = PostgresConnection(holder)
         conns[key] = conn
     holder = conn if backend == SQLITE else conn.pool
-    if migrate_now and holder.n_registered != len(_SCHEMAS):
+    if migrate_now and not holder.migrated:
         if backend == SQLITE:
-            migrate(conn, _SCHEMAS)
-            holder.n_registered = len(_SCHEMAS)
+            migrate(conn)
+            holder.migrated = True
         else:
             with _pools_lock:
-                if holder.n_registered != len(_SCHEMAS):
-                    migrate(conn, _SCHEMAS)
-                    holder.n_registered = len(_SCHEMAS)
+                if not holder.migrated:
+                    migrate(conn)
+                    holder.migrated = True
     return conn
 
 

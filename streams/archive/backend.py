@@ -16,10 +16,9 @@ the behaviour of the first release. PostgreSQL: one ``psycopg_pool.ConnectionPoo
 statement outside a transaction borrows a pooled connection for that statement, a transaction holds one
 until it ends.
 
-Statements written for SQLite by the modules that still carry their own SQL this round (the case workflow,
-console users, the console's case endpoints) run on PostgreSQL through ``_legacy_to_pg``: ``BEGIN
-IMMEDIATE`` → ``BEGIN``, ``INSERT OR IGNORE`` → ``… ON CONFLICT DO NOTHING``, ``INSERT OR REPLACE`` →
-``… ON CONFLICT (primary key) DO UPDATE``. New SQL is written portably instead (``ON CONFLICT(…)``).
+Queries are written portably: ``INSERT … ON CONFLICT(…) DO NOTHING | DO UPDATE``, ``conn.transaction()``;
+DDL names its dialect differences (``DIALECTS``). On PostgreSQL, ``execute("BEGIN [IMMEDIATE]")`` /
+``"COMMIT"`` / ``"ROLLBACK"`` open and end the connection's transaction as on SQLite (``rollback_quietly``).
 """
 from __future__ import annotations
 
@@ -36,6 +35,16 @@ POSTGRESQL = "postgresql"
 
 class ArchiveError(RuntimeError):
     """The archive cannot be opened or used as configured (bad URL, driver missing, server refused)."""
+
+
+def integrity_errors() -> tuple[type[BaseException], ...]:
+    """The drivers' unique/foreign-key violation errors (sqlite3's, and psycopg's when it is installed): what
+    a query function catches when the table's own constraint is the answer (e.g. a vehicle already bound)."""
+    try:
+        from psycopg import IntegrityError as PgIntegrityError
+    except ImportError:   # pragma: no cover - psycopg is a dependency
+        return (sqlite3.IntegrityError,)
+    return (sqlite3.IntegrityError, PgIntegrityError)
 
 
 # --- targets ----------------------------------------------------------------------------------------------
@@ -280,7 +289,6 @@ def qmark_to_pyformat(sql: str) -> str:
 
 _BEGIN = re.compile(r"^\s*BEGIN(\s+(IMMEDIATE|DEFERRED|EXCLUSIVE|TRANSACTION))?\s*;?\s*$", re.I)
 _END = re.compile(r"^\s*(COMMIT|END|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
-_OR = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)\s*(\(([^)]*)\))?", re.I | re.S)
 
 
 class PostgresPool:
@@ -314,7 +322,6 @@ class PostgresPool:
         except Exception as e:  # noqa: BLE001 - psycopg_pool raises PoolTimeout with the cause in the log
             self.pool.close()
             raise ArchiveError(f"cannot connect to the archive {redact(url)}: {e}") from None
-        self.pk_cache: dict[str, list[str]] = {}
         self.col_cache: dict[str, list[str]] = {}
         self.lock = threading.Lock()
 
@@ -335,36 +342,10 @@ class PostgresConnection(ArchiveConnection):
     def _translate(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
         if out is None:
-            out = qmark_to_pyformat(self._legacy_to_pg(sql))
+            out = qmark_to_pyformat(sql)
             if len(self._sql_cache) < 2000:
                 self._sql_cache[sql] = out
         return out
-
-    def _legacy_to_pg(self, sql: str) -> str:
-        m = _OR.match(sql)
-        if not m:
-            return sql
-        kind, table, cols = m.group(1).upper(), m.group(2), m.group(4)
-        body = f"INSERT INTO {table}" + (f" ({cols})" if cols else "") + " " + sql[m.end():].lstrip()
-        body = body.rstrip().rstrip(";")
-        if kind == "IGNORE":
-            return body + " ON CONFLICT DO NOTHING"
-        pk = self._primary_key(table)
-        names = [c.strip() for c in cols.split(",")] if cols else self.columns(table)
-        rest = [c for c in names if c not in pk]
-        if not pk:
-            raise ArchiveError(f"INSERT OR REPLACE into {table}: the table has no primary key")
-        action = ("DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)) if rest else "DO NOTHING"
-        return body + f" ON CONFLICT ({', '.join(pk)}) {action}"
-
-    def _primary_key(self, table: str) -> list[str]:
-        pk = self.pool.pk_cache.get(table)
-        if pk is None:
-            rows = self._run("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
-                             "ORDER BY array_position(i.indkey, a.attnum)", (table,)).fetchall()
-            pk = self.pool.pk_cache[table] = [r[0] for r in rows]
-        return pk
 
     # execution
     def _run(self, sql: str, params=(), many: Iterable | None = None) -> Result:
@@ -505,8 +486,7 @@ class PostgresConnection(ArchiveConnection):
         return cols
 
     def forget_catalog(self) -> None:
-        """After DDL: primary keys and column lists are read again."""
-        self.pool.pk_cache.clear()
+        """After DDL: column lists and types are read again."""
         self.pool.col_cache.clear()
 
     def close(self) -> None:
@@ -524,6 +504,16 @@ def upsert_sql(table: str, cols: Sequence[str], key: Sequence[str], update: Sequ
             f"ON CONFLICT({', '.join(key)}) {action}")
 
 
+def rollback_quietly(conn) -> None:
+    """End a transaction a failed attempt left open (SQLite may already have rolled it back itself, e.g.
+    on SQLITE_FULL, in which case a plain ROLLBACK would raise "cannot rollback - no transaction is active")."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - any backend's "no transaction": nothing left to end
+            pass
+
+
 # --- DDL ------------------------------------------------------------------------------------------------
 
 def split_statements(sql: str) -> list[str]:
@@ -532,23 +522,22 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
-_DDL_PG = [   # type names in capitals (as all our DDL writes them): a column called "blob" stays a name
-    (re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
-    (re.compile(r"\bINTEGER\b"), "BIGINT"),
-    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
-    (re.compile(r"\bBLOB\b"), "BYTEA"),
-    (re.compile(r"\)\s*WITHOUT\s+ROWID\b"), ")"),
-]
+# What differs between the two dialects in our DDL, by name. Migrations write ``{INTEGER}``, ``{REAL}``,
+# ``{BLOB}``, ``{SERIAL_PK}`` (an auto-numbered primary key) and ``{WITHOUT_ROWID}`` (SQLite's clustered table,
+# after the closing parenthesis); everything else is the SQL both accept.
+DIALECTS: dict[str, dict[str, str]] = {
+    SQLITE: {"INTEGER": "INTEGER", "REAL": "REAL", "BLOB": "BLOB",
+             "SERIAL_PK": "INTEGER PRIMARY KEY AUTOINCREMENT", "WITHOUT_ROWID": " WITHOUT ROWID"},
+    POSTGRESQL: {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA",
+                 "SERIAL_PK": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+                 # a primary-key B-tree serves the (plate, time) look-backs; PostgreSQL has no clustered tables
+                 "WITHOUT_ROWID": ""},
+}
 
 
 def ddl_for(backend: str, stmt: str) -> str:
-    """One DDL statement written in SQLite's types, for ``backend`` (INTEGER → BIGINT, REAL → DOUBLE
-    PRECISION, BLOB → BYTEA, AUTOINCREMENT → identity, no ``WITHOUT ROWID`` on PostgreSQL)."""
-    if backend == SQLITE:
-        return stmt
-    for pat, rep in _DDL_PG:
-        stmt = pat.sub(rep, stmt)
-    return stmt
+    """One DDL statement of a migration (comments removed: ``split_statements``) in ``backend``'s dialect."""
+    return stmt.format_map(DIALECTS[backend])
 
 
 def url_with_schema(url: str, schema: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from roadwatch.models.config import Config
 
-from . import SQLITE, ArchiveError, close_pools, open_archive, parse_target, redact, registered_schemas
+from . import SQLITE, ArchiveError, close_pools, open_archive, parse_target, redact
 from .transfer import copy_archive
 
 
@@ -23,7 +23,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         backend, loc = parse_target(args.src)
         if backend == SQLITE and not Path(loc).is_file():
             raise UsageError(f"no archive file {loc}")
-        registered_schemas()          # both sides get every table, including the registered ones
         src = open_archive(args.src, pool_size=2)
         dst = open_archive(args.dst, pool_size=2)
         if src.backend == dst.backend and src.target == dst.target:

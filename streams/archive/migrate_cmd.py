@@ -7,8 +7,7 @@ import sys
 
 from roadwatch.models.config import Config
 
-from . import (LATEST, ArchiveError, applied, close_pools, current_version, migrate, open_archive, redact,
-               registered_schemas)
+from . import LATEST, ArchiveError, applied, close_pools, current_version, migrate, open_archive, redact
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +22,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         # open without migrating first, so the message can say where the archive came from
         conn = open_archive(target, pool_size=2, migrate_now=False)
         before = current_version(conn)
-        now = migrate(conn, registered_schemas())
+        now = migrate(conn)
     except ArchiveError as e:
         raise UsageError(str(e)) from None
     for m in applied(conn):

@@ -6,7 +6,6 @@ from .backend import ArchiveConnection
 
 def decided_cases(conn: ArchiveConnection) -> list[tuple[str, str]]:
     """(case_id, decided_on) of every case with a decision — also one later withdrawn (the caller lists it as
-    withdrawn) — in case-id order; the caller filters by date. ``case_state`` is declared by
-    streams/cases.py (``register_schema``): import it before calling this on a fresh archive."""
+    withdrawn) — in case-id order; the caller filters by date."""
     return [(r[0], r[1]) for r in conn.execute(
         "SELECT case_id, decided_on FROM case_state WHERE decided_on IS NOT NULL ORDER BY case_id")]

@@ -1,6 +1,8 @@
 """The archive's schema: versioned migrations, applied in order, recorded in ``schema_version``.
 
-Each migration is written once in SQLite's column types; ``backend.ddl_for`` gives the PostgreSQL form.
+Each migration is written once, with the few things the dialects spell differently named in braces
+(``{INTEGER}``, ``{REAL}``, ``{BLOB}``, ``{SERIAL_PK}``, ``{WITHOUT_ROWID}``); ``backend.DIALECTS`` says what each
+becomes on SQLite and on PostgreSQL (``backend.ddl_for``).
 ``migrate`` runs under a lock (``BEGIN IMMEDIATE`` on SQLite, an advisory transaction lock on PostgreSQL)
 and in one transaction, so two workers starting together apply each migration exactly once, and a failed
 migration leaves the archive at the previous version.
@@ -34,9 +36,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     start_ts   TEXT NOT NULL,         -- ISO-8601, Beijing time
     end_ts     TEXT,
     severity   TEXT NOT NULL,
-    lat        REAL,
-    lon        REAL,
-    late       INTEGER NOT NULL DEFAULT 0,
+    lat        {REAL},
+    lon        {REAL},
+    late       {INTEGER} NOT NULL DEFAULT 0,
     details    TEXT NOT NULL,         -- JSON
     day        TEXT NOT NULL,         -- YYYY-MM-DD (Beijing) of start_ts
     emitted_at TEXT NOT NULL
@@ -47,15 +49,15 @@ CREATE INDEX IF NOT EXISTS alerts_plate ON alerts(plate, start_ts);
 CREATE TABLE IF NOT EXISTS vehicle_day (
     plate            TEXT NOT NULL,
     day              TEXT NOT NULL,   -- YYYY-MM-DD, Beijing time
-    pings            INTEGER NOT NULL,
-    qualified        INTEGER NOT NULL,
-    km_total         REAL NOT NULL,
-    km_incomplete    REAL NOT NULL,
-    drift_points     INTEGER NOT NULL,
-    overspeed_count  INTEGER NOT NULL,
-    fatigue_s        REAL NOT NULL,
-    curfew_events    INTEGER NOT NULL,
-    offline_events   INTEGER NOT NULL,
+    pings            {INTEGER} NOT NULL,
+    qualified        {INTEGER} NOT NULL,
+    km_total         {REAL} NOT NULL,
+    km_incomplete    {REAL} NOT NULL,
+    drift_points     {INTEGER} NOT NULL,
+    overspeed_count  {INTEGER} NOT NULL,
+    fatigue_s        {REAL} NOT NULL,
+    curfew_events    {INTEGER} NOT NULL,
+    offline_events   {INTEGER} NOT NULL,
     updated_at       TEXT NOT NULL,
     PRIMARY KEY (plate, day)
 );
@@ -68,9 +70,9 @@ CREATE TABLE IF NOT EXISTS wim_verdicts (   -- one row per distinct passage (rep
     ts          TEXT NOT NULL,
     day         TEXT NOT NULL,       -- YYYY-MM-DD Beijing
     action      TEXT NOT NULL,       -- none | warning | fine | review
-    over_limit  INTEGER NOT NULL,
-    excess_kg   REAL NOT NULL,
-    fine_yuan   INTEGER NOT NULL,
+    over_limit  {INTEGER} NOT NULL,
+    excess_kg   {REAL} NOT NULL,
+    fine_yuan   {INTEGER} NOT NULL,
     review_reason TEXT,
     case_id     TEXT,                -- set when action != none
     verdict     TEXT NOT NULL        -- full verdict JSON
@@ -84,9 +86,9 @@ CREATE TABLE IF NOT EXISTS cases (
     ts            TEXT NOT NULL,
     day           TEXT NOT NULL,
     action        TEXT NOT NULL,     -- warning | fine | review
-    violation     INTEGER NOT NULL,  -- 1 when it counts for 一超四罚 (over limit after tolerance)
-    excess_kg     REAL NOT NULL,
-    fine_yuan     INTEGER NOT NULL,
+    violation     {INTEGER} NOT NULL,  -- 1 when it counts for 一超四罚 (over limit after tolerance)
+    excess_kg     {REAL} NOT NULL,
+    fine_yuan     {INTEGER} NOT NULL,
     enterprise_id TEXT,
     driver_id     TEXT,
     source_site_id TEXT,
@@ -99,7 +101,7 @@ CREATE INDEX IF NOT EXISTS cases_driver ON cases(driver_id, ts);
 CREATE INDEX IF NOT EXISTS cases_enterprise ON cases(enterprise_id, ts);
 
 CREATE TABLE IF NOT EXISTS case_actions (   -- audit trail (feeds the report's case funnel)
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id        {SERIAL_PK},
     case_id   TEXT NOT NULL,
     action    TEXT NOT NULL,         -- review | confirm | dismiss | notify
     operator  TEXT NOT NULL,
@@ -110,26 +112,285 @@ CREATE INDEX IF NOT EXISTS case_actions_case ON case_actions(case_id);
 
 CREATE TABLE IF NOT EXISTS ping_state (  -- per-partition snapshot of the vectorised ping state
     topic      TEXT NOT NULL,
-    partition  INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,         -- first source offset NOT covered by this snapshot
+    partition  {INTEGER} NOT NULL,
+    next_offset {INTEGER} NOT NULL,         -- first source offset NOT covered by this snapshot
     epoch      TEXT NOT NULL DEFAULT '',  -- broker incarnation the offsets refer to (streams/broker.py)
-    state      BLOB NOT NULL,
+    state      {BLOB} NOT NULL,
     saved_at   TEXT NOT NULL,
     PRIMARY KEY (topic, partition)
 );
 
 CREATE TABLE IF NOT EXISTS track_points (     -- sampled truck points for cargo-source tracing
     plate     TEXT NOT NULL,
-    ts_ms     INTEGER NOT NULL,
-    lat       REAL NOT NULL,
-    lon       REAL NOT NULL,
-    speed_kmh REAL NOT NULL,
+    ts_ms     {INTEGER} NOT NULL,
+    lat       {REAL} NOT NULL,
+    lon       {REAL} NOT NULL,
+    speed_kmh {REAL} NOT NULL,
     PRIMARY KEY (plate, ts_ms)
-) WITHOUT ROWID;                                -- clustered by (plate, time): cheaper inserts and look-backs
+){WITHOUT_ROWID};                                -- clustered by (plate, time): cheaper inserts and look-backs
 CREATE INDEX IF NOT EXISTS track_points_ts ON track_points(ts_ms);
 """),
     Migration(2, "ping_state.saved_by: the worker (host:pid) that wrote each partition snapshot", """
 ALTER TABLE ping_state ADD COLUMN saved_by TEXT NOT NULL DEFAULT '';
+"""),
+    Migration(3, "intercept tasks (布控): tasks, the cases they cover, their append-only acts", """
+CREATE TABLE IF NOT EXISTS intercept_tasks (      -- one per truck and opening case (models/intercept.py)
+    task_id     TEXT PRIMARY KEY,                 -- deterministic: plate + the case that opened it
+    plate       TEXT NOT NULL,
+    station_id  TEXT NOT NULL,                    -- the detecting station of the opening passage
+    detected_ms {INTEGER} NOT NULL,                 -- the opening passage (event time)
+    month       TEXT NOT NULL,                    -- YYYY-MM (Beijing) of detected_ms: the rates' month
+    expires_ms  {INTEGER} NOT NULL,
+    revision    {INTEGER} NOT NULL,                 -- passages folded in; a replayed older revision never wins
+    status      TEXT NOT NULL,                    -- pending | intercepted | not_found | released (expiry derived)
+    task        TEXT NOT NULL,                    -- the task JSON as published on intercept-tasks
+    updated_at  TEXT NOT NULL,
+    outcome_published {INTEGER} NOT NULL DEFAULT 0  -- 1 once the task with its outcome is on intercept-tasks
+);
+CREATE INDEX IF NOT EXISTS intercept_tasks_plate ON intercept_tasks(plate, detected_ms);
+CREATE INDEX IF NOT EXISTS intercept_tasks_month ON intercept_tasks(month, station_id);
+
+CREATE TABLE IF NOT EXISTS intercept_task_cases ( -- every case a task covers: a passage joins one task once
+    case_id  TEXT PRIMARY KEY,
+    task_id  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS intercept_acts (       -- the task's history: append-only
+    act_id     TEXT PRIMARY KEY,                  -- <task>:create | <task>:update:<case> | <task>:outcome
+    task_id    TEXT NOT NULL,
+    seq        {INTEGER} NOT NULL,
+    action     TEXT NOT NULL,                     -- create | update | intercepted | not_found | released
+    by_officer TEXT NOT NULL,
+    at         TEXT NOT NULL,                     -- event time of the passage / time of the outcome
+    entered_at TEXT NOT NULL,
+    reason     TEXT,
+    details    TEXT                               -- JSON
+);
+CREATE UNIQUE INDEX IF NOT EXISTS intercept_acts_seq ON intercept_acts(task_id, seq);
+"""),
+    # Tables that the first releases declared in the modules that used them (created after the migrations,
+    # IF NOT EXISTS): an archive that has them keeps them as they are.
+    Migration(4, "the case workflow: passages, driver cards, readings, pending cases, case history and state, "
+                 "Art. 66 proposals", """
+CREATE INDEX IF NOT EXISTS cases_source_site ON cases(source_site_id, ts);
+
+CREATE TABLE IF NOT EXISTS wim_passages (     -- passage de-duplication (models/overload.py step 1)
+    passage_id  TEXT PRIMARY KEY,
+    station_id  TEXT NOT NULL,
+    plate       TEXT NOT NULL,
+    first_ts_ms {INTEGER} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wim_passages_key ON wim_passages(station_id, plate, first_ts_ms);
+
+CREATE TABLE IF NOT EXISTS driver_cards (     -- JT/T 808 0x0702 IC card events
+    plate     TEXT NOT NULL,
+    ts_ms     {INTEGER} NOT NULL,
+    ts        TEXT NOT NULL,
+    event     TEXT NOT NULL,                  -- login | logout
+    driver_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (plate, ts_ms, event)
+);
+
+CREATE TABLE IF NOT EXISTS wim_readings (     -- every reading as received: append-only, never overwritten
+    reading_key  TEXT PRIMARY KEY,             -- sha256 of the parsed reading (a replay is the same row)
+    identity     TEXT NOT NULL,                -- station|reading_id, or station|plate|epoch-ms without an id
+    passage_id   TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    reading      TEXT NOT NULL,                -- JSON
+    verdict      TEXT NOT NULL,                -- JSON: the verdict this reading gave
+    conflict_of  TEXT                          -- reading_key of the first reading with this identity
+);
+CREATE INDEX IF NOT EXISTS wim_readings_identity ON wim_readings(identity);
+
+CREATE TABLE IF NOT EXISTS case_pending (     -- cases whose track / card data (other partitions) may come later
+    case_id     TEXT PRIMARY KEY,
+    plate       TEXT NOT NULL,
+    ts_ms       {INTEGER} NOT NULL,             -- the passage
+    detected_ms {INTEGER} NOT NULL,             -- wall clock at detection (timeouts)
+    state       TEXT NOT NULL                 -- waiting | provisional (timed out, still open to late data)
+);
+
+CREATE TABLE IF NOT EXISTS case_acts (        -- the case's history: append-only, one row per act
+    act_id     TEXT PRIMARY KEY,              -- <case_id>:<action> (each transition happens once)
+    case_id    TEXT NOT NULL,
+    seq        {INTEGER} NOT NULL,              -- order within the case
+    action     TEXT NOT NULL,                 -- detect | review | confirm | … | withdraw | amend
+    by_officer TEXT NOT NULL,
+    at         TEXT NOT NULL,                 -- legal date-time of the act (ISO-8601, Beijing)
+    entered_at TEXT NOT NULL,
+    reason     TEXT,
+    driver_id  TEXT,                          -- a driver identified by an officer (with this act)
+    details    TEXT                           -- JSON: amended facts
+);
+CREATE UNIQUE INDEX IF NOT EXISTS case_acts_seq ON case_acts(case_id, seq);
+
+CREATE TABLE IF NOT EXISTS case_state (       -- derived from case_acts + the case; rewritten on every act
+    case_id        TEXT PRIMARY KEY,
+    status         TEXT NOT NULL,
+    decided_on     TEXT,                      -- legal date of the decision
+    driver_id      TEXT,
+    driver_source  TEXT NOT NULL,             -- ic_card | officer | registry (presumed) | unknown
+    goods_vehicles {INTEGER},                   -- the enterprise's registered goods vehicles, from the case
+    updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS escalation_proposals (   -- Art. 66 proposals (derived; own workflow)
+    proposal_id  TEXT PRIMARY KEY,
+    target       TEXT NOT NULL,               -- vehicle | driver | enterprise
+    subject      TEXT NOT NULL,
+    sanction     TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    basis        TEXT NOT NULL,               -- JSON: the escalation (count, window, case_ids) it rests on
+    flag         TEXT                         -- set when its basis fell away: needs review
+);
+CREATE INDEX IF NOT EXISTS escalation_proposals_subject ON escalation_proposals(target, subject);
+
+CREATE TABLE IF NOT EXISTS proposal_acts (    -- the proposal's history: append-only
+    act_id      TEXT PRIMARY KEY,
+    proposal_id TEXT NOT NULL,
+    seq         {INTEGER} NOT NULL,
+    action      TEXT NOT NULL,                -- propose | legal_review | notify | decide | withdraw | basis | flag
+    by_officer  TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    entered_at  TEXT NOT NULL,
+    reason      TEXT,
+    details     TEXT
+);
+"""),
+    Migration(5, "the console, terminals and platforms: console users and sessions, alert acknowledgements and "
+                 "handling notes, JT/T 808 terminal bindings, JT/T 809 link sessions, events, inspections, "
+                 "forwarded vehicles", """
+-- console users and sessions
+CREATE TABLE IF NOT EXISTS users (
+    username   TEXT PRIMARY KEY,
+    role       TEXT NOT NULL,          -- viewer | operator | admin
+    pw_hash    TEXT NOT NULL,          -- argon2id encoded hash
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,       -- sha256 hex of the cookie token
+    username   TEXT NOT NULL,
+    expires_at {REAL} NOT NULL,          -- unix seconds
+    csrf       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(username);
+-- alert acknowledgements
+CREATE TABLE IF NOT EXISTS alert_acks (   -- operator acknowledgements of live alerts (console)
+    alert_id  TEXT PRIMARY KEY,
+    operator  TEXT NOT NULL,
+    note      TEXT,
+    ts        TEXT NOT NULL
+);
+-- alert handling notes
+CREATE TABLE IF NOT EXISTS alert_notes (   -- 报警处理意见: every note an operator wrote on an alert
+    id        {SERIAL_PK},
+    alert_id  TEXT NOT NULL,
+    operator  TEXT NOT NULL,
+    note      TEXT NOT NULL,
+    ts        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_notes_alert ON alert_notes(alert_id, id);
+-- JT/T 808 terminal bindings
+CREATE TABLE IF NOT EXISTS terminal_auth (
+    terminal_key   TEXT PRIMARY KEY,     -- BCD terminal phone without leading zeros (codec.terminal_key)
+    plate          TEXT NOT NULL,
+    plate_color    {INTEGER} NOT NULL,
+    salt           TEXT NOT NULL,        -- hex, per code
+    code_hash      TEXT NOT NULL,        -- hex SHA-256(salt || auth code)
+    issued_at      TEXT NOT NULL,        -- ISO-8601 UTC
+    revoked_at     TEXT,                 -- NULL while the binding is active
+    revoked_reason TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS terminal_auth_vehicle ON terminal_auth(plate, plate_color)
+    WHERE revoked_at IS NULL;
+CREATE INDEX IF NOT EXISTS terminal_auth_revoked ON terminal_auth(revoked_at);
+-- JT/T 809 platform link sessions, events, inspections, forwarded vehicles
+CREATE TABLE IF NOT EXISTS platform_sessions (
+    session_id  TEXT PRIMARY KEY,
+    center_id   {INTEGER} NOT NULL,
+    start_ts    {REAL} NOT NULL,
+    last_seen   {REAL} NOT NULL,        -- last frame received on the main link
+    end_ts      {REAL},                 -- NULL while the link is up
+    end_reason  TEXT,                 -- logout | lost | idle | server_stop | server_restart | replaced
+    protocol    {INTEGER} NOT NULL,
+    peer        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS platform_sessions_center ON platform_sessions(center_id, start_ts);
+
+CREATE TABLE IF NOT EXISTS platform_events (
+    event_id    TEXT PRIMARY KEY,
+    center_id   {INTEGER},
+    ts          {REAL} NOT NULL,
+    event       TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS platform_events_center ON platform_events(center_id, ts);
+
+CREATE TABLE IF NOT EXISTS platform_inspections (
+    inspection_id  TEXT PRIMARY KEY,
+    center_id      {INTEGER} NOT NULL,
+    object_type    {INTEGER} NOT NULL,  -- 1 the platform, 2 one enterprise, 3 all its enterprises
+    object_id      TEXT NOT NULL,
+    info_id        {INTEGER} NOT NULL,  -- unique per platform; 2011 answers quote it
+    question       TEXT NOT NULL,
+    answer_minutes {INTEGER} NOT NULL,
+    requested_ts   {REAL} NOT NULL,
+    requested_by   TEXT NOT NULL,
+    sent_ts        {REAL},              -- NULL while queued
+    msg_sn         {INTEGER},           -- MSG_SN of the 0x9300 frame; 2019 answers quote it
+    delivered      {INTEGER} NOT NULL DEFAULT 0,
+    deadline_ts    {REAL},
+    answered_ts    {REAL},              -- first answer
+    answer         TEXT
+);
+CREATE INDEX IF NOT EXISTS platform_inspections_center ON platform_inspections(center_id, sent_ts);
+
+CREATE TABLE IF NOT EXISTS platform_inspection_answers (
+    answer_id      TEXT PRIMARY KEY,
+    inspection_id  TEXT,              -- NULL when the answer names no inspection we sent
+    center_id      {INTEGER} NOT NULL,
+    ts             {REAL} NOT NULL,
+    info_id        {INTEGER},
+    source_msg_sn  {INTEGER},
+    responder      TEXT NOT NULL,
+    answer         TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS platform_vehicles (
+    plate       TEXT PRIMARY KEY,
+    plate_color {INTEGER} NOT NULL,
+    center_id   {INTEGER} NOT NULL,
+    last_seen   {REAL} NOT NULL
+);
+"""),
+    Migration(6, "evidence packages in the archive: content-addressed files of every case's package, the hash "
+                 "chains and their signed heads", """
+CREATE TABLE IF NOT EXISTS evidence_blobs (       -- each distinct file content once (append-only)
+    sha256 TEXT PRIMARY KEY,
+    size   {INTEGER} NOT NULL,
+    data   {BLOB} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_evidence_files (  -- which file of which case's package has which content
+    case_id   TEXT NOT NULL,
+    path      TEXT NOT NULL,                      -- relative to the package: manifest.json, entries/0001-act.json …
+    sha256    TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (case_id, path)
+);
+CREATE TABLE IF NOT EXISTS evidence_chain_links ( -- the hash chains the packages are linked on (append-only)
+    chain_id  TEXT NOT NULL,
+    root      TEXT NOT NULL,                      -- link_sha256 of the chain's first link: one writer's chain
+    seq       {INTEGER} NOT NULL,
+    link      TEXT NOT NULL,                      -- the chain file's line, as written
+    PRIMARY KEY (chain_id, root, seq)
+);
+CREATE TABLE IF NOT EXISTS evidence_chain_heads ( -- each chain's newest signed head (count, last link)
+    chain_id  TEXT NOT NULL,
+    root      TEXT NOT NULL,
+    count     {INTEGER} NOT NULL,
+    head      TEXT NOT NULL,                      -- the head file, as written
+    PRIMARY KEY (chain_id, root)
+);
 """),
 ]
 
@@ -137,7 +398,7 @@ LATEST = MIGRATIONS[-1].version
 _LOCK_KEY = 0x526F6164   # advisory lock id for schema changes on PostgreSQL ("Road")
 
 _VERSION_DDL = """CREATE TABLE IF NOT EXISTS schema_version (
-    version     INTEGER PRIMARY KEY,
+    version     {INTEGER} PRIMARY KEY,
     description TEXT NOT NULL,
     applied_at  TEXT NOT NULL
 )"""
@@ -163,13 +424,12 @@ def _lock(conn: ArchiveConnection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
 
 
-def migrate(conn: ArchiveConnection, extra_ddl: list[str] = ()) -> list[int]:
-    """Apply the pending migrations, then ``extra_ddl`` (tables still registered with ``register_schema``;
-    idempotent ``IF NOT EXISTS`` statements). Returns the versions applied now."""
+def migrate(conn: ArchiveConnection) -> list[int]:
+    """Apply the pending migrations. Returns the versions applied now."""
     done: list[int] = []
     with conn.transaction():
         _lock(conn)
-        conn.execute(ddl_for(conn.backend, _VERSION_DDL))
+        conn.execute(ddl_for(conn.backend, split_statements(_VERSION_DDL)[0]))
         have = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
         if have > LATEST:
             raise RuntimeError(f"the archive has schema version {have}, newer than this roadwatch ({LATEST}): "
@@ -183,9 +443,6 @@ def migrate(conn: ArchiveConnection, extra_ddl: list[str] = ()) -> list[int]:
             conn.execute("INSERT INTO schema_version(version, description, applied_at) VALUES (?,?,?)",
                          (m.version, m.description, now))
             done.append(m.version)
-        for ddl in extra_ddl:
-            for stmt in split_statements(ddl):
-                conn.execute(ddl_for(conn.backend, stmt))
     if hasattr(conn, "forget_catalog"):
         conn.forget_catalog()
     return done

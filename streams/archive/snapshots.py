@@ -104,3 +104,8 @@ def snapshot_progress(conn: ArchiveConnection, topic: str) -> int:
 def total_pings(conn: ArchiveConnection) -> int:
     """Pings counted in all vehicle-day rows (``bench`` checks every ping was counted exactly once)."""
     return int(conn.execute("SELECT COALESCE(SUM(pings), 0) FROM vehicle_day").fetchone()[0])
+
+
+def vehicle_days_of(conn: ArchiveConnection, day: str) -> list[dict]:
+    """Every vehicle's row of ``day`` (YYYY-MM-DD, Beijing): the console's fleet status."""
+    return [dict(r) for r in conn.execute("SELECT * FROM vehicle_day WHERE day = ?", (day,))]

@@ -10,43 +10,20 @@ Rules held by the table itself, so two gateway processes sharing the archive can
   terminal re-registers only after ``roadwatch terminals revoke`` or its own authenticated 0x0003;
 - at most one active terminal per vehicle (partial unique index).
 
-All SQL of this table lives in this module (portable: ``ON CONFLICT … DO UPDATE … WHERE`` and partial
-indexes exist in SQLite ≥ 3.24 and PostgreSQL; qmark parameters through ``ArchiveConnection``).
+The table and its queries are ``streams/archive/terminals.py``; the same on SQLite and PostgreSQL.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from roadwatch.streams.archive import ArchiveConnection, open_archive, register_schema
-
-try:                                               # PostgreSQL archive (optional driver)
-    from psycopg import IntegrityError as _PgIntegrityError
-    _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, _PgIntegrityError)
-except ImportError:
-    _INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
-
-register_schema("""
-CREATE TABLE IF NOT EXISTS terminal_auth (
-    terminal_key   TEXT PRIMARY KEY,     -- BCD terminal phone without leading zeros (codec.terminal_key)
-    plate          TEXT NOT NULL,
-    plate_color    INTEGER NOT NULL,
-    salt           TEXT NOT NULL,        -- hex, per code
-    code_hash      TEXT NOT NULL,        -- hex SHA-256(salt || auth code)
-    issued_at      TEXT NOT NULL,        -- ISO-8601 UTC
-    revoked_at     TEXT,                 -- NULL while the binding is active
-    revoked_reason TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS terminal_auth_vehicle ON terminal_auth(plate, plate_color)
-    WHERE revoked_at IS NULL;
-CREATE INDEX IF NOT EXISTS terminal_auth_revoked ON terminal_auth(revoked_at);
-""")
+from roadwatch.streams.archive import ArchiveConnection, open_archive
+from roadwatch.streams.archive import terminals as db
 
 # 0x8100 results (JT/T 808-2013 §8.6): 0 ok, 1 vehicle already registered, 2 no such vehicle,
 # 3 terminal already registered, 4 no such terminal
@@ -78,7 +55,7 @@ class TerminalAuth:
         """``archive``: ``Config.archive_path`` — a SQLite file or a ``postgresql://`` URL."""
         self.target = Path(archive).resolve() if isinstance(archive, Path) else archive
         self._conns: dict[int, ArchiveConnection] = {}
-        self._one("SELECT 1 FROM terminal_auth LIMIT 1", ())      # schema applied
+        self._db()                                                 # opened, schema applied
 
     def _db(self) -> ArchiveConnection:
         # open_archive resolves the path on every call (~50 µs); a gateway asks on every 0x0100/0x0102
@@ -87,37 +64,21 @@ class TerminalAuth:
             conn = self._conns[threading.get_ident()] = open_archive(self.target)
         return conn
 
-    def _one(self, sql: str, args: tuple):
-        # fetchall, never fetchone: an unfinished SELECT keeps its read transaction open, and in autocommit
-        # mode that defers the commit of this connection's later writes (other processes would not see them)
-        rows = self._db().execute(sql, args).fetchall()
-        return rows[0] if rows else None
-
     def issue(self, terminal_key: str, plate: str, plate_color: int) -> tuple[int, str]:
         """Bind the terminal to the vehicle and return ``(REG_OK, code)``, or ``(REG_TERMINAL_TAKEN, "")``
         when the terminal has an active binding, ``(REG_VEHICLE_TAKEN, "")`` when the vehicle has one."""
         code = secrets.token_hex(16).upper()
         salt = secrets.token_bytes(16)
-        try:
-            cur = self._db().execute(
-                "INSERT INTO terminal_auth (terminal_key, plate, plate_color, salt, code_hash, issued_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (terminal_key) DO UPDATE SET plate = excluded.plate, "
-                "plate_color = excluded.plate_color, salt = excluded.salt, code_hash = excluded.code_hash, "
-                "issued_at = excluded.issued_at, revoked_at = NULL, revoked_reason = NULL "
-                "WHERE terminal_auth.revoked_at IS NOT NULL",
-                (terminal_key, plate, plate_color, salt.hex(), _hash(salt, code), _now()))
-        except _INTEGRITY_ERRORS:                       # the vehicle's partial unique index
+        res = db.bind_terminal(self._db(), terminal_key, plate, plate_color, salt.hex(), _hash(salt, code), _now())
+        if res == db.VEHICLE_TAKEN:
             return REG_VEHICLE_TAKEN, ""
-        if cur.rowcount == 0:                           # active row kept: the terminal is bound already
+        if res == db.TERMINAL_TAKEN:                    # active row kept: the terminal is bound already
             return REG_TERMINAL_TAKEN, ""
         return REG_OK, code
 
     def verify(self, terminal_key: str, code: str) -> Binding | None:
         """The active binding when ``code`` is the terminal's current auth code, else None."""
-        row = self._one(
-            "SELECT terminal_key, plate, plate_color, salt, code_hash, issued_at, revoked_at, revoked_reason "
-            "FROM terminal_auth WHERE terminal_key = ? AND revoked_at IS NULL", (terminal_key,))
+        row = db.active_binding(self._db(), terminal_key)
         if row is None:
             return None
         if not hmac.compare_digest(_hash(bytes.fromhex(row["salt"]), code), row["code_hash"]):
@@ -125,35 +86,24 @@ class TerminalAuth:
         return _binding(row)
 
     def get(self, terminal_key: str) -> Binding | None:
-        row = self._one(
-            "SELECT terminal_key, plate, plate_color, issued_at, revoked_at, revoked_reason "
-            "FROM terminal_auth WHERE terminal_key = ?", (terminal_key,))
+        row = db.binding(self._db(), terminal_key)
         return _binding(row) if row else None
 
     def revoke(self, terminal_key: str, reason: str) -> bool:
         """Deactivate the terminal's code (it must register again). False if it had no active binding."""
-        cur = self._db().execute(
-            "UPDATE terminal_auth SET revoked_at = ?, revoked_reason = ? "
-            "WHERE terminal_key = ? AND revoked_at IS NULL", (_now(), reason[:200], terminal_key))
-        return cur.rowcount > 0
+        return db.revoke_binding(self._db(), terminal_key, _now(), reason[:200])
 
     def revoked_since(self, since: str) -> tuple[list[str], str]:
         """Terminals revoked after ``since`` (an ISO time from a previous call, or "") and the new mark."""
-        rows = self._db().execute(
-            "SELECT terminal_key, revoked_at FROM terminal_auth WHERE revoked_at > ? ORDER BY revoked_at",
-            (since,)).fetchall()
+        rows = db.revoked_after(self._db(), since)
         mark = rows[-1]["revoked_at"] if rows else since
         return [r["terminal_key"] for r in rows], mark
 
     def latest_revocation(self) -> str:
-        row = self._one("SELECT MAX(revoked_at) AS m FROM terminal_auth", ())
-        return (row["m"] if row else None) or ""
+        return db.latest_revocation(self._db()) or ""
 
     def list(self) -> list[Binding]:
-        rows = self._db().execute(
-            "SELECT terminal_key, plate, plate_color, issued_at, revoked_at, revoked_reason "
-            "FROM terminal_auth ORDER BY terminal_key").fetchall()
-        return [_binding(r) for r in rows]
+        return [_binding(r) for r in db.all_bindings(self._db())]
 
 
 def _binding(row) -> Binding:

@@ -11,7 +11,7 @@ import time
 from roadwatch.models.config import Config, ConfigError
 from roadwatch.streams.archive import open_archive
 
-from . import store
+from roadwatch.streams.archive import platforms as store
 from .platforms import load_platforms
 
 

@@ -42,7 +42,7 @@ from roadwatch.streams.topics import DEAD_LETTER, GPS_PINGS, PLATFORM_EVENTS
 
 from . import codec as c
 from . import messages as m
-from . import store
+from roadwatch.streams.archive import platforms as store
 from .platforms import Platform, load_platforms
 from roadwatch.streams.outbox import Out, Outbox
 

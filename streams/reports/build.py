@@ -13,11 +13,13 @@ from roadwatch.models.config import Config
 from roadwatch.models.rates import (PERCENT_RATES, RATE_NAMES, aggregate_month, compute_rates, month_days,
                           month_on_month, monthly_rates, parse_month, population_text, shift_month,
                           vehicle_flags)
-from roadwatch.models.records import format_ts
+from roadwatch.models.intercept import station_kinds
+from roadwatch.models.records import format_ts, iso_to_epoch_ms
 from roadwatch.models.scoring import agency_score, enterprise_score
 
 from roadwatch.streams.archive import ArchiveConnection, report_tables
-from roadwatch.streams.cases import CaseStore   # also registers the case tables' schema
+from roadwatch.streams.archive.intercept import month_tasks
+from roadwatch.streams.cases import CaseStore
 
 from .narrative import narrative
 from .overload import overload_section
@@ -75,9 +77,10 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
         store.migrate()                      # cases from before the lifecycle get their history first
         tables: dict | None = report_tables(conn_or_rows, month, first_month)
         tables["escalations"] = store.escalations(_last_day(month))
+        tables["intercept_tasks"] = month_tasks(conn_or_rows, month)
     elif isinstance(conn_or_rows, Mapping):
         tables = {k: list(conn_or_rows.get(k) or []) for k in
-                  ("vehicle_day", "wim_verdicts", "cases", "case_acts", "escalations")}
+                  ("vehicle_day", "wim_verdicts", "cases", "case_acts", "escalations", "intercept_tasks")}
     else:
         tables = None
     vd_rows = tables["vehicle_day"] if tables is not None else list(conn_or_rows)
@@ -135,9 +138,10 @@ def build_monthly_report(conn_or_rows, registry, month: str, cfg: Config,
     if tables is None:
         overload = {"available": False, "reason": "未提供归档：无称重数据 (no archive given: overload tables absent)"}
     else:
-        names = {s: st.name for s, st in registry.stations.items()}
+        names = registry.point_names()          # stations and mobile units
         overload = overload_section(tables["wim_verdicts"], tables["cases"], tables["case_acts"], names, dec,
-                                    tables["escalations"], _last_day(month))
+                                    tables["escalations"], _last_day(month), intercept_tasks=tables["intercept_tasks"],
+                                    month=month, now_ms=iso_to_epoch_ms(snapshot), station_kinds=station_kinds(registry))
 
     trace_vehicles = []
     for m in members:

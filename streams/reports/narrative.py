@@ -85,6 +85,17 @@ def narrative(report: dict) -> str:
                      f"本月检测案件{f['detected']}起，立案{f['filed']}起，已告知{f['notified']}起，"
                      f"作出处罚决定{f['decided']}起，撤销{f['withdrawn']}起；"
                      f"查处率{_rate_text(t['enforcement_rate'])}。")
+    ic = (ov.get("interception") or {}).get("total") if ov.get("available") else None
+    if ic is not None:
+        q = ic["interception_rate"]
+        if q["denominator"]:
+            wait = ic["median_detect_to_intercept_min"]
+            parts.append(f"本月布控任务{q['denominator']}起，拦截{q['numerator']}辆，拦截率{_rate_text(q)}，"
+                         f"未发现{ic['not_found']}辆，放行{ic['released']}辆，超时未处置{ic['expired']}起；"
+                         f"卸载货物{fmt_number(ic['unloaded_t'])}吨"
+                         + (f"，检测至拦截时间中位数{fmt_number(wait)}分钟。" if wait is not None else "。"))
+        else:
+            parts.append("本月无布控任务。")
     return "".join(parts)
 
 

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from typing import Iterable, Mapping
 
 from roadwatch.models import lifecycle
+from roadwatch.models.intercept import interception_rates
 from roadwatch.models.art66 import BASIS as ART66_BASIS, SANCTIONS
 from roadwatch.models.rates import percent
 
@@ -177,10 +178,14 @@ def escalations(items: Iterable[Mapping], at: str | None = None) -> dict:
 
 def overload_section(verdicts: list[Mapping], cases: list[Mapping], acts: list[Mapping],
                      station_names: Mapping[str, str], decimals: int, escalation_items: Iterable[Mapping] = (),
-                     escalations_at: str | None = None) -> dict:
+                     escalations_at: str | None = None, *, intercept_tasks: Iterable[Mapping] = (),
+                     month: str | None = None, now_ms: int = 0,
+                     station_kinds: Mapping[str, str] | None = None) -> dict:
     stages = case_stages(cases, acts)
     stats = station_stats(verdicts, cases, stages, station_names, decimals)
     return {
+        "interception": interception_section(intercept_tasks, stats, month, now_ms, decimals, station_names,
+                                             station_kinds or {}) if month else None,
         "available": True,
         "stations": stats["stations"],
         "total": stats["total"],
@@ -188,3 +193,22 @@ def overload_section(verdicts: list[Mapping], cases: list[Mapping], acts: list[M
         "escalations": escalations(escalation_items, escalations_at),
         "cases": case_funnel(cases, stages),
     }
+
+
+def interception_section(tasks: Iterable[Mapping], station_rows: Mapping, month: str, now_ms: int, decimals: int,
+                         station_names: Mapping[str, str], station_kinds: Mapping[str, str]) -> dict:
+    """布控 and its outcomes per detecting station and in total (``models.intercept.interception_rates``):
+    拦截率 = intercepted / tasks created, beside the 查处率 the station rows already give (decided / detected
+    cases: the same figure, not a second count); every station with tasks or cases is listed."""
+    enf = {s["station_id"]: s["enforcement_rate"] for s in station_rows["stations"]}
+    r = interception_rates(tasks, month, now_ms, decimals, station_kinds, stations=enf)
+    empty = {"name": "查处率", "numerator": 0, "denominator": 0, "percent": None,
+             "definition": station_rows["total"]["enforcement_rate"]["definition"]}
+    for row in r["stations"]:
+        row["name"] = station_names.get(row["station_id"], "")
+        row["enforcement_rate"] = enf.get(row["station_id"], empty)
+    r["total"]["name"] = "合计"
+    r["total"]["enforcement_rate"] = station_rows["total"]["enforcement_rate"]
+    r["definition"] = ("拦截率 = 布控后拦截的车辆数 / 布控任务数（按检测站、按首次检测所在月份）；"
+                       "查处率 = 作出处罚决定（未撤销）的案件数 / 检测案件数；检测至拦截时长取中位数")
+    return r

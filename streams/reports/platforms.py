@@ -1,6 +1,6 @@
 """The report's 平台考核 section: 平台连通率 and 查岗响应率 per lower platform (JT/T 809 link archive),
 and which platform's 查岗响应率 an enterprise is scored on (the platform that forwarded most of its
-vehicles this month). Rates come from ``models.platform_rates``; rows from ``streams.jt809.store``."""
+vehicles this month). Rates come from ``models.platform_rates``; rows from ``streams.archive.platforms``."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,7 +10,7 @@ from roadwatch.models.config import Config, ConfigError
 from roadwatch.models.platform_rates import connectivity_rate, inspection_rate
 from roadwatch.models.rates import parse_month, shift_month
 from roadwatch.models.records import BEIJING, parse_ts
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.platforms import load_platforms
 
 

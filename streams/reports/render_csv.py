@@ -55,6 +55,15 @@ def render_rates_csv(report: dict) -> str:
             rows.append(["platform", p["center_id"], p["name"], r["name"], r["label"], r["numerator"], r["denominator"],
                          _blank(r.get("percent")), "", r["unit"], r["numerator_label"], r["denominator_label"],
                          p["vehicles"], "", _blank(r["reason"]), "JT/T 809 下级平台", r["snapshot"]])
+    ic = (report.get("overload") or {}).get("interception")
+    for s in (ic["stations"] + [ic["total"]]) if ic else []:
+        sid = s["station_id"] or ""
+        for key, num, den in (("interception_rate", "拦截车辆数", "布控任务数"),
+                              ("enforcement_rate", "作出处罚决定（未撤销）的案件数", "检测案件数")):
+            r = s[key]
+            rows.append(["station", sid, s["name"], key, r["name"], r["numerator"], r["denominator"],
+                         _blank(r["percent"]), "", "%", num, den, "", "", "",
+                         f"检测站（{s['kind'] or '合计'}），布控按首次检测月份", report["snapshot"]])
     return _text(rows, RATE_COLUMNS)
 
 

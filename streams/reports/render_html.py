@@ -140,6 +140,32 @@ def _overload(ov: dict) -> str:
     out.append('<div class="charts">' + hbar_chart(items, "案件办理漏斗（起）", max(1, f["detected"]), "起",
                                                    color="#ff7f0e") + "</div>")
     out.append(f"<p>已作出处罚决定的罚款金额合计：{ov['cases']['decided_fine_yuan']} 元；未审核：{f['open']} 起。</p>")
+    out.append(_interception(ov.get("interception")))
+    return "".join(out)
+
+
+def _rate_cell(q: dict) -> str:
+    pct = fmt_number(q["percent"]) + "%" if q["percent"] is not None else "—"
+    return f"<td>{_e(pct)} ({q['numerator']}/{q['denominator']})</td>"
+
+
+def _interception(ic: dict | None) -> str:
+    if not ic:
+        return ""
+    out = ["<h3>布控拦截：拦截率与查处率（按检测站）</h3>",
+           "<table><tr><th class=t>检测站</th><th class=t>类型</th><th>布控任务</th><th>拦截</th><th>未发现</th>"
+           "<th>放行</th><th>超时未处置</th><th>布控中</th><th>拦截率(拦截/任务)</th><th>查处率(决定/案件)</th>"
+           "<th>卸载(吨)</th><th>检测至拦截中位时长(分钟)</th></tr>"]
+    kinds = {"fixed": "固定", "mobile": "流动"}
+    for s in ic["stations"] + [ic["total"]]:
+        name = s["name"] if s["station_id"] is None else f"{s['name']} ({s['station_id']})"
+        wait = s["median_detect_to_intercept_min"]
+        out.append(f"<tr><td class=t>{_e(name)}</td><td class=t>{_e(kinds.get(s['kind'], s['kind'] or ''))}</td>"
+                   f"<td>{s['tasks']}</td><td>{s['intercepted']}</td><td>{s['not_found']}</td><td>{s['released']}</td>"
+                   f"<td>{s['expired']}</td><td>{s['open']}</td>{_rate_cell(s['interception_rate'])}"
+                   f"{_rate_cell(s['enforcement_rate'])}<td>{_e(fmt_number(s['unloaded_t']))}</td>"
+                   f"{_cell(wait)}</tr>")
+    out.append(f"</table><p class=note>{_e(ic['definition'])}</p>")
     return "".join(out)
 
 

@@ -127,6 +127,18 @@ def _overload(wb, report: dict) -> None:
     for stage in [*ov["cases"]["stages"], "open"]:
         ws.append([labels.get(stage, "未审核"), f[stage]])
     ws.append(["已决定罚款金额(元)", ov["cases"]["decided_fine_yuan"]])
+    ic = ov.get("interception")
+    if ic:
+        ws.append([])
+        _header(ws, ws.max_row + 1, ("布控检测站", "名称", "类型", "布控任务", "拦截", "未发现", "放行", "超时未处置",
+                                     "布控中", "拦截率 %", "拦截(辆)", "任务(起)", "查处率 %", "已决定(起)", "案件(起)",
+                                     "卸载(吨)", "检测至拦截中位时长(分钟)"))
+        for s in ic["stations"] + [ic["total"]]:
+            q, e = s["interception_rate"], s["enforcement_rate"]
+            ws.append([s["station_id"] or "合计", s["name"], s["kind"] or "", s["tasks"], s["intercepted"],
+                       s["not_found"], s["released"], s["expired"], s["open"], q["percent"], q["numerator"],
+                       q["denominator"], e["percent"], e["numerator"], e["denominator"], s["unloaded_t"],
+                       s["median_detect_to_intercept_min"]])
     ws.column_dimensions["A"].width = 24
     ws.column_dimensions["B"].width = 20
 

@@ -16,7 +16,6 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -30,23 +29,8 @@ from prometheus_client import Counter
 
 from roadwatch.models.config import Config
 from roadwatch.models.records import format_ts
-from roadwatch.streams.archive import register_schema
-
-register_schema("""
-CREATE TABLE IF NOT EXISTS users (
-    username   TEXT PRIMARY KEY,
-    role       TEXT NOT NULL,          -- viewer | operator | admin
-    pw_hash    TEXT NOT NULL,          -- argon2id encoded hash
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY,       -- sha256 hex of the cookie token
-    username   TEXT NOT NULL,
-    expires_at REAL NOT NULL,          -- unix seconds
-    csrf       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions(username);
-""")
+from roadwatch.streams.archive import ArchiveConnection
+from roadwatch.streams.archive import users as db
 
 ROLES = ("viewer", "operator", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
@@ -139,50 +123,41 @@ def verify_password(pw_hash: str | None, password: str, cfg: Config) -> bool:
         return False
 
 
-def upsert_user(conn: sqlite3.Connection, username: str, role: str, password: str | None,
+def upsert_user(conn: ArchiveConnection, username: str, role: str, password: str | None,
                 cfg: Config) -> str:
     """Create a user or update role / password. Returns ``created`` or ``updated``.
     Changing a password or role ends that user's sessions."""
     check_username(username)
     check_role(role)
-    row = conn.execute("SELECT username FROM users WHERE username = ?", (username,)).fetchone()
-    if row is None:
+    if db.get_user(conn, username) is None:
         if password is None:
             raise AuthError("weak_password", "a new user needs a password")
         pw_hash = hash_password(check_password(password, cfg), cfg)
-        conn.execute("INSERT INTO users(username, role, pw_hash, created_at) VALUES (?,?,?,?)",
-                     (username, role, pw_hash, _now_iso()))
+        db.insert_user(conn, username, role, pw_hash, _now_iso())
         return "created"
-    if password is not None:
-        pw_hash = hash_password(check_password(password, cfg), cfg)
-        conn.execute("UPDATE users SET role = ?, pw_hash = ? WHERE username = ?", (role, pw_hash, username))
-    else:
-        conn.execute("UPDATE users SET role = ? WHERE username = ?", (role, username))
-    conn.execute("DELETE FROM sessions WHERE username = ?", (username,))
+    pw_hash = hash_password(check_password(password, cfg), cfg) if password is not None else None
+    db.update_user(conn, username, role, pw_hash)
+    db.end_sessions(conn, username)
     return "updated"
 
 
-def delete_user(conn: sqlite3.Connection, username: str) -> bool:
-    cur = conn.execute("DELETE FROM users WHERE username = ?", (username,))
-    conn.execute("DELETE FROM sessions WHERE username = ?", (username,))
-    return cur.rowcount > 0
+def delete_user(conn: ArchiveConnection, username: str) -> bool:
+    return db.delete_user(conn, username)
 
 
-def list_users(conn: sqlite3.Connection) -> list[dict]:
-    return [dict(r) for r in conn.execute(
-        "SELECT username, role, created_at FROM users ORDER BY username")]
+def list_users(conn: ArchiveConnection) -> list[dict]:
+    return db.list_users(conn)
 
 
-def get_user(conn: sqlite3.Connection, username: str) -> dict | None:
-    r = conn.execute("SELECT username, role, pw_hash FROM users WHERE username = ?", (username,)).fetchone()
-    return dict(r) if r else None
+def get_user(conn: ArchiveConnection, username: str) -> dict | None:
+    return db.get_user(conn, username)
 
 
-def count_admins(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0]
+def count_admins(conn: ArchiveConnection) -> int:
+    return db.count_admins(conn)
 
 
-def ensure_admin_from_env(conn: sqlite3.Connection, cfg: Config,
+def ensure_admin_from_env(conn: ArchiveConnection, cfg: Config,
                           env: Mapping[str, str] | None = None) -> str | None:
     """Create the admin named in the environment if that user does not exist yet (an existing user's
     password is never reset from the environment). Returns the username created, else None."""
@@ -198,40 +173,36 @@ def ensure_admin_from_env(conn: sqlite3.Connection, cfg: Config,
 
 # --- sessions -----------------------------------------------------------------------------------------
 
-def create_session(conn: sqlite3.Connection, username: str, ttl_s: float,
+def create_session(conn: ArchiveConnection, username: str, ttl_s: float,
                    now: float | None = None) -> tuple[str, Session]:
     """A new session; returns the cookie token (shown once, stored hashed) and the session."""
     now = time.time() if now is None else now
-    role = conn.execute("SELECT role FROM users WHERE username = ?", (username,)).fetchone()
-    if role is None:
+    user = db.get_user(conn, username)
+    if user is None:
         raise AuthError("unknown_user", f"no user {username!r}")
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-    conn.execute("INSERT INTO sessions(token_hash, username, expires_at, csrf) VALUES (?,?,?,?)",
-                 (token_hash(token), username, now + ttl_s, csrf))
-    return token, Session(username, role[0], csrf, now + ttl_s)
+    db.insert_session(conn, token_hash(token), username, now + ttl_s, csrf, now)
+    return token, Session(username, user["role"], csrf, now + ttl_s)
 
 
-def lookup_session(conn: sqlite3.Connection, token: str | None, now: float | None = None) -> Session | None:
+def lookup_session(conn: ArchiveConnection, token: str | None, now: float | None = None) -> Session | None:
     if not token or len(token) > 128:
         return None
     now = time.time() if now is None else now
     th = token_hash(token)
-    row = conn.execute(
-        "SELECT s.username, u.role, s.csrf, s.expires_at FROM sessions s JOIN users u USING (username)"
-        " WHERE s.token_hash = ?", (th,)).fetchone()
+    row = db.session_by_token(conn, th)
     if row is None:
         return None
     if row["expires_at"] <= now:
-        conn.execute("DELETE FROM sessions WHERE token_hash = ?", (th,))
+        db.delete_session(conn, th)
         return None
     return Session(row["username"], row["role"], row["csrf"], row["expires_at"])
 
 
-def delete_session(conn: sqlite3.Connection, token: str | None) -> None:
+def delete_session(conn: ArchiveConnection, token: str | None) -> None:
     if token:
-        conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+        db.delete_session(conn, token_hash(token))
 
 
 def csrf_ok(session: Session, header_value: str | None) -> bool:

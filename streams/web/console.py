@@ -31,8 +31,11 @@ from roadwatch.models.documents import DocumentError
 from roadwatch.models.records import BEIJING, CATEGORIES, epoch_ms_to_iso, format_ts
 from roadwatch.models.registry import Registry
 from roadwatch.streams import documents
-from roadwatch.streams.archive import close_all, open_archive, register_schema
-from roadwatch.streams.cases import CaseActionError, CaseStore
+from roadwatch.streams.archive import alerts as alerts_db
+from roadwatch.streams.archive import cases as case_db
+from roadwatch.streams.archive import close_all, open_archive
+from roadwatch.streams.archive.snapshots import vehicle_days_of
+from roadwatch.streams.cases import EVIDENCE_COPIES, CaseActionError, CaseStore
 from roadwatch.streams.device_list import device_list, to_csv, to_html, to_json
 from roadwatch.streams.web import auth, handling, report_jobs, search, tracks
 from roadwatch.streams.web.fleet_status import today_status
@@ -53,15 +56,6 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
-
-register_schema("""
-CREATE TABLE IF NOT EXISTS alert_acks (   -- operator acknowledgements of live alerts (console)
-    alert_id  TEXT PRIMARY KEY,
-    operator  TEXT NOT NULL,
-    note      TEXT,
-    ts        TEXT NOT NULL
-);
-""")
 
 CaseActions = Callable[[str, str, str, "str | None"], Any]
 
@@ -292,34 +286,6 @@ async def api_me(request: web.Request) -> web.Response:
 
 # --- alerts and live feed -----------------------------------------------------------------------------------
 
-def _where(filters: dict) -> tuple[str, list]:
-    """`` WHERE col = ? AND …`` for the filters that are set (column names are ours, values are bound)."""
-    used = {col: v for col, v in filters.items() if v}
-    cond = (" WHERE " + " AND ".join(f"{col} = ?" for col in used)) if used else ""
-    return cond, list(used.values())
-
-
-def _query_alerts(conn, type_: str | None, plate: str | None, day: str | None, limit: int) -> list[dict]:
-    sql = ("SELECT a.alert_id, a.type, a.plate, a.start_ts, a.end_ts, a.severity, a.lat, a.lon, a.late, "
-           "a.details, k.operator AS ack_by, k.ts AS ack_ts, k.note AS ack_note FROM alerts a "
-           "LEFT JOIN alert_acks k ON k.alert_id = a.alert_id")
-    cond, args = _where({"a.type": type_, "a.plate": plate, "a.day": day})
-    sql += cond + " ORDER BY a.start_ts DESC LIMIT ?"
-    args.append(limit)
-    return [dict(r) for r in conn.execute(sql, args)]
-
-
-def _acks_for(conn, ids: list[str]) -> dict[str, dict]:
-    out = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        q = (f"SELECT alert_id, operator, ts, note FROM alert_acks "
-             f"WHERE alert_id IN ({','.join('?' * len(chunk))})")
-        for r in conn.execute(q, chunk):
-            out[r["alert_id"]] = {"ack_by": r["operator"], "ack_ts": r["ts"], "ack_note": r["note"]}
-    return out
-
-
 async def api_alerts(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = st.live.event_id            # before reading: the stream resumes from here, so nothing is lost
@@ -329,14 +295,14 @@ async def api_alerts(request: web.Request) -> web.Response:
     if day and not _DAY.fullmatch(day):
         return _error(400, "bad_param", "day must be YYYY-MM-DD")
     limit = _int_param(request, "limit", 300, 1, 2000)
-    rows = await st.db.run(_query_alerts, type_, plate, day, limit)
+    rows = await st.db.run(alerts_db.alerts_for_console, type_, plate, day, limit)
     enrich = make_enricher(st.registry, st.places)
     merged: dict[str, dict] = {r["alert_id"]: enrich(r) for r in rows}
     live = [a for a in st.live.recent_alerts()
             if (not type_ or a.get("type") == type_) and (not plate or a.get("plate") == plate)
             and (not day or str(a.get("start_ts", ""))[:10] == day)]
     if live:
-        acks = await st.db.run(_acks_for, [a["alert_id"] for a in live])
+        acks = await st.db.run(alerts_db.acks_for, [a["alert_id"] for a in live])
         for a in live:
             a = dict(a, **acks.get(a["alert_id"], {}))
             merged[a["alert_id"]] = a if "category" in a else enrich(a)
@@ -345,12 +311,10 @@ async def api_alerts(request: web.Request) -> web.Response:
 
 
 def _ack(conn, alert_id: str, operator: str, note: str | None) -> dict | None:
-    if conn.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone() is None:
+    if not alerts_db.alert_exists(conn, alert_id):
         return None
     ts = format_ts(datetime.now(timezone.utc))
-    conn.execute("INSERT INTO alert_acks(alert_id, operator, note, ts) VALUES (?,?,?,?) "
-                 "ON CONFLICT(alert_id) DO UPDATE SET operator = excluded.operator, note = excluded.note, "
-                 "ts = excluded.ts", (alert_id, operator, note, ts))
+    alerts_db.ack_alert(conn, alert_id, operator, note, ts)
     return {"alert_id": alert_id, "ack_by": operator, "ack_ts": ts, "note": note}
 
 
@@ -375,8 +339,7 @@ async def api_alert_ack(request: web.Request) -> web.Response:
 
 def _force_ack(conn, alert_id: str, operator: str, note: str | None) -> dict:
     ts = format_ts(datetime.now(timezone.utc))
-    conn.execute("INSERT OR REPLACE INTO alert_acks(alert_id, operator, note, ts) VALUES (?,?,?,?)",
-                 (alert_id, operator, note, ts))
+    alerts_db.ack_alert(conn, alert_id, operator, note, ts)
     return {"alert_id": alert_id, "ack_by": operator, "ack_ts": ts, "note": note}
 
 
@@ -466,7 +429,7 @@ async def api_vehicle(request: web.Request) -> web.Response:
     if rv is None and now is None:
         return _error(404, "not_found", f"unknown vehicle {plate!r}")
     enrich = make_enricher(st.registry, st.places)
-    rows = await st.db.run(_query_alerts, None, plate, None, 20)
+    rows = await st.db.run(alerts_db.alerts_for_console, None, plate, None, 20)
     alerts = {r["alert_id"]: enrich(r) for r in rows}
     for a in st.live.recent_alerts():
         if a.get("plate") == plate:
@@ -475,7 +438,7 @@ async def api_vehicle(request: web.Request) -> web.Response:
     ent = st.registry.enterprises.get(info.get("enterprise_id", ""))
     info["enterprise"] = ent.name if ent else ""
     info["platform"] = (await st.db.run(_vehicle_platforms)).get(plate)
-    cases = (await st.db.run(_query_cases, None, plate, None, 20, 0))["cases"]
+    cases = (await st.db.run(case_db.cases_for_console, None, plate, None, 20, 0))["cases"]
     return _json({"vehicle": info, "now": _vehicle_row(now, st.registry) if now else None, "cases": cases,
                   "track": [_track_point(p) for p in st.fleet.track(plate)],
                   "alerts": sorted(alerts.values(), key=lambda a: str(a.get("start_ts")), reverse=True)[:20]})
@@ -483,33 +446,18 @@ async def api_vehicle(request: web.Request) -> web.Response:
 
 # --- cases --------------------------------------------------------------------------------------------------
 
-_CASE_COLS = ("case_id, plate, station_id, ts, day, action, violation, excess_kg, fine_yuan, enterprise_id, "
-              "driver_id, source_site_id, status")
-
-
-def _query_cases(conn, status: str | None, plate: str | None, day: str | None, limit: int,
-                 offset: int) -> dict:
-    cond, args = _where({"status": status, "plate": plate, "day": day})
-    total = conn.execute(f"SELECT COUNT(*) FROM cases{cond}", args).fetchone()[0]
-    rows = conn.execute(f"SELECT {_CASE_COLS} FROM cases{cond} ORDER BY ts DESC LIMIT ? OFFSET ?",
-                        args + [limit, offset]).fetchall()
-    counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM cases GROUP BY status")}
-    return {"total": total, "cases": [dict(r) for r in rows], "status_counts": counts}
-
-
 async def api_cases(request: web.Request) -> web.Response:
     st = request.app[STATE]
     day = request.query.get("day") or None
     if day and not _DAY.fullmatch(day):
         return _error(400, "bad_param", "day must be YYYY-MM-DD")
-    res = await st.db.run(_query_cases, request.query.get("status") or None, request.query.get("plate") or None,
+    res = await st.db.run(case_db.cases_for_console, request.query.get("status") or None, request.query.get("plate") or None,
                           day, _int_param(request, "limit", 100, 1, 1000),
                           _int_param(request, "offset", 0, 0, 10_000_000))
     for c in res["cases"]:
         ent = st.registry.enterprises.get(c.get("enterprise_id") or "")
         c["enterprise"] = ent.name if ent else ""
-        stn = st.registry.stations.get(c["station_id"])
-        c["station"] = stn.name if stn else c["station_id"]
+        c["station"] = st.registry.point_name(c["station_id"])      # a fixed station or a mobile unit
     return _json(res)
 
 
@@ -525,20 +473,27 @@ def _apply_act(conn, cfg: Config, case_id: str, action: str, operator: str, reas
                                                            driver_id=driver_id)
 
 
-def _evidence_dir(st: ConsoleState, evidence_path: str | None) -> Path | None:
-    """The case's evidence directory, resolved, and only if it lies inside the evidence root."""
+def _evidence_dir(st: ConsoleState, evidence_path: str | None, case_id: str | None = None) -> Path | None:
+    """The case's evidence directory, resolved, and only if it lies inside the evidence root; when this host
+    does not hold it, the copy materialised from the archive (``CaseStore.evidence_package``)."""
     if not evidence_path:
         return None
     p = Path(evidence_path)
-    if not p.is_absolute():
-        p = st.data_dir / p
+    local = _inside_dir(p if p.is_absolute() else st.data_dir / p, st.evidence_root)
+    if local is None and case_id and _SEGMENT.fullmatch(case_id):
+        return _inside_dir(st.data_dir / EVIDENCE_COPIES / case_id, st.data_dir / EVIDENCE_COPIES)
+    return local
+
+
+def _inside_dir(p: Path, root: Path) -> Path | None:
+    """``p`` (a file: its directory) resolved, if it is a directory inside ``root``."""
     try:
         p = p.resolve()
     except (OSError, RuntimeError):
         return None
     if p.is_file():
         p = p.parent
-    if not p.is_dir() or not _inside(p, st.evidence_root.resolve()):
+    if not p.is_dir() or not _inside(p, root.resolve()):
         return None
     return p
 
@@ -563,7 +518,17 @@ async def api_case(request: web.Request) -> web.Response:
     case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
     if case is None:
         return _error(404, "not_found", "no such case")
-    return _json(_case_view(st, case))
+    view = _case_view(st, case)
+    view["intercept"] = await st.db.run(_case_intercept, case["case_id"])
+    return _json(view)
+
+
+def _case_intercept(conn, case_id: str) -> dict | None:
+    """The intercept task (布控) this case's passage opened or updated, with its outcome: an intercepted
+    truck links to this case — never to a second one (docs/intercept.md)."""
+    from roadwatch.streams.archive.intercept import task_for_case
+    t = task_for_case(conn, case_id)
+    return None if t is None else {k: t.get(k) for k in ("task_id", "case_ids", "targets", "expires_at", "outcome")}
 
 
 def _case_view(st: ConsoleState, case: dict) -> dict:
@@ -574,10 +539,15 @@ def _case_view(st: ConsoleState, case: dict) -> dict:
     drv = reg.drivers.get(case.get("driver_id") or "")
     case["enterprise"] = ent.name if ent else ""
     case["station"] = {"id": stn.station_id, "name": stn.name, "lat": stn.lat, "lon": stn.lon} if stn else None
+    unit = reg.mobile_units.get(case.get("station_id") or "")
+    if unit is not None:          # 流动治超: where it stood is the deployment's place, kept in the manifest
+        placed = ((case.get("manifest") or {}).get("site") or {})
+        case["station"] = {"id": unit.unit_id, "name": unit.name, "lat": placed.get("lat"), "lon": placed.get("lon"),
+                           "mobile": True, "deployment": placed.get("deployment")}
     case["source_site"] = {"id": site.site_id, "name": site.name, "kind": site.kind,
                            "polygon": site.polygon} if site else None
     case["driver"] = drv.name if drv else ""
-    case["evidence_files"] = _evidence_files(_evidence_dir(st, case.get("evidence_path")))
+    case["evidence_files"] = _evidence_files(_evidence_dir(st, case.get("evidence_path"), case.get("case_id")))
     case["actions"] = [{"action": h["act"], "operator": h["by"], "reason": h["reason"], "ts": h["entered_at"],
                         "at": h["at"]} for h in case.get("history", []) if h["act"] != "detect"]
     return case
@@ -653,7 +623,7 @@ async def api_evidence(request: web.Request) -> web.StreamResponse:
             or (Path(name).suffix.lower() not in IMAGE_TYPES and doc_type is None)):
         return _error(404, "not_found", "no such evidence file")
     case = await st.db.run(_case_row, st.cfg, request.match_info["case_id"])
-    d = _evidence_dir(st, case.get("evidence_path") if case else None)
+    d = _evidence_dir(st, case.get("evidence_path"), case.get("case_id")) if case else None
     if d is None:
         return _error(404, "not_found", "no evidence for this case")
     f = (d / name).resolve()
@@ -671,13 +641,8 @@ async def api_evidence(request: web.Request) -> web.StreamResponse:
 # --- fleet status -------------------------------------------------------------------------------------------
 
 def _fleet_rows(conn, day: str) -> tuple[list[dict], dict[str, int], dict[str, int]]:
-    rows = [dict(r) for r in conn.execute("SELECT * FROM vehicle_day WHERE day = ?", (day,))]
-    alerts = {r[0]: r[1] for r in conn.execute(
-        "SELECT plate, COUNT(*) FROM alerts WHERE day = ? GROUP BY plate", (day,))}
-    cases = {r[0] or "": r[1] for r in conn.execute(
-        "SELECT enterprise_id, COUNT(*) FROM cases WHERE status IN ('detected', 'reviewed') "
-        "GROUP BY enterprise_id")}
-    return rows, alerts, cases
+    return (vehicle_days_of(conn, day), alerts_db.alerts_per_plate(conn, day),
+            case_db.open_cases_by_enterprise(conn))
 
 
 async def api_fleet_status(request: web.Request) -> web.Response:
@@ -686,7 +651,16 @@ async def api_fleet_status(request: web.Request) -> web.Response:
     if not _DAY.fullmatch(day):
         return _error(400, "bad_param", "day must be YYYY-MM-DD")
     rows, alerts, cases = await st.db.run(_fleet_rows, day)
-    return _json(today_status(st.cfg, st.registry, day, rows, st.fleet.vehicles(), alerts, cases))
+    out = today_status(st.cfg, st.registry, day, rows, st.fleet.vehicles(), alerts, cases)
+    out["interception"] = await st.db.run(_month_interception, st.cfg, st.registry)
+    return _json(out)
+
+
+def _month_interception(conn, cfg: Config, registry: Registry) -> dict:
+    """This Beijing month's 拦截率 and 查处率 (streams/intercept.py), beside the fleet's day."""
+    from roadwatch.streams.intercept import beijing_month, month_summary
+    now = datetime.now(timezone.utc)
+    return month_summary(conn, cfg, registry, beijing_month(now), now)
 
 
 # --- reports ------------------------------------------------------------------------------------------------
@@ -918,6 +892,8 @@ def create_console_app(cfg: Config, *, archive_path: str | Path, registry: Regis
     r.add_delete("/api/users/{username}", api_user_delete)
     from .platforms_api import add_routes as add_platform_routes   # JT/T 809 platforms (streams/jt809)
     add_platform_routes(r)
+    from .intercept_api import add_routes as add_intercept_routes  # 布控 tasks and outcomes (streams/intercept.py)
+    add_intercept_routes(r)
     state.own_handlers = frozenset(route.handler for route in r.routes())
     return app
 

@@ -7,38 +7,21 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from roadwatch.models.records import format_ts
-from roadwatch.streams.archive import register_schema
+from roadwatch.streams.archive import alerts as db
 
 MAX_NOTE = 500
 
-register_schema("""
-CREATE TABLE IF NOT EXISTS alert_notes (   -- 报警处理意见: every note an operator wrote on an alert
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id  TEXT NOT NULL,
-    operator  TEXT NOT NULL,
-    note      TEXT NOT NULL,
-    ts        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alert_notes_alert ON alert_notes(alert_id, id);
-""")
-
 
 def add_note(conn, alert_id: str, operator: str, note: str, known_live: bool) -> dict | None:
-    if not known_live and conn.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone() is None:
+    if not known_live and not db.alert_exists(conn, alert_id):
         return None
     ts = format_ts(datetime.now(timezone.utc))
-    with conn.transaction():
-        conn.execute("INSERT INTO alert_notes(alert_id, operator, note, ts) VALUES (?,?,?,?)",
-                     (alert_id, operator, note, ts))
-        conn.execute("INSERT INTO alert_acks(alert_id, operator, note, ts) VALUES (?,?,?,?) "
-                     "ON CONFLICT(alert_id) DO UPDATE SET operator = excluded.operator, note = excluded.note, "
-                     "ts = excluded.ts", (alert_id, operator, note, ts))
+    db.add_alert_note(conn, alert_id, operator, note, ts)
     return {"alert_id": alert_id, "ack_by": operator, "ack_ts": ts, "note": note}
 
 
 def notes_for(conn, alert_id: str) -> list[dict]:
-    return [dict(r) for r in conn.execute(
-        "SELECT operator, note, ts FROM alert_notes WHERE alert_id = ? ORDER BY id", (alert_id,))]
+    return db.alert_notes(conn, alert_id)
 
 
 async def api_notes(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ import numpy as np
 import shapely
 from shapely import STRtree
 
+from roadwatch.models.records import iso_to_epoch_ms
 from roadwatch.models.registry import Registry
 
 NEAR_KM = 2.0         # "near <station>" only when really near; further away, coordinates say more
@@ -38,8 +39,8 @@ class Places:
         self._st_lon = np.radians([s.lon for s in st]) if st else np.zeros(0)
 
     def describe(self, lat: float | None, lon: float | None, station_id: str | None = None) -> str:
-        if station_id and station_id in self.registry.stations:
-            return self.registry.stations[station_id].name
+        if station_id and (station_id in self.registry.stations or station_id in self.registry.mobile_units):
+            return self.registry.point_name(station_id)
         if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
             return ""
         if self._tree is not None:
@@ -76,4 +77,11 @@ class Places:
                        "categories": z.categories} for z in reg.zones.values()],
             "sites": [{"id": s.site_id, "name": s.name, "kind": s.kind, "polygon": s.polygon}
                       for s in reg.source_sites.values()],
+            # 流动治超 (models/mobile.py): every deployment with its span; the map draws a unit while one is active
+            "mobile_units": [{"id": u.unit_id, "name": u.name, "county": u.county, "deployments": [
+                {"id": d["deployment_id"], "lat": d["lat"], "lon": d["lon"], "road": d["road"],
+                 "direction": d["direction"], "start": d["start"], "end": d["end"],
+                 "start_ms": iso_to_epoch_ms(d["start"]), "end_ms": iso_to_epoch_ms(d["end"])}
+                for d in sorted(u.deployments, key=lambda d: iso_to_epoch_ms(d["start"]))]}
+                for u in reg.mobile_units.values()],
         }

@@ -1,6 +1,6 @@
 """Console API of the JT/T 809 link: lower platforms' link state and inspections (查岗), and the operator's
 action that sends one to one or all platforms. The link server (``roadwatch platform-link``) picks the
-queued inspections up from the archive; their SQL lives in ``streams/jt809/store.py``."""
+queued inspections up from the archive; their SQL lives in ``streams/archive/platforms.py``."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ from aiohttp import web
 
 from roadwatch.models.config import ConfigError
 from roadwatch.models.platform_rates import connectivity_rate
-from roadwatch.streams.jt809 import store
+from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.inspect_cmd import queue
 from roadwatch.streams.jt809.platforms import load_platforms
 

@@ -13,12 +13,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from roadwatch.models.records import format_ts
-
-
-def months_with_data(conn) -> list[str]:
-    months = {r[0] for r in conn.execute("SELECT DISTINCT substr(day, 1, 7) FROM vehicle_day")}
-    months |= {r[0] for r in conn.execute("SELECT DISTINCT substr(day, 1, 7) FROM wim_verdicts")}
-    return sorted((m for m in months if m), reverse=True)
+from roadwatch.streams.archive.reports import months_with_data
 
 
 def current_month(vehicles: list[dict]) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime
 from aiohttp import web
 
 from roadwatch.models.records import BEIJING, epoch_ms_to_iso
-from roadwatch.streams import cases as _track_schema  # noqa: F401 - registers the track_points table
+from roadwatch.streams.archive.tracks import newest_track_points, plates_in_area, track_span
 
 MAX_TRACK_POINTS = 20_000
 MAX_AREA_SPAN_MS = 31 * 86_400_000
@@ -55,16 +55,14 @@ def parse_bbox(raw: str | None) -> tuple[float, float, float, float]:
 def track_points(conn, plate: str, from_ms: int | None, to_ms: int | None, limit: int = MAX_TRACK_POINTS) -> dict:
     """One vehicle's sampled points in [from, to] (the newest ``limit`` if more), oldest first, and the span
     of everything kept for it (so the browser can offer the range that exists)."""
-    span = conn.execute("SELECT MIN(ts_ms), MAX(ts_ms), COUNT(*) FROM track_points WHERE plate = ?",
-                        (plate,)).fetchone()
+    span = track_span(conn, plate)
     if limit <= 0:                      # only the span kept (the playback's default range)
         return {"plate": plate, "points": [], "truncated": False,
                 "kept_from": epoch_ms_to_iso(span[0]) if span[0] is not None else None,
                 "kept_to": epoch_ms_to_iso(span[1]) if span[1] is not None else None, "kept_points": span[2]}
     lo = from_ms if from_ms is not None else -(2 ** 62)
     hi = to_ms if to_ms is not None else 2 ** 62
-    rows = conn.execute("SELECT ts_ms, lat, lon, speed_kmh FROM track_points WHERE plate = ? AND ts_ms BETWEEN ? "
-                        "AND ? ORDER BY ts_ms DESC LIMIT ?", (plate, lo, hi, limit)).fetchall()
+    rows = newest_track_points(conn, plate, lo, hi, limit)
     pts = [{"ts": epoch_ms_to_iso(r[0]), "ts_ms": r[0], "lat": r[1], "lon": r[2], "speed_kmh": r[3]}
            for r in reversed(rows)]
     return {"plate": plate, "points": pts, "truncated": len(rows) == limit,
@@ -74,10 +72,7 @@ def track_points(conn, plate: str, from_ms: int | None, to_ms: int | None, limit
 
 def vehicles_in_area(conn, bbox: tuple, from_ms: int, to_ms: int) -> list[dict]:
     w, s, e, n = bbox
-    rows = conn.execute(
-        "SELECT plate, COUNT(*), MIN(ts_ms), MAX(ts_ms), MAX(speed_kmh) FROM track_points "
-        "WHERE ts_ms BETWEEN ? AND ? AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ? GROUP BY plate ORDER BY plate",
-        (from_ms, to_ms, s, n, w, e)).fetchall()
+    rows = plates_in_area(conn, s, w, n, e, from_ms, to_ms)
     return [{"plate": r[0], "points": r[1], "first": epoch_ms_to_iso(r[2]), "last": epoch_ms_to_iso(r[3]),
              "max_speed_kmh": r[4]} for r in rows]
 

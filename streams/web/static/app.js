@@ -2,6 +2,7 @@
 // Every piece of data reaches the DOM through textContent / attributes (never innerHTML).
 // Live alerts arrive by Server-Sent Events; vehicle positions are refreshed as JSON every few seconds.
 
+import {el} from "./dom.js";
 import {ConsoleMap, SPEED_BINS} from "./map.js";
 import {ensureNames, initPlatforms, loadPlatforms, platformLabel} from "./platforms.js";
 
@@ -27,19 +28,6 @@ const state = {
 };
 
 // --- small helpers -----------------------------------------------------------------------------------------
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
-    else if (k === "style") e.style.cssText = v;          // CSSOM: the CSP refuses style attributes
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
 function fill(parent, ...children) {
   parent.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
 }
@@ -628,6 +616,19 @@ function historyTable(history) {
       el("td", {text: bjFull(h.entered_at)}), el("td", {text: h.reason || ""})))));
 }
 
+// the intercept task (布控) this case's passage opened, and its field outcome (intercept.html records it)
+const OUTCOME_LABELS = {intercepted: "已拦截", not_found: "未发现", released: "已放行"};
+function interceptTable(t) {
+  const o = t.outcome;
+  return kvTable([
+    ["布控任务", `${t.task_id}（在“布控”页处置）`],
+    ["布控点位", (t.targets || []).map((x) => `${x.name}（${x.km} km，预计 ${bjFull(x.eta)}）`).join("；") || "前方可达范围内无执法点"],
+    ["有效至", bjFull(t.expires_at)],
+    ["处置结果", o ? `${OUTCOME_LABELS[o.outcome] || o.outcome}（${o.by}，${bjFull(o.at)}）`
+      + (o.unloaded_kg !== null && o.unloaded_kg !== undefined ? `；卸载 ${kgs(o.unloaded_kg)}；现场处理：${o.on_the_spot ? "是" : "否"}` : "")
+      + (o.reason ? `；${o.reason}` : "") : "待处置"]]);
+}
+
 function renderCase(c) {
   const box = $("case-detail");
   const m = c.manifest || {};
@@ -707,6 +708,7 @@ function renderCase(c) {
       kvTable([["处理决定", `${VERDICT_LABELS[dec.action] || "—"}${dec.action === "fine" ? `，${yuan(dec.fine_yuan)}` : ""}`],
                ["计入一超四罚", c.violation ? "是" : "否"],
                ["需人工审核的原因", (dec.review_reasons || []).length ? dec.review_reasons.map((x) => REVIEW_REASONS[x] || "其他原因").join("；") : null]])),
+    c.intercept ? section("布控拦截", interceptTable(c.intercept)) : null,
     section("责任主体", kvTable([
       ["车辆所有人", (tg.vehicle && tg.vehicle.owner) || owner.owner || c.enterprise || "—"],
       ["道路运输证号", tg.vehicle && tg.vehicle.transport_cert_no],
@@ -760,11 +762,20 @@ async function loadFleet() {
     card("上线率 online rate", pct(t.online_rate)), card("数据合格率 data quality", pct(t.quality_rate)),
     card("轨迹完整率 track complete", pct(t.track_rate)), card("漂移车辆率 drift", pct(t.drift_rate)),
     card("平均超速次数 overspeed / veh", num(t.avg_overspeed)), card("平均疲劳驾驶 fatigue s / veh", num(t.avg_fatigue_s, 0)),
-    card("今日告警 alerts today", String(t.alerts_today)), card("待处理案件 open cases", String(t.open_cases)));
+    card("今日告警 alerts today", String(t.alerts_today)), card("待处理案件 open cases", String(t.open_cases)),
+    ...interceptionCards(res.interception, card));
   $("fleet-note").textContent = `${res.day}（数据时钟 feed clock）截至目前 so far · 统计范围：入网的两客一危车辆（地图另显示普通货车和未登记车辆）`
     + (res.unregistered_online ? ` · 未登记在线 unregistered online: ${res.unregistered_online}` : "");
   state.fleetRows = res.enterprises;
   renderFleet();
+}
+// this month's 拦截率 and 查处率 (numerator / denominator), as the monthly report counts them
+function interceptionCards(ic, card) {
+  if (!ic) return [];
+  const t = ic.total, q = t.interception_rate, e = t.enforcement_rate;
+  const rate = (r) => (r.percent === null ? "—" : `${r.percent}%`) + ` (${r.numerator}/${r.denominator})`;
+  return [card(`本月拦截率 interception ${ic.month}`, rate(q)), card(`本月查处率 enforcement ${ic.month}`, rate(e)),
+    card("布控中 open intercept tasks", String(t.open)), card("本月卸载 unloaded t", num(t.unloaded_t))];
 }
 function renderFleet() {
   const {k, dir} = state.fleetSort;

@@ -1,17 +1,9 @@
 // The printable overload case form (超限运输案件表): the reading, the limit and its legal basis, both penalty
 // computations, 一超四罚 targets and counters, the evidence images and the case history — every field with a
 // Chinese label and its unit, Beijing times, no internal codes. Data: api/cases/{id} (manifest + history).
+import {$, el} from "./dom.js";
+
 const caseId = decodeURIComponent(location.pathname.split("/").slice(-2)[0]);
-const $ = (id) => document.getElementById(id);
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
 // the same wording as the console (app.js STATUS_LABELS / ACTION_LABELS, models/lifecycle.py LABELS)
 const STATUS = {detected: "待审核", reviewed: "审核中", confirmed: "已确认", dismissed: "不予立案", filed: "已立案",
   notified: "已告知", decided: "已决定", served: "已送达", closed: "已结案", withdrawn: "已撤销"};

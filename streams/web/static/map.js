@@ -2,6 +2,7 @@
 //  - a base layer: a configured tile source (web.tile_url) and/or the bundled administrative boundaries
 //    (province / city / county, static/vendor/boundaries) so a machine without internet still shows where it is;
 //  - zones and loading sites as polygons, WIM stations, and their labels placed without overlap;
+//  - mobile weighing units (流动治超) as orange triangles, only while one of their deployments is active;
 //  - every vehicle drawn on one canvas (20 000 stay smooth), clustered below CLUSTER_MAX_ZOOM with supercluster
 //    (vendored), heading arrows and plate labels when zoomed in;
 //  - a speed-coloured track with a playback marker, and a rectangle tool for the area search.
@@ -74,6 +75,7 @@ export class ConsoleMap {
     this.staticLabels = [];         // [lat, lon, text, priority]
     this.adminLabels = [];          // [lat, lon, text, level]
     this.stations = [];
+    this.mobileUnits = [];          // api/map mobile_units: each with its deployments (start_ms … end_ms)
     this.hits = [];
     if (this.cfg.tile_url) {
       L.tileLayer(this.cfg.tile_url, {attribution: this.cfg.attribution || "", subdomains: "01234567", maxZoom: 18})
@@ -154,7 +156,18 @@ export class ConsoleMap {
     }
     this.stations = (d.stations || []).map((s) => ({...s, _ll: this.ll(s.lat, s.lon)}));
     for (const s of this.stations) this.staticLabels.push([s.lat, s.lon, s.name, 1, "#12355b"]);
+    this.mobileUnits = d.mobile_units || [];
     this.redraw();
+  }
+
+  /** mobile units deployed at ``nowMs`` (default: now), each with the deployment that places it */
+  deployedUnits(nowMs) {
+    const t = nowMs === undefined ? Date.now() : nowMs, out = [];
+    for (const u of this.mobileUnits) {
+      const dep = u.deployments.find((x) => x.start_ms <= t && t < x.end_ms);
+      if (dep) out.push({...u, dep, _ll: this.ll(dep.lat, dep.lon)});
+    }
+    return out;
   }
 
   fit(bbox, points) {
@@ -218,8 +231,22 @@ export class ConsoleMap {
       ctx.fillRect(p.x - 5, p.y - 5, 10, 10); ctx.strokeRect(p.x - 5, p.y - 5, 10, 10);
       this.hits.push({x: p.x, y: p.y, r: 8, kind: "station", ref: s});
     }
-    // place names under the vehicles: stations, zones and sites first, then cities / counties
+    // mobile units while deployed: orange triangles, labelled like stations
+    const deployed = this.deployedUnits();
+    for (const u of deployed) {
+      const p = P(u._ll[0], u._ll[1]);
+      if (p.x < -10 || p.y < -10 || p.x > size.x + 10 || p.y > size.y + 10) continue;
+      ctx.beginPath(); ctx.moveTo(p.x, p.y - 8); ctx.lineTo(p.x + 7, p.y + 5); ctx.lineTo(p.x - 7, p.y + 5); ctx.closePath();
+      ctx.fillStyle = "#f08c00"; ctx.fill(); ctx.lineWidth = 1.5; ctx.strokeStyle = "#fff"; ctx.stroke();
+      this.hits.push({x: p.x, y: p.y, r: 8, kind: "mobile", ref: u});
+    }
+    this.el.dataset.mobile = String(deployed.length);
+    // place names under the vehicles: stations, mobile units, zones and sites first, then cities / counties
     const names = [], placed = [];
+    for (const u of deployed) {
+      const p = P(u._ll[0], u._ll[1]);
+      names.push([p.x + 9, p.y, u.name, 1, "#a35200", false]);
+    }
     for (const [lat, lon, text, prio, color] of this.staticLabels) {
       if (prio === 1 || z >= 9) {
         const [la, lo] = this.ll(lat, lon), p = P(la, lo);
@@ -338,6 +365,8 @@ export class ConsoleMap {
     const t = h.kind === "cluster" ? `${h.ref.properties.point_count} 辆车 vehicles · 点击放大 click to zoom in`
       : h.kind === "vehicle" ? this.handlers.describe(h.ref)
       : h.kind === "station" ? `治超站 WIM station · ${h.ref.name}`
+      : h.kind === "mobile" ? `流动治超 mobile unit · ${h.ref.name} · ${h.ref.dep.road} ${h.ref.dep.direction}` +
+        ` · 部署至 deployed until ${h.ref.dep.end.slice(0, 16).replace("T", " ")}`
       : this.handlers.describeAlert(h.ref);
     this.tip.textContent = t; this.tip.hidden = false;
     this.tip.style.left = (ev.containerPoint.x + 14) + "px"; this.tip.style.top = (ev.containerPoint.y + 10) + "px";

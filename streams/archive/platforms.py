@@ -1,5 +1,4 @@
-"""Archive tables of the JT/T 809 link — all its SQL is here (portable SQL; the archive is opened with
-``streams.archive.open_archive``).
+"""The JT/T 809 link's archive rows (the link itself is ``streams/jt809/``); portable SQL.
 
 - ``platform_sessions``: one row per main-link login (online interval); the basis of 平台连通率.
 - ``platform_events``: append-only link events (login, refused login, logout, loss, slave link …).
@@ -8,8 +7,7 @@
 - ``platform_vehicles``: the platform each plate was last forwarded by (shown in the console).
 
 Times are epoch seconds (REAL) so interval arithmetic needs no date functions of a particular database.
-``conn`` is an ``ArchiveConnection`` (``open_archive``); the read functions also take a plain sqlite3
-connection (``scenario check`` opens the archive read-only).
+``conn`` is an ``ArchiveConnection`` (``open_archive``).
 """
 from __future__ import annotations
 
@@ -17,67 +15,6 @@ import uuid
 from typing import Any
 
 from roadwatch.models.platform_rates import inspection_status
-from roadwatch.streams.archive import register_schema
-
-register_schema("""
-CREATE TABLE IF NOT EXISTS platform_sessions (
-    session_id  TEXT PRIMARY KEY,
-    center_id   INTEGER NOT NULL,
-    start_ts    REAL NOT NULL,
-    last_seen   REAL NOT NULL,        -- last frame received on the main link
-    end_ts      REAL,                 -- NULL while the link is up
-    end_reason  TEXT,                 -- logout | lost | idle | server_stop | server_restart | replaced
-    protocol    INTEGER NOT NULL,
-    peer        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS platform_sessions_center ON platform_sessions(center_id, start_ts);
-
-CREATE TABLE IF NOT EXISTS platform_events (
-    event_id    TEXT PRIMARY KEY,
-    center_id   INTEGER,
-    ts          REAL NOT NULL,
-    event       TEXT NOT NULL,
-    detail      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS platform_events_center ON platform_events(center_id, ts);
-
-CREATE TABLE IF NOT EXISTS platform_inspections (
-    inspection_id  TEXT PRIMARY KEY,
-    center_id      INTEGER NOT NULL,
-    object_type    INTEGER NOT NULL,  -- 1 the platform, 2 one enterprise, 3 all its enterprises
-    object_id      TEXT NOT NULL,
-    info_id        INTEGER NOT NULL,  -- unique per platform; 2011 answers quote it
-    question       TEXT NOT NULL,
-    answer_minutes INTEGER NOT NULL,
-    requested_ts   REAL NOT NULL,
-    requested_by   TEXT NOT NULL,
-    sent_ts        REAL,              -- NULL while queued
-    msg_sn         INTEGER,           -- MSG_SN of the 0x9300 frame; 2019 answers quote it
-    delivered      INTEGER NOT NULL DEFAULT 0,
-    deadline_ts    REAL,
-    answered_ts    REAL,              -- first answer
-    answer         TEXT
-);
-CREATE INDEX IF NOT EXISTS platform_inspections_center ON platform_inspections(center_id, sent_ts);
-
-CREATE TABLE IF NOT EXISTS platform_inspection_answers (
-    answer_id      TEXT PRIMARY KEY,
-    inspection_id  TEXT,              -- NULL when the answer names no inspection we sent
-    center_id      INTEGER NOT NULL,
-    ts             REAL NOT NULL,
-    info_id        INTEGER,
-    source_msg_sn  INTEGER,
-    responder      TEXT NOT NULL,
-    answer         TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS platform_vehicles (
-    plate       TEXT PRIMARY KEY,
-    plate_color INTEGER NOT NULL,
-    center_id   INTEGER NOT NULL,
-    last_seen   REAL NOT NULL
-);
-""")
 
 
 def _id() -> str:
