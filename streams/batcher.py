@@ -139,7 +139,7 @@ class PingBatcher:
 
 # The columns of a ``gps-pings`` record (models/pingbatch.py) in the order of a row tuple.
 ROW_FIELDS = ("plate", "terminal_id", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "plate_color",
-              "alarm_flags", "status_flags", "reupload", "driver_id", "mileage_km", "recv_ts")
+              "alarm_flags", "status_flags", "reupload", "driver_id", "mileage_km", "recv_ts", "jt808_version")
 _NUMERIC_DEFAULTS = (("lat", 0), ("lon", 0), ("speed_kmh", 0), ("heading", 0), ("altitude_m", 0), ("plate_color", 0),
                      ("alarm_flags", 0), ("status_flags", 0))
 
@@ -150,7 +150,8 @@ def _row(p: dict) -> tuple:
     if isinstance(ts, str):
         ts = iso_to_epoch_ms(ts)
     return (p["plate"], p["terminal_id"], ts, *(p.get(k, d) for k, d in _NUMERIC_DEFAULTS),
-            int(p.get("reupload", 0)), p.get("driver_id"), p.get("mileage_km"), p.get("recv_ts"))
+            int(p.get("reupload", 0)), p.get("driver_id"), p.get("mileage_km"), p.get("recv_ts"),
+            int(p.get("jt808_version") or 0))
 
 
 def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
@@ -161,6 +162,8 @@ def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
     if any(r is not None for r in recv):
         cols["recv_ts"] = [r if r is not None else t for r, t in zip(recv, cols["ts"])]
     cols["reupload"] = [int(v) for v in cols["reupload"]]
+    if not any(cols["jt808_version"]):            # no terminal said its protocol (as ``encode_batch``)
+        del cols["jt808_version"]
     return encode_columns(cols, wire)
 
 

@@ -215,7 +215,7 @@ def test_console_devices_page_in_the_browser(tmp_path):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from web_support import ConsoleThread
+    from web_support import ConsoleThread, logged_in_page
     cfg = make_cfg(tmp_path)
     seed_user(cfg, "view", "viewer")
     app = create_console_app(cfg, archive_path=cfg.archive_path, registry=parse_registry(two_device_registry()),
@@ -224,14 +224,7 @@ def test_console_devices_page_in_the_browser(tmp_path):
     with ConsoleThread(app) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1366, "height": 700})
-            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-            page.set_default_timeout(10_000)
-            page.goto(srv.url)
-            page.fill("#username", "view")
-            page.fill("#password", PASSWORD)
-            page.click("#login-btn")
-            page.wait_for_selector("body[data-ready='1']")
+            page = logged_in_page(browser, srv.url, "view", errors, height=700)
             page.click("button[data-view='devices']")
             expect(page.locator("#device-table tr[data-device]")).to_have_count(2)
             expect(page.locator("#device-table tr[data-device='M1']")).to_contain_text("未完成")

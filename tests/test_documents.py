@@ -157,7 +157,7 @@ def test_decision_printed_to_pdf_by_chromium(cli, tmp_path):
 def test_case_page_lists_documents_and_issues_one(cli, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_user
+    from web_support import ConsoleThread, logged_in_page, make_app, make_cfg, seed_user
     cfg = make_cfg(tmp_path)            # the same data dir as the CLI fixture (tmp_path / "var")
     seed_user(cfg, "ops", "operator")
     arch = cfg.archive_path
@@ -173,14 +173,7 @@ def test_case_page_lists_documents_and_issues_one(cli, tmp_path):
     with ConsoleThread(app) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-            page.set_default_timeout(10_000)
-            page.goto(srv.url)
-            page.fill("#username", "ops")
-            page.fill("#password", PASSWORD)
-            page.click("#login-btn")
-            page.wait_for_selector("body[data-ready='1']")
+            page = logged_in_page(browser, srv.url, "ops", errors)
             page.click("button[data-view='cases']")
             page.click(f"tr[data-case='{cid}']")
             expect(page.locator("#documents tr[data-document]")).to_have_count(2)

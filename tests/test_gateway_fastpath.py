@@ -49,8 +49,9 @@ def test_fast_path_matches_the_codec_on_valid_frames():
             iso_to_epoch_ms(loc["ts"]), loc["lat"], loc["lon"], loc["speed_kmh"], loc["heading"],
             float(loc["altitude_m"]), loc["alarm_flags"], loc["status_flags"])
         assert mileage == loc["extras"].get("mileage_km")
-        ours = f.ack(head, 77, serial, 0x0200, 0)
-        theirs = c.build_frame(0x8001, msg.terminal_id, 77, c.encode_general_response(serial, 0x0200, 0),
+        our = rnd.choice((77, 0x7D7E, 0x7E00, rnd.randrange(65536)))   # our serial may need escaping too
+        ours = f.ack(head, our, serial, 0x0200, 0)
+        theirs = c.build_frame(0x8001, msg.terminal_id, our, c.encode_general_response(serial, 0x0200, 0),
                                msg.version, msg.protocol_version or 1)
         assert ours == theirs
 

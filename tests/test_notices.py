@@ -382,7 +382,7 @@ def test_export_issues_a_missing_printable_notice(cli, tmp_path):  # noqa: F811
 def test_browser_case_page_flags_the_overdue_notice_and_the_vehicle_lists_inbound_ones(cli, tmp_path):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
 
-    from web_support import PASSWORD, ConsoleThread, make_app, make_cfg, seed_user
+    from web_support import ConsoleThread, logged_in_page, make_app, make_cfg, seed_user
     cid, arch = overdue_and_inbound(cli, tmp_path, "湘BN983S")
     cfg = make_cfg(tmp_path, **{"paths.archive": str(arch)})
     seed_user(cfg, "ops", "operator")
@@ -392,14 +392,7 @@ def test_browser_case_page_flags_the_overdue_notice_and_the_vehicle_lists_inboun
     with ConsoleThread(app) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-            page.set_default_timeout(10_000)
-            page.goto(srv.url)
-            page.fill("#username", "ops")
-            page.fill("#password", PASSWORD)
-            page.click("#login-btn")
-            page.wait_for_selector("body[data-ready='1']")
+            page = logged_in_page(browser, srv.url, "ops", errors)
             page.click("button[data-view='cases']")
             page.click(f"tr[data-case='{cid}']")
             box = page.locator("#case-agency-notice")

@@ -173,5 +173,5 @@ def test_feed_tools_read_both_forms():
     pings = [_ping(i) for i in range(3)]
     assert ping_lines(encode_batch(pings, "arrow")) == ping_lines(encode_batch(pings, "json"))
     assert arrow_lists(encode_rows([(p["plate"], p["terminal_id"], p["ts"], p["lat"], p["lon"], p["speed_kmh"],
-                                     p["heading"], p["altitude_m"], p["plate_color"], 0, 3, 0, None, None, None)
+                                     p["heading"], p["altitude_m"], p["plate_color"], 0, 3, 0, None, None, None, 0)
                                     for p in pings]))["plate"] == ["苏A12345"] * 3

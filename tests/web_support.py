@@ -156,3 +156,18 @@ def collect_errors(page, errors: list[str]) -> None:
     """Page errors and console errors of ``page`` into ``errors`` (a browser test ends asserting it empty)."""
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+
+
+def logged_in_page(browser, url: str, username: str, errors: list[str], *, width: int = 1366, height: int = 900,
+                   password: str = PASSWORD):
+    """A new page of ``browser`` logged into the console at ``url`` as ``username`` and ready; page errors go
+    into ``errors``."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.set_default_timeout(10_000)
+    page.goto(url)
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("#login-btn")
+    page.wait_for_selector("body[data-ready='1']")
+    return page

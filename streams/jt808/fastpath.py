@@ -114,15 +114,28 @@ def location(frame: bytes):
     return raw[:hlen - 2], digits, (raw[hlen - 2] << 8) | raw[hlen - 1], fix
 
 
-def ack(head: bytes, our_serial: int, serial: int, msg_id: int, result: int) -> bytes:
-    """0x8001 answering the frame whose header began with ``head`` (msg id, props[, version], terminal)."""
+def ack_prefix(head: bytes) -> tuple[bytes, int]:
+    """What every 0x8001 answering frames with this header starts with — ``7E``, msg id, props[, version],
+    terminal id, escaped — and the XOR of those bytes: built once per connection, not per position."""
     if len(head) == 15:                           # 2019: version byte (0 is answered as 1, like the codec)
         ident = (head[4] or 1).to_bytes(1, "big") + head[5:]
         props = 0x4005
     else:
         ident, props = head[4:], 5
-    raw = b"\x80\x01" + props.to_bytes(2, "big") + ident + _REPLY_TAIL.pack(our_serial, serial, msg_id, result)
-    raw += bytes((xor(raw),))
-    if b"\x7d" in raw or b"\x7e" in raw:
-        raw = raw.replace(b"\x7d", b"\x7d\x01").replace(b"\x7e", b"\x7d\x02")
-    return b"\x7e" + raw + b"\x7e"
+    raw = b"\x80\x01" + props.to_bytes(2, "big") + ident
+    return b"\x7e" + raw.replace(b"\x7d", b"\x7d\x01").replace(b"\x7e", b"\x7d\x02"), xor(raw)
+
+
+def ack_with(prefix: bytes, prefix_xor: int, our_serial: int, serial: int, msg_id: int, result: int) -> bytes:
+    """The 0x8001 after ``ack_prefix``: serials, replied id, result, check code, closing 7E."""
+    x = (prefix_xor ^ (our_serial >> 8) ^ (our_serial & 0xFF) ^ (serial >> 8) ^ (serial & 0xFF)
+         ^ (msg_id >> 8) ^ (msg_id & 0xFF) ^ result)
+    tail = _REPLY_TAIL.pack(our_serial, serial, msg_id, result) + bytes((x,))
+    if b"\x7d" in tail or b"\x7e" in tail:
+        tail = tail.replace(b"\x7d", b"\x7d\x01").replace(b"\x7e", b"\x7d\x02")
+    return prefix + tail + b"\x7e"
+
+
+def ack(head: bytes, our_serial: int, serial: int, msg_id: int, result: int) -> bytes:
+    """0x8001 answering the frame whose header began with ``head`` (msg id, props[, version], terminal)."""
+    return ack_with(*ack_prefix(head), our_serial, serial, msg_id, result)

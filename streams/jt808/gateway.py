@@ -13,9 +13,11 @@ Bounds per client: ``gateway.auth_timeout_s`` (deadline to authenticate), ``gate
 ``gateway.max_frames_per_s``, ``gateway.max_frame_bytes``, ``gateway.reassembly_max_bytes``/``_messages``.
 
 Cost per position: each connection is a ``Protocol`` whose ``data_received`` parses everything the read
-delivered and answers with one write; timeouts are one sweep over the connections, not a timer per read;
-counters are summed per connection event and handed to Prometheus once per tick. Pings go through a
-``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to ``dead-letter``.
+delivered and answers with one write; timeouts are sweeps over the connections, not a timer per read;
+counters are summed per connection event and handed to Prometheus once per tick; after a read the loop
+naps ``gateway.coalesce_ms`` so the reads arriving meanwhile share one wake-up (docs/performance.md).
+Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to
+``dead-letter``.
 
 Publishing runs in one background task that hands records to a ``Publisher`` in a worker thread (the
 kafka-python producer blocks) and only drops them from its outbox once ``flush`` confirmed delivery. If
@@ -37,6 +39,8 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from time import monotonic as _monotonic
+from time import time as _time
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +168,8 @@ class _Reassembly:
 class _Conn(asyncio.Protocol):
     """One terminal connection. Small on purpose (slots, lazy extras): 50 000 of them live at once."""
     __slots__ = ("gw", "transport", "host", "buf", "tid", "digits", "vehicle", "serial", "opened", "last_rx",
-                 "tokens", "t_tok", "rejects", "reasm", "failures", "closed_reason")
+                 "tokens", "t_tok", "rejects", "reasm", "failures", "closed_reason", "ack_head", "ack_prefix",
+                 "ack_xor")
 
     def __init__(self, gw: "Gateway", host: str, now: float):
         self.gw = gw
@@ -181,6 +186,8 @@ class _Conn(asyncio.Protocol):
         self.reasm: _Reassembly | None = None
         self.failures = 0
         self.closed_reason: str | None = None
+        self.ack_head = self.ack_prefix = b""    # the fast path's 0x8001 start for this header (``fastpath``)
+        self.ack_xor = 0
 
     # --- asyncio callbacks ---
     def connection_made(self, transport) -> None:
@@ -200,18 +207,24 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         gw = self.gw
-        now = time.monotonic()
+        now = _monotonic()
         self.last_rx = now
+        if gw.coalesce_s and not gw.nap_armed:
+            gw.arm_nap(now)
         buf = self.buf
-        buf += data
-        try:
-            frames = c.split_frames(buf, gw.max_frame)
-        except c.Jt808Error as e:
-            gw.count_reject(e.code)
-            self.close(e.code)
-            return
-        if not frames:
-            return
+        if not buf and data[-1:] == b"\x7e" and data[:1] == b"\x7e" and data.count(b"\x7e") == 2 \
+                and len(data) <= gw.max_frame:
+            frames = (data,)                     # one whole frame per read: what a terminal nearly always sends
+        else:
+            buf += data
+            try:
+                frames = c.split_frames(buf, gw.max_frame)
+            except c.Jt808Error as e:
+                gw.count_reject(e.code)
+                self.close(e.code)
+                return
+            if not frames:
+                return
         rate = gw.rate
         tokens = min(rate, self.tokens + (now - self.t_tok) * rate)
         self.t_tok = now
@@ -325,7 +338,12 @@ class Gateway:
         self._resumed_at = 0.0
         self._rejects: dict[str, int] = {}
         self._frames: dict[int | None, int] = {}
+        self._locations = 0                      # fast-path 0x0200 frames (= pings) since the last tick
         self._pings = 0
+        self._room = self.buffer_max             # pings the batcher may take before back-pressure is checked
+        self.coalesce_s = cfg["gateway.coalesce_ms"] / 1000.0
+        self.nap_armed = False
+        self._nap_from = 0.0
         self._tasks: list[asyncio.Task] = []
         self._thread: _PublishThread | None = None
         self._revoked_mark = ""
@@ -398,6 +416,7 @@ class Gateway:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(self, host, time.monotonic())
         self.connections.add(conn)
+        CONNECTIONS.set(len(self.connections))      # at once, not at the next tick: connects are rare events
         self.pending[conn] = None
         self.pending_by_host[host] = self.pending_by_host.get(host, 0) + 1
         asyncio.get_running_loop().create_task(self._attach(conn, sock))
@@ -423,12 +442,28 @@ class Gateway:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        CONNECTIONS.set(len(self.connections))
         self._unpend(conn)
         if conn.tid is not None and self.by_terminal.get(conn.tid) is conn:
             del self.by_terminal[conn.tid]
         self.flush_rejects(conn)
         if self.listener is not None and self.listener.paused == "max_connections":
             self.listener.resume()
+
+    # --- coalesced wake-ups --------------------------------------------------------------------------
+
+    def arm_nap(self, now: float) -> None:
+        """First read since the loop last napped: once this iteration's callbacks ran, sleep until
+        ``gateway.coalesce_ms`` after ``now``, so the reads arriving meanwhile are handled in one wake-up."""
+        self.nap_armed = True
+        self._nap_from = now
+        asyncio.get_running_loop().call_soon(self._nap)
+
+    def _nap(self) -> None:
+        wait = self._nap_from + self.coalesce_s - _monotonic()
+        if wait > 0:
+            time.sleep(wait)               # the loop blocks on purpose: sockets fill, the next poll takes all
+        self.nap_armed = False
 
     # --- publishing --------------------------------------------------------------------------------
 
@@ -445,6 +480,7 @@ class Gateway:
 
     def _enqueue_batch(self, partition: int, key: bytes, value: bytes) -> None:
         self._enqueue(Out(GPS_PINGS, key, value, partition, self.batcher.last_batch_size))
+        self._room = self.buffer_max - self.outbox.pings
 
     def count_reject(self, reason: str) -> None:
         self._rejects[reason] = self._rejects.get(reason, 0) + 1
@@ -473,6 +509,10 @@ class Gateway:
             rejects, self._rejects = self._rejects, {}
             for reason, n in rejects.items():
                 REJECTED.labels(reason=reason).inc(n)
+        if self._locations:
+            FRAMES.labels(msg_id="0x0200").inc(self._locations)
+            self._pings += self._locations
+            self._locations = 0
         if self._pings:
             PINGS.inc(self._pings)
             self._pings = 0
@@ -481,6 +521,7 @@ class Gateway:
 
     def _update_pressure(self) -> None:
         n = self.buffered_pings
+        self._room = self.buffer_max - self.outbox.pings
         BUFFERED.set(n)
         if n >= self.buffer_max and not self.reads_paused:
             self.reads_paused = True
@@ -511,17 +552,22 @@ class Gateway:
     async def _tick_loop(self) -> None:
         """Per tick: due ping batches, counters, back-pressure; less often: deadlines, idle connections,
         revoked codes, and moving long-lived objects out of the cyclic collector."""
-        tick = min(0.05, max(0.005, self.batcher.max_s / 4))
-        sweep_every = max(tick, min(1.0, self.auth_s / 4, self.idle_s / 4))
+        # wake when the oldest pending ping is due (one wake-up per batch interval while pings flow, not a
+        # fixed 50 ms tick), and at least every ``tick`` for counters, back-pressure and deadlines
+        tick = min(0.25, max(0.005, self.batcher.max_s / 2))
+        sweep_every = max(tick, min(1.0, self.auth_s / 4))
+        # the idle check walks every connection: a tenth of the timeout is precise enough
+        idle_every = max(sweep_every, self.idle_s / 10)
         revocation_every = self.cfg["gateway.revocation_check_s"]
         freeze_every = self.cfg["gateway.gc_freeze_s"]
-        next_sweep = next_revocation = time.monotonic()
+        next_sweep = next_revocation = next_idle = time.monotonic()
         next_freeze = time.monotonic() + freeze_every
         while True:
-            await asyncio.sleep(tick)
+            due = self.batcher.next_due()
+            await asyncio.sleep(tick if due is None else min(tick, max(0.002, due - time.monotonic())))
             try:
                 due = self.batcher.next_due()
-                if due is not None and due <= time.monotonic():
+                if due is not None and due <= time.monotonic() + 0.001:
                     # all partitions at once: one publish cycle (send + flush in the publish thread, ~1 ms of
                     # CPU in kafka-python) per batch interval instead of one per partition
                     self.batcher.flush()
@@ -532,7 +578,10 @@ class Gateway:
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = now + sweep_every
-                self._sweep(now)
+                self._sweep_pending(now)
+            if now >= next_idle:
+                next_idle = now + idle_every
+                self._sweep_idle(now)
             if now >= next_revocation:
                 next_revocation = now + revocation_every
                 self._close_revoked()
@@ -540,13 +589,15 @@ class Gateway:
                 next_freeze = now + freeze_every
                 gc.freeze()
 
-    def _sweep(self, now: float) -> None:
+    def _sweep_pending(self, now: float) -> None:
         while self.pending:
             conn = next(iter(self.pending))
             if now - conn.opened < self.auth_s:
                 break
             conn.close("auth_timeout", abort=True)
             self.forget(conn)
+
+    def _sweep_idle(self, now: float) -> None:
         limit = now - self.idle_s
         if self.reads_paused or self._resumed_at > limit:
             return                         # silence is ours while reads are (or were just) paused
@@ -639,13 +690,18 @@ class Gateway:
         head, digits, serial, (ts, lat, lon, speed, heading, alt, alarm, status, mileage) = parsed
         conn.digits = digits
         plate, color = conn.vehicle                  # type: ignore[misc]
+        # the header's protocol (a 2019 header is 15 bytes up to the serial) names the alarm bits downstream
         self.batcher.add_row((plate, digits, ts, lat, lon, speed, heading, alt, color, alarm, status, 0,
-                              self.drivers.get(conn.tid), mileage, int(time.time() * 1000)))    # ROW_FIELDS
-        self._pings += 1
-        self._frames[c.LOCATION] = self._frames.get(c.LOCATION, 0) + 1
-        if self.buffered_pings >= self.buffer_max:
+                              self.drivers.get(conn.tid), mileage, int(_time() * 1000),
+                              2019 if len(head) == 15 else 2013))    # ROW_FIELDS
+        self._locations += 1
+        if self.batcher.pending >= self._room:
             self._update_pressure()
-        return fastpath.ack(head, conn.next_serial(), serial, c.LOCATION, c.RESULT_OK)
+        if head != conn.ack_head:
+            conn.ack_head = head
+            conn.ack_prefix, conn.ack_xor = fastpath.ack_prefix(head)
+        serial_out = conn.serial = (conn.serial + 1) & 0xFFFF
+        return fastpath.ack_with(conn.ack_prefix, conn.ack_xor, serial_out, serial, c.LOCATION, c.RESULT_OK)
 
     def _impostor(self, conn: _Conn, head: c.Message, frame: bytes) -> bytes | None:
         """A frame carrying another terminal id on an authenticated connection: refused, connection closed."""
@@ -852,14 +908,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             import uvloop
         except ImportError:
             raise UsageError("gateway.event_loop = \"uvloop\" needs the uvloop package "
-                             "(pip install 'roadwatch[uvloop]')") from None
+                             "(pip install uvloop, or set gateway.event_loop = \"asyncio\")") from None
         run_loop = uvloop.run
     else:
-        from .coalesce import loop_factory
-
-        def run_loop(coro):
-            with asyncio.Runner(loop_factory=loop_factory(cfg["gateway.coalesce_ms"])) as runner:
-                return runner.run(coro)
+        run_loop = asyncio.run
     profiler = None
     if args.profile:
         try:
