@@ -46,6 +46,13 @@ def table(r: dict, pg: dict | None = None) -> str:
                      f"{_k(r['scale_rate'])} pings/s = **{r['scale_ratio']:.2f} ×** the raw consumer"
                      + (", every ping counted exactly once" if ok else ", ARCHIVE COUNT MISMATCH")))
     if pg:
+        # the PostgreSQL run skips the baseline (--skip a): its ratios are against this run's raw consumer
+        pg = dict(pg)
+        for rate, base, ratio in (("ping_rate", "baseline_rate", "ratio"), ("ping_rate_cpu", "baseline_rate_cpu",
+                                                                          "ratio_cpu"),
+                                  ("scale_rate", "baseline_rate", "scale_ratio")):
+            if pg.get(rate) and not pg.get(ratio) and r.get(base):
+                pg[ratio] = pg[rate] / r[base]
         parts = []
         if pg.get("ratio"):
             parts.append(f"one worker {_k(pg['ping_rate'])} pings/s = {pg['ratio']:.2f} (per CPU second "

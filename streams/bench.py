@@ -306,25 +306,30 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
         ends = produce_batches(broker.bootstrap, f, batch, partitions, cfg["stream.wire_format"])
         wps, ports = [], []
         try:
+            # all workers start together (one waiting for the other would let the first take most of the feed
+            # alone), and the rate counts only pings processed while this loop watched: from the first
+            # observed progress, minus what was already done then
             for _ in range(workers):
-                wp, p, _s = ready_worker(lambda p: WorkerProcess(
+                p = free_port()
+                wps.append(WorkerProcess(
                     broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
                     env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
-                         "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)}), 90)
-                wps.append(wp)
+                         "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)}))
                 ports.append(p)
-            t_first = None
+            for wp in wps:
+                wp.wait_ready(90)
+            t_first, done0 = None, 0
             t0 = time.monotonic()
             while time.monotonic() - t0 < 600:
                 done = sum(pings_done(p) for p in ports)
                 now = time.perf_counter()
                 if t_first is None and done > 0:
-                    t_first = now
+                    t_first, done0 = now, done
                 if done >= n:
                     break
                 _progress(f"{workers} workers", int(done), n, t0)
                 time.sleep(0.02)
-            rate = n / max(1e-9, time.perf_counter() - t_first)
+            rate = (n - done0) / max(1e-9, time.perf_counter() - t_first)
             per_worker = [pings_done(p) for p in ports]
             wait_consumed(broker.bootstrap, ends, timeout=120)
         finally:
