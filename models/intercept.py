@@ -254,17 +254,31 @@ def _attach(registry: Registry, p: EnforcementPoint, attach_km: float) -> tuple[
     return best, (best_km if best else 0.0)
 
 
+def graph_start(registry: Registry, station_id: str, points: Iterable[EnforcementPoint],
+                prm: Params) -> tuple[str | None, float]:
+    """The road-graph node a passage starts from and its offset (km): a fixed station is its own node; a
+    mobile unit (not a node) starts where its deployment joins the graph, as a mobile target would."""
+    if station_id in registry.stations:
+        return station_id, 0.0
+    here = next((p for p in points if p.point_id == station_id), None)
+    return _attach(registry, here, prm.mobile_attach_km) if here is not None else (None, 0.0)
+
+
 def graph_targets(registry: Registry, station_id: str, points: Iterable[EnforcementPoint], prm: Params, *,
                   from_ms: int, speed_kmh: float) -> list[dict]:
     """Points downstream of the passage station on the road graph, ETA at ``speed_kmh``."""
-    dist = road_distances(registry, station_id)
+    points = list(points)
+    start, start_off = graph_start(registry, station_id, points, prm)
+    if start is None:
+        return []
+    dist = road_distances(registry, start)
     factor = prm.road_factor
     out = []
     for p in points:
         node, off = _attach(registry, p, prm.mobile_attach_km)
-        if node is None or node == station_id or node not in dist:
-            continue              # off the graph, at the passage station itself, or not downstream
-        out.append(_target(p, dist[node] + off * factor, from_ms, speed_kmh))
+        if node is None or node == start or node not in dist or p.point_id == station_id:
+            continue              # off the graph, at the passage's own node, or not downstream
+        out.append(_target(p, dist[node] + (start_off + off) * factor, from_ms, speed_kmh))
     return _pick(out, prm, from_ms)
 
 

@@ -142,17 +142,24 @@ def _pick(cfg, targets: list[tuple[float, str, float]]) -> list[tuple[float, str
 
 
 def road_targets(registry, station_id: str, t: int, speed: float, cfg: Config) -> list[tuple[float, str, float]]:
-    """(eta min, point id, km) downstream of ``station_id`` over the road graph, nearest first."""
-    if station_id not in registry.stations:
+    """(eta min, point id, km) downstream of ``station_id`` over the road graph, nearest first. A mobile unit
+    starts where its deployment joins the graph (docs/intercept.md)."""
+    points = enforcement_points(registry, t)
+    if station_id in registry.stations:
+        start, start_off = station_id, 0.0
+    else:
+        here = next((p for p in points if p["id"] == station_id), None)
+        start, start_off = _attach(registry, here, cfg) if here is not None else (None, 0.0)
+    if start is None:
         return []
-    dist = road_km(registry.stations, station_id)
+    dist = road_km(registry.stations, start)
     v = _speed(cfg, speed)
     out = []
-    for p in enforcement_points(registry, t):
+    for p in points:
         node, off = _attach(registry, p, cfg)
-        if node is None or node == station_id or node not in dist:
+        if node is None or node == start or node not in dist or p["id"] == station_id:
             continue
-        km = dist[node] + off * cfg["intercept.road_factor"]
+        km = dist[node] + (start_off + off) * cfg["intercept.road_factor"]
         out.append((km / v * 60.0, p["id"], km))
     return _pick(cfg, out)
 

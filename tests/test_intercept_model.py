@@ -151,6 +151,24 @@ def test_mobile_team_on_the_graph_and_by_heading():
                                                       passage_speed_kmh=60.0)["targets"]]
 
 
+
+def test_a_detection_by_a_mobile_unit_starts_where_its_deployment_joins_the_graph():
+    reg = graph()
+    # the unit weighs 3 km from A (attached to A): downstream of A, plus its own offset × road factor
+    here = I.EnforcementPoint("M3", "mobile", "流动3", 34.70 - 3.0 / 111.2, 113.60)
+    off = haversine_km_scalar(here.lat, here.lon, 34.70, 113.60) * 1.3
+    t = I.plan(verdict(station="M3"), reg, Config(), mobile=[here], passage_speed_kmh=60.0)
+    assert t["basis"] == "road_graph"
+    assert [(x["point_id"], x["km"]) for x in t["targets"]] == [("K1", round(50.0 + off, 2)),
+                                                                ("K2", round(80.0 + off, 2))]
+    # at its own station node: no offset; off the graph (nothing within reach): no road-graph target
+    at_b = I.EnforcementPoint("M4", "mobile", "流动4", 34.97, 113.60, "B")
+    assert [(x["point_id"], x["km"]) for x in I.plan(verdict(station="M4"), reg, Config(), mobile=[at_b],
+                                                     passage_speed_kmh=60.0)["targets"]] == [("K1", 20.0)]
+    far = I.EnforcementPoint("M2", "mobile", "流动2", 36.5, 113.6)
+    assert I.plan(verdict(station="M2"), reg, Config(), mobile=[far], passage_speed_kmh=60.0)["targets"] == []
+
+
 # --- one open task per truck ---------------------------------------------------------------------------------
 
 def test_repeated_passage_updates_the_open_task():
