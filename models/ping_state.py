@@ -643,19 +643,19 @@ class PingProcessor:
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
 
-    def _add_day(self, vi: int, d: int, f: int, value: float) -> bool:
-        """Scalar counter update for the rare paths (gap fill, offline). False when the day is stale."""
+    def _add_day(self, vi: int, d: int, f: int, value: float) -> None:
+        """Scalar counter update for the rare paths (gap fill, offline); a day no longer held goes to
+        ``past`` (its stored row is recomputed)."""
         vi_a, d_a = np.array([vi]), np.array([d])
         if self._slot_prepare(vi_a, d_a)[0]:
             self.stale_total += 1
             delta = np.zeros(N_FIELDS)
             delta[f] = value
             self._add_past(vi, d, delta)
-            return True
+            return
         s = d % self.slots
         self.a["cnt"][vi, s, f] += value
         self.a["dirty"][vi, s] = True
-        return True
 
     # --- the per-round rule steps (one function per rule, applied in ROUND_STEPS order) ---------------
     def _round(self, P: np.ndarray, c: "_Batch", alerts: list, out: ProcessOutput, steps=None,
@@ -1054,8 +1054,8 @@ class PingProcessor:
                 self._add_day(v, res[1], F_DRIFT, 1.0)
             else:
                 for day_, dkm, dinc in res[1]:
-                    if self._add_day(v, day_, F_KM, dkm):
-                        self._add_day(v, day_, F_KMINC, dinc)
+                    self._add_day(v, day_, F_KM, dkm)
+                    self._add_day(v, day_, F_KMINC, dinc)
 
     # --- alert builders -----------------------------------------------------------------------------
     def _overspeed_alert(self, v: int, end_ms: int | None) -> dict:
