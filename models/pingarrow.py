@@ -299,10 +299,11 @@ def _bad(mask: np.ndarray, code: str, detail) -> None:
         raise InvalidRecord(code, f"ping {i}: {detail(i)}")
 
 
-def string_offsets(col: pa.Array) -> np.ndarray:
-    """The n + 1 value offsets of a (large_)string array, zero-copy: value i is bytes [o[i], o[i+1])."""
+def _byte_lengths(col: pa.Array) -> np.ndarray:
+    """UTF-8 byte length of each value of a (large_)string array, from its offsets buffer (no copy of it)."""
     dt = np.int64 if pa.types.is_large_string(col.type) else np.int32
-    return np.frombuffer(col.buffers()[1], dtype=dt, count=len(col) + 1, offset=col.offset * np.dtype(dt).itemsize)
+    return np.diff(np.frombuffer(col.buffers()[1], dtype=dt, count=len(col) + 1,
+                                 offset=col.offset * np.dtype(dt).itemsize))
 
 
 def _text(name: str, f, col: pa.Array, n: int) -> pa.Array:
@@ -316,7 +317,7 @@ def _text(name: str, f, col: pa.Array, n: int) -> pa.Array:
     lim = int(f.hi)
     # a UTF-8 string has at least one byte per character: byte lengths all within 1..lim settle it
     # without decoding; only otherwise are the characters counted
-    blen = np.diff(string_offsets(col))
+    blen = _byte_lengths(col)
     if col.null_count:
         blen = np.where(col.is_null().to_numpy(zero_copy_only=False), 1, blen)
     if blen.min() >= 1 and blen.max() <= lim:
