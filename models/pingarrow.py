@@ -238,6 +238,8 @@ def batch_columns(batch: pa.RecordBatch, *, years: tuple[int, int] | None = None
     if len(set(names)) != len(names):
         raise InvalidRecord("bad_type", "duplicate column names")
     out: dict[str, Any] = {}
+    lists: dict[str, Any] = {}     # deferred Python lists (PingColumns.deferred): made only when read
+    arrow: dict[str, Any] = {}
     for name, f in FIELDS.items():
         col = batch.column(name) if name in names else None
         if col is not None and col.null_count == n and name in _OPTIONAL_COLUMNS:
@@ -245,13 +247,23 @@ def batch_columns(batch: pa.RecordBatch, *, years: tuple[int, int] | None = None
         if col is None:
             if f.required:
                 raise InvalidRecord("missing_field", f"ping 0: {name} is required")
-            out[name] = None if name in _OPTIONAL_COLUMNS else _default(name, f, n)
+            if name in _LIST_COLUMNS:
+                lists[name] = _nones(n)
+            else:
+                out[name] = None if name in _OPTIONAL_COLUMNS else _default(name, f, n)
             continue
         if f.required and col.null_count:
             raise InvalidRecord("missing_field", f"ping {_first_null(col)}: {name} is required")
         try:
-            out[name] = (_time(name, f, col, n, years, out) if f.kind == "time"
-                         else _COLUMN[f.kind](name, f, col, n, years))
+            if f.kind == "text":
+                col = _text(name, f, col, n)
+                arrow[name] = col
+                lists[name] = _nones(n) if col.null_count == n else col.to_pylist
+            elif name == "mileage_km":
+                lists[name] = _mileage(name, f, col, n)
+            else:
+                out[name] = (_time(name, f, col, n, years, out) if f.kind == "time"
+                             else _COLUMN[f.kind](name, f, col, n, years))
         except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
             if isinstance(e, InvalidRecord):
                 raise
@@ -261,12 +273,17 @@ def batch_columns(batch: pa.RecordBatch, *, years: tuple[int, int] | None = None
         if null is not None:
             out["recv_ts"] = np.where(null, out["ts"], out["recv_ts"])
     out.pop("_recv_null", None)
-    return PingColumns(**out)
+    return PingColumns.deferred(lists, arrow, **out)
+
+
+_LIST_COLUMNS = ("plate", "terminal_id", "driver_id", "mileage_km")
+
+
+def _nones(n: int):
+    return lambda: [None] * n
 
 
 def _default(name: str, f, n: int):
-    if name in ("driver_id", "mileage_km"):
-        return [None] * n
     if f.kind == "bool":
         return np.zeros(n, dtype=bool)
     return np.full(n, f.default, dtype=np.int64 if f.kind == "int" else np.float64)
@@ -282,21 +299,33 @@ def _bad(mask: np.ndarray, code: str, detail) -> None:
         raise InvalidRecord(code, f"ping {i}: {detail(i)}")
 
 
-def _text(name: str, f, col: pa.Array, n: int, years) -> list:
+def _byte_lengths(col: pa.Array) -> np.ndarray:
+    """UTF-8 byte length of each value of a (large_)string array, from its offsets buffer (no copy of it)."""
+    dt = np.int64 if pa.types.is_large_string(col.type) else np.int32
+    return np.diff(np.frombuffer(col.buffers()[1], dtype=dt, count=len(col) + 1,
+                                 offset=col.offset * np.dtype(dt).itemsize))
+
+
+def _text(name: str, f, col: pa.Array, n: int) -> pa.Array:
+    """The validated string column (dictionaries decoded): every value 1–``f.hi`` characters."""
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise InvalidRecord("bad_type", f"{name} must be a string column, not {col.type}")
-    lens = pc.utf8_length(col)
-    lim = int(f.hi)
-    lo, hi = pc.min_max(lens).values()
-    if col.null_count < n and not (lo.as_py() > 0 and hi.as_py() <= lim):
-        ln = lens.to_numpy(zero_copy_only=False)
-        ln = np.where(col.is_null().to_numpy(zero_copy_only=False), 1, ln)
-        _bad((ln < 1) | (ln > lim), "bad_type", lambda i: f"{name} must be a string of 1–{lim} characters")
     if col.null_count == n:
-        return [None] * n
-    return col.to_pylist()   # Python strings: the engine keys its state by plate
+        return col
+    lim = int(f.hi)
+    # a UTF-8 string has at least one byte per character: byte lengths all within 1..lim settle it
+    # without decoding; only otherwise are the characters counted
+    blen = _byte_lengths(col)
+    if col.null_count:
+        blen = np.where(col.is_null().to_numpy(zero_copy_only=False), 1, blen)
+    if blen.min() >= 1 and blen.max() <= lim:
+        return col
+    ln = pc.utf8_length(col).to_numpy(zero_copy_only=False)
+    ln = np.where(col.is_null().to_numpy(zero_copy_only=False), 1, ln)
+    _bad((ln < 1) | (ln > lim), "bad_type", lambda i: f"{name} must be a string of 1–{lim} characters")
+    return col
 
 
 def _numbers(name: str, f, col: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -311,11 +340,21 @@ def _numbers(name: str, f, col: pa.Array, n: int) -> tuple[np.ndarray, np.ndarra
     return a, null
 
 
-def _number(name: str, f, col: pa.Array, n: int, years):
-    if name == "mileage_km" and col.null_count == n:
+def _mileage(name: str, f, col: pa.Array, n: int):
+    """Validated now; the list of floats and Nones (the JSON form's shape) made when it is read."""
+    if col.null_count == n:
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
             raise InvalidRecord("bad_type", f"{name} must be a numeric column, not {col.type}")
-        return [None] * n
+        return _nones(n)
+    v, null = _number(name, f, col, n, None)
+
+    def as_list() -> list:
+        vals = v.tolist()
+        return vals if null is None else [None if m else x for x, m in zip(vals, null.tolist())]
+    return as_list
+
+
+def _number(name: str, f, col: pa.Array, n: int, years):
     a, null = _numbers(name, f, col, n)
     if f.kind == "int":
         if a.dtype.kind == "f":
@@ -325,18 +364,21 @@ def _number(name: str, f, col: pa.Array, n: int, years):
         if a.dtype == np.uint64:
             _bad(a > np.uint64(f.hi), "out_of_range", lambda i: f"{name}={a[i]} outside [{f.lo:g}, {f.hi:g}]")
         v = a.astype(np.int64)
-        _bad((v < f.lo) | (v > f.hi), "out_of_range", lambda i: f"{name}={v[i]} outside [{f.lo:g}, {f.hi:g}]")
+        if not (a.dtype.kind in "iu" and np.iinfo(a.dtype).min >= f.lo and np.iinfo(a.dtype).max <= f.hi):
+            # (a wire type that cannot hold a value out of bounds — uint8 plate_color — needs no check)
+            _bad((v < f.lo) | (v > f.hi), "out_of_range", lambda i: f"{name}={v[i]} outside [{f.lo:g}, {f.hi:g}]")
         if null is not None:
             v[null] = f.default
         return v
     v = a if a.dtype == np.float64 else a.astype(np.float64)
+    if null is None and v.min() >= f.lo and v.max() <= f.hi:    # NaN fails both: the exact check says which
+        return (v, null) if name == "mileage_km" else v
     bad = ~np.isfinite(v) | (v < f.lo) | (v > f.hi)
     if null is not None:
         bad &= ~null
     _bad(bad, "out_of_range", lambda i: f"{name}={v[i]} outside [{f.lo:g}, {f.hi:g}]")
     if name == "mileage_km":
-        vals = v.tolist()
-        return vals if null is None else [None if m else x for x, m in zip(vals, null.tolist())]
+        return v, null
     return v
 
 
@@ -382,4 +424,4 @@ def _bool(name: str, f, col: pa.Array, n: int, years) -> np.ndarray:
     raise InvalidRecord("bad_type", f"{name} must be a boolean column, not {t}")
 
 
-_COLUMN = {"text": _text, "int": _number, "float": _number, "bool": _bool}
+_COLUMN = {"int": _number, "float": _number, "bool": _bool}

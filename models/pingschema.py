@@ -87,7 +87,38 @@ class PingColumns:
     jt808_version: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.plate)
+        return len(self.ts)
+
+    # A batch decoded from Arrow (models/pingarrow.py) makes the Python lists of its text and mileage
+    # columns only when they are read: the ping agent never reads ``terminal_id`` and resolves plates to
+    # vehicles on the Arrow column (``arrow_column``), so a ping costs no Python string on that path.
+    @classmethod
+    def deferred(cls, lists: dict[str, Callable[[], list]], arrow: dict[str, Any], **columns) -> "PingColumns":
+        """Columns given now, plus ``lists``: name → function making that list on first read; ``arrow``:
+        name → the column's Arrow array (the same values)."""
+        obj = cls.__new__(cls)
+        obj.__dict__.update(columns, _lazy=dict(lists), _arrow=dict(arrow))
+        return obj
+
+    def __getattr__(self, name: str):
+        # reached only for an attribute not set: a deferred list not read yet
+        lazy = self.__dict__.get("_lazy")
+        if lazy and name in lazy:
+            value = self.__dict__[name] = lazy.pop(name)()
+            return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        d = self.__dict__
+        if "_arrow" in d:                   # a column replaced: its Arrow form no longer holds its values
+            d["_arrow"].pop(name, None)
+            d["_lazy"].pop(name, None)
+        d[name] = value
+
+    def arrow_column(self, name: str):
+        """The Arrow array of column ``name`` when the batch was decoded from Arrow, else None."""
+        arrow = self.__dict__.get("_arrow")
+        return arrow.get(name) if arrow else None
 
 
 _LISTS = ("plate", "terminal_id", "driver_id", "mileage_km")

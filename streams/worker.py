@@ -19,6 +19,7 @@ from .deadletter import send_dead_letter
 from .retry import Faults
 
 log = logging.getLogger("roadwatch.worker")
+ALERTS_OUT = M.MESSAGES.labels(topic=T.ALERTS, direction="out")
 READY_LINE = "roadwatch worker ready"
 
 
@@ -40,13 +41,18 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
         if persist:
             archive.upsert_alerts(conn, alerts)
         now = time.time()
+        live = ctx.live
+        send = alerts_topic.send_soon
+        by_type: dict[str, int] = {}
         for a in alerts:
             # send_soon: into the producer's buffer without a round trip through the event loop per alert
-            alerts_topic.send_soon(key=a["plate"].encode(), value=orjson.dumps(a))
-            M.ALERTS.labels(type=a["type"]).inc()
-            if ctx.live is not None:
-                ctx.live.publish_alert(a)
-        M.MESSAGES.labels(topic=T.ALERTS, direction="out").inc(len(alerts))
+            send(key=a["plate"].encode(), value=orjson.dumps(a))
+            by_type[a["type"]] = by_type.get(a["type"], 0) + 1
+            if live is not None:
+                live.publish_alert(a)
+        for type_, count in by_type.items():       # metric children: one lookup per type and batch
+            M.ALERTS.labels(type=type_).inc(count)
+        ALERTS_OUT.inc(len(alerts))
         if recv_ms:
             M.LATENCY.labels(path="gps").observe(max(0.0, now - recv_ms / 1000))
 

@@ -302,3 +302,18 @@ def test_blind_area_backlog_after_a_silence_is_one_offline_event():
     (a,) = of_type(alerts, "offline")
     assert a["start_ts"] == "2026-03-02T10:00:00+08:00" and a["end_ts"] == "2026-03-02T10:40:00+08:00"
     assert row(p)["2026-03-02"]["offline_events"] == 1
+
+
+def test_alert_times_are_format_ts_of_the_instant():
+    """Alert times are built without a datetime per alert (``beijing_iso``): the same text as
+    ``format_ts`` for any instant, across day, month, year and leap-day boundaries and before 1970."""
+    import random
+    from datetime import datetime, timezone
+
+    from roadwatch.models.monitoring import beijing_iso
+    from roadwatch.models.records import format_ts
+    rng = random.Random(19)
+    edges = [0, -1, -999, -1000, -1001, 999, 57_599_999, 57_600_000, 951_753_599_999, 951_753_600_000,
+             1_767_196_799_999, 1_767_196_800_000, 4_102_415_999_999]
+    for ms in edges + [rng.randrange(-10**12, 5 * 10**12) for _ in range(20_000)]:
+        assert beijing_iso(ms) == format_ts(datetime.fromtimestamp(ms / 1000, tz=timezone.utc)), ms

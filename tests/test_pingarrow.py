@@ -90,6 +90,9 @@ def test_batcher_writes_arrow_by_default_and_json_when_configured():
     {}, {"heading": 1.5}, {"heading": 70000}, {"alarm_flags": 2 ** 33}, {"reupload": 2}, {"reupload": 1},
     {"plate": ""}, {"plate": "x" * 17}, {"ts": 5}, {"ts": "2025-11-10T10:00:00+08:00"}, {"speed_kmh": -1.0},
     {"plate_color": 256}, {"driver_id": None, "mileage_km": None}, {"recv_ts": T0 + 500}, {"jt808_version": 2019},
+    # lengths count characters, not UTF-8 bytes (the Arrow reader checks bytes first, characters when needed)
+    {"plate": "苏" * 16}, {"plate": "苏" * 17}, {"terminal_id": "终" * 20}, {"terminal_id": "终" * 21},
+    {"driver_id": "驾" * 64}, {"driver_id": "驾" * 65}, {"driver_id": ""}, {"mileage_km": None},
 ])
 def test_both_forms_accept_and_refuse_alike(change):
     pings = [_ping(0, **change), _ping(1)]
