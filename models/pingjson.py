@@ -14,8 +14,8 @@ its own reason and line number. Arrow's reader is laxer than JSON in a few ways,
 - invalid UTF-8 in a key or an ignored field → the whole block is checked as UTF-8 first;
 - values of the wrong JSON type, duplicate keys, surrogates, control characters → Arrow refuses the block.
 
-``ts``/``recv_ts`` are read as int64 (epoch ms) or as strings (ISO-8601) by the type in the block's first
-line; strings go through the same time parser as the per-line path (``pingschema._time_column``).
+``ts``/``recv_ts`` are read as int64 (epoch ms) or as strings (ISO-8601) by their type in the block's first
+line (an absent ``recv_ts``: the type of ``ts``); strings go through the same time parser as the per-line path (``pingschema._time_column``).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _schema(str_times: frozenset) -> pa.Schema:
                       for k, f in FIELDS.items()])
 
 
-_SCHEMAS = {s: _schema(s) for s in (frozenset(), frozenset(_TIMES), frozenset({"recv_ts"}))}
+_SCHEMAS = {s: _schema(s) for s in (frozenset(), frozenset({"ts"}), frozenset({"recv_ts"}), frozenset(_TIMES))}
 
 
 class LineErrors(list):
@@ -127,9 +127,8 @@ def block_table(block: bytes, block_size: int = 1 << 20) -> pa.Table | None:
         first = orjson.loads(block[:nl[0]])
         if type(first) is not dict:
             return None
-        str_times = frozenset(k for k in _TIMES if type(first.get(k)) is str)
-        if "ts" in str_times:
-            str_times = frozenset(_TIMES)      # a producer writing ISO fix times writes ISO receipt times
+        str_times = frozenset(k for k in _TIMES if type(first.get(k)) is str or
+                              (first.get(k) is None and type(first.get("ts")) is str))   # (absent: as ``ts``)
         table = pa_json.read_json(io.BytesIO(block), read_options=pa_json.ReadOptions(block_size=block_size),
                                   parse_options=pa_json.ParseOptions(explicit_schema=_SCHEMAS[str_times],
                                                                      unexpected_field_behavior="ignore"))

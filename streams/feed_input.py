@@ -46,6 +46,7 @@ PINGS, WIM = "gps-pings", "wim-readings"
 PING_KEYS = ("plate", "plate_color", "terminal_id", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m",
              "alarm_flags", "status_flags", "reupload", "driver_id", "mileage_km", "recv_ts")
 _GZIP_MAGIC = b"\x1f\x8b"
+JSON_BLOCK_BYTES = 4 << 20     # JSON lines of pings are read and parsed in blocks of about this size
 
 
 def open_input(path: str, what: str = "input") -> IO[bytes]:
@@ -186,7 +187,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
 
 
 def _json_columns(fh: IO[bytes], first: bytes, first_no: int, check: InputCheck, batch: int,
-                  years: tuple[int, int] | None, block_bytes: int = 4 << 20) -> Iterator:
+                  years: tuple[int, int] | None) -> Iterator:
     """JSON lines of pings (from ``first``, line ``first_no``, on) → ``PingColumns`` of ``batch`` non-blank
     lines each (minus the rejected ones) — the batches ``run_pings`` would cut from the lines themselves.
 
@@ -196,6 +197,7 @@ def _json_columns(fh: IO[bytes], first: bytes, first_no: int, check: InputCheck,
     read again line by line (``parse_numbered``): each rejected line is counted with its file line number
     and reason (``check.reject``, ``check.errors``). Memory: two blocks and their columns."""
     state = {"rest": first}
+    block_bytes = JSON_BLOCK_BYTES
 
     def read_block():        # in the worker thread, one call at a time, in order
         buf = state["rest"]
