@@ -262,9 +262,8 @@ def _json_columns(fh: IO[bytes], first: bytes, first_no: int, check: InputCheck,
             lineno += table.num_rows if raw is None else len(raw)
         if acc:
             yield acc[0] if len(acc) == 1 else concat(acc)
-    finally:
-        fut.cancel()
-        pool.shutdown(wait=True)
+    finally:                 # (a consumer that stops early does not wait for the block being parsed)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _arrow_columns(arrow: list, check: InputCheck) -> list:
