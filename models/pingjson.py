@@ -12,6 +12,7 @@ its own reason and line number. Arrow's reader is laxer than JSON in a few ways,
   ``}`` (before an optional ``\\r``), and the rows must equal the lines (a blank line gives up too);
 - ``NaN`` / ``Infinity`` literals → a block containing ``NaN`` or ``Inf`` anywhere gives up;
 - invalid UTF-8 in a key or an ignored field → the whole block is checked as UTF-8 first;
+- nesting deeper than orjson allows (1024) in an ignored field → a block with a line over 2 048 bytes gives up;
 - values of the wrong JSON type, duplicate keys, surrogates, control characters → Arrow refuses the block.
 
 ``ts``/``recv_ts`` are read as int64 (epoch ms) or as strings (ISO-8601) by their type in the block's first
@@ -102,6 +103,7 @@ def _columns(dicts: list, pos: list, errors: LineErrors, years: tuple[int, int] 
 # --- whole blocks (Arrow) ---------------------------------------------------------------------------------
 
 _NL, _LBRACE, _RBRACE, _CR = 10, ord("{"), ord("}"), 13
+_MAX_LINE = 2048     # bytes: a longer line may nest deeper than orjson's limit (1024) in a field Arrow ignores
 
 
 def block_table(block: bytes, block_size: int = 1 << 20) -> pa.Table | None:
@@ -112,6 +114,8 @@ def block_table(block: bytes, block_size: int = 1 << 20) -> pa.Table | None:
     if not len(a) or a[0] != _LBRACE or a[-1] != _NL:
         return None
     nl = np.flatnonzero(a == _NL)
+    if np.diff(nl, prepend=-1).max() > _MAX_LINE:
+        return None
     before = a[nl - 1]
     if not (a[nl[:-1] + 1] == _LBRACE).all():
         return None

@@ -121,6 +121,7 @@ def test_the_block_path_is_taken_and_each_guard_refuses_what_arrow_reads_laxly()
     for bad in (good[0] + b" " + good[1],                  # two objects on one line (Arrow: two rows)
                 b'{"x": NaN, ' + good[0][1:], b'{"x": Infinity, ' + good[0][1:],   # not JSON
                 b'{"x": "\xff", ' + good[0][1:],           # invalid UTF-8 in a field Arrow ignores
+                b'{"x": ' + b"[" * 1100 + b"]" * 1100 + b", " + good[0][1:],   # nested deeper than JSON parsers allow
                 b"", b" " + good[0], good[0][:-1] + b"\n}", b"null"):
         assert block_table(b"\n".join([good[0], bad, good[1]]) + b"\n") is None, bad
 
