@@ -180,12 +180,12 @@ def _time_column(name: str, col: list, errs: _Errors, years: tuple[int, int] | N
         try:
             secs = np.array([col[i][:19] for i in fast] if len(fast) < n else list(map(_PREFIX, col)),
                             dtype="datetime64[s]").astype(np.int64)
-            out[fast] = secs * 1000 - 8 * 3_600_000
-            done = set(fast)
-            for j in np.flatnonzero((out[fast] < ts_min) | (out[fast] > ts_max)):
-                errs.bad(fast[j], "bad_timestamp", f"{name} {col[fast[j]]!r} is outside the plausible years")
-        except ValueError:
-            done = set()
+        except ValueError:   # one is not a date (02-30): the others keep this form — a value's verdict and
+            fast, secs = _each_iso(col, fast)      # reason never depend on its neighbours in the batch
+        out[fast] = secs * 1000 - 8 * 3_600_000
+        done = set(fast)
+        for j in np.flatnonzero((out[fast] < ts_min) | (out[fast] > ts_max)):
+            errs.bad(fast[j], "bad_timestamp", f"{name} {col[fast[j]]!r} is outside the plausible years")
     for i, x in enumerate(col):
         if i in done:
             continue
@@ -212,8 +212,21 @@ def _time_column(name: str, col: list, errs: _Errors, years: tuple[int, int] | N
             errs.bad(i, "bad_type", f"{name} must be epoch ms or an ISO-8601 string with offset")
             continue
         if not ts_min <= out[i] <= ts_max:
-            errs.bad(i, "bad_timestamp", f"{name}={x!r} is not a time in the plausible years")
+            errs.bad(i, "bad_timestamp", f"{name}={x} is not epoch milliseconds in the plausible years"
+                     if type(x) is int else f"{name}={x!r} is not a time in the plausible years")
     return out
+
+
+def _each_iso(col: list, idx: list) -> tuple[list, np.ndarray]:
+    """(the indexes of ``idx`` whose first 19 characters numpy reads as a date-time, their epoch seconds)."""
+    ok, secs = [], []
+    for i in idx:
+        try:
+            secs.append(int(np.datetime64(col[i][:19], "s").astype(np.int64)))
+        except ValueError:
+            continue
+        ok.append(i)
+    return ok, np.array(secs, dtype=np.int64)
 
 
 def _text_column(name: str, f: Field, col: list, errs: _Errors) -> list:

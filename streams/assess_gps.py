@@ -1,9 +1,11 @@
 """``roadwatch assess gps``: GPS pings as interchange JSON lines (stdin) → alerts as JSON lines (stdout).
 
 The same engine as the stream (``models.ping_state.PingProcessor``), fed in batches of ``--batch`` lines.
-Lines are parsed column-wise (orjson per line, then numpy per column) so the command keeps up with the
-engine; a malformed line becomes one error JSON line on stderr (``{"line", "reason", "detail"}``), is
-counted, and makes the exit code 2 at the end — it never stops the run.
+stdin's JSON lines are parsed in blocks by Arrow's JSON reader on a second thread while the engine runs
+(streams/feed_input.py, models/pingjson.py); a block it cannot vouch for is parsed line by line (orjson,
+then numpy per column). A malformed line becomes one error JSON line on stderr (``{"line", "reason",
+"detail"}``, its line number in the input), is counted, and makes the exit code 2 at the end — it never
+stops the run.
 
 Output: the final version of every alert (an overspeed alert raised while the episode is open and updated
 when it ends is printed once, closed; one that late data contradicted is printed with
@@ -27,7 +29,8 @@ import orjson
 
 from roadwatch.geo.zones import ZoneIndex
 from roadwatch.models.config import Config
-from roadwatch.models.pingschema import PingColumns, concat, dicts_getter, take, validate_columns
+from roadwatch.models.pingjson import LineErrors as _Errors, parse_lines
+from roadwatch.models.pingschema import PingColumns, concat, take
 from roadwatch.models.ping_state import PingProcessor
 from roadwatch.models.timerange import plausible_years
 from roadwatch.models.registry import Registry, RegistryError, load_registry, parse_registry
@@ -46,53 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _LINE_TYPES = {bytes, bytearray, str}
-
-
-class _Errors(list):
-    def add(self, line: int, reason: str, detail: str) -> None:
-        self.append({"line": line, "reason": reason, "detail": detail})
-
-
-def parse_lines(lines: list, first_line: int, errors: _Errors,
-                years: tuple[int, int] | None = None) -> PingColumns | None:
-    """JSON lines → ``PingColumns`` of the valid lines; invalid lines are added to ``errors``."""
-    try:   # fast path: every line is a JSON object — parsed as one array (one orjson call per chunk)
-        dicts = orjson.loads(b"[" + b",".join(lines) + b"]")
-        if len(dicts) == len(lines) and set(map(type, dicts)) == {dict}:
-            pos = list(range(first_line, first_line + len(dicts)))
-            return _columns(dicts, pos, errors, years)
-    except (orjson.JSONDecodeError, TypeError):   # a bad line (or str lines): sort it out line by line
-        pass
-    dicts = []
-    pos = []
-    for k, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        try:
-            d = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            errors.add(first_line + k, "bad_json", str(e)[:120])
-            continue
-        if type(d) is not dict:
-            errors.add(first_line + k, "bad_json", f"expected a JSON object, got {type(d).__name__}")
-            continue
-        dicts.append(d)
-        pos.append(first_line + k)
-    return _columns(dicts, pos, errors, years)
-
-
-def _columns(dicts: list, pos: list, errors: _Errors, years: tuple[int, int] | None = None) -> PingColumns | None:
-    """Validate with the one ping schema (``models.pingschema``); keep the valid lines."""
-    n = len(dicts)
-    if n == 0:
-        return None
-    cols, errs = validate_columns(dicts_getter(dicts), n, years=years)
-    for i in sorted(errs):
-        errors.add(pos[i], *errs[i])
-    if not errs:
-        return cols
-    keep = np.array([i for i in range(n) if i not in errs], dtype=np.int64)
-    return take(cols, keep) if len(keep) else None
 
 
 def run_pings(lines: Iterable[bytes], registry: Registry | None, zones, cfg: Config, batch: int = 8000,
@@ -225,16 +181,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError(str(e)) from None
     zones = _load_zones(args.zones, registry)
     from . import feed_input     # stdin: a scenario/replay feed or JSON lines of pings
-    lines, check, _ = feed_input.pings("-", cfg, "assess gps: stdin", columns=True)
+    lines, check, _ = feed_input.pings("-", cfg, "assess gps: stdin", columns=True, batch=args.batch)
     alerts, rows, errors = run_pings(lines, registry, zones, cfg, batch=args.batch,
                                      sort_by_time=args.sort_by_time)
+    n_engine = len(errors)          # lines the engine rejected; the reader's are in check (JSON lines of pings)
+    errors = sorted(errors + check.errors, key=lambda e: e["line"])
     err = sys.stderr.buffer
     for e in errors:
         err.write(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE))
     err.flush()
     if errors:
         print(f"roadwatch assess gps: {len(errors)} malformed line(s) skipped", file=sys.stderr)
-    check.verdict(rejected_downstream=len(errors))
+    check.verdict(rejected_downstream=n_engine)
     out = sys.stdout.buffer
     out.write(b"".join(orjson.dumps(a, option=orjson.OPT_APPEND_NEWLINE) for a in alerts))
     out.flush()

@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import io
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from typing import IO, Iterator
@@ -33,8 +34,11 @@ import pyarrow as pa
 
 from roadwatch.models.config import Config
 from roadwatch.models.pingarrow import MAGIC as ARROW_MAGIC, arrow_lists, batch_columns, is_arrow, read_arrow
+from roadwatch.models import pingjson
 from roadwatch.models.pingbatch import decode_batch
+from roadwatch.models.pingschema import concat
 from roadwatch.models.records import InvalidRecord
+from roadwatch.models.timerange import plausible_years
 
 from .errors import UsageError
 
@@ -42,6 +46,7 @@ PINGS, WIM = "gps-pings", "wim-readings"
 PING_KEYS = ("plate", "plate_color", "terminal_id", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m",
              "alarm_flags", "status_flags", "reupload", "driver_id", "mileage_km", "recv_ts")
 _GZIP_MAGIC = b"\x1f\x8b"
+JSON_BLOCK_BYTES = 4 << 20     # JSON lines of pings are read and parsed in blocks of about this size
 
 
 def open_input(path: str, what: str = "input") -> IO[bytes]:
@@ -81,6 +86,7 @@ class InputCheck:
     feed: bool | None = None
     fmt: str | None = None    # how the input was recognised, for the refusal message (default: feed / JSON lines)
     broken: str | None = None  # a binary input that could not be read to its end: how much is lost is unknown
+    errors: list = field(default_factory=list)   # JSON lines of pings rejected here: {"line", "reason", "detail"}
 
     def reject(self, lineno: int, reason: str) -> None:
         self.rejected += 1
@@ -107,12 +113,15 @@ class InputCheck:
 
 
 def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = False,
-               max_bytes: int = 1_000_000, batch_pings: int = 8000) -> Iterator:
+               max_bytes: int = 1_000_000, batch_pings: int = 8000,
+               years: tuple[int, int] | None = None, json_batch: int | None = None) -> Iterator:
     """Single-record JSON lines of ``kind`` (``PINGS`` or ``WIM``) from a feed or from JSON lines. With
     ``columns``, a feed's ``gps-pings`` records come out as ``PingColumns`` instead, decoded and validated
     by the worker's own ``decode_batch`` — the same checks and order as the stream, consecutive records
     merged up to ``batch_pings`` (no per-ping JSON on the way: the batch path runs at the engine's speed;
-    8 000 measured ≈ 9 % faster than 2 000 on the province month, docs/performance.md)."""
+    8 000 measured ≈ 9 % faster than 2 000 on the province month, docs/performance.md) — and JSON lines
+    of pings as ``PingColumns`` of ``json_batch`` (default ``batch_pings``) lines each (``_json_columns``;
+    rejected lines are in ``check.errors``). ``years``: the plausible years (``time.min_year``/``max_year``)."""
     if kind == PINGS and _peek(fh, 4) == ARROW_MAGIC:
         yield from _arrow_input(fh, check, columns, batch_pings)
         return
@@ -126,6 +135,9 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
         if check.feed is None:
             check.feed = _is_feed_line(line)
         if not check.feed:
+            if columns and kind == PINGS:
+                yield from _json_columns(fh, line, lineno, check, json_batch or batch_pings, years)
+                return
             check.units += 1
             yield line
             continue
@@ -172,6 +184,86 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
     pending += _arrow_columns(arrow, check)
     if pending:
         yield concat_columns(pending)
+
+
+def _json_columns(fh: IO[bytes], first: bytes, first_no: int, check: InputCheck, batch: int,
+                  years: tuple[int, int] | None) -> Iterator:
+    """JSON lines of pings (from ``first``, line ``first_no``, on) → ``PingColumns`` of ``batch`` non-blank
+    lines each (minus the rejected ones) — the batches ``run_pings`` would cut from the lines themselves.
+
+    The file is read in blocks of whole lines; a worker thread reads and parses the next block with
+    Arrow's JSON reader (models/pingjson.py, mostly outside the GIL) while this one validates the current
+    block and the engine runs on it. A block Arrow cannot vouch for, or a batch of rows with a defect, is
+    read again line by line (``parse_numbered``): each rejected line is counted with its file line number
+    and reason (``check.reject``, ``check.errors``). Memory: two blocks and their columns."""
+    state = {"rest": first}
+    block_bytes = JSON_BLOCK_BYTES
+
+    def read_block():        # in the worker thread, one call at a time, in order
+        buf = state["rest"]
+        while True:          # whole batches of lines (else whole lines): a batch is converted in one piece
+            data = fh.read(block_bytes)
+            buf += data
+            nl = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
+            cut = int(nl[len(nl) // batch * batch - 1]) + 1 if len(nl) >= batch else 0
+            if cut or not data:
+                break
+        if data:
+            block, state["rest"] = buf[:cut], buf[cut:]
+        else:                # end of input: the last line may lack its newline
+            block, state["rest"] = (buf if buf.endswith(b"\n") or not buf else buf + b"\n"), b""
+        return (block, pingjson.block_table(block)) if block else None
+
+    errors = pingjson.LineErrors()
+    acc: list = []             # the current engine batch: columns of its parts
+    acc_lines = 0
+
+    def split(block: bytes) -> list[bytes]:
+        return [ln + b"\n" for ln in block.split(b"\n")[:-1]]
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="json-lines")
+    try:
+        fut = pool.submit(read_block)
+        lineno = first_no      # file line number of the block's first line
+        while (got := fut.result()) is not None:
+            fut = pool.submit(read_block)
+            block, table = got
+            raw = None if table is not None else split(block)
+            nos = None if raw is None else [lineno + k for k, ln in enumerate(raw) if ln.strip()]
+            n = table.num_rows if table is not None else len(nos)   # table: one row per line, none blank
+            check.lines += n
+            done = 0
+            while done < n:
+                m = min(batch - acc_lines, n - done)
+                if nos is None:
+                    try:
+                        cols = pingjson.table_columns(table.slice(done, m), years)
+                    except InvalidRecord:     # a defect in these rows: their exact reasons, line by line
+                        raw = raw or split(block)
+                        cols = pingjson.parse_numbered(raw[done:done + m], range(lineno + done, lineno + done + m),
+                                                       errors, years)
+                else:
+                    part = nos[done:done + m]
+                    cols = pingjson.parse_numbered([raw[k - lineno] for k in part], part, errors, years)
+                for e in errors:
+                    check.reject(e["line"], f"{e['reason']}: {e['detail']}")
+                check.errors += errors
+                errors.clear()
+                if cols is not None:
+                    check.units += len(cols)
+                    acc.append(cols)
+                done += m
+                acc_lines += m
+                if acc_lines == batch:
+                    if acc:
+                        yield acc[0] if len(acc) == 1 else concat(acc)
+                    acc.clear()
+                    acc_lines = 0
+            lineno += table.num_rows if raw is None else len(raw)
+        if acc:
+            yield acc[0] if len(acc) == 1 else concat(acc)
+    finally:                 # (a consumer that stops early does not wait for the block being parsed)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _arrow_columns(arrow: list, check: InputCheck) -> list:
@@ -346,12 +438,15 @@ def ping_lines(value: bytes) -> list[bytes]:
     return out
 
 
-def pings(path: str, cfg: Config, label: str, columns: bool = False) -> tuple[Iterator, InputCheck, IO[bytes]]:
-    """(ping lines — or, with ``columns``, lines and ``PingColumns`` batches —, their check, the open file
-    to close) for ``--pings FILE`` / stdin."""
+def pings(path: str, cfg: Config, label: str, columns: bool = False,
+          batch: int = 8000) -> tuple[Iterator, InputCheck, IO[bytes]]:
+    """(ping lines — or, with ``columns``, ``PingColumns`` batches of up to ``batch`` pings (JSON lines:
+    of ``batch`` lines, as ``run_pings(batch=…)`` cuts them) —, their check, the open file to close) for
+    ``--pings FILE`` / stdin."""
     fh = open_input(path, "pings file")
     chk = InputCheck(label, PINGS, float(cfg["input.max_rejected_share"]))
-    return read_lines(fh, PINGS, chk, columns, int(cfg["stream.max_record_bytes"])), chk, fh
+    return read_lines(fh, PINGS, chk, columns, int(cfg["stream.max_record_bytes"]),
+                      years=plausible_years(cfg), json_batch=batch), chk, fh
 
 
 def readings(path: str, cfg: Config, label: str) -> tuple[Iterator[bytes], InputCheck, IO[bytes]]:
