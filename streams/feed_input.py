@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from roadwatch.models.config import Config
 from roadwatch.models.pingarrow import MAGIC as ARROW_MAGIC, arrow_lists, batch_columns, is_arrow, read_arrow
-from roadwatch.models.pingbatch import decode_batch
+from roadwatch.models.pingbatch import decode_batch, decode_json_batches
 from roadwatch.models.records import InvalidRecord
 
 from .errors import UsageError
@@ -118,6 +118,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
         return
     pending: list = []            # consecutive column batches merged up to batch_pings (engine calls)
     arrow: list = []              # Arrow records not decoded yet: (line number, record batch)
+    jsonrec: list = []            # JSON records not decoded yet: (line number, value)
     n_pending = 0
     for lineno, line in enumerate(fh, 1):
         if not line.strip():
@@ -142,22 +143,22 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             yield value
             continue
         if columns:
+            # decoded later, merged with their neighbours of the same encoding (one decode per merge)
             try:
-                if is_arrow(value):      # decoded later, merged with its neighbours (one decode per merge)
+                if is_arrow(value):
+                    pending += _json_columns(jsonrec, check, max_bytes)
                     rb = read_arrow(value, max_bytes)
                     arrow.append((lineno, rb))
                     n_pending += rb.num_rows
                 else:
                     pending += _arrow_columns(arrow, check)
-                    cols = decode_batch(value, max_bytes)
-                    check.units += len(cols)
-                    pending.append(cols)
-                    n_pending += len(cols)
+                    jsonrec.append((lineno, value))
+                    n_pending += _json_count(value)
             except InvalidRecord as e:
                 check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
                 continue
             if n_pending >= batch_pings:
-                pending += _arrow_columns(arrow, check)
+                pending += _arrow_columns(arrow, check) + _json_columns(jsonrec, check, max_bytes)
                 if pending:
                     yield concat_columns(pending)
                 pending, n_pending = [], 0
@@ -169,9 +170,41 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             continue
         check.units += len(out)
         yield from out
-    pending += _arrow_columns(arrow, check)
+    pending += _arrow_columns(arrow, check) + _json_columns(jsonrec, check, max_bytes)
     if pending:
         yield concat_columns(pending)
+
+
+def _json_count(value: bytes) -> int:
+    """Pings in a JSON columnar record, estimated without parsing it (for the merge size only): the
+    separators of its ``ts`` list."""
+    i = value.find(b'"ts":[')
+    return value.count(b",", i, value.find(b"]", i)) + 1 if i >= 0 else 1
+
+
+def _json_columns(jsonrec: list, check: InputCheck, max_bytes: int) -> list:
+    """Drain the pending JSON records (``(lineno, value)``) as columns: validated as one batch
+    (``decode_json_batches``) — or, when that fails (a defect, a record of another shape), record by
+    record, so that a defect rejects only its own record, as on the topic."""
+    if not jsonrec:
+        return []
+    items = list(jsonrec)
+    jsonrec.clear()
+    if len(items) > 1:
+        cols = decode_json_batches([v for _, v in items], max_bytes)
+        if cols is not None:
+            check.units += len(cols)
+            return [cols]
+    out = []
+    for lineno, value in items:
+        try:
+            cols = decode_batch(value, max_bytes)
+        except InvalidRecord as e:
+            check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
+            continue
+        check.units += len(cols)
+        out.append(cols)
+    return out
 
 
 def _arrow_columns(arrow: list, check: InputCheck) -> list:
