@@ -223,6 +223,7 @@ class PingProcessor:
         self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
+        self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._late_pending: set[int] = set()
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
@@ -427,11 +428,10 @@ class PingProcessor:
 
     # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
     def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
-        """Remember samples for a later replay: appended as chunks (each sorted by vehicle: one round),
-        merged into the sorted store when they reach its size — a merge of sorted runs (``_history``), so
-        each held sample takes part in about two merges (at an eighth of the store, eight: the merges were
-        18 % of the batch path on the province month, docs/performance.md) and the chunks waiting cost at
-        most the store's own memory."""
+        """Remember samples for a later replay: appended as chunks; when they reach the store's size, the
+        store and the chunks are compacted (``_history_compact``) — sorted only when a replay or a snapshot
+        reads them (``_history``): sorting on every merge was 18 % of the batch path on the province month
+        (docs/performance.md). The chunks waiting cost at most the store's own memory."""
         if self.replay_ms <= 0 or not len(vi):
             return
         h = np.empty(len(vi), dtype=HIST)
@@ -439,19 +439,29 @@ class PingProcessor:
         self._hist_new.append(h)
         self._hist_new_n += len(vi)
         if self._hist_new_n > max(4096, len(self._hist)):
-            self._history()
+            self._history_compact()
+
+    def _history_compact(self) -> None:
+        """Store and chunks as one array in arrival order, without the samples no longer newer than their
+        vehicle's checkpoint "a" (they can never be replayed: memory stays bounded by the window). The
+        stable sort in ``_history`` later gives what sorting at every step would have: same order, the
+        first of equal (vehicle, time) kept."""
+        h = np.concatenate([self._hist, *self._hist_new])
+        self._hist_new, self._hist_new_n = [], 0
+        self._hist = h[h["ts"] > self.a["ck_ts"][h["v"]]]
+        self._hist_sorted = False
 
     def _history(self) -> np.ndarray:
         """The held samples (vehicle, ts, lat, lon, speed, late, driver), newer than each vehicle's
         checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
         if self.replay_ms <= 0:
             return self._hist
-        if self._hist_new:
+        if self._hist_new or not self._hist_sorted:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
             v, ts = h["v"].astype(np.int64), h["ts"]
             if len(h) and v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
-                # one int64 key (vehicle, time): a stable sort of it merges the sorted runs in linear time
+                # one int64 key (vehicle, time), sorted stably: equal keys stay in arrival order
                 h = h[np.argsort((v << 42) | ts, kind="stable")]
             else:
                 h = h[np.lexsort((ts, v))]
@@ -459,6 +469,7 @@ class PingProcessor:
                 same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
                 h = h[np.concatenate([[True], ~same])]
             self._hist = h
+            self._hist_sorted = True
         h = self._hist
         keep = h["ts"] > self.a["ck_ts"][h["v"]]
         if not keep.all():
