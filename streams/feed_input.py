@@ -185,50 +185,43 @@ def _json_count(value: bytes) -> int:
 def _json_columns(jsonrec: list, check: InputCheck, max_bytes: int) -> list:
     """Drain the pending JSON records (``(lineno, value)``) as columns: validated as one batch
     (``decode_json_batches``) — or, when that fails (a defect, a record of another shape), record by
-    record, so that a defect rejects only its own record, as on the topic."""
-    if not jsonrec:
-        return []
-    items = list(jsonrec)
-    jsonrec.clear()
-    if len(items) > 1:
-        cols = decode_json_batches([v for _, v in items], max_bytes)
-        if cols is not None:
-            check.units += len(cols)
-            return [cols]
-    out = []
-    for lineno, value in items:
-        try:
-            cols = decode_batch(value, max_bytes)
-        except InvalidRecord as e:
-            check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
-            continue
-        check.units += len(cols)
-        out.append(cols)
-    return out
+    record."""
+    return _drain(jsonrec, check, lambda values: decode_json_batches(values, max_bytes),
+                  lambda value: decode_batch(value, max_bytes))
 
 
 def _arrow_columns(arrow: list, check: InputCheck) -> list:
     """Drain the pending Arrow records (``(lineno, record batch)``) as columns: merged into one batch and
     validated once (a feed of small records costs one decode per ``batch_pings``, not per record); if the
-    merged batch is refused or the records' schemas differ, record by record — a defect rejects only its
-    own record, as on the topic."""
-    if not arrow:
+    merged batch is refused or the records' schemas differ, record by record."""
+    return _drain(arrow, check, _arrow_merged, batch_columns)
+
+
+def _arrow_merged(batches: list):
+    try:
+        merged = pa.Table.from_batches(batches).combine_chunks().to_batches()
+        return batch_columns(merged[0]) if len(merged) == 1 else None
+    except (InvalidRecord, pa.ArrowException):
+        return None
+
+
+def _drain(pending: list, check: InputCheck, merged, one) -> list:
+    """The pending records (``(lineno, record)``, emptied) as columns: ``merged(records)`` — all of them as
+    one batch, or None when that cannot be told at once — else ``one(record)`` each, so that a defect
+    rejects only its own record, as on the topic."""
+    if not pending:
         return []
-    items = list(arrow)
-    arrow.clear()
+    items = list(pending)
+    pending.clear()
     if len(items) > 1:
-        try:
-            merged = pa.Table.from_batches([b for _, b in items]).combine_chunks().to_batches()
-            if len(merged) == 1:
-                cols = batch_columns(merged[0])
-                check.units += len(cols)
-                return [cols]
-        except (InvalidRecord, pa.ArrowException):
-            pass
+        cols = merged([r for _, r in items])
+        if cols is not None:
+            check.units += len(cols)
+            return [cols]
     out = []
-    for lineno, b in items:
+    for lineno, rec in items:
         try:
-            cols = batch_columns(b)
+            cols = one(rec)
         except InvalidRecord as e:
             check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
             continue
