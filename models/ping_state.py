@@ -71,6 +71,7 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat
 from operator import itemgetter
 
 import numpy as np
@@ -222,6 +223,7 @@ class PingProcessor:
         self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
+        self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._late_pending: set[int] = set()
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
@@ -342,8 +344,7 @@ class PingProcessor:
         count_ts = np.where(closed, fix_clock, np.where(time_ok, ts, np.where(has_wm, q.wm_after, ts)))
         late = cols.reupload.astype(bool) | (has_wm & ((np.where(has_wm, q.wm_after, ts) - ts) > self.late_ms))
         drivers = cols.driver_id
-        driver = (np.fromiter(map(self._driver_code, drivers), dtype=np.int32, count=n) if any(drivers)
-                  else np.full(n, -1, dtype=np.int32))
+        driver = self._driver_codes(drivers)
         ctx = self._context(cols, idx, attributed, qualified, trusted, alarm_ok, late, driver, count_ts,
                             q.wm_after, reasons, time_ok, closed)
         alerts: list[tuple] = []
@@ -427,29 +428,40 @@ class PingProcessor:
 
     # --- late data: merge into the timeline and re-evaluate the rules for the range -----------------
     def _history_add(self, vi, t, lat, lon, spd, late, drv) -> None:
-        """Remember samples for a later replay: appended as chunks (each sorted by vehicle: one round),
-        merged into the sorted store when they reach an eighth of its size — a merge of sorted runs, linear
-        (``_history``), so the chunks waiting cost little memory."""
+        """Remember samples for a later replay: appended as chunks; when they reach the store's size, the
+        store and the chunks are compacted (``_history_compact``) — sorted only when a replay or a snapshot
+        reads them (``_history``): sorting at every merge was 11 % of ``report monthly --pings`` on the
+        province month (docs/performance.md). The chunks waiting cost at most the store's own memory."""
         if self.replay_ms <= 0 or not len(vi):
             return
         h = np.empty(len(vi), dtype=HIST)
         h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
         self._hist_new.append(h)
         self._hist_new_n += len(vi)
-        if self._hist_new_n > max(4096, len(self._hist) // 8):
-            self._history()
+        if self._hist_new_n > max(4096, len(self._hist)):
+            self._history_compact()
+
+    def _history_compact(self) -> None:
+        """Store and chunks as one array in arrival order, without the samples no longer newer than their
+        vehicle's checkpoint "a" (they can never be replayed: memory stays bounded by the window). The
+        stable sort in ``_history`` later gives what sorting at every step would have: same order, the
+        first of equal (vehicle, time) kept."""
+        h = np.concatenate([self._hist, *self._hist_new])
+        self._hist_new, self._hist_new_n = [], 0
+        self._hist = h[h["ts"] > self.a["ck_ts"][h["v"]]]
+        self._hist_sorted = False
 
     def _history(self) -> np.ndarray:
         """The held samples (vehicle, ts, lat, lon, speed, late, driver), newer than each vehicle's
         checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
         if self.replay_ms <= 0:
             return self._hist
-        if self._hist_new:
+        if self._hist_new or not self._hist_sorted:
             h = np.concatenate([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
             v, ts = h["v"].astype(np.int64), h["ts"]
             if len(h) and v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
-                # one int64 key (vehicle, time): a stable sort of it merges the sorted runs in linear time
+                # one int64 key (vehicle, time), sorted stably: equal keys stay in arrival order
                 h = h[np.argsort((v << 42) | ts, kind="stable")]
             else:
                 h = h[np.lexsort((ts, v))]
@@ -457,6 +469,7 @@ class PingProcessor:
                 same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
                 h = h[np.concatenate([[True], ~same])]
             self._hist = h
+            self._hist_sorted = True
         h = self._hist
         keep = h["ts"] > self.a["ck_ts"][h["v"]]
         if not keep.all():
@@ -1026,15 +1039,20 @@ class PingProcessor:
             self.stale_total += k
             for j in np.flatnonzero(r.stale):     # a day no longer held: its stored row is recomputed
                 self._add_past(int(r.vi[j]), int(r.d[j]), r.delta[j])
-        gv, gs = r.vi[good], (r.d % self.slots)[good]
-        a["cnt"][gv, gs] += r.delta[good]
-        a["dirty"][gv, gs] = True
+        # (vehicle, slot) as one row index of the counters seen as 2-D: numpy's fast path for row gathers
+        # (two index arrays into the 3-D array cost 10 % of the engine, docs/performance.md)
+        allgood = not r.stale.any()
+        gv = r.vi if allgood else r.vi[good]
+        row = gv * self.slots + (r.d if allgood else r.d[good]) % self.slots
+        delta = r.delta if allgood else r.delta[good]
+        _slot_rows(a["cnt"])[row] += delta
+        _slot_rows(a["dirty"])[row] = True
         if self.replay_ms > 0:      # what the time-ordered rules added since each checkpoint
-            rule = r.delta[good][:, list(RULE_F_IDX)]
-            a["rc_a"][gv, gs] += rule
+            rule = delta[:, RULE_F_IDX[0]:RULE_F_IDX[-1] + 1]
+            _slot_rows(a["rc_a"])[row] += rule
             if not self._replay_before_b:
                 hb = a["ckb_ts"][gv] != NONE
-                a["rc_b"][gv[hb], gs[hb]] += rule[hb]
+                _slot_rows(a["rc_b"])[row[hb]] += rule[hb]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
@@ -1103,6 +1121,19 @@ class PingProcessor:
         return make_alert("fatigue", self.plates[v], start, end_ms=end_ms, severity="high", lat=a["cum_lat"][v],
                           lon=a["cum_lon"][v], late=bool(a["cum_late"][v]), discriminator="cumulative_24h",
                           details=det)
+
+    def _driver_codes(self, drivers: list) -> np.ndarray:
+        """Driver codes of a batch's ``driver_id`` column: new drivers registered in order of first
+        appearance (as ``_driver_code`` one by one would), then one C-level lookup per ping (a Python call
+        per ping cost 15 % of the engine on the province month, docs/performance.md)."""
+        n = len(drivers)
+        if not any(drivers):
+            return np.full(n, -1, dtype=np.int32)
+        index = self.driver_index
+        for d in dict.fromkeys(drivers):
+            if d and d not in index:
+                self._driver_code(d)
+        return np.fromiter(map(index.get, drivers, repeat(-1)), dtype=np.int32, count=n)
 
     def _driver_code(self, driver_id) -> int:
         """Driver (IC card 从业资格证 number) → small int; unknown → -1."""
@@ -1326,6 +1357,14 @@ def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
     for k, name in enumerate(("v", "ts", "lat", "lon", "spd", "late", "drv")):
         h[name] = arr[:, k] if len(arr) else []
     return h
+
+
+def _slot_rows(arr: np.ndarray) -> np.ndarray:
+    """A per-(vehicle, day slot) array seen with one row per (vehicle, slot): ``vehicle * slots + slot``.
+    Always a view (setting ``shape`` raises rather than copy), so writes reach the state."""
+    v = arr.view()
+    v.shape = (arr.shape[0] * arr.shape[1], *arr.shape[2:])
+    return v
 
 
 def format_ts_ms(ms: int) -> str:

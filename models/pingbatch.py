@@ -22,6 +22,8 @@ becomes a batch of one, so naive producers still work (slowly).
 """
 from __future__ import annotations
 
+from itertools import chain
+
 import orjson
 
 from pyarrow import ArrowException
@@ -108,6 +110,45 @@ def decode_batch(raw: bytes, max_bytes: int = 1_000_000, *, years: tuple[int, in
         code, detail = errs[i]
         raise InvalidRecord(code, detail if n == 1 else f"ping {i}: {detail}")
     return cols
+
+
+def decode_json_batches(raws: list[bytes], max_bytes: int = 1_000_000) -> PingColumns | None:
+    """Several JSON columnar records (consecutive on the topic) validated as ONE batch — what
+    ``decode_batch`` of each, concatenated, gives — or None when that cannot be told at once: a record that
+    is not a plain columnar batch, records that differ in which columns they carry, or any ping with a
+    defect. The caller then decodes them one by one (``decode_batch``), so a defect rejects only its own
+    record. One validation per merge instead of per record: the checks cost per column, not per ping
+    (a province feed's records hold ~150 pings; docs/performance.md)."""
+    parts: dict[str, list] = {}
+    present: tuple | None = None
+    n = 0
+    for raw in raws:
+        try:
+            d = loads_object(raw, max_bytes)
+        except InvalidRecord:
+            return None
+        plates = d.get("plate")
+        if d.get("schema") != SCHEMA or not isinstance(plates, list) or not 0 < len(plates) <= MAX_BATCH:
+            return None
+        k = len(plates)
+        cols = {name: d.get(name) for name in FIELDS}
+        have = tuple(c is not None for c in cols.values())
+        if present is None:
+            present = have
+        elif have != present:
+            return None
+        for name, col in cols.items():
+            if col is None:
+                continue
+            if type(col) is not list or len(col) != k:
+                return None
+            parts.setdefault(name, []).append(col)
+        n += k
+    if not n:
+        return None
+    merged = {name: list(chain.from_iterable(cs)) if len(cs) > 1 else cs[0] for name, cs in parts.items()}
+    cols, errs = validate_columns(merged.get, n)
+    return None if errs else cols
 
 
 def columns_to_pings(c: PingColumns) -> list[dict]:

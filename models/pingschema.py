@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import repeat
-from operator import itemgetter
+from operator import is_not, itemgetter
 from typing import Any, Callable
 
 import numpy as np
@@ -235,6 +236,10 @@ def _text_column(name: str, f: Field, col: list, errs: _Errors) -> list:
     types = set(map(type, col))
     if types == {str} and min(map(len, col)) > 0 and max(map(len, col)) <= lim:
         return col
+    if not f.required and types == {str, type(None)}:    # an optional column with gaps (driver_id)
+        lens = set(map(len, filter(partial(is_not, None), col)))
+        if min(lens) > 0 and max(lens) <= lim:
+            return col
     out = list(col)
     for i, x in enumerate(col):
         if x is None and not f.required:
@@ -316,7 +321,7 @@ def validate_columns(get: Callable[[str], list | None], n: int, *,
         if f.kind == "text":
             out[name] = _text_column(name, f, col, errs)
         elif f.kind == "time":
-            if not f.required:   # an absent receipt time falls back to the ping's own time
+            if not f.required and None in col:   # an absent receipt time falls back to the ping's own time
                 col = [out["ts"][i].item() if x is None else x for i, x in enumerate(col)]
             out[name] = _time_column(name, col, errs, years)
         elif f.kind == "bool":

@@ -96,6 +96,9 @@ def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_al
 
     def apply(cols: PingColumns) -> None:
         out = proc.process(cols, now_ms=now_ms)
+        # sampled track points (``track_points`` of the stream) have no consumer here: kept, they were the one
+        # part of memory that grew with the pings (≈ 6 M points on the province month, docs/performance.md)
+        proc.track_buf.clear()
         if keep_alerts:
             for a in out.alerts:
                 alerts[a["alert_id"]] = a   # an update keeps the first-raised position

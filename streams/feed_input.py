@@ -35,7 +35,7 @@ import pyarrow as pa
 from roadwatch.models.config import Config
 from roadwatch.models.pingarrow import MAGIC as ARROW_MAGIC, arrow_lists, batch_columns, is_arrow, read_arrow
 from roadwatch.models import pingjson
-from roadwatch.models.pingbatch import decode_batch
+from roadwatch.models.pingbatch import decode_batch, decode_json_batches
 from roadwatch.models.pingschema import concat
 from roadwatch.models.records import InvalidRecord
 from roadwatch.models.timerange import plausible_years
@@ -113,20 +113,23 @@ class InputCheck:
 
 
 def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = False,
-               max_bytes: int = 1_000_000, batch_pings: int = 8000,
+               max_bytes: int = 1_000_000, batch_pings: int = 32_000,
                years: tuple[int, int] | None = None, json_batch: int | None = None) -> Iterator:
     """Single-record JSON lines of ``kind`` (``PINGS`` or ``WIM``) from a feed or from JSON lines. With
     ``columns``, a feed's ``gps-pings`` records come out as ``PingColumns`` instead, decoded and validated
     by the worker's own ``decode_batch`` — the same checks and order as the stream, consecutive records
     merged up to ``batch_pings`` (no per-ping JSON on the way: the batch path runs at the engine's speed;
-    8 000 measured ≈ 9 % faster than 2 000 on the province month, docs/performance.md) — and JSON lines
-    of pings as ``PingColumns`` of ``json_batch`` (default ``batch_pings``) lines each (``_json_columns``;
-    rejected lines are in ``check.errors``). ``years``: the plausible years (``time.min_year``/``max_year``)."""
+    fewer engine calls and larger rounds: on the province month 8 000 was ≈ 9 % faster than 2 000 and
+    32 000 ≈ 10 % faster than 8 000, docs/performance.md; one merged batch is all the input held) — and
+    JSON lines of pings as ``PingColumns`` of ``json_batch`` (default ``batch_pings``) lines each
+    (``_json_columns``; rejected lines are in ``check.errors``). ``years``: the plausible years
+    (``time.min_year``/``max_year``)."""
     if kind == PINGS and _peek(fh, 4) == ARROW_MAGIC:
         yield from _arrow_input(fh, check, columns, batch_pings)
         return
     pending: list = []            # consecutive column batches merged up to batch_pings (engine calls)
     arrow: list = []              # Arrow records not decoded yet: (line number, record batch)
+    jsonrec: list = []            # JSON records not decoded yet: (line number, value)
     n_pending = 0
     for lineno, line in enumerate(fh, 1):
         if not line.strip():
@@ -154,22 +157,22 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             yield value
             continue
         if columns:
+            # decoded later, merged with their neighbours of the same encoding (one decode per merge)
             try:
-                if is_arrow(value):      # decoded later, merged with its neighbours (one decode per merge)
+                if is_arrow(value):
+                    pending += _json_record_columns(jsonrec, check, max_bytes)
                     rb = read_arrow(value, max_bytes)
                     arrow.append((lineno, rb))
                     n_pending += rb.num_rows
                 else:
                     pending += _arrow_columns(arrow, check)
-                    cols = decode_batch(value, max_bytes)
-                    check.units += len(cols)
-                    pending.append(cols)
-                    n_pending += len(cols)
+                    jsonrec.append((lineno, value))
+                    n_pending += _json_count(value)
             except InvalidRecord as e:
                 check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
                 continue
             if n_pending >= batch_pings:
-                pending += _arrow_columns(arrow, check)
+                pending += _arrow_columns(arrow, check) + _json_record_columns(jsonrec, check, max_bytes)
                 if pending:
                     yield concat_columns(pending)
                 pending, n_pending = [], 0
@@ -181,7 +184,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             continue
         check.units += len(out)
         yield from out
-    pending += _arrow_columns(arrow, check)
+    pending += _arrow_columns(arrow, check) + _json_record_columns(jsonrec, check, max_bytes)
     if pending:
         yield concat_columns(pending)
 
@@ -266,28 +269,53 @@ def _json_columns(fh: IO[bytes], first: bytes, first_no: int, check: InputCheck,
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _json_count(value: bytes) -> int:
+    """Pings in a JSON columnar record, estimated without parsing it (for the merge size only): the
+    separators of its ``ts`` list."""
+    i = value.find(b'"ts":[')
+    return value.count(b",", i, value.find(b"]", i)) + 1 if i >= 0 else 1
+
+
+def _json_record_columns(jsonrec: list, check: InputCheck, max_bytes: int) -> list:
+    """Drain the pending JSON records (``(lineno, value)``) as columns: validated as one batch
+    (``decode_json_batches``) — or, when that fails (a defect, a record of another shape), record by
+    record."""
+    return _drain(jsonrec, check, lambda values: decode_json_batches(values, max_bytes),
+                  lambda value: decode_batch(value, max_bytes))
+
+
 def _arrow_columns(arrow: list, check: InputCheck) -> list:
     """Drain the pending Arrow records (``(lineno, record batch)``) as columns: merged into one batch and
     validated once (a feed of small records costs one decode per ``batch_pings``, not per record); if the
-    merged batch is refused or the records' schemas differ, record by record — a defect rejects only its
-    own record, as on the topic."""
-    if not arrow:
+    merged batch is refused or the records' schemas differ, record by record."""
+    return _drain(arrow, check, _arrow_merged, batch_columns)
+
+
+def _arrow_merged(batches: list):
+    try:
+        merged = pa.Table.from_batches(batches).combine_chunks().to_batches()
+        return batch_columns(merged[0]) if len(merged) == 1 else None
+    except (InvalidRecord, pa.ArrowException):
+        return None
+
+
+def _drain(pending: list, check: InputCheck, merged, one) -> list:
+    """The pending records (``(lineno, record)``, emptied) as columns: ``merged(records)`` — all of them as
+    one batch, or None when that cannot be told at once — else ``one(record)`` each, so that a defect
+    rejects only its own record, as on the topic."""
+    if not pending:
         return []
-    items = list(arrow)
-    arrow.clear()
+    items = list(pending)
+    pending.clear()
     if len(items) > 1:
-        try:
-            merged = pa.Table.from_batches([b for _, b in items]).combine_chunks().to_batches()
-            if len(merged) == 1:
-                cols = batch_columns(merged[0])
-                check.units += len(cols)
-                return [cols]
-        except (InvalidRecord, pa.ArrowException):
-            pass
+        cols = merged([r for _, r in items])
+        if cols is not None:
+            check.units += len(cols)
+            return [cols]
     out = []
-    for lineno, b in items:
+    for lineno, rec in items:
         try:
-            cols = batch_columns(b)
+            cols = one(rec)
         except InvalidRecord as e:
             check.reject(lineno, f"gps-pings record rejected: {e.code}: {e.detail}")
             continue
