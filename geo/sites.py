@@ -65,8 +65,9 @@ def find_loading_site(index: SiteIndex, start_ms: np.ndarray, end_ms: np.ndarray
 
     Returns ``{"site_id", "name", "kind", "stop_start", "stop_end", "stop_min"}`` and the stop's index ``_i``, or
     ``{"site_id": None, "reason": no_sites | no_stop_in_site}`` (no stop event can say whether the track
-    itself was missing: the case's late-data watermark reads ``track_points``). Only the part of a stop inside the lookback window counts, so a stop that began before the
-    window is measured from the window start.
+    itself was missing: the case's late-data watermark reads ``track_points``). Only the part of a stop
+    inside the lookback window counts, so a stop that began before the window is measured from the window
+    start.
     """
     if len(index) == 0:
         return {"site_id": None, "reason": "no_sites"}

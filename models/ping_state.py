@@ -16,8 +16,9 @@ wall clock by a live worker when it wants a silent fleet to go offline).
 Order of rules: quality (``models.quality``, once per batch: reason mask; pings with an invalid plate are
 not attributed), then per round the steps of ``ROUND_STEPS`` — one function each, with the config keys it
 reads: dedupe → liveness → track (distance, drift, gaps) → overspeed → fatigue → fatigue_24h → curfew →
-geofence → terminal alarms → stops → track sampling → day counters → gap fill. Day counters: ``track.day_slots``
-Beijing days per vehicle live in a ring; pings for older days are "stale" (counted in the output only).
+geofence → terminal alarms → stops → track sampling → day counters → gap fill. Day counters:
+``track.day_slots`` Beijing days per vehicle live in a ring; pings for older days are "stale" (counted in the
+output only).
 
 Rule details:
 - dedupe: a ping whose fix time equals (± ``quality.duplicate_tolerance_s``) one of the vehicle's last
@@ -80,7 +81,8 @@ from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
-from .monitoring import (BEIJING_OFFSET_MS, BUS_CODES, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
+from .monitoring import (BEIJING_OFFSET_MS, BUS_CODES, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS,
+                         UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
                          local_day_tod, make_alert, night_overlap_ms, overspeed_severity)
 from .quality import BIT, NO_WATERMARK, POSITION_DEFECTS, REASONS, classify, plate_valid
@@ -145,7 +147,7 @@ def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
         "curfew_day": (np.int32, (), -1), "zbits": (np.uint64, (words,), 0), "samp_ts": (np.int64, (), NONE),
         "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
         "dirty": (np.bool_, (slots,), False),
-        # the open stop of a goods vehicle (``_step_stops``): first and last stopped sample, where it stopped
+        # the open stop of a vehicle (``_step_stops``): first and last stopped sample, where it stopped
         "stop_start": (np.int64, (), NONE), "stop_last": (np.int64, (), NONE),
         "stop_lat": (np.float32, (), 0.0), "stop_lon": (np.float32, (), 0.0),
     }
@@ -1460,8 +1462,12 @@ class DayRows:
     updated_at: str
 
     def dicts(self) -> list[dict]:
-        u = self.updated_at
-        return [dict(zip(DAY_ROW_COLS, r), online=r[2] > 0, updated_at=u) for r in self.rows]
+        return [self.row_dict(r, self.updated_at) for r in self.rows]
+
+    @staticmethod
+    def row_dict(row: tuple, updated_at: str) -> dict:
+        """One row in its published form."""
+        return dict(zip(DAY_ROW_COLS, row), online=row[2] > 0, updated_at=updated_at)
 
     @classmethod
     def from_dicts(cls, rows: list[dict], updated_at: str) -> "DayRows":

@@ -3,7 +3,7 @@
 Exactly-once effect on the archive without broker transactions (the embedded broker has none):
 - each partition's ``PingProcessor`` state is saved in the archive table ``ping_state`` together with
   ``next_offset`` (the first source offset it does NOT cover), in the SAME archive transaction as the
-  vehicle-day rows, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
+  vehicle-day rows, stop events, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
   SQLite or PostgreSQL — a worker on another host restores the partition from there);
 - events are consumed with manual acks and acknowledged only after that transaction commits, so Faust's
   committed offset never passes the snapshot;
@@ -24,7 +24,7 @@ from operator import itemgetter
 import orjson
 
 from roadwatch.models.pingbatch import decode_batch
-from roadwatch.models.ping_state import DAY_ROW_COLS, DayRows, PingProcessor
+from roadwatch.models.ping_state import DayRows, PingProcessor
 from roadwatch.models.records import InvalidRecord, plausible_years
 
 from . import metrics as M
@@ -216,7 +216,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
             rows = list(unpublished.values())
             unpublished.clear()
             for t, updated in rows:
-                r = dict(zip(DAY_ROW_COLS, t), online=t[2] > 0, updated_at=updated)
+                r = DayRows.row_dict(t, updated)
                 await stats_topic.send(key=f"{r['plate']}|{r['day']}".encode(), value=orjson.dumps(r))
             M.MESSAGES.labels(topic=T.VEHICLE_DAY_STATS, direction="out").inc(len(rows))
 
