@@ -434,7 +434,7 @@ _k("track.sample_all", True, "ops",
    "sample track points (track.sample_s) for every monitored vehicle, not only goods vehicles: the "
    "console's track playback and area search read them")
 _k("track.keep_h", 48.0, "ops",
-   "sampled track points are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
+   "sampled track points and stop events are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
 
 # --- archive (streams/archive/) ---------------------------------------------------------------------------
 _k("archive.url", "", "ops",
