@@ -614,9 +614,10 @@ _k("source.stop_max_move_m", 300.0, "docs/legal-basis.md §5 (62号令 Art.28/32
    "a stop (speed <= source.stop_speed_kmh) ends when the vehicle is this far from where it stopped; stops of "
    "goods vehicles lasting source.min_stop_min are archived (vehicle_stops) and searched for the loading site",
    lo=10, hi=5000)
-_k("track.sample_s", 300, "ops",
+_k("track.sample_s", 120, "ops",
    "one archived track point per vehicle per this many seconds (track_points: the console's playback and area "
-   "search, the intercept's GPS fix, the case watermark; source tracing reads stop events)", lo=1, hi=3600)
+   "search, the intercept's GPS fix and heading, the case watermark; source tracing reads stop events)",
+   lo=1, hi=3600)
 
 
 class Config:
