@@ -1,9 +1,9 @@
 """Cargo-source tracing (货运源头, 一超四罚 target 4): where did an overloaded truck load?
 
-The truck's GPS track in the ``source.lookback_h`` before the weighing is searched for the LAST stop of at
-least ``source.min_stop_min`` (speed ≤ ``source.stop_speed_kmh``) inside a registered source-site polygon.
-Point-in-polygon is vectorised (shapely 2 STRtree bulk query); run detection is numpy. Pure: arrays in,
-dict out.
+The truck's stop events (``vehicle_stops``, detected by the GPS engine: speed ≤ ``source.stop_speed_kmh``
+within ``source.stop_max_move_m`` of where it stopped) in the ``source.lookback_h`` before the weighing are
+searched for the LAST stop of at least ``source.min_stop_min`` whose position lies inside a registered
+source-site polygon. Point-in-polygon is vectorised (shapely 2 STRtree bulk query). Pure: arrays in, dict out.
 """
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ class SiteIndex:
         return out
 
 
-def _excerpt(ts: np.ndarray, lat: np.ndarray, lon: np.ndarray, i0: int) -> dict:
-    """GeoJSON LineString of the track from index ``i0`` to the end (the weighing), thinned."""
-    idx = np.arange(i0, len(ts))
+def excerpt(ts: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> dict:
+    """GeoJSON LineString through the given positions (time order), thinned to ``MAX_EXCERPT_POINTS``."""
+    idx = np.arange(len(ts))
     if len(idx) > MAX_EXCERPT_POINTS:
         keep = np.unique(np.linspace(0, len(idx) - 1, MAX_EXCERPT_POINTS).round().astype(int))
         idx = idx[keep]
@@ -58,40 +58,34 @@ def _excerpt(ts: np.ndarray, lat: np.ndarray, lon: np.ndarray, i0: int) -> dict:
             "properties": {"ts_ms": [int(ts[i]) for i in idx]}}
 
 
-def find_loading_site(index: SiteIndex, ts_ms: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-                      speed_kmh: np.ndarray, reading_ts_ms: int, cfg: Config) -> dict:
-    """The last qualifying stop inside a source site before ``reading_ts_ms``.
+def find_loading_site(index: SiteIndex, start_ms: np.ndarray, end_ms: np.ndarray, lat: np.ndarray,
+                      lon: np.ndarray, reading_ts_ms: int, cfg: Config) -> dict:
+    """The last qualifying stop inside a source site before ``reading_ts_ms``, from stop events (first and
+    last stopped fix, where the vehicle stopped).
 
-    Returns ``{"site_id", "name", "kind", "stop_start", "stop_end", "stop_min", "track"}`` or
-    ``{"site_id": None, "reason": no_sites | no_track | no_stop_in_site}``. A stop lasts from its first to
-    its last stopped point inside the same site; only points inside the lookback window count, so a stop
-    that began before the window is measured from the window start.
+    Returns ``{"site_id", "name", "kind", "stop_start", "stop_end", "stop_min"}`` and the stop's index ``_i``, or
+    ``{"site_id": None, "reason": no_sites | no_stop_in_site}`` (no stop event can say whether the track
+    itself was missing: the case's late-data watermark reads ``track_points``). Only the part of a stop
+    inside the lookback window counts, so a stop that began before the window is measured from the window
+    start.
     """
     if len(index) == 0:
         return {"site_id": None, "reason": "no_sites"}
-    ts_ms = np.asarray(ts_ms, dtype=np.int64)
+    start_ms = np.asarray(start_ms, dtype=np.int64)
+    end_ms = np.asarray(end_ms, dtype=np.int64)
     since = reading_ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
-    sel = (ts_ms >= since) & (ts_ms <= reading_ts_ms)
-    if not sel.any():
-        return {"site_id": None, "reason": "no_track"}
-    order = np.argsort(ts_ms[sel], kind="stable")
-    t = ts_ms[sel][order]
-    la = np.asarray(lat, dtype=float)[sel][order]
-    lo = np.asarray(lon, dtype=float)[sel][order]
-    sp = np.asarray(speed_kmh, dtype=float)[sel][order]
+    s0 = np.maximum(start_ms, since)
+    s1 = np.minimum(end_ms, reading_ts_ms)
+    sel = s1 >= s0
+    la = np.asarray(lat, dtype=float)
+    lo = np.asarray(lon, dtype=float)
     site = index.locate(lo, la)
-    key = np.where(sp <= cfg["source.stop_speed_kmh"], site, -1)
-    # runs of equal key; a run with key ≥ 0 is a stop inside that site
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ends = np.r_[starts[1:] - 1, len(key) - 1]
-    min_ms = cfg["source.min_stop_min"] * 60_000
-    ok = (key[starts] >= 0) & ((t[ends] - t[starts]) >= min_ms)
+    ok = sel & (site >= 0) & ((s1 - s0) >= cfg["source.min_stop_min"] * 60_000)
     if not ok.any():
         return {"site_id": None, "reason": "no_stop_in_site"}
-    j = np.flatnonzero(ok)[-1]
-    s0, s1 = int(starts[j]), int(ends[j])
-    s = index.sites[int(key[s0])]
+    cand = np.flatnonzero(ok)
+    j = int(cand[np.lexsort((s0[cand], s1[cand]))[-1]])      # the stop that ended last
+    s = index.sites[int(site[j])]
     return {"site_id": s.site_id, "name": s.name, "kind": s.kind,
-            "stop_start": epoch_ms_to_iso(int(t[s0])), "stop_end": epoch_ms_to_iso(int(t[s1])),
-            "stop_min": round((int(t[s1]) - int(t[s0])) / 60_000, 1),
-            "track": _excerpt(t, la, lo, s0)}
+            "stop_start": epoch_ms_to_iso(int(s0[j])), "stop_end": epoch_ms_to_iso(int(s1[j])),
+            "stop_min": round((int(s1[j]) - int(s0[j])) / 60_000, 1), "_i": j}

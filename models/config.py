@@ -331,8 +331,6 @@ _k("web.argon2_memory_kib", 65536, "ops (docs/legal-basis.md §10)",
    "argon2id memory per console password hash, KiB", lo=8, hi=4194304)
 
 # --- GPS ping engine (models/ping_state.py, geo/track.py) -------------------------------------------
-_k("source.track_sample_s", 120, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",
-   "goods vehicles: one sampled track point per this many seconds (track_points, source tracing)", lo=1, hi=3600)
 _k("drift.stationary_hold", True, "docs/legal-basis.md §6 (project decision)",
    "while both the last fix and the new point report speed <= drift.stationary_speed_kmh, hold the fix: "
    "stationary GNSS wander adds no distance")
@@ -433,10 +431,10 @@ _k("web.boundaries", "hunan", "ops",
    "bundled offline administrative boundaries shown under the map (static/vendor/boundaries/NAME.json); "
    "empty = none")
 _k("track.sample_all", True, "ops",
-   "sample track points (source.track_sample_s) for every monitored vehicle, not only goods vehicles: the "
+   "sample track points (track.sample_s) for every monitored vehicle, not only goods vehicles: the "
    "console's track playback and area search read them")
 _k("track.keep_h", 48.0, "ops",
-   "sampled track points are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
+   "sampled track points and stop events are kept this long (by data time; at least twice source.lookback_h)", lo=1, hi=24 * 400)
 
 # --- archive (streams/archive/) ---------------------------------------------------------------------------
 _k("archive.url", "", "ops",
@@ -610,6 +608,16 @@ _k("late.recompute_horizon_days", 0, "docs/legal-basis.md §7 (project decision)
    "vehicle-day rows of past days are recomputed when late data for them arrives up to this many days after "
    "the day (0 = until the month's report is made, report.close_grace_h); later data is counted on the day "
    "it is received and flagged (late_from_closed)", lo=0, hi=366)
+
+# --- stop events and track samples (models/ping_state.py ``_step_stops`` / ``_step_track_sampling``) ---
+_k("source.stop_max_move_m", 300.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",
+   "a stop (speed <= source.stop_speed_kmh) ends when the vehicle is this far from where it stopped; stops of "
+   "goods vehicles lasting source.min_stop_min are archived (vehicle_stops) and searched for the loading site",
+   lo=10, hi=5000)
+_k("track.sample_s", 120, "ops",
+   "one archived track point per vehicle per this many seconds (track_points: the console's playback and area "
+   "search, the intercept's GPS fix and heading, the case watermark; source tracing reads stop events)",
+   lo=1, hi=3600)
 
 
 class Config:

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from roadwatch.geo.sites import SiteIndex, find_loading_site
+from roadwatch.geo.sites import SiteIndex, excerpt, find_loading_site
 from .config import Config
 from .devices import approval_status, reason_for
 from .limits import axle_findings, axle_groups, gross_limit
@@ -64,9 +64,14 @@ class CounterSource(Protocol):
 
 
 class TrackSource(Protocol):
+    def stops(self, plate: str, since_ms: int, until_ms: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(start_ms int64, end_ms int64, lat, lon) of the plate's stop events overlapping [since, until]."""
+
     def points(self, plate: str, since_ms: int, until_ms: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(ts_ms int64, lat, lon, speed_kmh) of the plate's points with since ≤ ts ≤ until."""
+        """(ts_ms int64, lat, lon, speed_kmh) of the plate's sampled points with since ≤ ts ≤ until (the
+        evidence excerpt, the intercept's fix)."""
 
 
 class DriverSource(Protocol):
@@ -138,11 +143,20 @@ class MemoryCounters:
 
 
 class MemoryTracks:
-    """Per-plate sorted arrays. Build with ``add`` then ``freeze`` (or ``from_pings``)."""
+    """Per-plate sorted arrays: sampled points (``add``) and stop events (``add_stop``)."""
 
     def __init__(self) -> None:
         self._raw: dict[str, list] = defaultdict(list)
         self._arr: dict[str, tuple] = {}
+        self._stops: dict[str, list] = defaultdict(list)
+
+    def add_stop(self, plate: str, start_ms: int, end_ms: int, lat: float, lon: float) -> None:
+        self._stops[plate].append((start_ms, end_ms, lat, lon))
+
+    def stops(self, plate, since_ms, until_ms):
+        rows = sorted(r for r in self._stops.get(plate, []) if r[1] >= since_ms and r[0] <= until_ms)
+        return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
+                np.array([r[2] for r in rows], dtype=float), np.array([r[3] for r in rows], dtype=float))
 
     def add(self, plate: str, ts_ms: int, lat: float, lon: float, speed_kmh: float) -> None:
         self._raw[plate].append((ts_ms, lat, lon, speed_kmh))
@@ -255,13 +269,20 @@ def _site_index(registry: Registry) -> SiteIndex:
 
 
 def trace_source_site(registry: Registry, cfg: Config, track: TrackSource | None, plate: str, ts_ms: int) -> dict:
-    """The loading stop (货运源头单位) on the truck's track before ``ts_ms`` (geo/sites.py); also used to amend
-    a case when its track arrives late (streams/cases.py ``resolve_pending``)."""
+    """The loading stop (货运源头单位) among the truck's stop events before ``ts_ms`` (geo/sites.py), with the
+    evidence excerpt ``track``: where it stopped, then its sampled points up to the weighing. Also used to
+    amend a case when its track arrives late (streams/cases.py ``resolve_pending``)."""
     if track is None:
         return {"site_id": None, "reason": "no_track_source"}
     since = ts_ms - int(round(cfg["source.lookback_h"] * 3_600_000))
-    t, la, lo, sp = track.points(plate, since, ts_ms)
-    return find_loading_site(_site_index(registry), t, la, lo, sp, ts_ms, cfg)
+    st, en, la, lo = track.stops(plate, since, ts_ms)
+    site = find_loading_site(_site_index(registry), st, en, la, lo, ts_ms, cfg)
+    j = site.pop("_i", None)
+    if j is not None:
+        t0 = max(int(st[j]), since)
+        t, pla, plo, _ = track.points(plate, t0 + 1, ts_ms)
+        site["track"] = excerpt(np.r_[t0, t], np.r_[la[j], pla], np.r_[lo[j], plo])
+    return site
 
 
 # --- the verdict ----------------------------------------------------------------------------------------

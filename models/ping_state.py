@@ -16,8 +16,9 @@ wall clock by a live worker when it wants a silent fleet to go offline).
 Order of rules: quality (``models.quality``, once per batch: reason mask; pings with an invalid plate are
 not attributed), then per round the steps of ``ROUND_STEPS`` — one function each, with the config keys it
 reads: dedupe → liveness → track (distance, drift, gaps) → overspeed → fatigue → fatigue_24h → curfew →
-geofence → terminal alarms → track sampling → day counters → gap fill. Day counters: ``track.day_slots``
-Beijing days per vehicle live in a ring; pings for older days are "stale" (counted in the output only).
+geofence → terminal alarms → stops → track sampling → day counters → gap fill. Day counters:
+``track.day_slots`` Beijing days per vehicle live in a ring; pings for older days are "stale" (counted in the
+output only).
 
 Rule details:
 - dedupe: a ping whose fix time equals (± ``quality.duplicate_tolerance_s``) one of the vehicle's last
@@ -72,7 +73,6 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
-from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -82,7 +82,8 @@ from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
-from .monitoring import (BEIJING_OFFSET_MS, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS, UNKNOWN_CATEGORY,
+from .monitoring import (BEIJING_OFFSET_MS, BUS_CODES, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS,
+                         UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
                          local_day_tod, make_alert, night_overlap_ms, overspeed_severity)
 from .quality import BIT, NO_WATERMARK, POSITION_DEFECTS, REASONS, classify, plate_valid
@@ -110,7 +111,8 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "fat_last_ts", "fat_prev_moving", "fat_lat", "fat_lon", "fat_driver", "fat_acc", "fat_nacc",
                "fat_stop", "fat_alerted", "fat_ep_start", "fat_ep_night", "fat_ep_lat", "fat_ep_lon",
                "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
-               "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits")
+               "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits",
+               "stop_start", "stop_last", "stop_lat", "stop_lon")
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 # one held sample of the replay window (``_history``): packed, 41 B (was 7 float64 columns, 56 B); the values
 # the rules read keep their full precision, so a replay sees exactly what the first pass saw
@@ -146,6 +148,9 @@ def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
         "curfew_day": (np.int32, (), -1), "zbits": (np.uint64, (words,), 0), "samp_ts": (np.int64, (), NONE),
         "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
         "dirty": (np.bool_, (slots,), False),
+        # the open stop of a vehicle (``_step_stops``): first and last stopped sample, where it stopped
+        "stop_start": (np.int64, (), NONE), "stop_last": (np.int64, (), NONE),
+        "stop_lat": (np.float32, (), 0.0), "stop_lon": (np.float32, (), 0.0),
     }
     if not replay:
         return spec
@@ -217,6 +222,8 @@ class PingProcessor:
         self.watermark = int(NO_WATERMARK)
         self.pending_rows: list[dict] = []       # rows of day slots overwritten before day_rows() ran
         self.track_buf: list[tuple] = []
+        self.stop_buf: list[tuple] = []          # ended stops (vehicle, start, end, lat, lon, closed) not drained
+        self.stop_retract: dict[int, int] = {}   # vehicle → stops closed after this time were re-derived
         self.stale_total = 0
         self.past: dict[tuple[int, int], np.ndarray] = {}   # (vehicle, day) → contributions to a day not held
         self.fix_clock = NONE                     # newest fix time with a plausible time (month close)
@@ -235,6 +242,9 @@ class PingProcessor:
         self._goods[list(GOODS_CODES)] = True
         if cfg["track.sample_all"]:               # every monitored vehicle: console playback and area search
             self._goods[list(CATEGORY_CODES.values())] = True
+        # stop events: every vehicle but buses (a truck missing from the GPS registry may still be weighed)
+        self._stop_cats = np.ones(UNKNOWN_CATEGORY + 1, dtype=bool)
+        self._stop_cats[list(BUS_CODES)] = False
         self._read_params()
 
     # --- configuration ------------------------------------------------------------------------------
@@ -256,7 +266,10 @@ class PingProcessor:
         self.late_ms = int(c["alerts.late_after_s"]) * 1000
         self.close_grace_ms = int(round(float(c["report.close_grace_h"]) * HOUR_MS))
         self.horizon_days = int(c["late.recompute_horizon_days"])
-        self.sample_ms = int(c["source.track_sample_s"]) * 1000
+        self.sample_ms = int(c["track.sample_s"]) * 1000
+        self.src_stop_kmh = float(c["source.stop_speed_kmh"])
+        self.src_stop_ms = int(round(float(c["source.min_stop_min"]) * 60_000))
+        self.src_move_km = float(c["source.stop_max_move_m"]) / 1000.0
         self.alarm_unpositioned = bool(c["alerts.alarm_from_unpositioned"])
         self.limit_keys = sorted(set(self.limits.keys.values()))
 
@@ -506,6 +519,7 @@ class PingProcessor:
         # rule state back to the checkpoint; counters lose what the rules added since then
         for f in RULE_FIELDS:
             a[f][vs] = a["ck_" + f][vs]
+        self._retract_stops(vs, rows)
         cnt0, dirty0 = a["cnt"][vs].copy(), a["dirty"][vs].copy()
         a["cnt"][vs[:, None], np.arange(self.slots)[None, :], RULE_F_IDX[0]:RULE_F_IDX[-1] + 1] -= a["rc_a"][vs]
         a["rc_a"][vs] = 0.0
@@ -1016,8 +1030,75 @@ class PingProcessor:
         a["last_moving"][iv] = c.moving[P][inord]
         a["last_acc"][iv] = (c.cols.status_flags[P][inord] & STATUS_ACC) != 0
 
+    def _step_stops(self, r: "_Round") -> None:
+        """Stop events (source tracing, geo/sites.py) of every vehicle but buses: a stop is a run of samples
+        at or below ``source.stop_speed_kmh`` within ``source.stop_max_move_m`` of where it began (a silence
+        does not end it). It ends at the next faster or farther sample; one that lasted
+        ``source.min_stop_min`` from its first to its last stopped sample is kept for ``vehicle_stops``.
+        A rule of the time-ordered timeline: a replay re-derives it (``_retract_stops``)."""
+        if not len(r.si):
+            return
+        a, c, vi, t, Ps = self.a, r.c, r.svi, r.st, r.Ps
+        g = self._stop_cats[c.cat[Ps]]
+        if not g.all():
+            vi, t, Ps = vi[g], t[g], Ps[g]
+            if not len(vi):
+                return
+        lat, lon = c.cols.lat[Ps], c.cols.lon[Ps]
+        stopped = c.speed[Ps] <= self.src_stop_kmh
+        st0 = a["stop_start"][vi]
+        ends = st0 != NONE
+        if ends.any():
+            oj = np.flatnonzero(ends & stopped)
+            far = haversine_km(a["stop_lat"][vi[oj]].astype(np.float64), a["stop_lon"][vi[oj]].astype(np.float64),
+                               lat[oj], lon[oj]) > self.src_move_km
+            ends &= ~stopped
+            ends[oj[far]] = True
+            if ends.any():
+                last = a["stop_last"][vi]
+                for j in np.flatnonzero(ends & (last - st0 >= self.src_stop_ms)).tolist():
+                    v = int(vi[j])
+                    # held as float32 (≈ 1 m): 5 decimals give back the fix's own position
+                    self.stop_buf.append((v, int(st0[j]), int(last[j]), round(float(a["stop_lat"][v]), 5),
+                                          round(float(a["stop_lon"][v]), 5), int(t[j])))
+                a["stop_start"][vi[ends]] = NONE
+        if stopped.any():
+            begin = stopped & (a["stop_start"][vi] == NONE)
+            bv = vi[begin]
+            a["stop_start"][bv] = t[begin]
+            a["stop_lat"][bv] = lat[begin]
+            a["stop_lon"][bv] = lon[begin]
+            a["stop_last"][vi[stopped]] = t[stopped]
+
+    def _retract_stops(self, vs: np.ndarray, rows: np.ndarray) -> None:
+        """Before a replay of ``vs``: the stops their replayed samples closed are derived again, so those
+        already found (buffered or archived) are withdrawn — every stop closed after the checkpoint (or,
+        without one, after the vehicle's first held sample)."""
+        ck = self.a["ck_ts"][vs]
+        if (ck == NONE).any() and len(rows):
+            first = np.searchsorted(rows["v"], vs, "left")
+            has = first < len(rows)
+            own = np.zeros(len(vs), dtype=bool)
+            own[has] = rows["v"][first[has]] == vs[has]
+            ck = np.where((ck == NONE) & own, rows["ts"][np.minimum(first, len(rows) - 1)] - 1, ck)
+        after = dict(zip(vs.tolist(), ck.tolist()))
+        for v, t in after.items():
+            self.stop_retract[v] = min(t, self.stop_retract.get(v, t))
+        if self.stop_buf:
+            self.stop_buf = [s for s in self.stop_buf if s[0] not in after or s[5] <= after[s[0]]]
+
+    def stop_events(self) -> tuple[list[tuple], list[tuple]]:
+        """Drain the stop events: (withdrawals ``(plate, closed after ms)``, stops ``(plate, start_ms, end_ms,
+        lat, lon, closed_ms)``) for ``vehicle_stops`` — withdrawals applied first."""
+        plates = self.plates
+        retract = sorted((plates[v], t) for v, t in self.stop_retract.items())
+        stops = sorted((plates[v], s, e, la, lo, cl) for v, s, e, la, lo, cl in self.stop_buf)
+        self.stop_buf, self.stop_retract = [], {}
+        return retract, stops
+
     def _step_track_sampling(self, r: "_Round") -> None:
-        """Goods vehicles: one track point per ``source.track_sample_s`` (track_points, source tracing)."""
+        """One track point per ``track.sample_s`` of goods vehicles (every vehicle with ``track.sample_all``):
+        ``track_points`` (console playback and area search, the intercept's fix)."""
         if self.sample_ms <= 0 or not len(r.si):
             return
         a, c, vi, t, Ps = self.a, r.c, r.svi, r.st, r.Ps
@@ -1244,33 +1325,31 @@ class PingProcessor:
         return row
 
     def day_rows(self, dirty_only: bool = True) -> list[dict]:
-        """Vehicle-day rows with absolute values (``vehicle_day`` columns + ``online``), sorted by
-        (plate, day): every day changed since the last call (or every day held, ``dirty_only=False``)."""
+        """Vehicle-day rows with absolute values (``vehicle_day`` columns + ``online`` + ``updated_at``),
+        sorted by (plate, day): every day changed since the last call (or every day held,
+        ``dirty_only=False``). The worker's commit takes the tuples of ``day_table`` instead."""
+        return self.day_table(dirty_only).dicts()
+
+    def day_table(self, dirty_only: bool = True) -> "DayRows":
+        """``day_rows`` as tuples in ``DAY_ROW_COLS`` order, built column-wise (a dict per dirty vehicle-day
+        every commit cost 9 % of the worker, docs/performance.md)."""
         a, n = self.a, self.n
         sel = a["dirty"][:n] if dirty_only else (a["slot_day"][:n] >= 0)
-        rows = self.pending_rows
+        rows = [tuple(r.get(c, 0) for c in DAY_ROW_COLS) for r in self.pending_rows]
         self.pending_rows = []
         vs, ss = np.nonzero(sel)
         if len(vs):
             days = a["slot_day"][vs, ss].tolist()
             cnts = a["cnt"][vs, ss]
-            ints = cnts[:, list(_INT_FIELDS)].astype(np.int64).tolist()
-            flts = np.round(cnts[:, [F_KM, F_KMINC, F_FATIGUE]], 6).tolist()
             dstr = {d: day_string(d) for d in set(days)}
-            plates = self.plates
-            for v, d, (pi, qu, dr, os_, cu, of, lc), (km, kmi, fs) in zip(vs.tolist(), days, ints, flts):
-                rows.append({"plate": plates[v], "day": dstr[d], "pings": pi, "qualified": qu, "km_total": km,
-                             "km_incomplete": kmi, "drift_points": dr, "overspeed_count": os_, "fatigue_s": fs,
-                             "curfew_events": cu, "offline_events": of, "late_from_closed": lc,
-                             "online": pi > 0})
+            cols = [cnts[:, f].astype(np.int64).tolist() if f in _INT_FIELDS else np.round(cnts[:, f], 6).tolist()
+                    for f in range(N_FIELDS)]
+            rows.extend(zip(map(self.plates.__getitem__, vs.tolist()), map(dstr.__getitem__, days), *cols))
         a["dirty"][:n] = False
         if self.watermark != NO_WATERMARK:
             self.gaps.prune(self.watermark)
-        updated = format_ts_ms(self.watermark_ms)
-        for r in rows:
-            r["updated_at"] = updated
-        rows.sort(key=itemgetter("plate", "day"))
-        return rows
+        rows.sort()
+        return DayRows(rows, format_ts_ms(self.watermark_ms))
 
     # --- persistence --------------------------------------------------------------------------------
     def snapshot(self, compress: bool = True) -> bytes:
@@ -1280,7 +1359,8 @@ class PingProcessor:
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
-                "fix_clock": self.fix_clock,
+                "fix_clock": self.fix_clock, "stops": self.stop_buf,
+                "stop_retract": sorted(self.stop_retract.items()),
                 "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
@@ -1313,6 +1393,8 @@ class PingProcessor:
             same_zones = meta["zones"] == self.zones.restricted_ids
             track = z["__track__"]
             self.track_buf = [track] if len(track) else []
+            self.stop_buf = [tuple(s) for s in meta.get("stops", ())]
+            self.stop_retract = {int(v): int(t) for v, t in meta.get("stop_retract", ())}
             if "__hist__" in z.files:
                 self._hist = _hist_from_snapshot(z["__hist__"])
             had_window = "ck_ts" in z.files
@@ -1408,6 +1490,29 @@ class _Round:
         self.driving_ms = np.zeros(0, dtype=np.int64)
 
 
+DAY_ROW_COLS = ("plate", "day") + DAY_COLUMNS     # the ``vehicle_day`` columns a row carries
+
+
+@dataclass
+class DayRows:
+    """Vehicle-day rows as tuples (``DAY_ROW_COLS`` order; one per (plate, day), sorted) and the engine's
+    ``updated_at`` of the batch; ``dicts`` gives the published form (+ ``online``, ``updated_at``)."""
+    rows: list
+    updated_at: str
+
+    def dicts(self) -> list[dict]:
+        return [self.row_dict(r, self.updated_at) for r in self.rows]
+
+    @staticmethod
+    def row_dict(row: tuple, updated_at: str) -> dict:
+        """One row in its published form."""
+        return dict(zip(DAY_ROW_COLS, row), online=row[2] > 0, updated_at=updated_at)
+
+    @classmethod
+    def from_dicts(cls, rows: list[dict], updated_at: str) -> "DayRows":
+        return cls([tuple(r[c] for c in DAY_ROW_COLS) for r in rows], updated_at)
+
+
 @dataclass(frozen=True)
 class Step:
     """One rule of the per-round pipeline and the config keys it reads."""
@@ -1433,7 +1538,9 @@ ROUND_STEPS: tuple[Step, ...] = (
          PingProcessor._step_curfew),
     Step("geofence", ("registry.zones",), PingProcessor._step_geofence),
     Step("terminal_alarms", ("alerts.alarm_from_unpositioned",), PingProcessor._step_terminal_alarms),
-    Step("track_sampling", ("source.track_sample_s",), PingProcessor._step_track_sampling),
+    Step("stops", ("source.stop_speed_kmh", "source.min_stop_min", "source.stop_max_move_m"),
+         PingProcessor._step_stops),
+    Step("track_sampling", ("track.sample_s", "track.sample_all"), PingProcessor._step_track_sampling),
     Step("day_counters", ("track.day_slots",), PingProcessor._step_day_counters),
     Step("gap_fill", ("track.fill_max_gaps", "track.fill_window_h", "track.fill_max_points"),
          PingProcessor._step_gap_fill),
@@ -1442,4 +1549,4 @@ ROUND_STEPS: tuple[Step, ...] = (
 # over the vehicle's held samples in time order ("late.replay_window_h").
 REPLAY_STEPS: tuple[Step, ...] = tuple(s for s in ROUND_STEPS if s.name in
                                        ("track", "overspeed", "fatigue", "fatigue_24h", "curfew", "geofence",
-                                        "day_counters"))
+                                        "stops", "day_counters"))

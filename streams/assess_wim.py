@@ -1,7 +1,8 @@
 """``roadwatch assess wim``: WIM readings (JSON lines, stdin) → one verdict JSON line per reading (stdout).
 
 The same ``models.overload.assess`` as the stream worker, with in-memory sources: a pings file (interchange
-JSON lines) serves as the truck tracks and, through its ``driver_id`` field, as the driver source; counters
+JSON lines) serves as the truck tracks (the loading-site search reads the stop events the GPS engine derives
+from them) and, through its ``driver_id`` field, as the driver source; counters
 and passages grow as the readings are assessed, in input order. With ``--archive PATH`` the verdicts and
 cases are persisted there exactly as the worker does (``streams/wim.py``: same sources, same ``CaseStore``),
 so ``roadwatch case act`` and ``roadwatch escalations`` can take over; without it nothing is stored. Malformed lines give an error line
@@ -13,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from roadwatch.models.config import Config, ConfigError, load_config
@@ -20,7 +22,9 @@ from roadwatch.models.evidence import EvidenceError, load_signing_key, write_pac
 from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
 from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading, plausible_years
 from roadwatch.models.permits import PermitError, PermitIndex, load_permits
-from roadwatch.models.registry import RegistryError, load_registry
+from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.pingschema import PingColumns
+from roadwatch.models.registry import Registry, RegistryError, load_registry
 from roadwatch.streams.cli import UsageError
 
 
@@ -35,9 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "Without it the run is a stateless dry run")
 
 
-def load_pings(path: Path, max_bytes: int, cfg: Config,
-               years: tuple[int, int] | None = None) -> tuple[MemoryTracks, MemoryDrivers, int]:
+def load_pings(path: Path, max_bytes: int, cfg: Config, years: tuple[int, int] | None = None,
+               registry: Registry | None = None) -> tuple[MemoryTracks, MemoryDrivers, int]:
+    """The pings as the track source: their points, and the stop events the GPS engine derives from them
+    (in time order, as the worker would: the loading-site search reads stops), plus their driver ids."""
     tracks, drivers, bad = MemoryTracks(), MemoryDrivers(), 0
+    pings: list = []
     from . import feed_input     # a scenario/replay feed or JSON lines of pings
     lines, check, f = feed_input.pings(str(path), cfg, f"--pings {path}")
     with f:
@@ -53,12 +60,36 @@ def load_pings(path: Path, max_bytes: int, cfg: Config,
                 continue
             t = iso_to_epoch_ms(p.ts)
             tracks.add(p.plate, t, p.lat, p.lon, p.speed_kmh)
+            pings.append((t, p))
             if p.driver_id:
                 drivers.add(p.plate, t, p.driver_id)
+    for plate, start, end, lat, lon, _ in _engine_stops(pings, cfg, registry):
+        tracks.add_stop(plate, start, end, lat, lon)
     if bad:
         print(f"roadwatch: {path}: {bad} malformed ping line(s) skipped", file=sys.stderr)
     check.verdict(rejected_downstream=bad)
     return tracks, drivers, bad + check.rejected
+
+
+def _engine_stops(pings: list, cfg: Config, registry: Registry | None, batch: int = 8000) -> list[tuple]:
+    """Stop events of ``(ts_ms, GpsPing)`` pings run through the GPS engine in time order."""
+    proc = PingProcessor(cfg, registry)
+    pings.sort(key=lambda x: x[0])
+    for k in range(0, len(pings), batch):
+        chunk = [p for _, p in pings[k:k + batch]]
+        proc.process(PingColumns(
+            plate=[p.plate for p in chunk], terminal_id=[p.terminal_id for p in chunk],
+            plate_color=np.array([p.plate_color for p in chunk], dtype=np.int64),
+            ts=np.array([t for t, _ in pings[k:k + batch]], dtype=np.int64),
+            lat=np.array([p.lat for p in chunk], dtype=float), lon=np.array([p.lon for p in chunk], dtype=float),
+            speed_kmh=np.array([p.speed_kmh for p in chunk], dtype=float),
+            heading=np.array([p.heading for p in chunk], dtype=np.int64),
+            altitude_m=np.array([p.altitude_m for p in chunk], dtype=float),
+            alarm_flags=np.array([p.alarm_flags for p in chunk], dtype=np.int64),
+            status_flags=np.array([p.status_flags for p in chunk], dtype=np.int64),
+            reupload=np.array([p.reupload for p in chunk], dtype=bool), driver_id=[p.driver_id for p in chunk],
+            mileage_km=[p.mileage_km for p in chunk]), now_ms=None)
+    return proc.stop_events()[1]
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -76,7 +107,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     tracks = drivers = None
     bad_input = False
     if args.pings:
-        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, cfg, plausible_years(cfg))
+        tracks, drivers, bad = load_pings(Path(args.pings), max_bytes, cfg, plausible_years(cfg), registry)
         bad_input = bad > 0
     key = None
     if args.evidence_dir:

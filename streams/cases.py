@@ -29,6 +29,7 @@ from roadwatch.streams import documents, notices
 from roadwatch.streams.archive import ArchiveConnection
 from roadwatch.streams.archive import cases as db
 from roadwatch.streams.archive import evidence as evidence_db
+from roadwatch.streams.archive.stops import prune_stops, save_stops, stops_between
 from roadwatch.streams.archive.tracks import last_track_ts, prune_track_points, track_between, upsert_track_points
 
 
@@ -789,7 +790,7 @@ class ArchiveDrivers:
 
 
 class ArchiveTracks:
-    """``TrackSource`` over ``track_points`` (written by the GPS path)."""
+    """``TrackSource`` over ``vehicle_stops`` and ``track_points`` (both written by the GPS path)."""
 
     def __init__(self, conn: ArchiveConnection):
         self.conn = conn
@@ -797,6 +798,18 @@ class ArchiveTracks:
     def record_points(self, plate: str, ts_ms, lat, lon, speed_kmh) -> None:
         upsert_track_points(self.conn, [(plate, int(t), float(a), float(o), float(s))
                                         for t, a, o, s in zip(ts_ms, lat, lon, speed_kmh)])
+
+    def record_stops(self, plate: str, stops) -> None:
+        """(start_ms, end_ms, lat, lon, closed_ms) stops of ``plate`` (tests, imports)."""
+        save_stops(self.conn, (), [(plate, int(s), int(e), float(a), float(o), int(c)) for s, e, a, o, c in stops])
+
+    def stops(self, plate, since_ms, until_ms):
+        rows = stops_between(self.conn, plate, since_ms, until_ms)
+        if not rows:
+            e = np.empty(0)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), e, e.copy()
+        a = np.array([tuple(r) for r in rows], dtype=object)
+        return (a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(float), a[:, 3].astype(float))
 
     def points(self, plate, since_ms, until_ms):
         rows = track_between(self.conn, plate, since_ms, until_ms)
@@ -807,6 +820,8 @@ class ArchiveTracks:
         return a[:, 0].astype(np.int64), a[:, 1], a[:, 2], a[:, 3]
 
     def prune_track_points(self, before_ms: int) -> int:
+        """Track points and stop events older than ``before_ms`` (data time): how many points."""
+        prune_stops(self.conn, before_ms)
         return prune_track_points(self.conn, before_ms)
 
 

@@ -3,7 +3,7 @@
 Exactly-once effect on the archive without broker transactions (the embedded broker has none):
 - each partition's ``PingProcessor`` state is saved in the archive table ``ping_state`` together with
   ``next_offset`` (the first source offset it does NOT cover), in the SAME archive transaction as the
-  vehicle-day rows, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
+  vehicle-day rows, stop events, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
   SQLite or PostgreSQL — a worker on another host restores the partition from there);
 - events are consumed with manual acks and acknowledged only after that transaction commits, so Faust's
   committed offset never passes the snapshot;
@@ -18,11 +18,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 
 import orjson
 
 from roadwatch.models.pingbatch import decode_batch
-from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.ping_state import DayRows, PingProcessor
 from roadwatch.models.records import InvalidRecord, plausible_years
 
 from . import metrics as M
@@ -32,6 +34,7 @@ from .broker import ENV_EPOCH
 from .deadletter import send_dead_letter
 
 log = logging.getLogger("roadwatch.gps")
+_ROW_KEY = itemgetter(0, 1)        # (plate, day) of a day-row tuple
 # labelled metric children bound once: .labels() costs a dict lookup and a lock per call on the hot path
 PINGS_OK = M.PINGS.labels(qualified="yes")
 PINGS_BAD = M.PINGS.labels(qualified="no")
@@ -47,6 +50,8 @@ class PartitionEntry:
     pending_alerts: list = field(default_factory=list)   # archived with the next snapshot
     unsaved_rows: list = field(default_factory=list)     # drained from the processor, kept until committed
     unsaved_points: list = field(default_factory=list)
+    unsaved_retract: list = field(default_factory=list)  # stop withdrawals and stops (``stop_events``)
+    unsaved_stops: list = field(default_factory=list)
 
 
 class PartitionStates:
@@ -77,20 +82,29 @@ class PartitionStates:
             self.entries[partition] = e
         return e
 
-    def flush(self, partition: int) -> list[dict]:
-        """Commit one partition's outputs + snapshot atomically, then ack its events. Returns day rows."""
+    def flush(self, partition: int) -> DayRows | None:
+        """Commit one partition's outputs + snapshot atomically, then ack its events. Returns the day rows
+        committed (tuples, ``DayRows``), or None when there was nothing to commit."""
         e = self.entries.get(partition)
         if e is None or not e.dirty:
-            return []
+            return None
         # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
-        rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
+        table = e.proc.day_table(dirty_only=True)
+        table.rows[:0] = e.unsaved_rows
         if e.proc.past:     # late data for days no longer in memory: recomputed on their stored rows
-            rows = e.proc.merge_past_days(rows, archive.load_vehicle_days(self.conn, e.proc.past_day_keys()))
-        e.unsaved_rows = rows
+            table = DayRows.from_dicts(e.proc.merge_past_days(
+                table.dicts(), archive.load_vehicle_days(self.conn, e.proc.past_day_keys())), table.updated_at)
+        e.unsaved_rows = table.rows
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
+        retract, stops = e.proc.stop_events()
+        retract = e.unsaved_retract = e.unsaved_retract + retract
+        stops = e.unsaved_stops = e.unsaved_stops + stops
         blob = archive.pack_state(e.proc.snapshot(compress=False))
-        archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
-                                        day_rows=rows, track_points=points, alerts=e.pending_alerts)
+        with self.conn.transaction():     # one transaction: outputs, state and offset (module docstring)
+            archive.upsert_day_tuples(self.conn, table.rows)
+            archive.save_stops(self.conn, retract, stops)
+            archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
+                                            track_points=points, alerts=e.pending_alerts)
         M.SNAPSHOTS.inc()
         if e.proc.n:
             M.STATE_BYTES.set(e.proc.live_bytes_per_vehicle())
@@ -98,9 +112,9 @@ class PartitionStates:
             ev.ack()
         e.pending_acks.clear()
         e.pending_alerts.clear()
-        e.unsaved_rows, e.unsaved_points = [], []
+        e.unsaved_rows, e.unsaved_points, e.unsaved_retract, e.unsaved_stops = [], [], [], []
         e.dirty = False
-        return rows
+        return table
 
     def drop(self, partitions) -> None:
         for p in list(partitions):
@@ -165,7 +179,8 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
 
     # The archive is the system of record; the compacted topic mirrors the newest absolute row per
     # vehicle-day for downstream consumers, throttled so a catching-up worker does not send 10 k rows/s.
-    unpublished: dict[tuple[str, str], dict] = {}
+    # (plate, day) → (row tuple, updated_at): the dict of a row is built only when it is published
+    unpublished: dict[tuple[str, str], tuple] = {}
     last_publish = [time.monotonic()]
     publish_every = float(cfg["stream.stats_publish_interval_s"])
 
@@ -191,15 +206,17 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         if due:
             p = min(due, key=lambda q: last_flush.get(q, 0.0))
             last_flush[p] = now
-            for r in ctx.faults.attempt("gps-snapshot", states.flush, p, default=[]):
-                unpublished[(r["plate"], r["day"])] = r
+            table = ctx.faults.attempt("gps-snapshot", states.flush, p, default=None)
+            if table is not None and table.rows:
+                unpublished.update(zip(map(_ROW_KEY, table.rows), zip(table.rows, repeat(table.updated_at))))
         elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
             ctx.faults.clear("gps-snapshot")   # the failing partitions were revoked: nothing left to retry
         if unpublished and time.monotonic() - last_publish[0] >= publish_every:
             last_publish[0] = time.monotonic()
             rows = list(unpublished.values())
             unpublished.clear()
-            for r in rows:
+            for t, updated in rows:
+                r = DayRows.row_dict(t, updated)
                 await stats_topic.send(key=f"{r['plate']}|{r['day']}".encode(), value=orjson.dumps(r))
             M.MESSAGES.labels(topic=T.VEHICLE_DAY_STATS, direction="out").inc(len(rows))
 

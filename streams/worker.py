@@ -114,8 +114,8 @@ def _install_web(app, ctx) -> None:
 
 
 def _install_track_pruning(app, ctx, wim_handler) -> None:
-    """Track samples serve the source-site look-back and the console's playback: keep ``track.keep_h`` (at
-    least twice the look-back), by data time."""
+    """Stop events serve the source-site look-back, track samples the console's playback: keep
+    ``track.keep_h`` (at least twice the look-back) of both, by data time."""
     keep_ms = int(max(2 * float(ctx.cfg["source.lookback_h"]), float(ctx.cfg["track.keep_h"])) * 3_600_000)
 
     @app.timer(600.0)

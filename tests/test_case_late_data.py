@@ -40,6 +40,7 @@ def quarry_track(conn):
     pts = [(ms(T0 - timedelta(hours=3) + timedelta(minutes=i)), 34.61, 113.51, 0.0) for i in range(20)]
     pts += [(ms(T0 - timedelta(minutes=5)), 34.69, 113.59, 60.0), (ms(T0 + timedelta(minutes=2)), 34.71, 113.61, 60.0)]
     ArchiveTracks(conn).record_points(PLATE, *zip(*pts))
+    ArchiveTracks(conn).record_stops(PLATE, [(pts[0][0], pts[19][0], 34.61, 113.51, pts[20][0])])
 
 
 def test_late_track_and_card_amend_the_case(env):

@@ -206,12 +206,14 @@ def test_driver_from_ic_card_beats_registry_and_logout_falls_back():
 
 def test_source_site_found_from_track_and_counts_as_target():
     tr = MemoryTracks()
-    for i in range(20):                                   # 19 min stopped inside the quarry, 3 h before
-        tr.add(PLATE, ms(T0 - timedelta(hours=3) + timedelta(minutes=i)), 34.61, 113.51, 0.0)
+    start = ms(T0 - timedelta(hours=3))                   # 19 min stopped inside the quarry, 3 h before
+    tr.add_stop(PLATE, start, start + 19 * 60_000, 34.61, 113.51)
     tr.add(PLATE, ms(T0 - timedelta(minutes=5)), 34.69, 113.59, 60.0)
     v = run(reading(60000), track=tr)
     assert v["source_site"]["site_id"] == "Q1" and v["source_site"]["stop_min"] == 19.0
-    assert v["track_excerpt"]["geometry"]["type"] == "LineString"
+    # the evidence excerpt: where it stopped, then its sampled points up to the weighing
+    assert v["track_excerpt"]["geometry"] == {"type": "LineString", "coordinates": [[113.51, 34.61], [113.59, 34.69]]}
+    assert v["track_excerpt"]["properties"]["ts_ms"] == [start, ms(T0 - timedelta(minutes=5))]
     assert v["counters"]["source_site"] == 1
     assert run(reading(60000))["source_site"] == {"site_id": None, "reason": "no_track_source"}
 

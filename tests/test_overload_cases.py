@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from roadwatch.models.config import Config
-from roadwatch.models.overload import MemoryCounters, assess
+from roadwatch.models.overload import MemoryCounters, assess, trace_source_site
 from roadwatch.streams.archive import close_all, open_archive
 from roadwatch.models.evidence import verify_tree
 from roadwatch.streams.cases import (ArchiveCounters, ArchiveDrivers, ArchiveTrack, ArchiveTracks,
@@ -159,19 +159,29 @@ def test_driver_cards(conn):
     assert v["driver"]["id"] == "D1" and v["driver"]["source"] == "ic_card"
 
 
-def test_track_points_feed_source_tracing_and_prune(conn):
+def test_stop_events_feed_source_tracing_and_prune_with_the_track(conn):
     tr = ArchiveTracks(conn)
     ts = [ms(T0 - timedelta(hours=2) + timedelta(minutes=i)) for i in range(20)]
     tr.record_points(PLATE, ts, [34.61] * 20, [113.51] * 20, [0.0] * 20)
     tr.record_points(PLATE, ts[:5], [34.61] * 5, [113.51] * 5, [0.0] * 5)      # re-sent: no duplicates
     t, la, lo, sp = tr.points(PLATE, ts[0], ts[-1])
     assert len(t) == 20 and t.dtype == np.int64 and np.all(np.diff(t) > 0)
+    # points alone are no stop: the search reads the engine's stop events
+    assert trace_source_site(registry(), Config(), tr, PLATE, ms(T0)) == {"site_id": None, "reason": "no_stop_in_site"}
+    stop = (ts[0], ts[-1], 34.61, 113.51, ts[-1] + 60_000)
+    tr.record_stops(PLATE, [stop])
+    tr.record_stops(PLATE, [stop])                                               # re-sent: no duplicates
+    st, en, sla, slo = tr.stops(PLATE, ts[0], ms(T0))
+    assert list(st) == [ts[0]] and list(en) == [ts[-1]] and st.dtype == np.int64
     v = worker_step(conn, reading(60000))
-    assert v["source_site"]["site_id"] == "Q1"
+    assert v["source_site"]["site_id"] == "Q1" and v["source_site"]["stop_min"] == 19.0
     row = CaseStore(conn, Config()).get(v["case_id"])
     assert row["source_site_id"] == "Q1"
     assert tr.prune_track_points(ts[10]) == 10
     assert len(tr.points(PLATE, 0, ms(T0))[0]) == 10
+    assert len(tr.stops(PLATE, 0, ms(T0))[0]) == 1                             # ended after the cut: kept
+    tr.prune_track_points(ts[-1] + 1)
+    assert len(tr.stops(PLATE, 0, ms(T0))[0]) == 0
 
 
 def test_record_writes_the_evidence_package_once(conn, tmp_path, monkeypatch):

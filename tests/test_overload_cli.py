@@ -39,11 +39,13 @@ def test_batch_assessment_with_pings_evidence_and_bad_lines(tmp_path, monkeypatc
     reg.write_bytes(orjson.dumps(registry_dict()))
     pings = tmp_path / "pings.jsonl"
     rows = []
-    for i in range(20):
+    # 19 min stopped in the quarry (positioned fixes: the GPS engine derives the stop from them), then away
+    for i in range(21):
         rows.append(orjson.dumps({"plate": PLATE, "plate_color": 2, "terminal_id": "T1",
-                                  "ts": iso(T0 - timedelta(hours=2) + timedelta(minutes=i)), "lat": 34.61,
-                                  "lon": 113.51, "speed_kmh": 0.0, "heading": 0, "altitude_m": 100,
-                                  "driver_id": "D2"}))
+                                  "ts": iso(T0 - timedelta(hours=2) + timedelta(minutes=i)),
+                                  "lat": 34.61 if i < 20 else 34.63, "lon": 113.51,
+                                  "speed_kmh": 0.0 if i < 20 else 40.0,
+                                  "heading": 0, "altitude_m": 100, "status_flags": 2, "driver_id": "D2"}))
     pings.write_bytes(b"\n".join(rows) + b"\n")
     img = tmp_path / "front.jpg"
     img.write_bytes(b"jpeg")

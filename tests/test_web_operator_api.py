@@ -8,6 +8,7 @@ from datetime import datetime
 import orjson
 import pytest
 
+from roadwatch.models.config import Config
 from roadwatch.models.records import BEIJING
 from roadwatch.streams.archive import open_archive
 from roadwatch.streams.web.console import csp_for
@@ -172,7 +173,7 @@ def test_vendored_static_files_and_no_traversal(cfg):
             assert (await c.get(bad)).status == 404, bad
         me = await (await c.get("/api/me")).json()
         assert me["map"] == {"tile_url": "", "tile_crs": "wgs84", "attribution": "", "boundaries": "hunan",
-                             "track_sample_s": 120}
+                             "track_sample_s": Config()["track.sample_s"]}
 
 
 def test_csp_lets_only_the_tile_origin_in():

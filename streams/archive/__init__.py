@@ -33,8 +33,9 @@ from .reports import month_has_rows, report_tables
 from .schema import LATEST, applied, current_version, migrate
 from .snapshots import (insert_track_points, load_partition_snapshot, load_partition_snapshots,
                         load_vehicle_days, pack_state, save_partition_snapshot, snapshot_progress, total_pings,
-                        upsert_alerts,
+                        upsert_alerts, upsert_day_tuples,
                         upsert_vehicle_days)
+from .stops import save_stops
 from .tracks import prune_track_points, recent_track
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
     "close_all", "close_pools", "current_version", "insert_track_points", "load_partition_snapshot",
     "load_partition_snapshots", "load_vehicle_days", "migrate", "month_has_rows", "open_archive", "pack_state",
     "parse_target", "prune_track_points", "recent_track", "redact", "report_tables", "save_partition_snapshot",
-    "snapshot_progress", "total_pings", "upsert_alerts", "upsert_vehicle_days",
+    "save_stops", "snapshot_progress", "total_pings", "upsert_alerts", "upsert_day_tuples", "upsert_vehicle_days",
 ]
 
 _local = threading.local()

@@ -430,6 +430,18 @@ CREATE INDEX IF NOT EXISTS inbound_notices_driver ON inbound_notices(driver_id, 
     Migration(8, "vehicle_day.late_from_closed: pings of a closed month counted on the day they were received", """
 ALTER TABLE vehicle_day ADD COLUMN late_from_closed {INTEGER} NOT NULL DEFAULT 0;
 """),
+    Migration(9, "vehicle_stops: stop events of trucks (the engine's stops), searched for the cargo source site", """
+CREATE TABLE IF NOT EXISTS vehicle_stops (    -- one row per ended stop; a late-data replay replaces a plate's newer ones
+    plate     TEXT NOT NULL,
+    start_ms  {INTEGER} NOT NULL,           -- first stopped fix
+    end_ms    {INTEGER} NOT NULL,           -- last stopped fix
+    lat       {REAL} NOT NULL,              -- where it stopped (first stopped fix)
+    lon       {REAL} NOT NULL,
+    closed_ms {INTEGER} NOT NULL,           -- the fix that ended it (what a replay re-derives)
+    PRIMARY KEY (plate, start_ms)
+){WITHOUT_ROWID};
+CREATE INDEX IF NOT EXISTS vehicle_stops_end ON vehicle_stops(end_ms);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timezone
+from itertools import repeat
 
 import orjson
 
@@ -74,12 +75,16 @@ def upsert_alerts(conn: ArchiveConnection, alerts: list[dict]) -> None:
 
 def upsert_vehicle_days(conn: ArchiveConnection, rows: list[dict]) -> None:
     """Absolute per-(plate, day) counters: the newest row replaces the stored one."""
+    upsert_day_tuples(conn, [tuple(r[c] if c in r else _DAY_DEFAULTS[c] for c in VEHICLE_DAY_COLS) for r in rows])
+
+
+def upsert_day_tuples(conn: ArchiveConnection, rows: list[tuple]) -> None:
+    """``upsert_vehicle_days`` for rows already as tuples in ``VEHICLE_DAY_COLS`` order (the worker's commit,
+    ``PingProcessor.day_table``): no dict per row; PostgreSQL takes them by COPY (``bulk_upsert``)."""
     if not rows:
         return
-    now = _now_iso()
     conn.bulk_upsert("vehicle_day", VEHICLE_DAY_COLS + ("updated_at",),
-                     [tuple(r[c] if c in r else _DAY_DEFAULTS[c] for c in VEHICLE_DAY_COLS) + (now,) for r in rows],
-                     _DAY_KEY, _DAY_UPDATE)
+                     list(map(tuple.__add__, rows, repeat((_now_iso(),), len(rows)))), _DAY_KEY, _DAY_UPDATE)
 
 
 def load_vehicle_days(conn: ArchiveConnection, keys) -> list[dict]:

@@ -277,7 +277,7 @@ async def api_me(request: web.Request) -> web.Response:
         "fleet_refresh_s": st.cfg["web.fleet_refresh_s"],
         "map": {"tile_url": st.cfg["web.tile_url"], "tile_crs": st.cfg["web.tile_crs"],
                 "attribution": st.cfg["web.tile_attribution"], "boundaries": st.cfg["web.boundaries"],
-                "track_sample_s": st.cfg["source.track_sample_s"]},
+                "track_sample_s": st.cfg["track.sample_s"]},
         "alert_types": ALERT_TYPES, "categories": CATEGORIES, "counties": counties,
         "enterprises": [{"id": e.enterprise_id, "name": e.name, "county": e.county}
                         for e in reg.enterprises.values()],

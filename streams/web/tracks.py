@@ -1,5 +1,5 @@
 """Console endpoints over the sampled track points (``track_points``, one point per vehicle every
-``source.track_sample_s``; every monitored vehicle when ``track.sample_all``): track playback for one
+``track.sample_s``; every monitored vehicle when ``track.sample_all``): track playback for one
 vehicle and 区域查车, every vehicle inside a rectangle in a time range.
 
 Times in queries are ISO-8601 with an offset, or a bare ``YYYY-MM-DDTHH:MM[:SS]`` (an ``<input
@@ -94,7 +94,7 @@ async def api_track(request: web.Request) -> web.Response:
         return _bad(str(e))
     limit = 0 if request.query.get("span") == "1" else MAX_TRACK_POINTS
     res = await st.db.run(track_points, request.match_info["plate"], f, t, limit)
-    res["sample_s"] = st.cfg["source.track_sample_s"]
+    res["sample_s"] = st.cfg["track.sample_s"]
     return _json(res)
 
 
