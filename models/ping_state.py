@@ -271,7 +271,7 @@ class PingProcessor:
     def _add_vehicle(self, plate: str) -> int:
         i = self.n
         if i >= self.cap:
-            self._alloc(self.cap * 2)
+            self._alloc(_grown(self.cap))
         self.n += 1
         self.plates.append(plate)
         self.index[plate] = i
@@ -1246,6 +1246,13 @@ class PingProcessor:
         """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array).
         ``compress=False``: entries stored, not deflated — the worker's archive compresses the whole blob
         with a faster codec (streams/archive/snapshots.py); ``restore`` reads both."""
+        return self.snapshot_capture().encode(compress)
+
+    def snapshot_capture(self) -> "SnapshotCapture":
+        """The state as ``snapshot`` writes it, taken in a few ms on the caller's thread: the arrays of the
+        vehicles held copied, the rest serialised, the held samples by reference (``_history`` never changes
+        an array in place, it builds new ones). ``SnapshotCapture.encode`` writes the blob — in another
+        thread while this engine runs on (streams/gps.py)."""
         meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
@@ -1253,19 +1260,9 @@ class PingProcessor:
                 "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-                  "__track__": self._track_array(), "__hist__": self._history()}
-        arrays.update((k, v[: self.n]) for k, v in self.a.items())
-        buf = io.BytesIO()
-        # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
-        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        with zipfile.ZipFile(buf, "w", compression=method, compresslevel=1 if compress else None) as zf:
-            for name, arr in arrays.items():
-                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = method
-                info._compresslevel = 1 if compress else None
-                with zf.open(info, "w") as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-        return buf.getvalue()
+                  "__track__": self._track_array()}
+        arrays.update((k, v[: self.n].copy()) for k, v in self.a.items())
+        return SnapshotCapture(arrays, self._hist, list(self._hist_new))
 
     @classmethod
     def restore(cls, cfg: Config, registry: Registry | None, zones, blob: bytes) -> "PingProcessor":
@@ -1276,7 +1273,7 @@ class PingProcessor:
             if meta.get("version") not in (1, SNAPSHOT_VERSION):   # 1: no replay window yet (starts empty)
                 raise ValueError(f"unsupported ping-state snapshot version {meta.get('version')!r}")
             n = len(meta["plates"])
-            self = cls(cfg, registry, zones, capacity=max(1024, 1 << max(n - 1, 0).bit_length()))
+            self = cls(cfg, registry, zones, capacity=_grown(n))
             if meta["slots"] != self.slots:
                 raise ValueError("track.day_slots changed since the snapshot; cannot restore")
             same_zones = meta["zones"] == self.zones.restricted_ids
@@ -1284,6 +1281,9 @@ class PingProcessor:
             self.track_buf = [track] if len(track) else []
             if "__hist__" in z.files:
                 self._hist = _hist_from_snapshot(z["__hist__"])
+            if "__hist_new__" in z.files and len(z["__hist_new__"]):   # samples not yet merged (``_history``)
+                self._hist_new = [z["__hist_new__"]]
+                self._hist_new_n = len(self._hist_new[0])
             had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
@@ -1318,6 +1318,13 @@ class PingProcessor:
         return self
 
 
+def _grown(n: int) -> int:
+    """Capacity of the vehicle table for ``n`` vehicles and growth: a quarter more (at least 1 024 rows), not
+    double — the spare rows are live state too (``live_bytes_per_vehicle``), and a growth copies ≈ 1.5 KB per
+    vehicle held, a few times in a partition's life."""
+    return max(1024, n + max(1024, n // 4))
+
+
 def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
     """Held samples of a snapshot: packed (``HIST``), or the 7 float64 columns of earlier snapshots."""
     if arr.dtype == HIST:
@@ -1326,6 +1333,34 @@ def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
     for k, name in enumerate(("v", "ts", "lat", "lon", "spd", "late", "drv")):
         h[name] = arr[:, k] if len(arr) else []
     return h
+
+
+class SnapshotCapture:
+    """A consistent copy of one engine's state (``PingProcessor.snapshot_capture``); ``encode`` reads only
+    this copy, so it may run in another thread while the engine processes the next batches."""
+
+    def __init__(self, arrays: dict, hist: np.ndarray, hist_new: list):
+        self.arrays, self.hist, self.hist_new = arrays, hist, hist_new
+
+    def encode(self, compress: bool = True) -> bytes:
+        """The npz blob ``PingProcessor.restore`` reads. The held samples are written as the engine holds
+        them: the sorted store (``__hist__``) and the samples not yet merged into it (``__hist_new__``, in
+        arrival order) — restore merges them as ``_history`` would, so no sort runs for a snapshot."""
+        arrays = dict(self.arrays)
+        arrays["__hist__"] = self.hist
+        if self.hist_new:
+            arrays["__hist_new__"] = np.concatenate(self.hist_new)
+        buf = io.BytesIO()
+        # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
+        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        with zipfile.ZipFile(buf, "w", compression=method, compresslevel=1 if compress else None) as zf:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = method
+                info._compresslevel = 1 if compress else None
+                with zf.open(info, "w") as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        return buf.getvalue()
 
 
 def format_ts_ms(ms: int) -> str:

@@ -14,9 +14,11 @@ same ids, which every consumer (archive upsert, console) de-duplicates.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -39,6 +41,20 @@ GPS_IN = M.MESSAGES.labels(topic=T.GPS_PINGS, direction="in")
 
 
 @dataclass
+class _Commit:
+    """One partition's commit in flight: what ``PartitionStates.prepare`` took (state as of ``next_offset``,
+    the outputs drained) and how many of the entry's queued alerts and events it covers."""
+    partition: int
+    entry: "PartitionEntry"
+    next_offset: int
+    state: object               # models.ping_state.SnapshotCapture
+    rows: list
+    points: list
+    alerts: list
+    n_acks: int
+
+
+@dataclass
 class PartitionEntry:
     proc: PingProcessor
     next_offset: int
@@ -58,6 +74,7 @@ class PartitionStates:
         self.entries: dict[int, PartitionEntry] = {}
         self.conn = archive.open_archive(ctx.cfg)
         self.epoch = os.environ.get(ENV_EPOCH, "")
+        self.flush_lock = asyncio.Lock()      # one commit at a time: the timer's and a revocation's
 
     def get(self, partition: int) -> PartitionEntry:
         e = self.entries.get(partition)
@@ -78,29 +95,76 @@ class PartitionStates:
         return e
 
     def flush(self, partition: int) -> list[dict]:
-        """Commit one partition's outputs + snapshot atomically, then ack its events. Returns day rows."""
+        """Commit one partition's outputs + snapshot atomically, then ack its events. Returns day rows.
+        Everything on the calling thread (revocation, tests); the timer uses ``flush_async``."""
+        c = self.prepare(partition)
+        if c is None:
+            return []
+        try:
+            self.write(c, self.conn)
+        except BaseException:
+            self.failed(c)
+            raise
+        return self.committed(c)
+
+    async def flush_async(self, partition: int, executor) -> list[dict]:
+        """``flush`` with the heavy part — encoding and compressing the state, the archive transaction — in
+        ``executor`` (one thread, its own archive connection): the event loop stays free for WIM and the
+        agents meanwhile (zstd and the database release the GIL). The engine runs on during the write; the
+        commit covers exactly what ``prepare`` took, and its events are acked only after it committed."""
+        c = self.prepare(partition)
+        if c is None:
+            return []
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._write_here, c)
+        except BaseException:
+            self.failed(c)
+            raise
+        return self.committed(c)
+
+    def prepare(self, partition: int) -> "_Commit | None":
+        """On the loop, in a few ms: drain the partition's outputs and take its state as of ``next_offset``
+        (``PingProcessor.snapshot_capture``). Outputs stay on the entry until the commit succeeds: a failed
+        commit (disk full) is retried with them."""
         e = self.entries.get(partition)
         if e is None or not e.dirty:
-            return []
-        # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
+            return None
         rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
         if e.proc.past:     # late data for days no longer in memory: recomputed on their stored rows
             rows = e.proc.merge_past_days(rows, archive.load_vehicle_days(self.conn, e.proc.past_day_keys()))
         e.unsaved_rows = rows
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
-        blob = archive.pack_state(e.proc.snapshot(compress=False))
-        archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
-                                        day_rows=rows, track_points=points, alerts=e.pending_alerts)
+        e.dirty = False
+        return _Commit(partition, e, e.next_offset, e.proc.snapshot_capture(), rows, points,
+                       list(e.pending_alerts), len(e.pending_acks))
+
+    def write(self, c: "_Commit", conn) -> None:
+        """The archive transaction of one commit (any thread: it reads only the commit)."""
+        blob = archive.pack_state(c.state.encode(compress=False))
+        archive.save_partition_snapshot(conn, T.GPS_PINGS, c.partition, c.next_offset, blob, self.epoch,
+                                        day_rows=c.rows, track_points=c.points,
+                                        alerts=c.alerts)
+
+    def _write_here(self, c: "_Commit") -> None:
+        self.write(c, archive.open_archive(self.ctx.cfg))     # the executor thread's own connection
+
+    def failed(self, c: "_Commit") -> None:
+        c.entry.dirty = True          # everything is still on the entry: the next flush retries it
+
+    def committed(self, c: "_Commit") -> list[dict]:
+        """After the transaction: ack the events it covers, forget the outputs it stored."""
+        e = c.entry
         M.SNAPSHOTS.inc()
         if e.proc.n:
             M.STATE_BYTES.set(e.proc.live_bytes_per_vehicle())
-        for ev in e.pending_acks:
+        for ev in e.pending_acks[:c.n_acks]:
             ev.ack()
-        e.pending_acks.clear()
-        e.pending_alerts.clear()
+        del e.pending_acks[:c.n_acks]
+        del e.pending_alerts[:len(c.alerts)]
+        # nothing else drained the entry meanwhile (one commit at a time per worker: ``flush_lock``)
         e.unsaved_rows, e.unsaved_points = [], []
-        e.dirty = False
-        return rows
+        return c.rows
 
     def drop(self, partitions) -> None:
         for p in list(partitions):
@@ -171,6 +235,8 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
 
     interval = float(cfg["stream.snapshot_interval_s"])
     last_flush: dict[int, float] = {}
+    # one thread writes the snapshots (docs/performance.md): its commit runs beside the event loop
+    commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gps-commit")
 
     @app.timer(min(1.0, interval))
     async def gps_flush():
@@ -191,7 +257,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         if due:
             p = min(due, key=lambda q: last_flush.get(q, 0.0))
             last_flush[p] = now
-            for r in ctx.faults.attempt("gps-snapshot", states.flush, p, default=[]):
+            for r in await _attempt_flush(ctx.faults, states, p, commit_thread):
                 unpublished[(r["plate"], r["day"])] = r
         elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
             ctx.faults.clear("gps-snapshot")   # the failing partitions were revoked: nothing left to retry
@@ -205,9 +271,25 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs):
-        states.drop({tp.partition for tp in revoked if tp.topic == T.GPS_PINGS})
+        async with states.flush_lock:         # after the commit in flight, never beside it
+            states.drop({tp.partition for tp in revoked if tp.topic == T.GPS_PINGS})
 
     return states
+
+
+async def _attempt_flush(faults, states: PartitionStates, partition: int, executor) -> list[dict]:
+    """One non-blocking try of the partition's commit (``Faults.attempt`` for a commit that awaits its
+    thread): its day rows, or none when it failed (paused, retried with back-off) or was not due."""
+    if not faults.due("gps-snapshot"):
+        return []
+    try:
+        async with states.flush_lock:
+            rows = await states.flush_async(partition, executor)
+    except Exception as err:  # noqa: BLE001 - an internal fault: pause and retry, never drop the record
+        faults.report("gps-snapshot", err)
+        return []
+    faults.clear("gps-snapshot")
+    return rows
 
 
 def _recv_ms(cols):
