@@ -222,6 +222,7 @@ class PingProcessor:
         self._hist = np.zeros(0, dtype=HIST)     # samples inside the replay window (``_history``)
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
+        self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
         self._late_pending: set[int] = set()
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
@@ -303,6 +304,9 @@ class PingProcessor:
         import sys
         arrays = sum(a.nbytes for a in self.a.values())
         arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
+        if self._hist_log:      # samples of the next snapshot segment already merged into the store
+            waiting = {id(h) for h in self._hist_new}
+            arrays += sum(h.nbytes for h in self._hist_log if id(h) not in waiting)
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
@@ -436,6 +440,8 @@ class PingProcessor:
         h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
         self._hist_new.append(h)
         self._hist_new_n += len(vi)
+        if self._hist_log is not None:
+            self._hist_log.append(h)
         if self._hist_new_n > max(4096, len(self._hist) // 8):
             self._history()
 
@@ -1248,12 +1254,21 @@ class PingProcessor:
         with a faster codec (streams/archive/snapshots.py); ``restore`` reads both."""
         return self.snapshot_capture().encode(compress)
 
-    def snapshot_capture(self) -> "SnapshotCapture":
+    def snapshot_capture(self, segments: str | None = None) -> "SnapshotCapture":
         """The state as ``snapshot`` writes it, taken in a few ms on the caller's thread: the arrays of the
         vehicles held copied, the rest serialised, the held samples by reference (``_history`` never changes
         an array in place, it builds new ones). ``SnapshotCapture.encode`` writes the blob — in another
-        thread while this engine runs on (streams/gps.py)."""
-        meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
+        thread while this engine runs on (streams/gps.py).
+
+        ``segments``: where the replay window's held samples go. None: inside the blob. "full": all of them
+        into ``SnapshotCapture.segment()``, the blob without them. "delta": only the samples added since the
+        previous "full"/"delta" capture (the engine logs them from a first "full" capture on). ``restore``
+        takes the blob and the segments of the last full capture and every delta after it, in order."""
+        if segments not in (None, "full", "delta"):
+            raise ValueError(f"segments must be None, 'full' or 'delta', not {segments!r}")
+        if segments == "delta" and self._hist_log is None:
+            raise ValueError("a delta snapshot needs a full one first")
+        meta = {"version": SNAPSHOT_VERSION, "hist_in_segments": segments is not None, "plates": self.plates, "watermark": self.watermark,
                 "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
                 "fix_clock": self.fix_clock,
@@ -1262,11 +1277,17 @@ class PingProcessor:
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array()}
         arrays.update((k, v[: self.n].copy()) for k, v in self.a.items())
-        return SnapshotCapture(arrays, self._hist, list(self._hist_new))
+        if segments is None:
+            return SnapshotCapture(arrays, self._hist, list(self._hist_new))
+        seg = [self._hist, *self._hist_new] if segments == "full" else self._hist_log
+        self._hist_log = []
+        return SnapshotCapture(arrays, None, [], seg)
 
     @classmethod
-    def restore(cls, cfg: Config, registry: Registry | None, zones, blob: bytes) -> "PingProcessor":
-        """Rebuild from ``snapshot()``. Categories are re-read from the (possibly updated) registry; zone
+    def restore(cls, cfg: Config, registry: Registry | None, zones, blob: bytes,
+                segments: list[bytes] | None = None) -> "PingProcessor":
+        """Rebuild from ``snapshot()`` (or a capture's blob and, when it keeps the held samples in segments,
+        those ``segments`` in order). Categories are re-read from the (possibly updated) registry; zone
         membership is kept only when the restricted zone list is unchanged."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = orjson.loads(z["__meta__"].tobytes())
@@ -1284,6 +1305,13 @@ class PingProcessor:
             if "__hist_new__" in z.files and len(z["__hist_new__"]):   # samples not yet merged (``_history``)
                 self._hist_new = [z["__hist_new__"]]
                 self._hist_new_n = len(self._hist_new[0])
+            if meta.get("hist_in_segments"):
+                if segments is None:
+                    raise ValueError("this snapshot keeps its held samples in segments: restore needs them")
+                # merged by ``_history`` as the engine would have (in order: the first copy of a fix wins)
+                self._hist_new = [h for h in map(_segment_samples, segments) if len(h)]
+                self._hist_new_n = sum(map(len, self._hist_new))
+                self._hist_log = []        # the owner goes on with delta snapshots
             had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
@@ -1325,6 +1353,14 @@ def _grown(n: int) -> int:
     return max(1024, n + max(1024, n // 4))
 
 
+def _segment_samples(blob: bytes) -> np.ndarray:
+    """The ``HIST`` rows of one segment (``SnapshotCapture.segment``)."""
+    arr = np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
+    if arr.dtype != HIST:
+        raise ValueError(f"not a segment of held samples: {arr.dtype}")
+    return arr
+
+
 def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
     """Held samples of a snapshot: packed (``HIST``), or the 7 float64 columns of earlier snapshots."""
     if arr.dtype == HIST:
@@ -1339,15 +1375,26 @@ class SnapshotCapture:
     """A consistent copy of one engine's state (``PingProcessor.snapshot_capture``); ``encode`` reads only
     this copy, so it may run in another thread while the engine processes the next batches."""
 
-    def __init__(self, arrays: dict, hist: np.ndarray, hist_new: list):
-        self.arrays, self.hist, self.hist_new = arrays, hist, hist_new
+    def __init__(self, arrays: dict, hist: np.ndarray | None, hist_new: list, seg: list | None = None):
+        self.arrays, self.hist, self.hist_new, self.seg = arrays, hist, hist_new, seg
+
+    def segment(self) -> bytes | None:
+        """The held samples of a "full" or "delta" capture as one npy array (``HIST`` rows, in the order the
+        engine added them); None when the blob holds them itself."""
+        if self.seg is None:
+            return None
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.concatenate(self.seg) if self.seg else np.zeros(0, dtype=HIST),
+                                  allow_pickle=False)
+        return buf.getvalue()
 
     def encode(self, compress: bool = True) -> bytes:
         """The npz blob ``PingProcessor.restore`` reads. The held samples are written as the engine holds
         them: the sorted store (``__hist__``) and the samples not yet merged into it (``__hist_new__``, in
         arrival order) — restore merges them as ``_history`` would, so no sort runs for a snapshot."""
         arrays = dict(self.arrays)
-        arrays["__hist__"] = self.hist
+        if self.hist is not None:
+            arrays["__hist__"] = self.hist
         if self.hist_new:
             arrays["__hist_new__"] = np.concatenate(self.hist_new)
         buf = io.BytesIO()

@@ -9,6 +9,11 @@ Exactly-once effect on the archive without broker transactions (the embedded bro
   committed offset never passes the snapshot;
 - after a restart or rebalance the state is restored from the snapshot and records below ``next_offset``
   are skipped (counted in ``roadwatch_replayed_records_skipped_total``).
+The state of a commit is taken on the event loop in a few ms (the engine's arrays copied); encoding,
+compression and the transaction run in one commit thread while the loop goes on (one commit at a time per
+worker). The replay window's held samples — most of the state — are stored incrementally: each commit
+appends the samples added since the previous one as a ``ping_state_segment`` row (same transaction), every
+``stream.snapshot_full_every`` commits they are rewritten whole; restore = ``ping_state`` + its segments.
 Alerts are published as soon as they are raised (latency) with deterministic ids; a replay re-publishes the
 same ids, which every consumer (archive upsert, console) de-duplicates.
 """
@@ -52,6 +57,7 @@ class _Commit:
     points: list
     alerts: list
     n_acks: int
+    seq: int                    # its held-sample segment: 0 = a full snapshot (replaces the stored ones)
 
 
 @dataclass
@@ -60,6 +66,7 @@ class PartitionEntry:
     next_offset: int
     pending_acks: list
     dirty: bool = False
+    segments: int | None = None      # held-sample segments stored since the last full snapshot (None: next is full)
     pending_alerts: list = field(default_factory=list)   # archived with the next snapshot
     unsaved_rows: list = field(default_factory=list)     # drained from the processor, kept until committed
     unsaved_points: list = field(default_factory=list)
@@ -74,6 +81,7 @@ class PartitionStates:
         self.entries: dict[int, PartitionEntry] = {}
         self.conn = archive.open_archive(ctx.cfg)
         self.epoch = os.environ.get(ENV_EPOCH, "")
+        self.full_every = int(ctx.cfg["stream.snapshot_full_every"])
         self.flush_lock = asyncio.Lock()      # one commit at a time: the timer's and a revocation's
 
     def get(self, partition: int) -> PartitionEntry:
@@ -85,8 +93,9 @@ class PartitionStates:
                             partition, row["epoch"])
                 row = None
             if row is not None:
-                proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"])
-                e = PartitionEntry(proc, row["next_offset"], [])
+                proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"],
+                                             row["segments"])
+                e = PartitionEntry(proc, row["next_offset"], [], segments=len(row["segments"]) or None)
                 log.info("partition %d: state restored, resuming at offset %d (snapshot saved by %s at %s)",
                          partition, row["next_offset"], row["saved_by"] or "?", row["saved_at"])
             else:
@@ -136,15 +145,21 @@ class PartitionStates:
         e.unsaved_rows = rows
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
         e.dirty = False
-        return _Commit(partition, e, e.next_offset, e.proc.snapshot_capture(), rows, points,
-                       list(e.pending_alerts), len(e.pending_acks))
+        # incremental: the window's held samples (most of the state) are appended as a segment of what was
+        # added since the last commit; every ``stream.snapshot_full_every`` commits they are written whole
+        seq = 0 if e.segments is None or e.segments >= self.full_every else e.segments
+        state = e.proc.snapshot_capture(segments="delta" if seq else "full")
+        e.segments = None        # until this commit is stored: a failed one is followed by a full one
+        return _Commit(partition, e, e.next_offset, state, rows, points, list(e.pending_alerts),
+                       len(e.pending_acks), seq)
 
     def write(self, c: "_Commit", conn) -> None:
         """The archive transaction of one commit (any thread: it reads only the commit)."""
         blob = archive.pack_state(c.state.encode(compress=False))
+        segment = archive.pack_state(c.state.segment())
         archive.save_partition_snapshot(conn, T.GPS_PINGS, c.partition, c.next_offset, blob, self.epoch,
-                                        day_rows=c.rows, track_points=c.points,
-                                        alerts=c.alerts)
+                                        day_rows=c.rows, track_points=c.points, alerts=c.alerts,
+                                        segment=segment, segment_seq=c.seq)
 
     def _write_here(self, c: "_Commit") -> None:
         self.write(c, archive.open_archive(self.ctx.cfg))     # the executor thread's own connection
@@ -164,6 +179,7 @@ class PartitionStates:
         del e.pending_alerts[:len(c.alerts)]
         # nothing else drained the entry meanwhile (one commit at a time per worker: ``flush_lock``)
         e.unsaved_rows, e.unsaved_points = [], []
+        e.segments = c.seq + 1
         return c.rows
 
     def drop(self, partitions) -> None:

@@ -430,6 +430,15 @@ CREATE INDEX IF NOT EXISTS inbound_notices_driver ON inbound_notices(driver_id, 
     Migration(8, "vehicle_day.late_from_closed: pings of a closed month counted on the day they were received", """
 ALTER TABLE vehicle_day ADD COLUMN late_from_closed {INTEGER} NOT NULL DEFAULT 0;
 """),
+    Migration(9, "ping_state_segment: the held samples of a partition's replay window, appended per snapshot", """
+CREATE TABLE IF NOT EXISTS ping_state_segment (   -- streams/archive/snapshots.py: restore = ping_state + these
+    topic      TEXT NOT NULL,
+    partition  {INTEGER} NOT NULL,
+    seq        {INTEGER} NOT NULL,                -- 0: written by a full snapshot; then one per incremental one
+    samples    {BLOB} NOT NULL,
+    PRIMARY KEY (topic, partition, seq)
+);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version
