@@ -121,12 +121,16 @@ class PartitionStates:
         ``executor`` (one thread, its own archive connection): the event loop stays free for WIM and the
         agents meanwhile (zstd and the database release the GIL). The engine runs on during the write; the
         commit covers exactly what ``prepare`` took, and its events are acked only after it committed."""
+        t0 = time.perf_counter()
         c = self.prepare(partition)
         if c is None:
             return []
+        t1 = time.perf_counter()
+        M.SNAPSHOT_SECONDS.labels(part="loop").observe(t1 - t0)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(executor, self._write_here, c)
+            M.SNAPSHOT_SECONDS.labels(part="thread").observe(time.perf_counter() - t1)
         except BaseException:
             self.failed(c)
             raise
@@ -284,6 +288,15 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
             for r in rows:
                 await stats_topic.send(key=f"{r['plate']}|{r['day']}".encode(), value=orjson.dumps(r))
             M.MESSAGES.labels(topic=T.VEHICLE_DAY_STATS, direction="out").inc(len(rows))
+
+    # what a commit (or anything else) costs the event loop, seen from a 50 ms timer (bench part (c))
+    probe = [time.perf_counter()]
+
+    @app.timer(0.05)
+    async def loop_lag_probe():
+        now = time.perf_counter()
+        M.LOOP_LAG.observe(max(0.0, now - probe[0] - 0.05))
+        probe[0] = now
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs):
