@@ -143,17 +143,18 @@ class PartitionStates:
         e = self.entries.get(partition)
         if e is None or not e.dirty:
             return None
-        rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
+        # kept on the entry as soon as drained: a failure below (even reading the stored rows) loses nothing
+        rows = e.unsaved_rows = e.unsaved_rows + e.proc.day_rows(dirty_only=True)
         if e.proc.past:     # late data for days no longer in memory: recomputed on their stored rows
-            rows = e.proc.merge_past_days(rows, archive.load_vehicle_days(self.conn, e.proc.past_day_keys()))
-        e.unsaved_rows = rows
+            rows = e.unsaved_rows = e.proc.merge_past_days(
+                rows, archive.load_vehicle_days(self.conn, e.proc.past_day_keys()))
         points = e.unsaved_points = e.unsaved_points + e.proc.sample_track()
-        e.dirty = False
         # incremental: the window's held samples (most of the state) are appended as a segment of what was
         # added since the last commit; every ``stream.snapshot_full_every`` commits they are written whole
         seq = 0 if e.segments is None or e.segments >= self.full_every else e.segments
         state = e.proc.snapshot_capture(segments="delta" if seq else "full")
         e.segments = None        # until this commit is stored: a failed one is followed by a full one
+        e.dirty = False
         return _Commit(partition, e, e.next_offset, state, rows, points, list(e.pending_alerts),
                        len(e.pending_acks), seq)
 
