@@ -1268,8 +1268,8 @@ class PingProcessor:
             raise ValueError(f"segments must be None, 'full' or 'delta', not {segments!r}")
         if segments == "delta" and self._hist_log is None:
             raise ValueError("a delta snapshot needs a full one first")
-        meta = {"version": SNAPSHOT_VERSION, "hist_in_segments": segments is not None, "plates": self.plates, "watermark": self.watermark,
-                "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
+        meta = {"version": SNAPSHOT_VERSION, "hist_in_segments": segments is not None, "plates": self.plates,
+                "watermark": self.watermark, "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
                 "fix_clock": self.fix_clock,
                 "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
