@@ -127,10 +127,20 @@ class PartitionStates:
             return []
         t1 = time.perf_counter()
         M.SNAPSHOT_SECONDS.labels(part="loop").observe(t1 - t0)
-        loop = asyncio.get_running_loop()
+        cf = executor.submit(self._write_here, c)
         try:
-            await loop.run_in_executor(executor, self._write_here, c)
+            await asyncio.wrap_future(cf)
             M.SNAPSHOT_SECONDS.labels(part="thread").observe(time.perf_counter() - t1)
+        except asyncio.CancelledError:
+            # the worker stops: a transaction already running in the thread still ends, settle it before a
+            # revocation commits again (an older commit must never land after a newer one)
+            try:
+                cf.result()
+            except BaseException:  # noqa: BLE001 - failed or never started: the entry keeps everything
+                self.failed(c)
+            else:
+                self.committed(c)
+            raise
         except BaseException:
             self.failed(c)
             raise
