@@ -608,6 +608,11 @@ _k("late.recompute_horizon_days", 0, "docs/legal-basis.md §7 (project decision)
    "vehicle-day rows of past days are recomputed when late data for them arrives up to this many days after "
    "the day (0 = until the month's report is made, report.close_grace_h); later data is counted on the day "
    "it is received and flagged (late_from_closed)", lo=0, hi=366)
+# --- snapshots (issue 19: incremental state commits, streams/gps.py) ----------------------------------------
+_k("stream.snapshot_full_every", 12, "ops (docs/legal-basis.md §10)",
+   "a partition's snapshot rewrites the replay window's held samples every this many commits; the commits "
+   "between append only the samples added since the previous one (restore reads at most this many segments)",
+   lo=1, hi=10000)
 
 # --- stop events and track samples (models/ping_state.py ``_step_stops`` / ``_step_track_sampling``) ---
 _k("source.stop_max_move_m", 300.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",

@@ -231,6 +231,7 @@ class PingProcessor:
         self._hist_new: list[np.ndarray] = []
         self._hist_new_n = 0
         self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
+        self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
         self._late_pending: set[int] = set()
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
@@ -286,7 +287,7 @@ class PingProcessor:
     def _add_vehicle(self, plate: str) -> int:
         i = self.n
         if i >= self.cap:
-            self._alloc(self.cap * 2)
+            self._alloc(_grown(self.cap))
         self.n += 1
         self.plates.append(plate)
         self.index[plate] = i
@@ -318,6 +319,9 @@ class PingProcessor:
         import sys
         arrays = sum(a.nbytes for a in self.a.values())
         arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
+        if self._hist_log:      # samples of the next snapshot segment already merged into the store
+            waiting = {id(h) for h in self._hist_new}
+            arrays += sum(h.nbytes for h in self._hist_log if id(h) not in waiting)
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
@@ -451,6 +455,8 @@ class PingProcessor:
         h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
         self._hist_new.append(h)
         self._hist_new_n += len(vi)
+        if self._hist_log is not None:
+            self._hist_log.append(h)
         if self._hist_new_n > max(4096, len(self._hist)):
             self._history_compact()
 
@@ -1356,38 +1362,50 @@ class PingProcessor:
         """All state as one npz blob (arrays trimmed to the vehicles held + a JSON meta array).
         ``compress=False``: entries stored, not deflated — the worker's archive compresses the whole blob
         with a faster codec (streams/archive/snapshots.py); ``restore`` reads both."""
-        meta = {"version": SNAPSHOT_VERSION, "plates": self.plates, "watermark": self.watermark,
-                "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
+        return self.snapshot_capture().encode(compress)
+
+    def snapshot_capture(self, segments: str | None = None) -> "SnapshotCapture":
+        """The state as ``snapshot`` writes it, taken in a few ms on the caller's thread: the arrays of the
+        vehicles held copied, the rest serialised, the held samples by reference (``_history`` never changes
+        an array in place, it builds new ones). ``SnapshotCapture.encode`` writes the blob — in another
+        thread while this engine runs on (streams/gps.py).
+
+        ``segments``: where the replay window's held samples go. None: inside the blob. "full": all of them
+        into ``SnapshotCapture.segment()``, the blob without them. "delta": only the samples added since the
+        previous "full"/"delta" capture (the engine logs them from a first "full" capture on). ``restore``
+        takes the blob and the segments of the last full capture and every delta after it, in order."""
+        if segments not in (None, "full", "delta"):
+            raise ValueError(f"segments must be None, 'full' or 'delta', not {segments!r}")
+        if segments == "delta" and self._hist_log is None:
+            raise ValueError("a delta snapshot needs a full one first")
+        meta = {"version": SNAPSHOT_VERSION, "hist_in_segments": segments is not None, "plates": self.plates,
+                "watermark": self.watermark, "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
                 "zones": self.zones.restricted_ids, "slots": self.slots, "stale_total": self.stale_total,
                 "fix_clock": self.fix_clock, "stops": self.stop_buf,
                 "stop_retract": sorted(self.stop_retract.items()),
                 "drivers": self.drivers, "alog": [[v, list(d.values())] for v, d in sorted(self.alog.items())],
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-                  "__track__": self._track_array(), "__hist__": self._history()}
-        arrays.update((k, v[: self.n]) for k, v in self.a.items())
-        buf = io.BytesIO()
-        # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
-        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        with zipfile.ZipFile(buf, "w", compression=method, compresslevel=1 if compress else None) as zf:
-            for name, arr in arrays.items():
-                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = method
-                info._compresslevel = 1 if compress else None
-                with zf.open(info, "w") as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-        return buf.getvalue()
+                  "__track__": self._track_array()}
+        arrays.update((k, v[: self.n].copy()) for k, v in self.a.items())
+        if segments is None:
+            return SnapshotCapture(arrays, self._hist, list(self._hist_new))
+        seg = [self._hist, *self._hist_new] if segments == "full" else self._hist_log
+        self._hist_log = []
+        return SnapshotCapture(arrays, None, [], seg)
 
     @classmethod
-    def restore(cls, cfg: Config, registry: Registry | None, zones, blob: bytes) -> "PingProcessor":
-        """Rebuild from ``snapshot()``. Categories are re-read from the (possibly updated) registry; zone
+    def restore(cls, cfg: Config, registry: Registry | None, zones, blob: bytes,
+                segments: list[bytes] | None = None) -> "PingProcessor":
+        """Rebuild from ``snapshot()`` (or a capture's blob and, when it keeps the held samples in segments,
+        those ``segments`` in order). Categories are re-read from the (possibly updated) registry; zone
         membership is kept only when the restricted zone list is unchanged."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = orjson.loads(z["__meta__"].tobytes())
             if meta.get("version") not in (1, SNAPSHOT_VERSION):   # 1: no replay window yet (starts empty)
                 raise ValueError(f"unsupported ping-state snapshot version {meta.get('version')!r}")
             n = len(meta["plates"])
-            self = cls(cfg, registry, zones, capacity=max(1024, 1 << max(n - 1, 0).bit_length()))
+            self = cls(cfg, registry, zones, capacity=_grown(n))
             if meta["slots"] != self.slots:
                 raise ValueError("track.day_slots changed since the snapshot; cannot restore")
             same_zones = meta["zones"] == self.zones.restricted_ids
@@ -1395,8 +1413,19 @@ class PingProcessor:
             self.track_buf = [track] if len(track) else []
             self.stop_buf = [tuple(s) for s in meta.get("stops", ())]
             self.stop_retract = {int(v): int(t) for v, t in meta.get("stop_retract", ())}
-            if "__hist__" in z.files:
+            if "__hist__" in z.files:   # as the engine held it (maybe unsorted: ``_history_compact``)
                 self._hist = _hist_from_snapshot(z["__hist__"])
+                self._hist_sorted = False
+            if "__hist_new__" in z.files and len(z["__hist_new__"]):   # samples not yet merged (``_history``)
+                self._hist_new = [z["__hist_new__"]]
+                self._hist_new_n = len(self._hist_new[0])
+            if meta.get("hist_in_segments"):
+                if segments is None:
+                    raise ValueError("this snapshot keeps its held samples in segments: restore needs them")
+                # merged by ``_history`` as the engine would have (in order: the first copy of a fix wins)
+                self._hist_new = [h for h in map(_segment_samples, segments) if len(h)]
+                self._hist_new_n = sum(map(len, self._hist_new))
+                self._hist_log = []        # the owner goes on with delta snapshots
             had_window = "ck_ts" in z.files
             for k in self.a:
                 if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
@@ -1431,6 +1460,21 @@ class PingProcessor:
         return self
 
 
+def _grown(n: int) -> int:
+    """Capacity of the vehicle table for ``n`` vehicles and growth: a quarter more (at least 1 024 rows), not
+    double — the spare rows are live state too (``live_bytes_per_vehicle``), and a growth copies ≈ 1.5 KB per
+    vehicle held, a few times in a partition's life."""
+    return max(1024, n + max(1024, n // 4))
+
+
+def _segment_samples(blob: bytes) -> np.ndarray:
+    """The ``HIST`` rows of one segment (``SnapshotCapture.segment``)."""
+    arr = np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
+    if arr.dtype != HIST:
+        raise ValueError(f"not a segment of held samples: {arr.dtype}")
+    return arr
+
+
 def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
     """Held samples of a snapshot: packed (``HIST``), or the 7 float64 columns of earlier snapshots."""
     if arr.dtype == HIST:
@@ -1447,6 +1491,45 @@ def _slot_rows(arr: np.ndarray) -> np.ndarray:
     v = arr.view()
     v.shape = (arr.shape[0] * arr.shape[1], *arr.shape[2:])
     return v
+
+
+class SnapshotCapture:
+    """A consistent copy of one engine's state (``PingProcessor.snapshot_capture``); ``encode`` reads only
+    this copy, so it may run in another thread while the engine processes the next batches."""
+
+    def __init__(self, arrays: dict, hist: np.ndarray | None, hist_new: list, seg: list | None = None):
+        self.arrays, self.hist, self.hist_new, self.seg = arrays, hist, hist_new, seg
+
+    def segment(self) -> bytes | None:
+        """The held samples of a "full" or "delta" capture as one npy array (``HIST`` rows, in the order the
+        engine added them); None when the blob holds them itself."""
+        if self.seg is None:
+            return None
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.concatenate(self.seg) if self.seg else np.zeros(0, dtype=HIST),
+                                  allow_pickle=False)
+        return buf.getvalue()
+
+    def encode(self, compress: bool = True) -> bytes:
+        """The npz blob ``PingProcessor.restore`` reads. The held samples are written as the engine holds
+        them: the sorted store (``__hist__``) and the samples not yet merged into it (``__hist_new__``, in
+        arrival order) — restore merges them as ``_history`` would, so no sort runs for a snapshot."""
+        arrays = dict(self.arrays)
+        if self.hist is not None:
+            arrays["__hist__"] = self.hist
+        if self.hist_new:
+            arrays["__hist_new__"] = np.concatenate(self.hist_new)
+        buf = io.BytesIO()
+        # npz layout (np.load reads it) with fixed entry dates: the same state gives the same bytes
+        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        with zipfile.ZipFile(buf, "w", compression=method, compresslevel=1 if compress else None) as zf:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = method
+                info._compresslevel = 1 if compress else None
+                with zf.open(info, "w") as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        return buf.getvalue()
 
 
 def format_ts_ms(ms: int) -> str:

@@ -248,6 +248,16 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _loop_lag(m: dict[str, float]) -> dict[float, float]:
+    """Cumulative bucket counts of the worker's ``roadwatch_event_loop_lag_seconds`` (le → count)."""
+    out = {}
+    for k, v in m.items():
+        mm = re.match(r'roadwatch_event_loop_lag_seconds_bucket\{le="([^"]+)"\}', k)
+        if mm:
+            out[float(mm.group(1))] = v
+    return out
+
+
 def pings_done(port: int) -> float:
     m = scrape(port)
     return sum(v for k, v in m.items() if k.startswith("roadwatch_pings_total{"))
@@ -518,9 +528,18 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         results["bytes_per_vehicle"] = m.get("roadwatch_state_bytes_per_vehicle")
                     if "c" not in skip:
                         say(f"(c) WIM: {args.wim_rate} readings/s for {args.wim_seconds:.0f} s…")
+                        lag0 = _loop_lag(scrape(port))
                         p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds)
                         results.update(wim_p50_ms=p50, wim_p99_ms=p99, wim_verdicts=got)
                         say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts)")
+                        lag = {le: n - lag0.get(le, 0) for le, n in _loop_lag(scrape(port)).items()}
+                        if lag:
+                            ticks = lag[max(lag)]          # the +Inf bucket: every tick
+                            over = {f"over_{int(le * 1000)}ms": ticks - n for le, n in lag.items()
+                                    if 0.05 <= le < float("inf")}
+                            results["loop_lag_c"] = {"ticks": ticks, **over}
+                            say(f"    worker's event loop during (c): {results['loop_lag_c']} (a 50 ms timer "
+                                "woke up later than that)")
                     results["peak_rss_mib"] = worker_rss_kib(wp.proc.pid) / 1024
                 except Exception:
                     say("worker output (last lines):\n" + "\n".join(wp.lines[-40:]))

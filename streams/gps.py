@@ -9,14 +9,21 @@ Exactly-once effect on the archive without broker transactions (the embedded bro
   committed offset never passes the snapshot;
 - after a restart or rebalance the state is restored from the snapshot and records below ``next_offset``
   are skipped (counted in ``roadwatch_replayed_records_skipped_total``).
+The state of a commit is taken on the event loop in a few ms (the engine's arrays copied); encoding,
+compression and the transaction run in one commit thread while the loop goes on (one commit at a time per
+worker). The replay window's held samples — most of the state — are stored incrementally: each commit
+appends the samples added since the previous one as a ``ping_state_segment`` row (same transaction), every
+``stream.snapshot_full_every`` commits they are rewritten whole; restore = ``ping_state`` + its segments.
 Alerts are published as soon as they are raised (latency) with deterministic ids; a replay re-publishes the
 same ids, which every consumer (archive upsert, console) de-duplicates.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -42,11 +49,29 @@ GPS_IN = M.MESSAGES.labels(topic=T.GPS_PINGS, direction="in")
 
 
 @dataclass
+class _Commit:
+    """One partition's commit in flight: what ``PartitionStates.prepare`` took (state as of ``next_offset``,
+    the outputs drained) and how many of the entry's queued alerts and events it covers."""
+    partition: int
+    entry: "PartitionEntry"
+    next_offset: int
+    state: object               # models.ping_state.SnapshotCapture
+    table: DayRows              # the vehicle-day rows (tuples)
+    points: list
+    retract: list               # stop withdrawals and stops (``PingProcessor.stop_events``)
+    stops: list
+    alerts: list
+    n_acks: int
+    seq: int                    # its held-sample segment: 0 = a full snapshot (replaces the stored ones)
+
+
+@dataclass
 class PartitionEntry:
     proc: PingProcessor
     next_offset: int
     pending_acks: list
     dirty: bool = False
+    segments: int | None = None      # held-sample segments stored since the last full snapshot (None: next is full)
     pending_alerts: list = field(default_factory=list)   # archived with the next snapshot
     unsaved_rows: list = field(default_factory=list)     # drained from the processor, kept until committed
     unsaved_points: list = field(default_factory=list)
@@ -63,6 +88,8 @@ class PartitionStates:
         self.entries: dict[int, PartitionEntry] = {}
         self.conn = archive.open_archive(ctx.cfg)
         self.epoch = os.environ.get(ENV_EPOCH, "")
+        self.full_every = int(ctx.cfg["stream.snapshot_full_every"])
+        self.flush_lock = asyncio.Lock()      # one commit at a time: the timer's and a revocation's
 
     def get(self, partition: int) -> PartitionEntry:
         e = self.entries.get(partition)
@@ -73,8 +100,9 @@ class PartitionStates:
                             partition, row["epoch"])
                 row = None
             if row is not None:
-                proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"])
-                e = PartitionEntry(proc, row["next_offset"], [])
+                proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"],
+                                             row["segments"])
+                e = PartitionEntry(proc, row["next_offset"], [], segments=len(row["segments"]) or None)
                 log.info("partition %d: state restored, resuming at offset %d (snapshot saved by %s at %s)",
                          partition, row["next_offset"], row["saved_by"] or "?", row["saved_at"])
             else:
@@ -84,11 +112,56 @@ class PartitionStates:
 
     def flush(self, partition: int) -> DayRows | None:
         """Commit one partition's outputs + snapshot atomically, then ack its events. Returns the day rows
-        committed (tuples, ``DayRows``), or None when there was nothing to commit."""
+        committed (tuples, ``DayRows``), or None when there was nothing to commit. Everything on the calling
+        thread (revocation, tests); the timer uses ``flush_async``."""
+        c = self.prepare(partition)
+        if c is None:
+            return None
+        try:
+            self.write(c, self.conn)
+        except BaseException:
+            self.failed(c)
+            raise
+        return self.committed(c)
+
+    async def flush_async(self, partition: int, executor) -> DayRows | None:
+        """``flush`` with the heavy part — encoding and compressing the state, the archive transaction — in
+        ``executor`` (one thread, its own archive connection): the event loop stays free for WIM and the
+        agents meanwhile (zstd and the database release the GIL). The engine runs on during the write; the
+        commit covers exactly what ``prepare`` took, and its events are acked only after it committed."""
+        t0 = time.perf_counter()
+        c = self.prepare(partition)
+        if c is None:
+            return None
+        t1 = time.perf_counter()
+        M.SNAPSHOT_SECONDS.labels(part="loop").observe(t1 - t0)
+        cf = executor.submit(self._write_here, c)
+        try:
+            await asyncio.wrap_future(cf)
+            M.SNAPSHOT_SECONDS.labels(part="thread").observe(time.perf_counter() - t1)
+        except asyncio.CancelledError:
+            # the worker stops: a transaction already running in the thread still ends, settle it before a
+            # revocation commits again (an older commit must never land after a newer one)
+            try:
+                cf.result()
+            except BaseException:  # noqa: BLE001 - failed or never started: the entry keeps everything
+                self.failed(c)
+            else:
+                self.committed(c)
+            raise
+        except BaseException:
+            self.failed(c)
+            raise
+        return self.committed(c)
+
+    def prepare(self, partition: int) -> "_Commit | None":
+        """On the loop, in a few ms: drain the partition's outputs and take its state as of ``next_offset``
+        (``PingProcessor.snapshot_capture``). Outputs stay on the entry until the commit succeeds: a failed
+        commit (disk full) is retried with them."""
         e = self.entries.get(partition)
         if e is None or not e.dirty:
             return None
-        # drained outputs stay on the entry until the commit succeeds: a failed commit (disk full) is retried
+        # kept on the entry as soon as drained: a failure below (even reading the stored rows) loses nothing
         table = e.proc.day_table(dirty_only=True)
         table.rows[:0] = e.unsaved_rows
         if e.proc.past:     # late data for days no longer in memory: recomputed on their stored rows
@@ -99,22 +172,46 @@ class PartitionStates:
         retract, stops = e.proc.stop_events()
         retract = e.unsaved_retract = e.unsaved_retract + retract
         stops = e.unsaved_stops = e.unsaved_stops + stops
-        blob = archive.pack_state(e.proc.snapshot(compress=False))
-        with self.conn.transaction():     # one transaction: outputs, state and offset (module docstring)
-            archive.upsert_day_tuples(self.conn, table.rows)
-            archive.save_stops(self.conn, retract, stops)
-            archive.save_partition_snapshot(self.conn, T.GPS_PINGS, partition, e.next_offset, blob, self.epoch,
-                                            track_points=points, alerts=e.pending_alerts)
+        # incremental: the window's held samples (most of the state) are appended as a segment of what was
+        # added since the last commit; every ``stream.snapshot_full_every`` commits they are written whole
+        seq = 0 if e.segments is None or e.segments >= self.full_every else e.segments
+        state = e.proc.snapshot_capture(segments="delta" if seq else "full")
+        e.segments = None        # until this commit is stored: a failed one is followed by a full one
+        e.dirty = False
+        return _Commit(partition, e, e.next_offset, state, table, points, retract, stops,
+                       list(e.pending_alerts), len(e.pending_acks), seq)
+
+    def write(self, c: "_Commit", conn) -> None:
+        """The archive transaction of one commit (any thread: it reads only the commit)."""
+        blob = archive.pack_state(c.state.encode(compress=False))
+        segment = archive.pack_state(c.state.segment())
+        with conn.transaction():     # one transaction: outputs, state and offset (module docstring)
+            archive.upsert_day_tuples(conn, c.table.rows)
+            archive.save_stops(conn, c.retract, c.stops)
+            archive.save_partition_snapshot(conn, T.GPS_PINGS, c.partition, c.next_offset, blob, self.epoch,
+                                            track_points=c.points, alerts=c.alerts,
+                                            segment=segment, segment_seq=c.seq)
+
+    def _write_here(self, c: "_Commit") -> None:
+        self.write(c, archive.open_archive(self.ctx.cfg))     # the executor thread's own connection
+
+    def failed(self, c: "_Commit") -> None:
+        c.entry.dirty = True          # everything is still on the entry: the next flush retries it
+
+    def committed(self, c: "_Commit") -> DayRows:
+        """After the transaction: ack the events it covers, forget the outputs it stored."""
+        e = c.entry
         M.SNAPSHOTS.inc()
         if e.proc.n:
             M.STATE_BYTES.set(e.proc.live_bytes_per_vehicle())
-        for ev in e.pending_acks:
+        for ev in e.pending_acks[:c.n_acks]:
             ev.ack()
-        e.pending_acks.clear()
-        e.pending_alerts.clear()
+        del e.pending_acks[:c.n_acks]
+        del e.pending_alerts[:len(c.alerts)]
+        # nothing else drained the entry meanwhile (one commit at a time per worker: ``flush_lock``)
         e.unsaved_rows, e.unsaved_points, e.unsaved_retract, e.unsaved_stops = [], [], [], []
-        e.dirty = False
-        return table
+        e.segments = c.seq + 1
+        return c.table
 
     def drop(self, partitions) -> None:
         for p in list(partitions):
@@ -186,6 +283,8 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
 
     interval = float(cfg["stream.snapshot_interval_s"])
     last_flush: dict[int, float] = {}
+    # one thread writes the snapshots (docs/performance.md): its commit runs beside the event loop
+    commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gps-commit")
 
     @app.timer(min(1.0, interval))
     async def gps_flush():
@@ -206,7 +305,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
         if due:
             p = min(due, key=lambda q: last_flush.get(q, 0.0))
             last_flush[p] = now
-            table = ctx.faults.attempt("gps-snapshot", states.flush, p, default=None)
+            table = await _attempt_flush(ctx.faults, states, p, commit_thread)
             if table is not None and table.rows:
                 unpublished.update(zip(map(_ROW_KEY, table.rows), zip(table.rows, repeat(table.updated_at))))
         elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
@@ -215,16 +314,43 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
             last_publish[0] = time.monotonic()
             rows = list(unpublished.values())
             unpublished.clear()
-            for t, updated in rows:
+            for i, (t, updated) in enumerate(rows, 1):
                 r = DayRows.row_dict(t, updated)
                 await stats_topic.send(key=f"{r['plate']}|{r['day']}".encode(), value=orjson.dumps(r))
+                if i % 200 == 0:      # a send rarely suspends (buffered): thousands of rows held the loop
+                    await asyncio.sleep(0)
             M.MESSAGES.labels(topic=T.VEHICLE_DAY_STATS, direction="out").inc(len(rows))
+
+    # what a commit (or anything else) costs the event loop, seen from a 50 ms timer (bench part (c))
+    probe = [time.perf_counter()]
+
+    @app.timer(0.05)
+    async def loop_lag_probe():
+        now = time.perf_counter()
+        M.LOOP_LAG.observe(max(0.0, now - probe[0] - 0.05))
+        probe[0] = now
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs):
-        states.drop({tp.partition for tp in revoked if tp.topic == T.GPS_PINGS})
+        async with states.flush_lock:         # after the commit in flight, never beside it
+            states.drop({tp.partition for tp in revoked if tp.topic == T.GPS_PINGS})
 
     return states
+
+
+async def _attempt_flush(faults, states: PartitionStates, partition: int, executor) -> DayRows | None:
+    """One non-blocking try of the partition's commit (``Faults.attempt`` for a commit that awaits its
+    thread): its day rows, or none when it failed (paused, retried with back-off) or was not due."""
+    if not faults.due("gps-snapshot"):
+        return None
+    try:
+        async with states.flush_lock:
+            table = await states.flush_async(partition, executor)
+    except Exception as err:  # noqa: BLE001 - an internal fault: pause and retry, never drop the record
+        faults.report("gps-snapshot", err)
+        return None
+    faults.clear("gps-snapshot")
+    return table
 
 
 def _recv_ms(cols):

@@ -15,6 +15,13 @@ VEHICLES_ONLINE = Gauge("roadwatch_vehicles_online", "Vehicles with a ping withi
 REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
                          "Records skipped because a snapshot already covers their offset", ["topic"])
 SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snapshots committed")
+SNAPSHOT_SECONDS = Histogram("roadwatch_snapshot_commit_seconds",
+                             "A partition's snapshot commit: taking the state on the event loop (loop), encoding, "
+                             "compressing and the archive transaction in the commit thread (thread)", ["part"],
+                             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+LOOP_LAG = Histogram("roadwatch_event_loop_lag_seconds",
+                     "How late a 50 ms timer of the worker wakes up: the longest the event loop was busy (WIM latency)",
+                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
 AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
                          ["direction", "outcome"])

@@ -321,8 +321,15 @@ def test_state_is_stored_compressed_and_older_blobs_still_restore(archive_target
     conn = open_archive(archive_target)
     stored = bytes(conn.execute("SELECT state FROM ping_state WHERE partition = 0").fetchone()[0])
     assert stored.startswith(b"\x00rw-zstd\x00")
-    assert load_partition_snapshot(conn, "gps-pings", 0)["state"] == e.proc.snapshot(compress=False)
-    assert len(stored) < len(e.proc.snapshot(compress=False))
+    snap = load_partition_snapshot(conn, "gps-pings", 0)
+    assert snap["state"][:2] == b"PK" and len(stored) < len(snap["state"])
+    # the held samples are stored beside the state (a full snapshot: one segment); both give the state back
+    assert len(snap["segments"]) == 1
+    back = PingProcessor.restore(Config(), scenario_registry(), None, snap["state"], snap["segments"])
+    back._history(), e.proc._history()
+    assert back.snapshot(compress=False) == e.proc.snapshot(compress=False)
+    with pytest.raises(ValueError, match="segments"):
+        PingProcessor.restore(Config(), scenario_registry(), None, snap["state"])
     old = e.proc.snapshot()                       # deflated npz, as before
     assert old[:2] == b"PK"
     save_partition_snapshot(conn, "gps-pings", 0, 6, old, states.epoch)

@@ -442,6 +442,15 @@ CREATE TABLE IF NOT EXISTS vehicle_stops (    -- one row per ended stop; a late-
 ){WITHOUT_ROWID};
 CREATE INDEX IF NOT EXISTS vehicle_stops_end ON vehicle_stops(end_ms);
 """),
+    Migration(10, "ping_state_segment: the held samples of a partition's replay window, appended per snapshot", """
+CREATE TABLE IF NOT EXISTS ping_state_segment (   -- streams/archive/snapshots.py: restore = ping_state + these
+    topic      TEXT NOT NULL,
+    partition  {INTEGER} NOT NULL,
+    seq        {INTEGER} NOT NULL,                -- 0: written by a full snapshot; then one per incremental one
+    samples    {BLOB} NOT NULL,
+    PRIMARY KEY (topic, partition, seq)
+);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version

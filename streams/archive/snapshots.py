@@ -107,13 +107,23 @@ def insert_track_points(conn: ArchiveConnection, points) -> None:
 
 def save_partition_snapshot(conn: ArchiveConnection, topic: str, partition: int, next_offset: int, state: bytes,
                             epoch: str, *, day_rows: list[dict] = (), track_points=(),
-                            alerts: list[dict] = ()) -> None:
+                            alerts: list[dict] = (), segment: bytes | None = None, segment_seq: int = 0) -> None:
     """One transaction: the partition's outputs since its last snapshot, its state and ``next_offset``
-    (the first source offset the state does NOT cover)."""
+    (the first source offset the state does NOT cover).
+
+    Incremental snapshots (streams/gps.py): the replay window's held samples live in ``ping_state_segment``
+    rows beside the state. ``segment_seq`` 0 (a full snapshot, or a state that holds its samples itself)
+    replaces the partition's segments by ``segment``; ``segment_seq`` k > 0 appends ``segment`` as the k-th
+    (the samples added since the commit of segment k − 1). Restore = the state + its segments in order."""
     with conn.transaction():
         upsert_vehicle_days(conn, list(day_rows))
         insert_track_points(conn, track_points)
         upsert_alerts(conn, list(alerts))
+        if segment_seq == 0:
+            conn.execute("DELETE FROM ping_state_segment WHERE topic=? AND partition=?", (topic, int(partition)))
+        if segment is not None:
+            conn.execute("INSERT INTO ping_state_segment(topic, partition, seq, samples) VALUES (?,?,?,?)",
+                         (topic, int(partition), int(segment_seq), bytes(segment)))
         conn.execute(_SNAPSHOT_SQL, (topic, int(partition), int(next_offset), bytes(state), _now_iso(), epoch,
                                      WORKER_ID))
 
@@ -125,10 +135,16 @@ def _snapshot(r) -> dict:
 
 
 def load_partition_snapshot(conn: ArchiveConnection, topic: str, partition: int) -> dict | None:
-    """The stored snapshot of one partition: ``{partition, next_offset, state, epoch, saved_at, saved_by}``."""
+    """The stored snapshot of one partition: ``{partition, next_offset, state, epoch, saved_at, saved_by,
+    segments}`` (``segments``: the held samples stored beside the state, in order — ``PingProcessor.restore``)."""
     r = conn.execute("SELECT partition, next_offset, state, epoch, saved_at, saved_by FROM ping_state "
                      "WHERE topic=? AND partition=?", (topic, int(partition))).fetchone()
-    return _snapshot(r) if r is not None else None
+    if r is None:
+        return None
+    out = _snapshot(r)
+    out["segments"] = [unpack_state(bytes(x[0])) for x in conn.execute(
+        "SELECT samples FROM ping_state_segment WHERE topic=? AND partition=? ORDER BY seq", (topic, int(partition)))]
+    return out
 
 
 def load_partition_snapshots(conn: ArchiveConnection, topic: str) -> dict[int, dict]:
