@@ -8,10 +8,12 @@ plate agrees with it.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from kafka.partitioner.default import murmur2
 
@@ -338,6 +340,74 @@ class KafkaPublisher:
     def close(self) -> None:
         if self.producer is not None:
             self.producer.close(timeout=5)
+
+
+class AioKafkaPublisher:
+    """Publisher for an asyncio edge (the JT/T 808 gateway) over aiokafka, inside the event loop: no thread,
+    no hand-over between threads per publish cycle. ``await publish(records)`` sends records (objects with
+    ``topic``, ``key``, ``value``, ``partition``, like ``outbox.Out``) and returns once Kafka acknowledged
+    every one, else raises ``PublishError`` — the ``send`` + ``flush`` of ``Publisher`` in one call. The
+    producer starts on first use and is started anew after a failed start, so the edge can start (and
+    buffer) while Kafka is still down. Measured ~0.7 ms of CPU per cycle of four records against ~1.8 ms
+    for kafka-python with its sender thread (docs/performance.md)."""
+
+    def __init__(self, bootstrap: str | list[str], flush_timeout_s: float = 30.0, **producer_kw: Any):
+        self.bootstrap = bootstrap
+        self.flush_timeout_s = flush_timeout_s
+        self.producer_kw = producer_kw
+        self.producer: Any = None
+
+    async def _get(self) -> Any:
+        if self.producer is None:
+            from aiokafka import AIOKafkaProducer
+            # as ``make_producer``: raw bytes, no compression, acks=1, bounded waits
+            opts: dict[str, Any] = dict(bootstrap_servers=self.bootstrap, linger_ms=0, max_batch_size=256 * 1024,
+                                        compression_type=None, acks=1, enable_idempotence=False,
+                                        request_timeout_ms=10_000, retry_backoff_ms=100,
+                                        max_request_size=2 * 1024 * 1024, client_id="roadwatch-producer")
+            opts.update(self.producer_kw)
+            producer = AIOKafkaProducer(**opts)
+            try:
+                await asyncio.wait_for(producer.start(), 10)
+            except BaseException as e:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                if isinstance(e, Exception):
+                    raise PublishError(f"cannot connect to Kafka at {self.bootstrap}: {e}") from e
+                raise
+            self.producer = producer
+        return self.producer
+
+    async def publish(self, records: Iterable[Any]) -> None:
+        producer = await self._get()
+        futures: list[asyncio.Future] = []
+        try:
+            for r in records:
+                futures.append(await producer.send(r.topic, r.value, key=r.key, partition=r.partition))
+        except Exception as e:          # KafkaTimeoutError (no metadata), a record too large, …
+            for f in futures:
+                f.add_done_callback(_outcome)
+            raise PublishError(f"send to Kafka failed: {e}") from e
+        if not futures:
+            return
+        done, pending = await asyncio.wait(futures, timeout=self.flush_timeout_s)
+        for f in pending:               # still in the producer's hands: the caller keeps and retries them
+            f.add_done_callback(_outcome)
+        failed = [e for e in map(_outcome, done) if e is not None]
+        if pending or failed:
+            raise PublishError(f"{len(pending) + len(failed)} of {len(futures)} records not acknowledged: "
+                               f"{failed[0] if failed else f'timeout after {self.flush_timeout_s} s'}")
+
+    async def aclose(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+
+def _outcome(f: asyncio.Future) -> BaseException | None:
+    """A delivery future's error (read, so a late failure is never reported as unretrieved)."""
+    return asyncio.CancelledError() if f.cancelled() else f.exception()
 
 
 class MemoryPublisher:
