@@ -249,7 +249,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from .cli import UsageError
         raise UsageError("--terminals, --interval and --duration must be positive")
     res: dict = {"terminals": n, "interval_s": args.interval, "duration_s": args.duration,
-                 "event_loop": cfg["gateway.event_loop"]}
+                 "event_loop": cfg["gateway.event_loop"], "producer": cfg["gateway.producer"]}
     with tempfile.TemporaryDirectory(prefix="roadwatch-bench-gw-") as tmp, EmbeddedBroker() as broker:
         tmp = Path(tmp)
         terms = bench_registry(n, tmp / "registry.json")
@@ -260,7 +260,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                               f'paths.data_dir="{tmp / "data"}";gateway.max_connections={n + 100};'
                                               f'gateway.max_unauthenticated={min(n + 100, 100_000)};'
                                               f'gateway.max_pending_per_address={n + 100};'
-                                              f'gateway.event_loop="{cfg["gateway.event_loop"]}"'))
+                                              f'gateway.event_loop="{cfg["gateway.event_loop"]}";'
+                                              f'gateway.producer="{cfg["gateway.producer"]}"'))
         res["coalesce_ms"] = cfg["gateway.coalesce_ms"]
         cmd = (args.gateway_cmd.split() if args.gateway_cmd else [sys.executable, "-m", "roadwatch.streams.cli"])
         cmd += ["gateway", "--host", "127.0.0.1", "--port", str(port), "--registry", str(tmp / "registry.json"),
