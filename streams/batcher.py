@@ -225,7 +225,7 @@ def encode_rows_arrow_split(groups: list[list[tuple]]) -> list[bytes] | None:
     version = cols[_ROW_INDEX["jt808_version"]]
     recv = cols[_ROW_INDEX["recv_ts"]]
     names, arrays = [], []
-    try:
+    try:                                # Arrow's own errors: the general path decides (and names them)
         for i, name, field in _ARROW_PLAN:
             col = cols[i]
             if name == "jt808_version" and not any(version):
@@ -243,23 +243,23 @@ def encode_rows_arrow_split(groups: list[list[tuple]]) -> list[bytes] | None:
                 col = [v == 1 for v in col]
             names.append(name)
             arrays.append(pa.array(col, type=field.type, from_pandas=True))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        key = tuple(names)
+        cached = _ARROW_SCHEMAS.get(key)
+        if cached is None:
+            schema = pa.schema([ARROW_SCHEMA.field(n) for n in names], metadata=ARROW_SCHEMA.metadata)
+            cached = _ARROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
+        schema, head = cached
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        # an IPC stream is the schema message, the record batch message and the end-of-stream marker
+        if len(groups) == 1:
+            return [head + batch.serialize().to_pybytes() + _ARROW_EOS]
+        out, start = [], 0
+        for g in groups:
+            out.append(head + batch.slice(start, len(g)).serialize().to_pybytes() + _ARROW_EOS)
+            start += len(g)
+        return out
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
         return None
-    key = tuple(names)
-    cached = _ARROW_SCHEMAS.get(key)
-    if cached is None:
-        schema = pa.schema([ARROW_SCHEMA.field(n) for n in names], metadata=ARROW_SCHEMA.metadata)
-        cached = _ARROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
-    schema, head = cached
-    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-    # an IPC stream is the schema message, the record batch message and the end-of-stream marker
-    if len(groups) == 1:
-        return [head + batch.serialize().to_pybytes() + _ARROW_EOS]
-    out, start = [], 0
-    for g in groups:
-        out.append(head + batch.slice(start, len(g)).serialize().to_pybytes() + _ARROW_EOS)
-        start += len(g)
-    return out
 
 
 # --- publishers ---------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-
 
 Publishing runs in one background task that hands records to the ``AioKafkaPublisher`` in the loop
 (``gateway.producer``), or to a ``Publisher`` in a worker thread (kafka-python blocks), and only drops
-them from its outbox once Kafka confirmed delivery. If Kafka is unreachable the outbox grows; at ``gateway.buffer_max_pings`` buffered pings the gateway stops
-reading from every socket (back-pressure): terminals get no acknowledgement and keep their positions in
-their blind-area store, to re-upload them later as 0x0704. Nothing is acknowledged that was not buffered.
+them from its outbox once Kafka confirmed delivery. If Kafka is unreachable the outbox grows; at
+``gateway.buffer_max_pings`` buffered pings the gateway stops reading from every socket (back-pressure):
+terminals get no acknowledgement and keep their positions in their blind-area store, to re-upload them
+later as 0x0704. Nothing is acknowledged that was not buffered.
 """
 from __future__ import annotations
 
