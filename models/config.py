@@ -378,6 +378,10 @@ _k("gateway.coalesce_ms", 10.0, "ops",
 _k("gateway.event_loop", "uvloop", "ops",
    "uvloop (libuv's loop in C: with coalesced wake-ups, a third of asyncio's median reply delay; "
    "docs/performance.md) or the standard library's asyncio", ("asyncio", "uvloop"))
+_k("gateway.producer", "aiokafka", "ops",
+   "Kafka client of `roadwatch gateway`: aiokafka in the gateway's event loop (~0.7 ms of CPU per publish cycle "
+   "of four records) or kafka-python with its sender thread (~1.8 ms; docs/performance.md)",
+   ("aiokafka", "kafka-python"))
 _k("gateway.gc_freeze_s", 60.0, "ops",
    "move long-lived objects out of the cyclic collector this often (0 = only after start-up)", lo=0, hi=86400)
 

@@ -8,10 +8,12 @@ plate agrees with it.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from kafka.partitioner.default import murmur2
 
@@ -116,18 +118,27 @@ class PingBatcher:
 
     def flush(self) -> int:
         parts = list(self._pings)
-        for p in parts:
-            self._flush_partition(p)
+        values: list[bytes] | None = None
+        if self.wire == "arrow" and len(parts) > 1:
+            # the columns of every partition converted to Arrow at once, then one record per partition
+            # (converting is ~10 µs per column whatever the rows; writing a slice ~5 µs)
+            values = encode_rows_arrow_split([[r if type(r) is tuple else _row(r) for r in self._pings[p]]
+                                              for p in parts])
+        for i, p in enumerate(parts):
+            self._flush_partition(p, None if values is None else values[i])
         return len(parts)
 
-    def _flush_partition(self, p: int) -> None:
+    def _flush_partition(self, p: int, value: bytes | None = None) -> None:
         pings = self._pings.pop(p)
         since = self._since.pop(p)
         self.pending -= len(pings)
         self.last_batch_size = len(pings)
         try:
-            rows = [r if type(r) is tuple else _row(r) for r in pings]
-            self.send(p, rows[0][0].encode("utf-8"), encode_rows(rows, self.wire))
+            if value is None:
+                rows = [r if type(r) is tuple else _row(r) for r in pings]
+                value = encode_rows(rows, self.wire)
+            key = (pings[0][0] if type(pings[0]) is tuple else pings[0]["plate"]).encode("utf-8")
+            self.send(p, key, value)
         except BaseException:
             self._pings[p] = pings + self._pings.get(p, [])
             self._since[p] = since
@@ -157,6 +168,14 @@ def _row(p: dict) -> tuple:
 def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
     """Row tuples → one columnar ``gps-pings`` record in the ``wire`` encoding (``stream.wire_format``:
     the Arrow IPC form by default, or JSON; models/pingbatch.py)."""
+    if wire == "arrow":
+        values = encode_rows_arrow_split([rows])
+        if values is not None:
+            return values[0]
+    return _encode_rows_general(rows, wire)
+
+
+def _encode_rows_general(rows: list[tuple], wire: str) -> bytes:
     cols = dict(zip(ROW_FIELDS, map(list, zip(*rows))))
     recv = cols.pop("recv_ts")
     if any(r is not None for r in recv):
@@ -165,6 +184,82 @@ def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
     if not any(cols["jt808_version"]):            # no terminal said its protocol (as ``encode_batch``)
         del cols["jt808_version"]
     return encode_columns(cols, wire)
+
+
+# Arrow type of each ROW_FIELDS column, and the Python value types it takes without any change of value
+# (anything else — a float heading, a bool latitude, an int too wide — takes ``pingarrow.encode_arrow``'s
+# path, which keeps the value and lets the reader reject it)
+_INT, _FLOAT, _STR = frozenset({int}), frozenset({int, float, type(None)}), frozenset({str})
+_ROW_TYPES = {"plate": _STR, "terminal_id": _STR, "ts": _INT, "lat": _FLOAT, "lon": _FLOAT, "speed_kmh": _FLOAT,
+              "heading": _INT, "altitude_m": _FLOAT, "plate_color": _INT, "alarm_flags": _INT,
+              "status_flags": _INT, "reupload": _INT, "driver_id": frozenset({str, type(None)}),
+              "mileage_km": _FLOAT, "recv_ts": frozenset({int, type(None)}), "jt808_version": _INT}
+_ROW_INDEX = {f: i for i, f in enumerate(ROW_FIELDS)}
+_ARROW_PLAN: list | None = None            # [(row index, field name, arrow field)] in ARROW_SCHEMA order
+_ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+_ARROW_SCHEMAS: dict[tuple[str, ...], tuple] = {}
+
+
+def encode_rows_arrow_split(groups: list[list[tuple]]) -> list[bytes] | None:
+    """Row tuples of several records → one Arrow IPC record per group, the columns converted once for all
+    groups: records that read back as what ``pingarrow.encode_arrow`` writes for each group's columns
+    (groups that differ in the optional ``jt808_version``/``recv_ts`` columns are converted one by one).
+    None when a value is not of its column's usual Python type, or a flag, time or id does not fit its
+    column; then each group takes the general path."""
+    global _ARROW_PLAN
+    import pyarrow as pa
+
+    from roadwatch.models.pingarrow import ARROW_SCHEMA
+    if _ARROW_PLAN is None:
+        _ARROW_PLAN = [(_ROW_INDEX[f.name], f.name, f) for f in ARROW_SCHEMA]
+    if len(groups) > 1:
+        v, t = _ROW_INDEX["jt808_version"], _ROW_INDEX["recv_ts"]
+        if len({(any(r[v] for r in g), any(r[t] is not None for r in g)) for g in groups}) > 1:
+            # the groups differ in their optional columns: each written on its own, as it would be alone
+            out = [encode_rows_arrow_split([g]) for g in groups]
+            return None if None in out else [o[0] for o in out]     # type: ignore[index]
+    rows = groups[0] if len(groups) == 1 else [r for g in groups for r in g]
+    if not rows:
+        return None
+    cols = list(zip(*rows))
+    version = cols[_ROW_INDEX["jt808_version"]]
+    recv = cols[_ROW_INDEX["recv_ts"]]
+    names, arrays = [], []
+    try:                                # Arrow's own errors: the general path decides (and names them)
+        for i, name, field in _ARROW_PLAN:
+            col = cols[i]
+            if name == "jt808_version" and not any(version):
+                continue
+            if name == "recv_ts":
+                if all(r is None for r in recv):
+                    continue
+                if None in recv:
+                    col = [r if r is not None else t for r, t in zip(recv, cols[_ROW_INDEX["ts"]])]
+            if not set(map(type, col)) <= _ROW_TYPES[name]:
+                return None
+            if name == "reupload":
+                if not set(col) <= {0, 1}:
+                    return None
+                col = [v == 1 for v in col]
+            names.append(name)
+            arrays.append(pa.array(col, type=field.type, from_pandas=True))
+        key = tuple(names)
+        cached = _ARROW_SCHEMAS.get(key)
+        if cached is None:
+            schema = pa.schema([ARROW_SCHEMA.field(n) for n in names], metadata=ARROW_SCHEMA.metadata)
+            cached = _ARROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
+        schema, head = cached
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        # an IPC stream is the schema message, the record batch message and the end-of-stream marker
+        if len(groups) == 1:
+            return [head + batch.serialize().to_pybytes() + _ARROW_EOS]
+        out, start = [], 0
+        for g in groups:
+            out.append(head + batch.slice(start, len(g)).serialize().to_pybytes() + _ARROW_EOS)
+            start += len(g)
+        return out
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
 
 
 # --- publishers ---------------------------------------------------------------------------------------
@@ -245,6 +340,74 @@ class KafkaPublisher:
     def close(self) -> None:
         if self.producer is not None:
             self.producer.close(timeout=5)
+
+
+class AioKafkaPublisher:
+    """Publisher for an asyncio edge (the JT/T 808 gateway) over aiokafka, inside the event loop: no thread,
+    no hand-over between threads per publish cycle. ``await publish(records)`` sends records (objects with
+    ``topic``, ``key``, ``value``, ``partition``, like ``outbox.Out``) and returns once Kafka acknowledged
+    every one, else raises ``PublishError`` — the ``send`` + ``flush`` of ``Publisher`` in one call. The
+    producer starts on first use and is started anew after a failed start, so the edge can start (and
+    buffer) while Kafka is still down. Measured ~0.7 ms of CPU per cycle of four records against ~1.8 ms
+    for kafka-python with its sender thread (docs/performance.md)."""
+
+    def __init__(self, bootstrap: str | list[str], flush_timeout_s: float = 30.0, **producer_kw: Any):
+        self.bootstrap = bootstrap
+        self.flush_timeout_s = flush_timeout_s
+        self.producer_kw = producer_kw
+        self.producer: Any = None
+
+    async def _get(self) -> Any:
+        if self.producer is None:
+            from aiokafka import AIOKafkaProducer
+            # as ``make_producer``: raw bytes, no compression, acks=1, bounded waits
+            opts: dict[str, Any] = dict(bootstrap_servers=self.bootstrap, linger_ms=0, max_batch_size=256 * 1024,
+                                        compression_type=None, acks=1, enable_idempotence=False,
+                                        request_timeout_ms=10_000, retry_backoff_ms=100,
+                                        max_request_size=2 * 1024 * 1024, client_id="roadwatch-producer")
+            opts.update(self.producer_kw)
+            producer = AIOKafkaProducer(**opts)
+            try:
+                await asyncio.wait_for(producer.start(), 10)
+            except BaseException as e:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                if isinstance(e, Exception):
+                    raise PublishError(f"cannot connect to Kafka at {self.bootstrap}: {e}") from e
+                raise
+            self.producer = producer
+        return self.producer
+
+    async def publish(self, records: Iterable[Any]) -> None:
+        producer = await self._get()
+        futures: list[asyncio.Future] = []
+        try:
+            for r in records:
+                futures.append(await producer.send(r.topic, r.value, key=r.key, partition=r.partition))
+        except Exception as e:          # KafkaTimeoutError (no metadata), a record too large, …
+            for f in futures:
+                f.add_done_callback(_outcome)
+            raise PublishError(f"send to Kafka failed: {e}") from e
+        if not futures:
+            return
+        done, pending = await asyncio.wait(futures, timeout=self.flush_timeout_s)
+        for f in pending:               # still in the producer's hands: the caller keeps and retries them
+            f.add_done_callback(_outcome)
+        failed = [e for e in map(_outcome, done) if e is not None]
+        if pending or failed:
+            raise PublishError(f"{len(pending) + len(failed)} of {len(futures)} records not acknowledged: "
+                               f"{failed[0] if failed else f'timeout after {self.flush_timeout_s} s'}")
+
+    async def aclose(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+
+def _outcome(f: asyncio.Future) -> BaseException | None:
+    """A delivery future's error (read, so a late failure is never reported as unretrieved)."""
+    return asyncio.CancelledError() if f.cancelled() else f.exception()
 
 
 class MemoryPublisher:

@@ -8,7 +8,8 @@ from kafka.partitioner.default import DefaultPartitioner
 
 from roadwatch.models.config import Config
 from roadwatch.models.pingbatch import columns_to_pings, decode_batch
-from roadwatch.streams.batcher import MemoryPublisher, PingBatcher, PublishError, partition_for
+from roadwatch.streams.batcher import (ROW_FIELDS, MemoryPublisher, PingBatcher, PublishError, _encode_rows_general,
+                                       encode_rows, encode_rows_arrow_split, partition_for)
 
 PLATES = ["京A12345", "粤B8K2Q1", "沪C00001", "冀D7788挂", "新AX1234", "苏E12F34", "川A99999", "鲁Q0K001",
           "黑AB1234", "琼A00001", "浙A0A0A0", "A", "foobar"]
@@ -137,3 +138,46 @@ def test_from_config_and_memory_publisher():
 def test_java_signed_hash_helper_consistency():
     # guard the test's own arithmetic: & 0x7fffffff of a negative Java int equals masking the unsigned value
     assert (ctypes.c_int32(-973932308).value & 0x7FFFFFFF) == ((-973932308 % 2**32) & 0x7FFFFFFF)
+
+
+def _gateway_row(plate: str, i: int, **kw) -> tuple:
+    """A row tuple in ``ROW_FIELDS`` order, as the gateway's fast path builds it."""
+    row = dict(plate=plate, terminal_id="13800000000", ts=1_714_521_600_000 + i * 1000, lat=30.0 + i * 1e-4,
+               lon=120.0, speed_kmh=50.5, heading=90, altitude_m=12.0, plate_color=2, alarm_flags=0,
+               status_flags=3, reupload=0, driver_id=None if i % 2 else "D42", mileage_km=None if i % 3 else 1000.5,
+               recv_ts=1_714_521_600_500 + i * 1000, jt808_version=2019 if i % 4 == 0 else 0)
+    row.update(kw)
+    return tuple(row[f] for f in ROW_FIELDS)
+
+
+@pytest.mark.parametrize("versions", ["mixed", "all 2019", "none"])
+def test_arrow_records_of_one_flush_carry_exactly_their_partitions_rows(versions):
+    """A flush of several partitions converts the columns once and writes one record per partition: each
+    decodes to the same pings as that partition's rows encoded on their own (the general path)."""
+    sent = []
+    b = PingBatcher(lambda p, k, v: sent.append((p, k, v)), partitions=4, max_pings=500, max_ms=200,
+                    clock=lambda: 0.0)
+    rows = [_gateway_row(pl, i) for i, pl in enumerate(PLATES * 2)]
+    if versions != "mixed":
+        rows = [r[:-1] + (2019 if versions == "all 2019" else 0,) for r in rows]
+    for r in rows:
+        b.add_row(r)
+    assert b.flush() == len({partition_for(pl, 4) for pl in PLATES}) > 1
+    assert sum(len(decode_batch(v)) for _, _, v in sent) == len(rows)
+    for part, key, value in sent:
+        mine = [r for r in rows if partition_for(r[0], 4) == part]
+        assert value[:4] == b"\xff\xff\xff\xff"                     # the Arrow form
+        alone = _encode_rows_general(mine, "arrow")
+        assert columns_to_pings(decode_batch(value)) == columns_to_pings(decode_batch(alone))
+        assert key == mine[0][0].encode("utf-8")
+
+
+def test_arrow_rows_with_unusual_values_take_the_general_path():
+    """A value whose column would change it (a float heading, a flag word above 2³², a bool latitude) is
+    written by ``pingarrow.encode_arrow`` unchanged, so the reader rejects it with its reason."""
+    plain = [_gateway_row("京A12345", i) for i in range(3)]
+    assert encode_rows(plain) == _encode_rows_general(plain, "arrow")       # the same bytes either way
+    for odd in ({"heading": 1.5}, {"alarm_flags": 1 << 33}, {"lat": True}, {"reupload": 2}):
+        rows = plain[:2] + [_gateway_row("京A12345", 2, **odd)]
+        assert encode_rows_arrow_split([rows]) is None
+        assert encode_rows(rows) == _encode_rows_general(rows, "arrow")

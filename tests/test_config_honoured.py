@@ -276,7 +276,7 @@ async def _exercise(cfg: Config, tmp_path) -> None:
 
 # Keys read only where a command starts its event loop (before any component exists): checked statically —
 # the command's module reads the key from the Config it was given.
-READ_BY_COMMAND_START = {"gateway.event_loop": "streams/jt808/gateway.py"}
+READ_BY_COMMAND_START = {"gateway.event_loop": "streams/jt808/gateway.py", "gateway.producer": "streams/jt808/gateway.py"}
 # The JT/T 809 platform link landed in the last merge; its keys are read per platform session (login,
 # slave link, inspections). Checked statically here until this test drives a platform login.
 READ_BY_COMMAND_START.update({f"jt809.{k}": "streams/jt809/link.py" for k in (

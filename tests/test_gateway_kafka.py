@@ -1,4 +1,5 @@
-"""Gateway → kafka-python producer → embedded broker: records land in the partition the batcher chose."""
+"""Gateway → Kafka producer (aiokafka in the loop, or kafka-python) → embedded broker: records land in the
+partition the batcher chose; the in-loop publisher starts anew once a broker answers."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,9 @@ import pytest
 from roadwatch.models.config import Config
 from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.models.registry import parse_registry
-from roadwatch.streams.batcher import KafkaPublisher, partition_for
-from roadwatch.streams.broker import EmbeddedBroker, create_topics
+from roadwatch.streams.batcher import AioKafkaPublisher, KafkaPublisher, PublishError, partition_for
+from roadwatch.streams.broker import EmbeddedBroker, create_topics, free_port
+from roadwatch.streams.outbox import Out
 from roadwatch.streams.jt808 import codec as c
 from roadwatch.streams.jt808.gateway import serve
 
@@ -19,13 +21,15 @@ pytestmark = pytest.mark.integration
 PLATES = ["粤B12345", "京A00001", "沪C12345", "苏E12F34", "浙A0A0A0", "川A99999"]
 
 
-def test_pings_reach_kafka_in_the_murmur2_partition(tmp_path):
+@pytest.mark.parametrize("client", ["aiokafka", "kafka-python"])
+def test_pings_reach_kafka_in_the_murmur2_partition(tmp_path, client):
     cfg = Config({"stream.partitions": 4, "stream.batch_max_ms": 20, "paths.data_dir": str(tmp_path)})
     registry = parse_registry({"vehicles": [{"plate": p, "plate_color": 2, "category": "危险货物运输车辆",
                                              "enterprise_id": ""} for p in PLATES]})
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
-        publisher = KafkaPublisher(bootstrap=broker.bootstrap)
+        publisher = (AioKafkaPublisher(broker.bootstrap) if client == "aiokafka"
+                     else KafkaPublisher(bootstrap=broker.bootstrap))
 
         async def main():
             server = await serve(cfg, registry, publisher, "127.0.0.1", 0)
@@ -56,8 +60,11 @@ def test_pings_reach_kafka_in_the_murmur2_partition(tmp_path):
                 assert server.gateway.buffered_pings == 0
             finally:
                 await server.gateway.aclose()
+                if client == "aiokafka":
+                    await publisher.aclose()
         asyncio.run(main())
-        publisher.close()
+        if client == "kafka-python":
+            publisher.close()
 
         from kafka import KafkaConsumer, TopicPartition
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
@@ -72,3 +79,35 @@ def test_pings_reach_kafka_in_the_murmur2_partition(tmp_path):
                 break
         consumer.close()
         assert seen == {p: partition_for(p, 4) for p in PLATES}
+
+
+def test_in_loop_publisher_buffers_while_kafka_is_down_and_delivers_once_it_answers():
+    """No broker at first: ``publish`` raises ``PublishError`` (the outbox keeps the records and retries);
+    a broker on that address later: the same publisher starts its producer anew and delivers."""
+    port = free_port()
+    publisher = AioKafkaPublisher(f"127.0.0.1:{port}")
+    rec = Out("gps-pings", b"k", b"v", 0)
+
+    async def attempt():
+        await publisher.publish([rec])
+
+    with pytest.raises(PublishError):
+        asyncio.run(attempt())
+    with EmbeddedBroker(port=port) as broker:
+        create_topics(broker.bootstrap, Config({"stream.partitions": 4}))
+
+        async def deliver():
+            try:
+                await publisher.publish([rec, Out("gps-pings", b"k2", b"v2", 3)])
+            finally:
+                await publisher.aclose()
+        asyncio.run(deliver())
+        from kafka import KafkaConsumer, TopicPartition
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, consumer_timeout_ms=5000)
+        try:
+            consumer.assign([TopicPartition("gps-pings", 0), TopicPartition("gps-pings", 3)])
+            consumer.seek_to_beginning()
+            got = {(m.partition, m.key, m.value) for m in consumer}
+        finally:
+            consumer.close()
+    assert got == {(0, b"k", b"v"), (3, b"k2", b"v2")}

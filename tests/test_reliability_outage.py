@@ -23,7 +23,7 @@ from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.models.registry import parse_registry
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import open_archive
-from roadwatch.streams.batcher import KafkaPublisher, partition_for
+from roadwatch.streams.batcher import AioKafkaPublisher, KafkaPublisher, partition_for
 from roadwatch.streams.broker import ENV_EPOCH, EmbeddedBroker, create_topics, free_port
 from roadwatch.streams.jt808 import codec as c
 from roadwatch.streams.jt808.gateway import serve
@@ -133,7 +133,8 @@ def test_worker_survives_a_frozen_broker_and_catches_up(tmp_path, monkeypatch, c
               f"oracle; worker logged: {down[0].split('] ')[-1]!r} then {back[0].split('] ')[-1]!r}")
 
 
-def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys, tmp_path):
+@pytest.mark.parametrize("client", ["aiokafka", "kafka-python"])
+def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys, tmp_path, client):
     cfg = Config({"stream.partitions": 4, "stream.batch_max_ms": 20, "gateway.idle_timeout_s": 60.0,
                   "paths.data_dir": str(tmp_path)})
     plate, phone = "粤B12345", "13800000001"
@@ -142,7 +143,8 @@ def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys, tmp_p
     n_before, n_during = 5, 20
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, cfg)
-        publisher = KafkaPublisher(bootstrap=broker.bootstrap)
+        publisher = (AioKafkaPublisher(broker.bootstrap) if client == "aiokafka"
+                     else KafkaPublisher(bootstrap=broker.bootstrap))
         acks_during: list[float] = []
 
         def loc(i: int) -> bytes:
@@ -204,9 +206,12 @@ def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys, tmp_p
                 return fz.duration, buffered_in_outage
             finally:
                 await gw.aclose()
+                if client == "aiokafka":
+                    await publisher.aclose()
 
         duration, buffered = asyncio.run(main())
-        publisher.close()
+        if client == "kafka-python":
+            publisher.close()
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
                                  enable_auto_commit=False, consumer_timeout_ms=3000)
         part = partition_for(plate, 4)
@@ -219,6 +224,6 @@ def test_gateway_keeps_terminals_served_and_delivers_after_sigcont(capsys, tmp_p
     assert set(got) == want                                   # every ping, including those of the outage
     assert buffered > 0                                       # they really waited in the gateway's buffer
     with capsys.disabled():
-        print(f"\n[outage/gateway] broker frozen {duration:.1f} s; {n_during} locations during the outage all "
+        print(f"\n[outage/gateway, {client}] broker frozen {duration:.1f} s; {n_during} locations during the outage all "
               f"acknowledged (max ack {max(acks_during) * 1000:.0f} ms), {buffered} pings buffered at SIGCONT; "
               f"{len(got)} pings in Kafka ({len(got) - len(want)} duplicates from retries), all {len(want)} present")

@@ -19,11 +19,12 @@ naps ``gateway.coalesce_ms`` so the reads arriving meanwhile share one wake-up (
 Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to
 ``dead-letter``.
 
-Publishing runs in one background task that hands records to a ``Publisher`` in a worker thread (the
-kafka-python producer blocks) and only drops them from its outbox once ``flush`` confirmed delivery. If
-Kafka is unreachable the outbox grows; at ``gateway.buffer_max_pings`` buffered pings the gateway stops
-reading from every socket (back-pressure): terminals get no acknowledgement and keep their positions in
-their blind-area store, to re-upload them later as 0x0704. Nothing is acknowledged that was not buffered.
+Publishing runs in one background task that hands records to the ``AioKafkaPublisher`` in the loop
+(``gateway.producer``), or to a ``Publisher`` in a worker thread (kafka-python blocks), and only drops
+them from its outbox once Kafka confirmed delivery. If Kafka is unreachable the outbox grows; at
+``gateway.buffer_max_pings`` buffered pings the gateway stops reading from every socket (back-pressure):
+terminals get no acknowledgement and keep their positions in their blind-area store, to re-upload them
+later as 0x0704. Nothing is acknowledged that was not buffered.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from prometheus_client import Counter, Gauge
 from roadwatch.models.config import Config
 from roadwatch.models.records import DriverEvent
 from roadwatch.models.registry import Registry, RegistryError, load_registry
-from roadwatch.streams.batcher import KafkaPublisher, PingBatcher, Publisher
+from roadwatch.streams.batcher import AioKafkaPublisher, KafkaPublisher, PingBatcher, Publisher
 from roadwatch.streams.deadletter import dead_letter_bytes
 from roadwatch.streams.outbox import Out, Outbox
 from roadwatch.streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
@@ -356,7 +357,8 @@ class Gateway:
         sock = listen_socket(host, port, min(self.max_conns, 65535))
         self._revoked_mark = self.auth.latest_revocation()
         self.listener = Listener(sock, self._admit, self._full, self.cfg["gateway.accept_pause_s"])
-        self._thread = _PublishThread()
+        if not isinstance(self.publisher, AioKafkaPublisher):
+            self._thread = _PublishThread()
         self._tasks = [asyncio.create_task(self._publish_loop(), name="gateway-publish"),
                        asyncio.create_task(self._tick_loop(), name="gateway-tick")]
         log.info("JT/T 808 gateway listening on %s; descriptor limit %d (raised from %d), up to %d connections "
@@ -541,13 +543,18 @@ class Gateway:
             log.warning("buffer below limit again (%d pings): resuming reads", n)
 
     async def _publish_loop(self) -> None:
-        assert self._thread is not None
-
         def delivered(pings: int) -> None:
             PUBLISHED.inc(pings)
             self._update_pressure()
-        await self.outbox.run(self._thread.submit, lambda: self.buffered_pings, delivered,
-                              lambda e: PUBLISH_ERRORS.inc())
+        if isinstance(self.publisher, AioKafkaPublisher):
+            # in the loop: the outbox's chunk goes to ``publish``, which sends and confirms it as the outbox's
+            # own send-then-flush function would in the thread
+            publisher = self.publisher
+            submit: Any = lambda _send_and_flush, chunk: publisher.publish(chunk)
+        else:
+            assert self._thread is not None
+            submit = self._thread.submit
+        await self.outbox.run(submit, lambda: self.buffered_pings, delivered, lambda e: PUBLISH_ERRORS.inc())
 
     async def _tick_loop(self) -> None:
         """Per tick: due ping batches, counters, back-pressure; less often: deadlines, idle connections,
@@ -873,9 +880,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # kafka-python logs every reconnect attempt; the gateway logs outages and recoveries itself
+    # the Kafka clients log every reconnect attempt; the gateway logs outages and recoveries itself
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    publisher = KafkaPublisher(bootstrap=args.bootstrap)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    publisher: Any = (AioKafkaPublisher(args.bootstrap) if cfg["gateway.producer"] == "aiokafka"
+                      else KafkaPublisher(bootstrap=args.bootstrap))
     try:
         auth = TerminalAuth(cfg.archive_path)
     except Exception as e:
@@ -902,6 +911,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         await stop.wait()
         log.info("stopping gateway")
         await gw.aclose()
+        if isinstance(publisher, AioKafkaPublisher):
+            await publisher.aclose()
 
     if cfg["gateway.event_loop"] == "uvloop":
         try:
@@ -923,7 +934,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         run_loop(main())
     finally:
-        publisher.close()
+        if isinstance(publisher, KafkaPublisher):
+            publisher.close()
         if profiler is not None:
             profiler.stop()
             Path(args.profile).write_text(profiler.output_text(unicode=True, show_all=False))
