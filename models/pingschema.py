@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from operator import is_not, itemgetter
 from typing import Any, Callable
 
@@ -139,8 +139,10 @@ def take(c: PingColumns, sel: np.ndarray) -> PingColumns:
 
 def concat(parts: list[PingColumns]) -> PingColumns:
     """One batch of several, in order. An optional column absent from some parts takes its fallback
-    (``recv_ts``: the ping's own time; ``jt808_version``: 0)."""
-    out: dict[str, Any] = {k: [x for p in parts for x in getattr(p, k)] for k in _LISTS}
+    (``recv_ts``: the ping's own time; ``jt808_version``: 0) — records of one feed may disagree on them."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {k: list(chain.from_iterable(getattr(p, k) for p in parts)) for k in _LISTS}
     for k in ("plate_color", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "alarm_flags",
               "status_flags", "reupload"):
         out[k] = np.concatenate([getattr(p, k) for p in parts])

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import gzip
 import io
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import repeat
 from typing import IO, Iterator
 
 import numpy as np
@@ -174,7 +173,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
             if n_pending >= batch_pings:
                 pending += _arrow_columns(arrow, check) + _json_record_columns(jsonrec, check, max_bytes)
                 if pending:
-                    yield concat_columns(pending)
+                    yield concat(pending)
                 pending, n_pending = [], 0
             continue
         try:
@@ -186,7 +185,7 @@ def read_lines(fh: IO[bytes], kind: str, check: InputCheck, columns: bool = Fals
         yield from out
     pending += _arrow_columns(arrow, check) + _json_record_columns(jsonrec, check, max_bytes)
     if pending:
-        yield concat_columns(pending)
+        yield concat(pending)
 
 
 def _json_columns(fh: IO[bytes], first: bytes, first_no: int, check: InputCheck, batch: int,
@@ -369,12 +368,12 @@ def _arrow_input(fh: IO[bytes], check: InputCheck, columns: bool, batch_pings: i
             pending.append(cols)
             n_pending += len(cols)
             if n_pending >= batch_pings:
-                yield concat_columns(pending)
+                yield concat(pending)
                 pending, n_pending = [], 0
     if _peek(fh, 1):
         check.broken = f"bytes after record batch {no} that are not an Arrow IPC stream"
     if pending:
-        yield concat_columns(pending)
+        yield concat(pending)
 
 
 def ping_lines_of(cols) -> list[bytes]:
@@ -387,24 +386,6 @@ def ping_lines_of(cols) -> list[bytes]:
             p["recv_ts"] = _iso_column([recv])[0]
         out.append(orjson.dumps({k: v for k, v in p.items() if v is not None}) + b"\n")
     return out
-
-
-def concat_columns(parts: list):
-    """Consecutive ``PingColumns`` batches as one, in order (arrays concatenated, lists joined)."""
-    if len(parts) == 1:
-        return parts[0]
-    out = {}
-    for f in dataclasses.fields(parts[0]):
-        vals = [getattr(p, f.name) for p in parts]
-        if all(v is None for v in vals):
-            out[f.name] = None
-        elif f.name == "recv_ts":           # receipt times are optional per record: default to the fix time
-            out[f.name] = np.concatenate([v if v is not None else p.ts for v, p in zip(vals, parts)])
-        elif isinstance(vals[0], np.ndarray):
-            out[f.name] = np.concatenate(vals)
-        else:
-            out[f.name] = list(chain.from_iterable(vals))
-    return type(parts[0])(**out)
 
 
 _VALUE = b'"value":"'

@@ -96,3 +96,21 @@ def test_json_and_arrow_records_keep_their_order():
     out = list(read_lines(_feed(values), PINGS, chk, columns=True, batch_pings=10_000))
     assert chk.units == 90
     _same(out[0], concat([decode_batch(v) for v in values]))
+
+
+def test_records_that_disagree_on_optional_columns_merge_with_their_fallbacks():
+    """One record carries ``jt808_version`` and receipt times, its neighbours of the other encoding do
+    not: the merged batch takes each optional column's fallback (version 0, the fix time), as the engine
+    would have seen the records one by one — it never fails on the mix."""
+    rng = random.Random(11)
+    with_version = _record(rng, 30)
+    with_version["jt808_version"] = [2019] * 30
+    values = [encode_columns(with_version, "arrow"), encode_columns(_record(rng, 20, recv=False), "json"),
+              encode_columns(_record(rng, 10, recv=False), "arrow")]
+    chk = InputCheck("t", PINGS, 0.5)
+    (merged,) = list(read_lines(_feed(values), PINGS, chk, columns=True, batch_pings=10_000))
+    assert chk.rejected == 0 and len(merged) == 60
+    parts = [decode_batch(v) for v in values]
+    assert merged.jt808_version.tolist() == [2019] * 30 + [0] * 30
+    assert merged.recv_ts.tolist() == parts[0].recv_ts.tolist() + parts[1].ts.tolist() + parts[2].ts.tolist()
+    assert merged.plate == parts[0].plate + parts[1].plate + parts[2].plate
