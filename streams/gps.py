@@ -285,6 +285,13 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     last_flush: dict[int, float] = {}
     # one thread writes the snapshots (docs/performance.md): its commit runs beside the event loop
     commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gps-commit")
+    # the event loop's archive connection (WIM, cases, console) leaves SQLite's log checkpoints to that
+    # thread: one inside a WIM commit on the loop stalled every agent (docs/performance.md)
+    states.conn.defer_checkpoints()
+    last_checkpoint = [time.monotonic()]
+
+    def checkpoint_here() -> None:
+        archive.open_archive(cfg).checkpoint()      # the commit thread's own connection
 
     @app.timer(min(1.0, interval))
     async def gps_flush():
@@ -310,6 +317,12 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
                 unpublished.update(zip(map(_ROW_KEY, table.rows), zip(table.rows, repeat(table.updated_at))))
         elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
             ctx.faults.clear("gps-snapshot")   # the failing partitions were revoked: nothing left to retry
+        if now - last_checkpoint[0] >= interval:   # also when only WIM writes: the log must not grow
+            last_checkpoint[0] = now
+            try:
+                await asyncio.wrap_future(commit_thread.submit(checkpoint_here))
+            except Exception:  # noqa: BLE001 - a checkpoint that could not run is retried next interval
+                log.warning("archive log checkpoint failed; retried in %.0f s", interval, exc_info=True)
         if unpublished and time.monotonic() - last_publish[0] >= publish_every:
             last_publish[0] = time.monotonic()
             rows = list(unpublished.values())

@@ -392,3 +392,27 @@ def test_archive_migrate_command_upgrades_a_first_release_file(tmp_path, capsys)
     assert out.out.count("applied now") == LATEST
     assert main(["archive", "migrate", "--archive", f"sqlite:{path}"]) == 0
     assert "applied now" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_deferred_checkpoints_leave_the_log_to_the_checkpointing_connection(tmp_path, deferred):
+    """The worker's event-loop connection defers SQLite's log checkpoints (streams/gps.py): its commits
+    never copy the log into the database themselves — the commit thread's ``checkpoint`` does, completely."""
+    from roadwatch.streams.archive.backend import SQLiteConnection
+    path = tmp_path / "a.sqlite"
+    loop, other = SQLiteConnection(str(path)), SQLiteConnection(str(path))
+    loop.execute("CREATE TABLE blobs (k INTEGER PRIMARY KEY, v BLOB)")
+    if deferred:
+        loop.defer_checkpoints()
+    for k in range(300):                      # ≈ 2 400 pages of 4 KiB, one commit each
+        with loop.transaction():
+            loop.execute("INSERT INTO blobs VALUES (?, ?)", (k, bytes(32_768)))
+    wal = Path(str(path) + "-wal").stat().st_size
+    if not deferred:                          # SQLite's own checkpoint at 1 000 pages kept the log short
+        assert wal < 1_500 * 4096
+        return
+    assert wal > 2_000 * 4096                 # nobody checkpointed: every commit is still in the log
+    assert path.stat().st_size < 1_000_000    # … and not in the database file
+    other.checkpoint()
+    assert path.stat().st_size > 300 * 32_768  # copied into the database by the other connection
+    assert loop.execute("SELECT count(*) FROM blobs").fetchone()[0] == 300

@@ -203,6 +203,14 @@ class ArchiveConnection:
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # Write-ahead-log housekeeping (SQLite; PostgreSQL's server does its own: no-ops there)
+    def defer_checkpoints(self) -> None:
+        """Commits on this connection never copy the log back into the database themselves; someone
+        else calls ``checkpoint`` (the worker's event-loop connection, streams/gps.py)."""
+
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the database without waiting for readers or writers."""
+
 
 class SQLiteConnection(ArchiveConnection):
     """The first release's behaviour: WAL, ``synchronous=NORMAL``, 30 s busy timeout, autocommit."""
@@ -254,6 +262,14 @@ class SQLiteConnection(ArchiveConnection):
 
     def close(self) -> None:
         self.raw.close()
+
+    def defer_checkpoints(self) -> None:
+        # SQLite's automatic checkpoint runs inside whichever COMMIT finds the log over 1 000 pages: after
+        # the GPS commit thread wrote megabytes of state, that was the next WIM transaction on the event loop
+        self.raw.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def __enter__(self):
         # sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
