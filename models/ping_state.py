@@ -268,6 +268,7 @@ class PingProcessor:
         self.close_grace_ms = int(round(float(c["report.close_grace_h"]) * HOUR_MS))
         self.horizon_days = int(c["late.recompute_horizon_days"])
         self.sample_ms = int(c["track.sample_s"]) * 1000
+        self._round_steps, self._replay_steps = ROUND_STEPS, REPLAY_STEPS     # (``skip_output_steps``)
         self.src_stop_kmh = float(c["source.stop_speed_kmh"])
         self.src_stop_ms = int(round(float(c["source.min_stop_min"]) * 60_000))
         self.src_move_km = float(c["source.stop_max_move_m"]) / 1000.0
@@ -366,7 +367,7 @@ class PingProcessor:
                             q.wm_after, reasons, time_ok, closed)
         alerts: list[tuple] = []
         self._alog_n = 0
-        self._rounds(ctx, np.flatnonzero(attributed), alerts, out, ROUND_STEPS)
+        self._rounds(ctx, np.flatnonzero(attributed), alerts, out, self._round_steps)
         if self.replay_ms > 0:
             self._log_alerts(alerts)
         if self._late_pending:
@@ -554,13 +555,12 @@ class PingProcessor:
         ckb = a["ckb_ts"][vi]
         first = np.flatnonzero(rows["ts"] <= ckb)
         self._replay_before_b = True
-        self._rounds(ctx, first, raised, out, REPLAY_STEPS, replay=True)
+        self._rounds(ctx, first, raised, out, self._replay_steps, replay=True)
         self._replay_before_b = False
         hb = vs[a["ckb_ts"][vs] != NONE]
         for f in RULE_FIELDS:
             a["ckb_" + f][hb] = a[f][hb]
-        self._rounds(ctx, np.flatnonzero(rows["ts"] > ckb), raised, out, REPLAY_STEPS,
-                     replay=True)
+        self._rounds(ctx, np.flatnonzero(rows["ts"] > ckb), raised, out, self._replay_steps, replay=True)
         # a day's row is published again only when a value changed
         a["dirty"][vs] = dirty0 | (np.round(a["cnt"][vs], 6) != np.round(cnt0, 6)).any(axis=2)
         newest: dict[int, dict] = {}
@@ -1102,6 +1102,17 @@ class PingProcessor:
         self.stop_buf, self.stop_retract = [], {}
         return retract, stops
 
+    def skip_output_steps(self, names) -> None:
+        """Leave out rules whose only product is a stream output the caller never reads — the batch paths
+        (streams/assess_gps.py) have no ``track_points`` (``track_sampling``) and no ``vehicle_stops``
+        (``stops``). No other rule reads what these keep, so rows and alerts are the same
+        (tests/test_engine_batch.py)."""
+        names = set(names)
+        if not names <= OUTPUT_ONLY_STEPS:
+            raise ValueError(f"only {sorted(OUTPUT_ONLY_STEPS)} can be skipped, not {sorted(names - OUTPUT_ONLY_STEPS)}")
+        self._round_steps = tuple(s for s in ROUND_STEPS if s.name not in names)
+        self._replay_steps = tuple(s for s in REPLAY_STEPS if s.name not in names)
+
     def _step_track_sampling(self, r: "_Round") -> None:
         """One track point per ``track.sample_s`` of goods vehicles (every vehicle with ``track.sample_all``):
         ``track_points`` (console playback and area search, the intercept's fix)."""
@@ -1633,3 +1644,5 @@ ROUND_STEPS: tuple[Step, ...] = (
 REPLAY_STEPS: tuple[Step, ...] = tuple(s for s in ROUND_STEPS if s.name in
                                        ("track", "overspeed", "fatigue", "fatigue_24h", "curfew", "geofence",
                                         "stops", "day_counters"))
+# rules that only feed a stream output (``PingProcessor.skip_output_steps``)
+OUTPUT_ONLY_STEPS = frozenset({"track_sampling", "stops"})

@@ -31,7 +31,7 @@ from roadwatch.geo.zones import ZoneIndex
 from roadwatch.models.config import Config
 from roadwatch.models.pingjson import LineErrors as _Errors, parse_lines
 from roadwatch.models.pingschema import PingColumns, concat, take
-from roadwatch.models.ping_state import PingProcessor
+from roadwatch.models.ping_state import OUTPUT_ONLY_STEPS, PingProcessor
 from roadwatch.models.timerange import plausible_years
 from roadwatch.models.registry import Registry, RegistryError, load_registry, parse_registry
 
@@ -87,6 +87,9 @@ def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_al
     if now_ms is None:
         now_ms = int(time.time() * 1000)
     proc = PingProcessor(cfg, registry, zones)
+    # sampled track points and stop events are stream outputs (``track_points``, ``vehicle_stops``) with no
+    # consumer here: not made at all (≈ 4 % of the province month, docs/performance.md)
+    proc.skip_output_steps(OUTPUT_ONLY_STEPS)
     alerts: dict[str, dict] = {}
     errors = _Errors()
     buf: list = []
@@ -96,9 +99,8 @@ def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_al
 
     def apply(cols: PingColumns) -> None:
         out = proc.process(cols, now_ms=now_ms)
-        # sampled track points (``track_points`` of the stream) have no consumer here: kept, they were the one
-        # part of memory that grew with the pings (≈ 6 M points on the province month, docs/performance.md)
-        proc.track_buf.clear()
+        # a replay's stop withdrawals (``_retract_stops``) have no consumer either: never held
+        proc.stop_retract.clear()
         if keep_alerts:
             for a in out.alerts:
                 alerts[a["alert_id"]] = a   # an update keeps the first-raised position

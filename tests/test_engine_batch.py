@@ -5,6 +5,7 @@
   (a snapshot round trip sorts it);
 - driver codes of a batch are assigned in order of first appearance, as one ping at a time would."""
 import numpy as np
+import pytest
 
 from roadwatch.models.config import Config
 from roadwatch.models.ping_state import PingProcessor
@@ -83,3 +84,23 @@ def test_driver_codes_follow_first_appearance():
     q._driver_code("B")
     assert codes == [q._driver_code(d) for d in drivers]
     assert p.drivers == q.drivers == ["B", "A", "C", "D"]
+
+
+def test_skipping_output_only_steps_changes_no_row_and_no_alert():
+    """The batch paths leave out track sampling and stop events (``skip_output_steps``): on goods
+    vehicles, which both steps work on, every row and alert is the same, replays included — and the outputs
+    really are not made."""
+    reg = parse_registry({"vehicles": [{"plate": f"湘A{10000 + v}", "plate_color": 2, "category": "普通货车",
+                                        "enterprise_id": "E1"} for v in range(N_VEHICLES)],
+                          "enterprises": [{"enterprise_id": "E1", "name": "E1"}]})
+    full, lean = PingProcessor(Config(), reg), PingProcessor(Config(), reg)
+    lean.skip_output_steps({"track_sampling", "stops"})
+    got = {id(full): [], id(lean): []}
+    for b in _feed():
+        for p in (full, lean):
+            got[id(p)] += p.process(b, now_ms=T0 + 86_400_000).alerts
+    assert got[id(full)] == got[id(lean)] and [a for a in got[id(full)] if a["late"]]
+    assert full.day_rows(dirty_only=False) == lean.day_rows(dirty_only=False)
+    assert full.sample_track() and not lean.sample_track()
+    with pytest.raises(ValueError):
+        lean.skip_output_steps({"day_counters"})
