@@ -118,16 +118,18 @@ def mark_sent(store, notice_id: str, via: str, by: str) -> bool:
         return db.mark_sent(store.conn, notice_id, format_ts(datetime.now(timezone.utc)), via, by)
 
 
-def accept(store, raw: bytes, *, via: str, registry=None, agencies: dict | None = None) -> tuple[dict, bool]:
+def accept(store, raw: bytes, *, via: str, registry=None, agencies: dict | None = None,
+           by: str | None = None) -> tuple[dict, bool]:
     """Verify and store an inbound envelope: (notice, new?); a new one re-derives the Art. 66 proposals of
-    its vehicle, enterprise and driver. Raises ``NoticeError`` when refused."""
+    its vehicle, enterprise and driver. ``by``: the proven officer importing it from a file. Raises
+    ``NoticeError`` when refused."""
     agencies = load_agencies(store.cfg) if agencies is None else agencies
     notice = N.open_envelope(raw, agencies, store.cfg["notices.own_agency_id"])
-    return notice, keep(store, notice, raw, via=via, registry=registry)
+    return notice, keep(store, notice, raw, via=via, registry=registry, by=by)
 
 
-def keep(store, notice: dict, raw: bytes, *, via: str, registry=None) -> bool:
-    """Store a verified inbound notice (idempotent); True when new."""
+def keep(store, notice: dict, raw: bytes, *, via: str, registry=None, by: str | None = None) -> bool:
+    """Store a verified inbound notice (idempotent: the first receipt and its officer stay); True when new."""
     conn = store.conn
     plate = notice["vehicle"]["plate"]
     veh = registry.vehicles.get(plate) if registry is not None else None
@@ -137,7 +139,7 @@ def keep(store, notice: dict, raw: bytes, *, via: str, registry=None) -> bool:
            "notice_id": notice["notice_id"], "case_id": notice["case_id"], "plate": plate, "enterprise_id": ent,
            "driver_id": drv["id"] if drv["identified"] and drv.get("id") else None,
            "decided_on": notice["decision"]["decided_on"], "closed_on": notice["decision"]["closed_on"],
-           "received_at": format_ts(datetime.now(timezone.utc)), "received_via": via,
+           "received_at": format_ts(datetime.now(timezone.utc)), "received_via": via, "received_by": by,
            "notice": orjson.dumps(notice).decode(), "envelope": raw.decode("utf-8", errors="replace")}
     with conn.transaction():
         new = db.insert_inbound(conn, row)

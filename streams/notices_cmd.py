@@ -2,14 +2,16 @@
 
     roadwatch notices list --archive PATH [--overdue] [--inbound] [--plate P] [--at YYYY-MM-DD]
     roadwatch notices export CASE_ID|all --archive PATH --out DIR [--mark-sent --by OFFICER]
-    roadwatch notices import FILE --archive PATH [--registry F]
+    roadwatch notices import FILE --archive PATH --by OFFICER [--registry F]
 
 ``list``: one JSON line per outbound notice (due day, sent, ``overdue``) or, with ``--inbound``, per accepted
 inbound notice. ``export``: ``<notice_id>.json`` (the notice in its signed envelope, what the home agency
 imports) and ``<notice_id>.html`` (the printable 抄告单 from the case's evidence chain); ``--mark-sent`` records a dispatch by
 hand and, like a case act, needs the officer's password (streams/officer_cli.py). ``import``: FILE holds
 one envelope or JSON lines of envelopes; each is accepted only from a known agency with a valid signature,
-addressed to us, complete. Exit 0 ok, 1 not found, 2 bad usage or a refused notice (reasons on stderr).
+addressed to us, complete, and only when a proven officer imports it (``--by``, as for case acts: the
+accepted notices count for Art. 66, and the archive keeps who brought each one in). Exit 0 ok, 1 not
+found, 2 bad usage, an officer not proven or a refused notice (reasons on stderr).
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("file", metavar="FILE", help="a signed notice envelope, or JSON lines of them")
         p.add_argument("--registry", metavar="FILE",
                        help="our registry: the vehicle's enterprise for the Art. 66 enterprise count")
+        from roadwatch.streams import officer_cli
+        officer_cli.add_arguments(p)
     p.add_argument("--archive", required=True, metavar="PATH", help="the archive (SQLite file or PostgreSQL URL)")
 
 
@@ -128,7 +132,12 @@ def _export(store, args) -> int:
 
 def _import(store, args) -> int:
     from roadwatch.models.registry import load_registry
-    from roadwatch.streams import notices
+    from roadwatch.streams import notices, officer_cli
+    try:
+        by = officer_cli.authenticate(store.conn, args, store.cfg)
+    except officer_cli.OfficerRefused as e:
+        print(f"roadwatch: {e.code}: {e.detail}", file=sys.stderr)
+        return 2
     try:
         raw = Path(args.file).read_bytes()
     except OSError as e:
@@ -141,7 +150,7 @@ def _import(store, args) -> int:
     refused = 0
     for i, item in enumerate(items, 1):
         try:
-            notice, new = notices.accept(store, item, via="file", registry=registry, agencies=agencies)
+            notice, new = notices.accept(store, item, via="file", registry=registry, agencies=agencies, by=by)
         except NoticeError as e:
             refused += 1
             print(f"roadwatch: {args.file}: notice {i}: refused ({e.code}): {e.detail}", file=sys.stderr)

@@ -113,8 +113,9 @@ def test_inbound_notices_are_authenticated_and_count_for_art66(cli, tmp_path):  
     from roadwatch.streams.archive import open_archive
     open_archive(arch_b)
     extra_b = 'notices.own_agency_id="hn-zz"'
+    officers.enrol(cli.monkeypatch, arch_b, "clerk3")
     # unknown sender: refused
-    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), extra=extra_b)
+    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert code == 2 and "unknown_agency" in err and out == []
     agencies_b = agencies_file(tmp_path / "b.toml", [{"agency_id": "hn-cs", "name": "长沙", "plates": ["湘A"],
                                                       "public_key": pub_a}])
@@ -124,30 +125,37 @@ def test_inbound_notices_are_authenticated_and_count_for_art66(cli, tmp_path):  
     bad = copy.deepcopy(env)
     bad["notice"]["decision"]["fine_yuan"] = 150
     (tmp_path / "bad.json").write_bytes(orjson.dumps(bad))
-    code, out, err = cli("notices", "import", str(tmp_path / "bad.json"), "--archive", str(arch_b), extra=extra_b)
+    code, out, err = cli("notices", "import", str(tmp_path / "bad.json"), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert code == 2 and "bad_signature" in err
     # signed by another key claiming to be hn-cs: refused
     forged = N.sign(env["notice"], Ed25519PrivateKey.generate(), "0" * 64)
     (tmp_path / "forged.json").write_bytes(orjson.dumps(forged))
-    code, out, err = cli("notices", "import", str(tmp_path / "forged.json"), "--archive", str(arch_b), extra=extra_b)
+    code, out, err = cli("notices", "import", str(tmp_path / "forged.json"), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert code == 2 and "bad_signature" in err
     # not JSON / not an envelope: refused
     (tmp_path / "junk.json").write_bytes(b"{not json")
-    code, out, err = cli("notices", "import", str(tmp_path / "junk.json"), "--archive", str(arch_b), extra=extra_b)
+    code, out, err = cli("notices", "import", str(tmp_path / "junk.json"), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert code == 2 and "malformed" in err
     # addressed elsewhere: refused
-    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b),
+    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), "--by", "clerk3",
                          extra=extra_b.replace('own_agency_id="hn-zz"', 'own_agency_id="hn-xt"'))
     assert code == 2 and "not_for_us" in err
-    # the genuine one: accepted once, shown for the vehicle
-    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), extra=extra_b)
+    # the genuine one, but by someone who cannot prove who they are: refused, nothing stored
+    cli.monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", "not-the-password")
+    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
+    assert code == 2 and "officer_not_authenticated" in err and out == []
+    cli.monkeypatch.setenv("ROADWATCH_OFFICER_PASSWORD", officers.PASSWORD)
+    code, out, err = cli("notices", "list", "--inbound", "--archive", str(arch_b), extra=extra_b)
+    assert out == []
+    # the genuine one: accepted once, shown for the vehicle with the officer who imported it
+    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert code == 0, err
     assert out == [{"notice_id": f"N{cid}", "from_agency": "hn-cs", "case_id": cid, "plate": "湘BN983S",
                     "decided_on": "2025-09-10", "accepted": True, "new": True}]
-    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), extra=extra_b)
+    code, out, err = cli("notices", "import", str(env_file), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert out[0]["new"] is False
     code, out, err = cli("notices", "list", "--inbound", "--plate", "湘BN983S", "--archive", str(arch_b), extra=extra_b)
-    assert [n["notice_key"] for n in out] == [f"hn-cs:N{cid}"]
+    assert [(n["notice_key"], n["received_via"], n["received_by"]) for n in out] == [(f"hn-cs:N{cid}", "file", "clerk3")]
     # Art. 66: one decided case is not "more than 3 times"; three more notices from hn-xt make four
     code, out, err = cli("escalations", "--archive", str(arch_b), "--at", "2025-12-31", extra=extra_b)
     assert out == []
@@ -161,7 +169,7 @@ def test_inbound_notices_are_authenticated_and_count_for_art66(cli, tmp_path):  
         n["decision"].update(decided_on=day, closed_on=day, served_on=day)
         lines.append(orjson.dumps(N.sign(n, key_x, "x")))
     (tmp_path / "xt.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    code, out, err = cli("notices", "import", str(tmp_path / "xt.jsonl"), "--archive", str(arch_b), extra=extra_b)
+    code, out, err = cli("notices", "import", str(tmp_path / "xt.jsonl"), "--archive", str(arch_b), "--by", "clerk3", extra=extra_b)
     assert code == 0, err
     assert [o["case_id"] for o in out] == ["CX0", "CX1", "CX2"]
     code, out, err = cli("escalations", "--archive", str(arch_b), "--at", "2025-12-31", extra=extra_b)
@@ -336,7 +344,8 @@ def overdue_and_inbound(cli, tmp_path, inbound_plate: str):  # noqa: F811
     n.update(from_agency="hb-sjz", to_agency="hn-cs", case_id="CSJZ1", notice_id="NCSJZ1")
     n["vehicle"]["plate"] = inbound_plate
     (tmp_path / "in.json").write_bytes(orjson.dumps(N.sign(n, key_x, "x")))
-    code, out, err = cli("notices", "import", str(tmp_path / "in.json"), "--archive", str(arch), extra=extra)
+    code, out, err = cli("notices", "import", str(tmp_path / "in.json"), "--archive", str(arch), "--by", "officer7",
+                         extra=extra)
     assert code == 0, err
     return cid, arch
 

@@ -54,9 +54,9 @@ def overdue_count(conn: ArchiveConnection, today: str) -> int:
 
 def insert_inbound(conn: ArchiveConnection, row: dict) -> bool:
     cols = ("notice_key", "from_agency", "notice_id", "case_id", "plate", "enterprise_id", "driver_id",
-            "decided_on", "closed_on", "received_at", "received_via", "notice", "envelope")
+            "decided_on", "closed_on", "received_at", "received_via", "received_by", "notice", "envelope")
     cur = conn.execute(f"INSERT INTO inbound_notices ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
-                       "ON CONFLICT DO NOTHING", tuple(row[c] for c in cols))
+                       "ON CONFLICT DO NOTHING", tuple(row.get(c) for c in cols))
     return cur.rowcount == 1
 
 
@@ -66,8 +66,8 @@ def inbound(conn: ArchiveConnection, *, plate: str | None = None, enterprise_id:
     where, args = _where([("plate=?", plate), ("enterprise_id=?", enterprise_id), ("driver_id=?", driver_id)])
     out = []
     for r in conn.execute(f"SELECT notice_key, from_agency, notice_id, case_id, plate, enterprise_id, driver_id, "
-                          f"decided_on, closed_on, received_at, received_via, notice FROM inbound_notices{where} "
-                          "ORDER BY decided_on DESC, notice_key", tuple(args)):
+                          f"decided_on, closed_on, received_at, received_via, received_by, notice "
+                          f"FROM inbound_notices{where} ORDER BY decided_on DESC, notice_key", tuple(args)):
         d = dict(r)
         d["notice"] = orjson.loads(d["notice"])
         out.append(d)

@@ -451,6 +451,9 @@ CREATE TABLE IF NOT EXISTS ping_state_segment (   -- streams/archive/snapshots.p
     PRIMARY KEY (topic, partition, seq)
 );
 """),
+    Migration(11, "inbound_notices.received_by: the proven officer who imported a notice from a file", """
+ALTER TABLE inbound_notices ADD COLUMN received_by TEXT;   -- NULL: received on the notices topic
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version
