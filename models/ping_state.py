@@ -714,7 +714,8 @@ class PingProcessor:
         a = self.a
         rec = a["recent_ts"][r.vi]
         tok = r.c.time_ok[r.P]
-        dup = tok & (np.abs(rec - r.t[:, None]) <= self.dup_ms).any(axis=1)
+        gap = rec - r.t[:, None]
+        dup = tok & (np.abs(gap, out=gap) <= self.dup_ms).any(axis=1)
         if dup.any():
             r.out.duplicates += int(dup.sum())
             r.c.reasons[r.P[dup]] |= BIT["duplicate"]
@@ -1151,7 +1152,10 @@ class PingProcessor:
             _slot_rows(a["rc_a"])[row] += rule
             if not self._replay_before_b:
                 hb = a["ckb_ts"][gv] != NONE
-                _slot_rows(a["rc_b"])[row[hb]] += rule[hb]
+                if hb.all():        # (every vehicle past its first window: no masked copies)
+                    _slot_rows(a["rc_b"])[row] += rule
+                else:
+                    _slot_rows(a["rc_b"])[row[hb]] += rule[hb]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
