@@ -761,17 +761,21 @@ class PingProcessor:
             # after the round (``_replay_late``), older than the window it only fills track gaps
             self._step_checkpoints(r)
             late = qp & (t < a["q_last"][vi])
-            # newer than checkpoint "a" (moved in event time, ``_step_checkpoints``): merged. (A fix for a day
-            # no longer held cannot change that day's row: it is not merged either.)
-            again = late & (t > a["ck_ts"][vi]) & ~r.stale
-            for v in vi[again].tolist():
-                self._late_pending.add(v)
-            beyond = late & ~again
-            r.out.late_beyond_window += int(beyond.sum())
-            keep = qp & ~beyond
-            self._history_add(vi[keep], t[keep], lat[keep], lon[keep], spd[keep], r.c.late[P][keep],
-                              r.c.driver[P][keep])
-            a["q_last"][vi[qp]] = np.maximum(a["q_last"][vi[qp]], t[qp])
+            if late.any():
+                # newer than checkpoint "a" (moved in event time, ``_step_checkpoints``): merged. (A fix for a
+                # day no longer held cannot change that day's row: it is not merged either.)
+                again = late & (t > a["ck_ts"][vi]) & ~r.stale
+                for v in vi[again].tolist():
+                    self._late_pending.add(v)
+                beyond = late & ~again
+                r.out.late_beyond_window += int(beyond.sum())
+                keep = qp & ~beyond
+            else:       # (all in order, the usual round: nothing merged, nothing beyond the window)
+                beyond, keep = late, qp
+            hk = slice(None) if keep.all() else keep      # (no masked copies when every ping is kept)
+            self._history_add(vi[hk], t[hk], lat[hk], lon[hk], spd[hk], r.c.late[P][hk], r.c.driver[P][hk])
+            qv = vi[qp]
+            a["q_last"][qv] = np.maximum(a["q_last"][qv], t[qp])
             qp = qp & ~late
         else:
             beyond = None
