@@ -386,7 +386,13 @@ class PingProcessor:
         (``report.close_grace_h`` after the month ended, by the data clock ``wm``) or it is more than
         ``late.recompute_horizon_days`` (when set) older than the data clock's day."""
         day, _ = local_day_tod(ts)
-        nxt = (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
+        lo, hi = (int(day.min()), int(day.max())) if len(day) else (-1, -1)
+        if 0 <= lo and hi < _SANE_DAYS:
+            # (a batch within one month — nearly always — needs its next month's first day once, not per ping)
+            ends = _next_month_day(np.array([lo, hi], dtype=np.int64))
+            nxt = ends[0] if ends[0] == ends[1] else _next_month_day(day)
+        else:
+            nxt = _next_month_day(day)
         closed = wm >= nxt * DAY_MS - BEIJING_OFFSET_MS + self.close_grace_ms
         if self.horizon_days > 0:
             closed |= local_day_tod(wm)[0] - day > self.horizon_days
@@ -1493,6 +1499,14 @@ def _segment_samples(blob: bytes) -> np.ndarray:
     if arr.dtype != HIST:
         raise ValueError(f"not a segment of held samples: {arr.dtype}")
     return arr
+
+
+_SANE_DAYS = 1 << 20      # day numbers below this (year ≈ 4840) convert to months without overflow
+
+
+def _next_month_day(day: np.ndarray) -> np.ndarray:
+    """Day number of the first day of the month after each Beijing day ``day``."""
+    return (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
 
 
 def _hist_concat(parts: list) -> np.ndarray:
