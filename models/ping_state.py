@@ -386,7 +386,13 @@ class PingProcessor:
         (``report.close_grace_h`` after the month ended, by the data clock ``wm``) or it is more than
         ``late.recompute_horizon_days`` (when set) older than the data clock's day."""
         day, _ = local_day_tod(ts)
-        nxt = (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
+        lo, hi = (int(day.min()), int(day.max())) if len(day) else (-1, -1)
+        if 0 <= lo and hi < _SANE_DAYS:
+            # (a batch within one month — nearly always — needs its next month's first day once, not per ping)
+            ends = _next_month_day(np.array([lo, hi], dtype=np.int64))
+            nxt = ends[0] if ends[0] == ends[1] else _next_month_day(day)
+        else:
+            nxt = _next_month_day(day)
         closed = wm >= nxt * DAY_MS - BEIJING_OFFSET_MS + self.close_grace_ms
         if self.horizon_days > 0:
             closed |= local_day_tod(wm)[0] - day > self.horizon_days
@@ -466,9 +472,10 @@ class PingProcessor:
         vehicle's checkpoint "a" (they can never be replayed: memory stays bounded by the window). The
         stable sort in ``_history`` later gives what sorting at every step would have: same order, the
         first of equal (vehicle, time) kept."""
-        h = np.concatenate([self._hist, *self._hist_new])
+        h = _hist_concat([self._hist, *self._hist_new])
         self._hist_new, self._hist_new_n = [], 0
-        self._hist = h[h["ts"] > self.a["ck_ts"][h["v"]]]
+        keep = h["ts"] > self.a["ck_ts"][h["v"]]
+        self._hist = h if keep.all() else h[keep]      # (no second copy of the store when nothing expired)
         self._hist_sorted = False
 
     def _history(self) -> np.ndarray:
@@ -477,7 +484,7 @@ class PingProcessor:
         if self.replay_ms <= 0:
             return self._hist
         if self._hist_new or not self._hist_sorted:
-            h = np.concatenate([self._hist, *self._hist_new])
+            h = _hist_concat([self._hist, *self._hist_new])
             self._hist_new, self._hist_new_n = [], 0
             v, ts = h["v"].astype(np.int64), h["ts"]
             if len(h) and v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
@@ -713,7 +720,8 @@ class PingProcessor:
         a = self.a
         rec = a["recent_ts"][r.vi]
         tok = r.c.time_ok[r.P]
-        dup = tok & (np.abs(rec - r.t[:, None]) <= self.dup_ms).any(axis=1)
+        gap = rec - r.t[:, None]
+        dup = tok & (np.abs(gap, out=gap) <= self.dup_ms).any(axis=1)
         if dup.any():
             r.out.duplicates += int(dup.sum())
             r.c.reasons[r.P[dup]] |= BIT["duplicate"]
@@ -759,17 +767,21 @@ class PingProcessor:
             # after the round (``_replay_late``), older than the window it only fills track gaps
             self._step_checkpoints(r)
             late = qp & (t < a["q_last"][vi])
-            # newer than checkpoint "a" (moved in event time, ``_step_checkpoints``): merged. (A fix for a day
-            # no longer held cannot change that day's row: it is not merged either.)
-            again = late & (t > a["ck_ts"][vi]) & ~r.stale
-            for v in vi[again].tolist():
-                self._late_pending.add(v)
-            beyond = late & ~again
-            r.out.late_beyond_window += int(beyond.sum())
-            keep = qp & ~beyond
-            self._history_add(vi[keep], t[keep], lat[keep], lon[keep], spd[keep], r.c.late[P][keep],
-                              r.c.driver[P][keep])
-            a["q_last"][vi[qp]] = np.maximum(a["q_last"][vi[qp]], t[qp])
+            if late.any():
+                # newer than checkpoint "a" (moved in event time, ``_step_checkpoints``): merged. (A fix for a
+                # day no longer held cannot change that day's row: it is not merged either.)
+                again = late & (t > a["ck_ts"][vi]) & ~r.stale
+                for v in vi[again].tolist():
+                    self._late_pending.add(v)
+                beyond = late & ~again
+                r.out.late_beyond_window += int(beyond.sum())
+                keep = qp & ~beyond
+            else:       # (all in order, the usual round: nothing merged, nothing beyond the window)
+                beyond, keep = late, qp
+            hk = slice(None) if keep.all() else keep      # (no masked copies when every ping is kept)
+            self._history_add(vi[hk], t[hk], lat[hk], lon[hk], spd[hk], r.c.late[P][hk], r.c.driver[P][hk])
+            qv = vi[qp]
+            a["q_last"][qv] = np.maximum(a["q_last"][qv], t[qp])
             qp = qp & ~late
         else:
             beyond = None
@@ -1150,7 +1162,10 @@ class PingProcessor:
             _slot_rows(a["rc_a"])[row] += rule
             if not self._replay_before_b:
                 hb = a["ckb_ts"][gv] != NONE
-                _slot_rows(a["rc_b"])[row[hb]] += rule[hb]
+                if hb.all():        # (every vehicle past its first window: no masked copies)
+                    _slot_rows(a["rc_b"])[row] += rule
+                else:
+                    _slot_rows(a["rc_b"])[row[hb]] += rule[hb]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
@@ -1484,6 +1499,22 @@ def _segment_samples(blob: bytes) -> np.ndarray:
     if arr.dtype != HIST:
         raise ValueError(f"not a segment of held samples: {arr.dtype}")
     return arr
+
+
+_SANE_DAYS = 1 << 20      # day numbers below this (year ≈ 4840) convert to months without overflow
+
+
+def _next_month_day(day: np.ndarray) -> np.ndarray:
+    """Day number of the first day of the month after each Beijing day ``day``."""
+    return (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
+
+
+def _hist_concat(parts: list) -> np.ndarray:
+    """``np.concatenate`` of ``HIST`` arrays, done on their bytes: numpy copies a packed record array field by
+    field, four times slower — it was most of the replay store's compaction (``_history_compact``)."""
+    if all(p.dtype == HIST for p in parts):
+        return np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(HIST)
+    return np.concatenate(parts)
 
 
 def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:

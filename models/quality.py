@@ -36,6 +36,9 @@ TIME_DEFECTS = np.uint16((1 << REASONS.index("time_future")) | (1 << REASONS.ind
 NO_WATERMARK = np.iinfo(np.int64).min
 STATUS_POSITIONED = 1 << 1
 _COLORS = np.array(sorted(PLATE_COLORS), dtype=np.int64)
+# the same set as a table over every uint8 value (Arrow batches carry plate_color as uint8): one gather per
+# batch instead of ``np.isin``'s sort
+_COLOR_OK_U8 = np.isin(np.arange(256), _COLORS)
 
 
 def plate_valid(plate: str) -> bool:
@@ -68,7 +71,9 @@ def classify(cols, cfg: Config, plate_ok: np.ndarray, prev_watermark: int = int(
     n = len(cols)
     r = np.zeros(n, dtype=np.uint16)
     r[~plate_ok] |= BIT["plate"]
-    r[~np.isin(cols.plate_color, _COLORS)] |= BIT["plate_color"]
+    pc = cols.plate_color
+    color_ok = _COLOR_OK_U8[pc] if isinstance(pc, np.ndarray) and pc.dtype == np.uint8 else np.isin(pc, _COLORS)
+    r[~color_ok] |= BIT["plate_color"]
     ts = cols.ts
     tol = int(cfg["quality.future_tolerance_s"]) * 1000
     recv = cols.recv_ts
