@@ -617,6 +617,10 @@ _k("stream.snapshot_full_every", 12, "ops (docs/legal-basis.md §10)",
    "a partition's snapshot rewrites the replay window's held samples every this many commits; the commits "
    "between append only the samples added since the previous one (restore reads at most this many segments)",
    lo=1, hi=10000)
+_k("stream.gc_freeze_s", 60.0, "ops (docs/legal-basis.md §10)",
+   "the worker moves long-lived objects (registry, engine state, Faust) out of the cyclic collector after "
+   "start-up and this often (0 = only after start-up): a full collection over them held the event loop "
+   "55-125 ms (docs/performance.md)", lo=0, hi=86400)
 
 # --- stop events and track samples (models/ping_state.py ``_step_stops`` / ``_step_track_sampling``) ---
 _k("source.stop_max_move_m", 300.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",

@@ -185,11 +185,13 @@ class PartitionStates:
         """The archive transaction of one commit (any thread: it reads only the commit)."""
         blob = archive.pack_state(c.state.encode(compress=False))
         segment = archive.pack_state(c.state.segment())
+        # in key order (plate, time), the order track_points is clustered by: fewer pages touched per insert
+        points = sorted(c.points)
         with conn.transaction():     # one transaction: outputs, state and offset (module docstring)
             archive.upsert_day_tuples(conn, c.table.rows)
             archive.save_stops(conn, c.retract, c.stops)
             archive.save_partition_snapshot(conn, T.GPS_PINGS, c.partition, c.next_offset, blob, self.epoch,
-                                            track_points=c.points, alerts=c.alerts,
+                                            track_points=points, alerts=c.alerts,
                                             segment=segment, segment_seq=c.seq)
 
     def _write_here(self, c: "_Commit") -> None:

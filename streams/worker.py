@@ -1,6 +1,7 @@
 """Assemble the worker: Faust app + agents + console/metrics web server + monthly report timer."""
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -65,6 +66,7 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     _install_web(app, ctx)
     _install_reports(app, ctx)
     _install_broker_watch(app, bootstrap)   # reliability fix: a frozen broker was silent in the logs
+    _install_gc_freeze(app, float(cfg["stream.gc_freeze_s"]))
 
     @app.on_partitions_assigned.connect
     async def _ready(sender, assigned, **kwargs):
@@ -101,6 +103,22 @@ def _install_driver_events(app, ctx, wim_handler) -> None:
             # an internal fault pauses and retries this event (streams/retry.py), never drops it
             await ctx.faults.retry_until_ok("driver-events", wim_handler.drivers.record_driver_event,
                                             ev.plate, ev.ts, ev.event, ev.driver_id)
+
+
+def _install_gc_freeze(app, every_s: float) -> None:
+    """Keep the long-lived objects out of the cyclic collector's full scans: they held the event loop (and
+    WIM verdicts) 55-125 ms per full collection. Frozen objects are still freed when their last reference
+    goes; only cycles among them wait for ``gc.unfreeze``. Same technique as the gateway's."""
+
+    @app.task
+    async def gc_freeze_after_start():
+        gc.collect()
+        gc.freeze()
+
+    if every_s > 0:
+        @app.timer(every_s)
+        async def gc_freeze():
+            gc.freeze()
 
 
 def _install_web(app, ctx) -> None:

@@ -416,3 +416,24 @@ def test_deferred_checkpoints_leave_the_log_to_the_checkpointing_connection(tmp_
     other.checkpoint()
     assert path.stat().st_size > 300 * 32_768  # copied into the database by the other connection
     assert loop.execute("SELECT count(*) FROM blobs").fetchone()[0] == 300
+
+
+@pytest.mark.parametrize("update", [None, ("v", "w")])
+def test_sqlite_bulk_upsert_in_chunks_equals_one_upsert_per_row(tmp_path, update):
+    """SQLite's ``bulk_upsert`` sends many rows per statement (up to its variable limit): rows that repeat a
+    key — inside one chunk and across chunks — end as one upsert per row, in order, would leave them."""
+    import random
+    from roadwatch.streams.archive.backend import SQLiteConnection, upsert_sql
+    rng = random.Random(5)
+    rows = [(f"k{rng.randrange(300)}", rng.randrange(10), rng.random(), None if rng.random() < 0.1 else "x")
+            for _ in range(5_000)]
+    got, want = SQLiteConnection(str(tmp_path / "a.sqlite")), SQLiteConnection(str(tmp_path / "b.sqlite"))
+    for c in (got, want):
+        c.execute("CREATE TABLE t (k TEXT, d INTEGER, v REAL, w TEXT, PRIMARY KEY (k, d))")
+    got.max_variables = 4 * 700                 # chunks of 700 rows: several statements, repeats inside each
+    got.bulk_upsert("t", ("k", "d", "v", "w"), rows, ("k", "d"), update)
+    for r in rows:
+        want.execute(upsert_sql("t", ("k", "d", "v", "w"), ("k", "d"), update), r)
+    q = "SELECT k, d, v, w FROM t ORDER BY k, d"
+    assert [tuple(r) for r in got.execute(q)] == [tuple(r) for r in want.execute(q)]
+    assert got.execute("SELECT count(*) FROM t").fetchone()[0] == len({r[:2] for r in rows}) < len(rows)

@@ -212,6 +212,12 @@ class ArchiveConnection:
         """Copy what the write-ahead log holds into the database without waiting for readers or writers."""
 
 
+# rows per statement of ``SQLiteConnection.bulk_upsert`` (fewer when SQLite's variable limit says so): after
+# each statement the thread waits for the GIL — up to the 5 ms switch interval while the event loop computes —
+# so a commit of ~12 000 track points takes 3 statements, not 12 000 (docs/performance.md)
+CHUNK_ROWS = 4096
+
+
 class SQLiteConnection(ArchiveConnection):
     """The first release's behaviour: WAL, ``synchronous=NORMAL``, 30 s busy timeout, autocommit."""
 
@@ -225,6 +231,9 @@ class SQLiteConnection(ArchiveConnection):
         self.raw.execute("PRAGMA journal_mode=WAL")
         self.raw.execute("PRAGMA synchronous=NORMAL")
         self.raw.execute("PRAGMA busy_timeout=30000")
+        # bound parameters per statement (``bulk_upsert``): 32 766 since SQLite 3.32, 999 before
+        getlimit = getattr(self.raw, "getlimit", None)
+        self.max_variables = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999
         self.raw.row_factory = sqlite3.Row
 
     def execute(self, sql: str, params: Sequence | dict = ()):
@@ -262,6 +271,24 @@ class SQLiteConnection(ArchiveConnection):
 
     def close(self) -> None:
         self.raw.close()
+
+    def bulk_upsert(self, table: str, cols: Sequence[str], rows: Sequence[Sequence], key: Sequence[str],
+                    update: Sequence[str] | None = None) -> None:
+        # Many rows per statement (as many as SQLite's variable limit allows), not one statement per row:
+        # each statement hands the GIL back and forth once, and with the event loop busy the worker's commit
+        # thread crawled row by row while it held the database's write lock — every WIM transaction on the
+        # loop waited for it (docs/performance.md). SQLite applies a statement's rows in order, each meeting
+        # the ones before it (tests/test_archive.py), so this is the same as one upsert per row.
+        if not rows:
+            return
+        per = max(1, min(CHUNK_ROWS, self.max_variables // len(cols)))
+        if len(rows) < 8:
+            self.executemany(upsert_sql(table, cols, key, update), rows)
+            return
+        for i in range(0, len(rows), per):
+            chunk = rows[i:i + per]
+            self.raw.execute(upsert_sql(table, cols, key, update, len(chunk)),
+                             [v for row in chunk for v in row])
 
     def defer_checkpoints(self) -> None:
         # SQLite's automatic checkpoint runs inside whichever COMMIT finds the log over 1 000 pages: after
@@ -513,10 +540,13 @@ class PostgresConnection(ArchiveConnection):
 _PY_TYPE = {"int8": int, "int4": int, "int2": int, "float8": float, "float4": float, "text": str, "bytea": bytes}
 
 
-def upsert_sql(table: str, cols: Sequence[str], key: Sequence[str], update: Sequence[str] | None) -> str:
-    """``INSERT INTO table(cols) VALUES (?,…) ON CONFLICT(key) DO UPDATE SET c=excluded.c … | DO NOTHING``."""
+def upsert_sql(table: str, cols: Sequence[str], key: Sequence[str], update: Sequence[str] | None,
+               rows: int = 1) -> str:
+    """``INSERT INTO table(cols) VALUES (?,…)[, (?,…) × rows] ON CONFLICT(key) DO UPDATE SET c=excluded.c … |
+    DO NOTHING``."""
     action = ("DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in update)) if update else "DO NOTHING"
-    return (f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+    one = f"({', '.join('?' * len(cols))})"
+    return (f"INSERT INTO {table}({', '.join(cols)}) VALUES {', '.join([one] * rows)} "
             f"ON CONFLICT({', '.join(key)}) {action}")
 
 
