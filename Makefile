@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 # two stamps: the demo needs only the runtime dependencies; the tests add the [test] extras (Playwright …)
 RUNTIME := $(VENV)/.installed-runtime
 TESTENV := $(VENV)/.installed-test
+# test processes (pytest-xdist); `make test TEST_WORKERS=0` runs the suite in one process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench venv clean
 
@@ -32,7 +34,7 @@ demo: $(RUNTIME)
 test: $(TESTENV)
 	@bash scripts/ensure-chromium.sh
 	@bash scripts/ensure-postgresql.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(RUNTIME)
 	$(BIN)/roadwatch bench
