@@ -30,14 +30,28 @@ def pytest_sessionfinish(session, exitstatus):
 #   whatever gap is left.
 # A serial run (`-n 0`, `-p no:xdist`, one file) keeps plain file order.
 FIRST = ("slow", "integration", "browser")
+# ahead of even those: the tests that took 45 s or more in a serial run (`--durations`), longest first. Only an
+# order: a test missing here, or renamed, still runs, just not first.
+LONGEST = (
+    "tests/test_sim_live.py::test_province_week_passes_strictly_and_the_feed_reports_like_the_archive",
+    "tests/test_fuzz_run.py::test_fuzz_target_has_no_crashes[gateway]",
+    "tests/test_e2e_platform_link.py::test_platform_feed_gives_the_same_alerts_and_day_rows_as_the_terminal_feed",
+    "tests/test_replay_speeds.py::test_batch_and_replays_at_two_speeds_agree",
+    "tests/test_reliability_failover_pg.py::test_failover_across_hosts_with_the_wim_path",
+    "tests/test_reliability_failover_pg.py::test_worker_on_another_host_takes_over_from_postgresql_snapshots",
+    "tests/test_reliability_restart.py::test_two_workers_share_partitions_and_survivor_takes_over",
+    "tests/test_sim_live.py::test_simulate_then_check_gps_curfew",
+)
 _MODULE_FIXTURE = re.compile(r"""@pytest\.fixture\([^)]*scope=["']module["']""")
 
 
-def _rank(item) -> int:
-    for i, mark in enumerate(FIRST):
+def _rank(item) -> tuple[int, int]:
+    if item.nodeid in LONGEST:
+        return 0, LONGEST.index(item.nodeid)
+    for i, mark in enumerate(FIRST, start=1):
         if item.get_closest_marker(mark) is not None:
-            return i
-    return len(FIRST)
+            return i, 0
+    return len(FIRST) + 1, 0
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -74,4 +88,5 @@ def pytest_xdist_make_scheduler(config, log):
                     self.together[path] = False
             return self.together[path]
 
+    config.option.loadscopereorder = False   # hand out in the order above, not the biggest group first
     return ModuleFixtureScheduling(config, log)
