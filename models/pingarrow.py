@@ -13,7 +13,7 @@ a time zone for the times, and check every value with the bounds of the one ping
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -80,6 +80,85 @@ def encode_arrow(cols: Mapping[str, Any]) -> bytes:
     with pa.ipc.new_stream(sink, schema, options=_WRITE_OPTIONS) as w:
         w.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+def encode_arrow_rows(groups: Sequence[Sequence[tuple]], fields: Sequence[str]) -> list[bytes] | None:
+    """The fast encoder: row tuples (values in the order ``fields`` names, ``ts``/``recv_ts`` epoch ms,
+    ``reupload`` 0/1) of one or more records → one Arrow IPC record per group, the columns converted once
+    for all groups (~10 µs per column whatever the rows; writing each group's slice ~5 µs).
+
+    Each record reads back exactly as what ``encode_arrow`` writes for that group's columns, in the layout
+    of docs/formats.md: an Arrow IPC stream of the schema message (the schema's bytes cached per set of
+    columns), one record batch message and the end-of-stream marker. The optional columns follow their
+    meaning there: ``jt808_version`` is left out when every row says 0 (absent = not known), ``recv_ts``
+    when every row says None, and a None ``recv_ts`` beside others is written as the fix time (a null
+    reads as ``ts``). Groups that differ in those optional columns are converted one by one.
+
+    None when a value is not of its column's usual Python type or does not fit its column (a float
+    heading, a flag word above 2³², a bool latitude, a ``reupload`` of 2): the caller then builds columns
+    for ``encode_arrow``, which keeps such a value so the reader rejects it with its reason."""
+    plan = _ROW_PLANS.get(tuple(fields))
+    if plan is None:
+        index = {f: i for i, f in enumerate(fields)}
+        plan = _ROW_PLANS[tuple(fields)] = ([(index[f.name], f.name, f) for f in ARROW_SCHEMA],
+                                            index["jt808_version"], index["recv_ts"], index["ts"])
+    steps, v, t, ts = plan
+    if len(groups) > 1:
+        if len({(any(r[v] for r in g), any(r[t] is not None for r in g)) for g in groups}) > 1:
+            # the groups differ in their optional columns: each written on its own, as it would be alone
+            out = [encode_arrow_rows([g], fields) for g in groups]
+            return None if None in out else [o[0] for o in out]     # type: ignore[index]
+    rows = groups[0] if len(groups) == 1 else [r for g in groups for r in g]
+    if not rows:
+        return None
+    cols = list(zip(*rows))
+    version, recv = cols[v], cols[t]
+    names, arrays = [], []
+    try:                                # Arrow's own errors: the general path decides (and names them)
+        for i, name, field in steps:
+            col = cols[i]
+            if name == "jt808_version" and not any(version):
+                continue
+            if name == "recv_ts":
+                if all(r is None for r in recv):
+                    continue
+                if None in recv:
+                    col = [r if r is not None else x for r, x in zip(recv, cols[ts])]
+            if not set(map(type, col)) <= _ROW_TYPES[name]:
+                return None
+            if name == "reupload":
+                if not set(col) <= {0, 1}:
+                    return None
+                col = [x == 1 for x in col]
+            names.append(name)
+            arrays.append(pa.array(col, type=field.type, from_pandas=True))
+        key = tuple(names)
+        cached = _ROW_SCHEMAS.get(key)
+        if cached is None:
+            schema = pa.schema([ARROW_SCHEMA.field(n) for n in names], metadata=ARROW_SCHEMA.metadata)
+            cached = _ROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
+        schema, head = cached
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        if len(groups) == 1:
+            return [head + batch.serialize().to_pybytes() + _EOS]
+        out, start = [], 0
+        for g in groups:
+            out.append(head + batch.slice(start, len(g)).serialize().to_pybytes() + _EOS)
+            start += len(g)
+        return out
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+
+
+# the Python value types each column takes in ``encode_arrow_rows`` without any change of value
+_INT, _FLOAT, _STR = frozenset({int}), frozenset({int, float, type(None)}), frozenset({str})
+_ROW_TYPES = {"plate": _STR, "terminal_id": _STR, "ts": _INT, "lat": _FLOAT, "lon": _FLOAT, "speed_kmh": _FLOAT,
+              "heading": _INT, "altitude_m": _FLOAT, "plate_color": _INT, "alarm_flags": _INT,
+              "status_flags": _INT, "reupload": _INT, "driver_id": frozenset({str, type(None)}),
+              "mileage_km": _FLOAT, "recv_ts": frozenset({int, type(None)}), "jt808_version": _INT}
+_ROW_PLANS: dict[tuple[str, ...], tuple] = {}       # row layout → (steps in ARROW_SCHEMA order, indexes)
+_ROW_SCHEMAS: dict[tuple[str, ...], tuple] = {}     # column names → (schema, its IPC schema message)
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"         # IPC end-of-stream: continuation marker, length 0
 
 
 _SCHEMAS: dict = {}

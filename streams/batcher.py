@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Protocol
 from kafka.partitioner.default import murmur2
 
 from roadwatch.models.config import Config
+from roadwatch.models.pingarrow import encode_arrow_rows
 from roadwatch.models.pingbatch import WIRE_FORMATS, encode_columns
 from roadwatch.models.records import iso_to_epoch_ms
 
@@ -121,9 +122,8 @@ class PingBatcher:
         values: list[bytes] | None = None
         if self.wire == "arrow" and len(parts) > 1:
             # the columns of every partition converted to Arrow at once, then one record per partition
-            # (converting is ~10 µs per column whatever the rows; writing a slice ~5 µs)
-            values = encode_rows_arrow_split([[r if type(r) is tuple else _row(r) for r in self._pings[p]]
-                                              for p in parts])
+            values = encode_arrow_rows([[r if type(r) is tuple else _row(r) for r in self._pings[p]]
+                                        for p in parts], ROW_FIELDS)
         for i, p in enumerate(parts):
             self._flush_partition(p, None if values is None else values[i])
         return len(parts)
@@ -169,7 +169,7 @@ def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
     """Row tuples → one columnar ``gps-pings`` record in the ``wire`` encoding (``stream.wire_format``:
     the Arrow IPC form by default, or JSON; models/pingbatch.py)."""
     if wire == "arrow":
-        values = encode_rows_arrow_split([rows])
+        values = encode_arrow_rows([rows], ROW_FIELDS)
         if values is not None:
             return values[0]
     return _encode_rows_general(rows, wire)
@@ -184,82 +184,6 @@ def _encode_rows_general(rows: list[tuple], wire: str) -> bytes:
     if not any(cols["jt808_version"]):            # no terminal said its protocol (as ``encode_batch``)
         del cols["jt808_version"]
     return encode_columns(cols, wire)
-
-
-# Arrow type of each ROW_FIELDS column, and the Python value types it takes without any change of value
-# (anything else — a float heading, a bool latitude, an int too wide — takes ``pingarrow.encode_arrow``'s
-# path, which keeps the value and lets the reader reject it)
-_INT, _FLOAT, _STR = frozenset({int}), frozenset({int, float, type(None)}), frozenset({str})
-_ROW_TYPES = {"plate": _STR, "terminal_id": _STR, "ts": _INT, "lat": _FLOAT, "lon": _FLOAT, "speed_kmh": _FLOAT,
-              "heading": _INT, "altitude_m": _FLOAT, "plate_color": _INT, "alarm_flags": _INT,
-              "status_flags": _INT, "reupload": _INT, "driver_id": frozenset({str, type(None)}),
-              "mileage_km": _FLOAT, "recv_ts": frozenset({int, type(None)}), "jt808_version": _INT}
-_ROW_INDEX = {f: i for i, f in enumerate(ROW_FIELDS)}
-_ARROW_PLAN: list | None = None            # [(row index, field name, arrow field)] in ARROW_SCHEMA order
-_ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-_ARROW_SCHEMAS: dict[tuple[str, ...], tuple] = {}
-
-
-def encode_rows_arrow_split(groups: list[list[tuple]]) -> list[bytes] | None:
-    """Row tuples of several records → one Arrow IPC record per group, the columns converted once for all
-    groups: records that read back as what ``pingarrow.encode_arrow`` writes for each group's columns
-    (groups that differ in the optional ``jt808_version``/``recv_ts`` columns are converted one by one).
-    None when a value is not of its column's usual Python type, or a flag, time or id does not fit its
-    column; then each group takes the general path."""
-    global _ARROW_PLAN
-    import pyarrow as pa
-
-    from roadwatch.models.pingarrow import ARROW_SCHEMA
-    if _ARROW_PLAN is None:
-        _ARROW_PLAN = [(_ROW_INDEX[f.name], f.name, f) for f in ARROW_SCHEMA]
-    if len(groups) > 1:
-        v, t = _ROW_INDEX["jt808_version"], _ROW_INDEX["recv_ts"]
-        if len({(any(r[v] for r in g), any(r[t] is not None for r in g)) for g in groups}) > 1:
-            # the groups differ in their optional columns: each written on its own, as it would be alone
-            out = [encode_rows_arrow_split([g]) for g in groups]
-            return None if None in out else [o[0] for o in out]     # type: ignore[index]
-    rows = groups[0] if len(groups) == 1 else [r for g in groups for r in g]
-    if not rows:
-        return None
-    cols = list(zip(*rows))
-    version = cols[_ROW_INDEX["jt808_version"]]
-    recv = cols[_ROW_INDEX["recv_ts"]]
-    names, arrays = [], []
-    try:                                # Arrow's own errors: the general path decides (and names them)
-        for i, name, field in _ARROW_PLAN:
-            col = cols[i]
-            if name == "jt808_version" and not any(version):
-                continue
-            if name == "recv_ts":
-                if all(r is None for r in recv):
-                    continue
-                if None in recv:
-                    col = [r if r is not None else t for r, t in zip(recv, cols[_ROW_INDEX["ts"]])]
-            if not set(map(type, col)) <= _ROW_TYPES[name]:
-                return None
-            if name == "reupload":
-                if not set(col) <= {0, 1}:
-                    return None
-                col = [v == 1 for v in col]
-            names.append(name)
-            arrays.append(pa.array(col, type=field.type, from_pandas=True))
-        key = tuple(names)
-        cached = _ARROW_SCHEMAS.get(key)
-        if cached is None:
-            schema = pa.schema([ARROW_SCHEMA.field(n) for n in names], metadata=ARROW_SCHEMA.metadata)
-            cached = _ARROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
-        schema, head = cached
-        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-        # an IPC stream is the schema message, the record batch message and the end-of-stream marker
-        if len(groups) == 1:
-            return [head + batch.serialize().to_pybytes() + _ARROW_EOS]
-        out, start = [], 0
-        for g in groups:
-            out.append(head + batch.slice(start, len(g)).serialize().to_pybytes() + _ARROW_EOS)
-            start += len(g)
-        return out
-    except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        return None
 
 
 # --- publishers ---------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ and authenticate (0x0102), then:
    network outage); catch-up time = until ``roadwatch_gateway_published_pings_total`` (confirmed by Kafka)
    has them all.
 
+With ``--baseline``, the same clients then run (steady phase only) against a do-nothing uvloop server
+(``_echo_server``: the gateway's accept path and coalescing nap, one prebuilt reply per read): its CPU per
+message is the floor of one ``recv`` + one ``send`` per position on this host, and the result carries the
+ratio gateway / baseline.
+
 Reported as JSON: accepted connections, RSS, CPU, reply p50/p99/max, published/s, burst catch-up time.
 The machine may be shared: run it more than once and quote medians.
 """
@@ -24,12 +29,14 @@ import multiprocessing as mp
 import os
 import re
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -46,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--burst", type=int, default=1, help="0x0704 frames of 30 fixes per terminal in the burst (0 = none)")
     g.add_argument("--per-client", type=int, default=5000, help="terminals per client process (default 5000)")
     g.add_argument("--profile", metavar="FILE", help="have the gateway write a pyinstrument profile to FILE")
+    g.add_argument("--baseline", action="store_true",
+                   help="also run the same clients against a do-nothing uvloop server (one prebuilt reply per read, "
+                   "the same coalescing nap) and report its CPU per message: the floor of recv + send per position")
     g.add_argument("--gateway-cmd", help="command that starts a gateway instead of this installation's "
                    "(to compare builds); it gets the usual `gateway` arguments appended")
 
@@ -195,6 +205,82 @@ async def _client_main(idx, port, terminals, interval, burst, ready_q, steady_ev
             "burst_pings": burst * BATCH_ITEMS * len(conns)}
 
 
+# --- the baseline: a do-nothing uvloop server under the same clients -----------------------------------
+
+def _echo_server(port: int, coalesce_ms: float, count, ready_ev, stop_ev) -> None:
+    """Answers every read with one prebuilt frame — a 0x8100 (result 0) to a registration, else a 0x8001
+    (result 0) — with the gateway's coalescing nap and nothing else: what one recv + one send per position
+    cost through uvloop on this host. ``count`` (shared) is the number of reads, updated every 0.1 s."""
+    import uvloop
+
+    from roadwatch.streams.jt808 import codec as c
+
+    from .jt808.listener import Listener, listen_socket, raise_nofile
+    raise_nofile()
+    reg = c.build_frame(c.REGISTRATION_RESPONSE, "1", 1, c.encode_registration_response(1, 0, "baseline"))
+    ack = c.build_frame(c.PLATFORM_RESPONSE, "1", 1, c.encode_general_response(1, c.LOCATION, 0))
+    nap_s = coalesce_ms / 1000.0
+    n = [0]
+    napping = [False]
+
+    def nap(since: float) -> None:
+        wait = since + nap_s - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        napping[0] = False
+
+    class Echo(asyncio.Protocol):
+        __slots__ = ("transport",)
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            n[0] += 1
+            if nap_s and not napping[0]:
+                napping[0] = True
+                asyncio.get_running_loop().call_soon(nap, time.monotonic())
+            self.transport.write(reg if data[1:3] == b"\x01\x00" else ack)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def admit(sock: socket.socket, addr: tuple) -> None:       # the gateway's accept path, as it is
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            loop.create_task(loop.connect_accepted_socket(Echo, sock))
+        listener = Listener(listen_socket("127.0.0.1", port, 65535), admit, lambda: False, 1.0)
+        ready_ev.set()
+        while not stop_ev.is_set():
+            await asyncio.sleep(0.1)
+            count.value = n[0]
+        count.value = n[0]
+        listener.close()
+
+    uvloop.run(main())
+
+
+def _baseline(args: argparse.Namespace, cfg: Config, terms: list[tuple[str, str]]) -> dict:
+    """The clients of the gateway run, against ``_echo_server``: CPU per message and reply latencies."""
+    from .broker import free_port
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    count, ready, stop = ctx.Value("Q", 0, lock=False), ctx.Event(), ctx.Event()
+    srv = ctx.Process(target=_echo_server, args=(port, cfg["gateway.coalesce_ms"], count, ready, stop), daemon=True)
+    srv.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("baseline server did not start")
+        res = _drive(args, port, terms, 0, srv.pid, lambda: float(count.value))
+    finally:
+        stop.set()
+        srv.join(timeout=10)
+        if srv.is_alive():
+            srv.kill()
+    return {k: res[k] for k in ("accepted_connections", "cpu_user_us_per_position", "cpu_sys_us_per_position",
+                                "cpu_us_per_position", "positions_per_s", "reply_p50_ms", "reply_p99_ms",
+                                "reply_max_ms", "rss_mib")}
+
+
 # --- the gateway side --------------------------------------------------------------------------------
 
 def _proc_cpu(pid: int) -> tuple[float, float]:
@@ -241,6 +327,93 @@ def bench_registry(n: int, path: Path) -> list[tuple[str, str]]:
     return terms
 
 
+def _drive(args: argparse.Namespace, port: int, terms: list[tuple[str, str]], burst: int, pid: int,
+           positions: Callable[[], float], published: Callable[[], float] | None = None,
+           after_login: Callable[[], dict] | None = None) -> dict:
+    """The client processes against the server on ``port`` (process ``pid``): log in, the steady window
+    (CPU of ``pid``; ``positions()`` counts what it took), the burst (until ``published()`` has it), the
+    replies' latencies."""
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    n = len(terms)
+    res: dict = {}
+    procs = []
+    published = published or (lambda: float("nan"))
+    try:
+        ctx = mp.get_context("spawn")
+        ready_q, result_q = ctx.Queue(), ctx.Queue()
+        steady_ev, burst_ev, stop_ev = ctx.Event(), ctx.Event(), ctx.Event()
+        chunks = [terms[i:i + args.per_client] for i in range(0, n, args.per_client)]
+        say(f"roadwatch bench gateway: {n:,} terminals in {len(chunks)} client process(es); connecting…")
+        t0 = time.monotonic()
+        for i, ch in enumerate(chunks):
+            p = ctx.Process(target=_client, args=(i, port, ch, args.interval, burst, ready_q, steady_ev,
+                                                  burst_ev, stop_ev, result_q), daemon=True)
+            p.start()
+            procs.append(p)
+        ok = failed = 0
+        for _ in chunks:
+            _, a, b, _t = ready_q.get(timeout=900)
+            ok, failed = ok + a, failed + (b if isinstance(b, int) else len(chunks[0]))
+        res.update(accepted_connections=ok, refused_connections=failed, connect_s=round(time.monotonic() - t0, 1),
+                   **(after_login() if after_login else {}))
+        say(f"  {ok:,} terminals authenticated, {failed:,} refused, in {res['connect_s']} s")
+        steady_ev.set()
+        time.sleep(min(args.interval, 10.0))            # every phase started once before measuring
+        (u0, s0), p0, q0, w0 = _proc_cpu(pid), positions(), published(), time.monotonic()
+        time.sleep(args.duration)
+        (u1, s1), p1, q1, w1 = _proc_cpu(pid), positions(), published(), time.monotonic()
+        c0, c1 = u0 + s0, u1 + s1
+        npos = p1 - p0
+        # on loopback the kernel time includes delivering the replies into the clients' sockets
+        res.update(cpu_user_us_per_position=round(1e6 * (u1 - u0) / npos, 1) if npos else None,
+                   cpu_sys_us_per_position=round(1e6 * (s1 - s0) / npos, 1) if npos else None)
+        res.update(rss_mib=round(_proc_rss_mib(pid), 1), cpu_pct_one_core=round(100 * (c1 - c0) / (w1 - w0), 1),
+                   positions_per_s=round(npos / (w1 - w0), 1),
+                   published_per_s=round((q1 - q0) / (w1 - w0), 1),
+                   cpu_us_per_position=round(1e6 * (c1 - c0) / npos, 1) if npos else None)
+        say(f"  steady: {res['positions_per_s']:,} positions/s, gateway CPU {res['cpu_pct_one_core']} % of a core, "
+            f"{res['cpu_us_per_position']} µs per position, RSS {res['rss_mib']} MiB")
+        published_before = published()
+        burst_ev.set()
+        tb = time.monotonic()
+        target = published_before + (burst * BATCH_ITEMS * ok if burst else 0)
+        cb = _proc_cpu_s(pid)
+        if burst:
+            deadline = tb + 900
+            while published() < target - 1e-9:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            res["burst_positions"] = burst * BATCH_ITEMS * ok
+            res["burst_catch_up_s"] = round(time.monotonic() - tb, 2)
+            res["burst_positions_per_cpu_s"] = round(res["burst_positions"] / max(1e-9, _proc_cpu_s(pid) - cb))
+        stop_ev.set()
+        lat: list[float] = []
+        sent = lost = 0
+        acked = []
+        for _ in chunks:
+            _, r = result_q.get(timeout=120)
+            if "error" in r:
+                raise RuntimeError(f"client failed: {r['error']}")
+            lat += r["latencies"]
+            sent += r["sent"]
+            lost += r["lost"]
+            if r["burst_acked_s"] is not None:
+                acked.append(r["burst_acked_s"])
+        res.update(replies=len(lat), reply_p50_ms=round(1000 * _pct(lat, 0.50), 2),
+                   reply_p99_ms=round(1000 * _pct(lat, 0.99), 2), reply_max_ms=round(1000 * max(lat), 2) if lat else None,
+                   connections_lost=lost, burst_acked_s=round(max(acked), 2) if acked else None,
+                   published_total=published())
+        say(f"  replies p50 {res['reply_p50_ms']} ms, p99 {res['reply_p99_ms']} ms, max {res['reply_max_ms']} ms; "
+            f"burst caught up in {res.get('burst_catch_up_s')} s")
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return res
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from .broker import EmbeddedBroker, create_topics, free_port
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -271,89 +444,26 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             cmd += ["--profile", str(Path(args.profile).resolve())]
         log = open(tmp / "gateway.log", "w+")
         gw = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs = []
         try:
             deadline = time.monotonic() + 120
             while math.isnan(_metric(mport, "roadwatch_gateway_connections")):       # not listening yet
                 if time.monotonic() > deadline or gw.poll() is not None:
                     raise RuntimeError("gateway did not start")
                 time.sleep(0.2)
-            ctx = mp.get_context("spawn")
-            ready_q, result_q = ctx.Queue(), ctx.Queue()
-            steady_ev, burst_ev, stop_ev = ctx.Event(), ctx.Event(), ctx.Event()
-            chunks = [terms[i:i + args.per_client] for i in range(0, n, args.per_client)]
-            say(f"roadwatch bench gateway: {n:,} terminals in {len(chunks)} client process(es); connecting…")
-            t0 = time.monotonic()
-            for i, ch in enumerate(chunks):
-                p = ctx.Process(target=_client, args=(i, port, ch, args.interval, args.burst, ready_q, steady_ev,
-                                                      burst_ev, stop_ev, result_q), daemon=True)
-                p.start()
-                procs.append(p)
-            ok = failed = 0
-            for _ in chunks:
-                _, a, b, _t = ready_q.get(timeout=900)
-                ok, failed = ok + a, failed + (b if isinstance(b, int) else len(chunks[0]))
-            res.update(accepted_connections=ok, refused_connections=failed, connect_s=round(time.monotonic() - t0, 1),
-                       gateway_connections=_metric(mport, "roadwatch_gateway_connections"),
-                       accept_pauses=_metric(mport, "roadwatch_gateway_accept_pauses_total"))
-            say(f"  {ok:,} terminals authenticated, {failed:,} refused, in {res['connect_s']} s")
-            steady_ev.set()
-            time.sleep(min(args.interval, 10.0))            # every phase started once before measuring
-            (u0, s0), p0, q0, w0 = (_proc_cpu(gw.pid), _metric(mport, "roadwatch_gateway_pings_total"),
-                                    _metric(mport, "roadwatch_gateway_published_pings_total"), time.monotonic())
-            time.sleep(args.duration)
-            (u1, s1), p1, q1, w1 = (_proc_cpu(gw.pid), _metric(mport, "roadwatch_gateway_pings_total"),
-                                    _metric(mport, "roadwatch_gateway_published_pings_total"), time.monotonic())
-            c0, c1 = u0 + s0, u1 + s1
-            positions = p1 - p0
-            # on loopback the kernel time includes delivering the replies into the clients' sockets
-            res.update(cpu_user_us_per_position=round(1e6 * (u1 - u0) / positions, 1) if positions else None,
-                       cpu_sys_us_per_position=round(1e6 * (s1 - s0) / positions, 1) if positions else None)
-            res.update(rss_mib=round(_proc_rss_mib(gw.pid), 1), cpu_pct_one_core=round(100 * (c1 - c0) / (w1 - w0), 1),
-                       positions_per_s=round(positions / (w1 - w0), 1),
-                       published_per_s=round((q1 - q0) / (w1 - w0), 1),
-                       cpu_us_per_position=round(1e6 * (c1 - c0) / positions, 1) if positions else None)
-            say(f"  steady: {res['positions_per_s']:,} positions/s, gateway CPU {res['cpu_pct_one_core']} % of a core, "
-                f"{res['cpu_us_per_position']} µs per position, RSS {res['rss_mib']} MiB")
-            published_before = _metric(mport, "roadwatch_gateway_published_pings_total")
-            burst_ev.set()
-            tb = time.monotonic()
-            target = published_before + (args.burst * BATCH_ITEMS * ok if args.burst else 0)
-            cb = _proc_cpu_s(gw.pid)
-            if args.burst:
-                deadline = tb + 900
-                while _metric(mport, "roadwatch_gateway_published_pings_total") < target - 1e-9:
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.1)
-                res["burst_positions"] = args.burst * BATCH_ITEMS * ok
-                res["burst_catch_up_s"] = round(time.monotonic() - tb, 2)
-                res["burst_positions_per_cpu_s"] = round(res["burst_positions"] / max(1e-9, _proc_cpu_s(gw.pid) - cb))
-            stop_ev.set()
-            lat: list[float] = []
-            sent = lost = 0
-            acked = []
-            for _ in chunks:
-                _, r = result_q.get(timeout=120)
-                if "error" in r:
-                    raise RuntimeError(f"client failed: {r['error']}")
-                lat += r["latencies"]
-                sent += r["sent"]
-                lost += r["lost"]
-                if r["burst_acked_s"] is not None:
-                    acked.append(r["burst_acked_s"])
-            res.update(replies=len(lat), reply_p50_ms=round(1000 * _pct(lat, 0.50), 2),
-                       reply_p99_ms=round(1000 * _pct(lat, 0.99), 2), reply_max_ms=round(1000 * max(lat), 2) if lat else None,
-                       connections_lost=lost, burst_acked_s=round(max(acked), 2) if acked else None,
-                       published_total=_metric(mport, "roadwatch_gateway_published_pings_total"),
-                       gateway_log_lines=sum(1 for _ in open(tmp / "gateway.log")))
-            say(f"  replies p50 {res['reply_p50_ms']} ms, p99 {res['reply_p99_ms']} ms, max {res['reply_max_ms']} ms; "
-                f"burst caught up in {res.get('burst_catch_up_s')} s")
+            metric = (lambda name: (lambda: _metric(mport, name)))
+            res.update(_drive(args, port, terms, args.burst, gw.pid, metric("roadwatch_gateway_pings_total"),
+                              metric("roadwatch_gateway_published_pings_total"),
+                              lambda: dict(gateway_connections=_metric(mport, "roadwatch_gateway_connections"),
+                                           accept_pauses=_metric(mport, "roadwatch_gateway_accept_pauses_total"))))
+            res["gateway_log_lines"] = sum(1 for _ in open(tmp / "gateway.log"))
+            if args.baseline:
+                gw.terminate()                          # its descriptors and CPU out of the way
+                gw.wait(15)
+                say("roadwatch bench gateway: the same clients against a do-nothing uvloop server (baseline)…")
+                res["baseline"] = base = _baseline(args, cfg, terms)
+                if res.get("cpu_us_per_position") and base.get("cpu_us_per_position"):
+                    res["gateway_to_baseline_cpu"] = round(res["cpu_us_per_position"] / base["cpu_us_per_position"], 2)
         finally:
-            for p in procs:
-                p.join(timeout=10)
-                if p.is_alive():
-                    p.kill()
             gw.terminate()
             try:
                 gw.wait(15)

@@ -8,8 +8,9 @@ from kafka.partitioner.default import DefaultPartitioner
 
 from roadwatch.models.config import Config
 from roadwatch.models.pingbatch import columns_to_pings, decode_batch
+from roadwatch.models.pingarrow import encode_arrow_rows
 from roadwatch.streams.batcher import (ROW_FIELDS, MemoryPublisher, PingBatcher, PublishError, _encode_rows_general,
-                                       encode_rows, encode_rows_arrow_split, partition_for)
+                                       encode_rows, partition_for)
 
 PLATES = ["京A12345", "粤B8K2Q1", "沪C00001", "冀D7788挂", "新AX1234", "苏E12F34", "川A99999", "鲁Q0K001",
           "黑AB1234", "琼A00001", "浙A0A0A0", "A", "foobar"]
@@ -179,5 +180,5 @@ def test_arrow_rows_with_unusual_values_take_the_general_path():
     assert encode_rows(plain) == _encode_rows_general(plain, "arrow")       # the same bytes either way
     for odd in ({"heading": 1.5}, {"alarm_flags": 1 << 33}, {"lat": True}, {"reupload": 2}):
         rows = plain[:2] + [_gateway_row("京A12345", 2, **odd)]
-        assert encode_rows_arrow_split([rows]) is None
+        assert encode_arrow_rows([rows], ROW_FIELDS) is None
         assert encode_rows(rows) == _encode_rows_general(rows, "arrow")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from roadwatch.models.config import Config
-from roadwatch.models.pingarrow import MAGIC, arrow_lists, decode_arrow, encode_arrow
+from roadwatch.models.pingarrow import MAGIC, arrow_lists, decode_arrow, encode_arrow, encode_arrow_rows
 from roadwatch.models.pingbatch import decode_batch, encode_batch
 from roadwatch.models.ping_state import PingProcessor
 from roadwatch.models.records import InvalidRecord
@@ -178,3 +178,70 @@ def test_feed_tools_read_both_forms():
     assert arrow_lists(encode_rows([(p["plate"], p["terminal_id"], p["ts"], p["lat"], p["lon"], p["speed_kmh"],
                                      p["heading"], p["altitude_m"], p["plate_color"], 0, 3, 0, None, None, None, 0)
                                     for p in pings]))["plate"] == ["苏A12345"] * 3
+
+
+_ROW_LAYOUT = ("plate", "terminal_id", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "plate_color",
+               "alarm_flags", "status_flags", "reupload", "driver_id", "mileage_km", "recv_ts", "jt808_version")
+
+
+def _rows(n: int, version: str, recv: str, plates: list[str]) -> list[tuple]:
+    """``n`` rows in ``_ROW_LAYOUT`` order (as the gateway builds them)."""
+    rows = []
+    for i in range(n):
+        p = _ping(i, plate=plates[i % len(plates)], driver_id=None if i % 2 else "司机D1",
+                  mileage_km=None if i % 3 else 1000.5 + i, reupload=i % 5 == 0)
+        v = {"none": 0, "all": 2019, "some": 2019 if i % 2 else 0}[version]
+        r = {"none": None, "all": p["ts"] + 500, "some": p["ts"] + 500 if i % 2 else None}[recv]
+        rows.append(tuple(int(p[f]) if f == "reupload" else p[f] for f in _ROW_LAYOUT[:14]) + (r, v))
+    return rows
+
+
+def _columns(rows: list[tuple]) -> dict:
+    """The columns ``encode_arrow`` takes for the same pings (optional columns as docs/formats.md says)."""
+    cols = {f: [row[j] for row in rows] for j, f in enumerate(_ROW_LAYOUT)}
+    cols["reupload"] = [bool(x) for x in cols["reupload"]]
+    cols["jt808_version"] = cols["jt808_version"] if any(cols["jt808_version"]) else None
+    cols["recv_ts"] = (None if all(x is None for x in cols["recv_ts"])
+                       else [x if x is not None else t for x, t in zip(cols["recv_ts"], cols["ts"])])
+    return cols
+
+
+def _table(raw: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(raw)).read_all()
+
+
+@pytest.mark.parametrize("version", ["none", "all", "some"])
+@pytest.mark.parametrize("recv", ["none", "all", "some"])
+@pytest.mark.parametrize("plates", [["苏A12345", "冀D7788挂", "新AX1234"], ["A1", "foobar"]], ids=["hanzi", "ascii"])
+def test_fast_row_encoder_writes_what_encode_arrow_writes(version, recv, plates):
+    """``encode_arrow_rows`` (the gateway's per-tick encoder) and ``encode_arrow`` (every other producer)
+    yield the same Arrow record — schema with its metadata and every value — with the optional columns
+    absent or present, whatever the plates' characters."""
+    rows = _rows(7, version, recv, plates)
+    fast, = encode_arrow_rows([rows], _ROW_LAYOUT)
+    general = encode_arrow(_columns(rows))
+    assert fast[:4] == MAGIC
+    a, b = _table(fast), _table(general)
+    assert a.schema.equals(b.schema, check_metadata=True) and a.equals(b)
+    assert ("jt808_version" in a.schema.names) == (version != "none")
+    assert ("recv_ts" in a.schema.names) == (recv != "none")
+    assert a.column("plate").to_pylist() == [plates[i % len(plates)] for i in range(7)]
+
+
+@pytest.mark.parametrize("split", [[3, 4], [1, 5, 1]])
+def test_fast_row_encoder_splits_groups_into_their_own_records(split):
+    """Several groups at once: each record equals ``encode_arrow`` of that group alone — also when the
+    groups differ in their optional columns."""
+    rows = _rows(sum(split), "some", "some", ["粤B8K2Q1", "琼A00001"])
+    groups, start = [], 0
+    for k in split:
+        groups.append(rows[start:start + k])
+        start += k
+    groups[0] = [r[:-2] + (None, 0) for r in groups[0]]        # first group: no optional column at all
+    out = encode_arrow_rows(groups, _ROW_LAYOUT)
+    assert out is not None and len(out) == len(groups)
+    for g, raw in zip(groups, out):
+        alone, = encode_arrow_rows([g], _ROW_LAYOUT)
+        assert _table(raw).equals(_table(alone))
+        ref = _table(encode_arrow(_columns(g)))
+        assert _table(raw).schema.equals(ref.schema, check_metadata=True) and _table(raw).equals(ref)

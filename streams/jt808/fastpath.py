@@ -16,21 +16,43 @@ from roadwatch.models.records import BEIJING
 
 from .alarms import STATUS_SOUTH, STATUS_WEST
 
-_HEAD = struct.Struct(">HH")
 _FIXED = struct.Struct(">IIIIhHH")
 _REPLY_TAIL = struct.Struct(">HHHB")          # our serial, replied serial, replied id, result
-_DAY_MS: dict[str, int] = {}                  # "YYMMDD" → epoch ms of 00:00 Beijing (valid dates only)
+_DAY_MS: dict[bytes, int] = {}                # BCD YYMMDD → epoch ms of 00:00 Beijing (valid dates only)
 
 
 def xor(data: bytes) -> int:
-    """XOR of all bytes (the JT/T 808 check code), by folding one big integer: no per-byte Python loop."""
+    """XOR of all bytes (the JT/T 808 check code) without a per-byte Python loop: the bytes as 64-bit words
+    (zero-padded; a zero byte changes no XOR), the words XORed, the last word folded to one byte."""
     n = len(data)
-    x = int.from_bytes(data, "little")
+    words = (n + 7) >> 3
+    if not 0 < words <= len(_WORDS):
+        return _fold(int.from_bytes(data, "little"), n)
+    x = 0
+    for w in _WORDS[words - 1].unpack(data + _PAD[-n & 7]):
+        x ^= w
+    x ^= x >> 32
+    x ^= x >> 16
+    x ^= x >> 8
+    return x & 0xFF
+
+
+def _fold(x: int, n: int) -> int:
+    """XOR of the ``n`` bytes of ``x``: halve the width until one byte is left."""
     while n > 1:
         h = (n + 1) >> 1
         x = (x ^ (x >> (h << 3))) & ((1 << (h << 3)) - 1)
         n = h
     return x
+
+
+_WORDS = tuple(struct.Struct(f"<{k}Q") for k in range(1, 161))     # frames up to 1 280 bytes
+_PAD = tuple(bytes(k) for k in range(8))
+# BCD byte → its two-digit value; 99 for a byte with a nibble above 9 (an hour, minute or second of 99 is
+# refused like the invalid byte; the date's bytes are checked with ``_BCD_OK``)
+_BCD = tuple((b >> 4) * 10 + (b & 15) if (b >> 4) < 10 and (b & 15) < 10 else 99 for b in range(256))
+_BCD_OK = tuple((b >> 4) < 10 and (b & 15) < 10 for b in range(256))
+_U32 = struct.Struct(">I")
 
 
 def _unescape(raw: bytes) -> bytes | None:
@@ -44,11 +66,14 @@ def _unescape(raw: bytes) -> bytes | None:
     return raw.replace(b"\x7d\x02", b"\x7e").replace(b"\x7d\x01", b"\x7d")
 
 
-def _day_ms(yymmdd: str) -> int | None:
+def _day_ms(yymmdd: bytes) -> int | None:
+    """Epoch ms of 00:00 Beijing on the BCD date ``yymmdd`` (3 bytes); None if it is not a date."""
     ms = _DAY_MS.get(yymmdd)
     if ms is None:
+        if not all(_BCD_OK[b] for b in yymmdd):
+            return None
         try:
-            d = datetime(2000 + int(yymmdd[0:2]), int(yymmdd[2:4]), int(yymmdd[4:6]), tzinfo=BEIJING)
+            d = datetime(2000 + _BCD[yymmdd[0]], _BCD[yymmdd[1]], _BCD[yymmdd[2]], tzinfo=BEIJING)
         except ValueError:
             return None
         ms = int(d.timestamp()) * 1000
@@ -62,46 +87,47 @@ def location(frame: bytes):
     """``frame`` (with its 7E delimiters) → ``(head, terminal_digits, serial, fix)`` or None.
 
     ``head`` is the raw header up to the terminal id (what the reply echoes), ``fix`` the tuple
-    (ts_ms, lat, lon, speed_kmh, heading, altitude_m, alarm_flags, status_flags, mileage_km | None)."""
+    (ts_ms, lat, lon, speed_kmh, heading, altitude_m, alarm_flags, status_flags, mileage_km | None).
+    Offsets into the one unescaped buffer, no slices of the body; the check code is verified as the XOR
+    of everything including it being 0."""
     if len(frame) < 16 or frame[1] != 0x02 or frame[2] != 0x00:      # msg id 0x0200 (never escaped)
         return None
-    inner = frame[1:-1]
-    if b"\x7e" in inner or frame[0] != 0x7E or frame[-1] != 0x7E:
+    if frame[0] != 0x7E or frame[-1] != 0x7E or frame.count(b"\x7e") != 2:
         return None
-    raw = _unescape(inner)
-    if raw is None or len(raw) < 13:
-        return None
-    msg_id, props = _HEAD.unpack_from(raw)
+    raw = frame[1:-1]
+    if b"\x7d" in raw:
+        raw = _unescape(raw)
+        if raw is None or len(raw) < 13:
+            return None
+    props = (raw[2] << 8) | raw[3]
     if props & 0x3C00:                            # encrypted or split: the codec's path
         return None
     if props & 0x4000:
         hlen, tid = 17, raw[5:15]
     else:
         hlen, tid = 12, raw[4:10]
-    body_len = len(raw) - hlen - 1
-    if body_len != props & 0x3FF or body_len < 28 or xor(raw[:-1]) != raw[-1]:
+    end = len(raw) - 1                            # the check code's offset
+    body_len = end - hlen
+    if body_len != props & 0x3FF or body_len < 28 or xor(raw):
         return None
     digits = tid.hex()
     if not digits.isdigit():
         return None
-    body = raw[hlen:-1]
-    alarm, status, lat_raw, lon_raw, alt, speed_raw, heading = _FIXED.unpack_from(body)
-    t = body[22:28].hex()
-    if not t.isdigit():
-        return None
-    day = _day_ms(t[0:6])
-    hh, mi, ss = int(t[6:8]), int(t[8:10]), int(t[10:12])
+    alarm, status, lat_raw, lon_raw, alt, speed_raw, heading = _FIXED.unpack_from(raw, hlen)
+    t = hlen + 22
+    day = _day_ms(raw[t:t + 3])
+    hh, mi, ss = _BCD[raw[t + 3]], _BCD[raw[t + 4]], _BCD[raw[t + 5]]
     if day is None or hh > 23 or mi > 59 or ss > 59:
         return None
     mileage = None
-    pos, end = 28, body_len
+    pos = hlen + 28
     while end - pos >= 2:                         # the codec's extras walk, keeping only mileage (0x01)
-        xid, xlen = body[pos], body[pos + 1]
+        xid, xlen = raw[pos], raw[pos + 1]
         pos += 2
         if xlen > end - pos:
             break
         if xid == 0x01 and xlen == 4:
-            mileage = int.from_bytes(body[pos:pos + 4], "big") / 10
+            mileage = _U32.unpack_from(raw, pos)[0] / 10
         pos += xlen
     lat = lat_raw / 1e6
     lon = lon_raw / 1e6
