@@ -8,15 +8,16 @@ sorted runs, read through ``numpy.memmap`` (the OS page cache holds the hot page
 - new samples wait in memory as chunks (arrival order) until ``CHUNK_ROWS`` of them, then are written as
   one run: sorted by (vehicle, time), the first copy of a (vehicle, time) kept, samples no longer newer
   than their vehicle's checkpoint "a" left out (they can never be replayed);
-- runs are ordered oldest first; the newest two are merged (same rules, the older run's copy first) while
-  the older is less than twice the newer, so there are at most log2(window / ``CHUNK_ROWS``) + 1 runs and a
-  sample is rewritten that many times at most. A run is written to a temporary name and renamed: no file
+- runs are ordered oldest first; when the newest ``FAN_IN`` runs are of one size tier they are merged into
+  one (same rules, the older run's copy of a fix first), so a sample is rewritten about
+  log4(window / ``CHUNK_ROWS``) times and a replay looks into at most ``MAX_RUNS`` runs. A run is written to a temporary name and renamed: no file
   ever holds a partial run; an array still mapped (a snapshot being encoded) outlives its file's removal;
 - a replay reads, per run, the rows of its vehicles (a per-run index of where each vehicle starts, 4 B per
   vehicle and run, is the only per-run heap) plus the matching rows of the chunks, and sorts those stably:
   the same rows, in the same order, as the in-memory store's ``_history`` gives;
-- the samples since the last "full"/"delta" snapshot capture (the next ``ping_state_segment``) are appended
-  to a journal file; a delta capture maps the journal's span instead of holding the arrays.
+- the samples since the last "full"/"delta" snapshot capture (the next ``ping_state_segment``) are the runs
+  written from chunks since then: a capture writes the chunks as a run first and takes those runs' maps
+  (a merged-away run's file is removed, its map stays readable), never a copy in the heap.
 
 These files are a cache: the archive's snapshot and segments stay the source of truth, and a restored
 engine rebuilds its runs from them. Each store works in its own directory under the one it is given
@@ -38,7 +39,15 @@ import numpy as np
 # keep their full precision, so a replay sees exactly what the first pass saw
 HIST = np.dtype([("v", "<i4"), ("ts", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("spd", "<f8"), ("drv", "<i4"),
                  ("late", "u1")], align=False)
+_ROW = np.dtype((np.void, HIST.itemsize))
 CHUNK_ROWS = 4096          # new samples held in memory before they are written as a run (164 KB)
+FAN_IN = 4                 # runs of one size tier merged into one: a sample is rewritten ≈ log4(window / chunk) times
+MAX_RUNS = 16              # more runs than this (after merges that dropped expired samples): all merged into one
+
+
+def _tier(rows: int) -> int:
+    """Size tier of a run: 0 up to ``FAN_IN`` chunks, then one more per factor ``FAN_IN``."""
+    return max(0, (rows // CHUNK_ROWS).bit_length() - 1) // (FAN_IN.bit_length() - 1)
 
 
 def hist_concat(parts: list) -> np.ndarray:
@@ -49,25 +58,31 @@ def hist_concat(parts: list) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def take(h: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``h[idx]`` (indices or a mask) copying whole 41-byte rows: numpy copies a packed record field by field,
+    5–7 times slower."""
+    return h.view(_ROW)[idx].view(HIST)
+
+
 def sort_dedupe(h: np.ndarray) -> np.ndarray:
     """``HIST`` rows sorted by (vehicle, time), stably (equal keys keep their order: the first copy of a fix,
     in arrival order, wins), one row per (vehicle, time)."""
     if len(h) > 1:
         v, ts = h["v"].astype(np.int64), h["ts"]
         if v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
-            h = h[np.argsort((v << 42) | ts, kind="stable")]     # one int64 key (vehicle, time)
+            h = take(h, np.argsort((v << 42) | ts, kind="stable"))     # one int64 key (vehicle, time)
         else:
-            h = h[np.lexsort((ts, v))]
+            h = take(h, np.lexsort((ts, v)))
         same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
         if same.any():
-            h = h[np.concatenate([[True], ~same])]
+            h = take(h, np.concatenate([[True], ~same]))
     return h
 
 
 def unexpired(h: np.ndarray, ck_ts: np.ndarray) -> np.ndarray:
     """The rows newer than their vehicle's checkpoint "a" (``ck_ts``): the others can never be replayed."""
     keep = h["ts"] > ck_ts[h["v"]]
-    return h if keep.all() else h[keep]
+    return h if keep.all() else take(h, keep)
 
 
 class _Run:
@@ -93,19 +108,13 @@ class SpilledSamples:
         self.chunks: list[np.ndarray] = []      # arrival order
         self.chunk_n = 0
         self._seq = 0
-        self._journal = None                    # open file of the samples since the last segment capture
-        self._journal_path: Path | None = None
-        self._journal_n = 0                     # rows in the journal
-        self._journal_mark = 0                  # rows already in a segment
+        self._log: list[np.ndarray] | None = None   # runs written since the last segment capture (mapped)
 
     # --- writing ------------------------------------------------------------------------------------
     def add(self, h: np.ndarray, ck_ts: np.ndarray) -> None:
         """New samples (``HIST``, arrival order)."""
         self.chunks.append(h)
         self.chunk_n += len(h)
-        if self._journal is not None:
-            self._journal.write(h.tobytes())
-            self._journal_n += len(h)
         if self.chunk_n >= CHUNK_ROWS:
             self.flush(ck_ts)
 
@@ -123,19 +132,27 @@ class SpilledSamples:
         self.chunks, self.chunk_n = [], 0
         if len(h):
             self.runs.append(self._write(h))
-        while len(self.runs) > 1 and len(self.runs[-2].rows) < 2 * len(self.runs[-1].rows):
-            older, newer = self.runs[-2], self.runs.pop()
-            h = unexpired(sort_dedupe(hist_concat([older.rows, newer.rows])), ck_ts)
-            self.runs[-1:] = [self._write(h)] if len(h) else []
-            for r in (older, newer):
-                r.path.unlink()
+            if self._log is not None:
+                self._log.append(self.runs[-1].rows)
+        while len(self.runs) >= FAN_IN and len({_tier(len(r.rows)) for r in self.runs[-FAN_IN:]}) == 1:
+            self._merge(FAN_IN, ck_ts)
+        if len(self.runs) > MAX_RUNS:      # (merges that dropped expired samples left runs of mixed sizes)
+            self._merge(len(self.runs), ck_ts)
+
+    def _merge(self, k: int, ck_ts: np.ndarray) -> None:
+        """The newest ``k`` runs as one (the older run's copy of a fix first)."""
+        old = self.runs[-k:]
+        h = unexpired(sort_dedupe(hist_concat([r.rows for r in old])), ck_ts)
+        self.runs[-k:] = [self._write(h)] if len(h) else []
+        for r in old:
+            r.path.unlink()
 
     def _write(self, h: np.ndarray) -> _Run:
         self._seq += 1
         path = self.dir / f"run-{self._seq:06d}.bin"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(h.tobytes())
+            f.write(np.ascontiguousarray(h).view(np.uint8))
         os.replace(tmp, path)
         v = h["v"]
         start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
@@ -155,11 +172,11 @@ class SpilledSamples:
             if n.sum():
                 ends = np.cumsum(n)
                 idx = np.arange(int(ends[-1])) + np.repeat(lo - (ends - n), n)
-                parts.append(r.rows[idx])
+                parts.append(take(r.rows, idx))
         for c in self.chunks:
             hit = np.isin(c["v"], vs)
             if hit.any():
-                parts.append(c[hit])
+                parts.append(take(c, hit))
         if not parts:
             return np.zeros(0, dtype=HIST)
         return unexpired(sort_dedupe(hist_concat(parts)), ck_ts)
@@ -172,31 +189,26 @@ class SpilledSamples:
     # --- snapshot segments --------------------------------------------------------------------------
     @property
     def logging(self) -> bool:
-        """True once a "full" capture started the journal of samples for the next delta segment."""
-        return self._journal is not None
+        """True once a "full" capture started logging the samples of the next delta segment."""
+        return self._log is not None
 
-    def capture_full(self) -> list:
-        """Every held sample (runs oldest first, then the chunks) for a "full" segment; starts a new journal."""
-        self.start_log()
-        return [r.rows for r in self.runs] + list(self.chunks)
+    def capture_full(self, ck_ts: np.ndarray) -> list:
+        """Every held sample for a "full" segment: the chunks written as a run first, then the runs oldest
+        first (mapped; a run is never changed, a merge writes a new one); starts logging for deltas."""
+        self.flush(ck_ts)
+        self._log = []
+        return [r.rows for r in self.runs]
 
-    def capture_delta(self) -> list:
-        """The samples added since the previous capture, mapped from the journal."""
-        n = self._journal_n - self._journal_mark
-        seg = [np.memmap(self._journal_path, dtype=HIST, mode="r", offset=self._journal_mark * HIST.itemsize,
-                         shape=(n,))] if n else []
-        self._journal_mark = self._journal_n
+    def capture_delta(self, ck_ts: np.ndarray) -> list:
+        """The samples added since the previous capture: the chunks written as a run, and the runs written
+        from chunks since then (still mapped when a merge has removed their files)."""
+        self.flush(ck_ts)
+        seg, self._log = self._log, []
         return seg
 
     def start_log(self) -> None:
-        """A new, empty journal (the previous one's file is removed; spans still mapped stay readable)."""
-        if self._journal is not None:
-            self._journal.close()
-            self._journal_path.unlink()
-        self._seq += 1
-        self._journal_path = self.dir / f"journal-{self._seq:06d}.bin"
-        self._journal = open(self._journal_path, "wb", buffering=0)
-        self._journal_n = self._journal_mark = 0
+        """Log for deltas from now on (a restored engine whose owner goes on with delta segments)."""
+        self._log = []
 
     # --- accounting ---------------------------------------------------------------------------------
     def heap_bytes(self) -> int:
@@ -204,8 +216,9 @@ class SpilledSamples:
         return sum(c.nbytes for c in self.chunks) + sum(r.start.nbytes for r in self.runs)
 
     def disk_bytes(self) -> int:
-        """What is in the files: the runs and the journal."""
-        return sum(r.rows.nbytes for r in self.runs) + self._journal_n * HIST.itemsize
+        """What is in the files: the runs, and runs merged away but still mapped for the next delta segment."""
+        live = {id(r.rows) for r in self.runs}
+        return sum(r.rows.nbytes for r in self.runs) + sum(h.nbytes for h in self._log or () if id(h) not in live)
 
 
 def _remove(directory: Path, lock) -> None:

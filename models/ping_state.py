@@ -1428,8 +1428,9 @@ class PingProcessor:
         if spill is not None:      # (the store's files are read by ``encode``: a run is never changed in place)
             if segments is None:
                 return SnapshotCapture(arrays, self._history(), [])
-            return SnapshotCapture(arrays, None, [], spill.capture_full() if segments == "full"
-                                   else spill.capture_delta())
+            ck = self.a["ck_ts"]
+            return SnapshotCapture(arrays, None, [], spill.capture_full(ck) if segments == "full"
+                                   else spill.capture_delta(ck))
         if segments is None:
             return SnapshotCapture(arrays, self._hist, list(self._hist_new))
         seg = [self._hist, *self._hist_new] if segments == "full" else self._hist_log

@@ -116,9 +116,15 @@ def test_segments_restore_the_same_state_and_a_restore_rebuilds_the_files(tmp_pa
                 for p in (back["mem"], back["disk"], back_disk)]
         _same_output(outs[0], outs[1])
         _same_output(outs[0], outs[2])
-    d1, d2 = back["mem"].snapshot_capture(segments="delta"), back_disk.snapshot_capture(segments="delta")
-    assert d1.segment() == d2.segment() and len(d2.segment()) > 1000
+    # and their next delta segments, after the ones they were restored from, restore the state they reached
+    again = []
+    for name, proc in (("mem", back["mem"]), ("disk", back_disk)):
+        cap = proc.snapshot_capture(segments="delta")
+        assert len(cap.segment()) > 1000
+        again.append(PingProcessor.restore(Config(), reg, None, cap.encode(), segs[name] + [cap.segment()]))
     _same_state(back["mem"], back_disk)
+    _same_state(again[0], back["mem"])
+    _same_state(again[1], back["mem"])
 
 
 def test_a_delta_needs_a_full_capture_first(tmp_path):
@@ -136,11 +142,14 @@ def test_a_store_removes_its_files_and_those_of_a_dead_process(tmp_path):
     s.add(h, ck)
     assert len(s.runs) == 1 and s.heap_bytes() < 100 and s.disk_bytes() == h.nbytes
     mapped = s.runs[0].rows
-    # the next run merges with it (the older one is less than twice its size), without the samples no
-    # longer newer than their vehicle's checkpoint "a"
+    # the fourth run of its size merges them into one, without the samples no longer newer than their
+    # vehicle's checkpoint "a"
     ck[:] = 1000
-    s.add(_shifted(h, len(h)), ck)
-    assert len(s.runs) == 1 and len(s.runs[0].rows) == 2 * len(h) - 1001
+    for k in (1, 2):
+        s.add(_shifted(h, k * len(h)), ck)
+    assert len(s.runs) == 3
+    s.add(_shifted(h, 3 * len(h)), ck)
+    assert len(s.runs) == 1 and len(s.runs[0].rows) == 4 * len(h) - 1001
     assert (s.runs[0].rows["ts"] > 1000).all() and len(list(s.dir.glob("run-*"))) == 1
     kept = s.dir
     other = SpilledSamples(tmp_path)        # a second live store beside it keeps its hands off
