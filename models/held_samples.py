@@ -27,6 +27,7 @@ left by a process that died are removed by the next store created beside them.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("roadwatch.held_samples")
 
 # one held sample of the replay window: packed, 41 B (was 7 float64 columns, 56 B); the values the rules read
 # keep their full precision, so a replay sees exactly what the first pass saw
@@ -109,31 +112,46 @@ class SpilledSamples:
         self.chunk_n = 0
         self._seq = 0
         self._log: list[np.ndarray] | None = None   # runs written since the last segment capture (mapped)
+        self._retry_at = CHUNK_ROWS             # chunk rows at which ``add`` writes them (later after a failure)
 
     # --- writing ------------------------------------------------------------------------------------
     def add(self, h: np.ndarray, ck_ts: np.ndarray) -> None:
         """New samples (``HIST``, arrival order)."""
         self.chunks.append(h)
         self.chunk_n += len(h)
-        if self.chunk_n >= CHUNK_ROWS:
-            self.flush(ck_ts)
+        if self.chunk_n >= self._retry_at:
+            self._try_flush(ck_ts)
 
     def load(self, parts: list, ck_ts: np.ndarray) -> None:
         """Samples of a snapshot, in the order the engine added them (restore): written as one run."""
         parts = [p for p in parts if len(p)]
         self.chunks, self.chunk_n = parts, sum(map(len, parts))
-        self.flush(ck_ts)
+        self._try_flush(ck_ts)
+
+    def _try_flush(self, ck_ts: np.ndarray) -> None:
+        """``flush`` from the engine's batch step: a write that fails (disk full) leaves the samples in memory
+        — the same results, more heap — and is tried again when the chunks have doubled (or at the next
+        snapshot capture, whose failure the worker's commit reports and retries)."""
+        try:
+            self.flush(ck_ts)
+        except OSError as err:
+            self._retry_at = 2 * self.chunk_n
+            log.warning("replay window: writing held samples under %s failed (%s); %d kept in memory",
+                        self.dir, err, self.chunk_n)
+        else:
+            self._retry_at = CHUNK_ROWS
 
     def flush(self, ck_ts: np.ndarray) -> None:
-        """The chunks as a new run, then merges of the newest runs while sizes are close (module doc)."""
-        if not self.chunks:
-            return
-        h = unexpired(sort_dedupe(hist_concat(self.chunks)), ck_ts)
-        self.chunks, self.chunk_n = [], 0
-        if len(h):
-            self.runs.append(self._write(h))
-            if self._log is not None:
-                self._log.append(self.runs[-1].rows)
+        """The chunks as a new run, then merges of the newest runs while sizes are close (module doc). A
+        failed write (``OSError``) changes nothing that was not written."""
+        if self.chunks:
+            h = unexpired(sort_dedupe(hist_concat(self.chunks)), ck_ts)
+            if len(h):
+                run = self._write(h)
+                self.runs.append(run)
+                if self._log is not None:
+                    self._log.append(run.rows)
+            self.chunks, self.chunk_n = [], 0
         while len(self.runs) >= FAN_IN and len({_tier(len(r.rows)) for r in self.runs[-FAN_IN:]}) == 1:
             self._merge(FAN_IN, ck_ts)
         if len(self.runs) > MAX_RUNS:      # (merges that dropped expired samples left runs of mixed sizes)
@@ -151,9 +169,13 @@ class SpilledSamples:
         self._seq += 1
         path = self.dir / f"run-{self._seq:06d}.bin"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(np.ascontiguousarray(h).view(np.uint8))
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(np.ascontiguousarray(h).view(np.uint8))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         v = h["v"]
         start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
                                                                                else np.int64)

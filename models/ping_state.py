@@ -69,6 +69,7 @@ is older than ``late.recompute_horizon_days`` — takes part in no rule and is c
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -92,6 +93,7 @@ from .pingschema import PingColumns
 from .records import format_ts, iso_to_epoch_ms
 from .registry import Registry
 
+_log = logging.getLogger("roadwatch.ping_state")
 SNAPSHOT_VERSION = 2
 NONE = -(1 << 62)          # "no time": far in the past, differences never overflow int64
 RECENT = 16                # fix times remembered per vehicle for the duplicate check
@@ -235,7 +237,7 @@ class PingProcessor:
         self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
         # or all of these in files (``spill_dir``): the fields above then stay empty
-        self._spill = (SpilledSamples(spill_dir) if spill_dir is not None
+        self._spill = (_spilled(spill_dir) if spill_dir is not None
                        and float(cfg["late.replay_window_h"]) > 0 else None)
         self._late_pending: set[int] = set()
         self._replay_before_b = False
@@ -1508,6 +1510,16 @@ class PingProcessor:
                 self._hist_log = None
                 self._spill.start_log()
         return self
+
+
+def _spilled(directory) -> SpilledSamples | None:
+    """The held-sample files under ``directory``; None (held in memory: the same results) when it cannot be
+    made — a full or read-only disk must not stop the engine."""
+    try:
+        return SpilledSamples(directory)
+    except OSError as err:
+        _log.warning("replay window kept in memory: cannot use %s (%s)", directory, err)
+        return None
 
 
 def _grown(n: int) -> int:

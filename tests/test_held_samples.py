@@ -5,6 +5,8 @@ compared batch by batch; snapshots (whole, and full + delta segments) restore th
 engine rebuilds its files from the snapshot."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -169,3 +171,32 @@ def _shifted(h: np.ndarray, dt: int) -> np.ndarray:
     g = h.copy()
     g["ts"] += dt
     return g
+
+
+def test_a_store_that_cannot_write_keeps_the_samples_in_memory_with_the_same_results(tmp_path, caplog):
+    f, order, reup, plates, reg = _feed(seed=9)
+    mem = PingProcessor(Config(), reg)
+    disk = PingProcessor(Config(), reg, spill_dir=tmp_path / "w")
+    half = len(order) // 2 // BATCH * BATCH
+    for lo in range(0, len(order), BATCH):
+        if lo == half:              # its directory vanishes (disk trouble): every write fails from here
+            shutil.rmtree(disk._spill.dir)
+            runs = len(disk._spill.runs)
+        _same_output(mem.process(_cols(f, order, reup, plates, lo, lo + BATCH)),
+                     disk.process(_cols(f, order, reup, plates, lo, lo + BATCH)))
+    assert len(disk._spill.runs) == runs and disk._spill.chunk_n > 4 * held_samples.CHUNK_ROWS
+    assert "kept in memory" in caplog.text
+    _same_state(mem, disk)
+    with pytest.raises(OSError):    # a snapshot capture reports it (the worker's commit retries)
+        disk.snapshot_capture(segments="full")
+    disk._spill.dir.mkdir()         # the disk is back: the next capture writes them
+    cap = disk.snapshot_capture(segments="full")
+    assert disk._spill.chunk_n == 0 and len(disk._spill.runs) >= 1
+    back = PingProcessor.restore(Config(), reg, None, cap.encode(), [cap.segment()])
+    _same_state(mem, back)
+
+
+def test_an_unusable_directory_keeps_the_window_in_memory(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    proc = PingProcessor(Config(), registry(), spill_dir=tmp_path / "file")
+    assert proc._spill is None and "kept in memory" in caplog.text
