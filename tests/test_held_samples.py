@@ -153,6 +153,11 @@ def test_a_store_removes_its_files_and_those_of_a_dead_process(tmp_path):
     s.add(_shifted(h, 3 * len(h)), ck)
     assert len(s.runs) == 1 and len(s.runs[0].rows) == 4 * len(h) - 1001
     assert (s.runs[0].rows["ts"] > 1000).all() and len(list(s.dir.glob("run-*"))) == 1
+    # a vehicle's rows from the runs and the chunks (a vehicle the runs do not know has none)
+    s.add(_shifted(h[:8], 5 * len(h)), ck)
+    got = s.rows(np.array([3, 9]), np.full(10, 1000))
+    whole = s.all_rows(ck)
+    assert got.tobytes() == whole[whole["v"] == 3].tobytes() and len(got) == 4 * len(h) // 4 - 250 + 2
     kept = s.dir
     other = SpilledSamples(tmp_path)        # a second live store beside it keeps its hands off
     assert kept.exists() and other.dir != kept
