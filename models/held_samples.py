@@ -9,8 +9,9 @@ sorted runs, read through ``numpy.memmap`` (the OS page cache holds the hot page
   one run: sorted by (vehicle, time), the first copy of a (vehicle, time) kept, samples no longer newer
   than their vehicle's checkpoint "a" left out (they can never be replayed);
 - runs are ordered oldest first; when the newest ``FAN_IN`` runs are of one size tier they are merged into
-  one (same rules, the older run's copy of a fix first), so a sample is rewritten about
-  log4(window / ``CHUNK_ROWS``) times and a replay looks into at most ``MAX_RUNS`` runs. A run is written to a temporary name and renamed: no file
+  one (same rules, the older run's copy of a fix first), so a sample is written about
+  1 + log8(window / ``CHUNK_ROWS``) times and a replay looks into at most ``MAX_RUNS`` runs. A run is
+  written to a temporary name and renamed: no file
   ever holds a partial run; an array still mapped (a snapshot being encoded) outlives its file's removal;
 - a replay reads, per run, the rows of its vehicles (a per-run index of where each vehicle starts, 4 B per
   vehicle and run, is the only per-run heap) plus the matching rows of the chunks, and sorts those stably:
@@ -44,8 +45,8 @@ HIST = np.dtype([("v", "<i4"), ("ts", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("
                  ("late", "u1")], align=False)
 _ROW = np.dtype((np.void, HIST.itemsize))
 CHUNK_ROWS = 4096          # new samples held in memory before they are written as a run (164 KB)
-FAN_IN = 4                 # runs of one size tier merged into one: a sample is rewritten ≈ log4(window / chunk) times
-MAX_RUNS = 16              # more runs than this (after merges that dropped expired samples): all merged into one
+FAN_IN = 8                 # runs of one size tier merged into one: a sample is rewritten ≈ log8(window / chunk) times
+MAX_RUNS = 24              # more runs than this (after merges that dropped expired samples): all merged into one
 
 
 def _tier(rows: int) -> int:
@@ -170,8 +171,10 @@ class SpilledSamples:
         path = self.dir / f"run-{self._seq:06d}.bin"
         tmp = path.with_suffix(".tmp")
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "w+b") as f:      # mapped from the same descriptor: a file opened once
                 f.write(np.ascontiguousarray(h).view(np.uint8))
+                f.flush()
+                rows = np.memmap(f, dtype=HIST, mode="r", shape=(len(h),))
             os.replace(tmp, path)
         except OSError:
             tmp.unlink(missing_ok=True)
@@ -179,7 +182,7 @@ class SpilledSamples:
         v = h["v"]
         start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
                                                                                else np.int64)
-        return _Run(path, np.memmap(path, dtype=HIST, mode="r", shape=(len(h),)), start)
+        return _Run(path, rows, start)
 
     # --- reading ------------------------------------------------------------------------------------
     def rows(self, vs: np.ndarray, ck_ts: np.ndarray) -> np.ndarray:

@@ -144,20 +144,21 @@ def test_a_store_removes_its_files_and_those_of_a_dead_process(tmp_path):
     s.add(h, ck)
     assert len(s.runs) == 1 and s.heap_bytes() < 100 and s.disk_bytes() == h.nbytes
     mapped = s.runs[0].rows
-    # the fourth run of its size merges them into one, without the samples no longer newer than their
+    # the FAN_IN-th run of its size merges them into one, without the samples no longer newer than their
     # vehicle's checkpoint "a"
+    fan = held_samples.FAN_IN
     ck[:] = 1000
-    for k in (1, 2):
+    for k in range(1, fan - 1):
         s.add(_shifted(h, k * len(h)), ck)
-    assert len(s.runs) == 3
-    s.add(_shifted(h, 3 * len(h)), ck)
-    assert len(s.runs) == 1 and len(s.runs[0].rows) == 4 * len(h) - 1001
+    assert len(s.runs) == fan - 1
+    s.add(_shifted(h, (fan - 1) * len(h)), ck)
+    assert len(s.runs) == 1 and len(s.runs[0].rows) == fan * len(h) - 1001
     assert (s.runs[0].rows["ts"] > 1000).all() and len(list(s.dir.glob("run-*"))) == 1
     # a vehicle's rows from the runs and the chunks (a vehicle the runs do not know has none)
-    s.add(_shifted(h[:8], 5 * len(h)), ck)
+    s.add(_shifted(h[:8], (fan + 1) * len(h)), ck)
     got = s.rows(np.array([3, 9]), np.full(10, 1000))
     whole = s.all_rows(ck)
-    assert got.tobytes() == whole[whole["v"] == 3].tobytes() and len(got) == 4 * len(h) // 4 - 250 + 2
+    assert got.tobytes() == whole[whole["v"] == 3].tobytes() and len(got) == fan * len(h) // 4 - 250 + 2
     kept = s.dir
     other = SpilledSamples(tmp_path)        # a second live store beside it keeps its hands off
     assert kept.exists() and other.dir != kept
@@ -205,3 +206,26 @@ def test_an_unusable_directory_keeps_the_window_in_memory(tmp_path, caplog):
     (tmp_path / "file").write_text("")
     proc = PingProcessor(Config(), registry(), spill_dir=tmp_path / "file")
     assert proc._spill is None and "kept in memory" in caplog.text
+
+
+def test_runs_of_mixed_sizes_are_merged_into_one_past_max_runs(tmp_path):
+    """Runs whose sizes alternate (merges that dropped many expired samples) never leave the newest
+    FAN_IN of one tier: past MAX_RUNS they are merged into one, the first copy of each fix kept."""
+    ck = np.full(2, -1, dtype=np.int64)
+    s = SpilledSamples(tmp_path)
+    big, small = 8 * held_samples.CHUNK_ROWS, held_samples.CHUNK_ROWS
+    t = 0
+    for k in range(held_samples.MAX_RUNS):
+        n = big if k % 2 == 0 else small
+        h = np.zeros(n, dtype=HIST)
+        h["ts"], h["late"] = t + np.arange(n), k % 2
+        h["v"] = h["ts"] % 2
+        s.add(h, ck)
+        t += n - 1                 # each run's first fix repeats the previous run's last one
+    assert len(s.runs) == held_samples.MAX_RUNS
+    s.add(_shifted(h[:small], t + 1), ck)
+    assert len(s.runs) == 1
+    rows = s.runs[0].rows
+    assert (np.diff(rows["ts"][rows["v"] == 0]) > 0).all() and len(rows) == t + 1 + small
+    first = rows[rows["ts"] == big - 1]        # where the first two runs meet: the older run's copy kept
+    assert len(first) == 1 and first["late"][0] == 0
