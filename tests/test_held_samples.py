@@ -229,3 +229,37 @@ def test_runs_of_mixed_sizes_are_merged_into_one_past_max_runs(tmp_path):
     assert (np.diff(rows["ts"][rows["v"] == 0]) > 0).all() and len(rows) == t + 1 + small
     first = rows[rows["ts"] == big - 1]        # where the first two runs meet: the older run's copy kept
     assert len(first) == 1 and first["late"][0] == 0
+
+
+def test_the_worker_keeps_each_partition_window_under_its_data_dir_and_a_restore_rebuilds_it(tmp_path):
+    """``PartitionStates`` (streams/gps.py) gives each partition's engine its own directory under the data
+    dir; a worker that takes the partition over restores the window from the archive into new files."""
+    from types import SimpleNamespace
+
+    from roadwatch.streams.archive import close_all
+    from roadwatch.streams.gps import PartitionStates
+
+    f, order, reup, plates, reg = _feed(seed=11)
+    cfg = Config({"paths.archive": str(tmp_path / "archive.sqlite"), "paths.data_dir": str(tmp_path / "data")})
+    states = PartitionStates(SimpleNamespace(cfg=cfg, registry=reg))
+    e = states.get(0)
+    mem = PingProcessor(cfg, reg, spill_dir=None)
+    cut = len(order) // 2 // BATCH * BATCH
+    for k, lo in enumerate(range(0, cut, BATCH)):
+        _same_output(mem.process(_cols(f, order, reup, plates, lo, lo + BATCH)),
+                     e.proc.process(_cols(f, order, reup, plates, lo, lo + BATCH)))
+        e.next_offset, e.dirty = k + 1, True
+        states.flush(0)
+        mem.day_table(dirty_only=True), mem.sample_track(), mem.stop_events()     # what the commit drained
+    first = e.proc._spill.dir
+    assert first.parent == tmp_path / "data" / "ping-window" / "gps-pings-0" and list(first.glob("run-*.bin"))
+    close_all()
+    again = PartitionStates(SimpleNamespace(cfg=cfg, registry=reg)).get(0)
+    rebuilt = again.proc._spill
+    assert rebuilt.dir != first and rebuilt.dir.parent == first.parent and len(rebuilt.runs) == 1
+    _same_state(mem, again.proc)
+    for lo in range(cut, len(order), BATCH):
+        _same_output(mem.process(_cols(f, order, reup, plates, lo, lo + BATCH)),
+                     again.proc.process(_cols(f, order, reup, plates, lo, lo + BATCH)))
+    _same_state(mem, again.proc)
+    close_all()
