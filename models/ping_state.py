@@ -69,6 +69,7 @@ is older than ``late.recompute_horizon_days`` — takes part in no rule and is c
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -82,6 +83,7 @@ from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
+from .held_samples import HIST, SpilledSamples, hist_concat as _hist_concat, sort_dedupe
 from .monitoring import (BEIJING_OFFSET_MS, BUS_CODES, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS,
                          UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
@@ -91,6 +93,7 @@ from .pingschema import PingColumns
 from .records import format_ts, iso_to_epoch_ms
 from .registry import Registry
 
+_log = logging.getLogger("roadwatch.ping_state")
 SNAPSHOT_VERSION = 2
 NONE = -(1 << 62)          # "no time": far in the past, differences never overflow int64
 RECENT = 16                # fix times remembered per vehicle for the duplicate check
@@ -114,10 +117,6 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits",
                "stop_start", "stop_last", "stop_lat", "stop_lon")
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
-# one held sample of the replay window (``_history``): packed, 41 B (was 7 float64 columns, 56 B); the values
-# the rules read keep their full precision, so a replay sees exactly what the first pass saw
-HIST = np.dtype([("v", "<i4"), ("ts", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("spd", "<f8"), ("drv", "<i4"),
-                 ("late", "u1")], align=False)
 
 
 def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
@@ -197,9 +196,14 @@ class _PlateIndex(dict):
 
 
 class PingProcessor:
-    """Per-partition ping state and rules. ``process`` a batch, ``check_offline`` on a timer."""
+    """Per-partition ping state and rules. ``process`` a batch, ``check_offline`` on a timer.
 
-    def __init__(self, cfg: Config, registry: Registry | None = None, zones=None, capacity: int = 1024):
+    ``spill_dir``: a directory for the replay window's held samples (``models.held_samples``: sorted runs in
+    files, read through memory maps — a live worker's choice, one directory per partition); None keeps them
+    in memory (batch runs, where the window is short-lived and the sort-on-read store is fastest)."""
+
+    def __init__(self, cfg: Config, registry: Registry | None = None, zones=None, capacity: int = 1024,
+                 spill_dir=None):
         self.cfg = cfg
         self.registry = registry or Registry()
         if zones is None:
@@ -232,6 +236,9 @@ class PingProcessor:
         self._hist_new_n = 0
         self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
+        # or all of these in files (``spill_dir``): the fields above then stay empty
+        self._spill = (_spilled(spill_dir) if spill_dir is not None
+                       and float(cfg["late.replay_window_h"]) > 0 else None)
         self._late_pending: set[int] = set()
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
@@ -314,11 +321,14 @@ class PingProcessor:
     def live_bytes_per_vehicle(self) -> float:
         """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity),
         the samples held for re-evaluating late data, plus the plate list and plate→index dict (the
-        benchmark's ``bytes_per_vehicle``)."""
+        benchmark's ``bytes_per_vehicle``). With ``spill_dir`` the held samples in files are not counted
+        (``held_bytes_on_disk``), only what of them stays in memory."""
         if self.n == 0:
             return 0.0
         import sys
         arrays = sum(a.nbytes for a in self.a.values())
+        if self._spill is not None:    # only its chunks and run indexes: the rest is on disk (``held_bytes_on_disk``)
+            arrays += self._spill.heap_bytes()
         arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
         if self._hist_log:      # samples of the next snapshot segment already merged into the store
             waiting = {id(h) for h in self._hist_new}
@@ -326,6 +336,10 @@ class PingProcessor:
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
+
+    def held_bytes_on_disk(self) -> int:
+        """Bytes of held samples in the ``spill_dir`` files (0 when they are held in memory)."""
+        return self._spill.disk_bytes() if self._spill is not None else 0
 
     # --- the batch step -----------------------------------------------------------------------------
     def process(self, cols, now_ms: int | None = None) -> ProcessOutput:
@@ -460,6 +474,9 @@ class PingProcessor:
             return
         h = np.empty(len(vi), dtype=HIST)
         h["v"], h["ts"], h["lat"], h["lon"], h["spd"], h["drv"], h["late"] = vi, t, lat, lon, spd, drv, late
+        if self._spill is not None:
+            self._spill.add(h, self.a["ck_ts"])
+            return
         self._hist_new.append(h)
         self._hist_new_n += len(vi)
         if self._hist_log is not None:
@@ -483,18 +500,11 @@ class PingProcessor:
         checkpoint, sorted by vehicle then time, one row per (vehicle, ts)."""
         if self.replay_ms <= 0:
             return self._hist
+        if self._spill is not None:
+            return self._spill.all_rows(self.a["ck_ts"])
         if self._hist_new or not self._hist_sorted:
-            h = _hist_concat([self._hist, *self._hist_new])
+            h = sort_dedupe(_hist_concat([self._hist, *self._hist_new]))
             self._hist_new, self._hist_new_n = [], 0
-            v, ts = h["v"].astype(np.int64), h["ts"]
-            if len(h) and v.max() < (1 << 21) and ts.min() >= 0 and ts.max() < (1 << 42):
-                # one int64 key (vehicle, time), sorted stably: equal keys stay in arrival order
-                h = h[np.argsort((v << 42) | ts, kind="stable")]
-            else:
-                h = h[np.lexsort((ts, v))]
-            if len(h) > 1:
-                same = (h["v"][1:] == h["v"][:-1]) & (h["ts"][1:] == h["ts"][:-1])
-                h = h[np.concatenate([[True], ~same])]
             self._hist = h
             self._hist_sorted = True
         h = self._hist
@@ -505,6 +515,8 @@ class PingProcessor:
 
     def _history_rows(self, vs: np.ndarray) -> np.ndarray:
         """Held samples of the vehicles ``vs`` (sorted), sorted by vehicle then time."""
+        if self._spill is not None:
+            return self._spill.rows(vs, self.a["ck_ts"])
         h = self._history()
         lo = np.searchsorted(h["v"], vs, "left")
         hi = np.searchsorted(h["v"], vs, "right")
@@ -1402,7 +1414,8 @@ class PingProcessor:
         takes the blob and the segments of the last full capture and every delta after it, in order."""
         if segments not in (None, "full", "delta"):
             raise ValueError(f"segments must be None, 'full' or 'delta', not {segments!r}")
-        if segments == "delta" and self._hist_log is None:
+        spill = self._spill
+        if segments == "delta" and (self._hist_log is None if spill is None else not spill.logging):
             raise ValueError("a delta snapshot needs a full one first")
         meta = {"version": SNAPSHOT_VERSION, "hist_in_segments": segments is not None, "plates": self.plates,
                 "watermark": self.watermark, "gaps": self.gaps.to_json(), "pending_rows": self.pending_rows,
@@ -1414,6 +1427,12 @@ class PingProcessor:
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array()}
         arrays.update((k, v[: self.n].copy()) for k, v in self.a.items())
+        if spill is not None:      # (the store's files are read by ``encode``: a run is never changed in place)
+            if segments is None:
+                return SnapshotCapture(arrays, self._history(), [])
+            ck = self.a["ck_ts"]
+            return SnapshotCapture(arrays, None, [], spill.capture_full(ck) if segments == "full"
+                                   else spill.capture_delta(ck))
         if segments is None:
             return SnapshotCapture(arrays, self._hist, list(self._hist_new))
         seg = [self._hist, *self._hist_new] if segments == "full" else self._hist_log
@@ -1422,16 +1441,17 @@ class PingProcessor:
 
     @classmethod
     def restore(cls, cfg: Config, registry: Registry | None, zones, blob: bytes,
-                segments: list[bytes] | None = None) -> "PingProcessor":
+                segments: list[bytes] | None = None, spill_dir=None) -> "PingProcessor":
         """Rebuild from ``snapshot()`` (or a capture's blob and, when it keeps the held samples in segments,
         those ``segments`` in order). Categories are re-read from the (possibly updated) registry; zone
-        membership is kept only when the restricted zone list is unchanged."""
+        membership is kept only when the restricted zone list is unchanged. ``spill_dir`` as for the
+        constructor: the held samples are then written to new files there (the snapshot is their source)."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = orjson.loads(z["__meta__"].tobytes())
             if meta.get("version") not in (1, SNAPSHOT_VERSION):   # 1: no replay window yet (starts empty)
                 raise ValueError(f"unsupported ping-state snapshot version {meta.get('version')!r}")
             n = len(meta["plates"])
-            self = cls(cfg, registry, zones, capacity=_grown(n))
+            self = cls(cfg, registry, zones, capacity=_grown(n), spill_dir=spill_dir)
             if meta["slots"] != self.slots:
                 raise ValueError("track.day_slots changed since the snapshot; cannot restore")
             same_zones = meta["zones"] == self.zones.restricted_ids
@@ -1483,7 +1503,23 @@ class PingProcessor:
         self.driver_index = {d: i for i, d in enumerate(self.drivers)}
         self.alog = {int(v): {al["alert_id"]: al for al in als} for v, als in meta.get("alog", [])}
         self.past = {(int(v), int(d)): np.array(x, dtype=np.float64) for v, d, x in meta.get("past", [])}
+        if self._spill is not None:   # the loaded samples, in the order the engine added them, to the files
+            self._spill.load([self._hist, *self._hist_new], self.a["ck_ts"])
+            self._hist, self._hist_new, self._hist_new_n = np.zeros(0, dtype=HIST), [], 0
+            if self._hist_log is not None:
+                self._hist_log = None
+                self._spill.start_log()
         return self
+
+
+def _spilled(directory) -> SpilledSamples | None:
+    """The held-sample files under ``directory``; None (held in memory: the same results) when it cannot be
+    made — a full or read-only disk must not stop the engine."""
+    try:
+        return SpilledSamples(directory)
+    except OSError as err:
+        _log.warning("replay window kept in memory: cannot use %s (%s)", directory, err)
+        return None
 
 
 def _grown(n: int) -> int:
@@ -1507,14 +1543,6 @@ _SANE_DAYS = 1 << 20      # day numbers below this (year ≈ 4840) convert to mo
 def _next_month_day(day: np.ndarray) -> np.ndarray:
     """Day number of the first day of the month after each Beijing day ``day``."""
     return (day.astype("datetime64[D]").astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64)
-
-
-def _hist_concat(parts: list) -> np.ndarray:
-    """``np.concatenate`` of ``HIST`` arrays, done on their bytes: numpy copies a packed record array field by
-    field, four times slower — it was most of the replay store's compaction (``_history_compact``)."""
-    if all(p.dtype == HIST for p in parts):
-        return np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(HIST)
-    return np.concatenate(parts)
 
 
 def _hist_from_snapshot(arr: np.ndarray) -> np.ndarray:
@@ -1548,7 +1576,7 @@ class SnapshotCapture:
         if self.seg is None:
             return None
         buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.concatenate(self.seg) if self.seg else np.zeros(0, dtype=HIST),
+        np.lib.format.write_array(buf, _hist_concat(self.seg) if self.seg else np.zeros(0, dtype=HIST),
                                   allow_pickle=False)
         return buf.getvalue()
 

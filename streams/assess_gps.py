@@ -86,7 +86,7 @@ def _fewer_collections():
 def _run_pings(lines, registry, zones, cfg, batch, now_ms, sort_by_time, keep_alerts):
     if now_ms is None:
         now_ms = int(time.time() * 1000)
-    proc = PingProcessor(cfg, registry, zones)
+    proc = PingProcessor(cfg, registry, zones, spill_dir=None)     # a batch run: the window in memory
     # sampled track points and stop events are stream outputs (``track_points``, ``vehicle_stops``) with no
     # consumer here: not made at all (≈ 4 % of the province month, docs/performance.md)
     proc.skip_output_steps(OUTPUT_ONLY_STEPS)

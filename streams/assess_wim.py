@@ -73,7 +73,7 @@ def load_pings(path: Path, max_bytes: int, cfg: Config, years: tuple[int, int] |
 
 def _engine_stops(pings: list, cfg: Config, registry: Registry | None, batch: int = 8000) -> list[tuple]:
     """Stop events of ``(ts_ms, GpsPing)`` pings run through the GPS engine in time order."""
-    proc = PingProcessor(cfg, registry)
+    proc = PingProcessor(cfg, registry, spill_dir=None)     # a batch run: the window in memory
     pings.sort(key=lambda x: x[0])
     for k in range(0, len(pings), batch):
         chunk = [p for _, p in pings[k:k + batch]]

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
+from pathlib import Path
 
 import orjson
 
@@ -46,6 +47,12 @@ _ROW_KEY = itemgetter(0, 1)        # (plate, day) of a day-row tuple
 PINGS_OK = M.PINGS.labels(qualified="yes")
 PINGS_BAD = M.PINGS.labels(qualified="no")
 GPS_IN = M.MESSAGES.labels(topic=T.GPS_PINGS, direction="in")
+
+
+def _window_dir(cfg, partition: int) -> Path:
+    """Where a partition's engine keeps its replay window's held samples (models/held_samples.py: a cache
+    on local disk; the archive's snapshot and segments restore them)."""
+    return cfg.data_dir / "ping-window" / f"{T.GPS_PINGS}-{partition}"
 
 
 @dataclass
@@ -101,12 +108,13 @@ class PartitionStates:
                 row = None
             if row is not None:
                 proc = PingProcessor.restore(self.ctx.cfg, self.ctx.registry, self.zones, row["state"],
-                                             row["segments"])
+                                             row["segments"], spill_dir=_window_dir(self.ctx.cfg, partition))
                 e = PartitionEntry(proc, row["next_offset"], [], segments=len(row["segments"]) or None)
                 log.info("partition %d: state restored, resuming at offset %d (snapshot saved by %s at %s)",
                          partition, row["next_offset"], row["saved_by"] or "?", row["saved_at"])
             else:
-                e = PartitionEntry(PingProcessor(self.ctx.cfg, self.ctx.registry, self.zones), 0, [])
+                e = PartitionEntry(PingProcessor(self.ctx.cfg, self.ctx.registry, self.zones,
+                                                 spill_dir=_window_dir(self.ctx.cfg, partition)), 0, [])
             self.entries[partition] = e
         return e
 
