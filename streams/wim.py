@@ -4,11 +4,18 @@ reading → ``models.overload.assess`` (the same function ``roadwatch assess wim
 (idempotent upsert keyed by the deterministic passage/case ids) → evidence package (no-op if it exists)
 → ``overload-cases`` topic + an ``overload`` alert for operators. Counters for "一超四罚" are queries over
 the archived cases, so a replay or restart can neither lose nor double-count a violation.
+
+A reading's archive work (assess's look-ups, the transaction, the evidence package, the intercept task) runs
+in one WIM thread with its own archive connection, one reading at a time in the order the agent receives
+them: a wait for SQLite's write lock (the GPS commit thread holds it for one chunk at a time) or for the
+disk then holds up only the WIM path, and the event loop goes on fetching, sending and ticking meanwhile.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 
@@ -83,7 +90,17 @@ class WimHandler:
 
 
 def install(app, ctx, publish_alerts) -> WimHandler:
+    """Wire the WIM agent and timers. Returns the event loop's handler (timers, notices, driver events); the
+    agent's readings go to a second handler living in the WIM thread (module docstring)."""
     handler = WimHandler(ctx)
+    wim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wim")
+    in_thread = wim_thread.submit(WimHandler, ctx).result()     # opens the thread's own archive connection
+
+    async def on_thread(fn, *args):
+        return await asyncio.wrap_future(wim_thread.submit(fn, *args))
+
+    def reset_in_thread() -> None:
+        wim_thread.submit(in_thread.reset).result()     # that connection is used only by its thread
     topic = ctx.topics[T.WIM_READINGS]
     dlq = ctx.topics[T.DEAD_LETTER]
     cases_topic = ctx.topics[T.OVERLOAD_CASES]
@@ -104,8 +121,8 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 reading = parse_wim_reading(raw, max_bytes, years=years)
                 # an internal fault (disk full, database error, a bug) pauses here and retries the same
                 # record (streams/retry.py): it is never dead-lettered and its offset is not committed
-                verdict = await ctx.faults.retry_until_ok("wim", handler.handle, reading,
-                                                          f"p{event.message.partition}", on_error=handler.reset)
+                verdict = await ctx.faults.retry_until_ok("wim", on_thread, in_thread.handle, reading,
+                                                          f"p{event.message.partition}", on_error=reset_in_thread)
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
                 continue
@@ -121,8 +138,8 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
-                task = await ctx.faults.retry_until_ok("wim", handler.intercept, verdict, reading,
-                                                       on_error=handler.reset)
+                task = await ctx.faults.retry_until_ok("wim", on_thread, in_thread.intercept, verdict, reading,
+                                                       on_error=reset_in_thread)
                 if task is not None:
                     await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
                     M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
