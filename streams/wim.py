@@ -28,7 +28,7 @@ from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading,
 
 from . import metrics as M
 from . import topics as T
-from .archive import open_archive
+from .archive import open_archive, upsert_alerts
 from .archive.backend import rollback_quietly
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
@@ -96,56 +96,116 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     wim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wim")
     in_thread = wim_thread.submit(WimHandler, ctx).result()     # opens the thread's own archive connection
 
-    async def on_thread(fn, *args):
-        return await asyncio.wrap_future(wim_thread.submit(fn, *args))
-
-    def reset_in_thread() -> None:
-        wim_thread.submit(in_thread.reset).result()     # that connection is used only by its thread
+    loop: list = []                    # the worker's event loop, once the agent runs
     topic = ctx.topics[T.WIM_READINGS]
     dlq = ctx.topics[T.DEAD_LETTER]
     cases_topic = ctx.topics[T.OVERLOAD_CASES]
     tasks_topic = ctx.topics[T.INTERCEPT_TASKS]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
     years = plausible_years(ctx.cfg)
+    msgs_in = M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in")
+    ahead = int(ctx.cfg["stream.wim_ahead"])
+
+    def until_ok(fn, *args):
+        """In the WIM thread: ``fn`` until it succeeds, as ``Faults.retry_until_ok`` (an internal fault
+        pauses the WIM path and retries the same reading with back-off; ``InvalidRecord`` passes through).
+        The readings behind it wait: the thread takes them in order."""
+        failed = False
+        while True:
+            try:
+                out = fn(*args)
+            except InvalidRecord:
+                raise
+            except Exception as err:  # noqa: BLE001 - an internal fault: pause and retry, never drop the record
+                in_thread.reset()
+                failed = True
+                try:
+                    delay = asyncio.run_coroutine_threadsafe(_report(err), loop[0]).result(timeout=30)
+                except Exception:  # noqa: BLE001 - the loop is stopping: the worker ends, unacked readings replay
+                    delay = 1.0
+                time.sleep(delay)
+                continue
+            if failed:
+                loop[0].call_soon_threadsafe(ctx.faults.clear, "wim")
+            return out
+
+    async def _report(err) -> float:
+        return ctx.faults.report("wim", err).delay_s
+
+    def store(reading, chain_id: str):
+        """In the WIM thread: the verdict stored (case, evidence), its intercept task and its alert."""
+        verdict = until_ok(in_thread.handle, reading, chain_id)
+        if verdict.get("conflict") or verdict["action"] == "none" or verdict.get("duplicate_of"):
+            return verdict, None, None
+        task = until_ok(in_thread.intercept, verdict, reading)
+        alert = overload_alert(verdict)
+        until_ok(upsert_alerts, in_thread.store.conn, [alert])
+        return verdict, task, alert
+
+    async def publish(event, reading, stored) -> None:
+        """On the loop, in the order the readings came: the verdict's outputs, then the event's ack."""
+        try:
+            verdict, task, alert = await stored
+        except InvalidRecord as err:
+            await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, event.value)
+            return
+        if verdict.get("conflict"):
+            # the same reading re-sent with other values: kept beside the first for review, no new outcome
+            M.CASES.labels(action="reading_conflict").inc()
+            return
+        M.CASES.labels(action=verdict["action"]).inc()
+        M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
+        if alert is None:
+            return
+        await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
+        M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
+        await ctx.faults.retry_until_ok("wim", publish_alerts, [alert], None, False)   # archived in the thread
+        if ctx.live is not None:
+            ctx.live.publish_case(verdict)
+        if task is not None:
+            await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
+            M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
+            M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
+            if ctx.live is not None:
+                ctx.live.publish("intercept", task)
+
+    async def finish(queue: asyncio.Queue) -> None:
+        while True:
+            event, reading, stored = await queue.get()
+            if stored is not None:
+                await publish(event, reading, stored)
+            event.ack()                    # after it is stored and published: the offset never passes it
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
-        async for event in stream.events():
-            raw = event.value
-            M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
-            msg = event.message
-            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
-            if hw is not None:
-                M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
-            try:
-                reading = parse_wim_reading(raw, max_bytes, years=years)
-                # an internal fault (disk full, database error, a bug) pauses here and retries the same
-                # record (streams/retry.py): it is never dead-lettered and its offset is not committed
-                verdict = await ctx.faults.retry_until_ok("wim", on_thread, in_thread.handle, reading,
-                                                          f"p{event.message.partition}", on_error=reset_in_thread)
-            except InvalidRecord as err:
-                await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
-                continue
-            if verdict.get("conflict"):
-                # the same reading re-sent with other values: kept beside the first for review, no new outcome
-                M.CASES.labels(action="reading_conflict").inc()
-                continue
-            M.CASES.labels(action=verdict["action"]).inc()
-            M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
-            if verdict["action"] != "none" and not verdict.get("duplicate_of"):
-                await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
-                M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
-                await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
-                if ctx.live is not None:
-                    ctx.live.publish_case(verdict)
-                task = await ctx.faults.retry_until_ok("wim", on_thread, in_thread.intercept, verdict, reading,
-                                                       on_error=reset_in_thread)
-                if task is not None:
-                    await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
-                    M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
-                    M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
-                    if ctx.live is not None:
-                        ctx.live.publish("intercept", task)
+        # A pipeline, in order: the loop parses reading k+1 while the WIM thread stores reading k, and
+        # ``finish`` publishes and acknowledges them in the order they came (at most ``stream.wim_ahead``
+        # in flight). Events are acknowledged by hand, only after their verdict is stored and published.
+        loop[:] = [asyncio.get_running_loop()]
+        queue: asyncio.Queue = asyncio.Queue(maxsize=ahead)
+        finisher = asyncio.ensure_future(finish(queue))
+        finisher.add_done_callback(lambda f: f.cancelled() or f.exception() is None
+                                   or log.error("publishing WIM verdicts failed", exc_info=f.exception()))
+        try:
+            async for event in stream.noack().events():
+                if finisher.done():
+                    finisher.result()       # it failed: the agent fails with it (unacked events replay)
+                raw = event.value
+                msgs_in.inc()
+                msg = event.message
+                hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
+                if hw is not None:
+                    M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
+                try:
+                    reading = parse_wim_reading(raw, max_bytes, years=years)
+                except InvalidRecord as err:
+                    await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
+                    await queue.put((event, None, None))       # acknowledged in turn
+                    continue
+                stored = asyncio.wrap_future(wim_thread.submit(store, reading, f"p{msg.partition}"))
+                await queue.put((event, reading, stored))
+        finally:
+            finisher.cancel()
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
     async def resolve_late_data():
