@@ -95,6 +95,9 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     handler = WimHandler(ctx)
     wim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wim")
     in_thread = wim_thread.submit(WimHandler, ctx).result()     # opens the thread's own archive connection
+    # as the loop's: SQLite's log checkpoint inside a WIM commit copied the GPS commits' megabytes (and synced
+    # them) while the readings queued; the GPS commit thread checkpoints (streams/gps.py)
+    wim_thread.submit(in_thread.store.conn.defer_checkpoints).result()
 
     loop: list = []                    # the worker's event loop, once the agent runs
     topic = ctx.topics[T.WIM_READINGS]
