@@ -5,10 +5,13 @@ reading → ``models.overload.assess`` (the same function ``roadwatch assess wim
 → ``overload-cases`` topic + an ``overload`` alert for operators. Counters for "一超四罚" are queries over
 the archived cases, so a replay or restart can neither lose nor double-count a violation.
 
-A reading's archive work (assess's look-ups, the transaction, the evidence package, the intercept task) runs
-in one WIM thread with its own archive connection, one reading at a time in the order the agent receives
-them: a wait for SQLite's write lock (the GPS commit thread holds it for one chunk at a time) or for the
-disk then holds up only the WIM path, and the event loop goes on fetching, sending and ticking meanwhile.
+A reading's archive work (assess's look-ups, one transaction, the evidence package, the intercept task, the
+overload alert's row) runs in one WIM thread with its own archive connection, one reading at a time in the
+order the agent receives them: a wait for SQLite's write lock (the GPS commit thread holds it for one chunk
+at a time) or for the disk then holds up only the WIM path, and the event loop goes on fetching, sending
+and ticking meanwhile. The agent is a pipeline: it parses the next readings while the thread stores earlier
+ones (at most ``stream.wim_ahead``), and their verdicts are published and their events acknowledged in
+order, each only after it is stored.
 """
 from __future__ import annotations
 
