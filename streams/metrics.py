@@ -6,6 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES = Counter("roadwatch_messages_total", "Kafka records in/out per topic", ["topic", "direction"])
 PINGS = Counter("roadwatch_pings_total", "GPS pings processed", ["qualified"])
 ALERTS = Counter("roadwatch_alerts_total", "Alerts raised", ["type"])
+PUBLISH_FAILURES = Counter("roadwatch_publish_failures_total",
+                           "Record batches the worker could not deliver (streams/keyed_sender.py)", ["topic"])
 CASES = Counter("roadwatch_cases_total", "Overload verdicts and case actions", ["action"])
 LATENCY = Histogram("roadwatch_processing_latency_seconds",
                     "Reading/ping receipt time to verdict/alert time",
