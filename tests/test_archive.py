@@ -437,3 +437,132 @@ def test_sqlite_bulk_upsert_in_chunks_equals_one_upsert_per_row(tmp_path, update
     q = "SELECT k, d, v, w FROM t ORDER BY k, d"
     assert [tuple(r) for r in got.execute(q)] == [tuple(r) for r in want.execute(q)]
     assert got.execute("SELECT count(*) FROM t").fetchone()[0] == len({r[:2] for r in rows}) < len(rows)
+
+
+# --- the in-process write gate (streams/archive/backend.py ``WriteGate``) -------------------------------------
+
+def _wait_queued(gate, n: int) -> None:
+    """Until ``n`` threads wait for the gate (they block there: no sleeping on our side decides the order)."""
+    import time
+    deadline = time.monotonic() + 30
+    while gate.queued() < n:
+        assert time.monotonic() < deadline, f"{gate.queued()} of {n} writers queued"
+        time.sleep(0.001)
+
+
+def test_write_gate_serves_sqlite_writers_in_arrival_order(tmp_path):
+    """The GPS commit thread writes chunk after chunk, each its own transaction. Writers that arrived during
+    a chunk (a WIM transaction, an autocommit insert) go next, in arrival order — not after the chunks that
+    follow, as with SQLite's busy handler alone, whose sleeping waiter lost to the committing thread."""
+    import threading
+    from roadwatch.streams.archive.backend import SQLiteConnection, write_gate
+    path = tmp_path / "a.sqlite"
+    main = SQLiteConnection(str(path))
+    main.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT)")
+    gate = write_gate(str(path))
+    assert SQLiteConnection(str(path)).gate is gate            # one gate per file, whatever the connection
+    in_chunk, go_on, owners = threading.Event(), threading.Event(), []
+
+    def commit_thread():
+        c = SQLiteConnection(str(path))
+        for i in range(3):
+            with c.transaction():
+                owners.append(gate.owner == threading.get_ident())
+                c.execute("INSERT INTO log (who) VALUES (?)", (f"chunk{i}",))
+                if i == 0:
+                    in_chunk.set()
+                    go_on.wait(30)
+
+    def wim():
+        c = SQLiteConnection(str(path))
+        with c.transaction():
+            owners.append(gate.owner == threading.get_ident())
+            c.execute("INSERT INTO log (who) VALUES ('wim')")
+
+    def console():                  # a write outside a transaction is gated too
+        SQLiteConnection(str(path)).execute("INSERT INTO log (who) VALUES ('console')")
+
+    threads = [threading.Thread(target=commit_thread)]
+    threads[0].start()
+    assert in_chunk.wait(30)
+    for i, fn in enumerate((wim, console)):
+        threads.append(threading.Thread(target=fn))
+        threads[-1].start()
+        _wait_queued(gate, i + 1)
+    go_on.set()
+    for t in threads:
+        t.join(60)
+    assert [r[0] for r in main.execute("SELECT who FROM log ORDER BY seq")] == [
+        "chunk0", "wim", "console", "chunk1", "chunk2"]
+    assert owners == [True] * 4 and gate.owner is None and gate.queued() == 0
+
+
+def test_write_gate_refuses_what_would_deadlock_and_releases_on_failure(tmp_path):
+    """A second connection's write while this thread's transaction is open fails at once (SQLite would fail
+    it after its 30 s busy timeout); a failed transaction rolls back and frees the gate for the next writer."""
+    import threading
+    from roadwatch.streams.archive.backend import SQLiteConnection
+    path = tmp_path / "a.sqlite"
+    a, b = SQLiteConnection(str(path)), SQLiteConnection(str(path))
+    a.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+    with a.transaction():
+        a.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            b.execute("INSERT INTO t VALUES (2)")
+    with pytest.raises(sqlite3.IntegrityError):
+        with a.transaction():
+            a.execute("INSERT INTO t VALUES (3)")
+            a.execute("INSERT INTO t VALUES (1)")
+    assert a.gate.owner is None and not a.in_transaction
+    with pytest.raises(RuntimeError):
+        a.gate.release()                                   # not held by this thread
+    other = threading.Thread(target=lambda: SQLiteConnection(str(path)).execute("INSERT INTO t VALUES (4)"))
+    other.start()
+    other.join(30)
+    assert [r[0] for r in a.execute("SELECT k FROM t ORDER BY k")] == [1, 4]
+
+
+def test_track_chunks_ahead_of_a_failed_snapshot_are_written_the_same_on_replay(archive_target, tmp_path):
+    """A partition commit writes its track samples in chunks ahead of the snapshot transaction (streams/gps.py).
+    A crash between them leaves samples without snapshot, day rows or offset; the replay from the last snapshot
+    (here: none) writes the same samples again and the rest once — as a commit that never failed."""
+    from test_gps_engine import scenario, scenario_registry
+    from test_gps_support import cols
+    from roadwatch.streams.gps import PartitionStates
+    ps = scenario()
+
+    def worker(target, epoch):
+        ctx = SimpleNamespace(cfg=Config({"paths.archive": str(target), "stream.commit_chunk_rows": 100,
+                                          "track.sample_s": 30}),
+                              registry=scenario_registry())
+        states = PartitionStates(ctx)
+        states.epoch = epoch
+        e = states.get(0)
+        e.pending_alerts.extend(e.proc.process(cols(ps)).alerts)
+        e.next_offset, e.dirty = 40, True
+        return states
+
+    def stored(conn):
+        return ([tuple(r) for r in conn.execute("SELECT * FROM track_points ORDER BY plate, ts_ms")],
+                [tuple(r) for r in conn.execute(
+                    "SELECT plate, day, pings, qualified, km_total, overspeed_count FROM vehicle_day ORDER BY plate, day")],
+                [r[0] for r in conn.execute("SELECT alert_id FROM alerts ORDER BY alert_id")])
+
+    ref = tmp_path / "reference.sqlite"
+    worker(ref, "e1").flush(0)
+    want = stored(open_archive(ref))
+    assert len(want[0]) > 200 and want[1] and want[2]         # three chunks of samples, days, alerts
+
+    crashed = worker(archive_target, None)                  # the snapshot row fails (epoch NOT NULL)
+    with pytest.raises(Exception):
+        crashed.flush(0)
+    conn = open_archive(archive_target)
+    assert not conn.in_transaction
+    assert stored(conn) == (want[0], [], [])                # the samples are in, nothing else
+    assert load_partition_snapshot(conn, "gps-pings", 0) is None
+
+    again = worker(archive_target, "e1")                    # the restarted worker replays from offset 0
+    assert again.get(0).next_offset == 40                   # (set by the replay above, not restored)
+    again.flush(0)
+    assert stored(conn) == want
+    assert load_partition_snapshot(conn, "gps-pings", 0)["next_offset"] == 40
