@@ -621,14 +621,6 @@ _k("stream.gc_freeze_s", 60.0, "ops (docs/legal-basis.md §10)",
    "the worker moves long-lived objects (registry, engine state, Faust) out of the cyclic collector after "
    "start-up and this often (0 = only after start-up): a full collection over them held the event loop "
    "55-125 ms (docs/performance.md)", lo=0, hi=86400)
-# --- archive write gate (issue 19: WIM latency beside the GPS commit, streams/gps.py) -----------------------
-_k("stream.commit_chunk_rows", 2000, "ops (docs/legal-basis.md §10)",
-   "a partition commit writes its sampled track points ahead of the snapshot transaction in transactions of "
-   "at most this many rows, so a WIM transaction waits for one such chunk, not the whole commit (SQLite has "
-   "one write lock; docs/performance.md)", lo=100, hi=1_000_000)
-_k("stream.wim_ahead", 64, "ops (docs/legal-basis.md §10)",
-   "WIM readings the worker takes ahead while the WIM thread stores earlier ones (streams/wim.py); their "
-   "verdicts are still stored, published and acknowledged in order", lo=1, hi=10_000)
 
 # --- stop events and track samples (models/ping_state.py ``_step_stops`` / ``_step_track_sampling``) ---
 _k("source.stop_max_move_m", 300.0, "docs/legal-basis.md §5 (62号令 Art.28/32 source sites; parameter: project decision)",

@@ -3,12 +3,8 @@
 Exactly-once effect on the archive without broker transactions (the embedded broker has none):
 - each partition's ``PingProcessor`` state is saved in the archive table ``ping_state`` together with
   ``next_offset`` (the first source offset it does NOT cover), in the SAME archive transaction as the
-  vehicle-day rows, stop events and alerts it produced (``archive.save_partition_snapshot``, on SQLite or
-  PostgreSQL — a worker on another host restores the partition from there);
-- the sampled track points go ahead of that transaction, in short transactions of their own
-  (``stream.commit_chunk_rows``), so the WIM path waits for one chunk rather than the whole commit for
-  SQLite's write lock: they are insert-if-absent on (plate, ts_ms) and re-derived identically from the
-  restored state, so a crash between them and the snapshot re-writes the same rows on replay;
+  vehicle-day rows, stop events, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
+  SQLite or PostgreSQL — a worker on another host restores the partition from there);
 - events are consumed with manual acks and acknowledged only after that transaction commits, so Faust's
   committed offset never passes the snapshot;
 - after a restart or rebalance the state is restored from the snapshot and records below ``next_offset``
@@ -100,7 +96,6 @@ class PartitionStates:
         self.conn = archive.open_archive(ctx.cfg)
         self.epoch = os.environ.get(ENV_EPOCH, "")
         self.full_every = int(ctx.cfg["stream.snapshot_full_every"])
-        self.chunk_rows = int(ctx.cfg["stream.commit_chunk_rows"])
         self.flush_lock = asyncio.Lock()      # one commit at a time: the timer's and a revocation's
 
     def get(self, partition: int) -> PartitionEntry:
@@ -200,16 +195,12 @@ class PartitionStates:
         segment = archive.pack_state(c.state.segment())
         # in key order (plate, time), the order track_points is clustered by: fewer pages touched per insert
         points = sorted(c.points)
-        # the idempotent bulk first, in short transactions: between two of them the archive's write gate
-        # (streams/archive/backend.py) lets a waiting WIM transaction in (module docstring)
-        for i in range(0, len(points), self.chunk_rows):
-            with conn.transaction():
-                archive.insert_track_points(conn, points[i:i + self.chunk_rows])
-        with conn.transaction():     # one transaction: the other outputs, state and offset (module docstring)
+        with conn.transaction():     # one transaction: outputs, state and offset (module docstring)
             archive.upsert_day_tuples(conn, c.table.rows)
             archive.save_stops(conn, c.retract, c.stops)
             archive.save_partition_snapshot(conn, T.GPS_PINGS, c.partition, c.next_offset, blob, self.epoch,
-                                            alerts=c.alerts, segment=segment, segment_seq=c.seq)
+                                            track_points=points, alerts=c.alerts,
+                                            segment=segment, segment_seq=c.seq)
 
     def _write_here(self, c: "_Commit") -> None:
         self.write(c, archive.open_archive(self.ctx.cfg))     # the executor thread's own connection

@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -213,93 +212,6 @@ class ArchiveConnection:
         """Copy what the write-ahead log holds into the database without waiting for readers or writers."""
 
 
-# --- the in-process write gate (SQLite) ---------------------------------------------------------------------
-
-class WriteGate:
-    """A first-come, first-served lock over one SQLite file's writers in this process.
-
-    SQLite has one write lock per database, and its busy handler is unfair: a waiting connection sleeps in
-    growing steps (1, 2, 5, 10 … 100 ms) between retries, so a thread that commits and begins again at once
-    takes the lock back before the waiter wakes. The worker's event loop (WIM, cases) then waited out a
-    whole series of the GPS commit thread's transactions (docs/performance.md). Every write transaction of
-    the process takes this gate first; on release the gate is handed straight to the longest waiter, so a
-    waiter waits for the transactions queued before it, never for those that came after it. Other processes
-    (a second worker, the CLI) still meet SQLite's busy timeout."""
-
-    def __init__(self, timeout_s: float = 30.0):
-        self.timeout_s = timeout_s
-        self._mutex = threading.Lock()
-        self._waiters: deque[tuple[int, threading.Lock]] = deque()
-        self._owner: int | None = None        # thread id of the holder
-
-    @property
-    def owner(self) -> int | None:
-        return self._owner
-
-    def queued(self) -> int:
-        """Threads waiting for the gate."""
-        return len(self._waiters)
-
-    def acquire(self) -> None:
-        me = threading.get_ident()
-        with self._mutex:
-            if self._owner == me:
-                # a write on a second connection to the file while this thread's transaction is open: SQLite
-                # would refuse it after its busy timeout; the gate says so at once
-                raise sqlite3.OperationalError("database is locked (this thread's own transaction on another "
-                                               "connection holds the archive write gate)")
-            if self._owner is None and not self._waiters:
-                self._owner = me
-                return
-            turn = threading.Lock()
-            turn.acquire()
-            self._waiters.append((me, turn))
-        if turn.acquire(timeout=self.timeout_s):
-            return                            # handed over by ``release``: this thread owns the gate
-        with self._mutex:
-            if (me, turn) in self._waiters:
-                self._waiters.remove((me, turn))
-                # as SQLite's own busy timeout says it
-                raise sqlite3.OperationalError(f"database is locked (waited {self.timeout_s:.0f} s for the "
-                                               "archive write gate)")
-        # released between the timeout and the mutex: the gate is ours after all
-
-    def release(self) -> None:
-        with self._mutex:
-            if self._owner != threading.get_ident():
-                raise RuntimeError("the archive write gate is released by a thread that does not hold it")
-            if self._waiters:
-                self._owner, turn = self._waiters.popleft()
-                turn.release()               # straight to the longest waiter: the releaser cannot barge back
-            else:
-                self._owner = None
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
-
-
-_gates: dict[str, WriteGate] = {}
-_gates_lock = threading.Lock()
-
-
-def write_gate(path: str) -> WriteGate:
-    """The process's gate of the SQLite file ``path`` (one per file, whatever the connection)."""
-    key = str(Path(path).resolve())
-    with _gates_lock:
-        g = _gates.get(key)
-        if g is None:
-            g = _gates[key] = WriteGate()
-        return g
-
-
-_WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
-
-
 # rows per statement of ``SQLiteConnection.bulk_upsert`` (fewer when SQLite's variable limit says so): after
 # each statement the thread waits for the GIL — up to the 5 ms switch interval while the event loop computes —
 # so a commit of ~12 000 track points takes 3 statements, not 12 000 (docs/performance.md)
@@ -323,18 +235,11 @@ class SQLiteConnection(ArchiveConnection):
         getlimit = getattr(self.raw, "getlimit", None)
         self.max_variables = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999
         self.raw.row_factory = sqlite3.Row
-        self.gate = write_gate(str(p))      # shared by every connection of this process to the file
 
     def execute(self, sql: str, params: Sequence | dict = ()):
-        if not self.raw.in_transaction and _WRITE.match(sql):
-            with self.gate:                 # a write outside a transaction is a transaction of its own
-                return self.raw.execute(sql, params)
         return self.raw.execute(sql, params)
 
     def executemany(self, sql: str, seq: Iterable[Sequence]):
-        if not self.raw.in_transaction and _WRITE.match(sql):
-            with self.gate:
-                return self.raw.executemany(sql, seq)
         return self.raw.executemany(sql, seq)
 
     @property
@@ -346,18 +251,16 @@ class SQLiteConnection(ArchiveConnection):
         if self.raw.in_transaction:
             yield self
             return
-        with self.gate:                     # first come, first served among this process's writers
-            self.raw.execute("BEGIN IMMEDIATE")
-            try:
-                yield self
-                self.raw.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot
-                # rollback" and hide the error; a failed COMMIT must not leave the transaction open for the
-                # next caller
-                if self.raw.in_transaction:
-                    self.raw.execute("ROLLBACK")
-                raise
+        self.raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+            self.raw.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot rollback"
+            # and hide the error; a failed COMMIT must not leave the transaction open for the next caller
+            if self.raw.in_transaction:
+                self.raw.execute("ROLLBACK")
+            raise
 
     def tables(self) -> list[str]:
         return [r[0] for r in self.raw.execute(
@@ -382,11 +285,10 @@ class SQLiteConnection(ArchiveConnection):
         if len(rows) < 8:
             self.executemany(upsert_sql(table, cols, key, update), rows)
             return
-        with self.transaction():
-            for i in range(0, len(rows), per):
-                chunk = rows[i:i + per]
-                self.raw.execute(upsert_sql(table, cols, key, update, len(chunk)),
-                                 [v for row in chunk for v in row])
+        for i in range(0, len(rows), per):
+            chunk = rows[i:i + per]
+            self.raw.execute(upsert_sql(table, cols, key, update, len(chunk)),
+                             [v for row in chunk for v in row])
 
     def defer_checkpoints(self) -> None:
         # SQLite's automatic checkpoint runs inside whichever COMMIT finds the log over 1 000 pages: after
