@@ -115,6 +115,11 @@ class SpilledSamples:
         self._log: list[np.ndarray] | None = None   # runs written since the last segment capture (mapped)
         self._retry_at = CHUNK_ROWS             # chunk rows at which ``add`` writes them (later after a failure)
 
+    def close(self) -> None:
+        """Remove the files now (a revoked partition); otherwise they go when the store is collected, which
+        under the worker's ``gc.freeze`` may be only at exit."""
+        self._finalizer()
+
     # --- writing ------------------------------------------------------------------------------------
     def add(self, h: np.ndarray, ck_ts: np.ndarray) -> None:
         """New samples (``HIST``, arrival order)."""

@@ -318,6 +318,11 @@ class PingProcessor:
         """Bytes of array state per vehicle (the row width of the state arrays)."""
         return sum(np.dtype(dt).itemsize * int(np.prod(shape or (1,))) for dt, shape, _ in self._spec.values())
 
+    def close(self) -> None:
+        """Release the held-sample files of a spilled window (the engine is not used afterwards)."""
+        if self._spill is not None:
+            self._spill.close()
+
     def live_bytes_per_vehicle(self) -> float:
         """What the live state really costs per tracked vehicle: allocated arrays (including spare capacity),
         the samples held for re-evaluating late data, plus the plate list and plate→index dict (the

@@ -230,7 +230,7 @@ class PartitionStates:
                     self.flush(p)
                 except Exception:  # noqa: BLE001 - unacked records go to the next owner, who replays them
                     log.exception("partition %d: snapshot failed on revocation; its records are not acked", p)
-                del self.entries[p]
+                self.entries.pop(p).proc.close()       # its window files go now, not at the next collection
 
 
 def install(app, ctx, publish_alerts) -> PartitionStates:

@@ -262,4 +262,9 @@ def test_the_worker_keeps_each_partition_window_under_its_data_dir_and_a_restore
         _same_output(mem.process(_cols(f, order, reup, plates, lo, lo + BATCH)),
                      again.proc.process(_cols(f, order, reup, plates, lo, lo + BATCH)))
     _same_state(mem, again.proc)
+    # a revoked partition's window files go at once (the worker's gc.freeze may keep the engine until exit)
+    survivor = PartitionStates(SimpleNamespace(cfg=cfg, registry=reg))
+    survivor.entries[0] = again
+    survivor.drop({0})
+    assert not rebuilt.dir.exists() and 0 not in survivor.entries
     close_all()
