@@ -83,7 +83,7 @@ from roadwatch.geo.track import GapBook, TrackParams, track_step
 from roadwatch.geo.zones import ZoneIndex
 
 from .config import Config
-from .held_samples import HIST, SpilledSamples, hist_concat as _hist_concat, sort_dedupe
+from .held_samples import HIST, SpilledSamples, hist_concat as _hist_concat, sort_dedupe, unexpired
 from .monitoring import (BEIJING_OFFSET_MS, BUS_CODES, CATEGORY_CODES, DAY_MS, GOODS_CODES, HOUR_MS,
                          UNKNOWN_CATEGORY,
                          SpeedLimits, alarm_bit_name, alarm_severity, day_string, hhmm_ms, in_window,
@@ -496,8 +496,7 @@ class PingProcessor:
         first of equal (vehicle, time) kept."""
         h = _hist_concat([self._hist, *self._hist_new])
         self._hist_new, self._hist_new_n = [], 0
-        keep = h["ts"] > self.a["ck_ts"][h["v"]]
-        self._hist = h if keep.all() else h[keep]      # (no second copy of the store when nothing expired)
+        self._hist = unexpired(h, self.a["ck_ts"])      # (no second copy of the store when nothing expired)
         self._hist_sorted = False
 
     def _history(self) -> np.ndarray:
@@ -512,11 +511,8 @@ class PingProcessor:
             self._hist_new, self._hist_new_n = [], 0
             self._hist = h
             self._hist_sorted = True
-        h = self._hist
-        keep = h["ts"] > self.a["ck_ts"][h["v"]]
-        if not keep.all():
-            self._hist = h = h[keep]
-        return h
+        self._hist = unexpired(self._hist, self.a["ck_ts"])
+        return self._hist
 
     def _history_rows(self, vs: np.ndarray) -> np.ndarray:
         """Held samples of the vehicles ``vs`` (sorted), sorted by vehicle then time."""

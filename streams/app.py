@@ -52,7 +52,6 @@ class WorkerContext:
     topics: dict = field(default_factory=dict)
     live: object | None = None          # streams.web.live.LiveHub (console push)
     gps_state: object | None = None     # streams.gps.PartitionStates
-    alert_sender: object | None = None  # streams.keyed_sender.KeyedBatchSender of the alerts topic
     ready: bool = False
     assigned: bool = False              # first partition assignment done
     web_up: bool = False                # console / metrics server listening

@@ -38,7 +38,7 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     log.info("archive: %s %s (schema version %d)", conn.backend, conn.target, archive.current_version(conn))
     # alerts leave in one record batch per partition per call (streams/keyed_sender.py), same keys and
     # partitions as a per-record send, at a tenth of its CPU
-    alert_sender = ctx.alert_sender = KeyedBatchSender(
+    alert_sender = KeyedBatchSender(
         bootstrap, T.ALERTS, linger_ms=PRODUCER_LINGER_MS, max_request_size=PRODUCER_MAX_REQUEST,
         max_queued=ALERTS_QUEUED, faults=ctx.faults, component="alerts-publish")
 
