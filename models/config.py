@@ -400,6 +400,10 @@ _k("case.late_data_h", 48.0, "docs/legal-basis.md §5.2 (project decision)",
    "counts recomputed)", lo=0, hi=720)
 _k("case.resolve_interval_s", 30.0, "ops", "how often the worker re-resolves cases waiting for cross-partition data",
    lo=1, hi=3600)
+_k("evidence.chain_sync", "behind", "docs/legal-basis.md §10 (project decision)",
+   "when an evidence chain link reaches the disk: 'behind' = written under the chain's lock at once, fsync-ed on "
+   "a background thread milliseconds later (the archive's own durability); 'each' = fsync before the case is "
+   "stored (a few ms per case on the WIM path)", choices=("each", "behind"))
 _k("evidence.trusted_keys_dir", "", "ops",
    "folder of trusted public keys for `evidence verify` (default <data_dir>/keys/trusted); refused when "
    "group/world-writable")

@@ -20,11 +20,14 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
 import stat
-from dataclasses import dataclass
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -43,6 +46,8 @@ KEY_ENV = "ROADWATCH_SIGNING_KEY_FILE"
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+CHAIN_SYNC = ("each", "behind")     # config ``evidence.chain_sync``: when a chain append reaches the disk
+log = logging.getLogger("roadwatch.evidence")
 
 
 class EvidenceError(ValueError):
@@ -295,49 +300,176 @@ def _read_links(path: Path) -> list:
     return out
 
 
-def _append_link(f, link: dict) -> None:
+@dataclass
+class _Tail:
+    """What the next link of a chain needs (its last link, how many links, the root) and the file state it was
+    read from: a chain file that changed since (another process appended, someone edited it) is read again."""
+    stamp: tuple
+    count: int              # links (what the signed head counts)
+    lines: int              # non-empty lines, links or not (the archive numbers a chain's lines)
+    last: dict | None
+    root: str | None
+
+
+_TAILS: dict[str, _Tail] = {}      # this process's view of the chain files it appends to
+_TAILS_LOCK = threading.Lock()
+
+
+def _stamp(fd: int) -> tuple:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _chain_tail(chain, path: Path) -> _Tail:
+    """The tail of the (locked) chain file: from memory when the file is as this process left it, else read
+    once. Reading the whole file for every package made each case's cost grow with its chain."""
+    stamp = _stamp(chain.fileno())
+    with _TAILS_LOCK:
+        t = _TAILS.get(str(path))
+    if t is not None and t.stamp == stamp:
+        return t
+    lines = _read_links(path)
+    links = [ln for ln in lines if isinstance(ln, dict)]
+    first = lines[0] if lines and isinstance(lines[0], dict) else None
+    return _Tail(stamp, len(links), len(lines), links[-1] if links else None,
+                 first.get("link_sha256") if first else None)
+
+
+def _remember_tail(chain, path: Path, tail: _Tail, link: dict) -> _Tail:
+    new = _Tail(_stamp(chain.fileno()), tail.count + 1, tail.lines + 1, link,
+                tail.root if tail.lines else link["link_sha256"])
+    with _TAILS_LOCK:
+        _TAILS[str(path)] = new
+    return new
+
+
+class _SyncBehind:
+    """``fsync`` of appended chain files on one background thread, soon after the append: the append itself
+    (written and flushed to the kernel under the chain's lock) survives a crash of the process at once; the
+    background sync bounds what a power loss could take to the last few milliseconds — as SQLite's
+    ``synchronous=NORMAL`` archive does for the case rows (docs/evidence.md "Durability")."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self.failures = 0
+
+    def schedule(self, path: Path) -> None:
+        key = str(path)
+        with self._lock:
+            if key in self._pending:
+                return                               # a sync not started yet covers this append too
+            self._pending.add(key)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-sync")
+            self._pool.submit(self._sync, key)
+
+    def _sync(self, key: str) -> None:
+        with self._lock:
+            self._pending.discard(key)               # appends from now on schedule another sync
+        try:
+            fd = os.open(key, os.O_RDONLY)
+            try:
+                os.fsync(fd)                         # any descriptor of the file flushes its pages
+            finally:
+                os.close(fd)
+        except OSError as err:
+            self.failures += 1
+            log.error("fsync of evidence chain %s failed: %s", key, err)
+
+    def wait(self) -> None:
+        """Until every scheduled sync has run (tests; a clean shutdown)."""
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            pool.submit(lambda: None).result()
+
+
+SYNC_BEHIND = _SyncBehind()
+
+
+def _append_link(f, path: Path, link: dict, sync: str) -> bytes:
+    """Append ``link`` (its hash set here) to the locked chain file; returns the line written."""
+    if sync not in CHAIN_SYNC:
+        raise EvidenceError(f"chain sync must be one of {CHAIN_SYNC}: {sync!r}")
     link["link_sha256"] = _link_hash(link)
-    f.write(orjson.dumps(link, option=orjson.OPT_SORT_KEYS) + b"\n")
+    line = orjson.dumps(link, option=orjson.OPT_SORT_KEYS)
+    f.write(line + b"\n")
     f.flush()
-    os.fsync(f.fileno())
+    if sync == "each":
+        os.fsync(f.fileno())
+    else:
+        SYNC_BEHIND.schedule(path)
+    return line
+
+
+@dataclass
+class WrittenPackage:
+    """What ``write_package_files`` wrote, so the caller can archive it without reading it back: the package's
+    files, and — when this call appended it — the chain link (its line, its line number in the chain file, the
+    chain's root: the first line's ``link_sha256``, None when that line is unreadable) and the signed head
+    with the count it signs."""
+    path: Path
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    chain_line: bytes | None = None
+    line_no: int | None = None
+    root: str | None = None
+    head: bytes | None = None
+    head_count: int | None = None
 
 
 def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, *,
-                  chain_id: str, key: SigningKey) -> Path:
-    """Write (once) the package of ``verdict["case_id"]``; returns its directory."""
+                  chain_id: str, key: SigningKey, sync: str) -> Path:
+    """Write (once) the package of ``verdict["case_id"]``; returns its directory. ``sync``: ``evidence.chain_sync``."""
+    return write_package_files(evidence_dir, verdict, reading, chain_id=chain_id, key=key, sync=sync).path
+
+
+def write_package_files(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, *,
+                        chain_id: str, key: SigningKey, sync: str) -> WrittenPackage:
+    """``write_package``, returning what was written (``WrittenPackage``; no files when the package existed)."""
     evidence_dir = Path(evidence_dir)
     case_id = verdict.get("case_id")
     if not case_id or not _ID_RE.match(case_id):
         raise EvidenceError(f"verdict has no usable case_id: {case_id!r}")
     if not _ID_RE.match(chain_id):
         raise EvidenceError(f"chain_id must match {_ID_RE.pattern}: {chain_id!r}")
+    if sync not in CHAIN_SYNC:
+        raise EvidenceError(f"chain sync must be one of {CHAIN_SYNC}: {sync!r}")
     final = evidence_dir / case_id
     if (final / "manifest.json").exists():
-        return final
+        return WrittenPackage(final)
     evidence_dir.mkdir(parents=True, exist_ok=True)
-    with open(_chain_path(evidence_dir, chain_id), "ab+") as chain:
+    chain_path = _chain_path(evidence_dir, chain_id)
+    with open(chain_path, "ab+") as chain:
         fcntl.flock(chain.fileno(), fcntl.LOCK_EX)
         if (final / "manifest.json").exists():          # written meanwhile by another process
-            return final
+            return WrittenPackage(final)
         tmp = evidence_dir / f".{case_id}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        files: list[tuple[str, bytes]] = []
         try:
             artefacts = []
             rd = reading.asdict()
             rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
             reading_bytes = orjson.dumps(rd, option=_DUMP)
             (tmp / "reading.json").write_bytes(reading_bytes)
+            files.append(("reading.json", reading_bytes))
             artefacts.append({"kind": "reading", "path": "reading.json", "held": True,
                               "sha256": sha256_bytes(reading_bytes)})
             for i, im in enumerate(reading.images):
-                artefacts.append(_hold_image(im, i, tmp))
+                a = _hold_image(im, i, tmp)
+                artefacts.append(a)
+                if a.get("held"):
+                    files.append((a["path"], (tmp / a["path"]).read_bytes()))
             if verdict.get("track_excerpt"):
                 tb = orjson.dumps(verdict["track_excerpt"], option=_DUMP)
                 (tmp / "track.geojson").write_bytes(tb)
+                files.append(("track.geojson", tb))
                 artefacts.append({"kind": "track", "path": "track.geojson", "held": True, "sha256": sha256_bytes(tb)})
-            links = [ln for ln in _read_links(_chain_path(evidence_dir, chain_id)) if isinstance(ln, dict)]
-            prev = links[-1] if links else None
+            tail = _chain_tail(chain, chain_path)
+            prev = tail.last
             manifest = build_manifest(verdict, reading)
             manifest["artefacts"] = artefacts
             manifest["created_at"] = format_ts(datetime.now(timezone.utc))
@@ -348,7 +480,9 @@ def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimRe
             (tmp / "manifest.json").write_bytes(mbytes)
             sig = {"alg": "Ed25519", "key_id": key.key_id,
                    "signature": base64.b64encode(key.sign(mbytes)).decode("ascii")}
-            (tmp / "manifest.sig").write_bytes(orjson.dumps(sig, option=_DUMP) + b"\n")
+            sbytes = orjson.dumps(sig, option=_DUMP) + b"\n"
+            (tmp / "manifest.sig").write_bytes(sbytes)
+            files += [("manifest.json", mbytes), ("manifest.sig", sbytes)]
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -358,9 +492,10 @@ def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimRe
                 "manifest_sha256": sha256_bytes(mbytes),
                 "prev_manifest_sha256": manifest["chain"]["prev_manifest_sha256"],
                 "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": manifest["created_at"]}
-        _append_link(chain, link)
-        _write_head(evidence_dir, chain_id, links + [link], key)
-    return final
+        line = _append_link(chain, chain_path, link, sync)
+        tail = _remember_tail(chain, chain_path, tail, link)
+        head = _write_head(evidence_dir, chain_id, tail.count, link, key)
+    return WrittenPackage(final, sorted(files), line, tail.lines, tail.root, head, tail.count)
 
 
 # --- later facts and the signed chain head -------------------------------------------------------------------
@@ -369,27 +504,33 @@ def _head_path(evidence_dir: Path, chain_id: str) -> Path:
     return evidence_dir / f"chain-{chain_id}.head.json"
 
 
-def _write_head(evidence_dir: Path, chain_id: str, links: list[dict], key: SigningKey) -> None:
+def _write_head(evidence_dir: Path, chain_id: str, count: int, last: dict | None, key: SigningKey) -> bytes:
     """Re-sign the chain's head (count and last link hash) after every append, so a removed tail, an
-    inserted or replayed link is reported even when the attacker recomputes the (unkeyed) link hashes."""
-    body = {"schema": HEAD_SCHEMA, "chain_id": chain_id, "count": len(links),
-            "last_link_sha256": links[-1]["link_sha256"] if links else None,
+    inserted or replayed link is reported even when the attacker recomputes the (unkeyed) link hashes.
+    Returns the head file's bytes."""
+    body = {"schema": HEAD_SCHEMA, "chain_id": chain_id, "count": count,
+            "last_link_sha256": last["link_sha256"] if last else None,
             "ts": format_ts(datetime.now(timezone.utc))}
     raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     doc = {"head": body, "alg": "Ed25519", "key_id": key.key_id,
            "signature": base64.b64encode(key.sign(raw)).decode("ascii")}
     path = _head_path(evidence_dir, chain_id)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(orjson.dumps(doc, option=_DUMP) + b"\n")
+    data = orjson.dumps(doc, option=_DUMP) + b"\n"
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return data
 
 
-def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey) -> Path:
+def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey, sync: str) -> Path:
     """Record a later fact about a case (an act of its history, a driver identified, a source site traced
     later) as a new signed entry on the package's own chain; the package itself is never rewritten.
 
     ``fact["id"]`` identifies the fact: appending the same id again is a no-op (returns the existing entry).
-    The entry is ``<case>/entries/NNNN-<kind>.json`` + ``.sig``, linked like a package."""
+    The entry is ``<case>/entries/NNNN-<kind>.json`` + ``.sig``, linked like a package. ``sync``:
+    ``evidence.chain_sync``."""
+    if sync not in CHAIN_SYNC:
+        raise EvidenceError(f"chain sync must be one of {CHAIN_SYNC}: {sync!r}")
     pkg = Path(pkg)
     manifest = orjson.loads((pkg / "manifest.json").read_bytes())
     chain_id = manifest["chain"]["chain_id"]
@@ -399,7 +540,8 @@ def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey) -> Path
     kind = re.sub(r"[^a-z0-9]", "", str(fact.get("kind", "fact")).lower())[:16] or "fact"
     evidence_dir = pkg.parent
     edir = pkg / "entries"
-    with open(_chain_path(evidence_dir, chain_id), "ab+") as chain:
+    chain_path = _chain_path(evidence_dir, chain_id)
+    with open(chain_path, "ab+") as chain:
         fcntl.flock(chain.fileno(), fcntl.LOCK_EX)
         existing = sorted(edir.glob("*.json")) if edir.is_dir() else []
         for f in existing:
@@ -408,8 +550,8 @@ def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey) -> Path
                     return f
             except (orjson.JSONDecodeError, AttributeError):
                 continue
-        links = [ln for ln in _read_links(_chain_path(evidence_dir, chain_id)) if isinstance(ln, dict)]
-        prev = links[-1] if links else None
+        tail = _chain_tail(chain, chain_path)
+        prev = tail.last
         rel = f"entries/{len(existing) + 1:04d}-{kind}.json"
         doc = {"schema": ENTRY_SCHEMA, "case_id": manifest["case_id"], "fact": fact,
                "created_at": format_ts(datetime.now(timezone.utc)),
@@ -427,8 +569,9 @@ def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey) -> Path
         link = {"seq": doc["chain"]["seq"], "case_id": manifest["case_id"], "kind": "entry", "path": rel,
                 "manifest_sha256": sha256_bytes(body), "prev_manifest_sha256": doc["chain"]["prev_manifest_sha256"],
                 "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": doc["created_at"]}
-        _append_link(chain, link)
-        _write_head(evidence_dir, chain_id, links + [link], key)
+        _append_link(chain, chain_path, link, sync)
+        tail = _remember_tail(chain, chain_path, tail, link)
+        _write_head(evidence_dir, chain_id, tail.count, link, key)
     return pkg / rel
 
 

@@ -154,7 +154,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             counters.record(verdict)
         if store is None and key is not None and verdict["case_id"] and not verdict["duplicate_of"]:
             try:
-                pkg = write_package(args.evidence_dir, verdict, reading, chain_id=args.chain_id, key=key)
+                pkg = write_package(args.evidence_dir, verdict, reading, chain_id=args.chain_id, key=key,
+                                    sync=cfg["evidence.chain_sync"])
             except (EvidenceError, OSError) as e:
                 raise UsageError(f"cannot write evidence for {verdict['case_id']}: {e}") from None
             verdict["evidence_path"] = str(pkg)

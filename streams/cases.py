@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import orjson
 
 from roadwatch.models import art66, lifecycle
 from roadwatch.models.config import Config
-from roadwatch.models.evidence import EvidenceError, SigningKey, append_entry, load_signing_key, write_package
+from roadwatch.models.evidence import (EvidenceError, SigningKey, WrittenPackage, append_entry, load_signing_key,
+                                      write_package_files)
 from roadwatch.models.lifecycle import Act, TransitionError
 from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
 from roadwatch.streams import documents, notices
@@ -65,6 +67,24 @@ def archive_chain(conn: ArchiveConnection, evidence_dir: Path, chain_id: str) ->
         return 0
     lines = [ln for ln in data.split(b"\n")[:-1] if ln.strip()]     # a line being appended is not complete yet
     return evidence_db.store_chain(conn, chain_id, lines, head, count)
+
+
+@dataclass(frozen=True)
+class _KeptReading:
+    """A reading as ``wim_readings`` keeps it: its canonical JSON, the hash of that (the row's key) and its
+    identity (station + reading id, or station + plate + time without an id)."""
+    raw: bytes
+    key: str
+    identity: str
+
+    @classmethod
+    def of(cls, verdict: dict, reading: WimReading) -> "_KeptReading":
+        rd = reading.asdict()
+        rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
+        raw = orjson.dumps(rd, option=orjson.OPT_SORT_KEYS)
+        identity = (f"{reading.station_id}|id:{reading.reading_id}" if reading.reading_id
+                    else f"{reading.station_id}|{reading.plate}|{verdict['ts_ms']}")
+        return cls(raw, hashlib.sha256(raw).hexdigest(), identity)
 
 
 def _iso(ms: int) -> str:
@@ -123,6 +143,7 @@ class CaseStore:
         self.evidence_dir = Path(evidence_dir) if evidence_dir else None
         self.data_dir = Path(data_dir) if data_dir else None
         self._passages = ArchivePassages(conn)
+        self._noted: dict[str, tuple[str, str, int]] = {}     # passages ``assess`` noted, stored by ``record``
         self._keys: dict[str, SigningKey] = {}
         self.watch_late_data = watch_late_data      # the worker: GPS and card data come through other partitions
 
@@ -131,7 +152,9 @@ class CaseStore:
         return self._passages.find_passage(station_id, plate, ts_ms, window_ms)
 
     def note_passage(self, station_id, plate, first_ts_ms, passage_id):
-        self._passages.note_passage(station_id, plate, first_ts_ms, passage_id)
+        # written by ``record`` in the verdict's transaction (one write transaction per reading, not two: each
+        # waits for the archive's write lock); every caller of ``assess`` with this store records the verdict
+        self._noted[passage_id] = (station_id, plate, int(first_ts_ms))
 
     def _key(self, data_dir: Path) -> SigningKey:
         k = str(Path(data_dir).resolve())
@@ -152,89 +175,110 @@ class CaseStore:
         with the case and every file of the package in the archive (streams/archive/evidence.py), in the
         case's transaction. A case the archive already holds — archived by another worker, on this host or
         another — gets no second package: the first one stays the case's evidence. Duplicate readings
-        (``duplicate_of``) are not stored: their passage is."""
-        if reading is not None and self._conflicting(verdict, reading):
-            return False
-        if verdict.get("duplicate_of"):
-            return False
+        (``duplicate_of``) are not stored: their passage is. The reading (``_keep_reading``), the passage
+        ``assess`` noted, the verdict and the case are one transaction."""
         evidence_dir = evidence_dir or self.evidence_dir
         if evidence_dir is not None and data_dir is None:
             data_dir = self.data_dir
+        kept = _KeptReading.of(verdict, reading) if reading is not None else None
         files: list[tuple[str, bytes]] = []
-        if (verdict.get("case_id") and reading is not None and evidence_dir is not None
+        written: WrittenPackage | None = None
+        # the package before the transaction (files and fsync must not hold the write lock), only for a new
+        # case of a reading that is no conflict (read here; the transaction decides again)
+        if (verdict.get("case_id") and not verdict.get("duplicate_of") and reading is not None
+                and evidence_dir is not None and not (kept and self._looks_conflicting(kept))
                 and not db.case_exists(self.conn, verdict["case_id"])):
-            pkg = write_package(evidence_dir, verdict, reading, chain_id=chain_id,
-                                key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent))
-            evidence_path = str(pkg)
-            files = package_files(pkg)
+            written = write_package_files(evidence_dir, verdict, reading, chain_id=chain_id,
+                                          key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent),
+                                          sync=self.cfg["evidence.chain_sync"])
+            evidence_path = str(written.path)
+            files = written.files or package_files(written.path)    # none written: it existed (a retry)
             manifest = orjson.loads(dict(files)["manifest.json"])
         vjson = orjson.dumps(verdict).decode()
         day = verdict["ts"][:10]
-        now = format_ts(datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
         with self.conn.transaction() as c:
-            db.insert_verdict(c, verdict, day, vjson)
-            db.note_passage(c, verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts_ms"])
-            if not verdict.get("case_id"):
-                return False
-            drv = verdict.get("driver") or {}
-            if not db.insert_case(c, verdict, day, drv.get("id"), evidence_path,
-                                  orjson.dumps(manifest if manifest is not None else verdict).decode()):
-                return False
-            db.insert_case_act(c, f"{verdict['case_id']}:detect", verdict["case_id"], 1, "detect", SYSTEM,
-                               verdict["ts"], now)
-            if files:
-                evidence_db.store_package_files(c, verdict["case_id"], files, now)
-                archive_chain(c, Path(evidence_path).parent, chain_id)
-            db.insert_case_state(c, verdict["case_id"], "detected", drv.get("id"), drv.get("source") or "unknown",
-                                 (verdict.get("enterprise") or {}).get("goods_vehicles"), now)
-            if self.watch_late_data:
-                last = last_track_ts(c, verdict["plate"])
-                if last is None or last < int(verdict["ts_ms"]):     # the track covering the passage is not in yet
-                    db.insert_pending(c, verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
-                                      int(datetime.now(timezone.utc).timestamp() * 1000))
-            return True
+            for pid, (station_id, plate, first_ms) in self._noted.items():
+                db.note_passage(c, pid, station_id, plate, first_ms)
+            conflict = kept is not None and self._keep_reading(c, verdict, kept, now)
+            created = (not conflict and not verdict.get("duplicate_of")
+                       and self._insert_case(c, verdict, day, vjson, format_ts(now), evidence_path, manifest, files,
+                                             chain_id, written))
+        self._noted.clear()
+        if conflict and conflict.get("first"):          # a new conflict (not a replayed one)
+            log.warning("reading %s received again with other values: kept as a conflict for review",
+                        conflict["identity"])
+            if conflict["first"].get("case_id"):
+                self._evidence_sync(conflict["first"]["case_id"])
+        return created
 
-    def _conflicting(self, verdict: dict, reading: WimReading) -> bool:
+    def _insert_case(self, c, verdict: dict, day: str, vjson: str, now: str, evidence_path: str | None,
+                     manifest: dict | None, files: list, chain_id: str, written: WrittenPackage | None) -> bool:
+        """In ``record``'s transaction: the verdict, and its case with the ``detect`` act once."""
+        db.insert_verdict(c, verdict, day, vjson)
+        db.note_passage(c, verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts_ms"])
+        if not verdict.get("case_id"):
+            return False
+        drv = verdict.get("driver") or {}
+        if not db.insert_case(c, verdict, day, drv.get("id"), evidence_path,
+                              orjson.dumps(manifest if manifest is not None else verdict).decode()):
+            return False
+        db.insert_case_act(c, f"{verdict['case_id']}:detect", verdict["case_id"], 1, "detect", SYSTEM,
+                           verdict["ts"], now)
+        if files:
+            evidence_db.store_package_files(c, verdict["case_id"], files, now)
+            w = written
+            if not (w and w.chain_line is not None and w.root is not None and evidence_db.store_chain_link(
+                    c, chain_id, w.root, w.line_no, w.chain_line, w.head, w.head_count)):
+                archive_chain(c, Path(evidence_path).parent, chain_id)      # what the archive lacks, from the file
+        db.insert_case_state(c, verdict["case_id"], "detected", drv.get("id"), drv.get("source") or "unknown",
+                             (verdict.get("enterprise") or {}).get("goods_vehicles"), now)
+        if self.watch_late_data:
+            last = last_track_ts(c, verdict["plate"])
+            if last is None or last < int(verdict["ts_ms"]):     # the track covering the passage is not in yet
+                db.insert_pending(c, verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
+                                  int(datetime.now(timezone.utc).timestamp() * 1000))
+        return True
+
+    def _looks_conflicting(self, kept: "_KeptReading") -> bool:
+        """Outside a transaction: would ``_keep_reading`` call this reading a conflict?"""
+        seen, conflict_of = db.reading_conflict_of(self.conn, kept.key)
+        if seen:
+            return conflict_of is not None
+        return db.first_reading(self.conn, kept.identity) is not None
+
+    def _keep_reading(self, c, verdict: dict, kept: "_KeptReading", now: datetime) -> dict | None:
         """Keep every reading (append-only). A reading whose identity (station + reading id, or station +
         plate + time without an id) was already received with other values is kept beside the first and
         flagged as a conflict for review: it changes no verdict and opens no case; the case of the first
-        reading (if any) gets a ``conflict`` fact in its history. Sets ``verdict["conflict"]``."""
-        rd = reading.asdict()
-        rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
-        raw = orjson.dumps(rd, option=orjson.OPT_SORT_KEYS)
-        key = hashlib.sha256(raw).hexdigest()
-        identity = (f"{reading.station_id}|id:{reading.reading_id}" if reading.reading_id
-                    else f"{reading.station_id}|{reading.plate}|{verdict['ts_ms']}")
-        now = datetime.now(timezone.utc)
-        with self.conn.transaction() as c:
-            kept, conflict_of = db.reading_conflict_of(c, key)
-            if kept:
-                if conflict_of is None:
-                    return False                       # a replay of a reading we kept: nothing new
-                verdict["conflict"] = {"reading_key": key, "conflict_of": conflict_of, "identity": identity}
-                return True
-            prior = db.first_reading(c, identity)
-            db.insert_reading(c, key, identity, verdict["passage_id"], format_ts(now), raw.decode(),
-                              orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None)
-            if prior is None:
-                return False
-            first = orjson.loads(prior["verdict"])
-            verdict["conflict"] = {"reading_key": key, "conflict_of": prior["reading_key"], "identity": identity,
-                                   "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan", "case_id")},
-                                   "second": {k: verdict.get(k) for k in ("gross_kg", "action", "fine_yuan")}}
-            case_id = first.get("case_id")
-            if case_id and db.case_exists(c, case_id):
-                acts = self.history(case_id)
-                act = Act(case_id=case_id, action="conflict", by=SYSTEM, at=verdict["ts"], entered_at=format_ts(now),
-                          reason=(f"reading {identity} received again with other values: gross "
-                                  f"{first.get('gross_kg')} kg then {verdict.get('gross_kg')} kg; review the case"),
-                          details={"reading_key": key, "conflict_of": prior["reading_key"],
-                                   "gross_kg": verdict.get("gross_kg")})
-                self._insert_act(c, act, len(acts) + 1)
-        log.warning("reading %s received again with other values: kept as a conflict for review", identity)
-        if case_id:
-            self._evidence_sync(case_id)
-        return True
+        reading (if any) gets a ``conflict`` fact in its history. Sets and returns ``verdict["conflict"]``
+        (None: no conflict). In ``record``'s transaction."""
+        key, identity = kept.key, kept.identity
+        seen, conflict_of = db.reading_conflict_of(c, key)
+        if seen:
+            if conflict_of is None:
+                return None                            # a replay of a reading we kept: nothing new
+            verdict["conflict"] = {"reading_key": key, "conflict_of": conflict_of, "identity": identity}
+            return verdict["conflict"]
+        prior = db.first_reading(c, identity)
+        db.insert_reading(c, key, identity, verdict["passage_id"], format_ts(now), kept.raw.decode(),
+                          orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None)
+        if prior is None:
+            return None
+        first = orjson.loads(prior["verdict"])
+        verdict["conflict"] = {"reading_key": key, "conflict_of": prior["reading_key"], "identity": identity,
+                               "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan", "case_id")},
+                               "second": {k: verdict.get(k) for k in ("gross_kg", "action", "fine_yuan")}}
+        case_id = first.get("case_id")
+        if case_id and db.case_exists(c, case_id):
+            acts = self.history(case_id)
+            act = Act(case_id=case_id, action="conflict", by=SYSTEM, at=verdict["ts"], entered_at=format_ts(now),
+                      reason=(f"reading {identity} received again with other values: gross "
+                              f"{first.get('gross_kg')} kg then {verdict.get('gross_kg')} kg; review the case"),
+                      details={"reading_key": key, "conflict_of": prior["reading_key"],
+                               "gross_kg": verdict.get("gross_kg")})
+            self._insert_act(c, act, len(acts) + 1)
+        return verdict["conflict"]
 
     def conflicts(self, case_id: str | None = None) -> list[dict]:
         rows = db.reading_conflicts(self.conn)
@@ -537,7 +581,8 @@ class CaseStore:
             key = self._key(self.data_dir)
             for a in acts:
                 d = a.as_dict()
-                append_entry(pkg, {"id": d.pop("act_id"), "kind": "act", **d}, key=key)
+                append_entry(pkg, {"id": d.pop("act_id"), "kind": "act", **d}, key=key,
+                             sync=self.cfg["evidence.chain_sync"])
         except (EvidenceError, OSError) as e:
             log.warning("case %s: evidence entry not written yet (%s); retried with the case's next act",
                         case_id, e)

@@ -111,7 +111,8 @@ def issue(store, case_id: str, kind: str, *, by: str, pdf: bool = False, case: d
         orjson.dumps([f["sha256"] for f in files])).hexdigest()[:16]
     entry = append_entry(pkg, {"id": fid, "kind": "document", "document": kind, "title": KINDS[kind],
                                "by": by, "template": source, "frame": base_source,
-                               "files": files}, key=store._key(store.data_dir))
+                               "files": files}, key=store._key(store.data_dir),
+                         sync=store.cfg["evidence.chain_sync"])
     store.archive_evidence(case_id, pkg)          # the document and its entry, for the other hosts too
     out = {"kind": kind, "title": KINDS[kind], "files": files, "entry": entry.relative_to(pkg).as_posix()}
     if pdf_note:

@@ -38,7 +38,7 @@ def make_case(env, gross=60000, ts=T0, chain="p0", images=None):
         tr.add(PLATE, ms(ts - timedelta(hours=2) + timedelta(minutes=i)), 34.61, 113.51, 0.0)
     tr.add_stop(PLATE, ms(ts - timedelta(hours=2)), ms(ts - timedelta(hours=2) + timedelta(minutes=19)), 34.61, 113.51)
     v = assess(r, reg, Config(), counters=MemoryCounters(), track=tr)
-    return write_package(env["ev"], v, r, chain_id=chain, key=env["key"]), v
+    return write_package(env["ev"], v, r, chain_id=chain, key=env["key"], sync="each"), v
 
 
 def test_package_contents(env):

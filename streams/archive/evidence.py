@@ -82,6 +82,26 @@ def store_chain(conn: ArchiveConnection, chain_id: str, lines: list[bytes], head
     return len(new)
 
 
+def store_chain_link(conn: ArchiveConnection, chain_id: str, root: str, line_no: int, line: bytes,
+                     head: bytes | None, head_count: int | None) -> bool:
+    """Store the chain line just appended (``line_no`` in its file) and the head signed with it, when the
+    archive holds exactly the lines before it; False, storing nothing, otherwise (the caller stores the chain
+    file then: ``store_chain``). Spares reading the whole chain file for every new package."""
+    with conn.transaction():
+        have = conn.execute("SELECT COUNT(*) FROM evidence_chain_links WHERE chain_id = ? AND root = ?",
+                            (chain_id, root)).fetchone()[0]
+        if have != line_no - 1:
+            return False
+        conn.execute("INSERT INTO evidence_chain_links (chain_id, root, seq, link) VALUES (?,?,?,?) "
+                     "ON CONFLICT DO NOTHING", (chain_id, root, line_no, line.decode("utf-8", "replace")))
+        if head is not None and head_count is not None and head_count <= line_no:
+            conn.execute("INSERT INTO evidence_chain_heads (chain_id, root, count, head) VALUES (?,?,?,?) "
+                         "ON CONFLICT (chain_id, root) DO UPDATE SET count = excluded.count, head = excluded.head "
+                         "WHERE excluded.count >= evidence_chain_heads.count",
+                         (chain_id, root, head_count, head.decode("utf-8")))
+    return True
+
+
 def chains(conn: ArchiveConnection) -> list[tuple[str, str]]:
     """(chain_id, root) of every stored chain."""
     return [(r[0], r[1]) for r in conn.execute(

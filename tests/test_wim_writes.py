@@ -1,0 +1,143 @@
+"""What the WIM path writes per reading, and how cheaply: one archive transaction per reading, the chain's tail
+kept in memory (read again when another writer appended), links archived without re-reading the chain file,
+and when a chain link reaches the disk (``evidence.chain_sync``)."""
+import multiprocessing
+import os
+from datetime import timedelta
+
+import orjson
+import pytest
+
+from roadwatch.models import evidence
+from roadwatch.models.config import Config
+from roadwatch.models.evidence import load_signing_key, verify_tree, write_package
+from roadwatch.models.overload import MemoryCounters, assess
+from roadwatch.streams.archive import close_all, open_archive
+from roadwatch.streams.archive import evidence as evidence_db
+from roadwatch.streams.cases import ArchiveCounters, ArchiveDrivers, ArchiveTracks, CaseStore
+from test_overload_helpers import T0, reading, registry
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
+    data = tmp_path / "var"
+    conn = open_archive(tmp_path / "archive.sqlite")
+    yield {"data": data, "ev": data / "evidence", "conn": conn, "key": load_signing_key(data, env={})}
+    close_all()
+
+
+def _reading(k: int):
+    """A distinct overloaded reading (its own case) ``k`` minutes after T0."""
+    return reading(60000, ts=T0 + timedelta(minutes=10 * k))
+
+
+def _step(env, r, chain="p0", cfg=None):
+    """The worker's step (streams/wim.py ``WimHandler.handle``): assess against the archive, then record."""
+    cfg = cfg or Config()
+    store = CaseStore(env["conn"], cfg, evidence_dir=env["ev"], data_dir=env["data"])
+    v = assess(r, registry(), cfg, counters=ArchiveCounters(env["conn"]), track=ArchiveTracks(env["conn"]),
+               driver=ArchiveDrivers(env["conn"]), passages=store)
+    store.record(v, reading=r, chain_id=chain)
+    return v
+
+
+def _file_lines(env, chain="p0"):
+    return [ln.decode() for ln in (env["ev"] / f"chain-{chain}.jsonl").read_bytes().split(b"\n") if ln.strip()]
+
+
+def _archived_lines(env, chain="p0"):
+    roots = [root for cid, root in evidence_db.chains(env["conn"]) if cid == chain]
+    assert len(roots) == 1
+    return evidence_db.chain_lines(env["conn"], chain, roots[0])
+
+
+def test_a_reading_is_one_write_transaction(env):
+    """Passage, reading, verdict and case: one transaction (each one waits for the archive's write lock, and a
+    failure in between left a passage without its verdict)."""
+    statements, outside = [], []
+    raw = env["conn"].raw
+
+    def trace(sql):
+        statements.append(sql)
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) and not raw.in_transaction:
+            outside.append(sql)                  # a write committed on its own
+
+    raw.set_trace_callback(trace)
+    for k in range(3):
+        _step(env, _reading(k))
+    _step(env, reading(30000, ts=T0 + timedelta(hours=2)))      # within the limit: a verdict, no case
+    env["conn"].raw.set_trace_callback(None)
+    begins = [s for s in statements if s.strip().upper().startswith("BEGIN")]
+    assert len(begins) == 4, begins
+    assert outside == []
+    assert env["conn"].execute("SELECT COUNT(*) FROM wim_passages").fetchone()[0] == 4
+    assert env["conn"].execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 3
+
+
+def test_chain_links_are_archived_as_written_and_a_gap_is_filled_from_the_file(env):
+    """A package written outside the worker (``assess wim`` without archive) is on the chain file but not in
+    the archive: the next case's link cannot be stored alone, the chain file is read and stored whole."""
+    r0 = _reading(0)
+    v0 = assess(r0, registry(), Config(), counters=MemoryCounters())
+    write_package(env["ev"], v0, r0, chain_id="p0", key=env["key"], sync="each")
+    for k in range(1, 4):
+        _step(env, _reading(k))
+    assert _archived_lines(env) == _file_lines(env) and len(_file_lines(env)) == 4
+    for k in range(4, 7):                                    # the next ones one link at a time
+        _step(env, _reading(k))
+    assert _archived_lines(env) == _file_lines(env) and len(_file_lines(env)) == 7
+    head = orjson.loads(evidence_db.chain_head(env["conn"], "p0", orjson.loads(_file_lines(env)[0])["link_sha256"]))
+    assert head["head"]["count"] == 7
+    assert (env["ev"] / "chain-p0.head.json").read_bytes().decode() == evidence_db.chain_head(
+        env["conn"], "p0", orjson.loads(_file_lines(env)[0])["link_sha256"])
+    assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
+
+
+def _write_in_child(ev, data, k):
+    r = _reading(k)
+    write_package(ev, assess(r, registry(), Config(), counters=MemoryCounters()), r, chain_id="p0", key=load_signing_key(data, env={}),
+                  sync="each")
+
+
+def test_a_chain_another_process_appended_to_is_read_again(env):
+    """The chain's tail is kept in memory between packages; a link another process appended meanwhile (same
+    chain file, under its lock) is seen, so the next package links to it."""
+    for k in range(2):
+        _step(env, _reading(k))
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(env["ev"], env["data"], 2))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    _step(env, _reading(3))
+    links = [orjson.loads(ln) for ln in _file_lines(env)]
+    assert [ln["seq"] for ln in links] == [1, 2, 3, 4]
+    assert all(b["prev_link_sha256"] == a["link_sha256"] for a, b in zip(links, links[1:]))
+    assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
+
+
+@pytest.mark.parametrize("sync", ["each", "behind"])
+def test_when_a_chain_link_reaches_the_disk(env, monkeypatch, sync):
+    """'each': the chain file is fsync-ed before the package call returns; 'behind': not then, but by the
+    background thread right after."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(evidence.os, "fsync", fsync)
+    gate = evidence.threading.Event()
+    real_sync = evidence.SYNC_BEHIND._sync
+    monkeypatch.setattr(evidence.SYNC_BEHIND, "_sync", lambda key: (gate.wait(30), real_sync(key)))
+    chain = str((env["ev"] / "chain-p0.jsonl").resolve())
+    r = _reading(0)
+    write_package(env["ev"], assess(r, registry(), Config(), counters=MemoryCounters()), r, chain_id="p0", key=env["key"], sync=sync)
+    assert (chain in synced) == (sync == "each")
+    gate.set()
+    evidence.SYNC_BEHIND.wait()
+    assert chain in synced
+    with pytest.raises(evidence.EvidenceError):
+        write_package(env["ev"], assess(_reading(1), registry(), Config(), counters=MemoryCounters()), _reading(1), chain_id="p0",
+                      key=env["key"], sync="sometimes")
