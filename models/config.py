@@ -234,6 +234,12 @@ _k("stream.session_timeout_s", 2.0, "ops (docs/legal-basis.md §10)",
 _k("stream.heartbeat_interval_s", 0.5, "ops (docs/legal-basis.md §10)", "consumer heartbeat", lo=0.05, hi=60)
 _k("stream.fetch_max_wait_ms", 100, "ops (docs/legal-basis.md §10)",
    "consumer fetch wait (Faust default 1500 stalls the single-node broker)", lo=1, hi=10000)
+_k("stream.wim_batch_max", 50, "ops (docs/legal-basis.md §10)",
+   "WIM readings the worker takes at most at once: stored in one archive transaction (all or none: a fault "
+   "repeats them all, idempotently), then published in order", lo=1, hi=1000)
+_k("stream.wim_batch_wait_ms", 10.0, "ops (docs/legal-basis.md §10)",
+   "how long the WIM agent waits for more readings before it handles the ones it has (the latency a quiet "
+   "station's reading can gain)", lo=0.5, hi=1000)
 _k("stream.max_record_bytes", 1_000_000, "ops (docs/legal-basis.md §10)",
    "larger input records are dead-lettered", lo=1024, hi=100000000)
 _k("paths.data_dir", "var", "ops (docs/legal-basis.md §10)", "working data: archive, evidence, reports, keys")

@@ -156,6 +156,10 @@ class CaseStore:
         # waits for the archive's write lock); every caller of ``assess`` with this store records the verdict
         self._noted[passage_id] = (station_id, plate, int(first_ts_ms))
 
+    def forget_noted(self) -> None:
+        """Drop passages noted by an ``assess`` whose ``record`` failed (its transaction was rolled back)."""
+        self._noted.clear()
+
     def _key(self, data_dir: Path) -> SigningKey:
         k = str(Path(data_dir).resolve())
         if k not in self._keys:

@@ -4,6 +4,12 @@ reading → ``models.overload.assess`` (the same function ``roadwatch assess wim
 (idempotent upsert keyed by the deterministic passage/case ids) → evidence package (no-op if it exists)
 → ``overload-cases`` topic + an ``overload`` alert for operators. Counters for "一超四罚" are queries over
 the archived cases, so a replay or restart can neither lose nor double-count a violation.
+
+The agent takes what has arrived, up to ``stream.wim_batch_max`` readings (waiting at most
+``stream.wim_batch_wait_ms``), and stores them in order in one archive transaction: a transaction's
+fixed costs (the write lock, the commit's log pages) are paid once per batch, and a backlog is worked off
+in larger batches. Verdicts, alerts and intercept tasks go out only after the commit; the readings' offsets
+are acknowledged only after that. A fault anywhere rolls the whole batch back and repeats it.
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ class WimHandler:
 
     def reset(self) -> None:
         """After a failed attempt: end the transaction it may have left open, so the retry starts clean."""
+        self.store.forget_noted()
         rollback_quietly(self.store.conn)
 
     def handle(self, reading, chain_id: str) -> dict:
@@ -81,6 +88,23 @@ class WimHandler:
         intercept threshold. A replayed passage returns its stored task (re-published, same id)."""
         return self.intercepts.on_verdict(verdict, speed_kmh=float(reading.speed_kmh))
 
+    def handle_batch(self, items: list[tuple]) -> list[tuple[dict, dict | None]]:
+        """``(reading, chain_id)`` in order → ``(verdict, intercept task or None)`` each, all stored in one
+        archive transaction (all or none: the caller repeats a failed batch whole, idempotently)."""
+        out = []
+        with self.store.conn.transaction():
+            for reading, chain_id in items:
+                verdict = self.handle(reading, chain_id)
+                task = self.intercept(verdict, reading) if publishes(verdict) else None
+                out.append((verdict, task))
+        return out
+
+
+def publishes(verdict: dict) -> bool:
+    """A verdict that goes out as a case (and may open an intercept task): needs action, not a re-sent reading
+    in conflict with the first, not a duplicate passage."""
+    return verdict["action"] != "none" and not verdict.get("duplicate_of") and not verdict.get("conflict")
+
 
 def install(app, ctx, publish_alerts) -> WimHandler:
     handler = WimHandler(ctx)
@@ -90,45 +114,52 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     tasks_topic = ctx.topics[T.INTERCEPT_TASKS]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
     years = plausible_years(ctx.cfg)
+    batch_max = int(ctx.cfg["stream.wim_batch_max"])
+    batch_wait_s = float(ctx.cfg["stream.wim_batch_wait_ms"]) / 1000
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
-        async for event in stream.events():
-            raw = event.value
-            M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
-            msg = event.message
-            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
-            if hw is not None:
-                M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
-            try:
-                reading = parse_wim_reading(raw, max_bytes, years=years)
-                # an internal fault (disk full, database error, a bug) pauses here and retries the same
-                # record (streams/retry.py): it is never dead-lettered and its offset is not committed
-                verdict = await ctx.faults.retry_until_ok("wim", handler.handle, reading,
-                                                          f"p{event.message.partition}", on_error=handler.reset)
-            except InvalidRecord as err:
-                await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
+        async for events in stream.take_events(batch_max, within=batch_wait_s):
+            items = []
+            for event in events:
+                raw = event.value
+                M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
+                msg = event.message
+                hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
+                if hw is not None:
+                    M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
+                try:
+                    items.append((parse_wim_reading(raw, max_bytes, years=years), f"p{msg.partition}"))
+                except InvalidRecord as err:
+                    await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
+            if not items:
                 continue
-            if verdict.get("conflict"):
-                # the same reading re-sent with other values: kept beside the first for review, no new outcome
-                M.CASES.labels(action="reading_conflict").inc()
-                continue
-            M.CASES.labels(action=verdict["action"]).inc()
-            M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
-            if verdict["action"] != "none" and not verdict.get("duplicate_of"):
+            # an internal fault (disk full, database error, a bug) pauses here and retries the same readings
+            # (streams/retry.py): they are never dead-lettered and their offsets are not committed
+            done = await ctx.faults.retry_until_ok("wim", handler.handle_batch, items, on_error=handler.reset)
+            alerts = []
+            for (reading, _), (verdict, task) in zip(items, done):
+                if verdict.get("conflict"):
+                    # the same reading re-sent with other values: kept beside the first for review, no new outcome
+                    M.CASES.labels(action="reading_conflict").inc()
+                    continue
+                M.CASES.labels(action=verdict["action"]).inc()
+                M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
+                if not publishes(verdict):
+                    continue
                 await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
                 M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
-                await ctx.faults.retry_until_ok("wim", publish_alerts, [overload_alert(verdict)], None)
+                alerts.append(overload_alert(verdict))
                 if ctx.live is not None:
                     ctx.live.publish_case(verdict)
-                task = await ctx.faults.retry_until_ok("wim", handler.intercept, verdict, reading,
-                                                       on_error=handler.reset)
                 if task is not None:
                     await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
                     M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
                     M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
                     if ctx.live is not None:
                         ctx.live.publish("intercept", task)
+            if alerts:
+                await ctx.faults.retry_until_ok("wim", publish_alerts, alerts, None)
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
     async def resolve_late_data():

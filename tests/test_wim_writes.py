@@ -141,3 +141,40 @@ def test_when_a_chain_link_reaches_the_disk(env, monkeypatch, sync):
     with pytest.raises(evidence.EvidenceError):
         write_package(env["ev"], assess(_reading(1), registry(), Config(), counters=MemoryCounters()), _reading(1), chain_id="p0",
                       key=env["key"], sync="sometimes")
+
+
+def test_a_batch_of_readings_is_stored_all_or_none(tmp_path, monkeypatch):
+    """The worker's WIM handler stores a batch in one transaction: when a reading of it fails (here: the
+    evidence folder cannot be written), nothing of the batch is stored — also not the reading before it — and
+    the repeated batch stores each reading once, as one reading at a time would."""
+    import json
+    import shutil
+    from roadwatch.streams import worker
+    from roadwatch.streams.wim import WimHandler
+    from test_overload_helpers import registry_dict
+    monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
+    reg_path = tmp_path / "registry.json"
+    reg_path.write_text(json.dumps(registry_dict()))
+    cfg = Config({"paths.data_dir": str(tmp_path / "data"), "paths.archive": str(tmp_path / "archive.sqlite")})
+    _, ctx = worker.build_worker(cfg, "127.0.0.1:9", str(reg_path))
+    h = WimHandler(ctx)
+    batch = [(reading(30000, ts=T0 + timedelta(minutes=1)), "p0"), (_reading(1), "p0"), (_reading(2), "p0")]
+    ev = tmp_path / "data" / "evidence"
+    shutil.rmtree(ev, ignore_errors=True)
+    ev.write_bytes(b"not a folder")                        # the second reading's package cannot be written
+    with pytest.raises(OSError):
+        h.handle_batch(batch)
+    h.reset()
+    conn = h.store.conn
+    assert [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("wim_passages", "wim_readings", "wim_verdicts", "cases")] == [0, 0, 0, 0]
+    ev.unlink()
+    done = h.handle_batch(batch)                           # the retry: the same readings again
+    assert [v["action"] != "none" for v, _ in done] == [False, True, True]
+    assert [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("wim_passages", "wim_readings", "wim_verdicts", "cases")] == [3, 3, 3, 2]
+    again = h.handle_batch(batch)                          # re-delivered after a crash: nothing new
+    assert [v["case_id"] for v, _ in again] == [v["case_id"] for v, _ in done]
+    assert conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 2
+    assert verify_tree(ev, tmp_path / "data" / "keys" / "trusted") == {}
+    close_all()
