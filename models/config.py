@@ -234,6 +234,15 @@ _k("stream.session_timeout_s", 2.0, "ops (docs/legal-basis.md §10)",
 _k("stream.heartbeat_interval_s", 0.5, "ops (docs/legal-basis.md §10)", "consumer heartbeat", lo=0.05, hi=60)
 _k("stream.fetch_max_wait_ms", 100, "ops (docs/legal-basis.md §10)",
    "consumer fetch wait (Faust default 1500 stalls the single-node broker)", lo=1, hi=10000)
+_k("stream.producer_linger_ms", 5, "ops (docs/legal-basis.md §10)",
+   "how long every producer of the worker (Faust's and the alerts sender) gathers records into one request",
+   lo=0, hi=1000)
+_k("stream.producer_max_request_bytes", 4_000_000, "ops (docs/legal-basis.md §10)",
+   "largest produce request of the worker's producers: must hold a 2 000-ping columnar batch and stay within "
+   "the broker's message.max.bytes", lo=1_000_000, hi=100_000_000)
+_k("stream.alerts_queued_max", 200_000, "ops (docs/legal-basis.md §10)",
+   "alerts waiting for Kafka (broker away) before the agents that raise them wait too (~100 MB at most)",
+   lo=1000, hi=10_000_000)
 _k("stream.wim_batch_max", 50, "ops (docs/legal-basis.md §10)",
    "WIM readings the worker takes at most at once: stored in one archive transaction (all or none: a fault "
    "repeats them all, idempotently), then published in order", lo=1, hi=1000)

@@ -23,10 +23,6 @@ from . import topics as T
 log = logging.getLogger("roadwatch")
 
 _FETCH_MAX_WAIT_MS = 100
-# every producer of the worker (Faust's and streams/keyed_sender.py's): a few ms of batching costs no
-# alert any latency worth having; requests large enough for a 2 000-ping columnar batch
-PRODUCER_LINGER_MS = 5
-PRODUCER_MAX_REQUEST = 4_000_000
 
 
 class _Consumer(aiokafka.AIOKafkaConsumer):
@@ -79,8 +75,9 @@ def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.
         broker_request_timeout=max(30.0, session + 5),
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        producer_linger_ms=PRODUCER_LINGER_MS,
-        producer_max_request_size=PRODUCER_MAX_REQUEST,
+        # every producer of the worker (Faust's and streams/keyed_sender.py's) batches alike
+        producer_linger_ms=int(cfg["stream.producer_linger_ms"]),
+        producer_max_request_size=int(cfg["stream.producer_max_request_bytes"]),
         stream_wait_empty=False,
         datadir=str(Path(cfg["paths.data_dir"]) / "faust"),
         logging_config=None,

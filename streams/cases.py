@@ -204,10 +204,11 @@ class CaseStore:
         with self.conn.transaction() as c:
             for pid, (station_id, plate, first_ms) in self._noted.items():
                 db.note_passage(c, pid, station_id, plate, first_ms)
+            noted = set(self._noted)
             conflict = kept is not None and self._keep_reading(c, verdict, kept, now)
             created = (not conflict and not verdict.get("duplicate_of")
                        and self._insert_case(c, verdict, day, vjson, format_ts(now), evidence_path, manifest, files,
-                                             chain_id, written))
+                                             chain_id, written, noted))
         self._noted.clear()
         if conflict and conflict.get("first"):          # a new conflict (not a replayed one)
             log.warning("reading %s received again with other values: kept as a conflict for review",
@@ -217,10 +218,13 @@ class CaseStore:
         return created
 
     def _insert_case(self, c, verdict: dict, day: str, vjson: str, now: str, evidence_path: str | None,
-                     manifest: dict | None, files: list, chain_id: str, written: WrittenPackage | None) -> bool:
-        """In ``record``'s transaction: the verdict, and its case with the ``detect`` act once."""
+                     manifest: dict | None, files: list, chain_id: str, written: WrittenPackage | None,
+                     noted: set) -> bool:
+        """In ``record``'s transaction: the verdict, and its case with the ``detect`` act once. ``noted``: the
+        passages already written (those ``assess`` noted)."""
         db.insert_verdict(c, verdict, day, vjson)
-        db.note_passage(c, verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts_ms"])
+        if verdict["passage_id"] not in noted:
+            db.note_passage(c, verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts_ms"])
         if not verdict.get("case_id"):
             return False
         drv = verdict.get("driver") or {}

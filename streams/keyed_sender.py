@@ -74,10 +74,9 @@ class KeyedBatchSender:
         backoff = 0.5
         while self._queue:
             records, self._queue = self._queue, []
-            try:
-                await self._send_batches(records)
-            except Exception as err:  # noqa: BLE001 - Kafka away or no metadata: keep the records, retry
-                self._queue[:0] = records[sent_so_far(err):]
+            handed_over, err = await self._send_batches(records)
+            if err is not None:                 # Kafka away or no metadata: keep the records not handed over, retry
+                self._queue[:0] = records[handed_over:]
                 if self.faults is not None:
                     self.faults.report(self.component, err)
                 else:
@@ -94,13 +93,13 @@ class KeyedBatchSender:
         if self._room is not None:
             self._room.set()
 
-    async def _send_batches(self, records: list[tuple[bytes, bytes]]) -> None:
-        """One builder per partition, in queue order; a full builder is sent and the next one started. On an
-        error the exception carries how many leading records are surely handed over (``sent_so_far``)."""
-        producer = await self._get()
+    async def _send_batches(self, records: list[tuple[bytes, bytes]]) -> tuple[int, Exception | None]:
+        """One builder per partition, in queue order; a full builder is sent and the next one started.
+        Returns how many leading records are surely handed over, and the error that stopped it (None: all)."""
         builders: dict[int, Any] = {}
         firsts: dict[int, int] = {}      # partition → index of the first record in its open builder
         try:
+            producer = await self._get()
             for i, (key, value) in enumerate(records):
                 p = self.partition(key)
                 b = builders.get(p)
@@ -115,11 +114,11 @@ class KeyedBatchSender:
             for p in list(builders):
                 await self._submit(producer, builders.pop(p), p)
                 firsts.pop(p)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - the caller keeps what was not handed over and retries
             # records of unsent builders go back; with several partitions open, everything from the oldest
             # unsent first record on (a record of a sent partition may go twice: at least once, same key)
-            err.sent_so_far = min(firsts.values(), default=len(records))      # type: ignore[attr-defined]
-            raise
+            return min(firsts.values(), default=0), err
+        return len(records), None
 
     async def _get(self) -> Any:
         if self.producer is None:
@@ -176,6 +175,3 @@ class KeyedBatchSender:
             log.warning("%s: %d records not published at shutdown (they are in the archive)", self.topic,
                         len(self._queue))
 
-
-def sent_so_far(err: BaseException) -> int:
-    return getattr(err, "sent_so_far", 0)

@@ -14,7 +14,7 @@ from roadwatch.models.records import InvalidRecord, parse_driver_event, plausibl
 from roadwatch.models.registry import load_registry
 
 from . import gps, metrics as M, topics as T, wim
-from .app import PRODUCER_LINGER_MS, PRODUCER_MAX_REQUEST, WorkerContext, create_app, declare_topics
+from .app import WorkerContext, create_app, declare_topics
 from . import archive
 from .deadletter import send_dead_letter
 from .keyed_sender import KeyedBatchSender
@@ -23,7 +23,6 @@ from .retry import Faults
 log = logging.getLogger("roadwatch.worker")
 ALERTS_OUT = M.MESSAGES.labels(topic=T.ALERTS, direction="out")
 READY_LINE = "roadwatch worker ready"
-ALERTS_QUEUED = 200_000    # alerts waiting for Kafka before the agents wait too (~100 MB at most)
 
 
 def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id: str = "roadwatch"):
@@ -39,8 +38,9 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
     # alerts leave in one record batch per partition per call (streams/keyed_sender.py), same keys and
     # partitions as a per-record send, at a tenth of its CPU
     alert_sender = KeyedBatchSender(
-        bootstrap, T.ALERTS, linger_ms=PRODUCER_LINGER_MS, max_request_size=PRODUCER_MAX_REQUEST,
-        max_queued=ALERTS_QUEUED, faults=ctx.faults, component="alerts-publish")
+        bootstrap, T.ALERTS, linger_ms=int(cfg["stream.producer_linger_ms"]),
+        max_request_size=int(cfg["stream.producer_max_request_bytes"]),
+        max_queued=int(cfg["stream.alerts_queued_max"]), faults=ctx.faults, component="alerts-publish")
 
     async def publish_alerts(alerts: list[dict], recv_ms: int | None, persist: bool = True) -> None:
         """To the alerts topic and the console now; to the archive now, or (``persist=False``, the GPS path)
