@@ -7,6 +7,7 @@ contract that the gateway, simulators, console and reports rely on (see docs/for
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -70,9 +71,11 @@ def epoch_ms_to_iso(ms: int) -> str:
     return format_ts(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_to_epoch_ms(value: str) -> int:
     """A conversion, not a validation: the plausible-years check belongs to the parser that took the input
-    (with its configured range); only years that would overflow are refused here."""
+    (with its configured range); only years that would overflow are refused here. Memoised: most calls
+    convert the same few registry dates (certificates, approvals, deployments) for every reading."""
     return int(round(parse_ts(value).timestamp() * 1000))
 
 
