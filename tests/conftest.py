@@ -12,12 +12,25 @@ if str(ROOT) not in sys.path:
 ARTIFACTS = ROOT / "test-artifacts"
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
+# A component built with the default config inside a test writes its working data (archive, evidence, the
+# replay window's files) under a temporary folder of this test process, never under the checkout's ./var,
+# where a demo started from the same checkout keeps its own.
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import replace as _replace  # noqa: E402
+
+from roadwatch.models import config as _config  # noqa: E402
+
+_DEFAULT_DATA_DIR = tempfile.mkdtemp(prefix="roadwatch-test-data-")
+_config.KEYS["paths.data_dir"] = _replace(_config.KEYS["paths.data_dir"], default=_DEFAULT_DATA_DIR)
+
 # PostgreSQL for the archive tests (tests/pg_support.py): pg_server, pg_url, archive_target (sqlite | postgresql)
 from pg_support import archive_target, pg_server, pg_url, stop_server  # noqa: E402,F401
 
 
 def pytest_sessionfinish(session, exitstatus):
     stop_server()
+    shutil.rmtree(_DEFAULT_DATA_DIR, ignore_errors=True)
 
 
 # --- parallel runs (pytest-xdist: `make test` runs `pytest -n 2 --dist loadgroup`) ----------------------------

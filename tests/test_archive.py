@@ -257,17 +257,18 @@ def test_snapshot_commits_outputs_state_and_offset_in_one_transaction(archive_ta
     assert archive.snapshot_progress(conn, "gps-pings") == 80
 
 
-def _states(target):
+def _states(target, data_dir):
     from test_gps_engine import scenario_registry
     from roadwatch.streams.gps import PartitionStates
-    ctx = SimpleNamespace(cfg=Config({"paths.archive": str(target)}), registry=scenario_registry())
+    ctx = SimpleNamespace(cfg=Config({"paths.archive": str(target), "paths.data_dir": str(data_dir)}),
+                          registry=scenario_registry())
     return PartitionStates(ctx)
 
 
-def _take_over_and_finish(target, rest: list[dict], offset_after: int, out) -> None:
+def _take_over_and_finish(target, data_dir, rest: list[dict], offset_after: int, out) -> None:
     """Another worker process: restore partition 0 from the archive, process the rest, report."""
     from test_gps_support import cols
-    states = _states(target)
+    states = _states(target, data_dir)
     e = states.get(0)
     resumed_at = e.next_offset
     e.proc.process(cols(rest))
@@ -278,7 +279,7 @@ def _take_over_and_finish(target, rest: list[dict], offset_after: int, out) -> N
              "saved_by": snap["saved_by"], "next_offset": snap["next_offset"]})
 
 
-def test_snapshot_written_by_one_worker_is_restored_by_another(archive_target):
+def test_snapshot_written_by_one_worker_is_restored_by_another(archive_target, tmp_path):
     from test_gps_engine import scenario, scenario_registry
     from test_gps_support import cols
     ps = scenario()
@@ -286,7 +287,7 @@ def test_snapshot_written_by_one_worker_is_restored_by_another(archive_target):
     whole.process(cols(ps))
     half = len(ps) // 2
 
-    states = _states(archive_target)            # worker A
+    states = _states(archive_target, tmp_path / "a")            # worker A
     e = states.get(0)
     assert e.next_offset == 0
     out = e.proc.process(cols(ps[:half]))
@@ -297,7 +298,7 @@ def test_snapshot_written_by_one_worker_is_restored_by_another(archive_target):
 
     ctx = multiprocessing.get_context("spawn")   # worker B: another process, its own connections
     q = ctx.Queue()
-    p = ctx.Process(target=_take_over_and_finish, args=(archive_target, ps[half:], 29, q))
+    p = ctx.Process(target=_take_over_and_finish, args=(archive_target, tmp_path / "b", ps[half:], 29, q))
     p.start()
     got = q.get(timeout=120)
     p.join(60)
@@ -308,12 +309,12 @@ def test_snapshot_written_by_one_worker_is_restored_by_another(archive_target):
     assert got["saved_by"].endswith(f":{p.pid}") and got["saved_by"] != archive.snapshots.WORKER_ID
 
 
-def test_state_is_stored_compressed_and_older_blobs_still_restore(archive_target):
+def test_state_is_stored_compressed_and_older_blobs_still_restore(archive_target, tmp_path):
     """The worker stores the engine's npz uncompressed inside one Zstandard frame (streams/archive/
     snapshots.py); a snapshot written before that (the npz with deflated entries) is read as it is."""
     from test_gps_engine import scenario, scenario_registry
     from test_gps_support import cols
-    states = _states(archive_target)
+    states = _states(archive_target, tmp_path / "a")
     e = states.get(0)
     e.proc.process(cols(scenario()))
     e.next_offset, e.dirty = 5, True
@@ -334,7 +335,7 @@ def test_state_is_stored_compressed_and_older_blobs_still_restore(archive_target
     assert old[:2] == b"PK"
     save_partition_snapshot(conn, "gps-pings", 0, 6, old, states.epoch)
     close_all()
-    again = _states(archive_target).get(0)
+    again = _states(archive_target, tmp_path / "b").get(0)
     assert again.next_offset == 6
     assert again.proc.day_rows(dirty_only=False) == e.proc.day_rows(dirty_only=False)
 
