@@ -75,11 +75,15 @@ def store_chain(conn: ArchiveConnection, chain_id: str, lines: list[bytes], head
             conn.executemany("INSERT INTO evidence_chain_links (chain_id, root, seq, link) VALUES (?,?,?,?) "
                              "ON CONFLICT DO NOTHING", new)
         if head is not None and head_count is not None and head_count <= max(have, len(lines)):
-            conn.execute("INSERT INTO evidence_chain_heads (chain_id, root, count, head) VALUES (?,?,?,?) "
-                         "ON CONFLICT (chain_id, root) DO UPDATE SET count = excluded.count, head = excluded.head "
-                         "WHERE excluded.count >= evidence_chain_heads.count",
-                         (chain_id, root, head_count, head.decode("utf-8")))
+            _store_head(conn, chain_id, root, head_count, head)
     return len(new)
+
+
+def _store_head(conn: ArchiveConnection, chain_id: str, root: str, count: int, head: bytes) -> None:
+    """The chain's signed head, unless the stored one counts more links (heads only move forward)."""
+    conn.execute("INSERT INTO evidence_chain_heads (chain_id, root, count, head) VALUES (?,?,?,?) "
+                 "ON CONFLICT (chain_id, root) DO UPDATE SET count = excluded.count, head = excluded.head "
+                 "WHERE excluded.count >= evidence_chain_heads.count", (chain_id, root, count, head.decode("utf-8")))
 
 
 def store_chain_link(conn: ArchiveConnection, chain_id: str, root: str, line_no: int, line: bytes,
@@ -95,10 +99,7 @@ def store_chain_link(conn: ArchiveConnection, chain_id: str, root: str, line_no:
         conn.execute("INSERT INTO evidence_chain_links (chain_id, root, seq, link) VALUES (?,?,?,?) "
                      "ON CONFLICT DO NOTHING", (chain_id, root, line_no, line.decode("utf-8", "replace")))
         if head is not None and head_count is not None and head_count <= line_no:
-            conn.execute("INSERT INTO evidence_chain_heads (chain_id, root, count, head) VALUES (?,?,?,?) "
-                         "ON CONFLICT (chain_id, root) DO UPDATE SET count = excluded.count, head = excluded.head "
-                         "WHERE excluded.count >= evidence_chain_heads.count",
-                         (chain_id, root, head_count, head.decode("utf-8")))
+            _store_head(conn, chain_id, root, head_count, head)
     return True
 
 
