@@ -66,6 +66,8 @@ def table(r: dict, pg: dict | None = None) -> str:
     if r.get("wim_p99_ms") is not None:
         rows.append(("WIM reading → verdict at 500 readings/s",
                      f"p50 {r['wim_p50_ms']:,.0f} ms, p99 {r['wim_p99_ms']:,.0f} ms"
+                     + (f"; worker CPU {r['wim_cpu_ms_per_reading']:.2f} ms per reading"
+                        if r.get("wim_cpu_ms_per_reading") is not None else "")
                      + ("" if quiet else " (the machine was saturated)")))
     if r.get("batch_rate_json_cpu"):
         rows.append(("batch `assess gps` from JSON lines (per CPU second; wall)",
