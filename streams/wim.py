@@ -5,10 +5,10 @@ reading → ``models.overload.assess`` (the same function ``roadwatch assess wim
 → ``overload-cases`` topic + an ``overload`` alert for operators. Counters for "一超四罚" are queries over
 the archived cases, so a replay or restart can neither lose nor double-count a violation.
 
-The agent takes what has arrived, up to ``stream.wim_batch_max`` readings (waiting at most
-``stream.wim_batch_wait_ms``), and stores them in order in one archive transaction: a transaction's
-fixed costs (the write lock, the commit's log pages) are paid once per batch, and a backlog is worked off
-in larger batches. Verdicts, alerts and intercept tasks go out only after the commit; the readings' offsets
+The agent takes the readings that are already waiting, up to ``stream.wim_batch_max`` (it never waits for
+more: a lone reading is a batch of one), and stores them in order in one archive transaction: a
+transaction's fixed costs (the write lock, the commit's log pages) are paid once per batch, and a backlog is
+worked off in larger batches. Verdicts, alerts and intercept tasks go out only after the commit; the readings' offsets
 are acknowledged only after that. A fault anywhere rolls the whole batch back and repeats it.
 """
 from __future__ import annotations
@@ -115,51 +115,64 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
     years = plausible_years(ctx.cfg)
     batch_max = int(ctx.cfg["stream.wim_batch_max"])
-    batch_wait_s = float(ctx.cfg["stream.wim_batch_wait_ms"]) / 1000
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
-        async for events in stream.take_events(batch_max, within=batch_wait_s):
-            items = []
-            for event in events:
-                raw = event.value
-                M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
-                msg = event.message
-                hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
-                if hw is not None:
-                    M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
-                try:
-                    items.append((parse_wim_reading(raw, max_bytes, years=years), f"p{msg.partition}"))
-                except InvalidRecord as err:
-                    await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
-            if not items:
+        # manual acks: a reading is acknowledged only after the transaction that stored its batch
+        readings = stream.noack()
+        waiting = getattr(readings.channel, "empty", None)
+        batch: list = []
+        async for event in readings.events():
+            batch.append(event)
+            if len(batch) < batch_max and waiting is not None and not waiting():
+                continue                   # more readings are here already: into this batch, no waiting
+            await handle_events(batch)
+            for ev in batch:
+                ev.ack()
+            batch = []
+
+    async def handle_events(events: list) -> None:
+        """One batch: parse (dead-letter what is not a reading), store in one transaction, then publish."""
+        items = []
+        for event in events:
+            raw = event.value
+            M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
+            msg = event.message
+            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
+            if hw is not None:
+                M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
+            try:
+                items.append((parse_wim_reading(raw, max_bytes, years=years), f"p{msg.partition}"))
+            except InvalidRecord as err:
+                await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
+        if not items:
+            return
+        # an internal fault (disk full, database error, a bug) pauses here and retries the same readings
+        # (streams/retry.py): they are never dead-lettered and their offsets are not committed
+        done = await ctx.faults.retry_until_ok("wim", handler.handle_batch, items, on_error=handler.reset)
+        alerts = []
+        for (reading, _), (verdict, task) in zip(items, done):
+            if verdict.get("conflict"):
+                # the same reading re-sent with other values: kept beside the first for review, no new outcome
+                M.CASES.labels(action="reading_conflict").inc()
                 continue
-            # an internal fault (disk full, database error, a bug) pauses here and retries the same readings
-            # (streams/retry.py): they are never dead-lettered and their offsets are not committed
-            done = await ctx.faults.retry_until_ok("wim", handler.handle_batch, items, on_error=handler.reset)
-            alerts = []
-            for (reading, _), (verdict, task) in zip(items, done):
-                if verdict.get("conflict"):
-                    # the same reading re-sent with other values: kept beside the first for review, no new outcome
-                    M.CASES.labels(action="reading_conflict").inc()
-                    continue
-                M.CASES.labels(action=verdict["action"]).inc()
-                M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
-                if not publishes(verdict):
-                    continue
-                await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
-                M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
-                alerts.append(overload_alert(verdict))
+            M.CASES.labels(action=verdict["action"]).inc()
+            M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
+            if not publishes(verdict):
+                continue
+            await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
+            M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
+            alerts.append(overload_alert(verdict))
+            if ctx.live is not None:
+                ctx.live.publish_case(verdict)
+            if task is not None:
+                await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
+                M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
+                M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
                 if ctx.live is not None:
-                    ctx.live.publish_case(verdict)
-                if task is not None:
-                    await tasks_topic.send(key=task["task_id"].encode(), value=orjson.dumps(task))
-                    M.MESSAGES.labels(topic=T.INTERCEPT_TASKS, direction="out").inc()
-                    M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
-                    if ctx.live is not None:
-                        ctx.live.publish("intercept", task)
-            if alerts:
-                await ctx.faults.retry_until_ok("wim", publish_alerts, alerts, None)
+                    ctx.live.publish("intercept", task)
+        if alerts:
+            await ctx.faults.retry_until_ok("wim", publish_alerts, alerts, None)
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
     async def resolve_late_data():
