@@ -114,6 +114,8 @@ class SpilledSamples:
         self._seq = 0
         self._log: list[np.ndarray] | None = None   # runs written since the last segment capture (mapped)
         self._retry_at = CHUNK_ROWS             # chunk rows at which ``add`` writes them (later after a failure)
+        self.table_path: Path | None = None     # the engine's checkpoint table (``table``)
+        self.table_bytes = 0
 
     def close(self) -> None:
         """Remove the files now (a revoked partition); otherwise they go when the store is collected, which
@@ -189,6 +191,33 @@ class SpilledSamples:
                                                                                else np.int64)
         return _Run(path, rows, start)
 
+    # --- the checkpoint table -----------------------------------------------------------------------
+    def table(self, dtype: np.dtype, shape: tuple) -> np.ndarray:
+        """A new zeroed array mapped from a file of this store (the engine's replay checkpoints, read only when a
+        vehicle's window moves or late data re-runs its rules): it replaces the previous table, whose file is
+        removed (its map stays readable while referenced). The file's blocks are reserved first
+        (``posix_fallocate``), so a full disk fails here with ``OSError`` — never as SIGBUS on a later write."""
+        self._seq += 1
+        path = self.dir / f"checkpoints-{self._seq:06d}.bin"
+        size = int(np.prod(shape)) * dtype.itemsize
+        try:
+            with open(path, "w+b") as f:
+                if size:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                arr = np.memmap(f, dtype=dtype, mode="r+", shape=shape) if size else np.zeros(shape, dtype)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
+        self.drop_table()
+        self.table_path, self.table_bytes = path, size
+        return arr
+
+    def drop_table(self) -> None:
+        """Remove the checkpoint table's file (the engine went back to a table in its heap)."""
+        if self.table_path is not None:
+            self.table_path.unlink(missing_ok=True)
+            self.table_path, self.table_bytes = None, 0
+
     # --- reading ------------------------------------------------------------------------------------
     def rows(self, vs: np.ndarray, ck_ts: np.ndarray) -> np.ndarray:
         """Held samples of the vehicles ``vs`` (sorted, distinct), sorted by vehicle then time, newer than
@@ -246,7 +275,8 @@ class SpilledSamples:
         return sum(c.nbytes for c in self.chunks) + sum(r.start.nbytes for r in self.runs)
 
     def disk_bytes(self) -> int:
-        """What is in the files: the runs, and runs merged away but still mapped for the next delta segment."""
+        """What is in the files: the runs, and runs merged away but still mapped for the next delta segment
+        (the checkpoint table is ``table_bytes``)."""
         live = {id(r.rows) for r in self.runs}
         return sum(r.rows.nbytes for r in self.runs) + sum(h.nbytes for h in self._log or () if id(h) not in live)
 

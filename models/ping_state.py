@@ -116,6 +116,8 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
                "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits",
                "stop_start", "stop_last", "stop_lat", "stop_lon")
+# the checkpoints' copies of RULE_FIELDS: views of one table (``PingProcessor._alloc_checkpoints``)
+_CK_NAMES = frozenset(p + f for p in ("ck_", "ckb_") for f in RULE_FIELDS)
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 
 
@@ -217,6 +219,12 @@ class PingProcessor:
         if self.slots < 1:
             raise ValueError("track.day_slots must be ≥ 1")
         self._spec = _fields(self.zones.words, self.slots, float(cfg["late.replay_window_h"]) > 0)
+        # the replay window's held samples (and the checkpoint table, ``_alloc``) in files (``spill_dir``), or
+        # in memory: the fields holding them below then stay empty
+        self._spill = (_spilled(spill_dir) if spill_dir is not None
+                       and float(cfg["late.replay_window_h"]) > 0 else None)
+        self._ck_dtype = _checkpoint_dtype(self._spec) if "ck_ts" in self._spec else None
+        self._ck_tab: np.ndarray | None = None   # checkpoints "a" (row 0) and "b" (row 1) of RULE_FIELDS
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
         self._alloc(capacity)
@@ -236,9 +244,6 @@ class PingProcessor:
         self._hist_new_n = 0
         self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
-        # or all of these in files (``spill_dir``): the fields above then stay empty
-        self._spill = (_spilled(spill_dir) if spill_dir is not None
-                       and float(cfg["late.replay_window_h"]) > 0 else None)
         self._late_pending: set[int] = set()
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
@@ -285,12 +290,45 @@ class PingProcessor:
     # --- vehicle table ------------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
         old, self.a = self.a, {}
-        for name, (dt, shape, init) in self._spec.items():
-            arr = np.full((cap, *shape), init, dtype=dt)
-            if name in old:
-                arr[: self.n] = old[name][: self.n]
+        views = self._alloc_checkpoints(cap, old) if self._ck_dtype is not None else {}
+        for name, (dt, shape, init) in self._spec.items():    # (in spec order: a snapshot writes them so)
+            arr = views.get(name)
+            if arr is None:
+                arr = np.full((cap, *shape), init, dtype=dt)
+                if name in old:
+                    arr[: self.n] = old[name][: self.n]
             self.a[name] = arr
         self.cap = cap
+
+    def _alloc_checkpoints(self, cap: int, old: dict) -> dict[str, np.ndarray]:
+        """The two checkpoints of the rule state (``ck_*``: "a", ``ckb_*``: "b") as one table of packed rows,
+        seen field by field as ``a["ck_" + f]`` / ``a["ckb_" + f]``. They are read only when a vehicle's window
+        moves (``_step_checkpoints``: once per ``late.replay_window_h`` per vehicle) and when late data re-runs
+        its rules, never by the live rule steps: with ``spill_dir`` the table is a file beside the held samples
+        (mapped; the page cache holds it, as it holds their runs), else in the heap. A table file that cannot be
+        made (disk full) leaves the table in the heap: the same results."""
+        tab = None
+        if self._spill is not None:
+            try:
+                tab = self._spill.table(self._ck_dtype, (2, cap))
+            except OSError as err:
+                _log.warning("replay checkpoints kept in memory: cannot write them under %s (%s)",
+                             self._spill.dir, err)
+                self._spill.drop_table()
+        if tab is None:
+            tab = np.zeros((2, cap), dtype=self._ck_dtype)
+        n, views = self.n, {}
+        for k, pre in enumerate(("ck_", "ckb_")):
+            row = tab[k]
+            for f in RULE_FIELDS:
+                view = views[pre + f] = row[f]
+                if pre + f in old:
+                    view[:n] = old[pre + f][:n]
+                init = self._spec[f][2]
+                if init != 0:
+                    view[n:] = init
+        self._ck_tab = tab
+        return views
 
     def _add_vehicle(self, plate: str) -> int:
         i = self.n
@@ -331,7 +369,9 @@ class PingProcessor:
         if self.n == 0:
             return 0.0
         import sys
-        arrays = sum(a.nbytes for a in self.a.values())
+        arrays = sum(a.nbytes for k, a in self.a.items() if k not in _CK_NAMES)
+        if self._ck_tab is not None and not isinstance(self._ck_tab, np.memmap):
+            arrays += self._ck_tab.nbytes   # (mapped: ``checkpoint_bytes_on_disk``)
         if self._spill is not None:    # only its chunks and run indexes: the rest is on disk (``held_bytes_on_disk``)
             arrays += self._spill.heap_bytes()
         arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
@@ -345,6 +385,11 @@ class PingProcessor:
     def held_bytes_on_disk(self) -> int:
         """Bytes of held samples in the ``spill_dir`` files (0 when they are held in memory)."""
         return self._spill.disk_bytes() if self._spill is not None else 0
+
+    def checkpoint_bytes_on_disk(self) -> int:
+        """Bytes of the replay checkpoints' table in its ``spill_dir`` file, spare rows included (0 when it is in
+        memory)."""
+        return self._ck_tab.nbytes if isinstance(self._ck_tab, np.memmap) else 0
 
     # --- the batch step -----------------------------------------------------------------------------
     def process(self, cols, now_ms: int | None = None) -> ProcessOutput:
@@ -629,8 +674,8 @@ class PingProcessor:
                 self._replay_late(r.alerts, r.out, int(r.P[j]), [int(vi[j])], k0=-(1 << 30))
             self._alog_n = len(r.alerts)     # what the replay published is not live-pass output
         if len(rv):
-            for f in RULE_FIELDS:
-                a["ck_" + f][rv] = a["ckb_" + f][rv]
+            tab = self._ck_tab           # "a" takes over "b": whole rows of the table (``_alloc_checkpoints``)
+            tab[0][rv] = tab[1][rv]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
             a["rc_a"][rv] = a["rc_b"][rv]
         bv = vi[unset_b | rot]
@@ -1523,11 +1568,27 @@ def _spilled(directory) -> SpilledSamples | None:
         return None
 
 
+def _checkpoint_dtype(spec: dict) -> np.dtype:
+    """One packed row of the checkpoint table: the RULE_FIELDS, widest alignment first (every field aligned)."""
+    fields = sorted(RULE_FIELDS, key=lambda f: -np.dtype(spec[f][0]).alignment)
+    names, formats, offsets, off = [], [], [], 0
+    for f in fields:
+        dt, shape, _ = spec[f]
+        d = np.dtype((dt, shape)) if shape else np.dtype(dt)
+        names.append(f)
+        formats.append(d)
+        offsets.append(off)
+        off += d.itemsize
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": -(-off // 8) * 8})
+
+
 def _grown(n: int) -> int:
-    """Capacity of the vehicle table for ``n`` vehicles and growth: a quarter more (at least 1 024 rows), not
-    double — the spare rows are live state too (``live_bytes_per_vehicle``), and a growth copies ≈ 1.5 KB per
-    vehicle held, a few times in a partition's life."""
-    return max(1024, n + max(1024, n // 4))
+    """Capacity of the vehicle table for ``n`` vehicles and growth: a sixteenth more (at least 128 rows, at
+    least 1 024 in all), not double — the spare rows are live state too (``live_bytes_per_vehicle``: at most
+    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.9 KB row of every vehicle
+    held (and rewrites the checkpoint table): ≈ 2 ms per 2 500 vehicles, about a dozen times while a
+    partition's fleet first reports."""
+    return max(1024, n + max(128, n // 16))
 
 
 def _segment_samples(blob: bytes) -> np.ndarray:
