@@ -13,9 +13,10 @@ sorted runs, read through ``numpy.memmap`` (the OS page cache holds the hot page
   1 + log8(window / ``CHUNK_ROWS``) times and a replay looks into at most ``MAX_RUNS`` runs. A run is
   written to a temporary name and renamed: no file
   ever holds a partial run; an array still mapped (a snapshot being encoded) outlives its file's removal;
-- a replay reads, per run, the rows of its vehicles (a per-run index of where each vehicle starts, 4 B per
-  vehicle and run, is the only per-run heap) plus the matching rows of the chunks, and sorts those stably:
-  the same rows, in the same order, as the in-memory store's ``_history`` gives;
+- a replay reads, per run, the rows of its vehicles (through a per-run index of where each vehicle starts,
+  4 B per vehicle and run, written after the run's rows in its file and mapped too: no per-run heap) plus
+  the matching rows of the chunks, and sorts those stably: the same rows, in the same order, as the
+  in-memory store's ``_history`` gives;
 - the samples since the last "full"/"delta" snapshot capture (the next ``ping_state_segment``) are the runs
   written from chunks since then: a capture writes the chunks as a run first and takes those runs' maps
   (a merged-away run's file is removed, its map stays readable), never a copy in the heap.
@@ -177,18 +178,20 @@ class SpilledSamples:
         self._seq += 1
         path = self.dir / f"run-{self._seq:06d}.bin"
         tmp = path.with_suffix(".tmp")
+        v = h["v"]
+        start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
+                                                                               else np.int64)
         try:
             with open(tmp, "w+b") as f:      # mapped from the same descriptor: a file opened once
                 f.write(np.ascontiguousarray(h).view(np.uint8))
+                f.write(start.view(np.uint8))      # the vehicle index after the rows: mapped too, no heap
                 f.flush()
                 rows = np.memmap(f, dtype=HIST, mode="r", shape=(len(h),))
+                start = np.memmap(f, dtype=start.dtype, mode="r", offset=rows.nbytes, shape=start.shape)
             os.replace(tmp, path)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
-        v = h["v"]
-        start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
-                                                                               else np.int64)
         return _Run(path, rows, start)
 
     # --- the checkpoint table -----------------------------------------------------------------------
@@ -271,14 +274,14 @@ class SpilledSamples:
 
     # --- accounting ---------------------------------------------------------------------------------
     def heap_bytes(self) -> int:
-        """What stays in the process's memory: the chunks and the runs' vehicle indexes."""
-        return sum(c.nbytes for c in self.chunks) + sum(r.start.nbytes for r in self.runs)
+        """What stays in the process's memory: the chunks (a run's vehicle index is mapped from its file)."""
+        return sum(c.nbytes for c in self.chunks)
 
     def disk_bytes(self) -> int:
-        """What is in the files: the runs, and runs merged away but still mapped for the next delta segment
-        (the checkpoint table is ``table_bytes``)."""
+        """What is in the files: the runs (rows and vehicle index), and runs merged away but still mapped for
+        the next delta segment (the checkpoint table is ``table_bytes``)."""
         live = {id(r.rows) for r in self.runs}
-        return sum(r.rows.nbytes for r in self.runs) + sum(h.nbytes for h in self._log or () if id(h) not in live)
+        return sum(r.rows.nbytes + r.start.nbytes for r in self.runs) + sum(h.nbytes for h in self._log or () if id(h) not in live)
 
 
 def _remove(directory: Path, lock) -> None:
