@@ -97,6 +97,10 @@ _log = logging.getLogger("roadwatch.ping_state")
 SNAPSHOT_VERSION = 2
 NONE = -(1 << 62)          # "no time": far in the past, differences never overflow int64
 RECENT = 16                # fix times remembered per vehicle for the duplicate check
+# ... held as int32 offsets from a per-vehicle base (``_recent_rows``): R_EMPTY = no time, WIDE = a base
+# marking a vehicle whose times do not fit (held whole in ``PingProcessor._recent_wide``)
+R_EMPTY = np.iinfo(np.int32).min
+WIDE = np.iinfo(np.int64).min
 STATUS_ACC = 1
 
 # day counter columns (vehicle_day table order after plate/day)
@@ -135,7 +139,9 @@ def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
         "os_ep_max": (np.float32, (), 0.0), "os_ep_limit": (np.float32, (), 0.0),
         "os_ep_key": (np.int16, (), 0), "os_ep_lat": (np.float64, (), 0.0), "os_ep_lon": (np.float64, (), 0.0),
         "os_ep_late": (np.bool_, (), False),
-        "recent_ts": (np.int64, (RECENT,), NONE), "recent_pos": (np.int8, (), 0),
+        # the last RECENT fix times (snapshot: "recent_ts", int64): offsets from a base (``_recent_rows``)
+        "recent_off": (np.int32, (RECENT,), R_EMPTY), "recent_base": (np.int64, (), NONE),
+        "recent_pos": (np.int8, (), 0),
         "fat_last_ts": (np.int64, (), NONE), "fat_prev_moving": (np.bool_, (), False),
         "fat_lat": (np.float64, (), 0.0), "fat_lon": (np.float64, (), 0.0), "fat_driver": (np.int32, (), -1),
         "fat_acc": (np.int64, (), 0), "fat_nacc": (np.int64, (), 0), "fat_stop": (np.int64, (), NONE),
@@ -245,6 +251,7 @@ class PingProcessor:
         self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
         self._late_pending: set[int] = set()
+        self._recent_wide: dict[int, np.ndarray] = {}   # vehicle → its RECENT fix times (base WIDE)
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
         self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
@@ -378,6 +385,8 @@ class PingProcessor:
         if self._hist_log:      # samples of the next snapshot segment already merged into the store
             waiting = {id(h) for h in self._hist_new}
             arrays += sum(h.nbytes for h in self._hist_log if id(h) not in waiting)
+        if self._recent_wide:       # fix times too far apart for the offset layout (``_recent_rows``)
+            arrays += sys.getsizeof(self._recent_wide) + sum(map(sys.getsizeof, self._recent_wide.values()))
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
@@ -776,7 +785,7 @@ class PingProcessor:
         """A second ping of the same vehicle with the same fix time (± ``quality.duplicate_tolerance_s``) is
         counted once: it takes no part in any counter or rule and is reported as reason ``duplicate``."""
         a = self.a
-        rec = a["recent_ts"][r.vi]
+        rec = self._recent_rows(r.vi)
         tok = r.c.time_ok[r.P]
         gap = rec - r.t[:, None]
         dup = tok & (np.abs(gap, out=gap) <= self.dup_ms).any(axis=1)
@@ -790,12 +799,76 @@ class PingProcessor:
         if keep.any():
             kv = r.vi[keep]
             pos = a["recent_pos"][kv]
-            a["recent_ts"][kv, pos] = r.t[keep]
+            self._recent_put(kv, pos, r.t[keep])
             a["recent_pos"][kv] = (pos + 1) % RECENT
         r.delta[:, F_PINGS] = np.where(dup, 0.0, 1.0)
         cl = r.c.closed[r.P] & ~dup
         r.delta[:, F_QUAL] = r.qp | (cl & r.c.qualified[r.P])
         r.delta[:, F_CLOSED] = cl
+
+    def _recent_rows(self, vi: np.ndarray) -> np.ndarray:
+        """The last RECENT fix times of the vehicles ``vi`` (int64, NONE where none), exactly as written: each
+        vehicle's are held as int32 offsets from its ``recent_base`` (64 + 8 B instead of 128 B), or whole in
+        ``_recent_wide`` when they span more than an int32 of milliseconds (≈ 24 days) around it."""
+        a = self.a
+        base = a["recent_base"][vi]
+        off = a["recent_off"][vi]
+        rec = off.astype(np.int64)
+        rec += base[:, None]
+        rec[off == R_EMPTY] = NONE
+        if self._recent_wide:
+            for j in np.flatnonzero(base == WIDE).tolist():
+                rec[j] = self._recent_wide[int(vi[j])]
+        return rec
+
+    def _recent_put(self, vi: np.ndarray, pos: np.ndarray, t: np.ndarray) -> None:
+        """Write fix time ``t`` at slot ``pos`` of the vehicles ``vi`` (distinct)."""
+        a = self.a
+        base = a["recent_base"][vi]
+        first = base == NONE
+        if first.any():
+            base[first] = t[first]
+            a["recent_base"][vi[first]] = t[first]
+        d = t - base
+        fits = (base != WIDE) & (d > R_EMPTY) & (d <= np.iinfo(np.int32).max)
+        if fits.all():
+            a["recent_off"][vi, pos] = d
+            return
+        a["recent_off"][vi[fits], pos[fits]] = d[fits]
+        for j in np.flatnonzero(~fits).tolist():
+            v = int(vi[j])
+            row = self._recent_rows(vi[j:j + 1])[0]
+            row[int(pos[j])] = t[j]
+            self._recent_set(v, row)
+
+    def _recent_set(self, v: int, row: np.ndarray) -> None:
+        """Hold vehicle ``v``'s fix times ``row`` (int64, NONE = none) as offsets from its newest time, or
+        whole in ``_recent_wide`` when one of them is too far from it."""
+        a = self.a
+        have = row != NONE
+        base = int(row[have].max()) if have.any() else NONE
+        d = np.where(have, row - (base if have.any() else 0), R_EMPTY)
+        if ((d > R_EMPTY) | ~have).all():
+            a["recent_base"][v] = base
+            a["recent_off"][v] = d
+            self._recent_wide.pop(v, None)
+        else:
+            a["recent_base"][v] = WIDE
+            a["recent_off"][v] = R_EMPTY
+            self._recent_wide[v] = row.copy()
+
+    def _recent_load(self, rec: np.ndarray) -> None:
+        """The fix times of a snapshot's ``recent_ts`` (int64, one row per vehicle) into the offset layout."""
+        a, n = self.a, len(rec)
+        have = rec != NONE
+        some = have.any(axis=1)
+        base = np.where(some, np.where(have, rec, NONE).max(axis=1), NONE)
+        d = np.where(have, rec - np.where(some, base, 0)[:, None], R_EMPTY)
+        ok = ((d > R_EMPTY) | ~have).all(axis=1)
+        a["recent_base"][:n] = base
+        a["recent_off"][:n] = np.where(ok[:, None], d, R_EMPTY)
+        for v in np.flatnonzero(~ok).tolist():
+            self._recent_set(v, rec[v])
 
     def _step_liveness(self, r: "_Round") -> None:
         """Offline episodes. Liveness follows RECEIPT in event time (the watermark when the ping arrived), so a
@@ -1472,7 +1545,11 @@ class PingProcessor:
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array()}
-        arrays.update((k, v[: self.n].copy()) for k, v in self.a.items())
+        for k, v in self.a.items():       # (the layout of earlier versions: the same bytes for the same state)
+            if k == "recent_off":
+                arrays["recent_ts"] = self._recent_rows(np.arange(self.n))
+            elif k != "recent_base":
+                arrays[k] = v[: self.n].copy()
         if spill is not None:      # (the store's files are read by ``encode``: a run is never changed in place)
             if segments is None:
                 return SnapshotCapture(arrays, self._history(), [])
@@ -1526,6 +1603,8 @@ class PingProcessor:
                         self.a[k][:n, :, :src.shape[-1]] = src
                     else:
                         self.a[k][:n] = src
+            if "recent_ts" in z.files:
+                self._recent_load(z["recent_ts"])
         self.n = n
         self.plates = list(meta["plates"])
         for i, p in enumerate(self.plates):
