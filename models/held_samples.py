@@ -215,6 +215,16 @@ class SpilledSamples:
         self.table_path, self.table_bytes = path, size
         return arr
 
+    def grow_table(self, dtype: np.dtype, shape: tuple) -> np.ndarray:
+        """The current table (``table``) with more rows: its file extended in place (blocks reserved first), the
+        rows it had where they were — nothing copied. ``OSError`` when the disk is full (the table unchanged)."""
+        size = int(np.prod(shape)) * dtype.itemsize
+        with open(self.table_path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+            arr = np.memmap(f, dtype=dtype, mode="r+", shape=shape)
+        self.table_bytes = size
+        return arr
+
     def drop_table(self) -> None:
         """Remove the checkpoint table's file (the engine went back to a table in its heap)."""
         if self.table_path is not None:

@@ -230,7 +230,11 @@ class PingProcessor:
         self._spill = (_spilled(spill_dir) if spill_dir is not None
                        and float(cfg["late.replay_window_h"]) > 0 else None)
         self._ck_dtype = _checkpoint_dtype(self._spec) if "ck_ts" in self._spec else None
-        self._ck_tab: np.ndarray | None = None   # checkpoints "a" (row 0) and "b" (row 1) of RULE_FIELDS
+        self._ck_tab: np.ndarray | None = None   # per vehicle: checkpoints "a" ([v, 0]), "b" ([v, 1]) of RULE_FIELDS
+        if self._ck_dtype is not None:            # a row of the table as a new vehicle has it
+            self._ck_init = np.zeros(1, dtype=self._ck_dtype)
+            for f in RULE_FIELDS:
+                self._ck_init[f] = self._spec[f][2]
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
         self._alloc(capacity)
@@ -297,7 +301,7 @@ class PingProcessor:
     # --- vehicle table ------------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
         old, self.a = self.a, {}
-        views = self._alloc_checkpoints(cap, old) if self._ck_dtype is not None else {}
+        views = self._alloc_checkpoints(cap) if self._ck_dtype is not None else {}
         for name, (dt, shape, init) in self._spec.items():    # (in spec order: a snapshot writes them so)
             arr = views.get(name)
             if arr is None:
@@ -307,35 +311,34 @@ class PingProcessor:
             self.a[name] = arr
         self.cap = cap
 
-    def _alloc_checkpoints(self, cap: int, old: dict) -> dict[str, np.ndarray]:
+    def _alloc_checkpoints(self, cap: int) -> dict[str, np.ndarray]:
         """The two checkpoints of the rule state (``ck_*``: "a", ``ckb_*``: "b") as one table of packed rows,
         seen field by field as ``a["ck_" + f]`` / ``a["ckb_" + f]``. They are read only when a vehicle's window
         moves (``_step_checkpoints``: once per ``late.replay_window_h`` per vehicle) and when late data re-runs
         its rules, never by the live rule steps: with ``spill_dir`` the table is a file beside the held samples
         (mapped; the page cache holds it, as it holds their runs), else in the heap. A table file that cannot be
         made (disk full) leaves the table in the heap: the same results."""
-        tab = None
+        tab, old, n, kept = None, self._ck_tab, self.n, 0
         if self._spill is not None:
             try:
-                tab = self._spill.table(self._ck_dtype, (2, cap))
+                if isinstance(old, np.memmap):       # a growth: the file extended, its rows stay in place
+                    tab, kept = self._spill.grow_table(self._ck_dtype, (cap, 2)), len(old)
+                else:
+                    tab = self._spill.table(self._ck_dtype, (cap, 2))
             except OSError as err:
                 _log.warning("replay checkpoints kept in memory: cannot write them under %s (%s)",
                              self._spill.dir, err)
-                self._spill.drop_table()
+                tab, kept = None, 0
         if tab is None:
-            tab = np.zeros((2, cap), dtype=self._ck_dtype)
-        n, views = self.n, {}
-        for k, pre in enumerate(("ck_", "ckb_")):
-            row = tab[k]
-            for f in RULE_FIELDS:
-                view = views[pre + f] = row[f]
-                if pre + f in old:
-                    view[:n] = old[pre + f][:n]
-                init = self._spec[f][2]
-                if init != 0:
-                    view[n:] = init
+            tab = np.zeros((cap, 2), dtype=self._ck_dtype)
+        raw = _raw(tab)
+        if old is not None and not kept:     # whole rows as bytes: one copy, not one per field
+            raw[:n] = _raw(old)[:n]
+        raw[max(n, kept):] = _raw(self._ck_init)[0]
+        if self._spill is not None and not isinstance(tab, np.memmap):
+            self._spill.drop_table()
         self._ck_tab = tab
-        return views
+        return {pre + f: tab[:, k][f] for k, pre in enumerate(("ck_", "ckb_")) for f in RULE_FIELDS}
 
     def _add_vehicle(self, plate: str) -> int:
         i = self.n
@@ -683,8 +686,8 @@ class PingProcessor:
                 self._replay_late(r.alerts, r.out, int(r.P[j]), [int(vi[j])], k0=-(1 << 30))
             self._alog_n = len(r.alerts)     # what the replay published is not live-pass output
         if len(rv):
-            tab = self._ck_tab           # "a" takes over "b": whole rows of the table (``_alloc_checkpoints``)
-            tab[0][rv] = tab[1][rv]
+            raw = _raw(self._ck_tab)     # "a" takes over "b": whole rows of the table (``_alloc_checkpoints``)
+            raw[rv, 0] = raw[rv, 1]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
             a["rc_a"][rv] = a["rc_b"][rv]
         bv = vi[unset_b | rot]
@@ -784,11 +787,21 @@ class PingProcessor:
     def _step_dedupe(self, r: "_Round") -> None:
         """A second ping of the same vehicle with the same fix time (± ``quality.duplicate_tolerance_s``) is
         counted once: it takes no part in any counter or rule and is reported as reason ``duplicate``."""
-        a = self.a
-        rec = self._recent_rows(r.vi)
+        a, vi, t = self.a, r.vi, r.t
         tok = r.c.time_ok[r.P]
-        gap = rec - r.t[:, None]
-        dup = tok & (np.abs(gap, out=gap) <= self.dup_ms).any(axis=1)
+        # |stored time − t| on the offsets (``_recent_rows``, without building the int64 times)
+        base = a["recent_base"][vi]
+        off = a["recent_off"][vi]
+        gap = off - (t - base)[:, None]
+        hit = np.abs(gap, out=gap) <= self.dup_ms
+        hit &= off != R_EMPTY
+        near = np.abs(t - NONE) <= self.dup_ms      # (an empty slot holds NONE: never near a real time)
+        if near.any():
+            hit[near] |= off[near] == R_EMPTY
+        if self._recent_wide:
+            for j in np.flatnonzero(base == WIDE).tolist():
+                hit[j] = np.abs(self._recent_wide[int(vi[j])] - t[j]) <= self.dup_ms
+        dup = tok & hit.any(axis=1)
         if dup.any():
             r.out.duplicates += int(dup.sum())
             r.c.reasons[r.P[dup]] |= BIT["duplicate"]
@@ -1545,9 +1558,13 @@ class PingProcessor:
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array()}
+        tab = (_raw(self._ck_tab)[: self.n].copy().view(self._ck_dtype)      # (one copy, whole rows)
+               if self._ck_tab is not None else None)
         for k, v in self.a.items():       # (the layout of earlier versions: the same bytes for the same state)
             if k == "recent_off":
                 arrays["recent_ts"] = self._recent_rows(np.arange(self.n))
+            elif k in _CK_NAMES:
+                arrays[k] = tab[:, 0 if k.startswith("ck_") else 1][k.split("_", 1)[1]]
             elif k != "recent_base":
                 arrays[k] = v[: self.n].copy()
         if spill is not None:      # (the store's files are read by ``encode``: a run is never changed in place)
@@ -1659,6 +1676,12 @@ def _checkpoint_dtype(spec: dict) -> np.dtype:
         offsets.append(off)
         off += d.itemsize
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": -(-off // 8) * 8})
+
+
+def _raw(tab: np.ndarray) -> np.ndarray:
+    """The rows of a checkpoint table as opaque bytes: numpy copies packed records field by field, ≈ 15 times
+    slower."""
+    return tab.view(np.dtype((np.void, tab.dtype.itemsize)))
 
 
 def _grown(n: int) -> int:

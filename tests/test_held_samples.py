@@ -278,7 +278,8 @@ def test_the_checkpoint_table_in_a_file_gives_the_heap_results_and_a_full_disk_k
         tmp_path, monkeypatch, caplog):
     """The replay checkpoints (``ck_*``/``ckb_*``) of an engine with ``spill_dir`` are one table mapped from a
     file of its store: the same outputs and state as the heap's table, also after the table grew (its rows
-    copied to a new file) — into the heap when no file can be made (disk full), and back into a file."""
+    copied, or its file extended in place) — into the heap when no file can be made (disk full), and back into
+    a file."""
     f, order, reup, plates, reg = _feed(seed=7)
     real, full = os.posix_fallocate, [True]
 
@@ -307,7 +308,10 @@ def test_the_checkpoint_table_in_a_file_gives_the_heap_results_and_a_full_disk_k
             late._alloc(late.cap + 100)          # its new table in a file
             assert not isinstance(disk._ck_tab, np.memmap) and isinstance(late._ck_tab, np.memmap)
             assert not list(disk._spill.dir.glob("checkpoints-*"))
-            assert len(list(late._spill.dir.glob("checkpoints-*"))) == 1
+            table = list(late._spill.dir.glob("checkpoints-*"))
+            late._alloc(late.cap + 100)          # and again: that file extended in place
+            assert list(late._spill.dir.glob("checkpoints-*")) == table
+            assert table[0].stat().st_size == late.checkpoint_bytes_on_disk() == late.cap * 2 * late._ck_dtype.itemsize
         outs = [p.process(_cols(f, order, reup, plates, lo, lo + BATCH)) for p in (mem, disk, late)]
         _same_output(outs[0], outs[1])
         _same_output(outs[0], outs[2])
