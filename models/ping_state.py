@@ -338,7 +338,8 @@ class PingProcessor:
         if self._spill is not None and not isinstance(tab, np.memmap):
             self._spill.drop_table()
         self._ck_tab = tab
-        return {pre + f: tab[:, k][f] for k, pre in enumerate(("ck_", "ckb_")) for f in RULE_FIELDS}
+        plain = tab.view(np.ndarray)         # (views of a memmap run Python code each time they are indexed)
+        return {pre + f: plain[:, k][f] for k, pre in enumerate(("ck_", "ckb_")) for f in RULE_FIELDS}
 
     def _add_vehicle(self, plate: str) -> int:
         i = self.n
@@ -1681,7 +1682,7 @@ def _checkpoint_dtype(spec: dict) -> np.dtype:
 def _raw(tab: np.ndarray) -> np.ndarray:
     """The rows of a checkpoint table as opaque bytes: numpy copies packed records field by field, ≈ 15 times
     slower."""
-    return tab.view(np.dtype((np.void, tab.dtype.itemsize)))
+    return tab.view(np.ndarray).view(np.dtype((np.void, tab.dtype.itemsize)))
 
 
 def _grown(n: int) -> int:
