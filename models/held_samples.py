@@ -21,6 +21,10 @@ sorted runs, read through ``numpy.memmap`` (the OS page cache holds the hot page
   written from chunks since then: a capture writes the chunks as a run first and takes those runs' maps
   (a merged-away run's file is removed, its map stays readable), never a copy in the heap.
 
+- the engine's replay checkpoints (``table``: two rows of its rule state per vehicle, read only when a
+  vehicle's window moves or late data re-runs its rules) are one more mapped file here, its blocks reserved
+  before use and extended in place when the engine's vehicle table grows.
+
 These files are a cache: the archive's snapshot and segments stay the source of truth, and a restored
 engine rebuilds its runs from them. Each store works in its own directory under the one it is given
 (``window-*``, locked while in use), removed when the store is collected or the process exits; directories

@@ -207,8 +207,9 @@ class PingProcessor:
     """Per-partition ping state and rules. ``process`` a batch, ``check_offline`` on a timer.
 
     ``spill_dir``: a directory for the replay window's held samples (``models.held_samples``: sorted runs in
-    files, read through memory maps — a live worker's choice, one directory per partition); None keeps them
-    in memory (batch runs, where the window is short-lived and the sort-on-read store is fastest)."""
+    files, read through memory maps — a live worker's choice, one directory per partition) and its
+    checkpoints' table (``_alloc_checkpoints``); None keeps them in memory (batch runs, where the window is
+    short-lived and the sort-on-read store is fastest)."""
 
     def __init__(self, cfg: Config, registry: Registry | None = None, zones=None, capacity: int = 1024,
                  spill_dir=None):
@@ -383,7 +384,7 @@ class PingProcessor:
         arrays = sum(a.nbytes for k, a in self.a.items() if k not in _CK_NAMES)
         if self._ck_tab is not None and not isinstance(self._ck_tab, np.memmap):
             arrays += self._ck_tab.nbytes   # (mapped: ``checkpoint_bytes_on_disk``)
-        if self._spill is not None:    # only its chunks and run indexes: the rest is on disk (``held_bytes_on_disk``)
+        if self._spill is not None:    # only its chunks: the rest is on disk (``held_bytes_on_disk``)
             arrays += self._spill.heap_bytes()
         arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
         if self._hist_log:      # samples of the next snapshot segment already merged into the store
@@ -1688,9 +1689,9 @@ def _raw(tab: np.ndarray) -> np.ndarray:
 def _grown(n: int) -> int:
     """Capacity of the vehicle table for ``n`` vehicles and growth: a sixteenth more (at least 128 rows, at
     least 1 024 in all), not double — the spare rows are live state too (``live_bytes_per_vehicle``: at most
-    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.9 KB row of every vehicle
-    held (and rewrites the checkpoint table): ≈ 2 ms per 2 500 vehicles, about a dozen times while a
-    partition's fleet first reports."""
+    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.86 KB heap row of every
+    vehicle held (the checkpoint table's file is extended in place): ≈ 1.5 ms per 2 500 vehicles, about a
+    dozen times while a partition's fleet first reports."""
     return max(1024, n + max(128, n // 16))
 
 
