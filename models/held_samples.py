@@ -19,8 +19,7 @@ sorted runs, read through ``numpy.memmap`` (the OS page cache holds the hot page
   in-memory store's ``_history`` gives;
 - the samples since the last "full"/"delta" snapshot capture (the next ``ping_state_segment``) are the runs
   written from chunks since then: a capture writes the chunks as a run first and takes those runs' maps
-  (a merged-away run's file is removed, its map stays readable), never a copy in the heap.
-
+  (a merged-away run's file is removed, its map stays readable), never a copy in the heap;
 - the engine's replay checkpoints (``table``: two rows of its rule state per vehicle, read only when a
   vehicle's window moves or late data re-runs its rules) are one more mapped file here, its blocks reserved
   before use and extended in place when the engine's vehicle table grows.
