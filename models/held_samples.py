@@ -13,12 +13,16 @@ sorted runs, read through ``numpy.memmap`` (the OS page cache holds the hot page
   1 + log8(window / ``CHUNK_ROWS``) times and a replay looks into at most ``MAX_RUNS`` runs. A run is
   written to a temporary name and renamed: no file
   ever holds a partial run; an array still mapped (a snapshot being encoded) outlives its file's removal;
-- a replay reads, per run, the rows of its vehicles (a per-run index of where each vehicle starts, 4 B per
-  vehicle and run, is the only per-run heap) plus the matching rows of the chunks, and sorts those stably:
-  the same rows, in the same order, as the in-memory store's ``_history`` gives;
+- a replay reads, per run, the rows of its vehicles (through a per-run index of where each vehicle starts,
+  4 B per vehicle and run, written after the run's rows in its file and mapped too: no per-run heap) plus
+  the matching rows of the chunks, and sorts those stably: the same rows, in the same order, as the
+  in-memory store's ``_history`` gives;
 - the samples since the last "full"/"delta" snapshot capture (the next ``ping_state_segment``) are the runs
   written from chunks since then: a capture writes the chunks as a run first and takes those runs' maps
-  (a merged-away run's file is removed, its map stays readable), never a copy in the heap.
+  (a merged-away run's file is removed, its map stays readable), never a copy in the heap;
+- the engine's replay checkpoints (``table``: two rows of its rule state per vehicle, read only when a
+  vehicle's window moves or late data re-runs its rules) are one more mapped file here, its blocks reserved
+  before use and extended in place when the engine's vehicle table grows.
 
 These files are a cache: the archive's snapshot and segments stay the source of truth, and a restored
 engine rebuilds its runs from them. Each store works in its own directory under the one it is given
@@ -114,6 +118,8 @@ class SpilledSamples:
         self._seq = 0
         self._log: list[np.ndarray] | None = None   # runs written since the last segment capture (mapped)
         self._retry_at = CHUNK_ROWS             # chunk rows at which ``add`` writes them (later after a failure)
+        self.table_path: Path | None = None     # the engine's checkpoint table (``table``)
+        self.table_bytes = 0
 
     def close(self) -> None:
         """Remove the files now (a revoked partition); otherwise they go when the store is collected, which
@@ -175,19 +181,58 @@ class SpilledSamples:
         self._seq += 1
         path = self.dir / f"run-{self._seq:06d}.bin"
         tmp = path.with_suffix(".tmp")
+        v = h["v"]
+        start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
+                                                                               else np.int64)
         try:
             with open(tmp, "w+b") as f:      # mapped from the same descriptor: a file opened once
                 f.write(np.ascontiguousarray(h).view(np.uint8))
+                f.write(start.view(np.uint8))      # the vehicle index after the rows: mapped too, no heap
                 f.flush()
                 rows = np.memmap(f, dtype=HIST, mode="r", shape=(len(h),))
+                start = np.memmap(f, dtype=start.dtype, mode="r", offset=rows.nbytes, shape=start.shape)
             os.replace(tmp, path)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
-        v = h["v"]
-        start = np.searchsorted(v, np.arange(int(v[-1]) + 2), "left").astype(np.int32 if len(h) < 1 << 31
-                                                                               else np.int64)
         return _Run(path, rows, start)
+
+    # --- the checkpoint table -----------------------------------------------------------------------
+    def table(self, dtype: np.dtype, shape: tuple) -> np.ndarray:
+        """A new zeroed array mapped from a file of this store (the engine's replay checkpoints, read only when a
+        vehicle's window moves or late data re-runs its rules): it replaces the previous table, whose file is
+        removed (its map stays readable while referenced). The file's blocks are reserved first
+        (``posix_fallocate``), so a full disk fails here with ``OSError`` — never as SIGBUS on a later write."""
+        self._seq += 1
+        path = self.dir / f"checkpoints-{self._seq:06d}.bin"
+        size = int(np.prod(shape)) * dtype.itemsize
+        try:
+            with open(path, "w+b") as f:
+                if size:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                arr = np.memmap(f, dtype=dtype, mode="r+", shape=shape) if size else np.zeros(shape, dtype)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
+        self.drop_table()
+        self.table_path, self.table_bytes = path, size
+        return arr
+
+    def grow_table(self, dtype: np.dtype, shape: tuple) -> np.ndarray:
+        """The current table (``table``) with more rows: its file extended in place (blocks reserved first), the
+        rows it had where they were — nothing copied. ``OSError`` when the disk is full (the table unchanged)."""
+        size = int(np.prod(shape)) * dtype.itemsize
+        with open(self.table_path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+            arr = np.memmap(f, dtype=dtype, mode="r+", shape=shape)
+        self.table_bytes = size
+        return arr
+
+    def drop_table(self) -> None:
+        """Remove the checkpoint table's file (the engine went back to a table in its heap)."""
+        if self.table_path is not None:
+            self.table_path.unlink(missing_ok=True)
+            self.table_path, self.table_bytes = None, 0
 
     # --- reading ------------------------------------------------------------------------------------
     def rows(self, vs: np.ndarray, ck_ts: np.ndarray) -> np.ndarray:
@@ -242,13 +287,14 @@ class SpilledSamples:
 
     # --- accounting ---------------------------------------------------------------------------------
     def heap_bytes(self) -> int:
-        """What stays in the process's memory: the chunks and the runs' vehicle indexes."""
-        return sum(c.nbytes for c in self.chunks) + sum(r.start.nbytes for r in self.runs)
+        """What stays in the process's memory: the chunks (a run's vehicle index is mapped from its file)."""
+        return sum(c.nbytes for c in self.chunks)
 
     def disk_bytes(self) -> int:
-        """What is in the files: the runs, and runs merged away but still mapped for the next delta segment."""
+        """What is in the files: the runs (rows and vehicle index), and runs merged away but still mapped for
+        the next delta segment (the checkpoint table is ``table_bytes``)."""
         live = {id(r.rows) for r in self.runs}
-        return sum(r.rows.nbytes for r in self.runs) + sum(h.nbytes for h in self._log or () if id(h) not in live)
+        return sum(r.rows.nbytes + r.start.nbytes for r in self.runs) + sum(h.nbytes for h in self._log or () if id(h) not in live)
 
 
 def _remove(directory: Path, lock) -> None:

@@ -97,6 +97,10 @@ _log = logging.getLogger("roadwatch.ping_state")
 SNAPSHOT_VERSION = 2
 NONE = -(1 << 62)          # "no time": far in the past, differences never overflow int64
 RECENT = 16                # fix times remembered per vehicle for the duplicate check
+# ... held as int32 offsets from a per-vehicle base (``_recent_rows``): R_EMPTY = no time, WIDE = a base
+# marking a vehicle whose times do not fit (held whole in ``PingProcessor._recent_wide``)
+R_EMPTY = np.iinfo(np.int32).min
+WIDE = np.iinfo(np.int64).min
 STATUS_ACC = 1
 
 # day counter columns (vehicle_day table order after plate/day)
@@ -116,6 +120,8 @@ RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "fat_ep_late", "fat_ep_driver", "fat_ep_excess", "cum_b", "cum_hour", "cum_tot", "cum_alerted",
                "cum_start", "cum_lat", "cum_lon", "cum_late", "curfew_day", "zbits",
                "stop_start", "stop_last", "stop_lat", "stop_lon")
+# the checkpoints' copies of RULE_FIELDS: views of one table (``PingProcessor._alloc_checkpoints``)
+_CK_NAMES = frozenset(p + f for p in ("ck_", "ckb_") for f in RULE_FIELDS)
 RULE_ALERTS = frozenset({"overspeed", "fatigue", "curfew", "geofence_enter", "geofence_exit"})
 
 
@@ -133,7 +139,9 @@ def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
         "os_ep_max": (np.float32, (), 0.0), "os_ep_limit": (np.float32, (), 0.0),
         "os_ep_key": (np.int16, (), 0), "os_ep_lat": (np.float64, (), 0.0), "os_ep_lon": (np.float64, (), 0.0),
         "os_ep_late": (np.bool_, (), False),
-        "recent_ts": (np.int64, (RECENT,), NONE), "recent_pos": (np.int8, (), 0),
+        # the last RECENT fix times (snapshot: "recent_ts", int64): offsets from a base (``_recent_rows``)
+        "recent_off": (np.int32, (RECENT,), R_EMPTY), "recent_base": (np.int64, (), NONE),
+        "recent_pos": (np.int8, (), 0),
         "fat_last_ts": (np.int64, (), NONE), "fat_prev_moving": (np.bool_, (), False),
         "fat_lat": (np.float64, (), 0.0), "fat_lon": (np.float64, (), 0.0), "fat_driver": (np.int32, (), -1),
         "fat_acc": (np.int64, (), 0), "fat_nacc": (np.int64, (), 0), "fat_stop": (np.int64, (), NONE),
@@ -199,8 +207,9 @@ class PingProcessor:
     """Per-partition ping state and rules. ``process`` a batch, ``check_offline`` on a timer.
 
     ``spill_dir``: a directory for the replay window's held samples (``models.held_samples``: sorted runs in
-    files, read through memory maps — a live worker's choice, one directory per partition); None keeps them
-    in memory (batch runs, where the window is short-lived and the sort-on-read store is fastest)."""
+    files, read through memory maps — a live worker's choice, one directory per partition) and its
+    checkpoints' table (``_alloc_checkpoints``); None keeps them in memory (batch runs, where the window is
+    short-lived and the sort-on-read store is fastest)."""
 
     def __init__(self, cfg: Config, registry: Registry | None = None, zones=None, capacity: int = 1024,
                  spill_dir=None):
@@ -217,6 +226,16 @@ class PingProcessor:
         if self.slots < 1:
             raise ValueError("track.day_slots must be ≥ 1")
         self._spec = _fields(self.zones.words, self.slots, float(cfg["late.replay_window_h"]) > 0)
+        # the replay window's held samples (and the checkpoint table, ``_alloc``) in files (``spill_dir``), or
+        # in memory: the fields holding them below then stay empty
+        self._spill = (_spilled(spill_dir) if spill_dir is not None
+                       and float(cfg["late.replay_window_h"]) > 0 else None)
+        self._ck_dtype = _checkpoint_dtype(self._spec) if "ck_ts" in self._spec else None
+        self._ck_tab: np.ndarray | None = None   # per vehicle: checkpoints "a" ([v, 0]), "b" ([v, 1]) of RULE_FIELDS
+        if self._ck_dtype is not None:            # a row of the table as a new vehicle has it
+            self._ck_init = np.zeros(1, dtype=self._ck_dtype)
+            for f in RULE_FIELDS:
+                self._ck_init[f] = self._spec[f][2]
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
         self._alloc(capacity)
@@ -236,10 +255,8 @@ class PingProcessor:
         self._hist_new_n = 0
         self._hist_sorted = True                  # ``_hist`` sorted by (vehicle, time), duplicates removed
         self._hist_log: list[np.ndarray] | None = None   # samples added since the last segment capture
-        # or all of these in files (``spill_dir``): the fields above then stay empty
-        self._spill = (_spilled(spill_dir) if spill_dir is not None
-                       and float(cfg["late.replay_window_h"]) > 0 else None)
         self._late_pending: set[int] = set()
+        self._recent_wide: dict[int, np.ndarray] = {}   # vehicle → its RECENT fix times (base WIDE)
         self._replay_before_b = False
         self._alog_n = 0                          # alerts of the current batch already in ``alog``
         self.alog: dict[int, dict] = {}          # rule alerts raised since each vehicle's checkpoint "a"
@@ -285,12 +302,45 @@ class PingProcessor:
     # --- vehicle table ------------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
         old, self.a = self.a, {}
-        for name, (dt, shape, init) in self._spec.items():
-            arr = np.full((cap, *shape), init, dtype=dt)
-            if name in old:
-                arr[: self.n] = old[name][: self.n]
+        views = self._alloc_checkpoints(cap) if self._ck_dtype is not None else {}
+        for name, (dt, shape, init) in self._spec.items():    # (in spec order: a snapshot writes them so)
+            arr = views.get(name)
+            if arr is None:
+                arr = np.full((cap, *shape), init, dtype=dt)
+                if name in old:
+                    arr[: self.n] = old[name][: self.n]
             self.a[name] = arr
         self.cap = cap
+
+    def _alloc_checkpoints(self, cap: int) -> dict[str, np.ndarray]:
+        """The two checkpoints of the rule state (``ck_*``: "a", ``ckb_*``: "b") as one table of packed rows,
+        seen field by field as ``a["ck_" + f]`` / ``a["ckb_" + f]``. They are read only when a vehicle's window
+        moves (``_step_checkpoints``: once per ``late.replay_window_h`` per vehicle) and when late data re-runs
+        its rules, never by the live rule steps: with ``spill_dir`` the table is a file beside the held samples
+        (mapped; the page cache holds it, as it holds their runs), else in the heap. A table file that cannot be
+        made (disk full) leaves the table in the heap: the same results."""
+        tab, old, n, kept = None, self._ck_tab, self.n, 0
+        if self._spill is not None:
+            try:
+                if isinstance(old, np.memmap):       # a growth: the file extended, its rows stay in place
+                    tab, kept = self._spill.grow_table(self._ck_dtype, (cap, 2)), len(old)
+                else:
+                    tab = self._spill.table(self._ck_dtype, (cap, 2))
+            except OSError as err:
+                _log.warning("replay checkpoints kept in memory: cannot write them under %s (%s)",
+                             self._spill.dir, err)
+                tab, kept = None, 0
+        if tab is None:
+            tab = np.zeros((cap, 2), dtype=self._ck_dtype)
+        raw = _raw(tab)
+        if old is not None and not kept:     # whole rows as bytes: one copy, not one per field
+            raw[:n] = _raw(old)[:n]
+        raw[max(n, kept):] = _raw(self._ck_init)[0]
+        if self._spill is not None and not isinstance(tab, np.memmap):
+            self._spill.drop_table()
+        self._ck_tab = tab
+        plain = tab.view(np.ndarray)         # (views of a memmap run Python code each time they are indexed)
+        return {pre + f: plain[:, k][f] for k, pre in enumerate(("ck_", "ckb_")) for f in RULE_FIELDS}
 
     def _add_vehicle(self, plate: str) -> int:
         i = self.n
@@ -331,13 +381,17 @@ class PingProcessor:
         if self.n == 0:
             return 0.0
         import sys
-        arrays = sum(a.nbytes for a in self.a.values())
-        if self._spill is not None:    # only its chunks and run indexes: the rest is on disk (``held_bytes_on_disk``)
+        arrays = sum(a.nbytes for k, a in self.a.items() if k not in _CK_NAMES)
+        if self._ck_tab is not None and not isinstance(self._ck_tab, np.memmap):
+            arrays += self._ck_tab.nbytes   # (mapped: ``checkpoint_bytes_on_disk``)
+        if self._spill is not None:    # only its chunks: the rest is on disk (``held_bytes_on_disk``)
             arrays += self._spill.heap_bytes()
         arrays += self._hist.nbytes + sum(h.nbytes for h in self._hist_new)      # the replay window
         if self._hist_log:      # samples of the next snapshot segment already merged into the store
             waiting = {id(h) for h in self._hist_new}
             arrays += sum(h.nbytes for h in self._hist_log if id(h) not in waiting)
+        if self._recent_wide:       # fix times too far apart for the offset layout (``_recent_rows``)
+            arrays += sys.getsizeof(self._recent_wide) + sum(map(sys.getsizeof, self._recent_wide.values()))
         plates = sys.getsizeof(self.plates) + sum(sys.getsizeof(p) for p in self.plates)
         index = sys.getsizeof(self.index)
         return (arrays + plates + index) / self.n
@@ -345,6 +399,11 @@ class PingProcessor:
     def held_bytes_on_disk(self) -> int:
         """Bytes of held samples in the ``spill_dir`` files (0 when they are held in memory)."""
         return self._spill.disk_bytes() if self._spill is not None else 0
+
+    def checkpoint_bytes_on_disk(self) -> int:
+        """Bytes of the replay checkpoints' table in its ``spill_dir`` file, spare rows included (0 when it is in
+        memory)."""
+        return self._ck_tab.nbytes if isinstance(self._ck_tab, np.memmap) else 0
 
     # --- the batch step -----------------------------------------------------------------------------
     def process(self, cols, now_ms: int | None = None) -> ProcessOutput:
@@ -629,8 +688,8 @@ class PingProcessor:
                 self._replay_late(r.alerts, r.out, int(r.P[j]), [int(vi[j])], k0=-(1 << 30))
             self._alog_n = len(r.alerts)     # what the replay published is not live-pass output
         if len(rv):
-            for f in RULE_FIELDS:
-                a["ck_" + f][rv] = a["ckb_" + f][rv]
+            raw = _raw(self._ck_tab)     # "a" takes over "b": whole rows of the table (``_alloc_checkpoints``)
+            raw[rv, 0] = raw[rv, 1]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
             a["rc_a"][rv] = a["rc_b"][rv]
         bv = vi[unset_b | rot]
@@ -730,11 +789,21 @@ class PingProcessor:
     def _step_dedupe(self, r: "_Round") -> None:
         """A second ping of the same vehicle with the same fix time (± ``quality.duplicate_tolerance_s``) is
         counted once: it takes no part in any counter or rule and is reported as reason ``duplicate``."""
-        a = self.a
-        rec = a["recent_ts"][r.vi]
+        a, vi, t = self.a, r.vi, r.t
         tok = r.c.time_ok[r.P]
-        gap = rec - r.t[:, None]
-        dup = tok & (np.abs(gap, out=gap) <= self.dup_ms).any(axis=1)
+        # |stored time − t| on the offsets (``_recent_rows``, without building the int64 times)
+        base = a["recent_base"][vi]
+        off = a["recent_off"][vi]
+        gap = off - (t - base)[:, None]
+        hit = np.abs(gap, out=gap) <= self.dup_ms
+        hit &= off != R_EMPTY
+        near = np.abs(t - NONE) <= self.dup_ms      # (an empty slot holds NONE: never near a real time)
+        if near.any():
+            hit[near] |= off[near] == R_EMPTY
+        if self._recent_wide:
+            for j in np.flatnonzero(base == WIDE).tolist():
+                hit[j] = np.abs(self._recent_wide[int(vi[j])] - t[j]) <= self.dup_ms
+        dup = tok & hit.any(axis=1)
         if dup.any():
             r.out.duplicates += int(dup.sum())
             r.c.reasons[r.P[dup]] |= BIT["duplicate"]
@@ -745,12 +814,76 @@ class PingProcessor:
         if keep.any():
             kv = r.vi[keep]
             pos = a["recent_pos"][kv]
-            a["recent_ts"][kv, pos] = r.t[keep]
+            self._recent_put(kv, pos, r.t[keep])
             a["recent_pos"][kv] = (pos + 1) % RECENT
         r.delta[:, F_PINGS] = np.where(dup, 0.0, 1.0)
         cl = r.c.closed[r.P] & ~dup
         r.delta[:, F_QUAL] = r.qp | (cl & r.c.qualified[r.P])
         r.delta[:, F_CLOSED] = cl
+
+    def _recent_rows(self, vi: np.ndarray) -> np.ndarray:
+        """The last RECENT fix times of the vehicles ``vi`` (int64, NONE where none), exactly as written: each
+        vehicle's are held as int32 offsets from its ``recent_base`` (64 + 8 B instead of 128 B), or whole in
+        ``_recent_wide`` when they span more than an int32 of milliseconds (≈ 24 days) around it."""
+        a = self.a
+        base = a["recent_base"][vi]
+        off = a["recent_off"][vi]
+        rec = off.astype(np.int64)
+        rec += base[:, None]
+        rec[off == R_EMPTY] = NONE
+        if self._recent_wide:
+            for j in np.flatnonzero(base == WIDE).tolist():
+                rec[j] = self._recent_wide[int(vi[j])]
+        return rec
+
+    def _recent_put(self, vi: np.ndarray, pos: np.ndarray, t: np.ndarray) -> None:
+        """Write fix time ``t`` at slot ``pos`` of the vehicles ``vi`` (distinct)."""
+        a = self.a
+        base = a["recent_base"][vi]
+        first = base == NONE
+        if first.any():
+            base[first] = t[first]
+            a["recent_base"][vi[first]] = t[first]
+        d = t - base
+        fits = (base != WIDE) & (d > R_EMPTY) & (d <= np.iinfo(np.int32).max)
+        if fits.all():
+            a["recent_off"][vi, pos] = d
+            return
+        a["recent_off"][vi[fits], pos[fits]] = d[fits]
+        for j in np.flatnonzero(~fits).tolist():
+            v = int(vi[j])
+            row = self._recent_rows(vi[j:j + 1])[0]
+            row[int(pos[j])] = t[j]
+            self._recent_set(v, row)
+
+    def _recent_set(self, v: int, row: np.ndarray) -> None:
+        """Hold vehicle ``v``'s fix times ``row`` (int64, NONE = none) as offsets from its newest time, or
+        whole in ``_recent_wide`` when one of them is too far from it."""
+        a = self.a
+        have = row != NONE
+        base = int(row[have].max()) if have.any() else NONE
+        d = np.where(have, row - (base if have.any() else 0), R_EMPTY)
+        if ((d > R_EMPTY) | ~have).all():
+            a["recent_base"][v] = base
+            a["recent_off"][v] = d
+            self._recent_wide.pop(v, None)
+        else:
+            a["recent_base"][v] = WIDE
+            a["recent_off"][v] = R_EMPTY
+            self._recent_wide[v] = row.copy()
+
+    def _recent_load(self, rec: np.ndarray) -> None:
+        """The fix times of a snapshot's ``recent_ts`` (int64, one row per vehicle) into the offset layout."""
+        a, n = self.a, len(rec)
+        have = rec != NONE
+        some = have.any(axis=1)
+        base = np.where(some, np.where(have, rec, NONE).max(axis=1), NONE)
+        d = np.where(have, rec - np.where(some, base, 0)[:, None], R_EMPTY)
+        ok = ((d > R_EMPTY) | ~have).all(axis=1)
+        a["recent_base"][:n] = base
+        a["recent_off"][:n] = np.where(ok[:, None], d, R_EMPTY)
+        for v in np.flatnonzero(~ok).tolist():
+            self._recent_set(v, rec[v])
 
     def _step_liveness(self, r: "_Round") -> None:
         """Offline episodes. Liveness follows RECEIPT in event time (the watermark when the ping arrived), so a
@@ -1427,7 +1560,15 @@ class PingProcessor:
                 "past": [[v, d, delta.tolist()] for (v, d), delta in sorted(self.past.items())]}
         arrays = {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
                   "__track__": self._track_array()}
-        arrays.update((k, v[: self.n].copy()) for k, v in self.a.items())
+        tab = (_raw(self._ck_tab)[: self.n].copy().view(self._ck_dtype)      # (one copy, whole rows)
+               if self._ck_tab is not None else None)
+        for k, v in self.a.items():       # (the layout of earlier versions: the same bytes for the same state)
+            if k == "recent_off":
+                arrays["recent_ts"] = self._recent_rows(np.arange(self.n))
+            elif k in _CK_NAMES:
+                arrays[k] = tab[:, 0 if k.startswith("ck_") else 1][k.split("_", 1)[1]]
+            elif k != "recent_base":
+                arrays[k] = v[: self.n].copy()
         if spill is not None:      # (the store's files are read by ``encode``: a run is never changed in place)
             if segments is None:
                 return SnapshotCapture(arrays, self._history(), [])
@@ -1481,6 +1622,8 @@ class PingProcessor:
                         self.a[k][:n, :, :src.shape[-1]] = src
                     else:
                         self.a[k][:n] = src
+            if "recent_ts" in z.files:
+                self._recent_load(z["recent_ts"])
         self.n = n
         self.plates = list(meta["plates"])
         for i, p in enumerate(self.plates):
@@ -1523,11 +1666,33 @@ def _spilled(directory) -> SpilledSamples | None:
         return None
 
 
+def _checkpoint_dtype(spec: dict) -> np.dtype:
+    """One packed row of the checkpoint table: the RULE_FIELDS, widest alignment first (every field aligned)."""
+    fields = sorted(RULE_FIELDS, key=lambda f: -np.dtype(spec[f][0]).alignment)
+    names, formats, offsets, off = [], [], [], 0
+    for f in fields:
+        dt, shape, _ = spec[f]
+        d = np.dtype((dt, shape)) if shape else np.dtype(dt)
+        names.append(f)
+        formats.append(d)
+        offsets.append(off)
+        off += d.itemsize
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": -(-off // 8) * 8})
+
+
+def _raw(tab: np.ndarray) -> np.ndarray:
+    """The rows of a checkpoint table as opaque bytes: numpy copies packed records field by field, ≈ 15 times
+    slower."""
+    return tab.view(np.ndarray).view(np.dtype((np.void, tab.dtype.itemsize)))
+
+
 def _grown(n: int) -> int:
-    """Capacity of the vehicle table for ``n`` vehicles and growth: a quarter more (at least 1 024 rows), not
-    double — the spare rows are live state too (``live_bytes_per_vehicle``), and a growth copies ≈ 1.5 KB per
-    vehicle held, a few times in a partition's life."""
-    return max(1024, n + max(1024, n // 4))
+    """Capacity of the vehicle table for ``n`` vehicles and growth: a sixteenth more (at least 128 rows, at
+    least 1 024 in all), not double — the spare rows are live state too (``live_bytes_per_vehicle``: at most
+    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.86 KB heap row of every
+    vehicle held (the checkpoint table's file is extended in place): ≈ 1.5 ms per 2 500 vehicles, about a
+    dozen times while a partition's fleet first reports."""
+    return max(1024, n + max(128, n // 16))
 
 
 def _segment_samples(blob: bytes) -> np.ndarray:

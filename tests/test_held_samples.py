@@ -5,6 +5,8 @@ compared batch by batch; snapshots (whole, and full + delta segments) restore th
 engine rebuilds its files from the snapshot."""
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 
 import numpy as np
@@ -79,7 +81,7 @@ def test_spilled_store_gives_the_in_memory_outputs_and_state(tmp_path):
     assert mem.day_rows(dirty_only=False) == disk.day_rows(dirty_only=False)
     spill = disk._spill
     assert spill.runs and len(list(spill.dir.glob("run-*.bin"))) == len(spill.runs)
-    assert disk.held_bytes_on_disk() == sum(r.rows.nbytes for r in spill.runs) > 0
+    assert disk.held_bytes_on_disk() == sum(r.rows.nbytes + r.start.nbytes for r in spill.runs) > 0
     assert disk.live_bytes_per_vehicle() < mem.live_bytes_per_vehicle()
     _same_state(mem, disk)
 
@@ -142,7 +144,9 @@ def test_a_store_removes_its_files_and_those_of_a_dead_process(tmp_path):
     h["v"] = np.arange(len(h)) % 4
     h["ts"] = np.arange(len(h))
     s.add(h, ck)
-    assert len(s.runs) == 1 and s.heap_bytes() < 100 and s.disk_bytes() == h.nbytes
+    # the run and its vehicle index (5 entries of 4 B) in the file, nothing of it in the heap
+    assert len(s.runs) == 1 and s.heap_bytes() == 0 and s.disk_bytes() == h.nbytes + 20
+    assert isinstance(s.runs[0].start, np.memmap) and s.runs[0].path.stat().st_size == h.nbytes + 20
     mapped = s.runs[0].rows
     # the FAN_IN-th run of its size merges them into one, without the samples no longer newer than their
     # vehicle's checkpoint "a"
@@ -268,3 +272,51 @@ def test_the_worker_keeps_each_partition_window_under_its_data_dir_and_a_restore
     survivor.drop({0})
     assert not rebuilt.dir.exists() and 0 not in survivor.entries
     close_all()
+
+
+def test_the_checkpoint_table_in_a_file_gives_the_heap_results_and_a_full_disk_keeps_it_in_the_heap(
+        tmp_path, monkeypatch, caplog):
+    """The replay checkpoints (``ck_*``/``ckb_*``) of an engine with ``spill_dir`` are one table mapped from a
+    file of its store: the same outputs and state as the heap's table, also after the table grew (its rows
+    copied, or its file extended in place) — into the heap when no file can be made (disk full), and back into
+    a file."""
+    f, order, reup, plates, reg = _feed(seed=7)
+    real, full = os.posix_fallocate, [True]
+
+    def fallocate(fd, offset, size):        # the file system's answer when the disk is full
+        if full[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, offset, size)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    late = PingProcessor(Config(), reg, spill_dir=tmp_path / "x")       # starts on a full disk
+    full[0] = False
+    mem = PingProcessor(Config(), reg)
+    disk = PingProcessor(Config(), reg, spill_dir=tmp_path / "w")
+    assert "replay checkpoints kept in memory" in caplog.text
+    assert isinstance(disk._ck_tab, np.memmap) and not isinstance(late._ck_tab, np.memmap)
+    assert disk.checkpoint_bytes_on_disk() == disk._ck_tab.nbytes > 0 == late.checkpoint_bytes_on_disk()
+    assert isinstance(mem.a["ck_fix_ts"], np.ndarray) and not isinstance(mem._ck_tab, np.memmap)
+    half = len(order) * 3 // 4 // BATCH * BATCH
+    replayed = 0
+    for lo in range(0, len(order), BATCH):
+        if lo == half:      # past a window: the checkpoints hold state; the tables grow
+            assert (disk.a["ck_ts"][:disk.n] > 0).sum() > 100
+            full[0] = True
+            disk._alloc(disk.cap + 100)          # its new table in the heap
+            full[0] = False
+            late._alloc(late.cap + 100)          # its new table in a file
+            assert not isinstance(disk._ck_tab, np.memmap) and isinstance(late._ck_tab, np.memmap)
+            assert not list(disk._spill.dir.glob("checkpoints-*"))
+            table = list(late._spill.dir.glob("checkpoints-*"))
+            late._alloc(late.cap + 100)          # and again: that file extended in place
+            assert list(late._spill.dir.glob("checkpoints-*")) == table
+            assert table[0].stat().st_size == late.checkpoint_bytes_on_disk() == late.cap * 2 * late._ck_dtype.itemsize
+        outs = [p.process(_cols(f, order, reup, plates, lo, lo + BATCH)) for p in (mem, disk, late)]
+        _same_output(outs[0], outs[1])
+        _same_output(outs[0], outs[2])
+        replayed += outs[0].replayed if lo >= half else 0
+    assert replayed > 50
+    assert late.live_bytes_per_vehicle() < mem.live_bytes_per_vehicle()
+    _same_state(mem, disk)
+    _same_state(mem, late)

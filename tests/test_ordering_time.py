@@ -91,6 +91,29 @@ def test_duplicate_overspeed_pings_raise_the_episode_once():
     assert day_rows(proc)[(PLATE, "2026-11-10")]["overspeed_count"] == 1
 
 
+def test_duplicates_are_found_among_fix_times_months_apart_and_after_a_restore():
+    """The last fix times of a vehicle are held as int32 offsets (ms) from a base; times further apart than
+    that (≈ 24.8 days, here a terminal back after 40 days and then a re-upload of its old fixes, accepted
+    with a one-year ``quality.max_lag_s``) are held whole: a duplicate is still a duplicate, before and after
+    a snapshot, and a vehicle whose times come close again goes back to the offsets."""
+    cfg = Config({"quality.max_lag_s": 31_622_400})
+    day = 86_400_000
+    old = [ping(k) for k in range(3)]
+    back = [ping(k, ts=T0 + 40 * day + k * 20_000) for k in range(3, 6)]
+    proc = engine(cfg)
+    feed(proc, old + back)
+    assert proc._recent_wide                          # 40 days apart: held whole
+    assert proc.process(decode_batch(encode_batch(old[1:] + back[:1]))).reasons == {"duplicate": 3}
+    again = PingProcessor.restore(cfg, registry(), None, proc.snapshot())
+    assert again.snapshot() == proc.snapshot()
+    assert again.process(decode_batch(encode_batch(old[:1] + back[2:]))).reasons == {"duplicate": 2}
+    assert again.process(decode_batch(encode_batch([ping(9, ts=T0 + 20 * day)]))).reasons == {}
+    feed(again, [ping(k, ts=T0 + 41 * day + k * 20_000) for k in range(20)])
+    assert not again._recent_wide                     # the old times overwritten: offsets again
+    assert again.process(decode_batch(encode_batch([ping(19, ts=T0 + 41 * day + 19 * 20_000)]))).reasons == {
+        "duplicate": 1}
+
+
 # --- out-of-order -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("per_batch", [1, 3, None])
