@@ -1,13 +1,14 @@
-"""A/B equivalence of two builds of the engine (not collected by pytest): the same feed — the bench's
+"""A/B equivalence of two builds of the engine (a script, not a test): the same feed — the bench's
 ``synth_pings`` with 3 % of the fixes 1–80 batches late (half marked re-uploads), 1 % sent twice, drivers
 changing, alarm words — through ``PingProcessor`` with the window in memory and in files, a capture every 12
 batches (full every sixth), then a restore from the last capture that goes on. Dumps every batch's output, the
 drains (day rows, track points, stops) and digests of every snapshot blob and segment.
 
-    mkdir -p /tmp/ref /tmp/new && ln -s /work/main /tmp/ref/roadwatch && ln -s "$PWD" /tmp/new/roadwatch
-    .venv/bin/python tests/ab_engine.py run /tmp/ref ref.pkl 2500 600000
-    .venv/bin/python tests/ab_engine.py run /tmp/new new.pkl 2500 600000
-    .venv/bin/python tests/ab_engine.py compare ref.pkl new.pkl
+    git worktree add ../roadwatch-ref main            # the build to compare against
+    mkdir -p /tmp/ref /tmp/new && ln -s "$PWD/../roadwatch-ref" /tmp/ref/roadwatch && ln -s "$PWD" /tmp/new/roadwatch
+    .venv/bin/python scripts/ab_engine.py run /tmp/ref ref.pkl 2500 600000
+    .venv/bin/python scripts/ab_engine.py run /tmp/new new.pkl 2500 600000
+    .venv/bin/python scripts/ab_engine.py compare ref.pkl new.pkl
 
 (``ROOT/roadwatch`` must be the package to test: ROOT goes first on ``sys.path``.)
 """

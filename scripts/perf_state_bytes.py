@@ -1,11 +1,11 @@
-"""Live state per vehicle of the worker's engines on the bench's feed (not collected by pytest).
+"""Live state per vehicle of the worker's engines on the bench's feed (a script, not a test).
 
 The feed of ``roadwatch bench`` (``streams.bench.synth_pings``: 10 000 vehicles, 1 M pings) cut as the worker
 gets it: by Kafka's partitioner into ``stream.partitions`` partitions, 2 000-ping batches per partition, one
 engine per partition with its replay window in files (``spill_dir``), a commit (snapshot capture, every
 ``stream.snapshot_full_every``-th one full) every 12 batches. Prints ``live_bytes_per_vehicle`` of each engine
 (the bench's ``bytes_per_vehicle`` is the gauge of the last engine that committed), what makes it up, and the
-CPU time of the loop. Run: ``.venv/bin/python tests/perf_state_bytes.py [--pings N] [--vehicles V]``
+CPU time of the loop. Run: ``.venv/bin/python scripts/perf_state_bytes.py [--pings N] [--vehicles V]``
 """
 from __future__ import annotations
 
