@@ -77,7 +77,8 @@ def table(r: dict, pg: dict | None = None) -> str:
     if r.get("worker_ready_s") is not None:
         rows.append(("worker ready on the embedded broker", f"{r['worker_ready_s']:.1f} s"))
     if r.get("bytes_per_vehicle"):
-        rows.append(("live state per vehicle (bench feed: 100 fixes a vehicle, late-data window on)",
+        rows.append(("live state per vehicle in the worker's heap (bench feed: 100 fixes a vehicle, late-data "
+                     "window on; its held samples and replay checkpoints are in mapped files beside it)",
                      f"{r['bytes_per_vehicle']:,.0f} B"))
     out = [head, "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return "\n".join(out)
