@@ -454,6 +454,12 @@ CREATE TABLE IF NOT EXISTS ping_state_segment (   -- streams/archive/snapshots.p
     Migration(11, "inbound_notices.received_by: the proven officer who imported a notice from a file", """
 ALTER TABLE inbound_notices ADD COLUMN received_by TEXT;   -- NULL: received on the notices topic
 """),
+    Migration(12, "covering indexes for the 一超四罚 counters of an enterprise and a source site", """
+-- every new case counts its enterprise's violating vehicles and its source site's violations over a year
+-- (models/overload.py counters): from these indexes alone, not one table row per case of the year
+CREATE INDEX IF NOT EXISTS cases_enterprise_count ON cases(enterprise_id, ts, violation, status, plate);
+CREATE INDEX IF NOT EXISTS cases_source_site_count ON cases(source_site_id, ts, violation, status, case_id);
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version
