@@ -6,8 +6,10 @@ measured in the same run (the machine is shared and noisy: absolute figures drif
 (b) the live worker's full ping pipeline (decode, quality, drift, gaps, alerts, vehicle-day stats, snapshots)
     on the same pings pre-produced in columnar batches — a real ``roadwatch worker`` process; the rate is
     read from its own ``roadwatch_pings_total`` counter between the first and the last processed ping;
-(c) WIM readings produced at a fixed rate through the running worker; latency = reading timestamp →
-    the verdict arriving on ``overload-cases``;
+(c) WIM readings produced at a fixed rate through the running worker while the bench's fleet goes on
+    reporting every 30 s (``LiveFleet``), after the worker has committed (b)'s feed; latency = reading
+    timestamp → the verdict arriving on ``overload-cases``. (c1), before it: the same readings right after
+    (b), while the worker still commits the burst (a catch-up, not the steady state);
 (d) the batch ``assess gps`` path (JSON lines in, alerts out) in this process.
 Producing the input is never timed. Peak RSS is the worker's VmHWM.
 """
@@ -354,8 +356,59 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
 
 # --- (c) WIM latency ----------------------------------------------------------------------------------------
 
-def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int]:
-    """Readings at a fixed rate; a consumer thread stamps each verdict's arrival on ``overload-cases``."""
+class LiveFleet:
+    """The bench's fleet going on reporting, every vehicle every 30 s from where the feed left it, stamped
+    with the wall clock: the GPS load a centre has while WIM readings arrive (10 000 vehicles: 333 pings/s),
+    sent through the product's batcher (``stream.batch_max_ms`` batches, as the gateway sends them)."""
+
+    INTERVAL_S = 30.0
+
+    def __init__(self, bootstrap: str, f: dict, cfg: Config):
+        from .batcher import PingBatcher, make_producer
+        v = len(f["plates"])
+        self.plates = f["plates"]
+        self.lat, self.lon, self.speed = np.zeros(v), np.zeros(v), np.zeros(v)
+        vid = f["vid"]
+        self.lat[vid], self.lon[vid], self.speed[vid] = f["lat"], f["lon"], f["speed"]   # each one's last fix
+        self.lat = np.where(self.lat == 0.0, 31.0, self.lat)        # the feed's unqualified fixes: a real place
+        self.lon = np.where(self.lon == 0.0, 117.0, self.lon)
+        self.step = self.speed / 3600 * self.INTERVAL_S / 111.0 * 0.7
+        self.prod = make_producer(bootstrap)
+        self.batcher = PingBatcher(lambda part, key, value: self.prod.send(T.GPS_PINGS, key=key, value=value,
+                                                                            partition=part),
+                                   int(cfg["stream.partitions"]), int(cfg["stream.batch_max_pings"]),
+                                   float(cfg["stream.batch_max_ms"]), wire=cfg["stream.wire_format"])
+        self.next_v = 0
+        self.sent = 0
+        self.rate = v / self.INTERVAL_S
+
+    def due(self, elapsed_s: float) -> None:
+        """Send the fixes due ``elapsed_s`` after the start (vehicle i reports at i × 30 s / fleet size)."""
+        want = int(elapsed_s * self.rate)
+        now_ms = int(time.time() * 1000)
+        while self.sent < want:
+            i = self.next_v
+            self.lat[i] += self.step[i]
+            self.lon[i] += self.step[i]
+            self.batcher.add({"plate": self.plates[i], "plate_color": 2, "terminal_id": f"T{i:011d}", "ts": now_ms,
+                              "lat": float(self.lat[i]), "lon": float(self.lon[i]),
+                              "speed_kmh": round(float(self.speed[i]), 1), "heading": 45, "altitude_m": 20.0,
+                              "alarm_flags": 0, "status_flags": 3, "reupload": False})
+            self.next_v = (i + 1) % len(self.plates)
+            self.sent += 1
+        self.batcher.poll()
+
+    def close(self) -> None:
+        self.batcher.flush()
+        self.prod.flush()
+        self.prod.close()
+
+
+def part_c(bootstrap: str, rate: int, seconds: float, fleet: LiveFleet | None = None,
+           first: int = 0) -> tuple[float, float, int]:
+    """Readings at a fixed rate; a consumer thread stamps each verdict's arrival on ``overload-cases``. With
+    ``fleet``, the GPS fleet reports meanwhile. ``first``: the number of the first reading (a second run
+    sends other readings, of other trucks: not replays of the first run's)."""
     import threading
     from datetime import datetime, timezone
     from kafka import KafkaConsumer, KafkaProducer
@@ -378,10 +431,13 @@ def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int
     total = int(rate * seconds)
     sent: dict[str, float] = {}
     t0 = time.perf_counter()
-    for i in range(total):
-        delay = t0 + i / rate - time.perf_counter()
+    for k in range(total):
+        i = first + k
+        delay = t0 + k / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        if fleet is not None:
+            fleet.due(time.perf_counter() - t0)
         plate = wim_plate(i)
         # one truck in ten is overloaded (a case with a signed evidence package); all share one queue
         over = i % 10 == 0
@@ -394,6 +450,8 @@ def part_c(bootstrap: str, rate: int, seconds: float) -> tuple[float, float, int
             sent[plate] = time.time()
         prod.send(T.WIM_READINGS, key=plate.encode(), value=orjson.dumps(reading))
     prod.flush()
+    if fleet is not None:
+        fleet.close()
     end = time.monotonic() + 30
     while time.monotonic() < end and not all(p in arrived for p in sent):
         time.sleep(0.05)
@@ -507,7 +565,7 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                 results["baseline_rate_cpu"] = LAST_CPU_RATE[0]
                 say(f"    raw aiokafka consume: {results['baseline_rate']:,.0f} pings/s")
             if "b" not in skip or "c" not in skip:
-                from .runtime import WorkerProcess
+                from .runtime import WorkerProcess, wait_consumed
                 if "b" not in skip:
                     say(f"(b) pipeline: pre-producing {args.batch}-ping columnar batches (not timed)…")
                     t_pub = time.perf_counter()
@@ -527,17 +585,33 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         m = scrape(port)
                         results["bytes_per_vehicle"] = m.get("roadwatch_state_bytes_per_vehicle")
                     if "c" not in skip:
-                        say(f"(c) WIM: {args.wim_rate} readings/s for {args.wim_seconds:.0f} s…")
+                        if "b" not in skip:
+                            # right after (b): the worker still commits the burst's state and track samples
+                            say(f"(c1) WIM right after (b)'s burst: {args.wim_rate} readings/s for "
+                                f"{args.wim_seconds:.0f} s…")
+                            p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds)
+                            results.update(wim_after_burst_p50_ms=p50, wim_after_burst_p99_ms=p99)
+                            say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts)")
+                            t_drain = time.monotonic()
+                            if not wait_consumed(st.bootstrap, ends, timeout=600):
+                                raise RuntimeError("the worker did not commit (b)'s feed within 10 minutes")
+                            results["drain_after_b_s"] = time.monotonic() - t_drain
+                            say(f"    (b)'s commits done {results['drain_after_b_s']:.1f} s later")
+                        fleet = LiveFleet(st.bootstrap, f, cfg)
+                        results["gps_live_rate"] = fleet.rate
+                        say(f"(c) WIM: {args.wim_rate} readings/s for {args.wim_seconds:.0f} s while the "
+                            f"{len(f['plates']):,} vehicles report every 30 s ({fleet.rate:,.0f} pings/s)…")
                         lag0 = _loop_lag(scrape(port))
                         cpu0 = proc_cpu_s(wp.proc.pid)
-                        p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds)
+                        p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fleet,
+                                               first=int(args.wim_rate * args.wim_seconds))
                         # the worker's CPU per reading: what the latency's headroom depends on, steadier than
-                        # the latency itself on a shared machine (it includes the worker's idle timers)
+                        # the latency itself on a shared machine (it includes the live GPS feed and the timers)
                         results["wim_cpu_ms_per_reading"] = ((proc_cpu_s(wp.proc.pid) - cpu0) * 1000
                                                              / (args.wim_rate * args.wim_seconds))
                         results.update(wim_p50_ms=p50, wim_p99_ms=p99, wim_verdicts=got)
                         say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts); worker CPU "
-                            f"{results['wim_cpu_ms_per_reading']:.2f} ms per reading")
+                            f"{results['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")
                         lag = {le: n - lag0.get(le, 0) for le, n in _loop_lag(scrape(port)).items()}
                         if lag:
                             ticks = lag[max(lag)]          # the +Inf bucket: every tick
@@ -601,6 +675,9 @@ def _print_table(r: dict) -> None:
             ("ratio per CPU second of each process (b)/(a)", fmt(r.get("ratio_cpu"), ".2f")),
             ("WIM p50 ms", fmt(r.get("wim_p50_ms"), ".1f")),
             ("WIM p99 ms  [target ≤ 200 at 500/s]", fmt(r.get("wim_p99_ms"), ".1f")),
+            ("WIM p50 / p99 ms right after (b)'s burst",
+             f"{fmt(r.get('wim_after_burst_p50_ms'), '.0f')} / {fmt(r.get('wim_after_burst_p99_ms'), '.0f')}"),
+            ("(b)'s commits done after (c1), s", fmt(r.get("drain_after_b_s"), ".1f")),
             ("WIM worker CPU ms per reading", fmt(r.get("wim_cpu_ms_per_reading"), ".2f")),
             ("batch (d) assess gps from JSON lines, pings/s  [≥ 300 k]", fmt(r.get("batch_rate_json"), ",.0f")),
             ("batch (d) from JSON lines, per CPU second", fmt(r.get("batch_rate_json_cpu"), ",.0f")),
