@@ -14,6 +14,7 @@ from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.models.registry import parse_registry
 from roadwatch.streams.batcher import MemoryPublisher, partition_for
 from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808 import native
 from roadwatch.streams.jt808.gateway import serve
 
 PARTS = 4
@@ -23,6 +24,18 @@ VEHICLES = [("粤B12345", 2, ""), ("苏E12F34", 2, ""), ("京A00009", 1, "139000
             ("粤B00003", 2, ""), ("粤B00004", 2, "")]
 REGISTRY = {"vehicles": [{"plate": p, "plate_color": col, "category": "危险货物运输车辆", "enterprise_id": "",
                           "terminal_id": tid} for p, col, tid in VEHICLES]}
+
+
+# every test of this file (and of the files that import this fixture) runs against both front ends
+_FRONT_END = ["python"]
+
+
+@pytest.fixture(autouse=True, params=["python", pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason="the native front end was not built"))])
+def front_end(request):
+    _FRONT_END[0] = request.param
+    yield request.param
+    _FRONT_END[0] = "python"
 
 
 def _loc(i: int = 0, speed: float = 40.0) -> dict:
@@ -107,7 +120,8 @@ def run_gateway(test, cfg: dict | None = None, registry: dict | None = None, dat
     run ``test(port, publisher, gateway)``, always shut down."""
     async def main(d):
         pub = MemoryPublisher()
-        server = await serve(Config({**BASE_CFG, "paths.data_dir": d, **(cfg or {})}),
+        server = await serve(Config({**BASE_CFG, "gateway.front_end": _FRONT_END[0], "paths.data_dir": d,
+                                     **(cfg or {})}),
                              parse_registry(REGISTRY if registry is None else registry), pub, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:

@@ -99,6 +99,7 @@ typedef struct {
     int paused;
     unsigned long long locations, heartbeats;
     unsigned char *tmp;         /* unescape buffer (max_frame bytes) */
+    unsigned char *rbuf;        /* read buffer (READ_CHUNK bytes) */
 } Frontend;
 
 /* --- small helpers ---------------------------------------------------------------------------------- */
@@ -468,6 +469,8 @@ static int handle_frame(Frontend *fe, Conn *c, const unsigned char *f, size_t fl
 static void run_frames(Frontend *fe, Conn *c) {
     size_t pos = 0, n = c->inlen;
     unsigned char *buf = c->in;
+    if (n == 0)
+        return;
     while (c->state == ST_OPEN) {
         unsigned char *s = memchr(buf + pos, 0x7e, n - pos);
         if (!s) {
@@ -553,13 +556,9 @@ static int check_split(Frontend *fe, Conn *c, int *too_large) {
 }
 
 static void on_readable(Frontend *fe, Conn *c) {
-    if (grow((void **)&c->in, &c->incap, c->inlen + READ_CHUNK, 1) < 0) {
-        drop(fe, c);
-        return;
-    }
     ssize_t r;
-    do {
-        r = recv(c->fd, c->in + c->inlen, READ_CHUNK, 0);
+    do {                                  /* into the loop's buffer: a connection keeps only its unfinished tail */
+        r = recv(c->fd, fe->rbuf, READ_CHUNK, 0);
     } while (r < 0 && errno == EINTR);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
@@ -567,6 +566,11 @@ static void on_readable(Frontend *fe, Conn *c) {
         drop(fe, c);
         return;
     }
+    if (grow((void **)&c->in, &c->incap, c->inlen + (size_t)r, 1) < 0) {
+        drop(fe, c);
+        return;
+    }
+    memcpy(c->in + c->inlen, fe->rbuf, (size_t)r);
     c->inlen += (size_t)r;
     double now = mono();
     c->last_rx = now;
@@ -589,6 +593,11 @@ static void on_readable(Frontend *fe, Conn *c) {
     c->t_tok = now;
     c->recv_ms = wall_ms();
     run_frames(fe, c);
+    if (c->state == ST_OPEN && c->inlen == 0 && c->incap > 4096) {
+        free(c->in);                      /* a large read is over: give its buffer back */
+        c->in = NULL;
+        c->incap = 0;
+    }
     flush_out(fe, c);
 }
 
@@ -692,11 +701,12 @@ static int Frontend_init(Frontend *fe, PyObject *args, PyObject *kw) {
     fe->coalesce_s = coalesce;
     fe->room = room;
     fe->tmp = malloc((size_t)max_frame);
+    fe->rbuf = malloc(READ_CHUNK);
     pthread_mutex_init(&fe->mu, NULL);
     fe->ep = epoll_create1(EPOLL_CLOEXEC);
     fe->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     fe->note_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fe->ep < 0 || fe->ctl_fd < 0 || fe->note_fd < 0 || !fe->tmp) {
+    if (fe->ep < 0 || fe->ctl_fd < 0 || fe->note_fd < 0 || !fe->tmp || !fe->rbuf) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -764,6 +774,7 @@ static void Frontend_dealloc(Frontend *fe) {
     free(fe->events);
     free(fe->grave);
     free(fe->tmp);
+    free(fe->rbuf);
     Py_TYPE(fe)->tp_free((PyObject *)fe);
 }
 

@@ -988,6 +988,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError(str(e)) from None
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
+    try:
+        native.choose(cfg["gateway.front_end"])
+    except native.FrontEndUnavailable as e:
+        raise UsageError(str(e)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # the Kafka clients log every reconnect attempt; the gateway logs outages and recoveries itself
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -1008,7 +1012,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UsageError(f"cannot listen on {args.host}:{args.port or cfg['gateway.port']}: {e.strerror}") from None
         if args.metrics_port:
             from .health_http import start_health_server
-            await start_health_server(args.host, args.metrics_port, gw.health)
+            await start_health_server(args.host, args.metrics_port, gw.health,
+                                      lambda: {"front_end": gw.front_end})
         # everything alive now lives as long as the process: keep it out of the cyclic collector's scans
         gc.collect()
         gc.freeze()
