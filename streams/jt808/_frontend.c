@@ -778,7 +778,14 @@ static void Frontend_dealloc(Frontend *fe) {
     Py_TYPE(fe)->tp_free((PyObject *)fe);
 }
 
+/* stop(): the loop thread ends (nothing more is read or answered); what it left can still be drained. */
 static PyObject *Frontend_stop(Frontend *fe, PyObject *noargs) {
+    join_thread(fe);
+    Py_RETURN_NONE;
+}
+
+/* release(): after stop() and the last drain, every socket still held is closed. */
+static PyObject *Frontend_release(Frontend *fe, PyObject *noargs) {
     join_thread(fe);
     free_all(fe);
     Py_RETURN_NONE;
@@ -1108,7 +1115,8 @@ static PyMethodDef Frontend_methods[] = {
     {"drain", (PyCFunction)Frontend_drain, METH_NOARGS, "drain() -> (rows, events, locations, heartbeats)"},
     {"fileno", (PyCFunction)Frontend_fileno, METH_NOARGS, "eventfd readable when there is something to drain"},
     {"count", (PyCFunction)Frontend_count, METH_NOARGS, "open connections"},
-    {"stop", (PyCFunction)Frontend_stop, METH_NOARGS, "stop the thread and close every connection"},
+    {"stop", (PyCFunction)Frontend_stop, METH_NOARGS, "stop the loop thread"},
+    {"release", (PyCFunction)Frontend_release, METH_NOARGS, "close every connection (after stop and drain)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,6 +19,13 @@ naps ``gateway.coalesce_ms`` so the reads arriving meanwhile share one wake-up (
 Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to
 ``dead-letter``.
 
+Front ends (``gateway.front_end``, ``native.py``): with the compiled extension ``_frontend.c`` the sockets
+belong to a native epoll thread that splits frames, applies the frame budget and answers the authenticated
+terminal's strict 0x0200 and 0x0002 itself (the same bytes and serials as ``data_received``), handing the
+positions over in batches (``_drain_native``); every other frame comes to ``_native_frame``, which handles
+it exactly as ``data_received`` would while that connection waits. Without the extension, ``_Conn`` is the
+asyncio protocol described above.
+
 Publishing runs in one background task that hands records to the ``AioKafkaPublisher`` in the loop
 (``gateway.producer``), or to a ``Publisher`` in a worker thread (kafka-python blocks), and only drops
 them from its outbox once Kafka confirmed delivery. If Kafka is unreachable the outbox grows; at
@@ -390,9 +397,10 @@ class Gateway:
                 self.forget(conn)
         await asyncio.sleep(0)                    # let connection_lost run: it dead-letters pending rejects
         if self.fe is not None:
+            self.fe.stop()                        # nothing more is read or answered
             self._drain_native()                  # the positions and closes the native front end still holds
             asyncio.get_running_loop().remove_reader(self.fe.fileno())
-            self.fe.stop()
+            self.fe.release()
             self.fe = None
             for conn in list(self.native_conns.values()):
                 conn.connection_lost(None)
@@ -775,15 +783,21 @@ class Gateway:
             conn = conns.get(cid)
             if conn is None:
                 continue
-            if kind == native.UP:
-                self._native_frame(conn, payload, serial)
-            elif kind == native.LOST:
-                del conns[cid]
-                conn.connection_lost(None)
-            else:                                  # closed by the front end: rate_limit, frame_too_large, …
-                if kind == native.REJECTED:
-                    self.count_reject(payload)
-                conn.close(payload)
+            try:
+                if kind == native.UP:
+                    self._native_frame(conn, payload, serial)
+                elif kind == native.LOST:
+                    del conns[cid]
+                    conn.connection_lost(None)
+                else:                              # closed by the front end: rate_limit, frame_too_large, …
+                    if kind == native.REJECTED:
+                        self.count_reject(payload)
+                    conn.close(payload)
+            except Exception:                      # a fault of ours: that connection ends, the others go on
+                log.exception("gateway: handling a frame of %s failed; closing that connection", conn.host)
+                self.current = None
+                if conn.transport is not None:
+                    conn.transport.abort()
         for r in rows[done:] if done else rows:
             add(r)
         if locations:
