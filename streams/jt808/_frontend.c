@@ -96,6 +96,8 @@ typedef struct {
     double rate, coalesce_s;
     size_t max_frame;
     long room;
+    size_t note_rows;           /* positions that wake Python at once (else it drains them at its tick) */
+    double first_row_t;         /* monotonic arrival of the oldest undrained position */
     int paused;
     unsigned long long locations, heartbeats;
     unsigned char *tmp;         /* unescape buffer (max_frame bytes) */
@@ -415,6 +417,8 @@ static int handle_frame(Frontend *fe, Conn *c, const unsigned char *f, size_t fl
         if (grow((void **)&fe->rows, &fe->caprows, fe->nrows + 1, sizeof(Row)) < 0)
             return R_UP;
         Row *r = &fe->rows[fe->nrows];
+        if (fe->nrows == 0)
+            fe->first_row_t = c->last_rx;
         r->alarm = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
         r->status = ((uint32_t)b[4] << 24) | ((uint32_t)b[5] << 16) | ((uint32_t)b[6] << 8) | b[7];
         uint32_t lat = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11];
@@ -655,7 +659,7 @@ static void *loop_main(void *arg) {
                 }
             }
         }
-        if (fe->nrows || fe->nevents)
+        if (fe->nevents || fe->nrows >= fe->note_rows || reads_stopped(fe))
             note(fe);
         int go = fe->running;
         pthread_mutex_unlock(&fe->mu);
@@ -686,12 +690,13 @@ static void unlock(Frontend *fe) {
 }
 
 static int Frontend_init(Frontend *fe, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"rate", "max_frame", "coalesce_s", "room", NULL};
+    static char *kwlist[] = {"rate", "max_frame", "coalesce_s", "room", "note_rows", NULL};
     double rate, coalesce;
-    Py_ssize_t max_frame;
+    Py_ssize_t max_frame, note_rows;
     long room;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "dndl", kwlist, &rate, &max_frame, &coalesce, &room))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "dndln", kwlist, &rate, &max_frame, &coalesce, &room, &note_rows))
         return -1;
+    fe->note_rows = note_rows < 1 ? 1 : (size_t)note_rows;
     if (max_frame < 16 || fe->ep) {
         PyErr_SetString(PyExc_ValueError, "bad max_frame, or already initialised");
         return -1;
@@ -892,7 +897,7 @@ static PyObject *Frontend_resume(Frontend *fe, PyObject *args) {
             run_frames(fe, c);
         }
         flush_out(fe, c);
-        if (fe->nrows || fe->nevents)
+        if (fe->nevents || fe->nrows >= fe->note_rows || reads_stopped(fe))
             note(fe);
     }
     unlock(fe);
@@ -1029,9 +1034,10 @@ static PyObject *row_tuple(Row *r) {
     return t;
 }
 
-/* drain() → (rows, events, locations, heartbeats): the positions (row tuples in ``ROW_FIELDS`` order) and
+/* drain() → (rows, events, locations, heartbeats, first): the positions (row tuples in ``ROW_FIELDS`` order) and
  * events since the last drain, in order: an event (pos, kind, cid, frame | reason, serial, reject) comes
- * after the first ``pos`` rows. Kinds: 1 frame passed up, 2 connection lost, 3 closed here (reason). */
+ * after the first ``pos`` rows. Kinds: 1 frame passed up, 2 connection lost, 3 closed here (reason), 4 closed
+ * here and counted as a reject (reason). ``first``: time.monotonic() when the oldest of the rows arrived. */
 static PyObject *Frontend_drain(Frontend *fe, PyObject *noargs) {
     lock(fe);
     uint64_t v;
@@ -1045,6 +1051,7 @@ static PyObject *Frontend_drain(Frontend *fe, PyObject *noargs) {
     PyObject **grave = fe->grave;
     size_t ngrave = fe->ngrave;
     unsigned long long loc = fe->locations, hb = fe->heartbeats;
+    double first = fe->first_row_t;
     int was = reads_stopped(fe);
     fe->rows = NULL;
     fe->nrows = fe->caprows = 0;
@@ -1083,7 +1090,7 @@ static PyObject *Frontend_drain(Frontend *fe, PyObject *noargs) {
             PyList_SET_ITEM(el, (Py_ssize_t)j, t);
         }
         if (!PyErr_Occurred())
-            res = Py_BuildValue("(OOKK)", rl, el, loc, hb);
+            res = Py_BuildValue("(OOKKd)", rl, el, loc, hb, first);
     }
     Py_XDECREF(rl);
     Py_XDECREF(el);
@@ -1112,7 +1119,7 @@ static PyMethodDef Frontend_methods[] = {
     {"pause", (PyCFunction)Frontend_pause, METH_VARARGS, "pause(flag): stop / resume reading every socket"},
     {"set_room", (PyCFunction)Frontend_set_room, METH_VARARGS, "set_room(n): positions that may wait undrained"},
     {"idle", (PyCFunction)Frontend_idle, METH_VARARGS, "idle(limit) -> ids read last before limit"},
-    {"drain", (PyCFunction)Frontend_drain, METH_NOARGS, "drain() -> (rows, events, locations, heartbeats)"},
+    {"drain", (PyCFunction)Frontend_drain, METH_NOARGS, "drain() -> (rows, events, locations, heartbeats, first)"},
     {"fileno", (PyCFunction)Frontend_fileno, METH_NOARGS, "eventfd readable when there is something to drain"},
     {"count", (PyCFunction)Frontend_count, METH_NOARGS, "open connections"},
     {"stop", (PyCFunction)Frontend_stop, METH_NOARGS, "stop the loop thread"},

@@ -373,7 +373,10 @@ class Gateway:
         self._revoked_mark = self.auth.latest_revocation()
         self.listener = Listener(sock, self._admit, self._full, self.cfg["gateway.accept_pause_s"])
         if self.front_end == "native":
-            self.fe = native.new_frontend(self.rate, self.max_frame, self.coalesce_s, self.buffer_max)
+            # positions wake the loop when a partition's batch could be full; else they wait for the tick,
+            # which wakes anyway to publish (one wake-up of the interpreter per tick, not per read)
+            self.fe = native.new_frontend(self.rate, self.max_frame, self.coalesce_s, self.buffer_max,
+                                          self.batcher.max_pings)
             asyncio.get_running_loop().add_reader(self.fe.fileno(), self._drain_native)
         for name in native.FRONT_ENDS[1:]:
             FRONT_END.labels(front_end=name).set(1 if name == self.front_end else 0)
@@ -621,6 +624,11 @@ class Gateway:
             due = self.batcher.next_due()
             await asyncio.sleep(tick if due is None else min(tick, max(0.002, due - time.monotonic())))
             try:
+                if self.fe is not None:
+                    self._drain_native()      # the positions the native front end answered since the last tick
+            except Exception:
+                log.exception("draining the native front end failed")
+            try:
                 due = self.batcher.next_due()
                 if due is not None and due <= time.monotonic() + 0.001:
                     # all partitions at once: one publish cycle (send + flush in the publish thread, ~1 ms of
@@ -771,14 +779,14 @@ class Gateway:
         fe = self.fe
         if fe is None:
             return
-        rows, events, locations, heartbeats = fe.drain()
-        add = self.batcher.add_row
+        rows, events, locations, heartbeats, first = fe.drain()
+        # a partition's wait (``stream.batch_max_ms``) runs from the oldest row's arrival, not from the drain
+        add = self._add_rows
         done = 0
         conns = self.native_conns
         for pos, cid, payload, serial, kind in events:
             if pos > done:
-                for r in rows[done:pos]:
-                    add(r)
+                add(rows[done:pos], first)
                 done = pos
             conn = conns.get(cid)
             if conn is None:
@@ -798,8 +806,7 @@ class Gateway:
                 self.current = None
                 if conn.transport is not None:
                     conn.transport.abort()
-        for r in rows[done:] if done else rows:
-            add(r)
+        add(rows[done:] if done else rows, first)
         if locations:
             self._locations += locations
         if heartbeats:
@@ -808,6 +815,14 @@ class Gateway:
             self._update_pressure()
         if self.fe is not None:
             self.fe.set_room(self._room - self.batcher.pending)
+
+    def _add_rows(self, rows: list, first: float) -> None:
+        add = self.batcher.add_row
+        for r in rows:
+            try:
+                add(r, first)
+            except Exception:     # answered already: never dropped (a batch that failed to go out stays queued)
+                log.exception("gateway: queueing a position failed")
 
     def _native_frame(self, conn: _Conn, frame: bytes, serial: int) -> None:
         """One frame the native front end passed up: handled as ``_Conn.data_received`` handles a frame, the

@@ -47,9 +47,11 @@ def choose(setting: str) -> str:
     return "native"
 
 
-def new_frontend(rate: float, max_frame: int, coalesce_s: float, room: int):
+def new_frontend(rate: float, max_frame: int, coalesce_s: float, room: int, note_rows: int):
+    """``note_rows`` positions (or any frame for Python, a close, back-pressure) wake the gateway's loop at
+    once; fewer wait for its next tick (``Gateway._tick_loop``)."""
     assert _frontend is not None
-    return _frontend.Frontend(rate, max_frame, coalesce_s, room)
+    return _frontend.Frontend(rate, max_frame, coalesce_s, room, note_rows)
 
 
 class NativeTransport:
