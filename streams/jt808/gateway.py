@@ -46,7 +46,7 @@ import signal
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from time import monotonic as _monotonic
 from time import time as _time
 from pathlib import Path
@@ -86,6 +86,7 @@ FRONT_END = Gauge("roadwatch_gateway_front_end", "1 for the front end that runs 
 
 _KNOWN_IDS = {f"0x{i:04X}" for i in c.DECODERS} | {"0x0900", "0x0210", "0x0107", "0x0201", "0x0800", "0x0801"}
 SOURCE = "gateway"
+_EVENT_SLICE_S = 0.01          # the native front end's frames handled per loop iteration, at most (in time)
 # 0x0100 answer → reject reason
 _REG_REASONS = {REG_VEHICLE_TAKEN: "vehicle_already_bound", REG_NO_VEHICLE: "unknown_vehicle",
                 REG_TERMINAL_TAKEN: "terminal_already_registered", REG_NO_TERMINAL: "terminal_not_for_vehicle"}
@@ -363,6 +364,8 @@ class Gateway:
         self.front_end = native.choose(cfg["gateway.front_end"])
         self.fe: Any = None
         self.native_conns: dict[int, _Conn] = {}
+        self._native_events: deque[tuple] = deque()   # reported by the front end, not handled yet
+        self._events_scheduled = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -402,6 +405,7 @@ class Gateway:
         if self.fe is not None:
             self.fe.stop()                        # nothing more is read or answered
             self._drain_native()                  # the positions and closes the native front end still holds
+            self._run_native_events(final=True)
             asyncio.get_running_loop().remove_reader(self.fe.fileno())
             self.fe.release()
             self.fe = None
@@ -588,6 +592,7 @@ class Gateway:
             self._resumed_at = time.monotonic()
             if self.fe is not None:
                 self.fe.pause(False)
+                self._schedule_native_events()     # the frames that waited for room
             for conn in self.connections:
                 if conn.transport is not None and conn.closed_reason is None:
                     conn.transport.resume_reading()
@@ -780,20 +785,49 @@ class Gateway:
         if fe is None:
             return
         rows, events, locations, heartbeats, first = fe.drain()
-        # a partition's wait (``stream.batch_max_ms``) runs from the oldest row's arrival, not from the drain
-        add = self._add_rows
-        done = 0
+        # The positions first, all of them: they were answered, and none can depend on an event still queued
+        # (a connection whose frame waits for Python is read no further). A partition's wait
+        # (``stream.batch_max_ms``) runs from the oldest row's arrival, not from the drain.
+        if rows:
+            self._add_rows(rows, first)
+        if events:
+            self._native_events.extend(events)
+            self._run_native_events()
+        if locations:
+            self._locations += locations
+        if heartbeats:
+            self._frames[c.HEARTBEAT] = self._frames.get(c.HEARTBEAT, 0) + heartbeats
+        if rows and self.batcher.pending >= self._room:
+            self._update_pressure()
+        if self.fe is not None:
+            self.fe.set_room(self._room - self.batcher.pending)
+
+    def _run_native_events(self, final: bool = False) -> None:
+        """The frames, closes and losses the front end reported, in order — as uvloop hands a Python front
+        end its reads: at most ``_EVENT_SLICE_S`` of work per loop iteration (a burst of 20 000 batch uploads
+        must not hold up /metrics and the Kafka client), and no frame while reads are paused for
+        back-pressure (its connection waits, unanswered, as a paused socket would). ``final``: at shutdown,
+        frames are dropped unanswered and the rest is handled."""
+        self._events_scheduled = False
+        q = self._native_events
         conns = self.native_conns
-        for pos, cid, payload, serial, kind in events:
-            if pos > done:
-                add(rows[done:pos], first)
-                done = pos
+        stop_at = time.monotonic() + _EVENT_SLICE_S
+        while q:
+            pos, cid, payload, serial, kind = q[0]
+            if kind == native.UP and not final:
+                if self.reads_paused:
+                    return                         # _update_pressure schedules us when reads resume
+                if time.monotonic() > stop_at:
+                    self._schedule_native_events()
+                    return
+            q.popleft()
             conn = conns.get(cid)
             if conn is None:
                 continue
             try:
                 if kind == native.UP:
-                    self._native_frame(conn, payload, serial)
+                    if not final:
+                        self._native_frame(conn, payload, serial)
                 elif kind == native.LOST:
                     del conns[cid]
                     conn.connection_lost(None)
@@ -806,15 +840,11 @@ class Gateway:
                 self.current = None
                 if conn.transport is not None:
                     conn.transport.abort()
-        add(rows[done:] if done else rows, first)
-        if locations:
-            self._locations += locations
-        if heartbeats:
-            self._frames[c.HEARTBEAT] = self._frames.get(c.HEARTBEAT, 0) + heartbeats
-        if rows and self.batcher.pending >= self._room:
-            self._update_pressure()
-        if self.fe is not None:
-            self.fe.set_room(self._room - self.batcher.pending)
+
+    def _schedule_native_events(self) -> None:
+        if not self._events_scheduled and self._native_events:
+            self._events_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_native_events)
 
     def _add_rows(self, rows: list, first: float) -> None:
         add = self.batcher.add_row
