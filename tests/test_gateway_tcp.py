@@ -346,6 +346,36 @@ def test_kafka_down_buffers_then_back_pressure_then_recovers():
     run_gateway(t, {"gateway.buffer_max_pings": 3, "stream.batch_max_pings": 1})
 
 
+def test_a_full_buffer_holds_frames_already_read_unanswered_until_kafka_is_back():
+    """Two terminals upload a batch at the same moment while Kafka is down and the buffer holds 3 pings: the
+    first batch fills it, the second waits unanswered (never buffered past the limit) until Kafka is back."""
+    async def t(port, pub, gw):
+        pub.down = True
+        a, b = Terminal("13800000001"), Terminal("13800000002")
+        await a.open(port)
+        await b.open(port)
+        await a.login("粤B12345")
+        await b.login("苏E12F34")
+        batch = c.encode_batch_upload([_loc(0), _loc(1), _loc(2)], True)
+        a.serial += 1
+        b.serial += 1
+        a.writer.write(c.build_frame(0x0704, a.phone, a.serial, batch))
+        b.writer.write(c.build_frame(0x0704, b.phone, b.serial, batch))
+        await asyncio.gather(a.writer.drain(), b.writer.drain())
+        answered = []
+        for term in (a, b):
+            try:
+                answered.append((await term.recv(timeout=0.7)).fields["result"])
+            except asyncio.TimeoutError:
+                pass
+        assert answered == [0] and gw.buffered_pings == 3
+        pub.down = False
+        await until(lambda: len(pings_of(pub)) == 6, 5.0)
+        a.close()
+        b.close()
+    run_gateway(t, {"gateway.buffer_max_pings": 3, "stream.batch_max_pings": 1})
+
+
 def test_garbage_and_random_bytes_do_not_disturb_other_terminals():
     import random
     rnd = random.Random(7)
