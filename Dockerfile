@@ -6,7 +6,10 @@ COPY streams ./streams
 COPY models ./models
 COPY geo ./geo
 COPY simulators ./simulators
-RUN pip install --no-cache-dir .
+# gcc for the gateway's native front end (streams/jt808/_frontend.c, gateway.front_end): built, then removed
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-cache-dir . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 ENV ROADWATCH_SET="paths.data_dir=\"/data\""
 VOLUME ["/data"]
 EXPOSE 6066 7808

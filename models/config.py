@@ -395,6 +395,11 @@ _k("gateway.producer", "aiokafka", "ops",
    "Kafka client of `roadwatch gateway`: aiokafka in the gateway's event loop (~0.7 ms of CPU per publish cycle "
    "of four records) or kafka-python with its sender thread (~1.8 ms; docs/performance.md)",
    ("aiokafka", "kafka-python"))
+_k("gateway.front_end", "auto", "ops",
+   "who runs the terminals' sockets: native (the compiled extension streams/jt808/_frontend.c: frames, the "
+   "location/heartbeat answers and the position batch in C, everything else handed to the Python gateway; "
+   "about half the CPU per position, docs/performance.md), python (the gateway's asyncio protocol), or auto "
+   "(native when the extension was built at install time, else python)", ("auto", "python", "native"))
 _k("gateway.gc_freeze_s", 60.0, "ops",
    "move long-lived objects out of the cyclic collector this often (0 = only after start-up)", lo=0, hi=86400)
 

@@ -436,6 +436,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                               f'gateway.event_loop="{cfg["gateway.event_loop"]}"'))
         if cfg["gateway.producer"] != "aiokafka":      # (only then: builds before the key still start)
             env["ROADWATCH_SET"] += f';gateway.producer="{cfg["gateway.producer"]}"'
+        res["front_end"] = cfg["gateway.front_end"]
+        if cfg["gateway.front_end"] != "auto":         # (likewise)
+            env["ROADWATCH_SET"] += f';gateway.front_end="{cfg["gateway.front_end"]}"'
         res["coalesce_ms"] = cfg["gateway.coalesce_ms"]
         cmd = (args.gateway_cmd.split() if args.gateway_cmd else [sys.executable, "-m", "roadwatch.streams.cli"])
         cmd += ["gateway", "--host", "127.0.0.1", "--port", str(port), "--registry", str(tmp / "registry.json"),
@@ -454,7 +457,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             res.update(_drive(args, port, terms, args.burst, gw.pid, metric("roadwatch_gateway_pings_total"),
                               metric("roadwatch_gateway_published_pings_total"),
                               lambda: dict(gateway_connections=_metric(mport, "roadwatch_gateway_connections"),
-                                           accept_pauses=_metric(mport, "roadwatch_gateway_accept_pauses_total"))))
+                                           accept_pauses=_metric(mport, "roadwatch_gateway_accept_pauses_total"),
+                                           # which front end ran (NaN: a build from before gateway.front_end)
+                                           native_front_end=_metric(
+                                               mport, 'roadwatch_gateway_front_end{front_end="native"}'))))
             res["gateway_log_lines"] = sum(1 for _ in open(tmp / "gateway.log"))
             if args.baseline:
                 gw.terminate()                          # its descriptors and CPU out of the way

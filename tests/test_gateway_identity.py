@@ -22,6 +22,7 @@ from roadwatch.streams.jt808 import codec as c
 from roadwatch.streams.jt808.terminal_auth import TerminalAuth
 
 from test_gateway_tcp import Terminal, _loc, dead_letters, pings_of, run_gateway, until
+from test_gateway_tcp import front_end  # noqa: F401  (both front ends)
 
 A, B, X = "13800000001", "13800000002", "13800000099"       # two real terminals and an attacker
 FAST = 110.0                                                   # km/h: an overspeed fix for a dangerous-goods truck

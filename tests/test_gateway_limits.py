@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from roadwatch.models.config import Config
+from roadwatch.streams.jt808 import native
 from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.streams.broker import EmbeddedBroker, create_topics, free_port
 from roadwatch.streams.jt808 import codec as c
@@ -91,6 +92,8 @@ def test_descriptor_limit_pauses_accepting_without_an_error_storm_and_publishing
             assert 0 < held <= NOFILE - 64                     # gateway.fd_reserve kept free
             status, body = _get(f"http://127.0.0.1:{mport}/healthz")
             assert status == 503 and orjson.loads(body)["status"] == "degraded"
+            # gateway.front_end = "auto": the native front end wherever it was built, and /healthz says which
+            assert orjson.loads(body)["front_end"] == ("native" if native.available() else "python")
             # a real terminal connects now: it waits in the backlog until the silent sockets hit their
             # authentication deadline, then logs in, and its fix reaches Kafka (the producer's sockets were kept)
             term = socket.create_connection(("127.0.0.1", port))

@@ -14,6 +14,7 @@ from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.models.registry import parse_registry
 from roadwatch.streams.batcher import MemoryPublisher, partition_for
 from roadwatch.streams.jt808 import codec as c
+from roadwatch.streams.jt808 import native
 from roadwatch.streams.jt808.gateway import serve
 
 PARTS = 4
@@ -23,6 +24,18 @@ VEHICLES = [("粤B12345", 2, ""), ("苏E12F34", 2, ""), ("京A00009", 1, "139000
             ("粤B00003", 2, ""), ("粤B00004", 2, "")]
 REGISTRY = {"vehicles": [{"plate": p, "plate_color": col, "category": "危险货物运输车辆", "enterprise_id": "",
                           "terminal_id": tid} for p, col, tid in VEHICLES]}
+
+
+# every test of this file (and of the files that import this fixture) runs against both front ends
+_FRONT_END = ["python"]
+
+
+@pytest.fixture(autouse=True, params=["python", pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason="the native front end was not built"))])
+def front_end(request):
+    _FRONT_END[0] = request.param
+    yield request.param
+    _FRONT_END[0] = "python"
 
 
 def _loc(i: int = 0, speed: float = 40.0) -> dict:
@@ -107,7 +120,8 @@ def run_gateway(test, cfg: dict | None = None, registry: dict | None = None, dat
     run ``test(port, publisher, gateway)``, always shut down."""
     async def main(d):
         pub = MemoryPublisher()
-        server = await serve(Config({**BASE_CFG, "paths.data_dir": d, **(cfg or {})}),
+        server = await serve(Config({**BASE_CFG, "gateway.front_end": _FRONT_END[0], "paths.data_dir": d,
+                                     **(cfg or {})}),
                              parse_registry(REGISTRY if registry is None else registry), pub, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
@@ -329,6 +343,36 @@ def test_kafka_down_buffers_then_back_pressure_then_recovers():
         assert sorted(p["ts"] for _, p in pings_of(pub)) == [1709258400000 + 1000 * i for i in range(4)]
         await until(lambda: gw.buffered_pings == 0)     # the outbox counts down on its next turn
         term.close()
+    run_gateway(t, {"gateway.buffer_max_pings": 3, "stream.batch_max_pings": 1})
+
+
+def test_a_full_buffer_holds_frames_already_read_unanswered_until_kafka_is_back():
+    """Two terminals upload a batch at the same moment while Kafka is down and the buffer holds 3 pings: the
+    first batch fills it, the second waits unanswered (never buffered past the limit) until Kafka is back."""
+    async def t(port, pub, gw):
+        pub.down = True
+        a, b = Terminal("13800000001"), Terminal("13800000002")
+        await a.open(port)
+        await b.open(port)
+        await a.login("粤B12345")
+        await b.login("苏E12F34")
+        batch = c.encode_batch_upload([_loc(0), _loc(1), _loc(2)], True)
+        a.serial += 1
+        b.serial += 1
+        a.writer.write(c.build_frame(0x0704, a.phone, a.serial, batch))
+        b.writer.write(c.build_frame(0x0704, b.phone, b.serial, batch))
+        await asyncio.gather(a.writer.drain(), b.writer.drain())
+        answered = []
+        for term in (a, b):
+            try:
+                answered.append((await term.recv(timeout=0.7)).fields["result"])
+            except asyncio.TimeoutError:
+                pass
+        assert answered == [0] and gw.buffered_pings == 3
+        pub.down = False
+        await until(lambda: len(pings_of(pub)) == 6, 5.0)
+        a.close()
+        b.close()
     run_gateway(t, {"gateway.buffer_max_pings": 3, "stream.batch_max_pings": 1})
 
 

@@ -16,6 +16,7 @@ from roadwatch.streams.jt808 import codec as c
 from roadwatch.streams.jt808.alarms import ALARM_BITS_2013, ALARM_BITS_2019
 
 from test_gateway_tcp import REGISTRY, Terminal, _loc, pings_of, run_gateway, until
+from test_gateway_tcp import front_end  # noqa: F401  (both front ends)
 
 BIT = 15
 assert ALARM_BITS_2019[BIT] == "违规行驶报警" and BIT not in ALARM_BITS_2013

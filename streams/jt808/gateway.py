@@ -19,6 +19,13 @@ naps ``gateway.coalesce_ms`` so the reads arriving meanwhile share one wake-up (
 Pings go through a ``PingBatcher`` to ``gps-pings``; IC-card events to ``driver-events``; rejects to
 ``dead-letter``.
 
+Front ends (``gateway.front_end``, ``native.py``): with the compiled extension ``_frontend.c`` the sockets
+belong to a native epoll thread that splits frames, applies the frame budget and answers the authenticated
+terminal's strict 0x0200 and 0x0002 itself (the same bytes and serials as ``data_received``), handing the
+positions over in batches (``_drain_native``); every other frame comes to ``_native_frame``, which handles
+it exactly as ``data_received`` would while that connection waits. Without the extension, ``_Conn`` is the
+asyncio protocol described above.
+
 Publishing runs in one background task that hands records to the ``AioKafkaPublisher`` in the loop
 (``gateway.producer``), or to a ``Publisher`` in a worker thread (kafka-python blocks), and only drops
 them from its outbox once Kafka confirmed delivery. If Kafka is unreachable the outbox grows; at
@@ -39,7 +46,7 @@ import signal
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from time import monotonic as _monotonic
 from time import time as _time
 from pathlib import Path
@@ -57,7 +64,7 @@ from roadwatch.streams.outbox import Out, Outbox
 from roadwatch.streams.topics import DEAD_LETTER, DRIVER_EVENTS, GPS_PINGS
 
 from . import codec as c
-from . import fastpath
+from . import fastpath, native
 from .listener import Listener, connection_budget, listen_socket, raise_nofile
 from .terminal_auth import (REG_NO_TERMINAL, REG_NO_VEHICLE, REG_OK, REG_TERMINAL_TAKEN, REG_VEHICLE_TAKEN,
                             TerminalAuth)
@@ -74,9 +81,12 @@ PINGS = Counter("roadwatch_gateway_pings", "Pings accepted from terminals")
 PUBLISHED = Counter("roadwatch_gateway_published_pings", "Pings confirmed delivered to Kafka")
 PUBLISH_ERRORS = Counter("roadwatch_gateway_publish_errors", "Failed attempts to publish to Kafka")
 BACKPRESSURE = Gauge("roadwatch_gateway_backpressure", "1 while socket reads are paused (buffer full)")
+FRONT_END = Gauge("roadwatch_gateway_front_end", "1 for the front end that runs the sockets (gateway.front_end)",
+                  ["front_end"])
 
 _KNOWN_IDS = {f"0x{i:04X}" for i in c.DECODERS} | {"0x0900", "0x0210", "0x0107", "0x0201", "0x0800", "0x0801"}
 SOURCE = "gateway"
+_EVENT_SLICE_S = 0.01          # the native front end's frames handled per loop iteration, at most (in time)
 # 0x0100 answer → reject reason
 _REG_REASONS = {REG_VEHICLE_TAKEN: "vehicle_already_bound", REG_NO_VEHICLE: "unknown_vehicle",
                 REG_TERMINAL_TAKEN: "terminal_already_registered", REG_NO_TERMINAL: "terminal_not_for_vehicle"}
@@ -170,7 +180,7 @@ class _Conn(asyncio.Protocol):
     """One terminal connection. Small on purpose (slots, lazy extras): 50 000 of them live at once."""
     __slots__ = ("gw", "transport", "host", "buf", "tid", "digits", "vehicle", "serial", "opened", "last_rx",
                  "tokens", "t_tok", "rejects", "reasm", "failures", "closed_reason", "ack_head", "ack_prefix",
-                 "ack_xor")
+                 "ack_xor", "cid", "info")
 
     def __init__(self, gw: "Gateway", host: str, now: float):
         self.gw = gw
@@ -189,6 +199,8 @@ class _Conn(asyncio.Protocol):
         self.closed_reason: str | None = None
         self.ack_head = self.ack_prefix = b""    # the fast path's 0x8001 start for this header (``fastpath``)
         self.ack_xor = 0
+        self.cid = 0                           # the native front end's connection id
+        self.info: tuple | None = None         # (plate, colour, driver) last handed to the native front end
 
     # --- asyncio callbacks ---
     def connection_made(self, transport) -> None:
@@ -348,6 +360,12 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._thread: _PublishThread | None = None
         self._revoked_mark = ""
+        # the front end that runs the sockets: "native" (``_frontend.c``) or "python" (``_Conn.data_received``)
+        self.front_end = native.choose(cfg["gateway.front_end"])
+        self.fe: Any = None
+        self.native_conns: dict[int, _Conn] = {}
+        self._native_events: deque[tuple] = deque()   # reported by the front end, not handled yet
+        self._events_scheduled = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -357,13 +375,22 @@ class Gateway:
         sock = listen_socket(host, port, min(self.max_conns, 65535))
         self._revoked_mark = self.auth.latest_revocation()
         self.listener = Listener(sock, self._admit, self._full, self.cfg["gateway.accept_pause_s"])
+        if self.front_end == "native":
+            # positions wake the loop when a partition's batch could be full; else they wait for the tick,
+            # which wakes anyway to publish (one wake-up of the interpreter per tick, not per read)
+            self.fe = native.new_frontend(self.rate, self.max_frame, self.coalesce_s, self.buffer_max,
+                                          self.batcher.max_pings)
+            asyncio.get_running_loop().add_reader(self.fe.fileno(), self._drain_native)
+        for name in native.FRONT_ENDS[1:]:
+            FRONT_END.labels(front_end=name).set(1 if name == self.front_end else 0)
         if not isinstance(self.publisher, AioKafkaPublisher):
             self._thread = _PublishThread()
         self._tasks = [asyncio.create_task(self._publish_loop(), name="gateway-publish"),
                        asyncio.create_task(self._tick_loop(), name="gateway-tick")]
         log.info("JT/T 808 gateway listening on %s; descriptor limit %d (raised from %d), up to %d connections "
-                 "(gateway.max_connections=%d, gateway.fd_reserve=%d)", sock.getsockname(), new, old,
-                 self.conn_limit, self.max_conns, self.cfg["gateway.fd_reserve"])
+                 "(gateway.max_connections=%d, gateway.fd_reserve=%d); %s front end (gateway.front_end=%s)",
+                 sock.getsockname(), new, old, self.conn_limit, self.max_conns, self.cfg["gateway.fd_reserve"],
+                 self.front_end, self.cfg["gateway.front_end"])
         return GatewayServer(self, sock)
 
     async def aclose(self, drain_timeout_s: float = 5.0) -> None:
@@ -375,6 +402,16 @@ class Gateway:
             if conn.transport is None:
                 self.forget(conn)
         await asyncio.sleep(0)                    # let connection_lost run: it dead-letters pending rejects
+        if self.fe is not None:
+            self.fe.stop()                        # nothing more is read or answered
+            self._drain_native()                  # the positions and closes the native front end still holds
+            self._run_native_events(final=True)
+            asyncio.get_running_loop().remove_reader(self.fe.fileno())
+            self.fe.release()
+            self.fe = None
+            for conn in list(self.native_conns.values()):
+                conn.connection_lost(None)
+            self.native_conns.clear()
         self.batcher.flush()
         self._flush_counts()
         await self.outbox.drain(drain_timeout_s, "gateway")
@@ -421,6 +458,18 @@ class Gateway:
         CONNECTIONS.set(len(self.connections))      # at once, not at the next tick: connects are rare events
         self.pending[conn] = None
         self.pending_by_host[host] = self.pending_by_host.get(host, 0) + 1
+        if self.fe is not None:                     # the native front end owns the socket from now on
+            try:
+                conn.cid = self.fe.add(sock.fileno())
+            except OSError as e:
+                log.debug("could not attach %s: %s", host, e)
+                sock.close()
+                self.forget(conn)
+                return
+            sock.detach()
+            self.native_conns[conn.cid] = conn
+            conn.transport = native.NativeTransport(self.fe, conn.cid)     # type: ignore[assignment]
+            return
         asyncio.get_running_loop().create_task(self._attach(conn, sock))
 
     async def _attach(self, conn: _Conn, sock: socket.socket) -> None:
@@ -525,9 +574,13 @@ class Gateway:
         n = self.buffered_pings
         self._room = self.buffer_max - self.outbox.pings
         BUFFERED.set(n)
+        if self.fe is not None:
+            self.fe.set_room(self._room - self.batcher.pending)
         if n >= self.buffer_max and not self.reads_paused:
             self.reads_paused = True
             BACKPRESSURE.set(1)
+            if self.fe is not None:
+                self.fe.pause(True)
             for conn in self.connections:
                 if conn.transport is not None:
                     conn.transport.pause_reading()
@@ -537,6 +590,9 @@ class Gateway:
             self.reads_paused = False
             BACKPRESSURE.set(0)
             self._resumed_at = time.monotonic()
+            if self.fe is not None:
+                self.fe.pause(False)
+                self._schedule_native_events()     # the frames that waited for room
             for conn in self.connections:
                 if conn.transport is not None and conn.closed_reason is None:
                     conn.transport.resume_reading()
@@ -573,6 +629,11 @@ class Gateway:
             due = self.batcher.next_due()
             await asyncio.sleep(tick if due is None else min(tick, max(0.002, due - time.monotonic())))
             try:
+                if self.fe is not None:
+                    self._drain_native()      # the positions the native front end answered since the last tick
+            except Exception:
+                log.exception("draining the native front end failed")
+            try:
                 due = self.batcher.next_due()
                 if due is not None and due <= time.monotonic() + 0.001:
                     # all partitions at once: one publish cycle (send + flush in the publish thread, ~1 ms of
@@ -608,7 +669,12 @@ class Gateway:
         limit = now - self.idle_s
         if self.reads_paused or self._resumed_at > limit:
             return                         # silence is ours while reads are (or were just) paused
-        for conn in [x for x in self.connections if x.last_rx < limit and x.tid is not None]:
+        if self.fe is not None:                  # the native front end knows when each socket was last read
+            silent = [self.native_conns.get(cid) for cid in self.fe.idle(limit)]
+            idle = [x for x in silent if x is not None and x.tid is not None]
+        else:
+            idle = [x for x in self.connections if x.last_rx < limit and x.tid is not None]
+        for conn in idle:
             log.info("closing %s (terminal %s): idle for %.0f s", conn.host, conn.tid, self.idle_s)
             conn.close("idle_timeout", abort=True)
             self.forget(conn)
@@ -710,6 +776,107 @@ class Gateway:
         serial_out = conn.serial = (conn.serial + 1) & 0xFFFF
         return fastpath.ack_with(conn.ack_prefix, conn.ack_xor, serial_out, serial, c.LOCATION, c.RESULT_OK)
 
+    # --- the native front end (``native.py``, ``_frontend.c``) ----------------------------------------------
+
+    def _drain_native(self) -> None:
+        """What the native front end has for us: positions it answered (rows for the batcher), frames it
+        passed up, connections it lost or closed — handled in the order they happened."""
+        fe = self.fe
+        if fe is None:
+            return
+        rows, events, locations, heartbeats, first = fe.drain()
+        # The positions first, all of them: they were answered, and none can depend on an event still queued
+        # (a connection whose frame waits for Python is read no further). A partition's wait
+        # (``stream.batch_max_ms``) runs from the oldest row's arrival, not from the drain.
+        if rows:
+            self._add_rows(rows, first)
+        if events:
+            self._native_events.extend(events)
+            self._run_native_events()
+        if locations:
+            self._locations += locations
+        if heartbeats:
+            self._frames[c.HEARTBEAT] = self._frames.get(c.HEARTBEAT, 0) + heartbeats
+        if rows and self.batcher.pending >= self._room:
+            self._update_pressure()
+        if self.fe is not None:
+            self.fe.set_room(self._room - self.batcher.pending)
+
+    def _run_native_events(self, final: bool = False) -> None:
+        """The frames, closes and losses the front end reported, in order — as uvloop hands a Python front
+        end its reads: at most ``_EVENT_SLICE_S`` of work per loop iteration (a burst of 20 000 batch uploads
+        must not hold up /metrics and the Kafka client), and no frame while reads are paused for
+        back-pressure (its connection waits, unanswered, as a paused socket would). ``final``: at shutdown,
+        frames are dropped unanswered and the rest is handled."""
+        self._events_scheduled = False
+        q = self._native_events
+        conns = self.native_conns
+        stop_at = time.monotonic() + _EVENT_SLICE_S
+        while q:
+            pos, cid, payload, serial, kind = q[0]
+            if kind == native.UP and not final:
+                if self.reads_paused:
+                    return                         # _update_pressure schedules us when reads resume
+                if time.monotonic() > stop_at:
+                    self._schedule_native_events()
+                    return
+            q.popleft()
+            conn = conns.get(cid)
+            if conn is None:
+                continue
+            try:
+                if kind == native.UP:
+                    if not final:
+                        self._native_frame(conn, payload, serial)
+                elif kind == native.LOST:
+                    del conns[cid]
+                    conn.connection_lost(None)
+                else:                              # closed by the front end: rate_limit, frame_too_large, …
+                    if kind == native.REJECTED:
+                        self.count_reject(payload)
+                    conn.close(payload)
+            except Exception:                      # a fault of ours: that connection ends, the others go on
+                log.exception("gateway: handling a frame of %s failed; closing that connection", conn.host)
+                self.current = None
+                if conn.transport is not None:
+                    conn.transport.abort()
+
+    def _schedule_native_events(self) -> None:
+        if not self._events_scheduled and self._native_events:
+            self._events_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_native_events)
+
+    def _add_rows(self, rows: list, first: float) -> None:
+        add = self.batcher.add_row
+        for r in rows:
+            try:
+                add(r, first)
+            except Exception:     # answered already: never dropped (a batch that failed to go out stays queued)
+                log.exception("gateway: queueing a position failed")
+
+    def _native_frame(self, conn: _Conn, frame: bytes, serial: int) -> None:
+        """One frame the native front end passed up: handled as ``_Conn.data_received`` handles a frame, the
+        answer and the connection's state handed back (``resume``)."""
+        conn.serial = serial
+        reply: bytes | None = None
+        if conn.tid is not None:
+            fix = fastpath.location(frame)
+            if fix is not None and (fix[1] == conn.digits or c.terminal_key(fix[1]) == conn.tid):
+                reply = self.on_fast_location(conn, fix)
+        if reply is None:
+            reply = self.on_frame(conn, frame)
+        info = None
+        if conn.tid is not None and conn.vehicle is not None:
+            info = (conn.vehicle[0], conn.vehicle[1], self.drivers.get(conn.tid))
+            if info == conn.info:
+                info = conn.info
+            conn.info = info
+        if self.fe is not None:
+            self.fe.resume(conn.cid, conn.serial, reply or b"", conn.tid if info is not None else None, info,
+                           conn.closed_reason is not None)
+        if self.batcher.pending >= self._room:
+            self._update_pressure()
+
     def _impostor(self, conn: _Conn, head: c.Message, frame: bytes) -> bytes | None:
         """A frame carrying another terminal id on an authenticated connection: refused, connection closed."""
         conn.reject("terminal_mismatch", f"frame for terminal {head.terminal_id} on the connection "
@@ -799,6 +966,7 @@ class Gateway:
         if self.by_terminal.get(tid) is conn:
             del self.by_terminal[tid]
         conn.tid = conn.vehicle = None
+        conn.digits = ""                               # the fast path's identity belongs to the binding
         conn.opened = time.monotonic()                 # a fresh deadline to register and authenticate
         self.pending[conn] = None
         self.pending_by_host[conn.host] = self.pending_by_host.get(conn.host, 0) + 1
@@ -879,6 +1047,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError(str(e)) from None
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
+    try:
+        native.choose(cfg["gateway.front_end"])
+    except native.FrontEndUnavailable as e:
+        raise UsageError(str(e)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # the Kafka clients log every reconnect attempt; the gateway logs outages and recoveries itself
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -899,7 +1071,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UsageError(f"cannot listen on {args.host}:{args.port or cfg['gateway.port']}: {e.strerror}") from None
         if args.metrics_port:
             from .health_http import start_health_server
-            await start_health_server(args.host, args.metrics_port, gw.health)
+            await start_health_server(args.host, args.metrics_port, gw.health,
+                                      lambda: {"front_end": gw.front_end})
         # everything alive now lives as long as the process: keep it out of the cyclic collector's scans
         gc.collect()
         gc.freeze()
