@@ -469,30 +469,43 @@ static int handle_frame(Frontend *fe, Conn *c, const unsigned char *f, size_t fl
     return R_DONE;
 }
 
+/* The next frame of buf[*pos, n): 1 with ``*start``, ``*end`` at its two 0x7e and ``*pos`` past it; 0 when
+ * no frame is complete (``*pos``: where the unterminated tail starts, or n). "7e 7e" ends nothing: the
+ * second 0x7e starts the next frame. The one scan of ``run_frames`` and ``check_split``. */
+static int next_frame(const unsigned char *buf, size_t n, size_t *pos, size_t *start, size_t *end) {
+    for (;;) {
+        const unsigned char *s = *pos < n ? memchr(buf + *pos, 0x7e, n - *pos) : NULL;
+        if (!s) {
+            *pos = n;
+            return 0;
+        }
+        size_t a = (size_t)(s - buf);
+        const unsigned char *e = a + 1 < n ? memchr(buf + a + 1, 0x7e, n - a - 1) : NULL;
+        if (!e) {
+            *pos = a;
+            return 0;
+        }
+        size_t b = (size_t)(e - buf);
+        if (b == a + 1) {
+            *pos = b;
+            continue;
+        }
+        *start = a;
+        *end = b;
+        *pos = b + 1;
+        return 1;
+    }
+}
+
 /* Frames of ``c`` from the start of its input: handled here, or passed up (the connection then waits). */
 static void run_frames(Frontend *fe, Conn *c) {
-    size_t pos = 0, n = c->inlen;
+    size_t pos = 0, n = c->inlen, start, end;
     unsigned char *buf = c->in;
     if (n == 0)
         return;
     while (c->state == ST_OPEN) {
-        unsigned char *s = memchr(buf + pos, 0x7e, n - pos);
-        if (!s) {
-            pos = n;
+        if (!next_frame(buf, n, &pos, &start, &end))
             break;
-        }
-        size_t start = (size_t)(s - buf);
-        unsigned char *e = start + 1 < n ? memchr(buf + start + 1, 0x7e, n - start - 1) : NULL;
-        if (!e) {
-            pos = start;
-            break;
-        }
-        size_t end = (size_t)(e - buf);
-        if (end == start + 1) {
-            pos = end;
-            continue;
-        }
-        pos = end + 1;
         if (c->tokens < 1) {
             Event *ev = push_event(fe, EV_CLOSED, c);
             if (ev) {
@@ -526,33 +539,15 @@ static void run_frames(Frontend *fe, Conn *c) {
 /* The read's checks of ``split_frames``: a frame or an unterminated tail above max_frame closes. Returns
  * whether a complete frame is present (the frame budget is refilled only then, as in Python). */
 static int check_split(Frontend *fe, Conn *c, int *too_large) {
-    size_t pos = 0, n = c->inlen;
-    unsigned char *buf = c->in;
+    size_t pos = 0, n = c->inlen, start, end;
     int any = 0;
     *too_large = 0;
-    for (;;) {
-        unsigned char *s = pos < n ? memchr(buf + pos, 0x7e, n - pos) : NULL;
-        if (!s) {
-            pos = n;
-            break;
-        }
-        size_t start = (size_t)(s - buf);
-        unsigned char *e = start + 1 < n ? memchr(buf + start + 1, 0x7e, n - start - 1) : NULL;
-        if (!e) {
-            pos = start;
-            break;
-        }
-        size_t end = (size_t)(e - buf);
-        if (end == start + 1) {
-            pos = end;
-            continue;
-        }
+    while (next_frame(c->in, n, &pos, &start, &end)) {
         if (end - start + 1 > fe->max_frame) {
             *too_large = 1;
             return any;
         }
         any = 1;
-        pos = end + 1;
     }
     if (n - pos > fe->max_frame)
         *too_large = 1;
