@@ -131,15 +131,22 @@ def load_signing_key(data_dir: str | os.PathLike, env: dict | None = None) -> Si
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        # written whole under a temporary name, then linked into place: a write that fails (disk full) must
+        # not leave an empty key file that no later attempt can load; a link never replaces a key another
+        # process made meanwhile (theirs is used)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass                                   # another process created it first: use theirs
-        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
                 f.flush()
                 os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError, OSError) as e:
