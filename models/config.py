@@ -243,6 +243,13 @@ _k("stream.producer_max_request_bytes", 4_000_000, "ops (docs/legal-basis.md §1
 _k("stream.alerts_queued_max", 200_000, "ops (docs/legal-basis.md §10)",
    "alerts waiting for Kafka (broker away) before the agents that raise them wait too (~100 MB at most)",
    lo=1000, hi=10_000_000)
+_k("stream.wim_batch_max", 50, "ops (docs/legal-basis.md §10)",
+   "WIM readings the worker takes at most at once, of those already waiting (it never waits for more): stored "
+   "in one archive transaction (all or none: a fault repeats them all, idempotently), then published in order",
+   lo=1, hi=1000)
+_k("stream.wim_batch_linger_ms", 20.0, "ops (docs/legal-basis.md §10)",
+   "when no more WIM readings are waiting, how long the agent waits once for the next ones before it stores "
+   "its batch (0 = never): fewer, larger archive transactions for that much latency", lo=0, hi=1000)
 _k("stream.max_record_bytes", 1_000_000, "ops (docs/legal-basis.md §10)",
    "larger input records are dead-lettered", lo=1024, hi=100000000)
 _k("paths.data_dir", "var", "ops (docs/legal-basis.md §10)", "working data: archive, evidence, reports, keys")

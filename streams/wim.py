@@ -5,12 +5,15 @@ reading → ``models.overload.assess`` (the same function ``roadwatch assess wim
 → ``overload-cases`` topic + an ``overload`` alert for operators. Counters for "一超四罚" are queries over
 the archived cases, so a replay or restart can neither lose nor double-count a violation.
 
-Each reading is stored in one archive transaction (``WimHandler.handle_batch`` with a batch of one:
-passage, reading, verdict, case, evidence, intercept task). Verdicts, alerts and intercept tasks go out only
-after the commit; a fault rolls the reading back and repeats it.
+The agent takes the readings that are already waiting, up to ``stream.wim_batch_max`` (it never waits for
+more: a lone reading is a batch of one), and stores them in order in one archive transaction: a
+transaction's fixed costs (the write lock, the commit's log pages) are paid once per batch, and a backlog is
+worked off in larger batches. Verdicts, alerts and intercept tasks go out only after the commit; the readings' offsets
+are acknowledged only after that. A fault anywhere rolls the whole batch back and repeats it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timezone
@@ -112,13 +115,30 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     tasks_topic = ctx.topics[T.INTERCEPT_TASKS]
     max_bytes = int(ctx.cfg["stream.max_record_bytes"])
     years = plausible_years(ctx.cfg)
+    batch_max = int(ctx.cfg["stream.wim_batch_max"])
+    linger_s = float(ctx.cfg["stream.wim_batch_linger_ms"]) / 1000
 
     @app.agent(topic, name="wim-readings-agent")
     async def wim_agent(stream):
-        # one reading at a time, acknowledged by Faust when the agent takes the next one (batches of several
-        # were tried and taken out until a full run confirms them: docs/performance.md)
-        async for event in stream.events():
-            await handle_events([event])
+        # manual acks: a reading is acknowledged only after the transaction that stored its batch
+        readings = stream.noack()
+        empty = getattr(readings.channel, "empty", None)
+        batch: list = []
+        lingered = False
+        async for event in readings.events():
+            batch.append(event)
+            if len(batch) < batch_max and empty is not None:
+                if not empty():
+                    continue               # more readings are here already: into this batch
+                if linger_s and not lingered:
+                    lingered = True        # a moment for the next readings: fewer, larger transactions
+                    await asyncio.sleep(linger_s)
+                    if not empty():
+                        continue
+            await handle_events(batch)
+            for ev in batch:
+                ev.ack()
+            batch, lingered = [], False
 
     async def handle_events(events: list) -> None:
         """One batch: parse (dead-letter what is not a reading), store in one transaction, then publish."""
