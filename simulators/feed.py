@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from kafka.partitioner.default import murmur2
 
 from roadwatch.models.pingbatch import encode_columns
+from roadwatch.streams.batcher import murmur2
 from roadwatch.streams.topics import DRIVER_EVENTS, GPS_PINGS, WIM_READINGS
 
 
