@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -218,6 +219,20 @@ class ArchiveConnection:
 CHUNK_ROWS = 4096
 
 
+def _set_wal(raw: sqlite3.Connection, timeout_s: float) -> None:
+    """``journal_mode=WAL``, waiting for the lock it needs: SQLite may answer "database is locked" at once,
+    without its busy handler, while another process sets it up on a new file (workers starting together)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            raw.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SQLiteConnection(ArchiveConnection):
     """The first release's behaviour: WAL, ``synchronous=NORMAL``, 30 s busy timeout, autocommit."""
 
@@ -228,7 +243,7 @@ class SQLiteConnection(ArchiveConnection):
         p.parent.mkdir(parents=True, exist_ok=True)
         self.target = str(p)
         self.raw = sqlite3.connect(str(p), timeout=30, isolation_level=None, check_same_thread=False)
-        self.raw.execute("PRAGMA journal_mode=WAL")
+        _set_wal(self.raw, 30.0)
         self.raw.execute("PRAGMA synchronous=NORMAL")
         self.raw.execute("PRAGMA busy_timeout=30000")
         # bound parameters per statement (``bulk_upsert``): 32 766 since SQLite 3.32, 999 before
