@@ -241,6 +241,12 @@ def case_id_for(passage_id: str) -> str:
     return "C" + passage_id[:23].upper()
 
 
+def opens_case(verdict: dict) -> bool:
+    """A verdict that goes out as a case (and may open an intercept task): it needs action, and it is neither
+    a duplicate passage nor a re-sent reading in conflict with the first (that one is kept for review)."""
+    return verdict["action"] != "none" and not verdict.get("duplicate_of") and not verdict.get("conflict")
+
+
 def calibration_status(registry: Registry, station_id: str, device_id: str, ts_ms: int) -> dict:
     """``status``: ok | missing (no device/certificate on file) | invalid (reading outside validity)."""
     dev = registry.station_device(station_id, device_id)

@@ -22,7 +22,7 @@ from functools import partial
 import orjson
 
 from roadwatch.models.mobile import enforcement_points
-from roadwatch.models.overload import assess
+from roadwatch.models.overload import assess, opens_case
 from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
 
@@ -96,15 +96,9 @@ class WimHandler:
         with self.store.conn.transaction():
             for reading, chain_id in items:
                 verdict = self.handle(reading, chain_id)
-                task = self.intercept(verdict, reading) if publishes(verdict) else None
+                task = self.intercept(verdict, reading) if opens_case(verdict) else None
                 out.append((verdict, task))
         return out
-
-
-def publishes(verdict: dict) -> bool:
-    """A verdict that goes out as a case (and may open an intercept task): needs action, not a re-sent reading
-    in conflict with the first, not a duplicate passage."""
-    return verdict["action"] != "none" and not verdict.get("duplicate_of") and not verdict.get("conflict")
 
 
 def install(app, ctx, publish_alerts) -> WimHandler:
@@ -167,7 +161,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
-            if not publishes(verdict):
+            if not opens_case(verdict):
                 continue
             await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
             M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
