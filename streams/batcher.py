@@ -56,6 +56,7 @@ class PingBatcher:
         self._pings: dict[int, list[dict]] = {}
         self._since: dict[int, float] = {}     # partition → arrival time of its oldest pending ping
         self._pcache: dict[str, int] = {}
+        self._typed = True                     # every row queued since the last flush came through add_row
         self.pending = 0
         self.last_batch_size = 0               # pings in the record being sent (readable inside ``send``)
         self.records_sent = 0
@@ -77,6 +78,7 @@ class PingBatcher:
     def add(self, ping: dict, now: float | None = None) -> int:
         """Queue one ping; returns the number of records sent (0 or 1)."""
         p = self.partition(ping["plate"])
+        self._typed = False
         buf = self._pings.get(p)
         if buf is None:
             buf = self._pings[p] = []
@@ -89,8 +91,9 @@ class PingBatcher:
         return 0
 
     def add_row(self, row: tuple, now: float | None = None) -> int:
-        """Queue one ping given as a tuple in ``ROW_FIELDS`` order (``ts`` epoch ms) — the gateway's hot
-        path: no dict per ping, and the batch's columns are one ``zip``."""
+        """Queue one ping given as a tuple in ``ROW_FIELDS`` order (``ts`` epoch ms), each value of its
+        column's Python type (``pingarrow._ROW_TYPES``) — the gateway's hot path: no dict per ping, the
+        batch's columns are one ``zip``, and their values' types are not checked again."""
         p = self.partition(row[0])
         buf = self._pings.get(p)
         if buf is None:
@@ -126,7 +129,7 @@ class PingBatcher:
         if self.wire == "arrow" and len(parts) > 1:
             # the columns of every partition converted to Arrow at once, then one record per partition
             values = encode_arrow_rows([[r if type(r) is tuple else _row(r) for r in self._pings[p]]
-                                        for p in parts], ROW_FIELDS)
+                                        for p in parts], ROW_FIELDS, typed=self._typed)
         for i, p in enumerate(parts):
             self._flush_partition(p, None if values is None else values[i])
         return len(parts)
@@ -139,7 +142,7 @@ class PingBatcher:
         try:
             if value is None:
                 rows = [r if type(r) is tuple else _row(r) for r in pings]
-                value = encode_rows(rows, self.wire)
+                value = encode_rows(rows, self.wire, typed=self._typed)
             key = (pings[0][0] if type(pings[0]) is tuple else pings[0]["plate"]).encode("utf-8")
             self.send(p, key, value)
         except BaseException:
@@ -149,6 +152,8 @@ class PingBatcher:
             raise
         self.records_sent += 1
         self.pings_sent += len(pings)
+        if not self._pings:
+            self._typed = True                 # nothing left that came through add()
 
 
 # The columns of a ``gps-pings`` record (models/pingbatch.py) in the order of a row tuple.
@@ -168,11 +173,11 @@ def _row(p: dict) -> tuple:
             int(p.get("jt808_version") or 0))
 
 
-def encode_rows(rows: list[tuple], wire: str = "arrow") -> bytes:
+def encode_rows(rows: list[tuple], wire: str = "arrow", typed: bool = False) -> bytes:
     """Row tuples → one columnar ``gps-pings`` record in the ``wire`` encoding (``stream.wire_format``:
-    the Arrow IPC form by default, or JSON; models/pingbatch.py)."""
+    the Arrow IPC form by default, or JSON; models/pingbatch.py). ``typed``: as ``encode_arrow_rows``."""
     if wire == "arrow":
-        values = encode_arrow_rows([rows], ROW_FIELDS)
+        values = encode_arrow_rows([rows], ROW_FIELDS, typed=typed)
         if values is not None:
             return values[0]
     return _encode_rows_general(rows, wire)

@@ -226,6 +226,16 @@ def test_fast_row_encoder_writes_what_encode_arrow_writes(version, recv, plates)
     assert ("jt808_version" in a.schema.names) == (version != "none")
     assert ("recv_ts" in a.schema.names) == (recv != "none")
     assert a.column("plate").to_pylist() == [plates[i % len(plates)] for i in range(7)]
+    # rows the caller vouches for (the gateway's): the same bytes without the per-value type checks
+    assert encode_arrow_rows([rows], _ROW_LAYOUT, typed=True) == [fast]
+
+
+def test_typed_rows_keep_nan_as_null_where_the_checked_path_does():
+    """``typed`` skips the type checks and pandas' NaN-is-null reading outside float columns only: a NaN
+    position still reads back as the checked encoder writes it."""
+    rows = _rows(4, "some", "some", ["苏A12345"])
+    rows[1] = rows[1][:3] + (float("nan"),) + rows[1][4:]
+    assert encode_arrow_rows([rows], _ROW_LAYOUT, typed=True) == encode_arrow_rows([rows], _ROW_LAYOUT)
 
 
 @pytest.mark.parametrize("split", [[3, 4], [1, 5, 1]])
