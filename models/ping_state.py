@@ -253,6 +253,7 @@ class PingProcessor:
                 self._ck_init[f] = self._spec[f][2]
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
+        self._day_f = self._day_i = None   # the day counters and the rc_* beside them (``_alloc_day``)
         self._alloc(capacity)
         self.plates: list[str] = []
         self.index = _PlateIndex(self)
@@ -318,6 +319,7 @@ class PingProcessor:
     def _alloc(self, cap: int) -> None:
         old, self.a = self.a, {}
         views = self._alloc_checkpoints(cap) if self._ck_dtype is not None else {}
+        views.update(self._alloc_day(cap))
         for name, (dt, shape, init) in self._spec.items():    # (in spec order: a snapshot writes them so)
             arr = views.get(name)
             if arr is None:
@@ -326,6 +328,29 @@ class PingProcessor:
                     arr[: self.n] = old[name][: self.n]
             self.a[name] = arr
         self.cap = cap
+
+    def _alloc_day(self, cap: int) -> dict[str, np.ndarray]:
+        """The day counters and what the rules added to them since each checkpoint, side by side per (vehicle,
+        slot): ``cnt_f | rc_a_f | rc_b_f`` in one float64 array (``_day_f``), ``cnt_i | rc_a_i | rc_b_i`` in one
+        int32 array (``_day_i``); ``a[name]`` are views of them. ``_step_day_counters`` updates all three of
+        a row with one gather and one scatter per array."""
+        out = {}
+        for attr, names, dt in (("_day_f", _DAY_F, np.float64), ("_day_i", _DAY_I, np.int32)):
+            names = [k for k in names if k in self._spec]
+            widths = [self._spec[k][1][-1] for k in names]
+            arr = np.zeros((cap, self.slots, sum(widths)), dtype=dt)
+            old = getattr(self, attr)
+            if old is not None:
+                arr[: self.n] = old[: self.n]
+            setattr(self, attr, arr)
+            # ``delta``'s columns in the order of the array's (``_step_day_counters``)
+            setattr(self, attr.replace("_day", "_day_cols"),
+                    np.array([c for k in names for c in _DAY_COLS[k]], dtype=np.intp))
+            lo = 0
+            for k, w in zip(names, widths):
+                out[k] = arr[:, :, lo:lo + w]
+                lo += w
+        return out
 
     def _alloc_checkpoints(self, cap: int) -> dict[str, np.ndarray]:
         """The two checkpoints of the rule state (``ck_*``: "a", ``ckb_*``: "b") as one table of packed rows,
@@ -768,11 +793,8 @@ class PingProcessor:
             nv, ns = vi[newer], slot[newer]
             for j in np.flatnonzero(a["dirty"][nv, ns]):
                 self.pending_rows.append(self._row(int(nv[j]), int(ns[j])))
-            a["cnt_f"][nv, ns] = 0.0
-            a["cnt_i"][nv, ns] = 0
-            if self.replay_ms > 0:
-                for ck in ("rc_a_f", "rc_a_i", "rc_b_f", "rc_b_i"):
-                    a[ck][nv, ns] = 0
+            self._day_f[nv, ns] = 0.0     # the counters and their rc_a, rc_b (``_alloc_day``)
+            self._day_i[nv, ns] = 0
             a["dirty"][nv, ns] = False
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
@@ -1324,23 +1346,32 @@ class PingProcessor:
         gv = r.vi if allgood else r.vi[good]
         row = gv * self.slots + (r.d if allgood else r.d[good]) % self.slots
         delta = r.delta if allgood else r.delta[good]
-        # (the counts of ``delta`` are whole numbers: exact as int32)
-        d_f, d_i = delta[:, CNT_F], delta[:, CNT_I].astype(np.int32)
-        _slot_rows(a["cnt_f"])[row] += d_f
-        _slot_rows(a["cnt_i"])[row] += d_i
+        # the counters and, beside them, rc_a and rc_b (what the time-ordered rules added since each checkpoint,
+        # ``_alloc_day``): one gather of ``delta``'s columns and one add per array (the counts of ``delta`` are
+        # whole numbers: exact as int32)
+        day_f, day_i = _slot_rows(self._day_f), _slot_rows(self._day_i)
+        add_f = delta.take(self._day_cols_f, axis=1)
+        add_i = delta.take(self._day_cols_i, axis=1).astype(np.int32)
         _slot_rows(a["dirty"])[row] = True
-        if self.replay_ms > 0:      # what the time-ordered rules added since each checkpoint
-            r_i = d_i[:, :RULE_I]
-            _slot_rows(a["rc_a_f"])[row] += d_f
-            _slot_rows(a["rc_a_i"])[row] += r_i
-            if not self._replay_before_b:
-                hb = a["ckb_ts"][gv] != NONE
-                if hb.all():        # (every vehicle past its first window: no masked copies)
-                    _slot_rows(a["rc_b_f"])[row] += d_f
-                    _slot_rows(a["rc_b_i"])[row] += r_i
-                else:
-                    _slot_rows(a["rc_b_f"])[row[hb]] += d_f[hb]
-                    _slot_rows(a["rc_b_i"])[row[hb]] += r_i[hb]
+        nf, ni = len(CNT_F), len(CNT_I)
+        if self.replay_ms > 0 and not self._replay_before_b:
+            hb = a["ckb_ts"][gv] != NONE
+            if hb.all():        # (every vehicle past its first window: no masked copies)
+                day_f[row] += add_f
+                day_i[row] += add_i
+                return
+            day_f[row[hb]] += add_f[hb]
+            day_i[row[hb]] += add_i[hb]
+            row, add_f, add_i = row[~hb], add_f[~hb], add_i[~hb]
+        # the counters, and rc_a with the window on: not rc_b (before its first checkpoint "b", or in a replay
+        # before "b" is taken again)
+        wf, wi = (2 * nf, ni + RULE_I) if self.replay_ms > 0 else (nf, ni)
+        if wf == add_f.shape[1] and wi == add_i.shape[1]:
+            day_f[row] += add_f
+            day_i[row] += add_i
+        else:
+            day_f[row, :wf] += add_f[:, :wf]
+            day_i[row, :wi] += add_i[:, :wi]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
@@ -1711,6 +1742,10 @@ class PingProcessor:
 _JOINED = {"cnt_f": ("cnt", (list(CNT_F), list(CNT_I))),
            "rc_a_f": ("rc_a", (_RC_F_POS, _RC_I_POS)), "rc_b_f": ("rc_b", (_RC_F_POS, _RC_I_POS))}
 _JOINED_I = frozenset(k[:-1] + "i" for k in _JOINED)
+_DAY_F = tuple(_JOINED)                          # side by side in ``_day_f`` / ``_day_i`` (``_alloc_day``)
+_DAY_I = tuple(k[:-1] + "i" for k in _JOINED)
+_DAY_COLS = {"cnt_f": CNT_F, "cnt_i": CNT_I, "rc_a_f": CNT_F, "rc_b_f": CNT_F, "rc_a_i": CNT_I[:RULE_I],
+             "rc_b_i": CNT_I[:RULE_I]}      # ``delta``'s columns in each (``_alloc_day``)
 
 
 def _spilled(directory) -> SpilledSamples | None:
@@ -1746,7 +1781,7 @@ def _raw(tab: np.ndarray) -> np.ndarray:
 def _grown(n: int) -> int:
     """Capacity of the vehicle table for ``n`` vehicles and growth: a sixteenth more (at least 128 rows, at
     least 1 024 in all), not double — the spare rows are live state too (``live_bytes_per_vehicle``: at most
-    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.86 KB heap row of every
+    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.75 KB heap row of every
     vehicle held (the checkpoint table's file is extended in place): ≈ 1.5 ms per 2 500 vehicles, about a
     dozen times while a partition's fleet first reports."""
     return max(1024, n + max(128, n // 16))
