@@ -111,6 +111,18 @@ DAY_COLUMNS = ("pings", "qualified", "km_total", "km_incomplete", "drift_points"
 _INT_FIELDS = (F_PINGS, F_QUAL, F_DRIFT, F_OVERSPEED, F_CURFEW, F_OFFLINE, F_CLOSED)
 # day counters that the rules derive from the time-ordered samples (re-derived when late data arrives)
 RULE_F_IDX = (F_KM, F_KMINC, F_DRIFT, F_OVERSPEED, F_FATIGUE, F_CURFEW)
+# The day counters are held in two arrays (snapshots still write them as one float64 array, ``cnt``): the
+# fractional ones as float64 (``cnt_f``: km sums and fatigue seconds, the same additions as ever) and the
+# counts as int32 (``cnt_i``: sums of 0/1 and 1.0 increments, exact in both; 2**31 would take 2 147 483 648
+# pings of one vehicle on one day). Their columns, the rule-derived ones first (``rc_*`` hold those):
+CNT_F = (F_KM, F_KMINC, F_FATIGUE)
+CNT_I = (F_DRIFT, F_OVERSPEED, F_CURFEW, F_PINGS, F_QUAL, F_OFFLINE, F_CLOSED)
+RULE_I = 3                  # CNT_I[:RULE_I]: the rule-derived counts; every CNT_F column is rule-derived
+assert set(CNT_F) | set(CNT_I[:RULE_I]) == set(RULE_F_IDX) and set(CNT_I) == set(_INT_FIELDS)
+# where the columns of ``cnt_f``/``cnt_i`` and of the ``rc_*_f``/``rc_*_i`` pairs sit in the one-array layout
+_RC_F_POS = [RULE_F_IDX.index(f) for f in CNT_F]
+_RC_I_POS = [RULE_F_IDX.index(f) for f in CNT_I[:RULE_I]]
+_CNT_COL = {f: ("cnt_f", j) for j, f in enumerate(CNT_F)} | {f: ("cnt_i", j) for j, f in enumerate(CNT_I)}
 # per-vehicle state the time-ordered rules own (restored from a checkpoint before a replay)
 RULE_FIELDS = ("fix_ts", "fix_lat", "fix_lon", "fix_speed", "drift_run",
                "os_run_start", "os_run_last", "os_run_max", "os_run_counted", "os_ep_start", "os_ep_last",
@@ -153,7 +165,8 @@ def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
         "cum_alerted": (np.bool_, (), False), "cum_start": (np.int64, (), NONE),
         "cum_lat": (np.float64, (), 0.0), "cum_lon": (np.float64, (), 0.0), "cum_late": (np.bool_, (), False),
         "curfew_day": (np.int32, (), -1), "zbits": (np.uint64, (words,), 0), "samp_ts": (np.int64, (), NONE),
-        "slot_day": (np.int32, (slots,), -1), "cnt": (np.float64, (slots, N_FIELDS), 0.0),
+        "slot_day": (np.int32, (slots,), -1),
+        "cnt_f": (np.float64, (slots, len(CNT_F)), 0.0), "cnt_i": (np.int32, (slots, len(CNT_I)), 0),
         "dirty": (np.bool_, (slots,), False),
         # the open stop of a vehicle (``_step_stops``): first and last stopped sample, where it stopped
         "stop_start": (np.int64, (), NONE), "stop_last": (np.int64, (), NONE),
@@ -166,8 +179,10 @@ def _fields(words: int, slots: int, replay: bool = True) -> dict[str, tuple]:
     spec["q_last"] = (np.int64, (), NONE)
     spec["ck_ts"] = (np.int64, (), NONE)
     spec["ckb_ts"] = (np.int64, (), NONE)
-    spec["rc_a"] = (np.float64, (slots, len(RULE_F_IDX)), 0.0)
-    spec["rc_b"] = (np.float64, (slots, len(RULE_F_IDX)), 0.0)
+    # (each as its float64 and int32 columns, as the day counters: CNT_F, CNT_I[:RULE_I])
+    for ck in ("rc_a", "rc_b"):
+        spec[ck + "_f"] = (np.float64, (slots, len(CNT_F)), 0.0)
+        spec[ck + "_i"] = (np.int32, (slots, RULE_I), 0)
     for f in RULE_FIELDS:
         spec["ck_" + f] = spec[f]
         spec["ckb_" + f] = spec[f]
@@ -238,6 +253,7 @@ class PingProcessor:
                 self._ck_init[f] = self._spec[f][2]
         self.n = 0
         self.a: dict[str, np.ndarray] = {}
+        self._day_f = self._day_i = None   # the day counters and the rc_* beside them (``_alloc_day``)
         self._alloc(capacity)
         self.plates: list[str] = []
         self.index = _PlateIndex(self)
@@ -303,6 +319,7 @@ class PingProcessor:
     def _alloc(self, cap: int) -> None:
         old, self.a = self.a, {}
         views = self._alloc_checkpoints(cap) if self._ck_dtype is not None else {}
+        views.update(self._alloc_day(cap))
         for name, (dt, shape, init) in self._spec.items():    # (in spec order: a snapshot writes them so)
             arr = views.get(name)
             if arr is None:
@@ -311,6 +328,29 @@ class PingProcessor:
                     arr[: self.n] = old[name][: self.n]
             self.a[name] = arr
         self.cap = cap
+
+    def _alloc_day(self, cap: int) -> dict[str, np.ndarray]:
+        """The day counters and what the rules added to them since each checkpoint, side by side per (vehicle,
+        slot): ``cnt_f | rc_a_f | rc_b_f`` in one float64 array (``_day_f``), ``cnt_i | rc_a_i | rc_b_i`` in one
+        int32 array (``_day_i``); ``a[name]`` are views of them. ``_step_day_counters`` updates all three of
+        a row with one gather and one scatter per array."""
+        out = {}
+        for attr, names, dt in (("_day_f", _DAY_F, np.float64), ("_day_i", _DAY_I, np.int32)):
+            names = [k for k in names if k in self._spec]
+            widths = [self._spec[k][1][-1] for k in names]
+            arr = np.zeros((cap, self.slots, sum(widths)), dtype=dt)
+            old = getattr(self, attr)
+            if old is not None:
+                arr[: self.n] = old[: self.n]
+            setattr(self, attr, arr)
+            # ``delta``'s columns in the order of the array's (``_step_day_counters``)
+            setattr(self, attr.replace("_day", "_day_cols"),
+                    np.array([c for k in names for c in _DAY_COLS[k]], dtype=np.intp))
+            lo = 0
+            for k, w in zip(names, widths):
+                out[k] = arr[:, :, lo:lo + w]
+                lo += w
+        return out
 
     def _alloc_checkpoints(self, cap: int) -> dict[str, np.ndarray]:
         """The two checkpoints of the rule state (``ck_*``: "a", ``ckb_*``: "b") as one table of packed rows,
@@ -606,10 +646,13 @@ class PingProcessor:
         for f in RULE_FIELDS:
             a[f][vs] = a["ck_" + f][vs]
         self._retract_stops(vs, rows)
-        cnt0, dirty0 = a["cnt"][vs].copy(), a["dirty"][vs].copy()
-        a["cnt"][vs[:, None], np.arange(self.slots)[None, :], RULE_F_IDX[0]:RULE_F_IDX[-1] + 1] -= a["rc_a"][vs]
-        a["rc_a"][vs] = 0.0
-        a["rc_b"][vs] = 0.0
+        cnt0_f, cnt0_i, dirty0 = a["cnt_f"][vs], a["cnt_i"][vs], a["dirty"][vs].copy()   # (copies)
+        a["cnt_f"][vs] = cnt0_f - a["rc_a_f"][vs]
+        ci = cnt0_i.copy()
+        ci[:, :, :RULE_I] -= a["rc_a_i"][vs]
+        a["cnt_i"][vs] = ci
+        for ck in ("rc_a_f", "rc_a_i", "rc_b_f", "rc_b_i"):
+            a[ck][vs] = 0
         for v in vs.tolist():
             lim = int(a["ck_ts"][v])
             if v in self.gaps.gaps:       # gaps after the checkpoint are found again by the replay
@@ -641,7 +684,8 @@ class PingProcessor:
             a["ckb_" + f][hb] = a[f][hb]
         self._rounds(ctx, np.flatnonzero(rows["ts"] > ckb), raised, out, self._replay_steps, replay=True)
         # a day's row is published again only when a value changed
-        a["dirty"][vs] = dirty0 | (np.round(a["cnt"][vs], 6) != np.round(cnt0, 6)).any(axis=2)
+        a["dirty"][vs] = (dirty0 | (np.round(a["cnt_f"][vs], 6) != np.round(cnt0_f, 6)).any(axis=2)
+                          | (a["cnt_i"][vs] != cnt0_i).any(axis=2))
         newest: dict[int, dict] = {}
         for _, _, al in raised:
             newest[al["alert_id"]] = al
@@ -691,12 +735,14 @@ class PingProcessor:
             raw = _raw(self._ck_tab)     # "a" takes over "b": whole rows of the table (``_alloc_checkpoints``)
             raw[rv, 0] = raw[rv, 1]
             a["ck_ts"][rv] = a["ckb_ts"][rv]
-            a["rc_a"][rv] = a["rc_b"][rv]
+            a["rc_a_f"][rv] = a["rc_b_f"][rv]
+            a["rc_a_i"][rv] = a["rc_b_i"][rv]
         bv = vi[unset_b | rot]
         for f in RULE_FIELDS:
             a["ckb_" + f][bv] = a[f][bv]
         a["ckb_ts"][bv] = a["q_last"][bv]
-        a["rc_b"][bv] = 0.0
+        a["rc_b_f"][bv] = 0.0
+        a["rc_b_i"][bv] = 0
         for v in rv.tolist():
             lim = int(a["ck_ts"][v])
             log = self.alog.get(v)
@@ -747,10 +793,8 @@ class PingProcessor:
             nv, ns = vi[newer], slot[newer]
             for j in np.flatnonzero(a["dirty"][nv, ns]):
                 self.pending_rows.append(self._row(int(nv[j]), int(ns[j])))
-            a["cnt"][nv, ns] = 0.0
-            if self.replay_ms > 0:
-                a["rc_a"][nv, ns] = 0.0
-                a["rc_b"][nv, ns] = 0.0
+            self._day_f[nv, ns] = 0.0     # the counters and their rc_a, rc_b (``_alloc_day``)
+            self._day_i[nv, ns] = 0
             a["dirty"][nv, ns] = False
             a["slot_day"][nv, ns] = d[newer]
         return d < sd
@@ -766,7 +810,8 @@ class PingProcessor:
             self._add_past(vi, d, delta)
             return
         s = d % self.slots
-        self.a["cnt"][vi, s, f] += value
+        arr, j = _CNT_COL[f]
+        self.a[arr][vi, s, j] += value if arr == "cnt_f" else int(value)
         self.a["dirty"][vi, s] = True
 
     # --- the per-round rule steps (one function per rule, applied in ROUND_STEPS order) ---------------
@@ -1301,17 +1346,32 @@ class PingProcessor:
         gv = r.vi if allgood else r.vi[good]
         row = gv * self.slots + (r.d if allgood else r.d[good]) % self.slots
         delta = r.delta if allgood else r.delta[good]
-        _slot_rows(a["cnt"])[row] += delta
+        # the counters and, beside them, rc_a and rc_b (what the time-ordered rules added since each checkpoint,
+        # ``_alloc_day``): one gather of ``delta``'s columns and one add per array (the counts of ``delta`` are
+        # whole numbers: exact as int32)
+        day_f, day_i = _slot_rows(self._day_f), _slot_rows(self._day_i)
+        add_f = delta.take(self._day_cols_f, axis=1)
+        add_i = delta.take(self._day_cols_i, axis=1).astype(np.int32)
         _slot_rows(a["dirty"])[row] = True
-        if self.replay_ms > 0:      # what the time-ordered rules added since each checkpoint
-            rule = delta[:, RULE_F_IDX[0]:RULE_F_IDX[-1] + 1]
-            _slot_rows(a["rc_a"])[row] += rule
-            if not self._replay_before_b:
-                hb = a["ckb_ts"][gv] != NONE
-                if hb.all():        # (every vehicle past its first window: no masked copies)
-                    _slot_rows(a["rc_b"])[row] += rule
-                else:
-                    _slot_rows(a["rc_b"])[row[hb]] += rule[hb]
+        nf, ni = len(CNT_F), len(CNT_I)
+        if self.replay_ms > 0 and not self._replay_before_b:
+            hb = a["ckb_ts"][gv] != NONE
+            if hb.all():        # (every vehicle past its first window: no masked copies)
+                day_f[row] += add_f
+                day_i[row] += add_i
+                return
+            day_f[row[hb]] += add_f[hb]
+            day_i[row[hb]] += add_i[hb]
+            row, add_f, add_i = row[~hb], add_f[~hb], add_i[~hb]
+        # the counters, and rc_a with the window on: not rc_b (before its first checkpoint "b", or in a replay
+        # before "b" is taken again)
+        wf, wi = (2 * nf, ni + RULE_I) if self.replay_ms > 0 else (nf, ni)
+        if wf == add_f.shape[1] and wi == add_i.shape[1]:
+            day_f[row] += add_f
+            day_i[row] += add_i
+        else:
+            day_f[row, :wf] += add_f[:, :wf]
+            day_i[row, :wi] += add_i[:, :wi]
 
     def _step_gap_fill(self, r: "_Round") -> None:
         """Qualified pings older than the vehicle's fix (blind-area re-uploads): fill open track gaps."""
@@ -1493,8 +1553,16 @@ class PingProcessor:
                         arr[:, 1].astype(np.int64).tolist(), arr[:, 2].tolist(), arr[:, 3].tolist(),
                         arr[:, 4].tolist()))
 
+    def _cnt_rows(self, vs: np.ndarray, ss: np.ndarray) -> np.ndarray:
+        """The day counters of (vehicle, slot) pairs as float64 rows in ``DAY_COLUMNS`` order (the one-array
+        layout: every count is exact in float64)."""
+        out = np.empty((len(vs), N_FIELDS))
+        out[:, CNT_F] = self.a["cnt_f"][vs, ss]
+        out[:, CNT_I] = self.a["cnt_i"][vs, ss]
+        return out
+
     def _row(self, v: int, s: int) -> dict:
-        cnt = self.a["cnt"][v, s]
+        cnt = self._cnt_rows(np.array([v]), np.array([s]))[0]
         row = {"plate": self.plates[v], "day": day_string(int(self.a["slot_day"][v, s]))}
         for f, name in enumerate(DAY_COLUMNS):
             row[name] = int(cnt[f]) if f in _INT_FIELDS else round(float(cnt[f]), 6)
@@ -1518,7 +1586,7 @@ class PingProcessor:
         vs, ss = np.nonzero(sel)
         if len(vs):
             days = a["slot_day"][vs, ss].tolist()
-            cnts = a["cnt"][vs, ss]
+            cnts = self._cnt_rows(vs, ss)
             dstr = {d: day_string(d) for d in set(days)}
             cols = [cnts[:, f].astype(np.int64).tolist() if f in _INT_FIELDS else np.round(cnts[:, f], 6).tolist()
                     for f in range(N_FIELDS)]
@@ -1565,6 +1633,14 @@ class PingProcessor:
         for k, v in self.a.items():       # (the layout of earlier versions: the same bytes for the same state)
             if k == "recent_off":
                 arrays["recent_ts"] = self._recent_rows(np.arange(self.n))
+            elif k in _JOINED:          # the day counters (and theirs since each checkpoint) as one float64 array
+                name, cols = _JOINED[k]
+                both = np.empty((self.n, self.slots, len(cols[0]) + len(cols[1])))
+                both[:, :, cols[0]] = v[: self.n]
+                both[:, :, cols[1]] = self.a[k[:-1] + "i"][: self.n]
+                arrays[name] = both
+            elif k in _JOINED_I:
+                pass
             elif k in _CK_NAMES:
                 arrays[k] = tab[:, 0 if k.startswith("ck_") else 1][k.split("_", 1)[1]]
             elif k != "recent_base":
@@ -1616,12 +1692,17 @@ class PingProcessor:
                 self._hist_log = []        # the owner goes on with delta snapshots
             had_window = "ck_ts" in z.files
             for k in self.a:
-                if k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
-                    src = z[k]
-                    if k == "cnt" and src.shape[-1] != N_FIELDS:     # before late_from_closed: 9 columns
-                        self.a[k][:n, :, :src.shape[-1]] = src
-                    else:
-                        self.a[k][:n] = src
+                if k in _JOINED:
+                    name, cols = _JOINED[k]
+                    if name not in z.files:
+                        continue
+                    src = z[name]
+                    if name == "cnt" and src.shape[-1] != N_FIELDS:     # before late_from_closed: 9 columns
+                        src = np.concatenate([src, np.zeros((*src.shape[:-1], N_FIELDS - src.shape[-1]))], -1)
+                    self.a[k][:n] = src[:, :, cols[0]]
+                    self.a[k[:-1] + "i"][:n] = src[:, :, cols[1]]   # (whole numbers: exact as int32)
+                elif k in z.files and (k not in ("zbits", "ck_zbits", "ckb_zbits") or same_zones):
+                    self.a[k][:n] = z[k]
             if "recent_ts" in z.files:
                 self._recent_load(z["recent_ts"])
         self.n = n
@@ -1654,6 +1735,17 @@ class PingProcessor:
                 self._hist_log = None
                 self._spill.start_log()
         return self
+
+
+# arrays held as a float64 and an int32 part that snapshots write as one float64 array: the float64 part's name →
+# (the snapshot's name, (its columns, the int32 part's columns) in the snapshot's array)
+_JOINED = {"cnt_f": ("cnt", (list(CNT_F), list(CNT_I))),
+           "rc_a_f": ("rc_a", (_RC_F_POS, _RC_I_POS)), "rc_b_f": ("rc_b", (_RC_F_POS, _RC_I_POS))}
+_JOINED_I = frozenset(k[:-1] + "i" for k in _JOINED)
+_DAY_F = tuple(_JOINED)                          # side by side in ``_day_f`` / ``_day_i`` (``_alloc_day``)
+_DAY_I = tuple(k[:-1] + "i" for k in _JOINED)
+_DAY_COLS = {"cnt_f": CNT_F, "cnt_i": CNT_I, "rc_a_f": CNT_F, "rc_b_f": CNT_F, "rc_a_i": CNT_I[:RULE_I],
+             "rc_b_i": CNT_I[:RULE_I]}      # ``delta``'s columns in each (``_alloc_day``)
 
 
 def _spilled(directory) -> SpilledSamples | None:
@@ -1689,7 +1781,7 @@ def _raw(tab: np.ndarray) -> np.ndarray:
 def _grown(n: int) -> int:
     """Capacity of the vehicle table for ``n`` vehicles and growth: a sixteenth more (at least 128 rows, at
     least 1 024 in all), not double — the spare rows are live state too (``live_bytes_per_vehicle``: at most
-    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.86 KB heap row of every
+    ≈ 6 % above the rows used once past 2 048 vehicles). A growth copies the ≈ 0.75 KB heap row of every
     vehicle held (the checkpoint table's file is extended in place): ≈ 1.5 ms per 2 500 vehicles, about a
     dozen times while a partition's fleet first reports."""
     return max(1024, n + max(128, n // 16))

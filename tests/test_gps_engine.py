@@ -395,6 +395,43 @@ def test_snapshot_restore_equals_uninterrupted(replay):
     assert second.vehicles_view() == whole.vehicles_view()
 
 
+def test_snapshot_writes_day_counters_as_one_float64_array_and_reads_the_9_column_one():
+    """The engine holds its day counters as float64 sums and int32 counts; a snapshot still writes each of
+    ``cnt``, ``rc_a``, ``rc_b`` as one float64 array (the layout of earlier versions), and a snapshot from before
+    ``late_from_closed`` (9 columns) restores with that column 0."""
+    import io
+    import zipfile
+
+    import numpy as np
+    ps = scenario()
+    reg = scenario_registry()
+    proc = PingProcessor(Config(), reg)
+    proc.process(cols(ps))
+    blob = proc.snapshot()
+    rows = proc.day_rows(dirty_only=False)
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        assert z["cnt"].dtype == np.float64 and z["cnt"].shape == (proc.n, proc.slots, 10)
+        assert z["rc_a"].dtype == z["rc_b"].dtype == np.float64 and z["rc_a"].shape == (proc.n, proc.slots, 6)
+        held = [(r["pings"], r["qualified"], r["km_total"], r["drift_points"], r["overspeed_count"], r["fatigue_s"],
+                 r["curfew_events"]) for r in rows]
+        written = z["cnt"][z["cnt"][..., 0] > 0]
+        assert sorted((p, q, round(km, 6), dr, os_, round(fat, 6), cf)
+                      for p, q, km, dr, os_, fat, cf in written[:, [0, 1, 2, 4, 5, 6, 7]].tolist()) == sorted(held)
+        assert (z["rc_a"][..., 0] == z["cnt"][..., 2]).all()      # all the km since the first checkpoint
+        old = io.BytesIO()
+        with zipfile.ZipFile(old, "w") as zf:
+            for name in z.files:
+                arr = z[name][..., :9] if name == "cnt" else z[name]
+                with zf.open(name + ".npy", "w") as f:
+                    np.lib.format.write_array(f, arr, allow_pickle=False)
+    back = PingProcessor.restore(Config(), reg, None, blob)
+    assert back.day_rows(dirty_only=False) == rows
+    assert back.snapshot() == proc.snapshot()
+    old_back = PingProcessor.restore(Config(), reg, None, old.getvalue())
+    assert old_back.day_rows(dirty_only=False) == [dict(r, late_from_closed=0) for r in rows]
+    assert any(r["pings"] for r in rows) and all(r["late_from_closed"] == 0 for r in rows)
+
+
 def test_restore_rejects_garbage():
     with pytest.raises(Exception):
         PingProcessor.restore(Config(), None, None, b"not a snapshot")
