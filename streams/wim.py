@@ -5,11 +5,12 @@ reading → ``models.overload.assess`` (the same function ``roadwatch assess wim
 → ``overload-cases`` topic + an ``overload`` alert for operators. Counters for "一超四罚" are queries over
 the archived cases, so a replay or restart can neither lose nor double-count a violation.
 
-The agent takes the readings that are already waiting, up to ``stream.wim_batch_max`` (it never waits for
-more: a lone reading is a batch of one), and stores them in order in one archive transaction: a
-transaction's fixed costs (the write lock, the commit's log pages) are paid once per batch, and a backlog is
-worked off in larger batches. Verdicts, alerts and intercept tasks go out only after the commit; the readings' offsets
-are acknowledged only after that. A fault anywhere rolls the whole batch back and repeats it.
+The agent takes the readings that are already waiting, up to ``stream.wim_batch_max``; when none are, it
+waits once ``stream.wim_batch_linger_ms`` for the next ones (a lone reading is a batch of one). It stores
+them in order in one archive transaction: a transaction's fixed costs (the write lock, the commit's log
+pages) are paid once per batch, and a backlog is worked off in larger batches. Verdicts, alerts and
+intercept tasks go out only after the commit; the readings' offsets are acknowledged only after that. A
+fault anywhere rolls the whole batch back and repeats it.
 """
 from __future__ import annotations
 
