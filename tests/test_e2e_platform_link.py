@@ -30,7 +30,7 @@ from roadwatch.streams.jt809 import codec as c
 from roadwatch.streams.archive import platforms as store
 from roadwatch.streams.jt809.platforms import Platform, render_platforms
 from roadwatch.streams.runtime import wait_consumed
-from stack_support import worker_stack
+from stack_support import read_to_end, worker_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(bool(os.environ.get("ROADWATCH_KAFKA")),
                                                           reason="uses the embedded broker")]
@@ -163,18 +163,9 @@ def _run_809(tmp_path, built, reg_path, shift):
         sessions = store.sessions_between(conn, 0, 2e10, time.time())
         assert sorted(sessions) == sorted(s.center_id for s in SPECS)
         assert set(store.vehicle_platforms(conn).values()) == {s.center_id for s in SPECS}
-        dead = [orjson.loads(v) for v in _topic(st.bootstrap, T.DEAD_LETTER)]
+        dead = [orjson.loads(r.value) for r in read_to_end(st.bootstrap, T.DEAD_LETTER)]   # the link has stopped
         assert [d for d in dead if d["source"] == "platform-link"] == []
         return outputs
-
-
-def _topic(bootstrap: str, topic: str) -> list[bytes]:
-    cons = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         enable_auto_commit=False, consumer_timeout_ms=2000)
-    try:
-        return [r.value for r in cons]
-    finally:
-        cons.close()
 
 
 def test_platform_feed_gives_the_same_alerts_and_day_rows_as_the_terminal_feed(tmp_path):

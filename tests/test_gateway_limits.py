@@ -15,13 +15,13 @@ import urllib.request
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from roadwatch.models.config import Config
 from roadwatch.streams.jt808 import native
 from roadwatch.models.pingbatch import columns_to_pings, decode_batch
 from roadwatch.streams.broker import EmbeddedBroker, create_topics, free_port
 from roadwatch.streams.jt808 import codec as c
+from stack_support import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +48,8 @@ def _metric(port: int, name: str) -> float:
 
 
 def _plates(bootstrap: str) -> list[str]:
-    """The plates of every ping on ``gps-pings`` now: read from the beginning up to the end offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition("gps-pings", p) for p in consumer.partitions_for_topic("gps-pings") or ()]
-        consumer.assign(tps)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(tps)
-        got: list[str] = []
-        deadline = time.monotonic() + 15
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, "gps-pings could not be read to its end"
-            for recs in consumer.poll(timeout_ms=200).values():
-                got += [p["plate"] for r in recs for p in columns_to_pings(decode_batch(r.value))]
-        return got
-    finally:
-        consumer.close()
+    """The plates of every ping on ``gps-pings`` now (read to its end offsets)."""
+    return [p["plate"] for r in read_to_end(bootstrap, "gps-pings") for p in columns_to_pings(decode_batch(r.value))]
 
 
 def _recv(sock: socket.socket, buf: bytearray, timeout: float) -> c.Message:
