@@ -186,6 +186,9 @@ def test_scripted_sequence_gives_the_statutory_escalations(tmp_path, capsys, mon
     assert prop["target"] == "vehicle" and prop["subject"] == A and prop["status"] == "proposed"
     assert prop["flag"] and "fell away" in prop["flag"]
 
+    # the same archive (one run of the sequence, not two): the proposal workflow of vehicle B
+    _proposal_workflow(r, capsys)
+
 
 def test_order_of_arrival_and_entry_does_not_matter(tmp_path, capsys, monkeypatch):
     rnd = random.Random(12)
@@ -244,8 +247,9 @@ def test_illegal_acts_are_refused_and_replays_are_no_ops(tmp_path, capsys, monke
     close_all()
 
 
-def test_proposal_workflow(tmp_path, capsys, monkeypatch):
-    r = run_sequence(tmp_path, capsys, monkeypatch, list(READINGS), ACTS)
+def _proposal_workflow(r, capsys):
+    """The escalation proposal of vehicle B (on the scripted sequence's archive) through 法制审核, 告知 and
+    the decision; a case of its basis withdrawn afterwards flags the decision."""
     pid = next(e["proposal_id"] for e in r["escalations"]["2025-04-05"] if e["target"] == "vehicle")
     arch = r["archive"]
 

@@ -29,6 +29,7 @@ from roadwatch.streams.broker import free_port, kafka_bootstrap
 from roadwatch.streams.runtime import WorkerProcess, committed_offsets, wait_consumed
 
 from reliability_support import _metric, _wait
+from stack_support import read_to_end
 from test_reliability_feed import (archive_state, build_gps_feed, build_registry, build_wim_feed, gps_records,
                                    oracle_config, oracle_gps, oracle_wim, override_string, rows_equal)
 
@@ -67,7 +68,11 @@ def _health(port: int) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def _dead_letters(bootstrap: str) -> list[dict]:
+def _dead_letters(bootstrap: str, quiet: bool = True) -> list[dict]:
+    """The dead-letter topic from its beginning: with ``quiet`` also what arrives until 3 s of silence (the
+    test's last look); without, what is on it now (a look during a fault: the last look re-reads it all)."""
+    if not quiet:
+        return [orjson.loads(m.value) for m in read_to_end(bootstrap, T.DEAD_LETTER)]
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000,
                       auto_offset_reset="earliest")
     try:
@@ -155,7 +160,7 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
             wim_end = sum(v for (t, _), v in end.items() if t == T.WIM_READINGS)
             wim_done = sum(v for (t, _), v in held.items() if t == T.WIM_READINGS)
             assert wim_done < wim_end, "WIM offsets were committed although nothing could be written"
-            assert _dead_letters(bootstrap) == [], "an internal fault was dead-lettered"
+            assert _dead_letters(bootstrap, quiet=False) == [], "an internal fault was dead-lettered"
             faults_during = _metric(port, "roadwatch_internal_faults_total")
             assert any("paused by an internal fault" in ln for ln in w.lines), w.lines[-20:]
 
@@ -233,7 +238,7 @@ def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_p
                 held = committed_offsets(bootstrap, "roadwatch", list(end))
                 done_while_ro = sum(held.values())
                 assert cases_while_ro == 0 and done_while_ro < sum(end.values())
-                assert _dead_letters(bootstrap) == []
+                assert _dead_letters(bootstrap, quiet=False) == []
                 subprocess.run(["umount", str(ev)], check=True)
                 mounted = False
                 assert wait_consumed(bootstrap, end, timeout=90), "the worker did not resume"
