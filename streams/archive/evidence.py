@@ -68,8 +68,7 @@ def store_chain(conn: ArchiveConnection, chain_id: str, lines: list[bytes], head
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return 0                                  # an unreadable first line: nothing to name the chain by
     with conn.transaction():
-        have = conn.execute("SELECT COUNT(*) FROM evidence_chain_links WHERE chain_id = ? AND root = ?",
-                            (chain_id, root)).fetchone()[0]
+        have = _stored_count(conn, chain_id, root)
         new = [(chain_id, root, i + 1, ln.decode("utf-8", "replace")) for i, ln in enumerate(lines) if i >= have]
         if new:
             conn.executemany("INSERT INTO evidence_chain_links (chain_id, root, seq, link) VALUES (?,?,?,?) "
@@ -77,6 +76,14 @@ def store_chain(conn: ArchiveConnection, chain_id: str, lines: list[bytes], head
         if head is not None and head_count is not None and head_count <= max(have, len(lines)):
             _store_head(conn, chain_id, root, head_count, head)
     return len(new)
+
+
+def _stored_count(conn: ArchiveConnection, chain_id: str, root: str) -> int:
+    """How many of a chain's lines are stored. They are lines 1..n, each store appending the next ones in
+    order, so n is the highest ``seq``: one look into the primary key. (``COUNT(*)`` read every stored link
+    of the chain, once per package: a chain grows all year.)"""
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM evidence_chain_links WHERE chain_id = ? AND root = ?",
+                        (chain_id, root)).fetchone()[0]
 
 
 def _store_head(conn: ArchiveConnection, chain_id: str, root: str, count: int, head: bytes) -> None:
@@ -92,8 +99,7 @@ def store_chain_link(conn: ArchiveConnection, chain_id: str, root: str, line_no:
     archive holds exactly the lines before it; False, storing nothing, otherwise (the caller stores the chain
     file then: ``store_chain``). Spares reading the whole chain file for every new package."""
     with conn.transaction():
-        have = conn.execute("SELECT COUNT(*) FROM evidence_chain_links WHERE chain_id = ? AND root = ?",
-                            (chain_id, root)).fetchone()[0]
+        have = _stored_count(conn, chain_id, root)
         if have != line_no - 1:
             return False
         conn.execute("INSERT INTO evidence_chain_links (chain_id, root, seq, link) VALUES (?,?,?,?) "
