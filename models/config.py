@@ -245,8 +245,8 @@ _k("stream.alerts_queued_max", 200_000, "ops (docs/legal-basis.md §10)",
    lo=1000, hi=10_000_000)
 _k("stream.wim_batch_max", 50, "ops (docs/legal-basis.md §10)",
    "WIM readings the worker takes at most at once, of those already waiting (and arriving within "
-   "stream.wim_batch_linger_ms): stored "
-   "in one archive transaction (all or none: a fault repeats them all, idempotently), then published in order",
+   "stream.wim_batch_linger_ms): stored in one archive transaction (all or none: a fault repeats them all, "
+   "idempotently), then published in order",
    lo=1, hi=1000)
 _k("stream.wim_batch_linger_ms", 20.0, "ops (docs/legal-basis.md §10)",
    "when no more WIM readings are waiting, how long the agent waits once for the next ones before it stores "

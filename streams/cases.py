@@ -174,10 +174,10 @@ class CaseStore:
         """Store the passage's verdict; insert its case and its ``detect`` act once. True when a new case
         was created.
 
-        With ``reading`` and ``evidence_dir`` the case's evidence package is written first (a no-op when it
-        exists), signed with the key of ``data_dir`` (models/evidence.py); the signed manifest is stored
-        with the case and every file of the package in the archive (streams/archive/evidence.py), in the
-        case's transaction. A case the archive already holds — archived by another worker, on this host or
+        With ``reading`` and ``evidence_dir`` the case's evidence package is written in the transaction, once
+        the reading is known to be no conflict (a no-op when it exists), signed with the key of ``data_dir``
+        (models/evidence.py); the signed manifest is stored with the case and every file of the package in
+        the archive (streams/archive/evidence.py). A case the archive already holds — archived by another worker, on this host or
         another — gets no second package: the first one stays the case's evidence. Duplicate readings
         (``duplicate_of``) are not stored: their passage is. The reading (``_keep_reading``), the passage
         ``assess`` noted, the verdict and the case are one transaction."""
@@ -187,17 +187,6 @@ class CaseStore:
         kept = _KeptReading.of(verdict, reading) if reading is not None else None
         files: list[tuple[str, bytes]] = []
         written: WrittenPackage | None = None
-        # the package before the transaction (files and fsync must not hold the write lock), only for a new
-        # case of a reading that is no conflict (read here; the transaction decides again)
-        if (verdict.get("case_id") and not verdict.get("duplicate_of") and reading is not None
-                and evidence_dir is not None and not (kept and self._looks_conflicting(kept))
-                and not db.case_exists(self.conn, verdict["case_id"])):
-            written = write_package_files(evidence_dir, verdict, reading, chain_id=chain_id,
-                                          key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent),
-                                          sync=self.cfg["evidence.chain_sync"])
-            evidence_path = str(written.path)
-            files = written.files or package_files(written.path)    # none written: it existed (a retry)
-            manifest = orjson.loads(dict(files)["manifest.json"])
         vjson = orjson.dumps(verdict).decode()
         day = verdict["ts"][:10]
         now = datetime.now(timezone.utc)
@@ -206,6 +195,16 @@ class CaseStore:
                 db.note_passage(c, pid, station_id, plate, first_ms)
             noted = set(self._noted)
             conflict = kept is not None and self._keep_reading(c, verdict, kept, now)
+            # the package in the transaction, after the reading decided it is no conflict: a failed write rolls
+            # the reading back with it (the worker's batch holds the write lock around its packages anyway)
+            if (not conflict and verdict.get("case_id") and not verdict.get("duplicate_of") and reading is not None
+                    and evidence_dir is not None and not db.case_exists(c, verdict["case_id"])):
+                written = write_package_files(evidence_dir, verdict, reading, chain_id=chain_id,
+                                              key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent),
+                                              sync=self.cfg["evidence.chain_sync"])
+                evidence_path = str(written.path)
+                files = written.files or package_files(written.path)    # none written: it existed (a retry)
+                manifest = orjson.loads(dict(files)["manifest.json"])
             created = (not conflict and not verdict.get("duplicate_of")
                        and self._insert_case(c, verdict, day, vjson, format_ts(now), evidence_path, manifest, files,
                                              chain_id, written, noted))
@@ -247,13 +246,6 @@ class CaseStore:
                 db.insert_pending(c, verdict["case_id"], verdict["plate"], int(verdict["ts_ms"]),
                                   int(datetime.now(timezone.utc).timestamp() * 1000))
         return True
-
-    def _looks_conflicting(self, kept: "_KeptReading") -> bool:
-        """Outside a transaction: would ``_keep_reading`` call this reading a conflict?"""
-        seen, conflict_of = db.reading_conflict_of(self.conn, kept.key)
-        if seen:
-            return conflict_of is not None
-        return db.first_reading(self.conn, kept.identity) is not None
 
     def _keep_reading(self, c, verdict: dict, kept: "_KeptReading", now: datetime) -> dict | None:
         """Keep every reading (append-only). A reading whose identity (station + reading id, or station +
