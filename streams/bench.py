@@ -260,6 +260,14 @@ def _loop_lag(m: dict[str, float]) -> dict[float, float]:
     return out
 
 
+def _hist_mean(m0: dict, m1: dict, name: str, scale: float = 1.0, labels: str = "") -> float | None:
+    """The mean of a worker histogram's observations between two scrapes (None: none)."""
+    n = m1.get(f"{name}_count{labels}", 0.0) - m0.get(f"{name}_count{labels}", 0.0)
+    if n <= 0:
+        return None
+    return (m1.get(f"{name}_sum{labels}", 0.0) - m0.get(f"{name}_sum{labels}", 0.0)) / n * scale
+
+
 def pings_done(port: int) -> float:
     m = scrape(port)
     return sum(v for k, v in m.items() if k.startswith("roadwatch_pings_total{"))
@@ -614,7 +622,8 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         results["gps_live_rate"] = fleet.rate
                         say(f"(c) WIM: {args.wim_rate} readings/s for {args.wim_seconds:.0f} s while the "
                             f"{len(f['plates']):,} vehicles report every 30 s ({fleet.rate:,.0f} pings/s)…")
-                        lag0 = _loop_lag(scrape(port))
+                        m0 = scrape(port)
+                        lag0 = _loop_lag(m0)
                         cpu0, gen0, t_c = proc_cpu_s(wp.proc.pid), proc_cpu_s(os.getpid()), time.monotonic()
                         p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fleet,
                                                first=int(args.wim_rate * args.wim_seconds))
@@ -629,7 +638,18 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         results.update(wim_p50_ms=p50, wim_p99_ms=p99, wim_verdicts=got)
                         say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts); worker CPU "
                             f"{results['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")
-                        lag = {le: n - lag0.get(le, 0) for le, n in _loop_lag(scrape(port)).items()}
+                        m1 = scrape(port)
+                        # the anatomy of the latency, from the worker's own histograms: a reading's wait before
+                        # its batch starts, the batch's size and its transaction, its publication
+                        anat = {"wim_wait_ms_mean": _hist_mean(m0, m1, "roadwatch_wim_wait_seconds", 1000),
+                                "wim_batch_readings_mean": _hist_mean(m0, m1, "roadwatch_wim_batch_readings"),
+                                "wim_batch_store_ms_mean": _hist_mean(m0, m1, 'roadwatch_wim_batch_seconds',
+                                                                      1000, '{part="store"}'),
+                                "wim_batch_publish_ms_mean": _hist_mean(m0, m1, 'roadwatch_wim_batch_seconds',
+                                                                        1000, '{part="publish"}')}
+                        results.update(anat)
+                        say("    worker: " + ", ".join(f"{k[4:]} {v:.1f}" for k, v in anat.items() if v is not None))
+                        lag = {le: n - lag0.get(le, 0) for le, n in _loop_lag(m1).items()}
                         if lag:
                             ticks = lag[max(lag)]          # the +Inf bucket: every tick
                             over = {f"over_{int(le * 1000)}ms": ticks - n for le, n in lag.items()

@@ -24,6 +24,18 @@ SNAPSHOT_SECONDS = Histogram("roadwatch_snapshot_commit_seconds",
 LOOP_LAG = Histogram("roadwatch_event_loop_lag_seconds",
                      "How late a 50 ms timer of the worker wakes up: the longest the event loop was busy (WIM latency)",
                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+# the WIM path's batches (streams/wim.py): what a reading's latency is made of — its wait before its batch
+# starts (the broker, the consumer, the batch before it, the linger), the batch's transaction with its evidence
+# packages, and the publication of its verdicts
+WIM_BATCH_READINGS = Histogram("roadwatch_wim_batch_readings", "Readings stored per WIM batch (one transaction)",
+                               buckets=(1, 2, 5, 10, 20, 30, 40, 50, 100, 200, 500))
+WIM_BATCH_SECONDS = Histogram("roadwatch_wim_batch_seconds",
+                              "A WIM batch's transaction with its evidence packages (store) and the publication "
+                              "of its verdicts, alerts and intercept tasks (publish)", ["part"],
+                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+WIM_WAIT = Histogram("roadwatch_wim_wait_seconds",
+                     "A reading's time from its timestamp to the start of its batch's transaction",
+                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
 AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
                          ["direction", "outcome"])

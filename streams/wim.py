@@ -153,15 +153,22 @@ def install(app, ctx, publish_alerts) -> WimHandler:
             return
         # an internal fault (disk full, database error, a bug) pauses here and retries the same readings
         # (streams/retry.py): they are never dead-lettered and their offsets are not committed
+        t0 = time.time()
+        stamps = [parse_ts(reading.ts).timestamp() for reading, _ in items]
+        for ts in stamps:
+            M.WIM_WAIT.observe(max(0.0, t0 - ts))
+        M.WIM_BATCH_READINGS.observe(len(items))
         done = await ctx.faults.retry_until_ok("wim", handler.handle_batch, items, on_error=handler.reset)
+        t1 = time.time()
+        M.WIM_BATCH_SECONDS.labels(part="store").observe(t1 - t0)
         alerts = []
-        for (reading, _), (verdict, task) in zip(items, done):
+        for ts, (verdict, task) in zip(stamps, done):
             if verdict.get("conflict"):
                 # the same reading re-sent with other values: kept beside the first for review, no new outcome
                 M.CASES.labels(action="reading_conflict").inc()
                 continue
             M.CASES.labels(action=verdict["action"]).inc()
-            M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - parse_ts(reading.ts).timestamp()))
+            M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - ts))
             if not opens_case(verdict):
                 continue
             await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
@@ -177,6 +184,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                     ctx.live.publish("intercept", task)
         if alerts:
             await ctx.faults.retry_until_ok("wim", publish_alerts, alerts, None)
+        M.WIM_BATCH_SECONDS.labels(part="publish").observe(time.time() - t1)
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))
     async def resolve_late_data():

@@ -106,6 +106,46 @@ def test_wim_reading_becomes_case_alert_and_bad_input_dead_letter(running):
     assert [r["action"] for r in rows] == ["fine"]
 
 
+def _metrics(cfg) -> dict[str, float]:
+    import re
+    import urllib.request
+    body = urllib.request.urlopen(f"http://127.0.0.1:{cfg['web.port']}/metrics", timeout=5).read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(roadwatch_wim_\w+(?:\{[^}]*\})?) (\S+)$", body, re.M)}
+
+
+def test_wim_batches_and_waits_are_measured(running):
+    """What a WIM reading's latency is made of is on /metrics: every stored reading's wait before its batch,
+    every batch's size, its transaction and its publication (streams/wim.py; `roadwatch bench` reads them)."""
+    st, cfg = running
+    before = _metrics(cfg)
+    now = datetime.now(timezone.utc)
+    p = KafkaProducer(bootstrap_servers=st.bootstrap)
+    for i in range(3):
+        reading = {"station_id": "S1", "lane": 2, "ts": now.isoformat(timespec="milliseconds"), "plate": "苏A20002",
+                   "plate_color": 2, "plate_confidence": 0.98, "vehicle_kind": "truck", "axle_count": 3,
+                   "axle_loads_kg": [6000, 7000, 7000], "axle_spacings_m": [3.5, 1.3], "gross_kg": 20000,
+                   "speed_kmh": 50, "device_id": "D1", "reading_id": f"metrics-{i}"}
+        p.send(T.WIM_READINGS, key="苏A20002".encode(), value=orjson.dumps(reading)).get(10)
+    p.close()
+
+    def grown(name):
+        return _metrics(cfg).get(name, 0.0) - before.get(name, 0.0)
+    deadline = time.monotonic() + 30
+    while grown('roadwatch_wim_batch_seconds_count{part="publish"}') < 1 or grown("roadwatch_wim_batch_readings_sum") < 3:
+        assert time.monotonic() < deadline, _metrics(cfg)
+        time.sleep(0.2)
+    after = _metrics(cfg)
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    assert d["roadwatch_wim_batch_readings_sum"] == 3 == d["roadwatch_wim_wait_seconds_count"]
+    batches = d["roadwatch_wim_batch_readings_count"]
+    assert 1 <= batches <= 3
+    assert d['roadwatch_wim_batch_seconds_count{part="store"}'] == batches
+    assert d['roadwatch_wim_batch_seconds_count{part="publish"}'] == batches
+    assert d['roadwatch_wim_batch_seconds_sum{part="store"}'] > 0
+    # each wait is the reading's age at its batch's start: at least the time since it was stamped, here
+    assert 0 < d["roadwatch_wim_wait_seconds_sum"] < 3 * 30
+
+
 def test_reading_from_an_unannounced_device_goes_to_review_never_a_fine(running):
     st, cfg = running
     now = datetime.now(timezone.utc)
