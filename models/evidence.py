@@ -11,7 +11,8 @@ Layout (docs/evidence.md)::
 
 Each manifest names the previous manifest's SHA-256 in its chain; each chain link carries its own
 ``link_sha256`` so a flipped byte in a link is detected. Chains are per ``chain_id`` (one per worker /
-partition) so writers never race; a chain file is also ``flock``-ed while a package is added.
+partition) so writers never race; a chain file is also ``flock``-ed while a package is added (for a whole
+batch by ``PackageBatch``, which writes a batch's packages on a thread).
 
 Writing a package whose case directory exists is a no-op. Key material is never logged.
 """
@@ -193,28 +194,31 @@ def _local_image_path(uri: str) -> Path | None:
     return Path(uri)
 
 
-def _hold_image(im, i: int, pkg: Path) -> dict:
-    """Copy a local image into the package only when its content matches the station's declared SHA-256:
-    the station vouches for the bytes, and a reading cannot make us copy arbitrary local files."""
+def _hold_image(im, i: int) -> tuple[dict, bytes | None]:
+    """The manifest's entry for a station image, and the bytes to hold: a local image is held only when its
+    content matches the station's declared SHA-256 (the station vouches for the bytes, and a reading cannot
+    make us copy arbitrary local files). The bytes hashed are the bytes held: they are read once."""
     entry = {"kind": im.kind, "uri": im.uri, "declared_sha256": im.sha256}
     src = _local_image_path(im.uri)
     if src is None:
-        return {**entry, "held": False, "sha256": im.sha256, "note": "referenced, not held (remote URI)"}
+        return {**entry, "held": False, "sha256": im.sha256, "note": "referenced, not held (remote URI)"}, None
     try:
         st = src.stat()
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_IMAGE_BYTES:
             raise OSError("not a regular file of acceptable size")
-        actual = sha256_file(src)
+        with open(src, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise OSError("grew past the acceptable size")
     except OSError:
-        return {**entry, "held": False, "sha256": im.sha256, "note": "referenced, not held (not readable)"}
+        return {**entry, "held": False, "sha256": im.sha256, "note": "referenced, not held (not readable)"}, None
+    actual = sha256_bytes(data)
     if actual != im.sha256:
         return {**entry, "held": False, "sha256": im.sha256, "actual_sha256": actual,
-                "note": "referenced, not held: file content does not match the declared sha256"}
+                "note": "referenced, not held: file content does not match the declared sha256"}, None
     ext = (src.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", src.suffix.lower()) else ".bin")
     name = f"images/{i:02d}-{re.sub(r'[^a-z0-9]', '', im.kind.lower())[:12] or 'image'}{ext}"
-    (pkg / "images").mkdir(exist_ok=True)
-    shutil.copyfile(src, pkg / name)
-    return {**entry, "held": True, "path": name, "sha256": sha256_file(pkg / name)}
+    return {**entry, "held": True, "path": name, "sha256": actual}, data
 
 
 def build_manifest(verdict: dict, reading: WimReading) -> dict:
@@ -311,7 +315,7 @@ def _read_links(path: Path) -> list:
 class _Tail:
     """What the next link of a chain needs (its last link, how many links, the root) and the file state it was
     read from: a chain file that changed since (another process appended, someone edited it) is read again."""
-    stamp: tuple
+    stamp: tuple | None     # None: planned, not yet written
     count: int              # links (what the signed head counts)
     lines: int              # non-empty lines, links or not (the archive numbers a chain's lines)
     last: dict | None
@@ -342,12 +346,11 @@ def _chain_tail(chain, path: Path) -> _Tail:
                  first.get("link_sha256") if first else None)
 
 
-def _remember_tail(chain, path: Path, tail: _Tail, link: dict) -> _Tail:
-    new = _Tail(_stamp(chain.fileno()), tail.count + 1, tail.lines + 1, link,
-                tail.root if tail.lines else link["link_sha256"])
+def _remember_tail(chain, path: Path, tail: _Tail) -> None:
+    """``tail`` is the chain file's tail as it is now (after this process appended to it)."""
+    tail.stamp = _stamp(chain.fileno())
     with _TAILS_LOCK:
-        _TAILS[str(path)] = new
-    return new
+        _TAILS[str(path)] = tail
 
 
 class _SyncBehind:
@@ -396,19 +399,21 @@ class _SyncBehind:
 SYNC_BEHIND = _SyncBehind()
 
 
-def _append_link(f, path: Path, link: dict, sync: str) -> bytes:
-    """Append ``link`` (its hash set here) to the locked chain file; returns the line written."""
-    if sync not in CHAIN_SYNC:
-        raise EvidenceError(f"chain sync must be one of {CHAIN_SYNC}: {sync!r}")
+def _seal_link(link: dict) -> bytes:
+    """Set ``link``'s own hash; returns its line (without the newline)."""
     link["link_sha256"] = _link_hash(link)
-    line = orjson.dumps(link, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(link, option=orjson.OPT_SORT_KEYS)
+
+
+def _write_line(f, path: Path, line: bytes, sync: str) -> None:
+    """Append a sealed link's line to the locked chain file ``f``."""
+    f.seek(0, os.SEEK_END)
     f.write(line + b"\n")
     f.flush()
     if sync == "each":
         os.fsync(f.fileno())
     else:
         SYNC_BEHIND.schedule(path)
-    return line
 
 
 @dataclass
@@ -426,6 +431,18 @@ class WrittenPackage:
     head_count: int | None = None
 
 
+@dataclass
+class _Plan:
+    """A package computed in memory — every file's bytes, its chain line and the re-signed head — before any
+    of it is written (``_write_plan``): planning needs the chain's tail, writing only the disk."""
+    tmp: Path
+    written: WrittenPackage
+    link: dict
+    tail: _Tail              # the chain's tail once the line is appended (its stamp is set after the write)
+    head_path: Path
+    sync: str
+
+
 def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, *,
                   chain_id: str, key: SigningKey, sync: str) -> Path:
     """Write (once) the package of ``verdict["case_id"]``; returns its directory. ``sync``: ``evidence.chain_sync``."""
@@ -433,8 +450,10 @@ def write_package(evidence_dir: str | os.PathLike, verdict: dict, reading: WimRe
 
 
 def write_package_files(evidence_dir: str | os.PathLike, verdict: dict, reading: WimReading, *,
-                        chain_id: str, key: SigningKey, sync: str) -> WrittenPackage:
-    """``write_package``, returning what was written (``WrittenPackage``; no files when the package existed)."""
+                        chain_id: str, key: SigningKey, sync: str,
+                        batch: "PackageBatch | None" = None) -> WrittenPackage:
+    """``write_package``, returning what was written (``WrittenPackage``; no files when the package existed).
+    With ``batch`` the files are written on its thread: on disk once ``batch.flush()`` has returned."""
     evidence_dir = Path(evidence_dir)
     case_id = verdict.get("case_id")
     if not case_id or not _ID_RE.match(case_id):
@@ -446,63 +465,154 @@ def write_package_files(evidence_dir: str | os.PathLike, verdict: dict, reading:
     final = evidence_dir / case_id
     if (final / "manifest.json").exists():
         return WrittenPackage(final)
+    if batch is not None:
+        return batch.write(evidence_dir, final, verdict, reading, chain_id, key, sync)
     evidence_dir.mkdir(parents=True, exist_ok=True)
     chain_path = _chain_path(evidence_dir, chain_id)
     with open(chain_path, "ab+") as chain:
         fcntl.flock(chain.fileno(), fcntl.LOCK_EX)
         if (final / "manifest.json").exists():          # written meanwhile by another process
             return WrittenPackage(final)
-        tmp = evidence_dir / f".{case_id}.tmp-{os.getpid()}"
+        plan = _plan_package(evidence_dir, final, verdict, reading, chain_id, key, sync,
+                             _chain_tail(chain, chain_path))
+        _write_plan(plan, chain, chain_path)
+        _remember_tail(chain, chain_path, plan.tail)
+    return plan.written
+
+
+def _plan_package(evidence_dir: Path, final: Path, verdict: dict, reading: WimReading, chain_id: str,
+                  key: SigningKey, sync: str, tail: _Tail) -> _Plan:
+    """The package of ``verdict`` as the next link after ``tail``, in memory."""
+    case_id = final.name
+    files: list[tuple[str, bytes]] = []
+    artefacts = []
+    rd = reading.asdict()
+    rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
+    reading_bytes = orjson.dumps(rd, option=_DUMP)
+    files.append(("reading.json", reading_bytes))
+    artefacts.append({"kind": "reading", "path": "reading.json", "held": True, "sha256": sha256_bytes(reading_bytes)})
+    for i, im in enumerate(reading.images):
+        a, data = _hold_image(im, i)
+        artefacts.append(a)
+        if data is not None:
+            files.append((a["path"], data))
+    if verdict.get("track_excerpt"):
+        tb = orjson.dumps(verdict["track_excerpt"], option=_DUMP)
+        files.append(("track.geojson", tb))
+        artefacts.append({"kind": "track", "path": "track.geojson", "held": True, "sha256": sha256_bytes(tb)})
+    prev = tail.last
+    manifest = build_manifest(verdict, reading)
+    manifest["artefacts"] = artefacts
+    manifest["created_at"] = format_ts(datetime.now(timezone.utc))
+    manifest["chain"] = {"chain_id": chain_id, "seq": (int(prev.get("seq", 0)) + 1) if prev else 1,
+                         "prev_manifest_sha256": prev.get("manifest_sha256") if prev else None}
+    manifest["signing"] = {"alg": "Ed25519", "key_id": key.key_id}
+    mbytes = orjson.dumps(manifest, option=_DUMP) + b"\n"
+    sig = {"alg": "Ed25519", "key_id": key.key_id, "signature": base64.b64encode(key.sign(mbytes)).decode("ascii")}
+    sbytes = orjson.dumps(sig, option=_DUMP) + b"\n"
+    files += [("manifest.json", mbytes), ("manifest.sig", sbytes)]
+    link = {"seq": manifest["chain"]["seq"], "case_id": case_id, "kind": "package",
+            "manifest_sha256": sha256_bytes(mbytes), "prev_manifest_sha256": manifest["chain"]["prev_manifest_sha256"],
+            "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": manifest["created_at"]}
+    line = _seal_link(link)
+    after = _Tail(None, tail.count + 1, tail.lines + 1, link, tail.root if tail.lines else link["link_sha256"])
+    head = _head_bytes(chain_id, after.count, link, key)
+    return _Plan(evidence_dir / f".{case_id}.tmp-{os.getpid()}",
+                 WrittenPackage(final, sorted(files), line, after.lines, after.root, head, after.count),
+                 link, after, _head_path(evidence_dir, chain_id), sync)
+
+
+def _write_plan(plan: _Plan, chain, chain_path: Path) -> None:
+    """Write a planned package: its files in a temporary directory renamed into place, then its chain line
+    (the chain file locked by the caller), then the re-signed head. Only disk work: ``PackageBatch`` runs
+    this on its thread."""
+    w = plan.written
+    tmp = plan.tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for rel, data in w.files:
+            if "/" in rel:
+                (tmp / rel).parent.mkdir(exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        os.replace(tmp, w.path)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        files: list[tuple[str, bytes]] = []
+        raise
+    _write_line(chain, chain_path, w.chain_line, plan.sync)
+    _replace_file(plan.head_path, w.head)
+
+
+class PackageBatch:
+    """A batch of packages planned by the caller and written, in order, by one thread meanwhile: the caller
+    (the WIM worker's batch) goes on with its next readings' SQL while the disk work of the previous packages
+    — files, a directory, renames: a third of the WIM loop — runs beside it. ``write`` returns at once what
+    will be written (the archive rows need nothing more); ``flush`` waits until it is, and must return before
+    the caller commits anything that names these packages.
+
+    A chain's lock is held from its first package in the batch until ``flush``, so its tail is this batch's
+    to extend. After a failed write the batch writes nothing more and ``flush`` raises that error; the
+    chains' remembered tails are dropped, so the retry reads them from the files."""
+
+    def __init__(self):
+        self._pool: ThreadPoolExecutor | None = None
+        self._chains: dict[str, list] = {}          # chain path → [open file, tail as planned]
+        self._jobs: list = []
+        self._failed: BaseException | None = None
+
+    def write(self, evidence_dir: Path, final: Path, verdict: dict, reading: WimReading, chain_id: str,
+              key: SigningKey, sync: str) -> WrittenPackage:
+        chain_path = _chain_path(evidence_dir, chain_id)
+        held = self._chains.get(str(chain_path))
+        if held is None:
+            evidence_dir.mkdir(parents=True, exist_ok=True)
+            f = open(chain_path, "ab+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+                held = [f, _chain_tail(f, chain_path)]
+            except BaseException:
+                f.close()
+                raise
+            self._chains[str(chain_path)] = held
+            if (final / "manifest.json").exists():      # written by another process before we held the lock
+                return WrittenPackage(final)
+        plan = _plan_package(evidence_dir, final, verdict, reading, chain_id, key, sync, held[1])
+        held[1] = plan.tail
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-write")
+        self._jobs.append(self._pool.submit(self._write, plan, held[0], chain_path))
+        return plan.written
+
+    def _write(self, plan: _Plan, chain, chain_path: Path) -> None:
+        if self._failed is not None:
+            raise EvidenceError(f"not written: an earlier package of the batch failed ({self._failed})")
         try:
-            artefacts = []
-            rd = reading.asdict()
-            rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
-            reading_bytes = orjson.dumps(rd, option=_DUMP)
-            (tmp / "reading.json").write_bytes(reading_bytes)
-            files.append(("reading.json", reading_bytes))
-            artefacts.append({"kind": "reading", "path": "reading.json", "held": True,
-                              "sha256": sha256_bytes(reading_bytes)})
-            for i, im in enumerate(reading.images):
-                a = _hold_image(im, i, tmp)
-                artefacts.append(a)
-                if a.get("held"):
-                    files.append((a["path"], (tmp / a["path"]).read_bytes()))
-            if verdict.get("track_excerpt"):
-                tb = orjson.dumps(verdict["track_excerpt"], option=_DUMP)
-                (tmp / "track.geojson").write_bytes(tb)
-                files.append(("track.geojson", tb))
-                artefacts.append({"kind": "track", "path": "track.geojson", "held": True, "sha256": sha256_bytes(tb)})
-            tail = _chain_tail(chain, chain_path)
-            prev = tail.last
-            manifest = build_manifest(verdict, reading)
-            manifest["artefacts"] = artefacts
-            manifest["created_at"] = format_ts(datetime.now(timezone.utc))
-            manifest["chain"] = {"chain_id": chain_id, "seq": (int(prev.get("seq", 0)) + 1) if prev else 1,
-                                 "prev_manifest_sha256": prev.get("manifest_sha256") if prev else None}
-            manifest["signing"] = {"alg": "Ed25519", "key_id": key.key_id}
-            mbytes = orjson.dumps(manifest, option=_DUMP) + b"\n"
-            (tmp / "manifest.json").write_bytes(mbytes)
-            sig = {"alg": "Ed25519", "key_id": key.key_id,
-                   "signature": base64.b64encode(key.sign(mbytes)).decode("ascii")}
-            sbytes = orjson.dumps(sig, option=_DUMP) + b"\n"
-            (tmp / "manifest.sig").write_bytes(sbytes)
-            files += [("manifest.json", mbytes), ("manifest.sig", sbytes)]
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _write_plan(plan, chain, chain_path)
+        except BaseException as err:
+            self._failed = err
             raise
-        chain.seek(0, os.SEEK_END)
-        link = {"seq": manifest["chain"]["seq"], "case_id": case_id, "kind": "package",
-                "manifest_sha256": sha256_bytes(mbytes),
-                "prev_manifest_sha256": manifest["chain"]["prev_manifest_sha256"],
-                "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": manifest["created_at"]}
-        line = _append_link(chain, chain_path, link, sync)
-        tail = _remember_tail(chain, chain_path, tail, link)
-        head = _write_head(evidence_dir, chain_id, tail.count, link, key)
-    return WrittenPackage(final, sorted(files), line, tail.lines, tail.root, head, tail.count)
+
+    def flush(self) -> None:
+        """Wait for every write; release the chains. Raises the first failed write's error."""
+        jobs, self._jobs = self._jobs, []
+        err = None
+        for j in jobs:
+            e = j.exception()                            # waits
+            if e is not None and err is None:
+                err = e
+        chains, self._chains = self._chains, {}
+        failed, self._failed = self._failed, None
+        for path, (f, tail) in chains.items():
+            try:
+                if failed is None and err is None:
+                    _remember_tail(f, Path(path), tail)
+                else:
+                    with _TAILS_LOCK:
+                        _TAILS.pop(path, None)
+            finally:
+                f.close()                                # releases the lock
+        if err is not None:
+            raise err
 
 
 # --- later facts and the signed chain head -------------------------------------------------------------------
@@ -511,22 +621,23 @@ def _head_path(evidence_dir: Path, chain_id: str) -> Path:
     return evidence_dir / f"chain-{chain_id}.head.json"
 
 
-def _write_head(evidence_dir: Path, chain_id: str, count: int, last: dict | None, key: SigningKey) -> bytes:
-    """Re-sign the chain's head (count and last link hash) after every append, so a removed tail, an
-    inserted or replayed link is reported even when the attacker recomputes the (unkeyed) link hashes.
-    Returns the head file's bytes."""
+def _head_bytes(chain_id: str, count: int, last: dict | None, key: SigningKey) -> bytes:
+    """The chain's head (count and last link hash), signed: re-signed after every append, so a removed tail,
+    an inserted or replayed link is reported even when the attacker recomputes the (unkeyed) link hashes."""
     body = {"schema": HEAD_SCHEMA, "chain_id": chain_id, "count": count,
             "last_link_sha256": last["link_sha256"] if last else None,
             "ts": format_ts(datetime.now(timezone.utc))}
     raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     doc = {"head": body, "alg": "Ed25519", "key_id": key.key_id,
            "signature": base64.b64encode(key.sign(raw)).decode("ascii")}
-    path = _head_path(evidence_dir, chain_id)
+    return orjson.dumps(doc, option=_DUMP) + b"\n"
+
+
+def _replace_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = orjson.dumps(doc, option=_DUMP) + b"\n"
     tmp.write_bytes(data)
     os.replace(tmp, path)
-    return data
+
 
 
 def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey, sync: str) -> Path:
@@ -572,13 +683,13 @@ def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey, sync: s
         sig = {"alg": "Ed25519", "key_id": key.key_id, "signature": base64.b64encode(key.sign(body)).decode("ascii")}
         (edir / (Path(rel).stem + ".sig")).write_bytes(orjson.dumps(sig, option=_DUMP) + b"\n")
         os.replace(tmp, pkg / rel)
-        chain.seek(0, os.SEEK_END)
         link = {"seq": doc["chain"]["seq"], "case_id": manifest["case_id"], "kind": "entry", "path": rel,
                 "manifest_sha256": sha256_bytes(body), "prev_manifest_sha256": doc["chain"]["prev_manifest_sha256"],
                 "prev_link_sha256": prev.get("link_sha256") if prev else None, "ts": doc["created_at"]}
-        _append_link(chain, chain_path, link, sync)
-        tail = _remember_tail(chain, chain_path, tail, link)
-        _write_head(evidence_dir, chain_id, tail.count, link, key)
+        _write_line(chain, chain_path, _seal_link(link), sync)
+        after = _Tail(None, tail.count + 1, tail.lines + 1, link, tail.root if tail.lines else link["link_sha256"])
+        _remember_tail(chain, chain_path, after)
+        _replace_file(_head_path(evidence_dir, chain_id), _head_bytes(chain_id, after.count, link, key))
     return pkg / rel
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,8 +24,8 @@ import orjson
 
 from roadwatch.models import art66, lifecycle
 from roadwatch.models.config import Config
-from roadwatch.models.evidence import (EvidenceError, SigningKey, WrittenPackage, append_entry, load_signing_key,
-                                      write_package_files)
+from roadwatch.models.evidence import (EvidenceError, PackageBatch, SigningKey, WrittenPackage, append_entry,
+                                      load_signing_key, write_package_files)
 from roadwatch.models.lifecycle import Act, TransitionError
 from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
 from roadwatch.streams import documents, notices
@@ -146,6 +147,8 @@ class CaseStore:
         self._noted: dict[str, tuple[str, str, int]] = {}     # passages ``assess`` noted, stored by ``record``
         self._keys: dict[str, SigningKey] = {}
         self.watch_late_data = watch_late_data      # the worker: GPS and card data come through other partitions
+        self._batch: PackageBatch | None = None      # within ``package_batch``
+        self._batch_writer: PackageBatch | None = None
 
     # PassageSource
     def find_passage(self, station_id, plate, ts_ms, window_ms):
@@ -201,7 +204,7 @@ class CaseStore:
                     and evidence_dir is not None and not db.case_exists(c, verdict["case_id"])):
                 written = write_package_files(evidence_dir, verdict, reading, chain_id=chain_id,
                                               key=self._key(Path(data_dir) if data_dir else Path(evidence_dir).parent),
-                                              sync=self.cfg["evidence.chain_sync"])
+                                              sync=self.cfg["evidence.chain_sync"], batch=self._batch)
                 evidence_path = str(written.path)
                 files = written.files or package_files(written.path)    # none written: it existed (a retry)
                 manifest = orjson.loads(dict(files)["manifest.json"])
@@ -213,8 +216,31 @@ class CaseStore:
             log.warning("reading %s received again with other values: kept as a conflict for review",
                         conflict["identity"])
             if conflict["first"].get("case_id"):
+                if self._batch is not None:
+                    self._batch.flush()        # the first reading's package may be this batch's; its chain unlocked
                 self._evidence_sync(conflict["first"]["case_id"])
         return created
+
+    @contextmanager
+    def package_batch(self):
+        """Within: ``record`` writes each new case's evidence package on a thread (``PackageBatch``) while the
+        caller goes on with its next readings; at the end every package is on disk before the caller's
+        transaction, which holds their archive rows, can commit. Raises the error of a failed write then."""
+        if self._batch_writer is None:
+            self._batch_writer = PackageBatch()
+        self._batch = self._batch_writer
+        try:
+            yield
+        except BaseException:
+            try:
+                self._batch.flush()             # a retry must never race a write of this attempt
+            except Exception:  # noqa: BLE001 - the batch's own error is the one to report
+                pass
+            raise
+        else:
+            self._batch.flush()
+        finally:
+            self._batch = None
 
     def _insert_case(self, c, verdict: dict, day: str, vjson: str, now: str, evidence_path: str | None,
                      manifest: dict | None, files: list, chain_id: str, written: WrittenPackage | None,
@@ -237,6 +263,8 @@ class CaseStore:
             w = written
             if not (w and w.chain_line is not None and w.root is not None and evidence_db.store_chain_link(
                     c, chain_id, w.root, w.line_no, w.chain_line, w.head, w.head_count)):
+                if self._batch is not None:
+                    self._batch.flush()                # the chain file as planned, before it is read
                 archive_chain(c, Path(evidence_path).parent, chain_id)      # what the archive lacks, from the file
         db.insert_case_state(c, verdict["case_id"], "detected", drv.get("id"), drv.get("source") or "unknown",
                              (verdict.get("enterprise") or {}).get("goods_vehicles"), now)

@@ -94,7 +94,8 @@ class WimHandler:
         """``(reading, chain_id)`` in order → ``(verdict, intercept task or None)`` each, all stored in one
         archive transaction (all or none: the caller repeats a failed batch whole, idempotently)."""
         out = []
-        with self.store.conn.transaction():
+        # each package's files are written on a thread meanwhile, and on disk before the commit
+        with self.store.conn.transaction(), self.store.package_batch():
             for reading, chain_id in items:
                 verdict = self.handle(reading, chain_id)
                 task = self.intercept(verdict, reading) if opens_case(verdict) else None

@@ -209,3 +209,100 @@ def test_storing_a_link_does_not_read_the_whole_chain(env):
     long = steps_to_store_next("long", chain("long", 5000), 5000)
     assert long < short + 100, (short, long)
     assert evidence_db.chain_lines(conn, "long", "long-1")[-1] == '{"seq":5001,"link_sha256":"next"}'
+
+
+# --- a batch's packages, written on a thread (models/evidence.py ``PackageBatch``) --------------------------
+
+def _assessed(k: int, gross=60000):
+    r = reading(gross, ts=T0 + timedelta(minutes=10 * k))
+    return assess(r, registry(), Config(), counters=MemoryCounters()), r
+
+
+def _locked_elsewhere(path) -> bool:
+    import fcntl
+    with open(path, "ab") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+def test_a_batch_of_packages_is_on_disk_as_planned_when_flushed(env):
+    """``write`` returns at once what the archive rows need; the files, the chain lines and the signed heads
+    are on disk as returned once ``flush`` has returned; the chains stay locked (no other writer can slip a
+    link in between) until then; a package written the ordinary way afterwards links on."""
+    batch = evidence.PackageBatch()
+    written = []
+    for k, chain in enumerate(["p0", "p0", "p1", "p0"]):
+        v, r = _assessed(k)
+        written.append((chain, evidence.write_package_files(env["ev"], v, r, chain_id=chain, key=env["key"],
+                                                            sync="behind", batch=batch)))
+    assert _locked_elsewhere(env["ev"] / "chain-p0.jsonl") and _locked_elsewhere(env["ev"] / "chain-p1.jsonl")
+    batch.flush()
+    assert not _locked_elsewhere(env["ev"] / "chain-p0.jsonl")
+    for chain, w in written:
+        assert [(p, (w.path / p).read_bytes()) for p, _ in w.files] == w.files
+        assert _file_lines(env, chain)[w.line_no - 1].encode() == w.chain_line
+    for chain in ("p0", "p1"):
+        last = [w for c, w in written if c == chain][-1]
+        assert (env["ev"] / f"chain-{chain}.head.json").read_bytes() == last.head
+        assert last.head_count == last.line_no == len(_file_lines(env, chain))
+    assert [orjson.loads(ln)["seq"] for ln in _file_lines(env, "p0")] == [1, 2, 3]
+    v, r = _assessed(9)
+    write_package(env["ev"], v, r, chain_id="p0", key=env["key"], sync="behind")
+    assert [orjson.loads(ln)["seq"] for ln in _file_lines(env, "p0")] == [1, 2, 3, 4]
+    assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
+
+
+def test_a_failed_package_write_ends_the_batch_and_the_retry_completes_the_chain(env):
+    """When a package of the batch cannot be written, none after it is (a link must never follow a missing
+    one), ``flush`` raises, the chain is released and its remembered tail dropped: the repeated batch finds
+    the packages written before, writes the rest, and the chain verifies."""
+    items = [_assessed(k) for k in range(3)]
+    blocker = env["ev"] / f".{items[1][0]['case_id']}.tmp-{os.getpid()}"
+    env["ev"].mkdir(parents=True)
+    blocker.write_bytes(b"")                 # the second package's temporary folder cannot be made
+    batch = evidence.PackageBatch()
+    for v, r in items:
+        evidence.write_package_files(env["ev"], v, r, chain_id="p0", key=env["key"], sync="behind", batch=batch)
+    with pytest.raises(OSError):
+        batch.flush()
+    assert [evidence.is_package(env["ev"] / v["case_id"]) for v, _ in items] == [True, False, False]
+    assert len(_file_lines(env)) == 1 and not _locked_elsewhere(env["ev"] / "chain-p0.jsonl")
+    blocker.unlink()
+    again = [evidence.write_package_files(env["ev"], v, r, chain_id="p0", key=env["key"], sync="behind",
+                                          batch=batch) for v, r in items]
+    batch.flush()
+    assert [w.files == [] for w in again] == [True, False, False]      # the first one existed
+    assert [orjson.loads(ln)["case_id"] for ln in _file_lines(env)] == [v["case_id"] for v, _ in items]
+    assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
+
+
+def test_a_conflict_within_a_batch_reaches_the_case_written_in_it(env):
+    """The first reading opens a case (its package written on the batch's thread); the same reading re-sent
+    with other values in the same batch is a conflict, whose fact goes on that case's chain at once: the
+    batch's packages are flushed and its chains released first (else the entry would wait for a lock its own
+    process holds)."""
+    import threading
+    cfg = Config()
+    store = CaseStore(env["conn"], cfg, evidence_dir=env["ev"], data_dir=env["data"])
+    first, again = reading(60000, ts=T0), reading(45000, ts=T0)
+    out = []
+
+    def run():
+        with env["conn"].transaction(), store.package_batch():
+            for r in (first, again):
+                v = assess(r, registry(), cfg, counters=ArchiveCounters(env["conn"]), passages=store,
+                           track=ArchiveTracks(env["conn"]), driver=ArchiveDrivers(env["conn"]))
+                store.record(v, reading=r, chain_id="p0")
+                out.append(v)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the batch waited for its own chain lock"
+    assert out[1]["conflict"]["first"]["case_id"] == out[0]["case_id"]
+    kinds = [orjson.loads(ln)["kind"] for ln in _file_lines(env)]
+    assert kinds == ["package", "entry"]
+    assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
