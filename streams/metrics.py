@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# bucket bounds shared by the histograms of one kind: a latency from a record's timestamp, a piece of work
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
+WORK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
+
 MESSAGES = Counter("roadwatch_messages_total", "Kafka records in/out per topic", ["topic", "direction"])
 PINGS = Counter("roadwatch_pings_total", "GPS pings processed", ["qualified"])
 ALERTS = Counter("roadwatch_alerts_total", "Alerts raised", ["type"])
@@ -11,7 +15,7 @@ PUBLISH_FAILURES = Counter("roadwatch_publish_failures_total",
 CASES = Counter("roadwatch_cases_total", "Overload verdicts and case actions", ["action"])
 LATENCY = Histogram("roadwatch_processing_latency_seconds",
                     "Reading/ping receipt time to verdict/alert time",
-                    ["path"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
+                    ["path"], buckets=LATENCY_BUCKETS)
 LAG = Gauge("roadwatch_consumer_lag", "Records behind the high watermark", ["topic", "partition"])
 VEHICLES_ONLINE = Gauge("roadwatch_vehicles_online", "Vehicles with a ping within the offline timeout")
 REPLAY_SKIPPED = Counter("roadwatch_replayed_records_skipped_total",
@@ -20,7 +24,7 @@ SNAPSHOTS = Counter("roadwatch_state_snapshots_total", "Per-partition state snap
 SNAPSHOT_SECONDS = Histogram("roadwatch_snapshot_commit_seconds",
                              "A partition's snapshot commit: taking the state on the event loop (loop), encoding, "
                              "compressing and the archive transaction in the commit thread (thread)", ["part"],
-                             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+                             buckets=WORK_BUCKETS)
 LOOP_LAG = Histogram("roadwatch_event_loop_lag_seconds",
                      "How late a 50 ms timer of the worker wakes up: the longest the event loop was busy (WIM latency)",
                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
@@ -31,11 +35,10 @@ WIM_BATCH_READINGS = Histogram("roadwatch_wim_batch_readings", "Readings stored 
                                buckets=(1, 2, 5, 10, 20, 30, 40, 50, 100, 200, 500))
 WIM_BATCH_SECONDS = Histogram("roadwatch_wim_batch_seconds",
                               "A WIM batch's transaction with its evidence packages (store) and the publication "
-                              "of its verdicts, alerts and intercept tasks (publish)", ["part"],
-                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+                              "of its verdicts, alerts and intercept tasks (publish)", ["part"], buckets=WORK_BUCKETS)
 WIM_WAIT = Histogram("roadwatch_wim_wait_seconds",
                      "A reading's time from its timestamp to the start of its batch's transaction",
-                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
+                     buckets=LATENCY_BUCKETS)
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
 AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
                          ["direction", "outcome"])
