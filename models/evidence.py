@@ -639,7 +639,6 @@ def _replace_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-
 def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey, sync: str) -> Path:
     """Record a later fact about a case (an act of its history, a driver identified, a source site traced
     later) as a new signed entry on the package's own chain; the package itself is never rewritten.

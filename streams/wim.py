@@ -8,9 +8,11 @@ the archived cases, so a replay or restart can neither lose nor double-count a v
 The agent takes the readings that are already waiting, up to ``stream.wim_batch_max``; when none are, it
 waits once ``stream.wim_batch_linger_ms`` for the next ones (a lone reading is a batch of one). It stores
 them in order in one archive transaction: a transaction's fixed costs (the write lock, the commit's log
-pages) are paid once per batch, and a backlog is worked off in larger batches. Verdicts, alerts and
-intercept tasks go out only after the commit; the readings' offsets are acknowledged only after that. A
-fault anywhere rolls the whole batch back and repeats it.
+pages) are paid once per batch, and a backlog is worked off in larger batches. The cases' operator alerts
+are archived in that transaction, and their evidence packages are written on a thread meanwhile
+(``CaseStore.package_batch``). Verdicts, alerts and intercept tasks go out only after the commit; the
+readings' offsets are acknowledged only after that. A fault anywhere rolls the whole batch back and repeats
+it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading,
 
 from . import metrics as M
 from . import topics as T
-from .archive import open_archive
+from .archive import open_archive, upsert_alerts
 from .archive.backend import rollback_quietly
 from .cases import ArchiveCounters, ArchiveDrivers, ArchiveTrack, CaseStore
 from .deadletter import send_dead_letter
@@ -39,6 +41,11 @@ from .intercept import InterceptStore, beijing_month, export_metrics, month_summ
 log = logging.getLogger("roadwatch.wim")
 
 SEVERITY = {"fine": "high", "review": "medium", "warning": "low"}
+
+
+def raises_alert(verdict: dict) -> bool:
+    """A verdict that opens a case raises an operators' alert; a conflicting re-send changes no outcome."""
+    return not verdict.get("conflict") and opens_case(verdict)
 
 
 def overload_alert(verdict: dict) -> dict:
@@ -100,6 +107,8 @@ class WimHandler:
                 verdict = self.handle(reading, chain_id)
                 task = self.intercept(verdict, reading) if opens_case(verdict) else None
                 out.append((verdict, task))
+            # the operators' alerts are archived with their cases: in the same commit, never one without the other
+            upsert_alerts(self.store.conn, [overload_alert(v) for v, _ in out if raises_alert(v)])
         return out
 
 
@@ -170,7 +179,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - ts))
-            if not opens_case(verdict):
+            if not raises_alert(verdict):
                 continue
             await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
             M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
@@ -183,8 +192,8 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 M.INTERCEPT_TASKS.labels(revision="first" if task["revision"] == 1 else "update").inc()
                 if ctx.live is not None:
                     ctx.live.publish("intercept", task)
-        if alerts:
-            await ctx.faults.retry_until_ok("wim", publish_alerts, alerts, None)
+        if alerts:          # archived with their cases (handle_batch): sent here
+            await ctx.faults.retry_until_ok("wim", publish_alerts, alerts, None, False)
         M.WIM_BATCH_SECONDS.labels(part="publish").observe(time.time() - t1)
 
     @app.timer(float(ctx.cfg["case.resolve_interval_s"]))

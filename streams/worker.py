@@ -43,8 +43,9 @@ def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id:
         max_queued=int(cfg["stream.alerts_queued_max"]), faults=ctx.faults, component="alerts-publish")
 
     async def publish_alerts(alerts: list[dict], recv_ms: int | None, persist: bool = True) -> None:
-        """To the alerts topic and the console now; to the archive now, or (``persist=False``, the GPS path)
-        in the partition's next snapshot transaction — a crash before it replays the same alert ids."""
+        """To the alerts topic and the console now; to the archive now, or (``persist=False``) where the
+        caller keeps them: the GPS path in the partition's next snapshot transaction (a crash before it
+        replays the same alert ids), the WIM path in its batch's transaction, with their cases."""
         if persist:
             archive.upsert_alerts(conn, alerts)
         now = time.time()

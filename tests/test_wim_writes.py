@@ -144,9 +144,10 @@ def test_when_a_chain_link_reaches_the_disk(env, monkeypatch, sync):
 
 
 def test_a_batch_of_readings_is_stored_all_or_none(tmp_path, monkeypatch):
-    """The worker's WIM handler stores a batch in one transaction: when a reading of it fails (here: the
-    evidence folder cannot be written), nothing of the batch is stored — also not the reading before it — and
-    the repeated batch stores each reading once, as one reading at a time would."""
+    """The worker's WIM handler stores a batch in one transaction, with the operators' alerts of its cases:
+    when a reading of it fails (here: the evidence folder cannot be written), nothing of the batch is stored —
+    also not the reading before it — and the repeated batch stores each reading once, as one reading at a time
+    would."""
     import json
     import shutil
     from roadwatch.streams import worker
@@ -167,12 +168,15 @@ def test_a_batch_of_readings_is_stored_all_or_none(tmp_path, monkeypatch):
     h.reset()
     conn = h.store.conn
     assert [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("wim_passages", "wim_readings", "wim_verdicts", "cases")] == [0, 0, 0, 0]
+            for t in ("wim_passages", "wim_readings", "wim_verdicts", "cases", "alerts")] == [0, 0, 0, 0, 0]
     ev.unlink()
     done = h.handle_batch(batch)                           # the retry: the same readings again
     assert [v["action"] != "none" for v, _ in done] == [False, True, True]
     assert [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("wim_passages", "wim_readings", "wim_verdicts", "cases")] == [3, 3, 3, 2]
+            for t in ("wim_passages", "wim_readings", "wim_verdicts", "cases", "alerts")] == [3, 3, 3, 2, 2]
+    # the operators' alerts are the cases' and are archived in their transaction
+    assert {r[0] for r in conn.execute("SELECT alert_id FROM alerts")} == {f"overload-{v['case_id']}"
+                                                                          for v, _ in done if v["case_id"]}
     again = h.handle_batch(batch)                          # re-delivered after a crash: nothing new
     assert [v["case_id"] for v, _ in again] == [v["case_id"] for v, _ in done]
     assert conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 2
