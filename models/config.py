@@ -222,7 +222,9 @@ _k("alerts.late_after_s", 300, "docs/legal-basis.md §7 (project decision)",
 _k("stream.partitions", 4, "ops (docs/legal-basis.md §10)", "partitions of the input topics", lo=1, hi=256)
 _k("stream.batch_max_pings", 500, "ops (docs/legal-basis.md §10)",
    "ping batch flush size (gateway, simulators)", lo=1, hi=100000)
-_k("stream.batch_max_ms", 200, "ops (docs/legal-basis.md §10)", "ping batch flush interval (0 = at the next tick)", lo=0, hi=60000)
+_k("stream.batch_max_ms", 500, "ops (docs/legal-basis.md §10)",
+   "ping batch flush interval: the longest a position waits in a gateway before it is published (0 = at the next "
+   "tick); each flush is a Kafka publish cycle with a fixed cost (docs/performance.md, round 7)", lo=0, hi=60000)
 _k("stream.snapshot_interval_s", 5.0, "ops (docs/legal-basis.md §10)",
    "how often per-partition ping state, day rows and track samples are committed (the cost grows with the "
    "number of commits while catching up; live alerts do not wait for it)", lo=0.05, hi=3600)
