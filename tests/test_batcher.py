@@ -122,9 +122,10 @@ def test_send_failure_keeps_the_batch():
 
 def test_from_config_and_memory_publisher():
     pub = MemoryPublisher()
-    b = PingBatcher.from_config(Config({"stream.partitions": 3, "stream.batch_max_pings": 2}),
+    b = PingBatcher.from_config(Config({"stream.partitions": 3, "stream.batch_max_pings": 2,
+                                        "stream.batch_max_ms": 350}),
                                 lambda p, k, v: pub.send("gps-pings", k, v, p))
-    assert (b.partitions, b.max_pings, b.max_s) == (3, 2, 0.2)
+    assert (b.partitions, b.max_pings, b.max_s) == (3, 2, 0.35)
     b.add(_ping("京A12345"))
     b.add(_ping("京A12345"))
     assert pub.topic("gps-pings") == []          # not visible before flush (delivery confirmation)
