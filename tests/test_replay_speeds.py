@@ -60,15 +60,18 @@ def live(tmp, reg, feed, speed: str) -> tuple[dict, dict]:
         st.produced.update(_end_offsets(st.bootstrap))
         assert st.wait_idle(180), "the worker did not consume the replayed feed"
         conn = open_archive(cfg.archive_path)
-        deadline = time.monotonic() + 30
+        # the last state snapshot lands with a partition's next commit, one every stream.snapshot_interval_s:
+        # the archive is settled when it stayed the same for longer than that (2 s could fall between commits)
+        settle = float(cfg["stream.snapshot_interval_s"]) + 1.0
+        deadline = time.monotonic() + 60
         last = None
-        while time.monotonic() < deadline:    # the last state snapshot lands with the final commit
+        while time.monotonic() < deadline:
             now = (alerts_of(dict(x, details=orjson.loads(x["details"])) for x in conn.execute("SELECT * FROM alerts")),
                    rows_of(dict(x) for x in conn.execute("SELECT * FROM vehicle_day")))
             if now == last:
                 break
             last = now
-            time.sleep(2)
+            time.sleep(settle)
         return last
 
 
