@@ -247,6 +247,21 @@ def opens_case(verdict: dict) -> bool:
     return verdict["action"] != "none" and not verdict.get("duplicate_of") and not verdict.get("conflict")
 
 
+# the operators' alert for a case: how urgent by what the verdict asks for (a fine, a review, a warning)
+ALERT_SEVERITY = {"fine": "high", "review": "medium", "warning": "low"}
+
+
+def overload_alert(verdict: dict) -> dict:
+    """The operator-facing alert of a verdict that opens a case (one per case: its id is the case's)."""
+    return {
+        "alert_id": f"overload-{verdict['case_id']}", "type": "overload", "plate": verdict["plate"],
+        "start_ts": verdict["ts"], "end_ts": verdict["ts"], "severity": ALERT_SEVERITY.get(verdict["action"], "low"),
+        "lat": verdict.get("station_lat"), "lon": verdict.get("station_lon"), "late": False,
+        "details": {k: verdict.get(k) for k in ("station_id", "action", "gross_kg", "limit_kg", "excess_kg",
+                                                 "excess_pct", "fine_yuan", "review_reason", "case_id")},
+    }
+
+
 def calibration_status(registry: Registry, station_id: str, device_id: str, ts_ms: int) -> dict:
     """``status``: ok | missing (no device/certificate on file) | invalid (reading outside validity)."""
     dev = registry.station_device(station_id, device_id)

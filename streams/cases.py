@@ -147,8 +147,8 @@ class CaseStore:
         self._noted: dict[str, tuple[str, str, int]] = {}     # passages ``assess`` noted, stored by ``record``
         self._keys: dict[str, SigningKey] = {}
         self.watch_late_data = watch_late_data      # the worker: GPS and card data come through other partitions
-        self._batch: PackageBatch | None = None      # within ``package_batch``
-        self._batch_writer: PackageBatch | None = None
+        self._packages = PackageBatch()             # its writing thread starts with the first package
+        self._batch: PackageBatch | None = None      # ``_packages`` within ``package_batch``
 
     # PassageSource
     def find_passage(self, station_id, plate, ts_ms, window_ms):
@@ -180,10 +180,10 @@ class CaseStore:
         With ``reading`` and ``evidence_dir`` the case's evidence package is written in the transaction, once
         the reading is known to be no conflict (a no-op when it exists), signed with the key of ``data_dir``
         (models/evidence.py); the signed manifest is stored with the case and every file of the package in
-        the archive (streams/archive/evidence.py). A case the archive already holds — archived by another worker, on this host or
-        another — gets no second package: the first one stays the case's evidence. Duplicate readings
-        (``duplicate_of``) are not stored: their passage is. The reading (``_keep_reading``), the passage
-        ``assess`` noted, the verdict and the case are one transaction."""
+        the archive (streams/archive/evidence.py). A case the archive already holds — archived by another
+        worker, on this host or another — gets no second package: the first one stays the case's evidence.
+        Duplicate readings (``duplicate_of``) are not stored: their passage is. The reading (``_keep_reading``),
+        the passage ``assess`` noted, the verdict and the case are one transaction."""
         evidence_dir = evidence_dir or self.evidence_dir
         if evidence_dir is not None and data_dir is None:
             data_dir = self.data_dir
@@ -226,9 +226,7 @@ class CaseStore:
         """Within: ``record`` writes each new case's evidence package on a thread (``PackageBatch``) while the
         caller goes on with its next readings; at the end every package is on disk before the caller's
         transaction, which holds their archive rows, can commit. Raises the error of a failed write then."""
-        if self._batch_writer is None:
-            self._batch_writer = PackageBatch()
-        self._batch = self._batch_writer
+        self._batch = self._packages
         try:
             yield
         except BaseException:

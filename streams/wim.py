@@ -25,7 +25,7 @@ from functools import partial
 import orjson
 
 from roadwatch.models.mobile import enforcement_points
-from roadwatch.models.overload import assess, opens_case
+from roadwatch.models.overload import assess, opens_case, overload_alert
 from roadwatch.models.permits import PermitIndex, load_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
 
@@ -39,25 +39,6 @@ from .archive.intercept import mark_outcomes_published, unpublished_outcomes
 from .intercept import InterceptStore, beijing_month, export_metrics, month_summary
 
 log = logging.getLogger("roadwatch.wim")
-
-SEVERITY = {"fine": "high", "review": "medium", "warning": "low"}
-
-
-def raises_alert(verdict: dict) -> bool:
-    """A verdict that opens a case raises an operators' alert; a conflicting re-send changes no outcome."""
-    return not verdict.get("conflict") and opens_case(verdict)
-
-
-def overload_alert(verdict: dict) -> dict:
-    """The operator-facing alert for a verdict that needs attention (one per case: id = case id)."""
-    return {
-        "alert_id": f"overload-{verdict['case_id']}", "type": "overload", "plate": verdict["plate"],
-        "start_ts": verdict["ts"], "end_ts": verdict["ts"], "severity": SEVERITY.get(verdict["action"], "low"),
-        "lat": verdict.get("station_lat"), "lon": verdict.get("station_lon"), "late": False,
-        "details": {k: verdict.get(k) for k in ("station_id", "action", "gross_kg", "limit_kg", "excess_kg",
-                                                 "excess_pct", "fine_yuan", "review_reason", "case_id")},
-    }
-
 
 class WimHandler:
     """Everything one reading needs, independent of Faust (also used by tests and the bench)."""
@@ -108,7 +89,7 @@ class WimHandler:
                 task = self.intercept(verdict, reading) if opens_case(verdict) else None
                 out.append((verdict, task))
             # the operators' alerts are archived with their cases: in the same commit, never one without the other
-            upsert_alerts(self.store.conn, [overload_alert(v) for v, _ in out if raises_alert(v)])
+            upsert_alerts(self.store.conn, [overload_alert(v) for v, _ in out if opens_case(v)])
         return out
 
 
@@ -179,7 +160,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 continue
             M.CASES.labels(action=verdict["action"]).inc()
             M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - ts))
-            if not raises_alert(verdict):
+            if not opens_case(verdict):
                 continue
             await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
             M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()

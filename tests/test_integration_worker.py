@@ -110,7 +110,8 @@ def _metrics(cfg) -> dict[str, float]:
     import re
     import urllib.request
     body = urllib.request.urlopen(f"http://127.0.0.1:{cfg['web.port']}/metrics", timeout=5).read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(roadwatch_wim_\w+(?:\{[^}]*\})?) (\S+)$", body, re.M)}
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(roadwatch_wim_\w+(?:\{[^}]*\})?) (\S+)$", body, re.M)}
 
 
 def test_wim_batches_and_waits_are_measured(running):
@@ -131,7 +132,8 @@ def test_wim_batches_and_waits_are_measured(running):
     def grown(name):
         return _metrics(cfg).get(name, 0.0) - before.get(name, 0.0)
     deadline = time.monotonic() + 30
-    while grown('roadwatch_wim_batch_seconds_count{part="publish"}') < 1 or grown("roadwatch_wim_batch_readings_sum") < 3:
+    while (grown('roadwatch_wim_batch_seconds_count{part="publish"}') < 1
+           or grown("roadwatch_wim_batch_readings_sum") < 3):
         assert time.monotonic() < deadline, _metrics(cfg)
         time.sleep(0.2)
     after = _metrics(cfg)
