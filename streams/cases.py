@@ -197,7 +197,7 @@ class CaseStore:
             for pid, (station_id, plate, first_ms) in self._noted.items():
                 db.note_passage(c, pid, station_id, plate, first_ms)
             noted = set(self._noted)
-            conflict = kept is not None and self._keep_reading(c, verdict, kept, now)
+            conflict = kept is not None and self._keep_reading(c, verdict, vjson, kept, now)
             # the package in the transaction, after the reading decided it is no conflict: a failed write rolls
             # the reading back with it (the worker's batch holds the write lock around its packages anyway)
             if (not conflict and verdict.get("case_id") and not verdict.get("duplicate_of") and reading is not None
@@ -273,22 +273,22 @@ class CaseStore:
                                   int(datetime.now(timezone.utc).timestamp() * 1000))
         return True
 
-    def _keep_reading(self, c, verdict: dict, kept: "_KeptReading", now: datetime) -> dict | None:
+    def _keep_reading(self, c, verdict: dict, vjson: str, kept: "_KeptReading", now: datetime) -> dict | None:
         """Keep every reading (append-only). A reading whose identity (station + reading id, or station +
         plate + time without an id) was already received with other values is kept beside the first and
         flagged as a conflict for review: it changes no verdict and opens no case; the case of the first
         reading (if any) gets a ``conflict`` fact in its history. Sets and returns ``verdict["conflict"]``
-        (None: no conflict). In ``record``'s transaction."""
+        (None: no conflict). ``vjson``: the verdict's JSON as stored with the reading. In ``record``'s
+        transaction."""
         key, identity = kept.key, kept.identity
-        seen, conflict_of = db.reading_conflict_of(c, key)
-        if seen:
-            if conflict_of is None:
+        prior = db.reading_seen(c, key, identity)
+        if prior is not None and prior["seen"]:
+            if prior["conflict_of"] is None:
                 return None                            # a replay of a reading we kept: nothing new
-            verdict["conflict"] = {"reading_key": key, "conflict_of": conflict_of, "identity": identity}
+            verdict["conflict"] = {"reading_key": key, "conflict_of": prior["conflict_of"], "identity": identity}
             return verdict["conflict"]
-        prior = db.first_reading(c, identity)
-        db.insert_reading(c, key, identity, verdict["passage_id"], format_ts(now), kept.raw.decode(),
-                          orjson.dumps(verdict).decode(), prior["reading_key"] if prior else None)
+        db.insert_reading(c, key, identity, verdict["passage_id"], format_ts(now), kept.raw.decode(), vjson,
+                          prior["reading_key"] if prior else None)
         if prior is None:
             return None
         first = orjson.loads(prior["verdict"])

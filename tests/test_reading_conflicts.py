@@ -27,14 +27,14 @@ def reading(gross, **kw):
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch, capsys):
+def run(tmp_path, monkeypatch, capsys, archive_target):
     monkeypatch.setenv("ROADWATCH_SET", f'paths.data_dir="{tmp_path / "var"}"')
     monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     reg = tmp_path / "registry.json"
     reg.write_bytes(orjson.dumps(registry_dict(vehicles=[vehicle(PLATE, vehicle_kind="truck", axle_count=2,
                                                                  registered_total_kg=18000.0)])))
-    arch = tmp_path / "archive.sqlite"
+    arch = archive_target               # SQLite and PostgreSQL: the reading lookup is one query on both
 
     def assess(*readings):
         stdin = b"".join(orjson.dumps(r) + b"\n" for r in readings)
@@ -73,6 +73,7 @@ def test_30t_then_18t_keeps_the_case_and_flags_the_conflict(run, capsys):
     # replaying both readings changes nothing
     again = assess(reading(30000), reading(18000))
     assert "conflict" not in again[0] and again[1]["conflict"]["conflict_of"] == second["conflict"]["conflict_of"]
+    assert "first" not in again[1]["conflict"]          # known as the conflict received before, not a new one
     assert conn.execute("SELECT COUNT(*) FROM wim_readings").fetchone()[0] == 2
     assert len(CaseStore(conn, Config()).show(first["case_id"])["history"]) == 2
 

@@ -40,18 +40,14 @@ def find_passage(conn: ArchiveConnection, station_id: str, plate: str, ts_ms: in
     return (row[0], row[1]) if row else None
 
 
-def reading_conflict_of(conn: ArchiveConnection, reading_key: str) -> tuple[bool, str | None]:
-    """(kept?, the first reading it conflicts with) for a reading already received."""
-    row = conn.execute("SELECT conflict_of FROM wim_readings WHERE reading_key=?", (reading_key,)).fetchone()
-    return (row is not None, row[0] if row else None)
-
-
-def first_reading(conn: ArchiveConnection, identity: str):
-    """The first (non-conflicting) reading received with this identity: row with reading_key, passage_id,
-    verdict; or None."""
-    return conn.execute("""SELECT reading_key, passage_id, verdict FROM wim_readings WHERE identity=?
-                           AND conflict_of IS NULL ORDER BY received_at, reading_key LIMIT 1""",
-                        (identity,)).fetchone()
+def reading_seen(conn: ArchiveConnection, reading_key: str, identity: str):
+    """One lookup for a reading about to be kept: its own row when it was received before (``seen`` 1, with
+    ``conflict_of``), else the first non-conflicting reading with its identity (``seen`` 0, with its
+    ``reading_key``, ``passage_id`` and ``verdict``), else None."""
+    return conn.execute("""SELECT reading_key = ? AS seen, reading_key, conflict_of, passage_id, verdict
+                           FROM wim_readings WHERE reading_key = ? OR (identity = ? AND conflict_of IS NULL)
+                           ORDER BY reading_key = ? DESC, received_at, reading_key LIMIT 1""",
+                        (reading_key, reading_key, identity, reading_key)).fetchone()
 
 
 def insert_reading(conn: ArchiveConnection, reading_key: str, identity: str, passage_id: str, received_at: str,
