@@ -311,7 +311,8 @@ def trace_source_site(registry: Registry, cfg: Config, track: TrackSource | None
 def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: CounterSource,
            track: TrackSource | None = None, driver: DriverSource | None = None,
            passages: PassageSource | None = None, permits: PermitIndex | None = None) -> dict:
-    ts_ms = iso_to_epoch_ms(reading.ts)
+    when = parse_ts(reading.ts)               # parsed once: its epoch ms, and the verdict's Beijing time
+    ts_ms = int(round(when.timestamp() * 1000))       # = iso_to_epoch_ms(reading.ts)
     # the weighing point: a fixed station, or a mobile unit placed by its deployment at the reading's time
     station = registry.stations.get(reading.station_id) or registry.mobile_units.get(reading.station_id)
     deployment = deployment_status(registry, reading.station_id, ts_ms)
@@ -396,7 +397,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         "schema": VERDICT_SCHEMA,
         "plate": reading.plate, "plate_color": reading.plate_color,
         "plate_confidence": reading.plate_confidence,
-        "ts": format_ts(parse_ts(reading.ts)), "ts_ms": ts_ms,
+        "ts": format_ts(when), "ts_ms": ts_ms,
         "station_id": reading.station_id, "device_id": reading.device_id, "lane": reading.lane,
         "reading_id": reading.reading_id or None,
         "vehicle_kind": reading.vehicle_kind, "axle_count": reading.axle_count,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -164,10 +165,15 @@ class CaseStore:
         self._noted.clear()
 
     def _key(self, data_dir: Path) -> SigningKey:
-        k = str(Path(data_dir).resolve())
-        if k not in self._keys:
-            self._keys[k] = load_signing_key(data_dir)
-        return self._keys[k]
+        given = str(data_dir)
+        key = self._keys.get(given)                 # an absolute path as given: no resolution per case
+        if key is None:
+            k = str(Path(data_dir).resolve())
+            key = self._keys.get(k) or load_signing_key(data_dir)
+            self._keys[k] = key
+            if os.path.isabs(given):
+                self._keys[given] = key
+        return key
 
     # --- detection ----------------------------------------------------------------------------------------
 
