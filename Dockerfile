@@ -6,7 +6,8 @@ COPY streams ./streams
 COPY models ./models
 COPY geo ./geo
 COPY simulators ./simulators
-# gcc for the gateway's native front end (streams/jt808/_frontend.c, gateway.front_end): built, then removed
+# gcc for the native helpers (the gateway's front end streams/jt808/_frontend.c, gateway.front_end; Kafka's
+# murmur2 streams/_kafkahash.c; the evidence writer models/_evidence_io.c): built, then removed
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --no-cache-dir . \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
