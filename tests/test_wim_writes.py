@@ -27,6 +27,16 @@ def env(tmp_path, monkeypatch):
     close_all()
 
 
+@pytest.fixture(params=["native", "python"])
+def writer(request, monkeypatch):
+    """The package writer: C (models/_evidence_io.c) where it is built, and the Python fallback."""
+    if request.param == "native" and evidence._NATIVE is None:
+        pytest.skip("the native writer is not built (no C compiler at install time)")
+    if request.param == "python":
+        monkeypatch.setattr(evidence, "_NATIVE", None)
+    return request.param
+
+
 def _reading(k: int):
     """A distinct overloaded reading (its own case) ``k`` minutes after T0."""
     return reading(60000, ts=T0 + timedelta(minutes=10 * k))
@@ -117,7 +127,7 @@ def test_a_chain_another_process_appended_to_is_read_again(env):
 
 
 @pytest.mark.parametrize("sync", ["each", "behind"])
-def test_when_a_chain_link_reaches_the_disk(env, monkeypatch, sync):
+def test_when_a_chain_link_reaches_the_disk(env, monkeypatch, sync, writer):
     """'each': the chain file is fsync-ed before the package call returns; 'behind': not then, but by the
     background thread right after."""
     synced = []
@@ -233,7 +243,7 @@ def _locked_elsewhere(path) -> bool:
         return False
 
 
-def test_a_batch_of_packages_is_on_disk_as_planned_when_flushed(env):
+def test_a_batch_of_packages_is_on_disk_as_planned_when_flushed(env, writer):
     """``write`` returns at once what the archive rows need; the files, the chain lines and the signed heads
     are on disk as returned once ``flush`` has returned; the chains stay locked (no other writer can slip a
     link in between) until then; a package written the ordinary way afterwards links on."""
@@ -260,7 +270,7 @@ def test_a_batch_of_packages_is_on_disk_as_planned_when_flushed(env):
     assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
 
 
-def test_a_failed_package_write_ends_the_batch_and_the_retry_completes_the_chain(env):
+def test_a_failed_package_write_ends_the_batch_and_the_retry_completes_the_chain(env, writer):
     """When a package of the batch cannot be written, none after it is (a link must never follow a missing
     one), ``flush`` raises, the chain is released and its remembered tail dropped: the repeated batch finds
     the packages written before, writes the rest, and the chain verifies."""
