@@ -82,8 +82,9 @@ class WimHandler:
         """``(reading, chain_id)`` in order → ``(verdict, intercept task or None)`` each, all stored in one
         archive transaction (all or none: the caller repeats a failed batch whole, idempotently)."""
         out = []
-        # each package's files are written on a thread meanwhile, and on disk before the commit
-        with self.store.conn.transaction(), self.store.package_batch():
+        # each package's files are written on a thread meanwhile, and on disk before the commit; on PostgreSQL
+        # the statements go out pipelined (an insert waits for no answer of its own: backend.py ``pipelined``)
+        with self.store.conn.transaction(), self.store.conn.pipelined(), self.store.package_batch():
             for reading, chain_id in items:
                 verdict = self.handle(reading, chain_id)
                 task = self.intercept(verdict, reading) if opens_case(verdict) else None

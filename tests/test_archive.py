@@ -179,6 +179,38 @@ def test_bulk_upsert_equals_row_by_row_upserts(archive_target):
     assert [(r["pings"], r["updated_at"]) for r in conn.execute("SELECT * FROM vehicle_day")] == [(100, "t2")]
 
 
+def test_pipelined_statements_give_the_same_answers_and_fail_the_transaction_whole(archive_target):
+    """``pipelined`` (the WIM batch's transaction): inserts go out without waiting, answers are read when
+    asked for — in any order —, rowcounts are right, a bulk upsert works inside, and a failing statement
+    rolls the whole transaction back even when nobody read its answer."""
+    conn = open_archive(archive_target)
+    ins = "INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?) ON CONFLICT DO NOTHING"
+    with conn.transaction(), conn.pipelined():
+        conn.execute(ins, ("p1", "S1", "A", 1))
+        first = conn.execute("SELECT passage_id FROM wim_passages WHERE plate = ?", ("A",))
+        again = conn.execute(ins, ("p1", "S1", "A", 1))
+        conn.execute(ins, ("p2", "S1", "B", 2))
+        both = conn.execute("SELECT COUNT(*) FROM wim_passages")
+        conn.bulk_upsert("track_points", ("plate", "ts_ms", "lat", "lon", "speed_kmh"),
+                         [("A", 1, 1.0, 1.0, 1.0), ("A", 1, 9.0, 9.0, 9.0)], ("plate", "ts_ms"))
+        assert both.fetchone()[0] == 2                       # read after later statements were sent
+        assert [r[0] for r in first.fetchall()] == ["p1"]    # read after a later answer
+        assert again.rowcount == 0 and conn.execute(ins, ("p3", "S1", "C", 3)).rowcount == 1
+    assert conn.execute("SELECT COUNT(*) FROM wim_passages").fetchone()[0] == 3
+    assert [tuple(r) for r in conn.execute("SELECT lat FROM track_points")] == [(1.0,)]
+    with pytest.raises(Exception) as err:
+        with conn.transaction(), conn.pipelined():
+            conn.execute(ins, ("p4", "S1", "D", 4))
+            conn.execute("INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?)",
+                         ("p1", "S1", "A", 1))                # a duplicate key; its answer is never read
+            conn.execute(ins, ("p5", "S1", "E", 5))
+    assert "unique" in str(err.value).lower() or "constraint" in str(err.value).lower()
+    assert not conn.in_transaction
+    assert [r[0] for r in conn.execute("SELECT passage_id FROM wim_passages ORDER BY passage_id")] == ["p1", "p2", "p3"]
+    with conn.pipelined():                                   # outside a transaction: statement by statement
+        assert conn.execute("SELECT COUNT(*) FROM wim_passages").fetchone()[0] == 3
+
+
 def test_dialect_ddl_and_transaction_statements_run_on_both(archive_target):
     """DDL with the dialect's names (backend.DIALECTS: identity key, BYTEA, a clustered table on SQLite only),
     BEGIN IMMEDIATE … COMMIT as statements, and the portable upserts every query module writes."""

@@ -159,6 +159,64 @@ class Result:
             yield self._rows[self._pos - 1]
 
 
+class PipelinedResult(Result):
+    """A statement sent in pipeline mode (``PostgresConnection.pipelined``): its answer is read only when
+    something of it is (rows, ``rowcount``, ``description``), with one round trip for every statement sent
+    before it. An insert nobody asks about costs no round trip of its own."""
+
+    def __init__(self, conn: "PostgresConnection", cur, sent_at: int):
+        self._conn, self._cur, self._sent_at = conn, cur, sent_at
+        self._rows, self._pos, self._read = [], 0, False
+        self._rowcount, self._description = -1, None
+
+    def _answer(self) -> None:
+        if self._read:
+            return
+        self._conn._sync_since(self._sent_at)
+        cur, self._cur = self._cur, None
+        self._read = True
+        try:
+            self._description = cur.description
+            self._rows = cur.fetchall() if cur.description is not None else []
+            self._rowcount = cur.rowcount
+        finally:
+            cur.close()
+
+    @property
+    def rowcount(self) -> int:
+        self._answer()
+        return self._rowcount
+
+    @rowcount.setter
+    def rowcount(self, _):          # (Result.__init__ sets it; here it comes from the answer)
+        pass
+
+    @property
+    def description(self):
+        self._answer()
+        return self._description
+
+    @description.setter
+    def description(self, _):
+        pass
+
+    def fetchone(self):
+        self._answer()
+        return Result.fetchone(self)
+
+    def fetchall(self) -> list:
+        self._answer()
+        return Result.fetchall(self)
+
+    def fetchmany(self, size: int = 1) -> list:
+        self._answer()
+        return Result.fetchmany(self, size)
+
+    def __iter__(self) -> Iterator:
+        self._answer()
+        return Result.__iter__(self)
+
+
 # --- the connection -------------------------------------------------------------------------------------
 
 class ArchiveConnection:
@@ -189,6 +247,14 @@ class ArchiveConnection:
         statements (one round trip per chunk instead of per row)."""
         if rows:
             self.executemany(upsert_sql(table, cols, key, update), rows)
+
+    @contextmanager
+    def pipelined(self):
+        """Inside a transaction: statements are sent without waiting for each answer, and an answer is
+        waited for only when it is read (PostgreSQL's pipeline mode: one round trip for every statement
+        sent before it). A failed statement fails the transaction, reported when the next answer is read at
+        the latest — at the end of the block. SQLite has no round trips: nothing changes there."""
+        yield self
 
     def script(self, sql: str) -> None:
         """Several ``;``-separated statements (DDL), each through ``execute``."""
@@ -395,6 +461,9 @@ class PostgresConnection(ArchiveConnection):
         self.target = redact(pool.url)
         self._tx = None            # the pooled connection held by the open transaction
         self._sql_cache: dict[str, str] = {}
+        self._pipe = None          # psycopg's Pipeline while ``pipelined`` is open
+        self._sent = 0             # statements sent in pipeline mode
+        self._synced = 0           # … of which the answers are in
 
     # statement translation
     def _translate(self, sql: str) -> str:
@@ -407,6 +476,11 @@ class PostgresConnection(ArchiveConnection):
 
     # execution
     def _run(self, sql: str, params=(), many: Iterable | None = None) -> Result:
+        if self._pipe is not None and many is None:
+            cur = self._tx.cursor()
+            cur.execute(sql, params if params else None)
+            self._sent += 1
+            return PipelinedResult(self, cur, self._sent)
         if self._tx is not None:
             return self._on(self._tx, sql, params, many)
         with self.pool.pool.connection() as conn:
@@ -441,8 +515,9 @@ class PostgresConnection(ArchiveConnection):
                     update: Sequence[str] | None = None) -> None:
         if not rows:
             return
-        if update is not None and set(update) | set(key) != set(cols):
-            return ArchiveConnection.bulk_upsert(self, table, cols, rows, key, update)   # partial: row by row
+        if (update is not None and set(update) | set(key) != set(cols)) or self._pipe is not None:
+            # partial updates row by row; in pipeline mode too (no COPY there)
+            return ArchiveConnection.bulk_upsert(self, table, cols, rows, key, update)
         # COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT: psycopg formats
         # COPY rows in C, while a long VALUES list or array parameters are adapted in Python (which cost
         # more than the server's work). One statement may not touch a row twice: rows with the same key
@@ -501,6 +576,25 @@ class PostgresConnection(ArchiveConnection):
             conn.execute("COMMIT" if commit else "ROLLBACK")
         finally:
             self.pool.pool.putconn(conn)
+
+    @contextmanager
+    def pipelined(self):
+        if self._tx is None or self._pipe is not None:     # outside a transaction: one statement at a time
+            yield self
+            return
+        with self._tx.pipeline() as pipe:
+            self._pipe = pipe
+            try:
+                yield self
+            finally:
+                self._pipe = None
+        self._synced = self._sent                # the pipeline's end read every answer
+
+    def _sync_since(self, sent_at: int) -> None:
+        """The answers of every statement up to number ``sent_at`` are in (one round trip if they are not)."""
+        if self._synced < sent_at and self._pipe is not None:
+            self._pipe.sync()
+            self._synced = self._sent
 
     @property
     def in_transaction(self) -> bool:
