@@ -187,18 +187,10 @@ class PipelinedResult(Result):
         self._answer()
         return self._rowcount
 
-    @rowcount.setter
-    def rowcount(self, _):          # (Result.__init__ sets it; here it comes from the answer)
-        pass
-
     @property
     def description(self):
         self._answer()
         return self._description
-
-    @description.setter
-    def description(self, _):
-        pass
 
     def fetchone(self):
         self._answer()
@@ -579,7 +571,7 @@ class PostgresConnection(ArchiveConnection):
 
     @contextmanager
     def pipelined(self):
-        if self._tx is None or self._pipe is not None:     # outside a transaction: one statement at a time
+        if self._tx is None or self._pipe is not None:     # no transaction: one statement at a time; nested: as is
             yield self
             return
         with self._tx.pipeline() as pipe:
