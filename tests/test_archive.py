@@ -184,7 +184,8 @@ def test_pipelined_statements_give_the_same_answers_and_fail_the_transaction_who
     asked for — in any order —, rowcounts are right, a bulk upsert works inside, and a failing statement
     rolls the whole transaction back even when nobody read its answer."""
     conn = open_archive(archive_target)
-    ins = "INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?) ON CONFLICT DO NOTHING"
+    ins = ("INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?) "
+           "ON CONFLICT DO NOTHING")
     with conn.transaction(), conn.pipelined():
         conn.execute(ins, ("p1", "S1", "A", 1))
         first = conn.execute("SELECT passage_id FROM wim_passages WHERE plate = ?", ("A",))
