@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 # two stamps: the demo needs only the runtime dependencies; the tests add the [test] extras (Playwright …)
 RUNTIME := $(VENV)/.installed-runtime
 TESTENV := $(VENV)/.installed-test
-# test processes (pytest-xdist); `make test TEST_WORKERS=0` runs the suite in one process
+# test processes (pytest-xdist); `make test TEST_WORKERS=0` runs the suite in one process. The 15 slowest
+# tests are listed at the end of every run, so a slower suite says where its time went.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test bench venv clean
@@ -34,7 +35,7 @@ demo: $(RUNTIME)
 test: $(TESTENV)
 	@bash scripts/ensure-chromium.sh
 	@bash scripts/ensure-postgresql.sh
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: $(RUNTIME)
 	$(BIN)/roadwatch bench
