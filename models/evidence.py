@@ -64,6 +64,11 @@ class NotAPackage(EvidenceError):
     """The path is not an evidence package (or tree of them)."""
 
 
+def _tmp_beside(path: Path) -> Path:
+    """The temporary name a file or folder is written under before it is renamed to ``path`` (this process's)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
@@ -140,7 +145,7 @@ def load_signing_key(data_dir: str | os.PathLike, env: dict | None = None) -> Si
         # written whole under a temporary name, then linked into place: a write that fails (disk full) must
         # not leave an empty key file that no later attempt can load; a link never replaces a key another
         # process made meanwhile (theirs is used)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = _tmp_beside(path)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
@@ -522,7 +527,7 @@ def _plan_package(evidence_dir: Path, final: Path, verdict: dict, reading: WimRe
     line = _seal_link(link)
     after = _Tail(None, tail.count + 1, tail.lines + 1, link, tail.root if tail.lines else link["link_sha256"])
     head = _head_bytes(chain_id, after.count, link, key)
-    return _Plan(evidence_dir / f".{case_id}.tmp-{os.getpid()}",
+    return _Plan(_tmp_beside(final),
                  WrittenPackage(final, sorted(files), line, after.lines, after.root, head, after.count),
                  link, after, _head_path(evidence_dir, chain_id), sync)
 
@@ -557,7 +562,7 @@ def _write_plan_native(plan: _Plan, chain, chain_path: Path) -> None:
     w = plan.written
     each = plan.sync == "each"        # the link fsync-ed before the head is replaced: the head then in Python
     head = (None, None, None) if each else (
-        str(plan.head_path.with_name(f".{plan.head_path.name}.tmp-{os.getpid()}")), str(plan.head_path), w.head)
+        str(_tmp_beside(plan.head_path)), str(plan.head_path), w.head)
     args = (str(plan.tmp), str(w.path), w.files, chain.fileno(), w.chain_line + b"\n", *head)
     try:
         try:
@@ -669,7 +674,7 @@ def _head_bytes(chain_id: str, count: int, last: dict | None, key: SigningKey) -
 
 
 def _replace_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_beside(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -712,7 +717,7 @@ def append_entry(pkg: str | os.PathLike, fact: dict, *, key: SigningKey, sync: s
                "signing": {"alg": "Ed25519", "key_id": key.key_id}}
         body = orjson.dumps(doc, option=_DUMP) + b"\n"
         edir.mkdir(exist_ok=True)
-        tmp = edir / f".{Path(rel).name}.tmp-{os.getpid()}"
+        tmp = _tmp_beside(edir / Path(rel).name)
         tmp.write_bytes(body)
         sig = {"alg": "Ed25519", "key_id": key.key_id, "signature": base64.b64encode(key.sign(body)).decode("ascii")}
         (edir / (Path(rel).stem + ".sig")).write_bytes(orjson.dumps(sig, option=_DUMP) + b"\n")
