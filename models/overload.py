@@ -39,7 +39,7 @@ from .limits import axle_findings, axle_groups, gross_limit
 from .mobile import OUTSIDE, deployment_status
 from .penalties import police_assessment, road_penalty
 from .permits import PermitIndex
-from .records import GpsPing, WimReading, epoch_ms_to_iso, format_ts, iso_to_epoch_ms, parse_ts
+from .records import GpsPing, WimReading, epoch_ms, epoch_ms_to_iso, format_ts, iso_to_epoch_ms, parse_ts
 from .registry import Registry
 
 VERDICT_SCHEMA = "roadwatch.wim-verdict/1"
@@ -312,7 +312,7 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
            track: TrackSource | None = None, driver: DriverSource | None = None,
            passages: PassageSource | None = None, permits: PermitIndex | None = None) -> dict:
     when = parse_ts(reading.ts)               # parsed once: its epoch ms, and the verdict's Beijing time
-    ts_ms = int(round(when.timestamp() * 1000))       # = iso_to_epoch_ms(reading.ts)
+    ts_ms = epoch_ms(when)
     # the weighing point: a fixed station, or a mobile unit placed by its deployment at the reading's time
     station = registry.stations.get(reading.station_id) or registry.mobile_units.get(reading.station_id)
     deployment = deployment_status(registry, reading.station_id, ts_ms)

@@ -71,12 +71,17 @@ def epoch_ms_to_iso(ms: int) -> str:
     return format_ts(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
 
 
+def epoch_ms(dt: datetime) -> int:
+    """An aware datetime → epoch milliseconds, rounded (what every ``*_ms`` field carries)."""
+    return int(round(dt.timestamp() * 1000))
+
+
 @functools.lru_cache(maxsize=4096)
 def iso_to_epoch_ms(value: str) -> int:
     """A conversion, not a validation: the plausible-years check belongs to the parser that took the input
     (with its configured range); only years that would overflow are refused here. Memoised: most calls
     convert the same few registry dates (certificates, approvals, deployments) for every reading."""
-    return int(round(parse_ts(value).timestamp() * 1000))
+    return epoch_ms(parse_ts(value))
 
 
 def loads_object(raw: bytes | str | dict, max_bytes: int = 1_000_000) -> dict:
