@@ -225,6 +225,10 @@ _k("stream.batch_max_pings", 500, "ops (docs/legal-basis.md §10)",
 _k("stream.batch_max_ms", 500, "ops (docs/legal-basis.md §10)",
    "ping batch flush interval: the longest a position waits in a gateway before it is published (0 = at the next "
    "tick); each flush is a Kafka publish cycle with a fixed cost (docs/performance.md, round 7)", lo=0, hi=60000)
+_k("stream.gps_coalesce_pings", 8000, "ops (docs/legal-basis.md §10)",
+   "ping batches already waiting for the worker are applied together, up to this many pings per engine call "
+   "(each call has a fixed cost; nothing waits for batches that have not arrived; 1 = one batch per call)",
+   lo=1, hi=1_000_000)
 _k("stream.snapshot_interval_s", 5.0, "ops (docs/legal-basis.md §10)",
    "how often per-partition ping state, day rows and track samples are committed (the cost grows with the "
    "number of commits while catching up; live alerts do not wait for it)", lo=0.05, hi=3600)

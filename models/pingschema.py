@@ -139,10 +139,12 @@ def take(c: PingColumns, sel: np.ndarray) -> PingColumns:
 
 def concat(parts: list[PingColumns]) -> PingColumns:
     """One batch of several, in order. An optional column absent from some parts takes its fallback
-    (``recv_ts``: the ping's own time; ``jt808_version``: 0) — records of one feed may disagree on them."""
+    (``recv_ts``: the ping's own time; ``jt808_version``: 0) — records of one feed may disagree on them.
+    A list column that no part has made yet (``PingColumns.deferred``) stays deferred: the ping agent joins
+    the batches already waiting (streams/gps.py) and never reads ``terminal_id`` or ``mileage_km``."""
     if len(parts) == 1:
         return parts[0]
-    out: dict[str, Any] = {k: list(chain.from_iterable(getattr(p, k) for p in parts)) for k in _LISTS}
+    out: dict[str, Any] = {}
     for k in ("plate_color", "ts", "lat", "lon", "speed_kmh", "heading", "altitude_m", "alarm_flags",
               "status_flags", "reupload"):
         out[k] = np.concatenate([getattr(p, k) for p in parts])
@@ -151,7 +153,17 @@ def concat(parts: list[PingColumns]) -> PingColumns:
     out["jt808_version"] = (np.concatenate([p.jt808_version if p.jt808_version is not None
                                             else np.zeros(len(p), dtype=np.int64) for p in parts])
                             if any(p.jt808_version is not None for p in parts) else None)
-    return PingColumns(**out)
+    lazy = {}
+    for k in _LISTS:
+        if all(k in p.__dict__ for p in parts):
+            out[k] = list(chain.from_iterable(p.__dict__[k] for p in parts))
+        else:
+            lazy[k] = partial(_joined, parts, k)
+    return PingColumns.deferred(lazy, {}, **out) if lazy else PingColumns(**out)
+
+
+def _joined(parts: list[PingColumns], name: str) -> list:
+    return list(chain.from_iterable(getattr(p, name) for p in parts))
 
 
 # --- validation ---------------------------------------------------------------------------------------

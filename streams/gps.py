@@ -32,6 +32,7 @@ from pathlib import Path
 import orjson
 
 from roadwatch.models.pingbatch import decode_batch
+from roadwatch.models.pingschema import concat
 from roadwatch.models.ping_state import DayRows, PingProcessor
 from roadwatch.models.records import InvalidRecord, plausible_years
 
@@ -233,6 +234,35 @@ class PartitionStates:
                 self.entries.pop(p).proc.close()       # its window files go now, not at the next collection
 
 
+# Faust hands the agent one record per loop turn (its fetcher awaits each delivery), so a record already
+# fetched is in the agent's channel only after a turn or two: the agent gives it that many turns (~20 µs each)
+_TURNS = 3
+
+
+class _Held:
+    """One partition's batches taken from the topic and not yet applied: the agent gathers the batches that
+    are already waiting (up to ``stream.gps_coalesce_pings`` pings) and applies them in one engine call,
+    whose fixed cost per call is then paid once (docs/performance.md, round 9). ``entry``: the partition's
+    state they were taken for — a revocation meanwhile replaces or drops it, and then they are not applied."""
+
+    __slots__ = ("partition", "entry", "next_offset", "events", "cols", "pings")
+
+    def __init__(self, partition: int, entry: "PartitionEntry", next_offset: int):
+        self.partition = partition
+        self.entry = entry
+        self.next_offset = next_offset     # the first offset after the batches held
+        self.events: list = []
+        self.cols: list = []               # the decoded batches (a dead-lettered one has none)
+        self.pings = 0
+
+    def add(self, event, cols) -> None:
+        self.events.append(event)
+        self.next_offset = event.message.offset + 1
+        if cols is not None:
+            self.cols.append(cols)
+            self.pings += len(cols)
+
+
 def install(app, ctx, publish_alerts) -> PartitionStates:
     """Wire the ping agent and its timers. ``publish_alerts(alerts)`` sends to the alerts topic + live hub."""
     cfg = ctx.cfg
@@ -243,46 +273,77 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     stats_topic = ctx.topics[T.VEHICLE_DAY_STATS]
     max_bytes = int(cfg["stream.max_record_bytes"])
     years = plausible_years(cfg)
+    coalesce = int(cfg["stream.gps_coalesce_pings"])
 
     @app.agent(topic, name="gps-pings-agent")
     async def gps_agent(stream):
-        async for event in stream.noack().events():
+        pings = stream.noack()
+        empty = getattr(pings.channel, "empty", None)
+        held: dict[int, _Held] = {}
+        async for event in pings.events():
             await ctx.faults.wait_clear("gps-snapshot")   # paused while snapshots fail (streams/retry.py)
             msg = event.message
             entry = states.get(msg.partition)
             GPS_IN.inc()
-            if msg.offset < entry.next_offset:
+            h = held.get(msg.partition)
+            if h is None or h.entry is not entry:     # (an entry replaced: revoked meanwhile, see _Held)
+                h = held[msg.partition] = _Held(msg.partition, entry, entry.next_offset)
+            if msg.offset < h.next_offset:
                 M.REPLAY_SKIPPED.labels(topic=T.GPS_PINGS).inc()
                 event.ack()
-                continue
-            raw = event.value
-            try:
-                cols = decode_batch(raw, max_bytes, years=years)
-            except InvalidRecord as err:
-                await send_dead_letter(dlq, T.GPS_PINGS, err.code, err.detail, raw)
-                cols = None
-            except (TypeError, ValueError, OverflowError) as err:
-                # defence in depth (tests/test_fuzz_worker.py): a malformed batch must never kill the agent
-                await send_dead_letter(dlq, T.GPS_PINGS, "bad_type", repr(err)[:300], raw)
-                cols = None
-            if cols is not None:
-                # reliability fix (tests/test_fuzz_worker.py): the wall clock is the "now" of the future check
-                # for batches without receipt times, as in `assess gps`; without it one terminal with a fast
-                # clock dragged the partition's watermark ahead and every other moving vehicle went "offline".
-                out = entry.proc.process(cols, now_ms=int(time.time() * 1000))
-                if out.new_vehicles:
-                    M.STATE_BYTES.set(entry.proc.live_bytes_per_vehicle())
-                PINGS_OK.inc(out.qualified)
-                PINGS_BAD.inc(len(cols) - out.qualified)
-                if out.alerts:
-                    entry.pending_alerts.extend(out.alerts)
-                    await publish_alerts(out.alerts, recv_ms=_recv_ms(cols), persist=False)
-            entry.next_offset = msg.offset + 1
-            entry.pending_acks.append(event)
-            entry.dirty = True
-            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
-            if hw is not None:
-                M.LAG.labels(topic=T.GPS_PINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
+            else:
+                raw = event.value
+                try:
+                    h.add(event, decode_batch(raw, max_bytes, years=years))
+                except InvalidRecord as err:
+                    await send_dead_letter(dlq, T.GPS_PINGS, err.code, err.detail, raw)
+                    h.add(event, None)
+                except (TypeError, ValueError, OverflowError) as err:
+                    # defence in depth (tests/test_fuzz_worker.py): a malformed batch must never kill the agent
+                    await send_dead_letter(dlq, T.GPS_PINGS, "bad_type", repr(err)[:300], raw)
+                    h.add(event, None)
+            if h.pings < coalesce and empty is not None:
+                for _ in range(_TURNS):
+                    if not empty():
+                        break
+                    await asyncio.sleep(0)
+                if not empty():
+                    continue            # more batches have arrived already: the engine takes them together
+            for p in list(held):
+                await _apply(held.pop(p))
+
+    async def _apply(h: "_Held") -> None:
+        """Run one partition's held batches through its engine as one batch (``models.pingschema.concat``:
+        the engine's result does not depend on how a partition's pings are split, tests/test_gps_engine.py)."""
+        entry = h.entry
+        if not h.events or states.entries.get(h.partition) is not entry:
+            # only skipped records; or revoked while held: not applied, not acked (the next owner reads them)
+            return
+        out = None
+        if h.cols:
+            M.GPS_CALL_BATCHES.observe(len(h.cols))
+            cols = h.cols[0] if len(h.cols) == 1 else concat(h.cols)
+            # reliability fix (tests/test_fuzz_worker.py): the wall clock is the "now" of the future check
+            # for batches without receipt times, as in `assess gps`; without it one terminal with a fast
+            # clock dragged the partition's watermark ahead and every other moving vehicle went "offline".
+            out = entry.proc.process(cols, now_ms=int(time.time() * 1000))
+            if out.new_vehicles:
+                M.STATE_BYTES.set(entry.proc.live_bytes_per_vehicle())
+            PINGS_OK.inc(out.qualified)
+            PINGS_BAD.inc(len(cols) - out.qualified)
+            if out.alerts:
+                entry.pending_alerts.extend(out.alerts)
+        # the state and its offset move together, before any await: a commit (the timer's, a revocation's)
+        # that runs meanwhile must never store a state that covers records its offset does not
+        entry.next_offset = h.next_offset
+        entry.pending_acks.extend(h.events)
+        entry.dirty = True
+        last = h.events[-1].message
+        hw = app.consumer.highwater(last.tp) if hasattr(app.consumer, "highwater") else None
+        if hw is not None:
+            M.LAG.labels(topic=T.GPS_PINGS, partition=str(last.partition)).set(max(0, hw - last.offset - 1))
+        if out is not None and out.alerts:
+            await publish_alerts(out.alerts, recv_ms=_recv_ms(cols), persist=False)
 
     # The archive is the system of record; the compacted topic mirrors the newest absolute row per
     # vehicle-day for downstream consumers, throttled so a catching-up worker does not send 10 k rows/s.

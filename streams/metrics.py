@@ -39,6 +39,10 @@ WIM_BATCH_SECONDS = Histogram("roadwatch_wim_batch_seconds",
 WIM_WAIT = Histogram("roadwatch_wim_wait_seconds",
                      "A reading's time from its timestamp to the start of its batch's transaction",
                      buckets=LATENCY_BUCKETS)
+# the ping agent applies the batches already waiting for a partition in one engine call (streams/gps.py)
+GPS_CALL_BATCHES = Histogram("roadwatch_gps_engine_call_batches",
+                             "Ping batches (records) of one partition applied in one engine call",
+                             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
 AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
                          ["direction", "outcome"])

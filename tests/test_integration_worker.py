@@ -106,12 +106,12 @@ def test_wim_reading_becomes_case_alert_and_bad_input_dead_letter(running):
     assert [r["action"] for r in rows] == ["fine"]
 
 
-def _metrics(cfg) -> dict[str, float]:
+def _metrics(cfg, prefix: str = "roadwatch_wim_") -> dict[str, float]:
     import re
     import urllib.request
     body = urllib.request.urlopen(f"http://127.0.0.1:{cfg['web.port']}/metrics", timeout=5).read().decode()
     return {m.group(1): float(m.group(2))
-            for m in re.finditer(r"^(roadwatch_wim_\w+(?:\{[^}]*\})?) (\S+)$", body, re.M)}
+            for m in re.finditer(rf"^({prefix}\w+(?:\{{[^}}]*\}})?) (\S+)$", body, re.M)}
 
 
 def test_wim_batches_and_waits_are_measured(running):
@@ -244,3 +244,41 @@ def test_arrow_batches_are_processed_and_malformed_ones_dead_lettered(running):
         row = conn.execute("SELECT pings FROM vehicle_day WHERE plate='苏A10001'").fetchone()
         time.sleep(0.2)
     assert row is not None and row["pings"] == 10     # both valid batches, before and after the bad ones
+
+
+def test_waiting_ping_batches_are_applied_together_and_counted_once(running):
+    """Batches already waiting for a partition go through the engine in one call (``stream.gps_coalesce_pings``,
+    streams/gps.py): 24 batches sent in one produce request are applied in fewer than 24 calls, and the day row
+    counts each of their pings once."""
+    st, cfg = running
+    before = _metrics(cfg, "roadwatch_gps_engine_")
+    t0 = int(time.time() * 1000) - 600_000
+    plate = "苏A30003"
+    p = KafkaProducer(bootstrap_servers=st.bootstrap, linger_ms=500, batch_size=1 << 20)
+    part = p.partitions_for(T.GPS_PINGS)
+    futures = []
+    for b in range(24):
+        pings = [{"plate": plate, "plate_color": 2, "terminal_id": "013300000003", "ts": t0 + (b * 10 + i) * 2_000,
+                  "lat": 32.0 + (b * 10 + i) * 0.0002, "lon": 118.8, "speed_kmh": 40.0, "heading": 0,
+                  "altitude_m": 10.0, "alarm_flags": 0, "status_flags": 3, "reupload": False} for i in range(10)]
+        futures.append(p.send(T.GPS_PINGS, key=plate.encode(), value=encode_batch(pings, "arrow"),
+                              partition=min(part)))
+    p.flush()
+    p.close()
+    assert all(f.is_done and f.succeeded() for f in futures)
+
+    def grown(name):
+        return _metrics(cfg, "roadwatch_gps_engine_").get(name, 0.0) - before.get(name, 0.0)
+    deadline = time.monotonic() + 30
+    while grown("roadwatch_gps_engine_call_batches_sum") < 24:
+        assert time.monotonic() < deadline, _metrics(cfg, "roadwatch_gps_engine_")
+        time.sleep(0.2)
+    assert grown("roadwatch_gps_engine_call_batches_sum") == 24
+    assert 1 <= grown("roadwatch_gps_engine_call_batches_count") < 24
+    conn = open_archive(cfg.archive_path)
+    deadline = time.monotonic() + 15
+    row = None
+    while time.monotonic() < deadline and (row is None or row["pings"] < 240):
+        row = conn.execute("SELECT pings, qualified FROM vehicle_day WHERE plate=?", (plate,)).fetchone()
+        time.sleep(0.2)
+    assert row is not None and row["pings"] == 240 and row["qualified"] == 240

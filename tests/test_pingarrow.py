@@ -254,3 +254,25 @@ def test_fast_row_encoder_splits_groups_into_their_own_records(split):
         assert _table(raw).equals(_table(alone))
         ref = _table(encode_arrow(_columns(g)))
         assert _table(raw).schema.equals(ref.schema, check_metadata=True) and _table(raw).equals(ref)
+
+
+def test_joined_batches_read_as_one_and_leave_unread_text_unmade():
+    """``concat`` of decoded Arrow batches (the ping agent joins the batches already waiting): every column
+    equals the decoding of all their pings as one batch, optional columns included (one part without
+    ``recv_ts``), and a text column nobody reads (``terminal_id``) is made only when it is read."""
+    from roadwatch.models.pingschema import concat
+    first = [_ping(i) for i in range(5)]
+    second = [_ping(5 + i, plate="苏B54321", terminal_id="013300000002", driver_id=None, recv_ts=T0 + 9_000 + i)
+              for i in range(3)]
+    parts = [decode_batch(encode_batch(first, "arrow")), decode_batch(encode_batch(second, "arrow"))]
+    joined = concat(parts)
+    assert "terminal_id" not in joined.__dict__ and "mileage_km" not in joined.__dict__
+    whole = decode_batch(encode_batch([dict(p, recv_ts=p["ts"]) for p in first] + second, "arrow"))
+    _same(joined, whole)
+    assert joined.terminal_id == ["013300000001"] * 5 + ["013300000002"] * 3
+    # the same engine output as the batches one after the other
+    a, b = PingProcessor(Config()), PingProcessor(Config())
+    out_joined = a.process(joined)
+    outs = [b.process(p) for p in parts]
+    assert out_joined.qualified == sum(o.qualified for o in outs) == 8
+    assert a.day_table().rows == b.day_table().rows
