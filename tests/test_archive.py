@@ -290,6 +290,32 @@ def test_snapshot_commits_outputs_state_and_offset_in_one_transaction(archive_ta
     assert archive.snapshot_progress(conn, "gps-pings") == 80
 
 
+def test_alerts_of_one_commit_upsert_as_one_statement_per_alert_would(archive_target):
+    """A commit's alerts go in multi-row statements (``upsert_alerts``): an alert opened and closed in the
+    same commit, and one closed twice, end as one upsert per alert in order leaves them — the first version's
+    place and type, the last version's end, details and severity."""
+    conn = open_archive(archive_target)
+    alerts = []
+    for i in range(40):
+        opened = dict(ALERT, alert_id=f"a{i}", plate=f"苏A{i:05d}", details={"v": 1}, severity="medium")
+        alerts.append(opened)
+        if i % 3 == 0:
+            alerts.append(dict(opened, end_ts="2026-10-05T08:05:00+08:00", details={"v": 2}, severity="high",
+                               lat=99.0, type="changed"))
+        if i % 9 == 0:
+            alerts.append(dict(opened, end_ts="2026-10-05T08:09:00+08:00", details={"v": 3}, lat=98.0))
+    with conn.transaction():
+        archive.snapshots.upsert_alerts(conn, alerts)
+    got = {r["alert_id"]: (r["type"], r["lat"], r["end_ts"], r["details"], r["severity"])
+           for r in conn.execute("SELECT alert_id, type, lat, end_ts, details, severity FROM alerts")}
+    assert len(got) == 40
+    for i in range(40):
+        end = ("2026-10-05T08:09:00+08:00" if i % 9 == 0 else "2026-10-05T08:05:00+08:00" if i % 3 == 0 else None)
+        details = '{"v":3}' if i % 9 == 0 else '{"v":2}' if i % 3 == 0 else '{"v":1}'
+        severity = "medium" if i % 9 == 0 or i % 3 else "high"
+        assert got[f"a{i}"] == ("overspeed", 31.0, end, details, severity), i
+
+
 def _states(target, data_dir):
     from test_gps_engine import scenario_registry
     from roadwatch.streams.gps import PartitionStates

@@ -22,9 +22,9 @@ VEHICLE_DAY_COLS = ("plate", "day", "pings", "qualified", "km_total", "km_incomp
                     "overspeed_count", "fatigue_s", "curfew_events", "offline_events", "late_from_closed")
 _DAY_DEFAULTS = {"late_from_closed": 0}      # rows made before the column existed (tests, old exports)
 
-_ALERT_SQL = ("INSERT INTO alerts(alert_id,type,plate,start_ts,end_ts,severity,lat,lon,late,details,day,emitted_at) "
-              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET end_ts=excluded.end_ts, "
-              "details=excluded.details, severity=excluded.severity")
+_ALERT_COLS = ("alert_id", "type", "plate", "start_ts", "end_ts", "severity", "lat", "lon", "late", "details", "day",
+               "emitted_at")
+_ALERT_UPDATE = ("end_ts", "details", "severity")     # an alert's later versions close it; the rest stays
 _DAY_KEY = ("plate", "day")
 _DAY_UPDATE = VEHICLE_DAY_COLS[2:] + ("updated_at",)
 _TRACK_COLS = ("plate", "ts_ms", "lat", "lon", "speed_kmh")
@@ -67,10 +67,12 @@ def upsert_alerts(conn: ArchiveConnection, alerts: list[dict]) -> None:
     if not alerts:
         return
     now = _now_iso()
-    conn.executemany(_ALERT_SQL, [
+    # many rows per statement (``bulk_upsert``: the same as one upsert per row, in order): row by row, the
+    # commit thread handed the interpreter lock back and forth with the event loop once per alert
+    conn.bulk_upsert("alerts", _ALERT_COLS, [
         (a["alert_id"], a["type"], a["plate"], a["start_ts"], a.get("end_ts"), a.get("severity", "medium"),
          a.get("lat"), a.get("lon"), int(bool(a.get("late"))), orjson.dumps(a.get("details", {})).decode(),
-         a["start_ts"][:10], now) for a in alerts])
+         a["start_ts"][:10], now) for a in alerts], ("alert_id",), _ALERT_UPDATE)
 
 
 def upsert_vehicle_days(conn: ArchiveConnection, rows: list[dict]) -> None:
