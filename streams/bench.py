@@ -308,6 +308,15 @@ def part_b(stack, port: int, n: int, ends: dict, pid: int | None = None) -> tupl
     raise RuntimeError("the worker did not process the feed within 10 minutes")
 
 
+# the user's single-key overrides, read before the bench sets its own: every process it starts gets them,
+# followed by the bench's keys (its data directory and ports), which win
+_USER_SET = os.environ.get("ROADWATCH_SET", "")
+
+
+def _set_for(keys: str) -> str:
+    return f"{_USER_SET};{keys}" if _USER_SET.strip() else keys
+
+
 def _archive_env(archive_url: str | None) -> dict:
     return {"ROADWATCH_ARCHIVE": archive_url} if archive_url else {}
 
@@ -336,7 +345,7 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
                 p = free_port()
                 wps.append(WorkerProcess(
                     broker.bootstrap, registry_path=str(reg_path), config_path=cfg_path,
-                    env={"ROADWATCH_SET": f'paths.data_dir="{data}";web.port={p}',
+                    env={"ROADWATCH_SET": _set_for(f'paths.data_dir="{data}";web.port={p}'),
                          "ROADWATCH_BROKER_EPOCH": "bench-scale", **_archive_env(archive_url)}))
                 ports.append(p)
             for wp in wps:
@@ -573,7 +582,8 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
         reg_path = tmp / "registry.json"
         bench_registry(f, reg_path)
         port = free_port()
-        env = {"ROADWATCH_SET": f'paths.data_dir="{tmp / "data"}";web.port={port}', **_archive_env(archive_b)}
+        env = {"ROADWATCH_SET": _set_for(f'paths.data_dir="{tmp / "data"}";web.port={port}'),
+               **_archive_env(archive_b)}
         os.environ["ROADWATCH_SET"] = env["ROADWATCH_SET"]
         from roadwatch.models.config import load_config
         cfg = load_config(getattr(args, "config", None))
@@ -595,7 +605,7 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                     say(f"    batcher + kafka-python producer: {results['publish_rate']:,.0f} pings/s")
                 wp, port, results["worker_ready_s"] = ready_worker(lambda p: WorkerProcess(
                     st.bootstrap, registry_path=str(reg_path), config_path=getattr(args, "config", None),
-                    env=dict(env, ROADWATCH_SET=f'paths.data_dir="{tmp / "data"}";web.port={p}')), 60)
+                    env=dict(env, ROADWATCH_SET=_set_for(f'paths.data_dir="{tmp / "data"}";web.port={p}'))), 60)
                 try:
                     say("    " + (wp.lines[-1] if wp.lines else ""))
                     say(f"    worker ready in {results['worker_ready_s']:.1f} s")
