@@ -192,20 +192,6 @@ def part_a_again(bootstrap: str, n: int) -> float:
 
 # --- (b) live pipeline ------------------------------------------------------------------------------------
 
-def ready_worker(make, timeout: float):
-    """Start ``make(port)`` on a free port and wait until it is ready; a port another process took between
-    choosing and binding it (a shared machine) is retried on another one. Returns (worker, port, seconds)."""
-    for attempt in range(3):
-        port = free_port()
-        wp = make(port)
-        try:
-            return wp, port, wp.wait_ready(timeout)
-        except RuntimeError as e:
-            wp.stop()
-            if "already in use" not in str(e) or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
 def produce_batches(bootstrap: str, f: dict, batch: int, partitions: int, wire: str = "arrow") -> dict:
     """Columnar batches per partition through the product's batcher, in the ``wire`` encoding
     (``stream.wire_format``); returns next offsets per partition."""
@@ -596,7 +582,7 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                 results["baseline_rate_cpu"] = LAST_CPU_RATE[0]
                 say(f"    raw aiokafka consume: {results['baseline_rate']:,.0f} pings/s")
             if "b" not in skip or "c" not in skip:
-                from .runtime import WorkerProcess, wait_consumed
+                from .runtime import WorkerProcess, ready_worker, wait_consumed
                 if "b" not in skip:
                     say(f"(b) pipeline: pre-producing {args.batch}-ping columnar batches (not timed)…")
                     t_pub = time.perf_counter()

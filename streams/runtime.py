@@ -86,6 +86,24 @@ class WorkerProcess:
             self.proc.wait(10)
 
 
+def ready_worker(make: Callable[[int], WorkerProcess], timeout: float) -> tuple[WorkerProcess, int, float]:
+    """Start ``make(port)`` on a free port and wait until it is ready; a port another process took between
+    choosing and binding it (a shared machine, parallel test runs) is retried on another one, up to three
+    times. Returns (worker, port, seconds until ready)."""
+    from .broker import free_port
+    for attempt in range(3):
+        port = free_port()
+        wp = make(port)
+        try:
+            return wp, port, wp.wait_ready(timeout)
+        except RuntimeError as e:
+            wp.stop()
+            busy = "already in use" in str(e) or any("already in use" in ln for ln in wp.lines)
+            if not busy or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def committed_offsets(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
     from kafka import KafkaConsumer, TopicPartition
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)

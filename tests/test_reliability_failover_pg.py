@@ -22,10 +22,9 @@ from roadwatch.models.config import load_config
 from roadwatch.models.evidence import verify_tree
 from roadwatch.streams import archive
 from roadwatch.streams import topics as T
-from roadwatch.streams.broker import free_port   # below the ephemeral range (see there)
 from roadwatch.streams.broker import kafka_bootstrap
 from roadwatch.streams.cli import main
-from roadwatch.streams.runtime import WorkerProcess, wait_consumed
+from roadwatch.streams.runtime import WorkerProcess, ready_worker, wait_consumed
 
 from reliability_support import Feed, _compare, _metric, _wait
 from test_reliability_feed import archive_state, override_string, rows_equal
@@ -48,7 +47,6 @@ def _failover(tmp_path, pg_url, feed, monkeypatch) -> dict:
     """Two host-like workers on ``pg_url``; SIGKILL A once a quarter of the ping batches is snapshotted and
     both are processing; wait until B consumed everything. Returns what was measured."""
     host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
-    port_a, port_b = free_port(), free_port()
     monkeypatch.setenv("ROADWATCH_SET", override_string({"paths.data_dir": str(tmp_path / "test")}))
     cfg = load_config(None)
     conn = archive.open_archive(pg_url)
@@ -56,10 +54,9 @@ def _failover(tmp_path, pg_url, feed, monkeypatch) -> dict:
     with kafka_bootstrap(cfg) as bootstrap:
         a = b = None
         try:
-            a = _host_worker(bootstrap, feed, host_a, port_a, pg_url)
-            a.wait_ready(90)
-            b = _host_worker(bootstrap, feed, host_b, port_b, pg_url)
-            b.wait_ready(90)
+            # (ports chosen as each host starts: one taken meanwhile by another process is retried)
+            a, port_a, _ = ready_worker(lambda p: _host_worker(bootstrap, feed, host_a, p, pg_url), 90)
+            b, port_b, _ = ready_worker(lambda p: _host_worker(bootstrap, feed, host_b, p, pg_url), 90)
             feed.start(bootstrap, pace_s=0.02)
             quarter = len(feed.records) // 4
             _wait(lambda: archive.snapshot_progress(conn, T.GPS_PINGS) >= quarter, 90, "a quarter snapshotted")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import subprocess
 import time
 import urllib.error
@@ -25,8 +24,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from roadwatch.models.config import load_config
 from roadwatch.streams import topics as T
 from roadwatch.streams.archive import open_archive
-from roadwatch.streams.broker import free_port, kafka_bootstrap
-from roadwatch.streams.runtime import WorkerProcess, committed_offsets, wait_consumed
+from roadwatch.streams.broker import kafka_bootstrap
+from roadwatch.streams.runtime import WorkerProcess, committed_offsets, ready_worker, wait_consumed
 
 from reliability_support import _metric, _wait
 from stack_support import read_to_end
@@ -87,21 +86,10 @@ def _dead_letters(bootstrap: str, quiet: bool = True) -> list[dict]:
 
 
 def _start_worker(bootstrap, reg_path, settings: dict) -> tuple[WorkerProcess, int]:
-    """A ready worker; a web port taken by another process meanwhile (machines shared by parallel test runs)
-    is retried with another free port, up to three times."""
-    for attempt in range(3):
-        if attempt:
-            settings = dict(settings, **{"web.port": free_port()})
-        w = WorkerProcess(bootstrap, registry_path=str(reg_path),
-                          env={"ROADWATCH_SET": override_string(settings)})
-        try:
-            w.wait_ready(60)
-            return w, settings["web.port"]
-        except RuntimeError:
-            w.stop()
-            if not any("address already in use" in ln for ln in w.lines) or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """A ready worker on a free web port (``runtime.ready_worker``: a port taken meanwhile is retried)."""
+    w, port, _ = ready_worker(lambda p: WorkerProcess(bootstrap, registry_path=str(reg_path), env={
+        "ROADWATCH_SET": override_string(dict(settings, **{"web.port": p}))}), 60)
+    return w, port
 
 
 def test_full_disk_loses_no_reading_and_recovers_by_itself(tmp_path, monkeypatch, capsys):
@@ -130,7 +118,7 @@ def _run_full_disk(tmp_path, data, monkeypatch, capsys):
     cfg = load_config(None)
     with kafka_bootstrap(cfg) as bootstrap:
         # the web port is chosen after the broker took its ports
-        w, port = _start_worker(bootstrap, reg_path, dict(base, **{"web.port": free_port()}))
+        w, port = _start_worker(bootstrap, reg_path, base)
         try:
             filler = data / "filler.bin"
             filled = _fill(filler)
@@ -221,7 +209,7 @@ def test_read_only_evidence_directory_pauses_wim_and_resumes_when_writable(tmp_p
     try:
         with kafka_bootstrap(cfg) as bootstrap:
             # the web port is chosen after the broker took its ports
-            w, port = _start_worker(bootstrap, reg_path, dict(base, **{"web.port": free_port()}))
+            w, port = _start_worker(bootstrap, reg_path, base)
             try:
                 end: dict[tuple[str, int], int] = {}
                 p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
