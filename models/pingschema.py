@@ -140,8 +140,9 @@ def take(c: PingColumns, sel: np.ndarray) -> PingColumns:
 def concat(parts: list[PingColumns]) -> PingColumns:
     """One batch of several, in order. An optional column absent from some parts takes its fallback
     (``recv_ts``: the ping's own time; ``jt808_version``: 0) — records of one feed may disagree on them.
-    A list column that no part has made yet (``PingColumns.deferred``) stays deferred: the ping agent joins
-    the batches already waiting (streams/gps.py) and never reads ``terminal_id`` or ``mileage_km``."""
+    A list column that a part has not made yet (``PingColumns.deferred``) stays deferred: the ping agent
+    joins the batches already waiting (streams/gps.py), and the engine never reads ``terminal_id`` or
+    ``mileage_km``."""
     if len(parts) == 1:
         return parts[0]
     out: dict[str, Any] = {}

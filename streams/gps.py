@@ -235,7 +235,7 @@ class PartitionStates:
 
 
 # Faust hands the agent one record per loop turn (its fetcher awaits each delivery), so a record already
-# fetched is in the agent's channel only after a turn or two: the agent gives it that many turns (~20 µs each)
+# fetched reaches the agent's channel only after a turn or two: the agent gives the fetcher up to this many
 _TURNS = 3
 
 
