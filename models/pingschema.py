@@ -159,7 +159,7 @@ def concat(parts: list[PingColumns]) -> PingColumns:
         if all(k in p.__dict__ for p in parts):
             out[k] = list(chain.from_iterable(p.__dict__[k] for p in parts))
         else:
-            lazy[k] = partial(_joined, parts, k)
+            lazy[k] = partial(_joined, tuple(parts), k)   # (a copy: callers reuse their list)
     return PingColumns.deferred(lazy, {}, **out) if lazy else PingColumns(**out)
 
 
