@@ -265,7 +265,9 @@ def test_joined_batches_read_as_one_and_leave_unread_text_unmade():
     second = [_ping(5 + i, plate="苏B54321", terminal_id="013300000002", driver_id=None, recv_ts=T0 + 9_000 + i)
               for i in range(3)]
     parts = [decode_batch(encode_batch(first, "arrow")), decode_batch(encode_batch(second, "arrow"))]
-    joined = concat(parts)
+    given = list(parts)
+    joined = concat(given)
+    given.clear()           # callers reuse their list (the JSON lines path of `assess gps` does)
     assert "terminal_id" not in joined.__dict__ and "mileage_km" not in joined.__dict__
     whole = decode_batch(encode_batch([dict(p, recv_ts=p["ts"]) for p in first] + second, "arrow"))
     _same(joined, whole)
