@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import partial
 from itertools import chain, repeat
 from operator import is_not, itemgetter
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -157,13 +157,13 @@ def concat(parts: list[PingColumns]) -> PingColumns:
     lazy = {}
     for k in _LISTS:
         if all(k in p.__dict__ for p in parts):
-            out[k] = list(chain.from_iterable(p.__dict__[k] for p in parts))
+            out[k] = _joined(parts, k)
         else:
             lazy[k] = partial(_joined, tuple(parts), k)   # (a copy: callers reuse their list)
     return PingColumns.deferred(lazy, {}, **out) if lazy else PingColumns(**out)
 
 
-def _joined(parts: list[PingColumns], name: str) -> list:
+def _joined(parts: Sequence[PingColumns], name: str) -> list:
     return list(chain.from_iterable(getattr(p, name) for p in parts))
 
 
