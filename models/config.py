@@ -239,7 +239,9 @@ _k("stream.session_timeout_s", 2.0, "ops (docs/legal-basis.md §10)",
    lo=0.5, hi=300)
 _k("stream.heartbeat_interval_s", 0.5, "ops (docs/legal-basis.md §10)", "consumer heartbeat", lo=0.05, hi=60)
 _k("stream.fetch_max_wait_ms", 100, "ops (docs/legal-basis.md §10)",
-   "consumer fetch wait (Faust default 1500 stalls the single-node broker)", lo=1, hi=10000)
+   "consumer fetch wait (Faust default 1500 stalls the single-node broker; the embedded broker answers a "
+   "waiting fetch up to half this wait after data arrives, Apache Kafka at once: docs/operations.md)",
+   lo=1, hi=10000)
 _k("stream.producer_linger_ms", 5, "ops (docs/legal-basis.md §10)",
    "how long every producer of the worker (Faust's and the alerts sender) gathers records into one request",
    lo=0, hi=1000)

@@ -67,9 +67,15 @@ def table(r: dict, pg: dict | None = None) -> str:
         live = (f", while {r['gps_live_rate']:,.0f} GPS pings/s come in" if r.get("gps_live_rate") else "")
         rows.append((f"WIM reading → verdict at 500 readings/s{live}",
                      f"p50 {r['wim_p50_ms']:,.0f} ms, p99 {r['wim_p99_ms']:,.0f} ms"
+                     + (f" (verdict sent by the worker: p50 {r['wim_published_p50_ms']:,.0f} ms, "
+                        f"p99 {r['wim_published_p99_ms']:,.0f} ms)" if r.get("wim_published_p99_ms") is not None else "")
                      + (f"; worker CPU {r['wim_cpu_ms_per_reading']:.2f} ms per reading"
                         if r.get("wim_cpu_ms_per_reading") is not None else "")
                      + ("" if quiet else " (the machine was saturated)")))
+    if r.get("scale_wim_p99_ms") is not None:
+        rows.append((f"the same through the {r.get('scale_workers')} workers of the scale-out part (one per core)",
+                     f"p50 {r['scale_wim_p50_ms']:,.0f} ms, p99 {r['scale_wim_p99_ms']:,.0f} ms; the workers' CPU "
+                     f"{r['scale_wim_cpu_ms_per_reading']:.2f} ms per reading"))
     if r.get("wim_after_burst_p99_ms") is not None:
         rows.append(("the same right after the 1 M-ping burst of the first line, while the worker commits it",
                      f"p50 {r['wim_after_burst_p50_ms']:,.0f} ms, p99 {r['wim_after_burst_p99_ms']:,.0f} ms"))

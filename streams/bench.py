@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -308,10 +309,12 @@ def _archive_env(archive_url: str | None) -> dict:
 
 
 def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, tmp: Path, workers: int,
-               archive_url: str | None = None) -> dict:
+               archive_url: str | None = None, wim: tuple[int, float] | None = None) -> dict:
     """Scale-out: ``workers`` worker processes in one consumer group split the partitions of the same
     pre-produced feed (fresh broker, shared archive). Rate = all workers' pings over the time from the first
-    to the last processed ping; then the archive is checked: every ping counted exactly once."""
+    to the last processed ping; then the archive is checked: every ping counted exactly once. With ``wim``
+    (readings/s, seconds), part (c) then runs once more against the same workers, which split the WIM
+    partitions too (``wim_*`` keys)."""
     from roadwatch.models.config import load_config
     from . import archive
     from .broker import EmbeddedBroker, create_topics
@@ -350,11 +353,22 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
             rate = (n - done0) / max(1e-9, time.perf_counter() - t_first)
             per_worker = [pings_done(p) for p in ports]
             wait_consumed(broker.bootstrap, ends, timeout=120)
+            # committed offsets follow the archive's transaction (RELIABILITY.md): every ping is in by now,
+            # and counted before the WIM part's fleet adds its own
+            counted = archive.total_pings(archive.open_archive(archive_url or data / "archive.sqlite"))
+            out = {}
+            if wim is not None:
+                # as part (c): the fleet goes on reporting while the readings come, now split over the workers
+                fleet = LiveFleet(broker.bootstrap, f, cfg)
+                cpu0 = sum(proc_cpu_s(wp.proc.pid) for wp in wps)
+                c = part_c(broker.bootstrap, wim[0], wim[1], int(cfg["stream.fetch_max_wait_ms"]), fleet)
+                out = {"wim_p50_ms": c.p50, "wim_p99_ms": c.p99, "wim_verdicts": c.verdicts,
+                       "wim_cpu_ms_per_reading": (sum(proc_cpu_s(wp.proc.pid) for wp in wps) - cpu0) * 1000
+                       / (wim[0] * wim[1])}
         finally:
             for wp in wps:
                 wp.stop()
-    counted = archive.total_pings(archive.open_archive(archive_url or data / "archive.sqlite"))
-    return {"rate": rate, "per_worker_pings": per_worker, "archived_pings": counted, "expected_pings": n}
+    return {"rate": rate, "per_worker_pings": per_worker, "archived_pings": counted, "expected_pings": n, **out}
 
 
 # --- (c) WIM latency ----------------------------------------------------------------------------------------
@@ -407,20 +421,31 @@ class LiveFleet:
         self.prod.close()
 
 
-def part_c(bootstrap: str, rate: int, seconds: float, fleet: LiveFleet | None = None,
-           first: int = 0) -> tuple[float, float, int]:
+class WimLatency(NamedTuple):
+    """Part (c)'s figures: reading sent → verdict received by the bench's consumer (the goal's measure), and
+    reading sent → the verdict record's timestamp (sent by the worker: without the consumer's own hop)."""
+    p50: float
+    p99: float
+    verdicts: int
+    published_p50: float
+    published_p99: float
+
+
+def part_c(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int, fleet: LiveFleet | None = None,
+           first: int = 0) -> WimLatency:
     """Readings at a fixed rate; a consumer thread stamps each verdict's arrival on ``overload-cases``. With
     ``fleet``, the GPS fleet reports meanwhile. ``first``: the number of the first reading (a second run
     sends other readings, of other trucks: not replays of the first run's)."""
     import threading
     from datetime import datetime, timezone
     from kafka import KafkaConsumer
-    # a long poll: the broker answers as soon as a verdict arrives (the embedded broker too: 4–5 ms median
-    # whatever the wait), and a short one would poll 200 times a second on the 2 cores the worker needs
+    # the wait the worker's consumers use: a short one polls many times a second on the 2 cores the worker
+    # needs; the embedded broker answers up to half of it after a verdict arrives (docs/operations.md)
     cons = KafkaConsumer(T.OVERLOAD_CASES, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=100)
+                         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=fetch_wait_ms)
     cons.poll(timeout_ms=1000)  # assignment + position at the end before producing
     arrived: dict[str, float] = {}
+    published: dict[str, float] = {}      # the verdict record's own timestamp: when the worker sent it
     stop = threading.Event()
 
     def consume():
@@ -428,7 +453,9 @@ def part_c(bootstrap: str, rate: int, seconds: float, fleet: LiveFleet | None = 
             for recs in cons.poll(timeout_ms=50).values():
                 now = time.time()
                 for r in recs:
-                    arrived.setdefault(orjson.loads(r.value).get("plate"), now)
+                    plate = orjson.loads(r.value).get("plate")
+                    arrived.setdefault(plate, now)
+                    published.setdefault(plate, r.timestamp / 1000)
 
     th = threading.Thread(target=consume, daemon=True)
     th.start()
@@ -476,8 +503,11 @@ def part_c(bootstrap: str, rate: int, seconds: float, fleet: LiveFleet | None = 
     th.join(2)
     cons.close()
     lat = [arrived[p] - t for p, t in sent.items() if p in arrived]
+    pub = [published[p] - t for p, t in sent.items() if p in published]
     arr = np.array(lat) * 1000 if lat else np.array([float("nan")])
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(lat)
+    parr = np.array(pub) * 1000 if pub else np.array([float("nan")])
+    return WimLatency(float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(lat),
+                      float(np.percentile(parr, 50)), float(np.percentile(parr, 99)))
 
 
 # --- (d) batch path -----------------------------------------------------------------------------------------
@@ -575,6 +605,9 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
         cfg = load_config(getattr(args, "config", None))
         parts = int(cfg["stream.partitions"])
         results["wire_format"] = cfg["stream.wire_format"]
+        # part (c)'s verdict consumer waits as the worker's consumers do: on the embedded broker a waiting
+        # fetch is answered up to half this wait after the data arrives (docs/performance.md, round 10)
+        fetch_wait = int(cfg["stream.fetch_max_wait_ms"])
         with stack(cfg, registry_path=None, worker=False) as st:
             if "a" not in skip:
                 say("(a) baseline: pre-producing one ping per record (not timed)…")
@@ -606,9 +639,9 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                             # right after (b): the worker still commits the burst's state and track samples
                             say(f"(c1) WIM right after (b)'s burst: {args.wim_rate} readings/s for "
                                 f"{args.wim_seconds:.0f} s…")
-                            p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds)
-                            results.update(wim_after_burst_p50_ms=p50, wim_after_burst_p99_ms=p99)
-                            say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts)")
+                            c1 = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fetch_wait)
+                            results.update(wim_after_burst_p50_ms=c1.p50, wim_after_burst_p99_ms=c1.p99)
+                            say(f"    reading→verdict p50 {c1.p50:.1f} ms, p99 {c1.p99:.1f} ms ({c1.verdicts} verdicts)")
                             t_drain = time.monotonic()
                             if not wait_consumed(st.bootstrap, ends, timeout=600):
                                 raise RuntimeError("the worker did not commit (b)'s feed within 10 minutes")
@@ -621,8 +654,8 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         m0 = scrape(port)
                         lag0 = _loop_lag(m0)
                         cpu0, gen0, t_c = proc_cpu_s(wp.proc.pid), proc_cpu_s(os.getpid()), time.monotonic()
-                        p50, p99, got = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fleet,
-                                               first=int(args.wim_rate * args.wim_seconds))
+                        c = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fetch_wait, fleet,
+                                   first=int(args.wim_rate * args.wim_seconds))
                         # the worker's CPU per reading: what the latency's headroom depends on, steadier than
                         # the latency itself on a shared machine (it includes the live GPS feed and the timers)
                         results["wim_cpu_ms_per_reading"] = ((proc_cpu_s(wp.proc.pid) - cpu0) * 1000
@@ -631,9 +664,11 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         # the worker's 2 cores: its share, so a run's contention can be read off
                         results["wim_generator_cpu_pct"] = ((proc_cpu_s(os.getpid()) - gen0) * 100
                                                             / (time.monotonic() - t_c))
-                        results.update(wim_p50_ms=p50, wim_p99_ms=p99, wim_verdicts=got)
-                        say(f"    reading→verdict p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got} verdicts); worker CPU "
-                            f"{results['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")
+                        results.update(wim_p50_ms=c.p50, wim_p99_ms=c.p99, wim_verdicts=c.verdicts,
+                                       wim_published_p50_ms=c.published_p50, wim_published_p99_ms=c.published_p99)
+                        say(f"    reading→verdict p50 {c.p50:.1f} ms, p99 {c.p99:.1f} ms ({c.verdicts} verdicts); "
+                            f"verdict sent by the worker: p50 {c.published_p50:.1f} ms, p99 {c.published_p99:.1f} ms; "
+                            f"worker CPU {results['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")
                         m1 = scrape(port)
                         # the anatomy of the latency, from the worker's own histograms: a reading's wait before
                         # its batch starts, the batch's size and its transaction, its publication
@@ -669,14 +704,19 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
         if args.workers > 1:
             say(f"(s) scale-out: {args.workers} workers sharing the partitions of a fresh copy of the feed…")
             sc = part_scale(getattr(args, "config", None), f, args.batch, parts, reg_path, tmp, args.workers,
-                            archive_s)
+                            archive_s, None if "c" in skip else (args.wim_rate, args.wim_seconds))
             results.update(scale_workers=args.workers, scale_rate=sc["rate"],
                            scale_per_worker_pings=sc["per_worker_pings"], scale_archived_pings=sc["archived_pings"])
+            results.update({f"scale_{k}": v for k, v in sc.items() if k.startswith("wim_")})
             say(f"\n    {args.workers} workers: {sc['rate']:,.0f} pings/s together; pings per worker "
                 f"{[int(x) for x in sc['per_worker_pings']]}; archive counts {sc['archived_pings']:,} of "
                 f"{sc['expected_pings']:,} pings (no loss, no double counting)"
                 if sc["archived_pings"] == sc["expected_pings"] else
                 f"\n    MISMATCH: archive counts {sc['archived_pings']:,} of {sc['expected_pings']:,} pings")
+            if "wim_p99_ms" in sc:
+                say(f"    WIM through the {args.workers} workers while the fleet reports: reading→verdict p50 "
+                    f"{sc['wim_p50_ms']:.1f} ms, p99 {sc['wim_p99_ms']:.1f} ms ({sc['wim_verdicts']} verdicts); "
+                    f"the workers' CPU {sc['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")
         if "d" not in skip:
             say("(d) batch assess gps…")
             results.update(part_d(f, reg_path, cfg))
@@ -712,6 +752,8 @@ def _print_table(r: dict) -> None:
              f"{fmt(r.get('wim_after_burst_p50_ms'), '.0f')} / {fmt(r.get('wim_after_burst_p99_ms'), '.0f')}"),
             ("(b)'s commits done after (c1), s", fmt(r.get("drain_after_b_s"), ".1f")),
             ("WIM worker CPU ms per reading", fmt(r.get("wim_cpu_ms_per_reading"), ".2f")),
+            ("WIM p50 / p99 ms through the scale-out workers",
+             f"{fmt(r.get('scale_wim_p50_ms'), '.0f')} / {fmt(r.get('scale_wim_p99_ms'), '.0f')}"),
             ("batch (d) assess gps from JSON lines, pings/s  [≥ 300 k]", fmt(r.get("batch_rate_json"), ",.0f")),
             ("batch (d) from JSON lines, per CPU second", fmt(r.get("batch_rate_json_cpu"), ",.0f")),
             ("batch (d) from Arrow IPC, pings/s", fmt(r.get("batch_rate_arrow"), ",.0f")),
