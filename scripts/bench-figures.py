@@ -68,7 +68,8 @@ def table(r: dict, pg: dict | None = None) -> str:
         rows.append((f"WIM reading → verdict at 500 readings/s{live}",
                      f"p50 {r['wim_p50_ms']:,.0f} ms, p99 {r['wim_p99_ms']:,.0f} ms"
                      + (f" (verdict sent by the worker: p50 {r['wim_published_p50_ms']:,.0f} ms, "
-                        f"p99 {r['wim_published_p99_ms']:,.0f} ms)" if r.get("wim_published_p99_ms") is not None else "")
+                        f"p99 {r['wim_published_p99_ms']:,.0f} ms)"
+                        if r.get("wim_published_p99_ms") is not None else "")
                      + (f"; worker CPU {r['wim_cpu_ms_per_reading']:.2f} ms per reading"
                         if r.get("wim_cpu_ms_per_reading") is not None else "")
                      + ("" if quiet else " (the machine was saturated)")))

@@ -355,7 +355,11 @@ def part_scale(cfg_path, f: dict, batch: int, partitions: int, reg_path: Path, t
             wait_consumed(broker.bootstrap, ends, timeout=120)
             # committed offsets follow the archive's transaction (RELIABILITY.md): every ping is in by now,
             # and counted before the WIM part's fleet adds its own
-            counted = archive.total_pings(archive.open_archive(archive_url or data / "archive.sqlite"))
+            conn = archive.open_archive(archive_url or data / "archive.sqlite")
+            try:
+                counted = archive.total_pings(conn)
+            finally:
+                conn.close()
             out = {}
             if wim is not None:
                 # as part (c): the fleet goes on reporting while the readings come, now split over the workers
@@ -641,7 +645,8 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                                 f"{args.wim_seconds:.0f} s…")
                             c1 = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fetch_wait)
                             results.update(wim_after_burst_p50_ms=c1.p50, wim_after_burst_p99_ms=c1.p99)
-                            say(f"    reading→verdict p50 {c1.p50:.1f} ms, p99 {c1.p99:.1f} ms ({c1.verdicts} verdicts)")
+                            say(f"    reading→verdict p50 {c1.p50:.1f} ms, p99 {c1.p99:.1f} ms "
+                                f"({c1.verdicts} verdicts)")
                             t_drain = time.monotonic()
                             if not wait_consumed(st.bootstrap, ends, timeout=600):
                                 raise RuntimeError("the worker did not commit (b)'s feed within 10 minutes")
