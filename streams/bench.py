@@ -507,11 +507,14 @@ def part_c(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int, fleet:
     th.join(2)
     cons.close()
     lat = [arrived[p] - t for p, t in sent.items() if p in arrived]
-    pub = [published[p] - t for p, t in sent.items() if p in published]
-    arr = np.array(lat) * 1000 if lat else np.array([float("nan")])
-    parr = np.array(pub) * 1000 if pub else np.array([float("nan")])
-    return WimLatency(float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(lat),
-                      float(np.percentile(parr, 50)), float(np.percentile(parr, 99)))
+    return WimLatency(*_p50_p99(lat), len(lat), *_p50_p99([published[p] - t for p, t in sent.items()
+                                                            if p in published]))
+
+
+def _p50_p99(seconds: list[float]) -> tuple[float, float]:
+    """Median and 99th percentile in ms (NaN for none)."""
+    ms = np.array(seconds) * 1000 if seconds else np.array([float("nan")])
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 # --- (d) batch path -----------------------------------------------------------------------------------------
