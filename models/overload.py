@@ -456,7 +456,11 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
                                   axle_groups(list(reading.axle_spacings_m), cfg["axle.group_max_spacing_m"])]
     verdict["axle_findings"] = axle_findings(list(reading.axle_loads_kg), list(reading.axle_spacings_m), cfg)
 
-    # 5. driver, source, counters (only for cases)
+    if not over:
+        return verdict
+
+    # 5. driver, source, counters: only for a passage over the limit. A compliant passage names no driver
+    #    (个人信息保护法 Art. 6: no more personal data than the purpose needs), and costs no card look-up
     drv_id, drv_src = None, "unknown"
     if driver is not None:
         drv_id = driver.active_driver(reading.plate, ts_ms)
@@ -470,8 +474,6 @@ def assess(reading: WimReading, registry: Registry, cfg: Config, *, counters: Co
         rd = registry.drivers[drv_id]
         d.update(name=rd.name, qualification_no=rd.qualification_no or None, enterprise_id=rd.enterprise_id or None)
     verdict["driver"] = d
-    if not over:
-        return verdict
 
     site = trace_source_site(registry, cfg, track, reading.plate, ts_ms)
     verdict["track_excerpt"] = site.pop("track", None)

@@ -204,6 +204,14 @@ def test_driver_from_ic_card_beats_registry_and_logout_falls_back():
     assert run(reading(60000), reg, driver=d)["driver"]["source"] == "unknown"
 
 
+def test_a_compliant_passage_names_no_driver():
+    d = MemoryDrivers()
+    d.add(PLATE, ms(T0 - timedelta(hours=2)), "D2")       # a card logged in, and a registry driver (D1)
+    v = run(reading(30000), driver=d)
+    assert not v["over_limit"] and v["driver"] == {"id": None, "source": "unknown"}
+    assert run(reading(60000), driver=d)["driver"]["id"] == "D2"
+
+
 def test_source_site_found_from_track_and_counts_as_target():
     tr = MemoryTracks()
     start = ms(T0 - timedelta(hours=3))                   # 19 min stopped inside the quarry, 3 h before
