@@ -263,7 +263,7 @@ class CaseStore:
         db.insert_case_act(c, f"{verdict['case_id']}:detect", verdict["case_id"], 1, "detect", SYSTEM,
                            verdict["ts"], now)
         if files:
-            evidence_db.store_package_files(c, verdict["case_id"], files, now)
+            evidence_db.store_package_files(c, verdict["case_id"], files, now, new_case=True)
             w = written
             if not (w and w.chain_line is not None and w.root is not None and evidence_db.store_chain_link(
                     c, chain_id, w.root, w.line_no, w.chain_line, w.head, w.head_count)):

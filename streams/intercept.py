@@ -41,12 +41,13 @@ class InterceptStore:
 
     # --- the WIM path -----------------------------------------------------------------------------------
 
-    def on_verdict(self, verdict: dict, *, speed_kmh: float | None = None) -> dict | None:
+    def on_verdict(self, verdict: dict, *, speed_kmh: float | None = None, new_case: bool = False) -> dict | None:
         """The task this passage opened or updated (also when it was already stored: a replay re-publishes
-        the same task), or None when the passage is not over the intercept threshold."""
+        the same task), or None when the passage is not over the intercept threshold. ``new_case``: the case
+        was created in the caller's transaction, so no task holds it yet (the look-up is spared)."""
         if not I.over_threshold(verdict, self.cfg):
             return None
-        known = A.task_for_case(self.conn, verdict["case_id"])
+        known = None if new_case else A.task_for_case(self.conn, verdict["case_id"])
         if known is not None:
             return known
         ts_ms = int(verdict["ts_ms"])

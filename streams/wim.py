@@ -63,20 +63,25 @@ class WimHandler:
         rollback_quietly(self.store.conn)
 
     def handle(self, reading, chain_id: str) -> dict:
+        return self._handle(reading, chain_id)[0]
+
+    def _handle(self, reading, chain_id: str) -> tuple[dict, bool]:
+        """The verdict, stored, and whether it created its case."""
         verdict = assess(reading, self.ctx.registry, self.ctx.cfg, counters=self.counters, track=self.track,
                          driver=self.drivers, passages=self.store, permits=self.permits)
         st = verdict.get("station") or {}      # a mobile unit's position is its deployment's (models/mobile.py)
         if st.get("lat") is not None:
             verdict.setdefault("station_lat", st["lat"])
             verdict.setdefault("station_lon", st["lon"])
-        self.store.record(verdict, reading=reading, evidence_dir=self.evidence_dir, data_dir=self.ctx.data_dir,
-                          chain_id=chain_id)
-        return verdict
+        created = self.store.record(verdict, reading=reading, evidence_dir=self.evidence_dir,
+                                    data_dir=self.ctx.data_dir, chain_id=chain_id)
+        return verdict, created
 
-    def intercept(self, verdict: dict, reading) -> dict | None:
+    def intercept(self, verdict: dict, reading, new_case: bool = False) -> dict | None:
         """The intercept task this passage opened or updated (models/intercept.py), stored; None below the
-        intercept threshold. A replayed passage returns its stored task (re-published, same id)."""
-        return self.intercepts.on_verdict(verdict, speed_kmh=float(reading.speed_kmh))
+        intercept threshold. A replayed passage returns its stored task (re-published, same id).
+        ``new_case``: ``handle`` created the case in this transaction."""
+        return self.intercepts.on_verdict(verdict, speed_kmh=float(reading.speed_kmh), new_case=new_case)
 
     def handle_batch(self, items: list[tuple]) -> list[tuple[dict, dict | None]]:
         """``(reading, chain_id)`` in order → ``(verdict, intercept task or None)`` each, all stored in one
@@ -86,8 +91,8 @@ class WimHandler:
         # the statements go out pipelined (an insert waits for no answer of its own: backend.py ``pipelined``)
         with self.store.conn.transaction(), self.store.conn.pipelined(), self.store.package_batch():
             for reading, chain_id in items:
-                verdict = self.handle(reading, chain_id)
-                task = self.intercept(verdict, reading) if opens_case(verdict) else None
+                verdict, created = self._handle(reading, chain_id)
+                task = self.intercept(verdict, reading, created) if opens_case(verdict) else None
                 out.append((verdict, task))
             # the operators' alerts are archived with their cases: in the same commit, never one without the other
             upsert_alerts(self.store.conn, [overload_alert(v) for v, _ in out if opens_case(v)])

@@ -50,12 +50,14 @@ def _next_seq(conn: ArchiveConnection, task_id: str) -> int:
 
 
 def _act(conn: ArchiveConnection, act_id: str, task_id: str, action: str, by: str, at: str, entered_at: str,
-         reason: str | None = None, details: dict | None = None) -> bool:
-    if conn.execute("SELECT 1 FROM intercept_acts WHERE act_id = ?", (act_id,)).fetchone():
+         reason: str | None = None, details: dict | None = None, *, first: bool = False) -> bool:
+    """Append the act once. ``first``: the task was inserted by the caller's transaction, so this is its first
+    act (seq 1) and none can exist yet (two look-ups spared per new task on the WIM path)."""
+    if not first and conn.execute("SELECT 1 FROM intercept_acts WHERE act_id = ?", (act_id,)).fetchone():
         return False
     conn.execute("INSERT INTO intercept_acts (act_id, task_id, seq, action, by_officer, at, entered_at, reason, "
                  "details) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                 (act_id, task_id, _next_seq(conn, task_id), action, by, at, entered_at, reason,
+                 (act_id, task_id, 1 if first else _next_seq(conn, task_id), action, by, at, entered_at, reason,
                   orjson.dumps(details).decode() if details is not None else None))
     return True
 
@@ -88,10 +90,10 @@ def save_task(conn: ArchiveConnection, task: dict, *, by: str, entered_at: str) 
             conn.execute("INSERT INTO intercept_task_cases (case_id, task_id) VALUES (?,?) ON CONFLICT DO NOTHING",
                          (p["case_id"], task["task_id"]))
         newest = task["passages"][-1] if task["revision"] > 1 else task["passages"][0]
-        if task["revision"] == 1:
+        if task["revision"] == 1:      # changed: inserted (a revision-1 row is never updated)
             _act(conn, f"{task['task_id']}:create", task["task_id"], "create", by, task["detected_at"], entered_at,
                  details={"case_id": task["case_ids"][0], "basis": task["basis"],
-                          "targets": [t["point_id"] for t in task["targets"]]})
+                          "targets": [t["point_id"] for t in task["targets"]]}, first=changed)
         else:
             for p in task["passages"][1:]:
                 _act(conn, f"{task['task_id']}:update:{p['case_id']}", task["task_id"], "update", by, p["ts"],
