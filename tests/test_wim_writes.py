@@ -320,3 +320,63 @@ def test_a_conflict_within_a_batch_reaches_the_case_written_in_it(env):
     kinds = [orjson.loads(ln)["kind"] for ln in _file_lines(env)]
     assert kinds == ["package", "entry"]
     assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
+
+
+def _with_id(r, reading_id: str):
+    from roadwatch.models.records import parse_wim_reading
+    return parse_wim_reading({**orjson.loads(orjson.dumps(r.asdict())), "reading_id": reading_id})
+
+
+def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, monkeypatch):
+    """A batch inserts its readings' passages, readings and verdicts together at its end (streams/cases.py
+    ``_BatchRows``). Readings of one batch that meet each other — the same truck again within the
+    de-duplication window, a reading re-sent, a reading re-sent with other values (of a compliant passage and
+    of a case) — give the same verdicts and the same rows as one reading per transaction."""
+    from test_overload_helpers import PLATE
+    monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
+    other = "豫A22222"
+    reg = registry()
+    reg.vehicles[other] = reg.vehicles[PLATE].__class__(**{**reg.vehicles[PLATE].asdict(), "plate": other})
+    rs = [reading(60000, ts=T0),                                             # a case
+          reading(30000, plate=other, ts=T0 + timedelta(minutes=1)),         # compliant
+          reading(61000, ts=T0 + timedelta(seconds=30)),                     # the same passage again
+          reading(30000, plate=other, ts=T0 + timedelta(minutes=1)),         # re-sent as it was
+          reading(31000, plate=other, ts=T0 + timedelta(minutes=1)),         # re-sent with other values
+          reading(45000, ts=T0),                                             # the case's reading, other values
+          reading(62000, plate=other, ts=T0 + timedelta(minutes=20)),        # a second case
+          _with_id(reading(30000, ts=T0 + timedelta(minutes=40)), "R9"),       # an id, then the same id
+          _with_id(reading(30000, plate="豫A33333", ts=T0 + timedelta(minutes=40)), "R9")]  # another plate
+    cfg = Config()
+
+    def run(root, batched: bool):
+        conn = open_archive(root / "archive.sqlite")
+        store = CaseStore(conn, cfg, evidence_dir=root / "evidence", data_dir=root)
+        out = []
+
+        def one(r):
+            v = assess(r, reg, cfg, counters=ArchiveCounters(conn), track=ArchiveTracks(conn),
+                       driver=ArchiveDrivers(conn), passages=store)
+            store.record(v, reading=r, chain_id="p0")
+            out.append(v)
+        if batched:
+            with conn.transaction(), store.package_batch():
+                for r in rs:
+                    one(r)
+        else:
+            for r in rs:
+                one(r)
+        tables = {t: conn.execute(f"SELECT {cols} FROM {t} ORDER BY 1").fetchall() for t, cols in (
+            ("wim_passages", "*"), ("wim_verdicts", "*"),
+            ("wim_readings", "reading_key, identity, passage_id, reading, verdict, conflict_of"),
+            ("cases", "case_id, plate, action, status"), ("case_acts", "case_id, seq, action"))}
+        return out, {t: [tuple(r) for r in rows] for t, rows in tables.items()}
+
+    one_by_one, rows = run(tmp_path / "a", False)
+    in_batch, batch_rows = run(tmp_path / "b", True)
+    assert [v["action"] for v in one_by_one] == ["fine", "none", "none", "none", "none", "none", "fine", "none",
+                                                 "none"]
+    assert one_by_one[2]["duplicate_of"] and [i for i, v in enumerate(one_by_one) if v.get("conflict")] == [4, 5, 8]
+    assert [len(rows[t]) for t in ("wim_passages", "wim_verdicts", "wim_readings", "cases")] == [5, 4, 8, 2]
+    assert in_batch == one_by_one
+    assert batch_rows == rows
+    close_all()

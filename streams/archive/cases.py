@@ -15,19 +15,38 @@ from .backend import ArchiveConnection
 # --- verdicts, passages, readings -----------------------------------------------------------------------
 
 
+_INSERT_VERDICT = """INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit,
+                          excess_kg, fine_yuan, review_reason, case_id, verdict)
+                      VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                      ON CONFLICT(passage_id) DO NOTHING"""
+_NOTE_PASSAGE = ("INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?) "
+                 "ON CONFLICT DO NOTHING")
+_INSERT_READING = """INSERT INTO wim_readings (reading_key, identity, passage_id, received_at, reading, verdict,
+                         conflict_of) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"""
+
+
+def verdict_row(v: dict, day: str, verdict_json: str) -> tuple:
+    """``v``'s row of ``wim_verdicts`` (``insert_verdicts``)."""
+    return (v["passage_id"], v["station_id"], v["plate"], v["ts"], day, v["action"], int(bool(v["over_limit"])),
+            float(v["excess_kg"]), int(v["fine_yuan"]), v.get("review_reason"), v.get("case_id"), verdict_json)
+
+
 def insert_verdict(conn: ArchiveConnection, v: dict, day: str, verdict_json: str) -> None:
-    conn.execute("""INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit,
-                        excess_kg, fine_yuan, review_reason, case_id, verdict)
-                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
-                    ON CONFLICT(passage_id) DO NOTHING""",
-                 (v["passage_id"], v["station_id"], v["plate"], v["ts"], day, v["action"],
-                  int(bool(v["over_limit"])), float(v["excess_kg"]), int(v["fine_yuan"]), v.get("review_reason"),
-                  v.get("case_id"), verdict_json))
+    conn.execute(_INSERT_VERDICT, verdict_row(v, day, verdict_json))
+
+
+def insert_verdicts(conn: ArchiveConnection, rows: list[tuple]) -> None:
+    """``verdict_row`` rows, in order (the first row of a passage wins, as one insert each would)."""
+    conn.executemany(_INSERT_VERDICT, rows)
 
 
 def note_passage(conn: ArchiveConnection, passage_id: str, station_id: str, plate: str, first_ts_ms: int) -> None:
-    conn.execute("INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?) "
-                 "ON CONFLICT DO NOTHING", (passage_id, station_id, plate, int(first_ts_ms)))
+    conn.execute(_NOTE_PASSAGE, (passage_id, station_id, plate, int(first_ts_ms)))
+
+
+def note_passages(conn: ArchiveConnection, rows: list[tuple]) -> None:
+    """``(passage_id, station_id, plate, first_ts_ms)`` rows, in order."""
+    conn.executemany(_NOTE_PASSAGE, rows)
 
 
 def find_passage(conn: ArchiveConnection, station_id: str, plate: str, ts_ms: int, window_ms: int):
@@ -52,9 +71,13 @@ def reading_seen(conn: ArchiveConnection, reading_key: str, identity: str):
 
 def insert_reading(conn: ArchiveConnection, reading_key: str, identity: str, passage_id: str, received_at: str,
                    reading_json: str, verdict_json: str, conflict_of: str | None) -> None:
-    conn.execute("""INSERT INTO wim_readings (reading_key, identity, passage_id, received_at, reading, verdict,
-                        conflict_of) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
-                 (reading_key, identity, passage_id, received_at, reading_json, verdict_json, conflict_of))
+    conn.execute(_INSERT_READING, (reading_key, identity, passage_id, received_at, reading_json, verdict_json,
+                                   conflict_of))
+
+
+def insert_readings(conn: ArchiveConnection, rows: list[tuple]) -> None:
+    """``insert_reading``'s arguments after ``conn`` as rows, in order."""
+    conn.executemany(_INSERT_READING, rows)
 
 
 def reading_conflicts(conn: ArchiveConnection) -> list:
