@@ -64,11 +64,17 @@ def parse_ts(value: Any, field: str = "ts", years: tuple[int, int] | None = None
 
 def format_ts(dt: datetime) -> str:
     """Beijing time, ISO-8601 with offset, seconds precision (what every output carries)."""
-    return dt.astimezone(BEIJING).isoformat(timespec="seconds")
+    return _beijing_second(math.floor(dt.timestamp()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _beijing_second(epoch_s: int) -> str:
+    # memoised: a WIM reading formats "now" and its own time several times; most calls repeat a second
+    return datetime.fromtimestamp(epoch_s, BEIJING).isoformat(timespec="seconds")
 
 
 def epoch_ms_to_iso(ms: int) -> str:
-    return format_ts(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+    return _beijing_second(math.floor(ms / 1000))
 
 
 def epoch_ms(dt: datetime) -> int:

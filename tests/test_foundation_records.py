@@ -1,9 +1,12 @@
+from datetime import datetime, timedelta, timezone
+
 import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from roadwatch.models.pingbatch import columns_to_pings, decode_batch, encode_batch
-from roadwatch.models.records import InvalidRecord, PLATE_RE, parse_ping, parse_wim_reading
+from roadwatch.models.records import (InvalidRecord, PLATE_RE, epoch_ms_to_iso, format_ts, parse_ping,
+                                      parse_wim_reading)
 
 
 def wim(**over):
@@ -139,3 +142,18 @@ def test_plausible_years_are_local_years_in_every_form():
     with pytest.raises(InvalidRecord) as e:
         decode_batch(encode_batch([dict(ping, ts=int(parse_ts("1999-12-31T00:00:00+08:00").timestamp() * 1000))]))
     assert e.value.code == "bad_timestamp"
+
+
+
+_OFFSETS = [timezone.utc, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 12, 31),
+                    timezones=st.sampled_from(_OFFSETS)))
+def test_output_times_are_beijing_seconds_whatever_the_input_offset(dt):
+    """``format_ts`` (memoised per second) gives what converting and truncating gives; so does
+    ``epoch_ms_to_iso`` from the same instant in epoch milliseconds."""
+    want = dt.astimezone(timezone(timedelta(hours=8))).isoformat(timespec="seconds")
+    assert format_ts(dt) == want
+    assert epoch_ms_to_iso((dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)) == want
