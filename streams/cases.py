@@ -28,7 +28,7 @@ from roadwatch.models.config import Config
 from roadwatch.models.evidence import (EvidenceError, PackageBatch, SigningKey, WrittenPackage, append_entry,
                                       load_signing_key, write_package_files)
 from roadwatch.models.lifecycle import Act, TransitionError
-from roadwatch.models.records import BEIJING, WimReading, format_ts, iso_to_epoch_ms, parse_ts
+from roadwatch.models.records import BEIJING, WimReading, epoch_ms, format_ts, iso_to_epoch_ms, parse_ts
 from roadwatch.streams import documents, notices
 from roadwatch.streams.archive import ArchiveConnection
 from roadwatch.streams.archive import cases as db
@@ -81,26 +81,92 @@ class _KeptReading:
 
     @classmethod
     def of(cls, verdict: dict, reading: WimReading) -> "_KeptReading":
+        return cls.at(reading, verdict["ts_ms"])
+
+    @classmethod
+    def at(cls, reading: WimReading, ts_ms: int) -> "_KeptReading":
+        """``ts_ms``: the reading's time in epoch ms (its verdict's ``ts_ms``)."""
         rd = reading.asdict()
         rd["images"] = [im.asdict() if hasattr(im, "asdict") else im for im in reading.images]
         raw = orjson.dumps(rd, option=orjson.OPT_SORT_KEYS)
         identity = (f"{reading.station_id}|id:{reading.reading_id}" if reading.reading_id
-                    else f"{reading.station_id}|{reading.plate}|{verdict['ts_ms']}")
+                    else f"{reading.station_id}|{reading.plate}|{ts_ms}")
         return cls(raw, hashlib.sha256(raw).hexdigest(), identity)
 
 
+_UNKNOWN = object()      # a look-up the batch cannot answer from what it fetched: ask the archive
+
+
 class _BatchRows:
-    """A batch's passages, readings and verdicts, inserted together at its end: one ``executemany`` per table
-    instead of three statements per reading (the WIM loop's largest share of SQL). A look-up that could meet
-    one of them — the same station and plate (``find_passage``), the same reading key or identity
-    (``reading_seen``) — first inserts them all, so every read sees what the readings before it wrote."""
+    """A WIM batch's rows and look-ups (``CaseStore.package_batch``).
+
+    Its passages, readings and verdicts are inserted together at its end: one ``executemany`` per table
+    instead of three statements per reading. The passages and readings its readings could meet in the
+    archive are fetched at its start in two statements (``fetch``) instead of two look-ups per reading:
+    the answers are the look-ups' own (nearest passage in the window; the reading's own row, else the first
+    non-conflicting one with its identity). A look-up that could meet one of the batch's own rows (the same
+    station and plate, the same reading key or identity) first inserts them all and asks the archive, so
+    every read sees what the readings before it wrote."""
 
     def __init__(self):
+        self.kept: dict[int, tuple] = {}                  # id(reading) → (reading, _KeptReading), from ``fetch``
+        self._reset()
+
+    def _reset(self) -> None:
         self.passages: list[tuple] = []
         self.readings: list[tuple] = []
         self.verdicts: list[tuple] = []
         self._plates: set[tuple[str, str]] = set()
         self._readings: set[str] = set()
+        self._span: tuple[int, int] | None = None          # fetched passages began within it
+        self._near: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        self._by_key: dict[str, dict] | None = None         # fetched readings
+        self._by_identity: dict[str, list[dict]] = {}
+
+    def fetch(self, c, readings: list, window_ms: int) -> None:
+        """The archive's passages and readings the batch's ``readings`` could meet (before any is stored)."""
+        if not readings:
+            return
+        kept, plates, times = [], {}, []
+        for r in readings:
+            ts_ms = epoch_ms(parse_ts(r.ts))
+            k = _KeptReading.at(r, ts_ms)
+            self.kept[id(r)] = (r, k)
+            kept.append(k)
+            plates.setdefault(r.station_id, set()).add(r.plate)
+            times.append(ts_ms)
+        lo, hi = min(times) - window_ms, max(times) + window_ms
+        for pid, station_id, plate, first in db.passages_near(c, {s: sorted(p) for s, p in plates.items()}, lo, hi):
+            self._near.setdefault((station_id, plate), []).append((int(first), pid))
+        self._span = (lo, hi)
+        self._by_key = {}
+        for row in db.readings_of(c, sorted({k.key for k in kept}), sorted({k.identity for k in kept})):
+            if row["reading_key"] not in self._by_key:
+                self._by_key[row["reading_key"]] = row
+                self._by_identity.setdefault(row["identity"], []).append(row)
+
+    def find_passage(self, station_id: str, plate: str, ts_ms: int, window_ms: int):
+        """``db.find_passage``'s answer from the fetched passages, or ``_UNKNOWN``."""
+        if self._span is None or not self._span[0] <= ts_ms - window_ms <= ts_ms + window_ms <= self._span[1]:
+            return _UNKNOWN
+        near = [(abs(first - ts_ms), first, pid) for first, pid in self._near.get((station_id, plate), ())
+                if ts_ms - window_ms <= first <= ts_ms + window_ms]
+        if not near:
+            return None
+        _, first, pid = min(near)          # nearest, then earliest (first_ts_ms is unique per station and plate)
+        return (pid, first)
+
+    def reading_seen(self, key: str, identity: str):
+        """``db.reading_seen``'s answer from the fetched readings, or ``_UNKNOWN``."""
+        if self._by_key is None:
+            return _UNKNOWN
+        own = self._by_key.get(key)
+        if own is not None:
+            return {**own, "seen": 1}
+        first = [r for r in self._by_identity.get(identity, ()) if r["conflict_of"] is None]
+        if not first:
+            return None
+        return {**min(first, key=lambda r: (r["received_at"], r["reading_key"])), "seen": 0}
 
     def passage(self, passage_id: str, station_id: str, plate: str, first_ts_ms: int) -> None:
         self.passages.append((passage_id, station_id, plate, int(first_ts_ms)))
@@ -117,13 +183,14 @@ class _BatchRows:
         return key in self._readings or identity in self._readings
 
     def write(self, c) -> None:
+        """Insert the batch's rows; from now on its look-ups ask the archive."""
         if self.passages:
             db.note_passages(c, self.passages)
         if self.readings:
             db.insert_readings(c, self.readings)
         if self.verdicts:
             db.insert_verdicts(c, self.verdicts)
-        self.__init__()
+        self._reset()
 
 
 def _iso(ms: int) -> str:
@@ -191,9 +258,18 @@ class CaseStore:
 
     # PassageSource
     def find_passage(self, station_id, plate, ts_ms, window_ms):
-        if self._rows is not None and self._rows.meets_passage(station_id, plate):
-            self._rows.write(self.conn)
+        if self._rows is not None:
+            if self._rows.meets_passage(station_id, plate):
+                self._rows.write(self.conn)
+            found = self._rows.find_passage(station_id, plate, ts_ms, window_ms)
+            if found is not _UNKNOWN:
+                return found
         return self._passages.find_passage(station_id, plate, ts_ms, window_ms)
+
+    def fetch_batch(self, readings: list) -> None:
+        """Within ``package_batch``, before its first reading: fetch what its readings' look-ups will ask
+        (``_BatchRows.fetch``)."""
+        self._rows.fetch(self.conn, readings, int(self.cfg["overlimit.dedup_window_s"]) * 1000)
 
     def note_passage(self, station_id, plate, first_ts_ms, passage_id):
         # written by ``record`` in the verdict's transaction (one write transaction per reading, not two: each
@@ -239,7 +315,10 @@ class CaseStore:
         evidence_dir = evidence_dir or self.evidence_dir
         if evidence_dir is not None and data_dir is None:
             data_dir = self.data_dir
-        kept = _KeptReading.of(verdict, reading) if reading is not None else None
+        kept = None
+        if reading is not None:
+            fetched = self._rows.kept.get(id(reading)) if self._rows is not None else None
+            kept = fetched[1] if fetched is not None and fetched[0] is reading else _KeptReading.of(verdict, reading)
         files: list[tuple[str, bytes]] = []
         written: WrittenPackage | None = None
         vjson = orjson.dumps(verdict).decode()
@@ -341,9 +420,13 @@ class CaseStore:
         (None: no conflict). ``vjson``: the verdict's JSON as stored with the reading. In ``record``'s
         transaction."""
         key, identity = kept.key, kept.identity
-        if self._rows is not None and self._rows.meets_reading(key, identity):
-            self._rows.write(c)
-        prior = db.reading_seen(c, key, identity)
+        prior = _UNKNOWN
+        if self._rows is not None:
+            if self._rows.meets_reading(key, identity):
+                self._rows.write(c)
+            prior = self._rows.reading_seen(key, identity)
+        if prior is _UNKNOWN:
+            prior = db.reading_seen(c, key, identity)
         if prior is not None and prior["seen"]:
             if prior["conflict_of"] is None:
                 return None                            # a replay of a reading we kept: nothing new

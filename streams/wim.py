@@ -90,6 +90,7 @@ class WimHandler:
         # each package's files are written on a thread meanwhile, and on disk before the commit; on PostgreSQL
         # the statements go out pipelined (an insert waits for no answer of its own: backend.py ``pipelined``)
         with self.store.conn.transaction(), self.store.conn.pipelined(), self.store.package_batch():
+            self.store.fetch_batch([reading for reading, _ in items])
             for reading, chain_id in items:
                 verdict, created = self._handle(reading, chain_id)
                 task = self.intercept(verdict, reading, created) if opens_case(verdict) else None

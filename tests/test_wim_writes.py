@@ -327,29 +327,44 @@ def _with_id(r, reading_id: str):
     return parse_wim_reading({**orjson.loads(orjson.dumps(r.asdict())), "reading_id": reading_id})
 
 
-def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, monkeypatch):
-    """A batch inserts its readings' passages, readings and verdicts together at its end (streams/cases.py
-    ``_BatchRows``). Readings of one batch that meet each other — the same truck again within the
-    de-duplication window, a reading re-sent, a reading re-sent with other values (of a compliant passage and
-    of a case) — give the same verdicts and the same rows as one reading per transaction."""
+def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, archive_target, monkeypatch):
+    """A batch fetches the passages and readings its readings could meet in two statements at its start and
+    inserts its own passages, readings and verdicts together at its end (streams/cases.py ``_BatchRows``).
+    Its readings meet readings stored before it (the same passage again, a replay, other values: within the
+    de-duplication window and just outside it) and each other (the same again, of a compliant passage and of
+    a case, and one reading id with another plate): the verdicts and rows are those of one reading per
+    transaction on SQLite, also when the batch runs on PostgreSQL."""
     from test_overload_helpers import PLATE
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     other = "豫A22222"
     reg = registry()
     reg.vehicles[other] = reg.vehicles[PLATE].__class__(**{**reg.vehicles[PLATE].asdict(), "plate": other})
-    rs = [reading(60000, ts=T0),                                             # a case
-          reading(30000, plate=other, ts=T0 + timedelta(minutes=1)),         # compliant
-          reading(61000, ts=T0 + timedelta(seconds=30)),                     # the same passage again
-          reading(30000, plate=other, ts=T0 + timedelta(minutes=1)),         # re-sent as it was
-          reading(31000, plate=other, ts=T0 + timedelta(minutes=1)),         # re-sent with other values
-          reading(45000, ts=T0),                                             # the case's reading, other values
-          reading(62000, plate=other, ts=T0 + timedelta(minutes=20)),        # a second case
-          _with_id(reading(30000, ts=T0 + timedelta(minutes=40)), "R9"),       # an id, then the same id
-          _with_id(reading(30000, plate="豫A33333", ts=T0 + timedelta(minutes=40)), "R9")]  # another plate
+    t1 = T0 + timedelta(hours=1)
+    before = [reading(60000, ts=T0), reading(30000, plate=other, ts=T0),          # a case; compliant
+              _with_id(reading(30000, ts=T0 + timedelta(minutes=5)), "R1"),
+              reading(30000, plate="豫A44444", ts=T0 + timedelta(minutes=10)),        # two passages 200 s apart
+              reading(30000, plate="豫A44444", ts=T0 + timedelta(minutes=10, seconds=200)),
+              reading(45000, plate=other, ts=T0)]                                   # a conflict
+    rs = [reading(30000, plate="豫A44444", ts=T0 + timedelta(minutes=10, seconds=110)),   # in both windows
+          reading(45000, plate=other, ts=T0),                                     # the conflict re-sent
+          reading(61000, ts=T0 + timedelta(seconds=90)),                          # T0's passage again
+          reading(60000, ts=T0),                                                  # T0's case re-sent
+          reading(44000, plate=other, ts=T0),                                     # other values
+          _with_id(reading(30000, plate="豫A33333", ts=T0 + timedelta(minutes=5)), "R1"),   # its id, other plate
+          reading(30000, plate=other, ts=T0 + timedelta(seconds=121)),            # just outside the window
+          reading(60000, ts=t1),                                                  # a case
+          reading(30000, plate=other, ts=t1 + timedelta(minutes=1)),              # compliant
+          reading(61000, ts=t1 + timedelta(seconds=30)),                          # the same passage again
+          reading(30000, plate=other, ts=t1 + timedelta(minutes=1)),              # re-sent as it was
+          reading(31000, plate=other, ts=t1 + timedelta(minutes=1)),              # re-sent with other values
+          reading(45000, ts=t1),                                                  # the case's, other values
+          reading(62000, plate=other, ts=t1 + timedelta(minutes=20)),             # a second case
+          _with_id(reading(30000, ts=t1 + timedelta(minutes=40)), "R9"),          # an id, then the same id
+          _with_id(reading(30000, plate="豫A33333", ts=t1 + timedelta(minutes=40)), "R9")]  # another plate
     cfg = Config()
 
-    def run(root, batched: bool):
-        conn = open_archive(root / "archive.sqlite")
+    def run(target, root, batched: bool):
+        conn = open_archive(target)
         store = CaseStore(conn, cfg, evidence_dir=root / "evidence", data_dir=root)
         out = []
 
@@ -358,8 +373,11 @@ def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, monkeypatch)
                        driver=ArchiveDrivers(conn), passages=store)
             store.record(v, reading=r, chain_id="p0")
             out.append(v)
+        for r in before:
+            one(r)
         if batched:
             with conn.transaction(), store.package_batch():
+                store.fetch_batch(rs)
                 for r in rs:
                     one(r)
         else:
@@ -371,12 +389,13 @@ def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, monkeypatch)
             ("cases", "case_id, plate, action, status"), ("case_acts", "case_id, seq, action"))}
         return out, {t: [tuple(r) for r in rows] for t, rows in tables.items()}
 
-    one_by_one, rows = run(tmp_path / "a", False)
-    in_batch, batch_rows = run(tmp_path / "b", True)
-    assert [v["action"] for v in one_by_one] == ["fine", "none", "none", "none", "none", "none", "fine", "none",
-                                                 "none"]
-    assert one_by_one[2]["duplicate_of"] and [i for i, v in enumerate(one_by_one) if v.get("conflict")] == [4, 5, 8]
-    assert [len(rows[t]) for t in ("wim_passages", "wim_verdicts", "wim_readings", "cases")] == [5, 4, 8, 2]
+    one_by_one, rows = run(tmp_path / "one-by-one.sqlite", tmp_path / "a", False)
+    in_batch, batch_rows = run(archive_target, tmp_path / "b", True)
+    assert [i for i, v in enumerate(one_by_one) if v["action"] == "fine"] == [0, 9, 13, 19]  # 9: a replay
+    assert [i for i, v in enumerate(one_by_one) if v.get("duplicate_of")] == [6, 8, 15]
+    assert one_by_one[6]["duplicate_of"] == one_by_one[4]["passage_id"]        # the nearer of the two passages
+    assert [i for i, v in enumerate(one_by_one) if v.get("conflict")] == [5, 7, 10, 11, 17, 18, 21]
+    assert [len(rows[t]) for t in ("wim_passages", "wim_verdicts", "wim_readings", "cases")] == [12, 10, 19, 3]
     assert in_batch == one_by_one
     assert batch_rows == rows
     close_all()

@@ -69,6 +69,41 @@ def reading_seen(conn: ArchiveConnection, reading_key: str, identity: str):
                         (reading_key, reading_key, identity, reading_key)).fetchone()
 
 
+_IN_CHUNK = 400          # values per IN list: far below SQLite's oldest limit of 999 bound parameters
+
+
+def passages_near(conn: ArchiveConnection, station_plates: dict[str, list[str]], lo_ms: int,
+                  hi_ms: int) -> list[tuple]:
+    """``(passage_id, station_id, plate, first_ts_ms)`` of every stored passage that began in
+    ``[lo_ms, hi_ms]`` at a station of ``station_plates`` (station → plates) of one of its plates: what
+    ``find_passage`` would search, for a batch of readings at once (one search of the index per plate)."""
+    out = []
+    for station_id, plates in station_plates.items():
+        for i in range(0, len(plates), _IN_CHUNK):
+            part = plates[i:i + _IN_CHUNK]
+            out += [tuple(r) for r in conn.execute(
+                f"""SELECT passage_id, station_id, plate, first_ts_ms FROM wim_passages
+                    WHERE station_id = ? AND plate IN ({",".join("?" * len(part))})
+                      AND first_ts_ms BETWEEN ? AND ?""",
+                (station_id, *part, int(lo_ms), int(hi_ms)))]
+    return out
+
+
+def readings_of(conn: ArchiveConnection, keys: list[str], identities: list[str]) -> list[dict]:
+    """Every stored reading with one of ``keys`` or ``identities`` (``reading_key``, ``identity``,
+    ``conflict_of``, ``passage_id``, ``verdict``, ``received_at``): what ``reading_seen`` would search, for a
+    batch of readings at once."""
+    out = []
+    for i in range(0, max(len(keys), len(identities)), _IN_CHUNK):
+        k, ids = keys[i:i + _IN_CHUNK] or [""], identities[i:i + _IN_CHUNK] or [""]
+        out += [dict(zip(("reading_key", "identity", "conflict_of", "passage_id", "verdict", "received_at"), r))
+                for r in conn.execute(
+                    f"""SELECT reading_key, identity, conflict_of, passage_id, verdict, received_at FROM wim_readings
+                        WHERE reading_key IN ({",".join("?" * len(k))})
+                           OR identity IN ({",".join("?" * len(ids))})""", (*k, *ids))]
+    return out
+
+
 def insert_reading(conn: ArchiveConnection, reading_key: str, identity: str, passage_id: str, received_at: str,
                    reading_json: str, verdict_json: str, conflict_of: str | None) -> None:
     conn.execute(_INSERT_READING, (reading_key, identity, passage_id, received_at, reading_json, verdict_json,
