@@ -48,6 +48,24 @@ def test_fresh_archive_has_every_migration(archive_target):
     assert versions(conn) == list(range(1, LATEST + 1))
 
 
+def test_no_index_is_the_beginning_of_another(tmp_path):
+    """Every index costs an entry per row written (a case writes one per index of ``cases``); one whose
+    columns begin another index on the same table answers no search the longer one cannot."""
+    raw = open_archive(tmp_path / "a.sqlite").raw
+    tables = [r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    for t in tables:
+        cols = {r[1]: [c[2] for c in raw.execute(f'PRAGMA index_info("{r[1]}")')]
+                for r in raw.execute(f'PRAGMA index_list("{t}")') if r[3] == "c"}      # created, not a key's own
+        for name, c in cols.items():
+            longer = [o for o, oc in cols.items() if o != name and len(oc) > len(c) and oc[:len(c)] == c]
+            assert not longer, f"{t}: {name} {c} begins {longer}"
+    plan = " ".join(str(tuple(r)) for r in raw.execute(
+        "EXPLAIN QUERY PLAN SELECT COUNT(DISTINCT plate) FROM cases WHERE violation=1 AND status NOT IN "
+        "('dismissed', 'withdrawn') AND ts>? AND ts<=? AND enterprise_id=? AND plate!=?", ("a", "b", "E", "P")))
+    assert "COVERING INDEX cases_enterprise_count" in plan
+    close_all()
+
+
 def test_each_migration_renders_in_each_dialect():
     """The dialects differ only where backend.DIALECTS names it: no SQLite-only clause reaches PostgreSQL, and
     the clustered track table stays clustered on SQLite."""
