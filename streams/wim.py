@@ -8,7 +8,10 @@ the archived cases, so a replay or restart can neither lose nor double-count a v
 The agent takes the readings that are already waiting, up to ``stream.wim_batch_max``; when none are, it
 waits once ``stream.wim_batch_linger_ms`` for the next ones (a lone reading is a batch of one). It stores
 them in order in one archive transaction: a transaction's fixed costs (the write lock, the commit's log
-pages) are paid once per batch, and a backlog is worked off in larger batches. The cases' operator alerts
+pages) are paid once per batch, and a backlog is worked off in larger batches. Within it, the passages and
+readings its readings could meet are fetched once and its own rows inserted together at its end
+(``CaseStore.fetch_batch``, ``streams/cases.py`` ``_BatchRows``): a statement on the event loop costs
+several times its SQL, so there are as few as the readings' outcomes allow. The cases' operator alerts
 are archived in that transaction, and their evidence packages are written on a thread meanwhile
 (``CaseStore.package_batch``). Verdicts, alerts and intercept tasks go out only after the commit; the
 readings' offsets are acknowledged only after that. A fault anywhere rolls the whole batch back and repeats
@@ -39,6 +42,19 @@ from .archive.intercept import mark_outcomes_published, unpublished_outcomes
 from .intercept import InterceptStore, beijing_month, export_metrics, month_summary
 
 log = logging.getLogger("roadwatch.wim")
+
+# labelled metric children bound once (as streams/gps.py): ``.labels()`` is a lock and a dict look-up a call
+WIM_IN = M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in")
+WIM_LATENCY = M.LATENCY.labels(path="wim")
+CASES_OUT = M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out")
+_VERDICTS: dict = {}            # action → its roadwatch_cases_total child
+
+
+def _verdict_counter(action: str):
+    c = _VERDICTS.get(action)
+    if c is None:
+        c = _VERDICTS[action] = M.CASES.labels(action=action)
+    return c
 
 class WimHandler:
     """Everything one reading needs, independent of Faust (also used by tests and the bench)."""
@@ -136,17 +152,20 @@ def install(app, ctx, publish_alerts) -> WimHandler:
     async def handle_events(events: list) -> None:
         """One batch: parse (dead-letter what is not a reading), store in one transaction, then publish."""
         items = []
+        last = {}                  # partition → its last record in the batch (the lag gauge wants only that)
         for event in events:
             raw = event.value
-            M.MESSAGES.labels(topic=T.WIM_READINGS, direction="in").inc()
+            WIM_IN.inc()
             msg = event.message
-            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
-            if hw is not None:
-                M.LAG.labels(topic=T.WIM_READINGS, partition=str(msg.partition)).set(max(0, hw - msg.offset - 1))
+            last[msg.partition] = msg
             try:
                 items.append((parse_wim_reading(raw, max_bytes, years=years), f"p{msg.partition}"))
             except InvalidRecord as err:
                 await send_dead_letter(dlq, T.WIM_READINGS, err.code, err.detail, raw)
+        for partition, msg in last.items():
+            hw = app.consumer.highwater(msg.tp) if hasattr(app.consumer, "highwater") else None
+            if hw is not None:
+                M.LAG.labels(topic=T.WIM_READINGS, partition=str(partition)).set(max(0, hw - msg.offset - 1))
         if not items:
             return
         # an internal fault (disk full, database error, a bug) pauses here and retries the same readings
@@ -165,12 +184,12 @@ def install(app, ctx, publish_alerts) -> WimHandler:
                 # the same reading re-sent with other values: kept beside the first for review, no new outcome
                 M.CASES.labels(action="reading_conflict").inc()
                 continue
-            M.CASES.labels(action=verdict["action"]).inc()
-            M.LATENCY.labels(path="wim").observe(max(0.0, time.time() - ts))
+            _verdict_counter(verdict["action"]).inc()
+            WIM_LATENCY.observe(max(0.0, time.time() - ts))
             if not opens_case(verdict):
                 continue
             await cases_topic.send(key=verdict["case_id"].encode(), value=orjson.dumps(verdict))
-            M.MESSAGES.labels(topic=T.OVERLOAD_CASES, direction="out").inc()
+            CASES_OUT.inc()
             alerts.append(overload_alert(verdict))
             if ctx.live is not None:
                 ctx.live.publish_case(verdict)
