@@ -122,6 +122,7 @@ class _BatchRows:
         self._near: dict[tuple[str, str], list[tuple[int, str]]] = {}
         self._by_key: dict[str, dict] | None = None         # fetched readings
         self._by_identity: dict[str, list[dict]] = {}
+        self._asked: set = set()          # the (station, plate) pairs, keys and identities fetched for
 
     def fetch(self, c, readings: list, window_ms: int) -> None:
         """The archive's passages and readings the batch's ``readings`` could meet (before any is stored)."""
@@ -135,6 +136,7 @@ class _BatchRows:
             kept.append(k)
             plates.setdefault(r.station_id, set()).add(r.plate)
             times.append(ts_ms)
+            self._asked.update(((r.station_id, r.plate), k.key, k.identity))
         lo, hi = min(times) - window_ms, max(times) + window_ms
         for pid, station_id, plate, first in db.passages_near(c, {s: sorted(p) for s, p in plates.items()}, lo, hi):
             self._near.setdefault((station_id, plate), []).append((int(first), pid))
@@ -147,7 +149,8 @@ class _BatchRows:
 
     def find_passage(self, station_id: str, plate: str, ts_ms: int, window_ms: int):
         """``db.find_passage``'s answer from the fetched passages, or ``_UNKNOWN``."""
-        if self._span is None or not self._span[0] <= ts_ms - window_ms <= ts_ms + window_ms <= self._span[1]:
+        if (self._span is None or (station_id, plate) not in self._asked
+                or not self._span[0] <= ts_ms - window_ms <= ts_ms + window_ms <= self._span[1]):
             return _UNKNOWN
         near = [(abs(first - ts_ms), first, pid) for first, pid in self._near.get((station_id, plate), ())
                 if ts_ms - window_ms <= first <= ts_ms + window_ms]
@@ -158,7 +161,7 @@ class _BatchRows:
 
     def reading_seen(self, key: str, identity: str):
         """``db.reading_seen``'s answer from the fetched readings, or ``_UNKNOWN``."""
-        if self._by_key is None:
+        if self._by_key is None or key not in self._asked or identity not in self._asked:
             return _UNKNOWN
         own = self._by_key.get(key)
         if own is not None:

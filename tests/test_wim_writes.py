@@ -327,13 +327,15 @@ def _with_id(r, reading_id: str):
     return parse_wim_reading({**orjson.loads(orjson.dumps(r.asdict())), "reading_id": reading_id})
 
 
-def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, archive_target, monkeypatch):
+@pytest.mark.parametrize("fetched", ["all", "all but the first"])
+def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, archive_target, monkeypatch, fetched):
     """A batch fetches the passages and readings its readings could meet in two statements at its start and
     inserts its own passages, readings and verdicts together at its end (streams/cases.py ``_BatchRows``).
     Its readings meet readings stored before it (the same passage again, a replay, other values: within the
     de-duplication window and just outside it) and each other (the same again, of a compliant passage and of
     a case, and one reading id with another plate): the verdicts and rows are those of one reading per
-    transaction on SQLite, also when the batch runs on PostgreSQL."""
+    transaction on SQLite, also when the batch runs on PostgreSQL, and when a reading was not among those the
+    batch fetched for (its look-ups then ask the archive)."""
     from test_overload_helpers import PLATE
     monkeypatch.delenv("ROADWATCH_SIGNING_KEY_FILE", raising=False)
     other = "豫A22222"
@@ -377,7 +379,7 @@ def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, archive_targ
             one(r)
         if batched:
             with conn.transaction(), store.package_batch():
-                store.fetch_batch(rs)
+                store.fetch_batch(rs if fetched == "all" else rs[1:])
                 for r in rs:
                     one(r)
         else:
