@@ -204,7 +204,12 @@ class PartitionStates:
                                             segment=segment, segment_seq=c.seq)
 
     def _write_here(self, c: "_Commit") -> None:
-        self.write(c, archive.open_archive(self.ctx.cfg))     # the executor thread's own connection
+        conn = archive.open_archive(self.ctx.cfg)     # the executor thread's own connection
+        # no automatic checkpoint after its commits: once the log was over 1 000 pages one ran after each, and
+        # its snapshot commits took 40–110 ms longer while WIM batches waited (docs/performance.md, round 11);
+        # the worker's periodic checkpoint on this thread keeps the log short
+        conn.defer_checkpoints()
+        self.write(c, conn)
 
     def failed(self, c: "_Commit") -> None:
         c.entry.dirty = True          # everything is still on the entry: the next flush retries it
@@ -357,7 +362,8 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     # one thread writes the snapshots (docs/performance.md): its commit runs beside the event loop
     commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gps-commit")
     # the event loop's archive connection (WIM, cases, console) leaves SQLite's log checkpoints to that
-    # thread: one inside a WIM commit on the loop stalled every agent (docs/performance.md)
+    # thread: one inside a WIM commit on the loop stalled every agent (docs/performance.md); the thread's own
+    # commits leave them to its periodic checkpoint below too (``_write_here``)
     states.conn.defer_checkpoints()
     last_checkpoint = [time.monotonic()]
 
