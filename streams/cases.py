@@ -147,6 +147,11 @@ class _BatchRows:
                 self._by_key[row["reading_key"]] = row
                 self._by_identity.setdefault(row["identity"], []).append(row)
 
+    def kept_reading(self, reading) -> "_KeptReading | None":
+        """The ``_KeptReading`` ``fetch`` computed for ``reading`` (this very object), or None."""
+        got = self.kept.get(id(reading))
+        return got[1] if got is not None and got[0] is reading else None
+
     def find_passage(self, station_id: str, plate: str, ts_ms: int, window_ms: int):
         """``db.find_passage``'s answer from the fetched passages, or ``_UNKNOWN``."""
         if (self._span is None or (station_id, plate) not in self._asked
@@ -320,8 +325,8 @@ class CaseStore:
             data_dir = self.data_dir
         kept = None
         if reading is not None:
-            fetched = self._rows.kept.get(id(reading)) if self._rows is not None else None
-            kept = fetched[1] if fetched is not None and fetched[0] is reading else _KeptReading.of(verdict, reading)
+            kept = (self._rows.kept_reading(reading) if self._rows is not None else None) \
+                or _KeptReading.of(verdict, reading)
         files: list[tuple[str, bytes]] = []
         written: WrittenPackage | None = None
         vjson = orjson.dumps(verdict).decode()

@@ -56,6 +56,7 @@ def _verdict_counter(action: str):
         c = _VERDICTS[action] = M.CASES.labels(action=action)
     return c
 
+
 class WimHandler:
     """Everything one reading needs, independent of Faust (also used by tests and the bench)."""
 
@@ -182,7 +183,7 @@ def install(app, ctx, publish_alerts) -> WimHandler:
         for ts, (verdict, task) in zip(stamps, done):
             if verdict.get("conflict"):
                 # the same reading re-sent with other values: kept beside the first for review, no new outcome
-                M.CASES.labels(action="reading_conflict").inc()
+                _verdict_counter("reading_conflict").inc()
                 continue
             _verdict_counter(verdict["action"]).inc()
             WIM_LATENCY.observe(max(0.0, time.time() - ts))
