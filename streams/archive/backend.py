@@ -22,6 +22,8 @@ DDL names its dialect differences (``DIALECTS``). On PostgreSQL, ``execute("BEGI
 """
 from __future__ import annotations
 
+import collections
+import os
 import re
 import sqlite3
 import threading
@@ -291,8 +293,66 @@ def _set_wal(raw: sqlite3.Connection, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
+class _WriteTurns:
+    """The writers of one SQLite database in this process, served in the order they asked.
+
+    SQLite has one write lock, and a connection that finds it taken sleeps in its busy handler and tries
+    again (1, 2, 5, … then 100 ms at a time). The lock is not handed over: the worker's GPS commit thread, which
+    writes a burst's track points in several transactions back to back, took it again each time while a WIM
+    batch on the event loop slept, and that batch waited up to 630 ms (docs/performance.md, round 12). Here a
+    writer waits for its turn, and the one before it hands the turn over as it ends its transaction. Writers in
+    other processes still meet the busy handler."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held = False
+        self._waiting: collections.deque[threading.Event] = collections.deque()
+
+    def acquire(self, timeout_s: float) -> None:
+        with self._lock:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        if turn.wait(timeout_s):
+            return
+        with self._lock:
+            if turn.is_set():     # handed over as the wait ran out
+                return
+            self._waiting.remove(turn)
+        raise sqlite3.OperationalError("database is locked (waited for this process's other writers)")
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()     # the turn passes straight on: nobody can slip in between
+            else:
+                self._held = False
+
+
+_TURNS: dict[str, _WriteTurns] = {}
+_TURNS_LOCK = threading.Lock()
+
+
+def _forget_turns() -> None:         # a forked child has none of its parent's writers (nor their lock)
+    global _TURNS_LOCK
+    _TURNS_LOCK = threading.Lock()
+    _TURNS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_turns)
+
+
+def _write_turns(path: str) -> _WriteTurns:
+    key = os.path.realpath(path)
+    with _TURNS_LOCK:
+        return _TURNS.setdefault(key, _WriteTurns())
+
+
 class SQLiteConnection(ArchiveConnection):
-    """The first release's behaviour: WAL, ``synchronous=NORMAL``, 30 s busy timeout, autocommit."""
+    """The first release's behaviour: WAL, ``synchronous=NORMAL``, 30 s busy timeout, autocommit; the
+    transactions of one process take turns (``_WriteTurns``)."""
 
     backend = SQLITE
 
@@ -301,6 +361,7 @@ class SQLiteConnection(ArchiveConnection):
         p.parent.mkdir(parents=True, exist_ok=True)
         self.target = str(p)
         self.raw = sqlite3.connect(str(p), timeout=30, isolation_level=None, check_same_thread=False)
+        self._turns = _write_turns(str(p))
         _set_wal(self.raw, 30.0)
         self.raw.execute("PRAGMA synchronous=NORMAL")
         self.raw.execute("PRAGMA busy_timeout=30000")
@@ -324,16 +385,21 @@ class SQLiteConnection(ArchiveConnection):
         if self.raw.in_transaction:
             yield self
             return
-        self.raw.execute("BEGIN IMMEDIATE")
+        self._turns.acquire(30.0)         # (the busy timeout)
         try:
-            yield self
-            self.raw.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot rollback"
-            # and hide the error; a failed COMMIT must not leave the transaction open for the next caller
-            if self.raw.in_transaction:
-                self.raw.execute("ROLLBACK")
-            raise
+            self.raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+                self.raw.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (disk full): a plain ROLLBACK would raise "cannot
+                # rollback" and hide the error; a failed COMMIT must not leave the transaction open for the
+                # next caller
+                if self.raw.in_transaction:
+                    self.raw.execute("ROLLBACK")
+                raise
+        finally:
+            self._turns.release()
 
     def tables(self) -> list[str]:
         return [r[0] for r in self.raw.execute(
