@@ -4,7 +4,10 @@ Exactly-once effect on the archive without broker transactions (the embedded bro
 - each partition's ``PingProcessor`` state is saved in the archive table ``ping_state`` together with
   ``next_offset`` (the first source offset it does NOT cover), in the SAME archive transaction as the
   vehicle-day rows, stop events, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
-  SQLite or PostgreSQL — a worker on another host restores the partition from there);
+  SQLite or PostgreSQL — a worker on another host restores the partition from there); only a commit with more
+  than ``stream.track_points_per_transaction`` track points stores them just before, in transactions of
+  their own (a stored point is never changed: storing it again after a failure, or after a replay that
+  samples it again, changes nothing);
 - events are consumed with manual acks and acknowledged only after that transaction commits, so Faust's
   committed offset never passes the snapshot;
 - after a restart or rebalance the state is restored from the snapshot and records below ``next_offset``
@@ -97,6 +100,7 @@ class PartitionStates:
         self.conn = archive.open_archive(ctx.cfg)
         self.epoch = os.environ.get(ENV_EPOCH, "")
         self.full_every = int(ctx.cfg["stream.snapshot_full_every"])
+        self.points_per_tx = int(ctx.cfg["stream.track_points_per_transaction"])
         self.flush_lock = asyncio.Lock()      # one commit at a time: the timer's and a revocation's
 
     def get(self, partition: int) -> PartitionEntry:
@@ -196,6 +200,16 @@ class PartitionStates:
         segment = archive.pack_state(c.state.segment())
         # in key order (plate, time), the order track_points is clustered by: fewer pages touched per insert
         points = sorted(c.points)
+        if len(points) > self.points_per_tx:
+            # many points (after a burst: tens of thousands, ~7 µs each on SQLite) go first, in transactions
+            # of their own, so the snapshot's transaction holds SQLite's one write lock briefly and a WIM batch
+            # waiting for it is not held up (docs/performance.md, round 12). Safe ahead of the snapshot: a
+            # stored point is kept, never changed, and a retry or a replay stores the same points again.
+            step = self.points_per_tx
+            for i in range(0, len(points), step):
+                with conn.transaction():
+                    archive.insert_track_points(conn, points[i:i + step])
+            points = []
         with conn.transaction():     # one transaction: outputs, state and offset (module docstring)
             archive.upsert_day_tuples(conn, c.table.rows)
             archive.save_stops(conn, c.retract, c.stops)

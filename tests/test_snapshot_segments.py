@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from roadwatch.models.config import Config
+from roadwatch.streams import archive
 from roadwatch.streams.archive import close_all, open_archive
 from roadwatch.streams.gps import PartitionStates
 from test_gps_late_data import cols, run, truck_day
@@ -101,3 +102,41 @@ def test_a_failed_commit_is_followed_by_a_full_snapshot(tmp_path):
     close_all()
     back = _states(target, 100).get(0)
     assert len(held) > 80 and len(back.proc._history()) == len(held) and (back.proc._history() == held).all()
+
+
+def test_a_commit_with_many_track_points_stores_them_first_in_short_transactions(tmp_path):
+    """Above ``stream.track_points_per_transaction`` a commit stores its track points ahead of its snapshot,
+    that many per transaction, so that the snapshot's own transaction is short (SQLite has one write lock,
+    and a WIM batch waits for it); the archive ends up holding what one transaction would have stored, and
+    storing the points again (a retry, or a replay after a crash between the two) changes nothing."""
+    before, _blind, after = truck_day()
+    stored = {}
+    for per in (1000, 7):
+        target = tmp_path / f"per{per}.db"
+        states = PartitionStates(SimpleNamespace(cfg=Config({
+            "paths.archive": str(target), "stream.track_points_per_transaction": per}), registry=REG))
+        txs: list[list[str]] = []
+        states.conn.raw.set_trace_callback(lambda sql: txs.append([]) if sql.startswith("BEGIN") else
+                                           txs[-1].append(sql) if txs else None)
+        e = states.get(0)
+        e.proc.process(cols(before + after))
+        e.next_offset, e.dirty = 1, True
+        points = list(e.proc.track_buf)
+        states.flush(0)
+        states.conn.raw.set_trace_callback(None)
+        n = sum(len(p) for p in points)
+        inserts = [sum(s.count(PLATE) for s in tx if s.startswith("INSERT INTO track_points")) for tx in txs]
+        snapshot = [k for k, tx in enumerate(txs) if any(s.startswith("INSERT INTO ping_state(") for s in tx)]
+        if per == 7:
+            assert n > 4 * 7
+            assert inserts[:-1] == [7] * (n // 7) + ([n % 7] if n % 7 else []) and snapshot == [len(txs) - 1]
+            assert inserts[-1] == 0                 # the snapshot's transaction holds no point
+        else:
+            assert inserts == [n] and len(txs) == 1
+        stored[per] = open_archive(target).execute("SELECT * FROM track_points ORDER BY plate, ts_ms").fetchall()
+        with states.conn.transaction():             # again: nothing changes
+            archive.insert_track_points(states.conn, [tuple(r) for r in stored[per]])
+        assert open_archive(target).execute("SELECT * FROM track_points ORDER BY plate, ts_ms").fetchall() == \
+            stored[per]
+        close_all()
+    assert stored[7] == stored[1000] and len(stored[7]) > 28
