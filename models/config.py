@@ -652,9 +652,9 @@ _k("stream.snapshot_full_every", 12, "ops (docs/legal-basis.md §10)",
    "between append only the samples added since the previous one (restore reads at most this many segments)",
    lo=1, hi=10000)
 _k("stream.track_points_per_transaction", 5000, "ops (docs/legal-basis.md §10)",
-   "a snapshot commit with more sampled track points than this stores them first, this many per transaction, "
-   "so that its own transaction holds the archive's write lock briefly (SQLite: ~7 ms per 1 000 points here; "
-   "docs/performance.md)", lo=1, hi=10_000_000)
+   "on SQLite, a snapshot commit with more sampled track points than this stores them first, this many per "
+   "transaction, so that its own transaction holds the archive's one write lock briefly (~7 ms per 1 000 "
+   "points here; docs/performance.md). PostgreSQL has no such lock: one transaction there", lo=1, hi=10_000_000)
 _k("stream.gc_freeze_s", 60.0, "ops (docs/legal-basis.md §10)",
    "the worker moves long-lived objects (registry, engine state, Faust) out of the cyclic collector after "
    "start-up and this often (0 = only after start-up): a full collection over them held the event loop "

@@ -4,9 +4,9 @@ Exactly-once effect on the archive without broker transactions (the embedded bro
 - each partition's ``PingProcessor`` state is saved in the archive table ``ping_state`` together with
   ``next_offset`` (the first source offset it does NOT cover), in the SAME archive transaction as the
   vehicle-day rows, stop events, sampled track points and alerts it produced (``archive.save_partition_snapshot``, on
-  SQLite or PostgreSQL — a worker on another host restores the partition from there); only a commit with more
-  than ``stream.track_points_per_transaction`` track points stores them just before, in transactions of
-  their own (a stored point is never changed: storing it again after a failure, or after a replay that
+  SQLite or PostgreSQL — a worker on another host restores the partition from there); only on SQLite, a
+  commit with more than ``stream.track_points_per_transaction`` track points stores them just before, in
+  transactions of their own (a stored point is never changed: storing it again after a failure, or after a replay that
   samples it again, changes nothing);
 - events are consumed with manual acks and acknowledged only after that transaction commits, so Faust's
   committed offset never passes the snapshot;
@@ -200,11 +200,12 @@ class PartitionStates:
         segment = archive.pack_state(c.state.segment())
         # in key order (plate, time), the order track_points is clustered by: fewer pages touched per insert
         points = sorted(c.points)
-        if len(points) > self.points_per_tx:
+        if conn.one_writer and len(points) > self.points_per_tx:
             # many points (after a burst: tens of thousands, ~7 µs each on SQLite) go first, in transactions
             # of their own, so the snapshot's transaction holds SQLite's one write lock briefly and a WIM batch
             # waiting for it is not held up (docs/performance.md, round 12). Safe ahead of the snapshot: a
             # stored point is kept, never changed, and a retry or a replay stores the same points again.
+            # (PostgreSQL has no archive-wide write lock: one transaction there, as before.)
             step = self.points_per_tx
             for i in range(0, len(points), step):
                 with conn.transaction():

@@ -218,6 +218,8 @@ class ArchiveConnection:
 
     backend: str = ""
     target: str = ""
+    # one write lock for the whole archive (SQLite): a long transaction holds up every other writer
+    one_writer: bool = False
 
     def execute(self, sql: str, params: Sequence | dict = ()):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -355,6 +357,7 @@ class SQLiteConnection(ArchiveConnection):
     transactions of one process take turns (``_WriteTurns``)."""
 
     backend = SQLITE
+    one_writer = True
 
     def __init__(self, path: str):
         p = Path(path)
