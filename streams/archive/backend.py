@@ -333,14 +333,14 @@ class _WriteTurns:
                 self._held = False
 
 
-_TURNS: dict[str, _WriteTurns] = {}
-_TURNS_LOCK = threading.Lock()
+_WRITE_TURNS: dict[str, _WriteTurns] = {}
+_WRITE_TURNS_LOCK = threading.Lock()
 
 
 def _forget_turns() -> None:         # a forked child has none of its parent's writers (nor their lock)
-    global _TURNS_LOCK
-    _TURNS_LOCK = threading.Lock()
-    _TURNS.clear()
+    global _WRITE_TURNS_LOCK
+    _WRITE_TURNS_LOCK = threading.Lock()
+    _WRITE_TURNS.clear()
 
 
 os.register_at_fork(after_in_child=_forget_turns)
@@ -348,8 +348,8 @@ os.register_at_fork(after_in_child=_forget_turns)
 
 def _write_turns(path: str) -> _WriteTurns:
     key = os.path.realpath(path)
-    with _TURNS_LOCK:
-        return _TURNS.setdefault(key, _WriteTurns())
+    with _WRITE_TURNS_LOCK:
+        return _WRITE_TURNS.setdefault(key, _WriteTurns())
 
 
 class SQLiteConnection(ArchiveConnection):
