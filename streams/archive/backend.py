@@ -281,6 +281,10 @@ class ArchiveConnection:
 CHUNK_ROWS = 4096
 
 
+# how long a SQLite writer waits for the write lock (its turn in this process, then SQLite's busy handler)
+BUSY_TIMEOUT_S = 30.0
+
+
 def _set_wal(raw: sqlite3.Connection, timeout_s: float) -> None:
     """``journal_mode=WAL``, waiting for the lock it needs: SQLite may answer "database is locked" at once,
     without its busy handler, while another process sets it up on a new file (workers starting together)."""
@@ -363,11 +367,12 @@ class SQLiteConnection(ArchiveConnection):
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         self.target = str(p)
-        self.raw = sqlite3.connect(str(p), timeout=30, isolation_level=None, check_same_thread=False)
+        self.raw = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._turns = _write_turns(str(p))
-        _set_wal(self.raw, 30.0)
+        self._deferred = False            # ``defer_checkpoints`` done
+        _set_wal(self.raw, BUSY_TIMEOUT_S)
         self.raw.execute("PRAGMA synchronous=NORMAL")
-        self.raw.execute("PRAGMA busy_timeout=30000")
+        self.raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         # bound parameters per statement (``bulk_upsert``): 32 766 since SQLite 3.32, 999 before
         getlimit = getattr(self.raw, "getlimit", None)
         self.max_variables = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999
@@ -388,7 +393,7 @@ class SQLiteConnection(ArchiveConnection):
         if self.raw.in_transaction:
             yield self
             return
-        self._turns.acquire(30.0)         # (the busy timeout)
+        self._turns.acquire(BUSY_TIMEOUT_S)
         try:
             self.raw.execute("BEGIN IMMEDIATE")
             try:
@@ -435,7 +440,9 @@ class SQLiteConnection(ArchiveConnection):
     def defer_checkpoints(self) -> None:
         # SQLite's automatic checkpoint runs inside whichever COMMIT finds the log over 1 000 pages: after
         # the GPS commit thread wrote megabytes of state, that was the next WIM transaction on the event loop
-        self.raw.execute("PRAGMA wal_autocheckpoint=0")
+        if not self._deferred:       # (the commit thread asks before each snapshot: once is enough)
+            self.raw.execute("PRAGMA wal_autocheckpoint=0")
+            self._deferred = True
 
     def checkpoint(self) -> None:
         self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
