@@ -108,26 +108,44 @@ def _polygon(entry: dict, where: str) -> list:
     return poly
 
 
+# a field's JSON type by the base of its annotation (faust stores ``list`` fields as ``typing.List``);
+# annotations of other types are not checked here
+_TYPE_CHECKS = {
+    str: lambda v: isinstance(v, str),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    bool: lambda v: isinstance(v, bool),
+    list: lambda v: isinstance(v, list),
+}
+_SHAPES: dict[type, tuple[frozenset, tuple]] = {}      # record class → (its field names, (name, check) pairs)
+
+
+def _shape(cls) -> tuple[frozenset, tuple]:
+    """Worked out once per record class: a registry of a province's fleet builds tens of thousands."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        checks = []
+        for name, typ in cls._options.fields.items():
+            base = list if typ is typing.List else (typing.get_origin(typ) or typ)
+            if base in _TYPE_CHECKS:
+                checks.append((name, _TYPE_CHECKS[base]))
+        shape = _SHAPES[cls] = (frozenset(cls._options.fieldset), tuple(checks))
+    return shape
+
+
 def _build(cls, entry: Any, where: str):
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: expected an object")
-    known = set(cls._options.fieldset)
-    unknown = set(entry) - known
-    if unknown:
-        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}")
+    known, checks = _shape(cls)
+    if not known.issuperset(entry):
+        raise RegistryError(f"{where}: unknown field(s) {sorted(set(entry) - known)}")
     try:
         rec = cls(**entry)
     except TypeError as e:
         raise RegistryError(f"{where}: {e}") from None
-    for name, typ in cls._options.fields.items():
+    for name, ok in checks:
         v = getattr(rec, name)
-        base = typing.get_origin(typ) or typ   # faust stores `list` fields as typing.List
-        if typ is typing.List:
-            base = list
-        ok = {str: isinstance(v, str), int: isinstance(v, int) and not isinstance(v, bool),
-              float: isinstance(v, (int, float)) and not isinstance(v, bool), bool: isinstance(v, bool),
-              list: isinstance(v, list)}.get(base, True)
-        if not ok:
+        if not ok(v):
             raise RegistryError(f"{where}: field {name} has the wrong type ({type(v).__name__})")
     return rec
 

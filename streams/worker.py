@@ -11,7 +11,7 @@ import orjson
 
 from roadwatch.models.config import Config
 from roadwatch.models.records import InvalidRecord, parse_driver_event, plausible_years
-from roadwatch.models.registry import load_registry
+from roadwatch.models.registry import Registry, load_registry
 
 from . import gps, metrics as M, topics as T, wim
 from .app import WorkerContext, create_app, declare_topics
@@ -25,8 +25,12 @@ ALERTS_OUT = M.MESSAGES.labels(topic=T.ALERTS, direction="out")
 READY_LINE = "roadwatch worker ready"
 
 
-def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id: str = "roadwatch"):
-    registry = load_registry(registry_path)
+def build_worker(cfg: Config, bootstrap: str, registry_path: str | None, app_id: str = "roadwatch", *,
+                 registry: Registry | None = None):
+    """``registry``: the file at ``registry_path`` loaded already (``roadwatch worker`` checks it before anything
+    starts, and a province's fleet takes seconds to load); None loads it here."""
+    if registry is None:
+        registry = load_registry(registry_path)
     data_dir = Path(cfg["paths.data_dir"])
     data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(cfg, bootstrap, app_id)
@@ -220,9 +224,10 @@ def _install_broker_watch(app, bootstrap: str) -> None:
                 state["down_since"] = None
 
 
-def run_worker(cfg: Config, bootstrap: str, registry_path: str | None, loglevel: str = "warning") -> int:
+def run_worker(cfg: Config, bootstrap: str, registry_path: str | None, loglevel: str = "warning", *,
+               registry: Registry | None = None) -> int:
     import faust
-    app, _ctx = build_worker(cfg, bootstrap, registry_path)
+    app, _ctx = build_worker(cfg, bootstrap, registry_path, registry=registry)
     # print() stays plain stdout (faust would log it as a WARNING); no colours or cursor codes off a TTY
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, stdout=sys.stdout, stderr=sys.stderr,
                           redirect_stdouts=False)

@@ -21,11 +21,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from .proclock import LOCK_NAME, check_port_free, hold
     from .worker import run_worker
     # expected failures before anything starts: one line on stderr, exit 2 (cli.py)
-    load_registry(args.registry)
+    registry = load_registry(args.registry)       # loaded once: the worker is built with it
     port = int(cfg["web.port"])
     check_port_free(cfg["web.host"], port)
     hold(cfg.data_dir / LOCK_NAME, f"roadwatch worker (console port {port})", shared=True)
     with kafka_bootstrap(cfg) as bootstrap:
         if not os.environ.get("ROADWATCH_KAFKA"):
             print(f"embedded broker on {bootstrap}", flush=True)
-        return run_worker(cfg, bootstrap, args.registry, args.loglevel)
+        return run_worker(cfg, bootstrap, args.registry, args.loglevel, registry=registry)

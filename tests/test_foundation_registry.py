@@ -27,6 +27,12 @@ def test_load_round_trip(tmp_path):
     (lambda d: d["vehicles"][0].update(category="卡车"), "category"),
     (lambda d: d["vehicles"][0].update(enterprise_id="E9"), "unknown enterprise_id"),
     (lambda d: d["vehicles"][0].update(axle_count="two"), "wrong type"),
+    # each JSON type the fields are checked against: text, whole number, number, true/false, list
+    (lambda d: d["vehicles"][0].update(owner=7), "field owner has the wrong type"),
+    (lambda d: d["vehicles"][0].update(axle_count=True), "field axle_count has the wrong type"),
+    (lambda d: d["vehicles"][0].update(curb_kg=False), "field curb_kg has the wrong type"),
+    (lambda d: d["vehicles"][0].update(air_suspension=1), "field air_suspension has the wrong type"),
+    (lambda d: d["stations"][0].update(devices="D1"), "field devices has the wrong type"),
     (lambda d: d["vehicles"][0].update(colour=1), "unknown field"),
     (lambda d: d["vehicles"].append(dict(d["vehicles"][0])), "duplicate plate"),
     (lambda d: d["source_sites"][0].update(polygon=[[1, 2]]), "polygon"),
