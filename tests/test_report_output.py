@@ -212,3 +212,18 @@ def test_cli_from_pings_through_the_gps_engine(tmp_path):
     assert (rep["rates"]["online_rate"]["numerator"], rep["rates"]["online_rate"]["denominator"]) == (1, 2)
     assert rep["rates"]["data_qualified_rate"]["denominator"] == 20
     assert rep["overload"]["available"] is False
+
+
+def test_the_worker_starts_without_the_spreadsheet_library(tmp_path):
+    """openpyxl is a fifth of a second of every worker's start: it is imported when a report is written
+    (``test_xlsx_has_the_figures_as_numbers`` writes one), not while the worker is built."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys; from roadwatch.models.config import load_config; from roadwatch.streams import worker; "
+            "worker.build_worker(load_config(None), '127.0.0.1:9', None); print('openpyxl' in sys.modules)")
+    env = dict(os.environ, ROADWATCH_SET=f'paths.data_dir="{tmp_path / "data"}"')
+    env.pop("ROADWATCH_CONFIG", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
