@@ -18,6 +18,7 @@ from .mobile import check_deployments, index_deployments
 from .notices import AGENCY_ID_RE
 from .records import (CATEGORIES, Driver, Enterprise, InvalidRecord, MobileUnit, PLATE_COLORS, SourceSite,
                       Station, Vehicle, Zone, parse_ts)
+from .registry_error import RegistryError      # its own module: the command line catches it without Faust
 
 # wim: a weigh-in-motion 非现场执法点; checkpoint: a 超限检测站 (fixed enforcement station that stops trucks)
 STATION_KINDS = ("wim", "checkpoint")
@@ -25,10 +26,6 @@ MAX_REGISTRY_BYTES = 512 * 1024 * 1024
 SECTIONS = ("enterprises", "drivers", "vehicles", "source_sites", "zones", "stations", "mobile_units")
 # every top-level key a registry may hold: a misspelt one (e.g. "vehicle") would silently drop its entries
 TOP_LEVEL_KEYS = ("region", *SECTIONS, "permits")      # permits: read by models/permits.py
-
-
-class RegistryError(ValueError):
-    pass
 
 
 @dataclass

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from roadwatch.models.config import ConfigError, load_config
-from roadwatch.models.registry import RegistryError
+from roadwatch.models.registry_error import RegistryError
 from roadwatch.streams.errors import UsageError  # noqa: F401 - re-exported for the command modules
 
 # (command path, module, one-line help). Nested commands use a space: "config show".
@@ -57,18 +57,23 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 
 
-def build_parser(strict: bool = False) -> argparse.ArgumentParser:
+def build_parser(strict: bool = False, only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser. ``only``: None imports every command's module and adds its arguments; a
+    command path only that command's; "" none (the names and help lines stay). A run imports one command's
+    module, not all of them (Arrow, the simulators, the report renderers: a second of every call)."""
     parser = argparse.ArgumentParser(prog="roadwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $ROADWATCH_CONFIG)")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, module, help_ in COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if strict or not e.name or not e.name.startswith(module.split(".")[0]):
-                raise
-            continue  # a command whose module is not there yet
+        mod = None
+        if only is None or path == only:
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as e:
+                if strict or not e.name or not e.name.startswith(module.split(".")[0]):
+                    raise
+                continue  # a command whose module is not there yet
         words = path.split()
         sub = top
         for w in words[:-1]:
@@ -77,6 +82,8 @@ def build_parser(strict: bool = False) -> argparse.ArgumentParser:
                 groups[w] = gp.add_subparsers(dest=f"{w}_command", metavar="COMMAND", required=True)
             sub = groups[w]
         p = sub.add_parser(words[-1], help=help_, description=help_, conflict_handler="resolve")
+        if mod is None:
+            continue
         # --config is accepted after the command too (`roadwatch config show --config F`)
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="TOML config file (default: $ROADWATCH_CONFIG)")
@@ -85,12 +92,37 @@ def build_parser(strict: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The command path ``argv`` names (``report monthly``), after the global ``--config FILE``; None when
+    it names none (no command, ``--help``, a misspelt one)."""
+    words = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config":
+            i += 2
+            continue
+        if a.startswith("-"):
+            if words:
+                break
+            i += 1
+            continue
+        words.append(a)
+        i += 1
+    paths = {path for path, _m, _h in COMMANDS}
+    for k in range(len(words), 0, -1):
+        if " ".join(words[:k]) in paths:
+            return " ".join(words[:k])
+    return None
+
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=command_of(argv) or "")
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)

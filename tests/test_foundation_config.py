@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -79,6 +80,32 @@ def test_every_sub_command_imports_and_has_help():
         with pytest.raises(SystemExit) as e:
             parser.parse_args(path.split() + ["--help"])
         assert e.value.code == 0, path
+
+
+@pytest.mark.parametrize("argv,path", [
+    (["report", "monthly", "--month", "2026-11"], "report monthly"),
+    (["--config", "c.toml", "case", "show", "C1"], "case show"),
+    (["--config=c.toml", "config", "show"], "config show"),
+    (["simulate", "scenario.toml", "--speed", "60"], "simulate"),
+    (["platform-link", "--help"], "platform-link"),
+    (["report"], None), (["--help"], None), (["no-such-command"], None), ([], None),
+])
+def test_the_command_a_run_names(argv, path):
+    from roadwatch.streams.cli import command_of
+    assert command_of(argv) == path
+
+
+def test_a_run_imports_its_own_command_only(tmp_path):
+    """Every command's module imported on every call took a second of each start (Arrow, the simulators,
+    the report renderers, Faust's models); a run builds its own command's parser only."""
+    code = ("import sys; from roadwatch.streams.cli import main; rc = main(['config', 'show']); "
+            "print(rc, sorted(m for m in sys.modules if m.startswith(('roadwatch.simulators', 'pyarrow', "
+            "'faust', 'roadwatch.streams.reports'))))")
+    env = dict(os.environ, ROADWATCH_SET=f'paths.data_dir="{tmp_path}"')
+    env.pop("ROADWATCH_CONFIG", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "0 []"
 
 
 # --- every value typed, finite and in range; every source in docs/legal-basis.md (issue 13.6, 12.8) ------
