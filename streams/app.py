@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiokafka
 import faust
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from roadwatch.models.config import Config
@@ -55,6 +56,19 @@ class WorkerContext:
     web_address: tuple | None = None    # (host, port) the console really listens on
 
 
+class NoTablesManager(TableManager):
+    """Faust's table manager waits a second at start for tables to be declared, in every worker start.
+    roadwatch declares no Faust table (its state lives in the archive: streams/gps.py, streams/cases.py),
+    so this one starts at once; with a table declared it starts as Faust's does."""
+
+    async def on_start(self) -> None:
+        if len(self):
+            await super().on_start()
+            return
+        await self._update_channels()
+        await self.recovery.start()
+
+
 def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.App:
     global _FETCH_MAX_WAIT_MS
     _FETCH_MAX_WAIT_MS = int(cfg["stream.fetch_max_wait_ms"])
@@ -81,6 +95,7 @@ def create_app(cfg: Config, bootstrap: str, app_id: str = "roadwatch") -> faust.
         stream_wait_empty=False,
         datadir=str(Path(cfg["paths.data_dir"]) / "faust"),
         logging_config=None,
+        TableManager=NoTablesManager,
     )
     return app
 
