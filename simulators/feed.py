@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from roadwatch.models.pingarrow import encode_arrow_slices
 from roadwatch.models.pingbatch import encode_columns
 from roadwatch.streams.batcher import murmur2
 from roadwatch.streams.topics import DRIVER_EVENTS, GPS_PINGS, WIM_READINGS
@@ -35,12 +36,12 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list, wire: str = "arrow") -> bytes:
-    """One columnar record for the pings at ``idx`` in the ``wire`` encoding (``stream.wire_format``).
+def ping_columns(cols: dict, idx: np.ndarray, vehicles: list) -> dict:
+    """The columns of one record (``models/pingbatch.py``) for the pings at ``idx``.
     ``vehicles[vid]`` = (plate, color, terminal, driver)."""
     vid = cols["vid"][idx]
     vs = [vehicles[i] for i in vid.tolist()]
-    out = {
+    return {
         "plate": [v[0] for v in vs],
         "plate_color": [v[1] for v in vs],
         "terminal_id": [v[2] for v in vs],
@@ -53,7 +54,11 @@ def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list, wire: str = "
         "mileage_km": cols["mileage_km"][idx],
         "recv_ts": cols["recv_ts"][idx] * 1000,
     }
-    return encode_columns(out, wire)
+
+
+def encode_ping_batch(cols: dict, idx: np.ndarray, vehicles: list, wire: str = "arrow") -> bytes:
+    """One columnar record for the pings at ``idx`` in the ``wire`` encoding (``stream.wire_format``)."""
+    return encode_columns(ping_columns(cols, idx, vehicles), wire)
 
 
 def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 500,
@@ -81,11 +86,15 @@ def ping_records(cols: dict, vehicles: list, partitions: int, max_pings: int = 5
             j = max(j, i + 1)
             starts.append(j)
             i = j
-        for a, b in zip(starts[:-1], starts[1:]):
-            sl = idx[a:b]
-            first_plate = vehicles[int(cols["vid"][sl[0]])][0]
-            rec = FeedRecord(GPS_PINGS, p, first_plate.encode(), encode_ping_batch(cols, sl, vehicles, wire),
-                             int(r[b - 1]) * 1000)
+        bounds = list(zip(starts[:-1], starts[1:]))
+        # the partition's columns converted once, each record a slice of them; one by one (as a producer
+        # would) when a value needs a record of its own (a wider type, or the JSON form)
+        values = encode_arrow_slices(ping_columns(cols, idx, vehicles), bounds) if wire == "arrow" else None
+        if values is None:
+            values = [encode_ping_batch(cols, idx[a:b], vehicles, wire) for a, b in bounds]
+        for (a, b), value in zip(bounds, values):
+            first_plate = vehicles[int(cols["vid"][idx[a]])][0]
+            rec = FeedRecord(GPS_PINGS, p, first_plate.encode(), value, int(r[b - 1]) * 1000)
             out.append((rec.ts_ms, seq, rec))
             seq += 1
     out.sort(key=lambda x: (x[0], x[2].partition, x[1]))
