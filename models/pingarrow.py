@@ -61,14 +61,7 @@ def encode_arrow(cols: Mapping[str, Any]) -> bytes:
     (a heading of 1.5, a flag word above 2³²) keeps a wider type, so the reader rejects the record with the
     same reason the JSON form gets. ``ArrowException`` / ``TypeError`` / ``ValueError`` when a column cannot
     be written at all (mixed types): the caller sends the JSON form then (``pingbatch.encode_columns``)."""
-    fields, arrays = [], []
-    for f in ARROW_SCHEMA:
-        v = cols.get(f.name)
-        if v is None and f.name in _OPTIONAL_COLUMNS:
-            continue
-        arr = _to_arrow(v, f.type)
-        fields.append(f if arr.type == f.type else pa.field(f.name, arr.type))
-        arrays.append(arr)
+    fields, arrays = _arrow_columns(cols)
     key = tuple(fields)
     schema = _SCHEMAS.get(key)
     if schema is None:
@@ -82,6 +75,20 @@ def encode_arrow(cols: Mapping[str, Any]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _arrow_columns(cols: Mapping[str, Any]) -> tuple[list, list]:
+    """``cols`` as Arrow arrays in ``ARROW_SCHEMA``'s order, with their fields: the schema's own field where
+    the array took its type, a field of the wider type it kept otherwise (absent optional columns left out)."""
+    fields, arrays = [], []
+    for f in ARROW_SCHEMA:
+        v = cols.get(f.name)
+        if v is None and f.name in _OPTIONAL_COLUMNS:
+            continue
+        arr = _to_arrow(v, f.type)
+        fields.append(f if arr.type == f.type else pa.field(f.name, arr.type))
+        arrays.append(arr)
+    return fields, arrays
+
+
 def encode_arrow_slices(cols: Mapping[str, Any], bounds: Sequence[tuple[int, int]]) -> list[bytes] | None:
     """``encode_arrow`` of the rows ``a:b`` of ``cols`` for each ``(a, b)`` in ``bounds``, with the columns
     converted once for all of them: a simulated feed is thousands of records of a few pings each, and
@@ -90,17 +97,10 @@ def encode_arrow_slices(cols: Mapping[str, Any], bounds: Sequence[tuple[int, int
     None when a column does not take its ``ARROW_SCHEMA`` type as a whole (a value it cannot hold without
     loss), or cannot be converted at all: the caller then encodes each slice on its own, so that only the
     records holding such a value keep the wider type (``encode_arrow``) or go out as JSON."""
-    fields, arrays = [], []
     try:
-        for f in ARROW_SCHEMA:
-            v = cols.get(f.name)
-            if v is None and f.name in _OPTIONAL_COLUMNS:
-                continue
-            arr = _to_arrow(v, f.type)
-            if arr.type != f.type:
-                return None
-            fields.append(f)
-            arrays.append(arr)
+        fields, arrays = _arrow_columns(cols)
+        if any(f.type != ARROW_SCHEMA.field(f.name).type for f in fields):   # a wider type kept
+            return None
         names = tuple(f.name for f in fields)
         cached = _ROW_SCHEMAS.get(names)
         if cached is None:
