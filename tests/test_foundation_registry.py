@@ -67,3 +67,59 @@ def test_unreadable_registry(tmp_path):
     p.write_bytes(b"{")
     with pytest.raises(RegistryError, match="not valid JSON"):
         load_registry(p)
+
+
+# --- building a record without Faust's per-field descriptor calls (models/registry.py ``_build``) ------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from roadwatch.models import records as R  # noqa: E402
+from roadwatch.models.registry import _build, _shape  # noqa: E402
+
+_VALUES = {str: st.text(max_size=8), int: st.integers(-5, 10 ** 6), float: st.floats(allow_nan=False),
+           bool: st.booleans()}
+_BUILT_DIRECTLY = (R.Vehicle, R.Driver, R.Enterprise)      # plain fields: stored as given
+
+
+@st.composite
+def _entry(draw, cls):
+    """A value, None or nothing for each optional field; a value (or None) for each required one."""
+    e = {}
+    for name, typ in cls._options.fields.items():
+        value = draw(st.none() | _VALUES[typ])
+        if name in cls._options.optionalset and draw(st.booleans()):
+            continue
+        e[name] = value
+    return e
+
+
+@pytest.mark.parametrize("cls", _BUILT_DIRECTLY, ids=lambda c: c.__name__)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_record_built_directly_is_the_one_faust_builds(cls, data):
+    """Same fields in the same order, the same defaults for None, equal, the same dict and JSON."""
+    assert _shape(cls).defaults is not None        # the direct path is the one taken
+    e = data.draw(_entry(cls))
+    try:
+        built = _build(cls, e, "x")
+    except RegistryError as err:          # a wrong-typed (None) field: Faust's record holds the same value
+        faust_rec = cls(**e)
+        assert "has the wrong type" in str(err)
+        assert any(v is None for v in faust_rec.__dict__.values())
+        return
+    faust_rec = cls(**e)
+    assert list(built.__dict__.items()) == list(faust_rec.__dict__.items())
+    assert built == faust_rec and built.asdict() == faust_rec.asdict() and built.dumps() == faust_rec.dumps()
+    assert repr(built) == repr(faust_rec)
+
+
+@pytest.mark.parametrize("cls", (R.Station, R.MobileUnit, R.Zone, R.SourceSite), ids=lambda c: c.__name__)
+def test_records_with_coerced_fields_are_built_by_faust(cls):
+    assert _shape(cls).defaults is None
+
+
+def test_a_missing_required_field_is_named():
+    d = base()
+    del d["vehicles"][0]["plate"]
+    with pytest.raises(RegistryError, match=r"vehicles\[0\]: missing required field\(s\) \['plate'\]"):
+        parse_registry(d)
