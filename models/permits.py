@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-import orjson
 from shapely.geometry import Point, Polygon
 
 from .records import InvalidRecord, WimReading, parse_ts
@@ -110,14 +108,10 @@ def parse_permits(data: dict) -> list[Permit]:
     return out
 
 
-def load_permits(path: str | Path | None) -> list[Permit]:
-    """Permits of a registry file (the registry itself is read by models/registry.py)."""
-    if path is None:
-        return []
-    try:
-        return parse_permits(orjson.loads(Path(path).read_bytes()))
-    except (OSError, orjson.JSONDecodeError) as e:
-        raise PermitError(f"cannot read permits from {path}: {e}") from None
+def registry_permits(registry) -> list[Permit]:
+    """Permits of a loaded registry (``Registry.permits``, its document's entries as read): the file is not
+    read a second time (0.1–0.3 s at 30 000 vehicles)."""
+    return parse_permits({"permits": registry.permits})
 
 
 class PermitIndex:

@@ -38,6 +38,8 @@ class Registry:
     stations: dict[str, Station] = field(default_factory=dict)
     mobile_units: dict[str, MobileUnit] = field(default_factory=dict)   # models/mobile.py
     region: str = ""
+    # the document's ``permits`` entries as read: models/permits.py ``registry_permits`` checks and parses them
+    permits: list = field(default_factory=list)
 
     def vehicle(self, plate: str) -> Vehicle | None:
         return self.vehicles.get(plate)
@@ -78,6 +80,8 @@ class Registry:
 
     def to_dict(self) -> dict:
         extra = {"mobile_units": [u.asdict() for u in self.mobile_units.values()]} if self.mobile_units else {}
+        if self.permits:
+            extra["permits"] = self.permits
         return {
             "region": self.region,
             "enterprises": [e.asdict() for e in self.enterprises.values()],
@@ -202,7 +206,7 @@ def parse_registry(data: dict) -> Registry:
         raise RegistryError(f"unknown top-level key(s) {unknown}: a registry holds only {list(TOP_LEVEL_KEYS)}")
     if not isinstance(data.get("region", ""), str):
         raise RegistryError("region must be a string")
-    reg = Registry(region=data.get("region", ""))
+    reg = Registry(region=data.get("region", ""), permits=data.get("permits", []))
     for section in SECTIONS:
         if not isinstance(data.get(section, []), list):
             raise RegistryError(f"{section} must be a list of objects")

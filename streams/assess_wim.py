@@ -21,7 +21,7 @@ from roadwatch.models.config import Config, ConfigError, load_config
 from roadwatch.models.evidence import EvidenceError, load_signing_key, write_package
 from roadwatch.models.overload import MemoryCounters, MemoryDrivers, MemoryPassages, MemoryTracks, assess
 from roadwatch.models.records import InvalidRecord, iso_to_epoch_ms, parse_ping, parse_wim_reading, plausible_years
-from roadwatch.models.permits import PermitError, PermitIndex, load_permits
+from roadwatch.models.permits import PermitError, PermitIndex, registry_permits
 from roadwatch.models.ping_state import PingProcessor
 from roadwatch.models.pingschema import PingColumns
 from roadwatch.models.registry import Registry, RegistryError, load_registry
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UsageError(f"config error: {e}") from None
     try:
         registry = load_registry(args.registry)
-        permits = PermitIndex(load_permits(args.registry))
+        permits = PermitIndex(registry_permits(registry))
     except (RegistryError, PermitError) as e:
         raise UsageError(str(e)) from None
     max_bytes = int(cfg["stream.max_record_bytes"])

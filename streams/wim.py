@@ -29,7 +29,7 @@ import orjson
 
 from roadwatch.models.mobile import enforcement_points
 from roadwatch.models.overload import assess, opens_case, overload_alert
-from roadwatch.models.permits import PermitIndex, load_permits
+from roadwatch.models.permits import PermitIndex, registry_permits
 from roadwatch.models.records import InvalidRecord, parse_ts, parse_wim_reading, plausible_years
 
 from . import metrics as M
@@ -69,7 +69,7 @@ class WimHandler:
         self.track = ArchiveTrack(conn)
         self.drivers = ArchiveDrivers(conn)
         self.evidence_dir = ctx.data_dir / "evidence"
-        self.permits = PermitIndex(load_permits(ctx.registry_path))
+        self.permits = PermitIndex(registry_permits(ctx.registry))
         # 布控: targets are the 超限检测站 and the mobile teams deployed at the passage's time (models/mobile.py)
         self.intercepts = InterceptStore(conn, ctx.cfg, ctx.registry, track=self.track,
                                          mobile_points=partial(enforcement_points, ctx.registry))

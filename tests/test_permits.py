@@ -2,6 +2,7 @@
 recorded); outside the limits, the route or the validity it is judged with the reasons (review) or as usual."""
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from roadwatch.models.config import Config
@@ -86,3 +87,24 @@ def test_bad_permits_are_refused_with_the_entry_named(bad, msg):
     assert msg in str(e.value) and "permits[0]" in str(e.value)
     with pytest.raises(PermitError, match="duplicate permit_no"):
         parse_permits({"permits": [permit(), permit()]})
+
+
+def test_the_registry_files_permits_reach_assess_wim_and_survive_a_dump(tmp_path, monkeypatch, capsysbinary):
+    """The permits are read once, with the registry (``Registry.permits``): ``roadwatch assess wim`` judges by
+    them, a bad one is refused with exit 2, and a dumped registry keeps them."""
+    from roadwatch.models.permits import registry_permits
+    from roadwatch.models.registry import load_registry
+    from test_overload_cli import line, run_inproc
+    monkeypatch.delenv("ROADWATCH_CONFIG", raising=False)
+    data = registry_dict()
+    data["permits"] = [permit()]
+    reg = tmp_path / "registry.json"
+    reg.write_bytes(orjson.dumps(data))
+    code, out, err = run_inproc(monkeypatch, capsysbinary, line(60000) + b"\n", "--registry", str(reg))
+    assert code == 0 and out[0]["permitted"] is True and out[0]["permit"]["permit_no"] == "豫大件2025-0001"
+    load_registry(reg).dump(tmp_path / "again.json")
+    assert [p.permit_no for p in registry_permits(load_registry(tmp_path / "again.json"))] == ["豫大件2025-0001"]
+    data["permits"] = [permit(max_gross_kg=-1)]
+    reg.write_bytes(orjson.dumps(data))
+    code, out, err = run_inproc(monkeypatch, capsysbinary, line(60000) + b"\n", "--registry", str(reg))
+    assert code == 2 and "permits[0]" in err and out == []
