@@ -168,18 +168,20 @@ def _build(cls, entry: Any, where: str):
             raise RegistryError(f"{where}: {e}") from None
         values = rec.__dict__
     else:
-        # what ``cls(**entry)`` stores, in its order (tests/test_foundation_registry.py compares the two)
+        # what ``cls(**entry)`` stores, in its order (tests/test_foundation_registry.py compares the two), one
+        # key at a time into the record's own dict: it then shares its keys with the class's other records, as
+        # Faust's do (a copied dict would hold its own: 830 B a vehicle instead of 250)
         missing = [f for f in shape.required if f not in entry]
         if missing:
             raise RegistryError(f"{where}: missing required field(s) {missing}")
-        values = {"__evaluated_fields__": set()}
+        rec = object.__new__(cls)
+        values = rec.__dict__
+        values["__evaluated_fields__"] = set()
         for f in shape.required:
             values[f] = entry[f]
         for f, default in shape.defaults:
             v = entry.get(f)
             values[f] = default if v is None else v
-        rec = object.__new__(cls)
-        rec.__dict__.update(values)
     for name, ok in shape.checks:
         v = values[name]
         if not ok(v):
