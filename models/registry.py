@@ -118,6 +118,8 @@ _TYPE_CHECKS = {
     bool: lambda v: isinstance(v, bool),
     list: lambda v: isinstance(v, list),
 }
+
+
 class _Shape(typing.NamedTuple):
     known: frozenset            # the record's field names
     checks: tuple               # (name, check) of each field whose JSON type is checked
