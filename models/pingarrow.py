@@ -13,6 +13,7 @@ a time zone for the times, and check every value with the bounds of the one ping
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -101,16 +102,25 @@ def encode_arrow_slices(cols: Mapping[str, Any], bounds: Sequence[tuple[int, int
         fields, arrays = _arrow_columns(cols)
         if any(f.type != ARROW_SCHEMA.field(f.name).type for f in fields):   # a wider type kept
             return None
-        names = tuple(f.name for f in fields)
-        cached = _ROW_SCHEMAS.get(names)
-        if cached is None:
-            schema = pa.schema(fields, metadata=ARROW_SCHEMA.metadata)
-            cached = _ROW_SCHEMAS[names] = (schema, schema.serialize().to_pybytes())
-        schema, head = cached
-        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-        return [head + batch.slice(a, b - a).serialize().to_pybytes() + _EOS for a, b in bounds]
+        return _ipc_records([f.name for f in fields], arrays, bounds)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         return None
+
+
+def _ipc_records(names: Sequence[str], arrays: list, bounds: Sequence[tuple[int, int]]) -> list[bytes]:
+    """One IPC stream (schema message, record batch, end of stream) for the rows ``a:b`` of ``arrays`` for
+    each ``(a, b)`` in ``bounds``; the columns ``names`` with their ``ARROW_SCHEMA`` fields, whose schema
+    message is serialised once per set of names."""
+    key = tuple(names)
+    cached = _ROW_SCHEMAS.get(key)
+    if cached is None:
+        schema = pa.schema([ARROW_SCHEMA.field(n) for n in key], metadata=ARROW_SCHEMA.metadata)
+        cached = _ROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
+    schema, head = cached
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    if len(bounds) == 1 and bounds[0] == (0, batch.num_rows):
+        return [head + batch.serialize().to_pybytes() + _EOS]
+    return [head + batch.slice(a, b - a).serialize().to_pybytes() + _EOS for a, b in bounds]
 
 
 def encode_arrow_rows(groups: Sequence[Sequence[tuple]], fields: Sequence[str], *,
@@ -167,20 +177,8 @@ def encode_arrow_rows(groups: Sequence[Sequence[tuple]], fields: Sequence[str], 
             names.append(name)
             # NaN is null (pandas' reading) only in a float column: typed rows have no NaN-like value elsewhere
             arrays.append(pa.array(col, type=field.type, from_pandas=not typed or name in _FLOAT_COLUMNS))
-        key = tuple(names)
-        cached = _ROW_SCHEMAS.get(key)
-        if cached is None:
-            schema = pa.schema([ARROW_SCHEMA.field(n) for n in names], metadata=ARROW_SCHEMA.metadata)
-            cached = _ROW_SCHEMAS[key] = (schema, schema.serialize().to_pybytes())
-        schema, head = cached
-        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-        if len(groups) == 1:
-            return [head + batch.serialize().to_pybytes() + _EOS]
-        out, start = [], 0
-        for g in groups:
-            out.append(head + batch.slice(start, len(g)).serialize().to_pybytes() + _EOS)
-            start += len(g)
-        return out
+        ends = list(itertools.accumulate(map(len, groups)))
+        return _ipc_records(names, arrays, list(zip([0] + ends[:-1], ends)))
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         return None
 
