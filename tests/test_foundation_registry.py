@@ -1,7 +1,10 @@
-import orjson
-import pytest
+import sys
 
-from roadwatch.models.registry import RegistryError, load_registry, parse_registry
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from roadwatch.models import records as R
+from roadwatch.models.registry import RegistryError, _build, _shape, load_registry, parse_registry
 
 
 def base():
@@ -70,13 +73,6 @@ def test_unreadable_registry(tmp_path):
 
 
 # --- building a record without Faust's per-field descriptor calls (models/registry.py ``_build``) ------------
-
-import sys  # noqa: E402
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from roadwatch.models import records as R  # noqa: E402
-from roadwatch.models.registry import _build, _shape  # noqa: E402
 
 _VALUES = {str: st.text(max_size=8), int: st.integers(-5, 10 ** 6), float: st.floats(allow_nan=False),
            bool: st.booleans()}
