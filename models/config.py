@@ -266,6 +266,9 @@ _k("paths.archive", "", "ops (docs/legal-basis.md §10)",
    "archive: a SQLite file path (default <data_dir>/archive.sqlite) or a postgresql://… URL (see archive.url)")
 _k("web.port", 6066, "ops (docs/legal-basis.md §10)", "console port (0 = any free port, printed on the ready line)",
    lo=0, hi=65535)
+_k("demo.restart_wait_s", 60.0, "ops (docs/legal-basis.md §10)",
+   "a demo started while the previous one is still stopping waits this long for it (then refuses)",
+   lo=0, hi=3600)
 _k("web.session_ttl_s", 8 * 3600, "ops (docs/legal-basis.md §10)", "console session lifetime", lo=60, hi=2592000)
 _k("gateway.port", 7808, "ops (docs/legal-basis.md §10)", "JT/T 808 TCP port", lo=0, hi=65535)
 _k("gateway.max_frame_bytes", 4096, "ops (docs/legal-basis.md §10)",

@@ -134,14 +134,24 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     from .runtime import stack
 
-    from .proclock import LOCK_NAME, Busy, check_port_free, hold, holder
+    from .proclock import LOCK_NAME, Busy, check_port_free, hold, holder, is_stopping, note_stopping, wait_released
 
+    say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     base = Path(cfg["paths.data_dir"]).resolve()
     data = base / "demo"
     port = args.port if args.port is not None else int(cfg["web.port"])
     host = cfg["web.host"]
+    # a demo restarted right after Ctrl-C: the previous one is still stopping (its worker, its broker) and
+    # said so in its lock's note — wait for it rather than refuse
+    who = holder(base / "demo.lock")
+    if is_stopping(who):
+        wait = float(cfg["demo.restart_wait_s"])
+        say(f"waiting up to {wait:g} s for the previous demo to stop ({who}) …")
+        who = wait_released(base / "demo.lock", wait)
+        if who:
+            raise Busy(f"{base} is in use by {who} (not stopped after {wait:g} s)")
     # refuse, touching nothing, while another demo or a worker uses this data directory or the port
-    who = holder(base / "demo.lock") or holder(data / LOCK_NAME)
+    who = who or holder(data / LOCK_NAME)
     if who:
         raise Busy(f"{base if 'demo (' in who else data} is in use by {who}")
     check_port_free(host, port)
@@ -154,7 +164,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     os.environ["ROADWATCH_SET"] = ";".join(filter(None, [prev, overrides]))
     cfg = load_config(getattr(args, "config", None))
 
-    say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     say("building the simulated feed …")
     scn = parse_scenario(demo_scenario(datetime.now(timezone.utc), args.hours, args.vehicles, args.speed))
     built = build(scn, cfg, images_dir=data / "images")
@@ -186,15 +195,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                   daemon=True)
         feeder.start()
         deadline = time.monotonic() + args.duration if args.duration else None
-        while not stop.is_set():
-            if deadline and time.monotonic() > deadline:
-                break
-            if st.worker and st.worker.proc.poll() is not None:
-                say("the worker stopped unexpectedly:\n" + "\n".join(st.worker.lines[-20:]))
-                stop.set()
-                return 1
-            stop.wait(0.2)
-        stop.set()
+        try:
+            while not stop.is_set():
+                if deadline and time.monotonic() > deadline:
+                    break
+                if st.worker and st.worker.proc.poll() is not None:
+                    say("the worker stopped unexpectedly:\n" + "\n".join(st.worker.lines[-20:]))
+                    return 1
+                stop.wait(0.2)
+        finally:
+            stop.set()
+            note_stopping(base / "demo.lock")        # a demo started from now on waits for this one
         print("stopping …", flush=True)
     print("stopped cleanly", flush=True)
     return 0

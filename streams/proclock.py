@@ -12,12 +12,15 @@ import errno
 import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 
 from .errors import UsageError
 
 LOCK_NAME = ".roadwatch.lock"
+STOPPING = ", stopping"   # the end of a holder's note once it is shutting down (``note_stopping``)
 _HELD: list = []          # open lock files of this process (closing one would release its lock)
+_NOTES: dict = {}         # path → (its open lock file, its note) of this process's latest hold of it
 
 
 class Busy(UsageError):
@@ -43,11 +46,38 @@ def hold(path: Path, what: str, *, shared: bool = False) -> None:
     elif not (shared and _try(f, fcntl.LOCK_SH)):
         f.close()
         raise Busy(f"{path.parent} is in use by {_describe(path)}")
-    f.write(f"{what} (pid {os.getpid()})\n")
+    note = f"{what} (pid {os.getpid()})"
+    f.write(note + "\n")
     f.flush()
     if first and shared:
         fcntl.flock(f, fcntl.LOCK_SH)        # downgrade: other workers may share the directory
     _HELD.append(f)
+    _NOTES[str(path)] = (f, note)
+
+
+def note_stopping(path: Path) -> None:
+    """Say in the note of ``path`` — an exclusive lock this process holds — that it is stopping, so that a
+    demo started meanwhile waits for it (``wait_released``) instead of refusing. No-op for a lock not held."""
+    held = _NOTES.get(str(path))
+    if held is not None:
+        f, note = held
+        f.seek(0)
+        f.truncate()
+        f.write(note + STOPPING + "\n")
+        f.flush()
+
+
+def is_stopping(who: str | None) -> bool:
+    """``who`` (``holder``'s answer) is a holder that said it is stopping."""
+    return bool(who) and who.endswith(STOPPING)
+
+
+def wait_released(path: Path, timeout_s: float) -> str | None:
+    """Wait until nobody holds ``path`` (None), at most ``timeout_s``; then who still holds it."""
+    end = time.monotonic() + timeout_s
+    while (who := holder(path)) and time.monotonic() < end:
+        time.sleep(0.1)
+    return who
 
 
 def _try(f, mode: int) -> bool:

@@ -93,6 +93,43 @@ def test_demo_refuses_while_another_demo_or_worker_holds_its_data(tmp_path):
         assert marker.read_bytes() == b"the running demo's archive"     # nothing touched
 
 
+def _stopping_holder(path: Path, release_after_s: float) -> subprocess.Popen:
+    """A demo that was told to stop: it holds ``path``, says it is stopping, and exits a moment later."""
+    code = ("import time; from pathlib import Path; from roadwatch.streams.proclock import hold, note_stopping; "
+            f"p = Path({str(path)!r}); hold(p, 'roadwatch demo (console port 6066)'); note_stopping(p); "
+            f"print('stopping', flush=True); time.sleep({release_after_s})")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "stopping"
+    return p
+
+
+def test_a_demo_restarted_while_the_last_one_stops_waits_for_it(tmp_path):
+    lock = tmp_path / "var" / "demo.lock"
+    with socket.socket() as s:      # once the last demo is gone, this demo goes on to its port check: busy here
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        holder = _stopping_holder(lock, 2.0)
+        try:
+            rc, _, err = run(tmp_path, "demo", "--port", str(port), "--duration", "1")
+            assert holder.poll() is not None          # it waited until the last demo had gone
+        finally:
+            holder.kill()
+            holder.wait()
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert "waiting up to 60 s for the previous demo to stop" in lines[0] and "stopping" in lines[0], err
+        assert rc == 2 and len(lines) == 2 and f"port {port}" in lines[1], err
+        # one that does not stop within demo.restart_wait_s: refused, naming it
+        holder = _stopping_holder(lock, 60)
+        try:
+            rc, _, err = run(tmp_path, "demo", "--port", str(port), "--duration", "1",
+                             extra=";demo.restart_wait_s=0.5")
+        finally:
+            holder.kill()
+            holder.wait()
+        assert rc == 2 and "in use by roadwatch demo" in err and "not stopped after 0.5 s" in err, err
+
+
 def test_demo_refuses_a_busy_port_without_touching_its_data(tmp_path):
     demo_dir = tmp_path / "var" / "demo"
     demo_dir.mkdir(parents=True)

@@ -283,6 +283,9 @@ READ_BY_COMMAND_START.update({f"jt809.{k}": "streams/jt809/link.py" for k in (
     "auth_timeout_s", "idle_timeout_s", "max_connections", "max_frame_bytes", "max_refused_logins", "port",
     "queue_poll_s", "slave_connect_timeout_s", "slave_heartbeat_s", "slave_link")})
 READ_BY_COMMAND_START["jt809.inspection_answer_minutes"] = "streams/jt809/inspect_cmd.py"
+# read before a demo starts anything (a demo restarted while the last one stops: tests/test_cli_hygiene.py
+# drives it with another value and checks the wait it gave)
+READ_BY_COMMAND_START["demo.restart_wait_s"] = "streams/demo.py"
 
 
 def test_every_key_is_read_by_the_components_it_is_given_to(tmp_path):
