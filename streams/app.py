@@ -19,6 +19,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from roadwatch.models.config import Config
 from roadwatch.models.registry import Registry
 
+from . import faust_drain
 from . import topics as T
 
 log = logging.getLogger("roadwatch")
@@ -38,6 +39,8 @@ class _Consumer(aiokafka.AIOKafkaConsumer):
 
 # Only Faust's driver module sees the patched class; the rest of the process keeps aiokafka as is.
 faust_aiokafka.aiokafka = types.SimpleNamespace(**{**vars(aiokafka), "AIOKafkaConsumer": _Consumer})
+# and each fetched record reaches the agents without four asyncio tasks (streams/faust_drain.py)
+faust_drain.install()
 
 
 @dataclass
