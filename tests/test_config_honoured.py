@@ -13,7 +13,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
-import pytest
 
 from roadwatch.models.config import KEYS, Config
 from roadwatch.streams.broker import free_port
@@ -259,7 +258,6 @@ async def _exercise(cfg: Config, tmp_path) -> None:
     cfg.set("gateway.port", free_port())
     server = await serve(cfg, reg, MemoryPublisher(), host="127.0.0.1")
     await server.gateway.aclose()
-    from types import SimpleNamespace
     ctx.topics = dict(ctx.topics)
     from roadwatch.streams import topics as T
 
