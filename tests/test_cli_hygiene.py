@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -93,34 +94,41 @@ def test_demo_refuses_while_another_demo_or_worker_holds_its_data(tmp_path):
         assert marker.read_bytes() == b"the running demo's archive"     # nothing touched
 
 
-def _stopping_holder(path: Path, release_after_s: float) -> subprocess.Popen:
-    """A demo that was told to stop: it holds ``path``, says it is stopping, and exits a moment later."""
+def _stopping_holder(path: Path, release: Path) -> subprocess.Popen:
+    """A demo that was told to stop: it holds ``path`` and says it is stopping, and exits once ``release``
+    exists (or when killed)."""
     code = ("import time; from pathlib import Path; from roadwatch.streams.proclock import hold, note_stopping; "
             f"p = Path({str(path)!r}); hold(p, 'roadwatch demo (console port 6066)'); note_stopping(p); "
-            f"print('stopping', flush=True); time.sleep({release_after_s})")
+            f"print('stopping', flush=True)\nwhile not Path({str(release)!r}).exists(): time.sleep(0.05)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "stopping"
     return p
 
 
 def test_a_demo_restarted_while_the_last_one_stops_waits_for_it(tmp_path):
-    lock = tmp_path / "var" / "demo.lock"
+    lock, release = tmp_path / "var" / "demo.lock", tmp_path / "release"
     with socket.socket() as s:      # once the last demo is gone, this demo goes on to its port check: busy here
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        holder = _stopping_holder(lock, 2.0)
+        holder = _stopping_holder(lock, release)
         try:
-            rc, _, err = run(tmp_path, "demo", "--port", str(port), "--duration", "1")
-            assert holder.poll() is not None          # it waited until the last demo had gone
+            demo = subprocess.Popen([*CLI, "demo", "--port", str(port), "--duration", "1"], cwd=ROOT,
+                                    env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            first = demo.stderr.readline()             # (the suite's timeout ends a demo that never says it)
+            assert "waiting up to 60 s for the previous demo to stop" in first and "stopping" in first, first
+            time.sleep(0.5)
+            assert demo.poll() is None                 # still waiting: the last demo has not gone yet
+            release.touch()                            # now it has
+            holder.wait(timeout=30)
+            _, rest = demo.communicate(timeout=120)
         finally:
             holder.kill()
             holder.wait()
-        lines = [x for x in err.splitlines() if x.strip()]
-        assert "waiting up to 60 s for the previous demo to stop" in lines[0] and "stopping" in lines[0], err
-        assert rc == 2 and len(lines) == 2 and f"port {port}" in lines[1], err
+        lines = [x for x in rest.splitlines() if x.strip()]
+        assert demo.returncode == 2 and len(lines) == 1 and f"port {port}" in lines[0], rest
         # one that does not stop within demo.restart_wait_s: refused, naming it
-        holder = _stopping_holder(lock, 60)
+        holder = _stopping_holder(lock, release.with_name("never"))
         try:
             rc, _, err = run(tmp_path, "demo", "--port", str(port), "--duration", "1",
                              extra=";demo.restart_wait_s=0.5")
