@@ -33,9 +33,9 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_DEFAULT_DATA_DIR, ignore_errors=True)
 
 
-# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 2 --dist loadgroup`) ----------------------------
+# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 3 --dist loadgroup`) ----------------------------
 # Each worker is a session of its own (its own PostgreSQL server, its own tmp_path base). The controller hands
-# out one test at a time, in collection order; two things keep both workers busy to the end:
+# out one test at a time, in collection order; two things keep every worker busy to the end:
 # - the tests of a module that defines a module-scoped fixture (a simulated scenario, a running stack) stay
 #   together on one worker, so the fixture is built once, not once per worker (ModuleFixtureScheduling);
 # - the slow kinds go first (``slow``, then ``integration`` and ``browser``, then the rest, each in file order):
