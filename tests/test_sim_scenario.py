@@ -1,5 +1,4 @@
 """Scenarios: byte-identical feeds, library builds, derived expectations equal hand-computed ones."""
-import io
 
 import pytest
 
