@@ -33,7 +33,7 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_DEFAULT_DATA_DIR, ignore_errors=True)
 
 
-# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 3 --dist loadgroup`) ----------------------------
+# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 2 --dist loadgroup`) ----------------------------
 # Each worker is a session of its own (its own PostgreSQL server, its own tmp_path base). The controller hands
 # out one test at a time, in collection order; two things keep every worker busy to the end:
 # - the tests of a module that defines a module-scoped fixture (a simulated scenario, a running stack) stay
