@@ -172,7 +172,7 @@ def _build(cls, entry: Any, where: str):
     else:
         # what ``cls(**entry)`` stores, in its order (tests/test_foundation_registry.py compares the two), one
         # key at a time into the record's own dict: it then shares its keys with the class's other records, as
-        # Faust's do (a copied dict would hold its own: 830 B a vehicle instead of 250)
+        # Faust's do (a copied dict would hold its own: a vehicle's dict 832 B instead of 280, sys.getsizeof)
         missing = [f for f in shape.required if f not in entry]
         if missing:
             raise RegistryError(f"{where}: missing required field(s) {missing}")
