@@ -58,6 +58,14 @@ def _collect(bootstrap, topics, want, timeout=60):
     return got
 
 
+def _day_totals(conn, plate: str) -> tuple[int, int]:
+    """The vehicle's pings and qualified pings over all its day rows: a test's track of a few minutes before
+    now crosses the day line (00:00 Beijing time, 16:00 UTC) when the test runs just after it."""
+    row = conn.execute("SELECT COALESCE(SUM(pings), 0), COALESCE(SUM(qualified), 0) FROM vehicle_day "
+                       "WHERE plate=?", (plate,)).fetchone()
+    return row[0], row[1]
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("worker")
@@ -195,11 +203,9 @@ def test_gps_batch_raises_overspeed_and_counts_day_stats(running):
     assert a["details"]["limit"] == 60.0
     conn = open_archive(cfg.archive_path)
     deadline = time.monotonic() + 15
-    row = None
-    while time.monotonic() < deadline and row is None:
-        row = conn.execute("SELECT pings, qualified FROM vehicle_day WHERE plate='苏A20002'").fetchone()
+    while time.monotonic() < deadline and _day_totals(conn, "苏A20002")[0] < 10:
         time.sleep(0.2)
-    assert row is not None and row["pings"] == 10 and row["qualified"] == 10
+    assert _day_totals(conn, "苏A20002") == (10, 10)
 
 
 def test_arrow_batches_are_processed_and_malformed_ones_dead_lettered(running):
@@ -239,11 +245,9 @@ def test_arrow_batches_are_processed_and_malformed_ones_dead_lettered(running):
     assert reasons[truncated] == "bad_arrow" and reasons[retyped] == "bad_type"
     conn = open_archive(cfg.archive_path)
     deadline = time.monotonic() + 15
-    row = None
-    while time.monotonic() < deadline and (row is None or row["pings"] < 10):
-        row = conn.execute("SELECT pings FROM vehicle_day WHERE plate='苏A10001'").fetchone()
+    while time.monotonic() < deadline and _day_totals(conn, "苏A10001")[0] < 10:
         time.sleep(0.2)
-    assert row is not None and row["pings"] == 10     # both valid batches, before and after the bad ones
+    assert _day_totals(conn, "苏A10001")[0] == 10     # both valid batches, before and after the bad ones
 
 
 def test_waiting_ping_batches_are_applied_together_and_counted_once(running):
@@ -277,8 +281,6 @@ def test_waiting_ping_batches_are_applied_together_and_counted_once(running):
     assert 1 <= grown("roadwatch_gps_engine_call_batches_count") < 24
     conn = open_archive(cfg.archive_path)
     deadline = time.monotonic() + 15
-    row = None
-    while time.monotonic() < deadline and (row is None or row["pings"] < 240):
-        row = conn.execute("SELECT pings, qualified FROM vehicle_day WHERE plate=?", (plate,)).fetchone()
+    while time.monotonic() < deadline and _day_totals(conn, plate)[0] < 240:
         time.sleep(0.2)
-    assert row is not None and row["pings"] == 240 and row["qualified"] == 240
+    assert _day_totals(conn, plate) == (240, 240)
