@@ -175,6 +175,32 @@ def proc_cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat; iowait counts as idle)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz
+
+
+def embedded_broker_pid() -> int | None:
+    """The embedded broker this process started (a child named ``tansu…``), or None (``$ROADWATCH_KAFKA``)."""
+    me = os.getpid()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm.startswith("tansu") and int(rest[1]) == me:
+            return int(d.name)
+    return None
+
+
 def part_a(bootstrap: str, f: dict, partitions: int) -> float:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -662,6 +688,9 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         m0 = scrape(port)
                         lag0 = _loop_lag(m0)
                         cpu0, gen0, t_c = proc_cpu_s(wp.proc.pid), proc_cpu_s(os.getpid()), time.monotonic()
+                        broker_pid = embedded_broker_pid()
+                        broker0 = proc_cpu_s(broker_pid) if broker_pid else float("nan")
+                        busy0, all0 = machine_cpu_s()
                         c = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fetch_wait, fleet,
                                    first=int(args.wim_rate * args.wim_seconds))
                         # the worker's CPU per reading: what the latency's headroom depends on, steadier than
@@ -672,11 +701,22 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         # the worker's 2 cores: its share, so a run's contention can be read off
                         results["wim_generator_cpu_pct"] = ((proc_cpu_s(os.getpid()) - gen0) * 100
                                                             / (time.monotonic() - t_c))
+                        # and so do the embedded broker and anything else running: the cores the worker had
+                        busy1, all1 = machine_cpu_s()
+                        results["wim_machine_busy_cores"] = ((busy1 - busy0) / (all1 - all0) * os.cpu_count()
+                                                             if all1 > all0 else float("nan"))
+                        if broker_pid:
+                            results["wim_broker_cpu_pct"] = ((proc_cpu_s(broker_pid) - broker0) * 100
+                                                             / (time.monotonic() - t_c))
                         results.update(wim_p50_ms=c.p50, wim_p99_ms=c.p99, wim_verdicts=c.verdicts,
                                        wim_published_p50_ms=c.published_p50, wim_published_p99_ms=c.published_p99)
                         say(f"    reading→verdict p50 {c.p50:.1f} ms, p99 {c.p99:.1f} ms ({c.verdicts} verdicts); "
                             f"verdict sent by the worker: p50 {c.published_p50:.1f} ms, p99 {c.published_p99:.1f} ms; "
                             f"worker CPU {results['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")
+                        say(f"    the machine: {results['wim_machine_busy_cores']:.2f} of {os.cpu_count()} cores busy; "
+                            f"load generator {results['wim_generator_cpu_pct']:.0f} % of a core"
+                            + (f", embedded broker {results['wim_broker_cpu_pct']:.0f} %"
+                               if "wim_broker_cpu_pct" in results else ""))
                         m1 = scrape(port)
                         # the anatomy of the latency, from the worker's own histograms: a reading's wait before
                         # its batch starts, the batch's size and its transaction, its publication
@@ -760,6 +800,9 @@ def _print_table(r: dict) -> None:
              f"{fmt(r.get('wim_after_burst_p50_ms'), '.0f')} / {fmt(r.get('wim_after_burst_p99_ms'), '.0f')}"),
             ("(b)'s commits done after (c1), s", fmt(r.get("drain_after_b_s"), ".1f")),
             ("WIM worker CPU ms per reading", fmt(r.get("wim_cpu_ms_per_reading"), ".2f")),
+            ("(c) cores busy / generator % / broker % of a core",
+             f"{fmt(r.get('wim_machine_busy_cores'), '.2f')} / {fmt(r.get('wim_generator_cpu_pct'), '.0f')} / "
+             f"{fmt(r.get('wim_broker_cpu_pct'), '.0f')}"),
             ("WIM p50 / p99 ms through the scale-out workers",
              f"{fmt(r.get('scale_wim_p50_ms'), '.0f')} / {fmt(r.get('scale_wim_p99_ms'), '.0f')}"),
             ("batch (d) assess gps from JSON lines, pings/s  [≥ 300 k]", fmt(r.get("batch_rate_json"), ",.0f")),
