@@ -533,18 +533,19 @@ def test_frame_time_with_20000_vehicles(tmp_path):
                 // worst case: all 20 000 drawn one by one (squeezed into one city, street zoom, no clusters)
                 const all = m.vehicles;
                 m.setVehicles(all.map((v) => ({...v, lat: 27.4 + (v.lat - 27.4) / 40, lon: 111.5 + (v.lon - 111.5) / 40})));
-                m.map.setView([27.4, 111.5], 13, {animate: false}); out.dense_street = time(9); out.dense_street.drawn = +m.el.dataset.drawn;
-                // the baseline, in the same page at the same moment: the canvas work alone for the same vehicles
-                // at the same points (no clustering, projection, hit list or label placement around it)
-                const drawn = m.hits.filter((h) => h.kind === "vehicle"), ctx = m.canvas.getContext("2d");
-                const bare = [];
-                for (let i = 0; i < 9; i++) {
-                  const t1 = performance.now();
+                m.map.setView([27.4, 111.5], 13, {animate: false}); out.dense_street = {drawn: +m.el.dataset.drawn};
+                // each redraw followed by its baseline, so both see the same moment of a shared machine: the canvas
+                // work alone for the same vehicles at the same points (no clustering, projection, hit list or labels)
+                const ctx = m.canvas.getContext("2d"), full = [], bare = [];
+                for (let i = 0; i < 15; i++) {
+                  full.push(m.redraw());
+                  const drawn = m.hits.filter((h) => h.kind === "vehicle"), t1 = performance.now();
                   ctx.clearRect(0, 0, m.canvas.width, m.canvas.height);
                   for (const h of drawn) m._drawVehicle(ctx, h.ref, h, 13);
                   bare.push(performance.now() - t1);
                 }
-                bare.sort((a, b) => a - b); out.dense_street.bare_median_ms = bare[4];
+                full.sort((a, b) => a - b); bare.sort((a, b) => a - b);
+                Object.assign(out.dense_street, {median_ms: full[7], max_ms: full[14], bare_median_ms: bare[7]});
                 m.setVehicles(all);
                 // panning: frame intervals while the map moves 40 px per frame
                 m.map.setView([27.4, 111.5], 9, {animate: false});
@@ -564,10 +565,11 @@ def test_frame_time_with_20000_vehicles(tmp_path):
             b.shot("map-20000.png", page.locator(".map-wrap"))
             assert figures["province"]["clusters"] > 0 and figures["street"]["drawn"] > 0
             assert figures["dense_street"]["drawn"] > 10_000
-            # a ratio against the bare drawing of the same vehicles, measured in the same page: what the map adds
-            # around the drawing (clusters, projection, hit list, labels) stays a small multiple of it whatever the
-            # machine's speed. Measured 1.5–3.4, also beside three CPU burners; plate labels drawn at every zoom
-            # made it 7.5. (An absolute bound of 250 ms failed under the suite's own contention: 292 ms.)
+            # a ratio against the bare drawing of the same vehicles, measured alternately in the same page: what the
+            # map adds around the drawing (clusters, projection, hit list, labels) stays a small multiple of it
+            # whatever the machine's speed. Measured 2.1–2.5 on a quiet machine and up to 3.6 with three CPU burners
+            # and three copies of this test at once; plate labels drawn at every zoom made it 6.3. (An absolute
+            # bound of 250 ms failed under the suite's own contention: 292 ms.)
             dense = figures["dense_street"]
             assert dense["median_ms"] <= RENDER_OVERHEAD_MAX * dense["bare_median_ms"], dense
             assert b.errors == []
