@@ -73,6 +73,12 @@ def table(r: dict, pg: dict | None = None) -> str:
                      + (f"; worker CPU {r['wim_cpu_ms_per_reading']:.2f} ms per reading"
                         if r.get("wim_cpu_ms_per_reading") is not None else "")
                      + ("" if quiet else " (the machine was saturated)")))
+    if r.get("wim_machine_busy_cores") is not None:
+        rows.append(("what the WIM part shared the machine with (the bench's own processes)",
+                     f"{r['wim_machine_busy_cores']:.2f} cores busy; load generator "
+                     f"{r.get('wim_generator_cpu_pct', float('nan')):.0f} % of a core"
+                     + (f", embedded broker {r['wim_broker_cpu_pct']:.0f} %" if r.get("wim_broker_cpu_pct") is not None
+                        else "")))
     if r.get("scale_wim_p99_ms") is not None:
         rows.append((f"the same through the {r.get('scale_workers')} workers of the scale-out part (one per core)",
                      f"p50 {r['scale_wim_p50_ms']:,.0f} ms, p99 {r['scale_wim_p99_ms']:,.0f} ms; the workers' CPU "
