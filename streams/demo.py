@@ -176,9 +176,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     password = secrets.token_urlsafe(9)
     _create_operator(cfg, "demo", password)
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stopping = StopSignals((signal.SIGINT, signal.SIGTERM))
+    stop = stopping.event
 
     with stack(cfg, registry_path=str(reg_path), config_path=getattr(args, "config", None)) as st:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -196,19 +195,39 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         feeder.start()
         deadline = time.monotonic() + args.duration if args.duration else None
         try:
-            while not stop.is_set():
+            while not stopping.requested:
                 if deadline and time.monotonic() > deadline:
                     break
                 if st.worker and st.worker.proc.poll() is not None:
                     say("the worker stopped unexpectedly:\n" + "\n".join(st.worker.lines[-20:]))
                     return 1
-                stop.wait(0.2)
+                time.sleep(0.2)        # never inside the event's lock, where a signal handler might find it
         finally:
             stop.set()
             note_stopping(base / "demo.lock")        # a demo started from now on waits for this one
         print("stopping …", flush=True)
     print("stopped cleanly", flush=True)
     return 0
+
+
+class StopSignals:
+    """Ctrl-C / SIGTERM for the demo: the handler only records the signal, and the main thread sets ``event``,
+    which the feed and ticker threads wait on. A handler runs between two bytecodes of the main thread; when
+    that was inside the event's own lock (``Event.wait`` re-taking it), an ``Event.set`` in the handler waited
+    for that lock forever: a demo that ignored Ctrl-C (seen once, both handlers stuck in ``Event.set``)."""
+
+    def __init__(self, signals):
+        self.event = threading.Event()
+        self.signals: list[int] = []
+        for sig in signals:
+            signal.signal(sig, self._record)
+
+    def _record(self, signum, _frame) -> None:
+        self.signals.append(signum)           # takes no lock
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signals) or self.event.is_set()
 
 
 def _create_operator(cfg: Config, user: str, password: str) -> None:

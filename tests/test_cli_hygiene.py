@@ -138,6 +138,23 @@ def test_a_demo_restarted_while_the_last_one_stops_waits_for_it(tmp_path):
         assert rc == 2 and "in use by roadwatch demo" in err and "not stopped after 0.5 s" in err, err
 
 
+def test_ctrl_c_reaches_the_demo_even_inside_its_stop_events_lock():
+    """The demo's signal handler runs between two bytecodes of the main thread. Here that thread holds the stop
+    event's lock (as inside ``Event.wait``) when the signal arrives: the handler must return and record the
+    signal. A handler that set the event itself waited for that lock forever (a demo that ignored Ctrl-C)."""
+    code = (
+        "import os, signal\n"
+        "from roadwatch.streams.demo import StopSignals\n"
+        "s = StopSignals((signal.SIGUSR1,))\n"
+        "with s.event._cond:\n"
+        "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    for _ in range(1000):\n"
+        "        pass\n"
+        "print(s.signals == [signal.SIGUSR1], s.requested, s.event.is_set())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=15)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "True", "False"], r.stderr[-2000:]
+
+
 def test_demo_refuses_a_busy_port_without_touching_its_data(tmp_path):
     demo_dir = tmp_path / "var" / "demo"
     demo_dir.mkdir(parents=True)
