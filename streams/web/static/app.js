@@ -417,6 +417,7 @@ const pb = {points: [], i: 0, timer: null};
 function localInput(ms) { return new Date(ms + 8 * 3600e3).toISOString().slice(0, 16); }   // Beijing, for datetime-local
 function stopPlayback() { if (pb.timer) { clearInterval(pb.timer); pb.timer = null; } const b = $("pb-play"); if (b) b.textContent = "▶ 播放 Play"; }
 
+let playbackSeq = 0;
 async function openPlayback(plate, fromIso, toIso) {
   const box = $("playback");
   stopPlayback();
@@ -439,8 +440,10 @@ async function openPlayback(plate, fromIso, toIso) {
   };
   const load = async () => {
     stopPlayback();
+    const seq = ++playbackSeq;            // an answer to a superseded query (the panel's own first load) is dropped
     const q = new URLSearchParams({from: from.value, to: to.value});
     const res = await api(`api/tracks/${encodeURIComponent(plate)}?${q}`);
+    if (seq !== playbackSeq) return;
     pb.points = res.points; pb.i = 0;
     slider.max = Math.max(0, pb.points.length - 1); slider.value = 0;
     cmap.showTrack(pb.points); cmap.fitTrack(pb.points); show();
