@@ -482,6 +482,10 @@ _k("archive.url", "", "ops",
    "PostgreSQL archive, postgresql://user:password@host:port/db (also $ROADWATCH_ARCHIVE); empty = SQLite at "
    "paths.archive")
 _k("archive.pool_size", 4, "ops", "PostgreSQL connections per worker process (pool maximum)", lo=1, hi=64)
+_k("archive.checkpoint_interval_s", 1.0, "ops (docs/legal-basis.md §10)",
+   "SQLite: how often the worker copies its write-ahead log into the database and lets it start over (each "
+   "copy's disk sync grows with what the log gathered since the last; PostgreSQL checkpoints by itself)",
+   lo=1.0, hi=3600)
 
 # --- JT/T 809 platform link (streams/jt809) ---------------------------------------------------------
 _k("jt809.port", 7809, "ops", "JT/T 809 main-link TCP port (lower platforms connect here)", lo=0, hi=65535)

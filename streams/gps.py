@@ -381,6 +381,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     # commits leave them to its periodic checkpoint below too (``_write_here``)
     states.conn.defer_checkpoints()
     last_checkpoint = [time.monotonic()]
+    checkpoint_every = float(cfg["archive.checkpoint_interval_s"])
 
     def checkpoint_here() -> None:
         archive.open_archive(cfg).checkpoint()      # the commit thread's own connection
@@ -409,12 +410,12 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
                 unpublished.update(zip(map(_ROW_KEY, table.rows), zip(table.rows, repeat(table.updated_at))))
         elif "gps-snapshot" in ctx.faults.active and not any(e.dirty for e in states.entries.values()):
             ctx.faults.clear("gps-snapshot")   # the failing partitions were revoked: nothing left to retry
-        if now - last_checkpoint[0] >= interval:   # also when only WIM writes: the log must not grow
+        if now - last_checkpoint[0] >= checkpoint_every:   # also when only WIM writes: the log must not grow
             last_checkpoint[0] = now
             try:
                 await asyncio.wrap_future(commit_thread.submit(checkpoint_here))
             except Exception:  # noqa: BLE001 - a checkpoint that could not run is retried next interval
-                log.warning("archive log checkpoint failed; retried in %.0f s", interval, exc_info=True)
+                log.warning("archive log checkpoint failed; retried in %.0f s", checkpoint_every, exc_info=True)
         if unpublished and time.monotonic() - last_publish[0] >= publish_every:
             last_publish[0] = time.monotonic()
             rows = list(unpublished.values())

@@ -271,8 +271,10 @@ class ArchiveConnection:
         """Commits on this connection never copy the log back into the database themselves; someone
         else calls ``checkpoint`` (the worker's event-loop connection, streams/gps.py)."""
 
-    def checkpoint(self) -> None:
-        """Copy what the write-ahead log holds into the database without waiting for readers or writers."""
+    def checkpoint(self) -> int:
+        """Copy what the write-ahead log holds into the database, so that the next writer starts the log
+        over; the frames left in it (0: all copied; -1: another process's writer or reader was in the way)."""
+        return 0
 
 
 # rows per statement of ``SQLiteConnection.bulk_upsert`` (fewer when SQLite's variable limit says so): after
@@ -444,8 +446,20 @@ class SQLiteConnection(ArchiveConnection):
             self.raw.execute("PRAGMA wal_autocheckpoint=0")
             self._deferred = True
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> int:
+        # A passive checkpoint copies the log's frames as of its start while writers go on appending; the log
+        # starts over only when a writer finds every frame copied. Under a steady stream of WIM transactions
+        # that never happened: frames appended during each checkpoint were left for the next one, and the
+        # log grew without bound (300 MB in 20 s at 500 readings/s), each checkpoint's sync flushing more
+        # (docs/performance.md, round 17). So a second pass, while this process's writers wait for their
+        # turn, copies what the first one left: little, so the wait is short.
         self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._turns.acquire(BUSY_TIMEOUT_S)
+        try:
+            busy, log, done = self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            self._turns.release()
+        return int(log) - int(done) if not busy and log >= 0 else -1
 
     def __enter__(self):
         # sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
