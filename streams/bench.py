@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     p.add_argument("--out", metavar="FILE", help="also write the JSON figures to FILE")
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
+    p.add_argument("--wim-trace", metavar="FILE",
+                   help="also write each timed WIM verdict of (c1) and (c) to FILE (CSV: part, seconds into the "
+                        "part when the reading was sent, reading→verdict ms, reading→verdict sent ms): when the "
+                        "slow ones came")
     p.add_argument("--archive", metavar="URL",
                    help="postgresql://… : the workers archive there (each part in a scratch schema, dropped "
                         "afterwards) instead of a temporary SQLite file")
@@ -459,6 +463,8 @@ class WimLatency(NamedTuple):
     verdicts: int
     published_p50: float
     published_p99: float
+    # every timed verdict by send time: (seconds into the part, reading→verdict ms, → sent by the worker ms)
+    samples: tuple = ()
 
 
 def part_c(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int, fleet: LiveFleet | None = None,
@@ -533,8 +539,23 @@ def part_c(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int, fleet:
     th.join(2)
     cons.close()
     lat = [arrived[p] - t for p, t in sent.items() if p in arrived]
+    t0 = min(sent.values(), default=0.0)
+    samples = tuple(sorted((t - t0, (arrived[p] - t) * 1000, (published[p] - t) * 1000 if p in published
+                            else float("nan")) for p, t in sent.items() if p in arrived))
     return WimLatency(*_p50_p99(lat), len(lat), *_p50_p99([published[p] - t for p, t in sent.items()
-                                                            if p in published]))
+                                                            if p in published]), samples)
+
+
+def write_trace(path: str | Path, part: str, c: WimLatency) -> None:
+    """Append part ``part``'s timed verdicts to the CSV ``path`` (``--wim-trace``), a header first if it is
+    new: p99 is a handful of verdicts, and whether they came together (a stall) or spread out (a backlog) says
+    where to look (docs/performance.md, round 17)."""
+    new = not Path(path).exists() or Path(path).stat().st_size == 0
+    with open(path, "a", encoding="utf-8") as fh:
+        if new:
+            fh.write("part,sent_s,verdict_ms,sent_by_worker_ms\n")
+        for t, lat, pub in c.samples:
+            fh.write(f"{part},{t:.4f},{lat:.2f},{pub:.2f}\n")
 
 
 def _p50_p99(seconds: list[float]) -> tuple[float, float]:
@@ -596,6 +617,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from . import bench_gateway
         return bench_gateway.run(args, cfg)
     skip = set(filter(None, args.skip.split(",")))
+    if getattr(args, "wim_trace", None):
+        Path(args.wim_trace).write_text("", encoding="utf-8")      # this run's verdicts only
     results: dict = {"pings": args.pings, "vehicles": args.vehicles, "batch": args.batch,
                      "load_avg_start": list(os.getloadavg())}
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -674,6 +697,8 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                                 f"{args.wim_seconds:.0f} s…")
                             c1 = part_c(st.bootstrap, args.wim_rate, args.wim_seconds, fetch_wait)
                             results.update(wim_after_burst_p50_ms=c1.p50, wim_after_burst_p99_ms=c1.p99)
+                            if args.wim_trace:
+                                write_trace(args.wim_trace, "c1", c1)
                             say(f"    reading→verdict p50 {c1.p50:.1f} ms, p99 {c1.p99:.1f} ms "
                                 f"({c1.verdicts} verdicts)")
                             t_drain = time.monotonic()
@@ -710,6 +735,8 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                                                              / (time.monotonic() - t_c))
                         results.update(wim_p50_ms=c.p50, wim_p99_ms=c.p99, wim_verdicts=c.verdicts,
                                        wim_published_p50_ms=c.published_p50, wim_published_p99_ms=c.published_p99)
+                        if args.wim_trace:
+                            write_trace(args.wim_trace, "c", c)
                         say(f"    reading→verdict p50 {c.p50:.1f} ms, p99 {c.p99:.1f} ms ({c.verdicts} verdicts); "
                             f"verdict sent by the worker: p50 {c.published_p50:.1f} ms, p99 {c.published_p99:.1f} ms; "
                             f"worker CPU {results['wim_cpu_ms_per_reading']:.2f} ms per reading (GPS included)")

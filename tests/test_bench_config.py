@@ -40,3 +40,59 @@ def test_the_embedded_broker_is_found_as_this_process_child():
     assert bench.embedded_broker_pid() is None
     with EmbeddedBroker() as broker:
         assert bench.embedded_broker_pid() == broker.proc.pid
+
+
+def test_part_c_times_each_overloaded_readings_verdict_and_the_trace_lists_them(tmp_path):
+    """Part (c) against a stand-in for the worker on the embedded broker, which answers each overloaded
+    reading with a verdict 60 ms after it arrived: one timed verdict per overloaded reading, each at least
+    that late; ``--wim-trace`` writes exactly those, in the order they were sent."""
+    import csv
+    import threading
+    import time
+    import orjson
+    from kafka import KafkaConsumer, KafkaProducer
+    from roadwatch.models.config import Config
+    from roadwatch.streams import topics as T
+    from roadwatch.streams.broker import EmbeddedBroker, create_topics
+    delay_s = 0.06
+    with EmbeddedBroker() as broker:
+        create_topics(broker.bootstrap, Config({"stream.partitions": 2}))
+        stop, ready = threading.Event(), threading.Event()
+
+        def worker_stand_in():
+            cons = KafkaConsumer(T.WIM_READINGS, bootstrap_servers=broker.bootstrap, group_id="stand-in",
+                                 auto_offset_reset="earliest", fetch_max_wait_ms=20)
+            prod = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+            cons.poll(timeout_ms=1000)
+            ready.set()
+            while not stop.is_set():
+                for recs in cons.poll(timeout_ms=50).values():
+                    for r in recs:
+                        reading = orjson.loads(r.value)
+                        if reading["gross_kg"] > 18_000:        # the bench's overloaded trucks
+                            time.sleep(max(0.0, r.timestamp / 1000 + delay_s - time.time()))
+                            prod.send(T.OVERLOAD_CASES, orjson.dumps({"plate": reading["plate"]}))
+                prod.flush()
+            cons.close()
+            prod.close()
+
+        th = threading.Thread(target=worker_stand_in, daemon=True)
+        th.start()
+        assert ready.wait(30)
+        try:
+            c = bench.part_c(broker.bootstrap, rate=100, seconds=2.0, fetch_wait_ms=20)
+        finally:
+            stop.set()
+            th.join(10)
+    assert c.verdicts == len(c.samples) == 20                # one reading in ten is overloaded
+    sent = [s[0] for s in c.samples]
+    assert sent == sorted(sent) and sent[0] == 0.0 and 1.7 < sent[-1] < 2.0
+    assert all(lat >= delay_s * 1000 - 1 for _, lat, _ in c.samples)
+    assert all(delay_s * 1000 - 1 <= pub <= lat for _, lat, pub in c.samples)
+    assert c.p99 >= c.p50 >= delay_s * 1000 - 1
+    trace = tmp_path / "trace.csv"
+    bench.write_trace(trace, "c", c)
+    rows = list(csv.DictReader(trace.open(encoding="utf-8")))
+    assert [(float(r["sent_s"]), float(r["verdict_ms"])) for r in rows] == \
+        [(round(s[0], 4), round(s[1], 2)) for s in c.samples]
+    assert {r["part"] for r in rows} == {"c"}
