@@ -75,9 +75,19 @@ def running(tmp_path_factory):
         yield running_stack
 
 
-def test_worker_ready_within_10_seconds(running):
+def test_worker_announces_ready_and_its_health_and_metrics_answer(running):
+    """Ready means serving: the ready line names the console and ``/metrics``, and both answer with
+    ``/healthz`` saying ready. How fast is ``roadwatch bench``'s figure (worker ready, ≤ 5 s), not a test's."""
+    import re
+    import urllib.request
     st, _ = running
-    assert st.worker.ready_after is not None and st.worker.ready_after < 10.0
+    line = next(ln for ln in st.worker.lines if "roadwatch worker ready" in ln)
+    base = re.search(r"console (http://[^/ ]+)/", line).group(1)
+    assert f"metrics {base}/metrics" in line
+    health = orjson.loads(urllib.request.urlopen(f"{base}/healthz", timeout=10).read())
+    assert health == {"ready": True, "faults": {}}
+    metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    assert "roadwatch_event_loop_lag_seconds_bucket" in metrics
 
 
 def test_wim_reading_becomes_case_alert_and_bad_input_dead_letter(running):
