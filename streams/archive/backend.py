@@ -273,7 +273,8 @@ class ArchiveConnection:
 
     def checkpoint(self) -> int:
         """Copy what the write-ahead log holds into the database, so that the next writer starts the log
-        over; the frames left in it (0: all copied; -1: another process's writer or reader was in the way)."""
+        over. Returns the frames it could not copy: 0 when it copied them all; more when a reader still needed
+        older frames or another process's writer appended meanwhile; -1 when SQLite could not checkpoint."""
         return 0
 
 
@@ -453,7 +454,7 @@ class SQLiteConnection(ArchiveConnection):
         # log grew without bound (300 MB in 20 s at 500 readings/s), each checkpoint's sync flushing more
         # (docs/performance.md, round 17). So a second pass, while this process's writers wait for their
         # turn, copies what the first one left: little, so the wait is short.
-        self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()     # (SQLite refuses it in a transaction)
         self._turns.acquire(BUSY_TIMEOUT_S)
         try:
             busy, log, done = self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
