@@ -479,7 +479,13 @@ def part_c(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int, fleet:
     # needs; the embedded broker answers up to half of it after a verdict arrives (docs/operations.md)
     cons = KafkaConsumer(T.OVERLOAD_CASES, bootstrap_servers=bootstrap, group_id=None,
                          auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=fetch_wait_ms)
-    cons.poll(timeout_ms=1000)  # assignment + position at the end before producing
+    # its partitions and their end offsets before the first reading is sent: resolved later (a loaded machine),
+    # "latest" would lie past the first verdicts, and they would never be timed
+    deadline = time.monotonic() + 30
+    while not cons.assignment() and time.monotonic() < deadline:
+        cons.poll(timeout_ms=200)
+    for tp in cons.assignment():
+        cons.position(tp)
     arrived: dict[str, float] = {}
     published: dict[str, float] = {}      # the verdict record's own timestamp: when the worker sent it
     stop = threading.Event()

@@ -528,19 +528,23 @@ def test_a_checkpoint_lets_the_log_start_over_under_a_writer_that_never_pauses(t
     th = threading.Thread(target=write)
     th.start()
     try:
-        frames, left = [], []
-        for _ in range(8):
+        frames, left, writes = [], [], []
+        for _ in range(10):
             _time.sleep(0.05)
             left.append(commit_thread.checkpoint())
             _time.sleep(0.05)
             frames.append(_log_frames(path))
+            writes.append(written[0])
     finally:
         stop.set()
         th.join()
     assert written[0] > 16                     # the writer kept writing throughout
-    assert left == [0] * 8                     # each checkpoint copied everything (no other process here)
+    assert left == [0] * 10                    # each checkpoint copied everything (no other process here)
+    # a log that never starts over only grows, and holds every transaction's frames (at least 20 each: a page
+    # for each 3 000-byte row); one that does falls back whenever the writer wrote less since the last
+    # checkpoint than before it (how often depends on the machine's load: 3 times in 7 under CI's)
     fell = sum(b < a for a, b in zip(frames, frames[1:]))
-    assert fell >= 4, frames                   # the log started over, again and again
+    assert fell >= 1 or frames[-1] < 10 * writes[-1], (frames, writes)
     assert loop.execute("SELECT count(*) FROM blobs").fetchone()[0] == 20 * written[0]
 
 

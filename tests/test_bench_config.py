@@ -50,7 +50,7 @@ def test_part_c_times_each_overloaded_readings_verdict_and_the_trace_lists_them(
     import threading
     import time
     import orjson
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from roadwatch.models.config import Config
     from roadwatch.streams import topics as T
     from roadwatch.streams.broker import EmbeddedBroker, create_topics
@@ -60,10 +60,12 @@ def test_part_c_times_each_overloaded_readings_verdict_and_the_trace_lists_them(
         stop, ready = threading.Event(), threading.Event()
 
         def worker_stand_in():
-            cons = KafkaConsumer(T.WIM_READINGS, bootstrap_servers=broker.bootstrap, group_id="stand-in",
-                                 auto_offset_reset="earliest", fetch_max_wait_ms=20)
+            # its partitions assigned, not joined as a group: a group's join took ~20 s on the embedded broker
+            cons = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, auto_offset_reset="earliest",
+                                 fetch_max_wait_ms=20)
+            cons.assign([TopicPartition(T.WIM_READINGS, p) for p in range(2)])
             prod = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
-            cons.poll(timeout_ms=1000)
+            cons.poll(timeout_ms=200)
             ready.set()
             while not stop.is_set():
                 for recs in cons.poll(timeout_ms=50).values():
