@@ -384,7 +384,7 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     checkpoint_every = float(cfg["archive.checkpoint_interval_s"])
 
     def checkpoint_here() -> None:
-        archive.open_archive(cfg).checkpoint()      # the commit thread's own connection
+        M.ARCHIVE_LOG_UNCOPIED.set(archive.open_archive(cfg).checkpoint())   # the commit thread's connection
 
     @app.timer(min(1.0, interval))
     async def gps_flush():

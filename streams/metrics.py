@@ -43,6 +43,11 @@ WIM_WAIT = Histogram("roadwatch_wim_wait_seconds",
 GPS_CALL_BATCHES = Histogram("roadwatch_gps_engine_call_batches",
                              "Ping batches (records) of one partition applied in one engine call",
                              buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
+# SQLite's write-ahead log after the worker's last checkpoint (streams/gps.py): frames it could not copy into the
+# database — above 0 while a reader in another process (a long report) still needs older ones; 0 on PostgreSQL
+ARCHIVE_LOG_UNCOPIED = Gauge("roadwatch_archive_log_uncopied_frames",
+                             "SQLite write-ahead log frames the last checkpoint could not copy into the database "
+                             "(-1: it could not run)")
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
 AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
                          ["direction", "outcome"])

@@ -548,6 +548,32 @@ def test_a_checkpoint_lets_the_log_start_over_under_a_writer_that_never_pauses(t
     assert loop.execute("SELECT count(*) FROM blobs").fetchone()[0] == 20 * written[0]
 
 
+def test_a_checkpoint_counts_the_frames_a_reader_still_needs(tmp_path):
+    """What ``checkpoint`` answers (the worker's ``roadwatch_archive_log_uncopied_frames``): 0 when it copied
+    the whole log; the frames it had to leave while a reader in another process reads an older snapshot."""
+    from roadwatch.streams.archive.backend import SQLiteConnection
+    path = tmp_path / "a.sqlite"
+    w, ck = SQLiteConnection(str(path)), SQLiteConnection(str(path))
+    w.defer_checkpoints()
+    w.execute("CREATE TABLE blobs (k INTEGER PRIMARY KEY, v BLOB)")
+    w.execute("INSERT INTO blobs (v) VALUES (?)", (bytes(3000),))
+    assert ck.checkpoint() == 0
+    reader = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys\n"
+        f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+        "c.execute('BEGIN'); print(c.execute('SELECT count(*) FROM blobs').fetchone()[0], flush=True)\n"
+        "sys.stdin.readline()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"          # its snapshot: one row
+        for _ in range(10):
+            with w.transaction():
+                w.execute("INSERT INTO blobs (v) VALUES (?)", (bytes(3000),))
+        assert ck.checkpoint() >= 10                             # each new row's page waits for the reader
+    finally:
+        reader.communicate("\n", timeout=10)
+    assert ck.checkpoint() == 0
+
+
 @pytest.mark.parametrize("update", [None, ("v", "w")])
 def test_sqlite_bulk_upsert_in_chunks_equals_one_upsert_per_row(tmp_path, update):
     """SQLite's ``bulk_upsert`` sends many rows per statement (up to its variable limit): rows that repeat a
