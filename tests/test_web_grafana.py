@@ -25,6 +25,7 @@ REQUIRED = {
     "roadwatch_intercept_rate_ratio": {"station"},          # 拦截率 (docs/intercept.md)
     "roadwatch_enforcement_rate_ratio": {"station"},        # 查处率
     "roadwatch_intercept_month_tasks": {"station", "status"},
+    "roadwatch_archive_log_uncopied_frames": set(),          # SQLite's log (docs/operations.md)
 }
 
 
