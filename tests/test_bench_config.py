@@ -98,3 +98,23 @@ def test_part_c_times_each_overloaded_readings_verdict_and_the_trace_lists_them(
     assert [(float(r["sent_s"]), float(r["verdict_ms"])) for r in rows] == \
         [(round(s[0], 4), round(s[1], 2)) for s in c.samples]
     assert {r["part"] for r in rows} == {"c"}
+
+
+def test_the_trace_picture_has_a_dot_per_verdict_and_counts_those_over_the_goal(tmp_path):
+    """scripts/wim-trace-svg.py: one dot per timed verdict of the chosen part, and per file how many were over
+    the 200 ms goal."""
+    import importlib.util
+    import re
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "wim_trace_svg", Path(__file__).resolve().parents[1] / "scripts" / "wim-trace-svg.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    f = tmp_path / "t.csv"
+    f.write_text("part,sent_s,verdict_ms,sent_by_worker_ms\n"
+                 "c1,0.0,900.0,800.0\nc,0.0,120.0,90.0\nc,0.5,250.0,200.0\nc,1.0,199.0,150.0\n", encoding="utf-8")
+    pts = mod.read(str(f), "c")
+    assert pts == [(0.0, 120.0), (0.5, 250.0), (1.0, 199.0)]
+    out = mod.svg([("run", pts), ("again", pts[:1])])
+    assert len(re.findall(r'<circle [^>]*r="2"', out)) == 4
+    assert "1 of 3 over the goal" in out and "0 of 1 over the goal" in out
