@@ -61,6 +61,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", help="LABEL=FILE.csv (a --wim-trace file)")
     ap.add_argument("--part", default="c", help="c (default) or c1")
+    ap.add_argument("--goal-ms", type=float, default=200.0, help="the line drawn (default 200: issue 19's WIM goal)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     series = []
@@ -68,7 +69,7 @@ def main() -> int:
         label, _, path = spec.partition("=")
         series.append((label, read(path or label, a.part)))
     with open(a.out, "w", encoding="utf-8") as fh:
-        fh.write(svg(series))
+        fh.write(svg(series, a.goal_ms))
     return 0
 
 

@@ -544,12 +544,12 @@ def part_c(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int, fleet:
     stop.set()
     th.join(2)
     cons.close()
-    lat = [arrived[p] - t for p, t in sent.items() if p in arrived]
+    # the consumer thread stamps a verdict's arrival and its record's timestamp together
     t0 = min(sent.values(), default=0.0)
-    samples = tuple(sorted((t - t0, (arrived[p] - t) * 1000, (published[p] - t) * 1000 if p in published
-                            else float("nan")) for p, t in sent.items() if p in arrived))
-    return WimLatency(*_p50_p99(lat), len(lat), *_p50_p99([published[p] - t for p, t in sent.items()
-                                                            if p in published]), samples)
+    samples = tuple(sorted((t - t0, (arrived[p] - t) * 1000, (published[p] - t) * 1000)
+                           for p, t in sent.items() if p in arrived))
+    return WimLatency(*_p50_p99([s[1] / 1000 for s in samples]), len(samples),
+                      *_p50_p99([s[2] / 1000 for s in samples]), samples)
 
 
 def write_trace(path: str | Path, part: str, c: WimLatency) -> None:
