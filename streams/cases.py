@@ -336,7 +336,8 @@ class CaseStore:
             for pid, (station_id, plate, first_ms) in self._noted.items():
                 self._note_passage(c, pid, station_id, plate, first_ms)
             noted = set(self._noted)
-            conflict = kept is not None and self._keep_reading(c, verdict, vjson, kept, now)
+            conflict, appended = (self._keep_reading(c, verdict, vjson, kept, now) if kept is not None
+                                  else (None, None))
             # the package in the transaction, after the reading decided it is no conflict: a failed write rolls
             # the reading back with it (the worker's batch holds the write lock around its packages anyway)
             if (not conflict and verdict.get("case_id") and not verdict.get("duplicate_of") and reading is not None
@@ -348,8 +349,8 @@ class CaseStore:
                 files = written.files or package_files(written.path)    # none written: it existed (a retry)
                 manifest = orjson.loads(dict(files)["manifest.json"])
             created = (not conflict and not verdict.get("duplicate_of")
-                       and self._insert_case(c, verdict, day, vjson, format_ts(now), evidence_path, manifest, files,
-                                             chain_id, written, noted))
+                       and self._insert_case(c, verdict, day, vjson, appended, format_ts(now), evidence_path,
+                                             manifest, files, chain_id, written, noted))
         self._noted.clear()
         if conflict and conflict.get("first"):          # a new conflict (not a replayed one)
             log.warning("reading %s received again with other values: kept as a conflict for review",
@@ -384,15 +385,19 @@ class CaseStore:
             self._batch = None
             self._rows = None
 
-    def _insert_case(self, c, verdict: dict, day: str, vjson: str, now: str, evidence_path: str | None,
-                     manifest: dict | None, files: list, chain_id: str, written: WrittenPackage | None,
-                     noted: set) -> bool:
+    def _insert_case(self, c, verdict: dict, day: str, vjson: str, reading_key: str | None, now: str,
+                     evidence_path: str | None, manifest: dict | None, files: list, chain_id: str,
+                     written: WrittenPackage | None, noted: set) -> bool:
         """In ``record``'s transaction: the verdict, and its case with the ``detect`` act once. ``noted``: the
-        passages already written (those ``assess`` noted)."""
+        passages already written (those ``assess`` noted). ``reading_key``: the reading this transaction kept
+        with ``vjson`` (``_keep_reading``), or None."""
+        # the verdict's text is kept once: with the reading that gave it when there is one (the passage's row
+        # refers to it), else in the passage's row — a second copy was a log page per reading (docs/performance.md)
+        row = db.verdict_row(verdict, day, "" if reading_key else vjson, reading_key)
         if self._rows is not None:
-            self._rows.verdicts.append(db.verdict_row(verdict, day, vjson))
+            self._rows.verdicts.append(row)
         else:
-            db.insert_verdict(c, verdict, day, vjson)
+            db.insert_verdicts(c, [row])
         if verdict["passage_id"] not in noted:
             self._note_passage(c, verdict["passage_id"], verdict["station_id"], verdict["plate"], verdict["ts_ms"])
         if not verdict.get("case_id"):
@@ -420,13 +425,14 @@ class CaseStore:
                                   int(datetime.now(timezone.utc).timestamp() * 1000))
         return True
 
-    def _keep_reading(self, c, verdict: dict, vjson: str, kept: "_KeptReading", now: datetime) -> dict | None:
+    def _keep_reading(self, c, verdict: dict, vjson: str, kept: "_KeptReading",
+                      now: datetime) -> tuple[dict | None, str | None]:
         """Keep every reading (append-only). A reading whose identity (station + reading id, or station +
         plate + time without an id) was already received with other values is kept beside the first and
         flagged as a conflict for review: it changes no verdict and opens no case; the case of the first
-        reading (if any) gets a ``conflict`` fact in its history. Sets and returns ``verdict["conflict"]``
-        (None: no conflict). ``vjson``: the verdict's JSON as stored with the reading. In ``record``'s
-        transaction."""
+        reading (if any) gets a ``conflict`` fact in its history. Sets ``verdict["conflict"]`` and returns it
+        (None: no conflict) with the key of the reading row it appended (None: a replay, nothing appended).
+        ``vjson``: the verdict's JSON as stored with the reading. In ``record``'s transaction."""
         key, identity = kept.key, kept.identity
         prior = _UNKNOWN
         if self._rows is not None:
@@ -437,9 +443,9 @@ class CaseStore:
             prior = db.reading_seen(c, key, identity)
         if prior is not None and prior["seen"]:
             if prior["conflict_of"] is None:
-                return None                            # a replay of a reading we kept: nothing new
+                return None, None                      # a replay of a reading we kept: nothing new
             verdict["conflict"] = {"reading_key": key, "conflict_of": prior["conflict_of"], "identity": identity}
-            return verdict["conflict"]
+            return verdict["conflict"], None
         row = (key, identity, verdict["passage_id"], format_ts(now), kept.raw.decode(), vjson,
                prior["reading_key"] if prior else None)
         if self._rows is not None:
@@ -447,7 +453,7 @@ class CaseStore:
         else:
             db.insert_reading(c, *row)
         if prior is None:
-            return None
+            return None, key
         first = orjson.loads(prior["verdict"])
         verdict["conflict"] = {"reading_key": key, "conflict_of": prior["reading_key"], "identity": identity,
                                "first": {k: first.get(k) for k in ("gross_kg", "action", "fine_yuan", "case_id")},
@@ -461,7 +467,7 @@ class CaseStore:
                       details={"reading_key": key, "conflict_of": prior["reading_key"],
                                "gross_kg": verdict.get("gross_kg")})
             self._insert_act(c, act, len(acts) + 1)
-        return verdict["conflict"]
+        return verdict["conflict"], key
 
     def conflicts(self, case_id: str | None = None) -> list[dict]:
         rows = db.reading_conflicts(self.conn)

@@ -53,7 +53,9 @@ def archive(archive_target):
         verdict("v12", "S2", "2020-08-01", "fine", 1, 9000, case_id="C9"),
         verdict("v13", "S1", "2020-06-30", "fine", 1, 9000),
     ]
-    conn.executemany("INSERT INTO wim_verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", verdicts)
+    conn.executemany("INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit, "
+                     "excess_kg, fine_yuan, review_reason, case_id, verdict) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                     verdicts)
     cases = [
         case("C1", P[0], "S1", "warning", 0), case("C2", P[1], "S1", "fine", 500),
         case("C3", P[1], "S1", "fine", 1500), case("C4", P[2], "S1", "review", 0),

@@ -79,7 +79,9 @@ def test_verdicts_and_unexpected_escalations(tmp_path, capsys):
         for i, (action, fine) in enumerate(acts):
             n += 1
             ts = f"2025-03-1{2 + i}T10:00:00+08:00"
-            conn.execute("INSERT INTO wim_verdicts VALUES (?,?,?,?,?,?,1,2500,?,NULL,?,'{}')",
+            conn.execute("INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit, "
+                         "excess_kg, fine_yuan, review_reason, case_id, verdict) "
+                         "VALUES (?,?,?,?,?,?,1,2500,?,NULL,?,'{}')",
                          (f"p{n}", "W001", plate, ts, ts[:10], action, fine, f"c{n}"))
             conn.execute("INSERT INTO cases (case_id, plate, station_id, ts, day, action, violation, excess_kg, "
                          "fine_yuan, enterprise_id, driver_id, status, manifest) VALUES (?,?,?,?,?,?,1,2500,?,?,?,"

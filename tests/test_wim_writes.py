@@ -322,6 +322,35 @@ def test_a_conflict_within_a_batch_reaches_the_case_written_in_it(env):
     assert verify_tree(env["ev"], env["data"] / "keys" / "trusted") == {}
 
 
+def _passage_verdicts(conn) -> list[tuple]:
+    """(own text, reading_key, full text) of every stored passage by time: the join migration 14 documents."""
+    return [tuple(r) for r in conn.execute(
+        """SELECT v.verdict, v.reading_key, COALESCE(r.verdict, v.verdict) FROM wim_verdicts v
+           LEFT JOIN wim_readings r ON r.reading_key = v.reading_key ORDER BY v.ts""")]
+
+
+def test_a_passages_verdict_is_kept_once_with_the_reading_that_gave_it(env):
+    """The verdict's JSON (3 KB, a log page of its own) is stored with the reading that gave it; the passage's
+    row refers to that reading. A verdict recorded without a reading keeps its text in the passage's row."""
+    cfg = Config()
+    rs = [_reading(k) for k in range(3)] + [reading(30000, ts=T0 + timedelta(hours=2))]
+    vs = [_step(env, r) for r in rs]
+    texts = [orjson.dumps(v).decode() for v in vs]          # what ``record`` stored (before any later step)
+    _step(env, rs[0])                                       # a replay: nothing new
+    dup = _step(env, reading(60000, ts=T0 + timedelta(minutes=1)))      # same passage as rs[0]
+    assert dup["duplicate_of"] == vs[0]["passage_id"]
+    alone = assess(reading(61000, ts=T0 + timedelta(hours=5)), registry(), cfg, counters=MemoryCounters())
+    CaseStore(env["conn"], cfg).record(alone)               # no reading: the text stays with the passage
+    got = _passage_verdicts(env["conn"])
+    assert [full for _, _, full in got] == texts + [orjson.dumps(alone).decode()]
+    assert [own for own, _, _ in got] == [""] * 4 + [orjson.dumps(alone).decode()]
+    keys = [k for _, k, _ in got]
+    assert keys[-1] is None and len(set(keys[:4])) == 4
+    # each text once: the readings hold the four passages' and the duplicate's, nothing else
+    stored = [r[0] for r in env["conn"].execute("SELECT verdict FROM wim_readings")]
+    assert sorted(stored) == sorted(texts + [orjson.dumps(dup).decode()])
+
+
 def _with_id(r, reading_id: str):
     from roadwatch.models.records import parse_wim_reading
     return parse_wim_reading({**orjson.loads(orjson.dumps(r.asdict())), "reading_id": reading_id})
@@ -400,4 +429,7 @@ def test_a_batch_stores_what_one_reading_at_a_time_stores(tmp_path, archive_targ
     assert [len(rows[t]) for t in ("wim_passages", "wim_verdicts", "wim_readings", "cases")] == [12, 10, 19, 3]
     assert in_batch == one_by_one
     assert batch_rows == rows
+    # every passage's row refers to the reading whose verdict it is, kept in the same batch
+    readings = {r[0]: r for r in rows["wim_readings"]}
+    assert all(v[-2] == "" and readings[v[-1]][2] == v[0] for v in rows["wim_verdicts"])
     close_all()

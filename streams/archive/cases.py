@@ -16,8 +16,8 @@ from .backend import ArchiveConnection
 
 
 _INSERT_VERDICT = """INSERT INTO wim_verdicts (passage_id, station_id, plate, ts, day, action, over_limit,
-                          excess_kg, fine_yuan, review_reason, case_id, verdict)
-                      VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                          excess_kg, fine_yuan, review_reason, case_id, verdict, reading_key)
+                      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
                       ON CONFLICT(passage_id) DO NOTHING"""
 _NOTE_PASSAGE = ("INSERT INTO wim_passages (passage_id, station_id, plate, first_ts_ms) VALUES (?,?,?,?) "
                  "ON CONFLICT DO NOTHING")
@@ -25,14 +25,12 @@ _INSERT_READING = """INSERT INTO wim_readings (reading_key, identity, passage_id
                          conflict_of) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"""
 
 
-def verdict_row(v: dict, day: str, verdict_json: str) -> tuple:
-    """``v``'s row of ``wim_verdicts`` (``insert_verdicts``)."""
+def verdict_row(v: dict, day: str, verdict_json: str, reading_key: str | None) -> tuple:
+    """``v``'s row of ``wim_verdicts`` (``insert_verdicts``). With ``reading_key`` the verdict's text is that
+    reading's ``wim_readings.verdict`` and ``verdict_json`` is '' (migration 14 in schema.py)."""
     return (v["passage_id"], v["station_id"], v["plate"], v["ts"], day, v["action"], int(bool(v["over_limit"])),
-            float(v["excess_kg"]), int(v["fine_yuan"]), v.get("review_reason"), v.get("case_id"), verdict_json)
-
-
-def insert_verdict(conn: ArchiveConnection, v: dict, day: str, verdict_json: str) -> None:
-    conn.execute(_INSERT_VERDICT, verdict_row(v, day, verdict_json))
+            float(v["excess_kg"]), int(v["fine_yuan"]), v.get("review_reason"), v.get("case_id"), verdict_json,
+            reading_key)
 
 
 def insert_verdicts(conn: ArchiveConnection, rows: list[tuple]) -> None:

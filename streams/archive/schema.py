@@ -466,6 +466,13 @@ CREATE INDEX IF NOT EXISTS cases_source_site_count ON cases(source_site_id, ts, 
 DROP INDEX IF EXISTS cases_enterprise;
 DROP INDEX IF EXISTS cases_source_site;
 """),
+    Migration(14, "wim_verdicts.reading_key: a passage's verdict text kept once, with the reading that gave it", """
+-- set: this row's verdict is '' and its text is wim_readings.verdict of that reading (the same transaction
+-- wrote both); NULL: the text is in this row (rows written before, and verdicts stored without a reading).
+-- The full verdict of every passage: SELECT v.passage_id, COALESCE(r.verdict, v.verdict) FROM wim_verdicts v
+--   LEFT JOIN wim_readings r ON r.reading_key = v.reading_key
+ALTER TABLE wim_verdicts ADD COLUMN reading_key TEXT;
+"""),
 ]
 
 LATEST = MIGRATIONS[-1].version
