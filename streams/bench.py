@@ -277,6 +277,18 @@ def _loop_lag(m: dict[str, float]) -> dict[float, float]:
     return out
 
 
+def _lag_over(m0: dict[str, float], m1: dict[str, float]) -> dict | None:
+    """The worker's event-loop probes between two scrapes: how many ticks, and how many woke up more than
+    50, 100, 200, … ms late (None: no tick)."""
+    lag0 = _loop_lag(m0)
+    lag = {le: n - lag0.get(le, 0) for le, n in _loop_lag(m1).items()}
+    if not lag:
+        return None
+    ticks = lag[max(lag)]          # the +Inf bucket: every tick
+    return {"ticks": ticks, **{f"over_{int(le * 1000)}ms": ticks - n for le, n in lag.items()
+                               if 0.05 <= le < float("inf")}}
+
+
 def _hist_mean(m0: dict, m1: dict, name: str, scale: float = 1.0, labels: str = "") -> float | None:
     """The mean of a worker histogram's observations between two scrapes (None: none)."""
     n = m1.get(f"{name}_count{labels}", 0.0) - m0.get(f"{name}_count{labels}", 0.0)
@@ -691,11 +703,20 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                     say("    " + (wp.lines[-1] if wp.lines else ""))
                     say(f"    worker ready in {results['worker_ready_s']:.1f} s")
                     if "b" not in skip:
+                        mb0 = scrape(port)
                         results["ping_rate"], results["ping_rate_cpu"] = part_b(st, port, args.pings, ends,
                                                                                  wp.proc.pid)
                         say(f"\n    full pipeline: {results['ping_rate']:,.0f} pings/s")
                         m = scrape(port)
+                        # what catching up costs the loop (and a WIM reading arriving meanwhile): engine calls
+                        # of up to stream.gps_coalesce_pings pings
+                        results["loop_lag_b"] = _lag_over(mb0, m)
+                        say(f"    worker's event loop during (b): {results['loop_lag_b']}")
                         results["bytes_per_vehicle"] = m.get("roadwatch_state_bytes_per_vehicle")
+                        # how many of (b)'s records one engine call took together (stream.gps_coalesce_pings)
+                        calls = m.get("roadwatch_gps_engine_call_batches_count")
+                        if calls:
+                            results["engine_call_records"] = m["roadwatch_gps_engine_call_batches_sum"] / calls
                     if "c" not in skip:
                         if "b" not in skip:
                             # right after (b): the worker still commits the burst's state and track samples
@@ -717,7 +738,6 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                         say(f"(c) WIM: {args.wim_rate} readings/s for {args.wim_seconds:.0f} s while the "
                             f"{len(f['plates']):,} vehicles report every 30 s ({fleet.rate:,.0f} pings/s)…")
                         m0 = scrape(port)
-                        lag0 = _loop_lag(m0)
                         cpu0, gen0, t_c = proc_cpu_s(wp.proc.pid), proc_cpu_s(os.getpid()), time.monotonic()
                         broker_pid = embedded_broker_pid()
                         broker0 = proc_cpu_s(broker_pid) if broker_pid else float("nan")
@@ -761,12 +781,9 @@ def _run(args, cfg, f, results, say, skip, archive_b, archive_s) -> int:
                                                                         1000, '{part="publish"}')}
                         results.update(anat)
                         say("    worker: " + ", ".join(f"{k[4:]} {v:.1f}" for k, v in anat.items() if v is not None))
-                        lag = {le: n - lag0.get(le, 0) for le, n in _loop_lag(m1).items()}
+                        lag = _lag_over(m0, m1)
                         if lag:
-                            ticks = lag[max(lag)]          # the +Inf bucket: every tick
-                            over = {f"over_{int(le * 1000)}ms": ticks - n for le, n in lag.items()
-                                    if 0.05 <= le < float("inf")}
-                            results["loop_lag_c"] = {"ticks": ticks, **over}
+                            results["loop_lag_c"] = lag
                             say(f"    worker's event loop during (c): {results['loop_lag_c']} (a 50 ms timer "
                                 "woke up later than that)")
                     results["peak_rss_mib"] = worker_rss_kib(wp.proc.pid) / 1024
@@ -845,6 +862,7 @@ def _print_table(r: dict) -> None:
             ("worker ready s  [≤ 5]", fmt(r.get("worker_ready_s"), ".1f")),
             ("publish rate (batcher + kafka-python), pings/s", fmt(r.get("publish_rate"), ",.0f")),
             ("live state bytes/vehicle  [≤ 1024]", fmt(r.get("bytes_per_vehicle"), ".0f")),
+            ("(b) records per engine call, mean", fmt(r.get("engine_call_records"), ".2f")),
             ("worker peak RSS MiB", fmt(r.get("peak_rss_mib"), ".0f")),
             ("scale-out: workers together, pings/s", fmt(r.get("scale_rate"), ",.0f")),
             ("scale-out ratio / (a)  [all workers together]", fmt(r.get("scale_ratio"), ".2f")),
