@@ -6,8 +6,8 @@
     .venv/bin/python scripts/bench-figures.py bench.json [--pg bench-pg.json] [--readme README.md]
 
 Prints the table rows; with ``--readme`` replaces the block between ``<!-- bench-figures:begin -->`` and
-``<!-- bench-figures:end -->`` in that file. The machine's load average during the run is stated in the
-table: figures from a shared machine say so.
+``<!-- bench-figures:end -->`` in that file. The machine's load average at the start and the end of the run is
+stated in the table: figures from a machine others were using (load ≥ 1.5 at the start) say so.
 """
 from __future__ import annotations
 
@@ -25,12 +25,16 @@ def _k(v: float | None) -> str:
 
 
 def table(r: dict, pg: dict | None = None) -> str:
-    loads = [x for x in (r.get("load_avg_start"), r.get("load_avg_end")) if x]
-    load = max((x[0] for x in loads), default=None)
+    # whether others used the machine is judged by the load before the run: at its end the one-minute load
+    # average is mostly the bench's own processes (worker, broker, load generator)
+    start, end = (r.get(k)[0] if r.get(k) else None for k in ("load_avg_start", "load_avg_end"))
+    load = start if start is not None else end
     quiet = load is not None and load < 1.5
     head = (f"`roadwatch bench --json --workers {r.get('scale_workers', 1)}`, {r.get('pings', 0):,} pings from "
             f"{r.get('vehicles', 0):,} vehicles, wire format `{r.get('wire_format', '?')}`, archive "
-            f"{r.get('archive', '?')}; load average {load:.1f} during the run"
+            f"{r.get('archive', '?')}; load average {load:.1f} at the start"
+            + (f", {end:.1f} at the end (the bench's own processes)" if start is not None and end is not None
+               else "")
             + ("" if quiet else " — **a shared, loaded machine: ratios are indicative, absolute rates are not**")
             if load is not None else "")
     rows = [("full ping pipeline, one worker / raw consumer of the naive one-ping feed",
