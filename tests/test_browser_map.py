@@ -9,6 +9,7 @@ import json
 import math
 import re
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -337,6 +338,47 @@ def test_track_playback_with_speed_colours(console):
             page.click("#pb-play")
             expect(page.locator("#pb-readout")).to_contain_text("第 60 / 60 点", timeout=10_000)
             b.shot("playback.png", page.locator(".map-wrap"))
+            assert b.errors == []
+        finally:
+            b.close()
+
+
+def test_a_late_answer_to_the_panels_first_load_does_not_replace_the_users_query(console):
+    """The playback panel loads its default range at once; an operator who queries another range before that
+    answer comes keeps their own. The first answer is held back here until the operator's has been shown (under
+    CI load it came last and reset the panel to the default range's first point)."""
+    from playwright.sync_api import expect
+    _cfg, app = console
+    with ConsoleThread(app) as srv:
+        b = Browser(srv.url)
+        try:
+            page = b.login()
+            held = []
+
+            def hold_the_first_range_query(route):
+                if "span=1" not in route.request.url and not held:
+                    held.append(route)                 # the panel's own first load: answered below
+                else:
+                    route.continue_()
+            page.route("**/api/tracks/**", hold_the_first_range_query)
+            page.fill("#veh-search", "湘A10001")
+            page.click("#search-results .result[data-plate='湘A10001']")
+            page.click("#pb-open")
+            deadline = time.monotonic() + 15
+            while not held and time.monotonic() < deadline:
+                page.wait_for_timeout(20)              # (route handlers run while Playwright waits)
+            assert held, "the panel did not load its default range"
+            day = YESTERDAY.isoformat()
+            page.fill("#pb-from", f"{day}T13:00")
+            page.fill("#pb-to", f"{day}T13:30")
+            page.click("#pb-load")
+            expect(page.locator("#playback")).to_have_attribute("data-points", "16")   # one point every 2 min
+            with page.expect_response(lambda r: "api/tracks" in r.url and "span=1" not in r.url) as late:
+                held[0].continue_()
+            late.value.finished()
+            page.evaluate("() => new Promise((r) => setTimeout(r, 300))")    # its handler has run by now
+            assert page.locator("#playback").get_attribute("data-points") == "16"
+            expect(page.locator("#pb-readout")).to_contain_text(f"{day[5:]} 13:00:00")
             assert b.errors == []
         finally:
             b.close()
