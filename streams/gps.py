@@ -384,7 +384,9 @@ def install(app, ctx, publish_alerts) -> PartitionStates:
     checkpoint_every = float(cfg["archive.checkpoint_interval_s"])
 
     def checkpoint_here() -> None:
-        M.ARCHIVE_LOG_UNCOPIED.set(archive.open_archive(cfg).checkpoint())   # the commit thread's connection
+        ck = archive.open_archive(cfg).checkpoint()      # the commit thread's connection
+        M.ARCHIVE_LOG_UNCOPIED.set(ck.uncopied)
+        M.ARCHIVE_LOG_FRAMES.set(ck.frames)
 
     @app.timer(min(1.0, interval))
     async def gps_flush():

@@ -48,6 +48,11 @@ GPS_CALL_BATCHES = Histogram("roadwatch_gps_engine_call_batches",
 ARCHIVE_LOG_UNCOPIED = Gauge("roadwatch_archive_log_uncopied_frames",
                              "SQLite write-ahead log frames the last checkpoint could not copy into the database "
                              "(-1: it could not run)")
+# … and every frame the log held then: about one checkpoint interval's writes while the log starts over; growing
+# from one checkpoint to the next while it does not (several processes writing the file steadily, a reader)
+ARCHIVE_LOG_FRAMES = Gauge("roadwatch_archive_log_frames",
+                           "SQLite write-ahead log frames at the last checkpoint: the writes since the log last "
+                           "started over (-1: it could not run)")
 STATE_BYTES = Gauge("roadwatch_state_bytes_per_vehicle", "Snapshot bytes of the live ping state per tracked vehicle")
 AGENCY_NOTICES = Counter("roadwatch_agency_notices_total", "抄告 (62号令 Art. 44) sent and received",
                          ["direction", "outcome"])

@@ -531,7 +531,7 @@ def test_a_checkpoint_lets_the_log_start_over_under_a_writer_that_never_pauses(t
         frames, left, writes = [], [], []
         for _ in range(10):
             _time.sleep(0.05)
-            left.append(commit_thread.checkpoint())
+            left.append(commit_thread.checkpoint().uncopied)
             _time.sleep(0.05)
             frames.append(_log_frames(path))
             writes.append(written[0])
@@ -549,29 +549,47 @@ def test_a_checkpoint_lets_the_log_start_over_under_a_writer_that_never_pauses(t
 
 
 def test_a_checkpoint_counts_the_frames_a_reader_still_needs(tmp_path):
-    """What ``checkpoint`` answers (the worker's ``roadwatch_archive_log_uncopied_frames``): 0 when it copied
-    the whole log; the frames it had to leave while a reader in another process reads an older snapshot."""
+    """What ``checkpoint`` answers (the worker's ``roadwatch_archive_log_uncopied_frames`` and
+    ``roadwatch_archive_log_frames``): nothing uncopied when it copied the whole log, and then the log starts
+    over at the next write; while a reader in another process reads an older snapshot, the frames it had to
+    leave, and a log that only grows from one checkpoint to the next."""
     from roadwatch.streams.archive.backend import SQLiteConnection
     path = tmp_path / "a.sqlite"
     w, ck = SQLiteConnection(str(path)), SQLiteConnection(str(path))
     w.defer_checkpoints()
     w.execute("CREATE TABLE blobs (k INTEGER PRIMARY KEY, v BLOB)")
     w.execute("INSERT INTO blobs (v) VALUES (?)", (bytes(3000),))
-    assert ck.checkpoint() == 0
+    first = ck.checkpoint()
+    assert first.uncopied == 0 and first.frames >= 1
+
+    def write(n):
+        for _ in range(n):
+            with w.transaction():
+                w.execute("INSERT INTO blobs (v) VALUES (?)", (bytes(3000),))
+    write(10)
+    ten = ck.checkpoint()                      # the log started over at the first of the ten
+    assert ten.uncopied == 0 and 10 <= ten.frames
+    write(1)
+    one = ck.checkpoint()
+    assert one.uncopied == 0 and 1 <= one.frames < ten.frames
     reader = subprocess.Popen([sys.executable, "-c", (
         "import sqlite3, sys\n"
         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
         "c.execute('BEGIN'); print(c.execute('SELECT count(*) FROM blobs').fetchone()[0], flush=True)\n"
         "sys.stdin.readline()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert reader.stdout.readline().strip() == "1"          # its snapshot: one row
-        for _ in range(10):
-            with w.transaction():
-                w.execute("INSERT INTO blobs (v) VALUES (?)", (bytes(3000),))
-        assert ck.checkpoint() >= 10                             # each new row's page waits for the reader
+        assert reader.stdout.readline().strip() == "12"         # its snapshot: twelve rows
+        write(10)
+        held = ck.checkpoint()
+        assert held.uncopied >= 10                               # each new row's page waits for the reader
+        write(10)
+        more = ck.checkpoint()                                   # the log cannot start over: it only grows
+        assert more.frames >= held.frames + 10 and more.uncopied >= held.uncopied + 10
     finally:
         reader.communicate("\n", timeout=10)
-    assert ck.checkpoint() == 0
+    assert ck.checkpoint().uncopied == 0
+    write(1)
+    assert ck.checkpoint().frames < more.frames                 # started over once the reader had gone
 
 
 @pytest.mark.parametrize("update", [None, ("v", "w")])

@@ -88,7 +88,7 @@ def test_worker_announces_ready_and_its_health_and_metrics_answer(running):
     assert health == {"ready": True, "faults": {}}
     metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
     assert "roadwatch_event_loop_lag_seconds_bucket" in metrics
-    assert "roadwatch_archive_log_uncopied_frames" in metrics
+    assert "roadwatch_archive_log_uncopied_frames" in metrics and "roadwatch_archive_log_frames" in metrics
 
 
 def test_wim_reading_becomes_case_alert_and_bad_input_dead_letter(running):

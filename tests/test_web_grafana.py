@@ -26,6 +26,7 @@ REQUIRED = {
     "roadwatch_enforcement_rate_ratio": {"station"},        # 查处率
     "roadwatch_intercept_month_tasks": {"station", "status"},
     "roadwatch_archive_log_uncopied_frames": set(),          # SQLite's log (docs/operations.md)
+    "roadwatch_archive_log_frames": set(),
 }
 
 

@@ -30,7 +30,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -271,11 +271,17 @@ class ArchiveConnection:
         """Commits on this connection never copy the log back into the database themselves; someone
         else calls ``checkpoint`` (the worker's event-loop connection, streams/gps.py)."""
 
-    def checkpoint(self) -> int:
+    def checkpoint(self) -> "LogCheckpoint":
         """Copy what the write-ahead log holds into the database, so that the next writer starts the log
-        over. Returns the frames it could not copy: 0 when it copied them all; more when a reader still needed
-        older frames or another process's writer appended meanwhile; -1 when SQLite could not checkpoint."""
-        return 0
+        over. Returns the log's frames and those it could not copy (``LogCheckpoint``)."""
+        return LogCheckpoint(0, 0)
+
+
+class LogCheckpoint(NamedTuple):
+    """What a checkpoint found (the worker's ``roadwatch_archive_log_*`` gauges; all 0 on PostgreSQL)."""
+    frames: int       # in the log as the (last) pass ran: what the log holds since it last started over
+    uncopied: int     # of them, not copied: a reader in another process still needed older ones, or another
+    #                   process's writer appended meanwhile (-1 in both when SQLite could not checkpoint)
 
 
 # rows per statement of ``SQLiteConnection.bulk_upsert`` (fewer when SQLite's variable limit says so): after
@@ -447,7 +453,7 @@ class SQLiteConnection(ArchiveConnection):
             self.raw.execute("PRAGMA wal_autocheckpoint=0")
             self._deferred = True
 
-    def checkpoint(self) -> int:
+    def checkpoint(self) -> LogCheckpoint:
         # A passive checkpoint copies the log's frames as of its start while writers go on appending; the log
         # starts over only when a writer finds every frame copied. Under a steady stream of WIM transactions
         # that never happened: frames appended during each checkpoint were left for the next one, and the
@@ -460,7 +466,7 @@ class SQLiteConnection(ArchiveConnection):
             busy, log, done = self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             self._turns.release()
-        return int(log) - int(done) if not busy and log >= 0 else -1
+        return LogCheckpoint(int(log), int(log) - int(done)) if not busy and log >= 0 else LogCheckpoint(-1, -1)
 
     def __enter__(self):
         # sqlite3's ``with conn:``: commit (or roll back) an open transaction on exit; it does not begin one
