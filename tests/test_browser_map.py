@@ -379,6 +379,7 @@ def test_a_late_answer_to_the_panels_first_load_does_not_replace_the_users_query
             page.evaluate("() => new Promise((r) => setTimeout(r, 300))")    # its handler has run by now
             assert page.locator("#playback").get_attribute("data-points") == "16"
             expect(page.locator("#pb-readout")).to_contain_text(f"{day[5:]} 13:00:00")
+            b.shot("playback-late-answer.png", page.locator("#playback"))
             assert b.errors == []
         finally:
             b.close()
